@@ -1,0 +1,70 @@
+//! The auth service's configuration, from `AUTH_*` environment variables (documented in
+//! `auth/local.env.example`, which a test keeps in sync with this file).
+
+use std::net::SocketAddr;
+
+use common::config::{ConfigError, DatabaseSettings, EnvReader, ServerSettings};
+
+/// Where auth listens unless `AUTH_LISTEN_ADDR` says otherwise.
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50061);
+
+/// Everything the auth service reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listening address, logs, shutdown drain.
+    pub server: ServerSettings,
+    /// The PostgreSQL pool.
+    pub database: DatabaseSettings,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first missing or invalid variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|key| std::env::var(key).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a map in tests).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first missing or invalid variable.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = EnvReader::new("AUTH", lookup);
+        Ok(Self {
+            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            database: DatabaseSettings::from_env(&env)?,
+        })
+    }
+
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain. The
+    /// database URL is a placeholder: tests pass their own pool to [`crate::run`].
+    pub fn for_tests() -> Self {
+        Self {
+            server: ServerSettings::for_tests(),
+            database: DatabaseSettings::for_tests(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../local.env.example");
+
+    #[test]
+    fn the_example_env_file_documents_exactly_what_the_code_reads() {
+        let (config, keys_read) =
+            common::config::keys_read_from_env_file(EXAMPLE, Config::from_lookup);
+
+        config.expect("the example file must be a valid configuration");
+        let documented: std::collections::BTreeSet<String> =
+            common::config::parse_env_file(EXAMPLE)
+                .into_keys()
+                .collect();
+        assert_eq!(documented, keys_read);
+    }
+}

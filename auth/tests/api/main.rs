@@ -1,0 +1,5 @@
+//! The auth service's integration tests: the real server on a loopback port, each test against its
+//! own freshly migrated database.
+
+mod helpers;
+mod serving;

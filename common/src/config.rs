@@ -1,0 +1,310 @@
+//! Typed settings from `<SERVICE>_<SETTING>` environment variables.
+//!
+//! Each service's `Config::from_env()` only calls `Config::from_lookup(|key| std::env::var(key).ok())`,
+//! so tests pass a map instead of touching the process environment. Every error names the variable,
+//! so a bad deployment fails at start with a message an operator can act on.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    fmt::Display,
+    net::SocketAddr,
+    str::FromStr,
+    time::Duration,
+};
+
+use secrecy::SecretString;
+
+use crate::telemetry::LogFormat;
+
+/// A setting is missing or malformed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set (or is empty).
+    #[error("{key} is required but not set")]
+    Missing {
+        /// The variable's name.
+        key: String,
+    },
+    /// A variable is set to something that cannot be used.
+    #[error("{key} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        key: String,
+        /// What is wrong with it (never contains a secret's value).
+        reason: String,
+    },
+}
+
+/// Reads the settings of one service: `prefix` `AUTH` turns setting `LISTEN_ADDR` into
+/// `AUTH_LISTEN_ADDR`.
+pub struct EnvReader<'a> {
+    prefix: &'static str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> EnvReader<'a> {
+    /// A reader for variables named `<prefix>_<SETTING>`, looked up through `lookup`.
+    pub fn new(prefix: &'static str, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self { prefix, lookup }
+    }
+
+    /// The full variable name of `setting`.
+    pub fn key(&self, setting: &str) -> String {
+        format!("{}_{setting}", self.prefix)
+    }
+
+    fn get(&self, setting: &str) -> Option<String> {
+        (self.lookup)(&self.key(setting)).filter(|value| !value.trim().is_empty())
+    }
+
+    /// A required plain value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when unset or empty.
+    pub fn required(&self, setting: &str) -> Result<String, ConfigError> {
+        self.get(setting).ok_or_else(|| ConfigError::Missing {
+            key: self.key(setting),
+        })
+    }
+
+    /// A required secret; its value never appears in errors or logs.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when unset or empty.
+    pub fn secret(&self, setting: &str) -> Result<SecretString, ConfigError> {
+        self.required(setting).map(SecretString::from)
+    }
+
+    /// An optional plain value, `default` when unset.
+    pub fn string_or(&self, setting: &str, default: &str) -> String {
+        self.get(setting).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// An optional value parsed with `FromStr`, `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when set but unparsable; the message quotes the value.
+    pub fn parse_or<T>(&self, setting: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.get(setting) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|error| ConfigError::Invalid {
+                key: self.key(setting),
+                reason: format!("{value:?}: {error}"),
+            }),
+        }
+    }
+
+    /// An optional duration given in whole seconds, `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when set but not a whole number of seconds.
+    pub fn seconds_or(&self, setting: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.parse_or(setting, default.as_secs())
+            .map(Duration::from_secs)
+    }
+}
+
+/// Settings every server binary has.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `<P>_LISTEN_ADDR`: where to listen.
+    pub listen_addr: SocketAddr,
+    /// `<P>_LOG`: log filter in `RUST_LOG` syntax, default `info`.
+    pub log_filter: String,
+    /// `<P>_LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `<P>_SHUTDOWN_TIMEOUT_SECS`: how long in-flight calls may drain after a shutdown signal,
+    /// default 20 s; keep it below the pod's `terminationGracePeriodSeconds`.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerSettings {
+    /// Reads the server settings; `default_listen_addr` applies when `<P>_LISTEN_ADDR` is unset.
+    ///
+    /// # Errors
+    /// When a variable is set to an invalid value.
+    pub fn from_env(env: &EnvReader, default_listen_addr: SocketAddr) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: env.parse_or("LISTEN_ADDR", default_listen_addr)?,
+            log_filter: env.string_or("LOG", "info"),
+            log_format: env.parse_or("LOG_FORMAT", LogFormat::Pretty)?,
+            shutdown_timeout: env.seconds_or("SHUTDOWN_TIMEOUT_SECS", Duration::from_secs(20))?,
+        })
+    }
+
+    /// Settings for tests: an ephemeral loopback port, quiet logs and a short drain.
+    pub fn for_tests() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_filter: "warn".to_owned(),
+            log_format: LogFormat::Pretty,
+            shutdown_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of a service's PostgreSQL pool.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `<P>_DATABASE_URL` (required, secret): e.g. `postgres://user:password@host:5432/chat`.
+    pub url: SecretString,
+    /// `<P>_DATABASE_MAX_CONNECTIONS`: pool size, default 10.
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// Reads the database settings.
+    ///
+    /// # Errors
+    /// When the URL is missing or the pool size is not a positive number.
+    pub fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let max_connections = env.parse_or("DATABASE_MAX_CONNECTIONS", 10u32)?;
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: env.key("DATABASE_MAX_CONNECTIONS"),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            url: env.secret("DATABASE_URL")?,
+            max_connections,
+        })
+    }
+
+    /// Settings for tests, which pass their own pool: the URL is a placeholder never connected to.
+    pub fn for_tests() -> Self {
+        Self {
+            url: SecretString::from("postgres://unused-in-tests"),
+            max_connections: 1,
+        }
+    }
+}
+
+/// Parses an env file (`KEY=value` lines; blank lines and `#` comments skipped) into a map.
+/// Used by the tests that keep each service's `local.env.example` in sync with its code.
+pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// Runs `read` (a service's `Config::from_lookup`) against the variables of an env file and returns
+/// the result together with every variable name `read` asked for, so a test can check that the file
+/// documents exactly the variables the code reads.
+pub fn keys_read_from_env_file<T>(
+    env_file: &str,
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> T,
+) -> (T, BTreeSet<String>) {
+    let values = parse_env_file(env_file);
+    let asked = RefCell::new(BTreeSet::new());
+    let lookup = |key: &str| {
+        asked.borrow_mut().insert(key.to_owned());
+        values.get(key).cloned()
+    };
+    let result = read(&lookup);
+    (result, asked.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn reader_over(vars: &HashMap<&str, &str>) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        move |key| vars.get(key).cloned()
+    }
+
+    #[test]
+    fn unset_settings_take_their_defaults() {
+        let lookup = reader_over(&HashMap::new());
+        let env = EnvReader::new("CHAT", &lookup);
+
+        let settings = ServerSettings::from_env(&env, "0.0.0.0:1".parse().unwrap()).unwrap();
+
+        assert_eq!(settings.listen_addr, "0.0.0.0:1".parse().unwrap());
+        assert_eq!(settings.log_format, LogFormat::Pretty);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        let lookup = reader_over(&HashMap::from([("CHAT_LISTEN_ADDR", "localhost")]));
+        let env = EnvReader::new("CHAT", &lookup);
+
+        let error = ServerSettings::from_env(&env, "0.0.0.0:1".parse().unwrap()).unwrap_err();
+
+        let message = error.to_string();
+        assert!(
+            message.starts_with("CHAT_LISTEN_ADDR is invalid"),
+            "{message}"
+        );
+        assert!(message.contains("\"localhost\""), "{message}");
+    }
+
+    #[test]
+    fn a_missing_database_url_is_reported_and_an_empty_one_counts_as_missing() {
+        let lookup = reader_over(&HashMap::from([("AUTH_DATABASE_URL", "  ")]));
+        let env = EnvReader::new("AUTH", &lookup);
+
+        let error = DatabaseSettings::from_env(&env).unwrap_err();
+
+        assert_eq!(
+            error,
+            ConfigError::Missing {
+                key: "AUTH_DATABASE_URL".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let lookup = reader_over(&HashMap::from([(
+            "AUTH_DATABASE_URL",
+            "postgres://u:hunter2@db/x",
+        )]));
+        let env = EnvReader::new("AUTH", &lookup);
+
+        let settings = DatabaseSettings::from_env(&env).unwrap();
+
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(settings.url.expose_secret(), "postgres://u:hunter2@db/x");
+    }
+
+    #[test]
+    fn a_zero_pool_size_is_refused() {
+        let lookup = reader_over(&HashMap::from([
+            ("AUTH_DATABASE_URL", "postgres://db/x"),
+            ("AUTH_DATABASE_MAX_CONNECTIONS", "0"),
+        ]));
+        let env = EnvReader::new("AUTH", &lookup);
+
+        let error = DatabaseSettings::from_env(&env).unwrap_err();
+
+        assert!(
+            matches!(error, ConfigError::Invalid { key, .. } if key == "AUTH_DATABASE_MAX_CONNECTIONS")
+        );
+    }
+
+    #[test]
+    fn env_files_skip_comments_and_blank_lines() {
+        let parsed = parse_env_file("# comment\n\nA_B=1\n  C_D = two words \n");
+
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed["C_D"], "two words");
+    }
+}

@@ -1,0 +1,18 @@
+//! What every service binary shares, so that each service crate holds only its own domain.
+//!
+//! - [`config`]: reading `<SERVICE>_<SETTING>` environment variables into typed settings, with
+//!   errors that name the variable.
+//! - [`telemetry`]: one `tracing` subscriber per binary (pretty for people, JSON for clusters).
+//! - [`shutdown`]: the signal that starts a graceful shutdown (SIGTERM or Ctrl-C).
+//! - [`db`]: the PostgreSQL pool and the embedded migrations.
+//! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
+//! - [`health`]: gRPC health that follows the database's reachability.
+//!
+//! It deliberately holds no domain logic and no knowledge of any one service.
+
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod health;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,50 @@
+use sqlx::PgPool;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::spawn_app;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_started_service_with_its_database_reports_serving(db: PgPool) {
+    let app = spawn_app(db).await;
+
+    let whole_server = testkit::health_status(app.channel.clone(), "").await;
+    let group_service = testkit::health_status(app.channel, "group.v1.GroupService").await;
+
+    assert_eq!(whole_server, ServingStatus::Serving);
+    assert_eq!(group_service, ServingStatus::Serving);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn grpcurl_lists_every_group_api_through_reflection(db: PgPool) {
+    let app = spawn_app(db).await;
+
+    let services = tokio::task::spawn_blocking(move || testkit::grpcurl_list(app.addr))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        services,
+        [
+            "group.internal.v1.GroupInternalService",
+            "group.v1.GroupService",
+            "grpc.health.v1.Health",
+        ]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn grpcurl_describes_an_rpc_with_its_documentation(db: PgPool) {
+    let app = spawn_app(db).await;
+
+    let description = tokio::task::spawn_blocking(move || {
+        testkit::grpcurl_describe(app.addr, "group.v1.GroupService.CreateGroup")
+    })
+    .await
+    .unwrap();
+
+    assert!(description.contains("Creates a group"), "{description}");
+    assert!(
+        description.contains("rpc CreateGroup ( .group.v1.CreateGroupRequest ) returns ( .group.v1.CreateGroupResponse )"),
+        "{description}"
+    );
+}
