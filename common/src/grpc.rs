@@ -3,7 +3,7 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::net::TcpListener;
 use tonic::{
     service::Routes,
     transport::{Server, server::TcpIncoming},
@@ -51,26 +51,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let router = server_builder().add_routes(with_reflection(services, reflected_services)?);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-
-    let (drain_started, drain_started_rx) = oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = drain_started.send(());
-    };
-    let server = router.serve_with_incoming_shutdown(incoming, signal);
-    tokio::pin!(server);
-    let drain_deadline = async move {
-        match drain_started_rx.await {
-            Ok(()) => tokio::time::sleep(drain_timeout).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = &mut server => result?,
-        () = drain_deadline => {
-            tracing::warn!(?drain_timeout, "drain timed out; dropping the calls still in flight");
-        }
-    }
+    crate::shutdown::serve_with_bounded_drain(shutdown, drain_timeout, |signal| {
+        router.serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await?;
     Ok(())
 }
 

@@ -1,0 +1,105 @@
+use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{http1_request, spawn_app};
+
+#[tokio::test]
+async fn the_gateway_reports_serving_over_native_grpc() {
+    let app = spawn_app().await;
+
+    let status = testkit::health_status(testkit::connect(app.addr).await, "").await;
+
+    assert_eq!(status, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn grpcurl_lists_the_public_apis_and_no_internal_one() {
+    let app = spawn_app().await;
+
+    let services = tokio::task::spawn_blocking(move || testkit::grpcurl_list(app.addr))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        services,
+        [
+            "auth.v1.AuthService",
+            "chat.v1.ChatService",
+            "group.v1.GroupService",
+            "grpc.health.v1.Health",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_describes_the_bidirectional_chat_stream() {
+    let app = spawn_app().await;
+
+    let description = tokio::task::spawn_blocking(move || {
+        testkit::grpcurl_describe(app.addr, "chat.v1.ChatService.OpenStream")
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        description.contains(
+            "rpc OpenStream ( stream .chat.v1.OpenStreamRequest ) returns ( stream .chat.v1.OpenStreamResponse )"
+        ),
+        "{description}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_answers_ok_over_plain_http() {
+    let app = spawn_app().await;
+
+    let response = http1_request(app.addr, "GET /healthz HTTP/1.1", b"").await;
+
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok\n"), "{response}");
+}
+
+#[tokio::test]
+async fn a_grpc_web_call_over_http1_gets_a_grpc_web_answer() {
+    let app = spawn_app().await;
+    // An empty HealthCheckRequest in one uncompressed gRPC frame: flag 0, length 0.
+    let frame = [0u8, 0, 0, 0, 0];
+
+    let response = http1_request(
+        app.addr,
+        "POST /grpc.health.v1.Health/Check HTTP/1.1\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1",
+        &frame,
+    )
+    .await;
+
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..head_end]).to_lowercase();
+    let body = &response[head_end + 4..];
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: application/grpc-web+proto"),
+        "{head}"
+    );
+    // A data frame holding HealthCheckResponse{status: SERVING} (field 1 = 1), then a trailer
+    // frame (the body is chunked, so look for the frames rather than at fixed offsets).
+    let serving_frame = [0, 0, 0, 0, 2, 0x08, 0x01];
+    assert!(body.windows(7).any(|w| w == serving_frame), "{body:?}");
+    assert!(
+        String::from_utf8_lossy(body).contains("grpc-status:0"),
+        "{body:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_stops_promptly_when_shutdown_is_signalled() {
+    let mut app = spawn_app().await;
+
+    app.stop.take().unwrap().send(()).unwrap();
+
+    let result = tokio::time::timeout(Duration::from_secs(5), app.server)
+        .await
+        .expect("the gateway stops within its drain timeout");
+    result.unwrap().unwrap();
+}
