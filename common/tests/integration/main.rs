@@ -1,0 +1,5 @@
+//! Integration tests of what every service shares, against a real PostgreSQL and real gRPC.
+
+mod drain;
+mod health;
+mod migrations;
