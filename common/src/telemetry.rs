@@ -1,6 +1,6 @@
 //! One `tracing` subscriber per binary.
 
-use std::str::FromStr;
+use std::{io::IsTerminal, str::FromStr};
 
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +36,7 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), tracing_subscriber::f
     let filter = EnvFilter::try_new(filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // An error here only means a subscriber is already installed, which is fine.
     let _ = match format {

@@ -40,7 +40,10 @@ async fn no_foreign_key_crosses_from_one_service_schema_to_another(db: PgPool) {
     .await
     .unwrap();
 
-    assert!(crossing.is_empty(), "cross-schema foreign keys: {crossing:?}");
+    assert!(
+        crossing.is_empty(),
+        "cross-schema foreign keys: {crossing:?}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
