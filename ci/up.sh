@@ -16,6 +16,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 setup_path
+bash ci/install-tools.sh --runtime
 
 smoke=0
 case "${1:-}" in

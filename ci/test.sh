@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# THE test command: runs every test of the workspace against a real PostgreSQL.
+#
+#   ci/test.sh                    all tests
+#   ci/test.sh -E 'test(login)'   only the cargo tests, with extra arguments for `cargo nextest run`
+#
+# 1. Smoke test of the whole system: `ci/up.sh --smoke` (every service starts, turns SERVING and
+#    lists its APIs). It gets a throwaway database, so it never leaves schemas in a shared server,
+#    unless SMOKE_DATABASE_URL names a disposable one (GitHub Actions' service container).
+#    Skipped when arguments are given or with CI_SKIP_SMOKE=1.
+# 2. The cargo tests. DATABASE_URL comes from ensure_postgres (ci/lib.sh): $DATABASE_URL if set,
+#    else the server on 127.0.0.1:5432, else a throwaway cluster removed on exit. sqlx::test
+#    creates a fresh database per test from it.
+# Later test kinds (browser tests) are added here, so this stays the one place tests are run.
+
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+setup_path
+bash ci/install-tools.sh --runtime
+
+if [[ -x ci/up.sh && $# -eq 0 && "${CI_SKIP_SMOKE:-0}" != 1 ]]; then
+    log "smoke test: ci/up.sh --smoke"
+    if [[ -n "${SMOKE_DATABASE_URL:-}" ]]; then
+        DATABASE_URL="$SMOKE_DATABASE_URL" ci/up.sh --smoke
+    else
+        env -u DATABASE_URL ci/up.sh --smoke
+    fi
+fi
+
+ensure_postgres
+log "DATABASE_URL=$DATABASE_URL"
+
+cargo_locked=()
+if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
+    cargo_locked=(--locked)
+fi
+
+cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass "$@"
