@@ -1,100 +1,282 @@
 //! The gRPC surface of the auth service: proto <-> domain, nothing else.
 //!
-//! Not implemented yet: every RPC answers UNIMPLEMENTED until the auth issue lands
-//! (accounts, devices, tokens).
+//! `auth.internal.v1` is not implemented yet: it answers UNIMPLEMENTED until its consumer (the
+//! chat issue) lands together with the service-to-service credential it needs.
 
-use std::pin::Pin;
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
 use common::grpc::not_implemented;
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    accounts::{self, Username},
+    devices::{self, Device},
+    keys,
+    sessions::{self, IssuedRefreshToken},
+    state::State,
+    throttle::AttemptKeys,
+};
+
+/// At most this many users per LookupUsers call.
+const MAX_LOOKUP: usize = 100;
 
 /// Implements `auth.v1.AuthService`.
-#[derive(Debug, Default)]
-pub struct AuthApi;
+#[derive(Clone)]
+pub struct AuthApi {
+    state: Arc<State>,
+}
+
+impl AuthApi {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthApi {
     async fn register(
         &self,
-        _: Request<pb::RegisterRequest>,
+        request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Err(not_implemented("Register"))
+        let request = request.into_inner();
+        let username = Username::parse(request.username)?;
+        accounts::check_new_password(&request.password)?;
+        accounts::check_name("display name", &request.display_name)?;
+        let state = &self.state;
+        let password_hash = state.passwords.hash(request.password.into()).await?;
+        let user =
+            accounts::insert_user(&state.db, &username, &request.display_name, &password_hash)
+                .await?;
+        tracing::info!(user_id = %user.id, "account registered");
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user_pb(&user)),
+        }))
     }
 
     async fn login(
         &self,
-        _: Request<pb::LoginRequest>,
+        request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        Err(not_implemented("Login"))
+        let address = client_address(&request);
+        let request = request.into_inner();
+        accounts::check_name("device name", &request.device_name)?;
+        let resume_device = optional_uuid("device_id", &request.device_id)?;
+        let state = &self.state;
+        let attempt = AttemptKeys::new(&request.username, address);
+        state.throttle.check(&state.db, &attempt).await?;
+
+        let credentials = accounts::find_credentials(&state.db, &request.username).await?;
+        let (user, stored_hash) =
+            credentials.map_or((None, None), |(user, hash)| (Some(user), Some(hash)));
+        let verified = state
+            .passwords
+            .verify(request.password.into(), stored_hash)
+            .await?;
+        let Some(user) = user.filter(|_| verified) else {
+            state.throttle.record_failure(&state.db, &attempt).await?;
+            tracing::debug!("login refused");
+            return Err(Error::InvalidCredentials.into());
+        };
+        state.throttle.record_success(&state.db, &attempt).await?;
+
+        let mut tx = state.db.begin().await.map_err(Error::from)?;
+        let device = match resume_device {
+            Some(device_id) => devices::resume_device(&mut tx, user.id, device_id).await?,
+            None => {
+                devices::create_device(&mut tx, user.id, &request.device_name, state.max_devices)
+                    .await?
+            }
+        };
+        let (session_id, refresh) = state.sessions.open(&mut tx, user.id, device.id).await?;
+        tx.commit().await.map_err(Error::from)?;
+        tracing::info!(user_id = %user.id, device_id = %device.id, %session_id, "logged in");
+        let subject = token::Subject {
+            user_id: user.id,
+            device_id: device.id,
+            session_id,
+        };
+        Ok(Response::new(pb::LoginResponse {
+            user: Some(user_pb(&user)),
+            device: Some(device_pb(&device)),
+            tokens: Some(self.token_pair(subject, refresh)),
+        }))
     }
 
     async fn refresh(
         &self,
-        _: Request<pb::RefreshRequest>,
+        request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
-        Err(not_implemented("Refresh"))
+        let token = request.into_inner().refresh_token;
+        let (owner, refresh) = self.state.sessions.refresh(&self.state.db, &token).await?;
+        let subject = token::Subject {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+            session_id: owner.session_id,
+        };
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(self.token_pair(subject, refresh)),
+        }))
     }
 
     async fn logout(
         &self,
-        _: Request<pb::LogoutRequest>,
+        request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        Err(not_implemented("Logout"))
+        let caller = self.authenticate(&request).await?;
+        sessions::revoke(&self.state.db, caller.session_id, caller.user_id).await?;
+        tracing::info!(user_id = %caller.user_id, session_id = %caller.session_id, "logged out");
+        Ok(Response::new(pb::LogoutResponse {}))
     }
 
     async fn logout_everywhere(
         &self,
-        _: Request<pb::LogoutEverywhereRequest>,
+        request: Request<pb::LogoutEverywhereRequest>,
     ) -> Result<Response<pb::LogoutEverywhereResponse>, Status> {
-        Err(not_implemented("LogoutEverywhere"))
+        let caller = self.authenticate(&request).await?;
+        let revoked = sessions::revoke_all(&self.state.db, caller.user_id).await?;
+        tracing::info!(user_id = %caller.user_id, revoked, "logged out everywhere");
+        Ok(Response::new(pb::LogoutEverywhereResponse {
+            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn get_current_user(
         &self,
-        _: Request<pb::GetCurrentUserRequest>,
+        request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
-        Err(not_implemented("GetCurrentUser"))
+        let caller = self.authenticate(&request).await?;
+        let user = accounts::get_user(&self.state.db, caller.user_id).await?;
+        let device = devices::get_active(&self.state.db, caller.user_id, caller.device_id).await?;
+        Ok(Response::new(pb::GetCurrentUserResponse {
+            user: Some(user_pb(&user)),
+            device: Some(device_pb(&device)),
+        }))
     }
 
     async fn upload_device_keys(
         &self,
-        _: Request<pb::UploadDeviceKeysRequest>,
+        request: Request<pb::UploadDeviceKeysRequest>,
     ) -> Result<Response<pb::UploadDeviceKeysResponse>, Status> {
-        Err(not_implemented("UploadDeviceKeys"))
+        let caller = self.authenticate(&request).await?;
+        let keys = request.into_inner().keys.unwrap_or_default();
+        let validated = keys::validate(&keys.encryption_public_key, &keys.signing_public_key)?;
+        let device =
+            devices::set_keys(&self.state.db, caller.user_id, caller.device_id, &validated).await?;
+        tracing::info!(user_id = %caller.user_id, device_id = %caller.device_id, "device keys uploaded");
+        Ok(Response::new(pb::UploadDeviceKeysResponse {
+            device: Some(device_pb(&device)),
+        }))
     }
 
     async fn list_devices(
         &self,
-        _: Request<pb::ListDevicesRequest>,
+        request: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
-        Err(not_implemented("ListDevices"))
+        let caller = self.authenticate(&request).await?;
+        let devices = devices::list_active(&self.state.db, caller.user_id).await?;
+        Ok(Response::new(pb::ListDevicesResponse {
+            devices: devices.iter().map(device_pb).collect(),
+            current_device_id: caller.device_id.to_string(),
+        }))
     }
 
     async fn revoke_device(
         &self,
-        _: Request<pb::RevokeDeviceRequest>,
+        request: Request<pb::RevokeDeviceRequest>,
     ) -> Result<Response<pb::RevokeDeviceResponse>, Status> {
-        Err(not_implemented("RevokeDevice"))
+        let caller = self.authenticate(&request).await?;
+        let device_id = required_uuid("device_id", &request.get_ref().device_id)?;
+        devices::revoke(&self.state.db, caller.user_id, device_id).await?;
+        tracing::info!(user_id = %caller.user_id, %device_id, "device revoked");
+        Ok(Response::new(pb::RevokeDeviceResponse {}))
     }
 
     async fn lookup_users(
         &self,
-        _: Request<pb::LookupUsersRequest>,
+        request: Request<pb::LookupUsersRequest>,
     ) -> Result<Response<pb::LookupUsersResponse>, Status> {
-        Err(not_implemented("LookupUsers"))
+        self.authenticate(&request).await?;
+        let request = request.into_inner();
+        if request.user_ids.len() + request.usernames.len() > MAX_LOOKUP {
+            return Err(
+                Error::InvalidArgument(format!("at most {MAX_LOOKUP} users per lookup")).into(),
+            );
+        }
+        let ids = request
+            .user_ids
+            .iter()
+            .map(|id| required_uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let users = accounts::find_users(&self.state.db, &ids, &request.usernames).await?;
+        let user_ids: Vec<Uuid> = users.iter().map(|user| user.id).collect();
+        let mut devices_by_user = devices::keyed_devices_of(&self.state.db, &user_ids).await?;
+        let not_found = request
+            .user_ids
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !user_ids.contains(id))
+            .map(|(raw, _)| raw.clone())
+            .chain(
+                request
+                    .usernames
+                    .iter()
+                    .filter(|name| !users.iter().any(|user| &&user.username == name))
+                    .cloned(),
+            )
+            .collect();
+        let users = users
+            .iter()
+            .map(|user| pb::UserWithDevices {
+                user: Some(user_pb(user)),
+                devices: devices_by_user
+                    .remove(&user.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(device_pb)
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::LookupUsersResponse { users, not_found }))
     }
 
     async fn get_jwks(
         &self,
         _: Request<pb::GetJwksRequest>,
     ) -> Result<Response<pb::GetJwksResponse>, Status> {
-        Err(not_implemented("GetJwks"))
+        let keys = self
+            .state
+            .issuer
+            .jwks()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Response::new(pb::GetJwksResponse { keys }))
     }
 }
 
-/// Implements `auth.internal.v1.AuthInternalService`.
+impl AuthApi {
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<token::Subject, Error> {
+        Ok(self.state.validator.authenticate(request).await?.subject())
+    }
+
+    fn token_pair(&self, subject: token::Subject, refresh: IssuedRefreshToken) -> pb::TokenPair {
+        let (access_token, access_expires_at) = self.state.issuer.issue(subject);
+        pb::TokenPair {
+            access_token,
+            access_token_expires_at: Some(access_expires_at.into()),
+            refresh_token: refresh.token.expose_secret().to_owned(),
+            refresh_token_expires_at: Some(timestamp(refresh.expires_at)),
+        }
+    }
+}
+
+/// Implements `auth.internal.v1.AuthInternalService` (not yet; see the module docs).
 #[derive(Debug, Default)]
 pub struct AuthInternalApi;
 
@@ -117,5 +299,65 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
         _: Request<internal_pb::WatchDeviceChangesRequest>,
     ) -> Result<Response<Self::WatchDeviceChangesStream>, Status> {
         Err(not_implemented("WatchDeviceChanges"))
+    }
+}
+
+/// The client's address for throttling: the first `x-forwarded-for` entry (set by the gateway,
+/// the only caller that can reach auth), else the connection's peer.
+fn client_address<T>(request: &Request<T>) -> Option<IpAddr> {
+    request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+}
+
+fn required_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
+}
+
+fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, Error> {
+    (!value.is_empty())
+        .then(|| required_uuid(field, value))
+        .transpose()
+}
+
+fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::from(at))
+}
+
+fn user_pb(user: &accounts::User) -> pb::User {
+    pb::User {
+        user_id: user.id.to_string(),
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        created_at: Some(timestamp(user.created_at)),
+    }
+}
+
+fn device_pb(device: &Device) -> pb::Device {
+    let keys = device
+        .encryption_public_key
+        .clone()
+        .zip(device.signing_public_key.clone())
+        .map(
+            |(encryption_public_key, signing_public_key)| pb::DeviceKeys {
+                encryption_public_key,
+                signing_public_key,
+            },
+        );
+    pb::Device {
+        device_id: device.id.to_string(),
+        name: device.name.clone(),
+        keys,
+        encryption_key_fingerprint: device
+            .encryption_key_fingerprint
+            .clone()
+            .unwrap_or_default(),
+        signing_key_fingerprint: device.signing_key_fingerprint.clone().unwrap_or_default(),
+        created_at: Some(timestamp(device.created_at)),
+        last_seen_at: Some(timestamp(device.last_seen_at)),
     }
 }

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use common::config::{ConfigError, DatabaseSettings, EnvReader, ServerSettings};
+use std::time::Duration;
+
+use common::config::{ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings};
 
 /// Where auth listens unless `AUTH_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -16,7 +18,75 @@ pub struct Config {
     pub server: ServerSettings,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
+    /// Access and refresh tokens.
+    pub tokens: TokenSettings,
+    /// Password hashing.
+    pub passwords: PasswordSettings,
+    /// Failed-login throttling.
+    pub login_throttle: ThrottleSettings,
+    /// `AUTH_MAX_DEVICES_PER_USER`: active devices a user may have, default 10.
+    pub max_devices_per_user: u32,
 }
+
+/// How tokens are issued.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `AUTH_TOKEN_ISSUER`: the `iss` claim, default `chat-auth`. Validators must expect the same.
+    pub issuer: String,
+    /// `AUTH_TOKEN_AUDIENCE`: the `aud` claim, default `chat`. Validators must expect the same.
+    pub audience: String,
+    /// `AUTH_ACCESS_TOKEN_TTL_SECS`: access token lifetime, default and maximum 900 (15 minutes).
+    pub access_token_ttl: Duration,
+    /// `AUTH_SIGNING_KEY` or `AUTH_SIGNING_KEY_FILE` (secret, required): the Ed25519 private key
+    /// (PKCS#8 PEM) that signs new access tokens. `auth keygen` prints a fresh one.
+    pub signing_key: SecretSource,
+    /// `AUTH_PREVIOUS_SIGNING_KEYS` or `AUTH_PREVIOUS_SIGNING_KEYS_FILE` (optional): older private
+    /// keys (concatenated PEM blocks) that no longer sign but still verify, published in the JWKS
+    /// until the tokens they signed have expired. Rotation: move the current key here, set a new
+    /// `AUTH_SIGNING_KEY`, and drop the old one after `AUTH_ACCESS_TOKEN_TTL_SECS`.
+    pub previous_signing_keys: Option<SecretSource>,
+    /// `AUTH_REFRESH_TOKEN_SECRET` or `AUTH_REFRESH_TOKEN_SECRET_FILE` (secret, required): at least
+    /// 32 random bytes, base64. Successor refresh tokens are derived from it (see `sessions.rs`).
+    pub refresh_token_secret: SecretSource,
+    /// `AUTH_REFRESH_TOKEN_IDLE_TTL_SECS`: an unused refresh token expires after this, default
+    /// 14 days.
+    pub refresh_token_idle_ttl: Duration,
+    /// `AUTH_SESSION_MAX_AGE_SECS`: a session ends this long after login whatever happens,
+    /// default 60 days.
+    pub session_max_age: Duration,
+    /// `AUTH_REFRESH_REUSE_GRACE_SECS`: how long after a rotation the old refresh token may be
+    /// presented again (a client that lost the response) and get the same successor, default 30 s.
+    pub refresh_reuse_grace: Duration,
+}
+
+/// argon2id parameters and the hashing concurrency.
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    /// `AUTH_ARGON2_MEMORY_KIB`: memory per hash, default 19456 (19 MiB, the OWASP minimum).
+    pub memory_kib: u32,
+    /// `AUTH_ARGON2_ITERATIONS`: passes, default 2.
+    pub iterations: u32,
+    /// `AUTH_ARGON2_PARALLELISM`: lanes, default 1.
+    pub parallelism: u32,
+    /// `AUTH_PASSWORD_HASHING_CONCURRENCY`: hashes computed at once, default the number of CPUs.
+    /// Bounds the memory (this times `memory_kib`) and keeps threads free for other requests.
+    pub concurrency: usize,
+}
+
+/// Failed-login throttling, shared by all replicas through the database.
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// `AUTH_LOGIN_FAILURES_PER_ACCOUNT`: failures allowed per username in a window, default 5.
+    pub failures_per_account: u32,
+    /// `AUTH_LOGIN_FAILURES_PER_ADDRESS`: failures allowed per client address in a window,
+    /// default 50.
+    pub failures_per_address: u32,
+    /// `AUTH_LOGIN_FAILURE_WINDOW_SECS`: the window, and how long a key stays blocked once over
+    /// its limit, default 900. Never longer: a victim is never locked out for good.
+    pub window: Duration,
+}
+
+const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -36,16 +106,118 @@ impl Config {
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
             database: DatabaseSettings::from_env(&env)?,
+            tokens: TokenSettings::from_env(&env)?,
+            passwords: PasswordSettings::from_env(&env)?,
+            login_throttle: ThrottleSettings::from_env(&env)?,
+            max_devices_per_user: positive(&env, "MAX_DEVICES_PER_USER", 10)?,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain. The
-    /// database URL is a placeholder: tests pass their own pool to [`crate::run`].
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, a fresh
+    /// signing key and refresh secret, and cheap argon2 parameters (tests check behaviour, the
+    /// benchmark checks cost). The database URL is a placeholder: tests pass their own pool to
+    /// [`crate::run`].
     pub fn for_tests() -> Self {
+        let signing_key = token::SigningKey::generate().to_pkcs8_pem();
         Self {
             server: ServerSettings::for_tests(),
             database: DatabaseSettings::for_tests(),
+            tokens: TokenSettings {
+                issuer: "chat-auth".into(),
+                audience: "chat".into(),
+                access_token_ttl: MAX_ACCESS_TOKEN_TTL,
+                signing_key: SecretSource::Inline(signing_key.into()),
+                previous_signing_keys: None,
+                refresh_token_secret: SecretSource::Inline(
+                    "dGVzdHMtb25seS1yZWZyZXNoLXRva2VuLXNlY3JldC0wMTIzNDU2Nzg5".into(),
+                ),
+                refresh_token_idle_ttl: Duration::from_secs(14 * 24 * 3600),
+                session_max_age: Duration::from_secs(60 * 24 * 3600),
+                refresh_reuse_grace: Duration::from_secs(30),
+            },
+            passwords: PasswordSettings {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+                concurrency: 2,
+            },
+            login_throttle: ThrottleSettings {
+                failures_per_account: 5,
+                failures_per_address: 50,
+                window: Duration::from_secs(900),
+            },
+            max_devices_per_user: 10,
         }
+    }
+}
+
+impl TokenSettings {
+    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let access_token_ttl = env.seconds_or("ACCESS_TOKEN_TTL_SECS", MAX_ACCESS_TOKEN_TTL)?;
+        if access_token_ttl.is_zero() || access_token_ttl > MAX_ACCESS_TOKEN_TTL {
+            return Err(ConfigError::Invalid {
+                key: env.key("ACCESS_TOKEN_TTL_SECS"),
+                reason: "must be between 1 and 900 seconds".into(),
+            });
+        }
+        Ok(Self {
+            issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
+            audience: env.string_or("TOKEN_AUDIENCE", "chat"),
+            access_token_ttl,
+            signing_key: env.secret_source("SIGNING_KEY")?,
+            previous_signing_keys: env.optional_secret_source("PREVIOUS_SIGNING_KEYS")?,
+            refresh_token_secret: env.secret_source("REFRESH_TOKEN_SECRET")?,
+            refresh_token_idle_ttl: env.seconds_or(
+                "REFRESH_TOKEN_IDLE_TTL_SECS",
+                Duration::from_secs(14 * 24 * 3600),
+            )?,
+            session_max_age: env
+                .seconds_or("SESSION_MAX_AGE_SECS", Duration::from_secs(60 * 24 * 3600))?,
+            refresh_reuse_grace: env
+                .seconds_or("REFRESH_REUSE_GRACE_SECS", Duration::from_secs(30))?,
+        })
+    }
+}
+
+impl PasswordSettings {
+    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let memory_kib = positive(env, "ARGON2_MEMORY_KIB", 19 * 1024)?;
+        let iterations = positive(env, "ARGON2_ITERATIONS", 2)?;
+        if memory_kib < 19 * 1024 || iterations < 2 {
+            // Weaker than OWASP's argon2id minimum (m=19 MiB, t=2, p=1): refuse rather than
+            // silently store weak hashes.
+            return Err(ConfigError::Invalid {
+                key: env.key("ARGON2_MEMORY_KIB"),
+                reason: "argon2id needs at least 19456 KiB and 2 iterations".into(),
+            });
+        }
+        Ok(Self {
+            memory_kib,
+            iterations,
+            parallelism: positive(env, "ARGON2_PARALLELISM", 1)?,
+            concurrency: positive(env, "PASSWORD_HASHING_CONCURRENCY", cpus as u32)? as usize,
+        })
+    }
+}
+
+impl ThrottleSettings {
+    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        Ok(Self {
+            failures_per_account: positive(env, "LOGIN_FAILURES_PER_ACCOUNT", 5)?,
+            failures_per_address: positive(env, "LOGIN_FAILURES_PER_ADDRESS", 50)?,
+            window: env.seconds_or("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs(900))?,
+        })
+    }
+}
+
+fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
+    match env.parse_or(setting, default)? {
+        0 => Err(ConfigError::Invalid {
+            key: env.key(setting),
+            reason: "must be at least 1".into(),
+        }),
+        value => Ok(value),
     }
 }
 
@@ -57,14 +229,6 @@ mod tests {
 
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
-        let (config, keys_read) =
-            common::config::keys_read_from_env_file(EXAMPLE, Config::from_lookup);
-
-        config.expect("the example file must be a valid configuration");
-        let documented: std::collections::BTreeSet<String> =
-            common::config::parse_env_file(EXAMPLE)
-                .into_keys()
-                .collect();
-        assert_eq!(documented, keys_read);
+        common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
     }
 }

@@ -4,13 +4,24 @@
 //!
 //! It does not route or proxy anything, and it never sees message content.
 //!
-//! Start reading at [`run`], then `api.rs`.
+//! Start reading at [`run`], then `api.rs`; the rules live in `accounts.rs` (usernames,
+//! passwords), `passwords.rs` (argon2id off the runtime), `throttle.rs` (failed logins),
+//! `devices.rs` and `keys.rs` (devices and their public keys), `sessions.rs` (refresh-token
+//! rotation and reuse detection) and `tokens.rs` (signing keys, access tokens, JWKS).
 
+mod accounts;
 mod api;
 mod config;
+mod devices;
 pub mod error;
+mod keys;
+mod passwords;
+mod sessions;
+mod state;
+mod throttle;
+mod tokens;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
 use sqlx::PgPool;
@@ -18,7 +29,7 @@ use tokio::net::TcpListener;
 use tonic::{server::NamedService, service::Routes};
 
 pub use api::{AuthApi, AuthInternalApi};
-pub use config::{Config, DEFAULT_LISTEN_ADDR};
+pub use config::{Config, DEFAULT_LISTEN_ADDR, PasswordSettings, ThrottleSettings, TokenSettings};
 pub use error::Error;
 
 type AuthServer = pb::auth_service_server::AuthServiceServer<AuthApi>;
@@ -32,17 +43,18 @@ pub const SERVICES: &[&str] = &[AuthServer::NAME, AuthInternalServer::NAME];
 /// most the configured shutdown timeout. Health follows the database's reachability.
 ///
 /// # Errors
-/// When the server fails.
+/// When a signing key or secret cannot be loaded, or the server fails.
 pub async fn run(
     config: Config,
     db: PgPool,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let state = Arc::new(state::State::new(&config, db.clone())?);
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)
-        .add_service(AuthServer::new(AuthApi))
+        .add_service(AuthServer::new(AuthApi::new(state)))
         .add_service(AuthInternalServer::new(AuthInternalApi));
     common::grpc::serve(
         services,
@@ -53,4 +65,9 @@ pub async fn run(
     )
     .await?;
     Ok(())
+}
+
+/// A fresh Ed25519 signing key as PKCS#8 PEM, for `auth keygen` (set it as `AUTH_SIGNING_KEY`).
+pub fn generate_signing_key_pem() -> String {
+    token::SigningKey::generate().to_pkcs8_pem()
 }

@@ -2,6 +2,11 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("keygen") {
+        // `auth keygen > key.pem`: a new access-token signing key for AUTH_SIGNING_KEY_FILE.
+        print!("{}", auth::generate_signing_key_pem());
+        return Ok(());
+    }
     let config = auth::Config::from_env()?; // fail before binding anything
     common::telemetry::init(&config.server.log_filter, config.server.log_format)?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;

@@ -57,14 +57,6 @@ mod tests {
 
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
-        let (config, keys_read) =
-            common::config::keys_read_from_env_file(EXAMPLE, Config::from_lookup);
-
-        config.expect("the example file must be a valid configuration");
-        let documented: std::collections::BTreeSet<String> =
-            common::config::parse_env_file(EXAMPLE)
-                .into_keys()
-                .collect();
-        assert_eq!(documented, keys_read);
+        common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
     }
 }

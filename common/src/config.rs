@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Display,
     net::SocketAddr,
+    path::PathBuf,
     str::FromStr,
     time::Duration,
 };
@@ -76,6 +77,39 @@ impl<'a> EnvReader<'a> {
         self.required(setting).map(SecretString::from)
     }
 
+    /// A required secret given either inline as `<P>_<SETTING>` or as a file path in
+    /// `<P>_<SETTING>_FILE` (how Kubernetes mounts Secrets). The file is read later, by
+    /// [`SecretSource::read`], so parsing the configuration does no I/O.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when neither is set; [`ConfigError::Invalid`] when both are.
+    pub fn secret_source(&self, setting: &str) -> Result<SecretSource, ConfigError> {
+        self.optional_secret_source(setting)?
+            .ok_or_else(|| ConfigError::Missing {
+                key: format!("{} (or {}_FILE)", self.key(setting), self.key(setting)),
+            })
+    }
+
+    /// Like [`EnvReader::secret_source`], but `None` when neither variable is set.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when both are set.
+    pub fn optional_secret_source(
+        &self,
+        setting: &str,
+    ) -> Result<Option<SecretSource>, ConfigError> {
+        let file_setting = format!("{setting}_FILE");
+        match (self.get(setting), self.get(&file_setting)) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                key: self.key(setting),
+                reason: format!("set either it or {}, not both", self.key(&file_setting)),
+            }),
+            (Some(value), None) => Ok(Some(SecretSource::Inline(SecretString::from(value)))),
+            (None, Some(path)) => Ok(Some(SecretSource::File(PathBuf::from(path)))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// An optional plain value, `default` when unset.
     pub fn string_or(&self, setting: &str, default: &str) -> String {
         self.get(setting).unwrap_or_else(|| default.to_owned())
@@ -106,6 +140,32 @@ impl<'a> EnvReader<'a> {
     pub fn seconds_or(&self, setting: &str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse_or(setting, default.as_secs())
             .map(Duration::from_secs)
+    }
+}
+
+/// Where a secret comes from: the environment itself or a file (a mounted Kubernetes Secret).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// The value itself (redacted in `Debug`).
+    Inline(SecretString),
+    /// A file holding the value; surrounding white space is trimmed when read.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// The secret's value.
+    ///
+    /// # Errors
+    /// When the file cannot be read; the message names the path, never the content.
+    pub fn read(&self) -> Result<SecretString, std::io::Error> {
+        match self {
+            Self::Inline(value) => Ok(value.clone()),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|content| SecretString::from(content.trim().to_owned()))
+                .map_err(|error| {
+                    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+                }),
+        }
     }
 }
 
@@ -193,6 +253,40 @@ pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .filter_map(|line| line.split_once('='))
         .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// Asserts that `env_file` (a service's `local.env.example`) is a valid configuration for `read`
+/// (its `Config::from_lookup`) and mentions exactly the variables `read` asks for, so the documented
+/// environment cannot drift from the code. For the services' unit tests.
+///
+/// # Panics
+/// When the file is not a valid configuration or the variable sets differ.
+pub fn assert_env_file_matches<T, E: std::fmt::Debug>(
+    env_file: &str,
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, E>,
+) {
+    let (config, keys_read) = keys_read_from_env_file(env_file, read);
+    if let Err(error) = config {
+        panic!("the example env file is not a valid configuration: {error:?}");
+    }
+    assert_eq!(documented_env_keys(env_file), keys_read);
+}
+
+/// Every variable an env file mentions: those it sets and those shown commented out as an
+/// alternative (`# AUTH_SIGNING_KEY=...`).
+pub fn documented_env_keys(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(|line| line.trim().trim_start_matches('#').trim())
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
         .collect()
 }
 
@@ -297,6 +391,34 @@ mod tests {
 
         assert!(
             matches!(error, ConfigError::Invalid { key, .. } if key == "AUTH_DATABASE_MAX_CONNECTIONS")
+        );
+    }
+
+    #[test]
+    fn a_secret_comes_from_the_variable_or_its_file_but_not_both() {
+        let both = reader_over(&HashMap::from([("AUTH_KEY", "x"), ("AUTH_KEY_FILE", "/k")]));
+        let file_only = reader_over(&HashMap::from([("AUTH_KEY_FILE", "/k")]));
+        let neither = reader_over(&HashMap::new());
+
+        let from_both = EnvReader::new("AUTH", &both).secret_source("KEY");
+        let from_file = EnvReader::new("AUTH", &file_only).secret_source("KEY");
+        let from_neither = EnvReader::new("AUTH", &neither).secret_source("KEY");
+
+        assert!(matches!(from_both, Err(ConfigError::Invalid { .. })));
+        assert!(matches!(from_file, Ok(SecretSource::File(path)) if path == std::path::Path::new("/k")));
+        assert_eq!(
+            from_neither.unwrap_err().to_string(),
+            "AUTH_KEY (or AUTH_KEY_FILE) is required but not set"
+        );
+    }
+
+    #[test]
+    fn documented_keys_include_commented_alternatives_but_not_prose() {
+        let keys = documented_env_keys("# Set one:\nA_KEY=1\n# A_KEY_FILE=/path\n# see a=b\n");
+
+        assert_eq!(
+            keys,
+            BTreeSet::from(["A_KEY".to_owned(), "A_KEY_FILE".to_owned()])
         );
     }
 

@@ -1,23 +1,175 @@
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::LazyLock};
 
+use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use rsa::{RsaPrivateKey, pkcs8::EncodePublicKey};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub addr: SocketAddr,
     pub channel: Channel,
+    pub client: AuthServiceClient<Channel>,
+    pub db: PgPool,
 }
 
 pub async fn spawn_app(db: PgPool) -> TestApp {
+    spawn_app_with(db, auth::Config::for_tests()).await
+}
+
+pub async fn spawn_app_with(db: PgPool, config: auth::Config) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(auth::run(
-        auth::Config::for_tests(),
-        db,
+        config,
+        db.clone(),
         listener,
         std::future::pending(),
     ));
     let channel = testkit::connect(addr).await; // already bound: no sleep
-    TestApp { addr, channel }
+    TestApp {
+        addr,
+        client: AuthServiceClient::new(channel.clone()),
+        channel,
+        db,
+    }
+}
+
+/// An RSA-OAEP public key (2048 bits, to keep tests quick) and an Ed25519 key, made once.
+pub static DEVICE_KEYS: LazyLock<pb::DeviceKeys> = LazyLock::new(device_keys);
+
+pub fn device_keys() -> pb::DeviceKeys {
+    let rsa = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    pb::DeviceKeys {
+        encryption_public_key: rsa.to_public_key().to_public_key_der().unwrap().into_vec(),
+        signing_public_key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng)
+            .verifying_key()
+            .to_bytes()
+            .to_vec(),
+    }
+}
+
+pub fn with_token<T>(message: T, access_token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {access_token}").parse().unwrap(),
+    );
+    request
+}
+
+pub fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn assert_code(result: Result<impl std::fmt::Debug, Status>, code: Code) -> Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+impl TestApp {
+    pub async fn register(&self, username: &str) -> pb::User {
+        self.client
+            .clone()
+            .register(pb::RegisterRequest {
+                username: username.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<pb::LoginResponse, Status> {
+        self.login_as(pb::LoginRequest {
+            username: username.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn login_as(&self, request: pb::LoginRequest) -> Result<pb::LoginResponse, Status> {
+        self.client
+            .clone()
+            .login(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Registers `username` and logs in on a new device: the user, device and tokens.
+    pub async fn signed_up(&self, username: &str) -> pb::LoginResponse {
+        self.register(username).await;
+        self.login(username, PASSWORD).await.unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Status> {
+        self.client
+            .clone()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh_token.into(),
+            })
+            .await
+            .map(|response| response.into_inner().tokens.unwrap())
+    }
+
+    pub async fn current_user(
+        &self,
+        access_token: &str,
+    ) -> Result<pb::GetCurrentUserResponse, Status> {
+        self.client
+            .clone()
+            .get_current_user(with_token(pb::GetCurrentUserRequest {}, access_token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn upload_keys(
+        &self,
+        access_token: &str,
+        keys: pb::DeviceKeys,
+    ) -> Result<pb::Device, Status> {
+        self.client
+            .clone()
+            .upload_device_keys(with_token(
+                pb::UploadDeviceKeysRequest { keys: Some(keys) },
+                access_token,
+            ))
+            .await
+            .map(|response| response.into_inner().device.unwrap())
+    }
+
+    pub async fn lookup(
+        &self,
+        access_token: &str,
+        user_ids: &[&str],
+        usernames: &[&str],
+    ) -> Result<pb::LookupUsersResponse, Status> {
+        self.client
+            .clone()
+            .lookup_users(with_token(
+                pb::LookupUsersRequest {
+                    user_ids: user_ids.iter().map(|id| (*id).to_owned()).collect(),
+                    usernames: usernames.iter().map(|name| (*name).to_owned()).collect(),
+                },
+                access_token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+pub fn tokens(login: &pb::LoginResponse) -> &pb::TokenPair {
+    login.tokens.as_ref().unwrap()
 }

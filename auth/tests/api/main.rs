@@ -1,5 +1,11 @@
 //! The auth service's integration tests: the real server on a loopback port, each test against its
 //! own freshly migrated database.
 
+mod accounts;
+mod devices;
 mod helpers;
+mod rotation;
 mod serving;
+mod sessions;
+mod throttling;
+mod tokens;

@@ -1,0 +1,217 @@
+//! Devices and their public keys: the `auth.devices` and `auth.device_events` queries.
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Error, keys::ValidatedKeys};
+
+/// One device of a user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Device {
+    /// Stable id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Name given by the owner.
+    pub name: String,
+    /// RSA-OAEP SubjectPublicKeyInfo, once uploaded.
+    pub encryption_public_key: Option<Vec<u8>>,
+    /// SHA-256 of it.
+    pub encryption_key_fingerprint: Option<Vec<u8>>,
+    /// Ed25519 public key, once uploaded.
+    pub signing_public_key: Option<Vec<u8>>,
+    /// SHA-256 of it.
+    pub signing_key_fingerprint: Option<Vec<u8>>,
+    /// First login.
+    pub created_at: OffsetDateTime,
+    /// Last login or refresh.
+    pub last_seen_at: OffsetDateTime,
+}
+
+const DEVICE_COLUMNS: &str = "id, user_id, name, encryption_public_key, encryption_key_fingerprint,
+    signing_public_key, signing_key_fingerprint, created_at, last_seen_at";
+
+/// Creates a device for a login, unless the user already has `max_devices` active ones.
+///
+/// # Errors
+/// [`Error::TooManyDevices`] at the limit.
+pub async fn create_device(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    name: &str,
+    max_devices: u32,
+) -> Result<Device, Error> {
+    // Lock the user so that concurrent logins cannot both pass the limit.
+    sqlx::query("select 1 from auth.users where id = $1 for update")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    let active: i64 = sqlx::query_scalar(
+        "select count(*) from auth.devices where user_id = $1 and revoked_at is null",
+    )
+    .bind(user_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if active >= i64::from(max_devices) {
+        return Err(Error::TooManyDevices { max: max_devices });
+    }
+    Ok(sqlx::query_as(&format!(
+        "insert into auth.devices (id, user_id, name) values ($1, $2, $3) returning {DEVICE_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Marks an existing active device of the user as seen, for a login that resumes it.
+///
+/// # Errors
+/// [`Error::DeviceNotFound`] when it is not an active device of the user.
+pub async fn resume_device(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    device_id: Uuid,
+) -> Result<Device, Error> {
+    sqlx::query_as(&format!(
+        "update auth.devices set last_seen_at = now(), updated_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null returning {DEVICE_COLUMNS}"
+    ))
+    .bind(device_id)
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::DeviceNotFound)
+}
+
+/// Stores (or replaces) the public keys of an active device and records the change for
+/// `WatchDeviceChanges`.
+///
+/// # Errors
+/// [`Error::DeviceNotFound`] when it is not an active device of the user.
+pub async fn set_keys(
+    db: &PgPool,
+    user_id: Uuid,
+    device_id: Uuid,
+    keys: &ValidatedKeys,
+) -> Result<Device, Error> {
+    let mut tx = db.begin().await?;
+    let device: Device = sqlx::query_as(&format!(
+        "update auth.devices set encryption_public_key = $3, encryption_key_fingerprint = $4,
+           signing_public_key = $5, signing_key_fingerprint = $6, keys_updated_at = now(),
+           updated_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null returning {DEVICE_COLUMNS}"
+    ))
+    .bind(device_id)
+    .bind(user_id)
+    .bind(&keys.encryption_public_key)
+    .bind(keys.encryption_key_fingerprint.as_slice())
+    .bind(keys.signing_public_key.as_slice())
+    .bind(keys.signing_key_fingerprint.as_slice())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::DeviceNotFound)?;
+    record_event(&mut tx, user_id, device_id, "keys_uploaded").await?;
+    tx.commit().await?;
+    Ok(device)
+}
+
+/// The user's active devices (with or without keys), oldest first.
+pub async fn list_active(db: &PgPool, user_id: Uuid) -> Result<Vec<Device>, Error> {
+    Ok(sqlx::query_as(&format!(
+        "select {DEVICE_COLUMNS} from auth.devices
+         where user_id = $1 and revoked_at is null order by created_at, id"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The active devices with keys of each user, ordered by device id.
+pub async fn keyed_devices_of(
+    db: &PgPool,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Device>>, Error> {
+    let devices: Vec<Device> = sqlx::query_as(&format!(
+        "select {DEVICE_COLUMNS} from auth.devices
+         where user_id = any($1) and revoked_at is null and encryption_public_key is not null
+         order by id"
+    ))
+    .bind(user_ids)
+    .fetch_all(db)
+    .await?;
+    let mut by_user: HashMap<Uuid, Vec<Device>> = HashMap::new();
+    for device in devices {
+        by_user.entry(device.user_id).or_default().push(device);
+    }
+    Ok(by_user)
+}
+
+/// The device if it is an active device of the user.
+///
+/// # Errors
+/// [`Error::DeviceNotFound`] otherwise.
+pub async fn get_active(db: &PgPool, user_id: Uuid, device_id: Uuid) -> Result<Device, Error> {
+    sqlx::query_as(&format!(
+        "select {DEVICE_COLUMNS} from auth.devices
+         where id = $1 and user_id = $2 and revoked_at is null"
+    ))
+    .bind(device_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::DeviceNotFound)
+}
+
+/// Revokes an active device of the user and every session it has, in one transaction.
+///
+/// # Errors
+/// [`Error::DeviceNotFound`] when it is not an active device of the user.
+pub async fn revoke(db: &PgPool, user_id: Uuid, device_id: Uuid) -> Result<(), Error> {
+    let mut tx = db.begin().await?;
+    let revoked = sqlx::query(
+        "update auth.devices set revoked_at = now(), updated_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null",
+    )
+    .bind(device_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    if revoked.rows_affected() == 0 {
+        return Err(Error::DeviceNotFound);
+    }
+    sqlx::query(
+        "update auth.sessions set revoked_at = now(), revoked_reason = 'device_revoked'
+         where device_id = $1 and revoked_at is null",
+    )
+    .bind(device_id)
+    .execute(&mut *tx)
+    .await?;
+    record_event(&mut tx, user_id, device_id, "device_revoked").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn record_event(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    device_id: Uuid,
+    kind: &str,
+) -> Result<(), Error> {
+    // Event ids come from an identity column at insert time; serialising the writers makes commit
+    // order equal id order, so a reader resuming "after id N" can never skip a late commit.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('auth.device_events'))")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("insert into auth.device_events (user_id, device_id, kind) values ($1, $2, $3)")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(kind)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Password hashing with argon2id, off the async runtime and behind a bounded semaphore.
+//!
+//! Hashing is deliberately expensive (19 MiB and two passes by default), so it runs on tokio's
+//! blocking pool, at most `concurrency` at a time: a login flood then costs bounded memory and
+//! leaves the runtime's threads free for other requests. A caller that cannot get a slot within
+//! [`QUEUE_TIMEOUT`] gets [`Error::Busy`] instead of waiting without bound.
+
+use std::{sync::Arc, time::Duration};
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::{Error, config::PasswordSettings};
+
+/// How long a hash may wait for a free slot before the call fails with [`Error::Busy`].
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hashes and verifies passwords. Cheap to clone.
+#[derive(Clone)]
+pub struct Passwords {
+    argon2: Arc<Argon2<'static>>,
+    slots: Arc<Semaphore>,
+    /// A hash of a random password, verified against when the user does not exist, so that an
+    /// unknown username costs the same work as a wrong password.
+    dummy_hash: Arc<str>,
+}
+
+impl Passwords {
+    /// Builds the hasher and the dummy hash (one hash, done once at start).
+    ///
+    /// # Errors
+    /// When the argon2 parameters are invalid.
+    pub fn new(settings: &PasswordSettings) -> Result<Self, Error> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|error| Error::Internal(format!("argon2 parameters: {error}")))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy_password = SaltString::generate(&mut OsRng);
+        let dummy_hash = hash_with(&argon2, dummy_password.as_str())?;
+        Ok(Self {
+            argon2: Arc::new(argon2),
+            slots: Arc::new(Semaphore::new(settings.concurrency)),
+            dummy_hash: dummy_hash.into(),
+        })
+    }
+
+    /// The PHC string (`$argon2id$v=19$m=...`) of `password` with a fresh salt.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when no slot frees up in time.
+    pub async fn hash(&self, password: SecretString) -> Result<String, Error> {
+        let argon2 = self.argon2.clone();
+        self.run(move || hash_with(&argon2, password.expose_secret()))
+            .await?
+    }
+
+    /// Whether `password` matches `stored` (a PHC string). With `stored` = `None` (no such user)
+    /// it does the same work against a dummy hash and answers false.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when no slot frees up in time.
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<bool, Error> {
+        let argon2 = self.argon2.clone();
+        let user_exists = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self
+            .run(move || {
+                PasswordHash::new(&stored).is_ok_and(|hash| {
+                    argon2
+                        .verify_password(password.expose_secret().as_bytes(), &hash)
+                        .is_ok()
+                })
+            })
+            .await?;
+        Ok(user_exists && matches)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let slot = tokio::time::timeout(QUEUE_TIMEOUT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::Busy)?
+            .map_err(|_| Error::Internal("password semaphore closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("password hashing task: {error}")))
+    }
+}
+
+fn hash_with(argon2: &Argon2<'_>, password: &str) -> Result<String, Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| Error::Internal(format!("argon2: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Passwords {
+        Passwords::new(&PasswordSettings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            concurrency: 1,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_password_verifies_against_its_own_hash_only() {
+        let passwords = cheap();
+
+        let hash = passwords.hash("correct horse".into()).await.unwrap();
+
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(
+            passwords
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("Correct horse".into(), Some(hash))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_never_verifies_even_with_the_dummy_password() {
+        let passwords = cheap();
+
+        let verified = passwords.verify("anything".into(), None).await.unwrap();
+
+        assert!(!verified);
+    }
+
+    #[tokio::test]
+    async fn a_garbled_stored_hash_does_not_verify() {
+        let passwords = cheap();
+
+        let verified = passwords
+            .verify("x".into(), Some("not a phc string".into()))
+            .await
+            .unwrap();
+
+        assert!(!verified);
+    }
+}
