@@ -405,7 +405,9 @@ mod tests {
         let from_neither = EnvReader::new("AUTH", &neither).secret_source("KEY");
 
         assert!(matches!(from_both, Err(ConfigError::Invalid { .. })));
-        assert!(matches!(from_file, Ok(SecretSource::File(path)) if path == std::path::Path::new("/k")));
+        assert!(
+            matches!(from_file, Ok(SecretSource::File(path)) if path == std::path::Path::new("/k"))
+        );
         assert_eq!(
             from_neither.unwrap_err().to_string(),
             "AUTH_KEY (or AUTH_KEY_FILE) is required but not set"
