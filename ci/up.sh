@@ -86,6 +86,10 @@ start() {
         "target/debug/$name" >"$LOG_DIR/$name.log" 2>&1 &
     pids+=("$!")
 }
+# Wire the services to each other's ports (the defaults assume the default ports).
+export CHAT_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GROUP_AUTH_URL="http://127.0.0.1:$AUTH_PORT"
+export GATEWAY_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GATEWAY_CHAT_URL="http://127.0.0.1:$CHAT_PORT"
+export GATEWAY_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
 start auth AUTH "$AUTH_PORT" with-db
 start chat CHAT "$CHAT_PORT" with-db
 start group GROUP "$GROUP_PORT" with-db

@@ -10,9 +10,19 @@ use proto::chat::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Implements `chat.v1.ChatService`.
-#[derive(Debug, Default)]
-pub struct ChatApi;
+/// Implements `chat.v1.ChatService`. Every RPC checks the caller's access
+/// token first, so a call that bypasses the gateway is refused too.
+#[derive(Clone)]
+pub struct ChatApi {
+    validator: token::RemoteValidator,
+}
+
+impl ChatApi {
+    /// The API, checking tokens with `validator`.
+    pub fn new(validator: token::RemoteValidator) -> Self {
+        Self { validator }
+    }
+}
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -23,57 +33,65 @@ impl pb::chat_service_server::ChatService for ChatApi {
 
     async fn open_direct_conversation(
         &self,
-        _: Request<pb::OpenDirectConversationRequest>,
+        request: Request<pb::OpenDirectConversationRequest>,
     ) -> Result<Response<pb::OpenDirectConversationResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("OpenDirectConversation"))
     }
 
     async fn list_conversations(
         &self,
-        _: Request<pb::ListConversationsRequest>,
+        request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("ListConversations"))
     }
 
     async fn send_message(
         &self,
-        _: Request<pb::SendMessageRequest>,
+        request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("SendMessage"))
     }
 
     async fn open_stream(
         &self,
-        _: Request<Streaming<pb::OpenStreamRequest>>,
+        request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("OpenStream"))
     }
 
     async fn subscribe(
         &self,
-        _: Request<pb::SubscribeRequest>,
+        request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("Subscribe"))
     }
 
     async fn list_messages(
         &self,
-        _: Request<pb::ListMessagesRequest>,
+        request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("ListMessages"))
     }
 
     async fn acknowledge(
         &self,
-        _: Request<pb::AcknowledgeRequest>,
+        request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("Acknowledge"))
     }
 
     async fn send_typing(
         &self,
-        _: Request<pb::SendTypingRequest>,
+        request: Request<pb::SendTypingRequest>,
     ) -> Result<Response<pb::SendTypingResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("SendTyping"))
     }
 }

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use common::config::{ConfigError, DatabaseSettings, EnvReader, ServerSettings};
+use common::config::{
+    AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, ServerSettings,
+};
 
 /// Where chat listens unless `CHAT_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -16,6 +18,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
+    /// Where auth's token keys are and what tokens must say.
+    pub access_tokens: AccessTokenSettings,
 }
 
 impl Config {
@@ -36,15 +40,18 @@ impl Config {
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
             database: DatabaseSettings::from_env(&env)?,
+            access_tokens: AccessTokenSettings::from_env(&env)?,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain. The
-    /// database URL is a placeholder: tests pass their own pool to [`crate::run`].
-    pub fn for_tests() -> Self {
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, and
+    /// auth at `auth_url`. The database URL is a placeholder: tests pass their own pool to
+    /// [`crate::run`].
+    pub fn for_tests(auth_url: &str) -> Self {
         Self {
             server: ServerSettings::for_tests(),
             database: DatabaseSettings::for_tests(),
+            access_tokens: AccessTokenSettings::for_tests(auth_url),
         }
     }
 }

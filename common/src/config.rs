@@ -208,6 +208,52 @@ impl ServerSettings {
     }
 }
 
+/// How a service checks access tokens: where auth's key set is, and what the tokens must say.
+#[derive(Debug, Clone)]
+pub struct AccessTokenSettings {
+    /// `<P>_AUTH_URL`: the auth service (`http://host:port`), whose `GetJwks` provides the keys,
+    /// default `http://127.0.0.1:50061`.
+    pub auth_url: String,
+    /// `<P>_TOKEN_ISSUER`: the `iss` tokens must carry (auth's `AUTH_TOKEN_ISSUER`), default
+    /// `chat-auth`.
+    pub issuer: String,
+    /// `<P>_TOKEN_AUDIENCE`: the `aud` tokens must carry (auth's `AUTH_TOKEN_AUDIENCE`), default
+    /// `chat`.
+    pub audience: String,
+}
+
+impl AccessTokenSettings {
+    /// Reads the settings.
+    ///
+    /// # Errors
+    /// When the auth URL is not `http://host:port`.
+    pub fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let auth_url = env.string_or("AUTH_URL", "http://127.0.0.1:50061");
+        let valid = tonic::transport::Endpoint::from_shared(auth_url.clone()).is_ok()
+            && auth_url.starts_with("http://");
+        if !valid {
+            return Err(ConfigError::Invalid {
+                key: env.key("AUTH_URL"),
+                reason: format!("{auth_url:?}: expected http://host:port"),
+            });
+        }
+        Ok(Self {
+            auth_url,
+            issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
+            audience: env.string_or("TOKEN_AUDIENCE", "chat"),
+        })
+    }
+
+    /// Settings for tests: auth at `auth_url`, the default issuer and audience.
+    pub fn for_tests(auth_url: &str) -> Self {
+        Self {
+            auth_url: auth_url.to_owned(),
+            issuer: "chat-auth".into(),
+            audience: "chat".into(),
+        }
+    }
+}
+
 /// Settings of a service's PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {

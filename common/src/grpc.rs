@@ -20,7 +20,18 @@ fn server_builder() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // The gateway multiplexes many clients' streams over few connections: large windows keep
+        // flow control from throttling them, and h2 sizes its flood protection for small DATA
+        // frames from the connection window (the default 64 KiB trips on a burst of small
+        // messages over a thousand streams).
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
 }
+
+/// HTTP/2 flow-control window of each connection.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 flow-control window of each stream.
+const STREAM_WINDOW: u32 = 1024 * 1024;
 
 /// Errors from [`serve`].
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,9 @@
 //! The gateway's configuration, from `GATEWAY_*` environment variables (documented in
 //! `gateway/local.env.example`, which a test keeps in sync with this file).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use http::Uri;
 
 use common::config::{ConfigError, EnvReader, ServerSettings};
 
@@ -14,6 +16,65 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr =
 pub struct Config {
     /// Listening address, logs, shutdown drain.
     pub server: ServerSettings,
+    /// Where each upstream service is.
+    pub upstreams: UpstreamSettings,
+    /// `GATEWAY_TOKEN_ISSUER` / `GATEWAY_TOKEN_AUDIENCE`: what access tokens must say; the same
+    /// values as auth's `AUTH_TOKEN_ISSUER` / `AUTH_TOKEN_AUDIENCE` (defaults `chat-auth`, `chat`).
+    pub token_issuer: String,
+    /// See `token_issuer`.
+    pub token_audience: String,
+    /// `GATEWAY_CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call gRPC-Web from a
+    /// browser page served elsewhere; empty (the default) allows none (same-origin still works).
+    pub cors_allowed_origins: Vec<String>,
+    /// Connection and stream limits.
+    pub limits: Limits,
+    /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` (PEM): serve TLS when both are set
+    /// (HTTP/2 and HTTP/1.1 via ALPN); plaintext otherwise (behind a TLS-terminating Ingress).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where the upstream services are. A host that resolves to several addresses (a Kubernetes
+/// headless Service) is balanced per call and per stream, and re-resolved periodically.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `GATEWAY_AUTH_URL`, default `http://127.0.0.1:50061`.
+    pub auth: Uri,
+    /// `GATEWAY_CHAT_URL`, default `http://127.0.0.1:50062`.
+    pub chat: Uri,
+    /// `GATEWAY_GROUP_URL`, default `http://127.0.0.1:50063`.
+    pub group: Uri,
+    /// `GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS`: how often upstream names are re-resolved,
+    /// default 10.
+    pub resolve_interval: Duration,
+    /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`: a dead upstream answers UNAVAILABLE after this,
+    /// default 1000.
+    pub connect_timeout: Duration,
+}
+
+/// Limits on what one client may do. Documented in the README's limits table.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `GATEWAY_MAX_CONCURRENT_STREAMS`: HTTP/2 streams per connection, default 100.
+    pub max_concurrent_streams: u32,
+    /// `GATEWAY_MAX_HEADER_LIST_BYTES`: request header size, default 16384.
+    pub max_header_list_bytes: u32,
+    /// `GATEWAY_MAX_MESSAGE_BYTES`: largest gRPC message a client may send, default 4 MiB.
+    pub max_message_bytes: u32,
+    /// `GATEWAY_KEEPALIVE_INTERVAL_SECS`: HTTP/2 PING interval, default 30.
+    pub keepalive_interval: Duration,
+    /// `GATEWAY_KEEPALIVE_TIMEOUT_SECS`: unanswered PING closes the connection, default 10.
+    pub keepalive_timeout: Duration,
+    /// `GATEWAY_IDLE_TIMEOUT_SECS`: a connection with nothing in flight is closed after this,
+    /// default 300.
+    pub idle_timeout: Duration,
+    /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
+    /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.
+    pub unary_timeout: Duration,
+    /// `GATEWAY_LOGIN_RATE_PER_MINUTE`: logins, registrations and refreshes per client address,
+    /// default 30 (bursts of that size).
+    pub login_rate_per_minute: u32,
+    /// `GATEWAY_SEND_RATE_PER_SECOND`: message sends per user, default 20 (bursts of twice that).
+    pub send_rate_per_second: u32,
 }
 
 impl Config {
@@ -31,17 +92,94 @@ impl Config {
     /// A [`ConfigError`] naming the first missing or invalid variable.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("GATEWAY", lookup);
+        let tls = match (
+            env.string_or("TLS_CERT_FILE", ""),
+            env.string_or("TLS_KEY_FILE", ""),
+        ) {
+            (cert, key) if cert.is_empty() && key.is_empty() => None,
+            (cert, key) if !cert.is_empty() && !key.is_empty() => {
+                Some((PathBuf::from(cert), PathBuf::from(key)))
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: env.key("TLS_CERT_FILE"),
+                    reason: "set both GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE, or neither"
+                        .into(),
+                });
+            }
+        };
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            upstreams: UpstreamSettings {
+                auth: upstream_url(&env, "AUTH_URL", "http://127.0.0.1:50061")?,
+                chat: upstream_url(&env, "CHAT_URL", "http://127.0.0.1:50062")?,
+                group: upstream_url(&env, "GROUP_URL", "http://127.0.0.1:50063")?,
+                resolve_interval: env
+                    .seconds_or("UPSTREAM_RESOLVE_INTERVAL_SECS", Duration::from_secs(10))?,
+                connect_timeout: Duration::from_millis(
+                    env.parse_or("UPSTREAM_CONNECT_TIMEOUT_MS", 1000)?,
+                ),
+            },
+            token_issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
+            token_audience: env.string_or("TOKEN_AUDIENCE", "chat"),
+            cors_allowed_origins: env
+                .string_or("CORS_ALLOWED_ORIGINS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            limits: Limits {
+                max_concurrent_streams: env.parse_or("MAX_CONCURRENT_STREAMS", 100)?,
+                max_header_list_bytes: env.parse_or("MAX_HEADER_LIST_BYTES", 16 * 1024)?,
+                max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", 4 * 1024 * 1024)?,
+                keepalive_interval: env
+                    .seconds_or("KEEPALIVE_INTERVAL_SECS", Duration::from_secs(30))?,
+                keepalive_timeout: env
+                    .seconds_or("KEEPALIVE_TIMEOUT_SECS", Duration::from_secs(10))?,
+                idle_timeout: env.seconds_or("IDLE_TIMEOUT_SECS", Duration::from_secs(300))?,
+                unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
+                login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
+                send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
+            },
+            tls,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain.
-    pub fn for_tests() -> Self {
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, and
+    /// upstreams that the test sets itself.
+    pub fn for_tests(upstreams: UpstreamSettings) -> Self {
         Self {
             server: ServerSettings::for_tests(),
+            upstreams,
+            token_issuer: "chat-auth".into(),
+            token_audience: "chat".into(),
+            cors_allowed_origins: vec!["http://allowed.example".into()],
+            limits: Limits {
+                max_concurrent_streams: 2000,
+                max_header_list_bytes: 16 * 1024,
+                max_message_bytes: 4 * 1024 * 1024,
+                keepalive_interval: Duration::from_secs(30),
+                keepalive_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(300),
+                unary_timeout: Duration::from_secs(30),
+                login_rate_per_minute: 1000,
+                send_rate_per_second: 1000,
+            },
+            tls: None,
         }
     }
+}
+
+fn upstream_url(env: &EnvReader, setting: &str, default: &'static str) -> Result<Uri, ConfigError> {
+    let uri: Uri = env.parse_or(setting, Uri::from_static(default))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port_u16().is_none() {
+        return Err(ConfigError::Invalid {
+            key: env.key(setting),
+            reason: format!("{uri:?}: expected http://host:port"),
+        });
+    }
+    Ok(uri)
 }
 
 #[cfg(test)]

@@ -1,25 +1,37 @@
 //! The gateway is the only component exposed to the outside. One port serves native gRPC (HTTP/2
-//! with prior knowledge), gRPC-Web (through `tonic_web::GrpcWebLayer`) and plain HTTP.
+//! with prior knowledge, or TLS with ALPN), gRPC-Web (HTTP/1.1 and HTTP/2, through
+//! `tonic_web::GrpcWebLayer`) and plain HTTP (`/healthz`, `/readyz`, `/metrics`,
+//! `/.well-known/jwks.json`).
 //!
-//! What it does today: gRPC health, server reflection describing every public API
-//! (`proto::PUBLIC_SERVICES`), and `/healthz`.
+//! It serves gRPC health and server reflection for every public API itself, and proxies every
+//! other call by path to the auth, chat and group services (`proxy.rs`): the access token is
+//! validated first (`token::Validator`, fed by auth's key set), identity headers from the client
+//! are stripped, rate limits apply, and bodies stream through both ways. Upstreams validate the
+//! token again themselves; the gateway is a first line, not the only one.
 //!
-//! Not implemented yet (the gateway issue): validating access tokens, proxying calls to the auth,
-//! chat and group services, limits and metrics. Until then, calls to the public APIs answer
-//! UNIMPLEMENTED here; call each service's own port instead.
-//!
-//! Start reading at [`run`], then [`router`].
+//! Start reading at [`run`], then `router` below, then `proxy.rs`.
 
 mod config;
+pub mod cors;
+mod limits;
+mod methods;
+pub mod observability;
+mod proxy;
+pub mod server;
+mod upstream;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::routing::get;
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-pub use config::{Config, DEFAULT_LISTEN_ADDR};
+pub use config::{Config, DEFAULT_LISTEN_ADDR, Limits, UpstreamSettings};
+use limits::RateLimits;
+use methods::{MethodTable, Upstream};
+use proxy::Proxy;
+use upstream::Upstreams;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains in-flight requests for
 /// at most the configured shutdown timeout.
@@ -31,34 +43,118 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let app = router().await?;
-    common::shutdown::serve_with_bounded_drain(
+    let upstreams = Upstreams::start(&config.upstreams);
+    let validator = token::RemoteValidator::start(
+        token::ValidationSettings::new(config.token_issuer.clone(), config.token_audience.clone()),
+        Arc::new(token::AuthServiceKeySource::new(
+            upstreams.channel(Upstream::Auth),
+        )),
+    );
+    let rate_limits = RateLimits::new(&config.limits);
+    tokio::spawn(forget_idle_rate_limit_keys(rate_limits.clone()));
+    let proxy = Arc::new(Proxy {
+        methods: MethodTable::from_embedded_descriptors(),
+        upstreams,
+        validator,
+        rate_limits,
+        unary_timeout: config.limits.unary_timeout,
+    });
+    let app = router(proxy, &config).await?;
+    let tls = match &config.tls {
+        Some((certificate_chain, private_key)) => Some(server::tls_acceptor(&server::TlsFiles {
+            certificate_chain: certificate_chain.clone(),
+            private_key: private_key.clone(),
+        })?),
+        None => None,
+    };
+    let limits = server::ServerLimits {
+        max_concurrent_streams: config.limits.max_concurrent_streams,
+        max_header_list_bytes: config.limits.max_header_list_bytes,
+        keepalive_interval: config.limits.keepalive_interval,
+        keepalive_timeout: config.limits.keepalive_timeout,
+        idle_timeout: config.limits.idle_timeout,
+    };
+    server::serve(
+        listener,
+        app,
+        limits,
+        tls,
         shutdown,
         config.server.shutdown_timeout,
-        |signal| {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .into_future()
-        },
     )
-    .await?;
+    .await;
     Ok(())
 }
 
-/// The gateway's HTTP router: gRPC (native and gRPC-Web) for health and reflection, and
-/// `GET /healthz`, which answers 200 while the process runs (liveness).
+/// The gateway's HTTP router: its own gRPC health and reflection, the proxy for every other gRPC
+/// path, and the plain HTTP routes, wrapped (outermost first) in request ids, tracing, CORS, then
+/// gRPC-Web translation and metrics on the gRPC routes (metrics must see plain gRPC).
 ///
 /// # Errors
 /// When the reflection service cannot be built from the embedded descriptors.
-pub async fn router() -> anyhow::Result<axum::Router> {
+async fn router(proxy: Arc<Proxy>, config: &Config) -> anyhow::Result<axum::Router> {
+    let metrics = Arc::new(observability::Metrics::new(
+        observability::gateway_method_paths(),
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let grpc = common::grpc::with_reflection(Routes::new(health_service), proto::PUBLIC_SERVICES)?;
+    let own_services =
+        common::grpc::with_reflection(Routes::new(health_service), proto::PUBLIC_SERVICES)?;
     // GrpcWebLayer answers 400 to anything that is not gRPC, so it wraps the gRPC routes only.
-    let grpc = grpc
+    let grpc = own_services
         .prepare()
         .into_axum_router()
+        .fallback({
+            let proxy = proxy.clone();
+            move |request| proxy::proxy(proxy.clone(), request)
+        })
+        .layer(observability::MetricsLayer::new(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new());
-    let http = axum::Router::new().route("/healthz", get(|| async { "ok\n" }));
-    Ok(http.merge(grpc))
+    let http = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(proxy)
+        .merge(observability::metrics_route(metrics.clone()))
+        .layer(observability::MetricsLayer::new(metrics));
+    Ok(http
+        .merge(grpc)
+        .layer(cors::cors_layer(&config.cors_allowed_origins))
+        .layer(observability::trace_layer())
+        .layer(observability::request_id_layers()))
+}
+
+/// Ready when auth's key set has been fetched (so tokens can be checked).
+async fn readyz(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
+    if proxy.validator.get().is_some() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for auth's key set\n",
+        )
+    }
+}
+
+/// The token verification keys as a JSON Web Key Set.
+async fn jwks(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
+    match proxy.validator.get() {
+        Some(validator) => {
+            let body = token::jwks_json(validator.key_set().jwks());
+            ([("content-type", "application/jwk-set+json")], body).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json("key set not fetched yet"),
+        )
+            .into_response(),
+    }
+}
+
+async fn forget_idle_rate_limit_keys(rate_limits: RateLimits) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        interval.tick().await;
+        rate_limits.forget_idle_keys();
+    }
 }

@@ -10,79 +10,99 @@ use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Implements `group.v1.GroupService`.
-#[derive(Debug, Default)]
-pub struct GroupApi;
+/// Implements `group.v1.GroupService`. Every RPC checks the caller's access
+/// token first, so a call that bypasses the gateway is refused too.
+#[derive(Clone)]
+pub struct GroupApi {
+    validator: token::RemoteValidator,
+}
+
+impl GroupApi {
+    /// The API, checking tokens with `validator`.
+    pub fn new(validator: token::RemoteValidator) -> Self {
+        Self { validator }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::group_service_server::GroupService for GroupApi {
     async fn create_group(
         &self,
-        _: Request<pb::CreateGroupRequest>,
+        request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("CreateGroup"))
     }
 
     async fn get_group(
         &self,
-        _: Request<pb::GetGroupRequest>,
+        request: Request<pb::GetGroupRequest>,
     ) -> Result<Response<pb::GetGroupResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("GetGroup"))
     }
 
     async fn list_my_groups(
         &self,
-        _: Request<pb::ListMyGroupsRequest>,
+        request: Request<pb::ListMyGroupsRequest>,
     ) -> Result<Response<pb::ListMyGroupsResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("ListMyGroups"))
     }
 
     async fn rename_group(
         &self,
-        _: Request<pb::RenameGroupRequest>,
+        request: Request<pb::RenameGroupRequest>,
     ) -> Result<Response<pb::RenameGroupResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("RenameGroup"))
     }
 
     async fn delete_group(
         &self,
-        _: Request<pb::DeleteGroupRequest>,
+        request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("DeleteGroup"))
     }
 
     async fn add_members(
         &self,
-        _: Request<pb::AddMembersRequest>,
+        request: Request<pb::AddMembersRequest>,
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("AddMembers"))
     }
 
     async fn remove_member(
         &self,
-        _: Request<pb::RemoveMemberRequest>,
+        request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("RemoveMember"))
     }
 
     async fn leave_group(
         &self,
-        _: Request<pb::LeaveGroupRequest>,
+        request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("LeaveGroup"))
     }
 
     async fn change_member_role(
         &self,
-        _: Request<pb::ChangeMemberRoleRequest>,
+        request: Request<pb::ChangeMemberRoleRequest>,
     ) -> Result<Response<pb::ChangeMemberRoleResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("ChangeMemberRole"))
     }
 
     async fn list_members(
         &self,
-        _: Request<pb::ListMembersRequest>,
+        request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.validator.authenticate(&request).await?;
         Err(not_implemented("ListMembers"))
     }
 }

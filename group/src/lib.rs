@@ -39,10 +39,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let tokens = &config.access_tokens;
+    let validator = token::RemoteValidator::start_with_auth(
+        &tokens.auth_url,
+        token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
+    )?;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)
-        .add_service(GroupServer::new(GroupApi))
+        .add_service(GroupServer::new(GroupApi::new(validator)))
         .add_service(GroupInternalServer::new(GroupInternalApi));
     common::grpc::serve(
         services,

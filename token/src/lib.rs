@@ -11,7 +11,7 @@
 //!   published public keys), [`KeySet`] (checked verification keys);
 //! - validation: [`Validator`], with static keys (auth) or keys from a [`KeySource`] such as
 //!   [`AuthServiceKeySource`] (the gateway and every other service), refreshed periodically and on
-//!   unknown `kid`s;
+//!   unknown `kid`s; [`RemoteValidator`] wraps it for services that may start before auth;
 //! - the errors: [`TokenError`] and its one conversion to an UNAUTHENTICATED `tonic::Status`.
 //!
 //! It does not issue tokens (auth decides who gets one, for how long, and stores sessions), read
@@ -28,6 +28,7 @@ mod crypto;
 mod error;
 mod jwk;
 mod keys;
+mod remote;
 mod source;
 mod validator;
 mod verify;
@@ -36,6 +37,7 @@ pub use claims::{AccessClaims, Subject};
 pub use error::{ACCESS_TOKEN_INVALID, ERROR_DOMAIN, KeyError, KeySourceError, TokenError};
 pub use jwk::{ALG_EDDSA, CRV_ED25519, Jwk, KTY_OKP, USE_SIG, jwks_json};
 pub use keys::{ACCESS_TOKEN_TYPE, KeySet, SigningKey};
+pub use remote::RemoteValidator;
 pub use source::{AuthServiceKeySource, KeySource};
 pub use validator::{DEFAULT_LEEWAY, KeyRefresh, ValidationSettings, Validator};
 

@@ -41,3 +41,42 @@ async fn grpcurl_describes_an_rpc_with_its_documentation(db: PgPool) {
         "{description}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_call_without_a_token_is_refused_even_when_it_bypasses_the_gateway(db: PgPool) {
+    let app = spawn_app(db).await;
+    let mut chat =
+        proto::chat::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
+
+    let status = chat
+        .list_conversations(proto::chat::v1::ListConversationsRequest::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_call_with_a_valid_token_gets_past_authentication(db: PgPool) {
+    let app = spawn_app(db).await;
+    let token = app.access_token("alice").await;
+    let mut chat =
+        proto::chat::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
+    let mut request = tonic::Request::new(proto::chat::v1::ListConversationsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+
+    let status = loop {
+        let mut attempt = tonic::Request::new(request.get_ref().clone());
+        *attempt.metadata_mut() = request.metadata().clone();
+        let status = chat.list_conversations(attempt).await.unwrap_err();
+        // The key set is fetched from auth in the background right after start.
+        if status.code() != tonic::Code::Unavailable {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}

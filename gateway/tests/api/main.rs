@@ -1,5 +1,11 @@
-//! The gateway's integration tests: the real server on a loopback port, spoken to with real
-//! clients (tonic, grpcurl, raw HTTP/1.1 for gRPC-Web and /healthz).
+//! The gateway's integration tests: the real server on a loopback port in front of the real auth
+//! and group services (and a scripted chat double for streaming), spoken to with real clients
+//! (tonic, grpcurl, raw HTTP/1.1 for gRPC-Web and plain HTTP).
 
+mod chat_double;
+mod grpc_web_client;
 mod helpers;
+mod observability;
+mod proxying;
+mod server;
 mod serving;

@@ -48,3 +48,42 @@ async fn grpcurl_describes_an_rpc_with_its_documentation(db: PgPool) {
         "{description}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_call_without_a_token_is_refused_even_when_it_bypasses_the_gateway(db: PgPool) {
+    let app = spawn_app(db).await;
+    let mut group =
+        proto::group::v1::group_service_client::GroupServiceClient::new(app.channel.clone());
+
+    let status = group
+        .list_my_groups(proto::group::v1::ListMyGroupsRequest::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_call_with_a_valid_token_gets_past_authentication(db: PgPool) {
+    let app = spawn_app(db).await;
+    let token = app.access_token("alice").await;
+    let mut group =
+        proto::group::v1::group_service_client::GroupServiceClient::new(app.channel.clone());
+    let mut request = tonic::Request::new(proto::group::v1::ListMyGroupsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+
+    let status = loop {
+        let mut attempt = tonic::Request::new(request.get_ref().clone());
+        *attempt.metadata_mut() = request.metadata().clone();
+        let status = group.list_my_groups(attempt).await.unwrap_err();
+        // The key set is fetched from auth in the background right after start.
+        if status.code() != tonic::Code::Unavailable {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}

@@ -1,0 +1,158 @@
+//! Starting a service for a scenario, as close to its own process as one binary allows.
+//!
+//! Each service gets its own OS thread with its own multi-threaded tokio runtime, built like
+//! `#[tokio::main]` builds the services' (one worker per CPU, the default blocking pool), and its
+//! pool is opened inside that runtime. The scenario's clients run on the bench's runtime, so the
+//! server's workers and blocking threads are not shared with the load generator. The service's
+//! threads are named `<name>-worker` (async workers) and `<name>-blocking` (blocking pool), so
+//! that `cpu.rs` can tell who spent what.
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// How long a service may take to report SERVING.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long stopping may take; a service drains for at most its configured shutdown timeout.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Resolves when the server should shut down.
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A service serving on a loopback port. Dropping it without [`RunningServer::stop`] also asks it
+/// to stop, without waiting.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens (127.0.0.1, an ephemeral port).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts auth with `config` (its pool built from `config.database`, as `auth`'s `main` does)
+/// and waits until it reports SERVING.
+///
+/// # Errors
+/// When it cannot bind, fails to start, or does not become SERVING in time.
+pub async fn start_auth(config: auth::Config) -> anyhow::Result<RunningServer> {
+    let server = start("auth", move |listener, shutdown| async move {
+        let db = common::db::connect_lazy(&config.database)?;
+        auth::run(config, db, listener, shutdown).await
+    })?;
+    server.wait_until_serving(auth::SERVICES[0]).await?;
+    Ok(server)
+}
+
+impl RunningServer {
+    /// A new HTTP/2 connection to the service.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    /// Stops the service and waits for its thread, returning how `run` ended.
+    ///
+    /// # Errors
+    /// When the service failed, or did not stop within [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.stop.take());
+        let thread = self.thread.take().context("server already stopped")?;
+        let joined = tokio::time::timeout(
+            STOP_TIMEOUT,
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await
+        .context("the server did not stop in time")??;
+        joined.map_err(|_| anyhow!("the server thread panicked"))?
+    }
+
+    async fn wait_until_serving(&self, service: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut health = HealthClient::new(self.connect().await?);
+        loop {
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            let status = health
+                .check(request)
+                .await
+                .map(|response| response.into_inner().status());
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return Ok(());
+            }
+            if self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+                || Instant::now() > deadline
+            {
+                bail!("{service} did not become SERVING (last answer: {status:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+fn start<F, Fut>(name: &str, serve: F) -> anyhow::Result<RunningServer>
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let (worker_name, blocking_name) = (format!("{name}-worker"), format!("{name}-blocking"));
+    let threads_named = AtomicUsize::new(0);
+    let thread = std::thread::Builder::new()
+        .name(format!("{name}-server"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                // Tokio starts its workers while building the runtime, before any blocking
+                // thread: naming the first `workers` threads apart lets `cpu.rs` tell the async
+                // side's CPU time from the blocking pool's (argon2 in auth). A label only.
+                .thread_name_fn(move || {
+                    if threads_named.fetch_add(1, Ordering::Relaxed) < workers {
+                        worker_name.clone()
+                    } else {
+                        blocking_name.clone()
+                    }
+                })
+                .build()?;
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                // The sender is dropped by `stop` (or with the handle): either way, shut down.
+                let shutdown: Shutdown = Box::pin(async move {
+                    let _ = stopped.await;
+                });
+                serve(listener, shutdown).await
+            })
+        })?;
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}

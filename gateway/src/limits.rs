@@ -1,0 +1,75 @@
+//! Rate limits the gateway enforces before calling an upstream: logins (and registrations and
+//! refreshes) per client address, message sends per user. Exceeding one answers
+//! RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to retry.
+
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use uuid::Uuid;
+
+use crate::config::Limits;
+
+/// The gateway's rate limiters. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimits {
+    logins: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    sends: Arc<DefaultKeyedRateLimiter<Uuid>>,
+}
+
+impl RateLimits {
+    /// Limiters with the configured rates (0 is treated as 1).
+    pub fn new(limits: &Limits) -> Self {
+        let per_minute = NonZeroU32::new(limits.login_rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_second = NonZeroU32::new(limits.send_rate_per_second).unwrap_or(NonZeroU32::MIN);
+        let send_burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
+        Self {
+            logins: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            sends: Arc::new(RateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(send_burst),
+            )),
+        }
+    }
+
+    /// Counts a login-like call from `address`.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED with RetryInfo when over the limit.
+    pub fn check_login(&self, address: IpAddr) -> Result<(), Status> {
+        self.logins.check_key(&address).map_err(|not_until| {
+            exhausted(
+                "too many logins from this address",
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
+    /// Counts a message send by `user`.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED with RetryInfo when over the limit.
+    pub fn check_send(&self, user: Uuid) -> Result<(), Status> {
+        self.sends.check_key(&user).map_err(|not_until| {
+            exhausted(
+                "sending too fast",
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
+    /// Forgets keys whose limits have fully recovered, so memory stays bounded by active clients.
+    pub fn forget_idle_keys(&self) {
+        self.logins.retain_recent();
+        self.sends.retain_recent();
+    }
+}
+
+fn exhausted(message: &str, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info("RATE_LIMITED", "gateway", []);
+    details.set_retry_info(Some(retry_after.max(Duration::from_millis(1))));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}

@@ -1,0 +1,368 @@
+//! The generic streaming proxy: every public RPC, unary or streaming in either direction, is
+//! forwarded by path with no per-method code.
+//!
+//! For each call: find the method in the [`MethodTable`] (unknown or internal paths answer
+//! UNIMPLEMENTED), check the access token unless the method is public (UNAUTHENTICATED before any
+//! upstream call), apply rate limits, strip headers an upstream might take as identity, then send
+//! the request to a balanced upstream channel. Bodies stream through in both directions without
+//! buffering; trailers, status codes, error details and `grpc-timeout` pass through unchanged, and
+//! dropping the client's request drops the upstream call, which cancels it.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderMap, HeaderValue, Request, Response, Version},
+};
+use bytes::Bytes;
+use http_body::Frame;
+use tonic::{Status, transport::Channel};
+use tower::{Service, ServiceExt};
+
+use crate::{
+    limits::RateLimits,
+    methods::{Method, MethodTable, RateLimit},
+    upstream::Upstreams,
+};
+
+/// Headers a client must not be able to set, because an upstream might read them as identity or
+/// provenance. The gateway sets `x-forwarded-for` itself.
+const STRIPPED_HEADERS: &[&str] = &[
+    "x-user-id",
+    "x-device-id",
+    "x-session-id",
+    "x-authenticated-user",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "forwarded",
+    "x-client-address",
+];
+/// Prefixes of headers stripped for the same reason.
+const STRIPPED_PREFIXES: &[&str] = &["x-internal-", "x-auth-"];
+
+/// Everything the proxy handler needs.
+pub struct Proxy {
+    /// The routable RPCs.
+    pub methods: MethodTable,
+    /// The upstream channels.
+    pub upstreams: Upstreams,
+    /// The token validator (fed by auth's key set).
+    pub validator: token::RemoteValidator,
+    /// Per-address and per-user rate limits.
+    pub rate_limits: RateLimits,
+    /// Bound on unary calls.
+    pub unary_timeout: Duration,
+}
+
+/// Proxies one gRPC request (the router's fallback for every path it does not serve itself).
+pub async fn proxy(proxy: Arc<Proxy>, request: Request<Body>) -> Response<Body> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    match proxy.forward(peer, request).await {
+        Ok(response) => response,
+        Err(status) => status.into_http(),
+    }
+}
+
+impl Proxy {
+    async fn forward(
+        &self,
+        peer: Option<IpAddr>,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, Status> {
+        let path = request.uri().path().to_owned();
+        let method = self
+            .methods
+            .get(&path)
+            .ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+        let token_expiry = if method.public {
+            None
+        } else {
+            let claims = self
+                .validator
+                .authenticate_headers(request.headers())
+                .await?;
+            if method.rate_limit == Some(RateLimit::Send) {
+                self.rate_limits.check_send(claims.user_id)?;
+            }
+            Some(claims.expires_at)
+        };
+        if method.rate_limit == Some(RateLimit::Login)
+            && let Some(address) = peer
+        {
+            self.rate_limits.check_login(address)?;
+        }
+
+        let (mut parts, body) = request.into_parts();
+        sanitize_headers(&mut parts.headers, peer);
+        parts.version = Version::HTTP_2;
+        if method.is_unary() {
+            bound_grpc_timeout(&mut parts.headers, self.unary_timeout);
+        }
+        // gRPC needs no content-length, and a stale one breaks the call: tonic-web decodes
+        // grpc-web-text bodies (shorter than what the client declared) but still reports the
+        // encoded size, which hyper would send upstream as content-length.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let upstream_request =
+            Request::from_parts(parts, tonic::body::Body::new(UnsizedBody { inner: body }));
+        let response = self.call_upstream(method, upstream_request).await?;
+
+        let (parts, body) = response.into_parts();
+        let body = match token_expiry {
+            // A stream outliving its token is ended as the token expires; the client refreshes
+            // and resumes from its cursor.
+            Some(expires_at) if method.server_streaming => {
+                Body::new(ExpiringBody::new(body, expires_at))
+            }
+            _ => Body::new(body),
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn call_upstream(
+        &self,
+        method: &Method,
+        request: Request<tonic::body::Body>,
+    ) -> Result<Response<tonic::body::Body>, Status> {
+        let mut channel: Channel = self.upstreams.channel(method.upstream);
+        let ready = tokio::time::timeout(self.upstreams.connect_timeout, channel.ready()).await;
+        match ready {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "upstream not ready");
+                return Err(Status::unavailable("upstream unavailable"));
+            }
+            Err(_) => {
+                return Err(Status::unavailable(
+                    "upstream unavailable (no ready connection)",
+                ));
+            }
+        }
+        let call = channel.call(request);
+        let response = if method.is_unary() {
+            tokio::time::timeout(self.unary_timeout, call)
+                .await
+                .map_err(|_| Status::deadline_exceeded("the call took too long"))?
+        } else {
+            call.await
+        };
+        response.map_err(|error| {
+            tracing::warn!(%error, "upstream call failed");
+            Status::unavailable("upstream unavailable")
+        })
+    }
+}
+
+fn sanitize_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+    let doomed: Vec<_> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            STRIPPED_HEADERS.contains(&name)
+                || STRIPPED_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+    // Hop-by-hop headers never cross a proxy.
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    ] {
+        headers.remove(name);
+    }
+    if let Some(address) = peer
+        && let Ok(value) = HeaderValue::from_str(&address.to_string())
+    {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+/// Caps the call's `grpc-timeout` at `limit` (keeping a shorter one the client asked for), so the
+/// upstream gives up when the gateway does.
+fn bound_grpc_timeout(headers: &mut HeaderMap, limit: Duration) {
+    let requested = headers
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    if requested.is_none_or(|requested| requested > limit) {
+        let millis = u64::try_from(limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(99_999_999);
+        headers.insert(
+            "grpc-timeout",
+            HeaderValue::from_str(&format!("{millis}m")).expect("digits"),
+        );
+    }
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A body that passes frames through but never claims an exact size.
+    struct UnsizedBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for UnsizedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends with UNAUTHENTICATED trailers when the caller's token expires.
+    pub struct ExpiringBody {
+        #[pin]
+        inner: tonic::body::Body,
+        #[pin]
+        expiry: tokio::time::Sleep,
+        expired: bool,
+    }
+}
+
+impl ExpiringBody {
+    fn new(inner: tonic::body::Body, expires_at_unix: i64) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left =
+            Duration::from_secs(u64::try_from(expires_at_unix).unwrap_or(0)).saturating_sub(now);
+        Self {
+            inner,
+            expiry: tokio::time::sleep(left),
+            expired: false,
+        }
+    }
+}
+
+impl http_body::Body for ExpiringBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        if *this.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.expiry.poll(cx).is_ready() {
+            *this.expired = true;
+            let status =
+                Status::unauthenticated("access token expired; refresh it and resume the stream");
+            let mut trailers = HeaderMap::new();
+            status.add_header(&mut trailers).ok();
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_from_the_client_are_stripped_and_the_peer_is_forwarded() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-user-id",
+            "x-forwarded-for",
+            "x-internal-token",
+            "forwarded",
+            "authorization",
+        ] {
+            headers.insert(name, HeaderValue::from_static("forged"));
+        }
+
+        sanitize_headers(&mut headers, Some("192.0.2.7".parse().unwrap()));
+
+        assert_eq!(headers.get("x-forwarded-for").unwrap(), "192.0.2.7");
+        assert!(headers.get("x-user-id").is_none());
+        assert!(headers.get("x-internal-token").is_none());
+        assert!(headers.get("forwarded").is_none());
+        assert_eq!(
+            headers.get("authorization").unwrap(),
+            "forged",
+            "upstreams validate it again"
+        );
+    }
+
+    #[test]
+    fn a_unary_timeout_caps_a_longer_or_missing_grpc_timeout_but_keeps_a_shorter_one() {
+        let limit = Duration::from_secs(30);
+        let mut missing = HeaderMap::new();
+        let mut longer = HeaderMap::new();
+        longer.insert("grpc-timeout", HeaderValue::from_static("5M"));
+        let mut shorter = HeaderMap::new();
+        shorter.insert("grpc-timeout", HeaderValue::from_static("250m"));
+
+        for headers in [&mut missing, &mut longer, &mut shorter] {
+            bound_grpc_timeout(headers, limit);
+        }
+
+        assert_eq!(missing.get("grpc-timeout").unwrap(), "30000m");
+        assert_eq!(longer.get("grpc-timeout").unwrap(), "30000m");
+        assert_eq!(shorter.get("grpc-timeout").unwrap(), "250m");
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit_and_refuse_garbage() {
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("15S"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+    }
+}

@@ -1,0 +1,419 @@
+//! The gateway's own HTTP server loop, in place of `axum::serve`, which cannot set HTTP/2 limits.
+//!
+//! One port speaks HTTP/1.1 (gRPC-Web from browsers), HTTP/2 with prior knowledge (native gRPC,
+//! h2c) and, when given a [`TlsAcceptor`], both over TLS (HTTP/2 chosen by ALPN). Every request
+//! carries the peer address as `ConnectInfo<SocketAddr>`. Start reading at [`serve`].
+//!
+//! What it does not do: routing, authentication or per-client rate limits (the router's layers do
+//! those), and HTTP upgrades (nothing the gateway serves needs WebSocket or CONNECT).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{Router, body::Body, extract::ConnectInfo};
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+use tokio_rustls::{TlsAcceptor, rustls};
+use tower::ServiceExt;
+
+/// A client that has not finished the TLS handshake by then is disconnected, so half-open
+/// handshakes cannot pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM):
+/// retrying at once would spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// hyper panics on an HTTP/1 buffer limit below this.
+const MIN_HTTP1_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Per-connection limits. `Default` gives the production values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (hyper and tonic announce none,
+    /// which means unlimited): default 100.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, and the HTTP/1 buffer a request head must fit in
+    /// (at least 8 KiB): default 16 KiB. Larger requests get 431 (HTTP/1, and HTTP/2 where the
+    /// stream can still answer) or a reset stream.
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 PING interval, which finds dead peers: default 30 s.
+    pub keepalive_interval: Duration,
+    /// An HTTP/2 PING not answered within this closes the connection: default 10 s.
+    pub keepalive_timeout: Duration,
+    /// A connection with no request in flight (a response still streaming counts as in flight)
+    /// for this long is closed gracefully: default 5 min.
+    pub idle_timeout: Duration,
+}
+
+/// The PEM files [`tls_acceptor`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate first, then any intermediates.
+    pub certificate_chain: PathBuf,
+    /// The private key of the first certificate (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+/// Why [`tls_acceptor`] cannot build a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is missing, unreadable or not PEM.
+    #[error("cannot read the TLS certificate chain from {path}")]
+    Certificates {
+        /// The file that was read.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no `CERTIFICATE` section.
+    #[error("{path} holds no certificate")]
+    NoCertificate {
+        /// The file that was read.
+        path: PathBuf,
+    },
+    /// The key file is missing, unreadable or holds no private key.
+    #[error("cannot read the TLS private key from {path}")]
+    PrivateKey {
+        /// The file that was read.
+        path: PathBuf,
+        /// What went wrong (never the key itself).
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the pair, for example because the key does not match the certificate.
+    #[error("the TLS certificate chain and private key are unusable")]
+    Config(#[from] rustls::Error),
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_bytes: 16 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Reads a certificate chain and its private key and builds a TLS acceptor for them: TLS 1.2 and
+/// 1.3 on the ring provider, ALPN offering `h2` then `http/1.1`.
+///
+/// # Errors
+/// When a file cannot be read or parsed, or rustls rejects the pair.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+    let certificate_error = |source| TlsError::Certificates {
+        path: files.certificate_chain.clone(),
+        source,
+    };
+    let chain = CertificateDer::pem_file_iter(&files.certificate_chain)
+        .map_err(certificate_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(certificate_error)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: files.certificate_chain.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.private_key).map_err(|source| {
+        TlsError::PrivateKey {
+            path: files.private_key.clone(),
+            source,
+        }
+    })?;
+    // An explicit provider, because the process-wide default is ambiguous (and `builder()` panics)
+    // once any dependency also enables rustls' aws-lc-rs feature.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, asks every
+/// connection to finish (HTTP/2 GOAWAY, HTTP/1 close after the current response), waits for them
+/// at most `drain_timeout`, drops what remains and returns.
+///
+/// With `tls`, every connection must complete a TLS handshake first (within 10 s); failures are
+/// logged at debug and only end that connection. Errors on single connections never end the loop,
+/// and neither does running out of file descriptors (the loop logs and retries after a pause).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let builder = Arc::new(connection_builder(&limits));
+    let (stop_connections, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connections as we go, or the set would grow for the life of the process.
+            Some(finished) = connections.join_next(), if !connections.is_empty() => {
+                log_panic(finished);
+            }
+            (tcp, peer) = accept(&listener) => {
+                let connection = ConnectionTask {
+                    builder: Arc::clone(&builder),
+                    app: app.clone(),
+                    peer,
+                    idle_timeout: limits.idle_timeout,
+                    stopping: stopping.clone(),
+                };
+                connections.spawn(connection.run(tcp, tls.clone()));
+            }
+        }
+    }
+    // Closing the listener makes new clients fail fast (and retry elsewhere) instead of waiting in
+    // the backlog of a server that will never accept them.
+    drop(listener);
+    let _ = stop_connections.send(true);
+    let draining = async {
+        while let Some(finished) = connections.join_next().await {
+            log_panic(finished);
+        }
+    };
+    if tokio::time::timeout(drain_timeout, draining).await.is_err() {
+        tracing::warn!(
+            ?drain_timeout,
+            n_connections = connections.len(),
+            "drain timed out; dropping the connections still open"
+        );
+    }
+    // Aborting drops each connection, which closes its socket; waiting makes sure that is done
+    // by the time `serve` returns.
+    connections.shutdown().await;
+}
+
+/// The hyper builder for every connection: HTTP/1.1 and HTTP/2, detected from the first bytes
+/// (the HTTP/2 preface), which also covers HTTP/2 chosen by ALPN.
+fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let http1_buffer = usize::try_from(limits.max_header_list_bytes)
+        .unwrap_or(usize::MAX)
+        .max(MIN_HTTP1_BUFFER_BYTES);
+    // The timer enables hyper's HTTP/1 header read timeout (30 s) against slow request heads.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(http1_buffer);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_bytes)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
+    builder
+}
+
+/// Waits for the next connection. Errors about one connection are skipped; others (EMFILE and
+/// friends) pause the loop briefly, since they last until some connection closes.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                // gRPC writes small frames and waits for answers: Nagle would add latency.
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
+                }
+                return (tcp, peer);
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(%error, "a connection failed before it was accepted");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot accept connections; retrying shortly");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
+
+fn log_panic(finished: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = finished
+        && error.is_panic()
+    {
+        tracing::error!(%error, "a connection task panicked");
+    }
+}
+
+/// One accepted connection, from the TLS handshake to the end of HTTP.
+struct ConnectionTask {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    /// Becomes `true` when the server shuts down.
+    stopping: watch::Receiver<bool>,
+}
+
+impl ConnectionTask {
+    async fn run(self, tcp: TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.serve_http(tcp).await;
+        };
+        let mut stopping = self.stopping.clone();
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+        let handshake = tokio::select! {
+            result = handshake => result,
+            // Nothing has been served on this connection yet, so there is nothing to drain.
+            Ok(_) = stopping.wait_for(|stopping| *stopping) => return,
+        };
+        match handshake {
+            Ok(Ok(tls_stream)) => self.serve_http(tls_stream).await,
+            Ok(Err(error)) => tracing::debug!(%error, peer = %self.peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Serves HTTP until the connection ends, closing it gracefully when it has been idle for
+    /// `idle_timeout` or when the server shuts down.
+    async fn serve_http<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Self {
+            builder,
+            app,
+            peer,
+            idle_timeout,
+            mut stopping,
+        } = self;
+        let (in_flight_count, mut in_flight) = watch::channel(0_usize);
+        let service = ConnectionService {
+            app,
+            peer,
+            in_flight: Arc::new(in_flight_count),
+        };
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut closing = false;
+        loop {
+            // Each change of the count starts the select over, so the idle timer restarts from
+            // the moment the last request of a busy period finished.
+            let idle = *in_flight.borrow_and_update() == 0;
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                Ok(()) = in_flight.changed() => {}
+                () = tokio::time::sleep(idle_timeout), if idle && !closing => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Ok(_) = stopping.wait_for(|stopping| *stopping), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// The hyper service of one connection: adds `ConnectInfo` and counts requests in flight around
+/// the router.
+struct ConnectionService {
+    app: Router,
+    peer: SocketAddr,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let in_flight = InFlight::start(Arc::clone(&self.in_flight));
+        let response = self.app.clone().oneshot(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // The guard moves into the body: a stream's response body lives as long as the stream.
+            Ok(response.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// Counts one request as in flight until dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(count: Arc<watch::Sender<usize>>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper has finished with it.
+struct TrackedBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
