@@ -121,20 +121,24 @@ if [[ $smoke == 1 ]]; then
     grep -qx 'auth.v1.AuthService' "$LOG_DIR/list-$AUTH_PORT.txt" || die "auth reflection lacks auth.v1.AuthService"
     grep -qx 'chat.v1.ChatService' "$LOG_DIR/list-$CHAT_PORT.txt" || die "chat reflection lacks chat.v1.ChatService"
     grep -qx 'group.v1.GroupService' "$LOG_DIR/list-$GROUP_PORT.txt" || die "group reflection lacks group.v1.GroupService"
-    # A real account round trip on auth's port (the gateway does not route calls yet).
+    # A real account round trip through the gateway, then an authenticated call.
     smoke_user="smoke-$RANDOM$RANDOM"
-    grpcurl -plaintext -d "{\"username\":\"$smoke_user\",\"password\":\"smoke test password\"}" \
-        "127.0.0.1:$AUTH_PORT" auth.v1.AuthService/Register >/dev/null || die "Register failed"
-    grpcurl -plaintext -d "{\"username\":\"$smoke_user\",\"password\":\"smoke test password\"}" \
-        "127.0.0.1:$AUTH_PORT" auth.v1.AuthService/Login | grep -q '"accessToken"' || die "Login failed"
-    log "smoke check passed: every service is SERVING, lists its APIs through reflection, and auth registers and logs in a user"
+    credentials="{\"username\":\"$smoke_user\",\"password\":\"smoke test password\"}"
+    grpcurl -plaintext -d "$credentials" "127.0.0.1:$GATEWAY_PORT" auth.v1.AuthService/Register >/dev/null ||
+        die "Register through the gateway failed"
+    token="$(grpcurl -plaintext -d "$credentials" "127.0.0.1:$GATEWAY_PORT" auth.v1.AuthService/Login |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["tokens"]["accessToken"])')" ||
+        die "Login through the gateway failed"
+    grpcurl -plaintext -H "authorization: Bearer $token" "127.0.0.1:$GATEWAY_PORT" \
+        auth.v1.AuthService/GetCurrentUser | grep -q "\"$smoke_user\"" || die "GetCurrentUser failed"
+    log "smoke check passed: every service is SERVING and lists its APIs; register, login and an authenticated call work through the gateway"
     exit 0
 fi
 
 cat <<EOF
 
   The system is up.
-    gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, GET /healthz)
+    gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, /healthz, /readyz, /metrics)
     auth / chat / group            127.0.0.1:$AUTH_PORT / $CHAT_PORT / $GROUP_PORT
     database                       $DATABASE_URL
     logs                           $LOG_DIR/
@@ -144,9 +148,11 @@ cat <<EOF
     grpcurl -plaintext 127.0.0.1:$GATEWAY_PORT list
     grpcurl -plaintext 127.0.0.1:$GATEWAY_PORT describe chat.v1.ChatService
     grpcurl -plaintext -d '{"username":"alice","password":"correct horse battery"}' \
-      127.0.0.1:$AUTH_PORT auth.v1.AuthService/Register
+      127.0.0.1:$GATEWAY_PORT auth.v1.AuthService/Register
     grpcurl -plaintext -d '{"username":"alice","password":"correct horse battery"}' \
-      127.0.0.1:$AUTH_PORT auth.v1.AuthService/Login
+      127.0.0.1:$GATEWAY_PORT auth.v1.AuthService/Login
+    grpcurl -plaintext -H "authorization: Bearer \$ACCESS_TOKEN" \
+      127.0.0.1:$GATEWAY_PORT auth.v1.AuthService/GetCurrentUser
 
   Press Ctrl-C to stop everything.
 EOF

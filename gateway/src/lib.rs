@@ -58,6 +58,7 @@ pub async fn run(
         validator,
         rate_limits,
         unary_timeout: config.limits.unary_timeout,
+        max_message_bytes: config.limits.max_message_bytes,
     });
     let app = router(proxy, &config).await?;
     let tls = match &config.tls {

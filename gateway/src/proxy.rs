@@ -11,7 +11,10 @@
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -61,6 +64,8 @@ pub struct Proxy {
     pub rate_limits: RateLimits,
     /// Bound on unary calls.
     pub unary_timeout: Duration,
+    /// Largest gRPC message a client may send.
+    pub max_message_bytes: u32,
 }
 
 /// Proxies one gRPC request (the router's fallback for every path it does not serve itself).
@@ -114,9 +119,19 @@ impl Proxy {
         // grpc-web-text bodies (shorter than what the client declared) but still reports the
         // encoded size, which hyper would send upstream as content-length.
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        let upstream_request =
-            Request::from_parts(parts, tonic::body::Body::new(UnsizedBody { inner: body }));
-        let response = self.call_upstream(method, upstream_request).await?;
+        let oversized = Arc::new(AtomicBool::new(false));
+        let body = MessageLimitBody::new(body, self.max_message_bytes, oversized.clone());
+        let upstream_request = Request::from_parts(parts, tonic::body::Body::new(body));
+        let response = self
+            .call_upstream(method, upstream_request)
+            .await
+            .map_err(|status| {
+                if oversized.load(Ordering::Relaxed) {
+                    message_too_large(self.max_message_bytes)
+                } else {
+                    status
+                }
+            })?;
 
         let (parts, body) = response.into_parts();
         let body = match token_expiry {
@@ -231,23 +246,88 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+fn message_too_large(limit: u32) -> Status {
+    Status::resource_exhausted(format!("a request message is larger than {limit} bytes"))
+}
+
 pin_project_lite::pin_project! {
-    /// A body that passes frames through but never claims an exact size.
-    struct UnsizedBody<B> {
+    /// The client's request body on its way upstream: it reads the 5-byte gRPC frame headers as
+    /// they pass and fails the body (which resets the upstream call) at the first message over the
+    /// limit, before its payload is forwarded. It never claims an exact size: gRPC needs no
+    /// content-length, and tonic-web reports a grpc-web-text body's encoded size, which hyper
+    /// would otherwise send upstream as a wrong content-length.
+    struct MessageLimitBody {
         #[pin]
-        inner: B,
+        inner: Body,
+        limit: u32,
+        // Bytes left of the current message's payload, then the partial header being read.
+        payload_left: u64,
+        header: Vec<u8>,
+        oversized: Arc<AtomicBool>,
     }
 }
 
-impl<B: http_body::Body> http_body::Body for UnsizedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl MessageLimitBody {
+    fn new(inner: Body, limit: u32, oversized: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            limit,
+            payload_left: 0,
+            header: Vec::with_capacity(5),
+            oversized,
+        }
+    }
+}
+
+impl http_body::Body for MessageLimitBody {
+    type Data = Bytes;
+    type Error = Status;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(error))) => {
+                return Poll::Ready(Some(Err(Status::from_error(error.into()))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let mut rest: &[u8] = data;
+            while !rest.is_empty() {
+                if *this.payload_left > 0 {
+                    let skipped = rest
+                        .len()
+                        .min(usize::try_from(*this.payload_left).unwrap_or(usize::MAX));
+                    rest = &rest[skipped..];
+                    *this.payload_left -= skipped as u64;
+                    continue;
+                }
+                let wanted = 5 - this.header.len();
+                let taken = rest.len().min(wanted);
+                this.header.extend_from_slice(&rest[..taken]);
+                rest = &rest[taken..];
+                if this.header.len() == 5 {
+                    let length = u32::from_be_bytes([
+                        this.header[1],
+                        this.header[2],
+                        this.header[3],
+                        this.header[4],
+                    ]);
+                    this.header.clear();
+                    if length > *this.limit {
+                        this.oversized.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(message_too_large(*this.limit))));
+                    }
+                    *this.payload_left = u64::from(length);
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -5,7 +5,9 @@
 //! power-of-two-choices balancer spread calls and streams over all pods. The name is re-resolved
 //! periodically, so new pods receive calls and removed ones stop receiving new ones.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{collections::HashSet, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
 
 use http::Uri;
 use tokio::sync::mpsc::Sender;
@@ -51,11 +53,35 @@ impl Upstreams {
     }
 }
 
+/// Turns a host and port into addresses; DNS in production, a list in tests.
+type Resolver =
+    Arc<dyn Fn(String, u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+fn dns() -> Resolver {
+    Arc::new(|host, port| {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    })
+}
+
 fn balanced_channel(uri: &Uri, settings: &UpstreamSettings) -> Channel {
+    balanced_channel_with(uri, settings, dns())
+}
+
+fn balanced_channel_with(uri: &Uri, settings: &UpstreamSettings, resolve: Resolver) -> Channel {
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     let host = uri.host().unwrap_or("localhost").to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    tokio::spawn(resolve_forever(host, port, changes, settings.clone()));
+    tokio::spawn(resolve_forever(
+        host,
+        port,
+        changes,
+        settings.clone(),
+        resolve,
+    ));
     channel
 }
 
@@ -65,12 +91,13 @@ async fn resolve_forever(
     port: u16,
     changes: Sender<Change<SocketAddr, Endpoint>>,
     settings: UpstreamSettings,
+    resolve: Resolver,
 ) {
     let mut current: HashSet<SocketAddr> = HashSet::new();
     loop {
-        match tokio::net::lookup_host((host.as_str(), port)).await {
+        match resolve(host.clone(), port).await {
             Ok(addresses) => {
-                let resolved: HashSet<SocketAddr> = addresses.collect();
+                let resolved: HashSet<SocketAddr> = addresses.into_iter().collect();
                 for gone in current.difference(&resolved) {
                     if changes.send(Change::Remove(*gone)).await.is_err() {
                         return;
@@ -115,4 +142,77 @@ fn endpoint(address: SocketAddr, settings: &UpstreamSettings) -> Endpoint {
         // ENHANCE_YOUR_CALM "too_many_data_frames").
         .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
         .initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::net::TcpListener;
+    use tonic::service::Routes;
+    use tonic_health::{
+        ServingStatus,
+        pb::{HealthCheckRequest, health_client::HealthClient},
+    };
+
+    use super::*;
+
+    /// A health server whose whole-server status tells which replica answered.
+    async fn replica(status: ServingStatus) -> SocketAddr {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", status).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(Routes::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+
+    async fn answers(channel: &Channel, calls: usize) -> HashSet<i32> {
+        let mut seen = HashSet::new();
+        for _ in 0..calls {
+            let response = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap();
+            seen.insert(response.into_inner().status);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn calls_spread_over_every_address_and_follow_re_resolution() {
+        let first = replica(ServingStatus::Serving).await;
+        let second = replica(ServingStatus::NotServing).await;
+        let addresses = Arc::new(Mutex::new(vec![first, second]));
+        let resolve: Resolver = {
+            let addresses = addresses.clone();
+            Arc::new(move |_, _| {
+                let current = addresses.lock().unwrap().clone();
+                Box::pin(async move { Ok(current) })
+            })
+        };
+        let settings = UpstreamSettings {
+            auth: "http://replicas:1".parse().unwrap(),
+            chat: "http://replicas:1".parse().unwrap(),
+            group: "http://replicas:1".parse().unwrap(),
+            resolve_interval: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(500),
+        };
+        let channel = balanced_channel_with(&settings.chat, &settings, resolve);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let both = answers(&channel, 50).await;
+        *addresses.lock().unwrap() = vec![second];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = answers(&channel, 20).await;
+
+        assert_eq!(both.len(), 2, "both replicas answered: {both:?}");
+        assert_eq!(after, HashSet::from([ServingStatus::NotServing as i32]));
+    }
 }

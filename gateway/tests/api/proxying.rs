@@ -466,3 +466,69 @@ async fn a_grpc_web_text_call_whose_body_has_a_content_length_reaches_auth(db: P
     assert!(text.contains("Ed25519"), "{text}");
     assert!(text.contains("grpc-status:0"), "{text}");
 }
+
+fn envelope_request(conversation_id: &str, ciphertext_bytes: usize) -> chat_pb::SendMessageRequest {
+    chat_pb::SendMessageRequest {
+        envelope: Some(chat_pb::Envelope {
+            conversation_id: conversation_id.into(),
+            ciphertext: vec![7; ciphertext_bytes],
+            ..Default::default()
+        }),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_over_the_size_limit_is_resource_exhausted_and_a_smaller_one_passes(db: PgPool) {
+    let stack = spawn_stack_with(db, auth::Config::for_tests(), |mut config| {
+        config.limits.max_message_bytes = 64 * 1024;
+        config
+    })
+    .await;
+    let token = stack.access_token("liam").await;
+    let mut chat = ChatServiceClient::new(stack.channel.clone());
+
+    let small = chat
+        .send_message(with_token(envelope_request("small", 60 * 1024), &token))
+        .await;
+    let large = chat
+        .send_message(with_token(envelope_request("large", 65 * 1024), &token))
+        .await;
+
+    assert_eq!(small.unwrap().into_inner().message_id, "small");
+    let status = large.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("65536 bytes"),
+        "{}",
+        status.message()
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sends_past_the_per_user_rate_are_resource_exhausted(db: PgPool) {
+    let stack = spawn_stack_with(db, auth::Config::for_tests(), |mut config| {
+        config.limits.send_rate_per_second = 1;
+        config
+    })
+    .await;
+    let token = stack.access_token("mia").await;
+    let other = stack.access_token("noah").await;
+    let mut chat = ChatServiceClient::new(stack.channel.clone());
+
+    for _ in 0..2 {
+        chat.send_message(with_token(envelope_request("c", 1), &token))
+            .await
+            .unwrap();
+    }
+    let third = chat
+        .send_message(with_token(envelope_request("c", 1), &token))
+        .await;
+    let someone_else = chat
+        .send_message(with_token(envelope_request("c", 1), &other))
+        .await;
+
+    let status = third.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.get_error_details().retry_info().is_some());
+    someone_else.unwrap();
+}
