@@ -55,6 +55,19 @@ pub async fn start_auth(config: auth::Config) -> anyhow::Result<RunningServer> {
     Ok(server)
 }
 
+/// Starts the gateway with `config` and waits until it reports SERVING (its own health service
+/// answers for the whole server, `""`).
+///
+/// # Errors
+/// When it cannot bind, fails to start, or does not become SERVING in time.
+pub async fn start_gateway(config: gateway::Config) -> anyhow::Result<RunningServer> {
+    let server = start("gateway", move |listener, shutdown| {
+        gateway::run(config, listener, shutdown)
+    })?;
+    server.wait_until_serving("").await?;
+    Ok(server)
+}
+
 impl RunningServer {
     /// A new HTTP/2 connection to the service.
     ///

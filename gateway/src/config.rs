@@ -28,6 +28,9 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// Connection and stream limits.
     pub limits: Limits,
+    /// `GATEWAY_WEB_ROOT`: a directory of static files (the browser demo) served at `/` (its
+    /// `index.html`) and under `/static/`; unset serves none.
+    pub web_root: Option<PathBuf>,
     /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` (PEM): serve TLS when both are set
     /// (HTTP/2 and HTTP/1.1 via ALPN); plaintext otherwise (behind a TLS-terminating Ingress).
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -142,6 +145,9 @@ impl Config {
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
             },
+            web_root: Some(env.string_or("WEB_ROOT", ""))
+                .filter(|root| !root.is_empty())
+                .map(PathBuf::from),
             tls,
         })
     }
@@ -166,6 +172,7 @@ impl Config {
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,
             },
+            web_root: None,
             tls: None,
         }
     }

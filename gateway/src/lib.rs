@@ -111,13 +111,21 @@ async fn router(proxy: Arc<Proxy>, config: &Config) -> anyhow::Result<axum::Rout
         })
         .layer(observability::MetricsLayer::new(metrics.clone()))
         .layer(tonic_web::GrpcWebLayer::new());
-    let http = axum::Router::new()
+    let mut http = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(proxy)
-        .merge(observability::metrics_route(metrics.clone()))
-        .layer(observability::MetricsLayer::new(metrics));
+        .merge(observability::metrics_route(metrics.clone()));
+    if let Some(root) = &config.web_root {
+        http = http
+            .route_service(
+                "/",
+                tower_http::services::ServeFile::new(root.join("index.html")),
+            )
+            .nest_service("/static", tower_http::services::ServeDir::new(root));
+    }
+    let http = http.layer(observability::MetricsLayer::new(metrics));
     Ok(http
         .merge(grpc)
         .layer(cors::cors_layer(&config.cors_allowed_origins))

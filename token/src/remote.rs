@@ -73,12 +73,14 @@ impl RemoteValidator {
     /// Validates the request's bearer token.
     ///
     /// # Errors
-    /// UNAVAILABLE before the key set is fetched; otherwise the token error as UNAUTHENTICATED.
+    /// UNAUTHENTICATED for a missing or invalid token; UNAVAILABLE for a token that arrives before
+    /// the key set has been fetched.
     pub async fn authenticate<T>(
         &self,
         request: &tonic::Request<T>,
     ) -> Result<AccessClaims, Status> {
-        Ok(self.ready()?.authenticate(request).await?)
+        let has_token = request.metadata().contains_key("authorization");
+        Ok(self.ready(has_token)?.authenticate(request).await?)
     }
 
     /// Validates the bearer token in HTTP headers (the gateway's proxy path).
@@ -86,11 +88,20 @@ impl RemoteValidator {
     /// # Errors
     /// As [`RemoteValidator::authenticate`].
     pub async fn authenticate_headers(&self, headers: &HeaderMap) -> Result<AccessClaims, Status> {
-        Ok(self.ready()?.authenticate_headers(headers).await?)
+        let has_token = headers.contains_key(http::header::AUTHORIZATION);
+        Ok(self.ready(has_token)?.authenticate_headers(headers).await?)
     }
 
-    fn ready(&self) -> Result<&Arc<Validator>, Status> {
-        self.get()
-            .ok_or_else(|| Status::unavailable("access-token keys not fetched yet; retry shortly"))
+    /// The validator, or the reason a call cannot be checked yet. A call without any token is
+    /// UNAUTHENTICATED whether or not the keys have arrived: only a token that might be good is
+    /// worth a retry.
+    fn ready(&self, has_token: bool) -> Result<&Arc<Validator>, Status> {
+        match self.get() {
+            Some(validator) => Ok(validator),
+            None if !has_token => Err(crate::TokenError::Missing.into()),
+            None => Err(Status::unavailable(
+                "access-token keys not fetched yet; retry shortly",
+            )),
+        }
     }
 }

@@ -103,3 +103,33 @@ async fn the_gateway_stops_promptly_when_shutdown_is_signalled() {
         .expect("the gateway stops within its drain timeout");
     result.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_web_root_is_served_at_the_root_and_under_static() {
+    let root = std::env::temp_dir().join(format!("gateway-web-root-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "<h1>chat</h1>").unwrap();
+    std::fs::write(root.join("app.js"), "console.log(1)").unwrap();
+    let nowhere: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+    let mut config =
+        gateway::Config::for_tests(crate::helpers::upstreams(&nowhere, &nowhere, &nowhere));
+    config.web_root = Some(root.clone());
+    let app = crate::helpers::spawn_gateway(config).await;
+
+    let index = http1_request(app.addr, "GET / HTTP/1.1", b"").await;
+    let script = http1_request(app.addr, "GET /static/app.js HTTP/1.1", b"").await;
+
+    let (index, script) = (
+        String::from_utf8_lossy(&index),
+        String::from_utf8_lossy(&script),
+    );
+    assert!(
+        index.starts_with("HTTP/1.1 200") && index.ends_with("<h1>chat</h1>"),
+        "{index}"
+    );
+    assert!(
+        script.starts_with("HTTP/1.1 200") && script.contains("javascript"),
+        "{script}"
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}

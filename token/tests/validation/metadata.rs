@@ -110,3 +110,27 @@ async fn a_refused_token_becomes_unauthenticated_without_echoing_the_token() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!format!("{status:?}").contains(signature));
 }
+
+#[tokio::test]
+async fn before_the_keys_arrive_a_call_without_a_token_is_unauthenticated_and_one_with_a_token_unavailable()
+ {
+    // Nothing listens on port 1: the key set never arrives during this test.
+    let remote = token::RemoteValidator::start_with_auth(
+        "http://127.0.0.1:1",
+        token::ValidationSettings::new("chat-auth", "chat"),
+    )
+    .unwrap();
+    let mut with_token = tonic::Request::new(());
+    with_token
+        .metadata_mut()
+        .insert("authorization", "Bearer a.b.c".parse().unwrap());
+
+    let without = remote
+        .authenticate(&tonic::Request::new(()))
+        .await
+        .unwrap_err();
+    let with = remote.authenticate(&with_token).await.unwrap_err();
+
+    assert_eq!(without.code(), tonic::Code::Unauthenticated);
+    assert_eq!(with.code(), tonic::Code::Unavailable);
+}
