@@ -8,6 +8,7 @@ use tonic::{
     service::Routes,
     transport::{Server, server::TcpIncoming},
 };
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// How often an idle HTTP/2 connection is pinged, so dead peers are noticed and middleboxes keep
 /// the connection open.
@@ -60,7 +61,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> Result<(), ServeError> {
-    let router = server_builder().add_routes(with_reflection(services, reflected_services)?);
+    let router = server_builder()
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(request_span)
+                // Error statuses are mostly client mistakes; real failures are logged where they
+                // happen (each crate's `From<Error> for Status`).
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .add_routes(with_reflection(services, reflected_services)?);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     crate::shutdown::serve_with_bounded_drain(shutdown, drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)
@@ -89,6 +98,17 @@ pub fn with_reflection(
     Ok(routes
         .add_service(builder().build_v1()?)
         .add_service(builder().build_v1alpha()?))
+}
+
+/// The span every log line of a call belongs to: its method and the `x-request-id` the gateway set,
+/// so one request can be followed from the gateway through every service.
+fn request_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("grpc", path = %request.uri().path(), request_id)
 }
 
 /// The status every RPC of a service skeleton answers until its issue implements it.
