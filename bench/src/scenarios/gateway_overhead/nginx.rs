@@ -275,7 +275,10 @@ mod tests {
         for line in config.lines().filter(|line| line.contains('/')) {
             let line = line.trim();
             assert!(
-                line.starts_with('#') || line.contains("/tmp/x/") || line.contains("grpc://"),
+                line.starts_with('#')
+                    || line.starts_with("location /")
+                    || line.contains("/tmp/x/")
+                    || line.contains("grpc://"),
                 "{line}"
             );
         }
