@@ -31,19 +31,26 @@ impl Figures {
         self.targets.iter().find(|target| target.kind == kind)
     }
 
-    /// A warning when something else used the CPUs during the throughput rounds.
+    /// A warning when something else used the CPUs, or the hypervisor took them, during the
+    /// throughput rounds.
     fn interference(&self) -> String {
         let total = Timed::sum(self.targets.iter().flat_map(|target| &target.throughput));
-        match total.others_share() {
-            Some(share) if share > INTERFERENCE_LIMIT => format!(
-                "**Warning: other processes or interrupts used {} of the CPUs' time during the \
-                 throughput rounds (more than {}): these figures are not reliable; run again on \
-                 a quiet machine.**\n\n",
-                percent(share),
-                percent(INTERFERENCE_LIMIT)
-            ),
-            _ => String::new(),
+        let others = total.others_share().unwrap_or(0.0);
+        let stolen = total
+            .cpu
+            .machine
+            .map_or(0.0, |machine| machine.steal_share());
+        if others <= INTERFERENCE_LIMIT && stolen <= INTERFERENCE_LIMIT {
+            return String::new();
         }
+        format!(
+            "**Warning: during the throughput rounds other processes or interrupts used {} of the \
+             CPUs' time and the hypervisor took {} (either above {} makes these figures \
+             unreliable): run again on a quiet machine.**\n\n",
+            percent(others),
+            percent(stolen),
+            percent(INTERFERENCE_LIMIT)
+        )
     }
 
     fn setup(&self) -> String {
