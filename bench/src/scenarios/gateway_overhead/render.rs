@@ -327,7 +327,39 @@ impl Figures {
             })
             .collect();
         let _ = write!(text, "\nCPUs: {}.\n\n", busy.join("; "));
+        text.push_str(&self.cpu_budget(&totals));
         text
+    }
+
+    /// What the throughput goal means in CPU time, when the CPUs are the limit (as here, where
+    /// the load generator, auth and the proxy share them).
+    fn cpu_budget(&self, totals: &[Timed]) -> String {
+        let whole = |kind: Kind| {
+            self.targets
+                .iter()
+                .zip(totals)
+                .find(|(target, _)| target.kind == kind)
+                .and_then(|(_, total)| {
+                    let busy = total.cpu.machine?.busy;
+                    Some(total.micros_per_call(busy))
+                })
+        };
+        let (Some(direct), Some(gateway)) = (whole(Kind::Direct), whole(Kind::Gateway)) else {
+            return String::new();
+        };
+        let budget = direct * (1.0 / GOAL_THROUGHPUT_SHARE - 1.0);
+        let nginx = whole(Kind::Nginx).map_or(String::new(), |nginx| {
+            format!(", nginx {:+.1} µs", nginx - direct)
+        });
+        format!(
+            "With the CPUs saturated, the throughput share is roughly the ratio of machine CPU \
+             time per call: a direct call costs {direct:.1} µs of it here, so a proxy on the same \
+             CPUs reaches {goal} of the direct rate only if it adds at most {budget:.1} µs per \
+             call, everything included (its own work, and what it makes auth and the client \
+             spend). Added per call: the gateway {added:+.1} µs{nginx}.\n\n",
+            goal = percent(GOAL_THROUGHPUT_SHARE),
+            added = gateway - direct,
+        )
     }
 
     fn nginx(&self) -> String {
