@@ -89,12 +89,12 @@ struct Target {
     kind: Kind,
     channels: Vec<Channel>,
     /// Open loop at [`RATE`], one entry per round.
-    latency: Vec<Load>,
+    latency: Vec<Timed>,
     /// Closed loop at [`CONCURRENCY`], one entry per round.
     throughput: Vec<Timed>,
 }
 
-/// A closed-loop slice and the CPU time spent meanwhile.
+/// A slice of load and the CPU time spent meanwhile.
 #[derive(Debug, Clone, Default)]
 struct Timed {
     load: Load,
@@ -233,8 +233,12 @@ async fn measure_with(
         let mut line = format!("  round {}:", round + 1);
         for index in rotated(targets.len(), round) {
             let target = &mut targets[index];
-            let slice = load::open_loop(&target.channels, RATE, plan.latency_slice).await;
-            let p50 = crate::stats::Latencies::new(slice.latencies.clone()).median();
+            let slice = Timed::measure(
+                nginx,
+                load::open_loop(&target.channels, RATE, plan.latency_slice),
+            )
+            .await;
+            let p50 = crate::stats::Latencies::new(slice.load.latencies.clone()).median();
             line.push_str(&format!(
                 " {} p50 {:.0} µs;",
                 target.kind.label(),
@@ -254,25 +258,40 @@ async fn measure_with(
         let mut line = format!("  round {}:", round + 1);
         for index in rotated(targets.len(), round) {
             let target = &mut targets[index];
-            let cpu_before = CpuSnapshot::take();
-            let nginx_before = nginx.and_then(Nginx::cpu_seconds);
-            let slice =
-                load::closed_loop(&target.channels, CONCURRENCY, plan.throughput_slice).await;
-            let cpu = cpu_before.until(&CpuSnapshot::take());
-            let nginx_cpu = match (nginx_before, nginx.and_then(Nginx::cpu_seconds)) {
-                (Some(before), Some(after)) => after - before,
-                _ => 0.0,
-            };
-            line.push_str(&format!(" {} {:.0}/s;", target.kind.label(), slice.rate()));
-            target.throughput.push(Timed {
-                load: slice,
-                cpu,
-                nginx_cpu,
-            });
+            let slice = Timed::measure(
+                nginx,
+                load::closed_loop(&target.channels, CONCURRENCY, plan.throughput_slice),
+            )
+            .await;
+            line.push_str(&format!(
+                " {} {:.0}/s;",
+                target.kind.label(),
+                slice.load.rate()
+            ));
+            target.throughput.push(slice);
         }
         println!("{line}");
     }
     Ok(targets)
+}
+
+impl Timed {
+    /// Runs `load`, and the CPU time spent meanwhile (nginx's too, when it runs).
+    async fn measure(nginx: Option<&Nginx>, load: impl Future<Output = Load>) -> Self {
+        let cpu_before = CpuSnapshot::take();
+        let nginx_before = nginx.and_then(Nginx::cpu_seconds);
+        let load = load.await;
+        let cpu = cpu_before.until(&CpuSnapshot::take());
+        let nginx_cpu = match (nginx_before, nginx.and_then(Nginx::cpu_seconds)) {
+            (Some(before), Some(after)) => after - before,
+            _ => 0.0,
+        };
+        Self {
+            load,
+            cpu,
+            nginx_cpu,
+        }
+    }
 }
 
 impl Target {
