@@ -69,7 +69,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let resume_device = optional_uuid("device_id", &request.device_id)?;
         let state = &self.state;
         let attempt = AttemptKeys::new(&request.username, address);
-        state.throttle.check(&state.db, &attempt).await?;
+        let earlier_failures = state.throttle.check(&state.db, &attempt).await?;
 
         let credentials = accounts::find_credentials(&state.db, &request.username).await?;
         let (user, stored_hash) =
@@ -83,18 +83,33 @@ impl pb::auth_service_server::AuthService for AuthApi {
             tracing::debug!("login refused");
             return Err(Error::InvalidCredentials.into());
         };
-        state.throttle.record_success(&state.db, &attempt).await?;
+        state
+            .throttle
+            .record_success(&state.db, &attempt, earlier_failures)
+            .await?;
 
-        let mut tx = state.db.begin().await.map_err(Error::from)?;
-        let device = match resume_device {
-            Some(device_id) => devices::resume_device(&mut tx, user.id, device_id).await?,
-            None => {
-                devices::create_device(&mut tx, user.id, &request.device_name, state.max_devices)
+        let (device, session_id, refresh) = match resume_device {
+            Some(device_id) => {
+                state
+                    .sessions
+                    .open_on_resumed_device(&state.db, user.id, device_id)
                     .await?
             }
+            None => {
+                let mut tx = state.db.begin().await.map_err(Error::from)?;
+                let device = devices::create_device(
+                    &mut tx,
+                    user.id,
+                    &request.device_name,
+                    state.max_devices,
+                )
+                .await?;
+                let (session_id, refresh) =
+                    state.sessions.open(&mut tx, user.id, device.id).await?;
+                tx.commit().await.map_err(Error::from)?;
+                (device, session_id, refresh)
+            }
         };
-        let (session_id, refresh) = state.sessions.open(&mut tx, user.id, device.id).await?;
-        tx.commit().await.map_err(Error::from)?;
         tracing::info!(user_id = %user.id, device_id = %device.id, %session_id, "logged in");
         let subject = token::Subject {
             user_id: user.id,

@@ -31,7 +31,9 @@ pub struct Device {
     pub last_seen_at: OffsetDateTime,
 }
 
-const DEVICE_COLUMNS: &str = "id, user_id, name, encryption_public_key, encryption_key_fingerprint,
+/// The columns a [`Device`] is read from.
+pub(crate) const DEVICE_COLUMNS: &str =
+    "id, user_id, name, encryption_public_key, encryption_key_fingerprint,
     signing_public_key, signing_key_fingerprint, created_at, last_seen_at";
 
 /// Creates a device for a login, unless the user already has `max_devices` active ones.
@@ -66,26 +68,6 @@ pub async fn create_device(
     .bind(name)
     .fetch_one(&mut **tx)
     .await?)
-}
-
-/// Marks an existing active device of the user as seen, for a login that resumes it.
-///
-/// # Errors
-/// [`Error::DeviceNotFound`] when it is not an active device of the user.
-pub async fn resume_device(
-    tx: &mut Transaction<'_, Postgres>,
-    user_id: Uuid,
-    device_id: Uuid,
-) -> Result<Device, Error> {
-    sqlx::query_as(&format!(
-        "update auth.devices set last_seen_at = now(), updated_at = now()
-         where id = $1 and user_id = $2 and revoked_at is null returning {DEVICE_COLUMNS}"
-    ))
-    .bind(device_id)
-    .bind(user_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(Error::DeviceNotFound)
 }
 
 /// Stores (or replaces) the public keys of an active device and records the change for

@@ -16,7 +16,11 @@ use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Error, config::TokenSettings};
+use crate::{
+    Error,
+    config::TokenSettings,
+    devices::{DEVICE_COLUMNS, Device},
+};
 
 /// A refresh token's length in characters: 32 bytes in base64url without padding.
 const TOKEN_CHARS: usize = 43;
@@ -48,6 +52,14 @@ pub struct SessionOwner {
     pub user_id: Uuid,
     /// Its device.
     pub device_id: Uuid,
+}
+
+/// A session about to be stored.
+struct NewSession {
+    id: Uuid,
+    created_at: OffsetDateTime,
+    absolute_expires_at: OffsetDateTime,
+    refresh: IssuedRefreshToken,
 }
 
 #[derive(sqlx::FromRow)]
@@ -90,31 +102,84 @@ impl Sessions {
         user_id: Uuid,
         device_id: Uuid,
     ) -> Result<(Uuid, IssuedRefreshToken), Error> {
-        let session_id = Uuid::now_v7();
-        let now = OffsetDateTime::now_utc();
+        let session = self.new_session();
         sqlx::query(
             "insert into auth.sessions (id, user_id, device_id, created_at, absolute_expires_at)
              values ($1, $2, $3, $4, $5)",
         )
-        .bind(session_id)
+        .bind(session.id)
         .bind(user_id)
         .bind(device_id)
-        .bind(now)
-        .bind(now + self.max_age)
+        .bind(session.created_at)
+        .bind(session.absolute_expires_at)
         .execute(&mut **tx)
         .await?;
+        insert_token(
+            tx,
+            session.refresh.token.expose_secret(),
+            session.id,
+            session.refresh.expires_at,
+        )
+        .await?;
+        Ok((session.id, session.refresh))
+    }
+
+    /// For a login that resumes an existing device: marks the device seen and opens a session on
+    /// it with its first refresh token, in one statement (one round trip instead of five, since
+    /// this is most logins).
+    ///
+    /// # Errors
+    /// [`Error::DeviceNotFound`] when it is not an active device of the user.
+    pub async fn open_on_resumed_device(
+        &self,
+        db: &PgPool,
+        user_id: Uuid,
+        device_id: Uuid,
+    ) -> Result<(Device, Uuid, IssuedRefreshToken), Error> {
+        let session = self.new_session();
+        // Foreign keys are checked at the end of the statement, when all three rows exist.
+        let device: Option<Device> = sqlx::query_as(&format!(
+            "with device as (
+               update auth.devices set last_seen_at = now(), updated_at = now()
+               where id = $1 and user_id = $2 and revoked_at is null
+               returning {DEVICE_COLUMNS}
+             ), session as (
+               insert into auth.sessions (id, user_id, device_id, created_at, absolute_expires_at)
+               select $3, user_id, id, $4, $5 from device
+               returning id
+             ), token as (
+               insert into auth.refresh_tokens (token_hash, session_id, idle_expires_at)
+               select $6, id, $7 from session
+             )
+             select {DEVICE_COLUMNS} from device"
+        ))
+        .bind(device_id)
+        .bind(user_id)
+        .bind(session.id)
+        .bind(session.created_at)
+        .bind(session.absolute_expires_at)
+        .bind(hash(session.refresh.token.expose_secret()).as_slice())
+        .bind(session.refresh.expires_at)
+        .fetch_optional(db)
+        .await?;
+        let device = device.ok_or(Error::DeviceNotFound)?;
+        Ok((device, session.id, session.refresh))
+    }
+
+    /// A fresh session id and first refresh token, not yet stored.
+    fn new_session(&self) -> NewSession {
+        let now = OffsetDateTime::now_utc();
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
-        let token = URL_SAFE_NO_PAD.encode(bytes);
-        let expires_at = (now + self.idle_ttl).min(now + self.max_age);
-        insert_token(tx, &token, session_id, expires_at).await?;
-        Ok((
-            session_id,
-            IssuedRefreshToken {
-                token: token.into(),
-                expires_at,
+        NewSession {
+            id: Uuid::now_v7(),
+            created_at: now,
+            absolute_expires_at: now + self.max_age,
+            refresh: IssuedRefreshToken {
+                token: URL_SAFE_NO_PAD.encode(bytes).into(),
+                expires_at: (now + self.idle_ttl).min(now + self.max_age),
             },
-        ))
+        }
     }
 
     /// Exchanges a refresh token for its successor (see the module docs for the rules).

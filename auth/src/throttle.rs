@@ -27,6 +27,10 @@ pub struct AttemptKeys {
     address: Option<String>,
 }
 
+/// Whether the account had failures counted when its login attempt was checked.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountFailures(bool);
+
 impl AttemptKeys {
     /// The keys for a login of `username` from `address`.
     pub fn new(username: &str, address: Option<IpAddr>) -> Self {
@@ -49,20 +53,23 @@ impl LoginThrottle {
         Self { settings }
     }
 
-    /// Fails when either key is blocked, before any password work is done.
+    /// Fails when either key is blocked, before any password work is done. Otherwise tells whether
+    /// the account has failures counted, which a successful login then clears.
     ///
     /// # Errors
     /// [`Error::LoginThrottled`] with the time left.
-    pub async fn check(&self, db: &PgPool, keys: &AttemptKeys) -> Result<(), Error> {
-        let blocked_until: Option<OffsetDateTime> = sqlx::query_scalar(
-            "select max(blocked_until) from auth.login_throttles
-             where throttle_key = any($1) and blocked_until > now()",
+    pub async fn check(&self, db: &PgPool, keys: &AttemptKeys) -> Result<AccountFailures, Error> {
+        let (blocked_until, account_failures): (Option<OffsetDateTime>, bool) = sqlx::query_as(
+            "select max(blocked_until) filter (where blocked_until > now()),
+                    coalesce(bool_or(throttle_key = $2), false)
+             from auth.login_throttles where throttle_key = any($1)",
         )
         .bind(keys.all())
+        .bind(&keys.account)
         .fetch_one(db)
         .await?;
         match blocked_until {
-            None => Ok(()),
+            None => Ok(AccountFailures(account_failures)),
             Some(until) => {
                 let left = (until - OffsetDateTime::now_utc()).max(time::Duration::SECOND);
                 Err(Error::LoginThrottled {
@@ -84,7 +91,16 @@ impl LoginThrottle {
     }
 
     /// Clears the account's failures after a successful login (the address keeps its count).
-    pub async fn record_success(&self, db: &PgPool, keys: &AttemptKeys) -> Result<(), Error> {
+    pub async fn record_success(
+        &self,
+        db: &PgPool,
+        keys: &AttemptKeys,
+        failures: AccountFailures,
+    ) -> Result<(), Error> {
+        if !failures.0 {
+            // Most logins: nothing to clear, so no round trip.
+            return Ok(());
+        }
         sqlx::query("delete from auth.login_throttles where throttle_key = $1")
             .bind(&keys.account)
             .execute(db)

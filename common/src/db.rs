@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{Connection, PgPool, migrate::Migrator, postgres::PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
@@ -12,8 +12,15 @@ use crate::config::DatabaseSettings;
 /// Kubernetes migrations run once, as a Job before an upgrade, not in every replica.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
+
 /// Opens a pool. It connects lazily, so a service starts (and reports NOT_SERVING on health)
 /// even while the database is briefly unreachable; calls fail with a clear error meanwhile.
+///
+/// sqlx pings every connection it hands out by default: one extra round trip per query outside a
+/// transaction, which was a tenth of a login's CPU cost. Only connections idle for a while (the
+/// ones a database restart or a dropped idle TCP connection may have broken) are pinged instead.
 ///
 /// # Errors
 /// When the URL cannot be parsed.
@@ -21,5 +28,15 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> 
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    // A failed ping makes sqlx discard the connection and take another.
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy(settings.url.expose_secret())
 }

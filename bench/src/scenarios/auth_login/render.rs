@@ -224,8 +224,8 @@ const CONSUMERS: &[(&str, IsConsumer)] = &[
     ("bench: raw verifier threads", |name| {
         name == RAW_VERIFIER_THREAD
     }),
-    ("auth: blocking pool (argon2)", |name| {
-        name.starts_with("auth-blocking")
+    ("auth: hashing threads (argon2)", |name| {
+        name.starts_with("argon2-")
     }),
     ("auth: async workers (gRPC, queries, tokens)", |name| {
         name.starts_with("auth-worker")
