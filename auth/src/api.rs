@@ -1,7 +1,9 @@
 //! The gRPC surface of the auth service: proto <-> domain, nothing else.
 //!
-//! `auth.internal.v1` is not implemented yet: it answers UNIMPLEMENTED until its consumer (the
-//! chat issue) lands together with the service-to-service credential it needs.
+//! Of `auth.internal.v1`, `GetActiveDevices` is implemented (chat calls it with the caller's
+//! forwarded access token). `WatchDeviceChanges` still answers UNIMPLEMENTED: its consumer is a
+//! background task of chat, which has no access token to present until services get a
+//! credential of their own.
 
 use std::{net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
@@ -291,9 +293,20 @@ impl AuthApi {
     }
 }
 
-/// Implements `auth.internal.v1.AuthInternalService` (not yet; see the module docs).
-#[derive(Debug, Default)]
-pub struct AuthInternalApi;
+/// At most this many users per GetActiveDevices call.
+const MAX_ACTIVE_DEVICES_USERS: usize = 1_000;
+
+/// Implements `auth.internal.v1.AuthInternalService` (see the module docs for what is missing).
+#[derive(Clone)]
+pub struct AuthInternalApi {
+    state: Arc<State>,
+}
+
+impl AuthInternalApi {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
 
 type DeviceChanges =
     Pin<Box<dyn Stream<Item = Result<internal_pb::WatchDeviceChangesResponse, Status>> + Send>>;
@@ -304,9 +317,43 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
 
     async fn get_active_devices(
         &self,
-        _: Request<internal_pb::GetActiveDevicesRequest>,
+        request: Request<internal_pb::GetActiveDevicesRequest>,
     ) -> Result<Response<internal_pb::GetActiveDevicesResponse>, Status> {
-        Err(not_implemented("GetActiveDevices"))
+        // Any valid access token: the caller's user does not filter the answer.
+        self.state
+            .validator
+            .authenticate(&request)
+            .await
+            .map_err(Error::from)?;
+        let request = request.into_inner();
+        if request.user_ids.len() > MAX_ACTIVE_DEVICES_USERS {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_ACTIVE_DEVICES_USERS} users per call"
+            ))
+            .into());
+        }
+        let ids = request
+            .user_ids
+            .iter()
+            .map(|id| required_uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let devices_by_user = devices::keyed_devices_of(&self.state.db, &ids).await?;
+        let users = request
+            .user_ids
+            .into_iter()
+            .zip(&ids)
+            .map(|(user_id, id)| internal_pb::UserDevices {
+                user_id,
+                // A user named twice gets its devices twice, not once and then none.
+                devices: devices_by_user
+                    .get(id)
+                    .map(|devices| devices.iter().map(device_pb).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(internal_pb::GetActiveDevicesResponse {
+            users,
+        }))
     }
 
     async fn watch_device_changes(

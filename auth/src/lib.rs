@@ -54,8 +54,8 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)
-        .add_service(AuthServer::new(AuthApi::new(state)))
-        .add_service(AuthInternalServer::new(AuthInternalApi));
+        .add_service(AuthServer::new(AuthApi::new(state.clone())))
+        .add_service(AuthInternalServer::new(AuthInternalApi::new(state)));
     common::grpc::serve(
         services,
         SERVICES,

@@ -4,6 +4,7 @@
 mod accounts;
 mod devices;
 mod helpers;
+mod internal;
 mod rotation;
 mod serving;
 mod sessions;

@@ -1,0 +1,129 @@
+//! `auth.internal.v1`: what chat and group ask auth for.
+
+use proto::auth::{
+    internal::v1::{self as internal_pb, auth_internal_service_client::AuthInternalServiceClient},
+    v1 as pb,
+};
+use sqlx::PgPool;
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::{DEVICE_KEYS, TestApp, assert_code, spawn_app, tokens, with_token};
+
+fn internal(app: &TestApp) -> AuthInternalServiceClient<Channel> {
+    AuthInternalServiceClient::new(app.channel.clone())
+}
+
+async fn active_devices(
+    app: &TestApp,
+    token: &str,
+    user_ids: Vec<String>,
+) -> Result<Vec<internal_pb::UserDevices>, tonic::Status> {
+    internal(app)
+        .get_active_devices(with_token(
+            internal_pb::GetActiveDevicesRequest { user_ids },
+            token,
+        ))
+        .await
+        .map(|response| response.into_inner().users)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn active_devices_come_per_requested_user_in_order_with_keys_and_fingerprints(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.signed_up("alice").await;
+    let bob = app.signed_up("bob").await;
+    let token = &tokens(&alice).access_token;
+    let alice_device = app.upload_keys(token, DEVICE_KEYS.clone()).await.unwrap();
+    let bob_device = app
+        .upload_keys(&tokens(&bob).access_token, DEVICE_KEYS.clone())
+        .await
+        .unwrap();
+    // A second device of bob without keys yet: senders cannot wrap for it, so it is not listed.
+    app.login("bob", crate::helpers::PASSWORD).await.unwrap();
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let bob_id = bob.user.as_ref().unwrap().user_id.clone();
+    let alice_id = alice.user.as_ref().unwrap().user_id.clone();
+
+    let users = active_devices(
+        &app,
+        token,
+        vec![bob_id.clone(), nobody.clone(), alice_id.clone()],
+    )
+    .await
+    .unwrap();
+
+    let listed: Vec<(&str, Vec<&pb::Device>)> = users
+        .iter()
+        .map(|user| (user.user_id.as_str(), user.devices.iter().collect()))
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].0, bob_id);
+    assert_eq!(listed[0].1, vec![&bob_device]);
+    assert_eq!(listed[1].0, nobody);
+    assert!(listed[1].1.is_empty(), "an unknown user has no devices");
+    assert_eq!(listed[2].0, alice_id);
+    assert_eq!(listed[2].1, vec![&alice_device]);
+    assert_eq!(bob_device.encryption_key_fingerprint.len(), 32);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_revoked_device_is_no_longer_listed(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.signed_up("alice").await;
+    let token = tokens(&alice).access_token.clone();
+    let first = app.upload_keys(&token, DEVICE_KEYS.clone()).await.unwrap();
+    let second_login = app.login("alice", crate::helpers::PASSWORD).await.unwrap();
+    let second = app
+        .upload_keys(&tokens(&second_login).access_token, DEVICE_KEYS.clone())
+        .await
+        .unwrap();
+    let alice_id = alice.user.unwrap().user_id;
+
+    app.client
+        .clone()
+        .revoke_device(with_token(
+            pb::RevokeDeviceRequest {
+                device_id: first.device_id.clone(),
+            },
+            &tokens(&second_login).access_token,
+        ))
+        .await
+        .unwrap();
+
+    let users = active_devices(&app, &tokens(&second_login).access_token, vec![alice_id])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = users[0]
+        .devices
+        .iter()
+        .map(|d| d.device_id.as_str())
+        .collect();
+    assert_eq!(ids, vec![second.device_id.as_str()]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn active_devices_need_a_token_and_well_formed_bounded_input(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.signed_up("alice").await;
+    let token = &tokens(&alice).access_token;
+
+    let anonymous = internal(&app)
+        .get_active_devices(internal_pb::GetActiveDevicesRequest {
+            user_ids: vec![alice.user.as_ref().unwrap().user_id.clone()],
+        })
+        .await;
+    assert_code(anonymous, Code::Unauthenticated);
+
+    let malformed = active_devices(&app, token, vec!["not-a-uuid".into()]).await;
+    let status = assert_code(malformed, Code::InvalidArgument);
+    assert!(status.message().contains("user_ids"), "{status:?}");
+
+    let too_many = (0..1_001)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let status = assert_code(
+        active_devices(&app, token, too_many).await,
+        Code::InvalidArgument,
+    );
+    assert!(status.message().contains("1000"), "{status:?}");
+}
