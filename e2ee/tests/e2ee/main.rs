@@ -1,0 +1,15 @@
+//! The e2ee crate's integration tests: one binary (see ../../../../shared/STYLE.md).
+//!
+//! - `vectors`: every case of `testdata/vectors.json`, which other implementations also read;
+//! - `wycheproof`: Project Wycheproof vectors through the primitives as the crate uses them;
+//! - `envelopes`: round trips, delivery as the server does it, and tampering with every field;
+//! - `keys`: key generation, export and import, and inputs that must fail without panicking.
+//!
+//! Keys come from the vectors file (generating RSA keys is slow); only `keys` generates one.
+
+mod envelopes;
+mod helpers;
+mod keys;
+mod schema;
+mod vectors;
+mod wycheproof;
