@@ -279,232 +279,194 @@ fn envelope_cases(vectors: &Vectors) -> Vec<EnvelopeCase> {
         .collect()
 }
 
-fn negative_cases(vectors: &Vectors) -> Vec<NegativeCase> {
-    let base = &vectors.envelopes[0];
-    let sent = Envelope::from(&base.envelope);
-    let digest = unhex(&base.recipients_digest);
-    let alice = vectors.device("alice-laptop");
-    let bob_phone = &vectors.device("bob-phone").device_id;
-    let mut cases = Vec::new();
-    let mut case = |name: &str,
-                    comment: &str,
-                    opener: &str,
-                    envelope: Envelope,
-                    digest: &[u8],
-                    expected: &str| {
-        let opener_device = vectors.device(opener);
-        let delivered = deliver(&envelope, &opener_device.device_id);
-        cases.push(NegativeCase {
-            name: name.into(),
-            comment: comment.into(),
-            opener: opener.into(),
-            sender: base.sender.clone(),
-            recipients_digest: hex::encode(digest),
-            envelope: (&delivered).into(),
-            expected_error: expected.into(),
-        });
-    };
-    let flip = |bytes: &mut Vec<u8>, index: usize| bytes[index] ^= 0x01;
+/// A negative case: (name, comment, opener, expected error, what to change in the first
+/// envelope as sent and in the delivered digest). The sender is always alice's laptop.
+type Tamper = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Vectors, &mut Envelope, &mut Vec<u8>),
+);
 
-    let mut e = sent.clone();
-    flip(&mut e.ciphertext, 0);
-    case(
+const TAMPERS: &[Tamper] = &[
+    (
         "tampered-ciphertext",
         "first ciphertext bit flipped",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    e.conversation_id = "c0000000-0000-4000-8000-000000000009".into();
-    case(
+        |_, e, _| e.ciphertext[0] ^= 1,
+    ),
+    (
         "tampered-conversation-id",
         "the message moved to another conversation",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    e.client_message_id.push('x');
-    case(
+        |_, e, _| e.conversation_id = "c0000000-0000-4000-8000-000000000009".into(),
+    ),
+    (
         "tampered-client-message-id",
         "client message id changed",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    e.sender_user_id = vectors.device("carol-desktop").user_id.clone();
-    case(
+        |_, e, _| e.client_message_id.push('x'),
+    ),
+    (
         "tampered-sender-user-id",
         "another sender user named",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    flip(&mut e.nonce, 11);
-    case(
+        |v, e, _| e.sender_user_id = v.device("carol-desktop").user_id.clone(),
+    ),
+    (
         "tampered-nonce",
         "last nonce bit flipped",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    flip(&mut e.key_commitment, 31);
-    case(
+        |_, e, _| e.nonce[11] ^= 1,
+    ),
+    (
         "wrong-key-commitment",
         "key commitment changed, signature not redone",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    flip(&mut e.signature, 5);
-    case(
+        |_, e, _| e.key_commitment[31] ^= 1,
+    ),
+    (
         "wrong-signature",
         "a signature bit flipped",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    let mut wrong_digest = digest.clone();
-    flip(&mut wrong_digest, 0);
-    case(
+        |_, e, _| e.signature[5] ^= 1,
+    ),
+    (
         "wrong-recipients-digest",
         "the delivered recipients digest is not the signed one",
         "bob-phone",
-        sent.clone(),
-        &wrong_digest,
         "BadSignature",
-    );
-    let mut e = sent.clone();
-    e.suite = 2;
-    case(
+        |_, _, digest| digest[0] ^= 1,
+    ),
+    (
         "unsupported-suite",
         "suite 2 does not exist",
         "bob-phone",
-        e,
-        &digest,
         "UnsupportedSuite",
-    );
-    let mut e = sent.clone();
-    e.nonce.pop();
-    case(
+        |_, e, _| e.suite = 2,
+    ),
+    (
         "short-nonce",
         "an 11-byte nonce",
         "bob-phone",
-        e,
-        &digest,
         "Malformed",
-    );
-    let mut e = sent.clone();
-    e.signature.pop();
-    case(
+        |_, e, _| {
+            e.nonce.pop();
+        },
+    ),
+    (
         "short-signature",
         "a 63-byte signature",
         "bob-phone",
-        e,
-        &digest,
         "Malformed",
-    );
-    let mut e = sent.clone();
-    let mallory = vectors.device("mallory-laptop");
-    e.signature = sign(mallory, &e, &digest);
-    case(
+        |_, e, _| {
+            e.signature.pop();
+        },
+    ),
+    (
         "forged-sender",
         "signed by mallory's device while naming alice's",
         "bob-phone",
-        e,
-        &digest,
         "BadSignature",
-    );
-    case(
+        |v, e, digest| e.signature = sign(v.device("mallory-laptop"), e, digest),
+    ),
+    (
         "not-a-recipient",
         "mallory's device has no wrapped key",
         "mallory-laptop",
-        sent.clone(),
-        &digest,
         "NoKeyForThisDevice",
-    );
-    let mut e = sent.clone();
-    let entry = e
-        .wrapped_keys
-        .iter_mut()
-        .find(|key| &key.device_id == bob_phone)
-        .unwrap();
-    entry.key_fingerprint =
-        hex::decode(&vectors.device("mallory-laptop").encryption_key_fingerprint).unwrap();
-    case(
+        |_, _, _| (),
+    ),
+    (
         "stale-key-fingerprint",
         "bob's phone's entry names another key than the phone's",
         "bob-phone",
-        e,
-        &digest,
         "KeyFingerprintMismatch",
-    );
-    let mut e = sent.clone();
-    let entry = e
-        .wrapped_keys
-        .iter_mut()
-        .find(|key| &key.device_id == bob_phone)
-        .unwrap();
-    let last = entry.wrapped_key.len() - 1;
-    flip(&mut entry.wrapped_key, last);
-    case(
+        |v, e, _| {
+            bob_phone_entry(v, e).key_fingerprint =
+                unhex(&v.device("mallory-laptop").encryption_key_fingerprint);
+        },
+    ),
+    (
         "tampered-wrapped-key",
         "last bit of bob's phone's wrapped key flipped",
         "bob-phone",
-        e,
-        &digest,
         "UnwrapFailed",
-    );
-    let mut e = sent.clone();
-    let entry = e
-        .wrapped_keys
-        .iter_mut()
-        .find(|key| &key.device_id == bob_phone)
-        .unwrap();
-    entry.wrapped_key = wrap(vectors.device("bob-phone"), &[0x42; 32]);
-    case(
+        |v, e, _| {
+            let entry = bob_phone_entry(v, e);
+            let last = entry.wrapped_key.len() - 1;
+            entry.wrapped_key[last] ^= 1;
+        },
+    ),
+    (
         "other-content-key-for-one-recipient",
         "a dishonest sender wrapped another content key for bob's phone (the signature stays valid)",
         "bob-phone",
-        e,
-        &digest,
         "KeyCommitmentMismatch",
-    );
-    let mut e = sent.clone();
-    flip(&mut e.key_commitment, 0);
-    e.signature = sign(alice, &e, &digest);
-    case(
+        |v, e, _| {
+            bob_phone_entry(v, e).wrapped_key = wrap(v.device("bob-phone"), &[0x42; 32]);
+        },
+    ),
+    (
         "resigned-wrong-key-commitment",
         "a dishonest sender signed a wrong key commitment",
         "bob-phone",
-        e,
-        &digest,
         "KeyCommitmentMismatch",
-    );
-    let mut e = sent.clone();
-    flip(&mut e.ciphertext, 3);
-    e.signature = sign(alice, &e, &digest);
-    case(
+        |v, e, digest| {
+            e.key_commitment[0] ^= 1;
+            e.signature = sign(v.device("alice-laptop"), e, digest);
+        },
+    ),
+    (
         "resigned-tampered-ciphertext",
         "a dishonest sender signed a corrupted ciphertext",
         "bob-phone",
-        e,
-        &digest,
         "DecryptFailed",
-    );
-    cases
+        |v, e, digest| {
+            e.ciphertext[3] ^= 1;
+            e.signature = sign(v.device("alice-laptop"), e, digest);
+        },
+    ),
+];
+
+fn negative_cases(vectors: &Vectors) -> Vec<NegativeCase> {
+    let base = &vectors.envelopes[0];
+    assert_eq!(base.sender, "alice-laptop");
+    TAMPERS
+        .iter()
+        .map(|&(name, comment, opener, expected, apply)| {
+            let mut envelope = Envelope::from(&base.envelope);
+            let mut digest = unhex(&base.recipients_digest);
+            apply(vectors, &mut envelope, &mut digest);
+            let delivered = deliver(&envelope, &vectors.device(opener).device_id);
+            NegativeCase {
+                name: name.into(),
+                comment: comment.into(),
+                opener: opener.into(),
+                sender: base.sender.clone(),
+                recipients_digest: hex::encode(digest),
+                envelope: (&delivered).into(),
+                expected_error: expected.into(),
+            }
+        })
+        .collect()
+}
+
+fn bob_phone_entry<'a>(vectors: &Vectors, envelope: &'a mut Envelope) -> &'a mut e2ee::WrappedKey {
+    let device_id = &vectors.device("bob-phone").device_id;
+    envelope
+        .wrapped_keys
+        .iter_mut()
+        .find(|key| &key.device_id == device_id)
+        .unwrap()
 }
 
 /// The envelope as `opener` receives it: only its own entry (or, when it has none, every entry

@@ -144,8 +144,9 @@ impl Envelope {
 /// Encrypts `plaintext` for `recipients` with a fresh random content key and nonce, and signs
 /// it as `sender`. Every recipient gets the content key wrapped with RSA-OAEP under its key.
 ///
-/// The sender's own device is a recipient only if listed (the proto asks for the sender's
-/// *other* devices; list the sending device too to read one's own messages from history).
+/// The sending device is a recipient only if listed. List it: the proto asks for "every device
+/// of every participant", and ListMessages leaves out messages not encrypted for a device, so a
+/// device that does not wrap for itself loses its own messages from its history.
 ///
 /// # Errors
 /// [`Error::Malformed`] for an empty recipient list or a repeated device id;
