@@ -52,6 +52,10 @@ pub struct UpstreamSettings {
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`: a dead upstream answers UNAVAILABLE after this,
     /// default 1000.
     pub connect_timeout: Duration,
+    /// `GATEWAY_UPSTREAM_CONNECTIONS_PER_ADDRESS`: HTTP/2 connections to each upstream address,
+    /// default 2. Calls are balanced over all of them: one connection's I/O runs on one thread
+    /// at a time, so a single connection caps the gateway's throughput to that upstream.
+    pub connections_per_address: usize,
 }
 
 /// Limits on what one client may do. Documented in the README's limits table.
@@ -122,6 +126,7 @@ impl Config {
                 connect_timeout: Duration::from_millis(
                     env.parse_or("UPSTREAM_CONNECT_TIMEOUT_MS", 1000)?,
                 ),
+                connections_per_address: env.parse_or("UPSTREAM_CONNECTIONS_PER_ADDRESS", 2)?,
             },
             token_issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
             token_audience: env.string_or("TOKEN_AUDIENCE", "chat"),

@@ -86,11 +86,9 @@ impl Proxy {
         peer: Option<IpAddr>,
         request: Request<Body>,
     ) -> Result<Response<Body>, Status> {
-        let path = request.uri().path().to_owned();
-        let method = self
-            .methods
-            .get(&path)
-            .ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+        let method = self.methods.get(request.uri().path()).ok_or_else(|| {
+            Status::unimplemented(format!("unknown method {}", request.uri().path()))
+        })?;
         let token_expiry = if method.public {
             None
         } else {
@@ -151,7 +149,13 @@ impl Proxy {
         request: Request<tonic::body::Body>,
     ) -> Result<Response<tonic::body::Body>, Status> {
         let mut channel: Channel = self.upstreams.channel(method.upstream);
-        let ready = tokio::time::timeout(self.upstreams.connect_timeout, channel.ready()).await;
+        let ready = channel.ready();
+        tokio::pin!(ready);
+        // Almost always ready at once: then no timer is armed for it.
+        let ready = match futures::poll!(&mut ready) {
+            Poll::Ready(ready) => Ok(ready),
+            Poll::Pending => tokio::time::timeout(self.upstreams.connect_timeout, ready).await,
+        };
         match ready {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {

@@ -71,8 +71,11 @@ fn balanced_channel(uri: &Uri, settings: &UpstreamSettings) -> Channel {
     balanced_channel_with(uri, settings, dns())
 }
 
+/// One connection in the balancer: an upstream address and which of its connections.
+type ConnectionKey = (SocketAddr, usize);
+
 fn balanced_channel_with(uri: &Uri, settings: &UpstreamSettings, resolve: Resolver) -> Channel {
-    let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+    let (channel, changes) = Channel::balance_channel::<ConnectionKey>(64);
     let host = uri.host().unwrap_or("localhost").to_owned();
     let port = uri.port_u16().unwrap_or(80);
     tokio::spawn(resolve_forever(
@@ -89,7 +92,7 @@ fn balanced_channel_with(uri: &Uri, settings: &UpstreamSettings, resolve: Resolv
 async fn resolve_forever(
     host: String,
     port: u16,
-    changes: Sender<Change<SocketAddr, Endpoint>>,
+    changes: Sender<Change<ConnectionKey, Endpoint>>,
     settings: UpstreamSettings,
     resolve: Resolver,
 ) {
@@ -98,18 +101,24 @@ async fn resolve_forever(
         match resolve(host.clone(), port).await {
             Ok(addresses) => {
                 let resolved: HashSet<SocketAddr> = addresses.into_iter().collect();
+                let connections = settings.connections_per_address.max(1);
                 for gone in current.difference(&resolved) {
-                    if changes.send(Change::Remove(*gone)).await.is_err() {
-                        return;
+                    for index in 0..connections {
+                        if changes.send(Change::Remove((*gone, index))).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 for new in resolved.difference(&current) {
-                    if changes
-                        .send(Change::Insert(*new, endpoint(*new, &settings)))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    for index in 0..connections {
+                        let endpoint = endpoint(*new, &settings);
+                        if changes
+                            .send(Change::Insert((*new, index), endpoint))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
                 if resolved != current {
@@ -203,6 +212,7 @@ mod tests {
             group: "http://replicas:1".parse().unwrap(),
             resolve_interval: Duration::from_millis(50),
             connect_timeout: Duration::from_millis(500),
+            connections_per_address: 2,
         };
         let channel = balanced_channel_with(&settings.chat, &settings, resolve);
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -192,6 +192,7 @@ fn gateway_config(auth: &RunningServer) -> gateway::Config {
         group: auth_url,
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(1),
+        connections_per_address: 2,
     })
 }
 

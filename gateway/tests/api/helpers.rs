@@ -37,6 +37,7 @@ pub fn upstreams(auth: &Uri, chat: &Uri, group: &Uri) -> gateway::UpstreamSettin
         group: group.clone(),
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_millis(500),
+        connections_per_address: 2,
     }
 }
 
