@@ -17,15 +17,16 @@
 //! **Threat model.** The server (and anyone on the network) may read, drop, replay, reorder or
 //! alter anything it stores or forwards. It cannot read plaintext or content keys, and cannot
 //! forge or alter a message without the signature failing: the signature binds the sender, the
-//! conversation, the client message id, the exact recipient set (so a device that gets only its
-//! own wrapped key can check, with the delivered digest, that the sender chose that set), the
-//! nonce, the key commitment and the ciphertext. The key commitment stops a sender from making
-//! one ciphertext open to different plaintexts for different recipients. Not covered here:
-//! the server can hand out its own public keys for a user (compare [`safety_number`]s to detect
-//! it), can replay a message (clients de-duplicate by sender device and client message id) or
-//! withhold messages; there is no forward secrecy (a stolen device key opens every message
-//! wrapped for it); metadata (who talks to whom, when, sizes) is visible. RSA decryption in the
-//! `rsa` crate is not constant-time (RUSTSEC-2023-0071, Marvin): it is blinded, and clients must
+//! conversation, the client message id, the recipient set (as its digest: a device that gets only
+//! its own wrapped key verifies with the delivered `Message.recipients_digest`, and can audit the
+//! list from `include_all_recipients` with [`Envelope::recipients_digest`]), the nonce, the key
+//! commitment and the ciphertext. The key commitment stops a sender from making one ciphertext
+//! open to different plaintexts for different recipients. Not covered here: the server can hand
+//! out its own public keys for a user (compare [`safety_number`]s to detect it), can replay a
+//! message (clients de-duplicate by sender device and client message id) or withhold messages;
+//! there is no forward secrecy (a stolen device key opens every message wrapped for it); metadata
+//! (who talks to whom, when, sizes) is visible. RSA decryption in the `rsa` crate is not
+//! constant-time (RUSTSEC-2023-0071, Marvin): it is blinded, and clients must
 //! never report to anyone which [`Error`] an [`open`] failed with.
 //!
 //! **Reading of the spec where the proto text is terse** (recorded so other implementations
@@ -33,7 +34,10 @@
 //! SHA-256 of the ciphertext after the prefixed header is *not* length-prefixed; lengths are in
 //! bytes of UTF-8; device ids sort by their UTF-8 bytes, not UTF-16 code units; the HMAC message
 //! has no prefix or terminator; the OAEP label is empty; the wrapped plaintext is exactly the 32
-//! key bytes.
+//! key bytes; an empty `wrapped_key` means "not delivered"; repeated device ids are invalid (the
+//! digest orders them by fingerprint, [`seal`] and [`Envelope::verify_as_sent`] refuse them); an
+//! `int32` suite keeps its bits as `u32`; Ed25519 verification is strict (canonical `S`, no
+//! small-order keys), which every honest signature passes; the sending device is a recipient too.
 //!
 //! Start with [`seal`] and [`open`] (`envelope.rs`), then `format.rs`. `testdata/vectors.json`
 //! holds vectors for other implementations (schema in `testdata/README.md`).
