@@ -1,26 +1,64 @@
-//! The gRPC surface of the chat service: proto <-> domain, nothing else.
-//!
-//! Not implemented yet: every RPC answers UNIMPLEMENTED until the chat issue lands (sending,
-//! streams, history, acknowledgements).
+//! The gRPC surface of the chat service: authentication, proto <-> domain, nothing else.
+//! Every RPC checks the caller's access token first, so a call that bypasses the gateway is
+//! refused too.
 
-use std::pin::Pin;
+use std::{collections::HashMap, pin::Pin, sync::Arc};
 
-use common::grpc::not_implemented;
+use futures::StreamExt;
 use proto::chat::v1 as pb;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Implements `chat.v1.ChatService`. Every RPC checks the caller's access
-/// token first, so a call that bypasses the gateway is refused too.
+use crate::{
+    Error,
+    conversations::Conversation,
+    delivery::{Outbox, Outgoing},
+    devices::Credentials,
+    error::send_rejected,
+    history::{DeliveredMessage, Direction},
+    hub::Ephemeral,
+    ids::{ConversationId, UserId, parse_uuid},
+    sending::{Caller, Committed},
+    service::Chat,
+};
+
+/// Sends on one OpenStream that may be in flight at once; the stream stops reading requests
+/// while this many wait for their commit.
+const MAX_IN_FLIGHT_STREAM_SENDS: usize = 64;
+
+/// Implements `chat.v1.ChatService`.
 #[derive(Clone)]
 pub struct ChatApi {
     validator: token::RemoteValidator,
+    chat: Chat,
+}
+
+/// Who calls, and with which credentials.
+struct Authenticated {
+    caller: Caller,
+    credentials: Credentials,
+    expires_at: OffsetDateTime,
 }
 
 impl ChatApi {
     /// The API, checking tokens with `validator`.
-    pub fn new(validator: token::RemoteValidator) -> Self {
-        Self { validator }
+    pub fn new(validator: token::RemoteValidator, chat: Chat) -> Self {
+        Self { validator, chat }
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Authenticated, Status> {
+        let claims = self.validator.authenticate(request).await?;
+        Ok(Authenticated {
+            caller: Caller {
+                user: UserId(claims.user_id),
+                device: crate::ids::DeviceId(claims.device_id),
+            },
+            credentials: Credentials(request.metadata().get("authorization").cloned()),
+            expires_at: OffsetDateTime::from_unix_timestamp(claims.expires_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        })
     }
 }
 
@@ -35,63 +73,369 @@ impl pb::chat_service_server::ChatService for ChatApi {
         &self,
         request: Request<pb::OpenDirectConversationRequest>,
     ) -> Result<Response<pb::OpenDirectConversationResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("OpenDirectConversation"))
+        let who = self.authenticate(&request).await?;
+        let peer = UserId(parse_uuid("peer_user_id", &request.get_ref().peer_user_id)?);
+        let conversation = self
+            .chat
+            .open_direct(&who.credentials, who.caller, peer)
+            .await?;
+        Ok(Response::new(pb::OpenDirectConversationResponse {
+            conversation: Some(conversation_pb(conversation)),
+        }))
     }
 
     async fn list_conversations(
         &self,
         request: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("ListConversations"))
+        let who = self.authenticate(&request).await?;
+        let request = request.into_inner();
+        let (conversations, next) = self
+            .chat
+            .list_conversations(who.caller, request.page_size, &request.page_token)
+            .await?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations: conversations.into_iter().map(conversation_pb).collect(),
+            next_page_token: next.map(|token| token.encode()).unwrap_or_default(),
+        }))
     }
 
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("SendMessage"))
+        let who = self.authenticate(&request).await?;
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Error::InvalidArgument("envelope is required".to_owned()))?;
+        let committed = self
+            .chat
+            .send(&who.credentials, who.caller, envelope.into())
+            .await?;
+        Ok(Response::new(send_response(committed)))
     }
 
     async fn open_stream(
         &self,
         request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("OpenStream"))
+        let who = self.authenticate(&request).await?;
+        let mut requests = request.into_inner();
+        let positions = match requests.message().await? {
+            Some(pb::OpenStreamRequest {
+                request: Some(pb::open_stream_request::Request::Start(start)),
+            }) => positions_of(start.positions)?,
+            _ => {
+                return Err(
+                    Error::InvalidArgument("the first request must be start".to_owned()).into(),
+                );
+            }
+        };
+        let (outbox, events) = self
+            .chat
+            .open_stream(who.caller, positions, who.expires_at)?;
+        tokio::spawn(serve_stream_requests(
+            self.chat.clone(),
+            who,
+            requests,
+            outbox,
+        ));
+        let events = events.map(|item| {
+            item.map(|outgoing| pb::OpenStreamResponse {
+                response: Some(stream_response_pb(outgoing)),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("Subscribe"))
+        let who = self.authenticate(&request).await?;
+        let positions = positions_of(request.into_inner().positions)?;
+        let (_outbox, events) = self
+            .chat
+            .open_stream(who.caller, positions, who.expires_at)?;
+        let events = events.filter_map(|item| async move {
+            match item {
+                Ok(outgoing) => match stream_response_pb(outgoing) {
+                    pb::open_stream_response::Response::Event(event) => {
+                        Some(Ok(pb::SubscribeResponse { event: Some(event) }))
+                    }
+                    // Subscribe has no sends.
+                    _ => None,
+                },
+                Err(error) => Some(Err(Status::from(error))),
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_messages(
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("ListMessages"))
+        let who = self.authenticate(&request).await?;
+        let request = request.into_inner();
+        let conversation = conversation_id(&request.conversation_id)?;
+        let direction = match request.direction() {
+            pb::Direction::Forward => Direction::Forward,
+            pb::Direction::Backward | pb::Direction::Unspecified => Direction::Backward,
+        };
+        let (messages, next) = self
+            .chat
+            .list_messages(
+                who.caller,
+                conversation,
+                direction,
+                request.from_sequence,
+                request.page_size,
+                request.include_all_recipients,
+            )
+            .await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.into_iter().map(message_pb).collect(),
+            next_from_sequence: next,
+        }))
     }
 
     async fn acknowledge(
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("Acknowledge"))
+        let who = self.authenticate(&request).await?;
+        let ack = request
+            .into_inner()
+            .ack
+            .ok_or_else(|| Error::InvalidArgument("ack is required".to_owned()))?;
+        let conversation = conversation_id(&ack.conversation_id)?;
+        let positions = self
+            .chat
+            .acknowledge(
+                who.caller,
+                conversation,
+                ack.delivered_sequence,
+                ack.read_sequence,
+            )
+            .await?;
+        Ok(Response::new(pb::AcknowledgeResponse {
+            delivered_sequence: positions.delivered,
+            read_sequence: positions.read,
+        }))
     }
 
     async fn send_typing(
         &self,
         request: Request<pb::SendTypingRequest>,
     ) -> Result<Response<pb::SendTypingResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("SendTyping"))
+        let who = self.authenticate(&request).await?;
+        let conversation = conversation_id(&request.get_ref().conversation_id)?;
+        self.chat.typing(who.caller, conversation).await?;
+        Ok(Response::new(pb::SendTypingResponse {}))
     }
+}
+
+/// Reads OpenStream's requests after `start`: sends go through the same path as SendMessage
+/// (several in flight, for group commit), acks and typing as their unary RPCs but without an
+/// answer.
+async fn serve_stream_requests(
+    chat: Chat,
+    who: Authenticated,
+    mut requests: Streaming<pb::OpenStreamRequest>,
+    outbox: Outbox,
+) {
+    use pb::open_stream_request::Request as Kind;
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_STREAM_SENDS));
+    let who = Arc::new(who);
+    loop {
+        let request = tokio::select! {
+            request = requests.message() => request,
+            () = outbox.closed() => return,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            // The client finished sending (it may still read) or went away.
+            Ok(None) | Err(_) => return,
+        };
+        match request.request {
+            Some(Kind::Send(send)) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (chat, who, outbox) = (chat.clone(), who.clone(), outbox.clone());
+                tokio::spawn(async move {
+                    let outcome = match send.envelope {
+                        Some(envelope) => {
+                            chat.send(&who.credentials, who.caller, envelope.into())
+                                .await
+                        }
+                        None => Err(Error::InvalidArgument("envelope is required".to_owned())),
+                    };
+                    let item = match outcome {
+                        Ok(committed) => Outgoing::SendResult(send.request_id, committed),
+                        Err(error) => Outgoing::SendRejected(send.request_id, error),
+                    };
+                    let _ = outbox.push(item);
+                    drop(permit);
+                });
+            }
+            Some(Kind::Ack(ack)) => {
+                let result = match conversation_id(&ack.conversation_id) {
+                    Ok(conversation) => chat
+                        .acknowledge(
+                            who.caller,
+                            conversation,
+                            ack.delivered_sequence,
+                            ack.read_sequence,
+                        )
+                        .await
+                        .map(drop),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "acknowledgement on a stream refused");
+                }
+            }
+            Some(Kind::Typing(typing)) => {
+                let result = match conversation_id(&typing.conversation_id) {
+                    Ok(conversation) => chat.typing(who.caller, conversation).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "typing indicator on a stream refused");
+                }
+            }
+            Some(Kind::Start(_)) | None => {
+                outbox.end(Error::InvalidArgument(
+                    "start must come first and only once".to_owned(),
+                ));
+                return;
+            }
+        }
+    }
+}
+
+fn conversation_id(value: &str) -> Result<ConversationId, Error> {
+    parse_uuid("conversation_id", value).map(ConversationId)
+}
+
+fn positions_of(
+    positions: Vec<pb::ConversationPosition>,
+) -> Result<HashMap<ConversationId, u64>, Error> {
+    positions
+        .into_iter()
+        .map(|position| {
+            Ok((
+                conversation_id(&position.conversation_id)?,
+                position.sequence,
+            ))
+        })
+        .collect()
+}
+
+fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
+    }
+}
+
+fn send_response(committed: Committed) -> pb::SendMessageResponse {
+    pb::SendMessageResponse {
+        message_id: committed.message_id.to_string(),
+        sequence: committed.sequence,
+        sent_at: Some(timestamp(committed.sent_at)),
+        duplicate: committed.duplicate,
+    }
+}
+
+fn conversation_pb(conversation: Conversation) -> pb::Conversation {
+    let kind = if conversation.group_id.is_some() {
+        pb::ConversationKind::Group
+    } else {
+        pb::ConversationKind::Direct
+    };
+    pb::Conversation {
+        conversation_id: conversation.id.to_string(),
+        kind: kind as i32,
+        peer_user_id: conversation
+            .peer_user_id
+            .map(|user| user.to_string())
+            .unwrap_or_default(),
+        group_id: conversation
+            .group_id
+            .map(|group| group.to_string())
+            .unwrap_or_default(),
+        last_sequence: conversation.last_sequence,
+        read_sequence: conversation.read_sequence,
+        unread_count: conversation.unread_count,
+        last_message_at: conversation.last_message_at.map(timestamp),
+        created_at: Some(timestamp(conversation.created_at)),
+    }
+}
+
+fn message_pb(message: DeliveredMessage) -> pb::Message {
+    pb::Message {
+        message_id: message.id.to_string(),
+        conversation_id: message.conversation.to_string(),
+        sequence: message.sequence,
+        sent_at: Some(timestamp(message.sent_at)),
+        envelope: Some(pb::Envelope {
+            suite: i32::from(message.suite),
+            conversation_id: message.conversation.to_string(),
+            sender_user_id: message.sender_user.to_string(),
+            sender_device_id: message.sender_device.to_string(),
+            client_message_id: message.client_message_id,
+            nonce: message.nonce,
+            ciphertext: message.ciphertext,
+            wrapped_keys: message
+                .keys
+                .into_iter()
+                .map(|key| pb::WrappedKey {
+                    device_id: key.device.to_string(),
+                    key_fingerprint: key.key_fingerprint,
+                    wrapped_key: key.wrapped_key,
+                })
+                .collect(),
+            key_commitment: message.key_commitment,
+            signature: message.signature,
+        }),
+        recipients_digest: message.recipients_digest,
+    }
+}
+
+fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response::Response {
+    use pb::{open_stream_response::Response, stream_event::Event};
+    let event = match outgoing {
+        Outgoing::Message(message) => Event::Message(message_pb(*message)),
+        Outgoing::Ephemeral(Ephemeral::Receipt(receipt)) => Event::Receipt(pb::Receipt {
+            conversation_id: receipt.conversation.to_string(),
+            user_id: receipt.user.to_string(),
+            device_id: receipt.device.to_string(),
+            delivered_sequence: receipt.delivered,
+            read_sequence: receipt.read,
+        }),
+        Outgoing::Ephemeral(Ephemeral::Typing(typing)) => Event::Typing(pb::TypingIndicator {
+            conversation_id: typing.conversation.to_string(),
+            user_id: typing.user.to_string(),
+            device_id: typing.device.to_string(),
+        }),
+        Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
+            server_time: Some(timestamp(at)),
+        }),
+        Outgoing::CaughtUp => Event::CaughtUp(pb::CaughtUp {}),
+        Outgoing::SendResult(request_id, committed) => {
+            return Response::SendResult(pb::SendResult {
+                request_id,
+                result: Some(send_response(committed)),
+            });
+        }
+        Outgoing::SendRejected(request_id, error) => {
+            return Response::SendRejected(send_rejected(request_id, error));
+        }
+    };
+    Response::Event(pb::StreamEvent { event: Some(event) })
 }

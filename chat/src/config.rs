@@ -1,7 +1,7 @@
 //! The chat service's configuration, from `CHAT_*` environment variables (documented in
 //! `chat/local.env.example`, which a test keeps in sync with this file).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use common::config::{
     AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, ServerSettings,
@@ -18,8 +18,63 @@ pub struct Config {
     pub server: ServerSettings,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
-    /// Where auth's token keys are and what tokens must say.
+    /// Where auth's token keys are and what tokens must say. Auth's `GetActiveDevices` is called
+    /// at the same address.
     pub access_tokens: AccessTokenSettings,
+    /// Every size and rate limit.
+    pub limits: Limits,
+    /// Group commit of sends.
+    pub commit: CommitSettings,
+    /// Streams: queues, heartbeats, the bus.
+    pub streams: StreamSettings,
+}
+
+/// The limits the proto documents; every one is configurable, the defaults are the documented
+/// values.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `CHAT_MAX_CIPHERTEXT_BYTES`: largest ciphertext (tag included), default 64 KiB.
+    pub max_ciphertext_bytes: usize,
+    /// `CHAT_MAX_WRAPPED_KEY_BYTES`: largest wrapped key, default 512 (RSA-4096 is 512 bytes).
+    pub max_wrapped_key_bytes: usize,
+    /// `CHAT_MAX_WRAPPED_KEYS`: most recipient devices per message, default 10,000.
+    pub max_wrapped_keys: usize,
+    /// `CHAT_MAX_PAGE_SIZE`: largest history and conversation page, default 200.
+    pub max_page_size: u32,
+    /// `CHAT_MAX_STREAMS_PER_DEVICE`: open streams per device on one replica, default 16.
+    pub max_streams_per_device: usize,
+    /// `CHAT_TYPING_INTERVAL_MS`: at most one typing indicator per conversation and device in this
+    /// interval, default 2,000 ms.
+    pub typing_interval: Duration,
+}
+
+/// How sends are group-committed (see `commit.rs`).
+#[derive(Debug, Clone)]
+pub struct CommitSettings {
+    /// `CHAT_COMMIT_WINDOW_MICROS`: how long the committer collects sends after the first one
+    /// before committing them together, default 1,000 µs.
+    pub window: Duration,
+    /// `CHAT_COMMIT_MAX_BATCH`: most sends per transaction, default 512.
+    pub max_batch: usize,
+    /// `CHAT_COMMIT_QUEUE`: sends waiting for the committer before new sends wait their turn,
+    /// default 8,192.
+    pub queue: usize,
+}
+
+/// Streams and the bus that wakes them.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// `CHAT_STREAM_QUEUE`: events waiting to be written to one stream; a live stream whose queue
+    /// overflows ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER), default 256.
+    pub queue: usize,
+    /// `CHAT_HEARTBEAT_SECS`: interval of heartbeat events, default 15 s.
+    pub heartbeat: Duration,
+    /// `CHAT_REPLAY_PAGE`: messages read from the database at a time when a stream catches up,
+    /// default 100.
+    pub replay_page: u32,
+    /// `CHAT_NOTIFY_WINDOW_MICROS`: how long the bus publisher collects wake-ups before one
+    /// NOTIFY, default 500 µs.
+    pub notify_window: Duration,
 }
 
 impl Config {
@@ -41,6 +96,29 @@ impl Config {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
             database: DatabaseSettings::from_env(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
+            limits: Limits {
+                max_ciphertext_bytes: positive(&env, "MAX_CIPHERTEXT_BYTES", 64 * 1024)?,
+                max_wrapped_key_bytes: positive(&env, "MAX_WRAPPED_KEY_BYTES", 512)?,
+                max_wrapped_keys: positive(&env, "MAX_WRAPPED_KEYS", 10_000)?,
+                max_page_size: positive(&env, "MAX_PAGE_SIZE", 200)?,
+                max_streams_per_device: positive(&env, "MAX_STREAMS_PER_DEVICE", 16)?,
+                typing_interval: Duration::from_millis(positive(
+                    &env,
+                    "TYPING_INTERVAL_MS",
+                    2_000,
+                )?),
+            },
+            commit: CommitSettings {
+                window: Duration::from_micros(env.parse_or("COMMIT_WINDOW_MICROS", 1_000)?),
+                max_batch: positive(&env, "COMMIT_MAX_BATCH", 512)?,
+                queue: positive(&env, "COMMIT_QUEUE", 8_192)?,
+            },
+            streams: StreamSettings {
+                queue: positive(&env, "STREAM_QUEUE", 256)?,
+                heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
+                replay_page: positive(&env, "REPLAY_PAGE", 100)?,
+                notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 500)?),
+            },
         })
     }
 
@@ -48,11 +126,31 @@ impl Config {
     /// auth at `auth_url`. The database URL is a placeholder: tests pass their own pool to
     /// [`crate::run`].
     pub fn for_tests(auth_url: &str) -> Self {
-        Self {
-            server: ServerSettings::for_tests(),
-            database: DatabaseSettings::for_tests(),
-            access_tokens: AccessTokenSettings::for_tests(auth_url),
-        }
+        let mut config = Self::from_lookup(&|key| {
+            (key == "CHAT_DATABASE_URL").then(|| "postgres://unused-in-tests".to_owned())
+        })
+        .expect("the defaults are valid");
+        config.server = ServerSettings::for_tests();
+        config.database = DatabaseSettings::for_tests();
+        config.access_tokens = AccessTokenSettings::for_tests(auth_url);
+        config
+    }
+}
+
+/// A number that must be above zero (a zero-sized queue or limit would block everything).
+fn positive<T>(env: &EnvReader, setting: &str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+    T::Err: std::fmt::Display,
+{
+    let value = env.parse_or(setting, default)?;
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            key: env.key(setting),
+            reason: "must be above zero".to_owned(),
+        })
     }
 }
 
@@ -65,5 +163,17 @@ mod tests {
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    #[test]
+    fn a_zero_queue_is_refused_with_the_variables_name() {
+        let error = Config::from_lookup(&|key| match key {
+            "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+            "CHAT_STREAM_QUEUE" => Some("0".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+
+        assert!(error.to_string().contains("CHAT_STREAM_QUEUE"), "{error}");
     }
 }

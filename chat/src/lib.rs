@@ -3,24 +3,54 @@
 //! per-conversation sequences, and delivers messages, receipts and typing indicators over streams.
 //! It is the only reader and writer of the `chat` database schema.
 //!
-//! It does not own membership: it asks the group service over gRPC (`group.internal.v1`) and auth
-//! for devices and keys (`auth.internal.v1`). It never decrypts anything.
+//! It does not own users, devices or keys: it asks auth over gRPC (`auth.internal.v1`
+//! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users), forwarding the caller's
+//! token. It never decrypts anything: it checks each envelope's Ed25519 signature with the sender
+//! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
+//! devices.
 //!
-//! Start reading at [`run`], then `api.rs`.
+//! Where to read, in the order of a message's life:
+//! - `api.rs`: authentication and proto <-> domain; `service.rs`: the operations.
+//! - `sending.rs`: every check of a send; `commit.rs`: group commit (many sends, one
+//!   transaction, sequences from `conversations.last_sequence`).
+//! - `bus.rs`: wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus` trait),
+//!   published after commit; `hub.rs`: the streams of this replica and the dispatcher that wakes
+//!   them; `delivery.rs`: one stream (replay, `CaughtUp`, live, backpressure, heartbeats).
+//! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
+//!   `conversations.rs`, `devices.rs`, `typing.rs`.
+//!
+//! Not done yet: group conversations (they need the group service; a group id answers
+//! NOT_FOUND); `MembershipChange` and `DevicesChanged` stream events; caching device lists (each
+//! send asks auth, see `devices.rs`); the per-device stream limit and the typing rate limit hold
+//! per replica, not across replicas.
 
 mod api;
+mod bus;
+mod commit;
 mod config;
+mod conversations;
+mod delivery;
+mod devices;
 pub mod error;
+mod history;
+mod hub;
+mod ids;
+mod positions;
+mod sending;
+mod service;
+mod typing;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use proto::chat::v1 as pb;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
 pub use api::ChatApi;
-pub use config::{Config, DEFAULT_LISTEN_ADDR};
+pub use bus::CHANNEL as BUS_CHANNEL;
+pub use config::{CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, StreamSettings};
 pub use error::Error;
 
 type ChatServer = pb::chat_service_server::ChatServiceServer<ChatApi>;
@@ -28,8 +58,9 @@ type ChatServer = pb::chat_service_server::ChatServiceServer<ChatApi>;
 /// The gRPC services chat serves (besides health and reflection).
 pub const SERVICES: &[&str] = &[ChatServer::NAME];
 
-/// Serves the chat API on `listener` until `shutdown` resolves, then drains in-flight calls for at
-/// most the configured shutdown timeout. Health follows the database's reachability.
+/// Serves the chat API on `listener` until `shutdown` resolves, then ends every stream with
+/// UNAVAILABLE and drains in-flight calls for at most the configured shutdown timeout. Health
+/// follows the database's reachability.
 ///
 /// # Errors
 /// When the server fails.
@@ -44,10 +75,17 @@ pub async fn run(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
     )?;
+    let streams_end = CancellationToken::new();
+    let chat = build(&config, db.clone(), streams_end.clone())?;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services =
-        Routes::new(health_service).add_service(ChatServer::new(ChatApi::new(validator)));
+        Routes::new(health_service).add_service(ChatServer::new(ChatApi::new(validator, chat)));
+    let shutdown = async move {
+        shutdown.await;
+        // Streams never finish on their own: end them so that the drain can complete.
+        streams_end.cancel();
+    };
     common::grpc::serve(
         services,
         SERVICES,
@@ -57,4 +95,36 @@ pub async fn run(
     )
     .await?;
     Ok(())
+}
+
+/// Wires the parts: bus, hub and its dispatcher, committer, send path, delivery.
+fn build(
+    config: &Config,
+    db: PgPool,
+    streams_end: CancellationToken,
+) -> anyhow::Result<service::Chat> {
+    let bus: Arc<dyn bus::Bus> = bus::PgBus::start(db.clone(), config.streams.notify_window);
+    let participants = conversations::Participants::new(db.clone());
+    let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
+    tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
+    let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
+    let committer = commit::Committer::start(db.clone(), config.commit.clone(), bus.clone());
+    let sending = sending::Sending::new(
+        db.clone(),
+        participants.clone(),
+        directory.clone(),
+        committer,
+        config.limits.clone(),
+    );
+    let delivery = delivery::Delivery::new(db.clone(), hub, config.streams.clone(), streams_end);
+    Ok(service::Chat {
+        db,
+        participants,
+        directory,
+        sending,
+        delivery,
+        bus,
+        typing: Arc::new(typing::TypingLimiter::new(config.limits.typing_interval)),
+        limits: config.limits.clone(),
+    })
 }

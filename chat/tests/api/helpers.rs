@@ -1,18 +1,53 @@
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::LazyLock, time::Duration};
 
-use proto::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    chat::v1::{self as pb, chat_service_client::ChatServiceClient},
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use tonic::{Code, Request, Status, transport::Channel};
+use uuid::Uuid;
+
+/// Fixed device keys from the e2ee test vectors (RSA generation is slow): index 0, 1, 2, 4 and 5
+/// are 2048-bit, 3 is 3072-bit.
+static TEST_KEYS: LazyLock<Vec<e2ee::DeviceKeys>> = LazyLock::new(|| {
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../../../e2ee/testdata/vectors.json")).unwrap();
+    vectors["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|device| {
+            let hex_field = |name: &str| hex::decode(device[name].as_str().unwrap()).unwrap();
+            e2ee::DeviceKeys::from_pkcs8_der(
+                &hex_field("encryption_private_pkcs8"),
+                &hex_field("signing_private_pkcs8"),
+            )
+            .unwrap()
+        })
+        .collect()
+});
+
+/// Key sets for the devices tests create, in order.
+const KEY_ORDER: [usize; 5] = [0, 2, 4, 1, 5];
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub auth_addr: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
+    pub db: PgPool,
+    keys_used: std::sync::atomic::AtomicUsize,
 }
 
-/// The real auth service (for tokens) and the chat service on loopback ports.
+/// The real auth service (for tokens and devices) and the chat service on loopback ports.
 pub async fn spawn_app(db: PgPool) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// As [`spawn_app`], with chat's configuration adjusted by `configure`.
+pub async fn spawn_app_with(db: PgPool, configure: impl FnOnce(&mut chat::Config)) -> TestApp {
     let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth_addr = auth_listener.local_addr().unwrap();
     tokio::spawn(auth::run(
@@ -21,41 +56,364 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
         auth_listener,
         std::future::pending(),
     ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = chat::Config::for_tests(&format!("http://{auth_addr}"));
-    tokio::spawn(chat::run(config, db, listener, std::future::pending()));
+    let addr = spawn_chat(&db, auth_addr, configure, std::future::pending()).await;
     let channel = testkit::connect(addr).await; // already bound: no sleep
     let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
     TestApp {
         addr,
+        auth_addr,
         channel,
         auth,
+        db,
+        keys_used: Default::default(),
     }
+}
+
+/// Starts one chat replica on `db`, stopping when `shutdown` resolves.
+pub async fn spawn_chat(
+    db: &PgPool,
+    auth_addr: SocketAddr,
+    configure: impl FnOnce(&mut chat::Config),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = chat::Config::for_tests(&format!("http://{auth_addr}"));
+    configure(&mut config);
+    tokio::spawn(chat::run(config, db.clone(), listener, shutdown));
+    addr
 }
 
 impl TestApp {
     /// Registers and logs in `username` with auth; returns the access token.
     pub async fn access_token(&self, username: &str) -> String {
-        let mut auth = self.auth.clone();
-        let credentials = || (username.to_owned(), "correct horse battery".to_owned());
-        let (username, password) = credentials();
-        auth.register(auth_pb::RegisterRequest {
-            username: username.clone(),
-            password: password.clone(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap();
-        let login = auth
+        self.register(username).await;
+        self.login(username).await.tokens.unwrap().access_token
+    }
+
+    /// A new user with one keyed device, talking to this app's chat replica.
+    pub async fn user(&self, username: &str) -> TestDevice {
+        self.register(username).await;
+        self.device(username).await
+    }
+
+    /// A new keyed device of an existing user.
+    pub async fn device(&self, username: &str) -> TestDevice {
+        let login = self.login(username).await;
+        let token = login.tokens.unwrap().access_token;
+        let used = self
+            .keys_used
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keys = TEST_KEYS[KEY_ORDER[used % KEY_ORDER.len()]].clone();
+        let mut upload = Request::new(auth_pb::UploadDeviceKeysRequest {
+            keys: Some(auth_pb::DeviceKeys {
+                encryption_public_key: keys.public_keys().encryption_spki.clone(),
+                signing_public_key: keys.public_keys().signing_public_key.to_vec(),
+            }),
+        });
+        bearer(&mut upload, &token);
+        self.auth.clone().upload_device_keys(upload).await.unwrap();
+        let device = TestDevice {
+            username: username.to_owned(),
+            user_id: login.user.unwrap().user_id,
+            device_id: login.device.unwrap().device_id,
+            token,
+            keys,
+            chat: ChatServiceClient::new(self.channel.clone()),
+            auth: self.auth.clone(),
+        };
+        device.wait_until_chat_knows_the_keys().await;
+        device
+    }
+
+    async fn register(&self, username: &str) {
+        self.auth
+            .clone()
+            .register(auth_pb::RegisterRequest {
+                username: username.to_owned(),
+                password: "correct horse battery".to_owned(),
+                display_name: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn login(&self, username: &str) -> auth_pb::LoginResponse {
+        self.auth
+            .clone()
             .login(auth_pb::LoginRequest {
-                username,
-                password,
+                username: username.to_owned(),
+                password: "correct horse battery".to_owned(),
                 ..Default::default()
             })
             .await
             .unwrap()
-            .into_inner();
-        login.tokens.unwrap().access_token
+            .into_inner()
     }
+}
+
+/// One logged-in device with keys, and a chat client.
+#[derive(Clone)]
+pub struct TestDevice {
+    pub username: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub token: String,
+    pub keys: e2ee::DeviceKeys,
+    pub chat: ChatServiceClient<Channel>,
+    pub auth: AuthServiceClient<Channel>,
+}
+
+pub fn bearer<T>(request: &mut Request<T>, token: &str) {
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+}
+
+impl TestDevice {
+    /// The same device talking to another chat replica.
+    pub async fn on_replica(&self, addr: SocketAddr) -> TestDevice {
+        TestDevice {
+            chat: ChatServiceClient::new(testkit::connect(addr).await),
+            ..self.clone()
+        }
+    }
+
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        bearer(&mut request, &self.token);
+        request
+    }
+
+    /// Chat fetches auth's token keys in the background after start: wait until it answers.
+    async fn wait_until_chat_knows_the_keys(&self) {
+        loop {
+            let request = self.request(pb::ListConversationsRequest::default());
+            match self.chat.clone().list_conversations(request).await {
+                Err(status) if status.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(_) => return,
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    }
+
+    pub async fn open_direct(&self, peer: &TestDevice) -> pb::Conversation {
+        let request = self.request(pb::OpenDirectConversationRequest {
+            peer_user_id: peer.user_id.clone(),
+        });
+        let response = self.chat.clone().open_direct_conversation(request).await;
+        response.unwrap().into_inner().conversation.unwrap()
+    }
+
+    pub async fn list_conversations(&self) -> Vec<pb::Conversation> {
+        let request = self.request(pb::ListConversationsRequest::default());
+        let response = self.chat.clone().list_conversations(request).await;
+        response.unwrap().into_inner().conversations
+    }
+
+    /// Every current device of `users` (with auth's keys), except this device.
+    pub async fn recipients(&self, users: &[&str]) -> Vec<e2ee::RecipientDevice> {
+        let request = self.request(auth_pb::LookupUsersRequest {
+            user_ids: users.iter().map(|user| (*user).to_owned()).collect(),
+            usernames: Vec::new(),
+        });
+        let found = self.auth.clone().lookup_users(request).await.unwrap();
+        found
+            .into_inner()
+            .users
+            .into_iter()
+            .flat_map(|user| user.devices)
+            .filter(|device| device.device_id != self.device_id)
+            .map(|device| e2ee::RecipientDevice {
+                device_id: device.device_id,
+                encryption_spki: device.keys.unwrap().encryption_public_key,
+            })
+            .collect()
+    }
+
+    /// An envelope of `text` for exactly `recipients`.
+    pub fn seal(
+        &self,
+        conversation_id: &str,
+        client_message_id: &str,
+        recipients: &[e2ee::RecipientDevice],
+        text: &str,
+    ) -> pb::Envelope {
+        let sender = e2ee::Sender {
+            user_id: &self.user_id,
+            device_id: &self.device_id,
+            keys: &self.keys,
+        };
+        e2ee::seal(
+            &sender,
+            conversation_id,
+            client_message_id,
+            recipients,
+            text.as_bytes(),
+        )
+        .unwrap()
+        .into()
+    }
+
+    /// Seals `text` for every current device of the conversation's participants and sends it.
+    pub async fn send_text(
+        &self,
+        conversation: &pb::Conversation,
+        text: &str,
+    ) -> Result<pb::SendMessageResponse, Status> {
+        let envelope = self.envelope_for(conversation, text).await;
+        self.send(envelope).await
+    }
+
+    /// The envelope [`TestDevice::send_text`] sends.
+    pub async fn envelope_for(&self, conversation: &pb::Conversation, text: &str) -> pb::Envelope {
+        let recipients = self
+            .recipients(&[&self.user_id, &conversation.peer_user_id])
+            .await;
+        let client_message_id = Uuid::new_v4().to_string();
+        self.seal(
+            &conversation.conversation_id,
+            &client_message_id,
+            &recipients,
+            text,
+        )
+    }
+
+    pub async fn send(&self, envelope: pb::Envelope) -> Result<pb::SendMessageResponse, Status> {
+        let request = self.request(pb::SendMessageRequest {
+            envelope: Some(envelope),
+        });
+        let response = self.chat.clone().send_message(request).await;
+        response.map(tonic::Response::into_inner)
+    }
+
+    /// Opens a delivered message sent by `sender`; returns the text.
+    pub fn open(&self, message: &pb::Message, sender: &TestDevice) -> String {
+        let received = e2ee::ReceivedMessage::try_from(message.clone()).unwrap();
+        let plaintext = e2ee::open(
+            &received,
+            &self.device_id,
+            &self.keys,
+            &sender.keys.public_keys().signing_public_key,
+        )
+        .unwrap();
+        String::from_utf8(plaintext).unwrap()
+    }
+
+    pub async fn subscribe(
+        &self,
+        positions: &[(&str, u64)],
+    ) -> tonic::Streaming<pb::SubscribeResponse> {
+        let request = self.request(pb::SubscribeRequest {
+            positions: positions
+                .iter()
+                .map(|(conversation_id, sequence)| pb::ConversationPosition {
+                    conversation_id: (*conversation_id).to_owned(),
+                    sequence: *sequence,
+                })
+                .collect(),
+        });
+        self.chat
+            .clone()
+            .subscribe(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn list_messages(
+        &self,
+        conversation_id: &str,
+        direction: pb::Direction,
+        from_sequence: u64,
+        page_size: u32,
+    ) -> Result<pb::ListMessagesResponse, Status> {
+        let request = self.request(pb::ListMessagesRequest {
+            conversation_id: conversation_id.to_owned(),
+            direction: direction as i32,
+            from_sequence,
+            page_size,
+            include_all_recipients: false,
+        });
+        let response = self.chat.clone().list_messages(request).await;
+        response.map(tonic::Response::into_inner)
+    }
+
+    pub async fn acknowledge(
+        &self,
+        conversation_id: &str,
+        delivered_sequence: u64,
+        read_sequence: u64,
+    ) -> Result<pb::AcknowledgeResponse, Status> {
+        let request = self.request(pb::AcknowledgeRequest {
+            ack: Some(pb::Acknowledgement {
+                conversation_id: conversation_id.to_owned(),
+                delivered_sequence,
+                read_sequence,
+            }),
+        });
+        let response = self.chat.clone().acknowledge(request).await;
+        response.map(tonic::Response::into_inner)
+    }
+}
+
+/// The next event of a Subscribe stream that is not a heartbeat, within 5 s.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+) -> pb::stream_event::Event {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream is healthy")
+            .expect("the stream is open");
+        match item.event.and_then(|event| event.event) {
+            Some(pb::stream_event::Event::Heartbeat(_)) | None => {}
+            Some(event) => return event,
+        }
+    }
+}
+
+/// The next message of a Subscribe stream, skipping other events.
+pub async fn next_message(stream: &mut tonic::Streaming<pb::SubscribeResponse>) -> pb::Message {
+    loop {
+        if let pb::stream_event::Event::Message(message) = next_event(stream).await {
+            return message;
+        }
+    }
+}
+
+/// Waits for `caught_up`, returning the messages replayed before it.
+pub async fn replay(stream: &mut tonic::Streaming<pb::SubscribeResponse>) -> Vec<pb::Message> {
+    let mut messages = Vec::new();
+    loop {
+        match next_event(stream).await {
+            pb::stream_event::Event::Message(message) => messages.push(message),
+            pb::stream_event::Event::CaughtUp(_) => return messages,
+            _ => {}
+        }
+    }
+}
+
+/// The `chat.v1.DeviceListMismatch` detail of a status.
+pub fn device_list_mismatch(status: &Status) -> pb::DeviceListMismatch {
+    use prost::Message as _;
+    let details = tonic_types::pb::Status::decode(status.details()).unwrap();
+    let detail = details
+        .details
+        .iter()
+        .find(|any| any.type_url.ends_with("/chat.v1.DeviceListMismatch"))
+        .expect("a DeviceListMismatch detail");
+    pb::DeviceListMismatch::decode(detail.value.as_slice()).unwrap()
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status.
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
 }

@@ -1,5 +1,6 @@
-//! The chat service's integration tests: the real server on a loopback port, each test against its
-//! own freshly migrated database.
+//! The chat service's integration tests: the real auth and chat servers on loopback ports, each
+//! test against its own freshly migrated database.
 
+mod conversations;
 mod helpers;
 mod serving;

@@ -62,21 +62,19 @@ async fn a_call_with_a_valid_token_gets_past_authentication(db: PgPool) {
     let token = app.access_token("alice").await;
     let mut chat =
         proto::chat::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
-    let mut request = tonic::Request::new(proto::chat::v1::ListConversationsRequest::default());
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
 
-    let status = loop {
-        let mut attempt = tonic::Request::new(request.get_ref().clone());
-        *attempt.metadata_mut() = request.metadata().clone();
-        let status = chat.list_conversations(attempt).await.unwrap_err();
+    let result = loop {
+        let mut attempt = tonic::Request::new(proto::chat::v1::ListConversationsRequest::default());
+        crate::helpers::bearer(&mut attempt, &token);
+        let result = chat.list_conversations(attempt).await;
         // The key set is fetched from auth in the background right after start.
-        if status.code() != tonic::Code::Unavailable {
-            break status;
+        match &result {
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            _ => break result,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
 
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(result.unwrap().into_inner().conversations.is_empty());
 }

@@ -1,0 +1,372 @@
+//! The bus between replicas: wake-ups for new messages, receipts and typing indicators.
+//!
+//! [`Bus`] is the one small interface the rest of the crate sees, so NATS (or anything with
+//! publish/subscribe) could replace PostgreSQL. Its contract is weak on purpose: events may be
+//! lost, duplicated or coalesced. A `NewMessages` event is only a wake-up: streams always re-read
+//! from their own cursor, and `Resync` (sent whenever the listener (re)connects, or a local
+//! subscriber lagged) makes every stream re-read everything. Receipts and typing indicators are
+//! best-effort by nature (positions are stored; typing is ephemeral).
+//!
+//! [`PgBus`] uses LISTEN/NOTIFY on channel [`CHANNEL`]. Publishing never happens inside the
+//! message transaction (see `commit.rs`): one task per replica collects events for
+//! `CHAT_NOTIFY_WINDOW_MICROS`, coalesces new-message wake-ups per conversation (keeping the
+//! highest sequence), and sends them in as few NOTIFYs as the 8,000-byte payload limit allows.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+use crate::ids::{ConversationId, DeviceId, UserId};
+
+/// The NOTIFY channel.
+pub const CHANNEL: &str = "chat_events";
+/// Largest NOTIFY payload we build (PostgreSQL refuses 8,000 bytes and more).
+const MAX_PAYLOAD: usize = 7_900;
+/// Receipts and typing indicators waiting to be published; older ones are dropped beyond it.
+const MAX_PENDING_EPHEMERAL: usize = 10_000;
+/// Events buffered for the local subscribers; a slower subscriber gets `Resync`.
+const LOCAL_CAPACITY: usize = 16_384;
+/// Pause after a failed NOTIFY or LISTEN before trying again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Something every replica should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A conversation's messages up to `last_sequence` are committed.
+    NewMessages {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its newest sequence.
+        last_sequence: u64,
+    },
+    /// A device's positions moved.
+    Receipt(Receipt),
+    /// Someone is typing.
+    Typing(Typing),
+    /// Events may have been lost: re-read everything.
+    Resync,
+}
+
+/// A device's positions in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The device's user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+    /// Highest sequence received.
+    pub delivered: u64,
+    /// Highest sequence read.
+    pub read: u64,
+}
+
+/// Someone is typing in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Typing {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Who.
+    pub user: UserId,
+    /// On which device.
+    pub device: DeviceId,
+}
+
+/// Publish/subscribe between replicas; see the module docs for the (weak) guarantees.
+pub trait Bus: Send + Sync {
+    /// Queues `event` for every replica, this one included. Never blocks.
+    fn publish(&self, event: BusEvent);
+    /// Events from every replica.
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent>;
+}
+
+/// [`Bus`] over PostgreSQL LISTEN/NOTIFY.
+pub struct PgBus {
+    pending: Arc<Pending>,
+    local: broadcast::Sender<BusEvent>,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: Mutex<PendingEvents>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct PendingEvents {
+    wakeups: HashMap<ConversationId, u64>,
+    ephemeral: VecDeque<BusEvent>,
+}
+
+impl PgBus {
+    /// Starts the publishing and listening tasks on `db`.
+    pub fn start(db: PgPool, window: Duration) -> Arc<Self> {
+        let (local, _) = broadcast::channel(LOCAL_CAPACITY);
+        let bus = Arc::new(Self {
+            pending: Arc::default(),
+            local: local.clone(),
+        });
+        tokio::spawn(publish_loop(db.clone(), bus.pending.clone(), window));
+        tokio::spawn(listen_loop(db, local));
+        bus
+    }
+}
+
+impl Bus for PgBus {
+    fn publish(&self, event: BusEvent) {
+        let mut pending = lock(&self.pending.events);
+        match event {
+            BusEvent::NewMessages {
+                conversation,
+                last_sequence,
+            } => {
+                let newest = pending.wakeups.entry(conversation).or_default();
+                *newest = (*newest).max(last_sequence);
+            }
+            other => {
+                if pending.ephemeral.len() >= MAX_PENDING_EPHEMERAL {
+                    pending.ephemeral.pop_front();
+                }
+                pending.ephemeral.push_back(other);
+            }
+        }
+        drop(pending);
+        self.pending.ready.notify_one();
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.local.subscribe()
+    }
+}
+
+async fn publish_loop(db: PgPool, pending: Arc<Pending>, window: Duration) {
+    loop {
+        pending.ready.notified().await;
+        if !window.is_zero() {
+            tokio::time::sleep(window).await;
+        }
+        let events = std::mem::take(&mut *lock(&pending.events));
+        let payloads = encode(&events);
+        if payloads.is_empty() {
+            continue;
+        }
+        let result =
+            sqlx::query("select pg_notify($1, payload) from unnest($2::text[]) as payload")
+                .bind(CHANNEL)
+                .bind(&payloads)
+                .execute(&db)
+                .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot publish wake-ups; retrying");
+            requeue(&pending, events.wakeups);
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Puts wake-ups back (merged with newer ones) so that no conversation is forgotten.
+fn requeue(pending: &Pending, wakeups: HashMap<ConversationId, u64>) {
+    let mut current = lock(&pending.events);
+    for (conversation, sequence) in wakeups {
+        let newest = current.wakeups.entry(conversation).or_default();
+        *newest = (*newest).max(sequence);
+    }
+    drop(current);
+    pending.ready.notify_one();
+}
+
+async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&db).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot connect the bus listener; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(CHANNEL).await {
+            tracing::warn!(%error, "cannot LISTEN; retrying");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        }
+        // Anything published before this point was not heard.
+        let _ = local.send(BusEvent::Resync);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    for event in decode(notification.payload()) {
+                        let _ = local.send(event);
+                    }
+                }
+                // The connection was lost; the next call reconnects, and what was sent in
+                // between is lost: everyone re-reads.
+                Ok(None) => {
+                    let _ = local.send(BusEvent::Resync);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the bus listener failed; reconnecting");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One line per event, lines packed into payloads of at most [`MAX_PAYLOAD`] bytes.
+fn encode(events: &PendingEvents) -> Vec<String> {
+    let lines = events
+        .wakeups
+        .iter()
+        .map(|(conversation, sequence)| format!("m {conversation} {sequence}"))
+        .chain(events.ephemeral.iter().filter_map(|event| match event {
+            BusEvent::Receipt(r) => Some(format!(
+                "r {} {} {} {} {}",
+                r.conversation, r.user, r.device, r.delivered, r.read
+            )),
+            BusEvent::Typing(t) => Some(format!("t {} {} {}", t.conversation, t.user, t.device)),
+            BusEvent::NewMessages { .. } | BusEvent::Resync => None,
+        }));
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        if !current.is_empty() && current.len() + 1 + line.len() > MAX_PAYLOAD {
+            payloads.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// Reads what [`encode`] wrote; lines that do not parse are skipped (logged).
+fn decode(payload: &str) -> Vec<BusEvent> {
+    payload
+        .lines()
+        .filter_map(|line| {
+            let event = decode_line(line);
+            if event.is_none() {
+                tracing::warn!(line, "unreadable bus event");
+            }
+            event
+        })
+        .collect()
+}
+
+fn decode_line(line: &str) -> Option<BusEvent> {
+    let mut fields = line.split(' ');
+    let kind = fields.next()?;
+    let mut uuid = || fields.next().and_then(|field| Uuid::try_parse(field).ok());
+    let conversation = ConversationId(uuid()?);
+    let event = match kind {
+        "m" => {
+            let last_sequence = fields.next()?.parse().ok()?;
+            BusEvent::NewMessages {
+                conversation,
+                last_sequence,
+            }
+        }
+        "r" => {
+            let user = UserId(uuid()?);
+            let device = DeviceId(uuid()?);
+            BusEvent::Receipt(Receipt {
+                conversation,
+                user,
+                device,
+                delivered: fields.next()?.parse().ok()?,
+                read: fields.next()?.parse().ok()?,
+            })
+        }
+        "t" => {
+            let user = UserId(uuid()?);
+            let device = DeviceId(uuid()?);
+            BusEvent::Typing(Typing {
+                conversation,
+                user,
+                device,
+            })
+        }
+        _ => return None,
+    };
+    Some(event)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_encoding_and_decoding() {
+        let conversation = ConversationId(Uuid::now_v7());
+        let user = UserId(Uuid::now_v7());
+        let device = DeviceId(Uuid::now_v7());
+        let receipt = Receipt {
+            conversation,
+            user,
+            device,
+            delivered: 7,
+            read: 5,
+        };
+        let typing = Typing {
+            conversation,
+            user,
+            device,
+        };
+        let events = PendingEvents {
+            wakeups: HashMap::from([(conversation, 42)]),
+            ephemeral: VecDeque::from([BusEvent::Receipt(receipt), BusEvent::Typing(typing)]),
+        };
+
+        let decoded: Vec<BusEvent> = encode(&events).iter().flat_map(|p| decode(p)).collect();
+
+        assert_eq!(
+            decoded,
+            [
+                BusEvent::NewMessages {
+                    conversation,
+                    last_sequence: 42
+                },
+                BusEvent::Receipt(receipt),
+                BusEvent::Typing(typing),
+            ]
+        );
+    }
+
+    #[test]
+    fn many_wakeups_are_split_into_payloads_under_the_limit() {
+        let events = PendingEvents {
+            wakeups: (0..500)
+                .map(|n| (ConversationId(Uuid::now_v7()), n))
+                .collect(),
+            ephemeral: VecDeque::new(),
+        };
+
+        let payloads = encode(&events);
+
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        assert_eq!(payloads.iter().flat_map(|p| decode(p)).count(), 500);
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        assert!(decode("x\nm nope 1\nm 00000000-0000-0000-0000-000000000000 x").is_empty());
+    }
+}

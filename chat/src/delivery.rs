@@ -1,0 +1,325 @@
+//! Stream delivery (Subscribe and OpenStream): replay from the client's positions, `CaughtUp`,
+//! then live events, with no gap and no duplicate at the switch.
+//!
+//! Why there is no gap: the stream registers in the [`Hub`] *before* it reads its resume points,
+//! so every commit after that marks its conversation dirty; the replay reads everything committed
+//! so far; the live loop re-reads each dirty conversation from the stream's cursor, which only
+//! moves forward. Sequences are assigned in commit order under a row lock, so what a read sees is
+//! always a prefix: "after the cursor" never skips a message that commits later. No duplicate:
+//! the cursor only moves past what was queued.
+//!
+//! Backpressure: each stream has one bounded queue (`CHAT_STREAM_QUEUE`). The replay waits for
+//! room (the client is pulling history; reading stops while it does not read). Live delivery
+//! never waits: when the queue is full the stream ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER),
+//! and the client resumes from its cursor. Memory per stream is bounded by the queue and one
+//! page of reads.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::Stream;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error,
+    config::StreamSettings,
+    history::{self, DeliveredMessage, Direction},
+    hub::{Ephemeral, Hub, Inbox, Registration},
+    ids::ConversationId,
+    positions,
+    sending::{Caller, Committed},
+};
+
+/// One item written to a stream.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A new or replayed message.
+    Message(Box<DeliveredMessage>),
+    /// A receipt or typing indicator.
+    Ephemeral(Ephemeral),
+    /// Keep-alive.
+    Heartbeat(OffsetDateTime),
+    /// The replay is complete.
+    CaughtUp,
+    /// A send on OpenStream was committed.
+    SendResult(String, Committed),
+    /// A send on OpenStream was refused.
+    SendRejected(String, Error),
+}
+
+/// Opens streams.
+#[derive(Clone)]
+pub struct Delivery {
+    db: PgPool,
+    hub: Arc<Hub>,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+}
+
+/// The writing end of a stream's queue, shared by the delivery task and (for OpenStream) the
+/// task answering sends.
+#[derive(Clone)]
+pub struct Outbox {
+    queue: mpsc::Sender<Outgoing>,
+    end: Arc<Mutex<Option<oneshot::Sender<Error>>>>,
+}
+
+/// The reading end: what tonic writes to the client. Ends with the error the stream ended with.
+pub struct EventStream {
+    queue: mpsc::Receiver<Outgoing>,
+    end: Option<oneshot::Receiver<Error>>,
+    done: bool,
+}
+
+impl Delivery {
+    /// Streams over `db`, registered in `hub`, all ended with UNAVAILABLE when `shutdown` fires.
+    pub fn new(
+        db: PgPool,
+        hub: Arc<Hub>,
+        settings: StreamSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            db,
+            hub,
+            settings,
+            shutdown,
+        }
+    }
+
+    /// Opens a stream for `caller`, resuming from `positions` (see `positions::resume_points`),
+    /// that ends with UNAUTHENTICATED at `token_expires_at`.
+    ///
+    /// # Errors
+    /// [`Error::TooManyStreams`].
+    pub fn open(
+        &self,
+        caller: Caller,
+        positions: HashMap<ConversationId, u64>,
+        token_expires_at: OffsetDateTime,
+    ) -> Result<(Outbox, EventStream), Error> {
+        let registration = self.hub.register(caller.user, caller.device)?;
+        let (queue, receiver) = mpsc::channel(self.settings.queue);
+        let (end, ended) = oneshot::channel();
+        let outbox = Outbox {
+            queue,
+            end: Arc::new(Mutex::new(Some(end))),
+        };
+        let stream = EventStream {
+            queue: receiver,
+            end: Some(ended),
+            done: false,
+        };
+        let task = StreamTask {
+            db: self.db.clone(),
+            settings: self.settings.clone(),
+            shutdown: self.shutdown.clone(),
+            caller,
+            outbox: outbox.clone(),
+            cursors: HashMap::new(),
+        };
+        let lifetime = (token_expires_at - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::spawn(task.run(registration, positions, lifetime));
+        Ok((outbox, stream))
+    }
+}
+
+impl Outbox {
+    /// Queues `item` without waiting; on a full queue ends the stream with SLOW_CONSUMER.
+    ///
+    /// # Errors
+    /// [`Error::SlowConsumer`], or [`Error::ShuttingDown`] when the stream is gone.
+    pub fn push(&self, item: Outgoing) -> Result<(), Error> {
+        match self.queue.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.end(Error::SlowConsumer);
+                Err(Error::SlowConsumer)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Ends the stream with `error` (the first end wins); queued items are dropped.
+    pub fn end(&self, error: Error) {
+        let end = self
+            .end
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(end) = end {
+            let _ = end.send(error);
+        }
+    }
+
+    /// Resolves when the client is gone.
+    pub async fn closed(&self) {
+        self.queue.closed().await;
+    }
+
+    async fn send(&self, item: Outgoing, shutdown: &CancellationToken) -> Result<(), Error> {
+        tokio::select! {
+            sent = self.queue.send(item) => sent.map_err(|_| Error::ShuttingDown),
+            () = shutdown.cancelled() => Err(Error::ShuttingDown),
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Outgoing, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = self.end.as_mut() {
+            match Pin::new(end).poll(cx) {
+                Poll::Ready(Ok(error)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(Err(_)) => self.end = None,
+                Poll::Pending => {}
+            }
+        }
+        match self.queue.poll_recv(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item))),
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The task behind one stream.
+struct StreamTask {
+    db: PgPool,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+    caller: Caller,
+    outbox: Outbox,
+    cursors: HashMap<ConversationId, u64>,
+}
+
+impl StreamTask {
+    async fn run(
+        mut self,
+        registration: Registration,
+        requested: HashMap<ConversationId, u64>,
+        lifetime: Duration,
+    ) {
+        let inbox = registration.inbox().clone();
+        let expiry = tokio::time::sleep(lifetime);
+        let result = tokio::select! {
+            result = self.deliver(&inbox, &requested) => result,
+            () = expiry => Err(Error::TokenExpired),
+        };
+        if let Err(error) = result {
+            self.outbox.end(error);
+        }
+        drop(registration);
+    }
+
+    async fn deliver(
+        &mut self,
+        inbox: &Inbox,
+        requested: &HashMap<ConversationId, u64>,
+    ) -> Result<(), Error> {
+        self.cursors =
+            positions::resume_points(&self.db, self.caller.user, self.caller.device, requested)
+                .await?;
+        let mut conversations: Vec<ConversationId> = self.cursors.keys().copied().collect();
+        conversations.sort_unstable();
+        for conversation in conversations {
+            self.catch_up(conversation, true).await?;
+        }
+        self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
+
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
+        heartbeat.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+                () = self.outbox.closed() => return Ok(()),
+                () = inbox.ready.notified() => self.work(inbox.take()).await?,
+                _ = heartbeat.tick() => {
+                    self.outbox.push(Outgoing::Heartbeat(OffsetDateTime::now_utc()))?;
+                }
+            }
+        }
+    }
+
+    async fn work(&mut self, work: crate::hub::Work) -> Result<(), Error> {
+        if work.overflowed {
+            return Err(Error::SlowConsumer);
+        }
+        let mut dirty: Vec<ConversationId> = if work.resync {
+            // Conversations may have appeared while events were lost.
+            let known = positions::resume_points(
+                &self.db,
+                self.caller.user,
+                self.caller.device,
+                &self.cursors,
+            )
+            .await?;
+            self.cursors = known;
+            self.cursors.keys().copied().collect()
+        } else {
+            work.dirty.into_iter().collect()
+        };
+        dirty.sort_unstable();
+        for conversation in dirty {
+            // A conversation opened after the stream started (the hub only wakes participants)
+            // starts from its beginning.
+            self.cursors.entry(conversation).or_insert(0);
+            self.catch_up(conversation, false).await?;
+        }
+        for event in work.events {
+            self.outbox.push(Outgoing::Ephemeral(event))?;
+        }
+        Ok(())
+    }
+
+    /// Queues every message of `conversation` after the cursor, page by page. The replay waits
+    /// for room in the queue; live delivery does not (see the module docs).
+    async fn catch_up(&mut self, conversation: ConversationId, replay: bool) -> Result<(), Error> {
+        loop {
+            let cursor = self.cursors.get(&conversation).copied().unwrap_or(0);
+            let page = history::read_for_device(
+                &self.db,
+                self.caller.device,
+                conversation,
+                Direction::Forward,
+                cursor,
+                self.settings.replay_page,
+            )
+            .await?;
+            let full_page = page.len() == self.settings.replay_page as usize;
+            for message in page {
+                let sequence = message.sequence;
+                let item = Outgoing::Message(Box::new(message));
+                if replay {
+                    self.outbox.send(item, &self.shutdown).await?;
+                } else {
+                    self.outbox.push(item)?;
+                }
+                self.cursors.insert(conversation, sequence);
+            }
+            if !full_page {
+                return Ok(());
+            }
+        }
+    }
+}

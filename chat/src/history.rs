@@ -1,0 +1,186 @@
+//! Messages as one device sees them: ListMessages and the reads behind stream delivery. A device
+//! gets only messages that carry a wrapped key for it, and only its own key.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    conversations::{to_i64, to_u64},
+    ids::{ConversationId, DeviceId, UserId},
+};
+
+/// A stored message as one device receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredMessage {
+    /// Server-assigned id.
+    pub id: Uuid,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Its sequence.
+    pub sequence: u64,
+    /// When it was committed.
+    pub sent_at: OffsetDateTime,
+    /// The sender.
+    pub sender_user: UserId,
+    /// The sending device.
+    pub sender_device: DeviceId,
+    /// The sender's id for the message.
+    pub client_message_id: String,
+    /// The suite number.
+    pub suite: i16,
+    /// 12 bytes.
+    pub nonce: Vec<u8>,
+    /// Ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+    /// 32 bytes.
+    pub key_commitment: Vec<u8>,
+    /// 64 bytes.
+    pub signature: Vec<u8>,
+    /// 32 bytes.
+    pub recipients_digest: Vec<u8>,
+    /// The receiving device's entry first; with `include_all_recipients`, every other
+    /// recipient's entry follows with an empty wrapped key.
+    pub keys: Vec<DeliveredKey>,
+}
+
+/// One recipient entry of a delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredKey {
+    /// The recipient device.
+    pub device: DeviceId,
+    /// Its key fingerprint.
+    pub key_fingerprint: Vec<u8>,
+    /// The wrapped content key; empty for other devices' entries.
+    pub wrapped_key: Vec<u8>,
+}
+
+/// Which way to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending sequences above the start.
+    Forward,
+    /// Descending sequences below the start (0: from the newest).
+    Backward,
+}
+
+/// Up to `limit` messages of `conversation` for `device`, from `from` (exclusive) in
+/// `direction`. The caller must have checked participation.
+///
+/// # Errors
+/// Database failures.
+pub async fn read_for_device(
+    db: &PgPool,
+    device: DeviceId,
+    conversation: ConversationId,
+    direction: Direction,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<DeliveredMessage>, Error> {
+    type Row = (
+        Uuid,
+        i64,
+        OffsetDateTime,
+        Uuid,
+        Uuid,
+        String,
+        i16,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+    );
+    let (condition, order) = match direction {
+        Direction::Forward => ("m.sequence > $3", "asc"),
+        Direction::Backward if from == 0 => ("$3 = 0", "desc"),
+        Direction::Backward => ("m.sequence < $3", "desc"),
+    };
+    let sql = format!(
+        "select m.id, m.sequence, m.created_at, m.sender_user_id, m.sender_device_id,
+                m.client_message_id, m.suite, m.nonce, m.ciphertext, m.key_commitment,
+                m.signature, m.recipients_digest, k.key_fingerprint, k.wrapped_key
+         from chat.message_keys k
+         join chat.messages m on m.conversation_id = k.conversation_id and m.sequence = k.sequence
+         where k.device_id = $1 and k.conversation_id = $2 and {condition}
+         order by k.sequence {order}
+         limit $4"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(device.0)
+        .bind(conversation.0)
+        .bind(to_i64(from))
+        .bind(i64::from(limit))
+        .fetch_all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DeliveredMessage {
+            id: row.0,
+            conversation,
+            sequence: to_u64(row.1),
+            sent_at: row.2,
+            sender_user: UserId(row.3),
+            sender_device: DeviceId(row.4),
+            client_message_id: row.5,
+            suite: row.6,
+            nonce: row.7,
+            ciphertext: row.8,
+            key_commitment: row.9,
+            signature: row.10,
+            recipients_digest: row.11,
+            keys: vec![DeliveredKey {
+                device,
+                key_fingerprint: row.12,
+                wrapped_key: row.13,
+            }],
+        })
+        .collect())
+}
+
+/// Adds every other recipient's entry (device and fingerprint, no wrapped key) to `messages`,
+/// sorted by device id after the receiving device's own entry.
+///
+/// # Errors
+/// Database failures.
+pub async fn add_other_recipients(
+    db: &PgPool,
+    conversation: ConversationId,
+    messages: &mut [DeliveredMessage],
+) -> Result<(), Error> {
+    let sequences: Vec<i64> = messages.iter().map(|m| to_i64(m.sequence)).collect();
+    let rows: Vec<(i64, Uuid, Vec<u8>)> = sqlx::query_as(
+        "select sequence, device_id, key_fingerprint from chat.message_keys
+         where conversation_id = $1 and sequence = any($2)
+         order by sequence, device_id",
+    )
+    .bind(conversation.0)
+    .bind(&sequences)
+    .fetch_all(db)
+    .await?;
+    let mut by_sequence: HashMap<u64, Vec<DeliveredKey>> = HashMap::new();
+    for (sequence, device, key_fingerprint) in rows {
+        by_sequence
+            .entry(to_u64(sequence))
+            .or_default()
+            .push(DeliveredKey {
+                device: DeviceId(device),
+                key_fingerprint,
+                wrapped_key: Vec::new(),
+            });
+    }
+    for message in messages {
+        let own = message.keys.first().map(|key| key.device);
+        if let Some(others) = by_sequence.remove(&message.sequence) {
+            message
+                .keys
+                .extend(others.into_iter().filter(|key| Some(key.device) != own));
+        }
+    }
+    Ok(())
+}

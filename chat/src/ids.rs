@@ -1,0 +1,42 @@
+//! Ids, parsed once at the edge (`api.rs`) so feature code never sees a malformed one.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::Error;
+
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub Uuid);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id!(
+    /// A conversation (for groups, the group id).
+    ConversationId
+);
+id!(
+    /// A user of the auth service.
+    UserId
+);
+id!(
+    /// A device of the auth service.
+    DeviceId
+);
+
+/// Parses a required UUID field; `field` names it in the error.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `value` is not a UUID.
+pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
+    Uuid::try_parse(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
+}

@@ -1,0 +1,95 @@
+//! Delivered and read positions per device (Acknowledge), and where streams resume.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    conversations::{to_i64, to_u64},
+    ids::{ConversationId, DeviceId, UserId},
+};
+
+/// A device's positions in one conversation after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    /// Highest sequence received.
+    pub delivered: u64,
+    /// Highest sequence read.
+    pub read: u64,
+}
+
+/// Moves the device's positions forward: each becomes the greatest of the stored value and the
+/// new one, which is first capped at the conversation's last sequence (a position past the end
+/// would hide future messages from the unread count). 0 leaves a position unchanged. The caller
+/// must have checked participation.
+///
+/// # Errors
+/// [`Error::ConversationNotFound`] when the conversation does not exist.
+pub async fn acknowledge(
+    db: &PgPool,
+    user: UserId,
+    device: DeviceId,
+    conversation: ConversationId,
+    delivered: u64,
+    read: u64,
+) -> Result<Positions, Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "insert into chat.device_positions
+             (device_id, conversation_id, user_id, delivered_sequence, read_sequence)
+         select $1, c.id, $3, least($4, c.last_sequence), least($5, c.last_sequence)
+         from chat.conversations c where c.id = $2
+         on conflict on constraint device_positions_pkey do update set
+             delivered_sequence = greatest(device_positions.delivered_sequence,
+                                           excluded.delivered_sequence),
+             read_sequence = greatest(device_positions.read_sequence, excluded.read_sequence),
+             updated_at = now()
+         returning delivered_sequence, read_sequence",
+    )
+    .bind(device.0)
+    .bind(conversation.0)
+    .bind(user.0)
+    .bind(to_i64(delivered))
+    .bind(to_i64(read))
+    .fetch_optional(db)
+    .await?;
+    let (delivered, read) = row.ok_or(Error::ConversationNotFound)?;
+    Ok(Positions {
+        delivered: to_u64(delivered),
+        read: to_u64(read),
+    })
+}
+
+/// Where a stream of `device` resumes in each of `user`'s conversations: `requested` where the
+/// client gave a position for a conversation it takes part in, else the stored delivered
+/// position, else 0. Positions for other conversations are ignored.
+///
+/// # Errors
+/// Database failures.
+pub async fn resume_points(
+    db: &PgPool,
+    user: UserId,
+    device: DeviceId,
+    requested: &HashMap<ConversationId, u64>,
+) -> Result<HashMap<ConversationId, u64>, Error> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select p.conversation_id, coalesce(d.delivered_sequence, 0)
+         from chat.conversation_participants p
+         left join chat.device_positions d
+           on d.conversation_id = p.conversation_id and d.device_id = $2
+         where p.user_id = $1",
+    )
+    .bind(user.0)
+    .bind(device.0)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, stored)| {
+            let id = ConversationId(id);
+            let start = requested.get(&id).copied().unwrap_or(to_u64(stored));
+            (id, start)
+        })
+        .collect())
+}

@@ -1,0 +1,323 @@
+//! Sending: everything a send is checked for before the committer (`commit.rs`) makes it durable.
+//! SendMessage and sends on OpenStream both go through [`Sending::send`].
+//!
+//! Order of checks: the envelope's shape and limits, and that it names the caller as sender
+//! (cheap, no I/O); participation (NOT_FOUND otherwise); a retry of a stored message (answered
+//! with the original, whatever the devices are now); the recipient set against auth's current
+//! devices; the signature against the sender device's published key.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    commit::{Committer, NewMessage, RecipientKey},
+    config::Limits,
+    conversations::{Participants, to_u64},
+    devices::{ActiveDevice, Credentials, Directory},
+    error::DeviceListMismatch,
+    ids::{ConversationId, DeviceId, UserId},
+};
+
+/// Longest client message id, in characters (the database checks the same).
+pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 64;
+
+/// The caller of a send, from its validated access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+}
+
+/// A committed send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The message's id.
+    pub message_id: Uuid,
+    /// Its sequence in its conversation.
+    pub sequence: u64,
+    /// When it was committed.
+    pub sent_at: OffsetDateTime,
+    /// True when this answers a retry of a stored message.
+    pub duplicate: bool,
+}
+
+/// The send path: checks, then the committer.
+#[derive(Clone)]
+pub struct Sending {
+    db: PgPool,
+    participants: Participants,
+    directory: Directory,
+    committer: Committer,
+    limits: Limits,
+}
+
+impl Sending {
+    /// The send path over these parts.
+    pub fn new(
+        db: PgPool,
+        participants: Participants,
+        directory: Directory,
+        committer: Committer,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            db,
+            participants,
+            directory,
+            committer,
+            limits,
+        }
+    }
+
+    /// Checks `envelope` and commits it; see the module docs for the order of checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::ConversationNotFound`], [`Error::SignatureInvalid`],
+    /// [`Error::DeviceListMismatch`], [`Error::ClientMessageIdReused`], or a failure of auth or
+    /// the database.
+    pub async fn send(
+        &self,
+        credentials: &Credentials,
+        caller: Caller,
+        envelope: e2ee::Envelope,
+    ) -> Result<Committed, Error> {
+        let checked = check_envelope(&envelope, caller, &self.limits)?;
+        let users = self
+            .participants
+            .authorize(checked.conversation, caller.user)
+            .await?;
+        if let Some(stored) =
+            find_stored(&self.db, caller.device, &envelope.client_message_id).await?
+        {
+            return stored.answer_retry(checked.conversation, &envelope.signature);
+        }
+        let devices = self.directory.active_devices(credentials, &users).await?;
+        let sender_key = devices
+            .get(&caller.user)
+            .and_then(|own| own.iter().find(|device| device.device_id == caller.device))
+            .map(|device| device.signing_public_key.clone())
+            .ok_or_else(|| {
+                Error::SignatureInvalid("the sending device has no published keys".to_owned())
+            })?;
+        let recipients = check_recipients(&checked.recipients, &devices, caller.device)?;
+        let recipients_digest =
+            envelope
+                .verify_as_sent(&sender_key)
+                .map_err(|error| match error {
+                    e2ee::Error::Malformed { what } => Error::InvalidArgument(what.to_owned()),
+                    other => Error::SignatureInvalid(other.to_string()),
+                })?;
+        self.committer
+            .commit(NewMessage {
+                id: Uuid::now_v7(),
+                conversation: checked.conversation,
+                sender_user: caller.user,
+                sender_device: caller.device,
+                client_message_id: envelope.client_message_id,
+                nonce: envelope.nonce,
+                ciphertext: envelope.ciphertext,
+                key_commitment: envelope.key_commitment,
+                signature: envelope.signature,
+                recipients_digest: recipients_digest.to_vec(),
+                recipients,
+            })
+            .await
+    }
+}
+
+/// What the shape check learns about an envelope.
+#[derive(Debug)]
+struct CheckedEnvelope {
+    conversation: ConversationId,
+    recipients: Vec<RecipientKey>,
+}
+
+/// Checks sizes, formats and the sender fields, without I/O.
+fn check_envelope(
+    envelope: &e2ee::Envelope,
+    caller: Caller,
+    limits: &Limits,
+) -> Result<CheckedEnvelope, Error> {
+    let invalid = |message: String| Err(Error::InvalidArgument(message));
+    if envelope.suite != e2ee::SUITE_V1 {
+        return invalid("suite must be CIPHER_SUITE_V1".to_owned());
+    }
+    let conversation = ConversationId(crate::ids::parse_uuid(
+        "envelope.conversation_id",
+        &envelope.conversation_id,
+    )?);
+    if Uuid::try_parse(&envelope.sender_user_id).ok() != Some(caller.user.0)
+        || Uuid::try_parse(&envelope.sender_device_id).ok() != Some(caller.device.0)
+    {
+        return Err(Error::SignatureInvalid(
+            "the envelope names another sender than the caller's user and device".to_owned(),
+        ));
+    }
+    let id_chars = envelope.client_message_id.chars().count();
+    if !(1..=MAX_CLIENT_MESSAGE_ID_CHARS).contains(&id_chars) {
+        return invalid(format!(
+            "client_message_id must have 1 to {MAX_CLIENT_MESSAGE_ID_CHARS} characters"
+        ));
+    }
+    let fixed = [
+        ("nonce", envelope.nonce.len(), e2ee::NONCE_LEN),
+        (
+            "key_commitment",
+            envelope.key_commitment.len(),
+            e2ee::KEY_COMMITMENT_LEN,
+        ),
+        ("signature", envelope.signature.len(), e2ee::SIGNATURE_LEN),
+    ];
+    for (field, actual, expected) in fixed {
+        if actual != expected {
+            return invalid(format!("{field} must be {expected} bytes"));
+        }
+    }
+    if !(e2ee::TAG_LEN..=limits.max_ciphertext_bytes).contains(&envelope.ciphertext.len()) {
+        return invalid(format!(
+            "ciphertext must have {} to {} bytes",
+            e2ee::TAG_LEN,
+            limits.max_ciphertext_bytes
+        ));
+    }
+    if !(1..=limits.max_wrapped_keys).contains(&envelope.wrapped_keys.len()) {
+        return invalid(format!(
+            "a message needs 1 to {} wrapped keys",
+            limits.max_wrapped_keys
+        ));
+    }
+    let mut recipients = Vec::with_capacity(envelope.wrapped_keys.len());
+    let mut seen = HashSet::with_capacity(envelope.wrapped_keys.len());
+    for key in &envelope.wrapped_keys {
+        let device = DeviceId(crate::ids::parse_uuid(
+            "wrapped_keys.device_id",
+            &key.device_id,
+        )?);
+        if !seen.insert(device) {
+            return invalid(format!("device {device} has two wrapped keys"));
+        }
+        if key.key_fingerprint.len() != e2ee::DIGEST_LEN {
+            return invalid("wrapped_keys.key_fingerprint must be 32 bytes".to_owned());
+        }
+        if !(1..=limits.max_wrapped_key_bytes).contains(&key.wrapped_key.len()) {
+            return invalid(format!(
+                "wrapped_keys.wrapped_key must have 1 to {} bytes",
+                limits.max_wrapped_key_bytes
+            ));
+        }
+        recipients.push(RecipientKey {
+            device,
+            key_fingerprint: key.key_fingerprint.clone(),
+            wrapped_key: key.wrapped_key.clone(),
+        });
+    }
+    Ok(CheckedEnvelope {
+        conversation,
+        recipients,
+    })
+}
+
+/// Checks that `recipients` are exactly the current devices of every participant, the sending
+/// device excepted: it may wrap for itself (to read its own messages in history) or not.
+fn check_recipients(
+    recipients: &[RecipientKey],
+    devices: &HashMap<UserId, Vec<ActiveDevice>>,
+    sender_device: DeviceId,
+) -> Result<Vec<RecipientKey>, Error> {
+    let current: HashMap<DeviceId, &[u8]> = devices
+        .values()
+        .flatten()
+        .map(|device| {
+            (
+                device.device_id,
+                device.encryption_key_fingerprint.as_slice(),
+            )
+        })
+        .collect();
+    let mut mismatch = DeviceListMismatch::default();
+    let mut covered = HashSet::with_capacity(recipients.len());
+    for recipient in recipients {
+        match current.get(&recipient.device) {
+            None => mismatch.extra.push(recipient.device.to_string()),
+            Some(fingerprint) if *fingerprint != recipient.key_fingerprint.as_slice() => {
+                mismatch.stale.push(recipient.device.to_string());
+            }
+            Some(_) => {
+                covered.insert(recipient.device);
+            }
+        }
+    }
+    mismatch.missing = current
+        .keys()
+        .filter(|device| **device != sender_device && !covered.contains(device))
+        .map(ToString::to_string)
+        .collect();
+    if mismatch.is_empty() {
+        return Ok(recipients.to_vec());
+    }
+    mismatch.missing.sort();
+    mismatch.extra.sort();
+    mismatch.stale.sort();
+    Err(Error::DeviceListMismatch(mismatch))
+}
+
+/// A message already stored under a (sender device, client message id).
+#[derive(Debug)]
+pub(crate) struct StoredMessage {
+    pub(crate) conversation: ConversationId,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) committed: Committed,
+}
+
+impl StoredMessage {
+    /// The answer to a send that reuses this message's client message id: the original for the
+    /// same envelope (an Ed25519 signature is deterministic, so a retry carries the same bytes),
+    /// an error for a different one.
+    pub(crate) fn answer_retry(
+        self,
+        conversation: ConversationId,
+        signature: &[u8],
+    ) -> Result<Committed, Error> {
+        if self.conversation == conversation && self.signature == signature {
+            Ok(Committed {
+                duplicate: true,
+                ..self.committed
+            })
+        } else {
+            Err(Error::ClientMessageIdReused)
+        }
+    }
+}
+
+async fn find_stored(
+    db: &PgPool,
+    device: DeviceId,
+    client_message_id: &str,
+) -> Result<Option<StoredMessage>, Error> {
+    let row: Option<(Uuid, i64, OffsetDateTime, Uuid, Vec<u8>)> = sqlx::query_as(
+        "select id, sequence, created_at, conversation_id, signature from chat.messages
+         where sender_device_id = $1 and client_message_id = $2",
+    )
+    .bind(device.0)
+    .bind(client_message_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(
+        |(message_id, sequence, sent_at, conversation, signature)| StoredMessage {
+            conversation: ConversationId(conversation),
+            signature,
+            committed: Committed {
+                message_id,
+                sequence: to_u64(sequence),
+                sent_at,
+                duplicate: false,
+            },
+        },
+    ))
+}

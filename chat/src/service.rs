@@ -1,0 +1,205 @@
+//! The chat service's operations, wired from the feature modules; `api.rs` calls these after
+//! authenticating and parsing, and maps the results to proto.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::{
+    Error,
+    bus::{Bus, BusEvent, Receipt, Typing},
+    config::Limits,
+    conversations::{self, Conversation, PageToken, Participants},
+    delivery::{Delivery, EventStream, Outbox},
+    devices::{Credentials, Directory},
+    history::{self, DeliveredMessage, Direction},
+    ids::{ConversationId, UserId},
+    positions::{self, Positions},
+    sending::{Caller, Committed, Sending},
+    typing::TypingLimiter,
+};
+
+/// Page size when the request leaves it at 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// Everything the RPCs need; cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    /// The database.
+    pub db: PgPool,
+    /// Who takes part in which conversation.
+    pub participants: Participants,
+    /// Auth's device directory.
+    pub directory: Directory,
+    /// The send path.
+    pub sending: Sending,
+    /// Streams.
+    pub delivery: Delivery,
+    /// The bus between replicas.
+    pub bus: Arc<dyn Bus>,
+    /// Typing rate limits.
+    pub typing: Arc<TypingLimiter>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Chat {
+    /// OpenDirectConversation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for oneself, [`Error::UserNotFound`] for an unknown peer.
+    pub async fn open_direct(
+        &self,
+        credentials: &Credentials,
+        caller: Caller,
+        peer: UserId,
+    ) -> Result<Conversation, Error> {
+        if peer == caller.user {
+            return Err(Error::InvalidArgument(
+                "a direct conversation needs another user".to_owned(),
+            ));
+        }
+        if !self.directory.user_exists(credentials, peer).await? {
+            return Err(Error::UserNotFound);
+        }
+        conversations::open_direct(&self.db, caller.user, peer).await
+    }
+
+    /// ListConversations.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad page token.
+    pub async fn list_conversations(
+        &self,
+        caller: Caller,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<Conversation>, Option<PageToken>), Error> {
+        let after = (!page_token.is_empty())
+            .then(|| PageToken::decode(page_token))
+            .transpose()?;
+        conversations::list(&self.db, caller.user, after, self.page_size(page_size)).await
+    }
+
+    /// SendMessage, and sends on OpenStream.
+    ///
+    /// # Errors
+    /// See [`Sending::send`].
+    pub async fn send(
+        &self,
+        credentials: &Credentials,
+        caller: Caller,
+        envelope: e2ee::Envelope,
+    ) -> Result<Committed, Error> {
+        self.sending.send(credentials, caller, envelope).await
+    }
+
+    /// ListMessages; returns the messages and where the next page starts (0: none).
+    ///
+    /// # Errors
+    /// [`Error::ConversationNotFound`] for a conversation the caller is not in.
+    pub async fn list_messages(
+        &self,
+        caller: Caller,
+        conversation: ConversationId,
+        direction: Direction,
+        from: u64,
+        page_size: u32,
+        include_all_recipients: bool,
+    ) -> Result<(Vec<DeliveredMessage>, u64), Error> {
+        self.participants
+            .authorize(conversation, caller.user)
+            .await?;
+        let page_size = self.page_size(page_size);
+        let mut messages = history::read_for_device(
+            &self.db,
+            caller.device,
+            conversation,
+            direction,
+            from,
+            page_size,
+        )
+        .await?;
+        if include_all_recipients && !messages.is_empty() {
+            history::add_other_recipients(&self.db, conversation, &mut messages).await?;
+        }
+        let next = if messages.len() == page_size as usize {
+            messages.last().map_or(0, |message| message.sequence)
+        } else {
+            0
+        };
+        Ok((messages, next))
+    }
+
+    /// Acknowledge: moves the positions, then tells the other participants' streams.
+    ///
+    /// # Errors
+    /// [`Error::ConversationNotFound`] for a conversation the caller is not in.
+    pub async fn acknowledge(
+        &self,
+        caller: Caller,
+        conversation: ConversationId,
+        delivered: u64,
+        read: u64,
+    ) -> Result<Positions, Error> {
+        self.participants
+            .authorize(conversation, caller.user)
+            .await?;
+        let positions = positions::acknowledge(
+            &self.db,
+            caller.user,
+            caller.device,
+            conversation,
+            delivered,
+            read,
+        )
+        .await?;
+        self.bus.publish(BusEvent::Receipt(Receipt {
+            conversation,
+            user: caller.user,
+            device: caller.device,
+            delivered: positions.delivered,
+            read: positions.read,
+        }));
+        Ok(positions)
+    }
+
+    /// SendTyping.
+    ///
+    /// # Errors
+    /// [`Error::ConversationNotFound`], [`Error::RateLimited`].
+    pub async fn typing(&self, caller: Caller, conversation: ConversationId) -> Result<(), Error> {
+        self.participants
+            .authorize(conversation, caller.user)
+            .await?;
+        self.typing
+            .check(caller.device, conversation, Instant::now())?;
+        self.bus.publish(BusEvent::Typing(Typing {
+            conversation,
+            user: caller.user,
+            device: caller.device,
+        }));
+        Ok(())
+    }
+
+    /// Subscribe and OpenStream.
+    ///
+    /// # Errors
+    /// [`Error::TooManyStreams`].
+    pub fn open_stream(
+        &self,
+        caller: Caller,
+        positions: HashMap<ConversationId, u64>,
+        token_expires_at: OffsetDateTime,
+    ) -> Result<(Outbox, EventStream), Error> {
+        self.delivery.open(caller, positions, token_expires_at)
+    }
+
+    fn page_size(&self, requested: u32) -> u32 {
+        match requested {
+            0 => DEFAULT_PAGE_SIZE.min(self.limits.max_page_size),
+            n => n.min(self.limits.max_page_size),
+        }
+    }
+}
