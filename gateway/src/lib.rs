@@ -46,9 +46,7 @@ pub async fn run(
     let upstreams = Upstreams::start(&config.upstreams);
     let validator = token::RemoteValidator::start(
         token::ValidationSettings::new(config.token_issuer.clone(), config.token_audience.clone()),
-        Arc::new(token::AuthServiceKeySource::new(
-            upstreams.channel(Upstream::Auth),
-        )),
+        Arc::new(AuthKeySource(upstreams.pool(Upstream::Auth).clone())),
     );
     let rate_limits = RateLimits::new(&config.limits);
     tokio::spawn(forget_idle_rate_limit_keys(rate_limits.clone()));
@@ -159,6 +157,23 @@ async fn jwks(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
             Json("key set not fetched yet"),
         )
             .into_response(),
+    }
+}
+
+/// Fetches auth's key set over the gateway's own connections to auth.
+struct AuthKeySource(upstream::UpstreamPool);
+
+#[token::async_trait]
+impl token::KeySource for AuthKeySource {
+    async fn fetch(&self) -> Result<Vec<token::Jwk>, token::KeySourceError> {
+        let mut auth = proto::auth::v1::auth_service_client::AuthServiceClient::new(self.0.clone());
+        let response = auth.get_jwks(proto::auth::v1::GetJwksRequest {}).await?;
+        Ok(response
+            .into_inner()
+            .keys
+            .into_iter()
+            .map(token::Jwk::from)
+            .collect())
     }
 }
 

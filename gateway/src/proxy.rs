@@ -4,7 +4,7 @@
 //! For each call: find the method in the [`MethodTable`] (unknown or internal paths answer
 //! UNIMPLEMENTED), check the access token unless the method is public (UNAUTHENTICATED before any
 //! upstream call), apply rate limits, strip headers an upstream might take as identity, then send
-//! the request to a balanced upstream channel. Bodies stream through in both directions without
+//! the request to the upstream's connection pool (`upstream.rs`). Bodies stream through in both directions without
 //! buffering; trailers, status codes, error details and `grpc-timeout` pass through unchanged, and
 //! dropping the client's request drops the upstream call, which cancels it.
 
@@ -26,13 +26,12 @@ use axum::{
 };
 use bytes::Bytes;
 use http_body::Frame;
-use tonic::{Status, transport::Channel};
-use tower::{Service, ServiceExt};
+use tonic::Status;
 
 use crate::{
     limits::RateLimits,
     methods::{Method, MethodTable, RateLimit},
-    upstream::Upstreams,
+    upstream::{UpstreamBody, UpstreamError, Upstreams},
 };
 
 /// Headers a client must not be able to set, because an upstream might read them as identity or
@@ -119,7 +118,7 @@ impl Proxy {
         parts.headers.remove(http::header::CONTENT_LENGTH);
         let oversized = Arc::new(AtomicBool::new(false));
         let body = MessageLimitBody::new(body, self.max_message_bytes, oversized.clone());
-        let upstream_request = Request::from_parts(parts, tonic::body::Body::new(body));
+        let upstream_request = Request::from_parts(parts, UpstreamBody::new(body));
         let response = self
             .call_upstream(method, upstream_request)
             .await
@@ -136,7 +135,7 @@ impl Proxy {
             // A stream outliving its token is ended as the token expires; the client refreshes
             // and resumes from its cursor.
             Some(expires_at) if method.server_streaming => {
-                Body::new(ExpiringBody::new(body, expires_at))
+                Body::new(ExpiringBody::new(tonic::body::Body::new(body), expires_at))
             }
             _ => Body::new(body),
         };
@@ -146,29 +145,9 @@ impl Proxy {
     async fn call_upstream(
         &self,
         method: &Method,
-        request: Request<tonic::body::Body>,
-    ) -> Result<Response<tonic::body::Body>, Status> {
-        let mut channel: Channel = self.upstreams.channel(method.upstream);
-        let ready = channel.ready();
-        tokio::pin!(ready);
-        // Almost always ready at once: then no timer is armed for it.
-        let ready = match futures::poll!(&mut ready) {
-            Poll::Ready(ready) => Ok(ready),
-            Poll::Pending => tokio::time::timeout(self.upstreams.connect_timeout, ready).await,
-        };
-        match ready {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "upstream not ready");
-                return Err(Status::unavailable("upstream unavailable"));
-            }
-            Err(_) => {
-                return Err(Status::unavailable(
-                    "upstream unavailable (no ready connection)",
-                ));
-            }
-        }
-        let call = channel.call(request);
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<hyper::body::Incoming>, Status> {
+        let call = self.upstreams.pool(method.upstream).send(request);
         let response = if method.is_unary() {
             tokio::time::timeout(self.unary_timeout, call)
                 .await
@@ -176,9 +155,14 @@ impl Proxy {
         } else {
             call.await
         };
-        response.map_err(|error| {
-            tracing::warn!(%error, "upstream call failed");
-            Status::unavailable("upstream unavailable")
+        response.map_err(|error| match error {
+            UpstreamError::Unavailable => {
+                Status::unavailable("upstream unavailable (no connection is up)")
+            }
+            UpstreamError::Call(error) => {
+                tracing::warn!(%error, "upstream call failed");
+                Status::unavailable("upstream unavailable")
+            }
         })
     }
 }
