@@ -4,9 +4,9 @@
 //! For each call: find the method in the [`MethodTable`] (unknown or internal paths answer
 //! UNIMPLEMENTED), check the access token unless the method is public (UNAUTHENTICATED before any
 //! upstream call), apply rate limits, strip headers an upstream might take as identity, then send
-//! the request to the upstream's connection pool (`upstream.rs`). Bodies stream through in both directions without
-//! buffering; trailers, status codes, error details and `grpc-timeout` pass through unchanged, and
-//! dropping the client's request drops the upstream call, which cancels it.
+//! the request to the upstream's connection pool (`upstream.rs`). Bodies stream through in both
+//! directions without buffering; trailers, status codes, error details and `grpc-timeout` pass
+//! through unchanged, and dropping the client's request drops the upstream call, which cancels it.
 
 use std::{
     net::{IpAddr, SocketAddr},
