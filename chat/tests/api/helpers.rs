@@ -37,7 +37,6 @@ pub struct TestApp {
     pub auth_addr: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
-    pub db: PgPool,
     keys_used: std::sync::atomic::AtomicUsize,
 }
 
@@ -64,7 +63,6 @@ pub async fn spawn_app_with(db: PgPool, configure: impl FnOnce(&mut chat::Config
         auth_addr,
         channel,
         auth,
-        db,
         keys_used: Default::default(),
     }
 }
@@ -114,7 +112,6 @@ impl TestApp {
         bearer(&mut upload, &token);
         self.auth.clone().upload_device_keys(upload).await.unwrap();
         let device = TestDevice {
-            username: username.to_owned(),
             user_id: login.user.unwrap().user_id,
             device_id: login.device.unwrap().device_id,
             token,
@@ -155,7 +152,6 @@ impl TestApp {
 /// One logged-in device with keys, and a chat client.
 #[derive(Clone)]
 pub struct TestDevice {
-    pub username: String,
     pub user_id: String,
     pub device_id: String,
     pub token: String,
@@ -175,6 +171,22 @@ impl TestDevice {
     pub async fn on_replica(&self, addr: SocketAddr) -> TestDevice {
         TestDevice {
             chat: ChatServiceClient::new(testkit::connect(addr).await),
+            ..self.clone()
+        }
+    }
+
+    /// The same device on a connection with small HTTP/2 flow-control windows (64 KiB), so that
+    /// a client that does not read soon stops the server from writing.
+    pub async fn with_small_windows(&self, addr: SocketAddr) -> TestDevice {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .initial_stream_window_size(Some(65_535))
+            .initial_connection_window_size(Some(65_535))
+            .connect()
+            .await
+            .unwrap();
+        TestDevice {
+            chat: ChatServiceClient::new(channel),
             ..self.clone()
         }
     }

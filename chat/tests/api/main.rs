@@ -2,5 +2,7 @@
 //! test against its own freshly migrated database.
 
 mod conversations;
+mod delivery;
 mod helpers;
+mod sending;
 mod serving;

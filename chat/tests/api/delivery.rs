@@ -1,0 +1,407 @@
+use std::time::Duration;
+
+use proto::chat::v1::{self as pb, open_stream_request::Request as Kind, stream_event::Event};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::helpers::{
+    TestDevice, next_event, next_message, reason, replay, spawn_app, spawn_app_with, spawn_chat,
+};
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_users_exchange_messages_over_subscribe(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let bobs_view = bob.open_direct(&alice).await;
+    let mut alice_events = alice.subscribe(&[]).await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    assert!(replay(&mut alice_events).await.is_empty());
+    assert!(replay(&mut bob_events).await.is_empty());
+
+    alice.send_text(&conversation, "hi bob").await.unwrap();
+    let to_bob = next_message(&mut bob_events).await;
+    bob.send_text(&bobs_view, "hi alice").await.unwrap();
+    let to_alice = next_message(&mut alice_events).await;
+
+    assert_eq!(bob.open(&to_bob, &alice), "hi bob");
+    assert_eq!(to_bob.sequence, 1);
+    assert_eq!(alice.open(&to_alice, &bob), "hi alice");
+    assert_eq!(to_alice.sequence, 2);
+}
+
+/// A client of OpenStream: the requests it sends and the responses it reads.
+struct BidiStream {
+    requests: mpsc::Sender<pb::OpenStreamRequest>,
+    responses: tonic::Streaming<pb::OpenStreamResponse>,
+}
+
+impl BidiStream {
+    async fn open(device: &TestDevice, positions: Vec<pb::ConversationPosition>) -> Self {
+        let (requests, outgoing) = mpsc::channel(16);
+        requests
+            .send(pb::OpenStreamRequest {
+                request: Some(Kind::Start(pb::StartStream { positions })),
+            })
+            .await
+            .unwrap();
+        let responses = device
+            .chat
+            .clone()
+            .open_stream(device.request(ReceiverStream::new(outgoing)))
+            .await
+            .unwrap()
+            .into_inner();
+        Self {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, request_id: &str, envelope: pb::Envelope) {
+        let send = pb::StreamSend {
+            request_id: request_id.to_owned(),
+            envelope: Some(envelope),
+        };
+        self.requests
+            .send(pb::OpenStreamRequest {
+                request: Some(Kind::Send(send)),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> pb::open_stream_response::Response {
+        loop {
+            let response = tokio::time::timeout(Duration::from_secs(5), self.responses.message())
+                .await
+                .expect("a response within 5 s")
+                .unwrap()
+                .expect("the stream is open");
+            match response.response.unwrap() {
+                pb::open_stream_response::Response::Event(pb::StreamEvent {
+                    event: Some(Event::Heartbeat(_)),
+                }) => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> pb::Message {
+        loop {
+            if let pb::open_stream_response::Response::Event(pb::StreamEvent {
+                event: Some(Event::Message(message)),
+            }) = self.next().await
+            {
+                return message;
+            }
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_users_exchange_messages_over_the_bidirectional_stream(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let bobs_view = bob.open_direct(&alice).await;
+    let mut alice_stream = BidiStream::open(&alice, Vec::new()).await;
+    let mut bob_stream = BidiStream::open(&bob, Vec::new()).await;
+    for stream in [&mut alice_stream, &mut bob_stream] {
+        assert!(matches!(
+            stream.next().await,
+            pb::open_stream_response::Response::Event(pb::StreamEvent {
+                event: Some(Event::CaughtUp(_))
+            })
+        ));
+    }
+
+    alice_stream
+        .send(
+            "r1",
+            alice.envelope_for(&conversation, "over the stream").await,
+        )
+        .await;
+    let answer = alice_stream.next().await;
+    let to_bob = bob_stream.next_message().await;
+    bob_stream
+        .send("r2", bob.envelope_for(&bobs_view, "and back").await)
+        .await;
+    let to_alice = alice_stream.next_message().await;
+    let bad = pb::Envelope {
+        nonce: vec![0; 3],
+        ..bob.envelope_for(&bobs_view, "x").await
+    };
+    bob_stream.send("r3", bad).await;
+    let rejected = loop {
+        match bob_stream.next().await {
+            pb::open_stream_response::Response::SendRejected(rejected) => break rejected,
+            _ => continue,
+        }
+    };
+
+    let pb::open_stream_response::Response::SendResult(result) = answer else {
+        panic!("expected a send result, got {answer:?}");
+    };
+    assert_eq!(result.request_id, "r1");
+    assert_eq!(result.result.unwrap().sequence, 1);
+    assert_eq!(bob.open(&to_bob, &alice), "over the stream");
+    assert_eq!(alice.open(&to_alice, &bob), "and back");
+    assert_eq!(rejected.request_id, "r3");
+    assert_eq!(rejected.code, Code::InvalidArgument as i32);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_resumed_stream_gets_exactly_the_missed_messages(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let id = conversation.conversation_id.clone();
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+    for n in 1..=2 {
+        alice
+            .send_text(&conversation, &format!("m{n}"))
+            .await
+            .unwrap();
+    }
+    let seen = [
+        next_message(&mut bob_events).await.sequence,
+        next_message(&mut bob_events).await.sequence,
+    ];
+    drop(bob_events);
+
+    for n in 3..=5 {
+        alice
+            .send_text(&conversation, &format!("m{n}"))
+            .await
+            .unwrap();
+    }
+    let mut resumed = bob.subscribe(&[(&id, 2)]).await;
+    let missed = replay(&mut resumed).await;
+    bob.acknowledge(&id, 4, 0).await.unwrap();
+    let mut from_stored_position = bob.subscribe(&[]).await;
+    let after_ack = replay(&mut from_stored_position).await;
+
+    assert_eq!(seen, [1, 2]);
+    let missed: Vec<_> = missed
+        .iter()
+        .map(|m| (m.sequence, bob.open(m, &alice)))
+        .collect();
+    assert_eq!(
+        missed,
+        [(3, "m3".into()), (4, "m4".into()), (5, "m5".into())]
+    );
+    assert_eq!(
+        after_ack.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+        [5]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn subscribing_while_messages_arrive_loses_and_repeats_nothing(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let mut envelopes = Vec::new();
+    for n in 0..30 {
+        envelopes.push(alice.envelope_for(&conversation, &format!("m{n}")).await);
+    }
+    let sender = alice.clone();
+    let sending = tokio::spawn(async move {
+        for envelope in envelopes {
+            sender.send(envelope).await.unwrap();
+        }
+    });
+
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    let mut sequences: Vec<u64> = replay(&mut bob_events)
+        .await
+        .iter()
+        .map(|m| m.sequence)
+        .collect();
+    while sequences.last() != Some(&30) {
+        sequences.push(next_message(&mut bob_events).await.sequence);
+    }
+    sending.await.unwrap();
+
+    assert_eq!(sequences, (1..=30).collect::<Vec<_>>());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn users_on_different_replicas_reach_each_other(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let replica_b = spawn_chat(&db, app.auth_addr, |_| {}, std::future::pending()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await.on_replica(replica_b).await;
+    let conversation = alice.open_direct(&bob).await;
+    let bobs_view = bob.open_direct(&alice).await;
+    let mut alice_events = alice.subscribe(&[]).await;
+    let mut bob_events = loop {
+        // Replica B fetches auth's token keys in the background after start.
+        let request = bob.request(pb::SubscribeRequest::default());
+        match bob.chat.clone().subscribe(request).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    replay(&mut alice_events).await;
+    replay(&mut bob_events).await;
+
+    alice
+        .send_text(&conversation, "from replica A")
+        .await
+        .unwrap();
+    let to_bob = next_message(&mut bob_events).await;
+    bob.send_text(&bobs_view, "from replica B").await.unwrap();
+    let to_alice = next_message(&mut alice_events).await;
+
+    assert_eq!(bob.open(&to_bob, &alice), "from replica A");
+    assert_eq!(alice.open(&to_alice, &bob), "from replica B");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
+    let app = spawn_app_with(db, |config| config.streams.queue = 4).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await.with_small_windows(app.addr).await;
+    let conversation = alice.open_direct(&bob).await;
+    let id = conversation.conversation_id.clone();
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+    let big = "x".repeat(60_000);
+
+    // Bob does not read while alice sends.
+    for _ in 0..30 {
+        alice.send_text(&conversation, &big).await.unwrap();
+    }
+    let mut received = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(5), bob_events.message())
+            .await
+            .expect("the stream ends within 5 s")
+        {
+            Ok(Some(response)) => {
+                if let Some(Event::Message(message)) = response.event.and_then(|e| e.event) {
+                    received.push(message.sequence);
+                }
+            }
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    let last = received.last().copied().unwrap_or(0);
+    let mut resumed = bob.subscribe(&[(&id, last)]).await;
+    received.extend(replay(&mut resumed).await.iter().map(|m| m.sequence));
+
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "SLOW_CONSUMER");
+    assert!(last < 30, "the stream was not cut");
+    assert_eq!(received, (1..=30).collect::<Vec<_>>());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn streams_send_heartbeats(db: PgPool) {
+    let app = spawn_app_with(db, |config| {
+        config.streams.heartbeat = Duration::from_secs(1)
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let mut events = alice.subscribe(&[]).await;
+    replay(&mut events).await;
+
+    let event = tokio::time::timeout(Duration::from_secs(3), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    assert!(matches!(
+        event.event.and_then(|e| e.event),
+        Some(Event::Heartbeat(_))
+    ));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn on_shutdown_streams_end_with_unavailable(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let replica = spawn_chat(&db, app.auth_addr, |_| {}, async {
+        let _ = stopped.await;
+    })
+    .await;
+    let alice = app.user("alice").await.on_replica(replica).await;
+    let mut events = loop {
+        let request = alice.request(pb::SubscribeRequest::default());
+        match alice.chat.clone().subscribe(request).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    replay(&mut events).await;
+
+    stop.send(()).unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn receipts_and_typing_reach_the_other_participant(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let id = conversation.conversation_id.clone();
+    alice.send_text(&conversation, "read me").await.unwrap();
+    let mut alice_events = alice.subscribe(&[]).await;
+    replay(&mut alice_events).await;
+
+    bob.acknowledge(&id, 1, 1).await.unwrap();
+    let receipt = next_event(&mut alice_events).await;
+    let typing = || async {
+        let request = bob.request(pb::SendTypingRequest {
+            conversation_id: id.clone(),
+        });
+        bob.chat.clone().send_typing(request).await
+    };
+    typing().await.unwrap();
+    let indicator = next_event(&mut alice_events).await;
+    let too_soon = typing().await.unwrap_err();
+
+    let Event::Receipt(receipt) = receipt else {
+        panic!("expected a receipt, got {receipt:?}");
+    };
+    assert_eq!(
+        (receipt.user_id, receipt.device_id, receipt.read_sequence),
+        (bob.user_id.clone(), bob.device_id.clone(), 1)
+    );
+    let Event::Typing(indicator) = indicator else {
+        panic!("expected a typing indicator, got {indicator:?}");
+    };
+    assert_eq!(indicator.user_id, bob.user_id);
+    assert_eq!(too_soon.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&too_soon), "RATE_LIMITED");
+}
