@@ -129,7 +129,7 @@ impl Hub {
             if let Err(error) = self.route(event, &participants).await {
                 // Without the participants we cannot tell who to wake: wake everyone.
                 tracing::warn!(%error, "cannot route a bus event; resyncing every stream");
-                self.each(|_| true, |work| work.resync = true);
+                self.resync_all();
             }
         }
     }
@@ -138,8 +138,9 @@ impl Hub {
         match event {
             BusEvent::NewMessages { conversation, .. } => {
                 let users = participants.of(conversation).await?;
-                self.each(
-                    |inbox| users.contains(&inbox.user),
+                self.each_of(
+                    &users,
+                    |_| true,
                     |work| {
                         work.dirty.insert(conversation);
                     },
@@ -148,25 +149,27 @@ impl Hub {
             BusEvent::Receipt(receipt) => {
                 let users = participants.of(receipt.conversation).await?;
                 self.push(
-                    |inbox| users.contains(&inbox.user) && inbox.device != receipt.device,
+                    &users,
+                    |inbox| inbox.device != receipt.device,
                     Ephemeral::Receipt(receipt),
                 );
             }
             BusEvent::Typing(typing) => {
                 let users = participants.of(typing.conversation).await?;
                 self.push(
-                    |inbox| users.contains(&inbox.user) && inbox.user != typing.user,
+                    &users,
+                    |inbox| inbox.user != typing.user,
                     Ephemeral::Typing(typing),
                 );
             }
-            BusEvent::Resync => self.each(|_| true, |work| work.resync = true),
+            BusEvent::Resync => self.resync_all(),
         }
         Ok(())
     }
 
-    fn push(&self, to: impl Fn(&Inbox) -> bool, event: Ephemeral) {
+    fn push(&self, users: &[UserId], to: impl Fn(&Inbox) -> bool, event: Ephemeral) {
         let max_events = self.max_events;
-        self.each(to, |work| {
+        self.each_of(users, to, |work| {
             if work.events.len() >= max_events {
                 work.overflowed = true;
             } else {
@@ -175,10 +178,25 @@ impl Hub {
         });
     }
 
-    fn each(&self, to: impl Fn(&Inbox) -> bool, change: impl Fn(&mut Work)) {
+    /// Changes the work of the streams of `users` that pass `to`, and wakes them. Only those
+    /// users' streams are visited, so an event costs the same with 10 or 50,000 streams open.
+    fn each_of(&self, users: &[UserId], to: impl Fn(&Inbox) -> bool, change: impl Fn(&mut Work)) {
         let streams = lock(&self.streams);
-        for inbox in streams.values().flatten().filter(|inbox| to(inbox)) {
+        for inbox in users
+            .iter()
+            .filter_map(|user| streams.get(user))
+            .flatten()
+            .filter(|inbox| to(inbox))
+        {
             change(&mut lock(&inbox.work));
+            inbox.ready.notify_one();
+        }
+    }
+
+    fn resync_all(&self) {
+        let streams = lock(&self.streams);
+        for inbox in streams.values().flatten() {
+            lock(&inbox.work).resync = true;
             inbox.ready.notify_one();
         }
     }

@@ -405,3 +405,82 @@ async fn receipts_and_typing_reach_the_other_participant(db: PgPool) {
     assert_eq!(too_soon.code(), Code::ResourceExhausted);
     assert_eq!(reason(&too_soon), "RATE_LIMITED");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_device_gets_a_limited_number_of_streams(db: PgPool) {
+    let app = spawn_app_with(db, |config| config.limits.max_streams_per_device = 1).await;
+    let alice = app.user("alice").await;
+    let _first = alice.subscribe(&[]).await;
+
+    let second = alice
+        .chat
+        .clone()
+        .subscribe(alice.request(pb::SubscribeRequest::default()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(second.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&second), "TOO_MANY_STREAMS");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_bidirectional_stream_must_start_with_start(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let (requests, outgoing) = mpsc::channel(1);
+    requests
+        .send(pb::OpenStreamRequest {
+            request: Some(Kind::Typing(pb::StreamTyping::default())),
+        })
+        .await
+        .unwrap();
+
+    let status = alice
+        .chat
+        .clone()
+        .open_stream(alice.request(ReceiverStream::new(outgoing)))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_conversation_opened_while_streaming_is_delivered_from_its_start(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+
+    let conversation = alice.open_direct(&bob).await;
+    alice.send_text(&conversation, "first words").await.unwrap();
+    let message = next_message(&mut bob_events).await;
+
+    assert_eq!(message.sequence, 1);
+    assert_eq!(bob.open(&message, &alice), "first words");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_device_of_a_participant_receives_a_message_live(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let bob_laptop = app.device("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let mut on_phone = bob.subscribe(&[]).await;
+    let mut on_laptop = bob_laptop.subscribe(&[]).await;
+    replay(&mut on_phone).await;
+    replay(&mut on_laptop).await;
+
+    alice.send_text(&conversation, "both of you").await.unwrap();
+
+    assert_eq!(
+        bob.open(&next_message(&mut on_phone).await, &alice),
+        "both of you"
+    );
+    assert_eq!(
+        bob_laptop.open(&next_message(&mut on_laptop).await, &alice),
+        "both of you"
+    );
+}

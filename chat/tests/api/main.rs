@@ -4,5 +4,6 @@
 mod conversations;
 mod delivery;
 mod helpers;
+mod history;
 mod sending;
 mod serving;
