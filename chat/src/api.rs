@@ -278,7 +278,7 @@ async fn serve_stream_requests(
                         Ok(committed) => Outgoing::SendResult(send.request_id, committed),
                         Err(error) => Outgoing::SendRejected(send.request_id, error),
                     };
-                    let _ = outbox.push(item);
+                    let _ = outbox.push(item).await;
                     drop(permit);
                 });
             }

@@ -64,9 +64,11 @@ pub struct CommitSettings {
 /// Streams and the bus that wakes them.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    /// `CHAT_STREAM_QUEUE`: events waiting to be written to one stream; a live stream whose queue
-    /// overflows ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER), default 256.
+    /// `CHAT_STREAM_QUEUE`: events waiting to be written to one stream, default 256.
     pub queue: usize,
+    /// `CHAT_STREAM_STALL_MS`: how long a live event may wait for room in a full queue before the
+    /// stream ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER), default 2,000 ms.
+    pub stall_limit: Duration,
     /// `CHAT_HEARTBEAT_SECS`: interval of heartbeat events, default 15 s.
     pub heartbeat: Duration,
     /// `CHAT_REPLAY_PAGE`: messages read from the database at a time when a stream catches up,
@@ -115,6 +117,7 @@ impl Config {
             },
             streams: StreamSettings {
                 queue: positive(&env, "STREAM_QUEUE", 256)?,
+                stall_limit: Duration::from_millis(positive(&env, "STREAM_STALL_MS", 2_000)?),
                 heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 500)?),

@@ -9,10 +9,13 @@
 //! the cursor only moves past what was queued.
 //!
 //! Backpressure: each stream has one bounded queue (`CHAT_STREAM_QUEUE`). The replay waits for
-//! room (the client is pulling history; reading stops while it does not read). Live delivery
-//! never waits: when the queue is full the stream ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER),
-//! and the client resumes from its cursor. Memory per stream is bounded by the queue and one
-//! page of reads.
+//! room as long as it takes (the client is pulling history; reading stops while it does not
+//! read). Live items wait for room at most `CHAT_STREAM_STALL_MS`: a burst larger than the queue
+//! is fine for a client that reads, but a queue that stays full that long ends the stream with
+//! RESOURCE_EXHAUSTED (SLOW_CONSUMER), and the client resumes from its cursor. While the stream
+//! task waits, new work collapses into its inbox (a set of conversations to re-read and a
+//! bounded list of receipts and typing indicators), so memory per stream is bounded by the queue,
+//! one page of reads and the inbox, whatever the sender does.
 
 use std::{
     collections::HashMap,
@@ -70,6 +73,7 @@ pub struct Delivery {
 pub struct Outbox {
     queue: mpsc::Sender<Outgoing>,
     end: Arc<Mutex<Option<oneshot::Sender<Error>>>>,
+    stall_limit: Duration,
 }
 
 /// The reading end: what tonic writes to the client. Ends with the error the stream ended with.
@@ -112,6 +116,7 @@ impl Delivery {
         let outbox = Outbox {
             queue,
             end: Arc::new(Mutex::new(Some(end))),
+            stall_limit: self.settings.stall_limit,
         };
         let stream = EventStream {
             queue: receiver,
@@ -135,19 +140,32 @@ impl Delivery {
 }
 
 impl Outbox {
-    /// Queues `item` without waiting; on a full queue ends the stream with SLOW_CONSUMER.
+    /// Queues a live item. A burst larger than the queue is fine while the client reads: the
+    /// item waits for room, up to the stall limit. When the queue stays full that long the stream
+    /// ends with SLOW_CONSUMER.
     ///
     /// # Errors
     /// [`Error::SlowConsumer`], or [`Error::ShuttingDown`] when the stream is gone.
-    pub fn push(&self, item: Outgoing) -> Result<(), Error> {
-        match self.queue.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+    pub async fn push(&self, item: Outgoing) -> Result<(), Error> {
+        let item = match self.queue.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
+        match tokio::time::timeout(self.stall_limit, self.queue.send(item)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => {
                 self.end(Error::SlowConsumer);
                 Err(Error::SlowConsumer)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
         }
+    }
+
+    /// Queues `item` only if there is room right away (for heartbeats: a stream with a busy queue
+    /// is not idle).
+    fn offer(&self, item: Outgoing) {
+        let _ = self.queue.try_send(item);
     }
 
     /// Ends the stream with `error` (the first end wins); queued items are dropped.
@@ -167,6 +185,7 @@ impl Outbox {
         self.queue.closed().await;
     }
 
+    /// Queues a replayed item, waiting as long as it takes (the client is pulling history).
     async fn send(&self, item: Outgoing, shutdown: &CancellationToken) -> Result<(), Error> {
         tokio::select! {
             sent = self.queue.send(item) => sent.map_err(|_| Error::ShuttingDown),
@@ -255,7 +274,7 @@ impl StreamTask {
                 () = self.outbox.closed() => return Ok(()),
                 () = inbox.ready.notified() => self.work(inbox.take()).await?,
                 _ = heartbeat.tick() => {
-                    self.outbox.push(Outgoing::Heartbeat(OffsetDateTime::now_utc()))?;
+                    self.outbox.offer(Outgoing::Heartbeat(OffsetDateTime::now_utc()));
                 }
             }
         }
@@ -287,7 +306,7 @@ impl StreamTask {
             self.catch_up(conversation, false).await?;
         }
         for event in work.events {
-            self.outbox.push(Outgoing::Ephemeral(event))?;
+            self.outbox.push(Outgoing::Ephemeral(event)).await?;
         }
         Ok(())
     }
@@ -313,7 +332,7 @@ impl StreamTask {
                 if replay {
                     self.outbox.send(item, &self.shutdown).await?;
                 } else {
-                    self.outbox.push(item)?;
+                    self.outbox.push(item).await?;
                 }
                 self.cursors.insert(conversation, sequence);
             }

@@ -272,7 +272,11 @@ async fn users_on_different_replicas_reach_each_other(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
-    let app = spawn_app_with(db, |config| config.streams.queue = 4).await;
+    let app = spawn_app_with(db, |config| {
+        config.streams.queue = 4;
+        config.streams.stall_limit = Duration::from_millis(200);
+    })
+    .await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await.with_small_windows(app.addr).await;
     let conversation = alice.open_direct(&bob).await;
@@ -483,4 +487,29 @@ async fn every_device_of_a_participant_receives_a_message_live(db: PgPool) {
         bob_laptop.open(&next_message(&mut on_laptop).await, &alice),
         "both of you"
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_burst_larger_than_the_queue_reaches_a_client_that_reads(db: PgPool) {
+    let app = spawn_app_with(db, |config| config.streams.queue = 2).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let mut envelopes = Vec::new();
+    for n in 0..20 {
+        envelopes.push(alice.envelope_for(&conversation, &format!("m{n}")).await);
+    }
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+
+    let sends = envelopes.into_iter().map(|envelope| alice.send(envelope));
+    for result in futures::future::join_all(sends).await {
+        result.unwrap();
+    }
+    let mut sequences = Vec::new();
+    while sequences.len() < 20 {
+        sequences.push(next_message(&mut bob_events).await.sequence);
+    }
+
+    assert_eq!(sequences, (1..=20).collect::<Vec<_>>());
 }
