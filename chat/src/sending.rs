@@ -243,14 +243,14 @@ fn check_recipients(
     let mut mismatch = DeviceListMismatch::default();
     let mut covered = HashSet::with_capacity(recipients.len());
     for recipient in recipients {
-        match current.get(&recipient.device) {
-            None => mismatch.extra.push(recipient.device.to_string()),
-            Some(fingerprint) if *fingerprint != recipient.key_fingerprint.as_slice() => {
-                mismatch.stale.push(recipient.device.to_string());
-            }
-            Some(_) => {
-                covered.insert(recipient.device);
-            }
+        let Some(fingerprint) = current.get(&recipient.device) else {
+            mismatch.extra.push(recipient.device.to_string());
+            continue;
+        };
+        // A stale entry is there, with the wrong key: stale, not missing.
+        covered.insert(recipient.device);
+        if *fingerprint != recipient.key_fingerprint.as_slice() {
+            mismatch.stale.push(recipient.device.to_string());
         }
     }
     mismatch.missing = current
@@ -321,3 +321,6 @@ async fn find_stored(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests;

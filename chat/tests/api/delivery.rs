@@ -513,3 +513,30 @@ async fn a_burst_larger_than_the_queue_reaches_a_client_that_reads(db: PgPool) {
 
     assert_eq!(sequences, (1..=20).collect::<Vec<_>>());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_committed_while_the_bus_listener_reconnects_is_still_delivered(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+
+    // Cut the LISTEN connection: its notifications are lost until it reconnects.
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and query ilike 'listen%'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    alice
+        .send_text(&conversation, "during the gap")
+        .await
+        .unwrap();
+    let message = next_message(&mut bob_events).await;
+
+    assert_eq!(cut, [true]);
+    assert_eq!(bob.open(&message, &alice), "during the gap");
+}

@@ -167,6 +167,7 @@ async fn a_wrong_recipient_set_is_refused_with_the_missing_extra_and_stale_devic
     assert!(extra.missing_device_ids.is_empty());
     let stale = device_list_mismatch(&stale.unwrap_err());
     assert_eq!(stale.stale_device_ids, std::slice::from_ref(&bob.device_id));
+    assert!(stale.missing_device_ids.is_empty());
     assert_eq!(exact.unwrap().sequence, 1);
 }
 
