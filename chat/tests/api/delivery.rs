@@ -540,3 +540,29 @@ async fn a_message_committed_while_the_bus_listener_reconnects_is_still_delivere
     assert_eq!(cut, [true]);
     assert_eq!(bob.open(&message, &alice), "during the gap");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_ends_with_unauthenticated_when_its_token_expires(db: PgPool) {
+    let app = crate::helpers::spawn_app_with_auth(
+        db,
+        |auth| auth.tokens.access_token_ttl = Duration::from_secs(3),
+        |_| {},
+    )
+    .await;
+    let alice = app.user("alice").await;
+    let mut events = alice.subscribe(&[]).await;
+    replay(&mut events).await;
+
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(6), events.message())
+            .await
+            .expect("the stream ends within 6 s")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}

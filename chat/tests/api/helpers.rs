@@ -47,10 +47,21 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 
 /// As [`spawn_app`], with chat's configuration adjusted by `configure`.
 pub async fn spawn_app_with(db: PgPool, configure: impl FnOnce(&mut chat::Config)) -> TestApp {
+    spawn_app_with_auth(db, |_| {}, configure).await
+}
+
+/// As [`spawn_app`], with auth's and chat's configurations adjusted.
+pub async fn spawn_app_with_auth(
+    db: PgPool,
+    configure_auth: impl FnOnce(&mut auth::Config),
+    configure: impl FnOnce(&mut chat::Config),
+) -> TestApp {
     let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth_addr = auth_listener.local_addr().unwrap();
+    let mut auth_config = auth::Config::for_tests();
+    configure_auth(&mut auth_config);
     tokio::spawn(auth::run(
-        auth::Config::for_tests(),
+        auth_config,
         db.clone(),
         auth_listener,
         std::future::pending(),
