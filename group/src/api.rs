@@ -1,26 +1,46 @@
 //! The gRPC surface of the group service: proto <-> domain, nothing else.
 //!
-//! Not implemented yet: every RPC answers UNIMPLEMENTED until the groups issue lands (groups,
-//! membership, roles, membership events).
+//! Every RPC of both services checks the caller's access token first, so a call that bypasses the
+//! gateway is refused too. `group.internal.v1` accepts any valid token (the user in it does not
+//! filter results); its event stream ends with UNAUTHENTICATED when that token expires, and the
+//! caller resumes from its cursor with a fresh one.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc, time::SystemTime};
 
-use common::grpc::not_implemented;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
-use tokio_stream::Stream;
+use time::OffsetDateTime;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-/// Implements `group.v1.GroupService`. Every RPC checks the caller's access
-/// token first, so a call that bypasses the gateway is refused too.
+use crate::{
+    Error,
+    directory::Credentials,
+    events::{EventKind, MembershipEvent},
+    groups::{Group, PageCursor},
+    ids::{GroupId, Role, UserId},
+    service::{Caller, GroupService, MemberWithDevices},
+};
+
+/// Implements `group.v1.GroupService`.
 #[derive(Clone)]
 pub struct GroupApi {
     validator: token::RemoteValidator,
+    service: Arc<GroupService>,
 }
 
 impl GroupApi {
-    /// The API, checking tokens with `validator`.
-    pub fn new(validator: token::RemoteValidator) -> Self {
-        Self { validator }
+    pub(crate) fn new(validator: token::RemoteValidator, service: Arc<GroupService>) -> Self {
+        Self { validator, service }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let claims = self.validator.authenticate(request).await?;
+        Ok(Caller {
+            user: UserId(claims.user_id),
+            credentials: Credentials(request.metadata().get("authorization").cloned()),
+        })
     }
 }
 
@@ -30,86 +50,163 @@ impl pb::group_service_server::GroupService for GroupApi {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("CreateGroup"))
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let members = user_ids("member_user_ids", &request.member_user_ids)?;
+        let group = self
+            .service
+            .create_group(&caller, request.name, members)
+            .await?;
+        Ok(Response::new(pb::CreateGroupResponse {
+            group: Some(group_pb(&group)),
+        }))
     }
 
     async fn get_group(
         &self,
         request: Request<pb::GetGroupRequest>,
     ) -> Result<Response<pb::GetGroupResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("GetGroup"))
+        let caller = self.caller(&request).await?;
+        let group = group_id(&request.get_ref().group_id)?;
+        let group = self.service.get_group(&caller, group).await?;
+        Ok(Response::new(pb::GetGroupResponse {
+            group: Some(group_pb(&group)),
+        }))
     }
 
     async fn list_my_groups(
         &self,
         request: Request<pb::ListMyGroupsRequest>,
     ) -> Result<Response<pb::ListMyGroupsResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("ListMyGroups"))
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let after = parse_page_token(&request.page_token)?;
+        let page = self
+            .service
+            .list_my_groups(&caller, request.page_size, after)
+            .await?;
+        Ok(Response::new(pb::ListMyGroupsResponse {
+            groups: page.groups.iter().map(group_pb).collect(),
+            next_page_token: page.next.map(page_token).unwrap_or_default(),
+        }))
     }
 
     async fn rename_group(
         &self,
         request: Request<pb::RenameGroupRequest>,
     ) -> Result<Response<pb::RenameGroupResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("RenameGroup"))
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let group = group_id(&request.group_id)?;
+        let group = self
+            .service
+            .rename_group(&caller, group, request.name)
+            .await?;
+        Ok(Response::new(pb::RenameGroupResponse {
+            group: Some(group_pb(&group)),
+        }))
     }
 
     async fn delete_group(
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("DeleteGroup"))
+        let caller = self.caller(&request).await?;
+        let group = group_id(&request.get_ref().group_id)?;
+        self.service.delete_group(&caller, group).await?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 
     async fn add_members(
         &self,
         request: Request<pb::AddMembersRequest>,
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("AddMembers"))
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let group = group_id(&request.group_id)?;
+        let users = user_ids("user_ids", &request.user_ids)?;
+        let role = match request.role {
+            0 => Role::Member,
+            value => role_from_pb(value)?,
+        };
+        let (group, added) = self
+            .service
+            .add_members(&caller, group, users, role)
+            .await?;
+        Ok(Response::new(pb::AddMembersResponse {
+            group: Some(group_pb(&group)),
+            added_user_ids: added.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("RemoveMember"))
+        let caller = self.caller(&request).await?;
+        let request = request.get_ref();
+        let group = group_id(&request.group_id)?;
+        let user = user_id("user_id", &request.user_id)?;
+        let group = self.service.remove_member(&caller, group, user).await?;
+        Ok(Response::new(pb::RemoveMemberResponse {
+            group: Some(group_pb(&group)),
+        }))
     }
 
     async fn leave_group(
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("LeaveGroup"))
+        let caller = self.caller(&request).await?;
+        let group = group_id(&request.get_ref().group_id)?;
+        self.service.leave_group(&caller, group).await?;
+        Ok(Response::new(pb::LeaveGroupResponse {}))
     }
 
     async fn change_member_role(
         &self,
         request: Request<pb::ChangeMemberRoleRequest>,
     ) -> Result<Response<pb::ChangeMemberRoleResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("ChangeMemberRole"))
+        let caller = self.caller(&request).await?;
+        let request = request.get_ref();
+        let group = group_id(&request.group_id)?;
+        let user = user_id("user_id", &request.user_id)?;
+        let role = role_from_pb(request.role)?;
+        let group = self
+            .service
+            .change_member_role(&caller, group, user, role)
+            .await?;
+        Ok(Response::new(pb::ChangeMemberRoleResponse {
+            group: Some(group_pb(&group)),
+        }))
     }
 
     async fn list_members(
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        self.validator.authenticate(&request).await?;
-        Err(not_implemented("ListMembers"))
+        let caller = self.caller(&request).await?;
+        let group = group_id(&request.get_ref().group_id)?;
+        let (members, version) = self.service.list_members(&caller, group).await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members.into_iter().map(member_pb).collect(),
+            membership_version: version_pb(version),
+        }))
     }
 }
 
 /// Implements `group.internal.v1.GroupInternalService`.
-#[derive(Debug, Default)]
-pub struct GroupInternalApi;
+#[derive(Clone)]
+pub struct GroupInternalApi {
+    validator: token::RemoteValidator,
+    service: Arc<GroupService>,
+}
+
+impl GroupInternalApi {
+    pub(crate) fn new(validator: token::RemoteValidator, service: Arc<GroupService>) -> Self {
+        Self { validator, service }
+    }
+}
 
 type MembershipEvents =
     Pin<Box<dyn Stream<Item = Result<internal_pb::WatchMembershipEventsResponse, Status>> + Send>>;
@@ -120,22 +217,170 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
 
     async fn get_membership(
         &self,
-        _: Request<internal_pb::GetMembershipRequest>,
+        request: Request<internal_pb::GetMembershipRequest>,
     ) -> Result<Response<internal_pb::GetMembershipResponse>, Status> {
-        Err(not_implemented("GetMembership"))
+        // Any valid access token: the caller's user does not filter the answer.
+        self.validator.authenticate(&request).await?;
+        let group = group_id(&request.get_ref().group_id)?;
+        let membership = self.service.membership(group).await?;
+        Ok(Response::new(internal_pb::GetMembershipResponse {
+            members: membership
+                .members
+                .iter()
+                .map(|member| internal_pb::GroupMember {
+                    user_id: member.user.to_string(),
+                    role: role_pb(member.role),
+                })
+                .collect(),
+            membership_version: version_pb(membership.membership_version),
+        }))
     }
 
     async fn list_user_groups(
         &self,
-        _: Request<internal_pb::ListUserGroupsRequest>,
+        request: Request<internal_pb::ListUserGroupsRequest>,
     ) -> Result<Response<internal_pb::ListUserGroupsResponse>, Status> {
-        Err(not_implemented("ListUserGroups"))
+        self.validator.authenticate(&request).await?;
+        let user = user_id("user_id", &request.get_ref().user_id)?;
+        let groups = self.service.user_groups(user).await?;
+        Ok(Response::new(internal_pb::ListUserGroupsResponse {
+            group_ids: groups.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn watch_membership_events(
         &self,
-        _: Request<internal_pb::WatchMembershipEventsRequest>,
+        request: Request<internal_pb::WatchMembershipEventsRequest>,
     ) -> Result<Response<Self::WatchMembershipEventsStream>, Status> {
-        Err(not_implemented("WatchMembershipEvents"))
+        let claims = self.validator.authenticate(&request).await?;
+        let expires_at = instant_at(claims.expires_at);
+        let receiver = self
+            .service
+            .watch_events(request.get_ref().after_event_id, expires_at)
+            .await?;
+        let stream = ReceiverStream::new(receiver)
+            .map(|item| item.map(|event| event_pb(&event)).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The monotonic instant at which `unix_seconds` (a token's `exp`) is reached.
+fn instant_at(unix_seconds: i64) -> tokio::time::Instant {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let remaining = u64::try_from(unix_seconds.saturating_sub(now)).unwrap_or(0);
+    tokio::time::Instant::now() + std::time::Duration::from_secs(remaining)
+}
+
+fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
+    Uuid::try_parse(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
+}
+
+fn group_id(value: &str) -> Result<GroupId, Error> {
+    parse_uuid("group_id", value).map(GroupId)
+}
+
+fn user_id(field: &str, value: &str) -> Result<UserId, Error> {
+    parse_uuid(field, value).map(UserId)
+}
+
+fn user_ids(field: &str, values: &[String]) -> Result<Vec<UserId>, Error> {
+    values.iter().map(|value| user_id(field, value)).collect()
+}
+
+fn role_from_pb(value: i32) -> Result<Role, Error> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Owner) => Ok(Role::Owner),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Member) => Ok(Role::Member),
+        Ok(pb::Role::Unspecified) | Err(_) => Err(Error::InvalidArgument(
+            "role must be ROLE_OWNER, ROLE_ADMIN or ROLE_MEMBER".into(),
+        )),
+    }
+}
+
+fn role_pb(role: Role) -> i32 {
+    match role {
+        Role::Owner => pb::Role::Owner,
+        Role::Admin => pb::Role::Admin,
+        Role::Member => pb::Role::Member,
+    }
+    .into()
+}
+
+/// Page tokens are opaque to clients: base64url of `<updated_at micros>.<group id>`.
+fn page_token(cursor: PageCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", cursor.updated_at_micros, cursor.id))
+}
+
+fn parse_page_token(token: &str) -> Result<Option<PageCursor>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let malformed = || Error::InvalidArgument("page_token is malformed".into());
+    let decoded = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
+    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (micros, id) = text.split_once('.').ok_or_else(malformed)?;
+    Ok(Some(PageCursor {
+        updated_at_micros: micros.parse().map_err(|_| malformed())?,
+        id: Uuid::try_parse(id).map_err(|_| malformed())?,
+    }))
+}
+
+fn version_pb(version: i64) -> u64 {
+    u64::try_from(version).unwrap_or_default()
+}
+
+fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::from(at))
+}
+
+fn group_pb(group: &Group) -> pb::Group {
+    pb::Group {
+        group_id: group.id.to_string(),
+        name: group.name.clone(),
+        my_role: group.my_role.map_or(0, role_pb),
+        member_count: group.member_count,
+        membership_version: version_pb(group.membership_version),
+        created_at: Some(timestamp(group.created_at)),
+        updated_at: Some(timestamp(group.updated_at)),
+    }
+}
+
+fn member_pb((member, known): MemberWithDevices) -> pb::Member {
+    let (user, devices) = match known {
+        Some(found) => (found.user, found.devices),
+        // Auth no longer knows the user: the id alone, and no device to encrypt for.
+        None => (
+            Some(proto::auth::v1::User {
+                user_id: member.user.to_string(),
+                ..Default::default()
+            }),
+            Vec::new(),
+        ),
+    };
+    pb::Member {
+        user,
+        role: role_pb(member.role),
+        joined_at: Some(timestamp(member.joined_at)),
+        devices,
+    }
+}
+
+fn event_pb(event: &MembershipEvent) -> internal_pb::WatchMembershipEventsResponse {
+    use internal_pb::MembershipEventKind as Kind;
+    let kind = match event.kind {
+        EventKind::MemberAdded => Kind::MemberAdded,
+        EventKind::MemberRemoved => Kind::MemberRemoved,
+        EventKind::RoleChanged => Kind::RoleChanged,
+        EventKind::GroupRenamed => Kind::GroupRenamed,
+        EventKind::GroupDeleted => Kind::GroupDeleted,
+    };
+    internal_pb::WatchMembershipEventsResponse {
+        event_id: version_pb(event.id),
+        group_id: event.group.to_string(),
+        kind: kind.into(),
+        user_id: event.user.map(|user| user.to_string()).unwrap_or_default(),
+        role: event.role.map_or(0, role_pb),
+        membership_version: version_pb(event.membership_version),
     }
 }

@@ -1,7 +1,7 @@
 //! The group service's configuration, from `GROUP_*` environment variables (documented in
 //! `group/local.env.example`, which a test keeps in sync with this file).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use common::config::{
     AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, ServerSettings,
@@ -11,6 +11,11 @@ use common::config::{
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50063);
 
+/// The longest group name the database accepts (`groups_name_check`).
+const NAME_CHARS_CEILING: u32 = 64;
+/// The shortest retention `group.internal.v1` promises ("kept for at least 24 hours").
+const MIN_EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// Everything the group service reads at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -18,8 +23,40 @@ pub struct Config {
     pub server: ServerSettings,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
-    /// Where auth's token keys are and what tokens must say.
+    /// Where auth's token keys are (auth also answers user and device look-ups there) and what
+    /// tokens must say.
     pub access_tokens: AccessTokenSettings,
+    /// The documented limits of `group.v1`.
+    pub limits: Limits,
+    /// The membership-event stream of `group.internal.v1`.
+    pub events: EventSettings,
+}
+
+/// Limits on groups and membership; `group.v1` documents the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `GROUP_MAX_MEMBERS_PER_GROUP`: members a group may have, default 1,000.
+    pub max_members_per_group: u32,
+    /// `GROUP_MAX_GROUPS_PER_USER`: groups a user may be a member of, default 500.
+    pub max_groups_per_user: u32,
+    /// `GROUP_MAX_NAME_CHARS`: longest group name in characters, default and at most 64.
+    pub max_name_chars: u32,
+    /// `GROUP_MAX_USERS_PER_ADD`: users one AddMembers call may name, default 100.
+    pub max_users_per_add: u32,
+}
+
+/// How membership events are streamed and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    /// `GROUP_EVENTS_POLL_INTERVAL_MS`: how often an idle stream re-reads the outbox even without
+    /// a NOTIFY wake-up (the fallback when one is lost), default 1,000 ms.
+    pub poll_interval: Duration,
+    /// `GROUP_EVENTS_RETENTION_SECS`: how long events are kept, default and at least 86,400 (the
+    /// 24 hours `group.internal.v1` promises).
+    pub retention: Duration,
+    /// `GROUP_EVENTS_PRUNE_INTERVAL_SECS`: how often events older than the retention are deleted,
+    /// default 3,600.
+    pub prune_interval: Duration,
 }
 
 impl Config {
@@ -41,29 +78,169 @@ impl Config {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
             database: DatabaseSettings::from_env(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
+            limits: Limits::from_env(&env)?,
+            events: EventSettings::from_env(&env)?,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, and
-    /// auth at `auth_url`. The database URL is a placeholder: tests pass their own pool to
-    /// [`crate::run`].
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, auth at
+    /// `auth_url`, the default limits, and a quick poll. The database URL is a placeholder: tests
+    /// pass their own pool to [`crate::run`].
     pub fn for_tests(auth_url: &str) -> Self {
         Self {
             server: ServerSettings::for_tests(),
             database: DatabaseSettings::for_tests(),
             access_tokens: AccessTokenSettings::for_tests(auth_url),
+            limits: Limits::default(),
+            events: EventSettings {
+                poll_interval: Duration::from_millis(200),
+                ..EventSettings::default()
+            },
         }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_members_per_group: 1_000,
+            max_groups_per_user: 500,
+            max_name_chars: NAME_CHARS_CEILING,
+            max_users_per_add: 100,
+        }
+    }
+}
+
+impl Limits {
+    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let max_name_chars = positive(env, "MAX_NAME_CHARS", defaults.max_name_chars)?;
+        if max_name_chars > NAME_CHARS_CEILING {
+            return Err(ConfigError::Invalid {
+                key: env.key("MAX_NAME_CHARS"),
+                reason: format!("at most {NAME_CHARS_CEILING} (the database's limit)"),
+            });
+        }
+        let max_members_per_group =
+            positive(env, "MAX_MEMBERS_PER_GROUP", defaults.max_members_per_group)?;
+        if max_members_per_group < 2 {
+            return Err(ConfigError::Invalid {
+                key: env.key("MAX_MEMBERS_PER_GROUP"),
+                reason: "must be at least 2".into(),
+            });
+        }
+        Ok(Self {
+            max_members_per_group,
+            max_groups_per_user: positive(
+                env,
+                "MAX_GROUPS_PER_USER",
+                defaults.max_groups_per_user,
+            )?,
+            max_name_chars,
+            max_users_per_add: positive(env, "MAX_USERS_PER_ADD", defaults.max_users_per_add)?,
+        })
+    }
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            retention: MIN_EVENT_RETENTION,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl EventSettings {
+    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let poll_millis = positive(env, "EVENTS_POLL_INTERVAL_MS", 1_000)?;
+        let retention = env.seconds_or("EVENTS_RETENTION_SECS", defaults.retention)?;
+        if retention < MIN_EVENT_RETENTION {
+            return Err(ConfigError::Invalid {
+                key: env.key("EVENTS_RETENTION_SECS"),
+                reason: "must be at least 86400 (group.internal.v1 promises 24 hours)".into(),
+            });
+        }
+        let prune_interval =
+            env.seconds_or("EVENTS_PRUNE_INTERVAL_SECS", defaults.prune_interval)?;
+        if prune_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: env.key("EVENTS_PRUNE_INTERVAL_SECS"),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            poll_interval: Duration::from_millis(poll_millis.into()),
+            retention,
+            prune_interval,
+        })
+    }
+}
+
+fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
+    match env.parse_or(setting, default)? {
+        0 => Err(ConfigError::Invalid {
+            key: env.key(setting),
+            reason: "must be at least 1".into(),
+        }),
+        value => Ok(value),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     const EXAMPLE: &str = include_str!("../local.env.example");
 
+    fn read(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .chain([("GROUP_DATABASE_URL".to_owned(), "postgres://x".to_owned())])
+            .collect();
+        Config::from_lookup(&|key| vars.get(key).cloned())
+    }
+
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    #[test]
+    fn the_example_env_file_states_the_defaults() {
+        let documented =
+            Config::from_lookup(&|key| common::config::parse_env_file(EXAMPLE).get(key).cloned())
+                .unwrap();
+        let defaults = read(&[]).unwrap();
+
+        assert_eq!(documented.limits, defaults.limits);
+        assert_eq!(documented.events, defaults.events);
+        assert_eq!(defaults.limits.max_members_per_group, 1_000);
+        assert_eq!(defaults.limits.max_groups_per_user, 500);
+    }
+
+    #[test]
+    fn a_name_limit_above_what_the_database_accepts_is_refused() {
+        let error = read(&[("GROUP_MAX_NAME_CHARS", "65")]).unwrap_err();
+
+        assert!(
+            error.to_string().starts_with("GROUP_MAX_NAME_CHARS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_retention_below_the_promised_24_hours_is_refused() {
+        let error = read(&[("GROUP_EVENTS_RETENTION_SECS", "3600")]).unwrap_err();
+
+        assert!(
+            error.to_string().starts_with("GROUP_EVENTS_RETENTION_SECS"),
+            "{error}"
+        );
     }
 }

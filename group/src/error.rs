@@ -1,11 +1,58 @@
 //! The group service's error type and its one mapping to gRPC status.
 
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::ids::UserId;
+
+/// The `google.rpc.ErrorInfo` domain of group's errors.
+const DOMAIN: &str = "group.v1";
 
 /// Everything that can go wrong in the group service. Feature code returns it; `api.rs` turns it
 /// into a [`Status`] through the one `From` impl below.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A request field breaks a documented rule; the message says which and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The group does not exist or the caller is not a member: deliberately the same answer, so
+    /// group ids cannot be probed.
+    #[error("group not found")]
+    GroupNotFound,
+    /// The user named in a member operation is not a member of the group.
+    #[error("user {0} is not a member of this group")]
+    MemberNotFound(UserId),
+    /// A user to add does not exist (the first one, when several do not).
+    #[error("user {0} not found")]
+    UserNotFound(UserId),
+    /// The caller's role does not allow the operation; the message says what would.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// A configured limit would be passed.
+    #[error("{message}")]
+    LimitExceeded {
+        /// The limit's name in `ErrorInfo` metadata (`members_per_group`, `groups_per_user`).
+        limit: &'static str,
+        /// Its value.
+        max: u32,
+        /// What would pass it.
+        message: String,
+    },
+    /// The change would leave the group without an owner.
+    #[error("{0}")]
+    LastOwner(&'static str),
+    /// A WatchMembershipEvents cursor points before the events still kept, or past the newest.
+    #[error("{0}")]
+    CursorOutOfRange(String),
+    /// The server is shutting down; the caller should reconnect (to another replica).
+    #[error("the server is shutting down; reconnect")]
+    ShuttingDown,
+    /// The access token did not validate.
+    #[error("{}", .0.message())]
+    Unauthenticated(Status),
+    /// Auth failed to answer a user or device look-up.
+    #[error("auth: {}", .0.message())]
+    Auth(Status),
     /// The database failed; the cause is logged, never shown to the client.
     #[error("database error")]
     Db(#[from] sqlx::Error),
@@ -13,11 +60,54 @@ pub enum Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
+        let message = error.to_string();
         match error {
+            Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::GroupNotFound | Error::MemberNotFound(_) => Status::not_found(message),
+            Error::UserNotFound(user) => with_reason(
+                Code::NotFound,
+                message,
+                "USER_NOT_FOUND",
+                [("user_id".to_owned(), user.to_string())],
+            ),
+            Error::PermissionDenied(_) => Status::permission_denied(message),
+            Error::LimitExceeded { limit, max, .. } => with_reason(
+                Code::FailedPrecondition,
+                message,
+                "LIMIT_EXCEEDED",
+                [
+                    ("limit".to_owned(), limit.to_owned()),
+                    ("max".to_owned(), max.to_string()),
+                ],
+            ),
+            Error::LastOwner(_) => with_reason(Code::FailedPrecondition, message, "LAST_OWNER", []),
+            Error::CursorOutOfRange(_) => Status::out_of_range(message),
+            Error::ShuttingDown => Status::unavailable(message),
+            Error::Unauthenticated(status) => status,
+            Error::Auth(status) => match status.code() {
+                // Worth a retry, or the caller's own token: say so rather than hide it.
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unauthenticated => {
+                    Status::new(status.code(), message)
+                }
+                _ => {
+                    tracing::error!(code = ?status.code(), error = %status.message(), "auth call failed");
+                    Status::internal("internal error")
+                }
+            },
             Error::Db(source) => {
                 tracing::error!(error = %source, "database error");
                 Status::internal("internal error")
             }
         }
     }
+}
+
+fn with_reason<const N: usize>(
+    code: Code,
+    message: String,
+    reason: &str,
+    metadata: [(String, String); N],
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
 }

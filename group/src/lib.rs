@@ -1,25 +1,47 @@
 //! The group service owns groups, their membership and roles, and the membership events the chat
 //! service follows to keep its membership cache right. It is the only reader and writer of the
-//! `groups` database schema; others ask it over gRPC (`group.v1`, `group.internal.v1`).
+//! `groups` database schema; others ask it over gRPC (`group.v1` for clients, `group.internal.v1`
+//! for chat).
 //!
-//! It does not deliver messages (chat fans group messages out) and never sees message content.
+//! It does not deliver messages (chat fans group messages out), never sees message content, and
+//! does not own users or devices: it asks auth (`auth.v1.LookupUsers`, forwarding the caller's
+//! token) whether users exist and for members' profiles, devices and public keys.
 //!
-//! Start reading at [`run`], then `api.rs`.
+//! Where to read:
+//! - [`run`], then `api.rs` (proto <-> domain) and `service.rs` (each operation: checks, auth
+//!   look-ups, the transaction, the wake-up after commit).
+//! - `groups.rs` (create, get, list, rename, delete; the version bump and event recording every
+//!   change shares) and `members.rs` (add, remove, leave, roles, member lists; the locks that
+//!   keep limits and "always an owner" exact).
+//! - `events.rs`: the outbox `groups.membership_events`, written in the membership transaction;
+//!   inserts are serialised by an advisory lock so ids commit in order (see its docs).
+//! - `feed.rs`: `WatchMembershipEvents` (replay from the cursor, then follow) with LISTEN/NOTIFY
+//!   wake-ups sent after commit, a polling fallback, and pruning after the retention.
+//! - `directory.rs` (auth), `config.rs` (limits), `error.rs`.
 
 mod api;
 mod config;
+mod directory;
 pub mod error;
+mod events;
+mod feed;
+mod groups;
+mod ids;
+mod members;
+mod service;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
 pub use api::{GroupApi, GroupInternalApi};
-pub use config::{Config, DEFAULT_LISTEN_ADDR};
+pub use config::{Config, DEFAULT_LISTEN_ADDR, EventSettings, Limits};
 pub use error::Error;
+pub use feed::CHANNEL as EVENTS_CHANNEL;
 
 type GroupServer = pb::group_service_server::GroupServiceServer<GroupApi>;
 type GroupInternalServer =
@@ -28,11 +50,12 @@ type GroupInternalServer =
 /// The gRPC services group serves (besides health and reflection).
 pub const SERVICES: &[&str] = &[GroupServer::NAME, GroupInternalServer::NAME];
 
-/// Serves the group API on `listener` until `shutdown` resolves, then drains in-flight calls for at
-/// most the configured shutdown timeout. Health follows the database's reachability.
+/// Serves the group API on `listener` until `shutdown` resolves, then ends every event stream
+/// with UNAVAILABLE and drains in-flight calls for at most the configured shutdown timeout.
+/// Health follows the database's reachability.
 ///
 /// # Errors
-/// When the server fails.
+/// When the auth URL is invalid or the server fails.
 pub async fn run(
     config: Config,
     db: PgPool,
@@ -44,11 +67,28 @@ pub async fn run(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
     )?;
+    let streams_end = CancellationToken::new();
+    let service = Arc::new(service::GroupService {
+        db: db.clone(),
+        limits: config.limits.clone(),
+        directory: directory::Directory::new(&tokens.auth_url)?,
+        feed: feed::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)
-        .add_service(GroupServer::new(GroupApi::new(validator)))
-        .add_service(GroupInternalServer::new(GroupInternalApi));
+        .add_service(GroupServer::new(GroupApi::new(
+            validator.clone(),
+            service.clone(),
+        )))
+        .add_service(GroupInternalServer::new(GroupInternalApi::new(
+            validator, service,
+        )));
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams never finish on their own: end them so that the drain can complete.
+        streams_end.cancel();
+    };
     common::grpc::serve(
         services,
         SERVICES,

@@ -1,18 +1,43 @@
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::LazyLock, time::Duration};
 
-use proto::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    group::{
+        internal::v1::{
+            self as internal_pb, group_internal_service_client::GroupInternalServiceClient,
+        },
+        v1::{self as pb, group_service_client::GroupServiceClient},
+    },
+};
+use rsa::{RsaPrivateKey, pkcs8::EncodePublicKey};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
 
 pub struct TestApp {
     pub addr: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
+    pub auth_url: String,
+    pub db: PgPool,
 }
 
-/// The real auth service (for tokens) and the group service on loopback ports.
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub token: String,
+}
+
+/// The real auth service (tokens, users, devices) and the group service on loopback ports.
 pub async fn spawn_app(db: PgPool) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// As [`spawn_app`], with the group configuration changed by `configure`.
+pub async fn spawn_app_with(db: PgPool, configure: impl FnOnce(&mut group::Config)) -> TestApp {
     let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth_addr = auth_listener.local_addr().unwrap();
     tokio::spawn(auth::run(
@@ -23,39 +48,421 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = group::Config::for_tests(&format!("http://{auth_addr}"));
-    tokio::spawn(group::run(config, db, listener, std::future::pending()));
+    let auth_url = format!("http://{auth_addr}");
+    let mut config = group::Config::for_tests(&auth_url);
+    configure(&mut config);
+    tokio::spawn(group::run(
+        config,
+        db.clone(),
+        listener,
+        std::future::pending(),
+    ));
     let channel = testkit::connect(addr).await; // already bound: no sleep
     let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
-    TestApp {
+    let app = TestApp {
         addr,
         channel,
         auth,
+        auth_url,
+        db,
+    };
+    app.wait_for_token_keys().await;
+    app
+}
+
+/// An RSA-OAEP public key (2048 bits, to keep tests quick) and an Ed25519 key, made once.
+pub static DEVICE_KEYS: LazyLock<auth_pb::DeviceKeys> = LazyLock::new(|| {
+    let rsa = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    auth_pb::DeviceKeys {
+        encryption_public_key: rsa.to_public_key().to_public_key_der().unwrap().into_vec(),
+        signing_public_key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng)
+            .verifying_key()
+            .to_bytes()
+            .to_vec(),
     }
+});
+
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The `google.rpc.ErrorInfo` reason and metadata of a status.
+pub fn error_info(status: &Status) -> (String, std::collections::HashMap<String, String>) {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| (info.reason.clone(), info.metadata.clone()))
+        .unwrap_or_default()
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// A random id nobody has.
+pub fn unknown_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 impl TestApp {
+    /// A second group replica on the same database and auth, configured by `configure`.
+    pub async fn replica(&self, configure: impl FnOnce(&mut group::Config)) -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = group::Config::for_tests(&self.auth_url);
+        configure(&mut config);
+        tokio::spawn(group::run(
+            config,
+            self.db.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let replica = TestApp {
+            addr,
+            channel: testkit::connect(addr).await,
+            auth: self.auth.clone(),
+            auth_url: self.auth_url.clone(),
+            db: self.db.clone(),
+        };
+        replica.wait_for_token_keys().await;
+        replica
+    }
+
+    pub fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel.clone())
+    }
+
+    pub fn internal(&self) -> GroupInternalServiceClient<Channel> {
+        GroupInternalServiceClient::new(self.channel.clone())
+    }
+
     /// Registers and logs in `username` with auth; returns the access token.
     pub async fn access_token(&self, username: &str) -> String {
+        self.user(username).await.token
+    }
+
+    /// Registers and logs in `username` on a new device.
+    pub async fn user(&self, username: &str) -> TestUser {
         let mut auth = self.auth.clone();
-        let credentials = || (username.to_owned(), "correct horse battery".to_owned());
-        let (username, password) = credentials();
+        let password = "correct horse battery".to_owned();
         auth.register(auth_pb::RegisterRequest {
-            username: username.clone(),
+            username: username.to_owned(),
             password: password.clone(),
-            display_name: String::new(),
+            display_name: format!("{username} display"),
         })
         .await
         .unwrap();
         let login = auth
             .login(auth_pb::LoginRequest {
-                username,
+                username: username.to_owned(),
                 password,
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        login.tokens.unwrap().access_token
+        TestUser {
+            id: login.user.unwrap().user_id,
+            username: username.to_owned(),
+            token: login.tokens.unwrap().access_token,
+        }
+    }
+
+    /// `count` users named `<prefix>0`, `<prefix>1`, ...
+    pub async fn users(&self, prefix: &str, count: usize) -> Vec<TestUser> {
+        let mut users = Vec::with_capacity(count);
+        for n in 0..count {
+            users.push(self.user(&format!("{prefix}{n}")).await);
+        }
+        users
+    }
+
+    /// Uploads keys for the user's current device; returns the device as auth lists it.
+    pub async fn upload_keys(&self, user: &TestUser) -> auth_pb::Device {
+        self.auth
+            .clone()
+            .upload_device_keys(with_token(
+                auth_pb::UploadDeviceKeysRequest {
+                    keys: Some(DEVICE_KEYS.clone()),
+                },
+                &user.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .device
+            .unwrap()
+    }
+
+    /// The group service fetches auth's token keys in the background right after start.
+    async fn wait_for_token_keys(&self) {
+        let probe = self
+            .user(&format!(
+                "probe{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ))
+            .await;
+        for _ in 0..250 {
+            let result = self
+                .groups()
+                .list_my_groups(with_token(pb::ListMyGroupsRequest::default(), &probe.token))
+                .await;
+            match result {
+                Err(status) if status.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return,
+            }
+        }
+        panic!("the group service never fetched auth's keys");
+    }
+
+    pub async fn create_group(
+        &self,
+        owner: &TestUser,
+        name: &str,
+        members: &[&TestUser],
+    ) -> Result<pb::Group, Status> {
+        self.groups()
+            .create_group(with_token(
+                pb::CreateGroupRequest {
+                    name: name.to_owned(),
+                    member_user_ids: members.iter().map(|user| user.id.clone()).collect(),
+                },
+                &owner.token,
+            ))
+            .await
+            .map(|response| response.into_inner().group.unwrap())
+    }
+
+    pub async fn get_group(&self, caller: &TestUser, group_id: &str) -> Result<pb::Group, Status> {
+        self.groups()
+            .get_group(with_token(
+                pb::GetGroupRequest {
+                    group_id: group_id.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|response| response.into_inner().group.unwrap())
+    }
+
+    pub async fn list_my_groups(
+        &self,
+        caller: &TestUser,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<pb::ListMyGroupsResponse, Status> {
+        self.groups()
+            .list_my_groups(with_token(
+                pb::ListMyGroupsRequest {
+                    page_size,
+                    page_token: page_token.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn rename(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+        name: &str,
+    ) -> Result<pb::Group, Status> {
+        self.groups()
+            .rename_group(with_token(
+                pb::RenameGroupRequest {
+                    group_id: group_id.to_owned(),
+                    name: name.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|response| response.into_inner().group.unwrap())
+    }
+
+    pub async fn delete(&self, caller: &TestUser, group_id: &str) -> Result<(), Status> {
+        self.groups()
+            .delete_group(with_token(
+                pb::DeleteGroupRequest {
+                    group_id: group_id.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn add_members(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+        users: &[&TestUser],
+        role: pb::Role,
+    ) -> Result<pb::AddMembersResponse, Status> {
+        self.add_member_ids(
+            caller,
+            group_id,
+            users.iter().map(|user| user.id.clone()).collect(),
+            role,
+        )
+        .await
+    }
+
+    pub async fn add_member_ids(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+        user_ids: Vec<String>,
+        role: pb::Role,
+    ) -> Result<pb::AddMembersResponse, Status> {
+        self.groups()
+            .add_members(with_token(
+                pb::AddMembersRequest {
+                    group_id: group_id.to_owned(),
+                    user_ids,
+                    role: role.into(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn remove(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+        user: &TestUser,
+    ) -> Result<pb::Group, Status> {
+        self.groups()
+            .remove_member(with_token(
+                pb::RemoveMemberRequest {
+                    group_id: group_id.to_owned(),
+                    user_id: user.id.clone(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|response| response.into_inner().group.unwrap())
+    }
+
+    pub async fn leave(&self, caller: &TestUser, group_id: &str) -> Result<(), Status> {
+        self.groups()
+            .leave_group(with_token(
+                pb::LeaveGroupRequest {
+                    group_id: group_id.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn change_role(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+        user: &TestUser,
+        role: pb::Role,
+    ) -> Result<pb::Group, Status> {
+        self.groups()
+            .change_member_role(with_token(
+                pb::ChangeMemberRoleRequest {
+                    group_id: group_id.to_owned(),
+                    user_id: user.id.clone(),
+                    role: role.into(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(|response| response.into_inner().group.unwrap())
+    }
+
+    pub async fn list_members(
+        &self,
+        caller: &TestUser,
+        group_id: &str,
+    ) -> Result<pb::ListMembersResponse, Status> {
+        self.groups()
+            .list_members(with_token(
+                pb::ListMembersRequest {
+                    group_id: group_id.to_owned(),
+                },
+                &caller.token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Each member's user id and role, as ListMembers returns them (ordered by user id).
+    pub async fn roles(&self, caller: &TestUser, group_id: &str) -> Vec<(String, pb::Role)> {
+        self.list_members(caller, group_id)
+            .await
+            .unwrap()
+            .members
+            .iter()
+            .map(|member| (member.user.as_ref().unwrap().user_id.clone(), member.role()))
+            .collect()
+    }
+
+    pub async fn membership(
+        &self,
+        token: &str,
+        group_id: &str,
+    ) -> Result<internal_pb::GetMembershipResponse, Status> {
+        self.internal()
+            .get_membership(with_token(
+                internal_pb::GetMembershipRequest {
+                    group_id: group_id.to_owned(),
+                },
+                token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn watch(
+        &self,
+        token: &str,
+        after_event_id: u64,
+    ) -> Result<tonic::Streaming<internal_pb::WatchMembershipEventsResponse>, Status> {
+        self.internal()
+            .watch_membership_events(with_token(
+                internal_pb::WatchMembershipEventsRequest { after_event_id },
+                token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+impl TestApp {
+    /// Logs `user` in again: the same user on a new device.
+    pub async fn user_login_again(&self, user: &TestUser) -> TestUser {
+        let login = self
+            .auth
+            .clone()
+            .login(auth_pb::LoginRequest {
+                username: user.username.clone(),
+                password: "correct horse battery".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        TestUser {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            token: login.tokens.unwrap().access_token,
+        }
     }
 }

@@ -1,5 +1,9 @@
-//! The group service's integration tests: the real server on a loopback port, each test against its
-//! own freshly migrated database.
+//! The group service's integration tests: the real server (and the real auth service) on loopback
+//! ports, each test against its own freshly migrated database.
 
+mod groups;
 mod helpers;
+mod internal;
+mod limits;
+mod members;
 mod serving;
