@@ -20,6 +20,7 @@ use std::{
 
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::ids::{ConversationId, DeviceId, UserId};
@@ -106,15 +107,16 @@ struct PendingEvents {
 }
 
 impl PgBus {
-    /// Starts the publishing and listening tasks on `db`.
-    pub fn start(db: PgPool, window: Duration) -> Arc<Self> {
+    /// Starts the publishing and listening tasks on `db`; they end when `stop` fires.
+    pub fn start(db: PgPool, window: Duration, stop: CancellationToken) -> Arc<Self> {
         let (local, _) = broadcast::channel(LOCAL_CAPACITY);
         let bus = Arc::new(Self {
             pending: Arc::default(),
             local: local.clone(),
         });
-        tokio::spawn(publish_loop(db.clone(), bus.pending.clone(), window));
-        tokio::spawn(listen_loop(db, local));
+        let publishing = publish_loop(db.clone(), bus.pending.clone(), window);
+        tokio::spawn(stop.clone().run_until_cancelled_owned(publishing));
+        tokio::spawn(stop.run_until_cancelled_owned(listen_loop(db, local)));
         bus
     }
 }

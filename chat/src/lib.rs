@@ -76,7 +76,9 @@ pub async fn run(
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
     )?;
     let streams_end = CancellationToken::new();
-    let chat = build(&config, db.clone(), streams_end.clone())?;
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    let chat = build(&config, db.clone(), streams_end.clone(), background)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services =
@@ -98,12 +100,17 @@ pub async fn run(
 }
 
 /// Wires the parts: bus, hub and its dispatcher, committer, send path, delivery.
+///
+/// The bus tasks stop when `background` fires (when [`run`] returns); the committer and the
+/// dispatcher end by themselves once every handle is dropped.
 fn build(
     config: &Config,
     db: PgPool,
     streams_end: CancellationToken,
+    background: CancellationToken,
 ) -> anyhow::Result<service::Chat> {
-    let bus: Arc<dyn bus::Bus> = bus::PgBus::start(db.clone(), config.streams.notify_window);
+    let bus: Arc<dyn bus::Bus> =
+        bus::PgBus::start(db.clone(), config.streams.notify_window, background);
     let participants = conversations::Participants::new(db.clone());
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
     tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));

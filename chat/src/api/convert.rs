@@ -1,0 +1,113 @@
+//! Domain -> proto conversions for `api.rs`.
+
+use proto::chat::v1 as pb;
+use time::OffsetDateTime;
+
+use crate::{
+    conversations::Conversation, delivery::Outgoing, error::send_rejected,
+    history::DeliveredMessage, hub::Ephemeral, sending::Committed,
+};
+
+pub(super) fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
+    }
+}
+
+pub(super) fn send_response(committed: Committed) -> pb::SendMessageResponse {
+    pb::SendMessageResponse {
+        message_id: committed.message_id.to_string(),
+        sequence: committed.sequence,
+        sent_at: Some(timestamp(committed.sent_at)),
+        duplicate: committed.duplicate,
+    }
+}
+
+pub(super) fn conversation_pb(conversation: Conversation) -> pb::Conversation {
+    let kind = if conversation.group_id.is_some() {
+        pb::ConversationKind::Group
+    } else {
+        pb::ConversationKind::Direct
+    };
+    pb::Conversation {
+        conversation_id: conversation.id.to_string(),
+        kind: kind as i32,
+        peer_user_id: conversation
+            .peer_user_id
+            .map(|user| user.to_string())
+            .unwrap_or_default(),
+        group_id: conversation
+            .group_id
+            .map(|group| group.to_string())
+            .unwrap_or_default(),
+        last_sequence: conversation.last_sequence,
+        read_sequence: conversation.read_sequence,
+        unread_count: conversation.unread_count,
+        last_message_at: conversation.last_message_at.map(timestamp),
+        created_at: Some(timestamp(conversation.created_at)),
+    }
+}
+
+pub(super) fn message_pb(message: DeliveredMessage) -> pb::Message {
+    pb::Message {
+        message_id: message.id.to_string(),
+        conversation_id: message.conversation.to_string(),
+        sequence: message.sequence,
+        sent_at: Some(timestamp(message.sent_at)),
+        envelope: Some(pb::Envelope {
+            suite: i32::from(message.suite),
+            conversation_id: message.conversation.to_string(),
+            sender_user_id: message.sender_user.to_string(),
+            sender_device_id: message.sender_device.to_string(),
+            client_message_id: message.client_message_id,
+            nonce: message.nonce,
+            ciphertext: message.ciphertext,
+            wrapped_keys: message
+                .keys
+                .into_iter()
+                .map(|key| pb::WrappedKey {
+                    device_id: key.device.to_string(),
+                    key_fingerprint: key.key_fingerprint,
+                    wrapped_key: key.wrapped_key,
+                })
+                .collect(),
+            key_commitment: message.key_commitment,
+            signature: message.signature,
+        }),
+        recipients_digest: message.recipients_digest,
+    }
+}
+
+pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response::Response {
+    use pb::{open_stream_response::Response, stream_event::Event};
+    let event = match outgoing {
+        Outgoing::Message(message) => Event::Message(message_pb(*message)),
+        Outgoing::Ephemeral(Ephemeral::Receipt(receipt)) => Event::Receipt(pb::Receipt {
+            conversation_id: receipt.conversation.to_string(),
+            user_id: receipt.user.to_string(),
+            device_id: receipt.device.to_string(),
+            delivered_sequence: receipt.delivered,
+            read_sequence: receipt.read,
+        }),
+        Outgoing::Ephemeral(Ephemeral::Typing(typing)) => Event::Typing(pb::TypingIndicator {
+            conversation_id: typing.conversation.to_string(),
+            user_id: typing.user.to_string(),
+            device_id: typing.device.to_string(),
+        }),
+        Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
+            server_time: Some(timestamp(at)),
+        }),
+        Outgoing::CaughtUp => Event::CaughtUp(pb::CaughtUp {}),
+        Outgoing::SendResult(request_id, committed) => {
+            return Response::SendResult(pb::SendResult {
+                request_id,
+                result: Some(send_response(committed)),
+            });
+        }
+        Outgoing::SendRejected(request_id, error) => {
+            return Response::SendRejected(send_rejected(request_id, error));
+        }
+    };
+    Response::Event(pb::StreamEvent { event: Some(event) })
+}
