@@ -384,3 +384,26 @@ fn event_pb(event: &MembershipEvent) -> internal_pb::WatchMembershipEventsRespon
         membership_version: version_pb(event.membership_version),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_round_trips() {
+        let cursor = PageCursor {
+            updated_at_micros: 1_764_000_000_123_456,
+            id: Uuid::now_v7(),
+        };
+
+        assert_eq!(parse_page_token(&page_token(cursor)).unwrap(), Some(cursor));
+        assert_eq!(parse_page_token("").unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_role_values_are_invalid() {
+        assert!(role_from_pb(0).is_err());
+        assert!(role_from_pb(42).is_err());
+        assert_eq!(role_from_pb(pb::Role::Admin.into()).unwrap(), Role::Admin);
+    }
+}

@@ -100,9 +100,7 @@ impl Feed {
             let end = tokio::select! {
                 () = feed.stream_to(cursor, &sender) => return,
                 () = feed.shutdown.cancelled() => Error::ShuttingDown,
-                () = tokio::time::sleep_until(expires_at) => Error::Unauthenticated(
-                    tonic::Status::unauthenticated("access token expired; reconnect with a fresh one"),
-                ),
+                () = tokio::time::sleep_until(expires_at) => Error::TokenExpired,
             };
             let _ = sender.try_send(Err(end));
         });

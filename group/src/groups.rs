@@ -347,3 +347,41 @@ fn micros_to_time(micros: i64) -> Result<OffsetDateTime, Error> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .map_err(|_| Error::InvalidArgument("page_token is malformed".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str) -> Result<GroupName, Error> {
+        GroupName::parse(name.to_owned(), &Limits::default())
+    }
+
+    #[test]
+    fn names_are_counted_in_characters_not_bytes() {
+        assert!(parse(&"é".repeat(64)).is_ok());
+        assert!(parse(&"é".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn empty_blank_and_control_character_names_are_refused() {
+        for bad in ["", " ", "\u{3000}\t", "a\u{0}b", "two\nlines"] {
+            assert!(
+                matches!(parse(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            parse(" padded ").is_ok(),
+            "surrounding spaces are kept as given"
+        );
+    }
+
+    #[test]
+    fn cursor_times_keep_microseconds() {
+        let micros = 1_764_000_000_123_456;
+
+        let time = micros_to_time(micros).unwrap();
+
+        assert_eq!(time_to_micros(time), micros);
+    }
+}

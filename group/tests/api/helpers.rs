@@ -38,10 +38,21 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 
 /// As [`spawn_app`], with the group configuration changed by `configure`.
 pub async fn spawn_app_with(db: PgPool, configure: impl FnOnce(&mut group::Config)) -> TestApp {
+    spawn_apps_with(db, |_| {}, configure).await
+}
+
+/// As [`spawn_app`], with both configurations changed.
+pub async fn spawn_apps_with(
+    db: PgPool,
+    configure_auth: impl FnOnce(&mut auth::Config),
+    configure: impl FnOnce(&mut group::Config),
+) -> TestApp {
     let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth_addr = auth_listener.local_addr().unwrap();
+    let mut auth_config = auth::Config::for_tests();
+    configure_auth(&mut auth_config);
     tokio::spawn(auth::run(
-        auth::Config::for_tests(),
+        auth_config,
         db.clone(),
         auth_listener,
         std::future::pending(),

@@ -10,7 +10,9 @@ use proto::group::{
 use sqlx::PgPool;
 use tonic::{Code, Streaming};
 
-use crate::helpers::{TestApp, assert_code, spawn_app, spawn_app_with, unknown_id, with_token};
+use crate::helpers::{
+    TestApp, assert_code, spawn_app, spawn_app_with, spawn_apps_with, unknown_id, with_token,
+};
 
 type Event = internal_pb::WatchMembershipEventsResponse;
 /// id, user_id, kind, role, membership_version of a stored event.
@@ -428,4 +430,31 @@ async fn a_cursor_past_the_newest_event_is_out_of_range(db: PgPool) {
     let status = app.watch(&alice.token, 1_000).await.map(drop);
 
     assert_code(status, Code::OutOfRange);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_event_stream_ends_unauthenticated_when_its_token_expires(db: PgPool) {
+    let app = spawn_apps_with(
+        db,
+        |auth| auth.tokens.access_token_ttl = Duration::from_secs(2),
+        |_| {},
+    )
+    .await;
+    let alice = app.user("alice").await;
+    app.create_group(&alice, "Short", &[]).await.unwrap();
+    let mut stream = app.watch(&alice.token, 0).await.unwrap();
+
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_event)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends at the token's expiry");
+
+    let status = assert_code(end, Code::Unauthenticated);
+    assert!(status.message().contains("resume"), "{status:?}");
 }
