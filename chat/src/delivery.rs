@@ -256,12 +256,8 @@ impl StreamTask {
         inbox: &Inbox,
         requested: &HashMap<ConversationId, u64>,
     ) -> Result<(), Error> {
-        self.cursors =
-            positions::resume_points(&self.db, self.caller.user, self.caller.device, requested)
-                .await?;
-        let mut conversations: Vec<ConversationId> = self.cursors.keys().copied().collect();
-        conversations.sort_unstable();
-        for conversation in conversations {
+        let behind = self.resume(requested).await?;
+        for conversation in behind {
             self.catch_up(conversation, true).await?;
         }
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
@@ -286,15 +282,8 @@ impl StreamTask {
         }
         let mut dirty: Vec<ConversationId> = if work.resync {
             // Conversations may have appeared while events were lost.
-            let known = positions::resume_points(
-                &self.db,
-                self.caller.user,
-                self.caller.device,
-                &self.cursors,
-            )
-            .await?;
-            self.cursors = known;
-            self.cursors.keys().copied().collect()
+            let cursors = self.cursors.clone();
+            self.resume(&cursors).await?
         } else {
             work.dirty.into_iter().collect()
         };
@@ -309,6 +298,28 @@ impl StreamTask {
             self.outbox.push(Outgoing::Ephemeral(event)).await?;
         }
         Ok(())
+    }
+
+    /// Sets the cursors from the resume points; returns the conversations with messages after
+    /// their cursor, in id order (the others need no read).
+    async fn resume(
+        &mut self,
+        requested: &HashMap<ConversationId, u64>,
+    ) -> Result<Vec<ConversationId>, Error> {
+        let points =
+            positions::resume_points(&self.db, self.caller.user, self.caller.device, requested)
+                .await?;
+        self.cursors = points
+            .iter()
+            .map(|point| (point.conversation, point.after))
+            .collect();
+        let mut behind: Vec<ConversationId> = points
+            .iter()
+            .filter(|point| point.after < point.last_sequence)
+            .map(|point| point.conversation)
+            .collect();
+        behind.sort_unstable();
+        Ok(behind)
     }
 
     /// Queues every message of `conversation` after the cursor, page by page. The replay waits

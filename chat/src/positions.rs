@@ -61,9 +61,21 @@ pub async fn acknowledge(
     })
 }
 
+/// Where a stream resumes in one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Delivery continues after this sequence.
+    pub after: u64,
+    /// The conversation's newest sequence: nothing to read when `after` is not below it.
+    pub last_sequence: u64,
+}
+
 /// Where a stream of `device` resumes in each of `user`'s conversations: `requested` where the
 /// client gave a position for a conversation it takes part in, else the stored delivered
-/// position, else 0. Positions for other conversations are ignored.
+/// position, else 0. Positions for other conversations are ignored. One query, whatever the
+/// number of conversations.
 ///
 /// # Errors
 /// Database failures.
@@ -72,10 +84,11 @@ pub async fn resume_points(
     user: UserId,
     device: DeviceId,
     requested: &HashMap<ConversationId, u64>,
-) -> Result<HashMap<ConversationId, u64>, Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select p.conversation_id, coalesce(d.delivered_sequence, 0)
+) -> Result<Vec<ResumePoint>, Error> {
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "select p.conversation_id, coalesce(d.delivered_sequence, 0), c.last_sequence
          from chat.conversation_participants p
+         join chat.conversations c on c.id = p.conversation_id
          left join chat.device_positions d
            on d.conversation_id = p.conversation_id and d.device_id = $2
          where p.user_id = $1",
@@ -86,10 +99,16 @@ pub async fn resume_points(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, stored)| {
-            let id = ConversationId(id);
-            let start = requested.get(&id).copied().unwrap_or(to_u64(stored));
-            (id, start)
+        .map(|(id, stored, last_sequence)| {
+            let conversation = ConversationId(id);
+            ResumePoint {
+                conversation,
+                after: requested
+                    .get(&conversation)
+                    .copied()
+                    .unwrap_or(to_u64(stored)),
+                last_sequence: to_u64(last_sequence),
+            }
         })
         .collect())
 }
