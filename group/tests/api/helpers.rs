@@ -477,3 +477,27 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// Registers `count` users named `<prefix>0`, ... without logging them in; returns their ids.
+    pub async fn registered_ids(&self, prefix: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let user = self
+                .auth
+                .clone()
+                .register(auth_pb::RegisterRequest {
+                    username: format!("{prefix}{n}"),
+                    password: "correct horse battery".to_owned(),
+                    display_name: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap();
+            ids.push(user.user_id);
+        }
+        ids
+    }
+}

@@ -499,3 +499,49 @@ async fn a_plain_member_may_read_the_membership(db: PgPool) {
 
     assert_eq!(listed.members.len(), 4);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn groups_larger_than_one_auth_lookup_are_created_and_listed_completely(db: PgPool) {
+    let app = spawn_app(db).await;
+    let owner = app.user("owner").await;
+    let member_ids = app.registered_ids("member", 150).await;
+    let mut request = crate::helpers::with_token(
+        proto::group::v1::CreateGroupRequest {
+            name: "Big".into(),
+            member_user_ids: member_ids.clone(),
+        },
+        &owner.token,
+    );
+    request.set_timeout(std::time::Duration::from_secs(30));
+    let group = app
+        .groups()
+        .create_group(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+
+    let listed = app.list_members(&owner, &group.group_id).await.unwrap();
+
+    assert_eq!(group.member_count, 151);
+    assert_eq!(listed.members.len(), 151);
+    let mut expected: Vec<String> = member_ids;
+    expected.push(owner.id.clone());
+    expected.sort();
+    let listed_ids: Vec<String> = listed
+        .members
+        .iter()
+        .map(|member| member.user.as_ref().unwrap().user_id.clone())
+        .collect();
+    assert_eq!(listed_ids, expected);
+    assert!(
+        listed.members.iter().all(|member| member
+            .user
+            .as_ref()
+            .unwrap()
+            .username
+            .starts_with(['m', 'o'])),
+        "every member's profile came from auth"
+    );
+}
