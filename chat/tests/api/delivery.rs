@@ -244,17 +244,8 @@ async fn users_on_different_replicas_reach_each_other(db: PgPool) {
     let conversation = alice.open_direct(&bob).await;
     let bobs_view = bob.open_direct(&alice).await;
     let mut alice_events = alice.subscribe(&[]).await;
-    let mut bob_events = loop {
-        // Replica B fetches auth's token keys in the background after start.
-        let request = bob.request(pb::SubscribeRequest::default());
-        match bob.chat.clone().subscribe(request).await {
-            Ok(stream) => break stream.into_inner(),
-            Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    };
+    // Replica B fetches auth's token keys in the background after start.
+    let mut bob_events = bob.subscribe_when_ready().await;
     replay(&mut alice_events).await;
     replay(&mut bob_events).await;
 
@@ -345,16 +336,7 @@ async fn on_shutdown_streams_end_with_unavailable(db: PgPool) {
     })
     .await;
     let alice = app.user("alice").await.on_replica(replica).await;
-    let mut events = loop {
-        let request = alice.request(pb::SubscribeRequest::default());
-        match alice.chat.clone().subscribe(request).await {
-            Ok(stream) => break stream.into_inner(),
-            Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    };
+    let mut events = alice.subscribe_when_ready().await;
     replay(&mut events).await;
 
     stop.send(()).unwrap();

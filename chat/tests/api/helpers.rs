@@ -325,6 +325,21 @@ impl TestDevice {
         String::from_utf8(plaintext).unwrap()
     }
 
+    /// Subscribes, retrying while the server answers UNAVAILABLE (a replica or gateway that has
+    /// not fetched auth's token keys yet).
+    pub async fn subscribe_when_ready(&self) -> tonic::Streaming<pb::SubscribeResponse> {
+        loop {
+            let request = self.request(pb::SubscribeRequest::default());
+            match self.chat.clone().subscribe(request).await {
+                Ok(stream) => return stream.into_inner(),
+                Err(status) if status.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    }
+
     pub async fn subscribe(
         &self,
         positions: &[(&str, u64)],

@@ -3,6 +3,7 @@
 
 mod conversations;
 mod delivery;
+mod gateway;
 mod helpers;
 mod history;
 mod sending;
