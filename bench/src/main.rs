@@ -60,6 +60,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The services run without log output; a failing scenario can be looked into with their
+    // logs on stderr.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        common::telemetry::init(&filter, common::telemetry::LogFormat::Pretty)?;
+    }
     let raw_args: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&raw_args)? {
         Command::Run(args) => args,

@@ -55,6 +55,20 @@ pub async fn start_auth(config: auth::Config) -> anyhow::Result<RunningServer> {
     Ok(server)
 }
 
+/// Starts chat with `config` (its pool built from `config.database`, as `chat`'s `main` does)
+/// and waits until it reports SERVING.
+///
+/// # Errors
+/// When it cannot bind, fails to start, or does not become SERVING in time.
+pub async fn start_chat(config: chat::Config) -> anyhow::Result<RunningServer> {
+    let server = start("chat", move |listener, shutdown| async move {
+        let db = common::db::connect_lazy(&config.database)?;
+        chat::run(config, db, listener, shutdown).await
+    })?;
+    server.wait_until_serving(chat::SERVICES[0]).await?;
+    Ok(server)
+}
+
 /// Starts the gateway with `config` and waits until it reports SERVING (its own health service
 /// answers for the whole server, `""`).
 ///

@@ -6,6 +6,7 @@
 //! Every loop it runs must end by a deadline and by a count, whichever comes first.
 
 mod auth_login;
+mod chat_send;
 mod gateway_overhead;
 
 use std::{fmt, future::Future, pin::Pin};
@@ -24,7 +25,11 @@ pub struct Scenario {
 }
 
 /// Every scenario, in report order.
-pub const ALL: &[Scenario] = &[auth_login::SCENARIO, gateway_overhead::SCENARIO];
+pub const ALL: &[Scenario] = &[
+    auth_login::SCENARIO,
+    gateway_overhead::SCENARIO,
+    chat_send::SCENARIO,
+];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {

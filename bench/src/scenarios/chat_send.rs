@@ -1,0 +1,519 @@
+//! `chat-send`: the most durable, acknowledged messages per second through the gateway, against
+//! what PostgreSQL itself does on this machine in the same minute (`pgbench.rs`: single-row
+//! inserts from 32 clients, and 50-row batches). Goals (chat issue): at least 50 % of the batched
+//! rate and never below the single-row rate.
+//!
+//! auth, chat and the gateway run in-process with their production settings, each on its own
+//! runtime (`server.rs`); the load generator shares the machine. `PAIRS` pairs of users each get a
+//! direct conversation; the first of a pair sends real envelopes (sealed with `e2ee`, sealed
+//! before each round so that sealing costs nothing while measured) to the second, whose one
+//! device is the only recipient. Every device uses the same RSA key (generating one per device
+//! would take longer than the run, and the server never decrypts), each its own Ed25519 key.
+//!
+//! 1. Setup, then a warm-up that also estimates the rate, to seal enough envelopes per round.
+//! 2. Rounds of a closed loop: `CONCURRENCY` sends in flight over `CONNECTIONS` connections to
+//!    the gateway, each the next envelope of its pair; an answer is an ack, and an ack means
+//!    committed.
+//! 3. pgbench right after, on the same database server.
+
+mod pgbench;
+
+use std::{
+    collections::VecDeque,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient},
+};
+use tokio::task::JoinSet;
+use tonic::{Request, transport::Channel};
+
+use super::{Context, Outcome, Scenario};
+use crate::{
+    cpu::{self, CpuSnapshot, CpuTime},
+    server::{self, RunningServer},
+    stats::{Latencies, Throughput, millis, percent},
+};
+
+/// The scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "chat-send",
+    title: "durable acknowledged messages per second through the gateway, against pgbench",
+    run,
+};
+
+/// Conversations messages are sent in.
+const PAIRS: usize = 32;
+/// Sends in flight.
+const CONCURRENCY: usize = 128;
+/// HTTP/2 connections from the load generator to the gateway.
+const CONNECTIONS: usize = 4;
+/// Plaintext size of every message (a short chat line).
+const MESSAGE_BYTES: usize = 200;
+/// RSA key size of the devices (the server only ever sees the wrapped key's length).
+const RSA_BITS: usize = 2048;
+/// Goal: at least this share of pgbench's batched-insert rate.
+const GOAL_SHARE_OF_BATCHED: f64 = 0.5;
+/// Never seal more than this many envelopes for one round.
+const MAX_ENVELOPES_PER_ROUND: usize = 400_000;
+/// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
+const POOL_SIZE: u32 = 10;
+const PASSWORD: &str = "chat-send bench password";
+
+fn run(context: &Context) -> Outcome<'_> {
+    Box::pin(measure(context))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    rounds: usize,
+    slice: Duration,
+    warmup: Duration,
+    pgbench_seconds: u32,
+}
+
+/// A device that sends, with what it needs to seal.
+struct SendingDevice {
+    user_id: String,
+    device_id: String,
+    token: String,
+    keys: e2ee::DeviceKeys,
+}
+
+/// One conversation and its sender and recipient.
+struct Pair {
+    conversation_id: String,
+    sender: SendingDevice,
+    recipient: e2ee::RecipientDevice,
+}
+
+/// What one round measured.
+struct Round {
+    throughput: Throughput,
+    latencies: Vec<Duration>,
+    failures: Vec<String>,
+    cpu: CpuTime,
+}
+
+async fn measure(context: &Context) -> anyhow::Result<String> {
+    let plan = Plan {
+        rounds: context.pick(5, 1),
+        slice: Duration::from_secs(context.pick(3, 1)),
+        warmup: Duration::from_secs(context.pick(2, 1)),
+        pgbench_seconds: context.pick(5, 1),
+    };
+    let mut auth_config = auth::Config::for_tests();
+    auth_config.database.url = context.database_url.clone().into();
+    auth_config.database.max_connections = POOL_SIZE;
+    let auth = server::start_auth(auth_config).await?;
+    let auth_url = format!("http://{}", auth.addr);
+    let mut chat_config = chat::Config::for_tests(&auth_url);
+    chat_config.database.url = context.database_url.clone().into();
+    chat_config.database.max_connections = POOL_SIZE;
+    let chat = server::start_chat(chat_config).await?;
+    let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
+    let gateway = server::start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
+        auth: auth_url.parse()?,
+        chat: chat_url.clone(),
+        group: chat_url,
+        resolve_interval: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(1),
+        connections_per_address: 2,
+    }))
+    .await?;
+
+    let measured = measure_with(&auth, &gateway, plan).await;
+    let stopped = [
+        gateway
+            .stop()
+            .await
+            .context("the gateway did not stop cleanly"),
+        chat.stop().await.context("chat did not stop cleanly"),
+        auth.stop().await.context("auth did not stop cleanly"),
+    ];
+    let rounds = measured?;
+    for stop in stopped {
+        stop?;
+    }
+    println!("pgbench: {}s per run", plan.pgbench_seconds);
+    let reference = pgbench::measure(&context.database_url, plan.pgbench_seconds).await?;
+    let body = render(plan, &rounds, &reference);
+    println!("\n{body}");
+    Ok(body)
+}
+
+async fn measure_with(
+    auth: &RunningServer,
+    gateway: &RunningServer,
+    plan: Plan,
+) -> anyhow::Result<Vec<Round>> {
+    println!("setup: {PAIRS} pairs of users, each with one keyed device, and their conversations");
+    let pairs = Arc::new(set_up_pairs(auth, gateway).await?);
+    let mut channels = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        channels.push(gateway.connect().await?);
+    }
+
+    let warmup_envelopes = seal_round(&pairs, 4_000, 0).await?;
+    let warmup = closed_loop(&channels, &pairs, warmup_envelopes, plan.warmup).await;
+    ensure!(
+        warmup.throughput.count > 0,
+        "no send succeeded during the warm-up: {:?}",
+        warmup.failures.first()
+    );
+    let mut rate = warmup.throughput.per_second();
+    println!("warm-up: {rate:.0} messages/s");
+
+    let mut rounds = Vec::with_capacity(plan.rounds);
+    for round in 1..=plan.rounds {
+        // Twice what the last rate needs, so that a round never runs out.
+        let wanted = (rate * plan.slice.as_secs_f64() * 2.0) as usize + CONCURRENCY;
+        let envelopes = seal_round(&pairs, wanted.min(MAX_ENVELOPES_PER_ROUND), round).await?;
+        let before = CpuSnapshot::take();
+        let mut measured = closed_loop(&channels, &pairs, envelopes, plan.slice).await;
+        measured.cpu = before.until(&CpuSnapshot::take());
+        rate = measured.throughput.per_second().max(1.0);
+        let latencies = Latencies::new(measured.latencies.clone());
+        println!(
+            "  round {round}: {rate:.0} messages/s, p50 {}, p99 {}, {} failed",
+            millis(latencies.median()),
+            millis(latencies.percentile(99.0)),
+            measured.failures.len()
+        );
+        rounds.push(measured);
+    }
+    Ok(rounds)
+}
+
+/// Registers, logs in and keys two users per pair, and opens their conversation (directly at
+/// the gateway, as clients would).
+async fn set_up_pairs(auth: &RunningServer, gateway: &RunningServer) -> anyhow::Result<Vec<Pair>> {
+    let rsa = e2ee::DeviceKeys::generate(RSA_BITS)?;
+    let rsa_pkcs8 = rsa.encryption_pkcs8_der()?;
+    let auth_client = AuthServiceClient::new(auth.connect().await?);
+    let gateway_channel = gateway.connect().await?;
+    let mut pairs = Vec::with_capacity(PAIRS);
+    for index in 0..PAIRS {
+        let sender =
+            keyed_device(&auth_client, &format!("chat-send-{index}-a"), &rsa_pkcs8).await?;
+        let peer = keyed_device(&auth_client, &format!("chat-send-{index}-b"), &rsa_pkcs8).await?;
+        let mut chat = ChatServiceClient::new(gateway_channel.clone());
+        let conversation = chat
+            .open_direct_conversation(with_token(
+                chat_pb::OpenDirectConversationRequest {
+                    peer_user_id: peer.user_id.clone(),
+                },
+                &sender.token,
+            ))
+            .await
+            .context("OpenDirectConversation")?
+            .into_inner()
+            .conversation
+            .context("OpenDirectConversation answered no conversation")?;
+        pairs.push(Pair {
+            conversation_id: conversation.conversation_id,
+            recipient: e2ee::RecipientDevice {
+                device_id: peer.device_id.clone(),
+                encryption_spki: peer.keys.public_keys().encryption_spki.clone(),
+            },
+            sender,
+        });
+    }
+    Ok(pairs)
+}
+
+async fn keyed_device(
+    auth: &AuthServiceClient<Channel>,
+    username: &str,
+    rsa_pkcs8: &[u8],
+) -> anyhow::Result<SendingDevice> {
+    let mut auth = auth.clone();
+    auth.register(auth_pb::RegisterRequest {
+        username: username.to_owned(),
+        password: PASSWORD.to_owned(),
+        display_name: String::new(),
+    })
+    .await
+    .context("Register")?;
+    let login = auth
+        .login(auth_pb::LoginRequest {
+            username: username.to_owned(),
+            password: PASSWORD.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .context("Login")?
+        .into_inner();
+    let token = login.tokens.context("login without tokens")?.access_token;
+    let signing = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let signing_pkcs8 = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&signing)?;
+    let keys = e2ee::DeviceKeys::from_pkcs8_der(rsa_pkcs8, signing_pkcs8.as_bytes())?;
+    auth.upload_device_keys(with_token(
+        auth_pb::UploadDeviceKeysRequest {
+            keys: Some(auth_pb::DeviceKeys {
+                encryption_public_key: keys.public_keys().encryption_spki.clone(),
+                signing_public_key: keys.public_keys().signing_public_key.to_vec(),
+            }),
+        },
+        &token,
+    ))
+    .await
+    .context("UploadDeviceKeys")?;
+    Ok(SendingDevice {
+        user_id: login.user.context("login without user")?.user_id,
+        device_id: login.device.context("login without device")?.device_id,
+        token,
+        keys,
+    })
+}
+
+/// `count` envelopes spread over the pairs, queued per pair, sealed on every CPU.
+async fn seal_round(
+    pairs: &Arc<Vec<Pair>>,
+    count: usize,
+    round: usize,
+) -> anyhow::Result<Vec<Mutex<VecDeque<chat_pb::Envelope>>>> {
+    let per_pair = count.div_ceil(PAIRS);
+    let mut sealing = JoinSet::new();
+    for index in 0..PAIRS {
+        let pairs = pairs.clone();
+        sealing.spawn_blocking(
+            move || -> anyhow::Result<(usize, VecDeque<chat_pb::Envelope>)> {
+                let pair = &pairs[index];
+                let sender = e2ee::Sender {
+                    user_id: &pair.sender.user_id,
+                    device_id: &pair.sender.device_id,
+                    keys: &pair.sender.keys,
+                };
+                let plaintext = vec![b'x'; MESSAGE_BYTES];
+                let recipients = std::slice::from_ref(&pair.recipient);
+                let mut envelopes = VecDeque::with_capacity(per_pair);
+                for message in 0..per_pair {
+                    let client_message_id = format!("r{round}-m{message}");
+                    let envelope = e2ee::seal(
+                        &sender,
+                        &pair.conversation_id,
+                        &client_message_id,
+                        recipients,
+                        &plaintext,
+                    )?;
+                    envelopes.push_back(envelope.into());
+                }
+                Ok((index, envelopes))
+            },
+        );
+    }
+    let mut queues: Vec<Mutex<VecDeque<chat_pb::Envelope>>> =
+        (0..PAIRS).map(|_| Mutex::new(VecDeque::new())).collect();
+    while let Some(sealed) = sealing.join_next().await {
+        let (index, envelopes) = sealed??;
+        queues[index] = Mutex::new(envelopes);
+    }
+    Ok(queues)
+}
+
+/// `CONCURRENCY` workers, each bound to a pair, send that pair's next envelope until `duration`
+/// has passed or the pair has none left.
+async fn closed_loop(
+    channels: &[Channel],
+    pairs: &Arc<Vec<Pair>>,
+    envelopes: Vec<Mutex<VecDeque<chat_pb::Envelope>>>,
+    duration: Duration,
+) -> Round {
+    let envelopes = Arc::new(envelopes);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = JoinSet::new();
+    for worker in 0..CONCURRENCY {
+        let channel = channels[worker % channels.len()].clone();
+        let (pairs, envelopes) = (pairs.clone(), envelopes.clone());
+        workers.spawn(async move {
+            let pair = worker % PAIRS;
+            let token = pairs[pair].sender.token.clone();
+            let mut chat = ChatServiceClient::new(channel);
+            let mut latencies = Vec::new();
+            let mut failures = Vec::new();
+            while Instant::now() < deadline {
+                let next = envelopes[pair]
+                    .lock()
+                    .ok()
+                    .and_then(|mut queue| queue.pop_front());
+                let Some(envelope) = next else { break };
+                let request = with_token(
+                    chat_pb::SendMessageRequest {
+                        envelope: Some(envelope),
+                    },
+                    &token,
+                );
+                let sent = Instant::now();
+                match chat.send_message(request).await {
+                    Ok(_) => latencies.push(sent.elapsed()),
+                    Err(status) => {
+                        failures.push(format!("{:?}: {}", status.code(), status.message()))
+                    }
+                }
+            }
+            (latencies, failures)
+        });
+    }
+    let mut round = Round {
+        throughput: Throughput {
+            count: 0,
+            elapsed: Duration::ZERO,
+        },
+        latencies: Vec::new(),
+        failures: Vec::new(),
+        cpu: CpuTime::default(),
+    };
+    for (latencies, failures) in workers.join_all().await {
+        round.latencies.extend(latencies);
+        round.failures.extend(failures);
+    }
+    round.throughput = Throughput {
+        count: round.latencies.len() as u64,
+        elapsed: started.elapsed(),
+    };
+    round
+}
+
+/// CPU time per acknowledged message by consumer: the services' threads by name, PostgreSQL,
+/// the load generator (the bench's other threads) and the rest of the machine.
+fn render_cpu(out: &mut String, rounds: &[Round], sent: u64) {
+    let mut cpu = CpuTime {
+        machine: Some(Default::default()),
+        ..CpuTime::default()
+    };
+    for round in rounds {
+        cpu.add(&round.cpu);
+    }
+    let Some(machine) = cpu.machine else { return };
+    let per_message = |seconds: f64| seconds / sent.max(1) as f64 * 1e6;
+    let service = |prefix: &'static str| move |name: &str| name.starts_with(prefix);
+    let rows: [(&str, f64); 5] = [
+        ("gateway", cpu.consumed_by(service("gateway-"))),
+        ("chat", cpu.consumed_by(service("chat-"))),
+        ("auth", cpu.consumed_by(service("auth-"))),
+        ("PostgreSQL", cpu.consumed_by(|name| name == cpu::POSTGRES)),
+        (
+            "load generator (the bench's other threads)",
+            cpu.consumed_by(|name| {
+                !["gateway-", "chat-", "auth-"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+                    && name != cpu::POSTGRES
+            }),
+        ),
+    ];
+    let accounted: f64 = rows.iter().map(|(_, seconds)| seconds).sum();
+    let _ = write!(
+        out,
+        "\nCPU time per acknowledged message during the rounds, by consumer (from /proc, in 10 ms \
+         ticks):\n\n| Consumer | CPU per message |\n|---|---|\n"
+    );
+    for (name, seconds) in rows {
+        let _ = writeln!(out, "| {name} | {:.0} µs |", per_message(seconds));
+    }
+    let _ = writeln!(
+        out,
+        "| rest of the machine (kernel, other processes) | {:.0} µs |\n| **whole machine** | {:.0} µs |\n\nCPUs busy: {}.",
+        per_message((machine.busy - accounted).max(0.0)),
+        per_message(machine.busy),
+        percent(machine.busy_share()),
+    );
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> String {
+    let sent: u64 = rounds.iter().map(|round| round.throughput.count).sum();
+    let elapsed: Duration = rounds.iter().map(|round| round.throughput.elapsed).sum();
+    let overall = Throughput {
+        count: sent,
+        elapsed,
+    };
+    let latencies = Latencies::new(
+        rounds
+            .iter()
+            .flat_map(|round| round.latencies.iter().copied())
+            .collect(),
+    );
+    let failures: Vec<&String> = rounds.iter().flat_map(|round| &round.failures).collect();
+    let rate = overall.per_second();
+    let share_of_batched = rate / reference.batched_rows_per_second;
+    let verdict = |pass: bool| if pass { "PASS" } else { "FAIL" };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "auth, chat and the gateway ran in-process, each on its own tokio runtime with one worker \
+         per CPU, with their production settings (chat: group commit window \
+         `CHAT_COMMIT_WINDOW_MICROS` and batch limit at their defaults, a pool of 10 connections), \
+         no log output. {PAIRS} direct conversations; in each, one device sends real envelopes \
+         ({MESSAGE_BYTES}-byte plaintext, sealed with `e2ee` before each round, RSA-{RSA_BITS} \
+         wrapping for the peer's one device, Ed25519 signature) through the gateway. The load \
+         generator (a tonic client, {CONNECTIONS} HTTP/2 connections to the gateway, \
+         {CONCURRENCY} sends in flight, closed loop) shares the 2 CPUs with the services and \
+         PostgreSQL. {rounds} rounds of {slice:?}. An answer is the ack: the message is \
+         committed.\n\n\
+         | Measurement | Result |\n|---|---|\n\
+         | Durable acknowledged messages/s through the gateway | **{rate:.0}/s** ({sent} in {elapsed:.1} s; {failed} failed) |\n\
+         | Ack latency under load, p50 / p99 / p99.9 | {p50} / {p99} / {p999} |\n\
+         | pgbench, single-row inserts, 32 clients | {single:.0} rows/s |\n\
+         | pgbench, 50-row batches, 32 clients | {batched:.0} rows/s |\n\
+         | pgbench, one client, one single-row commit | {commit} |\n\
+         | Goal: at least {goal_share} of the batched rate | {share} — **{verdict_share}** |\n\
+         | Goal: never below the single-row rate | {single_ratio} of it — **{verdict_single}** |\n\n",
+        rounds = plan.rounds,
+        slice = plan.slice,
+        sent = sent,
+        elapsed = elapsed.as_secs_f64(),
+        failed = failures.len(),
+        p50 = millis(latencies.median()),
+        p99 = millis(latencies.percentile(99.0)),
+        p999 = millis(latencies.percentile(99.9)),
+        single = reference.single_rows_per_second,
+        batched = reference.batched_rows_per_second,
+        commit = millis(reference.one_commit),
+        goal_share = percent(GOAL_SHARE_OF_BATCHED),
+        share = percent(share_of_batched),
+        verdict_share = verdict(share_of_batched >= GOAL_SHARE_OF_BATCHED),
+        single_ratio = percent(rate / reference.single_rows_per_second),
+        verdict_single = verdict(rate >= reference.single_rows_per_second),
+    );
+    out.push_str("| Round | Messages/s | p50 | p99 | Failed |\n|---|---|---|---|---|\n");
+    for (index, round) in rounds.iter().enumerate() {
+        let latencies = Latencies::new(round.latencies.clone());
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} |",
+            index + 1,
+            round.throughput.per_second(),
+            millis(latencies.median()),
+            millis(latencies.percentile(99.0)),
+            round.failures.len()
+        );
+    }
+    if let Some(first) = failures.first() {
+        let _ = writeln!(out, "\nFirst failure: `{first}`");
+    }
+    render_cpu(&mut out, rounds, sent);
+    let _ = write!(
+        out,
+        "\npgbench ran right after the rounds against the same PostgreSQL, on a table shaped like \
+         a message row (uuid, bigint, {payload}-byte bytea), {seconds} s per run:\n\n```\n{scripts}```\n",
+        payload = pgbench::PAYLOAD_BYTES,
+        seconds = plan.pgbench_seconds,
+        scripts = pgbench::describe(),
+    );
+    out
+}
