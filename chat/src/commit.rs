@@ -140,13 +140,15 @@ async fn collect_more(
 }
 
 /// Commits one batch and answers every sender. When two sends with the same client message id
-/// race from two replicas (or two conversations), the batch fails on the unique constraint and
-/// is retried one send per transaction, where the duplicate check sees the winner.
+/// but different conversations race (two replicas, or one replica's consecutive batches), the
+/// conversation locks do not order them: the later batch fails on the unique constraint and is
+/// retried one send per transaction, where the duplicate check sees the winner.
 async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus) {
     let messages: Vec<NewMessage> = pending.iter().map(|p| p.message.clone()).collect();
     match try_commit(db, &messages).await {
         Ok(outcome) => answer(pending, outcome, bus),
-        Err(error) if is_client_id_conflict(&error) && pending.len() > 1 => {
+        // The conflicting send committed first, so the retries see it as stored.
+        Err(error) if is_client_id_conflict(&error) => {
             for one in pending {
                 let messages = [one.message.clone()];
                 match try_commit(db, &messages).await {

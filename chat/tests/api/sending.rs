@@ -316,3 +316,47 @@ async fn the_database_holds_no_plaintext(db: PgPool) {
         format!("the marker is {marker}")
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_client_message_id_racing_into_two_conversations_on_two_replicas_is_stored_once(
+    db: PgPool,
+) {
+    let app = spawn_app(db.clone()).await;
+    let replica_b =
+        crate::helpers::spawn_chat(&db, app.auth_addr, |_| {}, std::future::pending()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let alice_on_b = alice.on_replica(replica_b).await;
+    alice_on_b.subscribe_when_ready().await;
+    let with_bob = alice.open_direct(&bob).await;
+    let with_carol = alice.open_direct(&carol).await;
+    let to_bob = alice.seal(
+        &with_bob.conversation_id,
+        "same-id",
+        &alice.recipients(&[&bob.user_id]).await,
+        "x",
+    );
+    let to_carol = alice.seal(
+        &with_carol.conversation_id,
+        "same-id",
+        &alice.recipients(&[&carol.user_id]).await,
+        "y",
+    );
+
+    let (first, second) = tokio::join!(alice.send(to_bob), alice_on_b.send(to_carol));
+
+    let outcomes = [first, second];
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let refused = outcomes.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    let stored: i64 = sqlx::query_scalar("select count(*) from chat.messages")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}
