@@ -263,6 +263,8 @@ impl StreamTask {
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
 
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
+        // Ticks missed while the task waited for room are not made up in a burst.
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await; // the first tick is immediate
         loop {
             tokio::select! {

@@ -19,10 +19,25 @@
 //! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
 //!   `conversations.rs`, `devices.rs`, `typing.rs`.
 //!
-//! Not done yet: group conversations (they need the group service; a group id answers
-//! NOT_FOUND); `MembershipChange` and `DevicesChanged` stream events; caching device lists (each
-//! send asks auth, see `devices.rs`); the per-device stream limit and the typing rate limit hold
-//! per replica, not across replicas.
+//! Decisions worth knowing before changing anything:
+//! - The recipient set must be exactly the current keyed devices of every participant; the
+//!   sending device itself may be included or not (including it lets it read its own messages in
+//!   history). A stale entry (right device, old key) is reported as stale, not missing.
+//! - Retries are answered before the device check, so a retry after a device change still gets
+//!   the original; the same client message id with another envelope (compared by signature) is
+//!   ALREADY_EXISTS, reason CLIENT_MESSAGE_ID_REUSED.
+//! - A committed send is never undone: a client that disconnects before the answer retries with
+//!   the same client message id and gets `duplicate = true`.
+//! - Acknowledgements and typing indicators sent on OpenStream have no answer; refused ones are
+//!   logged at debug level only.
+//! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`); one more is a
+//!   constant: at most 64 sends in flight per OpenStream (`api.rs`).
+//!
+//! Not done yet: group conversations (they need the group service's membership; a group id
+//! answers NOT_FOUND today); the `MembershipChange` and `DevicesChanged` stream events; caching
+//! device lists (each send asks auth, see `devices.rs`, until `WatchDeviceChanges` exists to
+//! invalidate a cache); the per-device stream limit and the typing rate limit hold per replica,
+//! not across replicas.
 
 mod api;
 mod bus;
