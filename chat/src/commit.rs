@@ -78,8 +78,11 @@ pub struct Committer {
 
 struct Pending {
     message: NewMessage,
-    reply: oneshot::Sender<Result<Committed, Error>>,
+    reply: Reply,
 }
+
+/// Where a sender waits for its answer.
+type Reply = oneshot::Sender<Result<Committed, Error>>;
 
 impl Committer {
     /// Starts the committing task. It ends when every handle is dropped and the queue is empty.
@@ -144,20 +147,23 @@ async fn collect_more(
 /// conversation locks do not order them: the later batch fails on the unique constraint and is
 /// retried one send per transaction, where the duplicate check sees the winner.
 async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus) {
-    let messages: Vec<NewMessage> = pending.iter().map(|p| p.message.clone()).collect();
+    // The messages are moved, not copied: a batch may carry megabytes of ciphertext.
+    let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = pending
+        .into_iter()
+        .map(|one| (one.message, one.reply))
+        .unzip();
     match try_commit(db, &messages).await {
-        Ok(outcome) => answer(pending, outcome, bus),
+        Ok(outcome) => answer(replies, outcome, bus),
         // The conflicting send committed first, so the retries see it as stored.
         Err(error) if is_client_id_conflict(&error) => {
-            for one in pending {
-                let messages = [one.message.clone()];
-                match try_commit(db, &messages).await {
-                    Ok(outcome) => answer(vec![one], outcome, bus),
-                    Err(error) => fail(vec![one], &error),
+            for (message, reply) in messages.iter().zip(replies) {
+                match try_commit(db, std::slice::from_ref(message)).await {
+                    Ok(outcome) => answer(vec![reply], outcome, bus),
+                    Err(error) => fail(vec![reply], &error),
                 }
             }
         }
-        Err(error) => fail(pending, &error),
+        Err(error) => fail(replies, &error),
     }
 }
 
@@ -167,7 +173,7 @@ struct Outcome {
     wakeups: Vec<(ConversationId, u64)>,
 }
 
-fn answer(pending: Vec<Pending>, outcome: Outcome, bus: &dyn Bus) {
+fn answer(replies: Vec<Reply>, outcome: Outcome, bus: &dyn Bus) {
     // Publish first: the wake-up must not wait for the senders' tasks to run.
     for (conversation, last_sequence) in outcome.wakeups {
         bus.publish(BusEvent::NewMessages {
@@ -175,18 +181,16 @@ fn answer(pending: Vec<Pending>, outcome: Outcome, bus: &dyn Bus) {
             last_sequence,
         });
     }
-    for (one, result) in pending.into_iter().zip(outcome.answers) {
+    for (reply, result) in replies.into_iter().zip(outcome.answers) {
         // A sender that gave up no longer listens; its message is stored all the same.
-        let _ = one.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
-fn fail(pending: Vec<Pending>, error: &sqlx::Error) {
-    tracing::error!(%error, n_sends = pending.len(), "a send batch failed to commit");
-    for one in pending {
-        let _ = one
-            .reply
-            .send(Err(Error::Internal("the message could not be stored")));
+fn fail(replies: Vec<Reply>, error: &sqlx::Error) {
+    tracing::error!(%error, n_sends = replies.len(), "a send batch failed to commit");
+    for reply in replies {
+        let _ = reply.send(Err(Error::Internal("the message could not be stored")));
     }
 }
 

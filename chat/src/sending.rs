@@ -105,7 +105,7 @@ impl Sending {
             .ok_or_else(|| {
                 Error::SignatureInvalid("the sending device has no published keys".to_owned())
             })?;
-        let recipients = check_recipients(&checked.recipients, &devices, caller.device)?;
+        let recipients = check_recipients(checked.recipients, &devices, caller.device)?;
         let recipients_digest =
             envelope
                 .verify_as_sent(&sender_key)
@@ -226,7 +226,7 @@ fn check_envelope(
 /// Checks that `recipients` are exactly the current devices of every participant, the sending
 /// device excepted: it may wrap for itself (to read its own messages in history) or not.
 fn check_recipients(
-    recipients: &[RecipientKey],
+    recipients: Vec<RecipientKey>,
     devices: &HashMap<UserId, Vec<ActiveDevice>>,
     sender_device: DeviceId,
 ) -> Result<Vec<RecipientKey>, Error> {
@@ -242,7 +242,7 @@ fn check_recipients(
         .collect();
     let mut mismatch = DeviceListMismatch::default();
     let mut covered = HashSet::with_capacity(recipients.len());
-    for recipient in recipients {
+    for recipient in &recipients {
         let Some(fingerprint) = current.get(&recipient.device) else {
             mismatch.extra.push(recipient.device.to_string());
             continue;
@@ -259,7 +259,7 @@ fn check_recipients(
         .map(ToString::to_string)
         .collect();
     if mismatch.is_empty() {
-        return Ok(recipients.to_vec());
+        return Ok(recipients);
     }
     mismatch.missing.sort();
     mismatch.extra.sort();

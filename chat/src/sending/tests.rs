@@ -149,7 +149,7 @@ fn the_recipient_check_reports_missing_extra_and_stale_devices_sorted() {
     .recipients;
 
     let Err(Error::DeviceListMismatch(mismatch)) =
-        check_recipients(&wrapped, &devices, sender.device)
+        check_recipients(wrapped, &devices, sender.device)
     else {
         panic!("expected a mismatch");
     };
@@ -171,8 +171,8 @@ fn the_sending_device_may_be_a_recipient_or_not() {
     let with_self =
         check_envelope(&envelope(sender, &[peer, sender.device]), sender, &limits()).unwrap();
 
-    assert!(check_recipients(&without_self.recipients, &devices, sender.device).is_ok());
-    assert!(check_recipients(&with_self.recipients, &devices, sender.device).is_ok());
+    assert!(check_recipients(without_self.recipients, &devices, sender.device).is_ok());
+    assert!(check_recipients(with_self.recipients, &devices, sender.device).is_ok());
 }
 
 #[test]
