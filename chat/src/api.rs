@@ -25,10 +25,6 @@ mod convert;
 
 use convert::{conversation_pb, message_pb, send_response, stream_response_pb};
 
-/// Sends on one OpenStream that may be in flight at once; the stream stops reading requests
-/// while this many wait for their commit.
-const MAX_IN_FLIGHT_STREAM_SENDS: usize = 64;
-
 /// Implements `chat.v1.ChatService`.
 #[derive(Clone)]
 pub struct ChatApi {
@@ -249,7 +245,8 @@ async fn serve_stream_requests(
     outbox: Outbox,
 ) {
     use pb::open_stream_request::Request as Kind;
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_STREAM_SENDS));
+    // The stream stops reading requests while this many sends wait for their commit.
+    let in_flight = Arc::new(Semaphore::new(chat.limits.max_stream_sends_in_flight));
     let who = Arc::new(who);
     loop {
         let request = tokio::select! {

@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_page_size: u32,
     /// `CHAT_MAX_STREAMS_PER_DEVICE`: open streams per device on one replica, default 16.
     pub max_streams_per_device: usize,
+    /// `CHAT_MAX_STREAM_SENDS_IN_FLIGHT`: sends on one OpenStream waiting for their commit at
+    /// once; the stream reads no further request until one is answered, default 64.
+    pub max_stream_sends_in_flight: usize,
     /// `CHAT_TYPING_INTERVAL_MS`: at most one typing indicator per conversation and device in this
     /// interval, default 2,000 ms.
     pub typing_interval: Duration,
@@ -104,6 +107,7 @@ impl Config {
                 max_wrapped_keys: positive(&env, "MAX_WRAPPED_KEYS", 10_000)?,
                 max_page_size: positive(&env, "MAX_PAGE_SIZE", 200)?,
                 max_streams_per_device: positive(&env, "MAX_STREAMS_PER_DEVICE", 16)?,
+                max_stream_sends_in_flight: positive(&env, "MAX_STREAM_SENDS_IN_FLIGHT", 64)?,
                 typing_interval: Duration::from_millis(positive(
                     &env,
                     "TYPING_INTERVAL_MS",

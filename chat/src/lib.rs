@@ -30,8 +30,8 @@
 //!   the same client message id and gets `duplicate = true`.
 //! - Acknowledgements and typing indicators sent on OpenStream have no answer; refused ones are
 //!   logged at debug level only.
-//! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`); one more is a
-//!   constant: at most 64 sends in flight per OpenStream (`api.rs`).
+//! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`). Fixed internal
+//!   bounds (bus buffers, caches) are named constants in their modules.
 //!
 //! Not done yet: group conversations (they need the group service's membership; a group id
 //! answers NOT_FOUND today); the `MembershipChange` and `DevicesChanged` stream events; caching

@@ -548,3 +548,50 @@ async fn a_stream_ends_with_unauthenticated_when_its_token_expires(db: PgPool) {
 
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn acknowledgements_and_typing_on_the_bidirectional_stream_reach_the_other_side(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let id = conversation.conversation_id.clone();
+    bob.send_text(&bob.open_direct(&alice).await, "hi")
+        .await
+        .unwrap();
+    let mut bob_events = bob.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+    let alice_stream = BidiStream::open(&alice, Vec::new()).await;
+
+    alice_stream
+        .requests
+        .send(pb::OpenStreamRequest {
+            request: Some(Kind::Ack(pb::Acknowledgement {
+                conversation_id: id.clone(),
+                delivered_sequence: 1,
+                read_sequence: 1,
+            })),
+        })
+        .await
+        .unwrap();
+    let receipt = next_event(&mut bob_events).await;
+    alice_stream
+        .requests
+        .send(pb::OpenStreamRequest {
+            request: Some(Kind::Typing(pb::StreamTyping {
+                conversation_id: id.clone(),
+            })),
+        })
+        .await
+        .unwrap();
+    let typing = next_event(&mut bob_events).await;
+
+    assert!(
+        matches!(&receipt, Event::Receipt(r) if r.read_sequence == 1 && r.user_id == alice.user_id),
+        "{receipt:?}"
+    );
+    assert!(
+        matches!(&typing, Event::Typing(t) if t.user_id == alice.user_id),
+        "{typing:?}"
+    );
+}
