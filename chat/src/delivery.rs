@@ -325,7 +325,8 @@ impl StreamTask {
     }
 
     /// Queues every message of `conversation` after the cursor, page by page. The replay waits
-    /// for room in the queue; live delivery does not (see the module docs).
+    /// for room in the queue as long as it takes; live delivery at most the stall limit (see the
+    /// module docs).
     async fn catch_up(&mut self, conversation: ConversationId, replay: bool) -> Result<(), Error> {
         loop {
             let cursor = self.cursors.get(&conversation).copied().unwrap_or(0);
