@@ -264,6 +264,12 @@ async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sql
     }
     insert_messages(&mut tx, messages, &fresh, &sequences).await?;
     tx.commit().await?;
+    tracing::debug!(
+        n_sends = messages.len(),
+        n_stored = fresh.len(),
+        n_conversations = counts.len(),
+        "send batch committed"
+    );
 
     let answers = messages
         .iter()

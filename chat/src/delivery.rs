@@ -245,8 +245,12 @@ impl StreamTask {
             result = self.deliver(&inbox, &requested) => result,
             () = expiry => Err(Error::TokenExpired),
         };
-        if let Err(error) = result {
-            self.outbox.end(error);
+        match result {
+            Ok(()) => tracing::debug!(user_id = %self.caller.user, "stream closed by the client"),
+            Err(error) => {
+                tracing::debug!(user_id = %self.caller.user, %error, "stream ended");
+                self.outbox.end(error);
+            }
         }
         drop(registration);
     }

@@ -595,3 +595,37 @@ async fn acknowledgements_and_typing_on_the_bidirectional_stream_reach_the_other
         "{typing:?}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_ignores_positions_in_conversations_of_others(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mallory = app.user("mallory").await;
+    let conversation = alice.open_direct(&bob).await;
+    alice
+        .send_text(&conversation, "not for mallory")
+        .await
+        .unwrap();
+
+    let mut events = mallory
+        .subscribe(&[(&conversation.conversation_id, 0)])
+        .await;
+    let replayed = replay(&mut events).await;
+    alice.send_text(&conversation, "still not").await.unwrap();
+    let nothing = tokio::time::timeout(Duration::from_millis(300), events.message()).await;
+
+    assert!(replayed.is_empty());
+    assert!(
+        matches!(
+            &nothing,
+            Err(_)
+                | Ok(Ok(Some(pb::SubscribeResponse {
+                    event: Some(pb::StreamEvent {
+                        event: Some(Event::Heartbeat(_))
+                    })
+                })))
+        ),
+        "{nothing:?}"
+    );
+}
