@@ -280,7 +280,8 @@ async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sql
                 return clone_stored(original)
                     .answer_retry(message.conversation, &message.signature);
             }
-            let winner = first_of[&key];
+            // Every key that was not stored has a first occurrence (set above).
+            let winner = first_of.get(&key).copied().unwrap_or(index);
             let committed = Committed {
                 message_id: messages[winner].id,
                 sequence: to_u64(sequences[winner]),
