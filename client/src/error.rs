@@ -1,0 +1,106 @@
+//! The one error type of the crate, and the exit code of each kind.
+
+use tonic::{Code, Status};
+
+/// What can go wrong. Messages never contain secrets (tokens, passwords, keys, plaintext).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command or its arguments are wrong (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Not logged in, wrong password or passphrase, or the session ended (exit code 3).
+    #[error("{0}")]
+    Auth(String),
+    /// A user, group, device or conversation does not exist (exit code 4).
+    #[error("{0}")]
+    NotFound(String),
+    /// The server cannot be reached or is unavailable (exit code 5).
+    #[error("the server is unavailable: {0}")]
+    Unavailable(String),
+    /// A message or a key failed verification (exit code 6).
+    #[error("verification failed: {0}")]
+    Verification(String),
+    /// The server refused the call for another reason (exit code 1).
+    #[error("the server refused: {code:?}: {message}")]
+    Refused {
+        /// The gRPC status code.
+        code: Code,
+        /// The server's message.
+        message: String,
+    },
+    /// The profile directory could not be read or written (exit code 1).
+    #[error("profile: {0}")]
+    Profile(String),
+    /// Local cryptography failed (exit code 1).
+    #[error("cryptography: {0}")]
+    Crypto(String),
+}
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code of this error (see the crate docs).
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Auth(_) => 3,
+            Error::NotFound(_) => 4,
+            Error::Unavailable(_) => 5,
+            Error::Verification(_) => 6,
+            Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::Unauthenticated => Error::Auth(if message.is_empty() {
+                "not authenticated".to_owned()
+            } else {
+                message
+            }),
+            Code::NotFound => Error::NotFound(message),
+            Code::InvalidArgument => Error::Usage(message),
+            Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
+            code => Error::Refused { code, message },
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(error: tonic::transport::Error) -> Self {
+        Error::Unavailable(error.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Error::Profile(error.to_string())
+    }
+}
+
+impl From<e2ee::Error> for Error {
+    fn from(error: e2ee::Error) -> Self {
+        Error::Crypto(error.name().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_status_kind_has_its_own_exit_code() {
+        let code = |status: Status| Error::from(status).exit_code();
+
+        assert_eq!(code(Status::unauthenticated("x")), 3);
+        assert_eq!(code(Status::not_found("x")), 4);
+        assert_eq!(code(Status::unavailable("x")), 5);
+        assert_eq!(code(Status::invalid_argument("x")), 2);
+        assert_eq!(code(Status::internal("x")), 1);
+    }
+}

@@ -1,0 +1,218 @@
+//! Groups and membership through the group service.
+
+use proto::group::v1 as pb;
+use serde::Serialize;
+
+use crate::{Error, Result, Session};
+
+/// A group as the user sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupInfo {
+    /// The group id (also its conversation id).
+    pub group_id: String,
+    /// Its name.
+    pub name: String,
+    /// The user's role: `owner`, `admin` or `member`.
+    pub role: &'static str,
+    /// How many members it has.
+    pub member_count: u32,
+}
+
+/// One member of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// The user id.
+    pub user_id: String,
+    /// The username.
+    pub username: String,
+    /// `owner`, `admin` or `member`.
+    pub role: &'static str,
+    /// How many keyed devices the member has.
+    pub devices: usize,
+}
+
+impl Session {
+    /// Creates a group with the given members (by username) besides the user, who owns it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown username.
+    pub async fn create_group(&self, name: &str, members: &[String]) -> Result<GroupInfo> {
+        let member_user_ids = self.user_ids(members).await?;
+        let request = pb::CreateGroupRequest {
+            name: name.to_owned(),
+            member_user_ids,
+        };
+        let response = self
+            .call(request, |request| {
+                let mut group = self.group.clone();
+                async move { group.create_group(request).await }
+            })
+            .await?;
+        Ok(group_info(response.group.unwrap_or_default()))
+    }
+
+    /// Renames a group (`#name` or id, see [`Session::resolve`]).
+    ///
+    /// # Errors
+    /// As [`Session::call`].
+    pub async fn rename_group(&self, group: &str, name: &str) -> Result<GroupInfo> {
+        let group_id = self.find_group(group).await?.group_id;
+        let request = pb::RenameGroupRequest {
+            group_id,
+            name: name.to_owned(),
+        };
+        let response = self
+            .call(request, |request| {
+                let mut group = self.group.clone();
+                async move { group.rename_group(request).await }
+            })
+            .await?;
+        Ok(group_info(response.group.unwrap_or_default()))
+    }
+
+    /// Adds members (by username) as plain members.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown username.
+    pub async fn add_members(&self, group: &str, usernames: &[String]) -> Result<GroupInfo> {
+        let group_id = self.find_group(group).await?.group_id;
+        let request = pb::AddMembersRequest {
+            group_id,
+            user_ids: self.user_ids(usernames).await?,
+            role: pb::Role::Member as i32,
+        };
+        let response = self
+            .call(request, |request| {
+                let mut group = self.group.clone();
+                async move { group.add_members(request).await }
+            })
+            .await?;
+        Ok(group_info(response.group.unwrap_or_default()))
+    }
+
+    /// Removes a member (by username).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown user or group.
+    pub async fn remove_member(&self, group: &str, username: &str) -> Result<GroupInfo> {
+        let group_id = self.find_group(group).await?.group_id;
+        let user_id = self.user_ids(&[username.to_owned()]).await?.remove(0);
+        let request = pb::RemoveMemberRequest { group_id, user_id };
+        let response = self
+            .call(request, |request| {
+                let mut group = self.group.clone();
+                async move { group.remove_member(request).await }
+            })
+            .await?;
+        Ok(group_info(response.group.unwrap_or_default()))
+    }
+
+    /// Leaves a group.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (FAILED_PRECONDITION) for the last owner.
+    pub async fn leave_group(&self, group: &str) -> Result<()> {
+        let group_id = self.find_group(group).await?.group_id;
+        self.call(pb::LeaveGroupRequest { group_id }, |request| {
+            let mut group = self.group.clone();
+            async move { group.leave_group(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The members of a group.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown group.
+    pub async fn group_members(&self, group: &str) -> Result<Vec<MemberInfo>> {
+        let group_id = self.find_group(group).await?.group_id;
+        Ok(self
+            .list_members(&group_id)
+            .await?
+            .into_iter()
+            .map(|member| {
+                let user = member.user.unwrap_or_default();
+                MemberInfo {
+                    user_id: user.user_id,
+                    username: user.username,
+                    role: role_name(member.role),
+                    devices: member.devices.len(),
+                }
+            })
+            .collect())
+    }
+
+    /// The user's groups.
+    ///
+    /// # Errors
+    /// As [`Session::call`].
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let mut groups = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListMyGroupsRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+            };
+            let response = self
+                .call(request, |request| {
+                    let mut group = self.group.clone();
+                    async move { group.list_my_groups(request).await }
+                })
+                .await?;
+            groups.extend(response.groups.into_iter().map(group_info));
+            if response.next_page_token.is_empty() {
+                return Ok(groups);
+            }
+            page_token = response.next_page_token;
+        }
+    }
+
+    /// One of the user's groups by id or by (unique) name; a leading `#` is ignored.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Usage`] when several groups have that name.
+    pub async fn find_group(&self, group: &str) -> Result<GroupInfo> {
+        let wanted = group.strip_prefix('#').unwrap_or(group);
+        let groups = self.groups().await?;
+        if let Some(found) = groups.iter().find(|g| g.group_id == wanted) {
+            return Ok(found.clone());
+        }
+        let mut named = groups.into_iter().filter(|g| g.name == wanted);
+        match (named.next(), named.next()) {
+            (Some(found), None) => Ok(found),
+            (Some(_), Some(_)) => Err(Error::Usage(format!(
+                "several of your groups are named {wanted}: use the group id"
+            ))),
+            _ => Err(Error::NotFound(format!("you have no group {wanted}"))),
+        }
+    }
+
+    async fn user_ids(&self, usernames: &[String]) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(usernames.len());
+        for username in usernames {
+            let user = self.user_by_name(username).await?;
+            ids.push(user.user.unwrap_or_default().user_id);
+        }
+        Ok(ids)
+    }
+}
+
+fn group_info(group: pb::Group) -> GroupInfo {
+    GroupInfo {
+        role: role_name(group.my_role),
+        group_id: group.group_id,
+        name: group.name,
+        member_count: group.member_count,
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Owner) => "owner",
+        Ok(pb::Role::Admin) => "admin",
+        Ok(pb::Role::Member) => "member",
+        _ => "unknown",
+    }
+}

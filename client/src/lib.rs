@@ -1,0 +1,46 @@
+//! The reference end-to-end encrypted client: a library (this crate) and the `chat`
+//! command-line program (`src/main.rs`). It talks only to the gateway.
+//!
+//! Everything secret stays on the device: messages are sealed and opened here with the `e2ee`
+//! crate, for every device of every participant (this one included, so that it can read its own
+//! history), and every delivered message is verified (signature, key commitment, decryption)
+//! before its text is shown; one that fails is shown as [`Content::Failed`], never as text.
+//! Contacts' keys are pinned on first use, and a change is reported as a [`KeyWarning`].
+//!
+//! Start with [`Session`] (`session.rs`: login, tokens, the `call` helper that refreshes them),
+//! then `messages.rs` (send, history, opening), `live.rs` (the interactive stream), `groups.rs`,
+//! `contacts.rs`, and `profile.rs` / `keystore.rs` for what is stored on disk.
+//!
+//! **The profile directory** (mode 0700; every file 0600, written atomically):
+//! `account.json` (server, username, user and device ids), `tokens.json` (access and refresh
+//! tokens with their expiry), `keys.json` (the device's private keys sealed with
+//! AES-256-GCM-SIV under an argon2id key from the passphrase, see [`keystore::SealedKeys`]),
+//! `contacts.json` (pinned device keys per user, verified flags), `cursors.json` (last sequence
+//! shown per conversation).
+//!
+//! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
+//! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
+//! password or passphrase, session ended), 4 not found, 5 network or server unavailable,
+//! 6 verification failure (a message that failed verification was shown).
+//!
+//! Not done here: no forward secrecy (see the `e2ee` crate); passwords are read from the
+//! environment or a line of stdin, without disabling the terminal's echo.
+
+#![forbid(unsafe_code)]
+
+mod contacts;
+mod error;
+mod groups;
+pub mod keystore;
+mod live;
+mod messages;
+pub mod profile;
+mod session;
+
+pub use contacts::{KeyWarning, SafetyNumber};
+pub use error::{Error, Result};
+pub use groups::{GroupInfo, MemberInfo};
+pub use live::{Live, LiveEvent};
+pub use messages::{Content, ConversationSummary, ReceivedText, SentMessage, Target, TargetKind};
+pub use profile::Profile;
+pub use session::{DeviceInfo, KeyOptions, Session, register};

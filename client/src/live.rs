@@ -1,0 +1,399 @@
+//! A live conversation over the bidirectional stream (`OpenStream`): incoming messages as they
+//! arrive, sends on the same stream, and reconnection with backoff after any drop, resuming from
+//! the cursor saved in the profile so that nothing is shown twice and nothing is missed.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use proto::chat::v1::{
+    self as pb, open_stream_request::Request as Outgoing,
+    open_stream_response::Response as Incoming, stream_event::Event,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::{
+    Error, KeyWarning, ReceivedText, Result, SentMessage, Session, Target, profile::Cursors,
+    session::authorized,
+};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What a live conversation reports.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    /// The stream is open (again).
+    Connected,
+    /// Every message missed while away has been shown.
+    CaughtUp,
+    /// A new message of the conversation (verified or not: see its content).
+    Message(ReceivedText),
+    /// A line given to [`Live::send`] was stored by the server.
+    Sent(SentMessage),
+    /// A line could not be sent.
+    SendFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The stream dropped; it reopens after `retry_in`.
+    Disconnected {
+        /// What happened.
+        error: String,
+        /// The backoff delay.
+        retry_in: Duration,
+    },
+    /// A participant's keys changed.
+    KeyWarning(KeyWarning),
+}
+
+/// A running live conversation. Dropping it closes the stream.
+#[derive(Debug)]
+pub struct Live {
+    /// The events, in order.
+    pub events: mpsc::Receiver<LiveEvent>,
+    texts: Option<mpsc::Sender<String>>,
+    task: JoinHandle<()>,
+}
+
+impl Live {
+    /// Queues `text` to be encrypted and sent on the stream (resent after a reconnection until
+    /// the server answers).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the conversation has ended.
+    pub async fn send(&self, text: String) -> Result<()> {
+        let texts = self
+            .texts
+            .as_ref()
+            .ok_or_else(|| Error::Usage("the conversation was closed".to_owned()))?;
+        texts
+            .send(text)
+            .await
+            .map_err(|_| Error::Usage("the conversation has ended".to_owned()))
+    }
+
+    /// No more lines to send: the task ends once every queued line is answered.
+    pub fn finish_sending(&mut self) {
+        self.texts = None;
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Session {
+    /// Opens a live conversation with `target` (see [`Live`]).
+    #[must_use]
+    pub fn live(self: Arc<Self>, target: Target) -> Live {
+        let (event_sender, events) = mpsc::channel(256);
+        let (texts, text_receiver) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            let mut state = LiveState {
+                session: self,
+                target,
+                texts: text_receiver,
+                texts_open: true,
+                events: event_sender,
+                seen: HashSet::new(),
+                pending: BTreeMap::new(),
+                cursors: Cursors::new(),
+            };
+            state.run().await;
+        });
+        Live {
+            events,
+            texts: Some(texts),
+            task,
+        }
+    }
+}
+
+struct Pending {
+    client_message_id: String,
+    text: String,
+    envelope: pb::Envelope,
+    retried: bool,
+}
+
+struct LiveState {
+    session: Arc<Session>,
+    target: Target,
+    texts: mpsc::Receiver<String>,
+    texts_open: bool,
+    events: mpsc::Sender<LiveEvent>,
+    seen: HashSet<String>,
+    pending: BTreeMap<String, Pending>,
+    cursors: Cursors,
+}
+
+/// Why a connection ended.
+enum End {
+    /// Nothing more to do.
+    Done,
+    /// Reconnect; `caught_up` tells whether the connection had worked (resets the backoff).
+    Dropped { error: Error, caught_up: bool },
+}
+
+impl LiveState {
+    async fn run(&mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.connect_once().await {
+                End::Done => return,
+                End::Dropped { error, caught_up } => {
+                    if caught_up {
+                        backoff = FIRST_BACKOFF;
+                    }
+                    let event = LiveEvent::Disconnected {
+                        error: error.to_string(),
+                        retry_in: backoff,
+                    };
+                    if self.events.send(event).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn connect_once(&mut self) -> End {
+        let mut caught_up = false;
+        let result = self.stream(&mut caught_up).await;
+        match result {
+            Ok(()) => End::Done,
+            Err(error) => End::Dropped { error, caught_up },
+        }
+    }
+
+    async fn stream(&mut self, caught_up: &mut bool) -> Result<()> {
+        self.cursors = self.session.profile.cursors()?;
+        let token = self.session.access_token().await?;
+        let (requests, outgoing) = mpsc::channel(64);
+        let positions = self
+            .cursors
+            .iter()
+            .map(|(conversation_id, sequence)| pb::ConversationPosition {
+                conversation_id: conversation_id.clone(),
+                sequence: *sequence,
+            })
+            .collect();
+        let _ = requests
+            .send(request(Outgoing::Start(pb::StartStream { positions })))
+            .await;
+        let mut chat = self.session.chat.clone();
+        let opened = chat
+            .open_stream(authorized(ReceiverStream::new(outgoing), &token))
+            .await;
+        let mut stream = match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(self.failure(status, &token).await),
+        };
+        self.emit(LiveEvent::Connected).await?;
+        // Lines not answered before the drop: the same envelope again (the server answers a
+        // repeated client message id as a duplicate, never storing it twice).
+        for (request_id, pending) in &self.pending {
+            let _ = requests
+                .send(send_request(request_id, pending.envelope.clone()))
+                .await;
+        }
+        loop {
+            if !self.texts_open && self.pending.is_empty() && *caught_up {
+                return Ok(());
+            }
+            tokio::select! {
+                item = stream.message() => match item {
+                    Ok(Some(response)) => {
+                        if let Some(response) = response.response {
+                            self.handle(response, &requests, caught_up).await?;
+                        }
+                    }
+                    Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
+                    Err(status) => return Err(self.failure(status, &token).await),
+                },
+                text = self.texts.recv(), if self.texts_open => match text {
+                    Some(text) => self.send_text(text, &requests).await,
+                    None => self.texts_open = false,
+                },
+            }
+        }
+    }
+
+    async fn failure(&self, status: tonic::Status, token: &str) -> Error {
+        if status.code() == Code::Unauthenticated {
+            let _ = self.session.refresh_after_rejection(token).await;
+        }
+        status.into()
+    }
+
+    async fn handle(
+        &mut self,
+        response: Incoming,
+        requests: &mpsc::Sender<pb::OpenStreamRequest>,
+        caught_up: &mut bool,
+    ) -> Result<()> {
+        match response {
+            Incoming::Event(pb::StreamEvent { event: Some(event) }) => match event {
+                Event::Message(message) => self.show(message, requests).await?,
+                Event::CaughtUp(_) => {
+                    *caught_up = true;
+                    self.emit(LiveEvent::CaughtUp).await?;
+                }
+                Event::DevicesChanged(_) | Event::MembershipChange(_) => {
+                    self.session.users.lock().expect("not poisoned").clear();
+                }
+                _ => {}
+            },
+            Incoming::Event(_) => {}
+            Incoming::SendResult(result) => {
+                if self.pending.remove(&result.request_id).is_some() {
+                    let response = result.result.unwrap_or_default();
+                    let sent = SentMessage {
+                        conversation_id: self.target.conversation_id.clone(),
+                        message_id: response.message_id,
+                        sequence: response.sequence,
+                        duplicate: response.duplicate,
+                    };
+                    self.emit(LiveEvent::Sent(sent)).await?;
+                }
+            }
+            Incoming::SendRejected(rejected) => self.rejected(rejected, requests).await?,
+        }
+        Ok(())
+    }
+
+    async fn show(
+        &mut self,
+        message: pb::Message,
+        requests: &mpsc::Sender<pb::OpenStreamRequest>,
+    ) -> Result<()> {
+        if message.conversation_id != self.target.conversation_id {
+            return Ok(());
+        }
+        let cursor = self.cursors.get(&message.conversation_id).copied();
+        if cursor.is_some_and(|cursor| message.sequence <= cursor)
+            || !self.seen.insert(message.message_id.clone())
+        {
+            return Ok(());
+        }
+        let sequence = message.sequence;
+        let shown = self.session.open_message(message).await;
+        self.emit_warnings().await?;
+        self.emit(LiveEvent::Message(shown)).await?;
+        self.cursors
+            .insert(self.target.conversation_id.clone(), sequence);
+        self.session.profile.save_cursors(&self.cursors)?;
+        let ack = pb::Acknowledgement {
+            conversation_id: self.target.conversation_id.clone(),
+            delivered_sequence: sequence,
+            read_sequence: sequence,
+        };
+        let _ = requests.send(request(Outgoing::Ack(ack))).await;
+        Ok(())
+    }
+
+    async fn send_text(&mut self, text: String, requests: &mpsc::Sender<pb::OpenStreamRequest>) {
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        match self
+            .session
+            .seal_for(&self.target, &client_message_id, &text, false)
+            .await
+        {
+            Ok(envelope) => {
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let _ = requests
+                    .send(send_request(&request_id, envelope.clone()))
+                    .await;
+                self.pending.insert(
+                    request_id,
+                    Pending {
+                        client_message_id,
+                        text,
+                        envelope,
+                        retried: false,
+                    },
+                );
+            }
+            Err(error) => {
+                let _ = self
+                    .emit(LiveEvent::SendFailed {
+                        reason: error.to_string(),
+                    })
+                    .await;
+            }
+        }
+        let _ = self.emit_warnings().await;
+    }
+
+    /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
+    async fn rejected(
+        &mut self,
+        rejected: pb::SendRejected,
+        requests: &mpsc::Sender<pb::OpenStreamRequest>,
+    ) -> Result<()> {
+        let Some(mut pending) = self.pending.remove(&rejected.request_id) else {
+            return Ok(());
+        };
+        if rejected.code == Code::FailedPrecondition as i32 && !pending.retried {
+            let resealed = self
+                .session
+                .seal_for(
+                    &self.target,
+                    &pending.client_message_id,
+                    &pending.text,
+                    true,
+                )
+                .await;
+            self.emit_warnings().await?;
+            if let Ok(envelope) = resealed {
+                pending.envelope = envelope.clone();
+                pending.retried = true;
+                let _ = requests
+                    .send(send_request(&rejected.request_id, envelope))
+                    .await;
+                self.pending.insert(rejected.request_id, pending);
+                return Ok(());
+            }
+        }
+        let reason = format!("{} ({})", rejected.message, rejected.reason);
+        self.emit(LiveEvent::SendFailed { reason }).await
+    }
+
+    async fn emit_warnings(&self) -> Result<()> {
+        for warning in self.session.take_warnings() {
+            self.emit(LiveEvent::KeyWarning(warning)).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit(&self, event: LiveEvent) -> Result<()> {
+        // The receiver is gone: stop quietly (Done is reached through the closed text channel
+        // or the abort in Drop).
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
+    }
+}
+
+fn request(request: Outgoing) -> pb::OpenStreamRequest {
+    pb::OpenStreamRequest {
+        request: Some(request),
+    }
+}
+
+fn send_request(request_id: &str, envelope: pb::Envelope) -> pb::OpenStreamRequest {
+    request(Outgoing::Send(pb::StreamSend {
+        request_id: request_id.to_owned(),
+        envelope: Some(envelope),
+    }))
+}

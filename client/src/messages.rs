@@ -1,0 +1,456 @@
+//! Conversations and messages: resolving a target, sealing for every device, sending (with one
+//! retry after a device-list mismatch), history, and opening (verifying) delivered messages.
+
+use proto::{
+    auth::v1 as auth_pb,
+    chat::v1::{self as pb},
+    group::v1 as group_pb,
+};
+use serde::Serialize;
+use tonic::Code;
+
+use crate::{Error, Result, Session};
+
+/// Where a message goes: a direct conversation with a user, or a group's conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The conversation id (for a group, the group id).
+    pub conversation_id: String,
+    /// Who is in it.
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+/// The two kinds of [`Target`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A direct conversation.
+    Direct {
+        /// The peer's id.
+        user_id: String,
+        /// The peer's name.
+        username: String,
+    },
+    /// A group conversation.
+    Group {
+        /// The group id.
+        group_id: String,
+        /// The group's name.
+        name: String,
+    },
+}
+
+/// A delivered message after verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceivedText {
+    /// The server's message id.
+    pub message_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its sequence in the conversation.
+    pub sequence: u64,
+    /// When the server accepted it (Unix seconds).
+    pub sent_at: i64,
+    /// The sender as claimed by the envelope (verified only when `content` is `Verified`).
+    pub sender_user_id: String,
+    /// The sender's username, when known.
+    pub sender_username: String,
+    /// The sending device.
+    pub sender_device_id: String,
+    /// The text, or why it is not shown.
+    pub content: Content,
+}
+
+/// The outcome of verifying and decrypting a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Content {
+    /// Signature, key commitment and decryption succeeded.
+    Verified {
+        /// The plaintext.
+        text: String,
+    },
+    /// The message failed verification: its text must not be shown.
+    Failed {
+        /// Why, without saying which cryptographic check failed.
+        reason: String,
+    },
+}
+
+/// A sent message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SentMessage {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The server's message id.
+    pub message_id: String,
+    /// Its sequence.
+    pub sequence: u64,
+    /// Whether the server had already stored this client message id.
+    pub duplicate: bool,
+}
+
+/// One conversation with its unread count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationSummary {
+    /// The conversation id.
+    pub conversation_id: String,
+    /// `direct` or `group`.
+    pub kind: &'static str,
+    /// The peer's username or the group's id.
+    pub with: String,
+    /// The last sequence.
+    pub last_sequence: u64,
+    /// Messages after this device's read position.
+    pub unread_count: u64,
+}
+
+impl Session {
+    /// Resolves `target`: `#name` or `#group-id` is one of the user's groups, anything else a
+    /// username (opening the direct conversation if needed).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown user or group; [`Error::Usage`] for an ambiguous
+    /// group name.
+    pub async fn resolve(&self, target: &str) -> Result<Target> {
+        if let Some(group) = target.strip_prefix('#') {
+            let group = self.find_group(group).await?;
+            return Ok(Target {
+                conversation_id: group.group_id.clone(),
+                kind: TargetKind::Group {
+                    group_id: group.group_id,
+                    name: group.name,
+                },
+            });
+        }
+        let user = self.user_by_name(target).await?.user.unwrap_or_default();
+        let request = pb::OpenDirectConversationRequest {
+            peer_user_id: user.user_id.clone(),
+        };
+        let response = self
+            .call(request, |request| {
+                let mut chat = self.chat.clone();
+                async move { chat.open_direct_conversation(request).await }
+            })
+            .await?;
+        Ok(Target {
+            conversation_id: response.conversation.unwrap_or_default().conversation_id,
+            kind: TargetKind::Direct {
+                user_id: user.user_id,
+                username: user.username,
+            },
+        })
+    }
+
+    /// Encrypts `text` for every device of the conversation and sends it. After a device-list
+    /// mismatch, refetches the devices and retries once (with the same client message id).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (FAILED_PRECONDITION) when the devices changed again; as
+    /// [`Session::call`] otherwise.
+    pub async fn send_text(&self, target: &Target, text: &str) -> Result<SentMessage> {
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        let mut fresh = false;
+        loop {
+            let envelope = self
+                .seal_for(target, &client_message_id, text, fresh)
+                .await?;
+            let request = pb::SendMessageRequest {
+                envelope: Some(envelope),
+            };
+            let result = self
+                .call(request, |request| {
+                    let mut chat = self.chat.clone();
+                    async move { chat.send_message(request).await }
+                })
+                .await;
+            match result {
+                Ok(response) => {
+                    return Ok(SentMessage {
+                        conversation_id: target.conversation_id.clone(),
+                        message_id: response.message_id,
+                        sequence: response.sequence,
+                        duplicate: response.duplicate,
+                    });
+                }
+                Err(Error::Refused {
+                    code: Code::FailedPrecondition,
+                    ..
+                }) if !fresh => fresh = true,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The envelope of `text` for every current device of the target's participants (this
+    /// device included, so that it can read its own messages), from auth (or the session's
+    /// cache unless `fresh`).
+    pub(crate) async fn seal_for(
+        &self,
+        target: &Target,
+        client_message_id: &str,
+        text: &str,
+        fresh: bool,
+    ) -> Result<pb::Envelope> {
+        let recipients = self.recipients(target, fresh).await?;
+        let keys = self.keys()?;
+        let sender = e2ee::Sender {
+            user_id: &self.account.user_id,
+            device_id: &self.account.device_id,
+            keys,
+        };
+        let envelope = e2ee::seal(
+            &sender,
+            &target.conversation_id,
+            client_message_id,
+            &recipients,
+            text.as_bytes(),
+        )?;
+        Ok(envelope.into())
+    }
+
+    async fn recipients(&self, target: &Target, fresh: bool) -> Result<Vec<e2ee::RecipientDevice>> {
+        let users = match &target.kind {
+            TargetKind::Direct { user_id, .. } => {
+                let me = self
+                    .user_by_id(&self.account.user_id.clone(), fresh)
+                    .await?;
+                let peer = self.user_by_id(user_id, fresh).await?;
+                vec![me, peer]
+            }
+            TargetKind::Group { group_id, .. } => self.members_with_devices(group_id).await?,
+        };
+        Ok(users
+            .into_iter()
+            .flat_map(|user| user.devices)
+            .filter_map(|device| {
+                let keys = device.keys?;
+                Some(e2ee::RecipientDevice {
+                    device_id: device.device_id,
+                    encryption_spki: keys.encryption_public_key,
+                })
+            })
+            .collect())
+    }
+
+    /// The group's members with their devices (pinning their keys).
+    pub(crate) async fn members_with_devices(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<auth_pb::UserWithDevices>> {
+        let members = self.list_members(group_id).await?;
+        let users: Vec<auth_pb::UserWithDevices> = members
+            .into_iter()
+            .map(|member| auth_pb::UserWithDevices {
+                user: member.user,
+                devices: member.devices,
+            })
+            .collect();
+        for user in &users {
+            self.pin(user)?;
+        }
+        Ok(users)
+    }
+
+    /// The last `limit` messages of the conversation, oldest first, each verified; marks them
+    /// read.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user is not in the conversation.
+    pub async fn history(&self, target: &Target, limit: u32) -> Result<Vec<ReceivedText>> {
+        let request = pb::ListMessagesRequest {
+            conversation_id: target.conversation_id.clone(),
+            direction: pb::Direction::Backward as i32,
+            from_sequence: 0,
+            page_size: limit,
+            include_all_recipients: false,
+        };
+        let response = self
+            .call(request, |request| {
+                let mut chat = self.chat.clone();
+                async move { chat.list_messages(request).await }
+            })
+            .await?;
+        let mut shown = Vec::with_capacity(response.messages.len());
+        for message in response.messages.into_iter().rev() {
+            shown.push(self.open_message(message).await);
+        }
+        if let Some(last) = shown.last() {
+            self.acknowledge(&target.conversation_id, last.sequence, last.sequence)
+                .await?;
+        }
+        Ok(shown)
+    }
+
+    /// Records that this device received and read the conversation up to the given sequences
+    /// (0 leaves one unchanged).
+    ///
+    /// # Errors
+    /// As [`Session::call`].
+    pub async fn acknowledge(
+        &self,
+        conversation_id: &str,
+        delivered: u64,
+        read: u64,
+    ) -> Result<()> {
+        let request = pb::AcknowledgeRequest {
+            ack: Some(pb::Acknowledgement {
+                conversation_id: conversation_id.to_owned(),
+                delivered_sequence: delivered,
+                read_sequence: read,
+            }),
+        };
+        self.call(request, |request| {
+            let mut chat = self.chat.clone();
+            async move { chat.acknowledge(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every conversation of the user, most recent first, with unread counts.
+    ///
+    /// # Errors
+    /// As [`Session::call`].
+    pub async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        let mut conversations = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListConversationsRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+            };
+            let response = self
+                .call(request, |request| {
+                    let mut chat = self.chat.clone();
+                    async move { chat.list_conversations(request).await }
+                })
+                .await?;
+            conversations.extend(response.conversations);
+            if response.next_page_token.is_empty() {
+                break;
+            }
+            page_token = response.next_page_token;
+        }
+        let peers: Vec<String> = conversations
+            .iter()
+            .filter(|c| !c.peer_user_id.is_empty())
+            .map(|c| c.peer_user_id.clone())
+            .collect();
+        let users = self.users_by_id(peers).await?;
+        let name_of = |user_id: &str| {
+            users
+                .iter()
+                .filter_map(|user| user.user.as_ref())
+                .find(|user| user.user_id == user_id)
+                .map_or_else(|| user_id.to_owned(), |user| user.username.clone())
+        };
+        Ok(conversations
+            .into_iter()
+            .map(|c| ConversationSummary {
+                kind: if c.group_id.is_empty() {
+                    "direct"
+                } else {
+                    "group"
+                },
+                with: if c.group_id.is_empty() {
+                    name_of(&c.peer_user_id)
+                } else {
+                    format!("#{}", c.group_id)
+                },
+                conversation_id: c.conversation_id,
+                last_sequence: c.last_sequence,
+                unread_count: c.unread_count,
+            })
+            .collect())
+    }
+
+    /// Verifies and decrypts a delivered message. A message that fails any check is returned
+    /// with [`Content::Failed`], never with its text.
+    pub async fn open_message(&self, message: pb::Message) -> ReceivedText {
+        let envelope = message.envelope.clone().unwrap_or_default();
+        let content = match self.decrypt(message.clone(), &envelope).await {
+            Ok(text) => Content::Verified { text },
+            Err(reason) => Content::Failed {
+                reason: reason.to_owned(),
+            },
+        };
+        let sender_username = self
+            .users
+            .lock()
+            .expect("not poisoned")
+            .get(&envelope.sender_user_id)
+            .and_then(|user| user.user.as_ref().map(|user| user.username.clone()))
+            .or_else(|| {
+                (envelope.sender_user_id == self.account.user_id)
+                    .then(|| self.account.username.clone())
+            })
+            .unwrap_or_default();
+        ReceivedText {
+            message_id: message.message_id,
+            conversation_id: message.conversation_id,
+            sequence: message.sequence,
+            sent_at: message.sent_at.map_or(0, |t| t.seconds),
+            sender_user_id: envelope.sender_user_id,
+            sender_username,
+            sender_device_id: envelope.sender_device_id,
+            content,
+        }
+    }
+
+    async fn decrypt(
+        &self,
+        message: pb::Message,
+        envelope: &pb::Envelope,
+    ) -> std::result::Result<String, &'static str> {
+        let keys = self.keys().map_err(|_| "the device keys are not open")?;
+        if envelope.conversation_id != message.conversation_id {
+            return Err("the message was delivered in another conversation");
+        }
+        let signing_key = self
+            .signing_key(&envelope.sender_user_id, &envelope.sender_device_id)
+            .await
+            .ok_or("the sender's device is unknown")?;
+        let received =
+            e2ee::ReceivedMessage::try_from(message).map_err(|_| "the message is malformed")?;
+        // Never say which check failed (see the e2ee crate's threat model).
+        let plaintext = e2ee::open(&received, &self.account.device_id, keys, &signing_key)
+            .map_err(|_| "the signature, key commitment or decryption check failed")?;
+        String::from_utf8(plaintext).map_err(|_| "the message is not UTF-8 text")
+    }
+
+    /// The Ed25519 key of a sender's device: this device's own, the user's current devices
+    /// (refetched once when unknown), or one pinned earlier (a device revoked since).
+    async fn signing_key(&self, user_id: &str, device_id: &str) -> Option<Vec<u8>> {
+        if user_id == self.account.user_id
+            && device_id == self.account.device_id
+            && let Some(keys) = self.public_keys()
+        {
+            return Some(keys.signing_public_key.to_vec());
+        }
+        for fresh in [false, true] {
+            if let Ok(user) = self.user_by_id(user_id, fresh).await
+                && let Some(device) = user.devices.iter().find(|d| d.device_id == device_id)
+            {
+                return device.keys.as_ref().map(|k| k.signing_public_key.clone());
+            }
+        }
+        let contacts = self.profile.contacts().ok()?;
+        let pinned = contacts.get(user_id)?.signing_keys.get(device_id)?;
+        hex::decode(pinned).ok()
+    }
+
+    pub(crate) async fn list_members(&self, group_id: &str) -> Result<Vec<group_pb::Member>> {
+        let request = group_pb::ListMembersRequest {
+            group_id: group_id.to_owned(),
+        };
+        let response = self
+            .call(request, |request| {
+                let mut group = self.group.clone();
+                async move { group.list_members(request).await }
+            })
+            .await?;
+        Ok(response.members)
+    }
+}

@@ -1,0 +1,479 @@
+//! A logged-in device: the gateway connection, tokens (refreshed automatically) and keys.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    chat::v1::chat_service_client::ChatServiceClient,
+    group::v1::group_service_client::GroupServiceClient,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{
+    Code, Request, Response, Status,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    Error, Result,
+    keystore::{self, KdfParams},
+    profile::{Account, Profile, Tokens},
+};
+
+/// Refresh the access token when it expires within this long.
+const REFRESH_MARGIN_SECS: i64 = 60;
+/// How often a call is retried while the gateway answers UNAVAILABLE, and the first delay.
+const UNAVAILABLE_RETRIES: u32 = 4;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// How new devices are set up.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyOptions {
+    /// RSA modulus size of new devices' encryption keys (default 3072; tests use 2048).
+    pub rsa_bits: usize,
+    /// argon2id costs for the keys at rest.
+    pub kdf: KdfParams,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            rsa_bits: e2ee::DEFAULT_RSA_BITS,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A device of a user, as auth publishes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub device_id: String,
+    /// Its name.
+    pub name: String,
+    /// SHA-256 of its encryption key, hex (empty when it has no keys).
+    pub encryption_fingerprint: String,
+    /// SHA-256 of its signing key, hex (empty when it has no keys).
+    pub signing_fingerprint: String,
+    /// Whether this is the session's own device.
+    pub current: bool,
+}
+
+/// A logged-in device. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Session {
+    pub(crate) profile: Profile,
+    pub(crate) account: Account,
+    pub(crate) keys: Option<e2ee::DeviceKeys>,
+    tokens: tokio::sync::Mutex<Tokens>,
+    pub(crate) auth: AuthServiceClient<Channel>,
+    pub(crate) chat: ChatServiceClient<Channel>,
+    pub(crate) group: GroupServiceClient<Channel>,
+    pub(crate) users: std::sync::Mutex<HashMap<String, auth_pb::UserWithDevices>>,
+    pub(crate) warnings: std::sync::Mutex<Vec<crate::KeyWarning>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates an account (no device, no session: [`Session::login`] next).
+///
+/// # Errors
+/// [`Error::Refused`] with ALREADY_EXISTS for a taken username; [`Error::Usage`] for a
+/// username or password auth refuses; [`Error::Unavailable`].
+pub async fn register(
+    server: &str,
+    username: &str,
+    password: &SecretString,
+    display_name: &str,
+) -> Result<String> {
+    let auth = AuthServiceClient::new(channel(server)?);
+    let request = auth_pb::RegisterRequest {
+        username: username.to_owned(),
+        password: password.expose_secret().to_owned(),
+        display_name: display_name.to_owned(),
+    };
+    let response = retry_unavailable(|| {
+        let mut auth = auth.clone();
+        let request = request.clone();
+        async move { auth.register(request).await }
+    })
+    .await?;
+    Ok(response.user.map(|user| user.user_id).unwrap_or_default())
+}
+
+impl Session {
+    /// Logs in as `username`. When the profile already holds a device of this user on this
+    /// server, resumes it (its keys open with `passphrase`, or the password when `None`);
+    /// otherwise creates a new device: generates its keys, uploads their public halves and
+    /// saves the private keys sealed with the passphrase (or the password).
+    ///
+    /// # Errors
+    /// [`Error::Auth`] for wrong credentials or a wrong passphrase; [`Error::Unavailable`];
+    /// [`Error::Profile`].
+    pub async fn login(
+        profile: Profile,
+        server: &str,
+        username: &str,
+        password: &SecretString,
+        passphrase: Option<&SecretString>,
+        options: KeyOptions,
+    ) -> Result<Session> {
+        let passphrase = passphrase.unwrap_or(password).expose_secret().as_bytes();
+        let mut auth = AuthServiceClient::new(channel(server)?);
+        let existing = profile
+            .account()?
+            .filter(|account| account.server == server && account.username == username);
+        let (device_id, keys) = match (&existing, profile.sealed_keys()?) {
+            (Some(account), Some(sealed)) => (
+                account.device_id.clone(),
+                Some(keystore::open_keys(&sealed, passphrase)?),
+            ),
+            _ => (String::new(), None),
+        };
+        let request = auth_pb::LoginRequest {
+            username: username.to_owned(),
+            password: password.expose_secret().to_owned(),
+            device_id,
+            device_name: device_name(),
+        };
+        let login = retry_unavailable(|| {
+            let mut auth = auth.clone();
+            let request = request.clone();
+            async move { auth.login(request).await }
+        })
+        .await?;
+        let user = login.user.unwrap_or_default();
+        let device = login.device.unwrap_or_default();
+        let tokens = tokens_from(login.tokens.unwrap_or_default());
+        let keys = match keys {
+            Some(keys) => keys,
+            None => {
+                let keys = tokio::task::spawn_blocking(move || {
+                    e2ee::DeviceKeys::generate(options.rsa_bits)
+                })
+                .await
+                .map_err(|_| Error::Crypto("key generation panicked".to_owned()))??;
+                let mut upload = Request::new(auth_pb::UploadDeviceKeysRequest {
+                    keys: Some(auth_pb::DeviceKeys {
+                        encryption_public_key: keys.public_keys().encryption_spki.clone(),
+                        signing_public_key: keys.public_keys().signing_public_key.to_vec(),
+                    }),
+                });
+                bearer(&mut upload, &tokens.access_token);
+                auth.upload_device_keys(upload).await?;
+                profile.save_sealed_keys(&keystore::seal_keys(&keys, passphrase, options.kdf)?)?;
+                if existing.is_none() {
+                    // A new account in this profile: forget the previous one's pins and cursors.
+                    profile.save_contacts(&Default::default())?;
+                    profile.save_cursors(&Default::default())?;
+                }
+                keys
+            }
+        };
+        let account = Account {
+            server: server.to_owned(),
+            username: user.username,
+            user_id: user.user_id,
+            device_id: device.device_id,
+        };
+        profile.save_account(&account)?;
+        profile.save_tokens(&tokens)?;
+        Session::with(profile, account, tokens, Some(keys))
+    }
+
+    /// Resumes the session saved in `profile`. Keys are opened only when `passphrase` is given
+    /// (commands that neither send nor read messages do not need them).
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the profile is not logged in or the passphrase is wrong.
+    pub fn resume(profile: Profile, passphrase: Option<&SecretString>) -> Result<Session> {
+        let not_logged_in = || Error::Auth("not logged in: run `chat login` first".to_owned());
+        let account = profile.account()?.ok_or_else(not_logged_in)?;
+        let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
+        let keys = match passphrase {
+            Some(passphrase) => {
+                let sealed = profile.sealed_keys()?.ok_or_else(not_logged_in)?;
+                Some(keystore::open_keys(
+                    &sealed,
+                    passphrase.expose_secret().as_bytes(),
+                )?)
+            }
+            None => None,
+        };
+        Session::with(profile, account, tokens, keys)
+    }
+
+    fn with(
+        profile: Profile,
+        account: Account,
+        tokens: Tokens,
+        keys: Option<e2ee::DeviceKeys>,
+    ) -> Result<Session> {
+        let channel = channel(&account.server)?;
+        Ok(Session {
+            profile,
+            account,
+            keys,
+            tokens: tokio::sync::Mutex::new(tokens),
+            auth: AuthServiceClient::new(channel.clone()),
+            chat: ChatServiceClient::new(channel.clone()),
+            group: GroupServiceClient::new(channel),
+            users: Default::default(),
+            warnings: Default::default(),
+        })
+    }
+
+    /// The account.
+    #[must_use]
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+
+    /// The profile.
+    #[must_use]
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// This device's public keys, when the keys are open.
+    #[must_use]
+    pub fn public_keys(&self) -> Option<&e2ee::PublicDeviceKeys> {
+        self.keys.as_ref().map(e2ee::DeviceKeys::public_keys)
+    }
+
+    pub(crate) fn keys(&self) -> Result<&e2ee::DeviceKeys> {
+        self.keys.as_ref().ok_or_else(|| {
+            Error::Usage("this needs the device keys: give the passphrase".to_owned())
+        })
+    }
+
+    /// Key-change warnings collected since the last call (see [`crate::KeyWarning`]).
+    pub fn take_warnings(&self) -> Vec<crate::KeyWarning> {
+        std::mem::take(&mut *self.warnings.lock().expect("not poisoned"))
+    }
+
+    /// The current user and device, from auth.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the session ended; [`Error::Unavailable`].
+    pub async fn whoami(&self) -> Result<(auth_pb::User, DeviceInfo)> {
+        let response = self
+            .call(auth_pb::GetCurrentUserRequest {}, |request| {
+                let mut auth = self.auth.clone();
+                async move { auth.get_current_user(request).await }
+            })
+            .await?;
+        let device = device_info(response.device.unwrap_or_default(), &self.account.device_id);
+        Ok((response.user.unwrap_or_default(), device))
+    }
+
+    /// The user's active devices.
+    ///
+    /// # Errors
+    /// As [`Session::whoami`].
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>> {
+        let response = self
+            .call(auth_pb::ListDevicesRequest {}, |request| {
+                let mut auth = self.auth.clone();
+                async move { auth.list_devices(request).await }
+            })
+            .await?;
+        Ok(response
+            .devices
+            .into_iter()
+            .map(|device| device_info(device, &self.account.device_id))
+            .collect())
+    }
+
+    /// Revokes one of the user's devices (possibly this one).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a device that is not an active device of the user.
+    pub async fn revoke_device(&self, device_id: &str) -> Result<()> {
+        let request = auth_pb::RevokeDeviceRequest {
+            device_id: device_id.to_owned(),
+        };
+        self.call(request, |request| {
+            let mut auth = self.auth.clone();
+            async move { auth.revoke_device(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the session on the server and forgets the tokens (the device and its keys stay, so
+    /// a later login resumes this device).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Profile`]; an already ended session is not an error.
+    pub async fn logout(&self) -> Result<()> {
+        let result = self
+            .call(auth_pb::LogoutRequest {}, |request| {
+                let mut auth = self.auth.clone();
+                async move { auth.logout(request).await }
+            })
+            .await;
+        match result {
+            Ok(_) | Err(Error::Auth(_)) => self.profile.remove_tokens(),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls an RPC with a valid access token: refreshes it first when it is about to expire,
+    /// and once more after UNAUTHENTICATED; retries a few times while the server is
+    /// UNAVAILABLE.
+    pub(crate) async fn call<Req, Resp, F, Fut>(&self, message: Req, rpc: F) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let token = self.access_token().await?;
+        let first = retry_unavailable(|| rpc(authorized(message.clone(), &token))).await;
+        match first {
+            Err(Error::Auth(_)) => {
+                self.refresh_after_rejection(&token).await?;
+                let token = self.access_token().await?;
+                retry_unavailable(|| rpc(authorized(message.clone(), &token))).await
+            }
+            other => other,
+        }
+    }
+
+    /// A valid access token, refreshed first when it expires within a minute.
+    pub(crate) async fn access_token(&self) -> Result<String> {
+        let mut tokens = self.tokens.lock().await;
+        if tokens.access_expires_at - now() < REFRESH_MARGIN_SECS {
+            self.refresh(&mut tokens).await?;
+        }
+        Ok(tokens.access_token.clone())
+    }
+
+    /// The server refused `rejected_token`: refresh unless another task already did.
+    pub(crate) async fn refresh_after_rejection(&self, rejected_token: &str) -> Result<()> {
+        let mut tokens = self.tokens.lock().await;
+        if tokens.access_token == rejected_token {
+            self.refresh(&mut tokens).await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh(&self, tokens: &mut Tokens) -> Result<()> {
+        let request = auth_pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        };
+        let response = retry_unavailable(|| {
+            let mut auth = self.auth.clone();
+            let request = request.clone();
+            async move { auth.refresh(request).await }
+        })
+        .await
+        .map_err(|error| match error {
+            Error::Auth(_) => Error::Auth("the session ended: log in again".to_owned()),
+            other => other,
+        })?;
+        let fresh = tokens_from(response.tokens.unwrap_or_default());
+        // Saved before use: a crash after the server rotated the token must not lose it.
+        self.profile.save_tokens(&fresh)?;
+        *tokens = fresh;
+        Ok(())
+    }
+
+    /// Forces the next call to refresh the access token (for tests of the refresh path).
+    #[doc(hidden)]
+    pub async fn expire_access_token(&self) {
+        self.tokens.lock().await.access_expires_at = 0;
+    }
+
+    /// Replaces the access token by garbage, as if the server had stopped accepting it.
+    #[doc(hidden)]
+    pub async fn corrupt_access_token(&self) {
+        self.tokens.lock().await.access_token = "not-a-token".to_owned();
+    }
+}
+
+/// A lazily connecting channel to the gateway at `server`.
+pub(crate) fn channel(server: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(server.to_owned())
+        .map_err(|_| Error::Usage(format!("not a server URL: {server}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+async fn retry_unavailable<Resp, F, Fut>(mut rpc: F) -> Result<Resp>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let mut delay = FIRST_RETRY_DELAY;
+    for _ in 0..UNAVAILABLE_RETRIES {
+        match rpc().await {
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            result => return result.map(Response::into_inner).map_err(Into::into),
+        }
+    }
+    rpc().await.map(Response::into_inner).map_err(Into::into)
+}
+
+pub(crate) fn authorized<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    bearer(&mut request, token);
+    request
+}
+
+fn bearer<T>(request: &mut Request<T>, token: &str) {
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+}
+
+fn tokens_from(pair: auth_pb::TokenPair) -> Tokens {
+    let seconds = |timestamp: Option<prost_types::Timestamp>| timestamp.map_or(0, |t| t.seconds);
+    Tokens {
+        access_token: pair.access_token,
+        access_expires_at: seconds(pair.access_token_expires_at),
+        refresh_token: pair.refresh_token,
+        refresh_expires_at: seconds(pair.refresh_token_expires_at),
+    }
+}
+
+pub(crate) fn device_info(device: auth_pb::Device, current_device_id: &str) -> DeviceInfo {
+    DeviceInfo {
+        current: device.device_id == current_device_id,
+        device_id: device.device_id,
+        name: device.name,
+        encryption_fingerprint: hex::encode(device.encryption_key_fingerprint),
+        signing_fingerprint: hex::encode(device.signing_key_fingerprint),
+    }
+}
+
+fn device_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let name = if host.is_empty() {
+        "chat cli".to_owned()
+    } else {
+        format!("chat cli on {host}")
+    };
+    name.chars().take(64).collect()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
