@@ -1,0 +1,250 @@
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use client::{KeyOptions, LiveEvent, Profile, Session, keystore::KdfParams};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Small RSA keys and a cheap argon2 for fast tests.
+pub const TEST_KEYS: KeyOptions = KeyOptions {
+    rsa_bits: 2048,
+    kdf: KdfParams {
+        m_cost: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    },
+};
+
+/// Real auth, chat and group services and the real gateway in front of them, on loopback.
+pub struct TestEnv {
+    pub gateway: SocketAddr,
+    pub db: PgPool,
+    dirs: Mutex<Vec<TempDir>>,
+}
+
+pub async fn spawn_env(db: PgPool) -> TestEnv {
+    let auth_addr = spawn_service(|listener| {
+        auth::run(
+            auth::Config::for_tests(),
+            db.clone(),
+            listener,
+            std::future::pending(),
+        )
+    })
+    .await;
+    let auth_url = format!("http://{auth_addr}");
+    let chat_addr = spawn_service(|listener| {
+        chat::run(
+            chat::Config::for_tests(&auth_url),
+            db.clone(),
+            listener,
+            std::future::pending(),
+        )
+    })
+    .await;
+    let group_addr = spawn_service(|listener| {
+        group::run(
+            group::Config::for_tests(&auth_url),
+            db.clone(),
+            listener,
+            std::future::pending(),
+        )
+    })
+    .await;
+    let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
+    let upstreams = gateway::UpstreamSettings {
+        auth: uri(auth_addr),
+        chat: uri(chat_addr),
+        group: uri(group_addr),
+        resolve_interval: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
+        connections_per_address: 2,
+    };
+    let gateway = spawn_service(|listener| {
+        gateway::run(
+            gateway::Config::for_tests(upstreams),
+            listener,
+            std::future::pending(),
+        )
+    })
+    .await;
+    TestEnv {
+        gateway,
+        db,
+        dirs: Mutex::new(Vec::new()),
+    }
+}
+
+async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(run(listener));
+    addr
+}
+
+impl TestEnv {
+    pub fn server(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    /// A fresh, empty profile directory, removed at the end of the test.
+    pub fn profile_dir(&self) -> PathBuf {
+        let dir = TempDir::new();
+        let path = dir.0.clone();
+        self.dirs.lock().unwrap().push(dir);
+        path
+    }
+
+    /// Registers `username` and logs in on a new profile.
+    pub async fn user(&self, username: &str) -> Arc<Session> {
+        client::register(&self.server(), username, &password(), "")
+            .await
+            .unwrap();
+        self.device(username).await
+    }
+
+    /// A new device of `username` (a login on a new profile).
+    pub async fn device(&self, username: &str) -> Arc<Session> {
+        self.device_via(username, &self.server()).await
+    }
+
+    /// A new device of `username` that reaches the gateway through `server`.
+    pub async fn device_via(&self, username: &str, server: &str) -> Arc<Session> {
+        let profile = Profile::open(self.profile_dir()).unwrap();
+        let session = Session::login(profile, server, username, &password(), None, TEST_KEYS)
+            .await
+            .unwrap();
+        wait_until_chat_answers(&session).await;
+        Arc::new(session)
+    }
+}
+
+pub fn password() -> SecretString {
+    PASSWORD.to_owned().into()
+}
+
+/// The gateway and chat fetch auth's token keys in the background after starting.
+async fn wait_until_chat_answers(session: &Session) {
+    for _ in 0..200 {
+        match session.conversations().await {
+            Ok(_) => return,
+            Err(client::Error::Unavailable(_) | client::Error::Auth(_)) => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    panic!("chat never answered through the gateway");
+}
+
+/// The next event of a live conversation that is not a connection notice, within 10 s.
+pub async fn next_event(live: &mut client::Live) -> LiveEvent {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), live.events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("the conversation is running");
+        if !matches!(event, LiveEvent::Connected) {
+            return event;
+        }
+    }
+}
+
+/// The texts of the next `n` messages, with their sequences, skipping other events.
+pub async fn next_texts(live: &mut client::Live, n: usize) -> Vec<(u64, String)> {
+    let mut texts = Vec::new();
+    while texts.len() < n {
+        if let LiveEvent::Message(message) = next_event(live).await {
+            texts.push((message.sequence, text_of(&message)));
+        }
+    }
+    texts
+}
+
+/// Waits for `CaughtUp`, returning the texts shown before it.
+pub async fn until_caught_up(live: &mut client::Live) -> Vec<(u64, String)> {
+    let mut texts = Vec::new();
+    loop {
+        match next_event(live).await {
+            LiveEvent::Message(message) => texts.push((message.sequence, text_of(&message))),
+            LiveEvent::CaughtUp => return texts,
+            _ => {}
+        }
+    }
+}
+
+pub fn text_of(message: &client::ReceivedText) -> String {
+    match &message.content {
+        client::Content::Verified { text } => text.clone(),
+        client::Content::Failed { reason } => panic!("failed verification: {reason}"),
+    }
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("chat-client-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP forwarder in front of the gateway whose connections can be cut, to drop streams.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let tracked = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().unwrap().push(handle);
+            }
+        });
+        CuttableProxy { addr, connections }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every open connection (new ones are accepted again).
+    pub fn cut(&self) {
+        for handle in self.connections.lock().unwrap().drain(..) {
+            handle.abort();
+        }
+    }
+}

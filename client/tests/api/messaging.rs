@@ -1,0 +1,250 @@
+use client::{Content, LiveEvent};
+use sqlx::PgPool;
+
+use crate::helpers::{CuttableProxy, next_event, next_texts, spawn_env, text_of, until_caught_up};
+
+#[sqlx::test(migrations = "../migrations")]
+async fn three_users_exchange_direct_messages_and_read_them_verified(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let carol = env.user("carol").await;
+
+    let alice_to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&alice_to_bob, "hi bob").await.unwrap();
+    let bob_to_alice = bob.resolve("alice").await.unwrap();
+    bob.send_text(&bob_to_alice, "hi alice").await.unwrap();
+    let carol_to_alice = carol.resolve("alice").await.unwrap();
+    carol
+        .send_text(&carol_to_alice, "alice, it's carol")
+        .await
+        .unwrap();
+    carol.send_text(&carol_to_alice, "second").await.unwrap();
+
+    let unread: Vec<(String, u64)> = alice
+        .conversations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.with, c.unread_count))
+        .collect();
+    assert!(unread.contains(&("carol".to_owned(), 2)), "{unread:?}");
+    let with_bob = bob.history(&bob_to_alice, 10).await.unwrap();
+    let texts: Vec<(String, String)> = with_bob
+        .iter()
+        .map(|m| (m.sender_username.clone(), text_of(m)))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("alice".to_owned(), "hi bob".to_owned()),
+            ("bob".to_owned(), "hi alice".to_owned())
+        ]
+    );
+    let with_carol = alice.resolve("carol").await.unwrap();
+    let from_carol = alice.history(&with_carol, 10).await.unwrap();
+    assert_eq!(
+        from_carol.iter().map(text_of).collect::<Vec<_>>(),
+        ["alice, it's carol", "second"]
+    );
+    let after_reading: Vec<(String, u64)> = alice
+        .conversations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.with, c.unread_count))
+        .collect();
+    assert!(
+        after_reading.contains(&("carol".to_owned(), 0)),
+        "{after_reading:?}"
+    );
+    assert!(
+        after_reading.contains(&("bob".to_owned(), 1)),
+        "{after_reading:?}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_who_comes_back_catches_up_with_nothing_twice_and_nothing_missed(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let mut live = bob.clone().live(with_alice.clone());
+    until_caught_up(&mut live).await;
+    alice.send_text(&to_bob, "one").await.unwrap();
+    alice.send_text(&to_bob, "two").await.unwrap();
+    assert_eq!(
+        next_texts(&mut live, 2).await,
+        [(1, "one".to_owned()), (2, "two".to_owned())]
+    );
+
+    drop(live);
+    for text in ["three", "four", "five"] {
+        alice.send_text(&to_bob, text).await.unwrap();
+    }
+    let mut live = bob.clone().live(with_alice);
+    let replayed = until_caught_up(&mut live).await;
+    alice.send_text(&to_bob, "six").await.unwrap();
+    let live_message = next_texts(&mut live, 1).await;
+
+    assert_eq!(
+        replayed,
+        [
+            (3, "three".to_owned()),
+            (4, "four".to_owned()),
+            (5, "five".to_owned())
+        ]
+    );
+    assert_eq!(live_message, [(6, "six".to_owned())]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_dropped_stream_reconnects_and_resumes_from_its_cursor(db: PgPool) {
+    let env = spawn_env(db).await;
+    let proxy = CuttableProxy::start(env.gateway).await;
+    let alice = env.user("alice").await;
+    client::register(&env.server(), "bob", &crate::helpers::password(), "")
+        .await
+        .unwrap();
+    let bob = env.device_via("bob", &proxy.url()).await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let mut live = bob.clone().live(with_alice);
+    until_caught_up(&mut live).await;
+    alice.send_text(&to_bob, "before").await.unwrap();
+    next_texts(&mut live, 1).await;
+
+    proxy.cut();
+    alice.send_text(&to_bob, "during 1").await.unwrap();
+    alice.send_text(&to_bob, "during 2").await.unwrap();
+    let mut events = Vec::new();
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        match next_event(&mut live).await {
+            LiveEvent::Message(message) => texts.push((message.sequence, text_of(&message))),
+            other => events.push(other),
+        }
+    }
+    live.send("back online".to_owned()).await.unwrap();
+    let sent = loop {
+        match next_event(&mut live).await {
+            LiveEvent::Sent(sent) => break sent,
+            LiveEvent::Message(message) => texts.push((message.sequence, text_of(&message))),
+            _ => {}
+        }
+    };
+
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, LiveEvent::Disconnected { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        texts[..2],
+        [(2, "during 1".to_owned()), (3, "during 2".to_owned())]
+    );
+    assert_eq!(sent.sequence, 4);
+    let history = alice.history(&to_bob, 10).await.unwrap();
+    assert_eq!(text_of(&history[3]), "back online");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rotated_device_is_picked_up_by_other_senders(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let old_bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&to_bob, "to the old device").await.unwrap();
+
+    let new_bob = env.device("bob").await;
+    new_bob
+        .revoke_device(&old_bob.account().device_id)
+        .await
+        .unwrap();
+    // Alice's session still has bob's old device list: the send is refused with a device-list
+    // mismatch, and retried for the refetched devices.
+    let sent = alice.send_text(&to_bob, "to the new device").await.unwrap();
+
+    assert_eq!(sent.sequence, 2);
+    let with_alice = new_bob.resolve("alice").await.unwrap();
+    let history = new_bob.history(&with_alice, 10).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(text_of(last), "to the new device");
+    let warnings = alice.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].username, "bob");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_tampered_with_in_the_database_fails_verification(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&to_bob, "the original").await.unwrap();
+    alice.send_text(&to_bob, "untouched").await.unwrap();
+
+    sqlx::query(
+        "update chat.messages set ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+         where sequence = 1",
+    )
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let history = bob.history(&with_alice, 10).await.unwrap();
+
+    assert!(
+        matches!(history[0].content, Content::Failed { .. }),
+        "{:?}",
+        history[0]
+    );
+    assert!(!format!("{:?}", history[0]).contains("original"));
+    assert_eq!(text_of(&history[1]), "untouched");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_verified_contact_whose_keys_change_triggers_a_warning(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let seen_by_alice = alice.safety_number("bob", true).await.unwrap();
+    let seen_by_bob = bob.safety_number("alice", false).await.unwrap();
+    assert_eq!(seen_by_alice.safety_number, seen_by_bob.safety_number);
+    assert!(alice.take_warnings().is_empty());
+
+    let _bobs_new_device = env.device("bob").await;
+    alice.resolve("bob").await.unwrap();
+
+    let warnings = alice.take_warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].was_verified);
+    assert_eq!(warnings[0].added.len(), 1);
+    assert!(warnings[0].to_string().contains("CHANGED"));
+    let now = alice.safety_number("bob", false).await.unwrap();
+    assert!(!now.verified);
+    assert_ne!(now.safety_number, seen_by_alice.safety_number);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tokens_are_refreshed_before_expiry_and_after_rejection_and_saved(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let saved = || alice.profile().tokens().unwrap().unwrap().refresh_token;
+    let first = saved();
+
+    alice.expire_access_token().await;
+    alice.whoami().await.unwrap();
+    let second = saved();
+    alice.corrupt_access_token().await;
+    let (user, _) = alice.whoami().await.unwrap();
+
+    assert_eq!(user.username, "alice");
+    assert_ne!(first, second);
+    assert_ne!(second, saved());
+    let resumed = client::Session::resume(alice.profile().clone(), None).unwrap();
+    resumed.whoami().await.unwrap();
+}
