@@ -1,1 +1,220 @@
+use std::io::Write;
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
 
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{PASSWORD, TestEnv, spawn_env};
+
+/// What one run of the `chat` binary printed, and its exit code.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {} / {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `chat` with `args` on the profile `dir` against the test gateway (off the runtime's
+/// thread, which also runs the services).
+async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+    let server = env.server();
+    chat_on(&server, dir, args).await
+}
+
+async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
+    chat_with_stdin(server, dir, args, "").await
+}
+
+async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    command
+        .args(args)
+        .env("CHAT_PROFILE_DIR", dir)
+        .env("CHAT_SERVER", server)
+        .env("CHAT_PASSWORD", PASSWORD)
+        .env("CHAT_RSA_BITS", "2048")
+        .env("CHAT_KDF_MEMORY_KIB", "1024")
+        .env_remove("CHAT_PASSPHRASE")
+        .env_remove("CHAT_PROFILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let stdin = stdin.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// Registers `username` with the CLI on a new profile; returns the profile directory.
+async fn cli_user(env: &TestEnv, username: &str) -> PathBuf {
+    let dir = env.profile_dir();
+    let run = chat(env, &dir, &["--json", "register", username]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["username"], username);
+    dir
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_registers_sends_and_reads_history_as_json(db: PgPool) {
+    let env = spawn_env(db).await;
+    // Let the gateway and chat fetch auth's token keys first.
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+
+    let sent = chat(&env, &alice, &["--json", "send", "bob", "hello", "there"]).await;
+    let unread = chat(&env, &bob, &["--json", "conversations"]).await;
+    let history = chat(&env, &bob, &["--json", "history", "alice"]).await;
+    let read = chat(&env, &bob, &["--json", "conversations"]).await;
+    let whoami = chat(&env, &bob, &["--json", "whoami"]).await;
+    let text_history = chat(&env, &alice, &["history", "bob"]).await;
+
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(sent.json()["sequence"], 1);
+    assert_eq!(unread.json()[0]["unread_count"], 1);
+    assert_eq!(unread.json()[0]["with"], "alice");
+    let messages = history.json();
+    assert_eq!(messages[0]["content"]["status"], "verified");
+    assert_eq!(messages[0]["content"]["text"], "hello there");
+    assert_eq!(messages[0]["sender_username"], "alice");
+    assert_eq!(read.json()[0]["unread_count"], 0);
+    assert_eq!(whoami.json()["username"], "bob");
+    assert_eq!(text_history.stdout, "[1] alice: hello there\n");
+    for run in [&sent, &history, &whoami] {
+        assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
+    }
+    for file in ["account.json", "tokens.json", "keys.json", "contacts.json"] {
+        let mode = std::fs::metadata(alice.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let keys = std::fs::read_to_string(alice.join("keys.json")).unwrap();
+    assert!(keys.contains("argon2id"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_exit_codes_tell_errors_apart(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    let nobody = env.profile_dir();
+    chat(&env, &alice, &["send", "bob", "soon tampered"]).await;
+    sqlx::query(
+        "update chat.messages set signature = set_byte(signature, 0, get_byte(signature, 0) # 1)",
+    )
+    .execute(&env.db)
+    .await
+    .unwrap();
+
+    let usage = chat(&env, &alice, &["send"]).await;
+    let not_logged_in = chat(&env, &nobody, &["whoami"]).await;
+    let unknown_user = chat(&env, &alice, &["send", "zoe", "hi"]).await;
+    let unreachable = chat_on("http://127.0.0.1:9", &nobody, &["login", "alice"]).await;
+    let tampered = chat(&env, &bob, &["history", "alice"]).await;
+    let logout = chat(&env, &alice, &["logout"]).await;
+    let after_logout = chat(&env, &alice, &["whoami"]).await;
+
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    assert_eq!(not_logged_in.code, 3, "{}", not_logged_in.stderr);
+    assert_eq!(unknown_user.code, 4, "{}", unknown_user.stderr);
+    assert_eq!(unreachable.code, 5, "{}", unreachable.stderr);
+    assert_eq!(tampered.code, 6, "{}", tampered.stderr);
+    assert!(tampered.stdout.contains("FAILED VERIFICATION"));
+    assert!(!tampered.stdout.contains("soon tampered"));
+    assert_eq!(logout.code, 0, "{}", logout.stderr);
+    assert_eq!(after_logout.code, 3, "{}", after_logout.stderr);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_documents_every_command_and_prints_completions(db: PgPool) {
+    let env = spawn_env(db).await;
+    let dir = env.profile_dir();
+
+    let help = chat(&env, &dir, &["--help"]).await;
+    let group_help = chat(&env, &dir, &["group", "create", "--help"]).await;
+    let completions = chat(&env, &dir, &["completions", "bash"]).await;
+
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("Exit codes"));
+    for command in [
+        "register", "login", "send", "history", "chat", "group", "verify",
+    ] {
+        assert!(help.stdout.contains(command), "{command}");
+    }
+    assert!(!help.stdout.contains("rsa-bits"));
+    assert_eq!(group_help.code, 0);
+    assert!(completions.stdout.contains("_chat"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    chat(&env, &alice, &["send", "bob", "are you there?"]).await;
+
+    let session = chat_with_stdin(
+        &env.server(),
+        &bob,
+        &["--json", "chat", "alice"],
+        "yes, here\n",
+    )
+    .await;
+    let again = chat_with_stdin(&env.server(), &bob, &["--json", "chat", "alice"], "").await;
+    let history = chat(&env, &alice, &["history", "bob"]).await;
+
+    assert_eq!(session.code, 0, "{}", session.stderr);
+    let lines: Vec<Value> = session
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["content"]["text"] == "are you there?")
+    );
+    assert!(lines.iter().any(|line| line["caught_up"] == true));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["sequence"] == 2 && line["message_id"].is_string())
+    );
+    assert!(
+        !again.stdout.contains("are you there?"),
+        "shown twice: {}",
+        again.stdout
+    );
+    assert_eq!(
+        history.stdout,
+        "[1] alice: are you there?\n[2] bob: yes, here\n"
+    );
+}
