@@ -49,6 +49,11 @@ pub enum LiveEvent {
     },
     /// A participant's keys changed.
     KeyWarning(KeyWarning),
+    /// The session ended (the refresh token was refused): log in again. Nothing follows.
+    Ended {
+        /// What happened.
+        error: String,
+    },
 }
 
 /// A running live conversation. Dropping it closes the stream.
@@ -105,6 +110,7 @@ impl Session {
                 seen: HashSet::new(),
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
+                fatal: None,
             };
             state.run().await;
         });
@@ -132,6 +138,8 @@ struct LiveState {
     seen: HashSet<String>,
     pending: BTreeMap<String, Pending>,
     cursors: Cursors,
+    /// Set when reconnecting cannot help (the session ended).
+    fatal: Option<Error>,
 }
 
 /// Why a connection ended.
@@ -149,6 +157,13 @@ impl LiveState {
             match self.connect_once().await {
                 End::Done => return,
                 End::Dropped { error, caught_up } => {
+                    if let Some(fatal) = self.fatal.take() {
+                        let event = LiveEvent::Ended {
+                            error: fatal.to_string(),
+                        };
+                        let _ = self.events.send(event).await;
+                        return;
+                    }
                     if caught_up {
                         backoff = FIRST_BACKOFF;
                     }
@@ -177,7 +192,14 @@ impl LiveState {
 
     async fn stream(&mut self, caught_up: &mut bool) -> Result<()> {
         self.cursors = self.session.profile.cursors()?;
-        let token = self.session.access_token().await?;
+        let token = match self.session.access_token().await {
+            Ok(token) => token,
+            Err(error @ Error::Auth(_)) => {
+                self.fatal = Some(Error::Auth(error.to_string()));
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         let (requests, outgoing) = mpsc::channel(64);
         let positions = self
             .cursors
@@ -228,9 +250,11 @@ impl LiveState {
         }
     }
 
-    async fn failure(&self, status: tonic::Status, token: &str) -> Error {
-        if status.code() == Code::Unauthenticated {
-            let _ = self.session.refresh_after_rejection(token).await;
+    async fn failure(&mut self, status: tonic::Status, token: &str) -> Error {
+        if status.code() == Code::Unauthenticated
+            && let Err(error @ Error::Auth(_)) = self.session.refresh_after_rejection(token).await
+        {
+            self.fatal = Some(error);
         }
         status.into()
     }

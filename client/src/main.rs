@@ -405,6 +405,7 @@ async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Resu
         }
     });
     let mut failed = false;
+    let mut ended = false;
     loop {
         tokio::select! {
             line = lines.recv() => match line {
@@ -412,12 +413,21 @@ async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Resu
                 None => live.finish_sending(),
             },
             event = live.events.recv() => match event {
-                Some(event) => failed |= out.live_event(&event),
+                Some(event) => {
+                    ended |= matches!(event, LiveEvent::Ended { .. });
+                    failed |= out.live_event(&event);
+                }
                 None => break,
             },
         }
     }
-    Ok(if failed { 6 } else { 0 })
+    Ok(if ended {
+        3
+    } else if failed {
+        6
+    } else {
+        0
+    })
 }
 
 struct Output {
@@ -465,6 +475,7 @@ impl Output {
             }
             LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
             LiveEvent::KeyWarning(warning) => eprintln!("{warning}"),
+            LiveEvent::Ended { error } => eprintln!("error: {error}"),
         }
         failed
     }

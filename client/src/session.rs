@@ -138,18 +138,28 @@ impl Session {
             ),
             _ => (String::new(), None),
         };
-        let request = auth_pb::LoginRequest {
+        let mut request = auth_pb::LoginRequest {
             username: username.to_owned(),
             password: password.expose_secret().to_owned(),
             device_id,
             device_name: device_name(),
         };
-        let login = retry_unavailable(|| {
-            let mut auth = auth.clone();
-            let request = request.clone();
-            async move { auth.login(request).await }
-        })
-        .await?;
+        let login_once = |request: auth_pb::LoginRequest| {
+            let auth = auth.clone();
+            retry_unavailable(move || {
+                let mut auth = auth.clone();
+                let request = request.clone();
+                async move { auth.login(request).await }
+            })
+        };
+        let (login, keys) = match login_once(request.clone()).await {
+            // The profile's device was revoked: log in as a new device, with new keys.
+            Err(Error::NotFound(_)) if !request.device_id.is_empty() => {
+                request.device_id.clear();
+                (login_once(request).await?, None)
+            }
+            result => (result?, keys),
+        };
         let user = login.user.unwrap_or_default();
         let device = login.device.unwrap_or_default();
         let tokens = tokens_from(login.tokens.unwrap_or_default());

@@ -218,3 +218,34 @@ async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgP
         "[1] alice: are you there?\n[2] bob: yes, here\n"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+
+    let alice_view = chat(&env, &alice, &["--json", "verify", "bob"]).await;
+    let bob_view = chat(&env, &bob, &["verify", "alice"]).await;
+    let bobs_new_profile = env.profile_dir();
+    let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
+    let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
+    let after = chat(&env, &alice, &["--json", "verify", "bob"]).await;
+
+    let number = alice_view.json()["safety_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(number.len(), 71);
+    assert!(bob_view.stdout.contains(&number));
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert!(
+        send.stderr.contains("WARNING: the keys of bob CHANGED"),
+        "{}",
+        send.stderr
+    );
+    assert!(send.stderr.contains("no longer are"));
+    assert_ne!(after.json()["safety_number"], number.as_str());
+}

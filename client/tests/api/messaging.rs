@@ -248,3 +248,56 @@ async fn tokens_are_refreshed_before_expiry_and_after_rejection_and_saved(db: Pg
     let resumed = client::Session::resume(alice.profile().clone(), None).unwrap();
     resumed.whoami().await.unwrap();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn logging_in_again_resumes_the_device_unless_it_was_revoked(db: PgPool) {
+    let env = spawn_env(db).await;
+    let bob = env.user("bob").await;
+    let alice = env.user("alice").await;
+    let profile = alice.profile().clone();
+    let first_device = alice.account().device_id.clone();
+    let server = env.server();
+    let password = crate::helpers::password();
+    let login = || {
+        client::Session::login(
+            profile.clone(),
+            &server,
+            "alice",
+            &password,
+            None,
+            crate::helpers::TEST_KEYS,
+        )
+    };
+
+    let again = login().await.unwrap();
+    let other = env.device("alice").await;
+    other.revoke_device(&first_device).await.unwrap();
+    let after_revocation = login().await.unwrap();
+
+    assert_eq!(again.account().device_id, first_device);
+    assert_ne!(after_revocation.account().device_id, first_device);
+    let after_revocation = std::sync::Arc::new(after_revocation);
+    let to_bob = after_revocation.resolve("bob").await.unwrap();
+    after_revocation
+        .send_text(&to_bob, "from the replacement device")
+        .await
+        .unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let history = bob.history(&with_alice, 10).await.unwrap();
+    assert_eq!(text_of(&history[0]), "from the replacement device");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_live_conversation_ends_when_the_session_ends(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+
+    alice.logout().await.unwrap();
+    alice.expire_access_token().await;
+    let mut live = alice.clone().live(to_bob);
+
+    let event = next_event(&mut live).await;
+    assert!(matches!(event, LiveEvent::Ended { .. }), "{event:?}");
+}
