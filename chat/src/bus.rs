@@ -11,6 +11,8 @@
 //! message transaction (see `commit.rs`): one task per replica collects events for
 //! `CHAT_NOTIFY_WINDOW_MICROS`, coalesces new-message wake-ups per conversation (keeping the
 //! highest sequence), and sends them in as few NOTIFYs as the 8,000-byte payload limit allows.
+//! New-message wake-ups also go straight to this replica's own subscribers, so local streams do
+//! not wait for the round trip through PostgreSQL.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -123,6 +125,11 @@ impl PgBus {
 
 impl Bus for PgBus {
     fn publish(&self, event: BusEvent) {
+        if let BusEvent::NewMessages { .. } = event {
+            // This replica's own streams are woken at once, without the NOTIFY round trip;
+            // the wake-up that comes back over the bus costs them nothing (see `delivery.rs`).
+            let _ = self.local.send(event.clone());
+        }
         let mut pending = lock(&self.pending.events);
         match event {
             BusEvent::NewMessages {

@@ -261,7 +261,7 @@ impl StreamTask {
         requested: &HashMap<ConversationId, u64>,
     ) -> Result<(), Error> {
         let behind = self.resume(requested).await?;
-        for conversation in behind {
+        for (conversation, _) in behind {
             self.catch_up(conversation, true).await?;
         }
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
@@ -286,7 +286,7 @@ impl StreamTask {
         if work.overflowed {
             return Err(Error::SlowConsumer);
         }
-        let mut dirty: Vec<ConversationId> = if work.resync {
+        let mut dirty: Vec<(ConversationId, u64)> = if work.resync {
             // Conversations may have appeared while events were lost.
             let cursors = self.cursors.clone();
             self.resume(&cursors).await?
@@ -294,11 +294,20 @@ impl StreamTask {
             work.dirty.into_iter().collect()
         };
         dirty.sort_unstable();
-        for conversation in dirty {
+        for (conversation, announced) in dirty {
             // A conversation opened after the stream started (the hub only wakes participants)
             // starts from its beginning.
-            self.cursors.entry(conversation).or_insert(0);
+            let cursor = *self.cursors.entry(conversation).or_insert(0);
+            // A duplicate wake-up (one replica hears its own commits twice: directly and over
+            // the bus) costs no read.
+            if cursor >= announced {
+                continue;
+            }
             self.catch_up(conversation, false).await?;
+            // The read came after `announced` committed, so it saw everything up to it, even the
+            // messages without a key for this device.
+            let cursor = self.cursors.entry(conversation).or_insert(0);
+            *cursor = (*cursor).max(announced);
         }
         for event in work.events {
             self.outbox.push(Outgoing::Ephemeral(event)).await?;
@@ -307,11 +316,11 @@ impl StreamTask {
     }
 
     /// Sets the cursors from the resume points; returns the conversations with messages after
-    /// their cursor, in id order (the others need no read).
+    /// their cursor, with their last sequence, in id order (the others need no read).
     async fn resume(
         &mut self,
         requested: &HashMap<ConversationId, u64>,
-    ) -> Result<Vec<ConversationId>, Error> {
+    ) -> Result<Vec<(ConversationId, u64)>, Error> {
         let points =
             positions::resume_points(&self.db, self.caller.user, self.caller.device, requested)
                 .await?;
@@ -319,10 +328,10 @@ impl StreamTask {
             .iter()
             .map(|point| (point.conversation, point.after))
             .collect();
-        let mut behind: Vec<ConversationId> = points
+        let mut behind: Vec<(ConversationId, u64)> = points
             .iter()
             .filter(|point| point.after < point.last_sequence)
-            .map(|point| point.conversation)
+            .map(|point| (point.conversation, point.last_sequence))
             .collect();
         behind.sort_unstable();
         Ok(behind)

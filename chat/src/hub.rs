@@ -6,7 +6,7 @@
 //! event queue overflows is marked and ends with SLOW_CONSUMER.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -45,8 +45,8 @@ pub struct Inbox {
 /// What a stream has to do, taken at once by [`Inbox::take`].
 #[derive(Default)]
 pub struct Work {
-    /// Conversations with new messages.
-    pub dirty: HashSet<ConversationId>,
+    /// Conversations with new messages, each with the newest sequence announced.
+    pub dirty: HashMap<ConversationId, u64>,
     /// Re-read every conversation (events may have been lost).
     pub resync: bool,
     /// Receipts and typing indicators, in arrival order.
@@ -136,13 +136,17 @@ impl Hub {
 
     async fn route(&self, event: BusEvent, participants: &Participants) -> Result<(), Error> {
         match event {
-            BusEvent::NewMessages { conversation, .. } => {
+            BusEvent::NewMessages {
+                conversation,
+                last_sequence,
+            } => {
                 let users = participants.of(conversation).await?;
                 self.each_of(
                     &users,
                     |_| true,
                     |work| {
-                        work.dirty.insert(conversation);
+                        let newest = work.dirty.entry(conversation).or_default();
+                        *newest = (*newest).max(last_sequence);
                     },
                 );
             }
