@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
-    Error, KeyWarning, ReceivedText, Result, SentMessage, Session, Target, profile::Cursors,
-    session::authorized,
+    Error, KeyWarning, ReceivedText, Result, SentMessage, Session, Target, messages::Replays,
+    profile::Cursors, session::authorized,
 };
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -108,6 +108,7 @@ impl Session {
                 texts_open: true,
                 events: event_sender,
                 seen: HashSet::new(),
+                replays: Replays::default(),
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
                 fatal: None,
@@ -136,6 +137,7 @@ struct LiveState {
     texts_open: bool,
     events: mpsc::Sender<LiveEvent>,
     seen: HashSet<String>,
+    replays: Replays,
     pending: BTreeMap<String, Pending>,
     cursors: Cursors,
     /// Set when reconnecting cannot help (the session ended).
@@ -312,7 +314,9 @@ impl LiveState {
         let sequence = message.sequence;
         let shown = self.session.open_message(message).await;
         self.emit_warnings().await?;
-        self.emit(LiveEvent::Message(shown)).await?;
+        if !self.replays.is_replay(&shown) {
+            self.emit(LiveEvent::Message(shown)).await?;
+        }
         self.cursors
             .insert(self.target.conversation_id.clone(), sequence);
         self.session.profile.save_cursors(&self.cursors)?;

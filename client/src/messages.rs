@@ -58,6 +58,8 @@ pub struct ReceivedText {
     pub sender_username: String,
     /// The sending device.
     pub sender_device_id: String,
+    /// The sender's id for the message (unique per sending device).
+    pub client_message_id: String,
     /// The text, or why it is not shown.
     pub content: Content,
 }
@@ -254,7 +256,8 @@ impl Session {
     }
 
     /// The last `limit` messages of the conversation, oldest first, each verified; marks them
-    /// read.
+    /// read. A verified message sent again under the same sender device and client message id
+    /// (a replay by the server) is left out.
     ///
     /// # Errors
     /// [`Error::NotFound`] when the user is not in the conversation.
@@ -273,11 +276,17 @@ impl Session {
             })
             .await?;
         let mut shown = Vec::with_capacity(response.messages.len());
+        let mut replays = Replays::default();
+        let mut last_sequence = 0;
         for message in response.messages.into_iter().rev() {
-            shown.push(self.open_message(message).await);
+            last_sequence = message.sequence;
+            let opened = self.open_message(message).await;
+            if !replays.is_replay(&opened) {
+                shown.push(opened);
+            }
         }
-        if let Some(last) = shown.last() {
-            self.acknowledge(&target.conversation_id, last.sequence, last.sequence)
+        if last_sequence > 0 {
+            self.acknowledge(&target.conversation_id, last_sequence, last_sequence)
                 .await?;
         }
         Ok(shown)
@@ -395,6 +404,7 @@ impl Session {
             sender_user_id: envelope.sender_user_id,
             sender_username,
             sender_device_id: envelope.sender_device_id,
+            client_message_id: envelope.client_message_id,
             content,
         }
     }
@@ -452,5 +462,22 @@ impl Session {
             })
             .await?;
         Ok(response.members)
+    }
+}
+
+/// Verified messages already shown, by sender device and client message id: the server may
+/// replay a message under a new message id and sequence, and the signature still verifies.
+#[derive(Debug, Default)]
+pub(crate) struct Replays(std::collections::HashSet<(String, String)>);
+
+impl Replays {
+    /// Whether `message` is a verified copy of one seen before (then it must not be shown).
+    /// Unverified messages are never recorded, so that a forgery cannot hide a real message.
+    pub(crate) fn is_replay(&mut self, message: &ReceivedText) -> bool {
+        matches!(message.content, Content::Verified { .. })
+            && !self.0.insert((
+                message.sender_device_id.clone(),
+                message.client_message_id.clone(),
+            ))
     }
 }

@@ -301,3 +301,42 @@ async fn a_live_conversation_ends_when_the_session_ends(db: PgPool) {
     let event = next_event(&mut live).await;
     assert!(matches!(event, LiveEvent::Ended { .. }), "{event:?}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_replayed_by_the_server_is_shown_once(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&to_bob, "pay 10 euros").await.unwrap();
+    // A malicious server stores the same signed envelope again under a new id and sequence.
+    let replay = [
+        "alter table chat.messages drop constraint messages_sender_device_id_client_message_id_key",
+        "insert into chat.messages
+         select (jsonb_populate_record(null::chat.messages, to_jsonb(m)
+             || jsonb_build_object('sequence', 2, 'id', gen_random_uuid()))).*
+         from chat.messages m where sequence = 1",
+        "insert into chat.message_keys
+         select (jsonb_populate_record(null::chat.message_keys, to_jsonb(k)
+             || jsonb_build_object('sequence', 2))).*
+         from chat.message_keys k where sequence = 1",
+        "update chat.conversations set last_sequence = 2",
+    ];
+    for statement in replay {
+        sqlx::query(statement).execute(&env.db).await.unwrap();
+    }
+    let with_alice = bob.resolve("alice").await.unwrap();
+
+    let mut live = bob.clone().live(with_alice.clone());
+    let streamed = until_caught_up(&mut live).await;
+    let history = bob.history(&with_alice, 10).await.unwrap();
+
+    let stored: i64 = sqlx::query_scalar("select count(*) from chat.messages")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    assert_eq!(streamed, [(1, "pay 10 euros".to_owned())]);
+    assert_eq!(history.len(), 1);
+    assert_eq!(text_of(&history[0]), "pay 10 euros");
+}
