@@ -17,9 +17,6 @@ pub enum Error {
     /// The server cannot be reached or is unavailable (exit code 5).
     #[error("the server is unavailable: {0}")]
     Unavailable(String),
-    /// A message or a key failed verification (exit code 6).
-    #[error("verification failed: {0}")]
-    Verification(String),
     /// The server refused the call for another reason (exit code 1).
     #[error("the server refused: {code:?}: {message}")]
     Refused {
@@ -40,7 +37,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The process exit code of this error (see the crate docs).
+    /// The process exit code of this error (see the crate docs). Code 6 is not an error of
+    /// the library: `chat` exits with it after showing a message that failed verification.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -48,7 +46,6 @@ impl Error {
             Error::Auth(_) => 3,
             Error::NotFound(_) => 4,
             Error::Unavailable(_) => 5,
-            Error::Verification(_) => 6,
             Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
         }
     }

@@ -1,5 +1,5 @@
 //! The reference end-to-end encrypted client: a library (this crate) and the `chat`
-//! command-line program (`src/main.rs`). It talks only to the gateway.
+//! command-line program (`src/bin/chat/`). It talks only to the gateway.
 //!
 //! Everything secret stays on the device: messages are sealed and opened here with the `e2ee`
 //! crate, for every device of every participant (this one included, so that it can read its own

@@ -100,7 +100,7 @@ pub struct ConversationSummary {
     pub conversation_id: String,
     /// `direct` or `group`.
     pub kind: &'static str,
-    /// The peer's username or the group's id.
+    /// The peer's username, or `#` and the group's name.
     pub with: String,
     /// The last sequence.
     pub last_sequence: u64,
@@ -348,6 +348,17 @@ impl Session {
             .map(|c| c.peer_user_id.clone())
             .collect();
         let users = self.users_by_id(peers).await?;
+        let groups = if conversations.iter().any(|c| !c.group_id.is_empty()) {
+            self.groups().await?
+        } else {
+            Vec::new()
+        };
+        let group_name = |group_id: &str| {
+            groups
+                .iter()
+                .find(|group| group.group_id == group_id)
+                .map_or_else(|| group_id.to_owned(), |group| group.name.clone())
+        };
         let name_of = |user_id: &str| {
             users
                 .iter()
@@ -366,7 +377,7 @@ impl Session {
                 with: if c.group_id.is_empty() {
                     name_of(&c.peer_user_id)
                 } else {
-                    format!("#{}", c.group_id)
+                    format!("#{}", group_name(&c.group_id))
                 },
                 conversation_id: c.conversation_id,
                 last_sequence: c.last_sequence,

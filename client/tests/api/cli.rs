@@ -232,6 +232,20 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
     let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
     let after = chat(&env, &alice, &["--json", "verify", "bob"]).await;
+    let devices = chat(&env, &bobs_new_profile, &["--json", "devices"])
+        .await
+        .json();
+    let old_device = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|device| device["current"] == false)
+        .unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = chat(&env, &bobs_new_profile, &["devices", "revoke", &old_device]).await;
+    let remaining = chat(&env, &bobs_new_profile, &["--json", "devices", "list"]).await;
 
     let number = alice_view.json()["safety_number"]
         .as_str()
@@ -248,4 +262,8 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     );
     assert!(send.stderr.contains("no longer are"));
     assert_ne!(after.json()["safety_number"], number.as_str());
+    assert_eq!(devices.as_array().unwrap().len(), 2);
+    assert_eq!(revoke.code, 0, "{}", revoke.stderr);
+    assert_eq!(remaining.json().as_array().unwrap().len(), 1);
+    assert_eq!(remaining.json()[0]["current"], true);
 }

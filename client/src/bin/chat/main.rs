@@ -1,180 +1,22 @@
 //! `chat`: the command-line client. Thin: parses arguments, reads secrets, calls the `client`
 //! library and prints (as text or, with `--json`, one JSON document per result).
 
-use std::{
-    io::{BufRead, Write},
-    path::PathBuf,
-    process::ExitCode,
-    sync::Arc,
-};
+use std::{io::BufRead, process::ExitCode, sync::Arc};
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use client::{
-    Content, Error, KeyOptions, LiveEvent, Profile, ReceivedText, Result, Session,
-    keystore::KdfParams,
+    Content, Error, KeyOptions, LiveEvent, Profile, Result, Session, keystore::KdfParams,
 };
 use secrecy::SecretString;
-use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 
-const EXIT_CODES: &str = "\
-Exit codes: 0 success, 1 other error, 2 usage, 3 authentication (not logged in, wrong password \
-or passphrase, session ended), 4 not found, 5 network or server unavailable, 6 a message failed \
-verification.
+use crate::{
+    args::{Cli, Command, DevicesCommand, GroupCommand},
+    output::{Output, line},
+};
 
-Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
-device keys from CHAT_PASSPHRASE, else the password. Targets: a username, or #group (name or id).";
-
-/// End-to-end encrypted chat from the command line.
-#[derive(Debug, Parser)]
-#[command(name = "chat", version, after_help = EXIT_CODES)]
-struct Cli {
-    /// Profile name (one device login per profile).
-    #[arg(long, global = true, env = "CHAT_PROFILE", default_value = "default")]
-    profile: String,
-    /// Profile directory (default: $XDG_CONFIG_HOME/chat/<profile> or ~/.config/chat/<profile>).
-    #[arg(long, global = true, env = "CHAT_PROFILE_DIR")]
-    profile_dir: Option<PathBuf>,
-    /// Gateway URL for register and login (later commands use the profile's).
-    #[arg(
-        long,
-        global = true,
-        env = "CHAT_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    server: String,
-    /// Machine-readable output: JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
-    /// RSA size of new device keys (tests use 2048).
-    #[arg(long, global = true, hide = true, env = "CHAT_RSA_BITS", default_value_t = e2ee::DEFAULT_RSA_BITS)]
-    rsa_bits: usize,
-    /// argon2id memory (KiB) for new key files (tests use less).
-    #[arg(long, global = true, hide = true, env = "CHAT_KDF_MEMORY_KIB")]
-    kdf_memory_kib: Option<u32>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create an account, then log this profile in as a new device.
-    Register {
-        /// The username.
-        username: String,
-        /// Display name.
-        #[arg(long, default_value = "")]
-        display_name: String,
-    },
-    /// Log in (a new device, with new keys, unless this profile already has one for the user).
-    Login {
-        /// The username.
-        username: String,
-    },
-    /// End the session (the device and its keys stay for the next login).
-    Logout,
-    /// Show the current user and device.
-    Whoami,
-    /// List or revoke devices.
-    Devices {
-        #[command(subcommand)]
-        command: Option<DevicesCommand>,
-    },
-    /// Send one message.
-    Send {
-        /// A username or #group.
-        target: String,
-        /// The text (words are joined by spaces).
-        #[arg(required = true, num_args = 1..)]
-        text: Vec<String>,
-    },
-    /// Show the last messages of a conversation (and mark them read).
-    History {
-        /// A username or #group.
-        target: String,
-        /// How many messages.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// List conversations with unread counts.
-    Conversations,
-    /// Interactive conversation: shows messages as they arrive, sends each line of stdin.
-    Chat {
-        /// A username or #group.
-        target: String,
-    },
-    /// Manage groups.
-    Group {
-        #[command(subcommand)]
-        command: GroupCommand,
-    },
-    /// Show the safety number with a user (compare it out of band) and mark the user verified.
-    Verify {
-        /// The username.
-        username: String,
-    },
-    /// Print a shell completion script.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DevicesCommand {
-    /// List the active devices.
-    List,
-    /// Revoke a device.
-    Revoke {
-        /// The device id.
-        device_id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum GroupCommand {
-    /// Create a group with members.
-    Create {
-        /// The name.
-        name: String,
-        /// Usernames of the other members.
-        members: Vec<String>,
-    },
-    /// Rename a group.
-    Rename {
-        /// The group (name or id).
-        group: String,
-        /// The new name.
-        name: String,
-    },
-    /// Add members.
-    Add {
-        /// The group (name or id).
-        group: String,
-        /// Usernames.
-        #[arg(required = true)]
-        users: Vec<String>,
-    },
-    /// Remove a member.
-    Remove {
-        /// The group (name or id).
-        group: String,
-        /// The username.
-        user: String,
-    },
-    /// Leave a group.
-    Leave {
-        /// The group (name or id).
-        group: String,
-    },
-    /// List a group's members.
-    Members {
-        /// The group (name or id).
-        group: String,
-    },
-    /// List your groups.
-    List,
-}
+mod args;
+mod output;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -428,73 +270,6 @@ async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Resu
     } else {
         0
     })
-}
-
-struct Output {
-    json: bool,
-}
-
-impl Output {
-    fn print<T: Serialize>(&self, value: &T, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        if self.json {
-            let _ = serde_json::to_writer(&mut stdout, value);
-            let _ = writeln!(stdout);
-        } else if !text.is_empty() {
-            let _ = writeln!(stdout, "{text}");
-        }
-    }
-
-    fn account(&self, session: &Session) {
-        let account = session.account();
-        self.print(
-            account,
-            &format!(
-                "logged in as {} on device {}",
-                account.username, account.device_id
-            ),
-        );
-    }
-
-    /// Prints one live event; returns whether it was a message that failed verification.
-    fn live_event(&self, event: &LiveEvent) -> bool {
-        let failed = matches!(
-            event,
-            LiveEvent::Message(ReceivedText {
-                content: Content::Failed { .. },
-                ..
-            })
-        );
-        match event {
-            LiveEvent::Message(message) => self.print(message, &line(message)),
-            LiveEvent::Sent(sent) => self.print(sent, ""),
-            LiveEvent::CaughtUp => self.print(&serde_json::json!({ "caught_up": true }), ""),
-            LiveEvent::Connected => eprintln!("connected"),
-            LiveEvent::Disconnected { error, retry_in } => {
-                eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
-            }
-            LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
-            LiveEvent::KeyWarning(warning) => eprintln!("{warning}"),
-            LiveEvent::Ended { error } => eprintln!("error: {error}"),
-        }
-        failed
-    }
-}
-
-/// One message as a line of text.
-fn line(message: &ReceivedText) -> String {
-    let sender = if message.sender_username.is_empty() {
-        &message.sender_user_id
-    } else {
-        &message.sender_username
-    };
-    match &message.content {
-        Content::Verified { text } => format!("[{}] {sender}: {text}", message.sequence),
-        Content::Failed { reason } => format!(
-            "[{}] {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}",
-            message.sequence
-        ),
-    }
 }
 
 fn password() -> Result<SecretString> {

@@ -1,0 +1,73 @@
+//! Printing results: text for people, or one JSON document per result with `--json`.
+
+use std::io::Write;
+
+use client::{Content, LiveEvent, ReceivedText, Session};
+use serde::Serialize;
+
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn print<T: Serialize>(&self, value: &T, text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            let _ = serde_json::to_writer(&mut stdout, value);
+            let _ = writeln!(stdout);
+        } else if !text.is_empty() {
+            let _ = writeln!(stdout, "{text}");
+        }
+    }
+
+    pub fn account(&self, session: &Session) {
+        let account = session.account();
+        self.print(
+            account,
+            &format!(
+                "logged in as {} on device {}",
+                account.username, account.device_id
+            ),
+        );
+    }
+
+    /// Prints one live event; returns whether it was a message that failed verification.
+    pub fn live_event(&self, event: &LiveEvent) -> bool {
+        let failed = matches!(
+            event,
+            LiveEvent::Message(ReceivedText {
+                content: Content::Failed { .. },
+                ..
+            })
+        );
+        match event {
+            LiveEvent::Message(message) => self.print(message, &line(message)),
+            LiveEvent::Sent(sent) => self.print(sent, ""),
+            LiveEvent::CaughtUp => self.print(&serde_json::json!({ "caught_up": true }), ""),
+            LiveEvent::Connected => eprintln!("connected"),
+            LiveEvent::Disconnected { error, retry_in } => {
+                eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
+            }
+            LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
+            LiveEvent::KeyWarning(warning) => eprintln!("{warning}"),
+            LiveEvent::Ended { error } => eprintln!("error: {error}"),
+        }
+        failed
+    }
+}
+
+/// One message as a line of text.
+pub fn line(message: &ReceivedText) -> String {
+    let sender = if message.sender_username.is_empty() {
+        &message.sender_user_id
+    } else {
+        &message.sender_username
+    };
+    match &message.content {
+        Content::Verified { text } => format!("[{}] {sender}: {text}", message.sequence),
+        Content::Failed { reason } => format!(
+            "[{}] {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}",
+            message.sequence
+        ),
+    }
+}
