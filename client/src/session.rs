@@ -127,7 +127,7 @@ impl Session {
         options: KeyOptions,
     ) -> Result<Session> {
         let passphrase = passphrase.unwrap_or(password).expose_secret().as_bytes();
-        let mut auth = AuthServiceClient::new(channel(server)?);
+        let auth = AuthServiceClient::new(channel(server)?);
         let existing = profile
             .account()?
             .filter(|account| account.server == server && account.username == username);
@@ -164,21 +164,21 @@ impl Session {
         let device = login.device.unwrap_or_default();
         let tokens = tokens_from(login.tokens.unwrap_or_default());
         let keys = match keys {
-            Some(keys) => keys,
+            Some(keys) => {
+                // The server lost or replaced this device's keys: publish ours again.
+                let published = device.keys.as_ref().map(|k| &k.encryption_public_key);
+                if published != Some(&keys.public_keys().encryption_spki) {
+                    upload_keys(&auth, &tokens.access_token, &keys).await?;
+                }
+                keys
+            }
             None => {
                 let keys = tokio::task::spawn_blocking(move || {
                     e2ee::DeviceKeys::generate(options.rsa_bits)
                 })
                 .await
                 .map_err(|_| Error::Crypto("key generation panicked".to_owned()))??;
-                let mut upload = Request::new(auth_pb::UploadDeviceKeysRequest {
-                    keys: Some(auth_pb::DeviceKeys {
-                        encryption_public_key: keys.public_keys().encryption_spki.clone(),
-                        signing_public_key: keys.public_keys().signing_public_key.to_vec(),
-                    }),
-                });
-                bearer(&mut upload, &tokens.access_token);
-                auth.upload_device_keys(upload).await?;
+                upload_keys(&auth, &tokens.access_token, &keys).await?;
                 profile.save_sealed_keys(&keystore::seal_keys(&keys, passphrase, options.kdf)?)?;
                 if existing.is_none() {
                     // A new account in this profile: forget the previous one's pins and cursors.
@@ -408,6 +408,23 @@ impl Session {
     pub async fn corrupt_access_token(&self) {
         self.tokens.lock().await.access_token = "not-a-token".to_owned();
     }
+}
+
+async fn upload_keys(
+    auth: &AuthServiceClient<Channel>,
+    access_token: &str,
+    keys: &e2ee::DeviceKeys,
+) -> Result<()> {
+    let upload = auth_pb::UploadDeviceKeysRequest {
+        keys: Some(auth_pb::DeviceKeys {
+            encryption_public_key: keys.public_keys().encryption_spki.clone(),
+            signing_public_key: keys.public_keys().signing_public_key.to_vec(),
+        }),
+    };
+    auth.clone()
+        .upload_device_keys(authorized(upload, access_token))
+        .await?;
+    Ok(())
 }
 
 /// A lazily connecting channel to the gateway at `server`.

@@ -36,16 +36,25 @@ async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
 }
 
 async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
+    let dir = dir.to_str().unwrap();
+    let env = [("CHAT_PROFILE_DIR", dir), ("CHAT_PASSWORD", PASSWORD)];
+    chat_custom(server, args, &env, stdin).await
+}
+
+/// Runs `chat` with only the given profile and secret variables (and the test settings).
+async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
     command
         .args(args)
-        .env("CHAT_PROFILE_DIR", dir)
         .env("CHAT_SERVER", server)
-        .env("CHAT_PASSWORD", PASSWORD)
         .env("CHAT_RSA_BITS", "2048")
         .env("CHAT_KDF_MEMORY_KIB", "1024")
+        .env_remove("CHAT_PROFILE_DIR")
+        .env_remove("CHAT_PASSWORD")
         .env_remove("CHAT_PASSPHRASE")
         .env_remove("CHAT_PROFILE")
+        .env_remove("XDG_CONFIG_HOME")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -266,4 +275,61 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     assert_eq!(revoke.code, 0, "{}", revoke.stderr);
     assert_eq!(remaining.json().as_array().unwrap().len(), 1);
     assert_eq!(remaining.json()[0]["current"], true);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_default_profile_lives_under_the_config_home_and_keys_need_their_passphrase(
+    db: PgPool,
+) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    env.user("bob").await;
+    let home = env.profile_dir();
+    let home = home.to_str().unwrap();
+    let server = env.server();
+    let with = |passphrase: &'static str| {
+        [
+            ("HOME", home),
+            ("CHAT_PASSWORD", PASSWORD),
+            ("CHAT_PASSPHRASE", passphrase),
+        ]
+    };
+
+    let register = chat_custom(
+        &server,
+        &["--profile", "work", "register", "carol"],
+        &with("p1"),
+        "",
+    )
+    .await;
+    let wrong = chat_custom(
+        &server,
+        &["--profile", "work", "send", "bob", "x"],
+        &with("p2"),
+        "",
+    )
+    .await;
+    let right = chat_custom(
+        &server,
+        &["--profile", "work", "send", "bob", "x"],
+        &with("p1"),
+        "",
+    )
+    .await;
+    let password_on_stdin = chat_custom(
+        &server,
+        &["--profile", "work", "login", "carol"],
+        &[("HOME", home), ("CHAT_PASSPHRASE", "p1")],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+
+    assert_eq!(register.code, 0, "{}", register.stderr);
+    let dir = Path::new(home).join(".config/chat/work");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(dir.join("keys.json").exists());
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    assert_eq!(right.code, 0, "{}", right.stderr);
+    assert_eq!(password_on_stdin.code, 0, "{}", password_on_stdin.stderr);
 }

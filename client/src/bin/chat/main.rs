@@ -1,7 +1,11 @@
 //! `chat`: the command-line client. Thin: parses arguments, reads secrets, calls the `client`
 //! library and prints (as text or, with `--json`, one JSON document per result).
 
-use std::{io::BufRead, process::ExitCode, sync::Arc};
+use std::{
+    io::{BufRead, IsTerminal},
+    process::{ExitCode, Stdio},
+    sync::Arc,
+};
 
 use clap::{CommandFactory, Parser};
 use client::{
@@ -293,13 +297,21 @@ fn passphrase() -> Result<SecretString> {
     }
 }
 
+/// Reads one line of stdin; on a terminal, with echo off (through `stty`, to avoid a
+/// dependency for it).
 fn read_secret_line(prompt: &str) -> Result<SecretString> {
+    let terminal = std::io::stdin().is_terminal();
     eprint!("{prompt}");
+    if terminal {
+        stty("-echo");
+    }
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|error| Error::Usage(format!("reading a secret from stdin: {error}")))?;
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if terminal {
+        stty("echo");
+        eprintln!();
+    }
+    read.map_err(|error| Error::Usage(format!("reading a secret from stdin: {error}")))?;
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {
         return Err(Error::Usage(
@@ -307,4 +319,11 @@ fn read_secret_line(prompt: &str) -> Result<SecretString> {
         ));
     }
     Ok(secret.into())
+}
+
+fn stty(setting: &str) {
+    let _ = std::process::Command::new("stty")
+        .arg(setting)
+        .stdin(Stdio::inherit())
+        .status();
 }
