@@ -18,7 +18,7 @@ use crate::{
     history::Direction,
     ids::{ConversationId, UserId, parse_uuid},
     sending::Caller,
-    service::Chat,
+    service::{Chat, HistoryPage},
 };
 
 mod convert;
@@ -89,7 +89,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let request = request.into_inner();
         let (conversations, next) = self
             .chat
-            .list_conversations(who.caller, request.page_size, &request.page_token)
+            .list_conversations(
+                &who.credentials,
+                who.caller,
+                request.page_size,
+                &request.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: conversations.into_iter().map(conversation_pb).collect(),
@@ -131,7 +136,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         let (outbox, events) = self
             .chat
-            .open_stream(who.caller, positions, who.expires_at)?;
+            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .await?;
         tokio::spawn(serve_stream_requests(
             self.chat.clone(),
             who,
@@ -155,7 +161,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let positions = positions_of(request.into_inner().positions)?;
         let (_outbox, events) = self
             .chat
-            .open_stream(who.caller, positions, who.expires_at)?;
+            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .await?;
         let events = events.filter_map(|item| async move {
             match item {
                 Ok(outgoing) => match stream_response_pb(outgoing) {
@@ -185,12 +192,15 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let (messages, next) = self
             .chat
             .list_messages(
+                &who.credentials,
                 who.caller,
                 conversation,
-                direction,
-                request.from_sequence,
-                request.page_size,
-                request.include_all_recipients,
+                HistoryPage {
+                    direction,
+                    from: request.from_sequence,
+                    page_size: request.page_size,
+                    include_all_recipients: request.include_all_recipients,
+                },
             )
             .await?;
         Ok(Response::new(pb::ListMessagesResponse {
@@ -212,6 +222,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let positions = self
             .chat
             .acknowledge(
+                &who.credentials,
                 who.caller,
                 conversation,
                 ack.delivered_sequence,
@@ -230,7 +241,9 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<pb::SendTypingResponse>, Status> {
         let who = self.authenticate(&request).await?;
         let conversation = conversation_id(&request.get_ref().conversation_id)?;
-        self.chat.typing(who.caller, conversation).await?;
+        self.chat
+            .typing(&who.credentials, who.caller, conversation)
+            .await?;
         Ok(Response::new(pb::SendTypingResponse {}))
     }
 }
@@ -284,6 +297,7 @@ async fn serve_stream_requests(
                 let result = match conversation_id(&ack.conversation_id) {
                     Ok(conversation) => chat
                         .acknowledge(
+                            &who.credentials,
                             who.caller,
                             conversation,
                             ack.delivered_sequence,
@@ -299,7 +313,10 @@ async fn serve_stream_requests(
             }
             Some(Kind::Typing(typing)) => {
                 let result = match conversation_id(&typing.conversation_id) {
-                    Ok(conversation) => chat.typing(who.caller, conversation).await,
+                    Ok(conversation) => {
+                        chat.typing(&who.credentials, who.caller, conversation)
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 if let Err(error) = result {

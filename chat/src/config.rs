@@ -21,6 +21,9 @@ pub struct Config {
     /// Where auth's token keys are and what tokens must say. Auth's `GetActiveDevices` is called
     /// at the same address.
     pub access_tokens: AccessTokenSettings,
+    /// `CHAT_GROUP_URL`: the group service (`http://host:port`), asked for group membership,
+    /// default `http://127.0.0.1:50063`.
+    pub group_url: String,
     /// Every size and rate limit.
     pub limits: Limits,
     /// Group commit of sends.
@@ -101,6 +104,7 @@ impl Config {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
             database: DatabaseSettings::from_env(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
+            group_url: group_url(&env)?,
             limits: Limits {
                 max_ciphertext_bytes: positive(&env, "MAX_CIPHERTEXT_BYTES", 64 * 1024)?,
                 max_wrapped_key_bytes: positive(&env, "MAX_WRAPPED_KEY_BYTES", 512)?,
@@ -141,6 +145,20 @@ impl Config {
         config.database = DatabaseSettings::for_tests();
         config.access_tokens = AccessTokenSettings::for_tests(auth_url);
         config
+    }
+}
+
+fn group_url(env: &EnvReader) -> Result<String, ConfigError> {
+    let url = env.string_or("GROUP_URL", "http://127.0.0.1:50063");
+    let valid =
+        url.starts_with("http://") && tonic::transport::Endpoint::from_shared(url.clone()).is_ok();
+    if valid {
+        Ok(url)
+    } else {
+        Err(ConfigError::Invalid {
+            key: env.key("GROUP_URL"),
+            reason: format!("{url:?}: expected http://host:port"),
+        })
     }
 }
 

@@ -1,9 +1,9 @@
-//! Conversations: opening direct ones, listing the caller's, and who takes part in each.
+//! Conversations: opening direct ones, listing the caller's, and who takes part in each direct
+//! conversation.
 //!
-//! Only direct conversations exist so far: their participants are the two rows of
-//! `chat.conversation_participants`, which never change, so [`Participants`] caches them.
-//! Group conversations (membership from the group service) are not implemented yet: a group id
-//! answers NOT_FOUND like any conversation the caller is not in.
+//! Direct participants are the two rows of `chat.conversation_participants`, which never change,
+//! so [`Participants`] caches them. Group conversations take their members from the group service
+//! (`groups.rs`); they are listed here through the caller's group ids.
 
 use std::{
     collections::HashMap,
@@ -127,21 +127,23 @@ pub async fn open_direct(db: &PgPool, caller: UserId, peer: UserId) -> Result<Co
         }
     };
     tx.commit().await?;
-    let page = select(db, caller, Some(ConversationId(id)), None, 1).await?;
+    let page = select(db, caller, &[], Some(ConversationId(id)), None, 1).await?;
     page.into_iter().next().ok_or(Error::ConversationNotFound)
 }
 
-/// The caller's conversations, most recent activity first, `page_size` at a time.
+/// The caller's conversations (direct ones, and those of `groups`, the caller's groups),
+/// most recent activity first, `page_size` at a time.
 ///
 /// # Errors
 /// Database failures.
 pub async fn list(
     db: &PgPool,
     caller: UserId,
+    groups: &[ConversationId],
     after: Option<PageToken>,
     page_size: u32,
 ) -> Result<(Vec<Conversation>, Option<PageToken>), Error> {
-    let conversations = select(db, caller, None, after, page_size).await?;
+    let conversations = select(db, caller, groups, None, after, page_size).await?;
     let next = (conversations.len() == page_size as usize)
         .then(|| conversations.last())
         .flatten()
@@ -152,10 +154,11 @@ pub async fn list(
     Ok((conversations, next))
 }
 
-/// The conversations of `caller`, optionally one of them only.
+/// The conversations of `caller` (direct, and those of `groups`), optionally one of them only.
 async fn select(
     db: &PgPool,
     caller: UserId,
+    groups: &[ConversationId],
     only: Option<ConversationId>,
     after: Option<PageToken>,
     limit: u32,
@@ -163,8 +166,8 @@ async fn select(
     type Row = (
         Uuid,
         Option<Uuid>,
-        Uuid,
-        Uuid,
+        Option<Uuid>,
+        Option<Uuid>,
         i64,
         OffsetDateTime,
         OffsetDateTime,
@@ -180,13 +183,14 @@ async fn select(
                    and m.sender_user_id <> $1),
                 (select m.created_at from chat.messages m
                  where m.conversation_id = c.id and m.sequence = c.last_sequence)
-         from chat.conversation_participants p
-         join chat.conversations c on c.id = p.conversation_id
+         from chat.conversations c
          left join lateral (
              select max(d.read_sequence) as read_sequence from chat.device_positions d
              where d.user_id = $1 and d.conversation_id = c.id
          ) pos on true
-         where p.user_id = $1
+         where (c.id in (select p.conversation_id from chat.conversation_participants p
+                         where p.user_id = $1)
+                or c.id = any($6))
            and ($2::uuid is null or c.id = $2)
            and ($3::timestamptz is null or (c.updated_at, c.id) < ($3, $4))
          order by c.updated_at desc, c.id desc
@@ -197,6 +201,7 @@ async fn select(
     .bind(after.map(|token| token.updated_at))
     .bind(after.map(|token| token.id))
     .bind(i64::from(limit))
+    .bind(groups.iter().map(|group| group.0).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
     Ok(rows
@@ -204,10 +209,10 @@ async fn select(
         .map(|row| {
             let (id, group_id, low, high, last, created_at, updated_at, read, unread, last_at) =
                 row;
-            let peer = if low == caller.0 { high } else { low };
+            let peer = if low == Some(caller.0) { high } else { low };
             Conversation {
                 id: ConversationId(id),
-                peer_user_id: group_id.is_none().then_some(UserId(peer)),
+                peer_user_id: peer.map(UserId),
                 group_id,
                 last_sequence: to_u64(last),
                 read_sequence: to_u64(read),

@@ -99,18 +99,22 @@ impl Delivery {
         }
     }
 
-    /// Opens a stream for `caller`, resuming from `positions` (see `positions::resume_points`),
-    /// that ends with UNAUTHENTICATED at `token_expires_at`.
+    /// Opens a stream for `caller`, whose group conversations are `groups`, resuming from
+    /// `positions` (see `positions::resume_points`), that ends with UNAUTHENTICATED at
+    /// `token_expires_at`.
     ///
     /// # Errors
     /// [`Error::TooManyStreams`].
     pub fn open(
         &self,
         caller: Caller,
+        groups: Vec<ConversationId>,
         positions: HashMap<ConversationId, u64>,
         token_expires_at: OffsetDateTime,
     ) -> Result<(Outbox, EventStream), Error> {
-        let registration = self.hub.register(caller.user, caller.device)?;
+        let registration = self
+            .hub
+            .register(caller.user, caller.device, groups.clone())?;
         let (queue, receiver) = mpsc::channel(self.settings.queue);
         let (end, ended) = oneshot::channel();
         let outbox = Outbox {
@@ -128,6 +132,7 @@ impl Delivery {
             settings: self.settings.clone(),
             shutdown: self.shutdown.clone(),
             caller,
+            groups,
             outbox: outbox.clone(),
             cursors: HashMap::new(),
         };
@@ -228,6 +233,7 @@ struct StreamTask {
     settings: StreamSettings,
     shutdown: CancellationToken,
     caller: Caller,
+    groups: Vec<ConversationId>,
     outbox: Outbox,
     cursors: HashMap<ConversationId, u64>,
 }
@@ -321,9 +327,14 @@ impl StreamTask {
         &mut self,
         requested: &HashMap<ConversationId, u64>,
     ) -> Result<Vec<(ConversationId, u64)>, Error> {
-        let points =
-            positions::resume_points(&self.db, self.caller.user, self.caller.device, requested)
-                .await?;
+        let points = positions::resume_points(
+            &self.db,
+            self.caller.user,
+            self.caller.device,
+            &self.groups,
+            requested,
+        )
+        .await?;
         self.cursors = points
             .iter()
             .map(|point| (point.conversation, point.after))

@@ -104,7 +104,8 @@ impl Directory {
 }
 
 impl Credentials {
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    /// A request carrying these credentials.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(value) = &self.0 {
             request

@@ -56,6 +56,9 @@ pub enum Error {
     /// A call to the auth service failed; the cause is logged. UNAUTHENTICATED is passed on.
     #[error("auth service: {0}")]
     Auth(Status),
+    /// A call to the group service failed; the cause is logged. UNAUTHENTICATED is passed on.
+    #[error("group service: {0}")]
+    Group(Status),
     /// The database failed; the cause is logged, never shown to the client.
     #[error("database error")]
     Db(#[from] sqlx::Error),
@@ -180,10 +183,21 @@ impl Wire {
             Error::TooManyStreams => with_reason(Code::ResourceExhausted, "TOO_MANY_STREAMS"),
             Error::TokenExpired => plain(Code::Unauthenticated),
             Error::ShuttingDown => plain(Code::Unavailable),
-            Error::Auth(status) if status.code() == Code::Unauthenticated => Wire {
-                message: status.message().to_owned(),
-                ..plain(Code::Unauthenticated)
-            },
+            Error::Auth(status) | Error::Group(status)
+                if status.code() == Code::Unauthenticated =>
+            {
+                Wire {
+                    message: status.message().to_owned(),
+                    ..plain(Code::Unauthenticated)
+                }
+            }
+            Error::Group(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "group call failed");
+                Wire {
+                    message: "group membership is unavailable; retry shortly".to_owned(),
+                    ..plain(Code::Unavailable)
+                }
+            }
             Error::Auth(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "auth call failed");
                 Wire {

@@ -22,12 +22,20 @@ use crate::{
     ids::{ConversationId, DeviceId, UserId},
 };
 
-/// The streams of this replica, by user.
+/// The streams of this replica, by user and by group conversation.
 pub struct Hub {
-    streams: Mutex<HashMap<UserId, Vec<Arc<Inbox>>>>,
+    streams: Mutex<Streams>,
     next_id: AtomicU64,
     max_streams_per_device: usize,
     max_events: usize,
+}
+
+#[derive(Default)]
+struct Streams {
+    /// Every stream, by its user: direct conversations are routed through their participants.
+    by_user: HashMap<UserId, Vec<Arc<Inbox>>>,
+    /// Streams by the group conversations their user was in when they opened (see `groups.rs`).
+    by_group: HashMap<ConversationId, Vec<Arc<Inbox>>>,
 }
 
 /// What wakes one stream.
@@ -37,6 +45,7 @@ pub struct Inbox {
     pub user: UserId,
     /// The stream's device.
     pub device: DeviceId,
+    groups: Vec<ConversationId>,
     work: Mutex<Work>,
     /// Signalled whenever `work` gains something.
     pub ready: Notify,
@@ -81,8 +90,8 @@ impl Hub {
         })
     }
 
-    /// Registers a stream of `device`. From here on it is woken for every new message of its
-    /// user's conversations.
+    /// Registers a stream of `device`, whose user's group conversations are `groups`. From here
+    /// on it is woken for every new message of those and of its user's direct conversations.
     ///
     /// # Errors
     /// [`Error::TooManyStreams`] when the device has the most streams allowed.
@@ -90,9 +99,10 @@ impl Hub {
         self: &Arc<Self>,
         user: UserId,
         device: DeviceId,
+        groups: Vec<ConversationId>,
     ) -> Result<Registration, Error> {
         let mut streams = lock(&self.streams);
-        let of_user = streams.entry(user).or_default();
+        let of_user = streams.by_user.entry(user).or_default();
         let of_device = of_user
             .iter()
             .filter(|inbox| inbox.device == device)
@@ -104,10 +114,18 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user,
             device,
+            groups,
             work: Mutex::default(),
             ready: Notify::new(),
         });
         of_user.push(inbox.clone());
+        for group in &inbox.groups {
+            streams
+                .by_group
+                .entry(*group)
+                .or_default()
+                .push(inbox.clone());
+        }
         Ok(Registration {
             hub: self.clone(),
             inbox,
@@ -140,9 +158,9 @@ impl Hub {
                 conversation,
                 last_sequence,
             } => {
-                let users = participants.of(conversation).await?;
-                self.each_of(
-                    &users,
+                let targets = self.streams_of(conversation, participants).await?;
+                wake(
+                    &targets,
                     |_| true,
                     |work| {
                         let newest = work.dirty.entry(conversation).or_default();
@@ -151,17 +169,17 @@ impl Hub {
                 );
             }
             BusEvent::Receipt(receipt) => {
-                let users = participants.of(receipt.conversation).await?;
+                let targets = self.streams_of(receipt.conversation, participants).await?;
                 self.push(
-                    &users,
+                    &targets,
                     |inbox| inbox.device != receipt.device,
                     Ephemeral::Receipt(receipt),
                 );
             }
             BusEvent::Typing(typing) => {
-                let users = participants.of(typing.conversation).await?;
+                let targets = self.streams_of(typing.conversation, participants).await?;
                 self.push(
-                    &users,
+                    &targets,
                     |inbox| inbox.user != typing.user,
                     Ephemeral::Typing(typing),
                 );
@@ -171,9 +189,30 @@ impl Hub {
         Ok(())
     }
 
-    fn push(&self, users: &[UserId], to: impl Fn(&Inbox) -> bool, event: Ephemeral) {
+    /// The streams that take part in `conversation`: those registered for it as a group, else
+    /// those of its direct participants. Only those streams are visited, so an event costs the
+    /// same with 10 or 50,000 streams open.
+    async fn streams_of(
+        &self,
+        conversation: ConversationId,
+        participants: &Participants,
+    ) -> Result<Vec<Arc<Inbox>>, Error> {
+        if let Some(members) = lock(&self.streams).by_group.get(&conversation) {
+            return Ok(members.clone());
+        }
+        let users = participants.of(conversation).await?;
+        let streams = lock(&self.streams);
+        Ok(users
+            .iter()
+            .filter_map(|user| streams.by_user.get(user))
+            .flatten()
+            .cloned()
+            .collect())
+    }
+
+    fn push(&self, targets: &[Arc<Inbox>], to: impl Fn(&Inbox) -> bool, event: Ephemeral) {
         let max_events = self.max_events;
-        self.each_of(users, to, |work| {
+        wake(targets, to, |work| {
             if work.events.len() >= max_events {
                 work.overflowed = true;
             } else {
@@ -182,27 +221,20 @@ impl Hub {
         });
     }
 
-    /// Changes the work of the streams of `users` that pass `to`, and wakes them. Only those
-    /// users' streams are visited, so an event costs the same with 10 or 50,000 streams open.
-    fn each_of(&self, users: &[UserId], to: impl Fn(&Inbox) -> bool, change: impl Fn(&mut Work)) {
-        let streams = lock(&self.streams);
-        for inbox in users
-            .iter()
-            .filter_map(|user| streams.get(user))
-            .flatten()
-            .filter(|inbox| to(inbox))
-        {
-            change(&mut lock(&inbox.work));
-            inbox.ready.notify_one();
-        }
-    }
-
     fn resync_all(&self) {
         let streams = lock(&self.streams);
-        for inbox in streams.values().flatten() {
+        for inbox in streams.by_user.values().flatten() {
             lock(&inbox.work).resync = true;
             inbox.ready.notify_one();
         }
+    }
+}
+
+/// Changes the work of the `targets` that pass `to`, and wakes them.
+fn wake(targets: &[Arc<Inbox>], to: impl Fn(&Inbox) -> bool, change: impl Fn(&mut Work)) {
+    for inbox in targets.iter().filter(|inbox| to(inbox)) {
+        change(&mut lock(&inbox.work));
+        inbox.ready.notify_one();
     }
 }
 
@@ -223,10 +255,19 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut streams = lock(&self.hub.streams);
-        if let Some(of_user) = streams.get_mut(&self.inbox.user) {
-            of_user.retain(|inbox| inbox.id != self.inbox.id);
+        let id = self.inbox.id;
+        if let Some(of_user) = streams.by_user.get_mut(&self.inbox.user) {
+            of_user.retain(|inbox| inbox.id != id);
             if of_user.is_empty() {
-                streams.remove(&self.inbox.user);
+                streams.by_user.remove(&self.inbox.user);
+            }
+        }
+        for group in &self.inbox.groups {
+            if let Some(members) = streams.by_group.get_mut(group) {
+                members.retain(|inbox| inbox.id != id);
+                if members.is_empty() {
+                    streams.by_group.remove(group);
+                }
             }
         }
     }

@@ -3,9 +3,9 @@
 //! per-conversation sequences, and delivers messages, receipts and typing indicators over streams.
 //! It is the only reader and writer of the `chat` database schema.
 //!
-//! It does not own users, devices or keys: it asks auth over gRPC (`auth.internal.v1`
-//! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users), forwarding the caller's
-//! token. It never decrypts anything: it checks each envelope's Ed25519 signature with the sender
+//! It does not own users, devices, keys or groups: it asks auth over gRPC (`auth.internal.v1`
+//! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users) and group
+//! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token. It never decrypts anything: it checks each envelope's Ed25519 signature with the sender
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.
 //!
@@ -17,7 +17,7 @@
 //!   published after commit; `hub.rs`: the streams of this replica and the dispatcher that wakes
 //!   them; `delivery.rs`: one stream (replay, `CaughtUp`, live, backpressure, heartbeats).
 //! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
-//!   `conversations.rs`, `devices.rs`, `typing.rs`.
+//!   `conversations.rs`, `groups.rs` (group membership), `devices.rs`, `typing.rs`.
 //!
 //! Decisions worth knowing before changing anything:
 //! - The recipient set must be exactly the current keyed devices of every participant; the
@@ -33,11 +33,12 @@
 //! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`). Fixed internal
 //!   bounds (bus buffers, caches) are named constants in their modules.
 //!
-//! Not done yet: group conversations (they need the group service's membership; a group id
-//! answers NOT_FOUND today); the `MembershipChange` and `DevicesChanged` stream events; caching
-//! device lists (each send asks auth, see `devices.rs`, until `WatchDeviceChanges` exists to
-//! invalidate a cache); the per-device stream limit and the typing rate limit hold per replica,
-//! not across replicas.
+//! Not done yet: the `MembershipChange` and `DevicesChanged` stream events, and caching group
+//! memberships and device lists (every call that needs them asks group or auth): both need
+//! `WatchMembershipEvents` / `WatchDeviceChanges` consumed by a background task, which needs
+//! credentials of chat's own. A stream learns its user's groups when it opens, so a group joined
+//! later reaches it after a reconnect (see `groups.rs`). The per-device stream limit and the typing
+//! rate limit hold per replica, not across replicas.
 
 mod api;
 mod bus;
@@ -47,6 +48,7 @@ mod conversations;
 mod delivery;
 mod devices;
 pub mod error;
+mod groups;
 mod history;
 mod hub;
 mod ids;
@@ -130,10 +132,11 @@ fn build(
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
     tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
+    let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
     let committer = commit::Committer::start(db.clone(), config.commit.clone(), bus.clone());
     let sending = sending::Sending::new(
         db.clone(),
-        participants.clone(),
+        membership.clone(),
         directory.clone(),
         committer,
         config.limits.clone(),
@@ -141,7 +144,7 @@ fn build(
     let delivery = delivery::Delivery::new(db.clone(), hub, config.streams.clone(), streams_end);
     Ok(service::Chat {
         db,
-        participants,
+        membership,
         directory,
         sending,
         delivery,

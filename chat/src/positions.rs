@@ -72,10 +72,10 @@ pub struct ResumePoint {
     pub last_sequence: u64,
 }
 
-/// Where a stream of `device` resumes in each of `user`'s conversations: `requested` where the
-/// client gave a position for a conversation it takes part in, else the stored delivered
-/// position, else 0. Positions for other conversations are ignored. One query, whatever the
-/// number of conversations.
+/// Where a stream of `device` resumes in each of `user`'s conversations (direct ones, and those
+/// of `groups`, the user's groups): `requested` where the client gave a position for a
+/// conversation it takes part in, else the stored delivered position, else 0. Positions for other
+/// conversations are ignored. One query, whatever the number of conversations.
 ///
 /// # Errors
 /// Database failures.
@@ -83,18 +83,20 @@ pub async fn resume_points(
     db: &PgPool,
     user: UserId,
     device: DeviceId,
+    groups: &[ConversationId],
     requested: &HashMap<ConversationId, u64>,
 ) -> Result<Vec<ResumePoint>, Error> {
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "select p.conversation_id, coalesce(d.delivered_sequence, 0), c.last_sequence
-         from chat.conversation_participants p
-         join chat.conversations c on c.id = p.conversation_id
-         left join chat.device_positions d
-           on d.conversation_id = p.conversation_id and d.device_id = $2
-         where p.user_id = $1",
+        "select c.id, coalesce(d.delivered_sequence, 0), c.last_sequence
+         from chat.conversations c
+         left join chat.device_positions d on d.conversation_id = c.id and d.device_id = $2
+         where c.id in (select p.conversation_id from chat.conversation_participants p
+                        where p.user_id = $1)
+            or c.id = any($3)",
     )
     .bind(user.0)
     .bind(device.0)
+    .bind(groups.iter().map(|group| group.0).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
     Ok(rows

@@ -16,9 +16,10 @@ use crate::{
     Error,
     commit::{Committer, NewMessage, RecipientKey},
     config::Limits,
-    conversations::{Participants, to_u64},
+    conversations::to_u64,
     devices::{ActiveDevice, Credentials, Directory},
     error::DeviceListMismatch,
+    groups::Membership,
     ids::{ConversationId, DeviceId, UserId},
 };
 
@@ -51,7 +52,7 @@ pub struct Committed {
 #[derive(Clone)]
 pub struct Sending {
     db: PgPool,
-    participants: Participants,
+    membership: Membership,
     directory: Directory,
     committer: Committer,
     limits: Limits,
@@ -61,14 +62,14 @@ impl Sending {
     /// The send path over these parts.
     pub fn new(
         db: PgPool,
-        participants: Participants,
+        membership: Membership,
         directory: Directory,
         committer: Committer,
         limits: Limits,
     ) -> Self {
         Self {
             db,
-            participants,
+            membership,
             directory,
             committer,
             limits,
@@ -89,8 +90,8 @@ impl Sending {
     ) -> Result<Committed, Error> {
         let checked = check_envelope(&envelope, caller, &self.limits)?;
         let users = self
-            .participants
-            .authorize(checked.conversation, caller.user)
+            .membership
+            .authorize(credentials, checked.conversation, caller.user)
             .await?;
         if let Some(stored) =
             find_stored(&self.db, caller.device, &envelope.client_message_id).await?

@@ -10,9 +10,10 @@ use crate::{
     Error,
     bus::{Bus, BusEvent, Receipt, Typing},
     config::Limits,
-    conversations::{self, Conversation, PageToken, Participants},
+    conversations::{self, Conversation, PageToken},
     delivery::{Delivery, EventStream, Outbox},
     devices::{Credentials, Directory},
+    groups::Membership,
     history::{self, DeliveredMessage, Direction},
     ids::{ConversationId, UserId},
     positions::{self, Positions},
@@ -23,13 +24,26 @@ use crate::{
 /// Page size when the request leaves it at 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
+/// Which page of history ListMessages asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPage {
+    /// Which way to walk.
+    pub direction: Direction,
+    /// Exclusive start (0: from the start forward, from the newest backward).
+    pub from: u64,
+    /// Requested size (0: the default; capped at the limit).
+    pub page_size: u32,
+    /// Every recipient entry instead of the caller's own.
+    pub include_all_recipients: bool,
+}
+
 /// Everything the RPCs need; cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
     /// The database.
     pub db: PgPool,
     /// Who takes part in which conversation.
-    pub participants: Participants,
+    pub membership: Membership,
     /// Auth's device directory.
     pub directory: Directory,
     /// The send path.
@@ -72,6 +86,7 @@ impl Chat {
     /// [`Error::InvalidArgument`] for a bad page token.
     pub async fn list_conversations(
         &self,
+        credentials: &Credentials,
         caller: Caller,
         page_size: u32,
         page_token: &str,
@@ -79,7 +94,25 @@ impl Chat {
         let after = (!page_token.is_empty())
             .then(|| PageToken::decode(page_token))
             .transpose()?;
-        conversations::list(&self.db, caller.user, after, self.page_size(page_size)).await
+        let groups = self.groups_of(credentials, caller).await;
+        let page_size = self.page_size(page_size);
+        conversations::list(&self.db, caller.user, &groups, after, page_size).await
+    }
+
+    /// The caller's group conversations, or none while the group service fails (logged): direct
+    /// conversations keep working when groups do not.
+    pub async fn groups_of(
+        &self,
+        credentials: &Credentials,
+        caller: Caller,
+    ) -> Vec<ConversationId> {
+        match self.membership.groups_of(credentials, caller.user).await {
+            Ok(groups) => groups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the caller's groups; showing direct conversations only");
+                Vec::new()
+            }
+        }
     }
 
     /// SendMessage, and sends on OpenStream.
@@ -101,15 +134,19 @@ impl Chat {
     /// [`Error::ConversationNotFound`] for a conversation the caller is not in.
     pub async fn list_messages(
         &self,
+        credentials: &Credentials,
         caller: Caller,
         conversation: ConversationId,
-        direction: Direction,
-        from: u64,
-        page_size: u32,
-        include_all_recipients: bool,
+        page: HistoryPage,
     ) -> Result<(Vec<DeliveredMessage>, u64), Error> {
-        self.participants
-            .authorize(conversation, caller.user)
+        let HistoryPage {
+            direction,
+            from,
+            page_size,
+            include_all_recipients,
+        } = page;
+        self.membership
+            .authorize(credentials, conversation, caller.user)
             .await?;
         let page_size = self.page_size(page_size);
         let mut messages = history::read_for_device(
@@ -138,13 +175,14 @@ impl Chat {
     /// [`Error::ConversationNotFound`] for a conversation the caller is not in.
     pub async fn acknowledge(
         &self,
+        credentials: &Credentials,
         caller: Caller,
         conversation: ConversationId,
         delivered: u64,
         read: u64,
     ) -> Result<Positions, Error> {
-        self.participants
-            .authorize(conversation, caller.user)
+        self.membership
+            .authorize(credentials, conversation, caller.user)
             .await?;
         let positions = positions::acknowledge(
             &self.db,
@@ -169,9 +207,14 @@ impl Chat {
     ///
     /// # Errors
     /// [`Error::ConversationNotFound`], [`Error::RateLimited`].
-    pub async fn typing(&self, caller: Caller, conversation: ConversationId) -> Result<(), Error> {
-        self.participants
-            .authorize(conversation, caller.user)
+    pub async fn typing(
+        &self,
+        credentials: &Credentials,
+        caller: Caller,
+        conversation: ConversationId,
+    ) -> Result<(), Error> {
+        self.membership
+            .authorize(credentials, conversation, caller.user)
             .await?;
         self.typing
             .check(caller.device, conversation, Instant::now())?;
@@ -187,13 +230,16 @@ impl Chat {
     ///
     /// # Errors
     /// [`Error::TooManyStreams`].
-    pub fn open_stream(
+    pub async fn open_stream(
         &self,
+        credentials: &Credentials,
         caller: Caller,
         positions: HashMap<ConversationId, u64>,
         token_expires_at: OffsetDateTime,
     ) -> Result<(Outbox, EventStream), Error> {
-        self.delivery.open(caller, positions, token_expires_at)
+        let groups = self.groups_of(credentials, caller).await;
+        self.delivery
+            .open(caller, groups, positions, token_expires_at)
     }
 
     fn page_size(&self, requested: u32) -> u32 {

@@ -238,7 +238,14 @@ async fn subscribing_while_messages_arrive_loses_and_repeats_nothing(db: PgPool)
 #[sqlx::test(migrations = "../migrations")]
 async fn users_on_different_replicas_reach_each_other(db: PgPool) {
     let app = spawn_app(db.clone()).await;
-    let replica_b = spawn_chat(&db, app.auth_addr, |_| {}, std::future::pending()).await;
+    let replica_b = spawn_chat(
+        &db,
+        app.auth_addr,
+        app.group_addr,
+        |_| {},
+        std::future::pending(),
+    )
+    .await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await.on_replica(replica_b).await;
     let conversation = alice.open_direct(&bob).await;
@@ -331,7 +338,7 @@ async fn streams_send_heartbeats(db: PgPool) {
 async fn on_shutdown_streams_end_with_unavailable(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let replica = spawn_chat(&db, app.auth_addr, |_| {}, async {
+    let replica = spawn_chat(&db, app.auth_addr, app.group_addr, |_| {}, async {
         let _ = stopped.await;
     })
     .await;
@@ -553,7 +560,7 @@ async fn a_message_whose_wake_up_was_lost_is_delivered_when_the_bus_reconnects(d
     // is back.
     let cut: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity
-         where datname = current_database() and query ilike 'listen%'",
+         where datname = current_database() and query ilike 'listen%chat_events%'",
     )
     .fetch_all(&db)
     .await

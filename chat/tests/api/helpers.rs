@@ -35,6 +35,7 @@ const KEY_ORDER: [usize; 5] = [0, 2, 4, 1, 5];
 pub struct TestApp {
     pub addr: SocketAddr,
     pub auth_addr: SocketAddr,
+    pub group_addr: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
     keys_used: std::sync::atomic::AtomicUsize,
@@ -66,12 +67,28 @@ pub async fn spawn_app_with_auth(
         auth_listener,
         std::future::pending(),
     ));
-    let addr = spawn_chat(&db, auth_addr, configure, std::future::pending()).await;
+    let group_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let group_addr = group_listener.local_addr().unwrap();
+    tokio::spawn(group::run(
+        group::Config::for_tests(&format!("http://{auth_addr}")),
+        db.clone(),
+        group_listener,
+        std::future::pending(),
+    ));
+    let addr = spawn_chat(
+        &db,
+        auth_addr,
+        group_addr,
+        configure,
+        std::future::pending(),
+    )
+    .await;
     let channel = testkit::connect(addr).await; // already bound: no sleep
     let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
     TestApp {
         addr,
         auth_addr,
+        group_addr,
         channel,
         auth,
         keys_used: Default::default(),
@@ -82,12 +99,14 @@ pub async fn spawn_app_with_auth(
 pub async fn spawn_chat(
     db: &PgPool,
     auth_addr: SocketAddr,
+    group_addr: SocketAddr,
     configure: impl FnOnce(&mut chat::Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = chat::Config::for_tests(&format!("http://{auth_addr}"));
+    config.group_url = format!("http://{group_addr}");
     configure(&mut config);
     tokio::spawn(chat::run(config, db.clone(), listener, shutdown));
     addr

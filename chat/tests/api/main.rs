@@ -4,6 +4,7 @@
 mod conversations;
 mod delivery;
 mod gateway;
+mod groups;
 mod helpers;
 mod history;
 mod sending;

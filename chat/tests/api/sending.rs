@@ -324,8 +324,14 @@ async fn one_client_message_id_racing_into_two_conversations_on_two_replicas_is_
     db: PgPool,
 ) {
     let app = spawn_app(db.clone()).await;
-    let replica_b =
-        crate::helpers::spawn_chat(&db, app.auth_addr, |_| {}, std::future::pending()).await;
+    let replica_b = crate::helpers::spawn_chat(
+        &db,
+        app.auth_addr,
+        app.group_addr,
+        |_| {},
+        std::future::pending(),
+    )
+    .await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;

@@ -1,0 +1,110 @@
+use proto::{
+    chat::v1 as pb,
+    group::v1::{self as group_pb, group_service_client::GroupServiceClient},
+};
+use sqlx::PgPool;
+use tonic::Code;
+
+use crate::helpers::{TestApp, TestDevice, next_message, replay, spawn_app};
+
+/// Creates a group owned by `owner` with `members`; returns its conversation as `owner` lists it.
+async fn create_group(app: &TestApp, owner: &TestDevice, members: &[&TestDevice]) -> String {
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+    let request = owner.request(group_pb::CreateGroupRequest {
+        name: "friends".to_owned(),
+        member_user_ids: members.iter().map(|m| m.user_id.clone()).collect(),
+    });
+    let group = loop {
+        // Group fetches auth's token keys in the background after start.
+        match groups
+            .create_group(owner.request(request.get_ref().clone()))
+            .await
+        {
+            Ok(response) => break response.into_inner().group.unwrap(),
+            Err(status) if status.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    group.group_id
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn group_members_exchange_messages_and_outsiders_are_refused(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let mallory = app.user("mallory").await;
+    let group_id = create_group(&app, &alice, &[&bob, &carol]).await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    let mut carol_events = carol.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+    replay(&mut carol_events).await;
+    let members = alice
+        .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+        .await;
+
+    let sent = alice
+        .send(alice.seal(&group_id, "g1", &members, "hello group"))
+        .await
+        .unwrap();
+    let to_bob = next_message(&mut bob_events).await;
+    let to_carol = next_message(&mut carol_events).await;
+    let listed = bob.list_conversations().await;
+    let outsider_send = mallory
+        .send(
+            mallory.seal(
+                &group_id,
+                "m1",
+                &mallory
+                    .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+                    .await,
+                "let me in",
+            ),
+        )
+        .await
+        .unwrap_err();
+    let outsider_read = mallory
+        .list_messages(&group_id, pb::Direction::Forward, 0, 10)
+        .await
+        .unwrap_err();
+    let missing_carol = alice
+        .send(alice.seal(
+            &group_id,
+            "g2",
+            &alice.recipients(&[&bob.user_id]).await,
+            "carol left out",
+        ))
+        .await
+        .unwrap_err();
+
+    assert_eq!(sent.sequence, 1);
+    assert_eq!(bob.open(&to_bob, &alice), "hello group");
+    assert_eq!(carol.open(&to_carol, &alice), "hello group");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].conversation_id, group_id);
+    assert_eq!(listed[0].group_id, group_id);
+    assert_eq!(listed[0].kind, pb::ConversationKind::Group as i32);
+    assert_eq!(listed[0].last_sequence, 1);
+    assert_eq!(listed[0].unread_count, 1);
+    assert_eq!(outsider_send.code(), Code::NotFound);
+    assert_eq!(outsider_read.code(), Code::NotFound);
+    assert_eq!(missing_carol.code(), Code::FailedPrecondition);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_group_conversation_is_listed_before_its_first_message(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let group_id = create_group(&app, &alice, &[&bob]).await;
+
+    let listed = bob.list_conversations().await;
+
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].conversation_id, group_id);
+    assert_eq!(listed[0].last_sequence, 0);
+    assert!(listed[0].peer_user_id.is_empty());
+}
