@@ -43,18 +43,18 @@ pub async fn spawn_env(db: PgPool) -> TestEnv {
     })
     .await;
     let auth_url = format!("http://{auth_addr}");
-    let chat_addr = spawn_service(|listener| {
-        chat::run(
-            chat::Config::for_tests(&auth_url),
+    let group_addr = spawn_service(|listener| {
+        group::run(
+            group::Config::for_tests(&auth_url),
             db.clone(),
             listener,
             std::future::pending(),
         )
     })
     .await;
-    let group_addr = spawn_service(|listener| {
-        group::run(
-            group::Config::for_tests(&auth_url),
+    let chat_addr = spawn_service(|listener| {
+        chat::run(
+            chat_config(&auth_url, &format!("http://{group_addr}")),
             db.clone(),
             listener,
             std::future::pending(),
@@ -83,6 +83,23 @@ pub async fn spawn_env(db: PgPool) -> TestEnv {
         db,
         dirs: Mutex::new(Vec::new()),
     }
+}
+
+/// Chat's test configuration, built from variables so that it also names the group service
+/// (which chat asks for group membership).
+fn chat_config(auth_url: &str, group_url: &str) -> chat::Config {
+    chat::Config::from_lookup(&|key| {
+        let value = match key {
+            "CHAT_DATABASE_URL" => "postgres://unused-in-tests",
+            "CHAT_AUTH_URL" => auth_url,
+            "CHAT_GROUP_URL" => group_url,
+            "CHAT_LOG" => "warn",
+            "CHAT_SHUTDOWN_TIMEOUT_SECS" => "1",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    })
+    .expect("a valid chat configuration")
 }
 
 async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr
