@@ -7,7 +7,9 @@
 //! background task could only call with credentials of its own, and chat has none yet. Streams
 //! learn their user's groups once, when they open (see `hub.rs`); a group joined later reaches a
 //! stream after it reconnects. A removed member's devices stop getting new messages at once all
-//! the same: senders must wrap keys for the current members' devices only.
+//! the same: senders must wrap keys for the current members' devices only. (Receipts and typing
+//! indicators of the group still reach a removed member's streams that were open before the
+//! removal, until they reconnect.)
 
 use std::sync::Arc;
 

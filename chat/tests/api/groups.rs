@@ -108,3 +108,52 @@ async fn a_group_conversation_is_listed_before_its_first_message(db: PgPool) {
     assert_eq!(listed[0].last_sequence, 0);
     assert!(listed[0].peer_user_id.is_empty());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_removed_member_is_no_recipient_and_cannot_read_any_more(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let group_id = create_group(&app, &alice, &[&bob, &carol]).await;
+    let everyone = alice
+        .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+        .await;
+    alice
+        .send(alice.seal(&group_id, "g1", &everyone, "before"))
+        .await
+        .unwrap();
+
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+    groups
+        .remove_member(alice.request(group_pb::RemoveMemberRequest {
+            group_id: group_id.clone(),
+            user_id: carol.user_id.clone(),
+        }))
+        .await
+        .unwrap();
+    let still_for_carol = alice
+        .send(alice.seal(&group_id, "g2", &everyone, "after"))
+        .await
+        .unwrap_err();
+    let without_carol = alice
+        .send(alice.seal(
+            &group_id,
+            "g3",
+            &alice.recipients(&[&alice.user_id, &bob.user_id]).await,
+            "after",
+        ))
+        .await;
+    let carol_reads = carol
+        .list_messages(&group_id, pb::Direction::Forward, 0, 10)
+        .await
+        .unwrap_err();
+
+    let mismatch = crate::helpers::device_list_mismatch(&still_for_carol);
+    assert_eq!(
+        mismatch.extra_device_ids,
+        std::slice::from_ref(&carol.device_id)
+    );
+    assert_eq!(without_carol.unwrap().sequence, 2);
+    assert_eq!(carol_reads.code(), Code::NotFound);
+}
