@@ -333,3 +333,36 @@ async fn the_default_profile_lives_under_the_config_home_and_keys_need_their_pas
     assert_eq!(right.code, 0, "{}", right.stderr);
     assert_eq!(password_on_stdin.code, 0, "{}", password_on_stdin.stderr);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_manages_groups_and_sends_to_them(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    let carol = cli_user(&env, "carol").await;
+
+    let create = chat(
+        &env,
+        &alice,
+        &["--json", "group", "create", "friends", "bob"],
+    )
+    .await;
+    let add = chat(&env, &alice, &["group", "add", "friends", "carol"]).await;
+    let rename = chat(&env, &alice, &["group", "rename", "friends", "pals"]).await;
+    let sent = chat(&env, &alice, &["--json", "send", "#pals", "hello", "pals"]).await;
+    let members = chat(&env, &bob, &["--json", "group", "members", "pals"]).await;
+    let history = chat(&env, &carol, &["history", "#pals"]).await;
+    let leave = chat(&env, &carol, &["group", "leave", "pals"]).await;
+    let groups = chat(&env, &carol, &["--json", "group", "list"]).await;
+
+    assert_eq!(create.code, 0, "{}", create.stderr);
+    assert_eq!(create.json()["name"], "friends");
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    assert!(rename.stdout.contains("#pals"), "{}", rename.stdout);
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(members.json().as_array().unwrap().len(), 3);
+    assert_eq!(history.stdout, "[1] alice: hello pals\n");
+    assert_eq!(leave.code, 0, "{}", leave.stderr);
+    assert_eq!(groups.json(), serde_json::json!([]));
+}

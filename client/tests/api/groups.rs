@@ -77,4 +77,11 @@ async fn three_users_exchange_group_messages(db: PgPool) {
         ["hello group", "hi all", "just us now"]
     );
     assert_eq!(after_removal.sequence, 3);
+    let listed = alice.conversations().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.with == "#friends" && c.kind == "group"),
+        "{listed:?}"
+    );
 }
