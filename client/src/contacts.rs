@@ -146,7 +146,7 @@ impl Session {
                 );
                 None
             }
-            Some(contact) if contact.devices == devices => None,
+            Some(contact) if contact.devices == devices => return Ok(()),
             Some(contact) => {
                 contact.signing_keys.extend(signing_keys(user));
                 let warning = KeyWarning {

@@ -44,7 +44,7 @@ pub enum LiveEvent {
     Disconnected {
         /// What happened.
         error: String,
-        /// The backoff delay.
+        /// The backoff delay (up to this; jittered).
         retry_in: Duration,
     },
     /// A participant's keys changed.
@@ -176,7 +176,7 @@ impl LiveState {
                     if self.events.send(event).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(with_jitter(backoff)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -411,6 +411,14 @@ impl LiveState {
             .await
             .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
     }
+}
+
+/// Between half and all of `delay`, so that clients cut off together do not return together.
+fn with_jitter(delay: Duration) -> Duration {
+    use rand_core::RngCore;
+    let half = delay / 2;
+    let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_millis(rand_core::OsRng.next_u64() % spread)
 }
 
 fn request(request: Outgoing) -> pb::OpenStreamRequest {
