@@ -33,13 +33,15 @@ pub struct TestEnv {
 }
 
 pub async fn spawn_env(db: PgPool) -> TestEnv {
+    spawn_env_with(db, |_| {}).await
+}
+
+/// As [`spawn_env`], with auth's configuration adjusted.
+pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::Config)) -> TestEnv {
+    let mut auth_config = auth::Config::for_tests();
+    configure_auth(&mut auth_config);
     let auth_addr = spawn_service(|listener| {
-        auth::run(
-            auth::Config::for_tests(),
-            db.clone(),
-            listener,
-            std::future::pending(),
-        )
+        auth::run(auth_config, db.clone(), listener, std::future::pending())
     })
     .await;
     let auth_url = format!("http://{auth_addr}");

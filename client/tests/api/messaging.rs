@@ -1,7 +1,9 @@
 use client::{Content, LiveEvent};
 use sqlx::PgPool;
 
-use crate::helpers::{CuttableProxy, next_event, next_texts, spawn_env, text_of, until_caught_up};
+use crate::helpers::{
+    CuttableProxy, next_event, next_texts, spawn_env, spawn_env_with, text_of, until_caught_up,
+};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn three_users_exchange_direct_messages_and_read_them_verified(db: PgPool) {
@@ -339,4 +341,36 @@ async fn a_message_replayed_by_the_server_is_shown_once(db: PgPool) {
     assert_eq!(streamed, [(1, "pay 10 euros".to_owned())]);
     assert_eq!(history.len(), 1);
     assert_eq!(text_of(&history[0]), "pay 10 euros");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_cut_at_its_token_expiry_resumes_with_a_fresh_token(db: PgPool) {
+    let env = spawn_env_with(db, |auth| {
+        auth.tokens.access_token_ttl = std::time::Duration::from_secs(3);
+    })
+    .await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let mut live = bob.clone().live(with_alice);
+    until_caught_up(&mut live).await;
+    alice.send_text(&to_bob, "before expiry").await.unwrap();
+    next_texts(&mut live, 1).await;
+
+    let cut = loop {
+        if let LiveEvent::Disconnected { error, .. } = next_event(&mut live).await {
+            break error;
+        }
+    };
+    alice.send_text(&to_bob, "after expiry").await.unwrap();
+
+    assert!(
+        cut.contains("authenticat") || cut.contains("expired"),
+        "{cut}"
+    );
+    assert_eq!(
+        next_texts(&mut live, 1).await,
+        [(2, "after expiry".to_owned())]
+    );
 }
