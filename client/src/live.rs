@@ -312,6 +312,15 @@ impl LiveState {
             return Ok(());
         }
         let sequence = message.sequence;
+        // Acknowledge on receipt, before decrypting: an acknowledgement whose timing depended
+        // on the RSA decryption would give the server a timing oracle (RUSTSEC-2023-0071, see
+        // deny.toml).
+        let ack = pb::Acknowledgement {
+            conversation_id: self.target.conversation_id.clone(),
+            delivered_sequence: sequence,
+            read_sequence: sequence,
+        };
+        let _ = requests.send(request(Outgoing::Ack(ack))).await;
         let shown = self.session.open_message(message).await;
         self.emit_warnings().await?;
         if !self.replays.is_replay(&shown) {
@@ -320,12 +329,6 @@ impl LiveState {
         self.cursors
             .insert(self.target.conversation_id.clone(), sequence);
         self.session.profile.save_cursors(&self.cursors)?;
-        let ack = pb::Acknowledgement {
-            conversation_id: self.target.conversation_id.clone(),
-            delivered_sequence: sequence,
-            read_sequence: sequence,
-        };
-        let _ = requests.send(request(Outgoing::Ack(ack))).await;
         Ok(())
     }
 

@@ -275,19 +275,21 @@ impl Session {
                 async move { chat.list_messages(request).await }
             })
             .await?;
+        // Acknowledge on receipt, before decrypting anything: an acknowledgement whose timing
+        // depended on RSA decryptions would give the server a timing oracle (RUSTSEC-2023-0071,
+        // see deny.toml). Backward order: the first message is the newest.
+        if let Some(newest) = response.messages.first() {
+            let sequence = newest.sequence;
+            self.acknowledge(&target.conversation_id, sequence, sequence)
+                .await?;
+        }
         let mut shown = Vec::with_capacity(response.messages.len());
         let mut replays = Replays::default();
-        let mut last_sequence = 0;
         for message in response.messages.into_iter().rev() {
-            last_sequence = message.sequence;
             let opened = self.open_message(message).await;
             if !replays.is_replay(&opened) {
                 shown.push(opened);
             }
-        }
-        if last_sequence > 0 {
-            self.acknowledge(&target.conversation_id, last_sequence, last_sequence)
-                .await?;
         }
         Ok(shown)
     }
