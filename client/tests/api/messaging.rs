@@ -206,6 +206,9 @@ async fn a_message_tampered_with_in_the_database_fails_verification(db: PgPool) 
     );
     assert!(!format!("{:?}", history[0]).contains("original"));
     assert_eq!(text_of(&history[1]), "untouched");
+    // Acknowledged on receipt whatever the outcome of the checks.
+    let conversations = bob.conversations().await.unwrap();
+    assert_eq!(conversations[0].unread_count, 0);
 }
 
 #[sqlx::test(migrations = "../migrations")]
