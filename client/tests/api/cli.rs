@@ -255,6 +255,9 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
         .to_owned();
     let revoke = chat(&env, &bobs_new_profile, &["devices", "revoke", &old_device]).await;
     let remaining = chat(&env, &bobs_new_profile, &["--json", "devices", "list"]).await;
+    let third = env.profile_dir();
+    chat(&env, &third, &["login", "bob"]).await;
+    let json_send = chat(&env, &alice, &["--json", "send", "bob", "and now?"]).await;
 
     let number = alice_view.json()["safety_number"]
         .as_str()
@@ -271,6 +274,13 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     );
     assert!(send.stderr.contains("no longer are"));
     assert_ne!(after.json()["safety_number"], number.as_str());
+    let warning: Value = serde_json::from_str(json_send.stderr.trim()).unwrap();
+    assert_eq!(warning["key_warning"]["username"], "bob");
+    assert_eq!(warning["key_warning"]["added"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        warning["key_warning"]["removed"].as_array().unwrap().len(),
+        1
+    );
     assert_eq!(devices.as_array().unwrap().len(), 2);
     assert_eq!(revoke.code, 0, "{}", revoke.stderr);
     assert_eq!(remaining.json().as_array().unwrap().len(), 1);

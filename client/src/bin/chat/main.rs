@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let session = Arc::new(Session::resume(Profile::open(dir)?, passphrase.as_ref())?);
             let code = logged_in(&session, command, &out).await;
             for warning in session.take_warnings() {
-                eprintln!("{warning}");
+                out.warn(&warning);
             }
             code
         }

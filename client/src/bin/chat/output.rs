@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use client::{Content, LiveEvent, ReceivedText, Session};
+use client::{Content, KeyWarning, LiveEvent, ReceivedText, Session};
 use serde::Serialize;
 
 pub struct Output {
@@ -17,6 +17,17 @@ impl Output {
             let _ = writeln!(stdout);
         } else if !text.is_empty() {
             let _ = writeln!(stdout, "{text}");
+        }
+    }
+
+    /// A key-change warning, on stderr: as text, or with `--json` as `{"key_warning": ...}`.
+    pub fn warn(&self, warning: &KeyWarning) {
+        if self.json {
+            let value =
+                serde_json::json!({ "key_warning": warning, "message": warning.to_string() });
+            eprintln!("{value}");
+        } else {
+            eprintln!("{warning}");
         }
     }
 
@@ -49,7 +60,7 @@ impl Output {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
             LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
-            LiveEvent::KeyWarning(warning) => eprintln!("{warning}"),
+            LiveEvent::KeyWarning(warning) => self.warn(warning),
             LiveEvent::Ended { error } => eprintln!("error: {error}"),
         }
         failed
