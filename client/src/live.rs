@@ -436,3 +436,18 @@ fn send_request(request_id: &str, envelope: pb::Envelope) -> pb::OpenStreamReque
         envelope: Some(envelope),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jittered_delays_stay_between_half_and_all_of_the_backoff() {
+        for _ in 0..100 {
+            let delay = with_jitter(Duration::from_millis(800));
+
+            assert!(delay >= Duration::from_millis(400) && delay < Duration::from_millis(800));
+        }
+        assert!(with_jitter(Duration::ZERO) <= Duration::from_millis(1));
+    }
+}

@@ -494,3 +494,38 @@ impl Replays {
             ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(device: &str, client_message_id: &str, content: Content) -> ReceivedText {
+        ReceivedText {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            conversation_id: "c".into(),
+            sequence: 1,
+            sent_at: 0,
+            sender_user_id: "u".into(),
+            sender_username: "u".into(),
+            sender_device_id: device.into(),
+            client_message_id: client_message_id.into(),
+            content,
+        }
+    }
+
+    fn verified() -> Content {
+        Content::Verified { text: "t".into() }
+    }
+
+    #[test]
+    fn a_second_verified_copy_is_a_replay_but_a_forgery_hides_nothing() {
+        let mut replays = Replays::default();
+        let forged = Content::Failed { reason: "r".into() };
+
+        assert!(!replays.is_replay(&message("d", "m", forged.clone())));
+        assert!(!replays.is_replay(&message("d", "m", verified())));
+        assert!(replays.is_replay(&message("d", "m", verified())));
+        assert!(!replays.is_replay(&message("other", "m", verified())));
+        assert!(!replays.is_replay(&message("d", "m", forged)));
+    }
+}
