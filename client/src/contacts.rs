@@ -13,6 +13,8 @@ use crate::{Error, Result, Session, profile::Contact};
 /// impersonating them: compare the safety number again (`chat verify`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KeyWarning {
+    /// Whether these are the session's own user's devices.
+    pub own: bool,
     /// The user id.
     pub user_id: String,
     /// The username.
@@ -27,6 +29,16 @@ pub struct KeyWarning {
 
 impl std::fmt::Display for KeyWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.own {
+            return write!(
+                f,
+                "WARNING: the devices of your account {} CHANGED ({} added, {} removed). \
+                 If you did not do this, check `chat devices` and revoke what you do not know",
+                self.username,
+                self.added.len(),
+                self.removed.len()
+            );
+        }
         write!(
             f,
             "WARNING: the keys of {} CHANGED ({} device key(s) added, {} removed){}. \
@@ -128,9 +140,8 @@ impl Session {
         let Some(profile_user) = &user.user else {
             return Ok(());
         };
-        if profile_user.user_id == self.account.user_id {
-            return Ok(());
-        }
+        // The user's own devices are pinned too: a device the user did not add (by the server,
+        // say) would otherwise silently receive every message this device sends.
         let devices = device_key_set(user);
         let mut contacts = self.profile.contacts()?;
         let warning = match contacts.get_mut(&profile_user.user_id) {
@@ -150,6 +161,7 @@ impl Session {
             Some(contact) => {
                 contact.signing_keys.extend(signing_keys(user));
                 let warning = KeyWarning {
+                    own: profile_user.user_id == self.account.user_id,
                     user_id: profile_user.user_id.clone(),
                     username: profile_user.username.clone(),
                     was_verified: contact.verified,

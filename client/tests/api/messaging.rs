@@ -226,6 +226,7 @@ async fn a_verified_contact_whose_keys_change_triggers_a_warning(db: PgPool) {
 
     let warnings = alice.take_warnings();
     assert_eq!(warnings.len(), 1);
+    assert!(!warnings[0].own);
     assert!(warnings[0].was_verified);
     assert_eq!(warnings[0].added.len(), 1);
     assert!(warnings[0].to_string().contains("CHANGED"));
@@ -376,4 +377,23 @@ async fn a_stream_cut_at_its_token_expiry_resumes_with_a_fresh_token(db: PgPool)
         next_texts(&mut live, 1).await,
         [(2, "after expiry".to_owned())]
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_device_added_to_ones_own_account_triggers_a_warning(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&to_bob, "first").await.unwrap();
+    assert!(alice.take_warnings().is_empty());
+
+    let _second_device = env.device("alice").await;
+    alice.send_text(&to_bob, "second").await.unwrap();
+
+    let warnings = alice.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].own);
+    assert_eq!(warnings[0].added.len(), 1);
+    assert!(warnings[0].to_string().contains("your account"));
 }
