@@ -54,7 +54,7 @@ impl Session {
     /// Renames a group (`#name` or id, see [`Session::resolve`]).
     ///
     /// # Errors
-    /// As [`Session::call`].
+    /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
     pub async fn rename_group(&self, group: &str, name: &str) -> Result<GroupInfo> {
         let group_id = self.find_group(group).await?.group_id;
         let request = pb::RenameGroupRequest {
@@ -146,7 +146,7 @@ impl Session {
     /// The user's groups.
     ///
     /// # Errors
-    /// As [`Session::call`].
+    /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
     pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
         let mut groups = Vec::new();
         let mut page_token = String::new();

@@ -5,7 +5,8 @@
 //! crate, for every device of every participant (this one included, so that it can read its own
 //! history), and every delivered message is verified (signature, key commitment, decryption)
 //! before its text is shown; one that fails is shown as [`Content::Failed`], never as text.
-//! Contacts' keys are pinned on first use, and a change is reported as a [`KeyWarning`].
+//! Contacts' keys (and the user's own devices) are pinned on first use, and a change is
+//! reported as a [`KeyWarning`].
 //! Messages are acknowledged on receipt, before any decryption, so that nothing the server sees
 //! depends on the timing of an RSA decryption (the condition of the RUSTSEC-2023-0071 waiver in
 //! `deny.toml`); which check failed is never reported to the server or shown.

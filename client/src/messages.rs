@@ -150,7 +150,7 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Refused`] (FAILED_PRECONDITION) when the devices changed again; as
-    /// [`Session::call`] otherwise.
+    /// otherwise [`Error::Auth`], [`Error::Unavailable`] or another [`Error::Refused`].
     pub async fn send_text(&self, target: &Target, text: &str) -> Result<SentMessage> {
         let client_message_id = uuid::Uuid::new_v4().to_string();
         let mut fresh = false;
@@ -298,7 +298,7 @@ impl Session {
     /// (0 leaves one unchanged).
     ///
     /// # Errors
-    /// As [`Session::call`].
+    /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
     pub async fn acknowledge(
         &self,
         conversation_id: &str,
@@ -323,7 +323,7 @@ impl Session {
     /// Every conversation of the user, most recent first, with unread counts.
     ///
     /// # Errors
-    /// As [`Session::call`].
+    /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
     pub async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
         let mut conversations = Vec::new();
         let mut page_token = String::new();

@@ -19,7 +19,7 @@ pub struct Cli {
     /// Profile name (one device login per profile).
     #[arg(long, global = true, env = "CHAT_PROFILE", default_value = "default")]
     pub profile: String,
-    /// Profile directory (default: $XDG_CONFIG_HOME/chat/<profile> or ~/.config/chat/<profile>).
+    /// Profile directory (default: $XDG_CONFIG_HOME/chat/PROFILE or ~/.config/chat/PROFILE).
     #[arg(long, global = true, env = "CHAT_PROFILE_DIR")]
     pub profile_dir: Option<PathBuf>,
     /// Gateway URL for register and login (later commands use the profile's).
