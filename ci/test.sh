@@ -37,4 +37,5 @@ if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
     cargo_locked=(--locked)
 fi
 
-cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass "$@"
+# --no-fail-fast: one run reports every failing test, not just the first.
+cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass --no-fail-fast "$@"

@@ -82,10 +82,10 @@ async fn message_sequences_are_unique_per_conversation(db: PgPool) {
             sqlx::query(
                 "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
                    sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-                   signature)
+                   signature, recipients_digest)
                  values ($1, 1, gen_random_uuid(), $2, gen_random_uuid(), $3, 1,
                    decode(repeat('00', 12), 'hex'), '\\x01', decode(repeat('00', 32), 'hex'),
-                   decode(repeat('00', 64), 'hex'))",
+                   decode(repeat('00', 64), 'hex'), decode(repeat('00', 32), 'hex'))",
             )
             .bind(conversation)
             .bind(low)
