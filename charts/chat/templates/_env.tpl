@@ -1,0 +1,157 @@
+{{/*
+Environment of each component. Every name is one its binary reads (see <service>/local.env.example
+and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mounted files
+(<P>_..._FILE), except the database URL, which the binaries only take from the environment.
+*/}}
+
+{{/* Settings every server has: (dict "root" $ "component" "auth" "prefix" "AUTH"). */}}
+{{- define "chat.env.server" -}}
+{{- $c := index .root.Values.components .component }}
+- name: {{ .prefix }}_LISTEN_ADDR
+  value: {{ printf "0.0.0.0:%v" $c.port | quote }}
+- name: {{ .prefix }}_LOG
+  value: {{ .root.Values.logLevel | quote }}
+- name: {{ .prefix }}_LOG_FORMAT
+  value: {{ .root.Values.logFormat | quote }}
+- name: {{ .prefix }}_SHUTDOWN_TIMEOUT_SECS
+  value: {{ $c.shutdownTimeoutSeconds | quote }}
+{{- end }}
+
+{{/* Database pool settings: (dict "root" $ "prefix" "AUTH"). */}}
+{{- define "chat.env.database" -}}
+{{ include "chat.databaseUrlEnv" (dict "root" .root "name" (printf "%s_DATABASE_URL" .prefix)) }}
+- name: {{ .prefix }}_DATABASE_MAX_CONNECTIONS
+  value: {{ .root.Values.database.maxConnections | quote }}
+{{- end }}
+
+{{/* What access tokens must say, for every component but auth (which signs them). */}}
+{{- define "chat.env.token" -}}
+- name: {{ .prefix }}_TOKEN_ISSUER
+  value: {{ .root.Values.token.issuer | quote }}
+- name: {{ .prefix }}_TOKEN_AUDIENCE
+  value: {{ .root.Values.token.audience | quote }}
+{{- end }}
+
+{{- define "chat.env.serviceSecret" -}}
+- name: {{ .prefix }}_SERVICE_SECRET_FILE
+  value: /run/secrets/chat/service-secret/service-secret
+{{- end }}
+
+{{- define "chat.env.extra" -}}
+{{- $c := index .root.Values.components .component }}
+{{- range $name, $value := $c.extraEnv }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "chat.env.auth" -}}
+{{- $args := dict "root" .root "component" "auth" "prefix" "AUTH" }}
+{{ include "chat.env.server" $args }}
+{{ include "chat.env.database" $args }}
+- name: AUTH_TOKEN_ISSUER
+  value: {{ .root.Values.token.issuer | quote }}
+- name: AUTH_TOKEN_AUDIENCE
+  value: {{ .root.Values.token.audience | quote }}
+- name: AUTH_ACCESS_TOKEN_TTL_SECS
+  value: {{ .root.Values.auth.accessTokenTtlSeconds | quote }}
+- name: AUTH_SIGNING_KEY_FILE
+  value: /run/secrets/chat/signing-key/signing-key.pem
+{{- if .root.Values.auth.previousSigningKeys.existingSecret }}
+- name: AUTH_PREVIOUS_SIGNING_KEYS_FILE
+  value: /run/secrets/chat/previous-signing-keys/previous-signing-keys.pem
+{{- end }}
+- name: AUTH_REFRESH_TOKEN_SECRET_FILE
+  value: /run/secrets/chat/refresh-token-secret/refresh-token-secret
+{{ include "chat.env.serviceSecret" $args }}
+{{- include "chat.env.extra" $args }}
+{{- end }}
+
+{{- define "chat.env.chat" -}}
+{{- $args := dict "root" .root "component" "chat" "prefix" "CHAT" }}
+{{ include "chat.env.server" $args }}
+{{ include "chat.env.database" $args }}
+- name: CHAT_AUTH_URL
+  value: {{ include "chat.url" (dict "root" .root "component" "auth") | quote }}
+{{ include "chat.env.token" $args }}
+- name: CHAT_GROUP_URL
+  value: {{ include "chat.url" (dict "root" .root "component" "group") | quote }}
+{{ include "chat.env.serviceSecret" $args }}
+{{- include "chat.env.extra" $args }}
+{{- end }}
+
+{{- define "chat.env.group" -}}
+{{- $args := dict "root" .root "component" "group" "prefix" "GROUP" }}
+{{ include "chat.env.server" $args }}
+{{ include "chat.env.database" $args }}
+- name: GROUP_AUTH_URL
+  value: {{ include "chat.url" (dict "root" .root "component" "auth") | quote }}
+{{ include "chat.env.token" $args }}
+{{ include "chat.env.serviceSecret" $args }}
+{{- include "chat.env.extra" $args }}
+{{- end }}
+
+{{- define "chat.env.gateway" -}}
+{{- $args := dict "root" .root "component" "gateway" "prefix" "GATEWAY" }}
+{{ include "chat.env.server" $args }}
+- name: GATEWAY_AUTH_URL
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "auth") | quote }}
+- name: GATEWAY_CHAT_URL
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "chat") | quote }}
+- name: GATEWAY_GROUP_URL
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "group") | quote }}
+- name: GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS
+  value: {{ .root.Values.gateway.upstreamResolveIntervalSeconds | quote }}
+{{ include "chat.env.token" $args }}
+- name: GATEWAY_CORS_ALLOWED_ORIGINS
+  value: {{ join "," .root.Values.gateway.corsAllowedOrigins | quote }}
+{{- include "chat.env.extra" $args }}
+{{- end }}
+
+{{/* Secret volumes of each component: (dict "root" $ "component" NAME); mounts under /run/secrets/chat. */}}
+{{- define "chat.secretVolumes" -}}
+{{- $root := .root }}
+{{- if eq .component "auth" }}
+- name: signing-key
+  secret:
+    secretName: {{ include "chat.signingKeySecretName" $root }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $root.Values.auth.signingKey.key | quote }}, path: signing-key.pem}
+{{- if $root.Values.auth.previousSigningKeys.existingSecret }}
+- name: previous-signing-keys
+  secret:
+    secretName: {{ $root.Values.auth.previousSigningKeys.existingSecret }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $root.Values.auth.previousSigningKeys.key | quote }}, path: previous-signing-keys.pem}
+{{- end }}
+- name: refresh-token-secret
+  secret:
+    secretName: {{ include "chat.refreshTokenSecretName" $root }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $root.Values.auth.refreshTokenSecret.key | quote }}, path: refresh-token-secret}
+{{- end }}
+{{- if has .component (list "auth" "chat" "group") }}
+- name: service-secret
+  secret:
+    secretName: {{ include "chat.serviceSecretName" $root }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $root.Values.serviceSecret.key | quote }}, path: service-secret}
+{{- end }}
+{{- end }}
+
+{{- define "chat.secretMounts" -}}
+{{- if eq .component "auth" }}
+- {name: signing-key, mountPath: /run/secrets/chat/signing-key, readOnly: true}
+{{- if .root.Values.auth.previousSigningKeys.existingSecret }}
+- {name: previous-signing-keys, mountPath: /run/secrets/chat/previous-signing-keys, readOnly: true}
+{{- end }}
+- {name: refresh-token-secret, mountPath: /run/secrets/chat/refresh-token-secret, readOnly: true}
+{{- end }}
+{{- if has .component (list "auth" "chat" "group") }}
+- {name: service-secret, mountPath: /run/secrets/chat/service-secret, readOnly: true}
+{{- end }}
+{{- end }}
