@@ -1,0 +1,245 @@
+"""The rules of the chart, checked on the rendered manifests of every values file."""
+
+import base64
+import re
+from urllib.parse import urlparse
+
+from conftest import REPO, Manifests, selects
+
+SERVICES = ("auth", "chat", "group", "gateway")
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                           "persistentVolumeClaim", "projected", "secret"}
+
+
+def containers(pod_spec: dict) -> list[dict]:
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
+
+
+def env_of(container: dict) -> dict:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def deployment(manifests: Manifests, component: str) -> dict:
+    found = [d for d in manifests.kind("Deployment") if manifests.component(d) == component]
+    assert len(found) == 1, f"{component}: {len(found)} Deployments"
+    return found[0]
+
+
+def test_there_is_a_deployment_and_a_service_per_service(manifests):
+    for component in SERVICES:
+        pods = Manifests.pod_labels(deployment(manifests, component))
+        services = [s for s in manifests.kind("Service")
+                    if s["spec"].get("clusterIP") != "None"
+                    and all(pods.get(k) == v for k, v in s["spec"]["selector"].items())]
+        assert len(services) == 1, f"{component}: {len(services)} ClusterIP Services"
+
+
+def test_only_the_gateway_has_an_ingress(manifests):
+    ingresses = manifests.kind("Ingress")
+    assert len(ingresses) == 1
+    gateway_service = manifests.one("Service", "chat-gateway")
+    backends = [path["backend"]["service"]["name"]
+                for rule in ingresses[0]["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert backends and set(backends) == {gateway_service["metadata"]["name"]}
+    assert "defaultBackend" not in ingresses[0]["spec"]
+    # No other way in from outside either.
+    for service in manifests.kind("Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
+    for workload in manifests.workloads():
+        spec = Manifests.pod_spec(workload)
+        assert not spec.get("hostNetwork"), workload["metadata"]["name"]
+        for container in containers(spec):
+            for port in container.get("ports", []):
+                assert "hostPort" not in port, workload["metadata"]["name"]
+
+
+def test_the_ingress_speaks_grpc_to_the_gateway_with_tls_when_asked(manifests):
+    ingress = manifests.kind("Ingress")[0]
+    annotations = ingress["metadata"].get("annotations", {})
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    if manifests.name == "production":
+        assert ingress["spec"]["tls"] == [{"secretName": "chat-example-com-tls",
+                                           "hosts": ["chat.example.com"]}]
+
+
+def test_every_container_runs_with_the_restricted_pod_security_settings(manifests):
+    workloads = manifests.workloads()
+    assert workloads
+    for workload in workloads:
+        name = f'{workload["kind"]}/{workload["metadata"]["name"]}'
+        spec = Manifests.pod_spec(workload)
+        pod = spec.get("securityContext", {})
+        assert pod.get("runAsNonRoot") is True, name
+        assert pod.get("runAsUser", 0) != 0, name
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(flag), name
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUME_TYPES, f"{name}: volume {volume}"
+        for container in containers(spec):
+            where = f'{name} container {container["name"]}'
+            context = container.get("securityContext", {})
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("readOnlyRootFilesystem") is True, where
+            assert context.get("privileged", False) is False, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not context.get("capabilities", {}).get("add"), where
+            assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+            assert context.get("runAsUser", pod.get("runAsUser")) != 0, where
+
+
+def test_every_deployment_has_probes_an_hpa_and_a_pdb(manifests):
+    deployments = manifests.kind("Deployment")
+    assert {Manifests.component(d) for d in deployments} == set(SERVICES)
+    for dep in deployments:
+        name = dep["metadata"]["name"]
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            assert "readinessProbe" in container, name
+            assert "livenessProbe" in container, name
+        hpas = [h for h in manifests.kind("HorizontalPodAutoscaler")
+                if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                   "name": name}]
+        assert len(hpas) == 1, f"{name}: {len(hpas)} HPAs"
+        assert hpas[0]["apiVersion"] == "autoscaling/v2"
+        metrics = hpas[0]["spec"]["metrics"]
+        assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics)
+        assert "replicas" not in dep["spec"], f"{name}: replicas would fight the HPA on upgrade"
+        cpu_requests = [c["resources"]["requests"]["cpu"]
+                        for c in dep["spec"]["template"]["spec"]["containers"]]
+        assert all(cpu_requests), f"{name}: CPU utilisation needs a CPU request"
+        pod_labels = Manifests.pod_labels(dep)
+        pdbs = [p for p in manifests.kind("PodDisruptionBudget")
+                if selects(p["spec"]["selector"], pod_labels)]
+        assert len(pdbs) == 1, f"{name}: {len(pdbs)} PDBs"
+        spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone",
+                                                      "kubernetes.io/hostname"}
+        assert all(selects(c["labelSelector"], pod_labels) for c in spread), name
+
+
+def proto_services() -> set[str]:
+    """Fully qualified gRPC service names declared in proto/."""
+    names = set()
+    for path in (REPO / "proto").rglob("*.proto"):
+        text = path.read_text()
+        package = re.search(r"^package\s+([\w.]+);", text, re.M)
+        for service in re.findall(r"^service\s+(\w+)", text, re.M):
+            names.add(f"{package.group(1)}.{service}")
+    return names
+
+
+def test_services_are_probed_through_their_grpc_health_and_the_gateway_over_http(manifests):
+    declared = proto_services()
+    for component in ("auth", "chat", "group"):
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        grpc = container["readinessProbe"]["grpc"]
+        assert grpc["port"] == container["ports"][0]["containerPort"]
+        # The service must be one the server reports health for: its own API, from the protos,
+        # registered through common::health::track_database in its lib.rs.
+        assert grpc["service"] in declared, grpc
+        assert grpc["service"].startswith(f"{component}.v1."), grpc
+        assert "track_database" in (REPO / component / "src" / "lib.rs").read_text()
+    gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    gateway_source = (REPO / "gateway" / "src" / "lib.rs").read_text()
+    assert '"/healthz"' in gateway_source and '"/readyz"' in gateway_source
+
+
+def test_termination_leaves_time_for_the_prestop_sleep_and_the_drain(manifests):
+    for component in SERVICES:
+        spec = deployment(manifests, component)["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        drain = int(env_of(container)[f"{component.upper()}_SHUTDOWN_TIMEOUT_SECS"]["value"])
+        assert sleep > 0
+        assert spec["terminationGracePeriodSeconds"] >= sleep + drain, component
+    # A stopping chat pod stays in the gateway's upstreams until the gateway re-resolves DNS.
+    gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
+    interval = int(env_of(gateway)["GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS"]["value"])
+    chat = deployment(manifests, "chat")["spec"]["template"]["spec"]["containers"][0]
+    assert chat["lifecycle"]["preStop"]["sleep"]["seconds"] >= interval
+
+
+def service_for_url(manifests: Manifests, url: str) -> dict:
+    parsed = urlparse(url)
+    assert parsed.scheme == "http", url
+    service = manifests.one("Service", parsed.hostname)
+    assert parsed.port in [p["port"] for p in service["spec"]["ports"]], url
+    return service
+
+
+def test_every_upstream_url_names_a_service_of_that_component(manifests):
+    for component in SERVICES:
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        for name, entry in env_of(container).items():
+            if not name.endswith("_URL") or "value" not in entry:
+                continue
+            target = name.split("_")[1].lower()  # CHAT_GROUP_URL -> group
+            service = service_for_url(manifests, entry["value"])
+            target_pods = Manifests.pod_labels(deployment(manifests, target))
+            assert all(target_pods.get(k) == v for k, v in service["spec"]["selector"].items()), name
+
+
+def test_the_gateway_reaches_every_pod_through_headless_services(manifests):
+    gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(gateway)
+    for target in ("auth", "chat", "group"):
+        service = service_for_url(manifests, env[f"GATEWAY_{target.upper()}_URL"]["value"])
+        assert service["spec"]["clusterIP"] == "None", target
+        assert not service["spec"].get("publishNotReadyAddresses", False), target
+
+
+def test_every_secret_file_is_mounted_from_a_secret(manifests):
+    rendered_secrets = {s["metadata"]["name"]: s for s in manifests.kind("Secret")}
+    for workload in manifests.workloads():
+        spec = Manifests.pod_spec(workload)
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in containers(spec):
+            mounts = container.get("volumeMounts", [])
+            for name, entry in env_of(container).items():
+                if not name.endswith("_FILE"):
+                    continue
+                path = entry["value"]
+                mount = [m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")]
+                assert len(mount) == 1, f"{name}={path} is not under one mount"
+                secret = volumes[mount[0]["name"]]["secret"]
+                relative = path[len(mount[0]["mountPath"].rstrip("/")) + 1:]
+                item = [i for i in secret["items"] if i["path"] == relative]
+                assert len(item) == 1, f"{name}: {relative} not projected"
+                if secret["secretName"] in rendered_secrets:
+                    assert item[0]["key"] in rendered_secrets[secret["secretName"]]["data"], name
+                else:
+                    # An existing Secret named in the values.
+                    assert manifests.name == "production", f"{name}: {secret['secretName']} missing"
+
+
+def test_generated_secrets_have_the_formats_the_binaries_expect(default_manifests):
+    secrets = {s["metadata"]["name"]: s for s in default_manifests.kind("Secret")}
+    pem = base64.b64decode(secrets["chat-auth-signing-key"]["data"]["signing-key.pem"]).decode()
+    assert pem.startswith("-----BEGIN PRIVATE KEY-----\n"), "PKCS#8 PEM expected"
+    der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+    assert b"\x06\x03\x2b\x65\x70" in der, "not an Ed25519 (OID 1.3.101.112) key"
+    refresh = base64.b64decode(secrets["chat-auth-refresh-token-secret"]["data"]["refresh-token-secret"])
+    assert len(base64.b64decode(refresh)) >= 32, "refresh token secret: base64 of >= 32 bytes"
+    service = base64.b64decode(secrets["chat-service-secret"]["data"]["service-secret"])
+    assert len(service) >= 32 and len(base64.b64decode(service)) >= 32
+    for secret in secrets.values():
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_migrations_run_as_a_helm_hook_job_before_the_new_version(manifests):
+    jobs = manifests.kind("Job")
+    assert len(jobs) == 1
+    job = jobs[0]
+    hooks = set(job["metadata"]["annotations"]["helm.sh/hook"].split(","))
+    bundled = manifests.name == "default"
+    assert hooks == ({"post-install", "pre-upgrade"} if bundled else {"pre-install", "pre-upgrade"})
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/usr/local/bin/migrate"]
+    assert set(env_of(container)) == {"MIGRATE_DATABASE_URL"}
+    assert 'name = "migrate"' in (REPO / "common" / "Cargo.toml").read_text() or \
+        (REPO / "common" / "src" / "bin" / "migrate.rs").is_file()

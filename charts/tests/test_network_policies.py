@@ -1,0 +1,116 @@
+"""NetworkPolicies: who may talk to whom, from the rendered policies.
+
+Only the Ingress controller reaches the gateway; only the gateway reaches auth, chat and group,
+plus chat -> group and chat/group -> auth; the services and the migrations reach PostgreSQL;
+everything reaches cluster DNS; nothing else.
+"""
+
+from conftest import Manifests, selects
+
+# component -> components allowed to connect to it (inside the release).
+EXPECTED_CALLERS = {
+    "gateway": set(),
+    "auth": {"gateway", "chat", "group"},
+    "chat": {"gateway"},
+    "group": {"gateway", "chat"},
+    "migrate": set(),
+}
+# component -> components it may connect to (PostgreSQL as "database").
+EXPECTED_CALLEES = {
+    "gateway": {"auth", "chat", "group"},
+    "auth": {"database"},
+    "chat": {"auth", "group", "database"},
+    "group": {"auth", "database"},
+    "migrate": {"database"},
+}
+
+
+def policies_for(manifests: Manifests, workload: dict) -> list[dict]:
+    labels = Manifests.pod_labels(workload)
+    return [p for p in manifests.kind("NetworkPolicy") if selects(p["spec"]["podSelector"], labels)]
+
+
+def component_of_peer(manifests: Manifests, peer: dict) -> str | None:
+    """The release component a peer names (a podSelector without namespaceSelector), else None."""
+    if set(peer) != {"podSelector"}:
+        return None
+    for workload in manifests.workloads():
+        if selects(peer["podSelector"], Manifests.pod_labels(workload)):
+            return Manifests.component(workload)
+    raise AssertionError(f"peer {peer} selects no pod of the release")
+
+
+def test_every_pod_is_isolated_in_both_directions(manifests):
+    for workload in manifests.workloads():
+        policies = policies_for(manifests, workload)
+        assert policies, f'{workload["metadata"]["name"]} has no NetworkPolicy'
+        types = {t for p in policies for t in p["spec"]["policyTypes"]}
+        assert types == {"Ingress", "Egress"}, workload["metadata"]["name"]
+
+
+def test_only_the_ingress_controller_reaches_the_gateway(manifests):
+    gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
+    rules = [r for p in policies_for(manifests, gateway) for r in p["spec"].get("ingress") or []]
+    assert len(rules) == 1
+    peers = rules[0]["from"]
+    controller = peers[0]
+    assert controller["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    assert controller["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}
+    extra = manifests.values().get("networkPolicy", {}).get("extraGatewayIngressFrom", [])
+    assert peers[1:] == extra
+    assert all(component_of_peer(manifests, peer) is None for peer in peers)
+    assert rules[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def test_internal_services_accept_only_their_callers(manifests):
+    for workload in manifests.workloads():
+        component = Manifests.component(workload)
+        if component not in EXPECTED_CALLERS or component == "gateway":
+            continue
+        rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("ingress") or []]
+        callers = set()
+        for rule in rules:
+            for peer in rule.get("from", []):
+                caller = component_of_peer(manifests, peer)
+                assert caller is not None, f"{component} accepts {peer} from outside the release"
+                callers.add(caller)
+            assert rule.get("from"), f"{component}: a rule without `from` admits everyone"
+        assert callers == EXPECTED_CALLERS[component], component
+
+
+def test_each_component_connects_only_to_what_it_needs(manifests):
+    bundled = manifests.name == "default"
+    for workload in manifests.workloads():
+        component = Manifests.component(workload)
+        if component not in EXPECTED_CALLEES:
+            continue
+        rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("egress") or []]
+        callees, dns = set(), False
+        for rule in rules:
+            assert rule.get("to"), f"{component}: an egress rule without `to` allows everything"
+            ports = {(p["port"], p["protocol"]) for p in rule["ports"]}
+            for peer in rule["to"]:
+                callee = component_of_peer(manifests, peer)
+                if callee == "postgresql":
+                    callees.add("database")
+                elif callee is not None:
+                    callees.add(callee)
+                elif ports == {(53, "UDP"), (53, "TCP")}:
+                    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+                    dns = True
+                elif "ipBlock" in peer and not bundled and ports == {(5432, "TCP")}:
+                    callees.add("database")
+                else:
+                    raise AssertionError(f"{component}: unexpected egress to {peer} {ports}")
+        assert dns, f"{component} cannot resolve names"
+        assert callees == EXPECTED_CALLEES[component], component
+
+
+def test_the_bundled_postgresql_accepts_only_the_services_and_migrations(default_manifests):
+    manifests = default_manifests
+    postgres = [w for w in manifests.workloads() if Manifests.component(w) == "postgresql"][0]
+    policies = policies_for(manifests, postgres)
+    rules = [r for p in policies for r in p["spec"].get("ingress") or []]
+    clients = {component_of_peer(manifests, peer) for r in rules for peer in r["from"]}
+    assert clients == {"auth", "chat", "group", "migrate"}
+    assert all(not p["spec"].get("egress") for p in policies)
