@@ -29,6 +29,8 @@ if [[ -x ci/up.sh && $# -eq 0 && "${CI_SKIP_SMOKE:-0}" != 1 ]]; then
     fi
 fi
 
+[[ $# -gt 0 ]] || bash ci/chart-check.sh # the Dockerfile and the Helm chart, offline (skipped with arguments)
+
 ensure_postgres
 log "DATABASE_URL=$DATABASE_URL"
 

