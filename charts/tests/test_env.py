@@ -110,3 +110,11 @@ def test_the_env_files_parse(component):
     # Guards the parser above: every example names at least its listen address and log filter.
     keys = known_names(component)
     assert f"{PREFIXES[component]}_LISTEN_ADDR" in keys and f"{PREFIXES[component]}_LOG" in keys
+
+
+def test_no_container_sets_a_variable_twice(manifests):
+    for workload in manifests.workloads():
+        spec = Manifests.pod_spec(workload)
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            names = [entry["name"] for entry in container.get("env", [])]
+            assert len(names) == len(set(names)), f'{workload["metadata"]["name"]}: {names}'

@@ -46,3 +46,10 @@ def test_the_default_values_render():
     result = helm_template()
 
     assert result.returncode == 0, result.stderr
+
+
+def test_extra_env_cannot_override_what_the_chart_sets():
+    result = helm_template("--set", "components.auth.extraEnv.AUTH_LOG=debug")
+
+    assert result.returncode != 0
+    assert "components.auth.extraEnv.AUTH_LOG is set by the chart itself" in result.stderr

@@ -8,7 +8,7 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
 {{- define "chat.env.server" -}}
 {{- $c := index .root.Values.components .component }}
 - name: {{ .prefix }}_LISTEN_ADDR
-  value: {{ printf "0.0.0.0:%v" $c.port | quote }}
+  value: {{ printf "%s:%v" .root.Values.listenHost $c.port | quote }}
 - name: {{ .prefix }}_LOG
   value: {{ .root.Values.logLevel | quote }}
 - name: {{ .prefix }}_LOG_FORMAT
@@ -37,15 +37,26 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: /run/secrets/chat/service-secret/service-secret
 {{- end }}
 
-{{- define "chat.env.extra" -}}
+{{/*
+The whole environment of a component: (dict "root" $ "component" NAME): what the chart sets, then
+components.NAME.extraEnv, which may not repeat a name the chart sets.
+*/}}
+{{- define "chat.env" -}}
 {{- $c := index .root.Values.components .component }}
+{{- $own := include (printf "chat.env.%s.own" .component) (dict "root" .root) }}
+{{- $names := list }}
+{{- range ($own | fromYamlArray) }}{{ $names = append $names .name }}{{ end }}
+{{- $own }}
 {{- range $name, $value := $c.extraEnv }}
+{{- if has $name $names }}
+{{- fail (printf "components.%s.extraEnv.%s is set by the chart itself: use the chart's value for it" $.component $name) }}
+{{- end }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
 {{- end }}
 
-{{- define "chat.env.auth" -}}
+{{- define "chat.env.auth.own" -}}
 {{- $args := dict "root" .root "component" "auth" "prefix" "AUTH" }}
 {{ include "chat.env.server" $args }}
 {{ include "chat.env.database" $args }}
@@ -55,6 +66,8 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: {{ .root.Values.token.audience | quote }}
 - name: AUTH_ACCESS_TOKEN_TTL_SECS
   value: {{ .root.Values.auth.accessTokenTtlSeconds | quote }}
+- name: AUTH_PASSWORD_HASHING_CONCURRENCY
+  value: {{ .root.Values.auth.passwordHashingConcurrency | quote }}
 - name: AUTH_SIGNING_KEY_FILE
   value: /run/secrets/chat/signing-key/signing-key.pem
 {{- if .root.Values.auth.previousSigningKeys.existingSecret }}
@@ -64,10 +77,9 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
 - name: AUTH_REFRESH_TOKEN_SECRET_FILE
   value: /run/secrets/chat/refresh-token-secret/refresh-token-secret
 {{ include "chat.env.serviceSecret" $args }}
-{{- include "chat.env.extra" $args }}
 {{- end }}
 
-{{- define "chat.env.chat" -}}
+{{- define "chat.env.chat.own" -}}
 {{- $args := dict "root" .root "component" "chat" "prefix" "CHAT" }}
 {{ include "chat.env.server" $args }}
 {{ include "chat.env.database" $args }}
@@ -77,10 +89,9 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
 - name: CHAT_GROUP_URL
   value: {{ include "chat.url" (dict "root" .root "component" "group") | quote }}
 {{ include "chat.env.serviceSecret" $args }}
-{{- include "chat.env.extra" $args }}
 {{- end }}
 
-{{- define "chat.env.group" -}}
+{{- define "chat.env.group.own" -}}
 {{- $args := dict "root" .root "component" "group" "prefix" "GROUP" }}
 {{ include "chat.env.server" $args }}
 {{ include "chat.env.database" $args }}
@@ -88,10 +99,9 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: {{ include "chat.url" (dict "root" .root "component" "auth") | quote }}
 {{ include "chat.env.token" $args }}
 {{ include "chat.env.serviceSecret" $args }}
-{{- include "chat.env.extra" $args }}
 {{- end }}
 
-{{- define "chat.env.gateway" -}}
+{{- define "chat.env.gateway.own" -}}
 {{- $args := dict "root" .root "component" "gateway" "prefix" "GATEWAY" }}
 {{ include "chat.env.server" $args }}
 - name: GATEWAY_AUTH_URL
@@ -105,7 +115,6 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
 {{ include "chat.env.token" $args }}
 - name: GATEWAY_CORS_ALLOWED_ORIGINS
   value: {{ join "," .root.Values.gateway.corsAllowedOrigins | quote }}
-{{- include "chat.env.extra" $args }}
 {{- end }}
 
 {{/* Secret volumes of each component: (dict "root" $ "component" NAME); mounts under /run/secrets/chat. */}}
