@@ -243,3 +243,18 @@ def test_migrations_run_as_a_helm_hook_job_before_the_new_version(manifests):
     assert set(env_of(container)) == {"MIGRATE_DATABASE_URL"}
     assert 'name = "migrate"' in (REPO / "common" / "Cargo.toml").read_text() or \
         (REPO / "common" / "src" / "bin" / "migrate.rs").is_file()
+
+
+def test_the_bundled_postgresql_admits_every_pool_at_full_scale(default_manifests):
+    manifests = default_manifests
+    postgres = manifests.one("StatefulSet", "chat-postgresql")["spec"]["template"]["spec"]
+    args = postgres["containers"][0]["args"]
+    max_connections = int(args[args.index("-c") + 1].removeprefix("max_connections="))
+    needed = 1  # the migrations Job
+    for component in ("auth", "chat", "group"):
+        dep = deployment(manifests, component)
+        pool = int(env_of(dep["spec"]["template"]["spec"]["containers"][0])
+                   [f"{component.upper()}_DATABASE_MAX_CONNECTIONS"]["value"])
+        hpa = manifests.one("HorizontalPodAutoscaler", dep["metadata"]["name"])
+        needed += pool * hpa["spec"]["maxReplicas"]
+    assert max_connections >= needed, f"max_connections={max_connections}, pools need {needed}"
