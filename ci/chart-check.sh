@@ -103,7 +103,8 @@ check_validate_default() { validate; }
 
 check_validate_production() { validate -f "$PRODUCTION_VALUES"; }
 
-check_chart_tests() { "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }
+# No .pytest_cache or __pycache__ left in the tree.
+check_chart_tests() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }
 
 main() {
     local selected=("$@") name failed=() start
