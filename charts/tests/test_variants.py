@@ -1,0 +1,49 @@
+"""Other switches of the chart render objects valid for Kubernetes 1.30 and keep the rules.
+
+ci/chart-check.sh validates the default and production renders with the kubernetes-validate CLI;
+these renders (features turned off, other options) go through its Python API.
+"""
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import helm_template
+
+VARIANTS = {
+    "no-autoscaling": ["--set", "components.chat.autoscaling.enabled=false",
+                       "--set", "components.auth.autoscaling.enabled=false"],
+    "no-network-policy": ["--set", "networkPolicy.enabled=false"],
+    "no-ingress": ["--set", "ingress.enabled=false"],
+    "other-ingress-controller": ["--set", "ingress.className=traefik", "--set", "ingress.nginxAnnotations=false",
+                                 "--set", "ingress.host="],
+    "no-persistence": ["--set", "postgresql.persistence.enabled=false"],
+    "no-service-account": ["--set", "serviceAccount.create=false"],
+    "no-pdb-no-spread": ["--set", "components.group.podDisruptionBudget.enabled=false",
+                         "--set", "topologySpread.enabled=false"],
+    "ipv6-and-existing-keys": ["--set", "listenHost=[::]",
+                               "--set", "auth.signingKey.existingSecret=keys",
+                               "--set", "serviceSecret.existingSecret=keys"],
+    "renamed": ["--set", "fullnameOverride=im"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_variant_renders_valid_objects(name):
+    result = helm_template(*VARIANTS[name])
+    assert result.returncode == 0, result.stderr
+
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deployments) == 4
+    for dep in deployments:
+        scaled = any(h["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+                     for h in docs if h["kind"] == "HorizontalPodAutoscaler")
+        assert ("replicas" in dep["spec"]) != scaled, dep["metadata"]["name"]
+        for container in dep["spec"]["template"]["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert len([d for d in docs if d["kind"] == "Ingress"]) == (0 if name == "no-ingress" else 1)
