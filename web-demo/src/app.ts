@@ -1,0 +1,456 @@
+// The page: login/register, the conversation list with unread counts, one conversation at a
+// time (history on scroll, live messages, receipts, typing, safety numbers, key warnings), and
+// group creation and membership. All logic lives in core.ts; this file only renders and wires.
+
+import { ConnectError } from "@connectrpc/connect";
+
+import { Api } from "./api";
+import { Core, login, register, resume, type ConnectionState, type ShownMessage } from "./core";
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const api = new Api(location.origin);
+let core: Core | undefined;
+
+// The open conversation and what is shown of it.
+let currentId: string | undefined;
+let shown = new Map<string, ShownMessage>(); // by message id
+let oldestShown = 0;
+let moreHistory = false;
+let loadingHistory = false;
+let readBy = new Map<string, number>(); // other users' read positions in the open conversation
+const typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+let lastTypingSent = 0;
+
+function errorText(error: unknown): string {
+  if (error instanceof ConnectError) return error.rawMessage || error.message;
+  return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------- auth
+
+async function boot(): Promise<void> {
+  const resumed = await resume(api).catch(() => undefined);
+  if (resumed) await enter(resumed);
+  else showAuth();
+}
+
+function showAuth(message = ""): void {
+  $("app").hidden = true;
+  $("auth").hidden = false;
+  $("auth-status").textContent = message;
+  document.body.dataset.screen = "auth";
+  $("username").focus();
+}
+
+async function authenticate(create: boolean): Promise<void> {
+  const username = $<HTMLInputElement>("username").value.trim();
+  const password = $<HTMLInputElement>("password").value;
+  const status = $("auth-status");
+  if (!$<HTMLFormElement>("auth-form").reportValidity()) return;
+  status.textContent = create ? "Creating your account…" : "Logging in…";
+  for (const id of ["login", "register"]) $<HTMLButtonElement>(id).disabled = true;
+  try {
+    if (create) await register(api, username, password);
+    status.textContent = "Generating this device's keys…";
+    await enter(await login(api, username, password));
+  } catch (error) {
+    status.textContent = errorText(error);
+  } finally {
+    for (const id of ["login", "register"]) $<HTMLButtonElement>(id).disabled = false;
+  }
+}
+
+async function enter(session: Core): Promise<void> {
+  core = session;
+  core.listeners = {
+    connection: showConnection,
+    conversations: renderConversations,
+    message: onLiveMessage,
+    receipt: onReceipt,
+    typing: onTyping,
+    keyWarning: (w) => showKeyWarning(`⚠ ${w.username}'s keys changed: ${w.what}. Compare safety numbers.`, w.userId),
+    sessionEnded: () => {
+      core?.stop();
+      core = undefined;
+      showAuth("Your session ended: log in again.");
+    },
+  };
+  $("auth").hidden = true;
+  $("app").hidden = false;
+  $("app").dataset.view = "list";
+  $("me").textContent = session.username;
+  document.body.dataset.screen = "app";
+  document.body.dataset.user = session.username;
+  await session.start();
+  // The open conversation is in the URL's fragment, so a reload comes back to it.
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("c");
+  if (fromUrl && session.conversations.has(fromUrl)) await openConversation(fromUrl);
+}
+
+function showConnection(state: ConnectionState, detail: string): void {
+  const conn = $("conn");
+  conn.dataset.state = state;
+  conn.textContent = state === "online" ? "online" : state === "connecting" ? "connecting…" : `offline${detail ? `, ${detail}` : ""}`;
+}
+
+// ---------------------------------------------------------------- conversation list
+
+function renderConversations(): void {
+  if (!core) return;
+  const list = $("conversations");
+  list.replaceChildren(
+    ...core.sortedConversations().map((c) => {
+      const item = document.createElement("li");
+      item.tabIndex = 0;
+      item.dataset.conversationId = c.conversationId;
+      item.dataset.name = c.name;
+      item.setAttribute("role", "button");
+      item.setAttribute("aria-current", String(c.conversationId === currentId));
+      const name = document.createElement("span");
+      name.textContent = c.name;
+      item.append(name);
+      if (c.unread > 0 && c.conversationId !== currentId) {
+        const badge = document.createElement("span");
+        badge.className = "unread";
+        badge.textContent = String(c.unread);
+        badge.setAttribute("aria-label", `${c.unread} unread`);
+        item.append(badge);
+      }
+      item.onclick = () => void openConversation(c.conversationId);
+      item.onkeydown = (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          void openConversation(c.conversationId);
+        }
+      };
+      return item;
+    }),
+  );
+  if (currentId) {
+    const c = core.conversations.get(currentId);
+    if (c) $("title").textContent = c.name;
+  }
+}
+
+async function openConversation(conversationId: string): Promise<void> {
+  if (!core) return;
+  const conversation = core.conversations.get(conversationId);
+  if (!conversation) return;
+  currentId = conversationId;
+  history.replaceState(null, "", `#c=${conversationId}`);
+  shown = new Map();
+  readBy = new Map();
+  oldestShown = 0;
+  moreHistory = true;
+  $("empty").hidden = true;
+  $("conversation").hidden = false;
+  $("app").dataset.view = "conversation";
+  $("title").textContent = conversation.name;
+  $("messages").replaceChildren();
+  $("messages").dataset.conversationId = conversationId;
+  $("typing").textContent = "";
+  $("panel").hidden = true;
+  $("members").hidden = conversation.kind !== "group";
+  $("safety").hidden = conversation.kind !== "direct";
+  $("key-warning").hidden = true;
+  renderConversations();
+  await loadOlder();
+  const messages = $("messages");
+  messages.scrollTop = messages.scrollHeight;
+  await markRead();
+  $("text").focus();
+}
+
+async function markRead(): Promise<void> {
+  if (!core || !currentId) return;
+  const newest = Math.max(0, ...[...shown.values()].map((m) => m.sequence));
+  await core.markRead(currentId, newest).catch(() => undefined);
+}
+
+// ---------------------------------------------------------------- messages
+
+async function loadOlder(): Promise<void> {
+  if (!core || !currentId || loadingHistory || !moreHistory) return;
+  loadingHistory = true;
+  const conversationId = currentId;
+  const list = $("messages");
+  const heightBefore = list.scrollHeight;
+  try {
+    const page = await core.history(conversationId, oldestShown);
+    if (conversationId !== currentId) return;
+    moreHistory = page.more;
+    for (const message of page.messages) addMessage(message);
+    list.scrollTop += list.scrollHeight - heightBefore;
+    list.dataset.historyComplete = String(!moreHistory);
+  } catch (error) {
+    $("sidebar-error").textContent = errorText(error);
+  } finally {
+    loadingHistory = false;
+  }
+}
+
+function addMessage(message: ShownMessage): void {
+  if (shown.has(message.messageId)) return;
+  shown.set(message.messageId, message);
+  oldestShown = oldestShown === 0 ? message.sequence : Math.min(oldestShown, message.sequence);
+  const item = document.createElement("li");
+  item.className = "message";
+  item.dataset.seq = String(message.sequence);
+  item.dataset.messageId = message.messageId;
+  item.dataset.mine = String(message.mine);
+  item.dataset.status = message.text === undefined ? "failed" : "verified";
+  const from = document.createElement("div");
+  from.className = "from";
+  from.textContent = message.mine ? "you" : message.senderName;
+  const body = document.createElement("div");
+  body.className = "body";
+  body.textContent = message.text ?? "⚠ This message failed verification and is not shown.";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = message.sentAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  item.append(from, body, meta);
+  // Keep the list in sequence order whatever order pages and live messages arrive in.
+  const list = $("messages");
+  const after = [...list.children].find((child) => Number((child as HTMLElement).dataset.seq) > message.sequence);
+  list.insertBefore(item, after ?? null);
+  updateReceipts();
+}
+
+function onLiveMessage(message: ShownMessage): void {
+  if (message.conversationId !== currentId) return;
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+  addMessage(message);
+  if (atBottom || message.mine) list.scrollTop = list.scrollHeight;
+  if (!message.mine) {
+    const timer = typingTimers.get(message.senderUserId);
+    if (timer) clearTimeout(timer);
+    typingTimers.delete(message.senderUserId);
+    renderTyping();
+  }
+  if (document.visibilityState === "visible") void markRead();
+}
+
+function onReceipt(conversationId: string, userId: string, readSequence: number): void {
+  if (conversationId !== currentId) return;
+  readBy.set(userId, Math.max(readBy.get(userId) ?? 0, readSequence));
+  updateReceipts();
+}
+
+/** Marks the user's own messages that someone else has read. */
+function updateReceipts(): void {
+  if (!core) return;
+  const readers = [...readBy.entries()];
+  for (const item of $("messages").querySelectorAll<HTMLElement>('.message[data-mine="true"]')) {
+    const sequence = Number(item.dataset.seq);
+    const names = readers.filter(([, read]) => read >= sequence).map(([userId]) => core!.nameOf(userId));
+    const meta = item.querySelector(".meta")!;
+    const time = meta.textContent!.replace(/ · .*$/, "");
+    meta.textContent = names.length ? `${time} · read ✓✓` : `${time} · sent ✓`;
+    item.dataset.read = String(names.length > 0);
+  }
+}
+
+function onTyping(conversationId: string, userId: string): void {
+  if (conversationId !== currentId) return;
+  const previous = typingTimers.get(userId);
+  if (previous) clearTimeout(previous);
+  typingTimers.set(
+    userId,
+    setTimeout(() => {
+      typingTimers.delete(userId);
+      renderTyping();
+    }, 4000),
+  );
+  renderTyping();
+}
+
+function renderTyping(): void {
+  const names = [...typingTimers.keys()].map((id) => core?.nameOf(id) ?? id);
+  $("typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+async function send(): Promise<void> {
+  const input = $<HTMLTextAreaElement>("text");
+  const text = input.value.trim();
+  if (!core || !currentId || !text) return;
+  input.value = "";
+  const button = $<HTMLButtonElement>("send");
+  button.disabled = true;
+  try {
+    await core.send(currentId, text);
+    input.dataset.lastSent = text;
+  } catch (error) {
+    input.value = text;
+    $("sidebar-error").textContent = `Not sent: ${errorText(error)}`;
+  } finally {
+    button.disabled = false;
+    input.focus();
+  }
+}
+
+// ---------------------------------------------------------------- safety numbers, groups
+
+function showKeyWarning(text: string, userId: string): void {
+  if (!core || !currentId) return;
+  const conversation = core.conversations.get(currentId);
+  if (conversation?.kind === "direct" && conversation.peerUserId !== userId && userId !== core.userId) return;
+  const warning = $("key-warning");
+  warning.textContent = text;
+  warning.hidden = false;
+}
+
+async function showSafetyNumber(): Promise<void> {
+  const conversation = core && currentId ? core.conversations.get(currentId) : undefined;
+  if (!core || !conversation || conversation.kind !== "direct") return;
+  const panel = $("panel");
+  panel.hidden = false;
+  panel.textContent = "Computing…";
+  const number = await core.safetyNumber(conversation.peerUserId);
+  const heading = document.createElement("div");
+  heading.textContent = `Compare this number with ${conversation.name}, in person or on a call. If it matches, your messages reach only their devices.`;
+  const digits = document.createElement("div");
+  digits.id = "safety-number";
+  digits.className = "safety-number";
+  digits.textContent = number;
+  const verified = core.isVerified(conversation.peerUserId);
+  const row = document.createElement("div");
+  row.className = "row";
+  const mark = document.createElement("button");
+  mark.id = "mark-verified";
+  mark.textContent = verified ? "Verified ✓" : "Mark as verified";
+  mark.disabled = verified;
+  mark.onclick = async () => {
+    await core!.markVerified(conversation.peerUserId);
+    mark.textContent = "Verified ✓";
+    mark.disabled = true;
+    $("key-warning").hidden = true;
+  };
+  const close = document.createElement("button");
+  close.textContent = "Close";
+  close.onclick = () => (panel.hidden = true);
+  row.append(mark, close);
+  panel.replaceChildren(heading, digits, row);
+}
+
+async function showMembers(): Promise<void> {
+  const conversation = core && currentId ? core.conversations.get(currentId) : undefined;
+  if (!core || !conversation || conversation.kind !== "group") return;
+  const panel = $("panel");
+  panel.hidden = false;
+  const members = await core.groupMembers(conversation.groupId);
+  const list = document.createElement("div");
+  list.id = "member-list";
+  list.textContent = `Members: ${members.map((m) => m.user?.username).join(", ")}`;
+  const form = document.createElement("form");
+  form.className = "row";
+  const input = document.createElement("input");
+  input.placeholder = "add a username";
+  input.setAttribute("aria-label", "Username to add");
+  const add = document.createElement("button");
+  add.textContent = "Add";
+  form.append(input, add);
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    try {
+      await core!.addMember(conversation.groupId, input.value.trim());
+      await showMembers();
+    } catch (error) {
+      $("sidebar-error").textContent = errorText(error);
+    }
+  };
+  const leave = document.createElement("button");
+  leave.textContent = "Leave group";
+  leave.onclick = async () => {
+    await core!.leaveGroup(conversation.groupId);
+    currentId = undefined;
+    $("conversation").hidden = true;
+    $("empty").hidden = false;
+    $("app").dataset.view = "list";
+  };
+  const close = document.createElement("button");
+  close.textContent = "Close";
+  close.onclick = () => (panel.hidden = true);
+  const row = document.createElement("div");
+  row.className = "row";
+  row.append(leave, close);
+  panel.replaceChildren(list, form, row);
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire(): void {
+  $("auth-form").onsubmit = (event) => {
+    event.preventDefault();
+    void authenticate(false);
+  };
+  $("register").onclick = () => void authenticate(true);
+  $("logout").onclick = async () => {
+    await core?.logout();
+    core = undefined;
+    currentId = undefined;
+    history.replaceState(null, "", "#");
+    showAuth("Logged out.");
+  };
+  $("new-chat").onsubmit = async (event) => {
+    event.preventDefault();
+    const input = $<HTMLInputElement>("new-chat-name");
+    try {
+      $("sidebar-error").textContent = "";
+      const id = await core!.openDirect(input.value.trim());
+      input.value = "";
+      await openConversation(id);
+    } catch (error) {
+      $("sidebar-error").textContent = errorText(error);
+    }
+  };
+  $("new-group").onsubmit = async (event) => {
+    event.preventDefault();
+    const name = $<HTMLInputElement>("new-group-name");
+    const members = $<HTMLInputElement>("new-group-members");
+    try {
+      $("sidebar-error").textContent = "";
+      const usernames = members.value.split(",").map((s) => s.trim()).filter(Boolean);
+      const id = await core!.createGroup(name.value.trim(), usernames);
+      name.value = "";
+      members.value = "";
+      await openConversation(id);
+    } catch (error) {
+      $("sidebar-error").textContent = errorText(error);
+    }
+  };
+  $("composer").onsubmit = (event) => {
+    event.preventDefault();
+    void send();
+  };
+  const text = $<HTMLTextAreaElement>("text");
+  text.onkeydown = (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      void send();
+    }
+  };
+  text.oninput = () => {
+    if (core && currentId && text.value && Date.now() - lastTypingSent > 2500) {
+      lastTypingSent = Date.now();
+      void core.typing(currentId);
+    }
+  };
+  $("messages").onscroll = () => {
+    if ($("messages").scrollTop < 40) void loadOlder();
+  };
+  $("back").onclick = () => {
+    $("app").dataset.view = "list";
+    currentId = undefined;
+    history.replaceState(null, "", "#");
+    renderConversations();
+  };
+  $("safety").onclick = () => void showSafetyNumber();
+  $("members").onclick = () => void showMembers();
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") void markRead();
+  });
+}
+
+wire();
+void boot();

@@ -1,0 +1,319 @@
+// Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
+// against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
+//
+//   node browser.mjs <direct|cli|reload|restart> <gateway URL>
+//
+// What only the test's stack can do (CLI users from the Rust `client` library, stopping and
+// starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
+// one JSON line on stdin. Every wait is on DOM state (or on the CLI's history), never a sleep.
+// Screenshots go to $SCREENSHOT_DIR.
+
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+
+const [scenario, baseUrl] = process.argv.slice(2);
+const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
+const PASSWORD = "correct horse battery";
+const TIMEOUT = 20_000;
+
+// ---------------------------------------------------------------- requests to the Rust side
+
+const pending = new Map<number, (answer: { ok: boolean; value?: unknown; error?: string }) => void>();
+let nextId = 1;
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const answer = JSON.parse(line);
+  pending.get(answer.id)?.(answer);
+  pending.delete(answer.id);
+});
+
+async function ask<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+  const id = nextId++;
+  const answer = await new Promise<{ ok: boolean; value?: unknown; error?: string }>((resolve) => {
+    pending.set(id, resolve);
+    console.log(`@@ ${JSON.stringify({ id, op, ...args })}`);
+  });
+  if (!answer.ok) throw new Error(`${op} failed: ${answer.error}`);
+  return answer.value as T;
+}
+
+interface CliMessage {
+  sequence: number;
+  from: string;
+  text: string | null;
+}
+
+/** Waits until the CLI user's history with `to` holds `text`. */
+async function cliSees(as: string, to: string, text: string): Promise<CliMessage[]> {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const history = await ask<CliMessage[]>("cli_history", { as, to });
+    if (history.some((m) => m.text === text)) return history;
+    if (Date.now() > deadline) throw new Error(`${as} never saw "${text}": ${JSON.stringify(history)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // polling the server, not waiting for time
+  }
+}
+
+// ---------------------------------------------------------------- the page
+
+interface User {
+  name: string;
+  page: Page;
+  errors: string[];
+}
+
+let browser: Browser;
+let step = "start";
+
+async function newUser(name: string, viewport = { width: 1100, height: 720 }): Promise<User> {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  const errors: string[] = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  page.on("pageerror", (error) => errors.push(String(error)));
+  await page.goto(baseUrl);
+  await page.waitForSelector("body[data-screen=auth]");
+  await page.fill("#username", name);
+  await page.fill("#password", PASSWORD);
+  await page.click("#register");
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await online(page);
+  return { name, page, errors };
+}
+
+async function online(page: Page): Promise<void> {
+  await page.waitForSelector("#conn[data-state=online]");
+}
+
+async function openChatWith(user: User, peer: string): Promise<void> {
+  await user.page.fill("#new-chat-name", peer);
+  await user.page.press("#new-chat-name", "Enter");
+  await user.page.waitForSelector(`#title:text-is("${peer}")`);
+}
+
+async function openConversation(user: User, name: string): Promise<void> {
+  await user.page.click(`#conversations li[data-name="${name}"]`);
+  await user.page.waitForSelector(`#title:text-is("${name}")`);
+}
+
+async function send(user: User, text: string): Promise<void> {
+  await user.page.fill("#text", text);
+  await user.page.press("#text", "Enter");
+  await sees(user, text, true);
+}
+
+async function sees(user: User, text: string, mine = false): Promise<void> {
+  await user.page.waitForSelector(
+    `#messages .message[data-mine="${mine}"][data-status=verified] .body:text-is(${JSON.stringify(text)})`,
+  );
+}
+
+async function texts(user: User): Promise<string[]> {
+  return user.page.$$eval("#messages .message .body", (bodies) => bodies.map((b) => b.textContent ?? ""));
+}
+
+async function screenshot(user: User, name: string): Promise<void> {
+  mkdirSync(screenshotDir, { recursive: true });
+  await user.page.screenshot({ path: join(screenshotDir, `${name}.png`) });
+}
+
+function expectEqual<T>(actual: T, expected: T, what: string): void {
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
+    throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+  }
+}
+
+function noConsoleErrors(users: User[], allowed: RegExp[] = []): void {
+  for (const user of users) {
+    const errors = user.errors.filter((e) => !allowed.some((pattern) => pattern.test(e)));
+    expectEqual(errors, [], `console errors of ${user.name}`);
+  }
+}
+
+const unique = (prefix: string) => `${prefix}${Math.random().toString(36).slice(2, 7)}`;
+
+// ---------------------------------------------------------------- scenarios
+
+/** Two browsers register and chat in real time: unread counts, typing, receipts, safety numbers. */
+async function direct(): Promise<void> {
+  step = "register";
+  const alice = await newUser(unique("alice"));
+  const bob = await newUser(unique("bob"));
+
+  step = "alice writes to bob";
+  await openChatWith(alice, bob.name);
+  await send(alice, "hi bob, this is end-to-end encrypted");
+  await bob.page.waitForSelector(`#conversations li[data-name="${alice.name}"] .unread:text-is("1")`);
+  await screenshot(bob, "conversation-list");
+
+  step = "bob reads and answers";
+  await openConversation(bob, alice.name);
+  await sees(bob, "hi bob, this is end-to-end encrypted");
+  await alice.page.waitForSelector('#messages .message[data-mine="true"][data-read="true"]');
+  await bob.page.type("#text", "typing…");
+  await alice.page.waitForSelector(`#typing:has-text("${bob.name} is typing")`);
+  await bob.page.fill("#text", "");
+  await send(bob, "hello alice 👋");
+  await sees(alice, "hello alice 👋");
+
+  step = "safety numbers";
+  await alice.page.click("#safety");
+  await bob.page.click("#safety");
+  const aliceNumber = await alice.page.textContent("#safety-number");
+  const bobNumber = await bob.page.textContent("#safety-number");
+  if (!aliceNumber || !/^(\d{5} ){11}\d{5}$/.test(aliceNumber)) throw new Error(`bad safety number ${aliceNumber}`);
+  expectEqual(aliceNumber, bobNumber, "both sides' safety numbers");
+  await screenshot(alice, "conversation-desktop");
+  await alice.page.click("#mark-verified");
+  await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
+
+  step = "phone-sized window";
+  await bob.page.setViewportSize({ width: 390, height: 760 });
+  await screenshot(bob, "conversation-phone");
+  await bob.page.click("#back");
+  await bob.page.waitForSelector("#conversations li:visible");
+  await screenshot(bob, "conversation-list-phone");
+  noConsoleErrors([alice, bob]);
+}
+
+/** A browser and a CLI user (the Rust client library): direct messages both ways, then a group
+ * of three (two browsers, one CLI member) with messages both ways. */
+async function cli(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  const bob = await newUser(unique("bob"));
+
+  step = "browser to CLI, direct";
+  await openChatWith(alice, carol);
+  await send(alice, "hello carol, from the browser");
+  await cliSees(carol, alice.name, "hello carol, from the browser");
+
+  step = "CLI to browser, direct";
+  await ask("cli_send", { as: carol, to: alice.name, text: "hello alice, from the CLI" });
+  await sees(alice, "hello alice, from the CLI");
+
+  step = "a group of three";
+  const group = unique("trio-");
+  await alice.page.fill("#new-group-name", group);
+  await alice.page.fill("#new-group-members", `${bob.name}, ${carol}`);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForSelector(`#title:text-is("# ${group}")`);
+  await send(alice, "welcome to the group");
+  await cliSees(carol, `#${group}`, "welcome to the group");
+  await bob.page.waitForSelector(`#conversations li[data-name="# ${group}"]`);
+  await openConversation(bob, `# ${group}`);
+  await sees(bob, "welcome to the group");
+
+  step = "CLI to the group";
+  await ask("cli_send", { as: carol, to: `#${group}`, text: "carol here, on the CLI" });
+  await sees(alice, "carol here, on the CLI");
+  await sees(bob, "carol here, on the CLI");
+
+  step = "browser to the group";
+  await send(bob, "bob here, in the browser");
+  await sees(alice, "bob here, in the browser");
+  const history = await cliSees(carol, `#${group}`, "bob here, in the browser");
+  expectEqual(
+    history.map((m) => m.text),
+    ["welcome to the group", "carol here, on the CLI", "bob here, in the browser"],
+    "the CLI's group history",
+  );
+  await bob.page.click("#members");
+  await bob.page.waitForSelector(`#member-list:has-text("${carol}")`);
+  await screenshot(bob, "group");
+  noConsoleErrors([alice, bob]);
+}
+
+/** A page reload resumes: messages sent while it reloads arrive once, none is lost or doubled. */
+async function reload(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await ask("cli_send", { as: carol, to: alice.name, text: "one" });
+  await sees(alice, "one");
+
+  step = "reload while messages arrive";
+  const reloading = alice.page.reload();
+  await ask("cli_send", { as: carol, to: alice.name, text: "two" });
+  await ask("cli_send", { as: carol, to: alice.name, text: "three" });
+  await reloading;
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await online(alice.page);
+  await alice.page.waitForSelector(`#title:text-is("${carol}")`);
+  await sees(alice, "three");
+
+  step = "live after the reload";
+  await ask("cli_send", { as: carol, to: alice.name, text: "four" });
+  await sees(alice, "four");
+  await send(alice, "five");
+  expectEqual(await texts(alice), ["one", "two", "three", "four", "five"], "messages after the reload");
+  const sequences = await alice.page.$$eval("#messages .message", (items) =>
+    items.map((item) => Number((item as HTMLElement).dataset.seq)),
+  );
+  expectEqual(sequences, [1, 2, 3, 4, 5], "sequences after the reload");
+  await cliSees(carol, alice.name, "five");
+  noConsoleErrors([alice]);
+}
+
+/** The gateway stops and starts again: the page shows it, reconnects and resumes from its cursor. */
+async function restart(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await ask("cli_send", { as: carol, to: alice.name, text: "before the restart" });
+  await sees(alice, "before the restart");
+
+  step = "gateway stopped";
+  await ask("gateway_stop");
+  await alice.page.waitForSelector("#conn[data-state=offline]");
+  await screenshot(alice, "offline");
+
+  step = "gateway started";
+  await ask("gateway_start");
+  await ask("cli_send", { as: carol, to: alice.name, text: "while you were away" });
+  await online(alice.page);
+  await sees(alice, "while you were away");
+  await send(alice, "back online");
+  await cliSees(carol, alice.name, "back online");
+  expectEqual(await texts(alice), ["before the restart", "while you were away", "back online"], "messages");
+  // Chromium logs the refused connections of the reconnection attempts; nothing else may appear.
+  noConsoleErrors([alice], [/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|Failed to fetch|ERR_INCOMPLETE_CHUNKED_ENCODING/]);
+}
+
+const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart };
+
+async function main(): Promise<void> {
+  const run = scenarios[scenario];
+  if (!run || !baseUrl) {
+    console.error(`usage: browser.mjs <${Object.keys(scenarios).join("|")}> <gateway URL>`);
+    process.exit(2);
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const started = Date.now();
+  try {
+    await run();
+    console.log(JSON.stringify({ ok: true, scenario, ms: Date.now() - started }));
+  } catch (error) {
+    console.log(JSON.stringify({ ok: false, scenario, step, error: String(error) }));
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+    process.stdin.destroy();
+  }
+}
+
+void main();
