@@ -414,6 +414,7 @@ function wire(): void {
       const id = await core!.createGroup(name.value.trim(), usernames);
       name.value = "";
       members.value = "";
+      $<HTMLDetailsElement>("new-group-box").open = false;
       await openConversation(id);
     } catch (error) {
       $("sidebar-error").textContent = errorText(error);

@@ -198,8 +198,15 @@ async function cli(): Promise<void> {
   await ask("cli_send", { as: carol, to: alice.name, text: "hello alice, from the CLI" });
   await sees(alice, "hello alice, from the CLI");
 
+  step = "a new CLI device: the browser adapts its send and warns";
+  await ask("cli_new_device", { username: carol });
+  await send(alice, "this reaches your new device too");
+  await alice.page.waitForSelector(`#key-warning:visible:has-text("${carol}'s keys changed")`);
+  await cliSees(carol, alice.name, "this reaches your new device too");
+
   step = "a group of three";
   const group = unique("trio-");
+  await alice.page.click("#new-group-box summary");
   await alice.page.fill("#new-group-name", group);
   await alice.page.fill("#new-group-members", `${bob.name}, ${carol}`);
   await alice.page.press("#new-group-members", "Enter");
@@ -260,6 +267,16 @@ async function reload(): Promise<void> {
   );
   expectEqual(sequences, [1, 2, 3, 4, 5], "sequences after the reload");
   await cliSees(carol, alice.name, "five");
+
+  step = "a message altered by the server fails verification";
+  const conversationId = await alice.page.getAttribute("#messages", "data-conversation-id");
+  expectEqual(await ask("tamper", { conversation_id: conversationId, sequence: 2 }), 1, "altered rows");
+  await alice.page.reload();
+  await alice.page.waitForSelector('#messages .message[data-seq="2"][data-status=failed]');
+  await sees(alice, "three");
+  const shownTexts = await texts(alice);
+  if (shownTexts.includes("two")) throw new Error("the altered message's text is shown");
+  await screenshot(alice, "failed-verification");
   noConsoleErrors([alice]);
 }
 

@@ -1,0 +1,71 @@
+//! The browser web demo (`web-demo/`) against the real system: its e2ee implementation against
+//! the `e2ee` crate's vectors (in Node), and scenarios in real Chromium (playwright-core driving
+//! `/usr/bin/chromium`, no browser download) through the real gateway serving the built app, with
+//! CLI users from this crate's library in the same conversations.
+//!
+//! Needs `node`, `web-demo/node_modules` (`ci/install-tools.sh` runs `npm ci` there) and
+//! `/usr/bin/chromium` (`apt-get install -y chromium`, also in `ci/install-tools.sh`).
+//! Screenshots go to `target/web-demo/screenshots/`.
+
+mod node;
+mod stack;
+
+use std::process::Command;
+
+use sqlx::PgPool;
+
+use crate::{node::run_scenario, stack::Stack};
+
+#[test]
+fn the_browser_e2ee_code_passes_the_rust_crates_vectors_in_node() {
+    let bundle = node::bundle_script("e2ee-vectors.test");
+
+    let output = Command::new("node")
+        .current_dir(node::web_demo())
+        .arg("--test")
+        .arg(&bundle)
+        .output()
+        .expect("node runs");
+
+    let _ = std::fs::remove_file(&bundle);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn stack(db: PgPool, name: &str) -> Stack {
+    let web_root = node::out_dir(name);
+    node::build_app(&web_root);
+    Stack::spawn(db, &web_root).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_browsers_register_and_chat_in_real_time(db: PgPool) {
+    let mut stack = stack(db, "direct").await;
+
+    run_scenario(&mut stack, "direct").await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_browser_and_the_cli_exchange_direct_and_group_messages(db: PgPool) {
+    let mut stack = stack(db, "cli").await;
+
+    run_scenario(&mut stack, "cli").await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reload_resumes_without_losing_or_duplicating_messages(db: PgPool) {
+    let mut stack = stack(db, "reload").await;
+
+    run_scenario(&mut stack, "reload").await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_page_recovers_after_the_gateway_restarts(db: PgPool) {
+    let mut stack = stack(db, "restart").await;
+
+    run_scenario(&mut stack, "restart").await;
+}

@@ -1,0 +1,250 @@
+//! Building the web demo and running its Node scripts (`web-demo/tests/*.ts`, bundled with
+//! web-demo's esbuild). A browser script drives Chromium with playwright-core and asks this
+//! side for what only the stack can do (CLI users, stopping the gateway) with request lines on
+//! its stdout, `@@ {"id":N,"op":...}`, answered by one JSON line on its stdin.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::stack::Stack;
+
+/// A browser scenario must end within this (each takes a few seconds).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn web_demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
+}
+
+/// A fresh directory under Cargo's target dir for this test's outputs.
+pub fn out_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("web-demo-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Where screenshots go (kept after the test: they are the test's artifacts).
+pub fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-demo/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn check_tools() {
+    let modules = web_demo().join("node_modules");
+    assert!(
+        modules.join(".bin/esbuild").exists() && modules.join("playwright-core").exists(),
+        "{} is incomplete: run ci/install-tools.sh (it runs `npm ci --prefix web-demo`)",
+        modules.display()
+    );
+}
+
+/// Builds the app (`web-demo/build.mjs`) into `dir`, the gateway's web root.
+pub fn build_app(dir: &Path) {
+    check_tools();
+    let status = Command::new("node")
+        .current_dir(web_demo())
+        .arg("build.mjs")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "building the web demo failed");
+}
+
+/// Bundles `tests/<script>.ts` for Node. The bundle goes into web-demo's node_modules cache so
+/// that the packages left external (playwright-core) resolve from web-demo/node_modules.
+pub fn bundle_script(script: &str) -> PathBuf {
+    check_tools();
+    let cache = web_demo().join("node_modules/.cache/web-demo-tests");
+    std::fs::create_dir_all(&cache).unwrap();
+    let bundle = cache.join(format!("{script}-{}.mjs", std::process::id()));
+    let status = Command::new(web_demo().join("node_modules/.bin/esbuild"))
+        .current_dir(web_demo())
+        .arg(format!("tests/{script}.ts"))
+        .args([
+            "--bundle",
+            "--platform=node",
+            "--format=esm",
+            "--target=node20",
+            "--log-level=warning",
+            "--external:playwright-core",
+        ])
+        .arg(format!("--outfile={}", bundle.display()))
+        .status()
+        .expect("esbuild runs");
+    assert!(status.success(), "bundling tests/{script}.ts failed");
+    bundle
+}
+
+/// What the script printed, for the failure message.
+type Transcript = Arc<Mutex<Vec<String>>>;
+
+/// Runs a browser scenario against `stack`, answering its requests; panics with its output when
+/// it fails.
+pub async fn run_scenario(stack: &mut Stack, scenario: &str) {
+    let bundle = bundle_script("browser");
+    let mut child: Child = Command::new("node")
+        .current_dir(web_demo())
+        .arg(&bundle)
+        .arg(scenario)
+        .arg(stack.url())
+        .env("SCREENSHOT_DIR", screenshot_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let transcript: Transcript = Arc::default();
+    let (requests, mut incoming) = mpsc::unbounded_channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    let log = transcript.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(request) = line.strip_prefix("@@ ") {
+                let _ = requests.send(serde_json::from_str(request).expect("a JSON request"));
+            }
+            log.lock().unwrap().push(line);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log = transcript.clone();
+    let errors = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.lock().unwrap().push(format!("stderr: {line}"));
+        }
+    });
+
+    let mut cli = Cli::default();
+    let served = tokio::time::timeout(SCRIPT_TIMEOUT, async {
+        while let Some(request) = incoming.recv().await {
+            let answer = match cli.handle(stack, &request).await {
+                Ok(value) => json!({ "ok": true, "value": value }),
+                Err(error) => json!({ "ok": false, "error": error }),
+            };
+            answer_request(&mut stdin, &request, answer);
+        }
+    })
+    .await;
+    if served.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    errors.join().unwrap();
+    let _ = std::fs::remove_file(&bundle);
+    let output = transcript.lock().unwrap().join("\n");
+    assert!(
+        served.is_ok() && status.success(),
+        "browser scenario {scenario} failed ({status}{}):\n{output}",
+        if served.is_err() { ", timed out" } else { "" }
+    );
+}
+
+fn answer_request(stdin: &mut ChildStdin, request: &Value, mut answer: Value) {
+    answer["id"] = request["id"].clone();
+    let _ = writeln!(stdin, "{answer}");
+    let _ = stdin.flush();
+}
+
+/// The in-process CLI users a scenario asked for, by username.
+#[derive(Default)]
+struct Cli {
+    users: HashMap<String, Arc<client::Session>>,
+}
+
+impl Cli {
+    async fn handle(&mut self, stack: &mut Stack, request: &Value) -> Result<Value, String> {
+        let text = |key: &str| request[key].as_str().unwrap_or_default().to_owned();
+        let session = |users: &HashMap<String, Arc<client::Session>>| {
+            users
+                .get(request["as"].as_str().unwrap_or_default())
+                .cloned()
+                .ok_or_else(|| "no such CLI user".to_owned())
+        };
+        match request["op"].as_str().unwrap_or_default() {
+            "cli_user" => {
+                let username = text("username");
+                let session = stack.cli_user(&username).await;
+                self.users.insert(username, session);
+                Ok(Value::Null)
+            }
+            "cli_send" => {
+                let session = session(&self.users)?;
+                let target = session
+                    .resolve(&text("to"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sent = session
+                    .send_text(&target, &text("text"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(json!({ "sequence": sent.sequence }))
+            }
+            "cli_history" => {
+                let session = session(&self.users)?;
+                let target = session
+                    .resolve(&text("to"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let messages = session
+                    .history(&target, 100)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Value::Array(
+                    messages
+                        .into_iter()
+                        .map(|m| {
+                            let text = match m.content {
+                                client::Content::Verified { text } => Value::String(text),
+                                client::Content::Failed { .. } => Value::Null,
+                            };
+                            json!({ "sequence": m.sequence, "from": m.sender_username, "text": text })
+                        })
+                        .collect(),
+                ))
+            }
+            "cli_new_device" => {
+                let username = text("username");
+                let session = stack.cli_device(&username).await;
+                self.users.insert(format!("{username}/new-device"), session);
+                Ok(Value::Null)
+            }
+            "tamper" => {
+                // Flips a bit of a stored ciphertext, as a malicious server could.
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let altered = sqlx::query(
+                    "update chat.messages
+                     set ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)
+                     where conversation_id = $1 and sequence = $2",
+                )
+                .bind(conversation_id)
+                .bind(request["sequence"].as_i64().unwrap_or_default())
+                .execute(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(altered.rows_affected()))
+            }
+            "gateway_stop" => {
+                stack.stop_gateway().await;
+                Ok(Value::Null)
+            }
+            "gateway_start" => {
+                stack.start_gateway().await;
+                Ok(Value::Null)
+            }
+            other => Err(format!("unknown op {other}")),
+        }
+    }
+}

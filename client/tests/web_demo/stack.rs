@@ -1,0 +1,170 @@
+//! The real system on loopback for the browser tests: auth, group and chat on port 0, and the
+//! gateway serving the built web demo (`GATEWAY_WEB_ROOT`) on a port that stays the same when the
+//! gateway is stopped and started again.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use client::{KeyOptions, Profile, Session, keystore::KdfParams};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Small RSA keys and a cheap argon2 for the in-process CLI users.
+const TEST_KEYS: KeyOptions = KeyOptions {
+    rsa_bits: 2048,
+    kdf: KdfParams {
+        m_cost: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    },
+};
+
+/// A running gateway: stop it by sending on `stop` and awaiting `task`.
+struct RunningGateway {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Stack {
+    pub gateway: SocketAddr,
+    pub db: PgPool,
+    config: gateway::Config,
+    running: Option<RunningGateway>,
+    profiles: Vec<PathBuf>,
+}
+
+impl Stack {
+    pub async fn spawn(db: PgPool, web_root: &Path) -> Stack {
+        let pool = db.clone();
+        let auth_addr = spawn_service(|listener| {
+            auth::run(
+                auth::Config::for_tests(),
+                db.clone(),
+                listener,
+                std::future::pending(),
+            )
+        })
+        .await;
+        let auth_url = format!("http://{auth_addr}");
+        let group_addr = spawn_service(|listener| {
+            group::run(
+                group::Config::for_tests(&auth_url),
+                db.clone(),
+                listener,
+                std::future::pending(),
+            )
+        })
+        .await;
+        let chat_addr = spawn_service(|listener| {
+            chat::run(
+                chat_config(&auth_url, &format!("http://{group_addr}")),
+                db.clone(),
+                listener,
+                std::future::pending(),
+            )
+        })
+        .await;
+        let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
+        let mut config = gateway::Config::for_tests(gateway::UpstreamSettings {
+            auth: uri(auth_addr),
+            chat: uri(chat_addr),
+            group: uri(group_addr),
+            resolve_interval: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
+            connections_per_address: 2,
+        });
+        config.web_root = Some(web_root.to_owned());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut stack = Stack {
+            gateway: listener.local_addr().unwrap(),
+            db: pool,
+            config,
+            running: None,
+            profiles: Vec::new(),
+        };
+        stack.start_gateway_on(listener);
+        stack
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    fn start_gateway_on(&mut self, listener: TcpListener) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway::run(self.config.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        self.running = Some(RunningGateway { stop, task });
+    }
+
+    /// Stops the gateway (its streams end, its port closes) and waits until it has.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            running.task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Starts the gateway again on the same port.
+    pub async fn start_gateway(&mut self) {
+        let listener = TcpListener::bind(self.gateway).await.unwrap();
+        self.start_gateway_on(listener);
+    }
+
+    /// Registers `username` and logs in a CLI device (the `client` library) on a new profile.
+    pub async fn cli_user(&mut self, username: &str) -> Arc<Session> {
+        let password = SecretString::from(PASSWORD.to_owned());
+        client::register(&self.url(), username, &password, "")
+            .await
+            .unwrap();
+        self.cli_device(username).await
+    }
+
+    /// A new CLI device of `username` (a login on a new profile, with new keys).
+    pub async fn cli_device(&mut self, username: &str) -> Arc<Session> {
+        let password = SecretString::from(PASSWORD.to_owned());
+        let dir = std::env::temp_dir().join(format!("chat-web-demo-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        self.profiles.push(dir.clone());
+        let profile = Profile::open(dir).unwrap();
+        let session = Session::login(profile, &self.url(), username, &password, None, TEST_KEYS)
+            .await
+            .unwrap();
+        Arc::new(session)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for dir in &self.profiles {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Chat's test configuration, naming the group service (which chat asks for membership).
+fn chat_config(auth_url: &str, group_url: &str) -> chat::Config {
+    let mut config = chat::Config::for_tests(auth_url);
+    config.group_url = group_url.to_owned();
+    config
+}
+
+async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(run(listener));
+    addr
+}
