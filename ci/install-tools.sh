@@ -77,6 +77,8 @@ apt_want_missing() {
     command -v npm >/dev/null || APT_WANTED+=(npm)
     pg_bindir >/dev/null || APT_WANTED+=("${PG_APT_PACKAGE:-postgresql-15}")
     command -v runuser >/dev/null || APT_WANTED+=(util-linux)
+    # The web demo's browser tests (client/tests/web_demo) drive Debian's Chromium.
+    [[ -x /usr/bin/chromium ]] || APT_WANTED+=(chromium)
 }
 
 apt_install() {
