@@ -3,8 +3,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::config::{
-    AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, ServerSettings,
+use common::{
+    config::{
+        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings,
+    },
+    service_credential,
 };
 
 /// Where chat listens unless `CHAT_LISTEN_ADDR` says otherwise.
@@ -30,6 +33,10 @@ pub struct Config {
     pub commit: CommitSettings,
     /// Streams: queues, heartbeats, the bus.
     pub streams: StreamSettings,
+    /// `CHAT_SERVICE_SECRET` or `CHAT_SERVICE_SECRET_FILE` (secret, required): the deployment's
+    /// service credential, for following group's membership events
+    /// (`common::service_credential`).
+    pub service_secret: SecretSource,
 }
 
 /// The limits the proto documents; every one is configurable, the defaults are the documented
@@ -130,17 +137,21 @@ impl Config {
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 500)?),
             },
+            service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, and
-    /// auth at `auth_url`. The database URL is a placeholder: tests pass their own pool to
-    /// [`crate::run`].
+    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, auth
+    /// at `auth_url` and the tests' service secret. The database URL is a placeholder: tests pass
+    /// their own pool to [`crate::run`].
     pub fn for_tests(auth_url: &str) -> Self {
-        let mut config = Self::from_lookup(&|key| {
-            (key == "CHAT_DATABASE_URL").then(|| "postgres://unused-in-tests".to_owned())
+        let mut config = Self::from_lookup(&|key| match key {
+            "CHAT_DATABASE_URL" => Some("postgres://unused-in-tests".to_owned()),
+            "CHAT_SERVICE_SECRET" => Some("unused: replaced below".repeat(2)),
+            _ => None,
         })
         .expect("the defaults are valid");
+        config.service_secret = service_credential::test_secret();
         config.server = ServerSettings::for_tests();
         config.database = DatabaseSettings::for_tests();
         config.access_tokens = AccessTokenSettings::for_tests(auth_url);
@@ -194,6 +205,7 @@ mod tests {
     fn a_zero_queue_is_refused_with_the_variables_name() {
         let error = Config::from_lookup(&|key| match key {
             "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+            "CHAT_SERVICE_SECRET" => Some("s".repeat(32)),
             "CHAT_STREAM_QUEUE" => Some("0".to_owned()),
             _ => None,
         })

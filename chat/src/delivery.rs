@@ -292,6 +292,14 @@ impl StreamTask {
         if work.overflowed {
             return Err(Error::SlowConsumer);
         }
+        if let Some(groups) = work.groups {
+            // A group joined while streaming starts from its beginning (only messages wrapped
+            // for this device are read); a group left keeps nothing.
+            self.cursors.retain(|conversation, _| {
+                groups.contains(conversation) || !self.groups.contains(conversation)
+            });
+            self.groups = groups;
+        }
         let mut dirty: Vec<(ConversationId, u64)> = if work.resync {
             // Conversations may have appeared while events were lost.
             let cursors = self.cursors.clone();

@@ -1,9 +1,14 @@
 //! The streams open on this replica, and the one dispatcher that wakes them from the bus.
 //!
 //! Each stream has an [`Inbox`]: a set of conversations to re-read ("dirty"), a bounded queue of
-//! receipts and typing indicators, and a `Notify`. The dispatcher only marks and notifies; it
-//! never blocks on a stream, so one slow stream cannot hold back the others. A stream whose
-//! event queue overflows is marked and ends with SLOW_CONSUMER.
+//! receipts, typing indicators and membership changes, and a `Notify`. The dispatcher only marks
+//! and notifies; it never blocks on a stream, so one slow stream cannot hold back the others. A
+//! stream whose event queue overflows is marked and ends with SLOW_CONSUMER.
+//!
+//! Group conversations are routed by the groups each stream is in: learnt when it opens, then
+//! kept current by the membership events `group_events.rs` follows ([`Hub::membership_changed`]):
+//! a member added while streaming starts getting the group's messages, a removed one stops at
+//! once. Changes missed while that event stream is down reach a stream when it reconnects.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,8 +39,10 @@ pub struct Hub {
 struct Streams {
     /// Every stream, by its user: direct conversations are routed through their participants.
     by_user: HashMap<UserId, Vec<Arc<Inbox>>>,
-    /// Streams by the group conversations their user was in when they opened (see `groups.rs`).
+    /// Streams by the group conversations their user is in.
     by_group: HashMap<ConversationId, Vec<Arc<Inbox>>>,
+    /// The group conversations of each stream, by [`Inbox::id`].
+    groups_of: HashMap<u64, Vec<ConversationId>>,
 }
 
 /// What wakes one stream.
@@ -45,7 +52,6 @@ pub struct Inbox {
     pub user: UserId,
     /// The stream's device.
     pub device: DeviceId,
-    groups: Vec<ConversationId>,
     work: Mutex<Work>,
     /// Signalled whenever `work` gains something.
     pub ready: Notify,
@@ -58,8 +64,10 @@ pub struct Work {
     pub dirty: HashMap<ConversationId, u64>,
     /// Re-read every conversation (events may have been lost).
     pub resync: bool,
-    /// Receipts and typing indicators, in arrival order.
+    /// Receipts, typing indicators and membership changes, in arrival order.
     pub events: VecDeque<Ephemeral>,
+    /// The stream's group conversations, when a membership change altered them.
+    pub groups: Option<Vec<ConversationId>>,
     /// The event queue overflowed.
     pub overflowed: bool,
 }
@@ -71,6 +79,36 @@ pub enum Ephemeral {
     Receipt(Receipt),
     /// A participant is typing.
     Typing(Typing),
+    /// A group's membership changed.
+    Membership(MembershipChange),
+}
+
+/// A change to a group's membership, from the group service's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The group (and its conversation).
+    pub group: ConversationId,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The member concerned; `None` for group-wide changes.
+    pub user: Option<UserId>,
+    /// The group's membership version after the change.
+    pub version: u64,
+}
+
+/// What happened to a group's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// `user` joined.
+    MemberAdded,
+    /// `user` left or was removed.
+    MemberRemoved,
+    /// `user`'s role changed.
+    RoleChanged,
+    /// The group was renamed.
+    GroupRenamed,
+    /// The group was deleted.
+    GroupDeleted,
 }
 
 /// Removes the stream from the hub when dropped.
@@ -114,18 +152,18 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user,
             device,
-            groups,
             work: Mutex::default(),
             ready: Notify::new(),
         });
         of_user.push(inbox.clone());
-        for group in &inbox.groups {
+        for group in &groups {
             streams
                 .by_group
                 .entry(*group)
                 .or_default()
                 .push(inbox.clone());
         }
+        streams.groups_of.insert(inbox.id, groups);
         Ok(Registration {
             hub: self.clone(),
             inbox,
@@ -210,6 +248,46 @@ impl Hub {
             .collect())
     }
 
+    /// Applies a membership change to the streams' group routing, and tells the group's
+    /// streams (a removed member's included) about it.
+    pub fn membership_changed(&self, change: MembershipChange) {
+        let mut streams = lock(&self.streams);
+        let group = change.group;
+        if let (ChangeKind::MemberAdded, Some(user)) = (change.kind, change.user) {
+            let joining: Vec<Arc<Inbox>> = streams.by_user.get(&user).cloned().unwrap_or_default();
+            for inbox in joining {
+                let groups = streams.groups_of.entry(inbox.id).or_default();
+                if groups.contains(&group) {
+                    continue;
+                }
+                groups.push(group);
+                lock(&inbox.work).groups = Some(groups.clone());
+                streams
+                    .by_group
+                    .entry(group)
+                    .or_default()
+                    .push(inbox.clone());
+            }
+        }
+        let Some(targets) = streams.by_group.get(&group).cloned() else {
+            return;
+        };
+        self.push(&targets, |_| true, Ephemeral::Membership(change));
+        let leaving: Vec<Arc<Inbox>> = match (change.kind, change.user) {
+            (ChangeKind::MemberRemoved, Some(user)) => targets
+                .into_iter()
+                .filter(|inbox| inbox.user == user)
+                .collect(),
+            (ChangeKind::GroupDeleted, _) => targets,
+            _ => Vec::new(),
+        };
+        for inbox in leaving {
+            let groups = streams.leave(&inbox, group);
+            lock(&inbox.work).groups = Some(groups);
+            inbox.ready.notify_one();
+        }
+    }
+
     fn push(&self, targets: &[Arc<Inbox>], to: impl Fn(&Inbox) -> bool, event: Ephemeral) {
         let max_events = self.max_events;
         wake(targets, to, |work| {
@@ -252,6 +330,21 @@ impl Registration {
     }
 }
 
+impl Streams {
+    /// Stops routing `group` to `inbox`; returns the groups it still has.
+    fn leave(&mut self, inbox: &Inbox, group: ConversationId) -> Vec<ConversationId> {
+        if let Some(members) = self.by_group.get_mut(&group) {
+            members.retain(|member| member.id != inbox.id);
+            if members.is_empty() {
+                self.by_group.remove(&group);
+            }
+        }
+        let groups = self.groups_of.entry(inbox.id).or_default();
+        groups.retain(|joined| *joined != group);
+        groups.clone()
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut streams = lock(&self.hub.streams);
@@ -262,11 +355,11 @@ impl Drop for Registration {
                 streams.by_user.remove(&self.inbox.user);
             }
         }
-        for group in &self.inbox.groups {
-            if let Some(members) = streams.by_group.get_mut(group) {
+        for group in streams.groups_of.remove(&id).unwrap_or_default() {
+            if let Some(members) = streams.by_group.get_mut(&group) {
                 members.retain(|inbox| inbox.id != id);
                 if members.is_empty() {
-                    streams.by_group.remove(group);
+                    streams.by_group.remove(&group);
                 }
             }
         }

@@ -5,7 +5,10 @@
 //!
 //! It does not own users, devices, keys or groups: it asks auth over gRPC (`auth.internal.v1`
 //! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users) and group
-//! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token. It never decrypts anything: it checks each envelope's Ed25519 signature with the sender
+//! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token, and
+//! follows group's `WatchMembershipEvents` with the deployment's service credential to keep its
+//! membership cache right and tell open streams about membership changes. It never decrypts
+//! anything: it checks each envelope's Ed25519 signature with the sender
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.
 //!
@@ -17,7 +20,8 @@
 //!   published after commit; `hub.rs`: the streams of this replica and the dispatcher that wakes
 //!   them; `delivery.rs`: one stream (replay, `CaughtUp`, live, backpressure, heartbeats).
 //! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
-//!   `conversations.rs`, `groups.rs` (group membership), `devices.rs`, `typing.rs`.
+//!   `conversations.rs`, `groups.rs` (group membership and its cache), `group_events.rs`
+//!   (membership events), `devices.rs`, `typing.rs`.
 //!
 //! Decisions worth knowing before changing anything:
 //! - The recipient set must be exactly the current keyed devices of every participant; the
@@ -33,12 +37,10 @@
 //! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`). Fixed internal
 //!   bounds (bus buffers, caches) are named constants in their modules.
 //!
-//! Not done yet: the `MembershipChange` and `DevicesChanged` stream events, and caching group
-//! memberships and device lists (every call that needs them asks group or auth): both need
-//! `WatchMembershipEvents` / `WatchDeviceChanges` consumed by a background task, which needs
-//! credentials of chat's own. A stream learns its user's groups when it opens, so a group joined
-//! later reaches it after a reconnect (see `groups.rs`). The per-device stream limit and the typing
-//! rate limit hold per replica, not across replicas.
+//! Not done yet: the `DevicesChanged` stream event and caching device lists (every send asks
+//! auth for the participants' devices): both need auth's `WatchDeviceChanges`, which is not
+//! implemented yet. The per-device stream limit and the typing rate limit hold per replica, not
+//! across replicas.
 
 mod api;
 mod bus;
@@ -48,6 +50,7 @@ mod conversations;
 mod delivery;
 mod devices;
 pub mod error;
+mod group_events;
 mod groups;
 mod history;
 mod hub;
@@ -59,6 +62,7 @@ mod typing;
 
 use std::{future::Future, sync::Arc};
 
+use common::service_credential::ServiceCredential;
 use proto::chat::v1 as pb;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -118,7 +122,7 @@ pub async fn run(
 
 /// Wires the parts: bus, hub and its dispatcher, committer, send path, delivery.
 ///
-/// The bus tasks stop when `background` fires (when [`run`] returns); the committer and the
+/// The bus tasks and the membership-event follower stop when `background` fires (when [`run`] returns); the committer and the
 /// dispatcher end by themselves once every handle is dropped.
 fn build(
     config: &Config,
@@ -127,12 +131,19 @@ fn build(
     background: CancellationToken,
 ) -> anyhow::Result<service::Chat> {
     let bus: Arc<dyn bus::Bus> =
-        bus::PgBus::start(db.clone(), config.streams.notify_window, background);
+        bus::PgBus::start(db.clone(), config.streams.notify_window, background.clone());
     let participants = conversations::Participants::new(db.clone());
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
     tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
     let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
+    let follower = group_events::Follower {
+        channel: membership.channel(),
+        credential: ServiceCredential::new(&config.service_secret.read()?)?,
+        cache: membership.cache(),
+        hub: hub.clone(),
+    };
+    tokio::spawn(follower.run(background.clone()));
     let committer = commit::Committer::start(db.clone(), config.commit.clone(), bus.clone());
     let sending = sending::Sending::new(
         db.clone(),

@@ -7,6 +7,8 @@
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
 //! - [`health`]: gRPC health that follows the database's reachability.
+//! - [`service_credential`]: the shared secret services present to each other for calls made on
+//!   nobody's behalf.
 //!
 //! It deliberately holds no domain logic and no knowledge of any one service.
 
@@ -14,5 +16,6 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod health;
+pub mod service_credential;
 pub mod shutdown;
 pub mod telemetry;

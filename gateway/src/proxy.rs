@@ -47,6 +47,7 @@ const STRIPPED_HEADERS: &[&str] = &[
     "x-real-ip",
     "forwarded",
     "x-client-address",
+    common::service_credential::HEADER,
 ];
 /// Prefixes of headers stripped for the same reason.
 const STRIPPED_PREFIXES: &[&str] = &["x-internal-", "x-auth-"];
@@ -389,6 +390,7 @@ mod tests {
             "x-internal-token",
             "forwarded",
             "authorization",
+            "x-service-credential",
         ] {
             headers.insert(name, HeaderValue::from_static("forged"));
         }
@@ -399,6 +401,7 @@ mod tests {
         assert!(headers.get("x-user-id").is_none());
         assert!(headers.get("x-internal-token").is_none());
         assert!(headers.get("forwarded").is_none());
+        assert!(headers.get("x-service-credential").is_none());
         assert_eq!(
             headers.get("authorization").unwrap(),
             "forged",

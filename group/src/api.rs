@@ -1,13 +1,14 @@
 //! The gRPC surface of the group service: proto <-> domain, nothing else.
 //!
-//! Every RPC of both services checks the caller's access token first, so a call that bypasses the
-//! gateway is refused too. `group.internal.v1` accepts any valid token (the user in it does not
-//! filter results); its event stream ends with UNAUTHENTICATED when that token expires, and the
-//! caller resumes from its cursor with a fresh one.
+//! Every RPC of both services checks its caller first, so a call that bypasses the gateway is
+//! refused too: an access token everywhere (`group.internal.v1` accepts any valid one: the user
+//! in it does not filter results), except `WatchMembershipEvents`, which acts for no user and
+//! requires the deployment's service credential (`common::service_credential`).
 
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use common::service_credential::ServiceCredential;
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use time::OffsetDateTime;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -18,6 +19,7 @@ use crate::{
     Error,
     directory::Credentials,
     events::{EventKind, MembershipEvent},
+    feed::Start,
     groups::{Group, PageCursor},
     ids::{GroupId, Role, UserId},
     service::{Caller, GroupService, MemberWithDevices},
@@ -199,12 +201,22 @@ impl pb::group_service_server::GroupService for GroupApi {
 #[derive(Clone)]
 pub struct GroupInternalApi {
     validator: token::RemoteValidator,
+    /// What WatchMembershipEvents, which acts for no user, requires instead of a token.
+    service_credential: ServiceCredential,
     service: Arc<GroupService>,
 }
 
 impl GroupInternalApi {
-    pub(crate) fn new(validator: token::RemoteValidator, service: Arc<GroupService>) -> Self {
-        Self { validator, service }
+    pub(crate) fn new(
+        validator: token::RemoteValidator,
+        service_credential: ServiceCredential,
+        service: Arc<GroupService>,
+    ) -> Self {
+        Self {
+            validator,
+            service_credential,
+            service,
+        }
     }
 }
 
@@ -252,23 +264,22 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
         &self,
         request: Request<internal_pb::WatchMembershipEventsRequest>,
     ) -> Result<Response<Self::WatchMembershipEventsStream>, Status> {
-        let claims = self.validator.authenticate(&request).await?;
-        let expires_at = instant_at(claims.expires_at);
-        let receiver = self
-            .service
-            .watch_events(request.get_ref().after_event_id, expires_at)
-            .await?;
+        self.service_credential.check(request.metadata())?;
+        let request = request.get_ref();
+        let start = match (request.after_event_id, request.start_at_newest) {
+            (0, true) => Start::Newest,
+            (after, false) => Start::After(after),
+            (_, true) => {
+                return Err(Status::invalid_argument(
+                    "set after_event_id or start_at_newest, not both",
+                ));
+            }
+        };
+        let receiver = self.service.watch_events(start).await?;
         let stream = ReceiverStream::new(receiver)
             .map(|item| item.map(|event| event_pb(&event)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// The monotonic instant at which `unix_seconds` (a token's `exp`) is reached.
-fn instant_at(unix_seconds: i64) -> tokio::time::Instant {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let remaining = u64::try_from(unix_seconds.saturating_sub(now)).unwrap_or(0);
-    tokio::time::Instant::now() + std::time::Duration::from_secs(remaining)
 }
 
 fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {

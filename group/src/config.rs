@@ -3,8 +3,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::config::{
-    AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, ServerSettings,
+use common::{
+    config::{
+        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings,
+    },
+    service_credential,
 };
 
 /// Where group listens unless `GROUP_LISTEN_ADDR` says otherwise.
@@ -30,6 +33,9 @@ pub struct Config {
     pub limits: Limits,
     /// The membership-event stream of `group.internal.v1`.
     pub events: EventSettings,
+    /// `GROUP_SERVICE_SECRET` or `GROUP_SERVICE_SECRET_FILE` (secret, required): the deployment's
+    /// service credential, which `WatchMembershipEvents` requires (`common::service_credential`).
+    pub service_secret: SecretSource,
 }
 
 /// Limits on groups and membership; `group.v1` documents the defaults.
@@ -80,11 +86,12 @@ impl Config {
             access_tokens: AccessTokenSettings::from_env(&env)?,
             limits: Limits::from_env(&env)?,
             events: EventSettings::from_env(&env)?,
+            service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
 
     /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, auth at
-    /// `auth_url`, the default limits, and a quick poll. The database URL is a placeholder: tests
+    /// `auth_url`, the default limits, a quick poll and the tests' service secret. The database URL is a placeholder: tests
     /// pass their own pool to [`crate::run`].
     pub fn for_tests(auth_url: &str) -> Self {
         Self {
@@ -96,6 +103,7 @@ impl Config {
                 poll_interval: Duration::from_millis(200),
                 ..EventSettings::default()
             },
+            service_secret: service_credential::test_secret(),
         }
     }
 }
@@ -201,7 +209,10 @@ mod tests {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .chain([("GROUP_DATABASE_URL".to_owned(), "postgres://x".to_owned())])
+            .chain([
+                ("GROUP_DATABASE_URL".to_owned(), "postgres://x".to_owned()),
+                ("GROUP_SERVICE_SECRET".to_owned(), "s".repeat(32)),
+            ])
             .collect();
         Config::from_lookup(&|key| vars.get(key).cloned())
     }

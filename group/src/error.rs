@@ -47,9 +47,6 @@ pub enum Error {
     /// The server is shutting down; the caller should reconnect (to another replica).
     #[error("the server is shutting down; reconnect")]
     ShuttingDown,
-    /// The token a WatchMembershipEvents stream was opened with has expired.
-    #[error("access token expired; reconnect with a fresh one and resume from the last event id")]
-    TokenExpired,
     /// Auth failed to answer a user or device look-up.
     #[error("auth: {}", .0.message())]
     Auth(Status),
@@ -83,7 +80,6 @@ impl From<Error> for Status {
             Error::LastOwner(_) => with_reason(Code::FailedPrecondition, message, "LAST_OWNER", []),
             Error::CursorOutOfRange(_) => Status::out_of_range(message),
             Error::ShuttingDown => Status::unavailable(message),
-            Error::TokenExpired => Status::unauthenticated(message),
             Error::Auth(status) => match status.code() {
                 // Worth a retry, or the caller's own token: say so rather than hide it.
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unauthenticated => {

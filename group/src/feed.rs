@@ -41,6 +41,15 @@ pub struct Feed {
     shutdown: CancellationToken,
 }
 
+/// Where a `WatchMembershipEvents` stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this event id; 0 means the oldest event kept.
+    After(u64),
+    /// After the newest event committed so far.
+    Newest,
+}
+
 /// What a stream's task sends: an event, or the error that ends the stream.
 pub type StreamItem = Result<MembershipEvent, Error>;
 
@@ -67,42 +76,41 @@ impl Feed {
         self.publish.notify_one();
     }
 
-    /// Checks `after` (0 means the oldest event kept), then starts a task that replays the events
-    /// after it and follows new ones until the receiver is dropped, `expires_at` passes (the
-    /// caller's token expiry) or the server shuts down; errors end the stream.
+    /// Checks where to start, then starts a task that replays the events after it and follows
+    /// new ones until the receiver is dropped or the server shuts down; errors end the stream.
     ///
     /// # Errors
     /// [`Error::CursorOutOfRange`] for a cursor before the events kept or past the newest one.
     pub async fn follow(
         self: &Arc<Self>,
-        after: u64,
-        expires_at: tokio::time::Instant,
+        start: Start,
     ) -> Result<mpsc::Receiver<StreamItem>, Error> {
-        let after = i64::try_from(after).map_err(|_| {
-            Error::CursorOutOfRange("after_event_id is past the newest event".into())
-        })?;
         let (pruned_through, newest) = events::bounds(&self.db).await?;
-        let cursor = match after {
-            0 => pruned_through,
-            _ if after < pruned_through => {
-                return Err(Error::CursorOutOfRange(out_of_range(after, pruned_through)));
+        let cursor = match start {
+            Start::Newest => newest,
+            Start::After(0) => pruned_through,
+            Start::After(after) => {
+                let after = i64::try_from(after).unwrap_or(i64::MAX);
+                if after < pruned_through {
+                    return Err(Error::CursorOutOfRange(out_of_range(after, pruned_through)));
+                }
+                if after > newest {
+                    return Err(Error::CursorOutOfRange(format!(
+                        "after_event_id {after} is past the newest event ({newest}); drop the cache and start from 0"
+                    )));
+                }
+                after
             }
-            _ if after > newest => {
-                return Err(Error::CursorOutOfRange(format!(
-                    "after_event_id {after} is past the newest event ({newest}); drop the cache and start from 0"
-                )));
-            }
-            _ => after,
         };
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let feed = self.clone();
         tokio::spawn(async move {
-            let end = tokio::select! {
-                () = feed.stream_to(cursor, &sender) => return,
-                () = feed.shutdown.cancelled() => Error::ShuttingDown,
-                () = tokio::time::sleep_until(expires_at) => Error::TokenExpired,
-            };
-            let _ = sender.try_send(Err(end));
+            tokio::select! {
+                () = feed.stream_to(cursor, &sender) => {}
+                () = feed.shutdown.cancelled() => {
+                    let _ = sender.try_send(Err(Error::ShuttingDown));
+                }
+            }
         });
         Ok(receiver)
     }

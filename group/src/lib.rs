@@ -32,6 +32,7 @@ mod service;
 
 use std::{future::Future, sync::Arc};
 
+use common::service_credential::ServiceCredential;
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -55,7 +56,7 @@ pub const SERVICES: &[&str] = &[GroupServer::NAME, GroupInternalServer::NAME];
 /// Health follows the database's reachability.
 ///
 /// # Errors
-/// When the auth URL is invalid or the server fails.
+/// When the auth URL or the service secret is invalid, or the server fails.
 pub async fn run(
     config: Config,
     db: PgPool,
@@ -67,6 +68,7 @@ pub async fn run(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
     )?;
+    let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let streams_end = CancellationToken::new();
     let service = Arc::new(service::GroupService {
         db: db.clone(),
@@ -82,7 +84,9 @@ pub async fn run(
             service.clone(),
         )))
         .add_service(GroupInternalServer::new(GroupInternalApi::new(
-            validator, service,
+            validator,
+            service_credential,
+            service,
         )));
     let shutdown = async move {
         shutdown.await;

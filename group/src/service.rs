@@ -11,7 +11,7 @@ use crate::{
     Error,
     config::Limits,
     directory::{Credentials, Directory},
-    feed::{Feed, StreamItem},
+    feed::{Feed, Start, StreamItem},
     groups::{self, Group, GroupName, GroupPage, PageCursor},
     ids::{GroupId, Role, UserId},
     members::{self, Member, Membership},
@@ -245,16 +245,12 @@ impl GroupService {
         members::user_groups(&self.db, user).await
     }
 
-    /// Replays the events after `after`, then follows new ones (see `feed.rs`).
+    /// Replays the events after `start`, then follows new ones (see `feed.rs`).
     ///
     /// # Errors
     /// [`Error::CursorOutOfRange`].
-    pub async fn watch_events(
-        &self,
-        after: u64,
-        expires_at: tokio::time::Instant,
-    ) -> Result<mpsc::Receiver<StreamItem>, Error> {
-        self.feed.follow(after, expires_at).await
+    pub async fn watch_events(&self, start: Start) -> Result<mpsc::Receiver<StreamItem>, Error> {
+        self.feed.follow(start).await
     }
 
     async fn require_existing(&self, caller: &Caller, users: &[UserId]) -> Result<(), Error> {

@@ -4,8 +4,12 @@ use proto::chat::v1 as pb;
 use time::OffsetDateTime;
 
 use crate::{
-    conversations::Conversation, delivery::Outgoing, error::send_rejected,
-    history::DeliveredMessage, hub::Ephemeral, sending::Committed,
+    conversations::Conversation,
+    delivery::Outgoing,
+    error::send_rejected,
+    history::DeliveredMessage,
+    hub::{ChangeKind, Ephemeral, MembershipChange},
+    sending::Committed,
 };
 
 pub(super) fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
@@ -95,6 +99,9 @@ pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response
             user_id: typing.user.to_string(),
             device_id: typing.device.to_string(),
         }),
+        Outgoing::Ephemeral(Ephemeral::Membership(change)) => {
+            Event::MembershipChange(membership_change_pb(change))
+        }
         Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
             server_time: Some(timestamp(at)),
         }),
@@ -110,4 +117,20 @@ pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response
         }
     };
     Response::Event(pb::StreamEvent { event: Some(event) })
+}
+
+fn membership_change_pb(change: MembershipChange) -> pb::MembershipChange {
+    let kind = match change.kind {
+        ChangeKind::MemberAdded => pb::MembershipChangeKind::MemberAdded,
+        ChangeKind::MemberRemoved => pb::MembershipChangeKind::MemberRemoved,
+        ChangeKind::RoleChanged => pb::MembershipChangeKind::RoleChanged,
+        ChangeKind::GroupRenamed => pb::MembershipChangeKind::GroupRenamed,
+        ChangeKind::GroupDeleted => pb::MembershipChangeKind::GroupDeleted,
+    };
+    pb::MembershipChange {
+        group_id: change.group.to_string(),
+        kind: kind.into(),
+        user_id: change.user.map(|user| user.to_string()).unwrap_or_default(),
+        membership_version: change.version,
+    }
 }

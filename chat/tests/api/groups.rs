@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use proto::{
     chat::v1 as pb,
     group::v1::{self as group_pb, group_service_client::GroupServiceClient},
@@ -5,7 +7,7 @@ use proto::{
 use sqlx::PgPool;
 use tonic::Code;
 
-use crate::helpers::{TestApp, TestDevice, next_message, replay, spawn_app};
+use crate::helpers::{TestApp, TestDevice, next_event, next_message, replay, spawn_app};
 
 /// Creates a group owned by `owner` with `members`; returns its conversation as `owner` lists it.
 async fn create_group(app: &TestApp, owner: &TestDevice, members: &[&TestDevice]) -> String {
@@ -22,7 +24,7 @@ async fn create_group(app: &TestApp, owner: &TestDevice, members: &[&TestDevice]
         {
             Ok(response) => break response.into_inner().group.unwrap(),
             Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(status) => panic!("{status:?}"),
         }
@@ -156,4 +158,101 @@ async fn a_removed_member_is_no_recipient_and_cannot_read_any_more(db: PgPool) {
     );
     assert_eq!(without_carol.unwrap().sequence, 2);
     assert_eq!(carol_reads.code(), Code::NotFound);
+}
+
+/// The next membership change on `stream`, skipping anything else.
+async fn next_membership_change(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+) -> pb::MembershipChange {
+    loop {
+        if let pb::stream_event::Event::MembershipChange(change) = next_event(stream).await {
+            return change;
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn membership_changes_reach_open_streams_which_follow_them_without_reconnecting(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let group_id = create_group(&app, &alice, &[&bob]).await;
+    let mut bob_events = bob.subscribe(&[]).await;
+    let mut carol_events = carol.subscribe(&[]).await;
+    replay(&mut bob_events).await;
+    replay(&mut carol_events).await;
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+
+    // Carol joins while streaming: both streams hear of it, and hers delivers the group from now on.
+    groups
+        .add_members(alice.request(group_pb::AddMembersRequest {
+            group_id: group_id.clone(),
+            user_ids: vec![carol.user_id.clone()],
+            role: group_pb::Role::Member.into(),
+        }))
+        .await
+        .unwrap();
+    let bob_hears_of_carol = next_membership_change(&mut bob_events).await;
+    let carol_hears_of_herself = next_membership_change(&mut carol_events).await;
+    let everyone = alice
+        .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+        .await;
+    alice
+        .send(alice.seal(&group_id, "g1", &everyone, "welcome carol"))
+        .await
+        .unwrap();
+    let to_carol = next_message(&mut carol_events).await;
+    next_message(&mut bob_events).await;
+
+    // Carol is removed while streaming: she hears of it, then nothing more of the group.
+    groups
+        .remove_member(alice.request(group_pb::RemoveMemberRequest {
+            group_id: group_id.clone(),
+            user_id: carol.user_id.clone(),
+        }))
+        .await
+        .unwrap();
+    let carol_hears_of_removal = next_membership_change(&mut carol_events).await;
+    next_membership_change(&mut bob_events).await;
+    let remaining = alice.recipients(&[&alice.user_id, &bob.user_id]).await;
+    alice
+        .send(alice.seal(&group_id, "g2", &remaining, "carol is gone"))
+        .await
+        .unwrap();
+    let typing = alice.request(pb::SendTypingRequest {
+        conversation_id: group_id.clone(),
+    });
+    alice.chat.clone().send_typing(typing).await.unwrap();
+    let bob_after = [
+        next_event(&mut bob_events).await,
+        next_event(&mut bob_events).await,
+    ];
+    // Bob's events were routed in the same pass as Carol's would have been.
+    let carol_after =
+        tokio::time::timeout(Duration::from_millis(300), next_event(&mut carol_events)).await;
+
+    assert_eq!(bob_hears_of_carol.group_id, group_id);
+    assert_eq!(
+        bob_hears_of_carol.kind,
+        pb::MembershipChangeKind::MemberAdded as i32
+    );
+    assert_eq!(bob_hears_of_carol.user_id, carol.user_id);
+    assert!(bob_hears_of_carol.membership_version > 0);
+    assert_eq!(carol_hears_of_herself, bob_hears_of_carol);
+    assert_eq!(carol.open(&to_carol, &alice), "welcome carol");
+    assert_eq!(
+        carol_hears_of_removal.kind,
+        pb::MembershipChangeKind::MemberRemoved as i32
+    );
+    assert_eq!(carol_hears_of_removal.user_id, carol.user_id);
+    assert!(
+        matches!(bob_after[0], pb::stream_event::Event::Message(_)),
+        "{bob_after:?}"
+    );
+    assert!(
+        matches!(bob_after[1], pb::stream_event::Event::Typing(_)),
+        "{bob_after:?}"
+    );
+    assert!(carol_after.is_err(), "carol got {carol_after:?}");
 }

@@ -87,21 +87,11 @@ pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::C
     }
 }
 
-/// Chat's test configuration, built from variables so that it also names the group service
-/// (which chat asks for group membership).
+/// Chat's test configuration, naming the group service (which chat asks for group membership).
 fn chat_config(auth_url: &str, group_url: &str) -> chat::Config {
-    chat::Config::from_lookup(&|key| {
-        let value = match key {
-            "CHAT_DATABASE_URL" => "postgres://unused-in-tests",
-            "CHAT_AUTH_URL" => auth_url,
-            "CHAT_GROUP_URL" => group_url,
-            "CHAT_LOG" => "warn",
-            "CHAT_SHUTDOWN_TIMEOUT_SECS" => "1",
-            _ => return None,
-        };
-        Some(value.to_owned())
-    })
-    .expect("a valid chat configuration")
+    let mut config = chat::Config::for_tests(auth_url);
+    config.group_url = group_url.to_owned();
+    config
 }
 
 async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr

@@ -441,16 +441,26 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// WatchMembershipEvents after `after_event_id`, with the tests' service credential.
     pub async fn watch(
         &self,
-        token: &str,
         after_event_id: u64,
     ) -> Result<tonic::Streaming<internal_pb::WatchMembershipEventsResponse>, Status> {
+        self.watch_with(internal_pb::WatchMembershipEventsRequest {
+            after_event_id,
+            start_at_newest: false,
+        })
+        .await
+    }
+
+    /// WatchMembershipEvents with `request`, with the tests' service credential.
+    pub async fn watch_with(
+        &self,
+        request: internal_pb::WatchMembershipEventsRequest,
+    ) -> Result<tonic::Streaming<internal_pb::WatchMembershipEventsResponse>, Status> {
+        let credential = common::service_credential::ServiceCredential::for_tests();
         self.internal()
-            .watch_membership_events(with_token(
-                internal_pb::WatchMembershipEventsRequest { after_event_id },
-                token,
-            ))
+            .watch_membership_events(credential.attach(tonic::Request::new(request)))
             .await
             .map(tonic::Response::into_inner)
     }

@@ -10,9 +10,7 @@ use proto::group::{
 use sqlx::PgPool;
 use tonic::{Code, Streaming};
 
-use crate::helpers::{
-    TestApp, assert_code, spawn_app, spawn_app_with, spawn_apps_with, unknown_id, with_token,
-};
+use crate::helpers::{TestApp, assert_code, spawn_app, spawn_app_with, unknown_id, with_token};
 
 type Event = internal_pb::WatchMembershipEventsResponse;
 /// id, user_id, kind, role, membership_version of a stored event.
@@ -232,7 +230,7 @@ async fn internal_calls_without_a_valid_token_are_unauthenticated(db: PgPool) {
         ))
         .await;
     let watch = internal
-        .watch_membership_events(internal_pb::WatchMembershipEventsRequest { after_event_id: 0 })
+        .watch_membership_events(internal_pb::WatchMembershipEventsRequest::default())
         .await;
 
     assert_code(membership, Code::Unauthenticated);
@@ -252,7 +250,7 @@ async fn the_event_stream_replays_stored_events_then_follows_live_changes(db: Pg
     let carol = app.user("carol").await;
     let group = app.create_group(&alice, "Live", &[&bob]).await.unwrap();
 
-    let mut stream = app.watch(&alice.token, 0).await.unwrap();
+    let mut stream = app.watch(0).await.unwrap();
     let replayed = take_events(&mut stream, 2).await;
     app.add_members(&alice, &group.group_id, &[&carol], Role::Admin)
         .await
@@ -296,14 +294,14 @@ async fn resuming_after_an_event_id_replays_only_what_came_after_it(db: PgPool) 
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let group = app.create_group(&alice, "Resume", &[]).await.unwrap();
-    let mut first = app.watch(&alice.token, 0).await.unwrap();
+    let mut first = app.watch(0).await.unwrap();
     let seen = next_event(&mut first, Duration::from_secs(5)).await;
     drop(first);
     app.add_members(&alice, &group.group_id, &[&bob], Role::Member)
         .await
         .unwrap();
 
-    let mut resumed = app.watch(&alice.token, seen.event_id).await.unwrap();
+    let mut resumed = app.watch(seen.event_id).await.unwrap();
     let next = next_event(&mut resumed, Duration::from_secs(5)).await;
 
     assert_eq!(
@@ -321,7 +319,7 @@ async fn a_stream_on_another_replica_is_woken_by_notify_after_commit(db: PgPool)
         .await;
     let alice = app.user("alice").await;
     app.create_group(&alice, "First", &[]).await.unwrap();
-    let mut stream = other_replica.watch(&alice.token, 0).await.unwrap();
+    let mut stream = other_replica.watch(0).await.unwrap();
     next_event(&mut stream, Duration::from_secs(5)).await;
 
     let group = app.create_group(&alice, "Elsewhere", &[]).await.unwrap();
@@ -339,7 +337,7 @@ async fn concurrent_changes_stream_in_id_order_without_gaps(db: PgPool) {
     for owner in &owners {
         groups.push(app.create_group(owner, "Busy", &[]).await.unwrap());
     }
-    let mut stream = app.watch(&owners[0].token, 0).await.unwrap();
+    let mut stream = app.watch(0).await.unwrap();
     take_events(&mut stream, owners.len()).await;
 
     let (app_ref, joiners_ref) = (&app, &joiners);
@@ -410,10 +408,10 @@ async fn a_cursor_into_pruned_events_is_out_of_range_and_0_starts_at_the_oldest_
     backdate_and_prune(&app).await;
     app.rename(&alice, &group.group_id, "New").await.unwrap();
 
-    let behind = app.watch(&alice.token, 1).await;
-    let mut from_start = app.watch(&alice.token, 0).await.unwrap();
+    let behind = app.watch(1).await;
+    let mut from_start = app.watch(0).await.unwrap();
     let oldest_kept = next_event(&mut from_start, Duration::from_secs(5)).await;
-    let up_to_date = app.watch(&alice.token, oldest_kept.event_id).await;
+    let up_to_date = app.watch(oldest_kept.event_id).await;
 
     let status = assert_code(behind.map(drop), Code::OutOfRange);
     assert!(status.message().contains("drop the cache"), "{status:?}");
@@ -427,34 +425,70 @@ async fn a_cursor_past_the_newest_event_is_out_of_range(db: PgPool) {
     let alice = app.user("alice").await;
     app.create_group(&alice, "Only", &[]).await.unwrap();
 
-    let status = app.watch(&alice.token, 1_000).await.map(drop);
+    let status = app.watch(1_000).await.map(drop);
 
     assert_code(status, Code::OutOfRange);
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_event_stream_ends_unauthenticated_when_its_token_expires(db: PgPool) {
-    let app = spawn_apps_with(
-        db,
-        |auth| auth.tokens.access_token_ttl = Duration::from_secs(2),
-        |_| {},
-    )
-    .await;
+async fn the_event_stream_requires_the_service_credential_not_a_user_token(db: PgPool) {
+    let app = spawn_app(db).await;
     let alice = app.user("alice").await;
-    app.create_group(&alice, "Short", &[]).await.unwrap();
-    let mut stream = app.watch(&alice.token, 0).await.unwrap();
+    let request = internal_pb::WatchMembershipEventsRequest::default();
 
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_event)) => {}
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stream ends at the token's expiry");
+    let with_user_token = app
+        .internal()
+        .watch_membership_events(with_token(request, &alice.token))
+        .await;
+    let mut forged = tonic::Request::new(request);
+    forged.metadata_mut().insert(
+        common::service_credential::HEADER,
+        "a-guess-at-the-secret-that-is-long-enough".parse().unwrap(),
+    );
+    let with_wrong_credential = app.internal().watch_membership_events(forged).await;
 
-    let status = assert_code(end, Code::Unauthenticated);
-    assert!(status.message().contains("resume"), "{status:?}");
+    let refused = assert_code(with_user_token, Code::Unauthenticated);
+    assert!(
+        refused.message().contains("x-service-credential"),
+        "{refused:?}"
+    );
+    assert_code(with_wrong_credential, Code::Unauthenticated);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn starting_at_newest_skips_stored_events_and_follows_new_ones(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let group = app.create_group(&alice, "Fresh", &[]).await.unwrap();
+
+    let mut stream = app
+        .watch_with(internal_pb::WatchMembershipEventsRequest {
+            after_event_id: 0,
+            start_at_newest: true,
+        })
+        .await
+        .unwrap();
+    app.add_members(&alice, &group.group_id, &[&bob], Role::Member)
+        .await
+        .unwrap();
+    let first = next_event(&mut stream, Duration::from_secs(5)).await;
+
+    assert_eq!(first.kind, Kind::MemberAdded as i32, "{first:?}");
+    assert_eq!(first.user_id, bob.id);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cursor_and_start_at_newest_together_are_invalid(db: PgPool) {
+    let app = spawn_app(db).await;
+
+    let status = app
+        .watch_with(internal_pb::WatchMembershipEventsRequest {
+            after_event_id: 1,
+            start_at_newest: true,
+        })
+        .await
+        .map(drop);
+
+    assert_code(status, Code::InvalidArgument);
 }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file group/internal/v1/group_internal.proto.
  */
 export const file_group_internal_v1_group_internal: GenFile = /*@__PURE__*/
-  fileDesc("CiZncm91cC9pbnRlcm5hbC92MS9ncm91cF9pbnRlcm5hbC5wcm90bxIRZ3JvdXAuaW50ZXJuYWwudjEiPAoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIcCgRyb2xlGAIgASgOMg4uZ3JvdXAudjEuUm9sZSIoChRHZXRNZW1iZXJzaGlwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSJkChVHZXRNZW1iZXJzaGlwUmVzcG9uc2USLwoHbWVtYmVycxgBIAMoCzIeLmdyb3VwLmludGVybmFsLnYxLkdyb3VwTWVtYmVyEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgCIAEoBCIoChVMaXN0VXNlckdyb3Vwc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIrChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEhEKCWdyb3VwX2lkcxgBIAMoCSI2ChxXYXRjaE1lbWJlcnNoaXBFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEIsQBCh1XYXRjaE1lbWJlcnNoaXBFdmVudHNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIQCghncm91cF9pZBgCIAEoCRI0CgRraW5kGAMgASgOMiYuZ3JvdXAuaW50ZXJuYWwudjEuTWVtYmVyc2hpcEV2ZW50S2luZBIPCgd1c2VyX2lkGAQgASgJEhwKBHJvbGUYBSABKA4yDi5ncm91cC52MS5Sb2xlEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgGIAEoBCqIAgoTTWVtYmVyc2hpcEV2ZW50S2luZBIlCiFNRU1CRVJTSElQX0VWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABImCiJNRU1CRVJTSElQX0VWRU5UX0tJTkRfTUVNQkVSX0FEREVEEAESKAokTUVNQkVSU0hJUF9FVkVOVF9LSU5EX01FTUJFUl9SRU1PVkVEEAISJgoiTUVNQkVSU0hJUF9FVkVOVF9LSU5EX1JPTEVfQ0hBTkdFRBADEicKI01FTUJFUlNISVBfRVZFTlRfS0lORF9HUk9VUF9SRU5BTUVEEAQSJwojTUVNQkVSU0hJUF9FVkVOVF9LSU5EX0dST1VQX0RFTEVURUQQBTLfAgoUR3JvdXBJbnRlcm5hbFNlcnZpY2USYgoNR2V0TWVtYmVyc2hpcBInLmdyb3VwLmludGVybmFsLnYxLkdldE1lbWJlcnNoaXBSZXF1ZXN0GiguZ3JvdXAuaW50ZXJuYWwudjEuR2V0TWVtYmVyc2hpcFJlc3BvbnNlEmUKDkxpc3RVc2VyR3JvdXBzEiguZ3JvdXAuaW50ZXJuYWwudjEuTGlzdFVzZXJHcm91cHNSZXF1ZXN0GikuZ3JvdXAuaW50ZXJuYWwudjEuTGlzdFVzZXJHcm91cHNSZXNwb25zZRJ8ChVXYXRjaE1lbWJlcnNoaXBFdmVudHMSLy5ncm91cC5pbnRlcm5hbC52MS5XYXRjaE1lbWJlcnNoaXBFdmVudHNSZXF1ZXN0GjAuZ3JvdXAuaW50ZXJuYWwudjEuV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z", [file_group_v1_group]);
+  fileDesc("CiZncm91cC9pbnRlcm5hbC92MS9ncm91cF9pbnRlcm5hbC5wcm90bxIRZ3JvdXAuaW50ZXJuYWwudjEiPAoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIcCgRyb2xlGAIgASgOMg4uZ3JvdXAudjEuUm9sZSIoChRHZXRNZW1iZXJzaGlwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSJkChVHZXRNZW1iZXJzaGlwUmVzcG9uc2USLwoHbWVtYmVycxgBIAMoCzIeLmdyb3VwLmludGVybmFsLnYxLkdyb3VwTWVtYmVyEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgCIAEoBCIoChVMaXN0VXNlckdyb3Vwc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIrChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEhEKCWdyb3VwX2lkcxgBIAMoCSJPChxXYXRjaE1lbWJlcnNoaXBFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCLEAQodV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAQSEAoIZ3JvdXBfaWQYAiABKAkSNAoEa2luZBgDIAEoDjImLmdyb3VwLmludGVybmFsLnYxLk1lbWJlcnNoaXBFdmVudEtpbmQSDwoHdXNlcl9pZBgEIAEoCRIcCgRyb2xlGAUgASgOMg4uZ3JvdXAudjEuUm9sZRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBiABKAQqiAIKE01lbWJlcnNoaXBFdmVudEtpbmQSJQohTUVNQkVSU0hJUF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASJgoiTUVNQkVSU0hJUF9FVkVOVF9LSU5EX01FTUJFUl9BRERFRBABEigKJE1FTUJFUlNISVBfRVZFTlRfS0lORF9NRU1CRVJfUkVNT1ZFRBACEiYKIk1FTUJFUlNISVBfRVZFTlRfS0lORF9ST0xFX0NIQU5HRUQQAxInCiNNRU1CRVJTSElQX0VWRU5UX0tJTkRfR1JPVVBfUkVOQU1FRBAEEicKI01FTUJFUlNISVBfRVZFTlRfS0lORF9HUk9VUF9ERUxFVEVEEAUy3wIKFEdyb3VwSW50ZXJuYWxTZXJ2aWNlEmIKDUdldE1lbWJlcnNoaXASJy5ncm91cC5pbnRlcm5hbC52MS5HZXRNZW1iZXJzaGlwUmVxdWVzdBooLmdyb3VwLmludGVybmFsLnYxLkdldE1lbWJlcnNoaXBSZXNwb25zZRJlCg5MaXN0VXNlckdyb3VwcxIoLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVxdWVzdBopLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVzcG9uc2USfAoVV2F0Y2hNZW1iZXJzaGlwRXZlbnRzEi8uZ3JvdXAuaW50ZXJuYWwudjEuV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVxdWVzdBowLmdyb3VwLmludGVybmFsLnYxLldhdGNoTWVtYmVyc2hpcEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_group_v1_group]);
 
 /**
  * One member of a group.
@@ -145,6 +145,14 @@ export type WatchMembershipEventsRequest = Message<"group.internal.v1.WatchMembe
    * @generated from field: uint64 after_event_id = 1;
    */
   afterEventId: bigint;
+
+  /**
+   * Skip every stored event and follow only those committed after this call (a caller with an
+   * empty cache has nothing to replay). Leave `after_event_id` at 0 then.
+   *
+   * @generated from field: bool start_at_newest = 2;
+   */
+  startAtNewest: boolean;
 };
 
 /**
@@ -267,8 +275,10 @@ export const MembershipEventKindSchema: GenEnum<MembershipEventKind> = /*@__PURE
 
 /**
  * What the chat service needs from the group service. Internal: the gateway never routes it, and
- * only the chat service may call it (NetworkPolicy on Kubernetes). Callers authenticate with an
- * access token like any other call; the user in it is not used to filter results.
+ * only the chat service may call it (NetworkPolicy on Kubernetes). GetMembership and ListUserGroups
+ * take the access token of the user the caller acts for (the user does not filter the answer);
+ * WatchMembershipEvents, which serves no one user, takes the deployment's service credential in
+ * the `x-service-credential` metadata entry instead.
  *
  * @generated from service group.internal.v1.GroupInternalService
  */
@@ -299,6 +309,8 @@ export const GroupInternalService: GenService<{
    * Streams membership events in commit order, starting after `after_event_id`: it first replays
    * stored events, then follows new ones. Events are kept for at least 24 hours; a caller that falls
    * further behind gets OUT_OF_RANGE and must drop its whole cache.
+   * Errors: UNAUTHENTICATED without the service credential; INVALID_ARGUMENT when both
+   * `after_event_id` and `start_at_newest` are set.
    *
    * @generated from rpc group.internal.v1.GroupInternalService.WatchMembershipEvents
    */
