@@ -99,6 +99,9 @@ export GATEWAY_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
 start auth AUTH "$AUTH_PORT" with-db
 start chat CHAT "$CHAT_PORT" with-db
 start group GROUP "$GROUP_PORT" with-db
+# The browser demo, bundled for the gateway to serve at / (web-demo/README.md).
+node web-demo/build.mjs "$REPO/.local/web-demo" >/dev/null
+export GATEWAY_WEB_ROOT="$REPO/.local/web-demo"
 start gateway GATEWAY "$GATEWAY_PORT"
 
 # Every service reports SERVING on gRPC health once it listens and reaches the database.
@@ -137,6 +140,7 @@ if [[ $smoke == 1 ]]; then
         die "Login through the gateway failed"
     grpcurl -plaintext -H "authorization: Bearer $token" "127.0.0.1:$GATEWAY_PORT" \
         auth.v1.AuthService/GetCurrentUser | grep -q "\"$smoke_user\"" || die "GetCurrentUser failed"
+    curl -fsS "http://127.0.0.1:$GATEWAY_PORT/" | grep -q /static/app.js || die "the gateway does not serve the web demo"
     log "smoke check passed: every service is SERVING and lists its APIs; register, login and an authenticated call work through the gateway"
     exit 0
 fi
@@ -144,6 +148,7 @@ fi
 cat <<EOF
 
   The system is up.
+    web demo (open in a browser)   http://127.0.0.1:$GATEWAY_PORT/
     gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, /healthz, /readyz, /metrics)
     auth / chat / group            127.0.0.1:$AUTH_PORT / $CHAT_PORT / $GROUP_PORT
     database                       $DATABASE_URL
