@@ -140,7 +140,8 @@ if [[ $smoke == 1 ]]; then
         die "Login through the gateway failed"
     grpcurl -plaintext -H "authorization: Bearer $token" "127.0.0.1:$GATEWAY_PORT" \
         auth.v1.AuthService/GetCurrentUser | grep -q "\"$smoke_user\"" || die "GetCurrentUser failed"
-    curl -fsS "http://127.0.0.1:$GATEWAY_PORT/" | grep -q /static/app.js || die "the gateway does not serve the web demo"
+    node -e 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.exit(t.includes("/static/app.js") ? 0 : 1), () => process.exit(1))' \
+        "http://127.0.0.1:$GATEWAY_PORT/" || die "the gateway does not serve the web demo"
     log "smoke check passed: every service is SERVING and lists its APIs; register, login and an authenticated call work through the gateway"
     exit 0
 fi

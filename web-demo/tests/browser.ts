@@ -16,7 +16,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 const [scenario, baseUrl] = process.argv.slice(2);
 const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
 const PASSWORD = "correct horse battery";
-const TIMEOUT = 20_000;
+const TIMEOUT = 30_000;
 
 // ---------------------------------------------------------------- requests to the Rust side
 
@@ -307,7 +307,34 @@ async function restart(): Promise<void> {
   noConsoleErrors([alice], [/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|Failed to fetch|ERR_INCOMPLETE_CHUNKED_ENCODING/]);
 }
 
-const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart };
+/** A long conversation: the newest page first, older pages when scrolling up, unread counts. */
+async function longHistory(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+
+  step = "45 messages while the conversation is closed";
+  await ask("cli_send_many", { as: carol, to: alice.name, prefix: "message", count: 45 });
+  await alice.page.waitForSelector(`#conversations li[data-name="${carol}"] .unread:text-is("45")`);
+
+  step = "the newest page";
+  await openConversation(alice, carol);
+  await sees(alice, "message 45");
+  expectEqual((await texts(alice)).length, 30, "messages on the first page");
+  await alice.page.waitForSelector('#messages[data-history-complete="false"]');
+
+  step = "scrolling up";
+  await alice.page.$eval("#messages", (list) => list.scrollTo(0, 0));
+  await alice.page.waitForSelector('#messages[data-history-complete="true"]');
+  await sees(alice, "message 1");
+  const shownTexts = await texts(alice);
+  expectEqual(shownTexts, Array.from({ length: 45 }, (_, i) => `message ${i + 1}`), "the whole history, in order");
+  await alice.page.waitForSelector(`#conversations li[data-name="${carol}"]:not(:has(.unread))`);
+  noConsoleErrors([alice]);
+}
+
+const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart, history: longHistory };
 
 async function main(): Promise<void> {
   const run = scenarios[scenario];

@@ -69,3 +69,10 @@ async fn the_page_recovers_after_the_gateway_restarts(db: PgPool) {
 
     run_scenario(&mut stack, "restart").await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn history_loads_page_by_page_when_scrolling_up(db: PgPool) {
+    let mut stack = stack(db, "history").await;
+
+    run_scenario(&mut stack, "history").await;
+}

@@ -191,6 +191,22 @@ impl Cli {
                     .map_err(|e| e.to_string())?;
                 Ok(json!({ "sequence": sent.sequence }))
             }
+            "cli_send_many" => {
+                let session = session(&self.users)?;
+                let target = session
+                    .resolve(&text("to"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let count = request["count"].as_u64().unwrap_or_default();
+                for n in 1..=count {
+                    let line = format!("{} {n}", text("prefix"));
+                    session
+                        .send_text(&target, &line)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(Value::Null)
+            }
             "cli_history" => {
                 let session = session(&self.users)?;
                 let target = session
