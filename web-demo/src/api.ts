@@ -35,6 +35,7 @@ export function sessionFrom(username: string, pair: TokenPair | undefined): Sess
     username,
     accessToken: pair?.accessToken ?? "",
     accessExpiresAt: Number(pair?.accessTokenExpiresAt?.seconds ?? 0n),
+    accessIssuedAt: Math.floor(Date.now() / 1000),
     refreshToken: pair?.refreshToken ?? "",
   };
 }
@@ -45,6 +46,8 @@ export class SessionEnded extends Error {}
 /** The logged-in session's tokens. */
 export class Tokens {
   private refreshing: Promise<void> | undefined;
+  /** How many times the tokens were refreshed (shown to tests as `body[data-refreshes]`). */
+  refreshes = 0;
 
   constructor(
     private readonly api: Api,
@@ -53,7 +56,10 @@ export class Tokens {
 
   /** Call options with a valid access token (refreshed first when it is about to expire). */
   async options(signal?: AbortSignal): Promise<CallOptions> {
-    if (this.session.accessExpiresAt - Date.now() / 1000 < REFRESH_MARGIN_SECS) await this.refresh();
+    // A minute before expiry, or at three quarters of a shorter lifetime.
+    const lifetime = this.session.accessExpiresAt - (this.session.accessIssuedAt ?? 0);
+    const margin = Math.min(REFRESH_MARGIN_SECS, Math.max(0, lifetime / 4));
+    if (this.session.accessExpiresAt - Date.now() / 1000 < margin) await this.refresh();
     return { headers: { authorization: `Bearer ${this.session.accessToken}` }, signal };
   }
 
@@ -76,6 +82,7 @@ export class Tokens {
         const response = await this.api.auth.refresh({ refreshToken: this.session.refreshToken });
         this.session = sessionFrom(this.session.username, response.tokens);
         await store.put(store.keys.session, this.session);
+        this.refreshes++;
       } catch (error) {
         const code = ConnectError.from(error).code;
         if (code === Code.Unauthenticated || code === Code.NotFound || code === Code.PermissionDenied) {

@@ -88,6 +88,9 @@ async function enter(session: Core): Promise<void> {
 }
 
 function showConnection(state: ConnectionState, detail: string): void {
+  // Counters for the tests (and the curious): stream reconnections and token refreshes.
+  document.body.dataset.reconnects = String(core?.reconnects ?? 0);
+  document.body.dataset.refreshes = String(core?.tokens.refreshes ?? 0);
   const conn = $("conn");
   conn.dataset.state = state;
   conn.textContent = state === "online" ? "online" : state === "connecting" ? "connecting…" : `offline${detail ? `, ${detail}` : ""}`;

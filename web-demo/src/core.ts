@@ -130,6 +130,8 @@ export class Core {
   private stopped = false;
   listeners: Partial<CoreEvents> = {};
   state: ConnectionState = "offline";
+  /** How many times the stream was opened again after an end or error. */
+  reconnects = 0;
 
   constructor(
     readonly api: Api,
@@ -497,6 +499,7 @@ export class Core {
         clearTimeout(watchdog);
       }
       if (this.stopped) return;
+      this.reconnects++;
       failures++;
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(failures - 1, 5)) * (0.5 + Math.random() / 2);
       this.setState("offline", `reconnecting in ${(delay / 1000).toFixed(1)} s`);

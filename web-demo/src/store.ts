@@ -20,6 +20,7 @@ export interface SessionRecord {
   username: string;
   accessToken: string;
   accessExpiresAt: number; // Unix seconds
+  accessIssuedAt: number; // Unix seconds, by this browser's clock when received
   refreshToken: string;
 }
 

@@ -334,7 +334,31 @@ async function longHistory(): Promise<void> {
   noConsoleErrors([alice]);
 }
 
-const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart, history: longHistory };
+/** With 3-second access tokens: the stream is cut at each expiry, the page refreshes its tokens,
+ * resumes and keeps sending and receiving. */
+async function tokens(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await send(alice, "before expiry");
+
+  step = "tokens expire";
+  await alice.page.waitForFunction(() => Number(document.body.dataset.reconnects) >= 1 && Number(document.body.dataset.refreshes) >= 1);
+  await online(alice.page);
+
+  step = "after expiry";
+  await ask("cli_send", { as: carol, to: alice.name, text: "after expiry" });
+  await sees(alice, "after expiry");
+  await send(alice, "still here");
+  await cliSees(carol, alice.name, "still here");
+  expectEqual(await texts(alice), ["before expiry", "after expiry", "still here"], "messages");
+  await alice.page.waitForSelector("body[data-screen=app]");
+  noConsoleErrors([alice]);
+}
+
+const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart, history: longHistory, tokens };
 
 async function main(): Promise<void> {
   const run = scenarios[scenario];

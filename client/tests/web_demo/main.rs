@@ -76,3 +76,15 @@ async fn history_loads_page_by_page_when_scrolling_up(db: PgPool) {
 
     run_scenario(&mut stack, "history").await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn short_lived_tokens_are_refreshed_and_the_stream_resumes(db: PgPool) {
+    let web_root = node::out_dir("tokens");
+    node::build_app(&web_root);
+    let mut stack = Stack::spawn_with(db, &web_root, |auth| {
+        auth.tokens.access_token_ttl = std::time::Duration::from_secs(3);
+    })
+    .await;
+
+    run_scenario(&mut stack, "tokens").await;
+}

@@ -42,14 +42,20 @@ pub struct Stack {
 
 impl Stack {
     pub async fn spawn(db: PgPool, web_root: &Path) -> Stack {
+        Stack::spawn_with(db, web_root, |_| {}).await
+    }
+
+    /// As [`Stack::spawn`], with auth's configuration adjusted.
+    pub async fn spawn_with(
+        db: PgPool,
+        web_root: &Path,
+        configure_auth: impl FnOnce(&mut auth::Config),
+    ) -> Stack {
+        let mut auth_config = auth::Config::for_tests();
+        configure_auth(&mut auth_config);
         let pool = db.clone();
         let auth_addr = spawn_service(|listener| {
-            auth::run(
-                auth::Config::for_tests(),
-                db.clone(),
-                listener,
-                std::future::pending(),
-            )
+            auth::run(auth_config, db.clone(), listener, std::future::pending())
         })
         .await;
         let auth_url = format!("http://{auth_addr}");
