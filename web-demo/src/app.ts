@@ -68,7 +68,13 @@ async function enter(session: Core): Promise<void> {
     message: onLiveMessage,
     receipt: onReceipt,
     typing: onTyping,
-    keyWarning: (w) => showKeyWarning(`⚠ ${w.username}'s keys changed: ${w.what}. Compare safety numbers.`, w.userId),
+    keyWarning: (w) =>
+      showKeyWarning(
+        w.userId === session.userId
+          ? `⚠ Your account's devices changed: ${w.what}. If that was not you, change your password.`
+          : `⚠ ${w.username}'s keys changed: ${w.what}. Compare safety numbers.`,
+        w.userId,
+      ),
     sessionEnded: () => {
       core?.stop();
       core = undefined;

@@ -305,7 +305,6 @@ export class Core {
     const wasVerified = known.verified;
     this.contacts[userId] = { pins: current, verified: false };
     void store.put(store.keys.contacts(this.userId), this.contacts);
-    if (userId === this.userId && changes.every((c) => c === "a new device was added")) return;
     this.listeners.keyWarning?.({
       userId,
       username: user.user?.username ?? userId,

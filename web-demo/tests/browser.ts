@@ -171,6 +171,18 @@ async function direct(): Promise<void> {
   await alice.page.click("#mark-verified");
   await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
 
+  step = "log out and in again: the same device, its keys still in IndexedDB";
+  await bob.page.click("#logout");
+  await bob.page.waitForSelector("body[data-screen=auth]");
+  await bob.page.fill("#username", bob.name);
+  await bob.page.fill("#password", PASSWORD);
+  await bob.page.click("#login");
+  await bob.page.waitForSelector("body[data-screen=app]");
+  await online(bob.page);
+  await openConversation(bob, alice.name);
+  await sees(bob, "hi bob, this is end-to-end encrypted");
+  await sees(bob, "hello alice 👋", true);
+
   step = "phone-sized window";
   await bob.page.setViewportSize({ width: 390, height: 760 });
   await screenshot(bob, "conversation-phone");
