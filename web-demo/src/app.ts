@@ -348,9 +348,32 @@ async function showMembers(): Promise<void> {
   const panel = $("panel");
   panel.hidden = false;
   const members = await core.groupMembers(conversation.groupId);
-  const list = document.createElement("div");
+  const list = document.createElement("ul");
   list.id = "member-list";
-  list.textContent = `Members: ${members.map((m) => m.user?.username).join(", ")}`;
+  list.className = "members";
+  list.setAttribute("aria-label", "Members");
+  for (const member of members) {
+    const user = member.user!;
+    const item = document.createElement("li");
+    item.dataset.username = user.username;
+    item.textContent = user.userId === core.userId ? `${user.username} (you)` : user.username;
+    if (user.userId !== core.userId) {
+      const remove = document.createElement("button");
+      remove.className = "link";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove ${user.username}`);
+      remove.onclick = async () => {
+        try {
+          await core!.removeMember(conversation.groupId, user.userId);
+          await showMembers();
+        } catch (error) {
+          $("sidebar-error").textContent = errorText(error);
+        }
+      };
+      item.append(" ", remove);
+    }
+    list.append(item);
+  }
   const form = document.createElement("form");
   form.className = "row";
   const input = document.createElement("input");

@@ -236,6 +236,10 @@ export class Core {
     await this.tokens.call((o) => this.api.group.addMembers({ groupId, userIds: [user.user!.userId] }, o));
   }
 
+  async removeMember(groupId: string, userId: string): Promise<void> {
+    await this.tokens.call((o) => this.api.group.removeMember({ groupId, userId }, o));
+  }
+
   async leaveGroup(groupId: string): Promise<void> {
     await this.tokens.call((o) => this.api.group.leaveGroup({ groupId }, o));
     this.conversations.delete(groupId);

@@ -244,8 +244,17 @@ async function cli(): Promise<void> {
     "the CLI's group history",
   );
   await bob.page.click("#members");
-  await bob.page.waitForSelector(`#member-list:has-text("${carol}")`);
+  await bob.page.waitForSelector(`#member-list li[data-username="${carol}"]`);
   await screenshot(bob, "group");
+
+  step = "the owner removes the CLI member";
+  await alice.page.click("#members");
+  await alice.page.click(`#member-list li[data-username="${carol}"] button`);
+  await alice.page.waitForSelector(`#member-list:not(:has(li[data-username="${carol}"]))`);
+  await send(alice, "just the two of us now");
+  await sees(bob, "just the two of us now");
+  const after = await ask<CliMessage[]>("cli_history", { as: carol, to: `#${group}` }).catch(() => []);
+  if (after.some((m) => m.text === "just the two of us now")) throw new Error("a removed member still reads the group");
   noConsoleErrors([alice, bob]);
 }
 

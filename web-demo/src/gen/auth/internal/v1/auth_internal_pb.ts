@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/internal/v1/auth_internal.proto.
  */
 export const file_auth_internal_v1_auth_internal: GenFile = /*@__PURE__*/
-  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyIzChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEIlIKGldhdGNoRGV2aWNlQ2hhbmdlc1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJMvMBChNBdXRoSW50ZXJuYWxTZXJ2aWNlEmkKEEdldEFjdGl2ZURldmljZXMSKS5hdXRoLmludGVybmFsLnYxLkdldEFjdGl2ZURldmljZXNSZXF1ZXN0GiouYXV0aC5pbnRlcm5hbC52MS5HZXRBY3RpdmVEZXZpY2VzUmVzcG9uc2UScQoSV2F0Y2hEZXZpY2VDaGFuZ2VzEisuYXV0aC5pbnRlcm5hbC52MS5XYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0GiwuYXV0aC5pbnRlcm5hbC52MS5XYXRjaERldmljZUNoYW5nZXNSZXNwb25zZTABYgZwcm90bzM", [file_auth_v1_auth]);
+  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyJMChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCJSChpXYXRjaERldmljZUNoYW5nZXNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCTLzAQoTQXV0aEludGVybmFsU2VydmljZRJpChBHZXRBY3RpdmVEZXZpY2VzEikuYXV0aC5pbnRlcm5hbC52MS5HZXRBY3RpdmVEZXZpY2VzUmVxdWVzdBoqLmF1dGguaW50ZXJuYWwudjEuR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEnEKEldhdGNoRGV2aWNlQ2hhbmdlcxIrLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hEZXZpY2VDaGFuZ2VzUmVxdWVzdBosLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hEZXZpY2VDaGFuZ2VzUmVzcG9uc2UwAWIGcHJvdG8z", [file_auth_v1_auth]);
 
 /**
  * The active devices of one user.
@@ -96,6 +96,14 @@ export type WatchDeviceChangesRequest = Message<"auth.internal.v1.WatchDeviceCha
    * @generated from field: uint64 after_event_id = 1;
    */
   afterEventId: bigint;
+
+  /**
+   * Skip every stored event and follow only those committed after this call (a caller with an
+   * empty cache has nothing to replay). Leave `after_event_id` at 0 then.
+   *
+   * @generated from field: bool start_at_newest = 2;
+   */
+  startAtNewest: boolean;
 };
 
 /**
@@ -142,8 +150,10 @@ export const WatchDeviceChangesResponseSchema: GenMessage<WatchDeviceChangesResp
 
 /**
  * What other services need from auth. Internal: the gateway never routes it, and only the chat and
- * group services may call it (NetworkPolicy on Kubernetes). Callers authenticate with an access
- * token like any other call; the user in it is not used to filter results.
+ * group services may call it (NetworkPolicy on Kubernetes). GetActiveDevices takes the access token
+ * of the user the caller acts for (the user does not filter the answer); WatchDeviceChanges, which
+ * serves no one user, takes the deployment's service credential in the `x-service-credential`
+ * metadata entry instead.
  *
  * @generated from service auth.internal.v1.AuthInternalService
  */
@@ -166,6 +176,8 @@ export const AuthInternalService: GenService<{
    * so that callers can invalidate what they cache. The stream first replays stored events, then
    * follows new ones. Events are kept for at least 24 hours; a caller that falls further behind gets
    * OUT_OF_RANGE and must drop its whole cache.
+   * Errors: UNAUTHENTICATED without the service credential; INVALID_ARGUMENT when both
+   * `after_event_id` and `start_at_newest` are set.
    *
    * @generated from rpc auth.internal.v1.AuthInternalService.WatchDeviceChanges
    */
