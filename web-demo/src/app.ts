@@ -287,8 +287,13 @@ async function send(): Promise<void> {
   const button = $<HTMLButtonElement>("send");
   button.disabled = true;
   try {
-    await core.send(currentId, text);
-    input.dataset.lastSent = text;
+    const conversationId = currentId;
+    const sent = await core.send(conversationId, text);
+    if (conversationId === currentId) {
+      addMessage(sent);
+      const list = $("messages");
+      list.scrollTop = list.scrollHeight;
+    }
   } catch (error) {
     input.value = text;
     $("sidebar-error").textContent = `Not sent: ${errorText(error)}`;

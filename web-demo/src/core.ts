@@ -338,7 +338,7 @@ export class Core {
   // ------------------------------------------------------------ sending
 
   /** Seals `text` for every device of the conversation and sends it (one retry after a mismatch). */
-  async send(conversationId: string, text: string): Promise<void> {
+  async send(conversationId: string, text: string): Promise<ShownMessage> {
     const conversation = this.conversations.get(conversationId);
     if (!conversation) throw new Error("unknown conversation");
     const clientMessageId = crypto.randomUUID();
@@ -351,8 +351,20 @@ export class Core {
         e2ee.utf8(text),
       );
       try {
-        await this.tokens.call((o) => this.api.chat.sendMessage({ envelope }, o));
-        return;
+        const sent = await this.tokens.call((o) => this.api.chat.sendMessage({ envelope }, o));
+        // Shown at once; the stream delivers the same message id later, which is deduplicated.
+        return {
+          messageId: sent.messageId,
+          conversationId,
+          sequence: Number(sent.sequence),
+          sentAt: new Date(Number(sent.sentAt?.seconds ?? 0n) * 1000),
+          senderUserId: this.userId,
+          senderName: this.username,
+          senderDeviceId: this.device.deviceId,
+          clientMessageId,
+          mine: true,
+          text,
+        };
       } catch (error) {
         if (fresh || ConnectError.from(error).code !== Code.FailedPrecondition) throw error;
       }
