@@ -7,11 +7,11 @@
 
 use std::{net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
-use common::grpc::not_implemented;
+use common::outbox::Start;
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -185,6 +185,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let validated = keys::validate(&keys.encryption_public_key, &keys.signing_public_key)?;
         let device =
             devices::set_keys(&self.state.db, caller.user_id, caller.device_id, &validated).await?;
+        self.state.device_events.committed();
         tracing::info!(user_id = %caller.user_id, device_id = %caller.device_id, "device keys uploaded");
         Ok(Response::new(pb::UploadDeviceKeysResponse {
             device: Some(device_pb(&device)),
@@ -210,6 +211,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let caller = self.authenticate(&request).await?;
         let device_id = required_uuid("device_id", &request.get_ref().device_id)?;
         devices::revoke(&self.state.db, caller.user_id, device_id).await?;
+        self.state.device_events.committed();
         tracing::info!(user_id = %caller.user_id, %device_id, "device revoked");
         Ok(Response::new(pb::RevokeDeviceResponse {}))
     }
@@ -358,9 +360,21 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
 
     async fn watch_device_changes(
         &self,
-        _: Request<internal_pb::WatchDeviceChangesRequest>,
+        request: Request<internal_pb::WatchDeviceChangesRequest>,
     ) -> Result<Response<Self::WatchDeviceChangesStream>, Status> {
-        Err(not_implemented("WatchDeviceChanges"))
+        self.state.service_credential.check(request.metadata())?;
+        let request = request.into_inner();
+        let start = Start::from_request(request.after_event_id, request.start_at_newest)?;
+        let events = self.state.device_events.follow(start).await?;
+        let stream = ReceiverStream::new(events).map(|item| {
+            item.map(|event| internal_pb::WatchDeviceChangesResponse {
+                event_id: u64::try_from(event.id).unwrap_or_default(),
+                user_id: event.user_id.to_string(),
+                device_id: event.device_id.to_string(),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

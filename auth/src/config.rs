@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use common::config::{ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings};
+use common::{
+    config::{ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings},
+    outbox::OutboxSettings,
+    service_credential,
+};
 
 /// Where auth listens unless `AUTH_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -26,6 +30,11 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// `AUTH_MAX_DEVICES_PER_USER`: active devices a user may have, default 10.
     pub max_devices_per_user: u32,
+    /// `AUTH_DEVICE_EVENTS_*`: how `WatchDeviceChanges` streams and keeps device events.
+    pub device_events: OutboxSettings,
+    /// `AUTH_SERVICE_SECRET` or `AUTH_SERVICE_SECRET_FILE` (secret, required): the deployment's
+    /// service credential, which `WatchDeviceChanges` requires (`common::service_credential`).
+    pub service_secret: SecretSource,
 }
 
 /// How tokens are issued.
@@ -110,11 +119,13 @@ impl Config {
             passwords: PasswordSettings::from_env(&env)?,
             login_throttle: ThrottleSettings::from_env(&env)?,
             max_devices_per_user: positive(&env, "MAX_DEVICES_PER_USER", 10)?,
+            device_events: OutboxSettings::from_env(&env, "DEVICE_EVENTS")?,
+            service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
 
     /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, a fresh
-    /// signing key and refresh secret, and cheap argon2 parameters (tests check behaviour, the
+    /// signing key and refresh secret, the tests' service secret, a quick device-event poll, and cheap argon2 parameters (tests check behaviour, the
     /// benchmark checks cost). The database URL is a placeholder: tests pass their own pool to
     /// [`crate::run`].
     pub fn for_tests() -> Self {
@@ -147,6 +158,11 @@ impl Config {
                 window: Duration::from_secs(900),
             },
             max_devices_per_user: 10,
+            device_events: OutboxSettings {
+                poll_interval: Duration::from_millis(200),
+                ..OutboxSettings::default()
+            },
+            service_secret: service_credential::test_secret(),
         }
     }
 }

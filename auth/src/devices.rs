@@ -1,8 +1,13 @@
 //! Devices and their public keys: the `auth.devices` and `auth.device_events` queries.
+//!
+//! Every change to a user's set of keyed devices (keys uploaded, device revoked) writes an event
+//! in the same transaction; `WatchDeviceChanges` streams them through `common::outbox::Feed`, so
+//! the caller must call `Feed::committed` after these functions return.
 
 use std::collections::HashMap;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use common::outbox::{OutboxEvent, OutboxTable};
+use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,6 +34,41 @@ pub struct Device {
     pub created_at: OffsetDateTime,
     /// Last login or refresh.
     pub last_seen_at: OffsetDateTime,
+}
+
+/// The NOTIFY channel that wakes `WatchDeviceChanges` streams on every replica.
+pub const DEVICE_EVENTS_CHANNEL: &str = "auth_device_events";
+
+/// A stored device event: `device` of `user` got keys or was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEvent {
+    /// Increasing id, the consumers' cursor.
+    pub id: i64,
+    /// The user whose device set changed.
+    pub user_id: Uuid,
+    /// The device concerned.
+    pub device_id: Uuid,
+}
+
+impl OutboxEvent for DeviceEvent {
+    const TABLE: OutboxTable = OutboxTable {
+        events: "auth.device_events",
+        retention: "auth.device_event_retention",
+        columns: "user_id, device_id",
+        channel: DEVICE_EVENTS_CHANNEL,
+    };
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(DeviceEvent {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            device_id: row.try_get("device_id")?,
+        })
+    }
+
+    fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 /// The columns a [`Device`] is read from.

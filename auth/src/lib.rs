@@ -26,6 +26,7 @@ use std::{future::Future, sync::Arc};
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
 pub use api::{AuthApi, AuthInternalApi};
@@ -50,12 +51,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(state::State::new(&config, db.clone())?);
+    let streams_end = CancellationToken::new();
+    let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)
         .add_service(AuthServer::new(AuthApi::new(state.clone())))
         .add_service(AuthInternalServer::new(AuthInternalApi::new(state)));
+    let shutdown = async move {
+        shutdown.await;
+        // Device-event streams never finish on their own: end them so that the drain can complete.
+        streams_end.cancel();
+    };
     common::grpc::serve(
         services,
         SERVICES,

@@ -7,6 +7,8 @@
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
 //! - [`health`]: gRPC health that follows the database's reachability.
+//! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
+//!   commit; pruning), shared by group's membership events and auth's device changes.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //!
@@ -16,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod health;
+pub mod outbox;
 pub mod service_credential;
 pub mod shutdown;
 pub mod telemetry;

@@ -8,7 +8,7 @@
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::service_credential::ServiceCredential;
+use common::{outbox::Start, service_credential::ServiceCredential};
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use time::OffsetDateTime;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -19,7 +19,6 @@ use crate::{
     Error,
     directory::Credentials,
     events::{EventKind, MembershipEvent},
-    feed::Start,
     groups::{Group, PageCursor},
     ids::{GroupId, Role, UserId},
     service::{Caller, GroupService, MemberWithDevices},
@@ -266,15 +265,8 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
     ) -> Result<Response<Self::WatchMembershipEventsStream>, Status> {
         self.service_credential.check(request.metadata())?;
         let request = request.get_ref();
-        let start = match (request.after_event_id, request.start_at_newest) {
-            (0, true) => Start::Newest,
-            (after, false) => Start::After(after),
-            (_, true) => {
-                return Err(Status::invalid_argument(
-                    "set after_event_id or start_at_newest, not both",
-                ));
-            }
-        };
+        let start = Start::from_request(request.after_event_id, request.start_at_newest)
+            .map_err(Error::Feed)?;
         let receiver = self.service.watch_events(start).await?;
         let stream = ReceiverStream::new(receiver)
             .map(|item| item.map(|event| event_pb(&event)).map_err(Status::from));

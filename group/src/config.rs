@@ -7,6 +7,7 @@ use common::{
     config::{
         AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings,
     },
+    outbox::OutboxSettings,
     service_credential,
 };
 
@@ -16,8 +17,6 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr =
 
 /// The longest group name the database accepts (`groups_name_check`).
 const NAME_CHARS_CEILING: u32 = 64;
-/// The shortest retention `group.internal.v1` promises ("kept for at least 24 hours").
-const MIN_EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything the group service reads at start.
 #[derive(Debug, Clone)]
@@ -51,19 +50,8 @@ pub struct Limits {
     pub max_users_per_add: u32,
 }
 
-/// How membership events are streamed and kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSettings {
-    /// `GROUP_EVENTS_POLL_INTERVAL_MS`: how often an idle stream re-reads the outbox even without
-    /// a NOTIFY wake-up (the fallback when one is lost), default 1,000 ms.
-    pub poll_interval: Duration,
-    /// `GROUP_EVENTS_RETENTION_SECS`: how long events are kept, default and at least 86,400 (the
-    /// 24 hours `group.internal.v1` promises).
-    pub retention: Duration,
-    /// `GROUP_EVENTS_PRUNE_INTERVAL_SECS`: how often events older than the retention are deleted,
-    /// default 3,600.
-    pub prune_interval: Duration,
-}
+/// How membership events are streamed and kept (`GROUP_EVENTS_*`).
+pub type EventSettings = OutboxSettings;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -85,7 +73,7 @@ impl Config {
             database: DatabaseSettings::from_env(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             limits: Limits::from_env(&env)?,
-            events: EventSettings::from_env(&env)?,
+            events: OutboxSettings::from_env(&env, "EVENTS")?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
@@ -146,43 +134,6 @@ impl Limits {
             )?,
             max_name_chars,
             max_users_per_add: positive(env, "MAX_USERS_PER_ADD", defaults.max_users_per_add)?,
-        })
-    }
-}
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_secs(1),
-            retention: MIN_EVENT_RETENTION,
-            prune_interval: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl EventSettings {
-    fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let poll_millis = positive(env, "EVENTS_POLL_INTERVAL_MS", 1_000)?;
-        let retention = env.seconds_or("EVENTS_RETENTION_SECS", defaults.retention)?;
-        if retention < MIN_EVENT_RETENTION {
-            return Err(ConfigError::Invalid {
-                key: env.key("EVENTS_RETENTION_SECS"),
-                reason: "must be at least 86400 (group.internal.v1 promises 24 hours)".into(),
-            });
-        }
-        let prune_interval =
-            env.seconds_or("EVENTS_PRUNE_INTERVAL_SECS", defaults.prune_interval)?;
-        if prune_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: env.key("EVENTS_PRUNE_INTERVAL_SECS"),
-                reason: "must be at least 1".into(),
-            });
-        }
-        Ok(Self {
-            poll_interval: Duration::from_millis(poll_millis.into()),
-            retention,
-            prune_interval,
         })
     }
 }

@@ -41,12 +41,9 @@ pub enum Error {
     /// The change would leave the group without an owner.
     #[error("{0}")]
     LastOwner(&'static str),
-    /// A WatchMembershipEvents cursor points before the events still kept, or past the newest.
-    #[error("{0}")]
-    CursorOutOfRange(String),
-    /// The server is shutting down; the caller should reconnect (to another replica).
-    #[error("the server is shutting down; reconnect")]
-    ShuttingDown,
+    /// A WatchMembershipEvents stream cannot start (a cursor out of range) or has ended.
+    #[error(transparent)]
+    Feed(#[from] common::outbox::FeedError),
     /// Auth failed to answer a user or device look-up.
     #[error("auth: {}", .0.message())]
     Auth(Status),
@@ -78,8 +75,7 @@ impl From<Error> for Status {
                 ],
             ),
             Error::LastOwner(_) => with_reason(Code::FailedPrecondition, message, "LAST_OWNER", []),
-            Error::CursorOutOfRange(_) => Status::out_of_range(message),
-            Error::ShuttingDown => Status::unavailable(message),
+            Error::Feed(error) => Status::from(error),
             Error::Auth(status) => match status.code() {
                 // Worth a retry, or the caller's own token: say so rather than hide it.
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unauthenticated => {

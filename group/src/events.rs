@@ -1,5 +1,6 @@
 //! The membership-event outbox (`groups.membership_events`): written in the same transaction as
-//! every membership change, read by `WatchMembershipEvents`, pruned after the retention.
+//! every membership change, then streamed by `WatchMembershipEvents` and pruned after the
+//! retention through `common::outbox::Feed`.
 //!
 //! # Ordering
 //! Identity values are assigned at insert, not at commit, so two concurrent transactions could
@@ -12,13 +13,17 @@
 //! The price is one commit at a time for membership changes across the whole service, which is
 //! far more than membership changes need (and nothing else takes that lock).
 
-use sqlx::{PgConnection, PgPool, Row};
+use common::outbox::{OutboxEvent, OutboxTable};
+use sqlx::{PgConnection, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::{
     Error,
     ids::{GroupId, Role, UserId},
 };
+
+/// The NOTIFY channel that wakes `WatchMembershipEvents` streams on every replica.
+pub const CHANNEL: &str = "groups_membership_events";
 
 /// What happened, as stored in `membership_events.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +66,6 @@ pub struct MembershipEvent {
     pub role: Option<Role>,
     /// The group's membership version after the event.
     pub membership_version: i64,
-}
-
-/// One read of the outbox: events after a cursor, and how far the outbox has been pruned, both
-/// from the same snapshot.
-#[derive(Debug)]
-pub struct Page {
-    /// Events in id order.
-    pub events: Vec<MembershipEvent>,
-    /// Every event with an id up to this one has been deleted.
-    pub pruned_through: i64,
 }
 
 impl EventKind {
@@ -173,91 +168,28 @@ pub async fn append(
     Ok(())
 }
 
-/// At most `limit` events after `after`, in id order, with the pruning watermark of the same
-/// snapshot (one statement), so that a prune that removed part of the range is always noticed.
-///
-/// # Errors
-/// [`Error::Db`].
-pub async fn read_after(db: &PgPool, after: i64, limit: i64) -> Result<Page, Error> {
-    let rows = sqlx::query(
-        "select r.pruned_through, e.id, e.group_id, e.kind, e.user_id, e.role, e.membership_version
-         from groups.membership_event_retention r
-         left join lateral (
-             select id, group_id, kind, user_id, role, membership_version
-             from groups.membership_events where id > $1 order by id limit $2
-         ) e on true
-         order by e.id",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    let pruned_through = rows.first().map_or(0, |row| row.get("pruned_through"));
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Some(id) = row.get::<Option<i64>, _>("id") else {
-            continue;
-        };
-        events.push(MembershipEvent {
-            id,
-            group: GroupId(row.get("group_id")),
-            kind: EventKind::from_stored(row.get("kind")),
-            user: row.get::<Option<Uuid>, _>("user_id").map(UserId),
-            role: row.get::<Option<&str>, _>("role").map(Role::from_stored),
-            membership_version: row.get("membership_version"),
-        });
-    }
-    Ok(Page {
-        events,
-        pruned_through,
-    })
-}
-
-/// The pruning watermark and the newest id a cursor may name (the newest event, or the watermark
-/// when everything has been pruned).
-///
-/// # Errors
-/// [`Error::Db`].
-pub async fn bounds(db: &PgPool) -> Result<(i64, i64), Error> {
-    let row = sqlx::query(
-        "select r.pruned_through,
-                greatest(r.pruned_through, (select coalesce(max(id), 0) from groups.membership_events)) as newest
-         from groups.membership_event_retention r",
-    )
-    .fetch_one(db)
-    .await?;
-    Ok((row.get("pruned_through"), row.get("newest")))
-}
-
-/// Deletes the events older than `retention` and moves the watermark past them. Deletes by id
-/// up to the newest old event, so that what remains is always a suffix of the id sequence.
-///
-/// # Errors
-/// [`Error::Db`].
-pub async fn prune(db: &PgPool, retention: std::time::Duration) -> Result<u64, Error> {
-    let mut tx = db.begin().await?;
-    let cutoff: Option<i64> = sqlx::query_scalar(
-        "select max(id) from groups.membership_events
-         where created_at < now() - make_interval(secs => $1)",
-    )
-    .bind(retention.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    let Some(cutoff) = cutoff else {
-        return Ok(0);
+impl OutboxEvent for MembershipEvent {
+    const TABLE: OutboxTable = OutboxTable {
+        events: "groups.membership_events",
+        retention: "groups.membership_event_retention",
+        columns: "group_id, kind, user_id, role, membership_version",
+        channel: CHANNEL,
     };
-    sqlx::query(
-        "update groups.membership_event_retention
-         set pruned_through = greatest(pruned_through, $1), updated_at = now()",
-    )
-    .bind(cutoff)
-    .execute(&mut *tx)
-    .await?;
-    let deleted = sqlx::query("delete from groups.membership_events where id <= $1")
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    Ok(deleted)
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(MembershipEvent {
+            id: row.try_get("id")?,
+            group: GroupId(row.try_get("group_id")?),
+            kind: EventKind::from_stored(row.try_get("kind")?),
+            user: row.try_get::<Option<Uuid>, _>("user_id")?.map(UserId),
+            role: row
+                .try_get::<Option<&str>, _>("role")?
+                .map(Role::from_stored),
+            membership_version: row.try_get("membership_version")?,
+        })
+    }
+
+    fn id(&self) -> i64 {
+        self.id
+    }
 }

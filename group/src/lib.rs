@@ -15,8 +15,9 @@
 //!   keep limits and "always an owner" exact).
 //! - `events.rs`: the outbox `groups.membership_events`, written in the membership transaction;
 //!   inserts are serialised by an advisory lock so ids commit in order (see its docs).
-//! - `feed.rs`: `WatchMembershipEvents` (replay from the cursor, then follow) with LISTEN/NOTIFY
-//!   wake-ups sent after commit, a polling fallback, and pruning after the retention.
+//!   `WatchMembershipEvents` follows it through `common::outbox::Feed` (replay from the cursor,
+//!   then follow, with LISTEN/NOTIFY wake-ups sent after commit, a polling fallback, and pruning
+//!   after the retention).
 //! - `directory.rs` (auth), `config.rs` (limits), `error.rs`.
 
 mod api;
@@ -24,7 +25,6 @@ mod config;
 mod directory;
 pub mod error;
 mod events;
-mod feed;
 mod groups;
 mod ids;
 mod members;
@@ -42,7 +42,7 @@ use tonic::{server::NamedService, service::Routes};
 pub use api::{GroupApi, GroupInternalApi};
 pub use config::{Config, DEFAULT_LISTEN_ADDR, EventSettings, Limits};
 pub use error::Error;
-pub use feed::CHANNEL as EVENTS_CHANNEL;
+pub use events::CHANNEL as EVENTS_CHANNEL;
 
 type GroupServer = pb::group_service_server::GroupServiceServer<GroupApi>;
 type GroupInternalServer =
@@ -74,7 +74,7 @@ pub async fn run(
         db: db.clone(),
         limits: config.limits.clone(),
         directory: directory::Directory::new(&tokens.auth_url)?,
-        feed: feed::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
+        feed: common::outbox::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
+use common::outbox::{Feed, Start, StreamItem};
 use proto::auth::v1 as auth_pb;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -11,7 +12,7 @@ use crate::{
     Error,
     config::Limits,
     directory::{Credentials, Directory},
-    feed::{Feed, Start, StreamItem},
+    events::MembershipEvent,
     groups::{self, Group, GroupName, GroupPage, PageCursor},
     ids::{GroupId, Role, UserId},
     members::{self, Member, Membership},
@@ -38,7 +39,7 @@ pub struct GroupService {
     pub(crate) db: PgPool,
     pub(crate) limits: Limits,
     pub(crate) directory: Directory,
-    pub(crate) feed: Arc<Feed>,
+    pub(crate) feed: Arc<Feed<MembershipEvent>>,
 }
 
 impl GroupService {
@@ -245,12 +246,15 @@ impl GroupService {
         members::user_groups(&self.db, user).await
     }
 
-    /// Replays the events after `start`, then follows new ones (see `feed.rs`).
+    /// Replays the events after `start`, then follows new ones (see `common::outbox`).
     ///
     /// # Errors
-    /// [`Error::CursorOutOfRange`].
-    pub async fn watch_events(&self, start: Start) -> Result<mpsc::Receiver<StreamItem>, Error> {
-        self.feed.follow(start).await
+    /// [`Error::Feed`] for a cursor out of range.
+    pub async fn watch_events(
+        &self,
+        start: Start,
+    ) -> Result<mpsc::Receiver<StreamItem<MembershipEvent>>, Error> {
+        Ok(self.feed.follow(start).await?)
     }
 
     async fn require_existing(&self, caller: &Caller, users: &[UserId]) -> Result<(), Error> {

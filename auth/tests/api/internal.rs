@@ -7,7 +7,7 @@ use proto::auth::{
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{DEVICE_KEYS, TestApp, assert_code, spawn_app, tokens, with_token};
+use crate::helpers::{DEVICE_KEYS, PASSWORD, TestApp, assert_code, spawn_app, tokens, with_token};
 
 fn internal(app: &TestApp) -> AuthInternalServiceClient<Channel> {
     AuthInternalServiceClient::new(app.channel.clone())
@@ -126,4 +126,110 @@ async fn active_devices_need_a_token_and_well_formed_bounded_input(db: PgPool) {
         Code::InvalidArgument,
     );
     assert!(status.message().contains("1000"), "{status:?}");
+}
+
+async fn watch(
+    app: &TestApp,
+    request: internal_pb::WatchDeviceChangesRequest,
+) -> Result<tonic::Streaming<internal_pb::WatchDeviceChangesResponse>, tonic::Status> {
+    let credential = common::service_credential::ServiceCredential::for_tests();
+    internal(app)
+        .watch_device_changes(credential.attach(tonic::Request::new(request)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn next_change(
+    stream: &mut tonic::Streaming<internal_pb::WatchDeviceChangesResponse>,
+) -> internal_pb::WatchDeviceChangesResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+        .await
+        .expect("a device change in time")
+        .expect("no error")
+        .expect("the stream stays open")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn device_changes_stream_live_and_replay_from_a_cursor(db: PgPool) {
+    let app = spawn_app(db).await;
+    let carol = app.signed_up("carol").await;
+    let laptop = app.login("carol", PASSWORD).await.unwrap();
+    let carol_id = carol.user.as_ref().unwrap().user_id.clone();
+    let phone_id = carol.device.as_ref().unwrap().device_id.clone();
+    let mut live = watch(
+        &app,
+        internal_pb::WatchDeviceChangesRequest {
+            after_event_id: 0,
+            start_at_newest: true,
+        },
+    )
+    .await
+    .unwrap();
+
+    app.upload_keys(&tokens(&carol).access_token, DEVICE_KEYS.clone())
+        .await
+        .unwrap();
+    let keyed = next_change(&mut live).await;
+    app.client
+        .clone()
+        .revoke_device(with_token(
+            pb::RevokeDeviceRequest {
+                device_id: phone_id.clone(),
+            },
+            &tokens(&laptop).access_token,
+        ))
+        .await
+        .unwrap();
+    let revoked = next_change(&mut live).await;
+    let mut replay = watch(
+        &app,
+        internal_pb::WatchDeviceChangesRequest {
+            after_event_id: keyed.event_id,
+            start_at_newest: false,
+        },
+    )
+    .await
+    .unwrap();
+    let replayed = next_change(&mut replay).await;
+
+    assert_eq!(
+        (keyed.user_id.as_str(), keyed.device_id.as_str()),
+        (carol_id.as_str(), phone_id.as_str())
+    );
+    assert!(revoked.event_id > keyed.event_id);
+    assert_eq!(revoked.device_id, phone_id);
+    assert_eq!(replayed, revoked);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn device_changes_need_the_service_credential_and_a_valid_start(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.signed_up("alice").await;
+
+    let with_user_token = internal(&app)
+        .watch_device_changes(with_token(
+            internal_pb::WatchDeviceChangesRequest::default(),
+            &tokens(&alice).access_token,
+        ))
+        .await;
+    let both_starts = watch(
+        &app,
+        internal_pb::WatchDeviceChangesRequest {
+            after_event_id: 1,
+            start_at_newest: true,
+        },
+    )
+    .await;
+    let past_the_newest = watch(
+        &app,
+        internal_pb::WatchDeviceChangesRequest {
+            after_event_id: 1_000,
+            start_at_newest: false,
+        },
+    )
+    .await;
+
+    assert_code(with_user_token, Code::Unauthenticated);
+    assert_code(both_starts, Code::InvalidArgument);
+    assert_code(past_the_newest, Code::OutOfRange);
 }

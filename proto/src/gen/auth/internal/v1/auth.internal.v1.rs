@@ -30,6 +30,10 @@ pub struct WatchDeviceChangesRequest {
     /// Resume after this event; 0 starts with the oldest event kept.
     #[prost(uint64, tag="1")]
     pub after_event_id: u64,
+    /// Skip every stored event and follow only those committed after this call (a caller with an
+    /// empty cache has nothing to replay). Leave `after_event_id` at 0 then.
+    #[prost(bool, tag="2")]
+    pub start_at_newest: bool,
 }
 /// Response of WatchDeviceChanges: one change.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
