@@ -62,11 +62,12 @@ if [[ ! -s "$SECRETS_DIR/auth-refresh-token-secret" ]]; then
     (umask 077 && head -c 32 /dev/urandom | base64 >"$SECRETS_DIR/auth-refresh-token-secret")
 fi
 if [[ ! -s "$SECRETS_DIR/service-secret" ]]; then
-    # The credential services present to each other (chat following group's membership events).
+    # The credential services present to each other (chat following group's and auth's events).
     (umask 077 && head -c 32 /dev/urandom | base64 >"$SECRETS_DIR/service-secret")
 fi
 export AUTH_SIGNING_KEY_FILE="$SECRETS_DIR/auth-signing-key.pem"
 export AUTH_REFRESH_TOKEN_SECRET_FILE="$SECRETS_DIR/auth-refresh-token-secret"
+export AUTH_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 export CHAT_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 export GROUP_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 
