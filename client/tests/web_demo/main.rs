@@ -36,6 +36,22 @@ fn the_browser_e2ee_code_passes_the_rust_crates_vectors_in_node() {
     );
 }
 
+#[test]
+fn the_web_demo_typechecks() {
+    let output = Command::new(node::web_demo().join("node_modules/.bin/tsc"))
+        .current_dir(node::web_demo())
+        .arg("--noEmit")
+        .output()
+        .expect("tsc runs (npm ci --prefix web-demo)");
+
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 async fn stack(db: PgPool, name: &str) -> Stack {
     let web_root = node::out_dir(name);
     node::build_app(&web_root);
