@@ -4,8 +4,8 @@
 
 import { ConnectError } from "@connectrpc/connect";
 
-import { Api } from "./api";
-import { Core, login, register, resume, type ConnectionState, type ShownMessage } from "./core";
+import { Api, SessionEnded } from "./api";
+import { Core, forgetSession, login, register, resume, type ConnectionState, type ShownMessage } from "./core";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const api = new Api(location.origin);
@@ -30,8 +30,15 @@ function errorText(error: unknown): string {
 
 async function boot(): Promise<void> {
   const resumed = await resume(api).catch(() => undefined);
-  if (resumed) await enter(resumed);
-  else showAuth();
+  if (!resumed) return showAuth();
+  try {
+    await enter(resumed);
+  } catch (error) {
+    resumed.stop();
+    core = undefined;
+    if (error instanceof SessionEnded) await forgetSession();
+    showAuth(error instanceof SessionEnded ? "Your session ended: log in again." : errorText(error));
+  }
 }
 
 function showAuth(message = ""): void {
@@ -78,6 +85,7 @@ async function enter(session: Core): Promise<void> {
     sessionEnded: () => {
       core?.stop();
       core = undefined;
+      void forgetSession();
       showAuth("Your session ended: log in again.");
     },
   };

@@ -10,7 +10,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Api, SessionEnded, Tokens, sessionFrom } from "./api";
 import * as e2ee from "./e2ee";
 import type { Device, User, UserWithDevices } from "./gen/auth/v1/auth_pb";
-import { ConversationKind, Direction, type Conversation, type Message } from "./gen/chat/v1/chat_pb";
+import {
+  ConversationKind,
+  Direction,
+  type Conversation,
+  type Message,
+  type StreamEvent,
+} from "./gen/chat/v1/chat_pb";
 import type { Group } from "./gen/group/v1/group_pb";
 import * as store from "./store";
 import type { Contact, DeviceRecord } from "./store";
@@ -112,6 +118,11 @@ export async function resume(api: Api): Promise<Core | undefined> {
   return new Core(api, new Tokens(api, session), device);
 }
 
+/** Forgets the saved session (the device and its keys stay). */
+export async function forgetSession(): Promise<void> {
+  await store.remove(store.keys.session);
+}
+
 function browserName(): string {
   const agent = typeof navigator === "undefined" ? "" : navigator.userAgent;
   const browser = /Chrom(e|ium)/.test(agent) ? "Chromium" : /Firefox/.test(agent) ? "Firefox" : "a browser";
@@ -151,7 +162,12 @@ export class Core {
   async start(): Promise<void> {
     this.cursors = (await store.get(store.keys.cursors(this.userId))) ?? {};
     this.contacts = (await store.get(store.keys.contacts(this.userId))) ?? {};
-    await this.refreshConversations();
+    try {
+      await this.refreshConversations();
+    } catch (error) {
+      // Offline at start: the stream keeps trying and lists the conversations once it connects.
+      if (error instanceof SessionEnded) throw error;
+    }
     void this.runStream();
   }
 
@@ -522,7 +538,7 @@ export class Core {
     }
   }
 
-  private async onEvent(event: import("./gen/chat/v1/chat_pb").StreamEvent | undefined): Promise<void> {
+  private async onEvent(event: StreamEvent | undefined): Promise<void> {
     const e = event?.event;
     switch (e?.case) {
       case "message":
@@ -530,6 +546,8 @@ export class Core {
         break;
       case "caughtUp":
         this.setState("online");
+        // Conversations started (or unread counts changed) while this page was offline.
+        void this.refreshConversations().catch(() => undefined);
         break;
       case "receipt":
         if (e.value.userId !== this.userId) {
