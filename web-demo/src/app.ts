@@ -14,6 +14,7 @@ let core: Core | undefined;
 // The open conversation and what is shown of it.
 let currentId: string | undefined;
 let shown = new Map<string, ShownMessage>(); // by message id
+let shownOrigins = new Set<string>(); // sender device and client message id of verified messages
 let oldestShown = 0;
 let moreHistory = false;
 let loadingHistory = false;
@@ -156,6 +157,7 @@ async function openConversation(conversationId: string): Promise<void> {
   currentId = conversationId;
   history.replaceState(null, "", `#c=${conversationId}`);
   shown = new Map();
+  shownOrigins = new Set();
   readBy = new Map();
   oldestShown = 0;
   moreHistory = true;
@@ -208,6 +210,10 @@ async function loadOlder(): Promise<void> {
 
 function addMessage(message: ShownMessage): void {
   if (shown.has(message.messageId)) return;
+  // A verified message the server sent again under a new id and sequence is a replay: skip it.
+  const origin = `${message.senderDeviceId}/${message.clientMessageId}`;
+  if (message.text !== undefined && shownOrigins.has(origin)) return;
+  if (message.text !== undefined) shownOrigins.add(origin);
   shown.set(message.messageId, message);
   oldestShown = oldestShown === 0 ? message.sequence : Math.min(oldestShown, message.sequence);
   const item = document.createElement("li");

@@ -66,7 +66,8 @@ interface User {
 let browser: Browser;
 let step = "start";
 
-async function newUser(name: string, viewport = { width: 1100, height: 720 }): Promise<User> {
+async function newUser(name: string, beforeRegister?: (page: Page) => Promise<void>): Promise<User> {
+  const viewport = { width: 1100, height: 720 };
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -79,6 +80,7 @@ async function newUser(name: string, viewport = { width: 1100, height: 720 }): P
   await page.waitForSelector("body[data-screen=auth]");
   await page.fill("#username", name);
   await page.fill("#password", PASSWORD);
+  await beforeRegister?.(page);
   await page.click("#register");
   await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
   await online(page);
@@ -141,7 +143,9 @@ const unique = (prefix: string) => `${prefix}${Math.random().toString(36).slice(
 /** Two browsers register and chat in real time: unread counts, typing, receipts, safety numbers. */
 async function direct(): Promise<void> {
   step = "register";
-  const alice = await newUser(unique("alice"));
+  const alice = await newUser(unique("alice"), (page) =>
+    page.screenshot({ path: join(screenshotDir, "login.png") }).then(() => undefined),
+  );
   const bob = await newUser(unique("bob"));
 
   step = "alice writes to bob";
