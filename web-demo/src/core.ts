@@ -498,6 +498,8 @@ export class Core {
       const controller = new AbortController();
       this.stream = controller;
       let watchdog = setTimeout(() => controller.abort(), HEARTBEAT_TIMEOUT_MS);
+      let refreshed = false;
+      let received = false;
       try {
         const positions = Object.entries(this.cursors).map(([conversationId, sequence]) => ({
           conversationId,
@@ -508,6 +510,7 @@ export class Core {
           clearTimeout(watchdog);
           watchdog = setTimeout(() => controller.abort(), HEARTBEAT_TIMEOUT_MS);
           failures = 0;
+          received = true;
           await this.onEvent(response.event);
         }
       } catch (error) {
@@ -519,6 +522,7 @@ export class Core {
         if (ConnectError.from(error).code === Code.Unauthenticated) {
           try {
             await this.tokens.refresh();
+            refreshed = true;
           } catch (refreshError) {
             if (refreshError instanceof SessionEnded) {
               this.listeners.sessionEnded?.();
@@ -531,6 +535,9 @@ export class Core {
       }
       if (this.stopped) return;
       this.reconnects++;
+      // The access token expired under a working stream: resume at once with the fresh one (a
+      // stream refused from its start takes the backoff, so a bad clock cannot spin this loop).
+      if (refreshed && received) continue;
       failures++;
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(failures - 1, 5)) * (0.5 + Math.random() / 2);
       this.setState("offline", `reconnecting in ${(delay / 1000).toFixed(1)} s`);

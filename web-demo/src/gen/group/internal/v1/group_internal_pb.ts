@@ -276,9 +276,9 @@ export const MembershipEventKindSchema: GenEnum<MembershipEventKind> = /*@__PURE
 /**
  * What the chat service needs from the group service. Internal: the gateway never routes it, and
  * only the chat service may call it (NetworkPolicy on Kubernetes). GetMembership and ListUserGroups
- * take the access token of the user the caller acts for (the user does not filter the answer);
- * WatchMembershipEvents, which serves no one user, takes the deployment's service credential in
- * the `x-service-credential` metadata entry instead.
+ * take the access token of the user the caller acts for (the user does not filter the answer), or
+ * the deployment's service credential in the `x-service-credential` metadata entry for calls on
+ * nobody's behalf; WatchMembershipEvents, which serves no one user, takes only the credential.
  *
  * @generated from service group.internal.v1.GroupInternalService
  */
