@@ -220,6 +220,12 @@ async function cli(): Promise<void> {
   await alice.page.waitForSelector(`#key-warning:visible:has-text("${carol}'s keys changed")`);
   await cliSees(carol, alice.name, "this reaches your new device too");
 
+  step = "the browser and the CLI show the same safety number";
+  await alice.page.click("#safety");
+  const browserNumber = await alice.page.textContent("#safety-number");
+  expectEqual(browserNumber, await ask("cli_safety_number", { as: carol, with: alice.name }), "safety numbers");
+  await alice.page.click("#panel button:text-is('Close')");
+
   step = "a group of three";
   const group = unique("trio-");
   await alice.page.click("#new-group-box summary");

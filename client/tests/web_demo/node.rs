@@ -230,6 +230,14 @@ impl Cli {
                         .collect(),
                 ))
             }
+            "cli_safety_number" => {
+                let session = session(&self.users)?;
+                let number = session
+                    .safety_number(&text("with"), false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Value::String(number.safety_number))
+            }
             "cli_new_device" => {
                 let username = text("username");
                 let session = stack.cli_device(&username).await;
