@@ -12,7 +12,12 @@ use std::{
 use client::{KeyOptions, Profile, Session, keystore::KdfParams};
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::oneshot,
+    task::JoinHandle,
+};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -38,6 +43,7 @@ pub struct Stack {
     config: gateway::Config,
     running: Option<RunningGateway>,
     profiles: Vec<PathBuf>,
+    probe: Option<Arc<Session>>,
 }
 
 impl Stack {
@@ -94,9 +100,31 @@ impl Stack {
             config,
             running: None,
             profiles: Vec::new(),
+            probe: None,
         };
         stack.start_gateway_on(listener);
+        stack.wait_until_chat_answers().await;
         stack
+    }
+
+    /// The gateway and chat fetch auth's token keys in the background after starting: waits
+    /// until an authenticated call goes through (as a probe user).
+    async fn wait_until_chat_answers(&mut self) {
+        self.wait_until_gateway_ready().await;
+        if self.probe.is_none() {
+            self.probe = Some(self.cli_user("web-demo-probe").await);
+        }
+        let probe = self.probe.clone().unwrap();
+        for _ in 0..400 {
+            match probe.conversations().await {
+                Ok(_) => return,
+                Err(client::Error::Unavailable(_) | client::Error::Auth(_)) => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        panic!("chat never answered through the gateway");
     }
 
     pub fn url(&self) -> String {
@@ -119,10 +147,30 @@ impl Stack {
         }
     }
 
+    /// Waits until the gateway's `/readyz` answers 200 (it has auth's token keys).
+    async fn wait_until_gateway_ready(&self) {
+        for _ in 0..400 {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(self.gateway).await {
+                let request =
+                    "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+                let mut answer = Vec::new();
+                if stream.write_all(request.as_bytes()).await.is_ok()
+                    && stream.read_to_end(&mut answer).await.is_ok()
+                    && answer.starts_with(b"HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the gateway never became ready");
+    }
+
     /// Starts the gateway again on the same port.
     pub async fn start_gateway(&mut self) {
         let listener = TcpListener::bind(self.gateway).await.unwrap();
         self.start_gateway_on(listener);
+        self.wait_until_chat_answers().await;
     }
 
     /// Registers `username` and logs in a CLI device (the `client` library) on a new profile.
