@@ -1,11 +1,11 @@
 //! Devices and keys, asked from auth over gRPC (chat never reads auth's tables).
 //!
 //! Each call forwards the caller's own `authorization` metadata: auth checks the token like any
-//! other call. Device lists are fetched on every send and not cached: caching needs
-//! `WatchDeviceChanges` for invalidation (a stale cache would refuse good sends or accept sends
-//! that miss a new device), which is left for later.
+//! other call. Users' device lists are cached (`followed_cache.rs`), trusted only while
+//! `device_events.rs` follows auth's `WatchDeviceChanges`, each change dropping its user's entry:
+//! a stale list would refuse good sends or accept sends that miss a new device.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use proto::auth::{internal::v1 as internal_pb, v1 as auth_pb};
 use tonic::{metadata::AsciiMetadataValue, transport::Channel};
@@ -13,8 +13,12 @@ use uuid::Uuid;
 
 use crate::{
     Error,
+    followed_cache::FollowedCache,
     ids::{DeviceId, UserId},
 };
+
+/// Users' active, keyed devices as auth last answered.
+pub type DevicesCache = FollowedCache<UserId, Arc<[ActiveDevice]>>;
 
 /// One active device with keys, as auth publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,7 @@ pub struct Credentials(pub Option<AsciiMetadataValue>);
 #[derive(Clone)]
 pub struct Directory {
     channel: Channel,
+    cache: Arc<DevicesCache>,
 }
 
 impl Directory {
@@ -46,7 +51,20 @@ impl Directory {
         let channel = tonic::transport::Endpoint::from_shared(auth_url.to_owned())?
             .connect_timeout(std::time::Duration::from_secs(2))
             .connect_lazy();
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            cache: Arc::default(),
+        })
+    }
+
+    /// The channel to auth (shared with the event follower).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The device cache, for the event follower to keep right.
+    pub fn cache(&self) -> Arc<DevicesCache> {
+        self.cache.clone()
     }
 
     /// Whether `user` exists.
@@ -67,7 +85,8 @@ impl Directory {
         Ok(response.into_inner().not_found.is_empty())
     }
 
-    /// The active, keyed devices of each of `users` (unknown users have none).
+    /// The active, keyed devices of each of `users` (unknown users have none): from the cache,
+    /// else from auth in one call for all the users missing from it.
     ///
     /// # Errors
     /// [`Error::Auth`] when auth fails or answers with a malformed id.
@@ -75,7 +94,54 @@ impl Directory {
         &self,
         credentials: &Credentials,
         users: &[UserId],
-    ) -> Result<HashMap<UserId, Vec<ActiveDevice>>, Error> {
+    ) -> Result<HashMap<UserId, Arc<[ActiveDevice]>>, Error> {
+        let mut devices = HashMap::with_capacity(users.len());
+        let mut missing = Vec::new();
+        for user in users {
+            match self.cache.get(*user) {
+                Some(cached) => {
+                    devices.insert(*user, cached);
+                }
+                None => missing.push(*user),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(devices);
+        }
+        let generation = self.cache.generation();
+        let fetched = self.fetch_active_devices(credentials, &missing).await?;
+        self.cache.store(
+            generation,
+            fetched.iter().map(|(user, list)| (*user, list.clone())),
+        );
+        devices.extend(fetched);
+        Ok(devices)
+    }
+
+    /// Like [`Directory::active_devices`], but asks auth for every user (refreshing the cache):
+    /// for a send the cached lists refused.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when auth fails or answers with a malformed id.
+    pub async fn current_devices(
+        &self,
+        credentials: &Credentials,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<[ActiveDevice]>>, Error> {
+        let generation = self.cache.generation();
+        let fetched = self.fetch_active_devices(credentials, users).await?;
+        self.cache.store(
+            generation,
+            fetched.iter().map(|(user, list)| (*user, list.clone())),
+        );
+        Ok(fetched)
+    }
+
+    async fn fetch_active_devices(
+        &self,
+        credentials: &Credentials,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<[ActiveDevice]>>, Error> {
         let mut client = internal_pb::auth_internal_service_client::AuthInternalServiceClient::new(
             self.channel.clone(),
         );
@@ -86,10 +152,11 @@ impl Directory {
             .get_active_devices(request)
             .await
             .map_err(Error::Auth)?;
-        let mut devices = HashMap::with_capacity(users.len());
+        let mut devices: HashMap<UserId, Vec<ActiveDevice>> =
+            users.iter().map(|user| (*user, Vec::new())).collect();
         for user in response.into_inner().users {
             let user_id = UserId(parse_from_auth(&user.user_id)?);
-            let entry: &mut Vec<ActiveDevice> = devices.entry(user_id).or_default();
+            let entry = devices.entry(user_id).or_default();
             for device in user.devices {
                 let Some(keys) = device.keys else { continue };
                 entry.push(ActiveDevice {
@@ -99,7 +166,10 @@ impl Directory {
                 });
             }
         }
-        Ok(devices)
+        Ok(devices
+            .into_iter()
+            .map(|(user, list)| (user, Arc::from(list)))
+            .collect())
     }
 }
 

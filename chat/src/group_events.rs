@@ -1,37 +1,25 @@
 //! Following the group service's membership events (`group.internal.v1`
-//! `WatchMembershipEvents`, with the deployment's service credential): each event drops its
-//! group from the membership cache (`groups.rs`) and reaches the group's open streams
-//! (`hub.rs`), so clients refetch recipients and a removed member stops receiving at once.
-//!
-//! One task per replica. While it follows, the cache is trusted; when the stream ends or cannot
-//! be opened, the cache is emptied and bypassed (every check asks group) until it follows again.
-//! It resumes after the last event seen, so open streams get the changes they missed late
-//! rather than never; without a position (first start, or fallen out of the group service's
-//! retention) it starts at the newest event, and streams learn what they missed when they
-//! reconnect.
+//! `WatchMembershipEvents`, with the deployment's service credential; see `watch.rs`): each
+//! event drops its group from the membership cache (`groups.rs`) and reaches the group's open
+//! streams (`hub.rs`), so clients refetch recipients and a removed member stops receiving at
+//! once.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use common::service_credential::ServiceCredential;
 use proto::group::internal::v1 as group_pb;
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
     groups::MembersCache,
     hub::{ChangeKind, Hub, MembershipChange},
     ids::{ConversationId, UserId},
+    watch::EventSource,
 };
 
-/// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest pause before reconnecting: also the longest the cache stays bypassed once group is
-/// back.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The task that follows membership events.
-pub struct Follower {
+/// Membership events, applied to the cache and the hub.
+pub struct MembershipEvents {
     /// The group service.
     pub channel: Channel,
     /// What WatchMembershipEvents requires.
@@ -42,79 +30,46 @@ pub struct Follower {
     pub hub: Arc<Hub>,
 }
 
-impl Follower {
-    /// Follows events until `stop` fires.
-    pub async fn run(self, stop: CancellationToken) {
-        tokio::select! {
-            () = self.follow() => {}
-            () = stop.cancelled() => {}
-        }
-        self.cache.set_following(false);
-    }
+impl EventSource for MembershipEvents {
+    type Event = group_pb::WatchMembershipEventsResponse;
+    const NAME: &'static str = "membership events";
 
-    async fn follow(&self) {
-        let mut last_event: Option<u64> = None;
-        let mut backoff = MIN_BACKOFF;
-        let mut was_following = true; // log the first failure loudly
-        loop {
-            match self.follow_once(&mut last_event).await {
-                Ok(()) => {
-                    backoff = MIN_BACKOFF;
-                    was_following = true;
-                    tracing::info!("membership events ended; reconnecting");
-                }
-                Err(status) => {
-                    if status.code() == Code::OutOfRange {
-                        last_event = None;
-                    }
-                    if was_following {
-                        tracing::warn!(%status, "cannot follow membership events; group membership is not cached until then");
-                    } else {
-                        tracing::debug!(%status, "cannot follow membership events");
-                    }
-                    was_following = false;
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    /// One event stream, from `last_event` on, until it ends (`Ok`) or fails.
-    async fn follow_once(&self, last_event: &mut Option<u64>) -> Result<(), tonic::Status> {
+    async fn open(
+        &self,
+        after: Option<u64>,
+    ) -> Result<tonic::Streaming<Self::Event>, tonic::Status> {
         let mut client = group_pb::group_internal_service_client::GroupInternalServiceClient::new(
             self.channel.clone(),
         );
         let request = group_pb::WatchMembershipEventsRequest {
-            after_event_id: last_event.unwrap_or(0),
-            start_at_newest: last_event.is_none(),
+            after_event_id: after.unwrap_or(0),
+            start_at_newest: after.is_none(),
         };
-        let mut events = client
+        let response = client
             .watch_membership_events(self.credential.attach(Request::new(request)))
-            .await?
-            .into_inner();
-        self.cache.set_following(true);
-        let result = loop {
-            match events.message().await {
-                Ok(Some(event)) => {
-                    *last_event = Some(event.event_id);
-                    match change_from(&event) {
-                        Some(change) => {
-                            self.cache.invalidate(change.group);
-                            self.hub.membership_changed(change);
-                        }
-                        None => tracing::warn!(
-                            event_id = event.event_id,
-                            "ignoring a malformed membership event"
-                        ),
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(status) => break Err(status),
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    fn event_id(event: &Self::Event) -> u64 {
+        event.event_id
+    }
+
+    fn apply(&self, event: Self::Event) {
+        match change_from(&event) {
+            Some(change) => {
+                self.cache.invalidate(change.group);
+                self.hub.membership_changed(change);
             }
-        };
-        self.cache.set_following(false);
-        result
+            None => tracing::warn!(
+                event_id = event.event_id,
+                "ignoring a malformed membership event"
+            ),
+        }
+    }
+
+    fn set_following(&self, following: bool) {
+        self.cache.set_following(following);
     }
 }
 

@@ -2,17 +2,11 @@
 //! `GetMembership`, asked with the caller's own token) and is cached here. A group
 //! conversation's id is the group id; its row in `chat.conversations` is created on first use.
 //!
-//! The cache is only trusted while `group_events.rs` follows `WatchMembershipEvents`: each event
-//! drops its group's entry, and losing the event stream empties the cache and bypasses it until
-//! the stream is back. So an answer is never staler than the event stream's delay (milliseconds:
-//! group wakes its streams right after the membership transaction commits), and never stale
-//! across a missed event. An answer fetched while an event arrived is not stored (a generation
-//! counter), since it may predate the event.
+//! The cache (`followed_cache.rs`) is only trusted while `group_events.rs` follows
+//! `WatchMembershipEvents`, each event dropping its group's entry: an answer is never staler
+//! than the event stream's delay, and never stale across a missed event.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use proto::group::internal::v1 as group_pb;
 use sqlx::PgPool;
@@ -23,6 +17,7 @@ use crate::{
     Error,
     conversations::Participants,
     devices::Credentials,
+    followed_cache::FollowedCache,
     ids::{ConversationId, UserId},
 };
 
@@ -36,69 +31,8 @@ pub struct Membership {
     cache: Arc<MembersCache>,
 }
 
-/// Groups cached at most; a full cache is emptied (a bound on memory, not an eviction policy:
-/// refilling costs one `GetMembership` per active group).
-const MAX_CACHED_GROUPS: usize = 10_000;
-
 /// Group members as the group service last answered, `None` for "no such group".
-#[derive(Default)]
-pub struct MembersCache {
-    state: Mutex<CacheState>,
-}
-
-#[derive(Default)]
-struct CacheState {
-    /// Whether membership events are being followed; the cache is empty and bypassed if not.
-    following: bool,
-    /// Bumped by every event and every change of `following`: an answer fetched across a bump
-    /// may predate it and is not stored.
-    generation: u64,
-    members: HashMap<ConversationId, Option<Arc<[UserId]>>>,
-}
-
-impl MembersCache {
-    /// The cached answer for `group`, if any (and if trusted).
-    fn get(&self, group: ConversationId) -> Option<Option<Arc<[UserId]>>> {
-        let state = lock(&self.state);
-        if state.following {
-            state.members.get(&group).cloned()
-        } else {
-            None
-        }
-    }
-
-    /// The generation to pass to [`MembersCache::store`] with an answer fetched after this call.
-    fn generation(&self) -> u64 {
-        lock(&self.state).generation
-    }
-
-    fn store(&self, generation: u64, group: ConversationId, members: Option<Arc<[UserId]>>) {
-        let mut state = lock(&self.state);
-        if !state.following || state.generation != generation {
-            return;
-        }
-        if state.members.len() >= MAX_CACHED_GROUPS {
-            state.members.clear();
-        }
-        state.members.insert(group, members);
-    }
-
-    /// Drops what is cached for `group` (a membership event concerns it).
-    pub fn invalidate(&self, group: ConversationId) {
-        let mut state = lock(&self.state);
-        state.generation += 1;
-        state.members.remove(&group);
-    }
-
-    /// Starts (events are followed from now on) or stops (events may be missed) trusting the
-    /// cache; either way it starts empty.
-    pub fn set_following(&self, following: bool) {
-        let mut state = lock(&self.state);
-        state.generation += 1;
-        state.following = following;
-        state.members.clear();
-    }
-}
+pub type MembersCache = FollowedCache<ConversationId, Option<Arc<[UserId]>>>;
 
 impl Membership {
     /// Membership over `participants` and the group service at `group_url` (connected lazily).
@@ -205,7 +139,7 @@ impl Membership {
         }
         let generation = self.cache.generation();
         let members = self.fetch_members(credentials, group).await?;
-        self.cache.store(generation, group, members.clone());
+        self.cache.store(generation, [(group, members.clone())]);
         Ok(members)
     }
 
@@ -255,59 +189,4 @@ async fn ensure_group_conversations(db: &PgPool, groups: &[ConversationId]) -> R
 fn parse_from_group(id: &str) -> Result<Uuid, Error> {
     Uuid::try_parse(id)
         .map_err(|_| Error::Group(tonic::Status::internal("malformed id from group")))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use uuid::Uuid;
-
-    use super::*;
-
-    fn group() -> ConversationId {
-        ConversationId(Uuid::now_v7())
-    }
-
-    fn members() -> Option<Arc<[UserId]>> {
-        Some(Arc::from([UserId(Uuid::now_v7())]))
-    }
-
-    #[test]
-    fn answers_are_kept_only_while_events_are_followed() {
-        let cache = MembersCache::default();
-        let (group, members) = (group(), members());
-
-        cache.store(cache.generation(), group, members.clone());
-        assert_eq!(cache.get(group), None, "not following: nothing is kept");
-
-        cache.set_following(true);
-        cache.store(cache.generation(), group, members.clone());
-        assert_eq!(cache.get(group), Some(members.clone()));
-
-        cache.set_following(false);
-        assert_eq!(cache.get(group), None, "events may be missed from now on");
-    }
-
-    #[test]
-    fn an_event_drops_its_group_and_an_answer_fetched_across_it_is_not_stored() {
-        let cache = MembersCache::default();
-        cache.set_following(true);
-        let (first, second) = (group(), group());
-        cache.store(cache.generation(), first, members());
-        cache.store(cache.generation(), second, None);
-
-        let before_event = cache.generation();
-        cache.invalidate(first);
-        cache.store(before_event, first, members());
-
-        assert_eq!(cache.get(first), None);
-        assert_eq!(
-            cache.get(second),
-            Some(None),
-            "an unknown group is cached too"
-        );
-    }
 }

@@ -81,6 +81,8 @@ pub enum Ephemeral {
     Typing(Typing),
     /// A group's membership changed.
     Membership(MembershipChange),
+    /// A user's set of devices changed: refetch their keys before the next send to them.
+    DevicesChanged(UserId),
 }
 
 /// A change to a group's membership, from the group service's events.
@@ -286,6 +288,28 @@ impl Hub {
             lock(&inbox.work).groups = Some(groups);
             inbox.ready.notify_one();
         }
+    }
+
+    /// Tells the streams that may send to `user` (theirs, their direct peers' and their groups'
+    /// members') that `user`'s devices changed.
+    pub fn devices_changed(&self, user: UserId, peers: &[UserId], groups: &[ConversationId]) {
+        let targets: Vec<Arc<Inbox>> = {
+            let streams = lock(&self.streams);
+            let mut seen = std::collections::HashSet::new();
+            std::iter::once(&user)
+                .chain(peers)
+                .filter_map(|user| streams.by_user.get(user))
+                .chain(
+                    groups
+                        .iter()
+                        .filter_map(|group| streams.by_group.get(group)),
+                )
+                .flatten()
+                .filter(|inbox| seen.insert(inbox.id))
+                .cloned()
+                .collect()
+        };
+        self.push(&targets, |_| true, Ephemeral::DevicesChanged(user));
     }
 
     fn push(&self, targets: &[Arc<Inbox>], to: impl Fn(&Inbox) -> bool, event: Ephemeral) {

@@ -6,8 +6,8 @@
 //! It does not own users, devices, keys or groups: it asks auth over gRPC (`auth.internal.v1`
 //! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users) and group
 //! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token, and
-//! follows group's `WatchMembershipEvents` with the deployment's service credential to keep its
-//! membership cache right and tell open streams about membership changes. It never decrypts
+//! follows group's `WatchMembershipEvents` and auth's `WatchDeviceChanges` with the deployment's
+//! service credential to keep its caches right and tell open streams about changes. It never decrypts
 //! anything: it checks each envelope's Ed25519 signature with the sender
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.
@@ -21,7 +21,8 @@
 //!   them; `delivery.rs`: one stream (replay, `CaughtUp`, live, backpressure, heartbeats).
 //! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
 //!   `conversations.rs`, `groups.rs` (group membership and its cache), `group_events.rs`
-//!   (membership events), `devices.rs`, `typing.rs`.
+//!   (membership events), `devices.rs` and `device_events.rs` (devices and their changes),
+//!   `followed_cache.rs` and `watch.rs` (what both caches share), `typing.rs`.
 //!
 //! Decisions worth knowing before changing anything:
 //! - The recipient set must be exactly the current keyed devices of every participant; the
@@ -36,11 +37,11 @@
 //!   logged at debug level only.
 //! - Every limit is in [`Config`] (`CHAT_*`, documented in `local.env.example`). Fixed internal
 //!   bounds (bus buffers, caches) are named constants in their modules.
-//!
-//! Not done yet: the `DevicesChanged` stream event and caching device lists (every send asks
-//! auth for the participants' devices): both need auth's `WatchDeviceChanges`, which is not
-//! implemented yet. The per-device stream limit and the typing rate limit hold per replica, not
-//! across replicas.
+//! - Group memberships and users' device lists are cached (`followed_cache.rs`), trusted only
+//!   while the matching event stream is followed (`watch.rs`: group's `WatchMembershipEvents`,
+//!   auth's `WatchDeviceChanges`, with the deployment's service credential); the same events
+//!   reach open streams as `MembershipChange` and `DevicesChanged`.
+//! - The per-device stream limit and the typing rate limit hold per replica, not across replicas.
 
 mod api;
 mod bus;
@@ -48,8 +49,10 @@ mod commit;
 mod config;
 mod conversations;
 mod delivery;
+mod device_events;
 mod devices;
 pub mod error;
+mod followed_cache;
 mod group_events;
 mod groups;
 mod history;
@@ -59,6 +62,7 @@ mod positions;
 mod sending;
 mod service;
 mod typing;
+mod watch;
 
 use std::{future::Future, sync::Arc};
 
@@ -137,13 +141,23 @@ fn build(
     tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
     let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
-    let follower = group_events::Follower {
+    let credential = ServiceCredential::new(&config.service_secret.read()?)?;
+    let membership_events = group_events::MembershipEvents {
         channel: membership.channel(),
-        credential: ServiceCredential::new(&config.service_secret.read()?)?,
+        credential: credential.clone(),
         cache: membership.cache(),
         hub: hub.clone(),
     };
-    tokio::spawn(follower.run(background.clone()));
+    tokio::spawn(watch::follow(membership_events, background.clone()));
+    let device_events = device_events::DeviceEvents {
+        auth: directory.channel(),
+        group: membership.channel(),
+        credential,
+        cache: directory.cache(),
+        hub: hub.clone(),
+        db: db.clone(),
+    };
+    tokio::spawn(watch::follow(device_events, background.clone()));
     let committer = commit::Committer::start(db.clone(), config.commit.clone(), bus.clone());
     let sending = sending::Sending::new(
         db.clone(),

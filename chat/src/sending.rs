@@ -3,10 +3,14 @@
 //!
 //! Order of checks: the envelope's shape and limits, and that it names the caller as sender
 //! (cheap, no I/O); participation (NOT_FOUND otherwise); a retry of a stored message (answered
-//! with the original, whatever the devices are now); the recipient set against auth's current
-//! devices; the signature against the sender device's published key.
+//! with the original, whatever the devices are now); the recipient set against the participants'
+//! devices (cached; a send the cache refuses is checked again against auth's current lists); the
+//! signature against the sender device's published key.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -98,15 +102,16 @@ impl Sending {
         {
             return stored.answer_retry(checked.conversation, &envelope.signature);
         }
-        let devices = self.directory.active_devices(credentials, &users).await?;
-        let sender_key = devices
-            .get(&caller.user)
-            .and_then(|own| own.iter().find(|device| device.device_id == caller.device))
-            .map(|device| device.signing_public_key.clone())
-            .ok_or_else(|| {
-                Error::SignatureInvalid("the sending device has no published keys".to_owned())
-            })?;
-        let recipients = check_recipients(checked.recipients, &devices, caller.device)?;
+        // Cached device lists may trail auth by the event stream's delay: a send they refuse is
+        // checked again against auth's current lists before it is refused.
+        let mut devices = self.directory.active_devices(credentials, &users).await?;
+        let mut sender_key = check_devices(&checked.recipients, &devices, caller);
+        if sender_key.is_err() {
+            devices = self.directory.current_devices(credentials, &users).await?;
+            sender_key = check_devices(&checked.recipients, &devices, caller);
+        }
+        let sender_key = sender_key?;
+        let recipients = checked.recipients;
         let recipients_digest =
             envelope
                 .verify_as_sent(&sender_key)
@@ -224,16 +229,33 @@ fn check_envelope(
     })
 }
 
+/// Checks the recipients against `devices`; returns the sending device's signing key.
+fn check_devices(
+    recipients: &[RecipientKey],
+    devices: &HashMap<UserId, Arc<[ActiveDevice]>>,
+    caller: Caller,
+) -> Result<Vec<u8>, Error> {
+    let sender_key = devices
+        .get(&caller.user)
+        .and_then(|own| own.iter().find(|device| device.device_id == caller.device))
+        .map(|device| device.signing_public_key.clone())
+        .ok_or_else(|| {
+            Error::SignatureInvalid("the sending device has no published keys".to_owned())
+        })?;
+    check_recipients(recipients, devices, caller.device)?;
+    Ok(sender_key)
+}
+
 /// Checks that `recipients` are exactly the current devices of every participant, the sending
 /// device excepted: it may wrap for itself (to read its own messages in history) or not.
 fn check_recipients(
-    recipients: Vec<RecipientKey>,
-    devices: &HashMap<UserId, Vec<ActiveDevice>>,
+    recipients: &[RecipientKey],
+    devices: &HashMap<UserId, Arc<[ActiveDevice]>>,
     sender_device: DeviceId,
-) -> Result<Vec<RecipientKey>, Error> {
+) -> Result<(), Error> {
     let current: HashMap<DeviceId, &[u8]> = devices
         .values()
-        .flatten()
+        .flat_map(|devices| devices.iter())
         .map(|device| {
             (
                 device.device_id,
@@ -243,7 +265,7 @@ fn check_recipients(
         .collect();
     let mut mismatch = DeviceListMismatch::default();
     let mut covered = HashSet::with_capacity(recipients.len());
-    for recipient in &recipients {
+    for recipient in recipients {
         let Some(fingerprint) = current.get(&recipient.device) else {
             mismatch.extra.push(recipient.device.to_string());
             continue;
@@ -260,7 +282,7 @@ fn check_recipients(
         .map(ToString::to_string)
         .collect();
     if mismatch.is_empty() {
-        return Ok(recipients);
+        return Ok(());
     }
     mismatch.missing.sort();
     mismatch.extra.sort();

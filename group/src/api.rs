@@ -2,8 +2,9 @@
 //!
 //! Every RPC of both services checks its caller first, so a call that bypasses the gateway is
 //! refused too: an access token everywhere (`group.internal.v1` accepts any valid one: the user
-//! in it does not filter results), except `WatchMembershipEvents`, which acts for no user and
-//! requires the deployment's service credential (`common::service_credential`).
+//! in it does not filter results, or the service credential instead), except
+//! `WatchMembershipEvents`, which acts for no user and requires the deployment's service
+//! credential (`common::service_credential`).
 
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
@@ -219,6 +220,21 @@ impl GroupInternalApi {
     }
 }
 
+impl GroupInternalApi {
+    /// Any valid access token (the caller's user does not filter the answer), or the service
+    /// credential for calls on nobody's behalf.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if request
+            .metadata()
+            .contains_key(common::service_credential::HEADER)
+        {
+            self.service_credential.check(request.metadata())
+        } else {
+            self.validator.authenticate(request).await.map(drop)
+        }
+    }
+}
+
 type MembershipEvents =
     Pin<Box<dyn Stream<Item = Result<internal_pb::WatchMembershipEventsResponse, Status>> + Send>>;
 
@@ -230,8 +246,7 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
         &self,
         request: Request<internal_pb::GetMembershipRequest>,
     ) -> Result<Response<internal_pb::GetMembershipResponse>, Status> {
-        // Any valid access token: the caller's user does not filter the answer.
-        self.validator.authenticate(&request).await?;
+        self.authenticate(&request).await?;
         let group = group_id(&request.get_ref().group_id)?;
         let membership = self.service.membership(group).await?;
         Ok(Response::new(internal_pb::GetMembershipResponse {
@@ -251,7 +266,7 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
         &self,
         request: Request<internal_pb::ListUserGroupsRequest>,
     ) -> Result<Response<internal_pb::ListUserGroupsResponse>, Status> {
-        self.validator.authenticate(&request).await?;
+        self.authenticate(&request).await?;
         let user = user_id("user_id", &request.get_ref().user_id)?;
         let groups = self.service.user_groups(user).await?;
         Ok(Response::new(internal_pb::ListUserGroupsResponse {

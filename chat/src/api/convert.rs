@@ -102,6 +102,11 @@ pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response
         Outgoing::Ephemeral(Ephemeral::Membership(change)) => {
             Event::MembershipChange(membership_change_pb(change))
         }
+        Outgoing::Ephemeral(Ephemeral::DevicesChanged(user)) => {
+            Event::DevicesChanged(pb::DevicesChanged {
+                user_id: user.to_string(),
+            })
+        }
         Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
             server_time: Some(timestamp(at)),
         }),

@@ -133,11 +133,11 @@ fn the_recipient_check_reports_missing_extra_and_stale_devices_sorted() {
     let devices = HashMap::from([
         (
             sender.user,
-            vec![device(sender.device, 1), device(stale_one, 9)],
+            Arc::from([device(sender.device, 1), device(stale_one, 9)]),
         ),
         (
             UserId(Uuid::now_v7()),
-            vec![device(peer, 1), device(peer_other, 1)],
+            Arc::from([device(peer, 1), device(peer_other, 1)]),
         ),
     ]);
     let wrapped = check_envelope(
@@ -149,7 +149,7 @@ fn the_recipient_check_reports_missing_extra_and_stale_devices_sorted() {
     .recipients;
 
     let Err(Error::DeviceListMismatch(mismatch)) =
-        check_recipients(wrapped, &devices, sender.device)
+        check_recipients(&wrapped, &devices, sender.device)
     else {
         panic!("expected a mismatch");
     };
@@ -164,15 +164,15 @@ fn the_sending_device_may_be_a_recipient_or_not() {
     let sender = caller();
     let peer = DeviceId(Uuid::now_v7());
     let devices = HashMap::from([
-        (sender.user, vec![device(sender.device, 1)]),
-        (UserId(Uuid::now_v7()), vec![device(peer, 1)]),
+        (sender.user, Arc::from([device(sender.device, 1)])),
+        (UserId(Uuid::now_v7()), Arc::from([device(peer, 1)])),
     ]);
     let without_self = check_envelope(&envelope(sender, &[peer]), sender, &limits()).unwrap();
     let with_self =
         check_envelope(&envelope(sender, &[peer, sender.device]), sender, &limits()).unwrap();
 
-    assert!(check_recipients(without_self.recipients, &devices, sender.device).is_ok());
-    assert!(check_recipients(with_self.recipients, &devices, sender.device).is_ok());
+    assert!(check_recipients(&without_self.recipients, &devices, sender.device).is_ok());
+    assert!(check_recipients(&with_self.recipients, &devices, sender.device).is_ok());
 }
 
 #[test]

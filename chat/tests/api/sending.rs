@@ -368,3 +368,47 @@ async fn one_client_message_id_racing_into_two_conversations_on_two_replicas_is_
         .unwrap();
     assert_eq!(stored, 1);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_peers_new_device_is_announced_on_open_streams_and_required_at_once(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let mut alice_events = alice.subscribe(&[]).await;
+    crate::helpers::replay(&mut alice_events).await;
+    // Fills chat's device cache with bob's one device.
+    let old_recipients = alice.recipients(&[&alice.user_id, &bob.user_id]).await;
+    alice
+        .send(alice.seal(&conversation.conversation_id, "m1", &old_recipients, "one"))
+        .await
+        .unwrap();
+
+    let bobs_tablet = app.device("bob").await;
+    let announced = loop {
+        match crate::helpers::next_event(&mut alice_events).await {
+            pb::stream_event::Event::DevicesChanged(changed) => break changed,
+            _ => continue,
+        }
+    };
+    let stale_send = alice
+        .send(alice.seal(&conversation.conversation_id, "m2", &old_recipients, "two"))
+        .await
+        .unwrap_err();
+    let fresh_send = alice
+        .send(alice.seal(
+            &conversation.conversation_id,
+            "m3",
+            &alice.recipients(&[&alice.user_id, &bob.user_id]).await,
+            "three",
+        ))
+        .await;
+
+    assert_eq!(announced.user_id, bob.user_id);
+    assert_eq!(stale_send.code(), Code::FailedPrecondition);
+    assert_eq!(
+        device_list_mismatch(&stale_send).missing_device_ids,
+        std::slice::from_ref(&bobs_tablet.device_id)
+    );
+    assert_eq!(fresh_send.unwrap().sequence, 2);
+}

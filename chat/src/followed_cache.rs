@@ -1,0 +1,131 @@
+//! A cache of another service's answers that is only trusted while that service's change events
+//! are followed (`watch.rs`): group memberships (`groups.rs`) and users' devices (`devices.rs`).
+//!
+//! Each event drops the entries it concerns; losing the event stream empties the cache and
+//! bypasses it until the stream is back. So an answer is never staler than the event stream's
+//! delay (milliseconds: events are published right after the change commits), and never stale
+//! across a missed event. An answer fetched while an event arrived is not stored (a generation
+//! counter), since it may predate the event.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Mutex, MutexGuard},
+};
+
+/// Keys cached at most; a full cache is emptied (a bound on memory, not an eviction policy:
+/// refilling costs one call per active key).
+const MAX_ENTRIES: usize = 10_000;
+
+/// Answers by key, trusted only while events are followed.
+pub struct FollowedCache<K, V> {
+    state: Mutex<State<K, V>>,
+}
+
+struct State<K, V> {
+    /// Whether events are being followed; the cache is empty and bypassed if not.
+    following: bool,
+    /// Bumped by every event and every change of `following`.
+    generation: u64,
+    entries: HashMap<K, V>,
+}
+
+impl<K, V> Default for FollowedCache<K, V> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                following: false,
+                generation: 0,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Copy, V: Clone> FollowedCache<K, V> {
+    /// The cached answer for `key`, if any (and if trusted).
+    pub fn get(&self, key: K) -> Option<V> {
+        let state = self.lock();
+        if state.following {
+            state.entries.get(&key).cloned()
+        } else {
+            None
+        }
+    }
+
+    /// The generation to pass to [`FollowedCache::store`] with answers fetched after this call.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Keeps answers fetched since `generation`, unless an event (or a change of following)
+    /// came in between.
+    pub fn store(&self, generation: u64, answers: impl IntoIterator<Item = (K, V)>) {
+        let mut state = self.lock();
+        if !state.following || state.generation != generation {
+            return;
+        }
+        for (key, value) in answers {
+            if state.entries.len() >= MAX_ENTRIES {
+                state.entries.clear();
+            }
+            state.entries.insert(key, value);
+        }
+    }
+
+    /// Drops what is cached for `key` (an event concerns it).
+    pub fn invalidate(&self, key: K) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.remove(&key);
+    }
+
+    /// Starts (events are followed from now on) or stops (events may be missed) trusting the
+    /// cache; either way it starts empty.
+    pub fn set_following(&self, following: bool) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.following = following;
+        state.entries.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_only_while_events_are_followed() {
+        let cache = FollowedCache::<u32, &str>::default();
+
+        cache.store(cache.generation(), [(1, "a")]);
+        assert_eq!(cache.get(1), None, "not following: nothing is kept");
+
+        cache.set_following(true);
+        cache.store(cache.generation(), [(1, "a")]);
+        assert_eq!(cache.get(1), Some("a"));
+
+        cache.set_following(false);
+        assert_eq!(cache.get(1), None, "events may be missed from now on");
+    }
+
+    #[test]
+    fn an_event_drops_its_key_and_an_answer_fetched_across_it_is_not_stored() {
+        let cache = FollowedCache::<u32, &str>::default();
+        cache.set_following(true);
+        cache.store(cache.generation(), [(1, "a"), (2, "b")]);
+
+        let before_event = cache.generation();
+        cache.invalidate(1);
+        cache.store(before_event, [(1, "stale")]);
+
+        assert_eq!(cache.get(1), None);
+        assert_eq!(cache.get(2), Some("b"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Following another service's change events from a background task, one per replica and per
+//! event stream: group's `WatchMembershipEvents` (`group_events.rs`) and auth's
+//! `WatchDeviceChanges` (`device_events.rs`), both with the deployment's service credential.
+//!
+//! While a stream is followed its cache is trusted; when the stream ends or cannot be opened,
+//! the cache is emptied and bypassed (every check asks the other service) until it follows
+//! again. It resumes after the last event seen, so open client streams get the changes they
+//! missed late rather than never; without a position (first start, or fallen out of the other
+//! service's retention: OUT_OF_RANGE) it starts at the newest event, and client streams learn
+//! what they missed when they reconnect.
+
+use std::{future::Future, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+/// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause before reconnecting: also the longest a cache stays bypassed once the other
+/// service is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One kind of change events, and what to do with them.
+pub trait EventSource: Send + Sync + 'static {
+    /// One event as the other service sends it.
+    type Event: Send;
+    /// For logs.
+    const NAME: &'static str;
+
+    /// Opens the event stream after `after` (`None`: from the newest event on).
+    fn open(
+        &self,
+        after: Option<u64>,
+    ) -> impl Future<Output = Result<tonic::Streaming<Self::Event>, tonic::Status>> + Send;
+
+    /// The event's id, the resume position.
+    fn event_id(event: &Self::Event) -> u64;
+
+    /// Applies one event (invalidate caches, tell client streams).
+    fn apply(&self, event: Self::Event);
+
+    /// Whether events are being followed (the cache may be trusted).
+    fn set_following(&self, following: bool);
+}
+
+/// Follows `source` until `stop` fires, reconnecting with backoff.
+pub async fn follow<S: EventSource>(source: S, stop: CancellationToken) {
+    tokio::select! {
+        () = follow_forever(&source) => {}
+        () = stop.cancelled() => {}
+    }
+    source.set_following(false);
+}
+
+async fn follow_forever<S: EventSource>(source: &S) {
+    let mut last_event: Option<u64> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut was_following = true; // log the first failure loudly
+    loop {
+        match follow_once(source, &mut last_event).await {
+            Ok(()) => {
+                backoff = MIN_BACKOFF;
+                was_following = true;
+                tracing::info!(events = S::NAME, "event stream ended; reconnecting");
+            }
+            Err(status) => {
+                if status.code() == Code::OutOfRange {
+                    last_event = None;
+                }
+                if was_following {
+                    tracing::warn!(events = S::NAME, %status, "cannot follow events; not caching until then");
+                } else {
+                    tracing::debug!(events = S::NAME, %status, "cannot follow events");
+                }
+                was_following = false;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One event stream, from `last_event` on, until it ends (`Ok`) or fails.
+async fn follow_once<S: EventSource>(
+    source: &S,
+    last_event: &mut Option<u64>,
+) -> Result<(), tonic::Status> {
+    let mut events = source.open(*last_event).await?;
+    source.set_following(true);
+    let result = loop {
+        match events.message().await {
+            Ok(Some(event)) => {
+                *last_event = Some(S::event_id(&event));
+                source.apply(event);
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    source.set_following(false);
+    result
+}
