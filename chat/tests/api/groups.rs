@@ -256,3 +256,63 @@ async fn membership_changes_reach_open_streams_which_follow_them_without_reconne
     );
     assert!(carol_after.is_err(), "carol got {carol_after:?}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_group_of_a_thousand_members_receives_a_message_on_all_its_streams(db: PgPool) {
+    const MEMBERS: usize = 1_000;
+    let app = spawn_app(db).await;
+    let mut members = Vec::with_capacity(MEMBERS);
+    let names: Vec<String> = (0..MEMBERS).map(|n| format!("member{n:04}")).collect();
+    for chunk in names.chunks(50) {
+        let created = futures::future::join_all(chunk.iter().map(|name| app.user(name))).await;
+        members.extend(created);
+    }
+    let owner = &members[0];
+    let first_others: Vec<&TestDevice> = members[1..100].iter().collect();
+    let group_id = create_group(&app, owner, &first_others).await;
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+    for chunk in members[100..].chunks(100) {
+        groups
+            .add_members(owner.request(group_pb::AddMembersRequest {
+                group_id: group_id.clone(),
+                user_ids: chunk.iter().map(|member| member.user_id.clone()).collect(),
+                role: group_pb::Role::Member.into(),
+            }))
+            .await
+            .unwrap();
+    }
+    let mut streams = Vec::with_capacity(MEMBERS - 1);
+    for member in &members[1..] {
+        let mut stream = member.subscribe(&[]).await;
+        replay(&mut stream).await;
+        streams.push(stream);
+    }
+    let recipients: Vec<e2ee::RecipientDevice> = members[1..]
+        .iter()
+        .map(|member| e2ee::RecipientDevice {
+            device_id: member.device_id.clone(),
+            encryption_spki: member.keys.public_keys().encryption_spki.clone(),
+        })
+        .collect();
+
+    let sent = owner
+        .send(owner.seal(&group_id, "all", &recipients, "hello, thousand"))
+        .await
+        .unwrap();
+    let received = futures::future::join_all(streams.iter_mut().map(next_message)).await;
+
+    assert_eq!(received.len(), MEMBERS - 1);
+    for (member, message) in members[1..].iter().zip(&received) {
+        let envelope = message.envelope.as_ref().unwrap();
+        assert_eq!(message.message_id, sent.message_id);
+        assert_eq!(
+            envelope.wrapped_keys.len(),
+            1,
+            "each device gets only its own key"
+        );
+        assert_eq!(envelope.wrapped_keys[0].device_id, member.device_id);
+    }
+    for (member, message) in members[1..].iter().zip(&received).step_by(333) {
+        assert_eq!(member.open(message, owner), "hello, thousand");
+    }
+}
