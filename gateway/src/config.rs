@@ -1,7 +1,7 @@
 //! The gateway's configuration, from `GATEWAY_*` environment variables (documented in
 //! `gateway/local.env.example`, which a test keeps in sync with this file).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use http::Uri;
 
@@ -41,11 +41,11 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     /// `GATEWAY_AUTH_URL`, default `http://127.0.0.1:50061`.
-    pub auth: Uri,
+    pub auth: UpstreamUrls,
     /// `GATEWAY_CHAT_URL`, default `http://127.0.0.1:50062`.
-    pub chat: Uri,
+    pub chat: UpstreamUrls,
     /// `GATEWAY_GROUP_URL`, default `http://127.0.0.1:50063`.
-    pub group: Uri,
+    pub group: UpstreamUrls,
     /// `GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS`: how often upstream names are re-resolved,
     /// default 10.
     pub resolve_interval: Duration,
@@ -82,6 +82,68 @@ pub struct Limits {
     pub login_rate_per_minute: u32,
     /// `GATEWAY_SEND_RATE_PER_SECOND`: message sends per user, default 20 (bursts of twice that).
     pub send_rate_per_second: u32,
+}
+
+/// The replicas of one upstream service: one `http://host:port` URL, or several separated by
+/// commas. Every address of every URL's host is a replica, and calls are balanced over all of
+/// them. On Kubernetes that is one headless Service name; a list names static replicas where no
+/// name resolves to all of them (e.g. `http://127.0.0.1:50062,http://127.0.0.2:50062` on one
+/// machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrls(Vec<Uri>);
+
+/// Why an upstream URL list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidUpstreamUrls(String);
+
+impl UpstreamUrls {
+    /// The URLs, in the order given (never empty).
+    pub fn iter(&self) -> impl Iterator<Item = &Uri> {
+        self.0.iter()
+    }
+}
+
+impl From<Uri> for UpstreamUrls {
+    fn from(uri: Uri) -> Self {
+        Self(vec![uri])
+    }
+}
+
+impl FromStr for UpstreamUrls {
+    type Err = InvalidUpstreamUrls;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let urls = text
+            .split(',')
+            .map(|url| {
+                let uri: Uri = url
+                    .trim()
+                    .parse()
+                    .map_err(|error| InvalidUpstreamUrls(format!("{url:?}: {error}")))?;
+                if uri.scheme_str() != Some("http")
+                    || uri.host().is_none()
+                    || uri.port_u16().is_none()
+                {
+                    return Err(InvalidUpstreamUrls(format!(
+                        "{url:?}: expected http://host:port"
+                    )));
+                }
+                Ok(uri)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(urls))
+    }
+}
+
+impl fmt::Display for UpstreamUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, uri) in self.0.iter().enumerate() {
+            let separator = if index == 0 { "" } else { "," };
+            write!(f, "{separator}{uri}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -183,15 +245,12 @@ impl Config {
     }
 }
 
-fn upstream_url(env: &EnvReader, setting: &str, default: &'static str) -> Result<Uri, ConfigError> {
-    let uri: Uri = env.parse_or(setting, Uri::from_static(default))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port_u16().is_none() {
-        return Err(ConfigError::Invalid {
-            key: env.key(setting),
-            reason: format!("{uri:?}: expected http://host:port"),
-        });
-    }
-    Ok(uri)
+fn upstream_url(
+    env: &EnvReader,
+    setting: &str,
+    default: &'static str,
+) -> Result<UpstreamUrls, ConfigError> {
+    env.parse_or(setting, UpstreamUrls::from(Uri::from_static(default)))
 }
 
 #[cfg(test)]
@@ -203,5 +262,40 @@ mod tests {
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    fn config_with(key: &str, value: &str) -> Result<Config, ConfigError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        Config::from_lookup(&move |k| (k == key).then(|| value.clone()))
+    }
+
+    #[test]
+    fn an_upstream_url_may_list_several_replicas() {
+        let config = config_with(
+            "GATEWAY_CHAT_URL",
+            "http://127.0.0.1:50062, http://127.0.0.2:50062",
+        )
+        .unwrap();
+
+        let urls: Vec<String> = config.upstreams.chat.iter().map(Uri::to_string).collect();
+        assert_eq!(urls, ["http://127.0.0.1:50062/", "http://127.0.0.2:50062/"]);
+        assert_eq!(config.upstreams.auth.iter().count(), 1);
+    }
+
+    #[test]
+    fn every_url_of_a_list_must_be_http_with_a_host_and_a_port() {
+        for bad in [
+            "http://127.0.0.1:50062,",
+            "http://127.0.0.1:50062,https://127.0.0.2:50062",
+            "http://127.0.0.1:50062,http://127.0.0.2",
+            "http://127.0.0.1:50062,,http://127.0.0.2:50062",
+        ] {
+            let error = config_with("GATEWAY_CHAT_URL", bad).unwrap_err();
+
+            assert!(
+                error.to_string().contains("GATEWAY_CHAT_URL"),
+                "{bad:?}: {error}"
+            );
+        }
     }
 }

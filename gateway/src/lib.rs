@@ -27,7 +27,9 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-pub use config::{Config, DEFAULT_LISTEN_ADDR, Limits, UpstreamSettings};
+pub use config::{
+    Config, DEFAULT_LISTEN_ADDR, InvalidUpstreamUrls, Limits, UpstreamSettings, UpstreamUrls,
+};
 use limits::RateLimits;
 use methods::{MethodTable, Upstream};
 use proxy::Proxy;

@@ -3,7 +3,8 @@
 //! A Kubernetes headless Service name resolves to one address per ready pod. A plain ClusterIP
 //! would pin each long-lived HTTP/2 connection to one pod; resolving ourselves lets calls and
 //! streams spread over all pods. The name is re-resolved periodically, so new pods receive calls
-//! and removed ones stop receiving new ones (calls already on them finish there).
+//! and removed ones stop receiving new ones (calls already on them finish there). An upstream
+//! given as several URLs (static replicas) is one pool over the addresses of all of them.
 //!
 //! Each address gets `connections_per_address` HTTP/2 connections (one connection's I/O runs on
 //! one thread at a time), each kept up by its own task, which reconnects with backoff. A call
@@ -34,7 +35,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::UpstreamSettings, methods::Upstream};
+use crate::{
+    config::{UpstreamSettings, UpstreamUrls},
+    methods::Upstream,
+};
 
 /// HTTP/2 flow-control window of each upstream connection (see [`connect`]).
 const UPSTREAM_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
@@ -69,7 +73,7 @@ impl Upstreams {
     /// Starts resolving every upstream name and connecting in the background, and returns the
     /// pools at once. Must run inside a Tokio runtime.
     pub fn start(settings: &UpstreamSettings) -> Self {
-        let pool = |uri: &Uri| UpstreamPool::start(uri, settings, dns());
+        let pool = |urls: &UpstreamUrls| UpstreamPool::start(urls, settings, dns());
         Self {
             auth: pool(&settings.auth),
             chat: pool(&settings.chat),
@@ -129,7 +133,7 @@ enum Link {
 }
 
 impl UpstreamPool {
-    fn start(uri: &Uri, settings: &UpstreamSettings, resolve: Resolver) -> Self {
+    fn start(urls: &UpstreamUrls, settings: &UpstreamSettings, resolve: Resolver) -> Self {
         let inner = Arc::new(PoolInner {
             connections: RwLock::new(Arc::from(Vec::new())),
             next: AtomicUsize::new(0),
@@ -137,11 +141,15 @@ impl UpstreamPool {
             connect_timeout: settings.connect_timeout,
             stop: CancellationToken::new(),
         });
-        let host = uri.host().unwrap_or("localhost").to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let names = urls
+            .iter()
+            .map(|uri| {
+                let host = uri.host().unwrap_or("localhost").to_owned();
+                (host, uri.port_u16().unwrap_or(80))
+            })
+            .collect();
         tokio::spawn(resolve_forever(
-            host,
-            port,
+            names,
             Arc::downgrade(&inner),
             inner.stop.clone(),
             settings.clone(),
@@ -272,29 +280,33 @@ fn dns() -> Resolver {
     })
 }
 
-/// Keeps the pool's connections matching what `host` resolves to, until the pool is gone.
+/// Keeps the pool's connections matching what the `names` (hosts and ports) resolve to, until
+/// the pool is gone.
 async fn resolve_forever(
-    host: String,
-    port: u16,
+    names: Vec<(String, u16)>,
     pool: std::sync::Weak<PoolInner>,
     stop: CancellationToken,
     settings: UpstreamSettings,
     resolve: Resolver,
 ) {
+    // The last addresses each name resolved to.
+    let mut known: Vec<HashSet<SocketAddr>> = vec![HashSet::new(); names.len()];
     let mut current: HashSet<SocketAddr> = HashSet::new();
     loop {
-        match resolve(host.clone(), port).await {
-            Ok(addresses) => {
-                let resolved: HashSet<SocketAddr> = addresses.into_iter().collect();
-                if resolved != current {
-                    let Some(pool) = pool.upgrade() else { return };
-                    tracing::info!(%host, addresses = ?resolved, "upstream addresses changed");
-                    replace_connections(&pool, &resolved, &settings);
-                    current = resolved;
-                }
+        for ((host, port), addresses) in names.iter().zip(&mut known) {
+            match resolve(host.clone(), *port).await {
+                Ok(resolved) => *addresses = resolved.into_iter().collect(),
+                // Keep the last known addresses: a DNS hiccup must not empty the pool.
+                Err(error) => tracing::warn!(%host, %error, "cannot resolve upstream"),
             }
-            // Keep the last known addresses: a DNS hiccup must not empty the pool.
-            Err(error) => tracing::warn!(%host, %error, "cannot resolve upstream"),
+        }
+        let resolved: HashSet<SocketAddr> = known.iter().flatten().copied().collect();
+        if resolved != current {
+            let Some(pool) = pool.upgrade() else { return };
+            let hosts: Vec<&str> = names.iter().map(|(host, _)| host.as_str()).collect();
+            tracing::info!(?hosts, addresses = ?resolved, "upstream addresses changed");
+            replace_connections(&pool, &resolved, &settings);
+            current = resolved;
         }
         tokio::select! {
             () = tokio::time::sleep(settings.resolve_interval) => {}
@@ -496,6 +508,30 @@ mod tests {
 
         assert_eq!(both.len(), 2, "both replicas answered: {both:?}");
         assert_eq!(after, HashSet::from([ServingStatus::NotServing as i32]));
+    }
+
+    #[tokio::test]
+    async fn a_list_of_urls_is_one_pool_over_the_addresses_of_all_of_them() {
+        let first = replica(ServingStatus::Serving).await;
+        let second = replica(ServingStatus::NotServing).await;
+        // Each name resolves to its own replica; "flaky" fails, which must not empty the pool.
+        let by_name: Resolver = Arc::new(move |host, _| {
+            let resolved = match host.as_str() {
+                "first" => Ok(vec![first]),
+                "second" => Ok(vec![second]),
+                _ => Err(io::Error::other("no such host")),
+            };
+            Box::pin(async move { resolved })
+        });
+        let settings = settings(Duration::from_millis(500));
+        let urls: UpstreamUrls = "http://first:1,http://second:1,http://flaky:1"
+            .parse()
+            .unwrap();
+
+        let pool = UpstreamPool::start(&urls, &settings, by_name);
+        let seen = answers(&pool, 50).await;
+
+        assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
     }
 
     #[tokio::test]

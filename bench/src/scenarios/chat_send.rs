@@ -119,8 +119,8 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
     let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
     let gateway = server::start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
         auth: auth_url.parse()?,
-        chat: chat_url.clone(),
-        group: chat_url,
+        chat: chat_url.clone().into(),
+        group: chat_url.into(),
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(1),
         connections_per_address: 2,

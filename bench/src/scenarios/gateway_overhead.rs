@@ -187,9 +187,9 @@ fn gateway_config(auth: &RunningServer) -> gateway::Config {
         .parse()
         .expect("a socket address makes a valid URI");
     gateway::Config::for_tests(gateway::UpstreamSettings {
-        auth: auth_url.clone(),
-        chat: auth_url.clone(),
-        group: auth_url,
+        auth: auth_url.clone().into(),
+        chat: auth_url.clone().into(),
+        group: auth_url.into(),
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(1),
         connections_per_address: 2,

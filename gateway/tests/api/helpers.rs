@@ -32,9 +32,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub fn upstreams(auth: &Uri, chat: &Uri, group: &Uri) -> gateway::UpstreamSettings {
     gateway::UpstreamSettings {
-        auth: auth.clone(),
-        chat: chat.clone(),
-        group: group.clone(),
+        auth: auth.clone().into(),
+        chat: chat.clone().into(),
+        group: group.clone().into(),
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,
