@@ -79,6 +79,8 @@ apt_want_missing() {
     command -v runuser >/dev/null || APT_WANTED+=(util-linux)
     # The web demo's browser tests (client/tests/web_demo) drive Debian's Chromium.
     [[ -x /usr/bin/chromium ]] || APT_WANTED+=(chromium)
+    # The cluster test (client/tests/cluster) puts Debian's nginx in front, as the chart's Ingress.
+    [[ -x /usr/sbin/nginx ]] || APT_WANTED+=(nginx)
 }
 
 apt_install() {

@@ -39,5 +39,7 @@ if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
     cargo_locked=(--locked)
 fi
 
+# The cluster test (client/tests/cluster) runs the services' binaries, which nextest does not build.
+cargo build --workspace --bins "${cargo_locked[@]}"
 # --no-fail-fast: one run reports every failing test, not just the first.
 cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass --no-fail-fast "$@"

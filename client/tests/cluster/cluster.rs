@@ -1,0 +1,550 @@
+//! The services as the Helm chart runs them: the real binaries of `target/debug`, each with the
+//! environment its Deployment gets (`charts/chat/templates/_env.tpl`: the same names and the
+//! same kind of values, secrets as mounted files), the migrations applied by the `migrate`
+//! binary first (the chart's Job), and nginx in front as the Ingress.
+//!
+//! What stands in for Kubernetes: a pod's address is a loopback address (the two chat replicas
+//! listen on the same port of 127.0.0.1 and 127.0.0.2); the ClusterIP Services the services use
+//! between them are plain URLs; the gateway's headless Service, one name resolving to every chat
+//! pod, is the list of both replicas' URLs in `GATEWAY_CHAT_URL` (no name resolves to both
+//! addresses here, and tests may not edit /etc/hosts), which the gateway resolves and balances
+//! exactly like a name's addresses; readiness probes are the same gRPC health checks and
+//! `/readyz`, and a rollout's "the new pod is ready and the gateway sees it" is waited for
+//! explicitly, as the chart's preStop sleep and the gateway's re-resolution ensure it there.
+
+use std::{
+    collections::HashSet,
+    fs::{self, File},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::nginx::Nginx;
+
+/// Where the two chat replicas listen (on the same port): their "pod addresses".
+pub const CHAT_REPLICAS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+];
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Every component's `<P>_SHUTDOWN_TIMEOUT_SECS` in the chart's default values.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a component may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running system. Dropping it kills every process.
+pub struct Cluster {
+    /// The Ingress: what clients connect to.
+    pub nginx: Nginx,
+    /// The chat replicas' addresses.
+    pub chat: [SocketAddr; 2],
+    auth: SocketAddr,
+    group: SocketAddr,
+    // Declared in stopping order: the gateway first, auth last.
+    gateway_process: Process,
+    chat_processes: [Option<Process>; 2],
+    group_process: Process,
+    auth_process: Process,
+    env: Environment,
+}
+
+/// What every process is started from.
+struct Environment {
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    database_url: String,
+}
+
+/// One running binary; killed when dropped.
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// Waits for a condition: `tick` sleeps briefly, or panics once `within` has passed.
+pub struct Deadline {
+    what: &'static str,
+    at: Instant,
+}
+
+impl Cluster {
+    /// Applies the migrations to `database_url`, then starts auth, group, both chat replicas,
+    /// the gateway and nginx in `dir`, each once the ones it needs are ready.
+    pub async fn start(dir: &Path, database_url: &str) -> Self {
+        let env = Environment {
+            bin_dir: binaries_dir(),
+            dir: dir.to_owned(),
+            database_url: database_url.to_owned(),
+        };
+        env.write_secrets();
+        env.migrate();
+
+        let auth = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
+        let mut auth_process = env.spawn("auth", "auth", env.auth(auth));
+        wait_serving(auth, "auth.v1.AuthService", &mut auth_process).await;
+        let group = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
+        let mut group_process = env.spawn("group", "group", env.group(group, auth));
+        wait_serving(group, "group.v1.GroupService", &mut group_process).await;
+        let chat_port = free_port(&CHAT_REPLICAS);
+        let chat = CHAT_REPLICAS.map(|address| SocketAddr::new(address, chat_port));
+        let mut chat_processes = [None, None];
+        for (replica, process) in chat_processes.iter_mut().enumerate() {
+            let name = format!("chat-{replica}");
+            let mut started = env.spawn("chat", &name, env.chat(chat[replica], auth, group));
+            wait_serving(chat[replica], "chat.v1.ChatService", &mut started).await;
+            *process = Some(started);
+        }
+        let gateway = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
+        let gateway_env = env.gateway(gateway, auth, chat, group);
+        let mut gateway_process = env.spawn("gateway", "gateway", gateway_env);
+        wait_ready(gateway, &mut gateway_process).await;
+        let nginx = Nginx::start(dir, gateway).await;
+        let cluster = Self {
+            nginx,
+            chat,
+            auth,
+            group,
+            gateway_process,
+            chat_processes,
+            group_process,
+            auth_process,
+            env,
+        };
+        for replica in 0..chat.len() {
+            cluster.wait_until_the_gateway_reaches(replica).await;
+        }
+        cluster
+    }
+
+    /// The URL clients use: the Ingress.
+    pub fn server(&self) -> String {
+        format!("http://{}", self.nginx.addr)
+    }
+
+    /// Sends SIGTERM to chat replica `replica` (what the kubelet does) and waits for it to exit,
+    /// which must be with success within the shutdown timeout. Returns how long that took.
+    pub async fn stop_chat(&mut self, replica: usize) -> Duration {
+        let mut process = self.chat_processes[replica]
+            .take()
+            .expect("the replica is running");
+        let started = Instant::now();
+        let status = process.terminate().await;
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM; its log: {}",
+            process.name,
+            process.log.display()
+        );
+        started.elapsed()
+    }
+
+    /// Stops every component as a `helm uninstall` does (SIGTERM), the Ingress first (nginx
+    /// keeps idle upstream connections open after the gateway's GOAWAY, which would hold the
+    /// gateway's drain to its full timeout), then the gateway, chat, group and auth; each must exit
+    /// with success.
+    pub async fn stop(self) {
+        let Self {
+            nginx,
+            mut gateway_process,
+            mut chat_processes,
+            mut group_process,
+            mut auth_process,
+            ..
+        } = self;
+        drop(nginx);
+        let chat = chat_processes.iter_mut().flatten();
+        let processes = [&mut gateway_process]
+            .into_iter()
+            .chain(chat)
+            .chain([&mut group_process, &mut auth_process]);
+        for process in processes {
+            let stopping = Instant::now();
+            let status = process.terminate().await;
+            assert!(
+                status.success(),
+                "{} exited with {status} after SIGTERM; its log: {}",
+                process.name,
+                process.log.display()
+            );
+            eprintln!("{} stopped in {:?}", process.name, stopping.elapsed());
+        }
+    }
+
+    /// Starts chat replica `replica` again and waits until it is ready and the gateway has
+    /// connections to it (on Kubernetes: the pod is ready, in the headless Service's answers, and
+    /// the old pod's preStop sleep outlasts the gateway's re-resolution).
+    pub async fn start_chat(&mut self, replica: usize) {
+        assert!(self.chat_processes[replica].is_none(), "already running");
+        let env = self.env.chat(self.chat[replica], self.auth, self.group);
+        let mut process = self.env.spawn("chat", &format!("chat-{replica}"), env);
+        wait_serving(self.chat[replica], "chat.v1.ChatService", &mut process).await;
+        self.chat_processes[replica] = Some(process);
+        self.wait_until_the_gateway_reaches(replica).await;
+    }
+
+    /// Waits until the gateway holds an established connection to chat replica `replica`.
+    async fn wait_until_the_gateway_reaches(&self, replica: usize) {
+        let deadline = Deadline::after(START_TIMEOUT, "the gateway to connect to a chat replica");
+        while !connected(self.gateway_process.child.id(), self.chat[replica]) {
+            deadline.tick().await;
+        }
+    }
+}
+
+impl Environment {
+    /// The chart's Secrets, mounted as files under `run/secrets/chat/<volume>/<key>`.
+    fn write_secrets(&self) {
+        let signing_key = Command::new(self.bin_dir.join("auth"))
+            .arg("keygen")
+            .env_clear()
+            .output()
+            .expect("auth keygen runs");
+        assert!(signing_key.status.success(), "auth keygen failed");
+        let random = || hex::encode(uuid::Uuid::new_v4().as_bytes());
+        // 64 hex digits are also valid base64 (of 48 bytes), which the refresh-token secret
+        // must be; they carry 32 random bytes.
+        let refresh_token_secret = format!("{}{}", random(), random());
+        let service_secret = format!("{}{}", random(), random());
+        for (volume, file, value) in [
+            ("signing-key", "signing-key.pem", &signing_key.stdout[..]),
+            (
+                "refresh-token-secret",
+                "refresh-token-secret",
+                refresh_token_secret.as_bytes(),
+            ),
+            (
+                "service-secret",
+                "service-secret",
+                service_secret.as_bytes(),
+            ),
+        ] {
+            let dir = self.secret_dir(volume);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(file), value).unwrap();
+        }
+    }
+
+    fn secret_dir(&self, volume: &str) -> PathBuf {
+        self.dir.join("run/secrets/chat").join(volume)
+    }
+
+    fn secret_file(&self, volume: &str, file: &str) -> String {
+        self.secret_dir(volume).join(file).display().to_string()
+    }
+
+    /// The migrations Job: `migrate` with `MIGRATE_DATABASE_URL`.
+    fn migrate(&self) {
+        let log = self.dir.join("migrate.log");
+        let status = Command::new(self.bin_dir.join("migrate"))
+            .env_clear()
+            .env("MIGRATE_DATABASE_URL", &self.database_url)
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .status()
+            .expect("the migrate binary runs");
+        assert!(
+            status.success(),
+            "migrate failed; its log: {}",
+            log.display()
+        );
+    }
+
+    /// `chat.env.server`, `chat.env.database`, `chat.env.token` and `chat.env.serviceSecret`.
+    fn common(&self, prefix: &str, listen: SocketAddr, parts: &[&str]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("LISTEN_ADDR", listen.to_string()),
+            ("LOG", "info".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            (
+                "SHUTDOWN_TIMEOUT_SECS",
+                SHUTDOWN_TIMEOUT.as_secs().to_string(),
+            ),
+        ];
+        if parts.contains(&"database") {
+            env.push(("DATABASE_URL", self.database_url.clone()));
+            env.push(("DATABASE_MAX_CONNECTIONS", "10".to_owned()));
+        }
+        if parts.contains(&"token") {
+            env.push(("TOKEN_ISSUER", "chat-auth".to_owned()));
+            env.push(("TOKEN_AUDIENCE", "chat".to_owned()));
+        }
+        if parts.contains(&"service-secret") {
+            let file = self.secret_file("service-secret", "service-secret");
+            env.push(("SERVICE_SECRET_FILE", file));
+        }
+        env.into_iter()
+            .map(|(setting, value)| (format!("{prefix}_{setting}"), value))
+            .collect()
+    }
+
+    /// `chat.env.auth.own`.
+    fn auth(&self, listen: SocketAddr) -> Vec<(String, String)> {
+        let mut env = self.common("AUTH", listen, &["database", "token", "service-secret"]);
+        env.extend([
+            ("AUTH_ACCESS_TOKEN_TTL_SECS".to_owned(), "900".to_owned()),
+            (
+                "AUTH_PASSWORD_HASHING_CONCURRENCY".to_owned(),
+                "2".to_owned(),
+            ),
+            (
+                "AUTH_SIGNING_KEY_FILE".to_owned(),
+                self.secret_file("signing-key", "signing-key.pem"),
+            ),
+            (
+                "AUTH_REFRESH_TOKEN_SECRET_FILE".to_owned(),
+                self.secret_file("refresh-token-secret", "refresh-token-secret"),
+            ),
+        ]);
+        env
+    }
+
+    /// `chat.env.group.own`.
+    fn group(&self, listen: SocketAddr, auth: SocketAddr) -> Vec<(String, String)> {
+        let mut env = self.common("GROUP", listen, &["database", "token", "service-secret"]);
+        env.push(("GROUP_AUTH_URL".to_owned(), format!("http://{auth}")));
+        env
+    }
+
+    /// `chat.env.chat.own`.
+    fn chat(
+        &self,
+        listen: SocketAddr,
+        auth: SocketAddr,
+        group: SocketAddr,
+    ) -> Vec<(String, String)> {
+        let mut env = self.common("CHAT", listen, &["database", "token", "service-secret"]);
+        env.push(("CHAT_AUTH_URL".to_owned(), format!("http://{auth}")));
+        env.push(("CHAT_GROUP_URL".to_owned(), format!("http://{group}")));
+        env
+    }
+
+    /// `chat.env.gateway.own`: every chat replica in `GATEWAY_CHAT_URL` (see the module docs).
+    fn gateway(
+        &self,
+        listen: SocketAddr,
+        auth: SocketAddr,
+        chat: [SocketAddr; 2],
+        group: SocketAddr,
+    ) -> Vec<(String, String)> {
+        let mut env = self.common("GATEWAY", listen, &["token"]);
+        let chat_urls: Vec<String> = chat.iter().map(|addr| format!("http://{addr}")).collect();
+        env.extend([
+            ("GATEWAY_AUTH_URL".to_owned(), format!("http://{auth}")),
+            ("GATEWAY_CHAT_URL".to_owned(), chat_urls.join(",")),
+            ("GATEWAY_GROUP_URL".to_owned(), format!("http://{group}")),
+            (
+                "GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS".to_owned(),
+                "10".to_owned(),
+            ),
+            ("GATEWAY_CORS_ALLOWED_ORIGINS".to_owned(), String::new()),
+        ]);
+        env
+    }
+
+    /// Starts `binary` with exactly `env` (as in a container: nothing inherited), its output
+    /// to `<dir>/<name>.log`.
+    fn spawn(&self, binary: &str, name: &str, env: Vec<(String, String)>) -> Process {
+        let log = self.dir.join(format!("{name}.log"));
+        let output = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(self.bin_dir.join(binary))
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        Process {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+}
+
+impl Process {
+    /// Panics with the log's path if the process has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited with {status}; its log: {}",
+                self.name,
+                self.log.display()
+            );
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (the drain may last up to the shutdown timeout).
+    async fn terminate(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {} failed", self.name);
+        let deadline = Deadline::after(SHUTDOWN_TIMEOUT + Duration::from_secs(5), "an exit");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            deadline.tick().await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Deadline {
+    /// A deadline `within` from now for `what` (named in the panic).
+    pub fn after(within: Duration, what: &'static str) -> Self {
+        Self {
+            what,
+            at: Instant::now() + within,
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// Sleeps briefly before the condition is checked again; panics once the deadline passed.
+    pub async fn tick(&self) {
+        assert!(
+            Instant::now() < self.at,
+            "timed out waiting for {}",
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `target/debug` (or whichever profile built this test): the directory above the test
+/// executable's `deps/`, where cargo puts the workspace's binaries.
+fn binaries_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    for binary in ["auth", "chat", "group", "gateway", "migrate"] {
+        assert!(
+            dir.join(binary).is_file(),
+            "{} is missing: build the binaries first (`cargo build --bins`, as ci/test.sh does)",
+            dir.join(binary).display()
+        );
+    }
+    dir
+}
+
+/// A port that was free a moment ago on every one of `addresses`.
+pub fn free_port(addresses: &[IpAddr]) -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind((addresses[0], 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        if addresses[1..]
+            .iter()
+            .all(|address| std::net::TcpListener::bind((*address, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
+/// Waits until `addr` reports `service` SERVING (the chart's gRPC readiness probe).
+async fn wait_serving(addr: SocketAddr, service: &str, process: &mut Process) {
+    let deadline = Deadline::after(START_TIMEOUT, "a service to report SERVING");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            if let Ok(response) = HealthClient::new(channel).check(request).await
+                && response.into_inner().status() == ServingStatus::Serving
+            {
+                return;
+            }
+        }
+        // A process that died will never answer: say so rather than time out.
+        process.assert_running();
+        deadline.tick().await;
+    }
+}
+
+/// Waits until the gateway's `/readyz` answers 200 (its readiness probe: auth's key set fetched).
+async fn wait_ready(gateway: SocketAddr, process: &mut Process) {
+    let deadline = Deadline::after(START_TIMEOUT, "the gateway's /readyz");
+    loop {
+        if http_status(gateway, "/readyz").await == Some(200) {
+            return;
+        }
+        process.assert_running();
+        deadline.tick().await;
+    }
+}
+
+/// The status code of `GET path` on `addr` over HTTP/1.1, or `None` when it cannot be fetched.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let response = String::from_utf8_lossy(&response);
+    // "HTTP/1.1 200 OK"
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether process `pid` holds an established TCP connection to `peer`: its socket inodes
+/// (`/proc/<pid>/fd`) against the connection table (`/proc/net/tcp`).
+fn connected(pid: u32, peer: SocketAddr) -> bool {
+    let SocketAddr::V4(peer) = peer else {
+        return false;
+    };
+    let inodes: HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // The table shows an IPv4 address as the hex of its bytes read as a little-endian u32.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(peer.ip().octets()),
+        peer.port()
+    );
+    const ESTABLISHED: &str = "01";
+    fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str())
+                && fields.get(3) == Some(&ESTABLISHED)
+                && fields.get(9).is_some_and(|inode| inodes.contains(*inode))
+        })
+}

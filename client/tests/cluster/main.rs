@@ -1,0 +1,390 @@
+//! The cluster's shape, locally (issue #9): the services started as the Helm chart wires them
+//! (`cluster.rs`: the real binaries with the chart's environment, two chat replicas behind the
+//! gateway, nginx in front as the Ingress), and a rolling restart of the chat replicas while
+//! clients of this crate's library stream and send through nginx. No acknowledged message may
+//! be lost or shown twice, and the clients of a stopped replica must resume on the other one.
+//!
+//! Needs the workspace's binaries built (`cargo build --bins`; ci/test.sh does it), Debian's
+//! nginx (`/usr/sbin/nginx`; ci/install-tools.sh installs it) and `DATABASE_URL`. The services'
+//! logs go to a scratch directory, kept and named when the test fails.
+
+mod cluster;
+mod database;
+mod nginx;
+mod traffic;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use client::{KeyOptions, Profile, Session, keystore::KdfParams};
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+use crate::{
+    cluster::{Cluster, Deadline},
+    database::TestDatabase,
+    traffic::{Device, Sender, Sends},
+};
+
+const PASSWORD: &str = "correct horse battery";
+/// Small RSA keys and a cheap argon2 for the devices' own keys.
+const TEST_KEYS: KeyOptions = KeyOptions {
+    rsa_bits: 2048,
+    kdf: KdfParams {
+        m_cost: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    },
+};
+/// How long the clients may take to resume and catch up after a replica stops.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_the_chat_replicas_loses_no_acknowledged_message() {
+    let database = TestDatabase::create().await;
+
+    // In a task, so that the database is dropped whatever happens (the task's panic is re-raised).
+    let outcome = tokio::spawn(rolling_restart(database.url.clone())).await;
+
+    database.drop().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+async fn rolling_restart(database_url: String) {
+    let started = Instant::now();
+    let mut phases = Vec::new();
+    let scratch = ScratchDir::new();
+    let mut cluster = Cluster::start(scratch.path(), &database_url).await;
+    phases.push(("cluster up", started.elapsed()));
+    let devices = follow_a_group_conversation(&cluster, scratch.path()).await;
+    phases.push(("devices following", started.elapsed()));
+    let [alice, _alice_phone, bob, carol] = &devices;
+    let (stop, stopped) = watch::channel(false);
+    let senders = [
+        Sender::unary("alice", alice.1.clone(), alice.2.clone(), stopped.clone()),
+        Sender::unary("carol", carol.1.clone(), carol.2.clone(), stopped.clone()),
+        Sender::on_stream(bob.0.clone(), stopped),
+    ];
+    let devices: Vec<Arc<Device>> = devices.iter().map(|(device, ..)| device.clone()).collect();
+    wait_until_every_device_shows(&devices, &senders, |sequence| sequence >= 10, "traffic").await;
+
+    let mut streams_moved = Vec::new();
+    let mut drains = Vec::new();
+    for replica in 0..cluster.chat.len() {
+        let disconnects_before: Vec<usize> =
+            devices.iter().map(|d| d.shown().disconnects).collect();
+        drains.push(cluster.stop_chat(replica).await);
+        // Everything acknowledged so far, then newer messages, must reach every device while
+        // the replica is down: the streams it ended have resumed on the other one.
+        let stopped_at = last_acknowledged(&senders, &devices);
+        wait_until_every_device_shows(
+            &devices,
+            &senders,
+            |sequence| sequence > stopped_at,
+            "resume",
+        )
+        .await;
+        let moved = devices
+            .iter()
+            .zip(&disconnects_before)
+            .filter(|(device, before)| device.shown().disconnects > **before)
+            .count();
+        streams_moved.push(moved);
+        phases.push(("resumed", started.elapsed()));
+        cluster.start_chat(replica).await;
+        phases.push(("restarted", started.elapsed()));
+    }
+    let after_rollout = last_acknowledged(&senders, &devices);
+    wait_until_every_device_shows(
+        &devices,
+        &senders,
+        |sequence| sequence > after_rollout + 10,
+        "traffic after the rollout",
+    )
+    .await;
+    stop.send(true).unwrap();
+    let mut sends = Vec::new();
+    for sender in senders {
+        sends.push(sender.finish().await);
+    }
+    wait_until_the_stream_sends_are_answered(bob.0.as_ref(), &sends[2]).await;
+    let last = alice.1.conversations().await.unwrap()[0].last_sequence;
+    wait_until_every_device_shows(
+        &devices,
+        &[],
+        |sequence| sequence >= last,
+        "the last message",
+    )
+    .await;
+
+    let sends: Vec<Sends> = sends
+        .iter()
+        .map(|sends| std::mem::take(&mut *sends.lock().unwrap()))
+        .collect();
+    phases.push(("all shown", started.elapsed()));
+    report(&devices, &sends, &streams_moved, &drains, last);
+    eprintln!("phases: {phases:?}");
+    // Each restart ended streams (the gateway had put some on each replica), and they resumed on
+    // the other replica while it was down (the waits above).
+    assert!(
+        streams_moved.iter().all(|moved| *moved > 0),
+        "a replica had no stream to end: {streams_moved:?}"
+    );
+    for device in &devices {
+        assert_showed_everything_once_in_order(device, &sends, last);
+    }
+    drop(devices);
+    cluster.stop().await;
+}
+
+/// Registers alice, bob and carol, alice on two devices; alice creates a group with the others;
+/// every device follows it live. Returns each device with its session and view of the group.
+async fn follow_a_group_conversation(
+    cluster: &Cluster,
+    scratch: &Path,
+) -> [(Arc<Device>, Arc<Session>, client::Target); 4] {
+    let server = cluster.server();
+    let password: SecretString = PASSWORD.to_owned().into();
+    for username in ["alice", "bob", "carol"] {
+        client::register(&server, username, &password, "")
+            .await
+            .unwrap();
+    }
+    let mut sessions = Vec::new();
+    for (device, username) in [
+        ("alice", "alice"),
+        ("alice-phone", "alice"),
+        ("bob", "bob"),
+        ("carol", "carol"),
+    ] {
+        let profile = Profile::open(scratch.join("profiles").join(device)).unwrap();
+        let session = Session::login(profile, &server, username, &password, None, TEST_KEYS)
+            .await
+            .unwrap();
+        sessions.push((device, Arc::new(session)));
+    }
+    sessions[0]
+        .1
+        .create_group("rollout", &["bob".to_owned(), "carol".to_owned()])
+        .await
+        .unwrap();
+    let mut targets = Vec::new();
+    for (_, session) in &sessions {
+        targets.push(session.resolve("#rollout").await.unwrap());
+    }
+    // The streams open back to back, so that the gateway's round-robin spreads them over both
+    // replicas.
+    let followed: Vec<_> = sessions
+        .into_iter()
+        .zip(targets)
+        .map(|((name, session), target)| {
+            let device = Arc::new(Device::follow(name, &session, target.clone()));
+            (device, session, target)
+        })
+        .collect();
+    let deadline = Deadline::after(RESUME_TIMEOUT, "every device to catch up");
+    while followed
+        .iter()
+        .any(|(device, ..)| device.shown().caught_up == 0)
+    {
+        deadline.tick().await;
+    }
+    followed
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("four devices"))
+}
+
+/// The highest sequence acknowledged to any sender so far.
+fn last_acknowledged(senders: &[Sender], devices: &[Arc<Device>]) -> u64 {
+    let unary = senders
+        .iter()
+        .filter_map(|sender| {
+            let sends = sender.sends.lock().unwrap();
+            sends
+                .acknowledged
+                .iter()
+                .map(|(sequence, _)| *sequence)
+                .max()
+        })
+        .max();
+    let on_streams = devices
+        .iter()
+        .filter_map(|device| device.shown().sent.iter().copied().max())
+        .max();
+    unary.max(on_streams).unwrap_or(0)
+}
+
+async fn wait_until_every_device_shows(
+    devices: &[Arc<Device>],
+    senders: &[Sender],
+    reached: impl Fn(u64) -> bool,
+    what: &'static str,
+) {
+    let deadline = Deadline::after(RESUME_TIMEOUT, what);
+    while !devices
+        .iter()
+        .all(|device| reached(device.shown().last_sequence()))
+    {
+        for device in devices {
+            if let Some(error) = &device.shown().ended {
+                panic!("{}'s session ended: {error}", device.name);
+            }
+        }
+        if deadline.expired() {
+            let shown: Vec<String> = devices
+                .iter()
+                .map(|device| {
+                    let shown = device.shown();
+                    format!(
+                        "{}: last {}, {} disconnects, {} catch-ups, {} sent on the stream, refused {:?}",
+                        device.name,
+                        shown.last_sequence(),
+                        shown.disconnects,
+                        shown.caught_up,
+                        shown.sent.len(),
+                        shown.send_failures
+                    )
+                })
+                .collect();
+            let sends: Vec<String> = senders
+                .iter()
+                .map(|sender| {
+                    let sends = sender.sends.lock().unwrap();
+                    format!(
+                        "{} acknowledged (last {:?}), {} queued on a stream, failed {:?}",
+                        sends.acknowledged.len(),
+                        sends.acknowledged.last(),
+                        sends.queued,
+                        sends.failed
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {what}:\n{}\n{}",
+                shown.join("\n"),
+                sends.join("\n")
+            );
+        }
+        deadline.tick().await;
+    }
+}
+
+/// Every line queued on the stream was answered (acknowledged or refused).
+async fn wait_until_the_stream_sends_are_answered(
+    device: &Device,
+    sends: &Arc<std::sync::Mutex<Sends>>,
+) {
+    let queued = sends.lock().unwrap().queued;
+    let deadline = Deadline::after(RESUME_TIMEOUT, "answers to the sends on the stream");
+    loop {
+        {
+            let shown = device.shown();
+            if shown.sent.len() + shown.send_failures.len() >= queued {
+                return;
+            }
+        }
+        deadline.tick().await;
+    }
+}
+
+/// The device showed the conversation's messages 1..=last, each once and in order, among them
+/// every acknowledged send with its text.
+fn assert_showed_everything_once_in_order(device: &Device, sends: &[Sends], last: u64) {
+    let shown = device.shown();
+    let sequences: Vec<u64> = shown
+        .messages
+        .iter()
+        .map(|(sequence, _)| *sequence)
+        .collect();
+    let missing: Vec<u64> = (1..=last).filter(|s| !sequences.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} never showed {missing:?}",
+        device.name
+    );
+    assert_eq!(
+        sequences,
+        (1..=last).collect::<Vec<_>>(),
+        "{} showed messages out of order or twice",
+        device.name
+    );
+    for sends in sends {
+        for (sequence, text) in &sends.acknowledged {
+            let shown_text = &shown.messages[*sequence as usize - 1].1;
+            assert_eq!(shown_text, text, "{} at {sequence}", device.name);
+        }
+    }
+    let mut texts: Vec<&String> = shown.messages.iter().map(|(_, text)| text).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(
+        texts.len(),
+        shown.messages.len(),
+        "{} showed a text twice",
+        device.name
+    );
+    assert!(
+        shown
+            .messages
+            .iter()
+            .all(|(_, text)| !text.starts_with("FAILED")),
+        "{}: a message failed verification",
+        device.name
+    );
+}
+
+fn report(
+    devices: &[Arc<Device>],
+    sends: &[Sends],
+    streams_moved: &[usize],
+    drains: &[Duration],
+    last: u64,
+) {
+    let on_stream = devices.iter().map(|d| d.shown().sent.len()).sum::<usize>();
+    let acknowledged = sends.iter().map(|s| s.acknowledged.len()).sum::<usize>() + on_stream;
+    let failed: Vec<&(String, String)> = sends.iter().flat_map(|s| &s.failed).collect();
+    let refused: Vec<String> = devices
+        .iter()
+        .flat_map(|d| d.shown().send_failures.clone())
+        .collect();
+    eprintln!(
+        "{last} messages, {acknowledged} acknowledged; failed sends {failed:?}, refused on the \
+         stream {refused:?}; streams moved per restart {streams_moved:?}; drains {drains:?}; \
+         disconnects per device {:?}",
+        devices
+            .iter()
+            .map(|d| (d.name, d.shown().disconnects))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A directory for the run's secrets, logs and client profiles: removed after a success, kept
+/// (and named) after a failure.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("chat-cluster-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the services' logs are in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
