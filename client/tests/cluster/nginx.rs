@@ -78,8 +78,8 @@ fn args(dir: &Path) -> Vec<String> {
 /// What ingress-nginx generates for the chart's Ingress, reduced to what matters here:
 /// `backend-protocol: GRPC` is `grpc_pass` (HTTP/2 to the gateway), `proxy-read-timeout` and
 /// `proxy-send-timeout` are the `grpc_*_timeout`s of a gRPC backend, `proxy-body-size` is
-/// `client_max_body_size`, and the controller keeps upstream connections alive. The differences:
-/// `client_body_buffer_size` (see below), and the listener speaks HTTP/2 without TLS (prior knowledge), where the production
+/// `client_max_body_size`, and the controller keeps upstream connections alive. The one
+/// difference: the listener speaks HTTP/2 without TLS (prior knowledge), where the production
 /// Ingress terminates TLS (ingress-nginx negotiates HTTP/2 only there), as the test client has no
 /// certificate to trust.
 fn configuration(dir: &Path, listen: SocketAddr, gateway: SocketAddr) -> String {
@@ -118,10 +118,6 @@ http {{
         location / {{
             # nginx.ingress.kubernetes.io/proxy-body-size: 5m
             client_max_body_size 5m;
-            # Not among the chart's annotations (nginx.ingress.kubernetes.io/client-body-buffer-size
-            # would set it): with nginx's default (16k), the responses of an OpenStream on which
-            # the client keeps sending stalled in about half of the runs, with nginx 1.22.1.
-            client_body_buffer_size 1m;
             # nginx.ingress.kubernetes.io/proxy-read-timeout / proxy-send-timeout: 3600
             grpc_connect_timeout 5s;
             grpc_read_timeout 3600s;
