@@ -69,6 +69,20 @@ pub async fn start_chat(config: chat::Config) -> anyhow::Result<RunningServer> {
     Ok(server)
 }
 
+/// Starts group with `config` (its pool built from `config.database`, as `group`'s `main` does)
+/// and waits until it reports SERVING.
+///
+/// # Errors
+/// When it cannot bind, fails to start, or does not become SERVING in time.
+pub async fn start_group(config: group::Config) -> anyhow::Result<RunningServer> {
+    let server = start("group", move |listener, shutdown| async move {
+        let db = common::db::connect_lazy(&config.database)?;
+        group::run(config, db, listener, shutdown).await
+    })?;
+    server.wait_until_serving(group::SERVICES[0]).await?;
+    Ok(server)
+}
+
 /// Starts the gateway with `config` and waits until it reports SERVING (its own health service
 /// answers for the whole server, `""`).
 ///

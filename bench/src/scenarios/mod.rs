@@ -8,6 +8,7 @@
 mod auth_login;
 mod chat_send;
 mod gateway_overhead;
+mod group_fanout;
 
 use std::{fmt, future::Future, pin::Pin};
 
@@ -29,6 +30,7 @@ pub const ALL: &[Scenario] = &[
     auth_login::SCENARIO,
     gateway_overhead::SCENARIO,
     chat_send::SCENARIO,
+    group_fanout::SCENARIO,
 ];
 
 /// The scenario called `name`.
