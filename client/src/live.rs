@@ -3,7 +3,7 @@
 //! the cursor saved in the profile so that nothing is shown twice and nothing is missed.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -23,6 +23,9 @@ use crate::{
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Requests queued for the stream before new lines wait (the server answers at most its
+/// in-flight limit of sends at a time).
+const MAX_QUEUED_REQUESTS: usize = 256;
 
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
@@ -111,6 +114,8 @@ impl Session {
                 replays: Replays::default(),
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
+                outbox: VecDeque::new(),
+                ack: None,
                 fatal: None,
             };
             state.run().await;
@@ -140,6 +145,12 @@ struct LiveState {
     replays: Replays,
     pending: BTreeMap<String, Pending>,
     cursors: Cursors,
+    /// Requests waiting for room in the stream's request side. Never awaited while responses
+    /// wait: the server stops reading requests while its answers are not read, so a client that
+    /// blocks on sending while not reading would deadlock with it.
+    outbox: VecDeque<pb::OpenStreamRequest>,
+    /// The newest acknowledgement not sent yet (an older one says nothing more).
+    ack: Option<pb::Acknowledgement>,
     /// Set when reconnecting cannot help (the session ended).
     fatal: Option<Error>,
 }
@@ -225,27 +236,38 @@ impl LiveState {
         self.emit(LiveEvent::Connected).await?;
         // Lines not answered before the drop: the same envelope again (the server answers a
         // repeated client message id as a duplicate, never storing it twice).
-        for (request_id, pending) in &self.pending {
-            let _ = requests
-                .send(send_request(request_id, pending.envelope.clone()))
-                .await;
-        }
+        self.outbox = self
+            .pending
+            .iter()
+            .map(|(request_id, pending)| send_request(request_id, pending.envelope.clone()))
+            .collect();
         loop {
             if !self.texts_open && self.pending.is_empty() && *caught_up {
                 return Ok(());
             }
+            let has_requests = self.ack.is_some() || !self.outbox.is_empty();
             tokio::select! {
+                permit = requests.reserve(), if has_requests => {
+                    let Ok(permit) = permit else {
+                        return Err(Error::Unavailable("the stream ended".to_owned()));
+                    };
+                    match self.ack.take() {
+                        Some(ack) => permit.send(request(Outgoing::Ack(ack))),
+                        None => permit.send(self.outbox.pop_front().expect("checked above")),
+                    }
+                }
                 item = stream.message() => match item {
                     Ok(Some(response)) => {
                         if let Some(response) = response.response {
-                            self.handle(response, &requests, caught_up).await?;
+                            self.handle(response, caught_up).await?;
                         }
                     }
                     Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
                     Err(status) => return Err(self.failure(status, &token).await),
                 },
-                text = self.texts.recv(), if self.texts_open => match text {
-                    Some(text) => self.send_text(text, &requests).await,
+                // New lines wait while many requests do, so the queue stays bounded.
+                text = self.texts.recv(), if self.texts_open && self.outbox.len() < MAX_QUEUED_REQUESTS => match text {
+                    Some(text) => self.send_text(text).await,
                     None => self.texts_open = false,
                 },
             }
@@ -261,15 +283,10 @@ impl LiveState {
         status.into()
     }
 
-    async fn handle(
-        &mut self,
-        response: Incoming,
-        requests: &mpsc::Sender<pb::OpenStreamRequest>,
-        caught_up: &mut bool,
-    ) -> Result<()> {
+    async fn handle(&mut self, response: Incoming, caught_up: &mut bool) -> Result<()> {
         match response {
             Incoming::Event(pb::StreamEvent { event: Some(event) }) => match event {
-                Event::Message(message) => self.show(message, requests).await?,
+                Event::Message(message) => self.show(message).await?,
                 Event::CaughtUp(_) => {
                     *caught_up = true;
                     self.emit(LiveEvent::CaughtUp).await?;
@@ -292,16 +309,12 @@ impl LiveState {
                     self.emit(LiveEvent::Sent(sent)).await?;
                 }
             }
-            Incoming::SendRejected(rejected) => self.rejected(rejected, requests).await?,
+            Incoming::SendRejected(rejected) => self.rejected(rejected).await?,
         }
         Ok(())
     }
 
-    async fn show(
-        &mut self,
-        message: pb::Message,
-        requests: &mpsc::Sender<pb::OpenStreamRequest>,
-    ) -> Result<()> {
+    async fn show(&mut self, message: pb::Message) -> Result<()> {
         if message.conversation_id != self.target.conversation_id {
             return Ok(());
         }
@@ -320,7 +333,7 @@ impl LiveState {
             delivered_sequence: sequence,
             read_sequence: sequence,
         };
-        let _ = requests.send(request(Outgoing::Ack(ack))).await;
+        self.ack = Some(ack);
         let shown = self.session.open_message(message).await;
         self.emit_warnings().await?;
         if !self.replays.is_replay(&shown) {
@@ -332,7 +345,7 @@ impl LiveState {
         Ok(())
     }
 
-    async fn send_text(&mut self, text: String, requests: &mpsc::Sender<pb::OpenStreamRequest>) {
+    async fn send_text(&mut self, text: String) {
         let client_message_id = uuid::Uuid::new_v4().to_string();
         match self
             .session
@@ -341,9 +354,8 @@ impl LiveState {
         {
             Ok(envelope) => {
                 let request_id = uuid::Uuid::new_v4().to_string();
-                let _ = requests
-                    .send(send_request(&request_id, envelope.clone()))
-                    .await;
+                self.outbox
+                    .push_back(send_request(&request_id, envelope.clone()));
                 self.pending.insert(
                     request_id,
                     Pending {
@@ -366,11 +378,7 @@ impl LiveState {
     }
 
     /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
-    async fn rejected(
-        &mut self,
-        rejected: pb::SendRejected,
-        requests: &mpsc::Sender<pb::OpenStreamRequest>,
-    ) -> Result<()> {
+    async fn rejected(&mut self, rejected: pb::SendRejected) -> Result<()> {
         let Some(mut pending) = self.pending.remove(&rejected.request_id) else {
             return Ok(());
         };
@@ -388,9 +396,8 @@ impl LiveState {
             if let Ok(envelope) = resealed {
                 pending.envelope = envelope.clone();
                 pending.retried = true;
-                let _ = requests
-                    .send(send_request(&rejected.request_id, envelope))
-                    .await;
+                self.outbox
+                    .push_back(send_request(&rejected.request_id, envelope));
                 self.pending.insert(rejected.request_id, pending);
                 return Ok(());
             }

@@ -397,3 +397,54 @@ async fn a_device_added_to_ones_own_account_triggers_a_warning(db: PgPool) {
     assert_eq!(warnings[0].added.len(), 1);
     assert!(warnings[0].to_string().contains("your account"));
 }
+
+/// Sends `count` lines on `live` as fast as it takes them, reading its events meanwhile; returns
+/// how many of its own sends were answered and how many of the peer's messages were shown, once
+/// both reach `count`.
+async fn chat_flat_out(mut live: client::Live, who: &'static str, count: usize) -> (usize, usize) {
+    let mut tally = (0, 0); // (own sends answered, peer's messages shown)
+    let count_event = |tally: &mut (usize, usize), event: LiveEvent| match event {
+        LiveEvent::Sent(_) => tally.0 += 1,
+        LiveEvent::Message(message) if !text_of(&message).starts_with(who) => tally.1 += 1,
+        _ => {}
+    };
+    for n in 0..count {
+        live.send(format!("{who} {n}")).await.unwrap();
+        while let Ok(event) = live.events.try_recv() {
+            count_event(&mut tally, event);
+        }
+    }
+    while tally != (count, count) {
+        let Some(event) = live.events.recv().await else {
+            break;
+        };
+        count_event(&mut tally, event);
+    }
+    tally
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_live_conversations_sending_flat_out_both_ways_never_stall(db: PgPool) {
+    // A client that waited for room to send while not reading its answers deadlocked with the
+    // server, which stops reading sends while its answers are not read.
+    const LINES: usize = 300;
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let mut alice_live = alice.clone().live(alice.resolve("bob").await.unwrap());
+    let mut bob_live = bob.clone().live(bob.resolve("alice").await.unwrap());
+    until_caught_up(&mut alice_live).await;
+    until_caught_up(&mut bob_live).await;
+
+    let both = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        futures::future::join(
+            chat_flat_out(alice_live, "alice", LINES),
+            chat_flat_out(bob_live, "bob", LINES),
+        ),
+    )
+    .await
+    .expect("neither side stalls");
+
+    assert_eq!(both, ((LINES, LINES), (LINES, LINES)));
+}
