@@ -53,6 +53,16 @@ def test_only_the_gateway_has_an_ingress(manifests):
                 assert "hostPort" not in port, workload["metadata"]["name"]
 
 
+def test_the_gateways_metrics_have_their_own_port_outside_its_service(manifests):
+    container = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    listen = env_of(container)["GATEWAY_METRICS_LISTEN_ADDR"]["value"]
+    assert listen.rsplit(":", 1)[1] == str(ports["metrics"])
+    assert ports["metrics"] != ports["http"]
+    service_ports = [port["targetPort"] for port in manifests.one("Service", "chat-gateway")["spec"]["ports"]]
+    assert "metrics" not in service_ports and ports["metrics"] not in service_ports
+
+
 def test_the_ingress_speaks_grpc_to_the_gateway_with_tls_when_asked(manifests):
     ingress = manifests.kind("Ingress")[0]
     annotations = ingress["metadata"].get("annotations", {})

@@ -48,9 +48,15 @@ def test_every_pod_is_isolated_in_both_directions(manifests):
         assert types == {"Ingress", "Egress"}, workload["metadata"]["name"]
 
 
-def test_only_the_ingress_controller_reaches_the_gateway(manifests):
+def gateway_ingress_rules(manifests: Manifests) -> list[dict]:
     gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
-    rules = [r for p in policies_for(manifests, gateway) for r in p["spec"].get("ingress") or []]
+    return [r for p in policies_for(manifests, gateway) for r in p["spec"].get("ingress") or []]
+
+
+def test_only_the_ingress_controller_reaches_the_gateway(manifests):
+    rules = [
+        r for r in gateway_ingress_rules(manifests) if r["ports"] != [{"port": "metrics", "protocol": "TCP"}]
+    ]
     assert len(rules) == 1
     peers = rules[0]["from"]
     controller = peers[0]
@@ -60,6 +66,17 @@ def test_only_the_ingress_controller_reaches_the_gateway(manifests):
     assert peers[1:] == extra
     assert all(component_of_peer(manifests, peer) is None for peer in peers)
     assert rules[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+def test_only_the_configured_scrapers_reach_the_gateways_metrics_port(manifests):
+    scrapers = manifests.values().get("networkPolicy", {}).get("metricsScrapers", [])
+    metrics_rules = [
+        r for r in gateway_ingress_rules(manifests) if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    ]
+    if scrapers:
+        assert [rule["from"] for rule in metrics_rules] == [scrapers]
+    else:
+        assert metrics_rules == [], "no scraper configured: the metrics port stays closed"
 
 
 def test_internal_services_accept_only_their_callers(manifests):

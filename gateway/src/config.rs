@@ -31,6 +31,9 @@ pub struct Config {
     /// `GATEWAY_WEB_ROOT`: a directory of static files (the browser demo) served at `/` (its
     /// `index.html`) and under `/static/`; unset serves none.
     pub web_root: Option<PathBuf>,
+    /// `GATEWAY_METRICS_LISTEN_ADDR`: serve `/metrics` on this address only (plain HTTP), so that
+    /// the public port behind the Ingress does not expose it; unset serves it on the main port.
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` (PEM): serve TLS when both are set
     /// (HTTP/2 and HTTP/1.1 via ALPN); plaintext otherwise (behind a TLS-terminating Ingress).
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -215,6 +218,11 @@ impl Config {
             web_root: Some(env.string_or("WEB_ROOT", ""))
                 .filter(|root| !root.is_empty())
                 .map(PathBuf::from),
+            metrics_listen_addr: if env.string_or("METRICS_LISTEN_ADDR", "").is_empty() {
+                None
+            } else {
+                Some(env.parse_or("METRICS_LISTEN_ADDR", DEFAULT_LISTEN_ADDR)?)
+            },
             tls,
         })
     }
@@ -240,6 +248,7 @@ impl Config {
                 send_rate_per_second: 1000,
             },
             web_root: None,
+            metrics_listen_addr: None,
             tls: None,
         }
     }

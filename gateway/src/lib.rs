@@ -1,7 +1,8 @@
 //! The gateway is the only component exposed to the outside. One port serves native gRPC (HTTP/2
 //! with prior knowledge, or TLS with ALPN), gRPC-Web (HTTP/1.1 and HTTP/2, through
 //! `tonic_web::GrpcWebLayer`) and plain HTTP (`/healthz`, `/readyz`, `/metrics`,
-//! `/.well-known/jwks.json`).
+//! `/.well-known/jwks.json`). With `GATEWAY_METRICS_LISTEN_ADDR`, `/metrics` moves to a port of
+//! its own, so that the public port does not expose it.
 //!
 //! It serves gRPC health and server reflection for every public API itself, and proxies every
 //! other call by path to the auth, chat and group services (`proxy.rs`): the access token is
@@ -60,7 +61,23 @@ pub async fn run(
         unary_timeout: config.limits.unary_timeout,
         max_message_bytes: config.limits.max_message_bytes,
     });
-    let app = router(proxy, &config).await?;
+    let metrics = Arc::new(observability::Metrics::new(
+        observability::gateway_method_paths(),
+    ));
+    let metrics_server = match config.metrics_listen_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "gateway metrics listening");
+            let routes = observability::metrics_route(metrics.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, routes).await {
+                    tracing::error!(%error, "the metrics server failed");
+                }
+            }))
+        }
+        None => None,
+    };
+    let app = router(proxy, metrics, &config).await?;
     let tls = match &config.tls {
         Some((certificate_chain, private_key)) => Some(server::tls_acceptor(&server::TlsFiles {
             certificate_chain: certificate_chain.clone(),
@@ -84,6 +101,9 @@ pub async fn run(
         config.server.shutdown_timeout,
     )
     .await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     Ok(())
 }
 
@@ -93,10 +113,11 @@ pub async fn run(
 ///
 /// # Errors
 /// When the reflection service cannot be built from the embedded descriptors.
-async fn router(proxy: Arc<Proxy>, config: &Config) -> anyhow::Result<axum::Router> {
-    let metrics = Arc::new(observability::Metrics::new(
-        observability::gateway_method_paths(),
-    ));
+async fn router(
+    proxy: Arc<Proxy>,
+    metrics: Arc<observability::Metrics>,
+    config: &Config,
+) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     let own_services =
@@ -115,8 +136,10 @@ async fn router(proxy: Arc<Proxy>, config: &Config) -> anyhow::Result<axum::Rout
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
-        .with_state(proxy)
-        .merge(observability::metrics_route(metrics.clone()));
+        .with_state(proxy);
+    if config.metrics_listen_addr.is_none() {
+        http = http.merge(observability::metrics_route(metrics.clone()));
+    }
     if let Some(root) = &config.web_root {
         http = http
             .route_service(

@@ -115,6 +115,8 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 {{ include "chat.env.token" $args }}
 - name: GATEWAY_CORS_ALLOWED_ORIGINS
   value: {{ join "," .root.Values.gateway.corsAllowedOrigins | quote }}
+- name: GATEWAY_METRICS_LISTEN_ADDR
+  value: {{ printf "%s:%v" .root.Values.listenHost .root.Values.gateway.metricsPort | quote }}
 {{- end }}
 
 {{/* Secret volumes of each component: (dict "root" $ "component" NAME); mounts under /run/secrets/chat. */}}

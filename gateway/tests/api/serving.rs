@@ -62,6 +62,33 @@ async fn healthz_answers_ok_over_plain_http() {
 }
 
 #[tokio::test]
+async fn with_a_metrics_address_metrics_leave_the_public_port() {
+    let nowhere: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+    // A free port: bound, read, released (the gateway binds it again right away).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config =
+        gateway::Config::for_tests(crate::helpers::upstreams(&nowhere, &nowhere, &nowhere));
+    config.metrics_listen_addr = Some(metrics_addr);
+    let app = crate::helpers::spawn_gateway(config).await;
+    // The metrics port is bound before the main one serves; wait for the main one.
+    testkit::health_status(testkit::connect(app.addr).await, "").await;
+
+    let public = http1_request(app.addr, "GET /metrics HTTP/1.1", b"").await;
+    let private = http1_request(metrics_addr, "GET /metrics HTTP/1.1", b"").await;
+
+    let public = String::from_utf8(public).unwrap();
+    let private = String::from_utf8(private).unwrap();
+    // Unknown plain-HTTP paths fall through to the gRPC routes, which refuse them.
+    assert!(public.starts_with("HTTP/1.1 400"), "{public}");
+    assert!(!public.contains("# EOF"), "{public}");
+    assert!(private.starts_with("HTTP/1.1 200"), "{private}");
+    assert!(private.contains("# EOF"), "{private}");
+}
+
+#[tokio::test]
 async fn a_grpc_web_call_over_http1_gets_a_grpc_web_answer() {
     let app = spawn_app().await;
     // An empty HealthCheckRequest in one uncompressed gRPC frame: flag 0, length 0.
