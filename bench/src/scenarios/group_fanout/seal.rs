@@ -4,7 +4,7 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use proto::chat::v1 as chat_pb;
-use tokio::task::JoinSet;
+use tokio::sync::oneshot;
 
 use super::setup::SendingDevice;
 
@@ -25,7 +25,7 @@ pub(super) struct Sealed {
 }
 
 /// Seals `per_route[i]` envelopes for each `routes[i]`, with client message ids
-/// `<tag>-<i>-<n>`, splitting the work over `workers` blocking threads. Returns one queue per
+/// `<tag>-<i>-<n>`, splitting the work over `workers` threads per route. Returns one queue per
 /// route.
 pub(super) async fn seal_all(
     routes: &[Arc<Route>],
@@ -44,39 +44,24 @@ pub(super) async fn seal_all(
             start = end;
         }
     }
-    let mut sealing = JoinSet::new();
+    // Named threads of their own, joined before anything is timed: `cpu.rs` adds up threads by
+    // name, and blocking-pool threads that exit later, named like the bench's runtime workers,
+    // would take their sealing time with them and hide the stream readers' time.
+    let mut sealing = Vec::with_capacity(pieces.len());
     for (route_index, route, range) in pieces {
         let tag = tag.to_owned();
-        sealing.spawn_blocking(move || -> anyhow::Result<(usize, usize, Vec<Sealed>)> {
-            let start = range.start;
-            let sender = e2ee::Sender {
-                user_id: &route.sender.identity.user_id,
-                device_id: &route.sender.identity.device_id,
-                keys: &route.sender.keys,
-            };
-            let plaintext = vec![b'x'; MESSAGE_BYTES];
-            let mut sealed = Vec::with_capacity(range.len());
-            for n in range {
-                let client_message_id = format!("{tag}-{route_index}-{n}");
-                let envelope = e2ee::seal(
-                    &sender,
-                    &route.conversation_id,
-                    &client_message_id,
-                    &route.recipients,
-                    &plaintext,
-                )?;
-                sealed.push(Sealed {
-                    client_message_id,
-                    envelope: envelope.into(),
-                });
-            }
-            Ok((route_index, start, sealed))
-        });
+        let (sealed_tx, sealed_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sealer".to_owned())
+            .spawn(move || {
+                let _ = sealed_tx.send(seal_range(&route, route_index, range, &tag));
+            })?;
+        sealing.push(sealed_rx);
     }
     let mut pieces_done: Vec<Vec<(usize, Vec<Sealed>)>> =
         (0..routes.len()).map(|_| Vec::new()).collect();
-    while let Some(joined) = sealing.join_next().await {
-        let (route_index, start, sealed) = joined??;
+    for sealed_rx in sealing {
+        let (route_index, start, sealed) = sealed_rx.await??;
         pieces_done[route_index].push((start, sealed));
     }
     Ok(pieces_done
@@ -86,4 +71,36 @@ pub(super) async fn seal_all(
             pieces.into_iter().flat_map(|(_, sealed)| sealed).collect()
         })
         .collect())
+}
+
+/// Seals the envelopes `range` of `route`; returns them with the route's index and the start.
+fn seal_range(
+    route: &Route,
+    route_index: usize,
+    range: std::ops::Range<usize>,
+    tag: &str,
+) -> anyhow::Result<(usize, usize, Vec<Sealed>)> {
+    let start = range.start;
+    let sender = e2ee::Sender {
+        user_id: &route.sender.identity.user_id,
+        device_id: &route.sender.identity.device_id,
+        keys: &route.sender.keys,
+    };
+    let plaintext = vec![b'x'; MESSAGE_BYTES];
+    let mut sealed = Vec::with_capacity(range.len());
+    for n in range {
+        let client_message_id = format!("{tag}-{route_index}-{n}");
+        let envelope = e2ee::seal(
+            &sender,
+            &route.conversation_id,
+            &client_message_id,
+            &route.recipients,
+            &plaintext,
+        )?;
+        sealed.push(Sealed {
+            client_message_id,
+            envelope: envelope.into(),
+        });
+    }
+    Ok((route_index, start, sealed))
 }
