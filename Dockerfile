@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# One image with every server binary of the workspace: auth, chat, group, gateway and migrate.
+# One image with every server binary of the workspace: auth, chat-server, group, gateway and migrate.
 # The Helm chart (charts/chat) picks the binary with the container's `command`.
 #
 #   docker build -t chat:dev .
@@ -25,7 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --locked --release --bins \
     && mkdir -p /out \
-    && cp target/release/auth target/release/chat target/release/group \
+    && cp target/release/auth target/release/chat-server target/release/group \
           target/release/gateway target/release/migrate /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -98,7 +98,7 @@ export CHAT_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GROUP_AUTH_URL="http://127.0.
 export GATEWAY_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GATEWAY_CHAT_URL="http://127.0.0.1:$CHAT_PORT"
 export GATEWAY_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
 start auth AUTH "$AUTH_PORT" with-db
-start chat CHAT "$CHAT_PORT" with-db
+start chat-server CHAT "$CHAT_PORT" with-db
 start group GROUP "$GROUP_PORT" with-db
 # The browser demo, bundled for the gateway to serve at / (web-demo/README.md).
 node web-demo/build.mjs "$REPO/.local/web-demo" >/dev/null
@@ -119,7 +119,7 @@ wait_serving() {
 }
 command -v grpcurl >/dev/null || die "grpcurl not found: run ci/install-tools.sh"
 wait_serving auth "$AUTH_PORT"
-wait_serving chat "$CHAT_PORT"
+wait_serving chat-server "$CHAT_PORT"
 wait_serving group "$GROUP_PORT"
 wait_serving gateway "$GATEWAY_PORT"
 

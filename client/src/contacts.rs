@@ -10,7 +10,7 @@ use crate::{Error, Result, Session, profile::Contact};
 
 /// A contact's keys differ from the ones pinned in the profile: a device was added, removed or
 /// replaced its keys. Either the contact changed devices, or someone (the server included) is
-/// impersonating them: compare the safety number again (`chat-cli verify`).
+/// impersonating them: compare the safety number again (`chat verify`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KeyWarning {
     /// Whether these are the session's own user's devices.
@@ -33,7 +33,7 @@ impl std::fmt::Display for KeyWarning {
             return write!(
                 f,
                 "WARNING: the devices of your account {} CHANGED ({} added, {} removed). \
-                 If you did not do this, check `chat-cli devices` and revoke what you do not know",
+                 If you did not do this, check `chat devices` and revoke what you do not know",
                 self.username,
                 self.added.len(),
                 self.removed.len()
@@ -42,7 +42,7 @@ impl std::fmt::Display for KeyWarning {
         write!(
             f,
             "WARNING: the keys of {} CHANGED ({} device key(s) added, {} removed){}. \
-             Compare the safety number again: chat-cli verify {}",
+             Compare the safety number again: chat verify {}",
             self.username,
             self.added.len(),
             self.removed.len(),

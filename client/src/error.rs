@@ -38,7 +38,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// The process exit code of this error (see the crate docs). Code 6 is not an error of
-    /// the library: `chat-cli` exits with it after showing a message that failed verification.
+    /// the library: `chat` exits with it after showing a message that failed verification.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {

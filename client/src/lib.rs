@@ -1,6 +1,6 @@
-//! The reference end-to-end encrypted client: a library (this crate) and the `chat-cli`
-//! command-line program (`src/bin/chat-cli/`; not named `chat`, which is the chat service's
-//! binary in the same target directory). It talks only to the gateway.
+//! The reference end-to-end encrypted client: a library (this crate) and the `chat`
+//! command-line program (`src/bin/chat/`; the chat service's binary is `chat-server`). It talks
+//! only to the gateway.
 //!
 //! Everything secret stays on the device: messages are sealed and opened here with the `e2ee`
 //! crate, for every device of every participant (this one included, so that it can read its own
@@ -23,7 +23,7 @@
 //! `contacts.json` (pinned device keys per user, verified flags), `cursors.json` (last sequence
 //! shown per conversation).
 //!
-//! **Exit codes of `chat-cli`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
+//! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
 //! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
 //! password or passphrase, session ended), 4 not found, 5 network or server unavailable,
 //! 6 verification failure (a message that failed verification was shown).

@@ -205,7 +205,7 @@ impl Session {
     /// # Errors
     /// [`Error::Auth`] when the profile is not logged in or the passphrase is wrong.
     pub fn resume(profile: Profile, passphrase: Option<&SecretString>) -> Result<Session> {
-        let not_logged_in = || Error::Auth("not logged in: run `chat-cli login` first".to_owned());
+        let not_logged_in = || Error::Auth("not logged in: run `chat login` first".to_owned());
         let account = profile.account()?.ok_or_else(not_logged_in)?;
         let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
         let keys = match passphrase {

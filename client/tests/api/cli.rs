@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::helpers::{PASSWORD, TestEnv, spawn_env};
 
-/// What one run of the `chat-cli` binary printed, and its exit code.
+/// What one run of the `chat` binary printed, and its exit code.
 struct Run {
     code: i32,
     stdout: String,
@@ -24,7 +24,7 @@ impl Run {
     }
 }
 
-/// Runs `chat-cli` with `args` on the profile `dir` against the test gateway (off the runtime's
+/// Runs `chat` with `args` on the profile `dir` against the test gateway (off the runtime's
 /// thread, which also runs the services).
 async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
     let server = env.server();
@@ -41,9 +41,9 @@ async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -
     chat_custom(server, args, &env, stdin).await
 }
 
-/// Runs `chat-cli` with only the given profile and secret variables (and the test settings).
+/// Runs `chat` with only the given profile and secret variables (and the test settings).
 async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-cli"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
     command
         .args(args)
         .env("CHAT_SERVER", server)

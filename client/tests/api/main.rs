@@ -1,4 +1,4 @@
-//! End-to-end tests of the client library and the `chat-cli` binary against the real services and
+//! End-to-end tests of the client library and the `chat` binary against the real services and
 //! the real gateway, each test on its own database.
 
 mod cli;

@@ -98,7 +98,7 @@ impl Cluster {
         let mut chat_processes = [None, None];
         for (replica, process) in chat_processes.iter_mut().enumerate() {
             let name = format!("chat-{replica}");
-            let mut started = env.spawn("chat", &name, env.chat(chat[replica], auth, group));
+            let mut started = env.spawn("chat-server", &name, env.chat(chat[replica], auth, group));
             wait_serving(chat[replica], "chat.v1.ChatService", &mut started).await;
             *process = Some(started);
         }
@@ -184,7 +184,9 @@ impl Cluster {
     pub async fn start_chat(&mut self, replica: usize) {
         assert!(self.chat_processes[replica].is_none(), "already running");
         let env = self.env.chat(self.chat[replica], self.auth, self.group);
-        let mut process = self.env.spawn("chat", &format!("chat-{replica}"), env);
+        let mut process = self
+            .env
+            .spawn("chat-server", &format!("chat-{replica}"), env);
         wait_serving(self.chat[replica], "chat.v1.ChatService", &mut process).await;
         self.chat_processes[replica] = Some(process);
         self.wait_until_the_gateway_reaches(replica).await;
@@ -440,7 +442,7 @@ impl Deadline {
 fn binaries_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    for binary in ["auth", "chat", "group", "gateway", "migrate"] {
+    for binary in ["auth", "chat-server", "group", "gateway", "migrate"] {
         assert!(
             dir.join(binary).is_file(),
             "{} is missing: build the binaries first (`cargo build --bins`, as ci/test.sh does)",

@@ -1,6 +1,6 @@
 //! The clients: devices following the conversation on a live stream (the client library's
 //! [`client::Live`], which resumes from its saved cursor after every drop), and senders that
-//! keep sending (unary `SendMessage`, as `chat-cli send` and the web demo do) through the Ingress
+//! keep sending (unary `SendMessage`, as `chat send` and the web demo do) through the Ingress
 //! and record which sends were acknowledged.
 //!
 //! Sends on the live stream itself are left out: an `OpenStream` on which the client keeps

@@ -14,7 +14,7 @@ device keys from CHAT_PASSPHRASE, else the password. Targets: a username, or #gr
 
 /// End-to-end encrypted chat from the command line.
 #[derive(Debug, Parser)]
-#[command(name = "chat-cli", version, after_help = EXIT_CODES)]
+#[command(name = "chat", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Profile name (one device login per profile).
     #[arg(long, global = true, env = "CHAT_PROFILE", default_value = "default")]

@@ -1,4 +1,4 @@
-//! `chat-cli`: the command-line client. Thin: parses arguments, reads secrets, calls the `client`
+//! `chat`: the command-line client. Thin: parses arguments, reads secrets, calls the `client`
 //! library and prints (as text or, with `--json`, one JSON document per result).
 
 use std::{
@@ -50,7 +50,7 @@ async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Completions { shell } => {
             let mut command = Cli::command();
-            clap_complete::generate(shell, &mut command, "chat-cli", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command, "chat", &mut std::io::stdout());
             Ok(0)
         }
         Command::Register {
@@ -236,7 +236,7 @@ async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result
     Ok(())
 }
 
-/// `chat-cli chat <target>`: events to stdout, stdin lines to the stream, until stdin ends and every
+/// `chat chat <target>`: events to stdout, stdin lines to the stream, until stdin ends and every
 /// line is answered.
 async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Result<u8> {
     let target = session.resolve(target).await?;
