@@ -4,7 +4,8 @@
 //!
 //! The cache (`followed_cache.rs`) is only trusted while `group_events.rs` follows
 //! `WatchMembershipEvents`, each event dropping its group's entry: an answer is never staler
-//! than the event stream's delay, and never stale across a missed event.
+//! than the event stream's delay, and never stale across a missed event. A send the cached
+//! members refuse is checked again against the group service (`sending.rs`).
 
 use std::sync::Arc;
 
@@ -78,10 +79,37 @@ impl Membership {
         conversation: ConversationId,
         user: UserId,
     ) -> Result<Arc<[UserId]>, Error> {
+        self.authorize_with(credentials, conversation, user, Source::Cache)
+            .await
+    }
+
+    /// Like [`Membership::authorize`], but asks the group service (refreshing the cache): for
+    /// a send the cached members refused, which may trail the group service by the event
+    /// stream's delay.
+    ///
+    /// # Errors
+    /// As [`Membership::authorize`].
+    pub async fn authorize_current(
+        &self,
+        credentials: &Credentials,
+        conversation: ConversationId,
+        user: UserId,
+    ) -> Result<Arc<[UserId]>, Error> {
+        self.authorize_with(credentials, conversation, user, Source::GroupService)
+            .await
+    }
+
+    async fn authorize_with(
+        &self,
+        credentials: &Credentials,
+        conversation: ConversationId,
+        user: UserId,
+        source: Source,
+    ) -> Result<Arc<[UserId]>, Error> {
         let direct = self.participants.of(conversation).await?;
         let users = if direct.is_empty() {
             let members = self
-                .group_members(credentials, conversation)
+                .group_members(credentials, conversation, source)
                 .await?
                 .ok_or(Error::ConversationNotFound)?;
             if members.contains(&user) {
@@ -133,8 +161,11 @@ impl Membership {
         &self,
         credentials: &Credentials,
         group: ConversationId,
+        source: Source,
     ) -> Result<Option<Arc<[UserId]>>, Error> {
-        if let Some(cached) = self.cache.get(group) {
+        if source == Source::Cache
+            && let Some(cached) = self.cache.get(group)
+        {
             return Ok(cached);
         }
         let generation = self.cache.generation();
@@ -167,6 +198,15 @@ impl Membership {
             Err(status) => Err(Error::Group(status)),
         }
     }
+}
+
+/// Where group members may come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The cache if it holds the group, else the group service.
+    Cache,
+    /// The group service.
+    GroupService,
 }
 
 /// Creates the conversation rows of groups that have none yet.

@@ -93,7 +93,7 @@ impl Sending {
         envelope: e2ee::Envelope,
     ) -> Result<Committed, Error> {
         let checked = check_envelope(&envelope, caller, &self.limits)?;
-        let users = self
+        let mut users = self
             .membership
             .authorize(credentials, checked.conversation, caller.user)
             .await?;
@@ -102,11 +102,16 @@ impl Sending {
         {
             return stored.answer_retry(checked.conversation, &envelope.signature);
         }
-        // Cached device lists may trail auth by the event stream's delay: a send they refuse is
-        // checked again against auth's current lists before it is refused.
+        // Cached members and device lists may trail the group service and auth by their event
+        // streams' delay: a send they refuse is checked again against current answers before
+        // it is refused, so a client that refetched recipients is never refused for our lag.
         let mut devices = self.directory.active_devices(credentials, &users).await?;
         let mut sender_key = check_devices(&checked.recipients, &devices, caller);
         if sender_key.is_err() {
+            users = self
+                .membership
+                .authorize_current(credentials, checked.conversation, caller.user)
+                .await?;
             devices = self.directory.current_devices(credentials, &users).await?;
             sender_key = check_devices(&checked.recipients, &devices, caller);
         }

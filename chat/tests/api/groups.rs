@@ -125,6 +125,8 @@ async fn a_removed_member_is_no_recipient_and_cannot_read_any_more(db: PgPool) {
         .send(alice.seal(&group_id, "g1", &everyone, "before"))
         .await
         .unwrap();
+    let mut alice_events = alice.subscribe(&[]).await;
+    replay(&mut alice_events).await;
 
     let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
     groups
@@ -134,6 +136,9 @@ async fn a_removed_member_is_no_recipient_and_cannot_read_any_more(db: PgPool) {
         }))
         .await
         .unwrap();
+    // The chat service learns of the removal from the group service's event stream (the
+    // documented staleness bound): once Alice's stream carries it, sends and reads reflect it.
+    next_membership_change(&mut alice_events).await;
     let still_for_carol = alice
         .send(alice.seal(&group_id, "g2", &everyone, "after"))
         .await
@@ -158,6 +163,41 @@ async fn a_removed_member_is_no_recipient_and_cannot_read_any_more(db: PgPool) {
     );
     assert_eq!(without_carol.unwrap().sequence, 2);
     assert_eq!(carol_reads.code(), Code::NotFound);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_send_to_a_member_just_added_is_accepted_before_the_event_arrives(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let group_id = create_group(&app, &alice, &[&bob]).await;
+    let pair = alice.recipients(&[&alice.user_id, &bob.user_id]).await;
+    // Fills the chat service's membership cache with the group as it was.
+    alice
+        .send(alice.seal(&group_id, "g1", &pair, "just us"))
+        .await
+        .unwrap();
+
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+    groups
+        .add_members(alice.request(group_pb::AddMembersRequest {
+            group_id: group_id.clone(),
+            user_ids: vec![carol.user_id.clone()],
+            role: group_pb::Role::Member.into(),
+        }))
+        .await
+        .unwrap();
+    // No waiting for the membership event: a cache that still lacks Carol is checked again
+    // against the group service before the send is refused.
+    let everyone = alice
+        .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+        .await;
+    let with_carol = alice
+        .send(alice.seal(&group_id, "g2", &everyone, "welcome"))
+        .await;
+
+    assert_eq!(with_carol.unwrap().sequence, 2);
 }
 
 /// The next membership change on `stream`, skipping anything else.
