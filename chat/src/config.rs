@@ -33,6 +33,8 @@ pub struct Config {
     pub commit: CommitSettings,
     /// Streams: queues, heartbeats, the bus.
     pub streams: StreamSettings,
+    /// The newest messages shared by the streams (see `recent.rs`).
+    pub recent: RecentSettings,
     /// `CHAT_SERVICE_SECRET` or `CHAT_SERVICE_SECRET_FILE` (secret, required): the deployment's
     /// service credential, for following group's membership events
     /// (`common::service_credential`).
@@ -92,6 +94,18 @@ pub struct StreamSettings {
     pub notify_window: Duration,
 }
 
+/// Bounds of the messages cached for streams (`recent.rs`).
+#[derive(Debug, Clone)]
+pub struct RecentSettings {
+    /// `CHAT_RECENT_BYTES`: bytes of messages and wrapped keys held for all conversations,
+    /// default 64 MiB.
+    pub budget_bytes: usize,
+    /// `CHAT_RECENT_PER_CONVERSATION`: newest messages held per conversation, default 64.
+    pub per_conversation: usize,
+    /// `CHAT_RECENT_CONVERSATIONS`: conversations held, default 10,000.
+    pub max_conversations: usize,
+}
+
 impl Config {
     /// Reads the configuration from the process environment.
     ///
@@ -136,6 +150,11 @@ impl Config {
                 heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 500)?),
+            },
+            recent: RecentSettings {
+                budget_bytes: positive(&env, "RECENT_BYTES", 64 * 1024 * 1024)?,
+                per_conversation: positive(&env, "RECENT_PER_CONVERSATION", 64)?,
+                max_conversations: positive(&env, "RECENT_CONVERSATIONS", 10_000)?,
             },
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })

@@ -6,7 +6,9 @@
 //! so far; the live loop re-reads each dirty conversation from the stream's cursor, which only
 //! moves forward. Sequences are assigned in commit order under a row lock, so what a read sees is
 //! always a prefix: "after the cursor" never skips a message that commits later. No duplicate:
-//! the cursor only moves past what was queued.
+//! the cursor only moves past what was queued. The reads go through the replica's shared tail of
+//! recent messages (`recent.rs`) when it holds the stream's cursor, else to the database; both
+//! answer "everything after the cursor".
 //!
 //! Backpressure: each stream has one bounded queue (`CHAT_STREAM_QUEUE`). The replay waits for
 //! room as long as it takes (the client is pulling history; reading stops while it does not
@@ -38,6 +40,7 @@ use crate::{
     hub::{Ephemeral, Hub, Inbox, Registration},
     ids::ConversationId,
     positions,
+    recent::RecentMessages,
     sending::{Caller, Committed},
 };
 
@@ -63,6 +66,7 @@ pub enum Outgoing {
 pub struct Delivery {
     db: PgPool,
     hub: Arc<Hub>,
+    recent: Arc<RecentMessages>,
     settings: StreamSettings,
     shutdown: CancellationToken,
 }
@@ -84,16 +88,19 @@ pub struct EventStream {
 }
 
 impl Delivery {
-    /// Streams over `db`, registered in `hub`, all ended with UNAVAILABLE when `shutdown` fires.
+    /// Streams over `db` (new messages through `recent`), registered in `hub`, all ended with
+    /// UNAVAILABLE when `shutdown` fires.
     pub fn new(
         db: PgPool,
         hub: Arc<Hub>,
+        recent: Arc<RecentMessages>,
         settings: StreamSettings,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             db,
             hub,
+            recent,
             settings,
             shutdown,
         }
@@ -129,6 +136,7 @@ impl Delivery {
         };
         let task = StreamTask {
             db: self.db.clone(),
+            recent: self.recent.clone(),
             settings: self.settings.clone(),
             shutdown: self.shutdown.clone(),
             caller,
@@ -230,6 +238,7 @@ impl Stream for EventStream {
 /// The task behind one stream.
 struct StreamTask {
     db: PgPool,
+    recent: Arc<RecentMessages>,
     settings: StreamSettings,
     shutdown: CancellationToken,
     caller: Caller,
@@ -267,8 +276,8 @@ impl StreamTask {
         requested: &HashMap<ConversationId, u64>,
     ) -> Result<(), Error> {
         let behind = self.resume(requested).await?;
-        for (conversation, _) in behind {
-            self.catch_up(conversation, true).await?;
+        for (conversation, last_sequence) in behind {
+            self.catch_up(conversation, last_sequence, true).await?;
         }
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
 
@@ -317,7 +326,7 @@ impl StreamTask {
             if cursor >= announced {
                 continue;
             }
-            self.catch_up(conversation, false).await?;
+            self.catch_up(conversation, announced, false).await?;
             // The read came after `announced` committed, so it saw everything up to it, even the
             // messages without a key for this device.
             let cursor = self.cursors.entry(conversation).or_insert(0);
@@ -356,23 +365,40 @@ impl StreamTask {
         Ok(behind)
     }
 
-    /// Queues every message of `conversation` after the cursor, page by page. The replay waits
-    /// for room in the queue as long as it takes; live delivery at most the stall limit (see the
-    /// module docs).
-    async fn catch_up(&mut self, conversation: ConversationId, replay: bool) -> Result<(), Error> {
+    /// Queues every message of `conversation` after the cursor, page by page, through at least
+    /// `upto` (committed). The shared tail (`recent.rs`) answers when it can; otherwise the
+    /// device's messages are read from the database. The replay waits for room in the queue as
+    /// long as it takes; live delivery at most the stall limit (see the module docs).
+    async fn catch_up(
+        &mut self,
+        conversation: ConversationId,
+        upto: u64,
+        replay: bool,
+    ) -> Result<(), Error> {
         loop {
             let cursor = self.cursors.get(&conversation).copied().unwrap_or(0);
-            let page = history::read_for_device(
-                &self.db,
-                self.caller.device,
-                conversation,
-                Direction::Forward,
-                cursor,
-                self.settings.replay_page,
-            )
-            .await?;
-            let full_page = page.len() == self.settings.replay_page as usize;
-            for message in page {
+            let page = self.settings.replay_page;
+            let from_tail = self
+                .recent
+                .read(conversation, self.caller.device, cursor, upto, page)
+                .await?;
+            let (messages, through, more) = match from_tail {
+                Some(read) => (read.messages, read.through, read.through < upto),
+                None => {
+                    let messages = history::read_for_device(
+                        &self.db,
+                        self.caller.device,
+                        conversation,
+                        Direction::Forward,
+                        cursor,
+                        page,
+                    )
+                    .await?;
+                    let full_page = messages.len() == page as usize;
+                    (messages, cursor, full_page)
+                }
+            };
+            for message in messages {
                 let sequence = message.sequence;
                 let item = Outgoing::Message(Box::new(message));
                 if replay {
@@ -382,7 +408,9 @@ impl StreamTask {
                 }
                 self.cursors.insert(conversation, sequence);
             }
-            if !full_page {
+            let cursor = self.cursors.entry(conversation).or_insert(0);
+            *cursor = (*cursor).max(through);
+            if !more {
                 return Ok(());
             }
         }

@@ -59,6 +59,7 @@ mod history;
 mod hub;
 mod ids;
 mod positions;
+mod recent;
 mod sending;
 mod service;
 mod typing;
@@ -166,7 +167,12 @@ fn build(
         committer,
         config.limits.clone(),
     );
-    let delivery = delivery::Delivery::new(db.clone(), hub, config.streams.clone(), streams_end);
+    let recent = Arc::new(recent::RecentMessages::new(
+        db.clone(),
+        config.recent.clone(),
+    ));
+    let delivery =
+        delivery::Delivery::new(db.clone(), hub, recent, config.streams.clone(), streams_end);
     Ok(service::Chat {
         db,
         membership,

@@ -1,0 +1,600 @@
+//! The newest messages of the conversations this replica's streams follow, with every
+//! recipient's wrapped key, read from the database once and shared by every stream at the tail.
+//!
+//! Why: without it each woken stream reads the new message itself, so one message to a group of
+//! 1,000 online members costs 1,000 queries. With it the first stream to need a message reads it
+//! (one query for the messages, one for their keys) and the others take it from memory, each
+//! only with its own device's key (a device never receives another device's wrapped key).
+//!
+//! What a tail holds is always every message of its conversation in `(after, end]`: it starts at
+//! a stream's cursor and only grows by reading "everything after `end`", which sees a prefix of
+//! the conversation because sequences are assigned in commit order (see `delivery.rs`). A stream
+//! whose cursor is before a tail, or far behind on a conversation nobody cached, reads the
+//! database as before: the cache answers only what it holds contiguously, so it never skips.
+//!
+//! Memory is bounded by `CHAT_RECENT_BYTES` across all conversations (least recently used tails
+//! are dropped first), by `CHAT_RECENT_PER_CONVERSATION` messages per tail and by
+//! `CHAT_RECENT_CONVERSATIONS` tails.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    config::RecentSettings,
+    conversations::{to_i64, to_u64},
+    history::{DeliveredKey, DeliveredMessage},
+    ids::{ConversationId, DeviceId, UserId},
+};
+
+/// A stream whose cursor is this many messages or more behind does not start a tail: it is
+/// replaying history, which is read for its device only (a tail holds every device's key).
+const MAX_SPAN_TO_START_A_TAIL: u64 = 32;
+
+/// Bytes counted for a message or key beyond its byte fields (ids, lengths, map entries).
+const OVERHEAD_BYTES: usize = 96;
+
+/// The shared tails of this replica.
+pub struct RecentMessages {
+    db: PgPool,
+    settings: RecentSettings,
+    state: Mutex<State>,
+    clock: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    tails: HashMap<ConversationId, Arc<Slot>>,
+    /// Bytes held by every attached tail.
+    bytes: usize,
+}
+
+struct Slot {
+    conversation: ConversationId,
+    tail: tokio::sync::Mutex<Tail>,
+    last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Tail {
+    /// The messages are every message in `(after, end]`; `None` until a stream starts the tail.
+    after: Option<u64>,
+    messages: VecDeque<Arc<CachedMessage>>,
+    bytes: usize,
+    /// Dropped from the cache: whoever still holds it must not use it.
+    detached: bool,
+}
+
+/// Fingerprint and wrapped key by recipient device.
+type KeysByDevice = HashMap<DeviceId, (Vec<u8>, Vec<u8>)>;
+
+/// A message with every recipient's key.
+struct CachedMessage {
+    /// Without keys.
+    message: DeliveredMessage,
+    keys: KeysByDevice,
+    bytes: usize,
+}
+
+/// What [`RecentMessages::read`] found for one device.
+#[derive(Debug)]
+pub struct TailRead {
+    /// The messages wrapped for the device, in sequence order.
+    pub messages: Vec<DeliveredMessage>,
+    /// Every message of the conversation up to this sequence was looked at: the device's cursor
+    /// may move here.
+    pub through: u64,
+}
+
+impl Tail {
+    fn end(&self) -> Option<u64> {
+        let after = self.after?;
+        Some(self.messages.back().map_or(after, |m| m.message.sequence))
+    }
+}
+
+impl RecentMessages {
+    /// An empty cache over `db`.
+    pub fn new(db: PgPool, settings: RecentSettings) -> Self {
+        Self {
+            db,
+            settings,
+            state: Mutex::default(),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The messages of `conversation` after `cursor` wrapped for `device`, at most `limit`,
+    /// reading what the tail lacks up to `upto` (a sequence known to be committed). `None` when
+    /// the tail cannot answer from `cursor` (the caller reads the database for its device).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn read(
+        &self,
+        conversation: ConversationId,
+        device: DeviceId,
+        cursor: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Option<TailRead>, Error> {
+        if upto <= cursor || limit == 0 {
+            return Ok(None);
+        }
+        let slot = self.slot(conversation);
+        let mut tail = slot.tail.lock().await;
+        if tail.detached {
+            return Ok(None);
+        }
+        let after = match tail.after {
+            Some(after) => after,
+            None if upto - cursor < MAX_SPAN_TO_START_A_TAIL => {
+                tail.after = Some(cursor);
+                cursor
+            }
+            None => return Ok(None),
+        };
+        if cursor < after {
+            return Ok(None);
+        }
+        let end = tail.end().unwrap_or(after);
+        if end < upto {
+            let wanted = (upto - end).min(u64::from(limit));
+            let loaded = self.load(conversation, end, wanted).await?;
+            if loaded.is_empty() {
+                // `upto` should be visible; never loop on it: the database path decides.
+                return Ok(None);
+            }
+            self.append(&slot, &mut tail, loaded);
+        }
+        Ok(Some(pick(&tail, device, cursor, limit)))
+    }
+
+    /// The slot of `conversation`, created if needed, marked as just used.
+    fn slot(&self, conversation: ConversationId) -> Arc<Slot> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.tails.contains_key(&conversation)
+            && state.tails.len() >= self.settings.max_conversations
+        {
+            // Down to 90 %, so the sort in `evict` is paid once per many new conversations.
+            let keep = self.settings.max_conversations * 9 / 10;
+            evict(&mut state, conversation, |state| state.tails.len() > keep);
+        }
+        let slot = state
+            .tails
+            .entry(conversation)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    conversation,
+                    tail: tokio::sync::Mutex::default(),
+                    last_used: AtomicU64::new(now),
+                })
+            })
+            .clone();
+        slot.last_used.store(now, Ordering::Relaxed);
+        slot
+    }
+
+    /// Adds `loaded` to `tail`, then trims it and the cache to their bounds.
+    fn append(&self, slot: &Arc<Slot>, tail: &mut Tail, loaded: Vec<CachedMessage>) {
+        let mut added = 0;
+        for message in loaded {
+            added += message.bytes;
+            tail.messages.push_back(Arc::new(message));
+        }
+        tail.bytes += added;
+        let freed = trim_front(tail, |tail| {
+            tail.messages.len() > self.settings.per_conversation
+        });
+        let budget = self.settings.budget_bytes;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.bytes = state.bytes + added - freed;
+        if state.bytes > budget {
+            evict(&mut state, slot.conversation, |state| state.bytes > budget);
+        }
+        if state.bytes > budget {
+            // This tail alone is over the budget: keep what fits, at least its newest message.
+            let excess = state.bytes - budget;
+            let start = tail.bytes;
+            state.bytes -= trim_front(tail, |tail| {
+                tail.messages.len() > 1 && start - tail.bytes < excess
+            });
+        }
+    }
+
+    /// Every message after `end` (at most `count`) with all its keys.
+    async fn load(
+        &self,
+        conversation: ConversationId,
+        end: u64,
+        count: u64,
+    ) -> Result<Vec<CachedMessage>, Error> {
+        type Row = (
+            Uuid,
+            i64,
+            OffsetDateTime,
+            Uuid,
+            Uuid,
+            String,
+            i16,
+            Vec<u8>,
+            Vec<u8>,
+            Vec<u8>,
+            Vec<u8>,
+            Vec<u8>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "select id, sequence, created_at, sender_user_id, sender_device_id, client_message_id,
+                    suite, nonce, ciphertext, key_commitment, signature, recipients_digest
+             from chat.messages
+             where conversation_id = $1 and sequence > $2
+             order by sequence
+             limit $3",
+        )
+        .bind(conversation.0)
+        .bind(to_i64(end))
+        .bind(to_i64(count))
+        .fetch_all(&self.db)
+        .await?;
+        let Some(last) = rows.last().map(|row| row.1) else {
+            return Ok(Vec::new());
+        };
+        // Keys commit with their message, so every key of these messages is visible now.
+        let keys: Vec<(i64, Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "select sequence, device_id, key_fingerprint, wrapped_key from chat.message_keys
+             where conversation_id = $1 and sequence > $2 and sequence <= $3",
+        )
+        .bind(conversation.0)
+        .bind(to_i64(end))
+        .bind(last)
+        .fetch_all(&self.db)
+        .await?;
+        let mut keys_by_sequence: HashMap<i64, KeysByDevice> = HashMap::new();
+        for (sequence, device, fingerprint, wrapped) in keys {
+            keys_by_sequence
+                .entry(sequence)
+                .or_default()
+                .insert(DeviceId(device), (fingerprint, wrapped));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let keys = keys_by_sequence.remove(&row.1).unwrap_or_default();
+                let message = DeliveredMessage {
+                    id: row.0,
+                    conversation,
+                    sequence: to_u64(row.1),
+                    sent_at: row.2,
+                    sender_user: UserId(row.3),
+                    sender_device: DeviceId(row.4),
+                    client_message_id: row.5,
+                    suite: row.6,
+                    nonce: row.7,
+                    ciphertext: row.8,
+                    key_commitment: row.9,
+                    signature: row.10,
+                    recipients_digest: row.11,
+                    keys: Vec::new(),
+                };
+                let bytes = message_bytes(&message, &keys);
+                CachedMessage {
+                    message,
+                    keys,
+                    bytes,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The messages after `cursor` wrapped for `device`, at most `limit`.
+fn pick(tail: &Tail, device: DeviceId, cursor: u64, limit: u32) -> TailRead {
+    let mut through = cursor;
+    let mut messages = Vec::new();
+    let first = tail
+        .messages
+        .partition_point(|cached| cached.message.sequence <= cursor);
+    for cached in tail.messages.range(first..) {
+        if messages.len() == limit as usize {
+            break;
+        }
+        through = cached.message.sequence;
+        if let Some((fingerprint, wrapped)) = cached.keys.get(&device) {
+            let mut message = cached.message.clone();
+            message.keys = vec![DeliveredKey {
+                device,
+                key_fingerprint: fingerprint.clone(),
+                wrapped_key: wrapped.clone(),
+            }];
+            messages.push(message);
+        }
+    }
+    TailRead { messages, through }
+}
+
+/// Drops the oldest messages of `tail` while `too_big` says so; returns the bytes freed.
+fn trim_front(tail: &mut Tail, too_big: impl Fn(&Tail) -> bool) -> usize {
+    let mut freed = 0;
+    while too_big(tail) {
+        let Some(oldest) = tail.messages.pop_front() else {
+            break;
+        };
+        tail.after = Some(oldest.message.sequence);
+        tail.bytes -= oldest.bytes;
+        freed += oldest.bytes;
+    }
+    freed
+}
+
+/// Drops the least recently used tails other than `keep` while `too_many` says so. Tails in
+/// use right now are skipped (they are not the least recently used anyway).
+fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> bool) {
+    let mut candidates: Vec<(u64, ConversationId)> = state
+        .tails
+        .values()
+        .filter(|slot| slot.conversation != keep)
+        .map(|slot| (slot.last_used.load(Ordering::Relaxed), slot.conversation))
+        .collect();
+    candidates.sort_unstable();
+    for (_, conversation) in candidates {
+        if !too_many(state) {
+            return;
+        }
+        let Some(slot) = state.tails.get(&conversation) else {
+            continue;
+        };
+        let Ok(mut tail) = slot.tail.try_lock() else {
+            continue;
+        };
+        let freed = tail.bytes;
+        *tail = Tail {
+            detached: true,
+            ..Tail::default()
+        };
+        drop(tail);
+        state.bytes -= freed;
+        state.tails.remove(&conversation);
+    }
+}
+
+fn message_bytes(
+    message: &DeliveredMessage,
+    keys: &HashMap<DeviceId, (Vec<u8>, Vec<u8>)>,
+) -> usize {
+    let fields = message.client_message_id.len()
+        + message.nonce.len()
+        + message.ciphertext.len()
+        + message.key_commitment.len()
+        + message.signature.len()
+        + message.recipients_digest.len();
+    let keys: usize = keys
+        .values()
+        .map(|(fingerprint, wrapped)| fingerprint.len() + wrapped.len() + OVERHEAD_BYTES)
+        .sum();
+    OVERHEAD_BYTES + fields + keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Direction, read_for_device};
+
+    const ALICE: DeviceId = DeviceId(Uuid::from_u128(1));
+    const BOB: DeviceId = DeviceId(Uuid::from_u128(2));
+
+    fn settings(per_conversation: usize, budget_bytes: usize) -> RecentSettings {
+        RecentSettings {
+            budget_bytes,
+            per_conversation,
+            max_conversations: 100,
+        }
+    }
+
+    async fn new_conversation(db: &PgPool) -> ConversationId {
+        let id = Uuid::now_v7();
+        sqlx::query("insert into chat.conversations (id, kind, group_id) values ($1, 'group', $1)")
+            .bind(id)
+            .execute(db)
+            .await
+            .unwrap();
+        ConversationId(id)
+    }
+
+    /// Appends a message wrapped for `devices` (its sequence is the next one).
+    async fn add_message(db: &PgPool, conversation: ConversationId, devices: &[DeviceId]) -> u64 {
+        let (sequence,): (i64,) = sqlx::query_as(
+            "update chat.conversations set last_sequence = last_sequence + 1 where id = $1
+             returning last_sequence",
+        )
+        .bind(conversation.0)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
+                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
+                 signature, recipients_digest)
+             values ($1, $2, $3, $3, $3, $3::text, 1, $4, $5, $6, $7, $6)",
+        )
+        .bind(conversation.0)
+        .bind(sequence)
+        .bind(Uuid::now_v7())
+        .bind(vec![0_u8; 12])
+        .bind(format!("ciphertext {sequence}").into_bytes())
+        .bind(vec![1_u8; 32])
+        .bind(vec![2_u8; 64])
+        .execute(db)
+        .await
+        .unwrap();
+        for device in devices {
+            sqlx::query(
+                "insert into chat.message_keys
+                     (conversation_id, sequence, device_id, key_fingerprint, wrapped_key)
+                 values ($1, $2, $3, $4, $5)",
+            )
+            .bind(conversation.0)
+            .bind(sequence)
+            .bind(device.0)
+            .bind(vec![3_u8; 32])
+            .bind(format!("key of {} for {sequence}", device.0).into_bytes())
+            .execute(db)
+            .await
+            .unwrap();
+        }
+        to_u64(sequence)
+    }
+
+    /// What the database answers `device` after `cursor`, through `through`.
+    async fn from_database(
+        db: &PgPool,
+        conversation: ConversationId,
+        device: DeviceId,
+        cursor: u64,
+        through: u64,
+    ) -> Vec<DeliveredMessage> {
+        let mut messages =
+            read_for_device(db, device, conversation, Direction::Forward, cursor, 1_000)
+                .await
+                .unwrap();
+        messages.retain(|message| message.sequence <= through);
+        messages
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn each_device_gets_exactly_what_the_database_gives_it(db: PgPool) {
+        let recent = RecentMessages::new(db.clone(), settings(64, 1 << 20));
+        let conversation = new_conversation(&db).await;
+        add_message(&db, conversation, &[ALICE, BOB]).await;
+        add_message(&db, conversation, &[BOB]).await;
+        let last = add_message(&db, conversation, &[ALICE, BOB]).await;
+
+        let for_alice = recent
+            .read(conversation, ALICE, 0, last, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        let for_bob = recent
+            .read(conversation, BOB, 0, last, 100)
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert_eq!(for_alice.through, last);
+        assert_eq!(
+            for_alice.messages,
+            from_database(&db, conversation, ALICE, 0, last).await
+        );
+        assert_eq!(for_alice.messages.len(), 2);
+        assert_eq!(
+            for_bob.messages,
+            from_database(&db, conversation, BOB, 0, last).await
+        );
+        assert!(
+            for_bob
+                .messages
+                .iter()
+                .all(|m| m.keys.len() == 1 && m.keys[0].device == BOB)
+        );
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn the_tail_grows_as_messages_commit_and_never_answers_before_its_start(db: PgPool) {
+        let recent = RecentMessages::new(db.clone(), settings(2, 1 << 20));
+        let conversation = new_conversation(&db).await;
+        let first = add_message(&db, conversation, &[ALICE]).await;
+        recent
+            .read(conversation, ALICE, 0, first, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..3 {
+            add_message(&db, conversation, &[ALICE]).await;
+        }
+        let last = add_message(&db, conversation, &[ALICE]).await;
+
+        // Four new messages, two per page, two held: a stream at the tail still gets every one.
+        let mut cursor = first;
+        let mut received = Vec::new();
+        while cursor < last {
+            let read = recent
+                .read(conversation, ALICE, cursor, last, 2)
+                .await
+                .unwrap()
+                .unwrap();
+            received.extend(read.messages.iter().map(|m| m.sequence));
+            cursor = read.through;
+        }
+        let behind = recent
+            .read(conversation, ALICE, 0, last, 100)
+            .await
+            .unwrap();
+
+        assert_eq!(received, [2, 3, 4, 5]);
+        assert!(behind.is_none(), "the tail no longer holds message 1");
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_stream_far_behind_reads_the_database_instead_of_starting_a_tail(db: PgPool) {
+        let recent = RecentMessages::new(db.clone(), settings(64, 1 << 20));
+        let conversation = new_conversation(&db).await;
+        let mut last = 0;
+        for _ in 0..MAX_SPAN_TO_START_A_TAIL {
+            last = add_message(&db, conversation, &[ALICE]).await;
+        }
+
+        let far = recent
+            .read(conversation, ALICE, 0, last, 100)
+            .await
+            .unwrap();
+        let near = recent
+            .read(conversation, ALICE, last - 1, last, 100)
+            .await
+            .unwrap();
+
+        assert!(far.is_none());
+        assert_eq!(near.unwrap().messages[0].sequence, last);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn over_the_budget_the_least_recently_used_tails_go_and_answers_stay_right(db: PgPool) {
+        // Room for about two messages in all.
+        let one_message = 2 * OVERHEAD_BYTES + 200;
+        let recent = RecentMessages::new(db.clone(), settings(64, 2 * one_message));
+        let mut conversations = Vec::new();
+        for _ in 0..4 {
+            let conversation = new_conversation(&db).await;
+            let sequence = add_message(&db, conversation, &[ALICE]).await;
+            let read = recent
+                .read(conversation, ALICE, 0, sequence, 100)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                read.messages,
+                from_database(&db, conversation, ALICE, 0, sequence).await
+            );
+            conversations.push(conversation);
+        }
+
+        let state = recent.state.lock().unwrap();
+        assert!(state.bytes <= 2 * one_message, "{} bytes held", state.bytes);
+        assert!(state.tails.contains_key(&conversations[3]));
+        assert!(!state.tails.contains_key(&conversations[0]));
+        let counted: usize = state
+            .tails
+            .values()
+            .map(|slot| slot.tail.try_lock().unwrap().bytes)
+            .sum();
+        assert_eq!(counted, state.bytes);
+    }
+}
