@@ -10,6 +10,9 @@ use std::{collections::BTreeMap, fs};
 /// The kernel reports CPU time in ticks of USER_HZ, which is 100 on every architecture Linux
 /// supports (reading it with `sysconf(_SC_CLK_TCK)` would need unsafe code).
 const TICKS_PER_SECOND: f64 = 100.0;
+/// Beyond this share of the CPUs' time used by others (or stolen by the hypervisor), a section
+/// carries a warning.
+pub const INTERFERENCE_LIMIT: f64 = 0.03;
 /// The consumer that stands for every PostgreSQL process on this machine.
 pub const POSTGRES: &str = "postgres";
 
@@ -105,6 +108,14 @@ impl CpuTime {
         }
     }
 
+    /// The share of all CPUs' time used by neither this process nor PostgreSQL (other processes,
+    /// interrupts); `None` without /proc/stat.
+    pub fn others_share(&self) -> Option<f64> {
+        let machine = self.machine?;
+        let accounted = self.consumed_by(|_| true);
+        Some((machine.busy - accounted).max(0.0) / machine.total())
+    }
+
     /// Seconds spent by the consumers whose names `matches`.
     pub fn consumed_by(&self, matches: impl Fn(&str) -> bool) -> f64 {
         self.by_consumer
@@ -190,6 +201,34 @@ fn postgres_processes() -> Vec<(String, u64)> {
         .filter_map(|stat| parse_task(&stat))
         .filter(|(name, _)| name == POSTGRES)
         .collect()
+}
+
+/// A warning (markdown, empty when quiet) when others used the CPUs, or the hypervisor took
+/// them, beyond [`INTERFERENCE_LIMIT`] during any of the timed `phases`.
+pub fn interference(phases: &[(&str, &CpuTime)]) -> String {
+    let noisy: Vec<String> = phases
+        .iter()
+        .filter_map(|(phase, cpu)| {
+            let others = cpu.others_share()?;
+            let stolen = cpu.machine?.steal_share();
+            (others > INTERFERENCE_LIMIT || stolen > INTERFERENCE_LIMIT).then(|| {
+                format!(
+                    "during {phase} other processes or interrupts used {} of the CPUs' time and \
+                     the hypervisor took {} (limit {} each)",
+                    crate::stats::percent(others),
+                    crate::stats::percent(stolen),
+                    crate::stats::percent(INTERFERENCE_LIMIT)
+                )
+            })
+        })
+        .collect();
+    if noisy.is_empty() {
+        return String::new();
+    }
+    format!(
+        "**Warning: {}: these figures are not reliable; run again on a quiet machine.**\n\n",
+        noisy.join("; ")
+    )
 }
 
 #[cfg(test)]

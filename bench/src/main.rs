@@ -8,8 +8,10 @@
 //! one scenario such as `scenarios/auth_login.rs`. `report.rs` writes the report, `server.rs`
 //! starts a service, `scratch_db.rs` owns the database.
 
+mod clients;
 mod cpu;
 mod machine;
+mod pgbench;
 mod report;
 mod scenarios;
 mod scratch_db;

@@ -96,6 +96,110 @@ pub async fn start_gateway(config: gateway::Config) -> anyhow::Result<RunningSer
     Ok(server)
 }
 
+/// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
+pub const POOL_SIZE: u32 = 10;
+
+/// The services a chat client needs, as the chat scenarios run them: auth, group, one or more
+/// chat replicas and one gateway in front of each replica (gateway `i` routes chat calls to
+/// replica `i` only, so a scenario chooses the replica by choosing the gateway), all with their
+/// production settings and pools of [`POOL_SIZE`]. Two test settings: auth's cheap password
+/// hashing (`auth::Config::for_tests`, only setup logs in) and the gateway's
+/// `gateway::Config::for_tests` limits (1,000 sends per user per second instead of 20, 2,000
+/// streams per connection instead of 100).
+#[derive(Debug)]
+pub struct ChatStack {
+    /// auth.
+    pub auth: RunningServer,
+    /// group.
+    pub group: RunningServer,
+    /// The chat replicas, sharing the database (and so the LISTEN/NOTIFY bus).
+    pub chats: Vec<RunningServer>,
+    /// `gateways[i]` in front of `chats[i]`.
+    pub gateways: Vec<RunningServer>,
+}
+
+impl ChatStack {
+    /// Starts auth, group, `replicas` chat replicas and their gateways against `database_url`.
+    ///
+    /// # Errors
+    /// When a service fails to start.
+    pub async fn start(database_url: &str, replicas: usize) -> anyhow::Result<Self> {
+        let mut auth_config = auth::Config::for_tests();
+        auth_config.database.url = database_url.to_owned().into();
+        auth_config.database.max_connections = POOL_SIZE;
+        let auth = start_auth(auth_config).await?;
+        let auth_url = format!("http://{}", auth.addr);
+        let mut group_config = group::Config::for_tests(&auth_url);
+        group_config.database.url = database_url.to_owned().into();
+        group_config.database.max_connections = POOL_SIZE;
+        group_config.events = group::EventSettings::default();
+        let group = start_group(group_config).await?;
+        let group_url = format!("http://{}", group.addr);
+        let (mut chats, mut gateways) = (Vec::new(), Vec::new());
+        for _ in 0..replicas.max(1) {
+            let mut chat_config = chat::Config::for_tests(&auth_url);
+            chat_config.database.url = database_url.to_owned().into();
+            chat_config.database.max_connections = POOL_SIZE;
+            chat_config.group_url = group_url.clone();
+            let chat = start_chat(chat_config).await?;
+            let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
+            let gateway = start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
+                auth: auth_url.parse::<tonic::transport::Uri>()?.into(),
+                chat: chat_url.into(),
+                group: group_url.parse::<tonic::transport::Uri>()?.into(),
+                resolve_interval: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(1),
+                connections_per_address: 2,
+            }))
+            .await?;
+            chats.push(chat);
+            gateways.push(gateway);
+        }
+        Ok(Self {
+            auth,
+            group,
+            chats,
+            gateways,
+        })
+    }
+
+    /// The first gateway (in front of the first replica).
+    pub fn gateway(&self) -> &RunningServer {
+        &self.gateways[0]
+    }
+
+    /// Stops every service, gateways first, and waits for them.
+    ///
+    /// # Errors
+    /// The first service that did not stop cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let mut stopped = Vec::new();
+        for gateway in self.gateways {
+            stopped.push(
+                gateway
+                    .stop()
+                    .await
+                    .context("a gateway did not stop cleanly"),
+            );
+        }
+        for chat in self.chats {
+            stopped.push(
+                chat.stop()
+                    .await
+                    .context("a chat replica did not stop cleanly"),
+            );
+        }
+        stopped.push(
+            self.group
+                .stop()
+                .await
+                .context("group did not stop cleanly"),
+        );
+        stopped.push(self.auth.stop().await.context("auth did not stop cleanly"));
+        stopped.into_iter().collect()
+    }
+}
+
 impl RunningServer {
     /// A new HTTP/2 connection to the service.
     ///

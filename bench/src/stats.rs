@@ -40,6 +40,16 @@ impl Latencies {
         self.sorted[rank.clamp(1, self.sorted.len()) - 1]
     }
 
+    /// How many samples there are.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
     /// The median.
     pub fn median(&self) -> Duration {
         self.percentile(50.0)

@@ -1,5 +1,5 @@
 //! `chat-send`: the most durable, acknowledged messages per second through the gateway, against
-//! what PostgreSQL itself does on this machine in the same minute (`pgbench.rs`: single-row
+//! what PostgreSQL itself does on this machine in the same minute (`crate::pgbench`: single-row
 //! inserts from 32 clients, and 50-row batches). Goals (chat issue): at least 50 % of the batched
 //! rate and never below the single-row rate.
 //!
@@ -15,8 +15,6 @@
 //!    the gateway, each the next envelope of its pair; an answer is an ack, and an ack means
 //!    committed.
 //! 3. pgbench right after, on the same database server.
-
-mod pgbench;
 
 use std::{
     collections::VecDeque,
@@ -36,6 +34,7 @@ use tonic::{Request, transport::Channel};
 use super::{Context, Outcome, Scenario};
 use crate::{
     cpu::{self, CpuSnapshot, CpuTime},
+    pgbench,
     server::{self, RunningServer},
     stats::{Latencies, Throughput, millis, percent},
 };

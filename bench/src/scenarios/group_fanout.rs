@@ -19,10 +19,7 @@
 
 mod latency;
 mod render;
-mod seal;
-mod setup;
 mod sustained;
-mod tracker;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration, time::Instant};
 
@@ -30,13 +27,15 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use self::{
-    seal::{Route, seal_all},
-    setup::{Identity, SharedRsa},
-    tracker::Tracker,
-};
 use super::{Context, Outcome, Scenario};
-use crate::server::{self, RunningServer};
+use crate::{
+    clients::{
+        seal::{Route, seal_all},
+        setup::{self, Identity, SharedRsa},
+        tracker::Tracker,
+    },
+    server::ChatStack,
+};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -61,8 +60,6 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ENVELOPES_PER_GROUP: usize = 3_000;
 /// RSA key size of the devices (the server only ever sees the wrapped key's length).
 const RSA_BITS: usize = 2048;
-/// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
-const POOL_SIZE: u32 = 10;
 /// Goal: p99 from the send to the last member's stream.
 const GOAL_LAST_P99: Duration = Duration::from_millis(25);
 /// Goal: group deliveries per second.
@@ -101,14 +98,6 @@ struct Measured {
     stream_failures: Vec<String>,
 }
 
-/// The services of a run.
-struct Services {
-    auth: RunningServer,
-    group: RunningServer,
-    chat: RunningServer,
-    gateway: RunningServer,
-}
-
 async fn measure(context: &Context) -> anyhow::Result<String> {
     let plan = Plan {
         members: context.pick(1_000, 100),
@@ -121,75 +110,17 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         rounds: context.pick(3, 1),
         slice: Duration::from_secs(context.pick(4, 1)),
     };
-    let services = start_services(&context.database_url).await?;
+    let services = ChatStack::start(&context.database_url, 1).await?;
     let measured = measure_with(&services, plan, context.nproc).await;
-    let stopped = [
-        services
-            .gateway
-            .stop()
-            .await
-            .context("the gateway did not stop cleanly"),
-        services
-            .chat
-            .stop()
-            .await
-            .context("chat did not stop cleanly"),
-        services
-            .group
-            .stop()
-            .await
-            .context("group did not stop cleanly"),
-        services
-            .auth
-            .stop()
-            .await
-            .context("auth did not stop cleanly"),
-    ];
+    let stopped = services.stop().await;
     let measured = measured?;
-    for stop in stopped {
-        stop?;
-    }
+    stopped?;
     let body = render::render(&measured);
     println!("\n{body}");
     Ok(body)
 }
 
-async fn start_services(database_url: &str) -> anyhow::Result<Services> {
-    let mut auth_config = auth::Config::for_tests();
-    auth_config.database.url = database_url.to_owned().into();
-    auth_config.database.max_connections = POOL_SIZE;
-    let auth = server::start_auth(auth_config).await?;
-    let auth_url = format!("http://{}", auth.addr);
-    let mut group_config = group::Config::for_tests(&auth_url);
-    group_config.database.url = database_url.to_owned().into();
-    group_config.database.max_connections = POOL_SIZE;
-    group_config.events = group::EventSettings::default();
-    let group = server::start_group(group_config).await?;
-    let group_url = format!("http://{}", group.addr);
-    let mut chat_config = chat::Config::for_tests(&auth_url);
-    chat_config.database.url = database_url.to_owned().into();
-    chat_config.database.max_connections = POOL_SIZE;
-    chat_config.group_url = group_url.clone();
-    let chat = server::start_chat(chat_config).await?;
-    let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
-    let gateway = server::start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
-        auth: auth_url.parse::<tonic::transport::Uri>()?.into(),
-        chat: chat_url.into(),
-        group: group_url.parse::<tonic::transport::Uri>()?.into(),
-        resolve_interval: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
-        connections_per_address: 2,
-    }))
-    .await?;
-    Ok(Services {
-        auth,
-        group,
-        chat,
-        gateway,
-    })
-}
-
-async fn measure_with(services: &Services, plan: Plan, nproc: usize) -> anyhow::Result<Measured> {
+async fn measure_with(services: &ChatStack, plan: Plan, nproc: usize) -> anyhow::Result<Measured> {
     let mut setup_seconds = 0.0;
     let setup_started = Instant::now();
     let rsa = Arc::new(SharedRsa::generate(RSA_BITS)?);
@@ -197,7 +128,7 @@ async fn measure_with(services: &Services, plan: Plan, nproc: usize) -> anyhow::
     let mut readers = JoinSet::new();
     let mut senders: Vec<Channel> = Vec::with_capacity(SEND_CONNECTIONS);
     for _ in 0..SEND_CONNECTIONS {
-        senders.push(services.gateway.connect().await?);
+        senders.push(services.gateway().connect().await?);
     }
 
     println!(
@@ -267,7 +198,7 @@ async fn measure_with(services: &Services, plan: Plan, nproc: usize) -> anyhow::
 /// Registers the members of group `index`, creates it, subscribes every member but the owner;
 /// returns the owner's route into it.
 async fn set_up_group(
-    services: &Services,
+    services: &ChatStack,
     rsa: &Arc<SharedRsa>,
     tracker: &Arc<Tracker>,
     readers: &mut JoinSet<()>,
@@ -281,7 +212,7 @@ async fn set_up_group(
     let (owner, members): (&Identity, &[Identity]) = users.split_first().context("no users")?;
     let group_id = setup::create_group(gateway, owner, members, &prefix).await?;
     setup::subscribe_all(
-        &services.gateway,
+        services.gateway(),
         members,
         STREAMS_PER_CONNECTION,
         tracker,
@@ -303,7 +234,7 @@ async fn set_up_group(
 
 /// `DIRECT_PAIRS` direct conversations, the recipient of each subscribed.
 async fn set_up_directs(
-    services: &Services,
+    services: &ChatStack,
     rsa: &Arc<SharedRsa>,
     tracker: &Arc<Tracker>,
     readers: &mut JoinSet<()>,
@@ -311,16 +242,9 @@ async fn set_up_directs(
 ) -> anyhow::Result<Vec<Arc<Route>>> {
     let users = register_users(services, rsa, "group-fanout-direct", 2 * DIRECT_PAIRS).await?;
     let (sending, receiving) = users.split_at(DIRECT_PAIRS);
-    let mut routes = Vec::with_capacity(DIRECT_PAIRS);
-    for (sender, peer) in sending.iter().zip(receiving) {
-        routes.push(Arc::new(Route {
-            conversation_id: setup::open_direct(gateway, sender, peer).await?,
-            sender: Arc::new(sender.sending(rsa)?),
-            recipients: Arc::new(vec![peer.recipient(rsa)]),
-        }));
-    }
+    let routes = setup::direct_routes(gateway, rsa, sending, receiving).await?;
     setup::subscribe_all(
-        &services.gateway,
+        services.gateway(),
         receiving,
         STREAMS_PER_CONNECTION,
         tracker,
@@ -331,7 +255,7 @@ async fn set_up_directs(
 }
 
 async fn register_users(
-    services: &Services,
+    services: &ChatStack,
     rsa: &Arc<SharedRsa>,
     prefix: &str,
     count: usize,

@@ -7,6 +7,8 @@
 
 mod auth_login;
 mod chat_send;
+mod cross_replica;
+mod dm_latency;
 mod gateway_overhead;
 mod group_fanout;
 
@@ -31,6 +33,8 @@ pub const ALL: &[Scenario] = &[
     gateway_overhead::SCENARIO,
     chat_send::SCENARIO,
     group_fanout::SCENARIO,
+    dm_latency::SCENARIO,
+    cross_replica::SCENARIO,
 ];
 
 /// The scenario called `name`.

@@ -12,13 +12,15 @@ use proto::chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use super::{
-    DELIVERY_TIMEOUT,
-    seal::{Route, Sealed, seal_all},
-    setup::with_token,
-    tracker::{Delivered, Kind, Tracker},
+use super::DELIVERY_TIMEOUT;
+use crate::{
+    clients::{
+        seal::{Route, Sealed, seal_all},
+        setup::with_token,
+        tracker::{Delivered, Kind, Tracker},
+    },
+    cpu::{CpuSnapshot, CpuTime},
 };
-use crate::cpu::{CpuSnapshot, CpuTime};
 
 /// What part 1 measured.
 pub(super) struct Figures {

@@ -4,17 +4,15 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::{
     DIRECT_PAIRS, DIRECT_RATE_PER_PAIR, GOAL_DELIVERIES_PER_SECOND, GOAL_DIRECT_P99, GOAL_LAST_P99,
-    IN_FLIGHT_PER_GROUP, Measured, POOL_SIZE, RSA_BITS, SEND_CONNECTIONS, STREAMS_PER_CONNECTION,
-    seal::MESSAGE_BYTES, tracker::Delivered,
+    IN_FLIGHT_PER_GROUP, Measured, RSA_BITS, SEND_CONNECTIONS, STREAMS_PER_CONNECTION,
 };
 use crate::{
+    clients::{seal::MESSAGE_BYTES, tracker::Delivered},
     cpu::{self, CpuTime},
+    server::POOL_SIZE,
     stats::{Latencies, millis, percent},
 };
 
-/// Beyond this share of the CPUs' time used by others (or stolen by the hypervisor), the section
-/// carries a warning.
-const INTERFERENCE_LIMIT: f64 = 0.03;
 /// The services' thread-name prefixes (`server.rs`).
 const SERVICES: [(&str, &str); 4] = [
     ("gateway", "gateway-"),
@@ -27,7 +25,7 @@ const SERVICES: [(&str, &str); 4] = [
 pub(super) fn render(measured: &Measured) -> String {
     let mut out = String::new();
     let sustained_cpu = total_cpu(measured.sustained.rounds.iter().map(|round| &round.cpu));
-    out.push_str(&interference(&[
+    out.push_str(&cpu::interference(&[
         ("part 1", &measured.latency.cpu),
         ("part 2", &sustained_cpu),
     ]));
@@ -216,7 +214,7 @@ fn part_two(measured: &Measured, cpu: &CpuTime) -> String {
                 .cpu
                 .machine
                 .map_or("?".to_owned(), |machine| percent(machine.busy_share())),
-            others_share(&round.cpu).map_or("?".to_owned(), percent),
+            round.cpu.others_share().map_or("?".to_owned(), percent),
         );
     }
     if let Some(first) = run.failures.first() {
@@ -269,7 +267,7 @@ fn cpu_table(cpu: &CpuTime, units: f64, unit: Per) -> String {
         per((machine.busy - accounted).max(0.0)),
         per(machine.busy),
         percent(machine.busy_share()),
-        others_share(cpu).map_or("?".to_owned(), percent),
+        cpu.others_share().map_or("?".to_owned(), percent),
         percent(machine.steal_share()),
     );
     out
@@ -277,13 +275,6 @@ fn cpu_table(cpu: &CpuTime, units: f64, unit: Per) -> String {
 
 fn is_bench_thread(name: &str) -> bool {
     !SERVICES.iter().any(|(_, prefix)| name.starts_with(prefix)) && name != cpu::POSTGRES
-}
-
-/// The share of all CPUs' time used by neither this process nor PostgreSQL.
-fn others_share(cpu: &CpuTime) -> Option<f64> {
-    let machine = cpu.machine?;
-    let accounted = cpu.consumed_by(|_| true);
-    Some((machine.busy - accounted).max(0.0) / machine.total())
 }
 
 fn total_cpu<'a>(phases: impl Iterator<Item = &'a CpuTime>) -> CpuTime {
@@ -295,33 +286,6 @@ fn total_cpu<'a>(phases: impl Iterator<Item = &'a CpuTime>) -> CpuTime {
         total.add(phase);
     }
     total
-}
-
-/// A warning when others used the CPUs, or the hypervisor took them, during a timed phase.
-fn interference(phases: &[(&str, &CpuTime)]) -> String {
-    let noisy: Vec<String> = phases
-        .iter()
-        .filter_map(|(phase, cpu)| {
-            let others = others_share(cpu)?;
-            let stolen = cpu.machine?.steal_share();
-            (others > INTERFERENCE_LIMIT || stolen > INTERFERENCE_LIMIT).then(|| {
-                format!(
-                    "during {phase} other processes or interrupts used {} of the CPUs' time and \
-                     the hypervisor took {} (limit {} each)",
-                    percent(others),
-                    percent(stolen),
-                    percent(INTERFERENCE_LIMIT)
-                )
-            })
-        })
-        .collect();
-    if noisy.is_empty() {
-        return String::new();
-    }
-    format!(
-        "**Warning: {}: these figures are not reliable; run again on a quiet machine.**\n\n",
-        noisy.join("; ")
-    )
 }
 
 fn verdict(pass: bool) -> &'static str {

@@ -13,13 +13,15 @@ use proto::chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant as TokioInstant};
 use tonic::transport::Channel;
 
-use super::{
-    DELIVERY_TIMEOUT, IN_FLIGHT_PER_GROUP,
-    seal::{Route, Sealed},
-    setup::with_token,
-    tracker::{Delivered, Kind, Tracker},
+use super::{DELIVERY_TIMEOUT, IN_FLIGHT_PER_GROUP};
+use crate::{
+    clients::{
+        seal::{Route, Sealed},
+        setup::with_token,
+        tracker::{Delivered, Kind, Tracker},
+    },
+    cpu::{CpuSnapshot, CpuTime},
 };
-use crate::cpu::{CpuSnapshot, CpuTime};
 
 /// What to run.
 pub(super) struct Load<'a> {

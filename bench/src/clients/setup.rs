@@ -17,7 +17,10 @@ use proto::{
 use tokio::task::JoinSet;
 use tonic::{Code, Request, Status, transport::Channel};
 
-use super::tracker::{Tracker, spawn_reader};
+use super::{
+    seal::Route,
+    tracker::{Tracker, spawn_reader},
+};
 use crate::server::RunningServer;
 
 /// Users registered at once.
@@ -30,11 +33,11 @@ const USERS_PER_ADD: usize = 100;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a new stream may take to replay and say CaughtUp.
 const CAUGHT_UP_TIMEOUT: Duration = Duration::from_secs(30);
-const PASSWORD: &str = "group-fanout bench password";
+const PASSWORD: &str = "chat bench password";
 
 /// A logged-in user's one device, with its keys uploaded.
 #[derive(Clone)]
-pub(super) struct Identity {
+pub(crate) struct Identity {
     pub user_id: String,
     pub device_id: String,
     pub token: String,
@@ -42,21 +45,21 @@ pub(super) struct Identity {
 }
 
 /// A device that sends, with what it needs to seal.
-pub(super) struct SendingDevice {
+pub(crate) struct SendingDevice {
     pub identity: Identity,
     pub keys: e2ee::DeviceKeys,
 }
 
 /// The RSA key every device shares (the server never decrypts; generating one per device would
 /// take longer than the run).
-pub(super) struct SharedRsa {
+pub(crate) struct SharedRsa {
     pkcs8: Vec<u8>,
     pub spki: Vec<u8>,
 }
 
 impl SharedRsa {
     /// A new RSA key of `bits`.
-    pub(super) fn generate(bits: usize) -> anyhow::Result<Self> {
+    pub(crate) fn generate(bits: usize) -> anyhow::Result<Self> {
         let keys = e2ee::DeviceKeys::generate(bits)?;
         Ok(Self {
             pkcs8: keys.encryption_pkcs8_der()?.to_vec(),
@@ -67,7 +70,7 @@ impl SharedRsa {
 
 impl Identity {
     /// This device's keys, to send with.
-    pub(super) fn sending(&self, rsa: &SharedRsa) -> anyhow::Result<SendingDevice> {
+    pub(crate) fn sending(&self, rsa: &SharedRsa) -> anyhow::Result<SendingDevice> {
         let signing_pkcs8 = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&self.signing)?;
         Ok(SendingDevice {
             identity: self.clone(),
@@ -76,7 +79,7 @@ impl Identity {
     }
 
     /// This device as a recipient.
-    pub(super) fn recipient(&self, rsa: &SharedRsa) -> e2ee::RecipientDevice {
+    pub(crate) fn recipient(&self, rsa: &SharedRsa) -> e2ee::RecipientDevice {
         e2ee::RecipientDevice {
             device_id: self.device_id.clone(),
             encryption_spki: rsa.spki.clone(),
@@ -86,7 +89,7 @@ impl Identity {
 
 /// Registers `count` users named `<prefix>-<n>`, each with one logged-in device whose keys are
 /// uploaded, `SETUP_CONCURRENCY` at a time.
-pub(super) async fn register_users(
+pub(crate) async fn register_users(
     auth: &RunningServer,
     rsa: &Arc<SharedRsa>,
     prefix: &str,
@@ -146,7 +149,7 @@ async fn register_user(
 /// Creates a group owned by `owner` with every one of `members`, through the gateway: one
 /// CreateGroup and AddMembers calls of at most `USERS_PER_ADD` users. Returns its id (also
 /// its conversation's).
-pub(super) async fn create_group(
+pub(crate) async fn create_group(
     gateway: &Channel,
     owner: &Identity,
     members: &[Identity],
@@ -184,7 +187,7 @@ pub(super) async fn create_group(
 }
 
 /// Opens the direct conversation of `sender` and `peer` through the gateway.
-pub(super) async fn open_direct(
+pub(crate) async fn open_direct(
     gateway: &Channel,
     sender: &Identity,
     peer: &Identity,
@@ -207,9 +210,28 @@ pub(super) async fn open_direct(
         .conversation_id)
 }
 
+/// Opens a direct conversation for each `(senders[i], peers[i])` through the gateway; returns
+/// each sender's route to its peer's one device.
+pub(crate) async fn direct_routes(
+    gateway: &Channel,
+    rsa: &SharedRsa,
+    senders: &[Identity],
+    peers: &[Identity],
+) -> anyhow::Result<Vec<Arc<Route>>> {
+    let mut routes = Vec::with_capacity(senders.len());
+    for (sender, peer) in senders.iter().zip(peers) {
+        routes.push(Arc::new(Route {
+            conversation_id: open_direct(gateway, sender, peer).await?,
+            sender: Arc::new(sender.sending(rsa)?),
+            recipients: Arc::new(vec![peer.recipient(rsa)]),
+        }));
+    }
+    Ok(routes)
+}
+
 /// Subscribes every one of `devices` through the gateway, `per_connection` streams on each new
 /// connection, waits for each stream's CaughtUp, and hands it to a reader task in `readers`.
-pub(super) async fn subscribe_all(
+pub(crate) async fn subscribe_all(
     gateway: &RunningServer,
     devices: &[Identity],
     per_connection: usize,
@@ -233,7 +255,11 @@ pub(super) async fn subscribe_all(
     Ok(())
 }
 
-async fn subscribe(
+/// Subscribes with `token` (no cursor) and waits for the stream's CaughtUp.
+///
+/// # Errors
+/// When the call fails, or the stream ends or says nothing for `CAUGHT_UP_TIMEOUT` first.
+pub(crate) async fn subscribe(
     chat: ChatServiceClient<Channel>,
     token: &str,
 ) -> anyhow::Result<tonic::Streaming<chat_pb::SubscribeResponse>> {
@@ -261,7 +287,7 @@ async fn subscribe(
 }
 
 /// `message` with `authorization: Bearer <token>`.
-pub(super) fn with_token<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
@@ -288,7 +314,11 @@ where
 }
 
 /// Runs `make(0..count)` with at most `concurrency` at once; the results in index order.
-async fn in_parallel<T, F, Fut>(count: usize, concurrency: usize, make: F) -> anyhow::Result<Vec<T>>
+pub(crate) async fn in_parallel<T, F, Fut>(
+    count: usize,
+    concurrency: usize,
+    make: F,
+) -> anyhow::Result<Vec<T>>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<T>> + Send + 'static,

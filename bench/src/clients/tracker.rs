@@ -22,14 +22,14 @@ use tonic::Streaming;
 /// What kind of message a client message id stands for: group messages count as deliveries,
 /// direct messages only for their latency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Group,
     Direct,
 }
 
 /// The messages in flight and what has arrived.
 #[derive(Default)]
-pub(super) struct Tracker {
+pub(crate) struct Tracker {
     messages: Mutex<HashMap<String, Slot>>,
     /// Group-message deliveries so far (every stream that got one counts once).
     group_deliveries: AtomicU64,
@@ -50,7 +50,9 @@ struct Slot {
 
 /// A message that reached every stream it was meant for.
 #[derive(Debug, Clone)]
-pub(super) struct Delivered {
+pub(crate) struct Delivered {
+    /// The message's client message id.
+    pub client_message_id: String,
     /// When its send started.
     pub sent: Instant,
     /// From the start of the send to each arrival, sorted.
@@ -60,7 +62,7 @@ pub(super) struct Delivered {
 impl Tracker {
     /// Registers `client_message_id`, about to be sent now, for `expected` streams. `permit` is
     /// released and `done` fires when the last of them has it.
-    pub(super) fn expect(
+    pub(crate) fn expect(
         &self,
         client_message_id: &str,
         kind: Kind,
@@ -80,18 +82,18 @@ impl Tracker {
     }
 
     /// Forgets a message whose send failed.
-    pub(super) fn forget(&self, client_message_id: &str) {
+    pub(crate) fn forget(&self, client_message_id: &str) {
         lock(&self.messages).remove(client_message_id);
     }
 
     /// Group-message deliveries so far.
-    pub(super) fn group_deliveries(&self) -> u64 {
+    pub(crate) fn group_deliveries(&self) -> u64 {
         self.group_deliveries.load(Ordering::Relaxed)
     }
 
     /// Removes and returns the messages of `kind` that every expected stream has, and counts
     /// those still waiting.
-    pub(super) fn take_delivered(&self, kind: Kind) -> (Vec<Delivered>, usize) {
+    pub(crate) fn take_delivered(&self, kind: Kind) -> (Vec<Delivered>, usize) {
         let mut messages = lock(&self.messages);
         let complete: Vec<String> = messages
             .iter()
@@ -99,9 +101,9 @@ impl Tracker {
             .map(|(id, _)| id.clone())
             .collect();
         let delivered = complete
-            .iter()
-            .filter_map(|id| messages.remove(id))
-            .map(|slot| {
+            .into_iter()
+            .filter_map(|id| messages.remove(&id).map(|slot| (id, slot)))
+            .map(|(client_message_id, slot)| {
                 let mut after_send: Vec<Duration> = slot
                     .arrivals
                     .iter()
@@ -109,6 +111,7 @@ impl Tracker {
                     .collect();
                 after_send.sort_unstable();
                 Delivered {
+                    client_message_id,
                     sent: slot.sent,
                     after_send,
                 }
@@ -119,7 +122,7 @@ impl Tracker {
     }
 
     /// Forgets every message still waiting; returns how many there were.
-    pub(super) fn clear(&self) -> usize {
+    pub(crate) fn clear(&self) -> usize {
         let mut messages = lock(&self.messages);
         let waiting = messages.len();
         messages.clear();
@@ -127,7 +130,7 @@ impl Tracker {
     }
 
     /// Why streams ended, so far.
-    pub(super) fn stream_failures(&self) -> Vec<String> {
+    pub(crate) fn stream_failures(&self) -> Vec<String> {
         lock(&self.stream_failures).clone()
     }
 
@@ -150,7 +153,7 @@ impl Tracker {
 }
 
 /// Reads `stream` in its own task until it ends or the task is aborted, stamping every message.
-pub(super) fn spawn_reader(
+pub(crate) fn spawn_reader(
     readers: &mut JoinSet<()>,
     tracker: &Arc<Tracker>,
     mut stream: Streaming<chat_pb::SubscribeResponse>,

@@ -52,15 +52,7 @@ fn batch() -> String {
 /// # Errors
 /// When pgbench is missing or fails.
 pub async fn measure(database_url: &str, seconds: u32) -> anyhow::Result<Reference> {
-    let db = sqlx::PgPool::connect(database_url).await?;
-    sqlx::query(&format!(
-        "create table if not exists {TABLE} (
-           conversation_id uuid not null, sequence bigint not null, payload bytea not null,
-           primary key (conversation_id, sequence))"
-    ))
-    .execute(&db)
-    .await?;
-    db.close().await;
+    create_table(database_url).await?;
     let dir = tempdir()?;
     let single_path = dir.join("single.sql");
     let batch_path = dir.join("batch.sql");
@@ -75,6 +67,39 @@ pub async fn measure(database_url: &str, seconds: u32) -> anyhow::Result<Referen
         batched_rows_per_second: batched.tps * f64::from(BATCH),
         one_commit: one.latency,
     })
+}
+
+/// One client's commit latency only (the single-row script, `pgbench -c 1`, for `seconds`):
+/// the average single-row insert and commit.
+///
+/// # Errors
+/// When pgbench is missing or fails.
+pub async fn one_commit(database_url: &str, seconds: u32) -> anyhow::Result<Duration> {
+    create_table(database_url).await?;
+    let dir = tempdir()?;
+    let single_path = dir.join("single.sql");
+    std::fs::write(&single_path, single_row())?;
+    let one = run(database_url, &single_path, 1, seconds).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(one?.latency)
+}
+
+/// The one-commit script, as the report shows it.
+pub fn describe_one_commit() -> String {
+    format!("-- pgbench -n -c 1 -T <s>\n{}\n", single_row())
+}
+
+async fn create_table(database_url: &str) -> anyhow::Result<()> {
+    let db = sqlx::PgPool::connect(database_url).await?;
+    sqlx::query(&format!(
+        "create table if not exists {TABLE} (
+           conversation_id uuid not null, sequence bigint not null, payload bytea not null,
+           primary key (conversation_id, sequence))"
+    ))
+    .execute(&db)
+    .await?;
+    db.close().await;
+    Ok(())
 }
 
 struct Run {

@@ -9,17 +9,17 @@ use tokio::sync::oneshot;
 use super::setup::SendingDevice;
 
 /// Plaintext size of every message (a short chat line).
-pub(super) const MESSAGE_BYTES: usize = 200;
+pub(crate) const MESSAGE_BYTES: usize = 200;
 
 /// Who sends what where: one sender, one conversation, its recipients.
-pub(super) struct Route {
+pub(crate) struct Route {
     pub sender: Arc<SendingDevice>,
     pub conversation_id: String,
     pub recipients: Arc<Vec<e2ee::RecipientDevice>>,
 }
 
 /// A sealed envelope and the client message id it carries.
-pub(super) struct Sealed {
+pub(crate) struct Sealed {
     pub client_message_id: String,
     pub envelope: chat_pb::Envelope,
 }
@@ -27,7 +27,7 @@ pub(super) struct Sealed {
 /// Seals `per_route[i]` envelopes for each `routes[i]`, with client message ids
 /// `<tag>-<i>-<n>`, splitting the work over `workers` threads per route. Returns one queue per
 /// route.
-pub(super) async fn seal_all(
+pub(crate) async fn seal_all(
     routes: &[Arc<Route>],
     per_route: &[usize],
     tag: &str,
