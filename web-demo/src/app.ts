@@ -43,6 +43,16 @@ async function boot(): Promise<void> {
 }
 
 function showAuth(message = ""): void {
+  // Nothing of the previous session stays on the page (and no stale element can be clicked).
+  currentId = undefined;
+  $("conversations").replaceChildren();
+  $("messages").replaceChildren();
+  delete $("messages").dataset.conversationId;
+  $("title").textContent = "";
+  $("typing").textContent = "";
+  $("conversation").hidden = true;
+  $("empty").hidden = false;
+  $("app").dataset.view = "list";
   $("app").hidden = true;
   $("auth").hidden = false;
   $("auth-status").textContent = message;

@@ -99,7 +99,7 @@ async function openChatWith(user: User, peer: string): Promise<void> {
 
 async function openConversation(user: User, name: string): Promise<void> {
   await user.page.click(`#conversations li[data-name="${name}"]`);
-  await user.page.waitForSelector(`#title:text-is("${name}")`);
+  await user.page.waitForSelector(`#app[data-view="conversation"] #title:text-is("${name}")`);
 }
 
 async function send(user: User, text: string): Promise<void> {
