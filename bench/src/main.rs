@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         common::telemetry::init(&filter, common::telemetry::LogFormat::Pretty)?;
     }
     let raw_args: Vec<String> = std::env::args().skip(1).collect();
+    // `idle-streams` starts this binary again as its clients' process.
+    if raw_args.first().map(String::as_str) == Some(scenarios::idle_streams::CLIENT_ARG) {
+        return scenarios::idle_streams::client_main(&raw_args[1..]).await;
+    }
     let args = match parse_args(&raw_args)? {
         Command::Run(args) => args,
         Command::List => {

@@ -11,6 +11,7 @@ mod cross_replica;
 mod dm_latency;
 mod gateway_overhead;
 mod group_fanout;
+pub mod idle_streams;
 
 use std::{fmt, future::Future, pin::Pin};
 
@@ -35,6 +36,7 @@ pub const ALL: &[Scenario] = &[
     group_fanout::SCENARIO,
     dm_latency::SCENARIO,
     cross_replica::SCENARIO,
+    idle_streams::SCENARIO,
 ];
 
 /// The scenario called `name`.
