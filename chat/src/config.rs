@@ -123,7 +123,7 @@ impl Config {
         let env = EnvReader::new("CHAT", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
-            database: DatabaseSettings::from_env(&env)?,
+            database: database(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             group_url: group_url(&env)?,
             limits: Limits {
@@ -178,6 +178,24 @@ impl Config {
     }
 }
 
+/// The bus's listener holds one connection for good and the committer one per batch: a smaller
+/// pool leaves no connection for the calls themselves, which would all time out.
+const MIN_DATABASE_CONNECTIONS: u32 = 3;
+
+fn database(env: &EnvReader) -> Result<DatabaseSettings, ConfigError> {
+    let database = DatabaseSettings::from_env(env)?;
+    if database.max_connections < MIN_DATABASE_CONNECTIONS {
+        return Err(ConfigError::Invalid {
+            key: env.key("DATABASE_MAX_CONNECTIONS"),
+            reason: format!(
+                "at least {MIN_DATABASE_CONNECTIONS}: the bus's listener and the committer each \
+                 hold one"
+            ),
+        });
+    }
+    Ok(database)
+}
+
 fn group_url(env: &EnvReader) -> Result<String, ConfigError> {
     let url = env.string_or("GROUP_URL", "http://127.0.0.1:50063");
     let valid =
@@ -218,6 +236,27 @@ mod tests {
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    #[test]
+    fn a_pool_too_small_for_the_listener_and_the_committer_is_refused() {
+        let pool = |size: &str| {
+            let size = size.to_owned();
+            Config::from_lookup(&move |key| match key {
+                "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+                "CHAT_SERVICE_SECRET" => Some("s".repeat(32)),
+                "CHAT_DATABASE_MAX_CONNECTIONS" => Some(size.clone()),
+                _ => None,
+            })
+        };
+
+        let error = pool("2").unwrap_err();
+
+        assert!(
+            error.to_string().contains("CHAT_DATABASE_MAX_CONNECTIONS"),
+            "{error}"
+        );
+        assert_eq!(pool("3").unwrap().database.max_connections, 3);
     }
 
     #[test]
