@@ -67,7 +67,8 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct CommitSettings {
     /// `CHAT_COMMIT_WINDOW_MICROS`: how long the committer collects sends after the first one
-    /// before committing them together, default 1,000 µs.
+    /// before committing them together, default 0 (sends that arrive while a batch commits form
+    /// the next one anyway; see `commit.rs`).
     pub window: Duration,
     /// `CHAT_COMMIT_MAX_BATCH`: most sends per transaction, default 512.
     pub max_batch: usize,
@@ -140,7 +141,7 @@ impl Config {
                 )?),
             },
             commit: CommitSettings {
-                window: Duration::from_micros(env.parse_or("COMMIT_WINDOW_MICROS", 1_000)?),
+                window: Duration::from_micros(env.parse_or("COMMIT_WINDOW_MICROS", 0)?),
                 max_batch: positive(&env, "COMMIT_MAX_BATCH", 512)?,
                 queue: positive(&env, "COMMIT_QUEUE", 8_192)?,
             },
