@@ -90,8 +90,9 @@ pub struct StreamSettings {
     /// `CHAT_REPLAY_PAGE`: messages read from the database at a time when a stream catches up,
     /// default 100.
     pub replay_page: u32,
-    /// `CHAT_NOTIFY_WINDOW_MICROS`: how long the bus publisher collects wake-ups before one
-    /// NOTIFY, default 500 µs.
+    /// `CHAT_NOTIFY_WINDOW_MICROS`: how long the bus publisher waits for more wake-ups before
+    /// one NOTIFY, default 0 (wake-ups that arrive while a NOTIFY is sent go into the next one;
+    /// see `bus.rs`).
     pub notify_window: Duration,
 }
 
@@ -150,7 +151,7 @@ impl Config {
                 stall_limit: Duration::from_millis(positive(&env, "STREAM_STALL_MS", 2_000)?),
                 heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
-                notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 500)?),
+                notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 0)?),
             },
             recent: RecentSettings {
                 budget_bytes: positive(&env, "RECENT_BYTES", 64 * 1024 * 1024)?,

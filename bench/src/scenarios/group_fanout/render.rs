@@ -157,11 +157,10 @@ fn part_two(measured: &Measured, cpu: &CpuTime) -> String {
     let mut out = format!(
         "\n### 2. Sustained deliveries with {groups} groups beside direct messages\n\n\
          **Scaled down from the issue's hundred 1,000-member groups (100k streams) to {groups} \
-         groups ({streams} streams)**: setting up and reading 100k streams does not fit this \
-         machine's {nproc} CPUs in a run of a few minutes, and since every stream woken for a \
-         message re-reads the conversation from its cursor (chat's `delivery.rs`), a delivery \
-         costs a database query, and the CPUs are saturated long before that. The first group is part \
-         1's. Each group's owner sends in a closed loop with at most {IN_FLIGHT_PER_GROUP} \
+         groups ({streams} streams)**: setting up, sealing for and reading 100k streams does \
+         not fit this machine's {nproc} CPUs in a run of a few minutes, and the CPUs are \
+         saturated long before that (see the CPU time per delivery below). The first group is \
+         part 1's. Each group's owner sends in a closed loop with at most {IN_FLIGHT_PER_GROUP} \
          messages not yet on all of its members' streams (so a stream never falls behind by more \
          than that); meanwhile {DIRECT_PAIRS} direct conversations each get {DIRECT_RATE_PER_PAIR} \
          messages/s ({direct_total} messages/s in all, open loop, each send in its own task), \
