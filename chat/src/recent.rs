@@ -13,8 +13,8 @@
 //! database as before: the cache answers only what it holds contiguously, so it never skips.
 //!
 //! Memory is bounded by `CHAT_RECENT_BYTES` across all conversations (least recently used tails
-//! are dropped first), by `CHAT_RECENT_PER_CONVERSATION` messages per tail and by
-//! `CHAT_RECENT_CONVERSATIONS` tails.
+//! are dropped first; one tail holds at most a sixteenth of it), by
+//! `CHAT_RECENT_PER_CONVERSATION` messages per tail and by `CHAT_RECENT_CONVERSATIONS` tails.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -39,6 +39,11 @@ use crate::{
 /// A stream whose cursor is this many messages or more behind does not start a tail: it is
 /// replaying history, which is read for its device only (a tail holds every device's key).
 const MAX_SPAN_TO_START_A_TAIL: u64 = 32;
+
+/// One tail holds at most this fraction of `CHAT_RECENT_BYTES` (but always its newest message):
+/// a busy large group keeps its last few messages (a 1,000-member message is ~400 KB) rather
+/// than pushing every other conversation out, which sent their streams back to the database.
+const TAILS_PER_BUDGET: usize = 16;
 
 /// Bytes counted for a message or key beyond its byte fields (ids, lengths, map entries).
 const OVERHEAD_BYTES: usize = 96;
@@ -193,10 +198,12 @@ impl RecentMessages {
             tail.messages.push_back(Arc::new(message));
         }
         tail.bytes += added;
+        let budget = self.settings.budget_bytes;
+        let per_tail = budget / TAILS_PER_BUDGET;
         let freed = trim_front(tail, |tail| {
             tail.messages.len() > self.settings.per_conversation
+                || (tail.messages.len() > 1 && tail.bytes > per_tail)
         });
-        let budget = self.settings.budget_bytes;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.bytes = state.bytes + added - freed;
         if state.bytes > budget {
@@ -563,6 +570,49 @@ mod tests {
 
         assert!(far.is_none());
         assert_eq!(near.unwrap().messages[0].sequence, last);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn one_tail_keeps_at_most_its_share_of_the_budget(db: PgPool) {
+        let one_message = message_bytes_in(&db).await;
+        // A share of the budget is room for two messages.
+        let budget = 2 * one_message * TAILS_PER_BUDGET + 1;
+        let recent = RecentMessages::new(db.clone(), settings(64, budget));
+        let conversation = new_conversation(&db).await;
+        let mut last = 0;
+        for _ in 0..5 {
+            last = add_message(&db, conversation, &[ALICE]).await;
+            recent
+                .read(conversation, ALICE, last - 1, last, 100)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        let kept = recent
+            .read(conversation, ALICE, last - 2, last, 100)
+            .await
+            .unwrap();
+        let dropped = recent
+            .read(conversation, ALICE, last - 3, last, 100)
+            .await
+            .unwrap();
+
+        assert_eq!(kept.unwrap().messages.len(), 2);
+        assert!(dropped.is_none());
+    }
+
+    /// The bytes one message of [`add_message`] with one key counts for.
+    async fn message_bytes_in(db: &PgPool) -> usize {
+        let recent = RecentMessages::new(db.clone(), settings(64, 1 << 20));
+        let conversation = new_conversation(db).await;
+        let sequence = add_message(db, conversation, &[ALICE]).await;
+        recent
+            .read(conversation, ALICE, 0, sequence, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        recent.state.lock().unwrap().bytes
     }
 
     #[sqlx::test(migrations = "../migrations")]
