@@ -160,6 +160,10 @@ impl RecentMessages {
                 return Ok(None);
             }
             self.append(&slot, &mut tail, loaded);
+            // Trimming may have dropped messages after the cursor that were just loaded.
+            if tail.after.is_some_and(|after| cursor < after) {
+                return Ok(None);
+            }
         }
         Ok(Some(pick(&tail, device, cursor, limit)))
     }
@@ -548,6 +552,49 @@ mod tests {
 
         assert_eq!(received, [2, 3, 4, 5]);
         assert!(behind.is_none(), "the tail no longer holds message 1");
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_load_larger_than_the_tail_keeps_never_skips_a_message(db: PgPool) {
+        // Regression: a stream at the tail's start fell behind by more than the tail holds; the
+        // load was trimmed to the newest messages and the stream was answered from them,
+        // skipping the ones in between.
+        let recent = RecentMessages::new(db.clone(), settings(4, 1 << 20));
+        let conversation = new_conversation(&db).await;
+        let first = add_message(&db, conversation, &[ALICE]).await;
+        recent
+            .read(conversation, ALICE, 0, first, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut last = first;
+        for _ in 0..10 {
+            last = add_message(&db, conversation, &[ALICE]).await;
+        }
+
+        let mut cursor = first;
+        let mut received = Vec::new();
+        while cursor < last {
+            let messages = match recent
+                .read(conversation, ALICE, cursor, last, 100)
+                .await
+                .unwrap()
+            {
+                Some(read) => {
+                    cursor = read.through;
+                    read.messages
+                }
+                None => {
+                    // What delivery does: read the device's messages from the database.
+                    let messages = from_database(&db, conversation, ALICE, cursor, last).await;
+                    cursor = last;
+                    messages
+                }
+            };
+            received.extend(messages.iter().map(|m| m.sequence));
+        }
+
+        assert_eq!(received, (first + 1..=last).collect::<Vec<_>>());
     }
 
     #[sqlx::test(migrations = "../migrations")]
