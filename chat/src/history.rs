@@ -80,31 +80,20 @@ pub async fn read_for_device(
     from: u64,
     limit: u32,
 ) -> Result<Vec<DeliveredMessage>, Error> {
-    type Row = (
-        Uuid,
-        i64,
-        OffsetDateTime,
-        Uuid,
-        Uuid,
-        String,
-        i16,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-    );
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        message: MessageRow,
+        key_fingerprint: Vec<u8>,
+        wrapped_key: Vec<u8>,
+    }
     let (condition, order) = match direction {
         Direction::Forward => ("m.sequence > $3", "asc"),
         Direction::Backward if from == 0 => ("$3 = 0", "desc"),
         Direction::Backward => ("m.sequence < $3", "desc"),
     };
     let sql = format!(
-        "select m.id, m.sequence, m.created_at, m.sender_user_id, m.sender_device_id,
-                m.client_message_id, m.suite, m.nonce, m.ciphertext, m.key_commitment,
-                m.signature, m.recipients_digest, k.key_fingerprint, k.wrapped_key
+        "select {MESSAGE_COLUMNS}, k.key_fingerprint, k.wrapped_key
          from chat.message_keys k
          join chat.messages m on m.conversation_id = k.conversation_id and m.sequence = k.sequence
          where k.device_id = $1 and k.conversation_id = $2 and {condition}
@@ -120,27 +109,70 @@ pub async fn read_for_device(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|row| DeliveredMessage {
-            id: row.0,
-            conversation,
-            sequence: to_u64(row.1),
-            sent_at: row.2,
-            sender_user: UserId(row.3),
-            sender_device: DeviceId(row.4),
-            client_message_id: row.5,
-            suite: row.6,
-            nonce: row.7,
-            ciphertext: row.8,
-            key_commitment: row.9,
-            signature: row.10,
-            recipients_digest: row.11,
-            keys: vec![DeliveredKey {
-                device,
-                key_fingerprint: row.12,
-                wrapped_key: row.13,
-            }],
+        .map(|row| {
+            row.message.delivered(
+                conversation,
+                vec![DeliveredKey {
+                    device,
+                    key_fingerprint: row.key_fingerprint,
+                    wrapped_key: row.wrapped_key,
+                }],
+            )
         })
         .collect())
+}
+
+/// The columns of `chat.messages` (aliased `m`) that [`MessageRow`] reads.
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.sequence, m.created_at, m.sender_user_id, \
+     m.sender_device_id, m.client_message_id, m.suite, m.nonce, m.ciphertext, m.key_commitment, \
+     m.signature, m.recipients_digest";
+
+/// A stored message without its keys, selected with [`MESSAGE_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    id: Uuid,
+    sequence: i64,
+    created_at: OffsetDateTime,
+    sender_user_id: Uuid,
+    sender_device_id: Uuid,
+    client_message_id: String,
+    suite: i16,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    key_commitment: Vec<u8>,
+    signature: Vec<u8>,
+    recipients_digest: Vec<u8>,
+}
+
+impl MessageRow {
+    /// Its sequence, as stored.
+    pub(crate) fn sequence(&self) -> i64 {
+        self.sequence
+    }
+
+    /// The message of `conversation` as delivered with `keys`.
+    pub(crate) fn delivered(
+        self,
+        conversation: ConversationId,
+        keys: Vec<DeliveredKey>,
+    ) -> DeliveredMessage {
+        DeliveredMessage {
+            id: self.id,
+            conversation,
+            sequence: to_u64(self.sequence),
+            sent_at: self.created_at,
+            sender_user: UserId(self.sender_user_id),
+            sender_device: DeviceId(self.sender_device_id),
+            client_message_id: self.client_message_id,
+            suite: self.suite,
+            nonce: self.nonce,
+            ciphertext: self.ciphertext,
+            key_commitment: self.key_commitment,
+            signature: self.signature,
+            recipients_digest: self.recipients_digest,
+            keys,
+        }
+    }
 }
 
 /// Adds every other recipient's entry (device and fingerprint, no wrapped key) to `messages`,

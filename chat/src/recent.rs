@@ -25,15 +25,14 @@ use std::{
 };
 
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     Error,
     config::RecentSettings,
-    conversations::{to_i64, to_u64},
-    history::{DeliveredKey, DeliveredMessage},
-    ids::{ConversationId, DeviceId, UserId},
+    conversations::to_i64,
+    history::{DeliveredKey, DeliveredMessage, MESSAGE_COLUMNS, MessageRow},
+    ids::{ConversationId, DeviceId},
 };
 
 /// A stream whose cursor is this many messages or more behind does not start a tail: it is
@@ -230,34 +229,19 @@ impl RecentMessages {
         end: u64,
         count: u64,
     ) -> Result<Vec<CachedMessage>, Error> {
-        type Row = (
-            Uuid,
-            i64,
-            OffsetDateTime,
-            Uuid,
-            Uuid,
-            String,
-            i16,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
+        let sql = format!(
+            "select {MESSAGE_COLUMNS} from chat.messages m
+             where m.conversation_id = $1 and m.sequence > $2
+             order by m.sequence
+             limit $3"
         );
-        let rows: Vec<Row> = sqlx::query_as(
-            "select id, sequence, created_at, sender_user_id, sender_device_id, client_message_id,
-                    suite, nonce, ciphertext, key_commitment, signature, recipients_digest
-             from chat.messages
-             where conversation_id = $1 and sequence > $2
-             order by sequence
-             limit $3",
-        )
-        .bind(conversation.0)
-        .bind(to_i64(end))
-        .bind(to_i64(count))
-        .fetch_all(&self.db)
-        .await?;
-        let Some(last) = rows.last().map(|row| row.1) else {
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+            .bind(conversation.0)
+            .bind(to_i64(end))
+            .bind(to_i64(count))
+            .fetch_all(&self.db)
+            .await?;
+        let Some(last) = rows.last().map(MessageRow::sequence) else {
             return Ok(Vec::new());
         };
         // Keys commit with their message, so every key of these messages is visible now.
@@ -280,23 +264,8 @@ impl RecentMessages {
         Ok(rows
             .into_iter()
             .map(|row| {
-                let keys = keys_by_sequence.remove(&row.1).unwrap_or_default();
-                let message = DeliveredMessage {
-                    id: row.0,
-                    conversation,
-                    sequence: to_u64(row.1),
-                    sent_at: row.2,
-                    sender_user: UserId(row.3),
-                    sender_device: DeviceId(row.4),
-                    client_message_id: row.5,
-                    suite: row.6,
-                    nonce: row.7,
-                    ciphertext: row.8,
-                    key_commitment: row.9,
-                    signature: row.10,
-                    recipients_digest: row.11,
-                    keys: Vec::new(),
-                };
+                let keys = keys_by_sequence.remove(&row.sequence()).unwrap_or_default();
+                let message = row.delivered(conversation, Vec::new());
                 let bytes = message_bytes(&message, &keys);
                 CachedMessage {
                     message,
@@ -398,7 +367,10 @@ fn message_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Direction, read_for_device};
+    use crate::{
+        conversations::to_u64,
+        history::{Direction, read_for_device},
+    };
 
     const ALICE: DeviceId = DeviceId(Uuid::from_u128(1));
     const BOB: DeviceId = DeviceId(Uuid::from_u128(2));
