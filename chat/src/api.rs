@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     Error,
-    delivery::{Outbox, Outgoing},
+    delivery::{Outbox, Outgoing, SendAnswer},
     devices::Credentials,
     history::Direction,
     ids::{ConversationId, UserId, parse_uuid},
@@ -22,8 +22,10 @@ use crate::{
 };
 
 mod convert;
+mod streams;
 
 use convert::{conversation_pb, message_pb, send_response, stream_response_pb};
+pub use streams::ChatServer;
 
 /// Implements `chat.v1.ChatService`.
 #[derive(Clone)]
@@ -285,10 +287,10 @@ async fn serve_stream_requests(
                         }
                         None => Err(Error::InvalidArgument("envelope is required".to_owned())),
                     };
-                    let item = match outcome {
-                        Ok(committed) => Outgoing::SendResult(send.request_id, committed),
-                        Err(error) => Outgoing::SendRejected(send.request_id, error),
-                    };
+                    let item = Outgoing::SendAnswer(Box::new(SendAnswer {
+                        request_id: send.request_id,
+                        outcome,
+                    }));
                     let _ = outbox.push(item).await;
                     drop(permit);
                 });

@@ -44,21 +44,31 @@ use crate::{
     sending::{Caller, Committed},
 };
 
-/// One item written to a stream.
+/// One item written to a stream. Kept small: every stream's queue allocates its first block of
+/// slots (32) when it opens, so an idle stream pays for 32 of these.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A new or replayed message.
     Message(Box<DeliveredMessage>),
-    /// A receipt or typing indicator.
-    Ephemeral(Ephemeral),
+    /// A receipt, typing indicator or membership or device change.
+    Ephemeral(Box<Ephemeral>),
     /// Keep-alive.
     Heartbeat(OffsetDateTime),
     /// The replay is complete.
     CaughtUp,
-    /// A send on OpenStream was committed.
-    SendResult(String, Committed),
-    /// A send on OpenStream was refused.
-    SendRejected(String, Error),
+    /// The answer to a send on OpenStream.
+    SendAnswer(Box<SendAnswer>),
+}
+
+const _: () = assert!(std::mem::size_of::<Outgoing>() <= 24);
+
+/// The answer to a send on OpenStream.
+#[derive(Debug)]
+pub struct SendAnswer {
+    /// The client's id for the request.
+    pub request_id: String,
+    /// Committed, or why not.
+    pub outcome: Result<Committed, Error>,
 }
 
 /// Opens streams.
@@ -275,10 +285,9 @@ impl StreamTask {
         inbox: &Inbox,
         requested: &HashMap<ConversationId, u64>,
     ) -> Result<(), Error> {
-        let behind = self.resume(requested).await?;
-        for (conversation, last_sequence) in behind {
-            self.catch_up(conversation, last_sequence, true).await?;
-        }
+        // The reads are boxed: a stream task waits idle most of its life, and its future is as
+        // large as its largest state, which would otherwise be a database read's.
+        Box::pin(self.replay(requested)).await?;
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
 
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
@@ -289,12 +298,20 @@ impl StreamTask {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
                 () = self.outbox.closed() => return Ok(()),
-                () = inbox.ready.notified() => self.work(inbox.take()).await?,
+                () = inbox.ready.notified() => Box::pin(self.work(inbox.take())).await?,
                 _ = heartbeat.tick() => {
                     self.outbox.offer(Outgoing::Heartbeat(OffsetDateTime::now_utc()));
                 }
             }
         }
+    }
+
+    async fn replay(&mut self, requested: &HashMap<ConversationId, u64>) -> Result<(), Error> {
+        let behind = self.resume(requested).await?;
+        for (conversation, last_sequence) in behind {
+            self.catch_up(conversation, last_sequence, true).await?;
+        }
+        Ok(())
     }
 
     async fn work(&mut self, work: crate::hub::Work) -> Result<(), Error> {
@@ -333,7 +350,9 @@ impl StreamTask {
             *cursor = (*cursor).max(announced);
         }
         for event in work.events {
-            self.outbox.push(Outgoing::Ephemeral(event)).await?;
+            self.outbox
+                .push(Outgoing::Ephemeral(Box::new(event)))
+                .await?;
         }
         Ok(())
     }

@@ -68,18 +68,15 @@ mod watch;
 use std::{future::Future, sync::Arc};
 
 use common::service_credential::ServiceCredential;
-use proto::chat::v1 as pb;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
-pub use api::ChatApi;
+pub use api::{ChatApi, ChatServer};
 pub use bus::CHANNEL as BUS_CHANNEL;
 pub use config::{CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, StreamSettings};
 pub use error::Error;
-
-type ChatServer = pb::chat_service_server::ChatServiceServer<ChatApi>;
 
 /// The gRPC services chat serves (besides health and reflection).
 pub const SERVICES: &[&str] = &[ChatServer::NAME];

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::{
     conversations::Conversation,
-    delivery::Outgoing,
+    delivery::{Outgoing, SendAnswer},
     error::send_rejected,
     history::DeliveredMessage,
     hub::{ChangeKind, Ephemeral, MembershipChange},
@@ -87,41 +87,48 @@ pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response
     use pb::{open_stream_response::Response, stream_event::Event};
     let event = match outgoing {
         Outgoing::Message(message) => Event::Message(message_pb(*message)),
-        Outgoing::Ephemeral(Ephemeral::Receipt(receipt)) => Event::Receipt(pb::Receipt {
+        Outgoing::Ephemeral(event) => ephemeral_pb(*event),
+        Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
+            server_time: Some(timestamp(at)),
+        }),
+        Outgoing::CaughtUp => Event::CaughtUp(pb::CaughtUp {}),
+        Outgoing::SendAnswer(answer) => {
+            let SendAnswer {
+                request_id,
+                outcome,
+            } = *answer;
+            return match outcome {
+                Ok(committed) => Response::SendResult(pb::SendResult {
+                    request_id,
+                    result: Some(send_response(committed)),
+                }),
+                Err(error) => Response::SendRejected(send_rejected(request_id, error)),
+            };
+        }
+    };
+    Response::Event(pb::StreamEvent { event: Some(event) })
+}
+
+fn ephemeral_pb(event: Ephemeral) -> pb::stream_event::Event {
+    use pb::stream_event::Event;
+    match event {
+        Ephemeral::Receipt(receipt) => Event::Receipt(pb::Receipt {
             conversation_id: receipt.conversation.to_string(),
             user_id: receipt.user.to_string(),
             device_id: receipt.device.to_string(),
             delivered_sequence: receipt.delivered,
             read_sequence: receipt.read,
         }),
-        Outgoing::Ephemeral(Ephemeral::Typing(typing)) => Event::Typing(pb::TypingIndicator {
+        Ephemeral::Typing(typing) => Event::Typing(pb::TypingIndicator {
             conversation_id: typing.conversation.to_string(),
             user_id: typing.user.to_string(),
             device_id: typing.device.to_string(),
         }),
-        Outgoing::Ephemeral(Ephemeral::Membership(change)) => {
-            Event::MembershipChange(membership_change_pb(change))
-        }
-        Outgoing::Ephemeral(Ephemeral::DevicesChanged(user)) => {
-            Event::DevicesChanged(pb::DevicesChanged {
-                user_id: user.to_string(),
-            })
-        }
-        Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
-            server_time: Some(timestamp(at)),
+        Ephemeral::Membership(change) => Event::MembershipChange(membership_change_pb(change)),
+        Ephemeral::DevicesChanged(user) => Event::DevicesChanged(pb::DevicesChanged {
+            user_id: user.to_string(),
         }),
-        Outgoing::CaughtUp => Event::CaughtUp(pb::CaughtUp {}),
-        Outgoing::SendResult(request_id, committed) => {
-            return Response::SendResult(pb::SendResult {
-                request_id,
-                result: Some(send_response(committed)),
-            });
-        }
-        Outgoing::SendRejected(request_id, error) => {
-            return Response::SendRejected(send_rejected(request_id, error));
-        }
-    };
-    Response::Event(pb::StreamEvent { event: Some(event) })
+    }
 }
 
 fn membership_change_pb(change: MembershipChange) -> pb::MembershipChange {

@@ -1,0 +1,141 @@
+//! The chat server as tonic serves it: the generated `ChatServiceServer`, except that the two
+//! long-lived streams (Subscribe, OpenStream) use [`StreamCodec`].
+//!
+//! Why: tonic's default codec gives every call an 8 KiB encoding buffer up front (and OpenStream
+//! an 8 KiB decoding buffer too). A unary call frees it at once, but a stream holds it for hours:
+//! on an idle stream it was a third of the server's memory per stream (`bench idle-streams`).
+//! Here a stream's buffers start at [`STREAM_BUFFER_BYTES`] and grow when a message needs more.
+
+use std::{
+    convert::Infallible,
+    marker::PhantomData,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use proto::chat::v1 as pb;
+use tonic::{
+    Request, Response, Status, Streaming,
+    body::Body,
+    codec::{BufferSettings, Codec},
+    codegen::{BoxFuture, Service, http},
+    server::{Grpc, NamedService, ServerStreamingService, StreamingService},
+};
+use tonic_prost::ProstCodec;
+
+use super::ChatApi;
+use pb::chat_service_server::{ChatService, ChatServiceServer};
+
+/// A stream's initial encoding (and, for OpenStream, decoding) buffer. A heartbeat takes about
+/// 20 bytes; a message grows the buffer to its size once.
+const STREAM_BUFFER_BYTES: usize = 512;
+/// tonic's default: encoded messages are handed to the connection once this much is buffered.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+const SUBSCRIBE: &str = "/chat.v1.ChatService/Subscribe";
+const OPEN_STREAM: &str = "/chat.v1.ChatService/OpenStream";
+
+/// `chat.v1.ChatService`, ready for `tonic::service::Routes`.
+#[derive(Clone)]
+pub struct ChatServer {
+    api: Arc<ChatApi>,
+    generated: ChatServiceServer<ChatApi>,
+}
+
+impl ChatServer {
+    /// Serves `api`.
+    pub fn new(api: ChatApi) -> Self {
+        let api = Arc::new(api);
+        Self {
+            generated: ChatServiceServer::from_arc(api.clone()),
+            api,
+        }
+    }
+}
+
+impl NamedService for ChatServer {
+    const NAME: &'static str = <ChatServiceServer<ChatApi> as NamedService>::NAME;
+}
+
+impl Service<http::Request<Body>> for ChatServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let api = self.api.clone();
+        match request.uri().path() {
+            SUBSCRIBE => Box::pin(async move {
+                let mut grpc = Grpc::new(StreamCodec::default());
+                Ok(grpc.server_streaming(Subscribe(api), request).await)
+            }),
+            OPEN_STREAM => Box::pin(async move {
+                let mut grpc = Grpc::new(StreamCodec::default());
+                Ok(grpc.streaming(OpenStream(api), request).await)
+            }),
+            _ => self.generated.call(request),
+        }
+    }
+}
+
+struct Subscribe(Arc<ChatApi>);
+
+impl ServerStreamingService<pb::SubscribeRequest> for Subscribe {
+    type Response = pb::SubscribeResponse;
+    type ResponseStream = <ChatApi as ChatService>::SubscribeStream;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<pb::SubscribeRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.subscribe(request).await })
+    }
+}
+
+struct OpenStream(Arc<ChatApi>);
+
+impl StreamingService<pb::OpenStreamRequest> for OpenStream {
+    type Response = pb::OpenStreamResponse;
+    type ResponseStream = <ChatApi as ChatService>::OpenStreamStream;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<pb::OpenStreamRequest>>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.open_stream(request).await })
+    }
+}
+
+/// Protobuf through prost, like tonic's default codec, with [`STREAM_BUFFER_BYTES`] buffers.
+struct StreamCodec<T, U>(PhantomData<fn() -> (T, U)>);
+
+impl<T, U> Default for StreamCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for StreamCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(buffers())
+    }
+}
+
+fn buffers() -> BufferSettings {
+    BufferSettings::new(STREAM_BUFFER_BYTES, YIELD_THRESHOLD)
+}
