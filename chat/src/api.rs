@@ -24,8 +24,10 @@ use crate::{
 mod convert;
 mod streams;
 
-use convert::{conversation_pb, message_pb, send_response, stream_response_pb};
+pub(crate) use convert::message_pb;
+use convert::{conversation_pb, open_stream_item, send_response, subscribe_item};
 pub use streams::ChatServer;
+use streams::StreamItem;
 
 /// Implements `chat.v1.ChatService`.
 #[derive(Clone)]
@@ -58,6 +60,57 @@ impl ChatApi {
             expires_at: OffsetDateTime::from_unix_timestamp(claims.expires_at)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         })
+    }
+    /// OpenStream, as `ChatServer` serves it (messages from their shared encoding).
+    async fn open_stream_items(
+        &self,
+        request: Request<Streaming<pb::OpenStreamRequest>>,
+    ) -> Result<Response<EventStream<StreamItem<pb::OpenStreamResponse>>>, Status> {
+        let who = self.authenticate(&request).await?;
+        let mut requests = request.into_inner();
+        let positions = match requests.message().await? {
+            Some(pb::OpenStreamRequest {
+                request: Some(pb::open_stream_request::Request::Start(start)),
+            }) => positions_of(start.positions)?,
+            _ => {
+                return Err(
+                    Error::InvalidArgument("the first request must be start".to_owned()).into(),
+                );
+            }
+        };
+        let (outbox, events) = self
+            .chat
+            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .await?;
+        tokio::spawn(serve_stream_requests(
+            self.chat.clone(),
+            who,
+            requests,
+            outbox,
+        ));
+        let events = events.map(|item| item.map(open_stream_item).map_err(Status::from));
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    /// Subscribe, as `ChatServer` serves it (messages from their shared encoding).
+    async fn subscribe_items(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<EventStream<StreamItem<pb::SubscribeResponse>>>, Status> {
+        let who = self.authenticate(&request).await?;
+        let positions = positions_of(request.into_inner().positions)?;
+        let (_outbox, events) = self
+            .chat
+            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .await?;
+        let events = events.filter_map(|item| async move {
+            match item {
+                // Subscribe has no sends: their answers are left out.
+                Ok(outgoing) => subscribe_item(outgoing).map(Ok),
+                Err(error) => Some(Err(Status::from(error))),
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }
 
@@ -124,60 +177,22 @@ impl pb::chat_service_server::ChatService for ChatApi {
         &self,
         request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
-        let who = self.authenticate(&request).await?;
-        let mut requests = request.into_inner();
-        let positions = match requests.message().await? {
-            Some(pb::OpenStreamRequest {
-                request: Some(pb::open_stream_request::Request::Start(start)),
-            }) => positions_of(start.positions)?,
-            _ => {
-                return Err(
-                    Error::InvalidArgument("the first request must be start".to_owned()).into(),
-                );
-            }
-        };
-        let (outbox, events) = self
-            .chat
-            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
-            .await?;
-        tokio::spawn(serve_stream_requests(
-            self.chat.clone(),
-            who,
-            requests,
-            outbox,
-        ));
-        let events = events.map(|item| {
-            item.map(|outgoing| pb::OpenStreamResponse {
-                response: Some(stream_response_pb(outgoing)),
-            })
-            .map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(events)))
+        let items = self.open_stream_items(request).await?;
+        Ok(items.map(|items| {
+            Box::pin(items.map(|item| item.map(StreamItem::<pb::OpenStreamResponse>::into_proto)))
+                as _
+        }))
     }
 
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let who = self.authenticate(&request).await?;
-        let positions = positions_of(request.into_inner().positions)?;
-        let (_outbox, events) = self
-            .chat
-            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
-            .await?;
-        let events = events.filter_map(|item| async move {
-            match item {
-                Ok(outgoing) => match stream_response_pb(outgoing) {
-                    pb::open_stream_response::Response::Event(event) => {
-                        Some(Ok(pb::SubscribeResponse { event: Some(event) }))
-                    }
-                    // Subscribe has no sends.
-                    _ => None,
-                },
-                Err(error) => Some(Err(Status::from(error))),
-            }
-        });
-        Ok(Response::new(Box::pin(events)))
+        let items = self.subscribe_items(request).await?;
+        Ok(items.map(|items| {
+            Box::pin(items.map(|item| item.map(StreamItem::<pb::SubscribeResponse>::into_proto)))
+                as _
+        }))
     }
 
     async fn list_messages(

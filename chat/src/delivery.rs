@@ -36,20 +36,21 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error,
     config::StreamSettings,
-    history::{self, DeliveredMessage, Direction},
+    history::{self, Direction},
     hub::{Ephemeral, Hub, Inbox, Registration},
     ids::ConversationId,
     positions,
     recent::RecentMessages,
     sending::{Caller, Committed},
+    wire::DeviceMessage,
 };
 
 /// One item written to a stream. Kept small: every stream's queue allocates its first block of
 /// slots (32) when it opens, so an idle stream pays for 32 of these.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A new or replayed message.
-    Message(Box<DeliveredMessage>),
+    /// A new or replayed message, encoded (`wire.rs`).
+    Message(Box<DeviceMessage>),
     /// A receipt, typing indicator or membership or device change.
     Ephemeral(Box<Ephemeral>),
     /// Keep-alive.
@@ -414,11 +415,12 @@ impl StreamTask {
                     )
                     .await?;
                     let full_page = messages.len() == page as usize;
+                    let messages = messages.iter().map(DeviceMessage::from_delivered).collect();
                     (messages, cursor, full_page)
                 }
             };
             for message in messages {
-                let sequence = message.sequence;
+                let sequence = message.sequence();
                 let item = Outgoing::Message(Box::new(message));
                 if replay {
                     self.outbox.send(item, &self.shutdown).await?;

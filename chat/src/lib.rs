@@ -64,6 +64,7 @@ mod sending;
 mod service;
 mod typing;
 mod watch;
+mod wire;
 
 use std::{future::Future, sync::Arc};
 

@@ -31,8 +31,9 @@ use crate::{
     Error,
     config::RecentSettings,
     conversations::to_i64,
-    history::{DeliveredKey, DeliveredMessage, MESSAGE_COLUMNS, MessageRow},
+    history::{DeliveredKey, MESSAGE_COLUMNS, MessageRow},
     ids::{ConversationId, DeviceId},
+    wire::{DeviceMessage, EncodedKey, EncodedMessage},
 };
 
 /// A stream whose cursor is this many messages or more behind does not start a tail: it is
@@ -78,14 +79,10 @@ struct Tail {
     detached: bool,
 }
 
-/// Fingerprint and wrapped key by recipient device.
-type KeysByDevice = HashMap<DeviceId, (Vec<u8>, Vec<u8>)>;
-
-/// A message with every recipient's key.
+/// A message with every recipient's key, encoded once for every stream (`wire.rs`).
 struct CachedMessage {
-    /// Without keys.
-    message: DeliveredMessage,
-    keys: KeysByDevice,
+    message: Arc<EncodedMessage>,
+    keys: HashMap<DeviceId, EncodedKey>,
     bytes: usize,
 }
 
@@ -93,7 +90,7 @@ struct CachedMessage {
 #[derive(Debug)]
 pub struct TailRead {
     /// The messages wrapped for the device, in sequence order.
-    pub messages: Vec<DeliveredMessage>,
+    pub messages: Vec<DeviceMessage>,
     /// Every message of the conversation up to this sequence was looked at: the device's cursor
     /// may move here.
     pub through: u64,
@@ -102,7 +99,7 @@ pub struct TailRead {
 impl Tail {
     fn end(&self) -> Option<u64> {
         let after = self.after?;
-        Some(self.messages.back().map_or(after, |m| m.message.sequence))
+        Some(self.messages.back().map_or(after, |m| m.message.sequence()))
     }
 }
 
@@ -254,21 +251,26 @@ impl RecentMessages {
         .bind(last)
         .fetch_all(&self.db)
         .await?;
-        let mut keys_by_sequence: HashMap<i64, KeysByDevice> = HashMap::new();
-        for (sequence, device, fingerprint, wrapped) in keys {
+        let mut keys_by_sequence: HashMap<i64, HashMap<DeviceId, EncodedKey>> = HashMap::new();
+        for (sequence, device, key_fingerprint, wrapped_key) in keys {
+            let key = DeliveredKey {
+                device: DeviceId(device),
+                key_fingerprint,
+                wrapped_key,
+            };
             keys_by_sequence
                 .entry(sequence)
                 .or_default()
-                .insert(DeviceId(device), (fingerprint, wrapped));
+                .insert(key.device, EncodedKey::new(&key));
         }
         Ok(rows
             .into_iter()
             .map(|row| {
                 let keys = keys_by_sequence.remove(&row.sequence()).unwrap_or_default();
-                let message = row.delivered(conversation, Vec::new());
+                let message = EncodedMessage::new(&row.delivered(conversation, Vec::new()));
                 let bytes = message_bytes(&message, &keys);
                 CachedMessage {
-                    message,
+                    message: Arc::new(message),
                     keys,
                     bytes,
                 }
@@ -283,20 +285,14 @@ fn pick(tail: &Tail, device: DeviceId, cursor: u64, limit: u32) -> TailRead {
     let mut messages = Vec::new();
     let first = tail
         .messages
-        .partition_point(|cached| cached.message.sequence <= cursor);
+        .partition_point(|cached| cached.message.sequence() <= cursor);
     for cached in tail.messages.range(first..) {
         if messages.len() == limit as usize {
             break;
         }
-        through = cached.message.sequence;
-        if let Some((fingerprint, wrapped)) = cached.keys.get(&device) {
-            let mut message = cached.message.clone();
-            message.keys = vec![DeliveredKey {
-                device,
-                key_fingerprint: fingerprint.clone(),
-                wrapped_key: wrapped.clone(),
-            }];
-            messages.push(message);
+        through = cached.message.sequence();
+        if let Some(key) = cached.keys.get(&device) {
+            messages.push(DeviceMessage::new(cached.message.clone(), key.clone()));
         }
     }
     TailRead { messages, through }
@@ -309,7 +305,7 @@ fn trim_front(tail: &mut Tail, too_big: impl Fn(&Tail) -> bool) -> usize {
         let Some(oldest) = tail.messages.pop_front() else {
             break;
         };
-        tail.after = Some(oldest.message.sequence);
+        tail.after = Some(oldest.message.sequence());
         tail.bytes -= oldest.bytes;
         freed += oldest.bytes;
     }
@@ -347,25 +343,15 @@ fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> b
     }
 }
 
-fn message_bytes(
-    message: &DeliveredMessage,
-    keys: &HashMap<DeviceId, (Vec<u8>, Vec<u8>)>,
-) -> usize {
-    let fields = message.client_message_id.len()
-        + message.nonce.len()
-        + message.ciphertext.len()
-        + message.key_commitment.len()
-        + message.signature.len()
-        + message.recipients_digest.len();
-    let keys: usize = keys
-        .values()
-        .map(|(fingerprint, wrapped)| fingerprint.len() + wrapped.len() + OVERHEAD_BYTES)
-        .sum();
-    OVERHEAD_BYTES + fields + keys
+fn message_bytes(message: &EncodedMessage, keys: &HashMap<DeviceId, EncodedKey>) -> usize {
+    let keys: usize = keys.values().map(|key| key.len() + OVERHEAD_BYTES).sum();
+    OVERHEAD_BYTES + message.len() + keys
 }
 
 #[cfg(test)]
 mod tests {
+    use proto::chat::v1 as pb;
+
     use super::*;
     use crate::{
         conversations::to_u64,
@@ -444,13 +430,18 @@ mod tests {
         device: DeviceId,
         cursor: u64,
         through: u64,
-    ) -> Vec<DeliveredMessage> {
+    ) -> Vec<pb::Message> {
         let mut messages =
             read_for_device(db, device, conversation, Direction::Forward, cursor, 1_000)
                 .await
                 .unwrap();
         messages.retain(|message| message.sequence <= through);
-        messages
+        messages.into_iter().map(crate::api::message_pb).collect()
+    }
+
+    /// What a stream would decode.
+    fn decoded(messages: &[DeviceMessage]) -> Vec<pb::Message> {
+        messages.iter().map(DeviceMessage::to_pb).collect()
     }
 
     #[sqlx::test(migrations = "../migrations")]
@@ -474,20 +465,18 @@ mod tests {
 
         assert_eq!(for_alice.through, last);
         assert_eq!(
-            for_alice.messages,
+            decoded(&for_alice.messages),
             from_database(&db, conversation, ALICE, 0, last).await
         );
         assert_eq!(for_alice.messages.len(), 2);
         assert_eq!(
-            for_bob.messages,
+            decoded(&for_bob.messages),
             from_database(&db, conversation, BOB, 0, last).await
         );
-        assert!(
-            for_bob
-                .messages
-                .iter()
-                .all(|m| m.keys.len() == 1 && m.keys[0].device == BOB)
-        );
+        assert!(decoded(&for_bob.messages).iter().all(|m| {
+            let keys = &m.envelope.as_ref().unwrap().wrapped_keys;
+            keys.len() == 1 && keys[0].device_id == BOB.to_string()
+        }));
     }
 
     #[sqlx::test(migrations = "../migrations")]
@@ -514,7 +503,7 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            received.extend(read.messages.iter().map(|m| m.sequence));
+            received.extend(read.messages.iter().map(DeviceMessage::sequence));
             cursor = read.through;
         }
         let behind = recent
@@ -554,7 +543,7 @@ mod tests {
             {
                 Some(read) => {
                     cursor = read.through;
-                    read.messages
+                    decoded(&read.messages)
                 }
                 None => {
                     // What delivery does: read the device's messages from the database.
@@ -588,7 +577,7 @@ mod tests {
             .unwrap();
 
         assert!(far.is_none());
-        assert_eq!(near.unwrap().messages[0].sequence, last);
+        assert_eq!(near.unwrap().messages[0].sequence(), last);
     }
 
     #[sqlx::test(migrations = "../migrations")]
@@ -636,8 +625,8 @@ mod tests {
 
     #[sqlx::test(migrations = "../migrations")]
     async fn over_the_budget_the_least_recently_used_tails_go_and_answers_stay_right(db: PgPool) {
-        // Room for about two messages in all.
-        let one_message = 2 * OVERHEAD_BYTES + 200;
+        // Room for two messages in all.
+        let one_message = message_bytes_in(&db).await;
         let recent = RecentMessages::new(db.clone(), settings(64, 2 * one_message));
         let mut conversations = Vec::new();
         for _ in 0..4 {
@@ -649,7 +638,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(
-                read.messages,
+                decoded(&read.messages),
                 from_database(&db, conversation, ALICE, 0, sequence).await
             );
             conversations.push(conversation);

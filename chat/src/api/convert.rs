@@ -3,6 +3,7 @@
 use proto::chat::v1 as pb;
 use time::OffsetDateTime;
 
+use super::StreamItem;
 use crate::{
     conversations::Conversation,
     delivery::{Outgoing, SendAnswer},
@@ -53,7 +54,7 @@ pub(super) fn conversation_pb(conversation: Conversation) -> pb::Conversation {
     }
 }
 
-pub(super) fn message_pb(message: DeliveredMessage) -> pb::Message {
+pub(crate) fn message_pb(message: DeliveredMessage) -> pb::Message {
     pb::Message {
         message_id: message.id.to_string(),
         conversation_id: message.conversation.to_string(),
@@ -83,10 +84,35 @@ pub(super) fn message_pb(message: DeliveredMessage) -> pb::Message {
     }
 }
 
-pub(super) fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response::Response {
+/// An OpenStream item: a message goes from its shared encoding, anything else through prost.
+pub(super) fn open_stream_item(outgoing: Outgoing) -> StreamItem<pb::OpenStreamResponse> {
+    match outgoing {
+        Outgoing::Message(message) => StreamItem::Message(message),
+        other => StreamItem::Other(pb::OpenStreamResponse {
+            response: Some(stream_response_pb(other)),
+        }),
+    }
+}
+
+/// A Subscribe item, or none for what only OpenStream carries (answers to sends).
+pub(super) fn subscribe_item(outgoing: Outgoing) -> Option<StreamItem<pb::SubscribeResponse>> {
+    match outgoing {
+        Outgoing::Message(message) => Some(StreamItem::Message(message)),
+        other => match stream_response_pb(other) {
+            pb::open_stream_response::Response::Event(event) => {
+                Some(StreamItem::Other(pb::SubscribeResponse {
+                    event: Some(event),
+                }))
+            }
+            _ => None,
+        },
+    }
+}
+
+fn stream_response_pb(outgoing: Outgoing) -> pb::open_stream_response::Response {
     use pb::{open_stream_response::Response, stream_event::Event};
     let event = match outgoing {
-        Outgoing::Message(message) => Event::Message(message_pb(*message)),
+        Outgoing::Message(message) => Event::Message(message.to_pb()),
         Outgoing::Ephemeral(event) => ephemeral_pb(*event),
         Outgoing::Heartbeat(at) => Event::Heartbeat(pb::Heartbeat {
             server_time: Some(timestamp(at)),

@@ -1,10 +1,12 @@
 //! The chat server as tonic serves it: the generated `ChatServiceServer`, except that the two
-//! long-lived streams (Subscribe, OpenStream) use [`StreamCodec`].
+//! long-lived streams (Subscribe, OpenStream) use [`StreamCodec`], for two reasons:
 //!
-//! Why: tonic's default codec gives every call an 8 KiB encoding buffer up front (and OpenStream
-//! an 8 KiB decoding buffer too). A unary call frees it at once, but a stream holds it for hours:
-//! on an idle stream it was a third of the server's memory per stream (`bench idle-streams`).
-//! Here a stream's buffers start at [`STREAM_BUFFER_BYTES`] and grow when a message needs more.
+//! - Messages are written from their shared encoding (`wire.rs`), not converted and serialised
+//!   once per recipient: a stream's items are [`StreamItem`]s.
+//! - tonic's default codec gives every call an 8 KiB encoding buffer up front (and OpenStream an
+//!   8 KiB decoding buffer too). A unary call frees it at once, but a stream holds it for hours:
+//!   on an idle stream it was a third of the server's memory per stream (`bench idle-streams`).
+//!   Here a stream's buffers start at [`STREAM_BUFFER_BYTES`] and grow when a message needs more.
 
 use std::{
     convert::Infallible,
@@ -17,14 +19,15 @@ use proto::chat::v1 as pb;
 use tonic::{
     Request, Response, Status, Streaming,
     body::Body,
-    codec::{BufferSettings, Codec},
+    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
     codegen::{BoxFuture, Service, http},
     server::{Grpc, NamedService, ServerStreamingService, StreamingService},
 };
 use tonic_prost::ProstCodec;
 
-use super::ChatApi;
-use pb::chat_service_server::{ChatService, ChatServiceServer};
+use super::{ChatApi, EventStream};
+use crate::wire::DeviceMessage;
+use pb::chat_service_server::ChatServiceServer;
 
 /// A stream's initial encoding (and, for OpenStream, decoding) buffer. A heartbeat takes about
 /// 20 bytes; a message grows the buffer to its size once.
@@ -82,33 +85,75 @@ impl Service<http::Request<Body>> for ChatServer {
     }
 }
 
+/// One item of a response stream of type `T` (`SubscribeResponse` or `OpenStreamResponse`).
+#[derive(Debug)]
+pub enum StreamItem<T> {
+    /// A message, written from its shared encoding as `T { event: StreamEvent { message } }`.
+    Message(Box<DeviceMessage>),
+    /// Anything else, encoded by prost.
+    Other(T),
+}
+
+impl StreamItem<pb::SubscribeResponse> {
+    /// The item as a prost value.
+    pub fn into_proto(self) -> pb::SubscribeResponse {
+        match self {
+            Self::Message(message) => pb::SubscribeResponse {
+                event: Some(message_event(&message)),
+            },
+            Self::Other(response) => response,
+        }
+    }
+}
+
+impl StreamItem<pb::OpenStreamResponse> {
+    /// The item as a prost value.
+    pub fn into_proto(self) -> pb::OpenStreamResponse {
+        match self {
+            Self::Message(message) => pb::OpenStreamResponse {
+                response: Some(pb::open_stream_response::Response::Event(message_event(
+                    &message,
+                ))),
+            },
+            Self::Other(response) => response,
+        }
+    }
+}
+
+fn message_event(message: &DeviceMessage) -> pb::StreamEvent {
+    pb::StreamEvent {
+        event: Some(pb::stream_event::Event::Message(message.to_pb())),
+    }
+}
+
 struct Subscribe(Arc<ChatApi>);
 
 impl ServerStreamingService<pb::SubscribeRequest> for Subscribe {
-    type Response = pb::SubscribeResponse;
-    type ResponseStream = <ChatApi as ChatService>::SubscribeStream;
+    type Response = StreamItem<pb::SubscribeResponse>;
+    type ResponseStream = EventStream<Self::Response>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<pb::SubscribeRequest>) -> Self::Future {
         let api = self.0.clone();
-        Box::pin(async move { api.subscribe(request).await })
+        Box::pin(async move { api.subscribe_items(request).await })
     }
 }
 
 struct OpenStream(Arc<ChatApi>);
 
 impl StreamingService<pb::OpenStreamRequest> for OpenStream {
-    type Response = pb::OpenStreamResponse;
-    type ResponseStream = <ChatApi as ChatService>::OpenStreamStream;
+    type Response = StreamItem<pb::OpenStreamResponse>;
+    type ResponseStream = EventStream<Self::Response>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<pb::OpenStreamRequest>>) -> Self::Future {
         let api = self.0.clone();
-        Box::pin(async move { api.open_stream(request).await })
+        Box::pin(async move { api.open_stream_items(request).await })
     }
 }
 
-/// Protobuf through prost, like tonic's default codec, with [`STREAM_BUFFER_BYTES`] buffers.
+/// Protobuf through prost like tonic's default codec, but encoding [`StreamItem`]s, with
+/// [`STREAM_BUFFER_BYTES`] buffers.
 struct StreamCodec<T, U>(PhantomData<fn() -> (T, U)>);
 
 impl<T, U> Default for StreamCodec<T, U> {
@@ -122,17 +167,39 @@ where
     T: prost::Message + Send + 'static,
     U: prost::Message + Default + Send + 'static,
 {
-    type Encode = T;
+    type Encode = StreamItem<T>;
     type Decode = U;
-    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Encoder = StreamEncoder<T>;
     type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(buffers())
+        StreamEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstCodec::<T, U>::raw_decoder(buffers())
+    }
+}
+
+struct StreamEncoder<T>(PhantomData<fn(T)>);
+
+impl<T: prost::Message> Encoder for StreamEncoder<T> {
+    type Item = StreamItem<T>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            StreamItem::Message(message) => message.encode_event(buf),
+            // The buffer grows as needed, so prost cannot run out of room.
+            StreamItem::Other(other) => other
+                .encode(buf)
+                .map_err(|error| Status::internal(format!("encoding a response: {error}")))?,
+        }
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
     }
 }
 
