@@ -10,16 +10,17 @@
 //! dm-latency`) and no throughput (3,783 against 3,712 messages/s, `bench chat-send`: within the
 //! noise). Each sender's future resolves only after the commit: the ack means durable.
 //!
-//! In the transaction: lock the batch's conversation rows (in id order, so two replicas cannot
-//! deadlock), drop sends already stored (retries racing each other, answered with the original),
-//! bump each `last_sequence` by its number of sends and take the sequences from it (gap-free in
+//! A batch is one call of `chat.commit_messages` (one round trip, one transaction; see its
+//! migration): lock the batch's conversation rows (in id order, so two replicas cannot
+//! deadlock), answer sends already stored (retries racing each other) with the original, bump
+//! each `last_sequence` by its number of sends and take the sequences from it (gap-free in
 //! commit order, as the row lock serialises writers), insert the messages and their keys. Never
 //! NOTIFY here: the notify queue lock is held across the commit's flush, which serialises every
 //! committer; wake-ups are published after the commit (`bus.rs`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -205,73 +206,57 @@ fn is_client_id_conflict(error: &sqlx::Error) -> bool {
         == Some(CLIENT_MESSAGE_ID_KEY)
 }
 
-async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let mut conversations: Vec<Uuid> = messages.iter().map(|m| m.conversation.0).collect();
-    conversations.sort_unstable();
-    conversations.dedup();
-    sqlx::query("select id from chat.conversations where id = any($1) order by id for update")
-        .bind(&conversations)
-        .execute(&mut *tx)
-        .await?;
+/// One row of `chat.commit_messages`: a send of the batch, new or stored before.
+#[derive(sqlx::FromRow)]
+struct CommitRow {
+    /// 1-based position in the arrays passed.
+    ordinal: i64,
+    id: Uuid,
+    conversation_id: Uuid,
+    sequence: i64,
+    created_at: OffsetDateTime,
+    signature: Vec<u8>,
+    /// Committed before this batch: a retry.
+    stored: bool,
+}
 
-    let stored = stored_duplicates(&mut tx, messages).await?;
-    // Within the batch too, the first send of a (device, client id) wins.
+/// Commits `messages` in one round trip (`chat.commit_messages`, see its migration for the
+/// locking and sequencing rules).
+async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sqlx::Error> {
+    // Within the batch, the first send of a (device, client id) wins; the function gets each
+    // (device, client id) once.
     let mut first_of: HashMap<(DeviceId, &str), usize> = HashMap::new();
-    let mut fresh = Vec::with_capacity(messages.len());
+    let mut unique = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
         let key = (message.sender_device, message.client_message_id.as_str());
-        if !stored.contains_key(&key) && !first_of.contains_key(&key) {
-            first_of.insert(key, index);
-            fresh.push(index);
+        first_of.entry(key).or_insert_with(|| {
+            unique.push(index);
+            index
+        });
+    }
+    let rows: Vec<CommitRow> = commit_query(messages, &unique).fetch_all(db).await?;
+
+    let mut by_index: HashMap<usize, &CommitRow> = HashMap::with_capacity(rows.len());
+    let mut wakeups: HashMap<ConversationId, u64> = HashMap::new();
+    for row in &rows {
+        let Some(&index) = usize::try_from(row.ordinal - 1)
+            .ok()
+            .and_then(|position| unique.get(position))
+        else {
+            continue;
+        };
+        by_index.insert(index, row);
+        if !row.stored {
+            let newest = wakeups
+                .entry(ConversationId(row.conversation_id))
+                .or_default();
+            *newest = (*newest).max(to_u64(row.sequence));
         }
     }
-
-    let mut counts: HashMap<ConversationId, i64> = HashMap::new();
-    for &index in &fresh {
-        *counts.entry(messages[index].conversation).or_default() += 1;
-    }
-    let (ids, amounts): (Vec<Uuid>, Vec<i64>) = counts.iter().map(|(id, n)| (id.0, *n)).unzip();
-    let bumped: Vec<(Uuid, i64, OffsetDateTime)> = sqlx::query_as(
-        "update chat.conversations c
-         set last_sequence = c.last_sequence + n.amount, updated_at = now()
-         from unnest($1::uuid[], $2::bigint[]) as n(id, amount)
-         where c.id = n.id
-         returning c.id, c.last_sequence, now()",
-    )
-    .bind(&ids)
-    .bind(&amounts)
-    .fetch_all(&mut *tx)
-    .await?;
-    let sent_at = bumped
-        .first()
-        .map_or_else(OffsetDateTime::now_utc, |(_, _, at)| *at);
-    let mut next_sequence: HashMap<ConversationId, i64> = bumped
-        .iter()
-        .map(|(id, last, _)| {
-            let id = ConversationId(*id);
-            (id, last - counts.get(&id).copied().unwrap_or(0) + 1)
-        })
-        .collect();
-    let wakeups = bumped
-        .iter()
-        .map(|(id, last, _)| (ConversationId(*id), to_u64(*last)))
-        .collect();
-
-    let mut sequences = vec![0i64; messages.len()];
-    for &index in &fresh {
-        let next = next_sequence
-            .get_mut(&messages[index].conversation)
-            .ok_or(sqlx::Error::RowNotFound)?;
-        sequences[index] = *next;
-        *next += 1;
-    }
-    insert_messages(&mut tx, messages, &fresh, &sequences).await?;
-    tx.commit().await?;
     tracing::debug!(
         n_sends = messages.len(),
-        n_stored = fresh.len(),
-        n_conversations = counts.len(),
+        n_new = rows.iter().filter(|row| !row.stored).count(),
+        n_conversations = wakeups.len(),
         "send batch committed"
     );
 
@@ -280,169 +265,255 @@ async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sql
         .enumerate()
         .map(|(index, message)| {
             let key = (message.sender_device, message.client_message_id.as_str());
-            if let Some(original) = stored.get(&key) {
-                return clone_stored(original)
-                    .answer_retry(message.conversation, &message.signature);
-            }
-            // Every key that was not stored has a first occurrence (set above).
+            // Every key has a first occurrence (set above). The function answers each, unless
+            // its conversation was deleted meanwhile (no row to bump).
             let winner = first_of.get(&key).copied().unwrap_or(index);
-            let committed = Committed {
-                message_id: messages[winner].id,
-                sequence: to_u64(sequences[winner]),
-                sent_at,
-                duplicate: winner != index,
+            let Some(row) = by_index.get(&winner) else {
+                return Err(Error::ConversationNotFound);
             };
-            if winner == index {
-                Ok(committed)
+            let original = StoredMessage {
+                conversation: ConversationId(row.conversation_id),
+                signature: row.signature.clone(),
+                committed: Committed {
+                    message_id: row.id,
+                    sequence: to_u64(row.sequence),
+                    sent_at: row.created_at,
+                    duplicate: false,
+                },
+            };
+            if winner == index && !row.stored {
+                Ok(original.committed)
             } else {
-                StoredMessage {
-                    conversation: messages[winner].conversation,
-                    signature: messages[winner].signature.clone(),
-                    committed,
-                }
-                .answer_retry(message.conversation, &message.signature)
+                original.answer_retry(message.conversation, &message.signature)
             }
         })
         .collect();
-    Ok(Outcome { answers, wakeups })
+    Ok(Outcome {
+        answers,
+        wakeups: wakeups.into_iter().collect(),
+    })
 }
 
-fn clone_stored(stored: &StoredMessage) -> StoredMessage {
-    StoredMessage {
-        conversation: stored.conversation,
-        signature: stored.signature.clone(),
-        committed: stored.committed,
-    }
-}
-
-/// Messages of the batch already stored (committed before this transaction took its locks).
-async fn stored_duplicates<'a>(
-    tx: &mut Transaction<'_, Postgres>,
-    messages: &'a [NewMessage],
-) -> Result<HashMap<(DeviceId, &'a str), StoredMessage>, sqlx::Error> {
-    let devices: Vec<Uuid> = messages.iter().map(|m| m.sender_device.0).collect();
-    let client_ids: Vec<&str> = messages
-        .iter()
-        .map(|m| m.client_message_id.as_str())
-        .collect();
-    type Row = (Uuid, String, Uuid, i64, OffsetDateTime, Uuid, Vec<u8>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "select m.sender_device_id, m.client_message_id, m.id, m.sequence, m.created_at,
-                m.conversation_id, m.signature
-         from unnest($1::uuid[], $2::text[]) as k(device_id, client_message_id)
-         join chat.messages m
-           on m.sender_device_id = k.device_id and m.client_message_id = k.client_message_id",
+/// `chat.commit_messages` over the sends at `unique` (indexes into `messages`).
+fn commit_query<'q>(
+    messages: &'q [NewMessage],
+    unique: &'q [usize],
+) -> sqlx::query::QueryAs<'q, Postgres, CommitRow, sqlx::postgres::PgArguments> {
+    let sends = || unique.iter().map(|&index| &messages[index]);
+    let keys = || {
+        sends().enumerate().flat_map(|(position, message)| {
+            // Positions are 1-based, as `with ordinality` counts.
+            let ordinal = i64::try_from(position + 1).unwrap_or(i64::MAX);
+            message.recipients.iter().map(move |key| (ordinal, key))
+        })
+    };
+    sqlx::query_as(
+        "select ordinal, id, conversation_id, sequence, created_at, signature, stored
+         from chat.commit_messages($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
-    .bind(&devices)
-    .bind(&client_ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut stored = HashMap::with_capacity(rows.len());
-    for (device, client_id, id, sequence, sent_at, conversation, signature) in rows {
-        let Some(key) = messages
-            .iter()
-            .find(|m| m.sender_device.0 == device && m.client_message_id == client_id)
-            .map(|m| (m.sender_device, m.client_message_id.as_str()))
-        else {
-            continue;
-        };
-        stored.insert(
-            key,
-            StoredMessage {
-                conversation: ConversationId(conversation),
-                signature,
-                committed: Committed {
-                    message_id: id,
-                    sequence: to_u64(sequence),
-                    sent_at,
-                    duplicate: false,
-                },
-            },
-        );
-    }
-    Ok(stored)
-}
-
-/// Two multi-row inserts: the messages, then every wrapped key.
-async fn insert_messages(
-    tx: &mut Transaction<'_, Postgres>,
-    messages: &[NewMessage],
-    fresh: &[usize],
-    sequences: &[i64],
-) -> Result<(), sqlx::Error> {
-    let rows = || fresh.iter().map(|&index| &messages[index]);
-    sqlx::query(
-        "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
-             sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-             signature, recipients_digest)
-         select conversation_id, sequence, id, sender_user_id, sender_device_id,
-                client_message_id, 1, nonce, ciphertext, key_commitment, signature,
-                recipients_digest
-         from unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[],
-                     $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::bytea[])
-           as t(conversation_id, sequence, id, sender_user_id, sender_device_id,
-                client_message_id, nonce, ciphertext, key_commitment, signature,
-                recipients_digest)",
-    )
-    .bind(rows().map(|m| m.conversation.0).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.conversation.0).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.id).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.sender_user.0).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.sender_device.0).collect::<Vec<_>>())
     .bind(
-        fresh
-            .iter()
-            .map(|&index| sequences[index])
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows().map(|m| m.id).collect::<Vec<_>>())
-    .bind(rows().map(|m| m.sender_user.0).collect::<Vec<_>>())
-    .bind(rows().map(|m| m.sender_device.0).collect::<Vec<_>>())
-    .bind(
-        rows()
+        sends()
             .map(|m| m.client_message_id.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(rows().map(|m| m.nonce.as_slice()).collect::<Vec<_>>())
-    .bind(rows().map(|m| m.ciphertext.as_slice()).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.nonce.as_slice()).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.ciphertext.as_slice()).collect::<Vec<_>>())
     .bind(
-        rows()
+        sends()
             .map(|m| m.key_commitment.as_slice())
             .collect::<Vec<_>>(),
     )
-    .bind(rows().map(|m| m.signature.as_slice()).collect::<Vec<_>>())
+    .bind(sends().map(|m| m.signature.as_slice()).collect::<Vec<_>>())
     .bind(
-        rows()
+        sends()
             .map(|m| m.recipients_digest.as_slice())
             .collect::<Vec<_>>(),
     )
-    .execute(&mut **tx)
-    .await?;
+    .bind(keys().map(|(ordinal, _)| ordinal).collect::<Vec<_>>())
+    .bind(keys().map(|(_, key)| key.device.0).collect::<Vec<_>>())
+    .bind(
+        keys()
+            .map(|(_, key)| key.key_fingerprint.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keys()
+            .map(|(_, key)| key.wrapped_key.as_slice())
+            .collect::<Vec<_>>(),
+    )
+}
 
-    let keys = || {
-        fresh.iter().flat_map(|&index| {
-            let message = &messages[index];
-            message
-                .recipients
-                .iter()
-                .map(move |key| (message.conversation, sequences[index], key))
-        })
-    };
-    sqlx::query(
-        "insert into chat.message_keys (conversation_id, sequence, device_id, key_fingerprint,
-             wrapped_key)
-         select * from unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::bytea[], $5::bytea[])",
-    )
-    .bind(keys().map(|(c, _, _)| c.0).collect::<Vec<_>>())
-    .bind(keys().map(|(_, s, _)| s).collect::<Vec<_>>())
-    .bind(keys().map(|(_, _, k)| k.device.0).collect::<Vec<_>>())
-    .bind(
-        keys()
-            .map(|(_, _, k)| k.key_fingerprint.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        keys()
-            .map(|(_, _, k)| k.wrapped_key.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn new_conversation(db: &PgPool) -> ConversationId {
+        let id = Uuid::now_v7();
+        sqlx::query("insert into chat.conversations (id, kind, group_id) values ($1, 'group', $1)")
+            .bind(id)
+            .execute(db)
+            .await
+            .unwrap();
+        ConversationId(id)
+    }
+
+    fn send(
+        conversation: ConversationId,
+        device: DeviceId,
+        client_id: &str,
+        sig: u8,
+    ) -> NewMessage {
+        NewMessage {
+            id: Uuid::now_v7(),
+            conversation,
+            sender_user: UserId(Uuid::from_u128(1)),
+            sender_device: device,
+            client_message_id: client_id.to_owned(),
+            nonce: vec![0; 12],
+            ciphertext: vec![1; 32],
+            key_commitment: vec![2; 32],
+            signature: vec![sig; 64],
+            recipients_digest: vec![3; 32],
+            recipients: vec![RecipientKey {
+                device: DeviceId(Uuid::from_u128(9)),
+                key_fingerprint: vec![4; 32],
+                wrapped_key: vec![5; 256],
+            }],
+        }
+    }
+
+    async fn stored_keys(db: &PgPool, conversation: ConversationId) -> Vec<(i64, i64)> {
+        sqlx::query_as(
+            "select m.sequence, count(k.device_id) from chat.messages m
+             left join chat.message_keys k
+               on k.conversation_id = m.conversation_id and k.sequence = m.sequence
+             where m.conversation_id = $1 group by m.sequence order by m.sequence",
+        )
+        .bind(conversation.0)
+        .fetch_all(db)
+        .await
+        .unwrap()
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn one_batch_numbers_each_conversation_gap_free_and_answers_retries(db: PgPool) {
+        let (a, b) = (new_conversation(&db).await, new_conversation(&db).await);
+        let device = DeviceId(Uuid::from_u128(7));
+        let first = try_commit(&db, &[send(a, device, "stored", 1)])
+            .await
+            .unwrap();
+        let original = first.answers[0].as_ref().unwrap();
+
+        let batch = [
+            send(b, device, "b1", 2),
+            send(a, device, "a2", 3),
+            // A retry of the stored message: the original, whatever the new send's id.
+            send(a, device, "stored", 1),
+            // The same client id with another envelope.
+            send(a, device, "stored", 9),
+            send(b, device, "b2", 4),
+            // A retry within the batch: the first one wins.
+            send(a, device, "a2", 3),
+            send(a, device, "a3", 5),
+        ];
+        let outcome = try_commit(&db, &batch).await.unwrap();
+
+        let answers: Vec<_> = outcome.answers.iter().map(|a| a.as_ref().ok()).collect();
+        let sequence = |index: usize| answers[index].map(|c| (c.sequence, c.duplicate));
+        assert_eq!(sequence(0), Some((1, false)));
+        assert_eq!(sequence(1), Some((2, false)));
+        assert_eq!(
+            answers[2].copied(),
+            Some(Committed {
+                duplicate: true,
+                ..*original
+            })
+        );
+        assert!(matches!(
+            outcome.answers[3],
+            Err(Error::ClientMessageIdReused)
+        ));
+        assert_eq!(sequence(4), Some((2, false)));
+        assert_eq!(sequence(5), Some((2, true)));
+        assert_eq!(answers[5].unwrap().message_id, batch[1].id);
+        assert_eq!(sequence(6), Some((3, false)));
+        let mut wakeups = outcome.wakeups.clone();
+        wakeups.sort_unstable();
+        let mut expected = vec![(a, 3), (b, 2)];
+        expected.sort_unstable();
+        assert_eq!(wakeups, expected);
+        // Every message stored once, with its key; last_sequence matches.
+        assert_eq!(stored_keys(&db, a).await, [(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(stored_keys(&db, b).await, [(1, 1), (2, 1)]);
+        let last: i64 =
+            sqlx::query_scalar("select last_sequence from chat.conversations where id = $1")
+                .bind(a.0)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(last, 3);
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_client_id_raced_into_another_conversation_fails_on_its_constraint(db: PgPool) {
+        // Two replicas racing one client id for two conversations: the batch that loses fails
+        // on the unique constraint (the committer then retries its sends one at a time, and the
+        // retry sees the winner), and it numbered nothing.
+        let (a, b) = (new_conversation(&db).await, new_conversation(&db).await);
+        let device = DeviceId(Uuid::from_u128(7));
+        let mut winner = db.begin().await.unwrap();
+        sqlx::query(
+            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
+                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
+                 signature, recipients_digest)
+             values ($1, 1, $2, $2, $3, 'raced', 1, $4, $5, $6, $7, $6)",
+        )
+        .bind(a.0)
+        .bind(Uuid::now_v7())
+        .bind(device.0)
+        .bind(vec![0_u8; 12])
+        .bind(vec![1_u8; 32])
+        .bind(vec![2_u8; 32])
+        .bind(vec![3_u8; 64])
+        .execute(&mut *winner)
+        .await
+        .unwrap();
+        let loser = tokio::spawn({
+            let db = db.clone();
+            async move { try_commit(&db, &[send(b, device, "raced", 1)]).await }
+        });
+        // Wait until the loser waits on the winner's unique index entry.
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'
+                   and query like '%commit_messages%'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        winner.commit().await.unwrap();
+
+        let Err(error) = loser.await.unwrap() else {
+            panic!("the losing batch committed");
+        };
+        assert!(is_client_id_conflict(&error), "{error}");
+        let last: i64 =
+            sqlx::query_scalar("select last_sequence from chat.conversations where id = $1")
+                .bind(b.0)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(last, 0);
+        assert!(stored_keys(&db, b).await.is_empty());
+    }
 }
