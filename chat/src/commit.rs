@@ -516,4 +516,34 @@ mod tests {
         assert_eq!(last, 0);
         assert!(stored_keys(&db, b).await.is_empty());
     }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn deleting_messages_or_their_conversation_deletes_their_keys(db: PgPool) {
+        let (a, b) = (new_conversation(&db).await, new_conversation(&db).await);
+        let device = DeviceId(Uuid::from_u128(7));
+        let batch = [
+            send(a, device, "a1", 1),
+            send(a, device, "a2", 2),
+            send(b, device, "b1", 3),
+        ];
+        try_commit(&db, &batch).await.unwrap();
+
+        sqlx::query("delete from chat.messages where conversation_id = $1 and sequence = 1")
+            .bind(a.0)
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(stored_keys(&db, a).await, [(2, 1)]);
+        sqlx::query("delete from chat.conversations where id = $1")
+            .bind(b.0)
+            .execute(&db)
+            .await
+            .unwrap();
+        let left: Vec<(Uuid, i64)> =
+            sqlx::query_as("select conversation_id, sequence from chat.message_keys")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        assert_eq!(left, [(a.0, 2)]);
+    }
 }
