@@ -143,15 +143,22 @@ def proto_services() -> set[str]:
 
 def health_reported_services(component: str) -> set[str]:
     """Services whose health <component>/src/lib.rs reports: `SERVICES`, handed to
-    common::health::track_database, names server types (`type ChatServer =
-    pb::chat_service_server::ChatServiceServer<ChatApi>` gives ChatService)."""
+    common::health::track_database, names server types. A type is either an alias of a
+    generated server (`type AuthServer = pb::auth_service_server::AuthServiceServer<AuthApi>`
+    gives AuthService) or a wrapper that takes its name from one (`impl NamedService for
+    ChatServer { const NAME ... = <ChatServiceServer<ChatApi> as NamedService>::NAME; }`)."""
     lib = (REPO / component / "src" / "lib.rs").read_text()
+    sources = "\n".join(path.read_text() for path in (REPO / component / "src").rglob("*.rs"))
     assert re.search(r"track_database\([^)]*SERVICES", lib), f"{component}: health not tracked"
     listed = re.search(r"pub const SERVICES: &\[&str\] = &\[([^\]]*)\]", lib).group(1)
     names = set()
     for alias in re.findall(r"(\w+)::NAME", listed):
-        server = re.search(rf"type {alias} =\s*\w+::\w+::(\w+)Server<", lib).group(1)
-        names.add(server)
+        server = re.search(rf"type {alias} =\s*\w+::\w+::(\w+)Server<", sources) or re.search(
+            rf"impl NamedService for {alias} \{{\s*const NAME: &'static str =\s*<(\w+)Server<",
+            sources,
+        )
+        assert server, f"{component}: no server type named {alias}"
+        names.add(server.group(1))
     return names
 
 

@@ -350,16 +350,7 @@ fn commit_query<'q>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn new_conversation(db: &PgPool) -> ConversationId {
-        let id = Uuid::now_v7();
-        sqlx::query("insert into chat.conversations (id, kind, group_id) values ($1, 'group', $1)")
-            .bind(id)
-            .execute(db)
-            .await
-            .unwrap();
-        ConversationId(id)
-    }
+    use crate::test_support::{last_sequence, new_conversation};
 
     fn send(
         conversation: ConversationId,
@@ -449,12 +440,7 @@ mod tests {
         // Every message stored once, with its key; last_sequence matches.
         assert_eq!(stored_keys(&db, a).await, [(1, 1), (2, 1), (3, 1)]);
         assert_eq!(stored_keys(&db, b).await, [(1, 1), (2, 1)]);
-        let last: i64 =
-            sqlx::query_scalar("select last_sequence from chat.conversations where id = $1")
-                .bind(a.0)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let last = last_sequence(&db, a).await;
         assert_eq!(last, 3);
     }
 
@@ -507,12 +493,7 @@ mod tests {
             panic!("the losing batch committed");
         };
         assert!(is_client_id_conflict(&error), "{error}");
-        let last: i64 =
-            sqlx::query_scalar("select last_sequence from chat.conversations where id = $1")
-                .bind(b.0)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let last = last_sequence(&db, b).await;
         assert_eq!(last, 0);
         assert!(stored_keys(&db, b).await.is_empty());
     }

@@ -62,6 +62,8 @@ mod positions;
 mod recent;
 mod sending;
 mod service;
+#[cfg(test)]
+mod test_support;
 mod typing;
 mod watch;
 mod wire;

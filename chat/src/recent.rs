@@ -353,6 +353,7 @@ mod tests {
     use proto::chat::v1 as pb;
 
     use super::*;
+    use crate::test_support::new_conversation;
     use crate::{
         conversations::to_u64,
         history::{Direction, read_for_device},
@@ -367,16 +368,6 @@ mod tests {
             per_conversation,
             max_conversations: 100,
         }
-    }
-
-    async fn new_conversation(db: &PgPool) -> ConversationId {
-        let id = Uuid::now_v7();
-        sqlx::query("insert into chat.conversations (id, kind, group_id) values ($1, 'group', $1)")
-            .bind(id)
-            .execute(db)
-            .await
-            .unwrap();
-        ConversationId(id)
     }
 
     /// Appends a message wrapped for `devices` (its sequence is the next one).
