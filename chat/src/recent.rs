@@ -4,7 +4,8 @@
 //! Why: without it each woken stream reads the new message itself, so one message to a group of
 //! 1,000 online members costs 1,000 queries. With it the first stream to need a message reads it
 //! (one query for the messages, one for their keys) and the others take it from memory, each
-//! only with its own device's key (a device never receives another device's wrapped key).
+//! only with its own device's key (a device never receives another device's wrapped key). What
+//! the tail holds is already encoded for the wire (`wire.rs`), so no stream re-serialises it.
 //!
 //! What a tail holds is always every message of its conversation in `(after, end]`: it starts at
 //! a stream's cursor and only grows by reading "everything after `end`", which sees a prefix of
