@@ -13,11 +13,12 @@
 //! 1. Setup, then a warm-up that also estimates the rate, to seal enough envelopes per round.
 //! 2. Rounds of a closed loop: `CONCURRENCY` sends in flight over `CONNECTIONS` connections to
 //!    the gateway, each the next envelope of its pair; an answer is an ack, and an ack means
-//!    committed.
+//!    committed. Sends are SendMessage calls, or with `BENCH_CHAT_SEND_OVER=stream` sends on one
+//!    OpenStream per pair (`CONCURRENCY / PAIRS` in flight on each), as a native client sends.
 //! 3. pgbench right after, on the same database server.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     fmt::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -28,7 +29,8 @@ use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
     chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient},
 };
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, transport::Channel};
 
 use super::{Context, Outcome, Scenario};
@@ -63,6 +65,10 @@ const MAX_ENVELOPES_PER_ROUND: usize = 400_000;
 /// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
 const POOL_SIZE: u32 = 10;
 const PASSWORD: &str = "chat-send bench password";
+/// `stream` sends on OpenStream instead of SendMessage calls.
+const OVER_VAR: &str = "BENCH_CHAT_SEND_OVER";
+/// How long a stream sender waits for an answer before it gives up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn run(context: &Context) -> Outcome<'_> {
     Box::pin(measure(context))
@@ -74,6 +80,7 @@ struct Plan {
     slice: Duration,
     warmup: Duration,
     pgbench_seconds: u32,
+    over_streams: bool,
 }
 
 /// A device that sends, with what it needs to seal.
@@ -105,6 +112,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         slice: Duration::from_secs(context.pick(3, 1)),
         warmup: Duration::from_secs(context.pick(2, 1)),
         pgbench_seconds: context.pick(5, 1),
+        over_streams: std::env::var(OVER_VAR).is_ok_and(|over| over == "stream"),
     };
     let mut auth_config = auth::Config::for_tests();
     auth_config.database.url = context.database_url.clone().into();
@@ -159,7 +167,7 @@ async fn measure_with(
     }
 
     let warmup_envelopes = seal_round(&pairs, 4_000, 0).await?;
-    let warmup = closed_loop(&channels, &pairs, warmup_envelopes, plan.warmup).await;
+    let warmup = closed_loop(&channels, &pairs, warmup_envelopes, plan).await;
     ensure!(
         warmup.throughput.count > 0,
         "no send succeeded during the warm-up: {:?}",
@@ -174,7 +182,16 @@ async fn measure_with(
         let wanted = (rate * plan.slice.as_secs_f64() * 2.0) as usize + CONCURRENCY;
         let envelopes = seal_round(&pairs, wanted.min(MAX_ENVELOPES_PER_ROUND), round).await?;
         let before = CpuSnapshot::take();
-        let mut measured = closed_loop(&channels, &pairs, envelopes, plan.slice).await;
+        let mut measured = closed_loop(
+            &channels,
+            &pairs,
+            envelopes,
+            Plan {
+                warmup: plan.slice,
+                ..plan
+            },
+        )
+        .await;
         measured.cpu = before.until(&CpuSnapshot::take());
         rate = measured.throughput.per_second().max(1.0);
         let latencies = Latencies::new(measured.latencies.clone());
@@ -316,49 +333,36 @@ async fn seal_round(
     Ok(queues)
 }
 
-/// `CONCURRENCY` workers, each bound to a pair, send that pair's next envelope until `duration`
-/// has passed or the pair has none left.
+/// The queue of envelopes of each pair.
+type Envelopes = Arc<Vec<Mutex<VecDeque<chat_pb::Envelope>>>>;
+
+/// What one sender measured: ack latencies and failures.
+type Measured = (Vec<Duration>, Vec<String>);
+
+/// Sends for `plan.warmup` (the length of this loop) in a closed loop, over SendMessage calls or
+/// OpenStream (`plan.over_streams`).
 async fn closed_loop(
     channels: &[Channel],
     pairs: &Arc<Vec<Pair>>,
     envelopes: Vec<Mutex<VecDeque<chat_pb::Envelope>>>,
-    duration: Duration,
+    plan: Plan,
 ) -> Round {
     let envelopes = Arc::new(envelopes);
     let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = started + plan.warmup;
     let mut workers = JoinSet::new();
-    for worker in 0..CONCURRENCY {
-        let channel = channels[worker % channels.len()].clone();
-        let (pairs, envelopes) = (pairs.clone(), envelopes.clone());
-        workers.spawn(async move {
-            let pair = worker % PAIRS;
-            let token = pairs[pair].sender.token.clone();
-            let mut chat = ChatServiceClient::new(channel);
-            let mut latencies = Vec::new();
-            let mut failures = Vec::new();
-            while Instant::now() < deadline {
-                let next = envelopes[pair]
-                    .lock()
-                    .ok()
-                    .and_then(|mut queue| queue.pop_front());
-                let Some(envelope) = next else { break };
-                let request = with_token(
-                    chat_pb::SendMessageRequest {
-                        envelope: Some(envelope),
-                    },
-                    &token,
-                );
-                let sent = Instant::now();
-                match chat.send_message(request).await {
-                    Ok(_) => latencies.push(sent.elapsed()),
-                    Err(status) => {
-                        failures.push(format!("{:?}: {}", status.code(), status.message()))
-                    }
-                }
-            }
-            (latencies, failures)
-        });
+    if plan.over_streams {
+        for pair in 0..PAIRS {
+            let channel = channels[pair % channels.len()].clone();
+            let (pairs, envelopes) = (pairs.clone(), envelopes.clone());
+            workers.spawn(stream_sender(channel, pairs, envelopes, pair, deadline));
+        }
+    } else {
+        for worker in 0..CONCURRENCY {
+            let channel = channels[worker % channels.len()].clone();
+            let (pairs, envelopes) = (pairs.clone(), envelopes.clone());
+            workers.spawn(unary_sender(channel, pairs, envelopes, worker, deadline));
+        }
     }
     let mut round = Round {
         throughput: Throughput {
@@ -378,6 +382,129 @@ async fn closed_loop(
         elapsed: started.elapsed(),
     };
     round
+}
+
+/// Sends one OpenStream's worth: up to `CONCURRENCY / PAIRS` sends of `pair` in flight, each
+/// answered by a SendResult (committed) or SendRejected, until `deadline`.
+async fn stream_sender(
+    channel: Channel,
+    pairs: Arc<Vec<Pair>>,
+    envelopes: Envelopes,
+    pair: usize,
+    deadline: Instant,
+) -> Measured {
+    use chat_pb::{open_stream_request::Request as Kind, open_stream_response::Response as Answer};
+    let in_flight = (CONCURRENCY / PAIRS).max(1);
+    let (mut latencies, mut failures) = (Vec::new(), Vec::new());
+    let (requests, outgoing) = mpsc::channel(in_flight + 1);
+    let start = chat_pb::OpenStreamRequest {
+        request: Some(Kind::Start(chat_pb::StartStream { positions: vec![] })),
+    };
+    if requests.send(start).await.is_err() {
+        return (latencies, failures);
+    }
+    let mut chat = ChatServiceClient::new(channel);
+    let opened = chat
+        .open_stream(with_token(
+            ReceiverStream::new(outgoing),
+            &pairs[pair].sender.token,
+        ))
+        .await;
+    let mut answers = match opened {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            failures.push(format!("{:?}: {}", status.code(), status.message()));
+            return (latencies, failures);
+        }
+    };
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut next_id = 0_u64;
+    loop {
+        while pending.len() < in_flight && Instant::now() < deadline {
+            let next = envelopes[pair]
+                .lock()
+                .ok()
+                .and_then(|mut queue| queue.pop_front());
+            let Some(envelope) = next else { break };
+            next_id += 1;
+            let send = chat_pb::StreamSend {
+                request_id: next_id.to_string(),
+                envelope: Some(envelope),
+            };
+            pending.insert(send.request_id.clone(), Instant::now());
+            let request = chat_pb::OpenStreamRequest {
+                request: Some(Kind::Send(send)),
+            };
+            if requests.send(request).await.is_err() {
+                failures.push("the stream closed its requests".to_owned());
+                return (latencies, failures);
+            }
+        }
+        if pending.is_empty() {
+            return (latencies, failures);
+        }
+        match tokio::time::timeout(ANSWER_TIMEOUT, answers.message()).await {
+            Ok(Ok(Some(answer))) => match answer.response {
+                Some(Answer::SendResult(result)) => {
+                    if let Some(sent) = pending.remove(&result.request_id) {
+                        latencies.push(sent.elapsed());
+                    }
+                }
+                Some(Answer::SendRejected(rejected)) => {
+                    pending.remove(&rejected.request_id);
+                    failures.push(format!("{}: {}", rejected.code, rejected.message));
+                }
+                // Events (the stream also delivers the conversation's messages): not timed.
+                Some(Answer::Event(_)) | None => {}
+            },
+            Ok(Ok(None)) => {
+                failures.push("the stream ended".to_owned());
+                return (latencies, failures);
+            }
+            Ok(Err(status)) => {
+                failures.push(format!("{:?}: {}", status.code(), status.message()));
+                return (latencies, failures);
+            }
+            Err(_) => {
+                failures.push(format!("no answer within {ANSWER_TIMEOUT:?}"));
+                return (latencies, failures);
+            }
+        }
+    }
+}
+
+/// Sends `worker`'s pair's next envelope with SendMessage, one at a time, until `deadline`.
+async fn unary_sender(
+    channel: Channel,
+    pairs: Arc<Vec<Pair>>,
+    envelopes: Envelopes,
+    worker: usize,
+    deadline: Instant,
+) -> Measured {
+    let pair = worker % PAIRS;
+    let token = pairs[pair].sender.token.clone();
+    let mut chat = ChatServiceClient::new(channel);
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    while Instant::now() < deadline {
+        let next = envelopes[pair]
+            .lock()
+            .ok()
+            .and_then(|mut queue| queue.pop_front());
+        let Some(envelope) = next else { break };
+        let request = with_token(
+            chat_pb::SendMessageRequest {
+                envelope: Some(envelope),
+            },
+            &token,
+        );
+        let sent = Instant::now();
+        match chat.send_message(request).await {
+            Ok(_) => latencies.push(sent.elapsed()),
+            Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+    (latencies, failures)
 }
 
 /// CPU time per acknowledged message by consumer: the services' threads by name, PostgreSQL,
@@ -451,6 +578,21 @@ fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> Strin
     let rate = overall.per_second();
     let share_of_batched = rate / reference.batched_rows_per_second;
     let verdict = |pass: bool| if pass { "PASS" } else { "FAIL" };
+    let (over, load) = if plan.over_streams {
+        (
+            "sends on OpenStream",
+            format!(
+                "one OpenStream per conversation with {} sends in flight on each, {CONCURRENCY} \
+                 in all (`{OVER_VAR}=stream`)",
+                CONCURRENCY / PAIRS
+            ),
+        )
+    } else {
+        (
+            "SendMessage calls",
+            format!("{CONCURRENCY} SendMessage calls in flight"),
+        )
+    };
     let mut out = String::new();
     let _ = write!(
         out,
@@ -461,11 +603,11 @@ fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> Strin
          ({MESSAGE_BYTES}-byte plaintext, sealed with `e2ee` before each round, RSA-{RSA_BITS} \
          wrapping for the peer's one device, Ed25519 signature) through the gateway. The load \
          generator (a tonic client, {CONNECTIONS} HTTP/2 connections to the gateway, \
-         {CONCURRENCY} sends in flight, closed loop) shares the 2 CPUs with the services and \
+         {load}, closed loop) shares the 2 CPUs with the services and \
          PostgreSQL. {rounds} rounds of {slice:?}. An answer is the ack: the message is \
          committed.\n\n\
          | Measurement | Result |\n|---|---|\n\
-         | Durable acknowledged messages/s through the gateway | **{rate:.0}/s** ({sent} in {elapsed:.1} s; {failed} failed) |\n\
+         | Durable acknowledged messages/s through the gateway, {over} | **{rate:.0}/s** ({sent} in {elapsed:.1} s; {failed} failed) |\n\
          | Ack latency under load, p50 / p99 / p99.9 | {p50} / {p99} / {p999} |\n\
          | pgbench, single-row inserts, 32 clients | {single:.0} rows/s |\n\
          | pgbench, 50-row batches, 32 clients | {batched:.0} rows/s |\n\
