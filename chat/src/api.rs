@@ -61,6 +61,7 @@ impl ChatApi {
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         })
     }
+
     /// OpenStream, as `ChatServer` serves it (messages from their shared encoding).
     async fn open_stream_items(
         &self,
@@ -178,10 +179,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
         let items = self.open_stream_items(request).await?;
-        Ok(items.map(|items| {
-            Box::pin(items.map(|item| item.map(StreamItem::<pb::OpenStreamResponse>::into_proto)))
-                as _
-        }))
+        Ok(items.map(|items| Box::pin(items.map(|item| item.map(StreamItem::into_proto))) as _))
     }
 
     async fn subscribe(
@@ -189,10 +187,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let items = self.subscribe_items(request).await?;
-        Ok(items.map(|items| {
-            Box::pin(items.map(|item| item.map(StreamItem::<pb::SubscribeResponse>::into_proto)))
-                as _
-        }))
+        Ok(items.map(|items| Box::pin(items.map(|item| item.map(StreamItem::into_proto))) as _))
     }
 
     async fn list_messages(

@@ -415,7 +415,10 @@ impl StreamTask {
                     )
                     .await?;
                     let full_page = messages.len() == page as usize;
-                    let messages = messages.iter().map(DeviceMessage::from_delivered).collect();
+                    let messages = messages
+                        .into_iter()
+                        .map(DeviceMessage::from_delivered)
+                        .collect();
                     (messages, cursor, full_page)
                 }
             };

@@ -262,13 +262,13 @@ impl RecentMessages {
             keys_by_sequence
                 .entry(sequence)
                 .or_default()
-                .insert(key.device, EncodedKey::new(&key));
+                .insert(key.device, EncodedKey::new(key));
         }
         Ok(rows
             .into_iter()
             .map(|row| {
                 let keys = keys_by_sequence.remove(&row.sequence()).unwrap_or_default();
-                let message = EncodedMessage::new(&row.delivered(conversation, Vec::new()));
+                let message = EncodedMessage::new(row.delivered(conversation, Vec::new()));
                 let bytes = message_bytes(&message, &keys);
                 CachedMessage {
                     message: Arc::new(message),

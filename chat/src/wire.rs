@@ -52,10 +52,10 @@ pub struct DeviceMessage {
 
 impl EncodedMessage {
     /// Encodes `message`, leaving out its keys.
-    pub fn new(message: &DeliveredMessage) -> Self {
+    pub fn new(message: DeliveredMessage) -> Self {
         let mut message = crate::api::message_pb(DeliveredMessage {
             keys: Vec::new(),
-            ..message.clone()
+            ..message
         });
         let envelope = message.envelope.take().unwrap_or_default();
         Self {
@@ -78,11 +78,11 @@ impl EncodedMessage {
 
 impl EncodedKey {
     /// Encodes `key`.
-    pub fn new(key: &DeliveredKey) -> Self {
+    pub fn new(key: DeliveredKey) -> Self {
         let key = pb::WrappedKey {
             device_id: key.device.to_string(),
-            key_fingerprint: key.key_fingerprint.clone(),
-            wrapped_key: key.wrapped_key.clone(),
+            key_fingerprint: key.key_fingerprint,
+            wrapped_key: key.wrapped_key,
         };
         Self(key.encode_to_vec().into())
     }
@@ -100,10 +100,10 @@ impl DeviceMessage {
     }
 
     /// Encodes a message read for one device (its own key first, as `history.rs` reads it).
-    pub fn from_delivered(message: &DeliveredMessage) -> Self {
-        let key = message
-            .keys
-            .first()
+    pub fn from_delivered(mut message: DeliveredMessage) -> Self {
+        let key = std::mem::take(&mut message.keys)
+            .into_iter()
+            .next()
             .map_or(EncodedKey(Bytes::new()), EncodedKey::new);
         Self::new(Arc::new(EncodedMessage::new(message)), key)
     }
@@ -202,7 +202,7 @@ mod tests {
             let delivered = message(ciphertext_len, vec![key(wrapped_len)]);
             let expected = crate::api::message_pb(delivered.clone());
             let mut bytes = Vec::new();
-            DeviceMessage::from_delivered(&delivered).encode_event(&mut bytes);
+            DeviceMessage::from_delivered(delivered.clone()).encode_event(&mut bytes);
 
             let subscribe = pb::SubscribeResponse::decode(bytes.as_slice()).unwrap();
             assert_eq!(subscribe.event, Some(event(expected.clone())));
@@ -226,9 +226,9 @@ mod tests {
     fn recipients_share_the_message_and_each_gets_only_its_own_key() {
         let keys = vec![key(256), key(256), key(256)];
         let delivered = message(100, keys.clone());
-        let shared = Arc::new(EncodedMessage::new(&delivered));
+        let shared = Arc::new(EncodedMessage::new(delivered.clone()));
         for own in &keys {
-            let for_device = DeviceMessage::new(shared.clone(), EncodedKey::new(own));
+            let for_device = DeviceMessage::new(shared.clone(), EncodedKey::new(own.clone()));
             let expected = crate::api::message_pb(DeliveredMessage {
                 keys: vec![own.clone()],
                 ..delivered.clone()

@@ -3,7 +3,7 @@
 use proto::chat::v1 as pb;
 use time::OffsetDateTime;
 
-use super::StreamItem;
+use super::streams::{EventResponse as _, StreamItem};
 use crate::{
     conversations::Conversation,
     delivery::{Outgoing, SendAnswer},
@@ -100,9 +100,7 @@ pub(super) fn subscribe_item(outgoing: Outgoing) -> Option<StreamItem<pb::Subscr
         Outgoing::Message(message) => Some(StreamItem::Message(message)),
         other => match stream_response_pb(other) {
             pb::open_stream_response::Response::Event(event) => {
-                Some(StreamItem::Other(pb::SubscribeResponse {
-                    event: Some(event),
-                }))
+                Some(StreamItem::Other(pb::SubscribeResponse::event(event)))
             }
             _ => None,
         },

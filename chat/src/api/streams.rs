@@ -94,35 +94,35 @@ pub enum StreamItem<T> {
     Other(T),
 }
 
-impl StreamItem<pb::SubscribeResponse> {
-    /// The item as a prost value.
-    pub fn into_proto(self) -> pb::SubscribeResponse {
-        match self {
-            Self::Message(message) => pb::SubscribeResponse {
-                event: Some(message_event(&message)),
-            },
-            Self::Other(response) => response,
+/// A response of a stream that carries `StreamEvent`s (at field 1, which `wire.rs` relies on).
+pub trait EventResponse {
+    /// The response carrying `event`.
+    fn event(event: pb::StreamEvent) -> Self;
+}
+
+impl EventResponse for pb::SubscribeResponse {
+    fn event(event: pb::StreamEvent) -> Self {
+        Self { event: Some(event) }
+    }
+}
+
+impl EventResponse for pb::OpenStreamResponse {
+    fn event(event: pb::StreamEvent) -> Self {
+        Self {
+            response: Some(pb::open_stream_response::Response::Event(event)),
         }
     }
 }
 
-impl StreamItem<pb::OpenStreamResponse> {
+impl<T: EventResponse> StreamItem<T> {
     /// The item as a prost value.
-    pub fn into_proto(self) -> pb::OpenStreamResponse {
+    pub fn into_proto(self) -> T {
         match self {
-            Self::Message(message) => pb::OpenStreamResponse {
-                response: Some(pb::open_stream_response::Response::Event(message_event(
-                    &message,
-                ))),
-            },
+            Self::Message(message) => T::event(pb::StreamEvent {
+                event: Some(pb::stream_event::Event::Message(message.to_pb())),
+            }),
             Self::Other(response) => response,
         }
-    }
-}
-
-fn message_event(message: &DeviceMessage) -> pb::StreamEvent {
-    pb::StreamEvent {
-        event: Some(pb::stream_event::Event::Message(message.to_pb())),
     }
 }
 
