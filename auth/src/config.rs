@@ -15,6 +15,10 @@ use common::{
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50061);
 
+/// The event feed's listener holds one connection for good: a pool of one would leave none for
+/// the calls (or the health probe), which would all wait until they time out.
+const MIN_DATABASE_CONNECTIONS: u32 = 2;
+
 /// Everything the auth service reads at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,7 +118,11 @@ impl Config {
         let env = EnvReader::new("AUTH", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
-            database: DatabaseSettings::from_env(&env)?,
+            database: DatabaseSettings::from_env(
+                &env,
+                MIN_DATABASE_CONNECTIONS,
+                "the event feed's listener holds one",
+            )?,
             tokens: TokenSettings::from_env(&env)?,
             passwords: PasswordSettings::from_env(&env)?,
             login_throttle: ThrottleSettings::from_env(&env)?,

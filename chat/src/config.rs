@@ -185,17 +185,11 @@ impl Config {
 const MIN_DATABASE_CONNECTIONS: u32 = 3;
 
 fn database(env: &EnvReader) -> Result<DatabaseSettings, ConfigError> {
-    let database = DatabaseSettings::from_env(env)?;
-    if database.max_connections < MIN_DATABASE_CONNECTIONS {
-        return Err(ConfigError::Invalid {
-            key: env.key("DATABASE_MAX_CONNECTIONS"),
-            reason: format!(
-                "at least {MIN_DATABASE_CONNECTIONS}: the bus's listener and the committer each \
-                 hold one"
-            ),
-        });
-    }
-    Ok(database)
+    DatabaseSettings::from_env(
+        env,
+        MIN_DATABASE_CONNECTIONS,
+        "the bus's listener and the committer each hold one",
+    )
 }
 
 fn group_url(env: &EnvReader) -> Result<String, ConfigError> {

@@ -264,16 +264,20 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
-    /// Reads the database settings.
+    /// Reads the database settings of a service whose pool needs at least `minimum` connections;
+    /// `why` says what holds them, for the error. A pool smaller than what the service holds for
+    /// good (a LISTEN connection, a committer) would leave its calls waiting for a connection
+    /// until they time out, and its health probe too.
     ///
     /// # Errors
-    /// When the URL is missing or the pool size is not a positive number.
-    pub fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+    /// When the URL is missing or the pool size is not a number of at least `minimum` (and 1).
+    pub fn from_env(env: &EnvReader, minimum: u32, why: &str) -> Result<Self, ConfigError> {
+        let minimum = minimum.max(1);
         let max_connections = env.parse_or("DATABASE_MAX_CONNECTIONS", 10u32)?;
-        if max_connections == 0 {
+        if max_connections < minimum {
             return Err(ConfigError::Invalid {
                 key: env.key("DATABASE_MAX_CONNECTIONS"),
-                reason: "must be at least 1".to_owned(),
+                reason: format!("must be at least {minimum} ({why})"),
             });
         }
         Ok(Self {
@@ -401,7 +405,7 @@ mod tests {
         let lookup = reader_over(&HashMap::from([("AUTH_DATABASE_URL", "  ")]));
         let env = EnvReader::new("AUTH", &lookup);
 
-        let error = DatabaseSettings::from_env(&env).unwrap_err();
+        let error = DatabaseSettings::from_env(&env, 1, "a test").unwrap_err();
 
         assert_eq!(
             error,
@@ -419,25 +423,30 @@ mod tests {
         )]));
         let env = EnvReader::new("AUTH", &lookup);
 
-        let settings = DatabaseSettings::from_env(&env).unwrap();
+        let settings = DatabaseSettings::from_env(&env, 1, "a test").unwrap();
 
         assert!(!format!("{settings:?}").contains("hunter2"));
         assert_eq!(settings.url.expose_secret(), "postgres://u:hunter2@db/x");
     }
 
     #[test]
-    fn a_zero_pool_size_is_refused() {
-        let lookup = reader_over(&HashMap::from([
-            ("AUTH_DATABASE_URL", "postgres://db/x"),
-            ("AUTH_DATABASE_MAX_CONNECTIONS", "0"),
-        ]));
-        let env = EnvReader::new("AUTH", &lookup);
+    fn a_pool_smaller_than_the_services_minimum_is_refused_with_the_reason() {
+        for (size, minimum) in [("0", 0), ("1", 2)] {
+            let lookup = reader_over(&HashMap::from([
+                ("AUTH_DATABASE_URL", "postgres://db/x"),
+                ("AUTH_DATABASE_MAX_CONNECTIONS", size),
+            ]));
+            let env = EnvReader::new("AUTH", &lookup);
 
-        let error = DatabaseSettings::from_env(&env).unwrap_err();
+            let error =
+                DatabaseSettings::from_env(&env, minimum, "its listener holds one").unwrap_err();
 
-        assert!(
-            matches!(error, ConfigError::Invalid { key, .. } if key == "AUTH_DATABASE_MAX_CONNECTIONS")
-        );
+            assert!(
+                matches!(&error, ConfigError::Invalid { key, reason }
+                    if key == "AUTH_DATABASE_MAX_CONNECTIONS" && reason.contains("its listener holds one")),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

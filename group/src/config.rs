@@ -15,6 +15,10 @@ use common::{
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50063);
 
+/// The event feed's listener holds one connection for good: a pool of one would leave none for
+/// the calls (or the health probe), which would all wait until they time out.
+const MIN_DATABASE_CONNECTIONS: u32 = 2;
+
 /// The longest group name the database accepts (`groups_name_check`).
 const NAME_CHARS_CEILING: u32 = 64;
 
@@ -70,7 +74,11 @@ impl Config {
         let env = EnvReader::new("GROUP", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
-            database: DatabaseSettings::from_env(&env)?,
+            database: DatabaseSettings::from_env(
+                &env,
+                MIN_DATABASE_CONNECTIONS,
+                "the event feed's listener holds one",
+            )?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             limits: Limits::from_env(&env)?,
             events: OutboxSettings::from_env(&env, "EVENTS")?,

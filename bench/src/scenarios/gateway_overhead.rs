@@ -132,6 +132,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
     };
     let mut auth_config = auth::Config::for_tests();
     auth_config.database.url = context.database_url.clone().into();
+    auth_config.database.max_connections = server::POOL_SIZE;
     let auth = server::start_auth(auth_config).await?;
     let gateway = match server::start_gateway(gateway_config(&auth)).await {
         Ok(gateway) => gateway,

@@ -10,7 +10,11 @@ use sqlx::postgres::PgPoolOptions;
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init("info", common::telemetry::LogFormat::Pretty)?;
     let lookup = |key: &str| std::env::var(key).ok();
-    let settings = DatabaseSettings::from_env(&EnvReader::new("MIGRATE", &lookup))?;
+    let settings = DatabaseSettings::from_env(
+        &EnvReader::new("MIGRATE", &lookup),
+        1,
+        "migrations run on one",
+    )?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(settings.url.expose_secret())
