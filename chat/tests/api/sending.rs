@@ -47,11 +47,14 @@ async fn a_retry_with_the_same_client_message_id_returns_the_original(db: PgPool
 
     let original = alice.send(envelope.clone()).await.unwrap();
     let retry = alice.send(envelope.clone()).await.unwrap();
+    let recipients = alice.recipients(&[&alice.user_id, &bob.user_id]).await;
     let different = alice
-        .send(pb::Envelope {
-            client_message_id: envelope.client_message_id.clone(),
-            ..alice.envelope_for(&conversation, "something else").await
-        })
+        .send(alice.seal(
+            &conversation.conversation_id,
+            &envelope.client_message_id,
+            &recipients,
+            "something else",
+        ))
         .await
         .unwrap_err();
 
@@ -59,7 +62,7 @@ async fn a_retry_with_the_same_client_message_id_returns_the_original(db: PgPool
     assert_eq!(retry.message_id, original.message_id);
     assert_eq!(retry.sequence, original.sequence);
     assert_eq!(retry.sent_at, original.sent_at);
-    // The id is looked up before anything else about the envelope.
+    // A validly signed envelope under a used id is refused, not stored again.
     assert_eq!(different.code(), Code::AlreadyExists);
     assert_eq!(reason(&different), "CLIENT_MESSAGE_ID_REUSED");
     let history = bob
@@ -411,4 +414,33 @@ async fn a_peers_new_device_is_announced_on_open_streams_and_required_at_once(db
         std::slice::from_ref(&bobs_tablet.device_id)
     );
     assert_eq!(fresh_send.unwrap().sequence, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_retry_after_the_peer_added_a_device_still_returns_the_original(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let envelope = alice.envelope_for(&conversation, "sent before the tablet").await;
+    let original = alice.send(envelope.clone()).await.unwrap();
+
+    // The envelope no longer names every device of bob's, but it was stored before that.
+    let _bobs_tablet = app.device("bob").await;
+    let retry = alice.send(envelope.clone()).await.unwrap();
+    let new_id = alice
+        .send(pb::Envelope {
+            client_message_id: "never stored".to_owned(),
+            ..envelope.clone()
+        })
+        .await
+        .unwrap_err();
+
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.message_id, retry.sequence),
+        (original.message_id, original.sequence)
+    );
+    // The same stale envelope under a new id is a send like any other: refused with the diff.
+    assert_eq!(new_id.code(), Code::FailedPrecondition, "{new_id:?}");
 }

@@ -1542,7 +1542,9 @@ export const ChatService: GenService<{
    * signature does not verify with the sender device's published key, or the envelope names another
    * sender; FAILED_PRECONDITION (reason DEVICE_LIST_MISMATCH, with a `DeviceListMismatch` detail)
    * when the wrapped keys do not match exactly the current devices: refetch keys and retry;
-   * RESOURCE_EXHAUSTED (reason RATE_LIMITED, with RetryInfo).
+   * ALREADY_EXISTS (reason CLIENT_MESSAGE_ID_REUSED) when the device already sent a different
+   * envelope under this `client_message_id`; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with
+   * RetryInfo).
    *
    * @generated from rpc chat.v1.ChatService.SendMessage
    */
