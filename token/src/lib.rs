@@ -11,7 +11,8 @@
 //!   published public keys), [`KeySet`] (checked verification keys);
 //! - validation: [`Validator`], with static keys (auth) or keys from a [`KeySource`] such as
 //!   [`AuthServiceKeySource`] (the gateway and every other service), refreshed periodically and on
-//!   unknown `kid`s; [`RemoteValidator`] wraps it for services that may start before auth;
+//!   unknown `kid`s, remembering tokens that passed (`cache.rs`); [`RemoteValidator`] wraps it for
+//!   services that may start before auth;
 //! - the errors: [`TokenError`] and its one conversion to an UNAUTHENTICATED `tonic::Status`.
 //!
 //! It does not issue tokens (auth decides who gets one, for how long, and stores sessions), read
@@ -23,6 +24,7 @@
 //! jsonwebtoken is used without a crypto feature: the first call into it installs an EdDSA-only
 //! crypto provider (`crypto.rs`), so no other crate of a binary should use jsonwebtoken directly.
 
+mod cache;
 mod claims;
 mod crypto;
 mod error;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use jsonwebtoken::Validation;
@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::cache::VerifiedTokens;
 use crate::claims::AccessClaims;
 use crate::error::{KeySourceError, TokenError};
 use crate::keys::KeySet;
@@ -49,10 +50,15 @@ pub struct KeyRefresh {
 /// token says; a `kid` is present and names a current key, after at most one rate-limited
 /// refetch); then the signature, with that key; only then the claims (`exp` and `nbf` with the
 /// leeway, `iss`, `aud`, `sub`, then `did`, `sid`, `jti`, `iat`, with their types).
+///
+/// A token that passed is remembered with its claims while the key set stays the same, so the
+/// same token's next validation checks only that it has not expired since (`cache.rs`).
 pub struct Validator {
     settings: ValidationSettings,
     validation: Validation,
     keys: RwLock<Arc<KeySet>>,
+    /// Tokens that passed every check with the current keys (`cache.rs`).
+    verified: VerifiedTokens,
     fetcher: Option<Fetcher>,
     refresher: Option<AbortHandle>,
 }
@@ -200,25 +206,35 @@ impl Validator {
             settings,
             validation,
             keys: RwLock::new(Arc::new(keys)),
+            verified: VerifiedTokens::default(),
             fetcher,
             refresher,
         }
     }
 
     async fn check(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let kid = verify::check_header(token)?;
         let mut keys = self.key_set();
+        let now = SystemTime::now();
+        if token.len() <= verify::MAX_TOKEN_LEN
+            && let Some(known) = self.verified.get(token, &keys, self.settings.leeway, now)
+        {
+            return known;
+        }
+        let kid = verify::check_header(token)?;
         if !keys.contains(&kid) {
             keys = self.refetch_for_unknown_kid(&kid).await;
         }
         let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        verify::verify(
+        let claims = verify::verify(
             token,
             key,
             &self.validation,
             &self.settings.issuer,
             &self.settings.audience,
-        )
+        )?;
+        self.verified
+            .insert(token, keys, claims.clone(), self.settings.leeway, now);
+        Ok(claims)
     }
 
     /// Refetches the keys for a `kid` we do not know, at most once per `min_refetch_interval`
