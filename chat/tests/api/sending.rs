@@ -422,7 +422,9 @@ async fn a_retry_after_the_peer_added_a_device_still_returns_the_original(db: Pg
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = alice.open_direct(&bob).await;
-    let envelope = alice.envelope_for(&conversation, "sent before the tablet").await;
+    let envelope = alice
+        .envelope_for(&conversation, "sent before the tablet")
+        .await;
     let original = alice.send(envelope.clone()).await.unwrap();
 
     // The envelope no longer names every device of bob's, but it was stored before that.
