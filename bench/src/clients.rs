@@ -7,3 +7,8 @@ pub mod open_loop;
 pub mod seal;
 pub mod setup;
 pub mod tracker;
+
+/// A failed call, as the reports list failures.
+pub fn status_text(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}

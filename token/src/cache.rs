@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::claims::AccessClaims;
+use crate::claims::{AccessClaims, unix_seconds};
 use crate::error::TokenError;
 use crate::keys::KeySet;
 
@@ -75,10 +75,11 @@ impl VerifiedTokens {
             entries.retain(|_, entry| !is_expired(&entry.claims, leeway, now));
         }
         if entries.len() >= CAPACITY {
-            let doomed: Vec<Box<str>> = entries.keys().take(CAPACITY / 8).cloned().collect();
-            for key in doomed {
-                entries.remove(&key);
-            }
+            let mut seen = 0;
+            entries.retain(|_, _| {
+                seen += 1;
+                seen > CAPACITY / 8
+            });
         }
         entries.insert(token.into(), Verified { claims, keys });
     }
@@ -94,11 +95,8 @@ impl VerifiedTokens {
 
 /// `exp` as jsonwebtoken checks it: expired once `exp + leeway` is in the past.
 fn is_expired(claims: &AccessClaims, leeway: Duration, now: SystemTime) -> bool {
-    let now = now.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-    });
     let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
-    claims.expires_at.saturating_add(leeway) < now
+    claims.expires_at.saturating_add(leeway) < unix_seconds(now)
 }
 
 #[cfg(test)]

@@ -164,10 +164,7 @@ async fn send(
         Ok(_) => push(&acks, sent.elapsed()),
         Err(status) => {
             tracker.forget(&id);
-            push(
-                &failures,
-                format!("{:?}: {}", status.code(), status.message()),
-            );
+            push(&failures, crate::clients::status_text(&status));
         }
     }
 }

@@ -413,7 +413,7 @@ async fn stream_sender(
     let mut answers = match opened {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            failures.push(format!("{:?}: {}", status.code(), status.message()));
+            failures.push(crate::clients::status_text(&status));
             return (latencies, failures);
         }
     };
@@ -421,11 +421,9 @@ async fn stream_sender(
     let mut next_id = 0_u64;
     loop {
         while pending.len() < in_flight && Instant::now() < deadline {
-            let next = envelopes[pair]
-                .lock()
-                .ok()
-                .and_then(|mut queue| queue.pop_front());
-            let Some(envelope) = next else { break };
+            let Some(envelope) = next_envelope(&envelopes, pair) else {
+                break;
+            };
             next_id += 1;
             let send = chat_pb::StreamSend {
                 request_id: next_id.to_string(),
@@ -462,7 +460,7 @@ async fn stream_sender(
                 return (latencies, failures);
             }
             Ok(Err(status)) => {
-                failures.push(format!("{:?}: {}", status.code(), status.message()));
+                failures.push(crate::clients::status_text(&status));
                 return (latencies, failures);
             }
             Err(_) => {
@@ -471,6 +469,14 @@ async fn stream_sender(
             }
         }
     }
+}
+
+/// The pair's next sealed envelope, if any is left.
+fn next_envelope(envelopes: &Envelopes, pair: usize) -> Option<chat_pb::Envelope> {
+    envelopes[pair]
+        .lock()
+        .ok()
+        .and_then(|mut queue| queue.pop_front())
 }
 
 /// Sends `worker`'s pair's next envelope with SendMessage, one at a time, until `deadline`.
@@ -487,11 +493,9 @@ async fn unary_sender(
     let mut latencies = Vec::new();
     let mut failures = Vec::new();
     while Instant::now() < deadline {
-        let next = envelopes[pair]
-            .lock()
-            .ok()
-            .and_then(|mut queue| queue.pop_front());
-        let Some(envelope) = next else { break };
+        let Some(envelope) = next_envelope(&envelopes, pair) else {
+            break;
+        };
         let request = with_token(
             chat_pb::SendMessageRequest {
                 envelope: Some(envelope),
@@ -501,7 +505,7 @@ async fn unary_sender(
         let sent = Instant::now();
         match chat.send_message(request).await {
             Ok(_) => latencies.push(sent.elapsed()),
-            Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+            Err(status) => failures.push(crate::clients::status_text(&status)),
         }
     }
     (latencies, failures)

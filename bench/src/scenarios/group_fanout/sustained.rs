@@ -236,6 +236,6 @@ async fn send_direct(
 
 fn record(failures: &Mutex<Vec<String>>, status: &tonic::Status) {
     if let Ok(mut failures) = failures.lock() {
-        failures.push(format!("{:?}: {}", status.code(), status.message()));
+        failures.push(crate::clients::status_text(status));
     }
 }
