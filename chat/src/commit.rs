@@ -18,13 +18,15 @@
 //! NOTIFY here: the notify queue lock is held across the commit's flush, which serialises every
 //! committer; wake-ups are published after the commit (`bus.rs`).
 //!
-//! PostgreSQL replans the function's big statement on most calls (about 0.7 ms of a 1.6 ms
-//! single-message commit on the benchmark machine). Forcing generic plans
-//! (`plan_cache_mode = force_generic_plan` on the function) removed that, but a session's generic
-//! plan is made once, from the statistics of the moment: made on an empty `chat.messages` it
-//! looked retries up with a full scan, and the commit slowed down as the table grew (2,838 to
-//! 1,442 messages/s over five 3-second rounds of `bench chat-send`). Do not bring it back without
-//! a plan that stays an index lookup whatever the statistics say.
+//! The function plans its statements once per session (generic plans), with a plan that reaches
+//! `chat.messages` and `chat.conversations` only through their unique indexes, whatever the
+//! statistics say (migration 20261127140000 explains how). PostgreSQL used to replan its big
+//! statement on most calls, and that was a third of an idle sender's commit: one single-message
+//! call went from 1.5-2.1 to 1.0-1.1 ms (pgbench, one client, interleaved). Forcing generic plans
+//! alone is not enough: a plan made while the statistics say `chat.messages` is empty looks
+//! retries up with a full scan, and commits slowed down as the table grew (2,838 to 1,442
+//! messages/s over five 3-second rounds of `bench chat-send`). A test plans the function on
+//! tables analysed empty, grows them, and counts sequential scans.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -504,6 +506,77 @@ mod tests {
         let last = last_sequence(&db, b).await;
         assert_eq!(last, 0);
         assert!(stored_keys(&db, b).await.is_empty());
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_plan_made_on_empty_tables_still_reads_them_only_through_indexes(db: PgPool) {
+        // The function plans once per session (migration 20261127140000). Plan it while the
+        // statistics say the tables are empty, grow them without ANALYZE, then count its
+        // sequential scans.
+        let (a, b) = (new_conversation(&db).await, new_conversation(&db).await);
+        let crowded = new_conversation(&db).await;
+        let device = DeviceId(Uuid::from_u128(7));
+        // Statistics that say "empty" (a never-analysed table is assumed to be 10 pages).
+        sqlx::query("vacuum analyze chat.messages, chat.conversations")
+            .execute(&db)
+            .await
+            .unwrap();
+        let mut session = db.acquire().await.unwrap();
+        for n in 0..3 {
+            let messages = [send(a, device, &format!("early {n}"), 1)];
+            commit_query(&messages, &[0])
+                .fetch_all(&mut *session)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "insert into chat.conversations (id, kind, group_id)
+             select id, 'group', id from (select gen_random_uuid() as id
+                                          from generate_series(1, 5000)) as new",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
+                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
+                 signature, recipients_digest)
+             select $1, n, gen_random_uuid(), $2, $2, n::text, 1, $3, $4, $4, $5, $4
+             from generate_series(1, 20000) as n",
+        )
+        .bind(crowded.0)
+        .bind(device.0)
+        .bind(vec![0_u8; 12])
+        .bind(vec![1_u8; 32])
+        .bind(vec![2_u8; 64])
+        .execute(&db)
+        .await
+        .unwrap();
+
+        let mut transaction = sqlx::Connection::begin(&mut *session).await.unwrap();
+        let batch = [
+            send(a, device, "late", 1),
+            send(b, device, "late too", 2),
+            // A retry: found through the unique index, not a scan.
+            send(a, device, "early 0", 1),
+        ];
+        let rows: Vec<CommitRow> = commit_query(&batch, &[0, 1, 2])
+            .fetch_all(&mut *transaction)
+            .await
+            .unwrap();
+        assert_eq!(rows.iter().filter(|row| row.stored).count(), 1);
+        let scans: Vec<(String, i64)> = sqlx::query_as(
+            "select relname::text, seq_scan from pg_stat_xact_user_tables
+             where schemaname = 'chat' and relname in ('messages', 'conversations')
+             order by relname",
+        )
+        .fetch_all(&mut *transaction)
+        .await
+        .unwrap();
+        assert_eq!(
+            scans,
+            [("conversations".to_owned(), 0), ("messages".to_owned(), 0)]
+        );
     }
 
     #[sqlx::test(migrations = "../migrations")]
