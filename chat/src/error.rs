@@ -205,6 +205,13 @@ impl Wire {
                     ..plain(Code::Unavailable)
                 }
             }
+            Error::Db(source) if common::db::is_unavailable(&source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                Wire {
+                    message: common::db::UNAVAILABLE_MESSAGE.to_owned(),
+                    ..plain(Code::Unavailable)
+                }
+            }
             Error::Db(source) => {
                 tracing::error!(error = %source, "database error");
                 Wire {

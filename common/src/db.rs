@@ -40,3 +40,41 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> 
         })
         .connect_lazy(settings.url.expose_secret())
 }
+
+/// Whether `error` says the database cannot serve the call right now rather than that the call
+/// went wrong: no connection came free within the acquire timeout (every one is busy, or the
+/// server is unreachable), the connection broke, or the server refused for lack of resources or
+/// while starting or shutting down. Callers answer these with UNAVAILABLE, which clients retry,
+/// and every other database error with INTERNAL.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // SQLSTATE class 08: connection exception; class 53: insufficient resources (too
+            // many connections, out of memory, disk full); 57P01-57P03: shutting down or
+            // starting up.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// What a client is told when [`is_unavailable`] holds.
+pub const UNAVAILABLE_MESSAGE: &str = "the database is busy or unreachable; retry shortly";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_or_unreachable_databases_are_unavailable_and_other_failures_are_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(is_unavailable(&sqlx::Error::Io(refused)));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::Protocol("bad".to_owned())));
+    }
+}

@@ -124,13 +124,22 @@ pub fn unknown_id() -> String {
 impl TestApp {
     /// A second group replica on the same database and auth, configured by `configure`.
     pub async fn replica(&self, configure: impl FnOnce(&mut group::Config)) -> TestApp {
+        self.replica_on(self.db.clone(), configure).await
+    }
+
+    /// A second group replica on its own pool `db` (same database) and the same auth.
+    pub async fn replica_on(
+        &self,
+        db: PgPool,
+        configure: impl FnOnce(&mut group::Config),
+    ) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = group::Config::for_tests(&self.auth_url);
         configure(&mut config);
         tokio::spawn(group::run(
             config,
-            self.db.clone(),
+            db.clone(),
             listener,
             std::future::pending(),
         ));
@@ -139,7 +148,7 @@ impl TestApp {
             channel: testkit::connect(addr).await,
             auth: self.auth.clone(),
             auth_url: self.auth_url.clone(),
-            db: self.db.clone(),
+            db,
         };
         replica.wait_for_token_keys().await;
         replica

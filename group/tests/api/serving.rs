@@ -1,7 +1,14 @@
-use sqlx::PgPool;
+use std::time::Duration;
+
+use proto::group::v1::ListMyGroupsRequest;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, with_token};
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_started_service_with_its_database_reports_serving(db: PgPool) {
@@ -77,4 +84,40 @@ async fn a_call_with_a_valid_token_gets_past_authentication(db: PgPool) {
         .await;
 
     assert!(response.unwrap().into_inner().groups.is_empty());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_database_without_a_free_connection_answers_unavailable_until_one_frees(db: PgPool) {
+    let connect_options = PgConnectOptions::clone(&db.connect_options());
+    let app = spawn_app(db).await;
+    let token = app.access_token("alice").await;
+    // A replica with a pool of two (its event feed's LISTEN keeps one) that gives up quickly.
+    let small = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(connect_options)
+        .await
+        .unwrap();
+    let replica = app.replica_on(small.clone(), |_| {}).await;
+    let list = || {
+        let mut groups = replica.groups();
+        let token = token.clone();
+        async move {
+            groups
+                .list_my_groups(with_token(ListMyGroupsRequest::default(), &token))
+                .await
+        }
+    };
+    let mut held = Vec::new();
+    while let Some(connection) = small.try_acquire() {
+        held.push(connection);
+    }
+
+    let status = list().await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("retry"), "{status:?}");
+
+    drop(held);
+    assert!(list().await.unwrap().into_inner().groups.is_empty());
+    small.close().await;
 }
