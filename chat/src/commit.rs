@@ -40,12 +40,17 @@ use crate::{
     bus::{Bus, BusEvent},
     config::CommitSettings,
     conversations::to_u64,
+    history::{DeliveredKey, DeliveredMessage},
     ids::{ConversationId, DeviceId, UserId},
+    recent::RecentMessages,
     sending::{Committed, StoredMessage},
 };
 
 /// The unique constraint that makes retries idempotent.
 const CLIENT_MESSAGE_ID_KEY: &str = "messages_sender_device_id_client_message_id_key";
+
+/// The suite `chat.commit_messages` stores (the only one there is, `chat-e2ee-v1`).
+const STORED_SUITE: i16 = 1;
 
 /// A checked send, ready to store.
 #[derive(Debug, Clone)]
@@ -72,6 +77,36 @@ pub struct NewMessage {
     pub recipients_digest: Vec<u8>,
     /// One per recipient device.
     pub recipients: Vec<RecipientKey>,
+}
+
+impl NewMessage {
+    /// The message as stored: `sequence` and `sent_at` come from its commit.
+    fn into_delivered(self, sequence: u64, sent_at: OffsetDateTime) -> DeliveredMessage {
+        DeliveredMessage {
+            id: self.id,
+            conversation: self.conversation,
+            sequence,
+            sent_at,
+            sender_user: self.sender_user,
+            sender_device: self.sender_device,
+            client_message_id: self.client_message_id,
+            suite: STORED_SUITE,
+            nonce: self.nonce,
+            ciphertext: self.ciphertext,
+            key_commitment: self.key_commitment,
+            signature: self.signature,
+            recipients_digest: self.recipients_digest,
+            keys: self
+                .recipients
+                .into_iter()
+                .map(|key| DeliveredKey {
+                    device: key.device,
+                    key_fingerprint: key.key_fingerprint,
+                    wrapped_key: key.wrapped_key,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The content key wrapped for one device.
@@ -101,9 +136,15 @@ type Reply = oneshot::Sender<Result<Committed, Error>>;
 
 impl Committer {
     /// Starts the committing task. It ends when every handle is dropped and the queue is empty.
-    pub fn start(db: PgPool, settings: CommitSettings, bus: Arc<dyn Bus>) -> Self {
+    /// What it commits goes to `recent` (this replica's tails), then wakes streams through `bus`.
+    pub fn start(
+        db: PgPool,
+        settings: CommitSettings,
+        bus: Arc<dyn Bus>,
+        recent: Arc<RecentMessages>,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(settings.queue);
-        tokio::spawn(run(db, receiver, settings, bus));
+        tokio::spawn(run(db, receiver, settings, bus, recent));
         Self { queue }
     }
 
@@ -129,12 +170,13 @@ async fn run(
     mut queue: mpsc::Receiver<Pending>,
     settings: CommitSettings,
     bus: Arc<dyn Bus>,
+    recent: Arc<RecentMessages>,
 ) {
     let mut batch = Vec::with_capacity(settings.max_batch);
     while queue.recv_many(&mut batch, settings.max_batch).await > 0 {
         collect_more(&mut queue, &mut batch, &settings).await;
         let pending = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
-        commit_batch(&db, pending, bus.as_ref()).await;
+        commit_batch(&db, pending, bus.as_ref(), &recent).await;
     }
 }
 
@@ -161,19 +203,20 @@ async fn collect_more(
 /// but different conversations race (two replicas, or one replica's consecutive batches), the
 /// conversation locks do not order them: the later batch fails on the unique constraint and is
 /// retried one send per transaction, where the duplicate check sees the winner.
-async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus) {
+async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus, recent: &RecentMessages) {
     // The messages are moved, not copied: a batch may carry megabytes of ciphertext.
     let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = pending
         .into_iter()
         .map(|one| (one.message, one.reply))
         .unzip();
     match try_commit(db, &messages).await {
-        Ok(outcome) => answer(replies, outcome, bus),
+        Ok(outcome) => settle(messages, replies, outcome, bus, recent),
         // The conflicting send committed first, so the retries see it as stored.
         Err(error) if is_client_id_conflict(&error) => {
-            for (message, reply) in messages.iter().zip(replies) {
-                match try_commit(db, std::slice::from_ref(message)).await {
-                    Ok(outcome) => answer(vec![reply], outcome, bus),
+            for (message, reply) in messages.into_iter().zip(replies) {
+                let one = vec![message];
+                match try_commit(db, &one).await {
+                    Ok(outcome) => settle(one, vec![reply], outcome, bus, recent),
                     Err(error) => fail(vec![reply], &error),
                 }
             }
@@ -186,10 +229,31 @@ async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus) {
 struct Outcome {
     answers: Vec<Result<Committed, Error>>,
     wakeups: Vec<(ConversationId, u64)>,
+    /// The sends stored by this batch, in batch order: (index in the batch, sequence, commit
+    /// time).
+    stored: Vec<(usize, u64, OffsetDateTime)>,
 }
 
-fn answer(replies: Vec<Reply>, outcome: Outcome, bus: &dyn Bus) {
-    // Publish first: the wake-up must not wait for the senders' tasks to run.
+/// Hands the stored messages to this replica's tails, wakes the streams, answers the senders.
+fn settle(
+    messages: Vec<NewMessage>,
+    replies: Vec<Reply>,
+    outcome: Outcome,
+    bus: &dyn Bus,
+    recent: &RecentMessages,
+) {
+    // Before the wake-up, so the woken streams find the messages in memory.
+    let mut messages: Vec<Option<NewMessage>> = messages.into_iter().map(Some).collect();
+    recent.offer_committed(
+        outcome
+            .stored
+            .iter()
+            .filter_map(|&(index, sequence, sent_at)| {
+                let message = messages.get_mut(index)?.take()?;
+                Some(message.into_delivered(sequence, sent_at))
+            }),
+    );
+    // Then the wake-up: it must not wait for the senders' tasks to run.
     for (conversation, last_sequence) in outcome.wakeups {
         bus.publish(BusEvent::NewMessages {
             conversation,
@@ -298,9 +362,16 @@ async fn try_commit(db: &PgPool, messages: &[NewMessage]) -> Result<Outcome, sql
             }
         })
         .collect();
+    let mut stored: Vec<(usize, u64, OffsetDateTime)> = by_index
+        .iter()
+        .filter(|(_, row)| !row.stored)
+        .map(|(&index, row)| (index, to_u64(row.sequence), row.created_at))
+        .collect();
+    stored.sort_unstable_by_key(|&(index, ..)| index);
     Ok(Outcome {
         answers,
         wakeups: wakeups.into_iter().collect(),
+        stored,
     })
 }
 
@@ -576,6 +647,92 @@ mod tests {
         assert_eq!(
             scans,
             [("conversations".to_owned(), 0), ("messages".to_owned(), 0)]
+        );
+    }
+
+    /// A bus that only records what is published.
+    #[derive(Default)]
+    struct RecordingBus(std::sync::Mutex<Vec<BusEvent>>);
+
+    impl Bus for RecordingBus {
+        fn publish(&self, event: BusEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BusEvent> {
+            tokio::sync::broadcast::channel(1).1
+        }
+    }
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_committed_message_continues_a_started_tail_without_being_read_back(db: PgPool) {
+        let (started, unread) = (new_conversation(&db).await, new_conversation(&db).await);
+        let (sender, reader) = (DeviceId(Uuid::from_u128(7)), DeviceId(Uuid::from_u128(9)));
+        let recent = RecentMessages::new(
+            db.clone(),
+            crate::config::RecentSettings {
+                budget_bytes: 1 << 20,
+                per_conversation: 64,
+                max_conversations: 100,
+            },
+        );
+        let commit_and_settle = |batch: Vec<NewMessage>| {
+            let (db, recent) = (db.clone(), &recent);
+            async move {
+                let outcome = try_commit(&db, &batch).await.unwrap();
+                let replies = batch.iter().map(|_| oneshot::channel().0).collect();
+                settle(batch, replies, outcome, &RecordingBus::default(), recent);
+            }
+        };
+        // A stream starts the tail of `started` (nothing after its cursor yet: sequence 1 is
+        // read from the database); `unread` has no tail.
+        commit_and_settle(vec![send(started, sender, "first", 1)]).await;
+        recent
+            .read(started, reader, 0, 1, 10)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let batch = vec![
+            send(started, sender, "second", 2),
+            send(unread, sender, "elsewhere", 3),
+            send(started, sender, "third", 4),
+        ];
+        commit_and_settle(batch).await;
+        let from_database: Vec<_> = crate::history::read_for_device(
+            &db,
+            reader,
+            started,
+            crate::history::Direction::Forward,
+            1,
+            10,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(crate::api::message_pb)
+        .collect();
+        assert_eq!(from_database.len(), 2);
+        // Gone from the database: what the tail gives now, it did not read back.
+        sqlx::query("delete from chat.messages")
+            .execute(&db)
+            .await
+            .unwrap();
+
+        let read = recent
+            .read(started, reader, 1, 3, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.through, 3);
+        let delivered: Vec<_> = read.messages.iter().map(|m| m.to_pb()).collect();
+        assert_eq!(delivered, from_database);
+        // A conversation no stream follows is not cached by a commit.
+        assert!(
+            recent
+                .read(unread, reader, 0, 1, 10)
+                .await
+                .unwrap()
+                .is_none()
         );
     }
 

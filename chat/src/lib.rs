@@ -159,7 +159,16 @@ fn build(
         db: db.clone(),
     };
     tokio::spawn(watch::follow(device_events, background.clone()));
-    let committer = commit::Committer::start(db.clone(), config.commit.clone(), bus.clone());
+    let recent = Arc::new(recent::RecentMessages::new(
+        db.clone(),
+        config.recent.clone(),
+    ));
+    let committer = commit::Committer::start(
+        db.clone(),
+        config.commit.clone(),
+        bus.clone(),
+        recent.clone(),
+    );
     let sending = sending::Sending::new(
         db.clone(),
         membership.clone(),
@@ -167,10 +176,6 @@ fn build(
         committer,
         config.limits.clone(),
     );
-    let recent = Arc::new(recent::RecentMessages::new(
-        db.clone(),
-        config.recent.clone(),
-    ));
     let delivery =
         delivery::Delivery::new(db.clone(), hub, recent, config.streams.clone(), streams_end);
     Ok(service::Chat {

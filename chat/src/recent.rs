@@ -6,6 +6,9 @@
 //! (one query for the messages, one for their keys) and the others take it from memory, each
 //! only with its own device's key (a device never receives another device's wrapped key). What
 //! the tail holds is already encoded for the wire (`wire.rs`), so no stream re-serialises it.
+//! Messages this replica commits are not even read once: the committer hands them to the tail
+//! they continue before it wakes the streams (`offer_committed`); only messages from other
+//! replicas are read back.
 //!
 //! What a tail holds is always every message of its conversation in `(after, end]`: it starts at
 //! a stream's cursor and only grows by reading "everything after `end`", which sees a prefix of
@@ -32,7 +35,7 @@ use crate::{
     Error,
     config::RecentSettings,
     conversations::to_i64,
-    history::{DeliveredKey, MESSAGE_COLUMNS, MessageRow},
+    history::{DeliveredKey, DeliveredMessage, MESSAGE_COLUMNS, MessageRow},
     ids::{ConversationId, DeviceId},
     wire::{DeviceMessage, EncodedKey, EncodedMessage},
 };
@@ -85,6 +88,19 @@ struct CachedMessage {
     message: Arc<EncodedMessage>,
     keys: HashMap<DeviceId, EncodedKey>,
     bytes: usize,
+}
+
+impl CachedMessage {
+    /// Encodes `message` and `keys` (every recipient's).
+    fn new(message: DeliveredMessage, keys: HashMap<DeviceId, EncodedKey>) -> Self {
+        let message = EncodedMessage::new(message);
+        let bytes = message_bytes(&message, &keys);
+        Self {
+            message: Arc::new(message),
+            keys,
+            bytes,
+        }
+    }
 }
 
 /// What [`RecentMessages::read`] found for one device.
@@ -163,6 +179,38 @@ impl RecentMessages {
             }
         }
         Ok(Some(pick(&tail, device, cursor, limit)))
+    }
+
+    /// Appends messages this replica has just committed to their conversation's tail where
+    /// they continue it without a gap, so the streams at the tail do not read back what the
+    /// committer holds (for a group message, every member's key). `messages` carry every
+    /// recipient's key and come in sequence order within each conversation.
+    ///
+    /// Only a tail some stream started, that no stream is loading right now, and whose end is
+    /// the sequence just before the message's is extended; in every other case (another replica
+    /// committed in between, the tail was dropped) `read` loads from the database as before.
+    pub fn offer_committed(&self, messages: impl IntoIterator<Item = DeliveredMessage>) {
+        for mut message in messages {
+            let slot = {
+                let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.tails.get(&message.conversation).cloned()
+            };
+            let Some(slot) = slot else { continue };
+            let Ok(mut tail) = slot.tail.try_lock() else {
+                continue;
+            };
+            let continues_it = tail
+                .end()
+                .is_some_and(|end| end.checked_add(1) == Some(message.sequence));
+            if tail.detached || !continues_it {
+                continue;
+            }
+            let keys = std::mem::take(&mut message.keys)
+                .into_iter()
+                .map(|key| (key.device, EncodedKey::new(key)))
+                .collect();
+            self.append(&slot, &mut tail, vec![CachedMessage::new(message, keys)]);
+        }
     }
 
     /// The slot of `conversation`, created if needed, marked as just used.
@@ -268,13 +316,7 @@ impl RecentMessages {
             .into_iter()
             .map(|row| {
                 let keys = keys_by_sequence.remove(&row.sequence()).unwrap_or_default();
-                let message = EncodedMessage::new(row.delivered(conversation, Vec::new()));
-                let bytes = message_bytes(&message, &keys);
-                CachedMessage {
-                    message: Arc::new(message),
-                    keys,
-                    bytes,
-                }
+                CachedMessage::new(row.delivered(conversation, Vec::new()), keys)
             })
             .collect())
     }
