@@ -15,7 +15,9 @@
 //!    the gateway, each the next envelope of its pair; an answer is an ack, and an ack means
 //!    committed. Sends are SendMessage calls, or with `BENCH_CHAT_SEND_OVER=stream` sends on one
 //!    OpenStream per pair (`CONCURRENCY / PAIRS` in flight on each), as a native client sends.
-//! 3. pgbench right after, on the same database server.
+//! 3. The CPU time of the check chat makes of each send (`Envelope::verify_as_sent`, whose
+//!    Ed25519 verification dominates), which bounds the rate any code can reach here.
+//! 4. pgbench right after, on the same database server.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -81,6 +83,8 @@ struct Plan {
     warmup: Duration,
     pgbench_seconds: u32,
     over_streams: bool,
+    /// How long the server's envelope check is timed.
+    check_for: Duration,
 }
 
 /// A device that sends, with what it needs to seal.
@@ -112,6 +116,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         slice: Duration::from_secs(context.pick(3, 1)),
         warmup: Duration::from_secs(context.pick(2, 1)),
         pgbench_seconds: context.pick(5, 1),
+        check_for: Duration::from_millis(context.pick(1_000, 100)),
         over_streams: std::env::var(OVER_VAR).is_ok_and(|over| over == "stream"),
     };
     let mut auth_config = auth::Config::for_tests();
@@ -143,13 +148,14 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         chat.stop().await.context("chat did not stop cleanly"),
         auth.stop().await.context("auth did not stop cleanly"),
     ];
-    let rounds = measured?;
+    let (rounds, check) = measured?;
     for stop in stopped {
         stop?;
     }
     println!("pgbench: {}s per run", plan.pgbench_seconds);
     let reference = pgbench::measure(&context.database_url, plan.pgbench_seconds).await?;
-    let body = render(plan, &rounds, &reference);
+    let ceiling = context.nproc as f64 / check.as_secs_f64().max(f64::EPSILON);
+    let body = render(plan, &rounds, &reference, (check, ceiling));
     println!("\n{body}");
     Ok(body)
 }
@@ -158,7 +164,7 @@ async fn measure_with(
     auth: &RunningServer,
     gateway: &RunningServer,
     plan: Plan,
-) -> anyhow::Result<Vec<Round>> {
+) -> anyhow::Result<(Vec<Round>, Duration)> {
     println!("setup: {PAIRS} pairs of users, each with one keyed device, and their conversations");
     let pairs = Arc::new(set_up_pairs(auth, gateway).await?);
     let mut channels = Vec::with_capacity(CONNECTIONS);
@@ -203,7 +209,38 @@ async fn measure_with(
         );
         rounds.push(measured);
     }
-    Ok(rounds)
+    let check = server_check_cost(&pairs[0], plan.check_for).await?;
+    println!("the server's check of one envelope (signature included): {check:?}");
+    Ok((rounds, check))
+}
+
+/// CPU time of the check chat makes of every send it stores, `e2ee::Envelope::verify_as_sent`
+/// (recipient digest and Ed25519 `verify_strict`), on one thread over `duration` after the
+/// rounds: it bounds what any code can reach on this machine, since every send needs one.
+async fn server_check_cost(pair: &Pair, duration: Duration) -> anyhow::Result<Duration> {
+    let sender = e2ee::Sender {
+        user_id: &pair.sender.user_id,
+        device_id: &pair.sender.device_id,
+        keys: &pair.sender.keys,
+    };
+    let envelope = e2ee::seal(
+        &sender,
+        &pair.conversation_id,
+        "check-cost",
+        std::slice::from_ref(&pair.recipient),
+        &[b'x'; MESSAGE_BYTES],
+    )?;
+    let signing_key = pair.sender.keys.public_keys().signing_public_key;
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut checks = 0_u32;
+        while start.elapsed() < duration {
+            envelope.verify_as_sent(&signing_key)?;
+            checks += 1;
+        }
+        Ok(start.elapsed() / checks.max(1))
+    })
+    .await?
 }
 
 /// Registers, logs in and keys two users per pair, and opens their conversation (directly at
@@ -565,7 +602,12 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> String {
+fn render(
+    plan: Plan,
+    rounds: &[Round],
+    reference: &pgbench::Reference,
+    (check, ceiling): (Duration, f64),
+) -> String {
     let sent: u64 = rounds.iter().map(|round| round.throughput.count).sum();
     let elapsed: Duration = rounds.iter().map(|round| round.throughput.elapsed).sum();
     let overall = Throughput {
@@ -617,7 +659,10 @@ fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> Strin
          | pgbench, 50-row batches, 32 clients | {batched:.0} rows/s |\n\
          | pgbench, one client, one single-row commit | {commit} |\n\
          | Goal: at least {goal_share} of the batched rate | {share} — **{verdict_share}** |\n\
-         | Goal: never below the single-row rate | {single_ratio} of it — **{verdict_single}** |\n\n",
+         | Goal: never below the single-row rate | {single_ratio} of it — **{verdict_single}** |\n\
+         | The server's check of one envelope (`verify_as_sent`: recipient digest, Ed25519 \
+         `verify_strict`), one CPU | {check:.1} µs |\n\
+         | Envelopes all CPUs could check per second if they did nothing else | {ceiling:.0}/s ({ceiling_share} of the batched rate) |\n\n",
         rounds = plan.rounds,
         slice = plan.slice,
         sent = sent,
@@ -634,6 +679,8 @@ fn render(plan: Plan, rounds: &[Round], reference: &pgbench::Reference) -> Strin
         verdict_share = verdict(share_of_batched >= GOAL_SHARE_OF_BATCHED),
         single_ratio = percent(rate / reference.single_rows_per_second),
         verdict_single = verdict(rate >= reference.single_rows_per_second),
+        check = check.as_secs_f64() * 1e6,
+        ceiling_share = percent(ceiling / reference.batched_rows_per_second),
     );
     out.push_str("| Round | Messages/s | p50 | p99 | Failed |\n|---|---|---|---|---|\n");
     for (index, round) in rounds.iter().enumerate() {
