@@ -431,7 +431,7 @@ fn commit_query<'q>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{last_sequence, new_conversation};
+    use crate::test_support::{INSERT_MESSAGE, last_sequence, new_conversation};
 
     fn send(
         conversation: ConversationId,
@@ -533,12 +533,9 @@ mod tests {
         let (a, b) = (new_conversation(&db).await, new_conversation(&db).await);
         let device = DeviceId(Uuid::from_u128(7));
         let mut winner = db.begin().await.unwrap();
-        sqlx::query(
-            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
-                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-                 signature, recipients_digest)
-             values ($1, 1, $2, $2, $3, 'raced', 1, $4, $5, $6, $7, $6)",
-        )
+        sqlx::query(&format!(
+            "{INSERT_MESSAGE} values ($1, 1, $2, $2, $3, 'raced', 1, $4, $5, $6, $7, $6)",
+        ))
         .bind(a.0)
         .bind(Uuid::now_v7())
         .bind(device.0)
@@ -608,13 +605,11 @@ mod tests {
         .execute(&db)
         .await
         .unwrap();
-        sqlx::query(
-            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
-                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-                 signature, recipients_digest)
+        sqlx::query(&format!(
+            "{INSERT_MESSAGE}
              select $1, n, gen_random_uuid(), $2, $2, n::text, 1, $3, $4, $4, $5, $4
              from generate_series(1, 20000) as n",
-        )
+        ))
         .bind(crowded.0)
         .bind(device.0)
         .bind(vec![0_u8; 12])

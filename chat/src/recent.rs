@@ -396,7 +396,7 @@ mod tests {
     use proto::chat::v1 as pb;
 
     use super::*;
-    use crate::test_support::new_conversation;
+    use crate::test_support::{INSERT_MESSAGE, new_conversation};
     use crate::{
         conversations::to_u64,
         history::{Direction, read_for_device},
@@ -423,12 +423,9 @@ mod tests {
         .fetch_one(db)
         .await
         .unwrap();
-        sqlx::query(
-            "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
-                 sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-                 signature, recipients_digest)
-             values ($1, $2, $3, $3, $3, $3::text, 1, $4, $5, $6, $7, $6)",
-        )
+        sqlx::query(&format!(
+            "{INSERT_MESSAGE} values ($1, $2, $3, $3, $3, $3::text, 1, $4, $5, $6, $7, $6)",
+        ))
         .bind(conversation.0)
         .bind(sequence)
         .bind(Uuid::now_v7())

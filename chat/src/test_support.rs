@@ -24,3 +24,10 @@ pub(crate) async fn last_sequence(db: &PgPool, conversation: ConversationId) -> 
         .await
         .unwrap()
 }
+
+/// The start of a `chat.messages` insert for tests that store rows directly, up to its column
+/// list: `conversation_id, sequence, id, sender_user_id, sender_device_id, client_message_id,
+/// suite, nonce, ciphertext, key_commitment, signature, recipients_digest`.
+pub(crate) const INSERT_MESSAGE: &str = "insert into chat.messages (conversation_id, sequence, \
+     id, sender_user_id, sender_device_id, client_message_id, suite, nonce, ciphertext, \
+     key_commitment, signature, recipients_digest)";
