@@ -11,6 +11,7 @@
 mod clients;
 mod cpu;
 mod machine;
+mod nginx;
 mod pgbench;
 mod report;
 mod scenarios;

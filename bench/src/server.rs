@@ -29,7 +29,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Resolves when the server should shut down.
-type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A service serving on a loopback port. Dropping it without [`RunningServer::stop`] also asks it
 /// to stop, without waiting.
@@ -94,6 +94,19 @@ pub async fn start_gateway(config: gateway::Config) -> anyhow::Result<RunningSer
     })?;
     server.wait_until_serving("").await?;
     Ok(server)
+}
+
+/// Starts `serve` like a service (its own thread and runtime, threads named `<name>-`) on a
+/// bound loopback listener, without waiting for a health check (`fanout-floor`'s source has none).
+///
+/// # Errors
+/// When it cannot bind or spawn its thread.
+pub fn start_unchecked<F, Fut>(name: &str, serve: F) -> anyhow::Result<RunningServer>
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    start(name, serve)
 }
 
 /// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
@@ -201,6 +214,16 @@ impl ChatStack {
 }
 
 impl RunningServer {
+    /// A server at `addr` that this process does not run (nginx), for helpers that only
+    /// connect; stopping it does nothing.
+    pub fn elsewhere(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            stop: None,
+            thread: None,
+        }
+    }
+
     /// A new HTTP/2 connection to the service.
     ///
     /// # Errors

@@ -29,11 +29,10 @@ use crate::{
 };
 
 mod load;
-mod nginx;
 mod render;
 
+use crate::nginx::{self, Nginx};
 use load::Load;
-use nginx::Nginx;
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {

@@ -9,6 +9,7 @@ mod auth_login;
 mod chat_send;
 mod cross_replica;
 mod dm_latency;
+mod fanout_floor;
 mod gateway_overhead;
 mod group_fanout;
 pub mod idle_streams;
@@ -34,6 +35,7 @@ pub const ALL: &[Scenario] = &[
     gateway_overhead::SCENARIO,
     chat_send::SCENARIO,
     group_fanout::SCENARIO,
+    fanout_floor::SCENARIO,
     dm_latency::SCENARIO,
     cross_replica::SCENARIO,
     idle_streams::SCENARIO,
