@@ -15,7 +15,6 @@
 //! at Subscribe by auth's key set, then its generic proxy), as every client reaches chat.
 
 use std::{
-    collections::VecDeque,
     convert::Infallible,
     fmt::Write as _,
     sync::{Arc, Mutex},
@@ -287,13 +286,11 @@ async fn measure_path(
     );
 
     // Part 2: every group, IN_FLIGHT_PER_GROUP messages not yet everywhere.
-    let ids: Arc<Mutex<VecDeque<String>>> = Arc::default();
     let deadline = Instant::now() + plan.settle + plan.slice * plan.rounds as u32 + plan.settle;
     let mut loops = JoinSet::new();
     for streams in groups.iter().cloned() {
         let (source, tracker) = (source.clone(), tracker.clone());
         let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_GROUP));
-        let ids = ids.clone();
         let prefix = format!("floor-g{}-", streams.start);
         loops.spawn(async move {
             let mut n = 0_u64;
@@ -307,9 +304,6 @@ async fn measure_path(
                 let id = format!("{prefix}{n}");
                 tracker.expect(&id, Kind::Group, streams.len(), Some(permit), None);
                 source.fan_out(streams.clone(), frame(&id));
-                if let Ok(mut ids) = ids.lock() {
-                    ids.push_back(id);
-                }
             }
         });
     }
@@ -429,14 +423,11 @@ impl Source {
         };
         let source = self.clone();
         runtime.spawn(async move {
-            let queues: Vec<mpsc::Sender<Bytes>> = source
-                .streams
-                .lock()
-                .map(|all| all[streams].to_vec())
-                .unwrap_or_default();
-            for queue in queues {
-                // A full queue loses the message, which the scenario reports as lost.
-                let _ = queue.try_send(frame.clone());
+            if let Ok(all) = source.streams.lock() {
+                for queue in &all[streams] {
+                    // A full queue loses the message, which the scenario reports as lost.
+                    let _ = queue.try_send(frame.clone());
+                }
             }
         });
     }
@@ -517,7 +508,7 @@ fn render(plan: Plan, paths: &[PathFigures]) -> String {
          Part 1: {} messages (after {} untimed) to one group of {} streams, each once the \
          previous one is on every stream, timed from the fan-out's start. Part 2: {} groups of \
          {} streams, {IN_FLIGHT_PER_GROUP} messages in flight per group, {} rounds of {} s after \
-         {} s of settling.\n\n",
+         {} s of settling; lost: messages not on every stream 1 s after the last send.\n\n",
         frame("floor-1").len(),
         plan.timed_messages,
         plan.warmup_messages,

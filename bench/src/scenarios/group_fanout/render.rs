@@ -39,6 +39,12 @@ pub(super) fn render(measured: &Measured) -> String {
             measured.stream_failures.len()
         );
     }
+    out.push_str(
+        "\n`fanout-floor` measures the same streams and readers on the same machine with chat \
+         replaced by a minimal source that only writes pre-encoded frames (no send, no check, no \
+         database): the floor under these figures, which no chat behind this gateway can go \
+         under.\n",
+    );
     out
 }
 
