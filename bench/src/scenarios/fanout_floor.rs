@@ -34,7 +34,14 @@ use tokio::{
 };
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
-use super::{Context, Outcome, Scenario};
+// The same streams, load and goals as `group-fanout`.
+use super::{
+    Context, Outcome, Scenario,
+    group_fanout::{
+        DELIVERY_TIMEOUT, GOAL_DELIVERIES_PER_SECOND, GOAL_LAST_P99, IN_FLIGHT_PER_GROUP,
+        STREAMS_PER_CONNECTION,
+    },
+};
 use crate::{
     clients::{
         seal::MESSAGE_BYTES,
@@ -54,21 +61,12 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
-/// As in `group-fanout`.
-const STREAMS_PER_CONNECTION: usize = 50;
-/// As in `group-fanout`.
-const IN_FLIGHT_PER_GROUP: usize = 2;
 /// Each source stream's queue (chat's `CHAT_STREAM_QUEUE` default).
 const STREAM_QUEUE: usize = 64;
-/// A message not on every stream after this counts as lost.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The wrapped key's length: RSA-2048, as in `group-fanout`.
 const WRAPPED_KEY_BYTES: usize = 256;
 /// nginx's process among the CPU consumers.
 const NGINX: &str = "nginx";
-/// `group-fanout`'s goals, for comparison.
-const GOAL_DELIVERIES_PER_SECOND: f64 = 50_000.0;
-const GOAL_LAST_P99: Duration = Duration::from_millis(25);
 
 fn run(context: &Context) -> Outcome<'_> {
     Box::pin(measure(context))

@@ -45,9 +45,9 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 /// Streams on one HTTP/2 connection to the gateway (its production limit is 100).
-const STREAMS_PER_CONNECTION: usize = 50;
+pub(super) const STREAMS_PER_CONNECTION: usize = 50;
 /// Part 2: messages per group not yet on every member's stream.
-const IN_FLIGHT_PER_GROUP: usize = 2;
+pub(super) const IN_FLIGHT_PER_GROUP: usize = 2;
 /// Part 2: direct conversations, each with one sender and one subscribed recipient.
 const DIRECT_PAIRS: usize = 20;
 /// Part 2: direct messages per second in each.
@@ -55,15 +55,15 @@ const DIRECT_RATE_PER_PAIR: f64 = 5.0;
 /// HTTP/2 connections the senders use (the streams have their own).
 const SEND_CONNECTIONS: usize = 4;
 /// A message not on every stream after this counts as lost.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Never seal more than this many envelopes per group for part 2.
 const MAX_ENVELOPES_PER_GROUP: usize = 3_000;
 /// RSA key size of the devices (the server only ever sees the wrapped key's length).
 const RSA_BITS: usize = 2048;
 /// Goal: p99 from the send to the last member's stream.
-const GOAL_LAST_P99: Duration = Duration::from_millis(25);
+pub(super) const GOAL_LAST_P99: Duration = Duration::from_millis(25);
 /// Goal: group deliveries per second.
-const GOAL_DELIVERIES_PER_SECOND: f64 = 50_000.0;
+pub(super) const GOAL_DELIVERIES_PER_SECOND: f64 = 50_000.0;
 /// Goal: direct-message p99 from send to receive, meanwhile.
 const GOAL_DIRECT_P99: Duration = Duration::from_millis(50);
 
