@@ -11,8 +11,10 @@
 //! connection, one task per stream stamping each message), and so is the load: part 1 sends to
 //! one group one message at a time, part 2 keeps 2 messages in flight per group.
 //!
-//! Two paths: the readers straight on the source, and through the real gateway (tokens checked
-//! at Subscribe by auth's key set, then its generic proxy), as every client reaches chat.
+//! Three paths, each with a fresh source: the readers straight on the source; through the real
+//! gateway (tokens checked at Subscribe by auth's key set, then its generic proxy), as every
+//! client reaches chat; and through nginx's `grpc_pass` (`nginx.rs`), the reference proxy, which
+//! opens one upstream connection per stream.
 
 use std::{
     convert::Infallible,
@@ -421,8 +423,11 @@ impl Source {
         };
         let source = self.clone();
         runtime.spawn(async move {
-            if let Ok(all) = source.streams.lock() {
-                for queue in &all[streams] {
+            // After a shutdown the list is empty and there is nothing to do.
+            if let Ok(all) = source.streams.lock()
+                && let Some(queues) = all.get(streams)
+            {
+                for queue in queues {
                     // A full queue loses the message, which the scenario reports as lost.
                     let _ = queue.try_send(frame.clone());
                 }
