@@ -96,17 +96,34 @@ pub async fn start_gateway(config: gateway::Config) -> anyhow::Result<RunningSer
     Ok(server)
 }
 
-/// Starts `serve` like a service (its own thread and runtime, threads named `<name>-`) on a
-/// bound loopback listener, without waiting for a health check (`fanout-floor`'s source has none).
+/// Starts auth as the chat scenarios run it: `auth::Config::for_tests` (cheap password hashing:
+/// only setup logs in) against `database_url`, with a pool of [`POOL_SIZE`].
 ///
 /// # Errors
-/// When it cannot bind or spawn its thread.
-pub fn start_unchecked<F, Fut>(name: &str, serve: F) -> anyhow::Result<RunningServer>
-where
-    F: FnOnce(TcpListener, Shutdown) -> Fut + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    start(name, serve)
+/// When it fails to start.
+pub async fn start_test_auth(database_url: &str) -> anyhow::Result<RunningServer> {
+    let mut config = auth::Config::for_tests();
+    config.database.url = database_url.to_owned().into();
+    config.database.max_connections = POOL_SIZE;
+    start_auth(config).await
+}
+
+/// `gateway::Config::for_tests` routing to the upstreams at these addresses, with the
+/// production upstream settings (2 connections per address).
+pub fn gateway_config(auth: SocketAddr, chat: SocketAddr, group: SocketAddr) -> gateway::Config {
+    let url = |addr: SocketAddr| -> tonic::transport::Uri {
+        format!("http://{addr}")
+            .parse()
+            .expect("a socket address makes a valid URI")
+    };
+    gateway::Config::for_tests(gateway::UpstreamSettings {
+        auth: url(auth).into(),
+        chat: url(chat).into(),
+        group: url(group).into(),
+        resolve_interval: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(1),
+        connections_per_address: 2,
+    })
 }
 
 /// Each service's pool, as `*_DATABASE_MAX_CONNECTIONS` defaults to.
@@ -137,10 +154,7 @@ impl ChatStack {
     /// # Errors
     /// When a service fails to start.
     pub async fn start(database_url: &str, replicas: usize) -> anyhow::Result<Self> {
-        let mut auth_config = auth::Config::for_tests();
-        auth_config.database.url = database_url.to_owned().into();
-        auth_config.database.max_connections = POOL_SIZE;
-        let auth = start_auth(auth_config).await?;
+        let auth = start_test_auth(database_url).await?;
         let auth_url = format!("http://{}", auth.addr);
         let mut group_config = group::Config::for_tests(&auth_url);
         group_config.database.url = database_url.to_owned().into();
@@ -155,16 +169,7 @@ impl ChatStack {
             chat_config.database.max_connections = POOL_SIZE;
             chat_config.group_url = group_url.clone();
             let chat = start_chat(chat_config).await?;
-            let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
-            let gateway = start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
-                auth: auth_url.parse::<tonic::transport::Uri>()?.into(),
-                chat: chat_url.into(),
-                group: group_url.parse::<tonic::transport::Uri>()?.into(),
-                resolve_interval: Duration::from_secs(10),
-                connect_timeout: Duration::from_secs(1),
-                connections_per_address: 2,
-            }))
-            .await?;
+            let gateway = start_gateway(gateway_config(auth.addr, chat.addr, group.addr)).await?;
             chats.push(chat);
             gateways.push(gateway);
         }
@@ -280,7 +285,13 @@ impl Drop for RunningServer {
     }
 }
 
-fn start<F, Fut>(name: &str, serve: F) -> anyhow::Result<RunningServer>
+/// Starts `serve` like a service: its own thread and runtime, threads named `<name>-`, on a
+/// bound loopback listener. It does not wait for a health check (the `start_*` functions do;
+/// `fanout-floor`'s source has none).
+///
+/// # Errors
+/// When it cannot bind or spawn its thread.
+pub fn start<F, Fut>(name: &str, serve: F) -> anyhow::Result<RunningServer>
 where
     F: FnOnce(TcpListener, Shutdown) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,

@@ -119,25 +119,15 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         check_for: Duration::from_millis(context.pick(1_000, 100)),
         over_streams: std::env::var(OVER_VAR).is_ok_and(|over| over == "stream"),
     };
-    let mut auth_config = auth::Config::for_tests();
-    auth_config.database.url = context.database_url.clone().into();
-    auth_config.database.max_connections = POOL_SIZE;
-    let auth = server::start_auth(auth_config).await?;
+    let auth = server::start_test_auth(&context.database_url).await?;
     let auth_url = format!("http://{}", auth.addr);
     let mut chat_config = chat::Config::for_tests(&auth_url);
     chat_config.database.url = context.database_url.clone().into();
     chat_config.database.max_connections = POOL_SIZE;
     let chat = server::start_chat(chat_config).await?;
-    let chat_url: tonic::transport::Uri = format!("http://{}", chat.addr).parse()?;
-    let gateway = server::start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
-        auth: auth_url.parse()?,
-        chat: chat_url.clone().into(),
-        group: chat_url.into(),
-        resolve_interval: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
-        connections_per_address: 2,
-    }))
-    .await?;
+    // No group: chat-send's conversations are direct.
+    let gateway =
+        server::start_gateway(server::gateway_config(auth.addr, chat.addr, chat.addr)).await?;
 
     let measured = measure_with(&auth, &gateway, plan).await;
     let stopped = [

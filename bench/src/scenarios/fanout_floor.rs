@@ -19,7 +19,7 @@
 use std::{
     convert::Infallible,
     fmt::Write as _,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -40,7 +40,7 @@ use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use super::{
     Context, Outcome, Scenario,
     group_fanout::{
-        DELIVERY_TIMEOUT, GOAL_DELIVERIES_PER_SECOND, GOAL_LAST_P99, IN_FLIGHT_PER_GROUP,
+        DELIVERY_TIMEOUT, GOAL_DELIVERIES_PER_SECOND, GOAL_LAST_P99, IN_FLIGHT_PER_GROUP, RSA_BITS,
         STREAMS_PER_CONNECTION,
     },
 };
@@ -65,8 +65,8 @@ pub const SCENARIO: Scenario = Scenario {
 
 /// Each source stream's queue (chat's `CHAT_STREAM_QUEUE` default).
 const STREAM_QUEUE: usize = 64;
-/// The wrapped key's length: RSA-2048, as in `group-fanout`.
-const WRAPPED_KEY_BYTES: usize = 256;
+/// The wrapped key's length: RSA-OAEP output is the modulus's size.
+const WRAPPED_KEY_BYTES: usize = RSA_BITS / 8;
 /// nginx's process among the CPU consumers.
 const NGINX: &str = "nginx";
 
@@ -112,7 +112,6 @@ struct PathFigures {
     median: Latencies,
     last: Latencies,
     single_cpu: CpuTime,
-    single_messages: usize,
     /// Part 2.
     deliveries: u64,
     elapsed: Duration,
@@ -130,10 +129,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         rounds: context.pick(3, 1),
         slice: Duration::from_secs(context.pick(4, 1)),
     };
-    let mut auth_config = auth::Config::for_tests();
-    auth_config.database.url = context.database_url.clone().into();
-    auth_config.database.max_connections = server::POOL_SIZE;
-    let auth = server::start_auth(auth_config).await?;
+    let auth = server::start_test_auth(&context.database_url).await?;
     let measured = measure_with(&auth, plan).await;
     auth.stop().await?;
     let paths = measured?;
@@ -143,7 +139,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
 }
 
 async fn measure_with(auth: &RunningServer, plan: Plan) -> anyhow::Result<Vec<PathFigures>> {
-    let rsa = Arc::new(SharedRsa::generate(2048)?);
+    let rsa = Arc::new(SharedRsa::generate(RSA_BITS)?);
     let started = Instant::now();
     let users = setup::register_users(
         auth,
@@ -157,26 +153,16 @@ async fn measure_with(auth: &RunningServer, plan: Plan) -> anyhow::Result<Vec<Pa
         users.len(),
         started.elapsed().as_secs_f64()
     );
-    let auth_url: tonic::transport::Uri = format!("http://{}", auth.addr).parse()?;
     let mut paths = Vec::new();
     for path in [Path::Direct, Path::Gateway, Path::Nginx] {
         let (source, source_server) = Source::start()?;
-        let source_url: tonic::transport::Uri = format!("http://{}", source_server.addr).parse()?;
         let (mut gateway, mut nginx) = (None, None);
         let entry = match path {
             Path::Direct => RunningServer::elsewhere(source_server.addr),
             Path::Gateway => {
-                let started =
-                    server::start_gateway(gateway::Config::for_tests(gateway::UpstreamSettings {
-                        auth: auth_url.clone().into(),
-                        chat: source_url.into(),
-                        // Unused: only Subscribe is called.
-                        group: auth_url.clone().into(),
-                        resolve_interval: Duration::from_secs(10),
-                        connect_timeout: Duration::from_secs(1),
-                        connections_per_address: 2,
-                    }))
-                    .await?;
+                // Only Subscribe is called: group's upstream is never used.
+                let config = server::gateway_config(auth.addr, source_server.addr, auth.addr);
+                let started = server::start_gateway(config).await?;
                 let entry = RunningServer::elsewhere(started.addr);
                 gateway = Some(started);
                 entry
@@ -337,7 +323,6 @@ async fn measure_path(
         median,
         last,
         single_cpu,
-        single_messages: plan.timed_messages,
         deliveries,
         elapsed,
         sustained_cpu,
@@ -395,7 +380,8 @@ fn grpc_frame(message: &impl prost::Message) -> Bytes {
 /// runtime to fan out there.
 struct Source {
     streams: Mutex<Vec<mpsc::Sender<Bytes>>>,
-    runtime: Mutex<Option<tokio::runtime::Handle>>,
+    /// Set when it starts serving.
+    runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 impl Source {
@@ -403,10 +389,10 @@ impl Source {
     fn start() -> anyhow::Result<(Arc<Self>, RunningServer)> {
         let source = Arc::new(Self {
             streams: Mutex::new(Vec::new()),
-            runtime: Mutex::new(None),
+            runtime: OnceLock::new(),
         });
         let serving = source.clone();
-        let server = server::start_unchecked("source", move |listener, shutdown| {
+        let server = server::start("source", move |listener, shutdown| {
             serving.serve(listener, shutdown)
         })?;
         Ok((source, server))
@@ -418,7 +404,7 @@ impl Source {
 
     /// Queues `frame` on every stream in `streams`, on the source's runtime.
     fn fan_out(self: &Arc<Self>, streams: std::ops::Range<usize>, frame: Bytes) {
-        let Some(runtime) = self.runtime.lock().ok().and_then(|r| r.clone()) else {
+        let Some(runtime) = self.runtime.get() else {
             return;
         };
         let source = self.clone();
@@ -440,9 +426,7 @@ impl Source {
         listener: TcpListener,
         shutdown: server::Shutdown,
     ) -> anyhow::Result<()> {
-        if let Ok(mut runtime) = self.runtime.lock() {
-            *runtime = Some(tokio::runtime::Handle::current());
-        }
+        let _ = self.runtime.set(tokio::runtime::Handle::current());
         let caught_up = grpc_frame(&chat_pb::SubscribeResponse {
             event: Some(chat_pb::StreamEvent {
                 event: Some(chat_pb::stream_event::Event::CaughtUp(chat_pb::CaughtUp {})),
@@ -558,7 +542,7 @@ fn render(plan: Plan, paths: &[PathFigures]) -> String {
             (
                 "1",
                 &path.single_cpu,
-                (path.single_messages * plan.streams_per_group) as f64,
+                (plan.timed_messages * plan.streams_per_group) as f64,
             ),
             ("2", &path.sustained_cpu, path.deliveries as f64),
         ] {

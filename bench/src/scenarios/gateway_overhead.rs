@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use tonic::transport::{Channel, Uri};
+use tonic::transport::Channel;
 
 use super::{Context, Outcome, Scenario};
 use crate::{
@@ -129,10 +129,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         throughput_slice: Duration::from_millis(context.pick(1_000, 500)),
         warmup: Duration::from_millis(context.pick(1_000, 300)),
     };
-    let mut auth_config = auth::Config::for_tests();
-    auth_config.database.url = context.database_url.clone().into();
-    auth_config.database.max_connections = server::POOL_SIZE;
-    let auth = server::start_auth(auth_config).await?;
+    let auth = server::start_test_auth(&context.database_url).await?;
     let gateway = match server::start_gateway(gateway_config(&auth)).await {
         Ok(gateway) => gateway,
         Err(error) => {
@@ -182,18 +179,9 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
 
 /// The gateway as configured for tests (production limits where they matter here), with every
 /// upstream at auth: only auth is called.
+/// Every upstream is auth: only auth is called.
 fn gateway_config(auth: &RunningServer) -> gateway::Config {
-    let auth_url: Uri = format!("http://{}", auth.addr)
-        .parse()
-        .expect("a socket address makes a valid URI");
-    gateway::Config::for_tests(gateway::UpstreamSettings {
-        auth: auth_url.clone().into(),
-        chat: auth_url.clone().into(),
-        group: auth_url.into(),
-        resolve_interval: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
-        connections_per_address: 2,
-    })
+    server::gateway_config(auth.addr, auth.addr, auth.addr)
 }
 
 async fn measure_with(

@@ -59,7 +59,7 @@ pub(super) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Never seal more than this many envelopes per group for part 2.
 const MAX_ENVELOPES_PER_GROUP: usize = 3_000;
 /// RSA key size of the devices (the server only ever sees the wrapped key's length).
-const RSA_BITS: usize = 2048;
+pub(super) const RSA_BITS: usize = 2048;
 /// Goal: p99 from the send to the last member's stream.
 pub(super) const GOAL_LAST_P99: Duration = Duration::from_millis(25);
 /// Goal: group deliveries per second.
