@@ -9,3 +9,4 @@ mod observability;
 mod proxying;
 mod server;
 mod serving;
+mod upstream_request_ids;
