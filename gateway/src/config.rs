@@ -34,13 +34,15 @@ pub struct Config {
     /// Connection and stream limits.
     pub limits: Limits,
     /// `GATEWAY_WEB_ROOT`: a directory of static files (the browser demo) served at `/` (its
-    /// `index.html`) and under `/static/`; unset serves none.
+    /// `index.html`, never cached) and under `/static/` (content-hashed names cached for a year),
+    /// with a strict Content-Security-Policy; unset serves none.
     pub web_root: Option<PathBuf>,
     /// `GATEWAY_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP), default
     /// [`DEFAULT_METRICS_LISTEN_ADDR`]. Never on the public port, which answers 404 there.
     pub metrics_listen_addr: SocketAddr,
     /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` (PEM): serve TLS when both are set
-    /// (HTTP/2 and HTTP/1.1 via ALPN); plaintext otherwise (behind a TLS-terminating Ingress).
+    /// (HTTP/2 and HTTP/1.1 via ALPN, every answer with `Strict-Transport-Security`); plaintext
+    /// otherwise (behind a TLS-terminating Ingress).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 

@@ -20,6 +20,7 @@ pub mod observability;
 mod proxy;
 pub mod server;
 mod upstream;
+mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -129,8 +130,9 @@ pub async fn run_with_metrics_listener(
 }
 
 /// The gateway's HTTP router: its own gRPC health and reflection, the proxy for every other gRPC
-/// path, and the plain HTTP routes, wrapped (outermost first) in request ids, tracing, CORS, then
-/// gRPC-Web translation and metrics on the gRPC routes (metrics must see plain gRPC).
+/// path, and the plain HTTP routes (the web root's with their browser defences, `web.rs`),
+/// wrapped (outermost first) in HSTS when serving TLS, request ids, tracing, CORS, then gRPC-Web
+/// translation and metrics on the gRPC routes (metrics must see plain gRPC).
 ///
 /// # Errors
 /// When the reflection service cannot be built from the embedded descriptors.
@@ -161,21 +163,19 @@ async fn router(
     // Scrapers use the metrics port; here /metrics is only a path that does not exist.
     http = http.route("/metrics", any(|| async { StatusCode::NOT_FOUND }));
     if let Some(root) = &config.web_root {
-        http = http
-            .route_service(
-                "/",
-                tower_http::services::ServeFile::new(root.join("index.html")),
-            )
-            .nest_service("/static", tower_http::services::ServeDir::new(root));
+        http = http.merge(web::routes(root));
     }
     let http = http.layer(observability::MetricsLayer::new(metrics));
-    Ok(http
+    let mut app = http
         .merge(grpc)
         .layer(cors::cors_layer(&config.cors_allowed_origins))
         .layer(observability::trace_layer())
-        .layer(observability::request_id_layers())
-        // Turns every route into its final service once, instead of on each request.
-        .with_state(()))
+        .layer(observability::request_id_layers());
+    if config.tls.is_some() {
+        app = app.layer(axum::middleware::map_response(web::with_hsts));
+    }
+    // Turns every route into its final service once, instead of on each request.
+    Ok(app.with_state(()))
 }
 
 /// Ready when auth's key set has been fetched (so tokens can be checked).

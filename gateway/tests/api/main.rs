@@ -10,3 +10,4 @@ mod proxying;
 mod server;
 mod serving;
 mod upstream_request_ids;
+mod web_root;
