@@ -4,7 +4,8 @@
 #   ci/up.sh              build, migrate, start auth, chat, group and the gateway on loopback;
 #                         Ctrl-C stops everything (and the throwaway database) cleanly
 #   ci/up.sh --smoke      the same, then check every service answers (health + reflection
-#                         through grpcurl) and stop: what CI runs to keep this command true
+#                         through grpcurl, an account, a chat -> group call, the web demo and
+#                         its policy, the metrics port) and stop: what CI runs to keep this true
 #
 # Database: $DATABASE_URL if set (the services use its schemas auth, chat and groups); otherwise a
 # throwaway PostgreSQL in a temporary directory on a free port, deleted on exit.
