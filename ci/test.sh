@@ -6,8 +6,9 @@
 #
 # 1. Smoke test of the whole system: `ci/up.sh --smoke` (every service starts, turns SERVING and
 #    lists its APIs). It gets a throwaway database, so it never leaves schemas in a shared server,
-#    unless SMOKE_DATABASE_URL names a disposable one (GitHub Actions' service container).
-#    Skipped when arguments are given or with CI_SKIP_SMOKE=1.
+#    unless SMOKE_DATABASE_URL names a disposable one (GitHub Actions' service container). Then
+#    ci/two-stacks-test.sh: two stacks on other ports at once, each with a throwaway database,
+#    must stay fully separate. Skipped when arguments are given or with CI_SKIP_SMOKE=1.
 # 2. The cargo tests. DATABASE_URL comes from ensure_postgres (ci/lib.sh): $DATABASE_URL if set,
 #    else the server on 127.0.0.1:5432, else a throwaway cluster removed on exit. sqlx::test
 #    creates a fresh database per test from it.
@@ -27,6 +28,8 @@ if [[ -x ci/up.sh && $# -eq 0 && "${CI_SKIP_SMOKE:-0}" != 1 ]]; then
     else
         env -u DATABASE_URL ci/up.sh --smoke
     fi
+    log "two stacks side by side: ci/two-stacks-test.sh"
+    bash ci/two-stacks-test.sh
 fi
 
 [[ $# -gt 0 ]] || bash ci/chart-check.sh # the Dockerfile and the Helm chart, offline (skipped with arguments)

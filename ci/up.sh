@@ -4,12 +4,21 @@
 #   ci/up.sh              build, migrate, start auth, chat, group and the gateway on loopback;
 #                         Ctrl-C stops everything (and the throwaway database) cleanly
 #   ci/up.sh --smoke      the same, then check every service answers (health + reflection
-#                         through grpcurl) and stop: what CI runs to keep this command true
+#                         through grpcurl, an account, a chat -> group call, the web demo and
+#                         its policy, the metrics port) and stop: what CI runs to keep this true
 #
 # Database: $DATABASE_URL if set (the services use its schemas auth, chat and groups); otherwise a
-# throwaway PostgreSQL in a temporary directory, deleted on exit.
-# Ports: gateway 8080 (the only public one), auth 50061, chat 50062, group 50063; override with
-# GATEWAY_PORT / AUTH_PORT / CHAT_PORT / GROUP_PORT. Logs go to .local/logs/<service>.log.
+# throwaway PostgreSQL in a temporary directory on a free port, deleted on exit.
+# Ports: gateway 8080 (the only public one), its /metrics 9090, auth 50061, chat 50062, group
+# 50063; PORT_OFFSET=N adds N to each default, and GATEWAY_PORT / METRICS_PORT / AUTH_PORT /
+# CHAT_PORT / GROUP_PORT set one. Every service is wired to the others by these ports.
+# State: LOCAL_DIR (default .local/stack-<gateway port>, git-ignored) holds secrets/ (auth's
+# signing key, the refresh-token secret, the service credential; kept so sessions survive a
+# restart), logs/<service>.log (truncated at each start) and web-demo/ (the built browser demo).
+#
+# Two stacks side by side: give the second other ports (PORT_OFFSET=100 ci/up.sh) and no
+# DATABASE_URL (or a database of its own); it gets its own state directory, database, services
+# and metrics port, and nothing of one reaches the other (ci/two-stacks-test.sh checks it).
 
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -25,18 +34,34 @@ case "${1:-}" in
     *) die "usage: ci/up.sh [--smoke]" ;;
 esac
 
-GATEWAY_PORT="${GATEWAY_PORT:-8080}"
-AUTH_PORT="${AUTH_PORT:-50061}"
-CHAT_PORT="${CHAT_PORT:-50062}"
-GROUP_PORT="${GROUP_PORT:-50063}"
-LOG_DIR="$REPO/.local/logs"
-mkdir -p "$LOG_DIR"
-
-for port in "$GATEWAY_PORT" "$AUTH_PORT" "$CHAT_PORT" "$GROUP_PORT"; do
+PORT_OFFSET="${PORT_OFFSET:-0}"
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] || die "PORT_OFFSET must be a number, not '$PORT_OFFSET'"
+GATEWAY_PORT="${GATEWAY_PORT:-$((8080 + PORT_OFFSET))}"
+METRICS_PORT="${METRICS_PORT:-$((9090 + PORT_OFFSET))}"
+AUTH_PORT="${AUTH_PORT:-$((50061 + PORT_OFFSET))}"
+CHAT_PORT="${CHAT_PORT:-$((50062 + PORT_OFFSET))}"
+GROUP_PORT="${GROUP_PORT:-$((50063 + PORT_OFFSET))}"
+ports=("$GATEWAY_PORT" "$METRICS_PORT" "$AUTH_PORT" "$CHAT_PORT" "$GROUP_PORT")
+if [[ "$(printf '%s\n' "${ports[@]}" | sort -u | wc -l)" != "${#ports[@]}" ]]; then
+    die "two services would share a port: ${ports[*]}"
+fi
+for port in "${ports[@]}"; do
+    [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "not a port: '$port'"
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        die "port $port is already in use (another ci/up.sh running?); set *_PORT to choose others"
+        die "port $port is already in use (another ci/up.sh running?); set PORT_OFFSET or *_PORT to choose others"
     fi
 done
+
+LOCAL_DIR="${LOCAL_DIR:-$REPO/.local/stack-$GATEWAY_PORT}"
+mkdir -p "$LOCAL_DIR"
+LOCAL_DIR="$(cd "$LOCAL_DIR" && pwd)"
+LOG_DIR="$LOCAL_DIR/logs"
+SECRETS_DIR="$LOCAL_DIR/secrets"
+WEB_ROOT="$LOCAL_DIR/web-demo"
+mkdir -p "$LOG_DIR"
+# One stack per state directory: a second one would share its secrets and truncate its logs.
+exec {lock_fd}>"$LOCAL_DIR/lock"
+flock -n "$lock_fd" || die "$LOCAL_DIR is in use by another ci/up.sh; set LOCAL_DIR (or other ports)"
 
 log "building the service binaries (first build takes a few minutes)"
 cargo build --locked --bins
@@ -51,8 +76,7 @@ export DATABASE_URL
 log "applying migrations"
 MIGRATE_DATABASE_URL="$DATABASE_URL" target/debug/migrate
 
-# Auth's secrets, made once and kept in .local/ (git-ignored) so sessions survive a restart.
-SECRETS_DIR="$REPO/.local/secrets"
+# Auth's secrets, made once per state directory and kept so sessions survive a restart.
 mkdir -p "$SECRETS_DIR"
 chmod 700 "$SECRETS_DIR"
 if [[ ! -s "$SECRETS_DIR/auth-signing-key.pem" ]]; then
@@ -93,16 +117,19 @@ start() {
         "target/debug/$name" >"$LOG_DIR/$name.log" 2>&1 &
     pids+=("$!")
 }
-# Wire the services to each other's ports (the defaults assume the default ports).
-export CHAT_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GROUP_AUTH_URL="http://127.0.0.1:$AUTH_PORT"
+# Wire every service to this stack's ports: every URL a service reads is set here, whatever the
+# environment says (the code's defaults assume the default ports, i.e. another stack).
+export CHAT_AUTH_URL="http://127.0.0.1:$AUTH_PORT" CHAT_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
+export GROUP_AUTH_URL="http://127.0.0.1:$AUTH_PORT"
 export GATEWAY_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GATEWAY_CHAT_URL="http://127.0.0.1:$CHAT_PORT"
 export GATEWAY_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
+export GATEWAY_METRICS_LISTEN_ADDR="127.0.0.1:$METRICS_PORT"
 start auth AUTH "$AUTH_PORT" with-db
 start chat-server CHAT "$CHAT_PORT" with-db
 start group GROUP "$GROUP_PORT" with-db
 # The browser demo, bundled for the gateway to serve at / (web-demo/README.md).
-node web-demo/build.mjs "$REPO/.local/web-demo" >/dev/null
-export GATEWAY_WEB_ROOT="$REPO/.local/web-demo"
+node web-demo/build.mjs "$WEB_ROOT" >/dev/null
+export GATEWAY_WEB_ROOT="$WEB_ROOT"
 start gateway GATEWAY "$GATEWAY_PORT"
 
 # Every service reports SERVING on gRPC health once it listens and reaches the database.
@@ -141,9 +168,31 @@ if [[ $smoke == 1 ]]; then
         die "Login through the gateway failed"
     grpcurl -plaintext -H "authorization: Bearer $token" "127.0.0.1:$GATEWAY_PORT" \
         auth.v1.AuthService/GetCurrentUser | grep -q "\"$smoke_user\"" || die "GetCurrentUser failed"
-    node -e 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.exit(t.includes("/static/app.js") ? 0 : 1), () => process.exit(1))' \
-        "http://127.0.0.1:$GATEWAY_PORT/" || die "the gateway does not serve the web demo"
-    log "smoke check passed: every service is SERVING and lists its APIs; register, login and an authenticated call work through the gateway"
+    # chat -> group: chat lists the group conversations of its own group service.
+    group_id="$(grpcurl -plaintext -H "authorization: Bearer $token" -d '{"name":"smoke"}' \
+        "127.0.0.1:$GATEWAY_PORT" group.v1.GroupService/CreateGroup |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["group"]["groupId"])')" ||
+        die "CreateGroup through the gateway failed"
+    grpcurl -plaintext -H "authorization: Bearer $token" "127.0.0.1:$GATEWAY_PORT" \
+        chat.v1.ChatService/ListConversations | grep -q "\"$group_id\"" ||
+        die "chat does not list the group just created (is it wired to this stack's group service?)"
+    # The page (with its policy) and its content-hashed script; /metrics on the metrics port only.
+    node -e '
+        const [base, metrics] = process.argv.slice(1);
+        const check = async () => {
+            const page = await fetch(base + "/");
+            const script = (await page.text()).match(/\/static\/app-[A-Z0-9]{8,}\.js/);
+            const asset = script && (await fetch(base + script[0]));
+            const scraped = await fetch(metrics + "/metrics");
+            const publicMetrics = await fetch(base + "/metrics");
+            return page.headers.get("content-security-policy")?.includes("script-src") &&
+                asset?.ok && asset.headers.get("cache-control")?.includes("immutable") &&
+                scraped.ok && (await scraped.text()).includes("# EOF") && publicMetrics.status === 404;
+        };
+        check().then((ok) => process.exit(ok ? 0 : 1), () => process.exit(1));
+    ' "http://127.0.0.1:$GATEWAY_PORT" "http://127.0.0.1:$METRICS_PORT" ||
+        die "the gateway does not serve the web demo with its policy, or /metrics not only on port $METRICS_PORT"
+    log "smoke check passed: every service is SERVING and lists its APIs; register, login, an authenticated call and chat -> group work through the gateway; the web demo and /metrics are where they belong"
     exit 0
 fi
 
@@ -151,10 +200,11 @@ cat <<EOF
 
   The system is up.
     web demo (open in a browser)   http://127.0.0.1:$GATEWAY_PORT/
-    gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, /healthz, /readyz, /metrics)
+    gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, /healthz, /readyz)
+    gateway metrics (scrapers)     http://127.0.0.1:$METRICS_PORT/metrics
     auth / chat / group            127.0.0.1:$AUTH_PORT / $CHAT_PORT / $GROUP_PORT
     database                       $DATABASE_URL
-    logs                           $LOG_DIR/
+    state (secrets, logs)          $LOCAL_DIR
 
   Try:
     export PATH="$REPO/.venv/bin:\$PATH"

@@ -63,6 +63,20 @@ def test_the_gateways_metrics_have_their_own_port_outside_its_service(manifests)
     assert "metrics" not in service_ports and ports["metrics"] not in service_ports
 
 
+def test_scrape_annotations_point_at_the_gateways_metrics_port_and_nowhere_else(manifests):
+    gateway = deployment(manifests, "gateway")["spec"]["template"]
+    ports = {port["name"]: port["containerPort"] for port in gateway["spec"]["containers"][0]["ports"]}
+    annotations = gateway["metadata"].get("annotations", {})
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    # The other components serve no /metrics: whatever podAnnotations say, never "scrape me".
+    for component in ("auth", "chat", "group"):
+        other = deployment(manifests, component)["spec"]["template"]["metadata"].get("annotations", {})
+        assert other.get("prometheus.io/scrape", "false") == "false", component
+        assert "prometheus.io/port" not in other, component
+
+
 def test_the_ingress_speaks_grpc_to_the_gateway_with_tls_when_asked(manifests):
     ingress = manifests.kind("Ingress")[0]
     annotations = ingress["metadata"].get("annotations", {})

@@ -11,6 +11,11 @@ use common::config::{ConfigError, EnvReader, ServerSettings};
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
 
+/// Where `/metrics` is served unless `GATEWAY_METRICS_LISTEN_ADDR` says otherwise: loopback, so
+/// that a gateway started without configuration exposes its metrics to nobody else.
+pub const DEFAULT_METRICS_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
 /// Everything the gateway reads at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,13 +34,15 @@ pub struct Config {
     /// Connection and stream limits.
     pub limits: Limits,
     /// `GATEWAY_WEB_ROOT`: a directory of static files (the browser demo) served at `/` (its
-    /// `index.html`) and under `/static/`; unset serves none.
+    /// `index.html`, never cached) and under `/static/` (content-hashed names cached for a year),
+    /// with a strict Content-Security-Policy; unset serves none.
     pub web_root: Option<PathBuf>,
-    /// `GATEWAY_METRICS_LISTEN_ADDR`: serve `/metrics` on this address only (plain HTTP), so that
-    /// the public port behind the Ingress does not expose it; unset serves it on the main port.
-    pub metrics_listen_addr: Option<SocketAddr>,
+    /// `GATEWAY_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP), default
+    /// [`DEFAULT_METRICS_LISTEN_ADDR`]. Never on the public port, which answers 404 there.
+    pub metrics_listen_addr: SocketAddr,
     /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE` (PEM): serve TLS when both are set
-    /// (HTTP/2 and HTTP/1.1 via ALPN); plaintext otherwise (behind a TLS-terminating Ingress).
+    /// (HTTP/2 and HTTP/1.1 via ALPN, every answer with `Strict-Transport-Security`); plaintext
+    /// otherwise (behind a TLS-terminating Ingress).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -180,8 +187,21 @@ impl Config {
                 });
             }
         };
+        let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
+        let metrics_listen_addr =
+            env.parse_or("METRICS_LISTEN_ADDR", DEFAULT_METRICS_LISTEN_ADDR)?;
+        if metrics_listen_addr.port() != 0
+            && metrics_listen_addr.port() == server.listen_addr.port()
+        {
+            return Err(ConfigError::Invalid {
+                key: env.key("METRICS_LISTEN_ADDR"),
+                reason: "must be another port than GATEWAY_LISTEN_ADDR: /metrics is never served \
+                         on the public port"
+                    .into(),
+            });
+        }
         Ok(Self {
-            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            server,
             upstreams: UpstreamSettings {
                 auth: upstream_url(&env, "AUTH_URL", "http://127.0.0.1:50061")?,
                 chat: upstream_url(&env, "CHAT_URL", "http://127.0.0.1:50062")?,
@@ -218,17 +238,13 @@ impl Config {
             web_root: Some(env.string_or("WEB_ROOT", ""))
                 .filter(|root| !root.is_empty())
                 .map(PathBuf::from),
-            metrics_listen_addr: if env.string_or("METRICS_LISTEN_ADDR", "").is_empty() {
-                None
-            } else {
-                Some(env.parse_or("METRICS_LISTEN_ADDR", DEFAULT_LISTEN_ADDR)?)
-            },
+            metrics_listen_addr,
             tls,
         })
     }
 
-    /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, and
-    /// upstreams that the test sets itself.
+    /// A configuration for tests: ephemeral loopback ports (metrics included), quiet logs, a short
+    /// drain, and upstreams that the test sets itself.
     pub fn for_tests(upstreams: UpstreamSettings) -> Self {
         Self {
             server: ServerSettings::for_tests(),
@@ -248,7 +264,7 @@ impl Config {
                 send_rate_per_second: 1000,
             },
             web_root: None,
-            metrics_listen_addr: None,
+            metrics_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
         }
     }
@@ -276,6 +292,34 @@ mod tests {
     fn config_with(key: &str, value: &str) -> Result<Config, ConfigError> {
         let (key, value) = (key.to_owned(), value.to_owned());
         Config::from_lookup(&move |k| (k == key).then(|| value.clone()))
+    }
+
+    #[test]
+    fn by_default_metrics_are_served_on_a_loopback_port_of_their_own() {
+        let config = Config::from_lookup(&|_| None).unwrap();
+
+        assert_eq!(config.metrics_listen_addr, DEFAULT_METRICS_LISTEN_ADDR);
+        assert!(config.metrics_listen_addr.ip().is_loopback());
+        assert_ne!(
+            config.metrics_listen_addr.port(),
+            config.server.listen_addr.port()
+        );
+    }
+
+    #[test]
+    fn metrics_may_not_share_the_public_port() {
+        let lookup = |key: &str| match key {
+            "GATEWAY_LISTEN_ADDR" => Some("0.0.0.0:8080".to_owned()),
+            "GATEWAY_METRICS_LISTEN_ADDR" => Some("127.0.0.1:8080".to_owned()),
+            _ => None,
+        };
+
+        let error = Config::from_lookup(&lookup).unwrap_err();
+
+        assert!(
+            error.to_string().contains("GATEWAY_METRICS_LISTEN_ADDR"),
+            "{error}"
+        );
     }
 
     #[test]

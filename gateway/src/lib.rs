@@ -1,8 +1,8 @@
 //! The gateway is the only component exposed to the outside. One port serves native gRPC (HTTP/2
 //! with prior knowledge, or TLS with ALPN), gRPC-Web (HTTP/1.1 and HTTP/2, through
-//! `tonic_web::GrpcWebLayer`) and plain HTTP (`/healthz`, `/readyz`, `/metrics`,
-//! `/.well-known/jwks.json`). With `GATEWAY_METRICS_LISTEN_ADDR`, `/metrics` moves to a port of
-//! its own, so that the public port does not expose it.
+//! `tonic_web::GrpcWebLayer`) and plain HTTP (`/healthz`, `/readyz`, `/.well-known/jwks.json`).
+//! `/metrics` has a port of its own (`GATEWAY_METRICS_LISTEN_ADDR`) for scrapers; the public port
+//! answers 404 there.
 //!
 //! It serves gRPC health and server reflection for every public API itself, and proxies every
 //! other call by path to the auth, chat and group services (`proxy.rs`): the access token is
@@ -20,16 +20,24 @@ pub mod observability;
 mod proxy;
 pub mod server;
 mod upstream;
+mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{any, get},
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 pub use config::{
-    Config, DEFAULT_LISTEN_ADDR, InvalidUpstreamUrls, Limits, UpstreamSettings, UpstreamUrls,
+    Config, DEFAULT_LISTEN_ADDR, DEFAULT_METRICS_LISTEN_ADDR, InvalidUpstreamUrls, Limits,
+    UpstreamSettings, UpstreamUrls,
 };
 use limits::RateLimits;
 use methods::{MethodTable, Upstream};
@@ -44,6 +52,28 @@ use upstream::Upstreams;
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics_listener = TcpListener::bind(config.metrics_listen_addr)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "binding GATEWAY_METRICS_LISTEN_ADDR {}: {error}",
+                config.metrics_listen_addr
+            )
+        })?;
+    run_with_metrics_listener(config, listener, metrics_listener, shutdown).await
+}
+
+/// As [`run`], with `/metrics` served on `metrics_listener` (bound by the caller) instead of on
+/// `config.metrics_listen_addr`.
+///
+/// # Errors
+/// When the router cannot be built or the server fails.
+pub async fn run_with_metrics_listener(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let upstreams = Upstreams::start(&config.upstreams);
@@ -64,19 +94,13 @@ pub async fn run(
     let metrics = Arc::new(observability::Metrics::new(
         observability::gateway_method_paths(),
     ));
-    let metrics_server = match config.metrics_listen_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await?;
-            tracing::info!(addr = %listener.local_addr()?, "gateway metrics listening");
-            let routes = observability::metrics_route(metrics.clone());
-            Some(tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, routes).await {
-                    tracing::error!(%error, "the metrics server failed");
-                }
-            }))
+    tracing::info!(addr = %metrics_listener.local_addr()?, "gateway metrics listening");
+    let metrics_routes = observability::metrics_route(metrics.clone());
+    let metrics_server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, metrics_routes).await {
+            tracing::error!(%error, "the metrics server failed");
         }
-        None => None,
-    };
+    });
     let app = router(proxy, metrics, &config).await?;
     let tls = match &config.tls {
         Some((certificate_chain, private_key)) => Some(server::tls_acceptor(&server::TlsFiles {
@@ -101,15 +125,14 @@ pub async fn run(
         config.server.shutdown_timeout,
     )
     .await;
-    if let Some(metrics_server) = metrics_server {
-        metrics_server.abort();
-    }
+    metrics_server.abort();
     Ok(())
 }
 
 /// The gateway's HTTP router: its own gRPC health and reflection, the proxy for every other gRPC
-/// path, and the plain HTTP routes, wrapped (outermost first) in request ids, tracing, CORS, then
-/// gRPC-Web translation and metrics on the gRPC routes (metrics must see plain gRPC).
+/// path, and the plain HTTP routes (the web root's with their browser defences, `web.rs`),
+/// wrapped (outermost first) in HSTS when serving TLS, request ids, tracing, CORS, then gRPC-Web
+/// translation and metrics on the gRPC routes (metrics must see plain gRPC).
 ///
 /// # Errors
 /// When the reflection service cannot be built from the embedded descriptors.
@@ -137,25 +160,22 @@ async fn router(
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(proxy);
-    if config.metrics_listen_addr.is_none() {
-        http = http.merge(observability::metrics_route(metrics.clone()));
-    }
+    // Scrapers use the metrics port; here /metrics is only a path that does not exist.
+    http = http.route("/metrics", any(|| async { StatusCode::NOT_FOUND }));
     if let Some(root) = &config.web_root {
-        http = http
-            .route_service(
-                "/",
-                tower_http::services::ServeFile::new(root.join("index.html")),
-            )
-            .nest_service("/static", tower_http::services::ServeDir::new(root));
+        http = http.merge(web::routes(root));
     }
     let http = http.layer(observability::MetricsLayer::new(metrics));
-    Ok(http
+    let mut app = http
         .merge(grpc)
         .layer(cors::cors_layer(&config.cors_allowed_origins))
         .layer(observability::trace_layer())
-        .layer(observability::request_id_layers())
-        // Turns every route into its final service once, instead of on each request.
-        .with_state(()))
+        .layer(observability::request_id_layers());
+    if config.tls.is_some() {
+        app = app.layer(axum::middleware::map_response(web::with_hsts));
+    }
+    // Turns every route into its final service once, instead of on each request.
+    Ok(app.with_state(()))
 }
 
 /// Ready when auth's key set has been fetched (so tokens can be checked).

@@ -1,6 +1,7 @@
 //! Metrics, request ids and request spans for everything the gateway answers.
 //!
-//! - [`Metrics`] holds the Prometheus families; [`metrics_route`] serves them at `GET /metrics`.
+//! - [`Metrics`] holds the Prometheus families; [`metrics_route`] serves them at `GET /metrics`,
+//!   on the metrics port only (`GATEWAY_METRICS_LISTEN_ADDR`), never on the public one.
 //! - [`MetricsLayer`] records each request into a shared `Arc<Metrics>`.
 //! - [`request_id_layers`] gives every request an `x-request-id` (kept from the client when it is a
 //!   reasonable token) and copies it onto the response; [`trace_layer`] opens one span per request
@@ -22,7 +23,8 @@
 //! ```ignore
 //! let metrics = Arc::new(Metrics::new(gateway_method_paths()));
 //! let grpc = grpc_routes.layer(MetricsLayer::new(metrics.clone())).layer(GrpcWebLayer::new());
-//! let http = http_routes.merge(metrics_route(metrics.clone())).layer(MetricsLayer::new(metrics));
+//! let http = http_routes.layer(MetricsLayer::new(metrics.clone()));
+//! let metrics_port = metrics_route(metrics); // served on its own listener
 //! let app = http
 //!     .merge(grpc)
 //!     .layer(cors_layer(&allowed_origins))

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|cli|reload|restart> <gateway URL>
+//   node browser.mjs <direct|cli|reload|restart|history|tokens|policy> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -11,7 +11,7 @@
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
 const [scenario, baseUrl] = process.argv.slice(2);
 const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
@@ -66,17 +66,41 @@ interface User {
 let browser: Browser;
 let step = "start";
 
-async function newUser(name: string, beforeRegister?: (page: Page) => Promise<void>): Promise<User> {
-  const viewport = { width: 1100, height: 720 };
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
+/** A browser context whose pages report every Content-Security-Policy violation to `errors`
+ * (Chromium also logs them to the console; the event names the directive). Init scripts run
+ * before the page's own and are not subject to its policy. */
+async function newContext(errors: string[]): Promise<BrowserContext> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  await context.exposeBinding("reportPolicyViolation", (_source, violation: string) => {
+    errors.push(`CSP violation: ${violation}`);
+  });
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (event) => {
+      const report = (window as unknown as { reportPolicyViolation(violation: string): void }).reportPolicyViolation;
+      report(`${event.effectiveDirective} blocked ${event.blockedURI || "inline"}`);
+    });
+  });
+  return context;
+}
+
+async function newPage(errors: string[]): Promise<Page> {
+  const page = await (await newContext(errors)).newPage();
   page.setDefaultTimeout(TIMEOUT);
-  const errors: string[] = [];
   page.on("console", (message) => {
     if (message.type() === "error") errors.push(message.text());
   });
   page.on("pageerror", (error) => errors.push(String(error)));
-  await page.goto(baseUrl);
+  return page;
+}
+
+async function newUser(name: string, beforeRegister?: (page: Page) => Promise<void>): Promise<User> {
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  const response = await page.goto(baseUrl);
+  // Every scenario runs under the gateway's policy: a violation is an error in noConsoleErrors.
+  if (!response?.headers()["content-security-policy"]?.includes("script-src 'self'")) {
+    throw new Error(`the page is served without its Content-Security-Policy: ${JSON.stringify(response?.headers())}`);
+  }
   await page.waitForSelector("body[data-screen=auth]");
   await page.fill("#username", name);
   await page.fill("#password", PASSWORD);
@@ -389,7 +413,103 @@ async function tokens(): Promise<void> {
   noConsoleErrors([alice]);
 }
 
-const scenarios: Record<string, () => Promise<void>> = { direct, cli, reload, restart, history: longHistory, tokens };
+/** Injected scripts do not run under the page's policy, and the policy is what stops them.
+ *
+ * Two ways an attacker's markup could reach the page: inserted into the DOM (a DOM XSS), and
+ * served inside the document (an HTML injection on the server's side). The second is simulated by
+ * intercepting the navigation: the real gateway answers, its headers are kept, and the test adds
+ * an inline script to the body. The same document served without the policy (the control) does
+ * run the script, so the test's injection would be caught if the policy stopped working. */
+async function policy(): Promise<void> {
+  const marker = () => document.documentElement.dataset.injected ?? null;
+
+  step = "the app boots under the policy";
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  await page.goto(baseUrl);
+  await page.waitForSelector("body[data-screen=auth]");
+  expectEqual(errors, [], "errors while the app loads");
+
+  step = "a script inserted into the DOM";
+  await page.evaluate(() => {
+    const script = document.createElement("script");
+    script.textContent = "document.documentElement.dataset.injected = 'dom script'";
+    document.body.append(script);
+    const image = document.createElement("img");
+    image.setAttribute("onerror", "document.documentElement.dataset.injected = 'dom handler'");
+    image.src = "/static/missing-image.png";
+    document.body.append(image);
+  });
+  await waitForViolations(errors, 2);
+  expectEqual(await page.evaluate(marker), null, "what the DOM-inserted scripts did");
+  expectEqual(
+    violationDirectives(errors),
+    ["script-src-attr", "script-src-elem"],
+    "the violations of the DOM-inserted scripts",
+  );
+
+  step = "an inline script served in the document";
+  const injected = await injectedDocument(true);
+  expectEqual(injected.marker, null, "what the injected inline script did");
+  expectEqual(violationDirectives(injected.errors), ["script-src-elem"], "the violations of the injected document");
+
+  step = "control: the same document without the policy runs the script";
+  const control = await injectedDocument(false);
+  expectEqual(control.marker, "html", "the injected script without the policy");
+}
+
+/** Loads the page with an inline script added to the gateway's real answer, with or without its
+ * Content-Security-Policy header; returns what the script left and the errors seen. */
+async function injectedDocument(keepPolicy: boolean): Promise<{ marker: string | null; errors: string[] }> {
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  await page.route(new URL("/", baseUrl).href, async (route) => {
+    const response = await route.fetch();
+    const headers = { ...response.headers() };
+    if (!headers["content-security-policy"]) throw new Error("the gateway sent no policy");
+    if (!keepPolicy) delete headers["content-security-policy"];
+    delete headers["content-length"]; // the body grows
+    const body = (await response.text()).replace(
+      "<body>",
+      "<body><script>document.documentElement.dataset.injected = 'html'</script>",
+    );
+    if (!body.includes("dataset.injected")) throw new Error("the page has no <body> to inject into");
+    await route.fulfill({ response, headers, body });
+  });
+  await page.goto(baseUrl);
+  // The app itself still starts: only the injected script is refused.
+  await page.waitForSelector("body[data-screen=auth]");
+  if (keepPolicy) await waitForViolations(errors, 1);
+  const marker = await page.evaluate(() => document.documentElement.dataset.injected ?? null);
+  await page.context().close();
+  return { marker, errors };
+}
+
+/** Waits (on the events, not on time) until `count` violations were reported. */
+async function waitForViolations(errors: string[], count: number): Promise<void> {
+  const deadline = Date.now() + TIMEOUT;
+  while (errors.filter((e) => e.startsWith("CSP violation")).length < count) {
+    if (Date.now() > deadline) throw new Error(`expected ${count} policy violations, saw ${JSON.stringify(errors)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // polling a list the page fills
+  }
+}
+
+function violationDirectives(errors: string[]): string[] {
+  return errors
+    .filter((e) => e.startsWith("CSP violation: "))
+    .map((e) => e.slice("CSP violation: ".length).split(" ")[0])
+    .sort();
+}
+
+const scenarios: Record<string, () => Promise<void>> = {
+  direct,
+  cli,
+  reload,
+  restart,
+  history: longHistory,
+  tokens,
+  policy,
+};
 
 async function main(): Promise<void> {
   const run = scenarios[scenario];

@@ -347,6 +347,11 @@ impl Environment {
                 "10".to_owned(),
             ),
             ("GATEWAY_CORS_ALLOWED_ORIGINS".to_owned(), String::new()),
+            // /metrics has a port of its own (default 127.0.0.1:9090): any free one here.
+            (
+                "GATEWAY_METRICS_LISTEN_ADDR".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
         ]);
         env
     }

@@ -65,6 +65,15 @@ async fn two_browsers_register_and_chat_in_real_time(db: PgPool) {
     run_scenario(&mut stack, "direct").await;
 }
 
+/// Every scenario runs under the gateway's Content-Security-Policy and fails on a violation; this
+/// one shows that injected scripts do not run (see `policy` in tests/browser.ts).
+#[sqlx::test(migrations = "../migrations")]
+async fn injected_scripts_do_not_run_under_the_pages_content_security_policy(db: PgPool) {
+    let mut stack = stack(db, "policy").await;
+
+    run_scenario(&mut stack, "policy").await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_browser_and_the_cli_exchange_direct_and_group_messages(db: PgPool) {
     let mut stack = stack(db, "cli").await;

@@ -213,8 +213,8 @@ impl std::fmt::Debug for Metrics {
 
 /// `GET /metrics`, answering [`Metrics::render`] with [`OPENMETRICS_CONTENT_TYPE`].
 ///
-/// The gateway is the public endpoint: expose this route only where scrapers (not the internet)
-/// can reach it, e.g. block `/metrics` at the Ingress or serve this router on a separate port.
+/// The gateway serves this router on its metrics port only (`GATEWAY_METRICS_LISTEN_ADDR`), which
+/// scrapers reach and the internet does not; its public port answers 404 for `/metrics`.
 pub fn metrics_route(metrics: Arc<Metrics>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",

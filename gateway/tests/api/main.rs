@@ -9,3 +9,5 @@ mod observability;
 mod proxying;
 mod server;
 mod serving;
+mod upstream_request_ids;
+mod web_root;

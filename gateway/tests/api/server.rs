@@ -505,7 +505,7 @@ fn self_signed_tls() -> (TlsAcceptor, CertificateDer<'static>) {
     (acceptor.unwrap(), certified.cert.der().clone())
 }
 
-async fn connect_tls(
+pub(crate) async fn connect_tls(
     addr: SocketAddr,
     certificate: &CertificateDer<'static>,
     alpn: &[u8],

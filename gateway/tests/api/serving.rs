@@ -62,30 +62,47 @@ async fn healthz_answers_ok_over_plain_http() {
 }
 
 #[tokio::test]
-async fn with_a_metrics_address_metrics_leave_the_public_port() {
+async fn metrics_are_served_on_their_own_port_and_the_public_port_answers_404() {
     let nowhere: http::Uri = "http://127.0.0.1:1".parse().unwrap();
-    // A free port: bound, read, released (the gateway binds it again right away).
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut config =
+    let config =
         gateway::Config::for_tests(crate::helpers::upstreams(&nowhere, &nowhere, &nowhere));
-    config.metrics_listen_addr = Some(metrics_addr);
-    let app = crate::helpers::spawn_gateway(config).await;
-    // The metrics port is bound before the main one serves; wait for the main one.
-    testkit::health_status(testkit::connect(app.addr).await, "").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (public_addr, metrics_addr) = (
+        listener.local_addr().unwrap(),
+        metrics_listener.local_addr().unwrap(),
+    );
+    tokio::spawn(gateway::run_with_metrics_listener(
+        config,
+        listener,
+        metrics_listener,
+        std::future::pending(),
+    ));
 
-    let public = http1_request(app.addr, "GET /metrics HTTP/1.1", b"").await;
+    let public = http1_request(public_addr, "GET /metrics HTTP/1.1", b"").await;
     let private = http1_request(metrics_addr, "GET /metrics HTTP/1.1", b"").await;
 
     let public = String::from_utf8(public).unwrap();
     let private = String::from_utf8(private).unwrap();
-    // Unknown plain-HTTP paths fall through to the gRPC routes, which refuse them.
-    assert!(public.starts_with("HTTP/1.1 400"), "{public}");
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
     assert!(!public.contains("# EOF"), "{public}");
     assert!(private.starts_with("HTTP/1.1 200"), "{private}");
     assert!(private.contains("# EOF"), "{private}");
+    // The public port's refusal is counted like any other answer.
+    assert!(
+        private.contains(r#"http_requests_total{path_kind="metrics",status="404"} 1"#),
+        "{private}"
+    );
+}
+
+#[tokio::test]
+async fn the_default_gateway_keeps_metrics_off_its_public_port() {
+    let app = spawn_app().await;
+
+    let public = http1_request(app.addr, "GET /metrics HTTP/1.1", b"").await;
+
+    let public = String::from_utf8(public).unwrap();
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
 }
 
 #[tokio::test]
