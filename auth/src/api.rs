@@ -71,7 +71,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let resume_device = optional_uuid("device_id", &request.device_id)?;
         let state = &self.state;
         let attempt = AttemptKeys::new(&request.username, address);
-        let earlier_failures = state.throttle.check(&state.db, &attempt).await?;
+        state.throttle.admit(&state.db, &attempt).await?;
 
         let credentials = accounts::find_credentials(&state.db, &request.username).await?;
         let (user, stored_hash) =
@@ -81,14 +81,11 @@ impl pb::auth_service_server::AuthService for AuthApi {
             .verify(request.password.into(), stored_hash)
             .await?;
         let Some(user) = user.filter(|_| verified) else {
-            state.throttle.record_failure(&state.db, &attempt).await?;
+            // Already counted as a failure when admitted.
             tracing::debug!("login refused");
             return Err(Error::InvalidCredentials.into());
         };
-        state
-            .throttle
-            .record_success(&state.db, &attempt, earlier_failures)
-            .await?;
+        state.throttle.record_success(&state.db, &attempt).await?;
 
         let (device, session_id, refresh) = match resume_device {
             Some(device_id) => {

@@ -86,17 +86,30 @@ pub struct PasswordSettings {
     pub concurrency: usize,
 }
 
-/// Failed-login throttling, shared by all replicas through the database.
+/// Failed-login throttling, shared by all replicas through the database (see `throttle.rs` for
+/// the policy).
 #[derive(Debug, Clone)]
 pub struct ThrottleSettings {
-    /// `AUTH_LOGIN_FAILURES_PER_ACCOUNT`: failures allowed per username in a window, default 5.
-    pub failures_per_account: u32,
-    /// `AUTH_LOGIN_FAILURES_PER_ADDRESS`: failures allowed per client address in a window,
-    /// default 50.
+    /// `AUTH_LOGIN_FAILURES_BEFORE_DELAY`: consecutive failures of one username from one address
+    /// before delays start, default 3. Each further failure makes that pair wait twice as long
+    /// as the last (1 s, 2 s, 4 s, ...), up to `max_delay`; other addresses are not slowed.
+    pub failures_before_delay: u32,
+    /// `AUTH_LOGIN_MAX_DELAY_SECS`: the longest such delay, default 900.
+    pub max_delay: Duration,
+    /// `AUTH_LOGIN_FAILURES_PER_ADDRESS`: failures allowed per client address (IPv6: per /64)
+    /// within the window, across usernames (password spraying), default 50.
     pub failures_per_address: u32,
-    /// `AUTH_LOGIN_FAILURE_WINDOW_SECS`: the window, and how long a key stays blocked once over
-    /// its limit, default 900. Never longer: a victim is never locked out for good.
+    /// `AUTH_LOGIN_FAILURE_WINDOW_SECS`: that window, default 900; an address over its limit
+    /// waits for the window's end.
     pub window: Duration,
+    /// `AUTH_LOGIN_FAILURES_PER_ACCOUNT`: consecutive failures of one username across all
+    /// addresses (a successful login resets the count) at which the account's ceiling holds,
+    /// default 50, at most 100 (NIST SP 800-63B's limit).
+    pub failures_per_account: u32,
+    /// `AUTH_LOGIN_ACCOUNT_LOCK_SECS`: at the ceiling, addresses from which the user has not
+    /// logged in during the last 30 days get one attempt per this period, default 3600.
+    /// Addresses with such a success are not held back by the ceiling.
+    pub account_lock: Duration,
 }
 
 const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -161,9 +174,12 @@ impl Config {
                 concurrency: 2,
             },
             login_throttle: ThrottleSettings {
-                failures_per_account: 5,
+                failures_before_delay: 3,
+                max_delay: Duration::from_secs(900),
                 failures_per_address: 50,
                 window: Duration::from_secs(900),
+                failures_per_account: 50,
+                account_lock: Duration::from_secs(3600),
             },
             max_devices_per_user: 10,
             device_events: OutboxSettings {
@@ -227,12 +243,37 @@ impl PasswordSettings {
 
 impl ThrottleSettings {
     fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
+        let failures_per_account = positive(env, "LOGIN_FAILURES_PER_ACCOUNT", 50)?;
+        if failures_per_account > MAX_CONSECUTIVE_FAILURES {
+            return Err(ConfigError::Invalid {
+                key: env.key("LOGIN_FAILURES_PER_ACCOUNT"),
+                reason: "must be at most 100 (NIST SP 800-63B)".into(),
+            });
+        }
         Ok(Self {
-            failures_per_account: positive(env, "LOGIN_FAILURES_PER_ACCOUNT", 5)?,
+            failures_before_delay: env.parse_or("LOGIN_FAILURES_BEFORE_DELAY", 3)?,
+            max_delay: throttle_seconds(env, "LOGIN_MAX_DELAY_SECS", 900)?,
             failures_per_address: positive(env, "LOGIN_FAILURES_PER_ADDRESS", 50)?,
-            window: env.seconds_or("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs(900))?,
+            window: throttle_seconds(env, "LOGIN_FAILURE_WINDOW_SECS", 900)?,
+            failures_per_account,
+            account_lock: throttle_seconds(env, "LOGIN_ACCOUNT_LOCK_SECS", 3600)?,
         })
     }
+}
+
+/// NIST SP 800-63B: at most 100 consecutive failed attempts on one account.
+const MAX_CONSECUTIVE_FAILURES: u32 = 100;
+
+/// Throttling periods: from 1 s to 30 days (rows are kept that long).
+fn throttle_seconds(env: &EnvReader, setting: &str, default: u64) -> Result<Duration, ConfigError> {
+    let value = env.seconds_or(setting, Duration::from_secs(default))?;
+    if !(1..=30 * 24 * 3600).contains(&value.as_secs()) {
+        return Err(ConfigError::Invalid {
+            key: env.key(setting),
+            reason: "must be between 1 and 2592000 seconds (30 days)".into(),
+        });
+    }
+    Ok(value)
 }
 
 fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
@@ -254,5 +295,56 @@ mod tests {
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    fn example_with(key: &str, value: &str) -> Result<Config, ConfigError> {
+        let mut env = common::config::parse_env_file(EXAMPLE);
+        env.insert(key.to_owned(), value.to_owned());
+        Config::from_lookup(&|key| env.get(key).cloned())
+    }
+
+    #[test]
+    fn the_example_env_file_states_the_login_throttling_defaults() {
+        let example = common::config::parse_env_file(EXAMPLE);
+        let documented = Config::from_lookup(&|key| example.get(key).cloned()).unwrap();
+        let defaults = Config::from_lookup(&|key| {
+            (!key.starts_with("AUTH_LOGIN_"))
+                .then(|| example.get(key).cloned())
+                .flatten()
+        })
+        .unwrap();
+
+        let (documented, defaults) = (documented.login_throttle, defaults.login_throttle);
+        assert_eq!(format!("{documented:?}"), format!("{defaults:?}"));
+        assert_eq!(defaults.failures_per_account, 50);
+        assert_eq!(defaults.failures_before_delay, 3);
+    }
+
+    #[test]
+    fn the_account_ceiling_may_not_pass_nists_100_consecutive_failures() {
+        assert!(example_with("AUTH_LOGIN_FAILURES_PER_ACCOUNT", "100").is_ok());
+
+        let error = example_with("AUTH_LOGIN_FAILURES_PER_ACCOUNT", "101").unwrap_err();
+
+        assert!(
+            error
+                .to_string()
+                .contains("AUTH_LOGIN_FAILURES_PER_ACCOUNT"),
+            "{error}"
+        );
+        assert!(example_with("AUTH_LOGIN_FAILURES_PER_ACCOUNT", "0").is_err());
+    }
+
+    #[test]
+    fn throttling_periods_are_between_a_second_and_thirty_days() {
+        for key in [
+            "AUTH_LOGIN_MAX_DELAY_SECS",
+            "AUTH_LOGIN_FAILURE_WINDOW_SECS",
+            "AUTH_LOGIN_ACCOUNT_LOCK_SECS",
+        ] {
+            assert!(example_with(key, "0").is_err(), "{key}=0");
+            assert!(example_with(key, "2592001").is_err(), "{key} above 30 days");
+            assert!(example_with(key, "2592000").is_ok(), "{key} of 30 days");
+        }
     }
 }

@@ -46,11 +46,16 @@ impl State {
             .map_err(|error| Error::Internal(format!("AUTH_SERVICE_SECRET: {error}")))?;
         let service_credential = ServiceCredential::new(&service_secret)
             .map_err(|error| Error::Internal(format!("AUTH_SERVICE_SECRET: {error}")))?;
+        let throttle = LoginThrottle::start(
+            config.login_throttle.clone(),
+            db.clone(),
+            streams_end.clone(),
+        );
         let device_events = Feed::start(db.clone(), config.device_events.clone(), streams_end);
         Ok(Self {
             db,
             passwords: Passwords::new(&config.passwords)?,
-            throttle: LoginThrottle::new(config.login_throttle.clone()),
+            throttle,
             sessions,
             validator: issuer.validator(),
             issuer,

@@ -17,6 +17,10 @@ pub enum Error {
     /// The server cannot be reached or is unavailable (exit code 5).
     #[error("the server is unavailable: {0}")]
     Unavailable(String),
+    /// TLS failed: the server's certificate is not trusted or the handshake failed (exit code
+    /// 5). Never followed by a plaintext attempt.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server refused the call for another reason (exit code 1).
     #[error("the server refused: {code:?}: {message}")]
     Refused {
@@ -45,7 +49,7 @@ impl Error {
             Error::Usage(_) => 2,
             Error::Auth(_) => 3,
             Error::NotFound(_) => 4,
-            Error::Unavailable(_) => 5,
+            Error::Unavailable(_) | Error::Tls(_) => 5,
             Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
         }
     }
@@ -62,6 +66,7 @@ impl From<Status> for Error {
             }),
             Code::NotFound => Error::NotFound(message),
             Code::InvalidArgument => Error::Usage(message),
+            Code::Unavailable if is_tls_failure(&message) => Error::Tls(explain_tls(message)),
             Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
             code => Error::Refused { code, message },
         }
@@ -70,7 +75,34 @@ impl From<Status> for Error {
 
 impl From<tonic::transport::Error> for Error {
     fn from(error: tonic::transport::Error) -> Self {
-        Error::Unavailable(error.to_string())
+        Error::Unavailable(crate::server::error_chain(&error))
+    }
+}
+
+/// Whether a connection failure came from TLS. tonic reports a failed connection as
+/// UNAVAILABLE carrying only the cause's text, so the text is all there is to go on: rustls'
+/// messages and tonic's own TLS ones.
+pub(crate) fn is_tls_failure(message: &str) -> bool {
+    [
+        "invalid peer certificate",
+        "received corrupt message",
+        "peer is incompatible",
+        "HTTP/2 was not negotiated",
+        "TLS handshake",
+        "received fatal alert",
+    ]
+    .iter()
+    .any(|marker| message.contains(marker))
+}
+
+fn explain_tls(message: String) -> String {
+    if message.contains("invalid peer certificate") {
+        format!(
+            "the server's certificate is not trusted ({message}); for a server with a private \
+             CA, give its certificate with --ca-file (or CHAT_CA_FILE)"
+        )
+    } else {
+        format!("the TLS handshake failed ({message}); is the server speaking TLS?")
     }
 }
 
@@ -99,5 +131,11 @@ mod tests {
         assert_eq!(code(Status::unavailable("x")), 5);
         assert_eq!(code(Status::invalid_argument("x")), 2);
         assert_eq!(code(Status::internal("x")), 1);
+        assert_eq!(
+            code(Status::unavailable(
+                "invalid peer certificate: UnknownIssuer"
+            )),
+            5
+        );
     }
 }

@@ -25,8 +25,12 @@
 //!
 //! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
 //! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
-//! password or passphrase, session ended), 4 not found, 5 network or server unavailable,
-//! 6 verification failure (a message that failed verification was shown).
+//! password or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS
+//! failures included), 6 verification failure (a message that failed verification was shown).
+//!
+//! **Transport** ([`Server`]): TLS (rustls) for `https://` servers, with the system's roots or
+//! a CA file, and never a plaintext fallback; plaintext for `http://`, which the program warns
+//! about before sending a password anywhere but loopback.
 //!
 //! Not done here: no forward secrecy (see the `e2ee` crate); passwords are read from the
 //! environment or a line of stdin, without disabling the terminal's echo.
@@ -40,6 +44,7 @@ pub mod keystore;
 mod live;
 mod messages;
 pub mod profile;
+mod server;
 mod session;
 
 pub use contacts::{KeyWarning, SafetyNumber};
@@ -48,4 +53,5 @@ pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
 pub use messages::{Content, ConversationSummary, ReceivedText, SentMessage, Target, TargetKind};
 pub use profile::Profile;
+pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};

@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -12,15 +13,13 @@ use proto::{
     group::v1::group_service_client::GroupServiceClient,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tonic::{
-    Code, Request, Response, Status,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
     Error, Result,
     keystore::{self, KdfParams},
     profile::{Account, Profile, Tokens},
+    server::Server,
 };
 
 /// Refresh the access token when it expires within this long.
@@ -89,12 +88,12 @@ impl std::fmt::Debug for Session {
 /// [`Error::Refused`] with ALREADY_EXISTS for a taken username; [`Error::Usage`] for a
 /// username or password auth refuses; [`Error::Unavailable`].
 pub async fn register(
-    server: &str,
+    server: &Server,
     username: &str,
     password: &SecretString,
     display_name: &str,
 ) -> Result<String> {
-    let auth = AuthServiceClient::new(channel(server)?);
+    let auth = AuthServiceClient::new(server.channel());
     let request = auth_pb::RegisterRequest {
         username: username.to_owned(),
         password: password.expose_secret().to_owned(),
@@ -116,21 +115,24 @@ impl Session {
     /// saves the private keys sealed with the passphrase (or the password).
     ///
     /// # Errors
-    /// [`Error::Auth`] for wrong credentials or a wrong passphrase; [`Error::Unavailable`];
-    /// [`Error::Profile`].
+    /// [`Error::Auth`] for wrong credentials or a wrong passphrase; [`Error::Unavailable`] or
+    /// [`Error::Tls`]; [`Error::Profile`]; [`Error::Usage`] for a plaintext login to a host the
+    /// profile reached over TLS ([`Server::check_no_downgrade`]).
     pub async fn login(
         profile: Profile,
-        server: &str,
+        server: &Server,
         username: &str,
         password: &SecretString,
         passphrase: Option<&SecretString>,
         options: KeyOptions,
     ) -> Result<Session> {
+        server.check_no_downgrade(&profile)?;
         let passphrase = passphrase.unwrap_or(password).expose_secret().as_bytes();
-        let auth = AuthServiceClient::new(channel(server)?);
+        let channel = server.channel();
+        let auth = AuthServiceClient::new(channel.clone());
         let existing = profile
             .account()?
-            .filter(|account| account.server == server && account.username == username);
+            .filter(|account| account.server == server.url() && account.username == username);
         let (device_id, keys) = match (&existing, profile.sealed_keys()?) {
             (Some(account), Some(sealed)) => (
                 account.device_id.clone(),
@@ -189,22 +191,29 @@ impl Session {
             }
         };
         let account = Account {
-            server: server.to_owned(),
+            server: server.url().to_owned(),
             username: user.username,
             user_id: user.user_id,
             device_id: device.device_id,
         };
         profile.save_account(&account)?;
         profile.save_tokens(&tokens)?;
-        Session::with(profile, account, tokens, Some(keys))
+        Ok(Session::with(profile, account, tokens, Some(keys), channel))
     }
 
-    /// Resumes the session saved in `profile`. Keys are opened only when `passphrase` is given
-    /// (commands that neither send nor read messages do not need them).
+    /// Resumes the session saved in `profile`, on the server it logged in to (trusting the
+    /// certificates of `ca_file` for an `https://` server, as [`Server::new`]). Keys are opened
+    /// only when `passphrase` is given (commands that neither send nor read messages do not
+    /// need them).
     ///
     /// # Errors
-    /// [`Error::Auth`] when the profile is not logged in or the passphrase is wrong.
-    pub fn resume(profile: Profile, passphrase: Option<&SecretString>) -> Result<Session> {
+    /// [`Error::Auth`] when the profile is not logged in or the passphrase is wrong; as
+    /// [`Server::new`].
+    pub fn resume(
+        profile: Profile,
+        passphrase: Option<&SecretString>,
+        ca_file: Option<&Path>,
+    ) -> Result<Session> {
         let not_logged_in = || Error::Auth("not logged in: run `chat login` first".to_owned());
         let account = profile.account()?.ok_or_else(not_logged_in)?;
         let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
@@ -218,7 +227,8 @@ impl Session {
             }
             None => None,
         };
-        Session::with(profile, account, tokens, keys)
+        let channel = Server::new(&account.server, ca_file)?.channel();
+        Ok(Session::with(profile, account, tokens, keys, channel))
     }
 
     fn with(
@@ -226,9 +236,9 @@ impl Session {
         account: Account,
         tokens: Tokens,
         keys: Option<e2ee::DeviceKeys>,
-    ) -> Result<Session> {
-        let channel = channel(&account.server)?;
-        Ok(Session {
+        channel: Channel,
+    ) -> Session {
+        Session {
             profile,
             account,
             keys,
@@ -238,7 +248,7 @@ impl Session {
             group: GroupServiceClient::new(channel),
             users: Default::default(),
             warnings: Default::default(),
-        })
+        }
     }
 
     /// The account.
@@ -427,16 +437,6 @@ async fn upload_keys(
     Ok(())
 }
 
-/// A lazily connecting channel to the gateway at `server`.
-pub(crate) fn channel(server: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
-        .map_err(|_| Error::Usage(format!("not a server URL: {server}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
-}
-
 async fn retry_unavailable<Resp, F, Fut>(mut rpc: F) -> Result<Resp>
 where
     F: FnMut() -> Fut,
@@ -445,7 +445,11 @@ where
     let mut delay = FIRST_RETRY_DELAY;
     for _ in 0..UNAVAILABLE_RETRIES {
         match rpc().await {
-            Err(status) if status.code() == Code::Unavailable => {
+            // A TLS failure does not heal by itself: report it at once.
+            Err(status)
+                if status.code() == Code::Unavailable
+                    && !crate::error::is_tls_failure(status.message()) =>
+            {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

@@ -1,10 +1,17 @@
-use std::{net::SocketAddr, sync::LazyLock};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::LazyLock,
+    time::Duration,
+};
 
 use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use rsa::{RsaPrivateKey, pkcs8::EncodePublicKey};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    transport::{Channel, Endpoint},
+};
 use tonic_types::StatusExt;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -36,6 +43,106 @@ pub async fn spawn_app_with(db: PgPool, config: auth::Config) -> TestApp {
         channel,
         db,
     }
+}
+
+/// Auth behind the real gateway, which tells auth each caller's address (`x-forwarded-for`, from
+/// the TCP peer). Chat and group are not running: these tests call auth only.
+pub struct BehindGateway {
+    pub gateway: SocketAddr,
+    pub db: PgPool,
+}
+
+pub async fn spawn_behind_gateway(db: PgPool, config: auth::Config) -> BehindGateway {
+    let auth = spawn_app_with(db.clone(), config).await;
+    let nowhere = || "http://127.0.0.1:1".parse().unwrap();
+    let upstreams = gateway::UpstreamSettings {
+        auth: format!("http://{}", auth.addr).parse().unwrap(),
+        chat: nowhere(),
+        group: nowhere(),
+        resolve_interval: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
+        connections_per_address: 1,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(gateway::run(
+        gateway::Config::for_tests(upstreams),
+        listener,
+        std::future::pending(),
+    ));
+    BehindGateway { gateway, db }
+}
+
+impl BehindGateway {
+    /// A client whose connections to the gateway come from `address` (any of 127.0.0.0/8 works
+    /// on Linux without setup), so that one test can play several machines.
+    pub async fn client_from(&self, address: &str) -> AuthServiceClient<Channel> {
+        let address: IpAddr = address.parse().unwrap();
+        let channel = Endpoint::from_shared(format!("http://{}", self.gateway))
+            .unwrap()
+            .local_address(Some(address))
+            .connect()
+            .await
+            .unwrap();
+        AuthServiceClient::new(channel)
+    }
+
+    pub async fn register(&self, username: &str) {
+        self.client_from("127.0.0.1")
+            .await
+            .register(pb::RegisterRequest {
+                username: username.into(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A login of `username` from `address` through the gateway.
+    pub async fn login_from(
+        &self,
+        address: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<pb::LoginResponse, Status> {
+        self.client_from(address)
+            .await
+            .login(pb::LoginRequest {
+                username: username.into(),
+                password: password.into(),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Lets every pair's current delay end, as if that much time had passed.
+    pub async fn end_pair_delays(&self) {
+        sqlx::query(
+            "update auth.login_throttles set blocked_until = now() - interval '1 second'
+             where throttle_key like 'pair:%'",
+        )
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+}
+
+/// Auth's refusal of a throttled login: RESOURCE_EXHAUSTED, reason LOGIN_THROTTLED from auth
+/// (not the gateway's own rate limit), with the RetryInfo delay it carries.
+pub fn throttled(result: Result<impl std::fmt::Debug, Status>) -> Duration {
+    let status = assert_code(result, Code::ResourceExhausted);
+    let details = status.get_error_details();
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("LOGIN_THROTTLED", "auth.v1")
+    );
+    details
+        .retry_info()
+        .and_then(|retry| retry.retry_delay)
+        .expect("RetryInfo with a delay")
 }
 
 /// An RSA-OAEP public key (2048 bits, to keep tests quick) and an Ed25519 key, made once.

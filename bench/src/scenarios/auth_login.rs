@@ -223,6 +223,7 @@ fn auth_config(context: &Context) -> auth::Config {
         concurrency: context.nproc,
     };
     config.login_throttle = auth::ThrottleSettings {
+        failures_before_delay: u32::MAX,
         failures_per_account: u32::MAX,
         failures_per_address: u32::MAX,
         ..config.login_throttle

@@ -11,14 +11,14 @@ use sqlx::PgPool;
 use crate::helpers::{PASSWORD, TestEnv, spawn_env};
 
 /// What one run of the `chat` binary printed, and its exit code.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|_| panic!("not JSON: {} / {}", self.stdout, self.stderr))
     }
@@ -42,7 +42,7 @@ async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -
 }
 
 /// Runs `chat` with only the given profile and secret variables (and the test settings).
-async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
     command
         .args(args)
@@ -53,6 +53,7 @@ async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &
         .env_remove("CHAT_PASSWORD")
         .env_remove("CHAT_PASSPHRASE")
         .env_remove("CHAT_PROFILE")
+        .env_remove("CHAT_CA_FILE")
         .env_remove("XDG_CONFIG_HOME")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use client::{KeyOptions, LiveEvent, Profile, Session, keystore::KdfParams};
+use client::{KeyOptions, LiveEvent, Profile, Server, Session, keystore::KdfParams};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::{
@@ -29,6 +29,8 @@ pub const TEST_KEYS: KeyOptions = KeyOptions {
 pub struct TestEnv {
     pub gateway: SocketAddr,
     pub db: PgPool,
+    /// When the gateway serves TLS: the CA that signed its certificate.
+    pub tls: Option<TestCa>,
     dirs: Mutex<Vec<TempDir>>,
 }
 
@@ -36,8 +38,22 @@ pub async fn spawn_env(db: PgPool) -> TestEnv {
     spawn_env_with(db, |_| {}).await
 }
 
+/// As [`spawn_env`], with the gateway serving TLS only, with a certificate for 127.0.0.1 and
+/// localhost from a private CA ([`TestEnv::tls`]).
+pub async fn spawn_tls_env(db: PgPool) -> TestEnv {
+    spawn_env_full(db, |_| {}, Some(TestCa::new())).await
+}
+
 /// As [`spawn_env`], with auth's configuration adjusted.
 pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::Config)) -> TestEnv {
+    spawn_env_full(db, configure_auth, None).await
+}
+
+async fn spawn_env_full(
+    db: PgPool,
+    configure_auth: impl FnOnce(&mut auth::Config),
+    tls: Option<TestCa>,
+) -> TestEnv {
     let mut auth_config = auth::Config::for_tests();
     configure_auth(&mut auth_config);
     let auth_addr = spawn_service(|listener| {
@@ -72,18 +88,61 @@ pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::C
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,
     };
-    let gateway = spawn_service(|listener| {
-        gateway::run(
-            gateway::Config::for_tests(upstreams),
-            listener,
-            std::future::pending(),
-        )
-    })
-    .await;
+    let mut gateway_config = gateway::Config::for_tests(upstreams);
+    gateway_config.tls = tls
+        .as_ref()
+        .map(|ca| (ca.gateway_chain.clone(), ca.gateway_key.clone()));
+    let gateway =
+        spawn_service(|listener| gateway::run(gateway_config, listener, std::future::pending()))
+            .await;
     TestEnv {
         gateway,
         db,
+        tls,
         dirs: Mutex::new(Vec::new()),
+    }
+}
+
+/// A private CA, and a certificate for 127.0.0.1 and localhost that it signed, as PEM files.
+pub struct TestCa {
+    /// The CA's certificate: what a client must trust.
+    pub ca_file: PathBuf,
+    pub gateway_chain: PathBuf,
+    pub gateway_key: PathBuf,
+    _dir: TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "chat test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let gateway_key = KeyPair::generate().unwrap();
+        let gateway = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&gateway_key, &ca)
+            .unwrap();
+        let dir = TempDir::new();
+        let ca_file = dir.0.join("ca.pem");
+        let gateway_chain = dir.0.join("gateway.pem");
+        let gateway_key_file = dir.0.join("gateway-key.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&gateway_chain, gateway.pem()).unwrap();
+        std::fs::write(&gateway_key_file, gateway_key.serialize_pem()).unwrap();
+        TestCa {
+            ca_file,
+            gateway_chain,
+            gateway_key: gateway_key_file,
+            _dir: dir,
+        }
     }
 }
 
@@ -107,8 +166,19 @@ where
 }
 
 impl TestEnv {
+    /// The gateway's URL: `https://` when it serves TLS.
     pub fn server(&self) -> String {
-        format!("http://{}", self.gateway)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.gateway)
+    }
+
+    /// The gateway for the `client` library, trusting the test CA when it serves TLS.
+    pub fn connection(&self) -> Server {
+        self.connection_via(&self.server())
+    }
+
+    fn connection_via(&self, url: &str) -> Server {
+        Server::new(url, self.tls.as_ref().map(|ca| ca.ca_file.as_path())).unwrap()
     }
 
     /// A fresh, empty profile directory, removed at the end of the test.
@@ -121,7 +191,7 @@ impl TestEnv {
 
     /// Registers `username` and logs in on a new profile.
     pub async fn user(&self, username: &str) -> Arc<Session> {
-        client::register(&self.server(), username, &password(), "")
+        client::register(&self.connection(), username, &password(), "")
             .await
             .unwrap();
         self.device(username).await
@@ -135,7 +205,8 @@ impl TestEnv {
     /// A new device of `username` that reaches the gateway through `server`.
     pub async fn device_via(&self, username: &str, server: &str) -> Arc<Session> {
         let profile = Profile::open(self.profile_dir()).unwrap();
-        let session = Session::login(profile, server, username, &password(), None, TEST_KEYS)
+        let server = self.connection_via(server);
+        let session = Session::login(profile, &server, username, &password(), None, TEST_KEYS)
             .await
             .unwrap();
         wait_until_chat_answers(&session).await;

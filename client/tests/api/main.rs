@@ -5,3 +5,4 @@ mod cli;
 mod groups;
 mod helpers;
 mod messaging;
+mod tls;

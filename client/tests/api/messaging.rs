@@ -107,7 +107,7 @@ async fn a_dropped_stream_reconnects_and_resumes_from_its_cursor(db: PgPool) {
     let env = spawn_env(db).await;
     let proxy = CuttableProxy::start(env.gateway).await;
     let alice = env.user("alice").await;
-    client::register(&env.server(), "bob", &crate::helpers::password(), "")
+    client::register(&env.connection(), "bob", &crate::helpers::password(), "")
         .await
         .unwrap();
     let bob = env.device_via("bob", &proxy.url()).await;
@@ -251,7 +251,7 @@ async fn tokens_are_refreshed_before_expiry_and_after_rejection_and_saved(db: Pg
     assert_eq!(user.username, "alice");
     assert_ne!(first, second);
     assert_ne!(second, saved());
-    let resumed = client::Session::resume(alice.profile().clone(), None).unwrap();
+    let resumed = client::Session::resume(alice.profile().clone(), None, None).unwrap();
     resumed.whoami().await.unwrap();
 }
 
@@ -262,7 +262,7 @@ async fn logging_in_again_resumes_the_device_unless_it_was_revoked(db: PgPool) {
     let alice = env.user("alice").await;
     let profile = alice.profile().clone();
     let first_device = alice.account().device_id.clone();
-    let server = env.server();
+    let server = env.connection();
     let password = crate::helpers::password();
     let login = || {
         client::Session::login(

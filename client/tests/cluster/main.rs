@@ -147,7 +147,7 @@ async fn follow_a_group_conversation(
     cluster: &Cluster,
     scratch: &Path,
 ) -> [(Arc<Device>, Arc<Session>, client::Target); 4] {
-    let server = cluster.server();
+    let server = client::Server::new(&cluster.server(), None).unwrap();
     let password: SecretString = PASSWORD.to_owned().into();
     for username in ["alice", "bob", "carol"] {
         client::register(&server, username, &password, "")

@@ -131,6 +131,10 @@ impl Stack {
         format!("http://{}", self.gateway)
     }
 
+    fn server(&self) -> client::Server {
+        client::Server::new(&self.url(), None).unwrap()
+    }
+
     fn start_gateway_on(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway::run(self.config.clone(), listener, async {
@@ -176,7 +180,7 @@ impl Stack {
     /// Registers `username` and logs in a CLI device (the `client` library) on a new profile.
     pub async fn cli_user(&mut self, username: &str) -> Arc<Session> {
         let password = SecretString::from(PASSWORD.to_owned());
-        client::register(&self.url(), username, &password, "")
+        client::register(&self.server(), username, &password, "")
             .await
             .unwrap();
         self.cli_device(username).await
@@ -189,9 +193,16 @@ impl Stack {
         std::fs::create_dir_all(&dir).unwrap();
         self.profiles.push(dir.clone());
         let profile = Profile::open(dir).unwrap();
-        let session = Session::login(profile, &self.url(), username, &password, None, TEST_KEYS)
-            .await
-            .unwrap();
+        let session = Session::login(
+            profile,
+            &self.server(),
+            username,
+            &password,
+            None,
+            TEST_KEYS,
+        )
+        .await
+        .unwrap();
         Arc::new(session)
     }
 }

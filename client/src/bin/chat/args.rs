@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes: 0 success, 1 other error, 2 usage, 3 authentication (not logged in, wrong password \
-or passphrase, session ended), 4 not found, 5 network or server unavailable, 6 a message failed \
-verification.
+or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS failures \
+included), 6 a message failed verification.
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
 device keys from CHAT_PASSPHRASE, else the password. Targets: a username, or #group (name or id).";
@@ -22,7 +22,8 @@ pub struct Cli {
     /// Profile directory (default: $XDG_CONFIG_HOME/chat/PROFILE or ~/.config/chat/PROFILE).
     #[arg(long, global = true, env = "CHAT_PROFILE_DIR")]
     pub profile_dir: Option<PathBuf>,
-    /// Gateway URL for register and login (later commands use the profile's).
+    /// Gateway URL for register and login (later commands use the profile's). https:// is
+    /// always TLS; http:// is plaintext, which is warned about beyond this machine.
     #[arg(
         long,
         global = true,
@@ -30,6 +31,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
+    /// PEM file of the CA certificate(s) to trust for an https:// server, instead of the
+    /// system's roots (a private CA). Needed by every command that talks to that server.
+    #[arg(long, global = true, env = "CHAT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Machine-readable output: JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,

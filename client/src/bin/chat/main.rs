@@ -9,7 +9,7 @@ use std::{
 
 use clap::{CommandFactory, Parser};
 use client::{
-    Content, Error, KeyOptions, LiveEvent, Profile, Result, Session, keystore::KdfParams,
+    Content, Error, KeyOptions, LiveEvent, Profile, Result, Server, Session, keystore::KdfParams,
 };
 use secrecy::SecretString;
 use tokio::io::AsyncBufReadExt;
@@ -57,13 +57,15 @@ async fn run(cli: Cli) -> Result<u8> {
             username,
             display_name,
         } => {
-            let password = password()?;
-            client::register(&cli.server, &username, &password, &display_name).await?;
+            let server = password_server(&cli.server, cli.ca_file.as_deref())?;
             let profile = Profile::open(dir)?;
+            server.check_no_downgrade(&profile)?;
+            let password = password()?;
+            client::register(&server, &username, &password, &display_name).await?;
             let passphrase = passphrase_env();
             let session = Session::login(
                 profile,
-                &cli.server,
+                &server,
                 &username,
                 &password,
                 passphrase.as_ref(),
@@ -74,12 +76,13 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Login { username } => {
+            let server = password_server(&cli.server, cli.ca_file.as_deref())?;
             let password = password()?;
             let passphrase = passphrase_env();
             let profile = Profile::open(dir)?;
             let session = Session::login(
                 profile,
-                &cli.server,
+                &server,
                 &username,
                 &password,
                 passphrase.as_ref(),
@@ -99,7 +102,11 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 None
             };
-            let session = Arc::new(Session::resume(Profile::open(dir)?, passphrase.as_ref())?);
+            let session = Arc::new(Session::resume(
+                Profile::open(dir)?,
+                passphrase.as_ref(),
+                cli.ca_file.as_deref(),
+            )?);
             let code = logged_in(&session, command, &out).await;
             for warning in session.take_warnings() {
                 out.warn(&warning);
@@ -107,6 +114,20 @@ async fn run(cli: Cli) -> Result<u8> {
             code
         }
     }
+}
+
+/// The server of a command that sends the password; warns first when it would cross the
+/// network in plaintext.
+fn password_server(url: &str, ca_file: Option<&std::path::Path>) -> Result<Server> {
+    let server = Server::new(url, ca_file)?;
+    if server.is_plaintext_beyond_loopback() {
+        eprintln!(
+            "warning: {} is plaintext http://: the password will cross the network unencrypted \
+             (use https://)",
+            server.url()
+        );
+    }
+    Ok(server)
 }
 
 async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Result<u8> {

@@ -277,7 +277,8 @@ pub enum ErrorReason {
     Unspecified = 0,
     /// The username or password is wrong. Deliberately does not say which.
     InvalidCredentials = 1,
-    /// Too many failed logins for the account or the address; RetryInfo says when to try again.
+    /// Too many failed logins for the username from this address, for the address, or for the
+    /// username from anywhere (see Login); RetryInfo says when to try again.
     LoginThrottled = 2,
     /// The refresh token is unknown, expired, revoked or was reused: log in again.
     RefreshTokenInvalid = 3,

@@ -795,7 +795,8 @@ export enum ErrorReason {
   INVALID_CREDENTIALS = 1,
 
   /**
-   * Too many failed logins for the account or the address; RetryInfo says when to try again.
+   * Too many failed logins for the username from this address, for the address, or for the
+   * username from anywhere (see Login); RetryInfo says when to try again.
    *
    * @generated from enum value: ERROR_REASON_LOGIN_THROTTLED = 2;
    */
@@ -870,8 +871,14 @@ export const AuthService: GenService<{
    * Checks a username and password and opens a session (a refresh-token family) for a device: a new
    * device, or an existing device of the user named by `device_id`.
    * Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS) for an unknown user or a wrong password,
-   * which are indistinguishable; RESOURCE_EXHAUSTED (reason LOGIN_THROTTLED, with RetryInfo) after
-   * too many failures for the account or the caller's address; NOT_FOUND when `device_id` is not an
+   * which are indistinguishable; RESOURCE_EXHAUSTED (reason LOGIN_THROTTLED, with RetryInfo saying
+   * how long to wait; the attempt was not checked) when the caller must wait: after 3 consecutive
+   * failures of a username from the caller's address, each further one doubles that pair's wait
+   * (1 s up to 15 minutes); after 50 failures from the address within 15 minutes, whatever the
+   * username; and after 50 consecutive failures of the username from anywhere, for addresses it has
+   * not logged in from during the last 30 days (one attempt per hour). Other addresses are not
+   * slowed by one address's failures, and a successful login resets the username's counts
+   * (defaults; the README's limits table names the settings). NOT_FOUND when `device_id` is not an
    * active device of the user; FAILED_PRECONDITION (reason TOO_MANY_DEVICES) when a new device would
    * exceed the limit.
    *
