@@ -1,5 +1,6 @@
 //! Serving a tonic router the same way in every service: TCP settings, server reflection for the
-//! service's own APIs and gRPC health, and a graceful shutdown whose drain is bounded.
+//! service's own APIs and gRPC health, a bound on every status's size
+//! ([`crate::status::BoundStatusLayer`]), and a graceful shutdown whose drain is bounded.
 
 use std::{future::Future, time::Duration};
 
@@ -69,6 +70,7 @@ pub async fn serve(
                 // happen (each crate's `From<Error> for Status`).
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        .layer(crate::status::BoundStatusLayer)
         .add_routes(with_reflection(services, reflected_services)?);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     crate::shutdown::serve_with_bounded_drain(shutdown, drain_timeout, |signal| {
