@@ -172,7 +172,7 @@ async fn oversized_mismatches_of_one_user_never_break_another_users_calls(db: Pg
         let mismatch = device_list_mismatch(refusal);
         assert_eq!(mismatch.extra_device_count, MAX_WRAPPED_KEYS as u32);
         assert_eq!(mismatch.extra_device_ids.len(), 32);
-        assert_eq!(mismatch.missing_device_ids, [carol.device_id.clone()]);
+        assert_eq!(mismatch.missing_device_ids, std::slice::from_ref(&carol.device_id));
         assert_eq!(mismatch.missing_device_count, 1);
         assert!(mismatch.truncated);
     }

@@ -65,8 +65,8 @@ impl tower::Service<http::Request<Body>> for HugeStatuses {
         }
         let mut trailers = http::HeaderMap::new();
         huge_status().add_header(&mut trailers).unwrap();
-        let body = http_body_util::Empty::<Bytes>::new()
-            .with_trailers(async move { Some(Ok(trailers)) });
+        let body =
+            http_body_util::Empty::<Bytes>::new().with_trailers(async move { Some(Ok(trailers)) });
         let response = http::Response::builder()
             .header("content-type", "application/grpc")
             .body(Body::new(body))
@@ -102,7 +102,10 @@ fn assert_bounded(status: &Status) {
 async fn a_huge_trailers_only_status_reaches_the_client_bounded() {
     let mut client = serve_huge_statuses().await;
 
-    let status = client.check(HealthCheckRequest::default()).await.unwrap_err();
+    let status = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
 
     assert_bounded(&status);
 }
