@@ -172,8 +172,75 @@ async fn oversized_mismatches_of_one_user_never_break_another_users_calls(db: Pg
         let mismatch = device_list_mismatch(refusal);
         assert_eq!(mismatch.extra_device_count, MAX_WRAPPED_KEYS as u32);
         assert_eq!(mismatch.extra_device_ids.len(), 32);
-        assert_eq!(mismatch.missing_device_ids, std::slice::from_ref(&carol.device_id));
+        assert_eq!(
+            mismatch.missing_device_ids,
+            std::slice::from_ref(&carol.device_id)
+        );
         assert_eq!(mismatch.missing_device_count, 1);
         assert!(mismatch.truncated);
     }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_send_naming_ten_thousand_unknown_devices_is_rejected_with_a_capped_mismatch(
+    db: PgPool,
+) {
+    let app = spawn_app(db).await;
+    let gateway = spawn_gateway(&app).await;
+    let alice = app.user("alice").await.on_replica(gateway).await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let (requests, outgoing) = mpsc::channel(4);
+    let start = Kind::Start(pb::StartStream::default());
+    requests
+        .send(pb::OpenStreamRequest {
+            request: Some(start),
+        })
+        .await
+        .unwrap();
+    let mut stream = alice
+        .chat
+        .clone()
+        .open_stream(alice.request(ReceiverStream::new(outgoing)))
+        .await
+        .unwrap()
+        .into_inner();
+    let send = |request_id: &str, envelope| pb::OpenStreamRequest {
+        request: Some(Kind::Send(pb::StreamSend {
+            request_id: request_id.to_owned(),
+            envelope: Some(envelope),
+        })),
+    };
+    let flood = envelope_for_unknown_devices(&alice, &conversation, MAX_WRAPPED_KEYS).await;
+    let fine = alice.envelope_for(&conversation, "still open").await;
+
+    requests.send(send("flood", flood)).await.unwrap();
+    requests.send(send("fine", fine)).await.unwrap();
+    // Sends on one stream are answered as they finish, not in order.
+    let (mut rejected, mut committed) = (None, None);
+    while rejected.is_none() || committed.is_none() {
+        let response = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match response.response {
+            Some(pb::open_stream_response::Response::SendRejected(answer)) => {
+                rejected = Some(answer);
+            }
+            Some(pb::open_stream_response::Response::SendResult(answer)) => {
+                committed = Some(answer);
+            }
+            _ => {}
+        }
+    }
+
+    let rejected = rejected.unwrap();
+    assert_eq!(rejected.request_id, "flood");
+    assert_eq!(rejected.reason, "DEVICE_LIST_MISMATCH");
+    let mismatch = rejected.device_list_mismatch.unwrap();
+    assert_eq!(mismatch.extra_device_count, MAX_WRAPPED_KEYS as u32);
+    assert_eq!(mismatch.extra_device_ids.len(), 32);
+    assert!(mismatch.truncated);
+    assert_eq!(committed.unwrap().request_id, "fine");
 }
