@@ -16,7 +16,8 @@
 //!   copy of the message is cut the same way.
 //!
 //! Together at most about 8.5 KiB of headers. Cutting is a safety net that logs a warning: a
-//! status that needs it is a bug in the code that built it.
+//! status that needs it is a bug in the code that built it, or a library's echo of a request
+//! (tonic-reflection's NOT_FOUND names the symbol asked for).
 
 use std::{
     pin::Pin,
@@ -62,7 +63,12 @@ pub fn bound_message(message: &str) -> std::borrow::Cow<'_, str> {
 /// Bounds the status in `headers` (response headers or trailers), if there is one; see the module
 /// docs.
 pub fn bound_status_headers(headers: &mut HeaderMap) {
-    if let Some(encoded) = headers.get(GRPC_MESSAGE) {
+    // Percent-encoding never shortens, and base64 of fewer than MAX_DETAILS_BYTES is shorter than
+    // this: the common case is decided by the headers' lengths alone.
+    let short_details = MAX_DETAILS_BYTES / 3 * 4;
+    if let Some(encoded) = headers.get(GRPC_MESSAGE)
+        && encoded.len() > MAX_MESSAGE_BYTES
+    {
         let message = String::from_utf8_lossy(&percent_decode(encoded.as_bytes())).into_owned();
         if message.len() > MAX_MESSAGE_BYTES {
             tracing::warn!(bytes = message.len(), "status message cut to its bound");
@@ -71,26 +77,28 @@ pub fn bound_status_headers(headers: &mut HeaderMap) {
             headers.insert(GRPC_MESSAGE, value);
         }
     }
-    // base64 of MAX_DETAILS_BYTES, without padding: shorter values are within the bound.
-    let longest_encoded = MAX_DETAILS_BYTES.div_ceil(3) * 4;
     let Some(encoded) = headers.get(GRPC_STATUS_DETAILS) else {
         return;
     };
-    if encoded.len() <= longest_encoded {
+    if encoded.len() <= short_details {
         return;
     }
-    let bounded = BASE64_ANY_PADDING
-        .decode(encoded.as_bytes())
-        .ok()
-        .and_then(|bytes| tonic_types::pb::Status::decode(bytes.as_slice()).ok())
-        .map(bound_details);
-    match bounded {
-        Some(details) => {
-            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+    let Ok(details) = BASE64_ANY_PADDING.decode(encoded.as_bytes()) else {
+        tracing::warn!("undecodable status details dropped");
+        headers.remove(GRPC_STATUS_DETAILS);
+        return;
+    };
+    if details.len() <= MAX_DETAILS_BYTES {
+        return;
+    }
+    match tonic_types::pb::Status::decode(details.as_slice()) {
+        Ok(status) => {
+            let encoded =
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(bound_details(status));
             let value = HeaderValue::try_from(encoded).expect("base64 is visible ASCII");
             headers.insert(GRPC_STATUS_DETAILS, value);
         }
-        None => {
+        Err(_) => {
             tracing::warn!("undecodable status details dropped");
             headers.remove(GRPC_STATUS_DETAILS);
         }
@@ -172,24 +180,41 @@ pub struct BoundStatus<S> {
 impl<S, Request, ResponseBody> tower::Service<Request> for BoundStatus<S>
 where
     S: tower::Service<Request, Response = http::Response<ResponseBody>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<BoundStatusBody<ResponseBody>>;
     type Error = S::Error;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+    type Future = BoundStatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
+        BoundStatusFuture {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`BoundStatus`].
+    pub struct BoundStatusFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, ResponseBody, Error> Future for BoundStatusFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResponseBody>, Error>>,
+{
+    type Output = Result<http::Response<BoundStatusBody<ResponseBody>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_ok(|mut response| {
             // A trailers-only answer carries its status in the response headers.
             bound_status_headers(response.headers_mut());
-            Ok(response.map(|inner| BoundStatusBody { inner }))
+            response.map(|inner| BoundStatusBody { inner })
         })
     }
 }
