@@ -4,6 +4,8 @@
 #   - web-demo/src/gen/   TypeScript (protoc-gen-es, target=ts)
 #   - proto/src/gen/descriptor.binpb   FileDescriptorSet with imports and source comments, for
 #                         tonic-reflection (so `grpcurl describe` shows the proto comments)
+#   - proto/src/gen/public_descriptor.binpb   the same for the public files only (no file under an
+#                         `internal/` directory; their imports kept), which the gateway reflects
 # Both gen/ folders are emptied first (buf.gen.yaml has `clean: true`); commit what this writes.
 # Needs the tools from ci/install-tools.sh.
 
@@ -20,4 +22,7 @@ done
 
 buf generate
 buf build --as-file-descriptor-set -o proto/src/gen/descriptor.binpb
+mapfile -t public_files < <(find proto -name '*.proto' -not -path '*/internal/*' | sort)
+buf build --as-file-descriptor-set "${public_files[@]/#/--path=}" \
+    -o proto/src/gen/public_descriptor.binpb
 log "generated proto/src/gen and web-demo/src/gen"

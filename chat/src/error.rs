@@ -1,6 +1,8 @@
 //! The chat service's error type and its mappings to the wire: a gRPC [`Status`] (with
 //! `google.rpc.ErrorInfo`, `RetryInfo` and `chat.v1.DeviceListMismatch` details) and, for sends on
-//! a bidirectional stream, a `chat.v1.SendRejected`. Both are built here and only here.
+//! a bidirectional stream, a `chat.v1.SendRejected`. Both are built here and only here, and both
+//! stay within `common::status`'s bounds whatever the request held: a mismatch lists at most
+//! [`MAX_MISMATCH_IDS_PER_LIST`] ids of each kind, with the full counts.
 
 use std::time::Duration;
 
@@ -10,6 +12,11 @@ use tonic::{Code, Status};
 
 /// The `google.rpc.ErrorInfo` domain of chat's errors.
 const DOMAIN: &str = "chat.v1";
+
+/// Most ids each list of a `chat.v1.DeviceListMismatch` carries (the proto comment documents it).
+/// Three full lists of UUIDs, their counts and the `ErrorInfo` take under 4 KiB, within
+/// `common::status::MAX_DETAILS_BYTES` (a test below checks it); a send may name 10,000 devices.
+pub const MAX_MISMATCH_IDS_PER_LIST: usize = 32;
 
 /// Everything that can go wrong in the chat service. Feature code returns it; `api.rs` turns it
 /// into a [`Status`] through the one `From` impl below.
@@ -83,6 +90,27 @@ impl DeviceListMismatch {
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.extra.is_empty() && self.stale.is_empty()
     }
+
+    /// The wire form: each list cut to its first [`MAX_MISMATCH_IDS_PER_LIST`] ids, with the full
+    /// counts.
+    fn into_wire(self) -> pb::DeviceListMismatch {
+        let count = |ids: &[String]| u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        let cut = |mut ids: Vec<String>| {
+            ids.truncate(MAX_MISMATCH_IDS_PER_LIST);
+            ids
+        };
+        pb::DeviceListMismatch {
+            missing_device_count: count(&self.missing),
+            extra_device_count: count(&self.extra),
+            stale_device_count: count(&self.stale),
+            truncated: [&self.missing, &self.extra, &self.stale]
+                .iter()
+                .any(|ids| ids.len() > MAX_MISMATCH_IDS_PER_LIST),
+            missing_device_ids: cut(self.missing),
+            extra_device_ids: cut(self.extra),
+            stale_device_ids: cut(self.stale),
+        }
+    }
 }
 
 impl From<Error> for Status {
@@ -128,7 +156,7 @@ pub(crate) fn send_rejected(request_id: String, error: Error) -> pb::SendRejecte
     pb::SendRejected {
         request_id,
         code: wire.code as i32,
-        message: wire.message,
+        message: common::status::bound_message(&wire.message).into_owned(),
         reason: wire.reason.unwrap_or_default().to_owned(),
         device_list_mismatch: wire.mismatch,
         retry_after: wire
@@ -165,11 +193,7 @@ impl Wire {
             Error::ConversationNotFound | Error::UserNotFound => plain(Code::NotFound),
             Error::SignatureInvalid(_) => with_reason(Code::PermissionDenied, "SIGNATURE_INVALID"),
             Error::DeviceListMismatch(mismatch) => Wire {
-                mismatch: Some(pb::DeviceListMismatch {
-                    missing_device_ids: mismatch.missing,
-                    extra_device_ids: mismatch.extra,
-                    stale_device_ids: mismatch.stale,
-                }),
+                mismatch: Some(mismatch.into_wire()),
                 ..with_reason(Code::FailedPrecondition, "DEVICE_LIST_MISMATCH")
             },
             Error::ClientMessageIdReused => {
@@ -234,5 +258,69 @@ fn any(type_name: &str, message: &impl prost::Message) -> prost_types::Any {
     prost_types::Any {
         type_url: format!("type.googleapis.com/{type_name}"),
         value: message.encode_to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect()
+    }
+
+    #[test]
+    fn the_largest_mismatch_fits_the_status_bound_with_full_counts() {
+        let mismatch = DeviceListMismatch {
+            missing: ids(10_000),
+            extra: ids(10_000),
+            stale: ids(MAX_MISMATCH_IDS_PER_LIST),
+        };
+        let first_extra = mismatch.extra[..MAX_MISMATCH_IDS_PER_LIST].to_vec();
+
+        let status = Status::from(Error::DeviceListMismatch(mismatch));
+        let rejected = send_rejected(
+            "r".to_owned(),
+            Error::DeviceListMismatch(DeviceListMismatch {
+                extra: ids(10_000),
+                ..Default::default()
+            }),
+        );
+
+        assert!(status.details().len() <= common::status::MAX_DETAILS_BYTES);
+        assert!(status.message().len() <= common::status::MAX_MESSAGE_BYTES);
+        let details = tonic_types::pb::Status::decode(status.details()).unwrap();
+        let detail = details.details.last().unwrap();
+        assert!(detail.type_url.ends_with("/chat.v1.DeviceListMismatch"));
+        let wire = pb::DeviceListMismatch::decode(detail.value.as_slice()).unwrap();
+        assert_eq!(
+            (
+                wire.missing_device_count,
+                wire.extra_device_count,
+                wire.stale_device_count
+            ),
+            (10_000, 10_000, 32)
+        );
+        assert!(wire.truncated);
+        assert_eq!(wire.missing_device_ids.len(), MAX_MISMATCH_IDS_PER_LIST);
+        assert_eq!(wire.extra_device_ids, first_extra);
+        assert_eq!(wire.stale_device_ids.len(), MAX_MISMATCH_IDS_PER_LIST);
+        let rejected = rejected.device_list_mismatch.unwrap();
+        assert_eq!(rejected.extra_device_ids.len(), MAX_MISMATCH_IDS_PER_LIST);
+        assert_eq!(rejected.extra_device_count, 10_000);
+    }
+
+    #[test]
+    fn a_short_mismatch_is_whole_and_not_truncated() {
+        let mismatch = DeviceListMismatch {
+            missing: ids(MAX_MISMATCH_IDS_PER_LIST),
+            ..Default::default()
+        };
+
+        let wire = mismatch.clone().into_wire();
+
+        assert_eq!(wire.missing_device_ids, mismatch.missing);
+        assert_eq!(wire.missing_device_count, 32);
+        assert!(!wire.truncated);
     }
 }

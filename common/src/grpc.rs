@@ -1,5 +1,6 @@
 //! Serving a tonic router the same way in every service: TCP settings, server reflection for the
-//! service's own APIs and gRPC health, and a graceful shutdown whose drain is bounded.
+//! service's own APIs and gRPC health, a bound on every status's size
+//! ([`crate::status::BoundStatusLayer`]), and a graceful shutdown whose drain is bounded.
 
 use std::{future::Future, time::Duration};
 
@@ -46,7 +47,8 @@ pub enum ServeError {
 }
 
 /// Serves `services` on `listener`, adding server reflection (v1 and v1alpha, as grpcurl 1.8 still
-/// asks for v1alpha) for `reflected_services` and for gRPC health.
+/// asks for v1alpha) for `reflected_services` and for gRPC health, from every API file (a service's
+/// own port describes internal APIs too).
 ///
 /// When `shutdown` resolves the server stops accepting connections and lets in-flight calls finish
 /// for at most `drain_timeout`; calls still running then are dropped. Long-lived streams should
@@ -69,7 +71,12 @@ pub async fn serve(
                 // happen (each crate's `From<Error> for Status`).
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .add_routes(with_reflection(services, reflected_services)?);
+        .layer(crate::status::BoundStatusLayer)
+        .add_routes(with_reflection(
+            services,
+            proto::FILE_DESCRIPTOR_SET,
+            reflected_services,
+        )?);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     crate::shutdown::serve_with_bounded_drain(shutdown, drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)
@@ -78,18 +85,22 @@ pub async fn serve(
     Ok(())
 }
 
-/// Adds both versions of the reflection service to `routes`, listing `services` and gRPC health.
+/// Adds both versions of the reflection service to `routes`, listing `services` and gRPC health and
+/// describing what `descriptor_set` (an encoded `FileDescriptorSet`) holds, and nothing else: a
+/// file, symbol or dependency that is not in it is NOT_FOUND. The gateway passes
+/// [`proto::PUBLIC_FILE_DESCRIPTOR_SET`], so internal APIs stay undescribed there.
 ///
 /// # Errors
 /// When the embedded descriptor sets are invalid (a build problem, caught by every test).
 pub fn with_reflection(
     routes: Routes,
+    descriptor_set: &'static [u8],
     services: &[&str],
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let builder = || {
         services.iter().fold(
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(descriptor_set)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name("grpc.health.v1.Health"),
             |builder, service| builder.with_service_name(*service),

@@ -6,6 +6,7 @@
 //! - [`shutdown`]: the signal that starts a graceful shutdown (SIGTERM or Ctrl-C).
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
+//! - [`status`]: the bound on the size of every status a service sends.
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
@@ -21,4 +22,5 @@ pub mod health;
 pub mod outbox;
 pub mod service_credential;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

@@ -143,8 +143,11 @@ async fn router(
 ) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let own_services =
-        common::grpc::with_reflection(Routes::new(health_service), proto::PUBLIC_SERVICES)?;
+    let own_services = common::grpc::with_reflection(
+        Routes::new(health_service),
+        proto::PUBLIC_FILE_DESCRIPTOR_SET,
+        proto::PUBLIC_SERVICES,
+    )?;
     // GrpcWebLayer answers 400 to anything that is not gRPC, so it wraps the gRPC routes only.
     let grpc = own_services
         .prepare()

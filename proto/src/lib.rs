@@ -49,8 +49,13 @@ pub mod group {
 }
 
 /// Encoded `FileDescriptorSet` of every API file and its imports, with source comments, for server
-/// reflection (so `grpcurl describe` shows the documentation).
+/// reflection (so `grpcurl describe` shows the documentation) on the services' own ports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.binpb");
+
+/// The same for the public API files only (none under an `internal/` directory, so no `*.internal.*`
+/// package) and their imports: what the gateway's reflection describes. No public file imports an
+/// internal one (a test below checks it), so the set is closed under dependencies.
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/public_descriptor.binpb");
 
 /// Fully qualified names of the services clients may call through the gateway.
 pub const PUBLIC_SERVICES: &[&str] = &[
@@ -58,3 +63,81 @@ pub const PUBLIC_SERVICES: &[&str] = &[
     "chat.v1.ChatService",
     "group.v1.GroupService",
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use prost::Message as _;
+    use prost_types::{FileDescriptorProto, FileDescriptorSet};
+
+    use super::*;
+
+    fn files(encoded: &[u8]) -> Vec<FileDescriptorProto> {
+        FileDescriptorSet::decode(encoded).unwrap().file
+    }
+
+    fn is_internal(file: &FileDescriptorProto) -> bool {
+        file.name().contains("/internal/") || file.package().split('.').any(|p| p == "internal")
+    }
+
+    #[test]
+    fn no_public_file_depends_on_an_internal_one() {
+        let all = files(FILE_DESCRIPTOR_SET);
+        let internal: HashSet<&str> = all
+            .iter()
+            .filter(|file| is_internal(file))
+            .map(FileDescriptorProto::name)
+            .collect();
+
+        assert!(!internal.is_empty(), "the full set holds the internal APIs");
+        for file in all.iter().filter(|file| !is_internal(file)) {
+            for dependency in &file.dependency {
+                assert!(
+                    !internal.contains(dependency.as_str()),
+                    "{} imports internal {dependency}",
+                    file.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_public_set_is_every_public_file_closed_under_dependencies() {
+        let all = files(FILE_DESCRIPTOR_SET);
+        let public = files(PUBLIC_FILE_DESCRIPTOR_SET);
+        let names: HashSet<&str> = public.iter().map(FileDescriptorProto::name).collect();
+        let expected: HashSet<&str> = all
+            .iter()
+            .filter(|file| !is_internal(file))
+            .map(FileDescriptorProto::name)
+            .collect();
+
+        assert_eq!(names, expected);
+        for file in &public {
+            assert!(!is_internal(file), "{} is internal", file.name());
+            assert!(
+                file.source_code_info.is_some(),
+                "{} lost its comments",
+                file.name()
+            );
+            for dependency in &file.dependency {
+                assert!(
+                    names.contains(dependency.as_str()),
+                    "{dependency} is missing"
+                );
+            }
+        }
+        let services: HashSet<String> = public
+            .iter()
+            .flat_map(|file| {
+                file.service
+                    .iter()
+                    .map(|service| format!("{}.{}", file.package(), service.name()))
+            })
+            .collect();
+        for service in PUBLIC_SERVICES {
+            assert!(services.contains(*service), "{service} is not described");
+        }
+    }
+}

@@ -3,3 +3,4 @@
 mod drain;
 mod health;
 mod migrations;
+mod status;

@@ -7,6 +7,7 @@ mod grpc_web_client;
 mod helpers;
 mod observability;
 mod proxying;
+mod reflection;
 mod server;
 mod serving;
 mod upstream_request_ids;

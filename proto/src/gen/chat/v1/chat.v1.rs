@@ -91,17 +91,36 @@ pub struct Message {
 }
 /// Which device ids of a send did not match the conversation's current devices.
 /// Sent as a detail of a FAILED_PRECONDITION status and in `SendRejected`.
+///
+/// Bounded by design, since a status travels in HTTP/2 headers: each list holds at most 32 ids
+/// (the smallest, in string order), and the counts give the full sizes; `truncated` says that a list
+/// holds fewer ids than its count. A client never needs the full lists: after any mismatch it
+/// refetches the current devices of every participant (auth `LookupUsers` for a direct
+/// conversation's two users, group `ListMembers` for a group's), seals again for exactly those and
+/// retries, as the reference clients do once. The lists only help to explain a refusal.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeviceListMismatch {
-    /// Current devices that the envelope has no wrapped key for.
+    /// Current devices that the envelope has no wrapped key for (at most 32 of them).
     #[prost(string, repeated, tag="1")]
     pub missing_device_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// Devices the envelope wraps a key for that are not (or no longer) recipients.
+    /// Devices the envelope wraps a key for that are not (or no longer) recipients (at most 32).
     #[prost(string, repeated, tag="2")]
     pub extra_device_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// Devices whose key fingerprint in the envelope is not their current key.
+    /// Devices whose key fingerprint in the envelope is not their current key (at most 32).
     #[prost(string, repeated, tag="3")]
     pub stale_device_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// How many current devices have no wrapped key.
+    #[prost(uint32, tag="4")]
+    pub missing_device_count: u32,
+    /// How many wrapped keys are for devices that are not recipients.
+    #[prost(uint32, tag="5")]
+    pub extra_device_count: u32,
+    /// How many wrapped keys name a key fingerprint that is not the device's current one.
+    #[prost(uint32, tag="6")]
+    pub stale_device_count: u32,
+    /// True when a list above holds fewer ids than its count.
+    #[prost(bool, tag="7")]
+    pub truncated: bool,
 }
 /// A position in one conversation.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
