@@ -1,5 +1,6 @@
 //! Serving a tonic router the same way in every service: TCP settings, server reflection for the
-//! service's own APIs and gRPC health, and a graceful shutdown whose drain is bounded.
+//! service's own APIs and gRPC health, malformed requests answered INVALID_ARGUMENT and response
+//! metadata bounded (`crate::grpc_guard`), and a graceful shutdown whose drain is bounded.
 
 use std::{future::Future, time::Duration};
 
@@ -69,6 +70,10 @@ pub async fn serve(
                 // happen (each crate's `From<Error> for Status`).
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Inside the trace layer, so that its events show the status the client gets.
+        .layer(crate::grpc_guard::GrpcGuardLayer::new(
+            crate::grpc_guard::workspace_schemas(),
+        ))
         .add_routes(with_reflection(services, reflected_services)?);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     crate::shutdown::serve_with_bounded_drain(shutdown, drain_timeout, |signal| {

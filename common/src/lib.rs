@@ -6,6 +6,8 @@
 //! - [`shutdown`]: the signal that starts a graceful shutdown (SIGTERM or Ctrl-C).
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
+//! - [`grpc_guard`]: malformed requests answer INVALID_ARGUMENT (not tonic's INTERNAL), and no
+//!   response carries more metadata than a client accepts; every service and the gateway use it.
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod grpc_guard;
 pub mod health;
 pub mod outbox;
 pub mod service_credential;
