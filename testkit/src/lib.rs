@@ -126,6 +126,10 @@ pub struct RawResponse {
     pub trailers: Option<http::HeaderMap>,
     /// The error that ended the response instead of trailers (a reset stream), if any.
     pub error: Option<String>,
+    /// Whether the head ended the response (HEADERS with END_STREAM: a trailers-only answer as
+    /// the gRPC spec has it), rather than an empty body frame after it, which some clients
+    /// (grpc-go, grpcurl) take for a response without trailers.
+    pub ended_with_head: bool,
 }
 
 impl RawResponse {
@@ -162,12 +166,11 @@ pub async fn raw_grpc(
     use http_body_util::BodyExt;
 
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .handshake(hyper_util::rt::TokioIo::new(tcp))
-    .await
-    .expect("HTTP/2 handshake");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake");
     tokio::spawn(connection);
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
@@ -188,6 +191,7 @@ pub async fn raw_grpc(
                 body: Vec::new(),
                 trailers: None,
                 error: Some(error.to_string()),
+                ended_with_head: false,
             };
         }
     };
@@ -198,6 +202,7 @@ pub async fn raw_grpc(
         body: Vec::new(),
         trailers: None,
         error: None,
+        ended_with_head: http_body::Body::is_end_stream(&incoming),
     };
     while let Some(frame) = incoming.frame().await {
         match frame {
@@ -222,11 +227,7 @@ pub async fn raw_grpc(
 ///
 /// # Panics
 /// When a case gets another status.
-pub async fn assert_malformed_requests_are_refused(
-    addr: SocketAddr,
-    path: &str,
-    string_field: u8,
-) {
+pub async fn assert_malformed_requests_are_refused(addr: SocketAddr, path: &str, string_field: u8) {
     use tonic::Code;
 
     let ffffff = grpc_frame(&[0xff, 0xff, 0xff]);

@@ -3,9 +3,11 @@
 //! (tonic, grpcurl, raw HTTP/1.1 for gRPC-Web and plain HTTP).
 
 mod chat_double;
+mod grpc_web;
 mod grpc_web_client;
 mod helpers;
 mod observability;
 mod proxying;
 mod server;
 mod serving;
+mod statuses;
