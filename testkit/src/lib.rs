@@ -263,3 +263,57 @@ pub async fn assert_malformed_requests_are_refused(addr: SocketAddr, path: &str,
         );
     }
 }
+
+/// A TCP relay in front of a server, which a test can cut as if the server's process had been
+/// killed (`kill -9`): every connection through it is reset at once and no new one is accepted.
+pub struct Relay {
+    /// Where clients connect instead of the server.
+    pub addr: SocketAddr,
+    killed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Starts relaying connections on a loopback port to `target`.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (killed, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut until_killed = watch.clone();
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = until_killed.wait_for(|killed| *killed) => return,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let mut until_killed = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = until_killed.wait_for(|killed| *killed) => {
+                            // Reset rather than close, as the kernel does for a killed process
+                            // with unread data.
+                            let _ = client.set_zero_linger();
+                            let _ = server.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, killed }
+    }
+
+    /// Resets every connection through the relay and stops accepting new ones.
+    pub fn kill(&self) {
+        let _ = self.killed.send(true);
+    }
+}

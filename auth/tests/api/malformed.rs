@@ -8,8 +8,7 @@ async fn malformed_requests_are_invalid_argument_on_every_method_of_auths_own_po
     let app = spawn_app(db).await;
 
     // LoginRequest's field 1 is the username.
-    testkit::assert_malformed_requests_are_refused(app.addr, "/auth.v1.AuthService/Login", 1)
-        .await;
+    testkit::assert_malformed_requests_are_refused(app.addr, "/auth.v1.AuthService/Login", 1).await;
     let valid = testkit::raw_grpc(
         app.addr,
         "/auth.v1.AuthService/GetJwks",

@@ -11,3 +11,4 @@ mod proxying;
 mod server;
 mod serving;
 mod statuses;
+mod upstream_failures;
