@@ -107,12 +107,24 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 #[derive(Clone)]
 pub struct GrpcGuardLayer {
     schemas: Arc<Schemas>,
+    max_response_metadata: usize,
 }
 
 impl GrpcGuardLayer {
-    /// Checks requests against `schemas` (usually [`workspace_schemas`]).
+    /// Checks requests against `schemas` (usually [`workspace_schemas`]), and bounds response
+    /// metadata to [`MAX_RESPONSE_METADATA_BYTES`].
     pub fn new(schemas: Arc<Schemas>) -> Self {
-        Self { schemas }
+        Self {
+            schemas,
+            max_response_metadata: MAX_RESPONSE_METADATA_BYTES,
+        }
+    }
+
+    /// Bounds response metadata to `bytes` instead (tests use this to play an upstream that
+    /// sends what no service of ours sends).
+    pub fn max_response_metadata_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_metadata = bytes;
+        self
     }
 }
 
@@ -123,6 +135,7 @@ impl<S> tower::Layer<S> for GrpcGuardLayer {
         GrpcGuard {
             inner,
             schemas: self.schemas.clone(),
+            max_response_metadata: self.max_response_metadata,
         }
     }
 }
@@ -133,6 +146,7 @@ impl<S> tower::Layer<S> for GrpcGuardLayer {
 pub struct GrpcGuard<S> {
     inner: S,
     schemas: Arc<Schemas>,
+    max_response_metadata: usize,
 }
 
 impl<S, B, ResBody> tower::Service<Request<B>> for GrpcGuard<S>
@@ -168,7 +182,10 @@ where
         });
         GuardFuture {
             inner: self.inner.call(request),
-            problem: grpc.then_some(problem),
+            guard: grpc.then_some(Guard {
+                problem,
+                max_metadata: self.max_response_metadata,
+            }),
         }
     }
 }
@@ -178,8 +195,16 @@ pin_project_lite::pin_project! {
     pub struct GuardFuture<F> {
         #[pin]
         inner: F,
-        problem: Option<Arc<OnceLock<Status>>>,
+        guard: Option<Guard>,
     }
+}
+
+/// What one gRPC call's response is corrected with.
+#[derive(Clone)]
+struct Guard {
+    /// The first problem with the request.
+    problem: Arc<OnceLock<Status>>,
+    max_metadata: usize,
 }
 
 impl<F, ResBody, E> Future for GuardFuture<F>
@@ -191,23 +216,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        let Some(problem) = this.problem.take() else {
+        let Some(guard) = this.guard.take() else {
             return Poll::Ready(Ok(response.map(|inner| GuardedBody {
                 inner,
-                problem: None,
+                guard: None,
                 done: false,
             })));
         };
         let status_in_head = response.headers().contains_key(Status::GRPC_STATUS);
-        if status_in_head || header_list_size(response.headers()) > MAX_RESPONSE_METADATA_BYTES {
-            fix_status(response.headers_mut(), &problem);
+        if status_in_head || header_list_size(response.headers()) > guard.max_metadata {
+            fix_status(response.headers_mut(), &guard);
         }
         // A status in the head ends the call: nothing may follow it (a head too large to send
         // became such a status above).
         let done = response.headers().contains_key(Status::GRPC_STATUS);
         Poll::Ready(Ok(response.map(|inner| GuardedBody {
             inner,
-            problem: Some(problem),
+            guard: Some(guard),
             done,
         })))
     }
@@ -216,8 +241,8 @@ where
 /// Makes a header block that ends a call say what the client must hear: the request's problem
 /// if it had one, INVALID_ARGUMENT for a decode error, and INTERNAL instead of a block too large
 /// to send.
-fn fix_status(headers: &mut HeaderMap, problem: &OnceLock<Status>) {
-    if let Some(status) = problem.get() {
+fn fix_status(headers: &mut HeaderMap, guard: &Guard) {
+    if let Some(status) = guard.problem.get() {
         replace_status(headers, status);
     } else if headers
         .get(Status::GRPC_STATUS)
@@ -229,10 +254,10 @@ fn fix_status(headers: &mut HeaderMap, problem: &OnceLock<Status>) {
         headers.insert(Status::GRPC_STATUS, code_value(Code::InvalidArgument));
     }
     let size = header_list_size(headers);
-    if size > MAX_RESPONSE_METADATA_BYTES {
+    if size > guard.max_metadata {
         tracing::error!(
             size,
-            limit = MAX_RESPONSE_METADATA_BYTES,
+            limit = guard.max_metadata,
             code = ?headers.get(Status::GRPC_STATUS),
             "a response's metadata is too large to send; answering INTERNAL instead"
         );
@@ -250,7 +275,7 @@ pin_project_lite::pin_project! {
     pub struct GuardedBody<B> {
         #[pin]
         inner: B,
-        problem: Option<Arc<OnceLock<Status>>>,
+        guard: Option<Guard>,
         done: bool,
     }
 }
@@ -268,14 +293,14 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
             return Poll::Ready(None);
         }
         let frame = ready!(this.inner.poll_frame(cx));
-        let Some(problem) = this.problem.as_ref() else {
+        let Some(guard) = this.guard.as_ref() else {
             return Poll::Ready(frame);
         };
         Poll::Ready(match frame {
             Some(Ok(frame)) => match frame.into_trailers() {
                 Ok(mut trailers) => {
                     *this.done = true;
-                    fix_status(&mut trailers, problem);
+                    fix_status(&mut trailers, guard);
                     Some(Ok(Frame::trailers(trailers)))
                 }
                 Err(frame) => Some(Ok(frame)),

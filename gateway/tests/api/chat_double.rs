@@ -264,7 +264,13 @@ pub async fn spawn_chat_double() -> (SocketAddr, ChatDouble) {
     let double = ChatDouble::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Checks what it receives as every real service does (`common::grpc::serve`), but sends
+    // metadata of any size, as a broken upstream could.
     let server = tonic::transport::Server::builder()
+        .layer(
+            common::grpc_guard::GrpcGuardLayer::new(common::grpc_guard::workspace_schemas())
+                .max_response_metadata_bytes(usize::MAX),
+        )
         .add_service(pb::chat_service_server::ChatServiceServer::new(
             double.clone(),
         ))

@@ -6,6 +6,7 @@ mod chat_double;
 mod grpc_web;
 mod grpc_web_client;
 mod helpers;
+mod malformed;
 mod observability;
 mod proxying;
 mod server;
