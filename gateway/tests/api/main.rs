@@ -5,6 +5,7 @@
 mod chat_double;
 mod grpc_web;
 mod grpc_web_client;
+mod header_limits;
 mod helpers;
 mod malformed;
 mod observability;
