@@ -4,6 +4,7 @@
 mod conversations;
 mod delivery;
 mod gateway;
+mod gateway_statuses;
 mod groups;
 mod helpers;
 mod history;
