@@ -405,7 +405,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 }
 
 /// The answer to a request whose header list is over `limit` bytes, if it is: a gRPC status for
-/// a gRPC request (trailers-only, in the head, which gRPC-Web clients read too), else 431.
+/// a gRPC request (trailers-only, in the head, which gRPC-Web clients read too), else 431. It is
+/// given before the router, so it carries no CORS headers: a browser calling from another origin
+/// sees a failed request rather than the status (same-origin pages, like the web demo, see it).
 fn refuse_large_headers(headers: &http::HeaderMap, limit: usize) -> Option<Response<Body>> {
     let size = grpc_guard::header_list_size(headers);
     if size <= limit {

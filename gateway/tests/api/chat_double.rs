@@ -143,7 +143,8 @@ impl ChatService for ChatDouble {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    /// Answers every `typing` request with a typing event for the same conversation. A stream
+    /// Reads the first request before answering, as chat does (send `start` first), then
+    /// answers every `typing` request with a typing event for the same conversation. A stream
     /// whose first request is an `ack` is refused with INVALID_ARGUMENT and an `ErrorInfo`, as
     /// chat refuses it (trailers-only).
     async fn open_stream(
