@@ -122,7 +122,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        // Inside a frame the body is not over even if the inner one is: the next poll reports the
+        // truncation.
+        self.failed
+            || (self.inner.is_end_stream() && self.header_read == 0 && self.payload_left == 0)
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -51,7 +51,11 @@ pub const MAX_RESPONSE_METADATA_BYTES: usize = 15 * 1024;
 /// What tonic-prost's decode errors say: a request message prost could not decode is the
 /// client's fault. The request checks catch these first; this catches what they do not know
 /// (a method missing from the descriptor sets).
-const PROST_DECODE_ERROR: &[u8] = b"failed to decode Protobuf message";
+/// tonic percent-encodes `grpc-message`, spaces included; other servers may not.
+const PROST_DECODE_ERROR: [&[u8]; 2] = [
+    b"failed%20to%20decode%20Protobuf%20message",
+    b"failed to decode Protobuf message",
+];
 
 /// The request types of every API this workspace serves: its own protos, gRPC health and both
 /// versions of server reflection.
@@ -247,9 +251,11 @@ fn fix_status(headers: &mut HeaderMap, guard: &Guard) {
     } else if headers
         .get(Status::GRPC_STATUS)
         .is_some_and(|code| Code::from_bytes(code.as_bytes()) == Code::Internal)
-        && headers
-            .get(Status::GRPC_MESSAGE)
-            .is_some_and(|message| message.as_bytes().starts_with(PROST_DECODE_ERROR))
+        && headers.get(Status::GRPC_MESSAGE).is_some_and(|message| {
+            PROST_DECODE_ERROR
+                .iter()
+                .any(|prefix| message.as_bytes().starts_with(prefix))
+        })
     {
         headers.insert(Status::GRPC_STATUS, code_value(Code::InvalidArgument));
     }
@@ -315,5 +321,76 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+    use tower::{Layer, Service};
+
+    use super::*;
+
+    /// A service that drains the request and answers with `status` alone (trailers-only).
+    #[derive(Clone)]
+    struct Answer(Status);
+
+    impl Service<Request<tonic::body::Body>> for Answer {
+        type Response = Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+            let status = self.0.clone();
+            Box::pin(async move {
+                let _ = request.into_body().collect().await;
+                Ok(status.into_http())
+            })
+        }
+    }
+
+    async fn answer(status: Status, path: &str, body: Vec<u8>) -> Status {
+        let mut guard = GrpcGuardLayer::new(workspace_schemas()).layer(Answer(status));
+        let request = Request::post(path)
+            .header(CONTENT_TYPE, "application/grpc")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = guard.call(request).await.unwrap();
+        Status::from_header_map(response.headers()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_status_with_more_metadata_than_clients_accept_becomes_internal() {
+        let huge = Status::with_details(Code::FailedPrecondition, "x", vec![7; 20_000].into());
+
+        let status = answer(huge, "/chat.v1.ChatService/SendMessage", vec![0; 5]).await;
+
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "response metadata too large");
+    }
+
+    #[tokio::test]
+    async fn a_request_problem_wins_over_the_handler_s_status_and_decode_errors_are_the_client_s() {
+        let mut compressed = vec![1, 0, 0, 0, 0];
+        let ok = Status::new(Code::Ok, "");
+        let decode_error = Status::internal("failed to decode Protobuf message: invalid varint");
+
+        let refused = answer(ok, "/chat.v1.ChatService/SendMessage", compressed.clone()).await;
+        compressed[0] = 0;
+        let unknown_method = answer(decode_error, "/unknown.v1.Service/Method", compressed).await;
+
+        assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+        assert_eq!(
+            unknown_method.code(),
+            Code::InvalidArgument,
+            "{unknown_method:?}"
+        );
     }
 }

@@ -381,4 +381,62 @@ mod tests {
             both::<tonic_health::pb::HealthCheckRequest>(&schemas, health, &[0x0a, 0x01, 0xc0]);
         assert_eq!((prost, check), (false, false), "a non-UTF-8 service name");
     }
+
+    #[test]
+    fn the_check_agrees_with_prost_on_many_mutated_and_random_messages() {
+        use proto::chat::v1 as pb;
+        let schemas = schemas();
+        let send = "/chat.v1.ChatService/SendMessage";
+        let valid = pb::SendMessageRequest {
+            envelope: Some(pb::Envelope {
+                suite: 1,
+                conversation_id: "conversation".into(),
+                sender_user_id: "user".into(),
+                client_message_id: "m1".into(),
+                nonce: vec![9; 12],
+                ciphertext: vec![1, 2, 3, 4],
+                wrapped_keys: (0..3)
+                    .map(|index| pb::WrappedKey {
+                        device_id: format!("device-{index}"),
+                        key_fingerprint: vec![index; 4],
+                        wrapped_key: vec![5; 8],
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec();
+        // xorshift: deterministic, no dependency.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut disagreements = Vec::new();
+        for round in 0..20_000 {
+            let bytes = if round % 2 == 0 {
+                let mut mutated = valid.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() as usize) % mutated.len();
+                    mutated[at] = next() as u8;
+                }
+                mutated.truncate(mutated.len() - (next() as usize % 3));
+                mutated
+            } else {
+                (0..next() % 24).map(|_| next() as u8).collect()
+            };
+            let (prost, check) = both::<pb::SendMessageRequest>(&schemas, send, &bytes);
+            if prost != check {
+                disagreements.push((bytes, prost, check));
+            }
+        }
+
+        assert!(
+            disagreements.is_empty(),
+            "{:02x?}",
+            &disagreements[..disagreements.len().min(3)]
+        );
+    }
 }

@@ -60,6 +60,8 @@ async fn malformed_grpc_web_requests_over_http1_are_invalid_argument(db: PgPool)
     compressed[0] = 1;
     let mut trailers_flag = grpc_web::frame(&[]);
     trailers_flag[0] = 0x80;
+    let mut unknown_flag = grpc_web::frame(&[]);
+    unknown_flag[0] = 0x04;
     let not_protobuf = grpc_web::frame(&[0xff, 0xff, 0xff]);
     let truncated = vec![0, 0, 0, 0, 10, 0x0a, 0x01];
     let binary = "application/grpc-web+proto";
@@ -71,6 +73,7 @@ async fn malformed_grpc_web_requests_over_http1_are_invalid_argument(db: PgPool)
         (login, binary, truncated.clone(), Code::InvalidArgument),
         (login, binary, compressed.clone(), Code::Unimplemented),
         (login, binary, trailers_flag.clone(), Code::InvalidArgument),
+        (login, binary, unknown_flag, Code::InvalidArgument),
         (login, text, base64(&truncated), Code::InvalidArgument),
         (login, text, b"AAAA!AAA".to_vec(), Code::InvalidArgument),
         (login, text, b"AAAAAAA".to_vec(), Code::InvalidArgument),
