@@ -26,7 +26,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -38,7 +38,8 @@ use axum::{
 };
 use bytes::Bytes;
 use common::grpc_guard::{
-    self, CheckedRequestBody, MAX_RESPONSE_METADATA_BYTES, RequestChecks, header_list_size,
+    self, CheckedRequestBody, MAX_RESPONSE_METADATA_BYTES, RequestChecks, RequestProblem,
+    header_list_size,
 };
 use http_body::Frame;
 use hyper::body::Incoming;
@@ -136,7 +137,7 @@ impl Proxy {
         parts.headers.remove(http::header::CONTENT_LENGTH);
         // The first problem with the client's request, which is what the client must hear about
         // even when the upstream, seeing its request break off, answers something else.
-        let request_problem = Arc::new(OnceLock::new());
+        let request_problem = Arc::new(RequestProblem::default());
         let checks = RequestChecks {
             max_message_bytes: Some(self.max_message_bytes),
             // The upstream checks the messages themselves; the gateway checks the framing.
@@ -288,7 +289,7 @@ pin_project_lite::pin_project! {
         path: Arc<str>,
         #[pin]
         expiry: Option<tokio::time::Sleep>,
-        request_problem: Arc<OnceLock<Status>>,
+        request_problem: Arc<RequestProblem>,
         done: bool,
     }
 }
@@ -298,7 +299,7 @@ impl ResponseBody {
         inner: Incoming,
         path: Arc<str>,
         expires_at_unix: Option<i64>,
-        request_problem: Arc<OnceLock<Status>>,
+        request_problem: Arc<RequestProblem>,
     ) -> Self {
         let expiry = expires_at_unix.map(|expires_at| {
             let now = SystemTime::now()

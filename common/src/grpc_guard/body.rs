@@ -15,6 +15,22 @@ use super::{BoxError, schema::Schemas};
 /// The size of a gRPC frame header: a flag byte and a 32-bit big-endian length.
 const FRAME_HEADER_BYTES: usize = 5;
 
+/// The first problem with a call's request, shared by its request body (which finds it) and its
+/// response (which ends with it).
+#[derive(Debug, Default)]
+pub struct RequestProblem(OnceLock<Status>);
+
+impl RequestProblem {
+    /// The problem, once there is one.
+    pub fn get(&self) -> Option<&Status> {
+        self.0.get()
+    }
+
+    fn set(&self, status: Status) {
+        let _ = self.0.set(status);
+    }
+}
+
 /// What a [`CheckedRequestBody`] checks besides the framing.
 #[derive(Clone, Default)]
 pub struct RequestChecks {
@@ -38,8 +54,8 @@ pin_project_lite::pin_project! {
     /// - a body the client's transport could not deliver (a broken gRPC-Web encoding, say):
     ///   INVALID_ARGUMENT, or CANCELLED when the client reset its stream.
     ///
-    /// The first such status is also kept in the shared `problem`, so that the response path can
-    /// answer with it whatever the handler made of the broken body. Data passes unchanged and no
+    /// The first such status is also kept in the shared [`RequestProblem`], so that the response
+    /// path can answer with it whatever the handler made of the broken body. Data passes unchanged and no
     /// exact size is claimed: gRPC needs no content-length, and tonic-web reports a
     /// grpc-web-text body's encoded size, which a proxy would otherwise send on as a wrong one.
     pub struct CheckedRequestBody<B> {
@@ -52,14 +68,14 @@ pin_project_lite::pin_project! {
         payload_left: usize,
         // The current message's bytes so far, when messages are checked.
         pieces: Vec<Bytes>,
-        problem: Arc<OnceLock<Status>>,
+        problem: Arc<RequestProblem>,
         failed: bool,
     }
 }
 
 impl<B> CheckedRequestBody<B> {
     /// Checks `inner` as described on the type; the first problem is also stored in `problem`.
-    pub fn new(inner: B, checks: RequestChecks, problem: Arc<OnceLock<Status>>) -> Self {
+    pub fn new(inner: B, checks: RequestChecks, problem: Arc<RequestProblem>) -> Self {
         Self {
             inner,
             checks,
@@ -115,7 +131,7 @@ where
             Ok(frame) => frame.map(Ok),
             Err(status) => {
                 *this.failed = true;
-                let _ = this.problem.set(status.clone());
+                this.problem.set(status.clone());
                 Some(Err(status))
             }
         })

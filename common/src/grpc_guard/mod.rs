@@ -15,7 +15,9 @@
 //! | a body that ends inside a frame | INVALID_ARGUMENT |
 //! | a body its transport could not deliver (broken gRPC-Web base64, say) | INVALID_ARGUMENT |
 //!
-//! The first such status replaces whatever status the handler ended the call with.
+//! The first such status replaces whatever status the handler ends the call with (tonic hands
+//! it to the handler as the request stream's error; a handler that then stops reading ends its
+//! response, as chat's OpenStream does, and the client gets this status).
 //!
 //! The layer also bounds what a response carries in one header block (the head, or the
 //! trailers) to [`MAX_RESPONSE_METADATA_BYTES`]: a larger one would make an HTTP/2 client with
@@ -28,7 +30,7 @@ mod schema;
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, LazyLock, OnceLock},
+    sync::{Arc, LazyLock},
     task::{Context, Poll, ready},
 };
 
@@ -37,7 +39,7 @@ use http::{HeaderMap, Request, Response, header::CONTENT_TYPE};
 use http_body::{Body, Frame, SizeHint};
 use tonic::{Code, Status};
 
-pub use body::{CheckedRequestBody, RequestChecks, message_too_large};
+pub use body::{CheckedRequestBody, RequestChecks, RequestProblem, message_too_large};
 pub use schema::{Malformed, Schemas};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -168,7 +170,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let problem = Arc::new(OnceLock::new());
+        let problem = Arc::new(RequestProblem::default());
         let grpc = is_grpc(request.headers());
         let checks = RequestChecks {
             max_message_bytes: None,
@@ -207,7 +209,7 @@ pin_project_lite::pin_project! {
 #[derive(Clone)]
 struct Guard {
     /// The first problem with the request.
-    problem: Arc<OnceLock<Status>>,
+    problem: Arc<RequestProblem>,
     max_metadata: usize,
 }
 
