@@ -171,3 +171,51 @@ async fn calls_on_an_upstream_that_dies_end_with_unavailable_native_and_grpc_web
         "{grpc_web_stream:?}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn when_one_of_two_replicas_dies_its_streams_end_with_unavailable_and_retries_reach_the_other(
+    db: PgPool,
+) {
+    let (first_addr, first) = spawn_chat_double().await;
+    let (second_addr, second) = spawn_chat_double().await;
+    let (first_replica, second_replica) = (
+        testkit::Relay::start(first_addr).await,
+        testkit::Relay::start(second_addr).await,
+    );
+    let replicas: gateway::UpstreamUrls = format!(
+        "http://{},http://{}",
+        first_replica.addr, second_replica.addr
+    )
+    .parse()
+    .unwrap();
+    let stack = spawn_stack_with(db, auth::Config::for_tests(), move |mut config| {
+        config.upstreams.chat = replicas;
+        config
+    })
+    .await;
+    let token = stack.access_token("alice").await;
+    let mut streams = Vec::new();
+    for index in 0..8 {
+        streams.push(open_subscription(&stack.channel, &token, &format!("c{index}")).await);
+    }
+    let on_first = first.seen.lock().unwrap().metadata.len();
+    let on_second = second.seen.lock().unwrap().metadata.len();
+    assert!(on_first > 0 && on_second > 0, "{on_first} and {on_second}");
+
+    first_replica.kill();
+    let mut ended = Vec::new();
+    for stream in &mut streams {
+        if let Ok(end) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            ended.push(end.unwrap().unwrap_err());
+        }
+    }
+    let retried = ChatServiceClient::new(stack.channel.clone())
+        .send_message(with_token(send_request("retried"), &token))
+        .await;
+
+    assert_eq!(ended.len(), on_first, "{ended:?}");
+    for status in &ended {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(retried.unwrap().into_inner().message_id, "retried");
+}
