@@ -1,5 +1,6 @@
 //! Serving a tonic router the same way in every service: TCP settings, server reflection for the
-//! service's own APIs and gRPC health, a bound on every status's size
+//! service's own APIs and gRPC health, malformed requests answered INVALID_ARGUMENT and response
+//! metadata bounded (`crate::grpc_guard`), every status cut to a bounded size
 //! ([`crate::status::BoundStatusLayer`]), and a graceful shutdown whose drain is bounded.
 
 use std::{future::Future, time::Duration};
@@ -71,6 +72,11 @@ pub async fn serve(
                 // happen (each crate's `From<Error> for Status`).
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Inside the trace layer, so that its events show the status the client gets.
+        .layer(crate::grpc_guard::GrpcGuardLayer::new(
+            crate::grpc_guard::workspace_schemas(),
+        ))
+        // Inside the guard: statuses are cut to size before its last-resort metadata bound.
         .layer(crate::status::BoundStatusLayer)
         .add_routes(with_reflection(
             services,

@@ -7,6 +7,8 @@
 //! - [`db`]: the PostgreSQL pool and the embedded migrations.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
 //! - [`status`]: the bound on the size of every status a service sends.
+//! - [`grpc_guard`]: malformed requests answer INVALID_ARGUMENT (not tonic's INTERNAL), and no
+//!   response carries more metadata than a client accepts; every service and the gateway use it.
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
@@ -18,6 +20,7 @@
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod grpc_guard;
 pub mod health;
 pub mod outbox;
 pub mod service_credential;

@@ -73,7 +73,8 @@ pub struct UpstreamSettings {
 pub struct Limits {
     /// `GATEWAY_MAX_CONCURRENT_STREAMS`: HTTP/2 streams per connection, default 100.
     pub max_concurrent_streams: u32,
-    /// `GATEWAY_MAX_HEADER_LIST_BYTES`: request header size, default 16384.
+    /// `GATEWAY_MAX_HEADER_LIST_BYTES`: request header size, default 16384 (see
+    /// `server::ServerLimits::max_header_list_bytes` for what larger requests get).
     pub max_header_list_bytes: u32,
     /// `GATEWAY_MAX_MESSAGE_BYTES`: largest gRPC message a client may send, default 4 MiB.
     pub max_message_bytes: u32,

@@ -152,6 +152,14 @@ async fn router(
     let grpc = own_services
         .prepare()
         .into_axum_router()
+        // Malformed requests to the gateway's own services answer as they do on every service;
+        // the proxy checks the framing of the rest, and the upstreams their messages.
+        // Statuses are cut to size as every service's are (reflection's NOT_FOUND names what
+        // the caller asked for).
+        .layer(common::status::BoundStatusLayer)
+        .layer(common::grpc_guard::GrpcGuardLayer::new(
+            common::grpc_guard::workspace_schemas(),
+        ))
         .fallback({
             let proxy = proxy.clone();
             move |request| proxy::proxy(proxy.clone(), request)

@@ -6,15 +6,27 @@
 //! upstream call), apply rate limits, strip headers an upstream might take as identity, then send
 //! the request to the upstream's connection pool (`upstream.rs`). Bodies stream through in both
 //! directions without buffering; trailers, status codes, error details and `grpc-timeout` pass
-//! through unchanged, and dropping the client's request drops the upstream call, which cancels it.
+//! through unchanged, trailers-only answers stay trailers-only, and dropping the client's request
+//! drops the upstream call, which cancels it.
+//!
+//! What a client gets when something fails on the way:
+//!
+//! - its request is malformed (a frame with an unknown flag, a truncated frame, a body its
+//!   gRPC-Web encoding cannot decode): INVALID_ARGUMENT; a compressed frame: UNIMPLEMENTED; a
+//!   message over the size limit: RESOURCE_EXHAUSTED (`common::grpc_guard::CheckedRequestBody`,
+//!   whose first status wins over whatever the upstream made of the broken request);
+//! - the upstream cannot be reached, or its connection fails before or while the response
+//!   streams (a replica killed mid-stream): UNAVAILABLE, which clients retry;
+//! - the upstream's response carries more metadata in one header block than clients accept
+//!   (`common::grpc_guard::MAX_RESPONSE_METADATA_BYTES`): INTERNAL "upstream response metadata
+//!   too large", for that call only (the connection, shared with other calls, stays up: see
+//!   `upstream.rs`);
+//! - the upstream ends a call without any status: INTERNAL.
 
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -25,7 +37,12 @@ use axum::{
     http::{HeaderMap, HeaderValue, Request, Response, Version},
 };
 use bytes::Bytes;
+use common::grpc_guard::{
+    self, CheckedRequestBody, MAX_RESPONSE_METADATA_BYTES, RequestChecks, RequestProblem,
+    header_list_size,
+};
 use http_body::Frame;
+use hyper::body::Incoming;
 use tonic::Status;
 
 use crate::{
@@ -108,6 +125,7 @@ impl Proxy {
         }
 
         let (mut parts, body) = request.into_parts();
+        let path: Arc<str> = Arc::from(parts.uri.path());
         sanitize_headers(&mut parts.headers, peer);
         parts.version = Version::HTTP_2;
         if method.is_unary() {
@@ -117,37 +135,46 @@ impl Proxy {
         // grpc-web-text bodies (shorter than what the client declared) but still reports the
         // encoded size, which hyper would send upstream as content-length.
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        let oversized = Arc::new(AtomicBool::new(false));
-        let body = MessageLimitBody::new(body, self.max_message_bytes, oversized.clone());
+        // The first problem with the client's request, which is what the client must hear about
+        // even when the upstream, seeing its request break off, answers something else.
+        let request_problem = Arc::new(RequestProblem::default());
+        let checks = RequestChecks {
+            max_message_bytes: Some(self.max_message_bytes),
+            // The upstream checks the messages themselves; the gateway checks the framing.
+            message_type: None,
+        };
+        let body = CheckedRequestBody::new(body, checks, request_problem.clone());
         let upstream_request = Request::from_parts(parts, UpstreamBody::new(body));
-        let response = self
-            .call_upstream(method, upstream_request)
-            .await
-            .map_err(|status| {
-                if oversized.load(Ordering::Relaxed) {
-                    message_too_large(self.max_message_bytes)
-                } else {
-                    status
-                }
-            })?;
-
-        let (parts, body) = response.into_parts();
-        let body = match token_expiry {
+        let response = self.call_upstream(method, &path, upstream_request).await;
+        if let Some(problem) = request_problem.get() {
+            return Err(problem.clone());
+        }
+        let (parts, body) = response?.into_parts();
+        let head_size = header_list_size(&parts.headers);
+        if head_size > MAX_RESPONSE_METADATA_BYTES {
+            return Err(metadata_too_large(&path, head_size));
+        }
+        if parts.headers.contains_key(Status::GRPC_STATUS) {
+            // Trailers-only: the status is in the head and nothing follows. An empty body says so
+            // to hyper, which then ends the stream with the head (HEADERS with END_STREAM).
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
+        let expiry = match token_expiry {
             // A stream outliving its token is ended as the token expires; the client refreshes
             // and resumes from its cursor.
-            Some(expires_at) if method.server_streaming => {
-                Body::new(ExpiringBody::new(tonic::body::Body::new(body), expires_at))
-            }
-            _ => Body::new(body),
+            Some(expires_at) if method.server_streaming => Some(expires_at),
+            _ => None,
         };
-        Ok(Response::from_parts(parts, body))
+        let body = ResponseBody::new(body, path, expiry, request_problem);
+        Ok(Response::from_parts(parts, Body::new(body)))
     }
 
     async fn call_upstream(
         &self,
         method: &Method,
+        path: &str,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<hyper::body::Incoming>, Status> {
+    ) -> Result<Response<Incoming>, Status> {
         let call = self.upstreams.pool(method.upstream).send(request);
         let response = if method.is_unary() {
             tokio::time::timeout(self.unary_timeout, call)
@@ -161,11 +188,21 @@ impl Proxy {
                 Status::unavailable("upstream unavailable (no connection is up)")
             }
             UpstreamError::Call(error) => {
-                tracing::warn!(%error, "upstream call failed");
+                tracing::warn!(%error, path, "upstream call failed");
                 Status::unavailable("upstream unavailable")
             }
         })
     }
+}
+
+fn metadata_too_large(path: &str, size: usize) -> Status {
+    tracing::error!(
+        path,
+        size,
+        limit = MAX_RESPONSE_METADATA_BYTES,
+        "an upstream response carries too much metadata to forward; the call fails with INTERNAL"
+    );
+    Status::internal("upstream response metadata too large")
 }
 
 fn sanitize_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
@@ -235,40 +272,54 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn message_too_large(limit: u32) -> Status {
-    Status::resource_exhausted(format!("a request message is larger than {limit} bytes"))
-}
-
 pin_project_lite::pin_project! {
-    /// The client's request body on its way upstream: it reads the 5-byte gRPC frame headers as
-    /// they pass and fails the body (which resets the upstream call) at the first message over the
-    /// limit, before its payload is forwarded. It never claims an exact size: gRPC needs no
-    /// content-length, and tonic-web reports a grpc-web-text body's encoded size, which hyper
-    /// would otherwise send upstream as a wrong content-length.
-    struct MessageLimitBody {
+    /// The upstream's response body on its way to the client. It always ends with a status in
+    /// trailers, whatever happens upstream:
+    ///
+    /// - the upstream's trailers, unless they are too large to forward (INTERNAL instead) or the
+    ///   client's request had a problem (that status instead);
+    /// - UNAVAILABLE when the upstream connection fails mid-stream (a killed replica), rather
+    ///   than a reset stream, which clients report as INTERNAL;
+    /// - INTERNAL when the upstream ends without a status;
+    /// - UNAUTHENTICATED when the caller's token expires (server-streaming calls), so a stream
+    ///   never outlives its token.
+    struct ResponseBody {
         #[pin]
-        inner: Body,
-        limit: u32,
-        // Bytes left of the current message's payload, then the partial header being read.
-        payload_left: u64,
-        header: Vec<u8>,
-        oversized: Arc<AtomicBool>,
+        inner: Incoming,
+        path: Arc<str>,
+        #[pin]
+        expiry: Option<tokio::time::Sleep>,
+        request_problem: Arc<RequestProblem>,
+        done: bool,
     }
 }
 
-impl MessageLimitBody {
-    fn new(inner: Body, limit: u32, oversized: Arc<AtomicBool>) -> Self {
+impl ResponseBody {
+    fn new(
+        inner: Incoming,
+        path: Arc<str>,
+        expires_at_unix: Option<i64>,
+        request_problem: Arc<RequestProblem>,
+    ) -> Self {
+        let expiry = expires_at_unix.map(|expires_at| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let left =
+                Duration::from_secs(u64::try_from(expires_at).unwrap_or(0)).saturating_sub(now);
+            tokio::time::sleep(left)
+        });
         Self {
             inner,
-            limit,
-            payload_left: 0,
-            header: Vec::with_capacity(5),
-            oversized,
+            path,
+            expiry,
+            request_problem,
+            done: false,
         }
     }
 }
 
-impl http_body::Body for MessageLimitBody {
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -277,104 +328,70 @@ impl http_body::Body for MessageLimitBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.project();
-        let frame = match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(error))) => {
-                return Poll::Ready(Some(Err(Status::from_error(error.into()))));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
-        };
-        if let Some(data) = frame.data_ref() {
-            let mut rest: &[u8] = data;
-            while !rest.is_empty() {
-                if *this.payload_left > 0 {
-                    let skipped = rest
-                        .len()
-                        .min(usize::try_from(*this.payload_left).unwrap_or(usize::MAX));
-                    rest = &rest[skipped..];
-                    *this.payload_left -= skipped as u64;
-                    continue;
-                }
-                let wanted = 5 - this.header.len();
-                let taken = rest.len().min(wanted);
-                this.header.extend_from_slice(&rest[..taken]);
-                rest = &rest[taken..];
-                if this.header.len() == 5 {
-                    let length = u32::from_be_bytes([
-                        this.header[1],
-                        this.header[2],
-                        this.header[3],
-                        this.header[4],
-                    ]);
-                    this.header.clear();
-                    if length > *this.limit {
-                        this.oversized.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(message_too_large(*this.limit))));
-                    }
-                    *this.payload_left = u64::from(length);
-                }
-            }
+        if *this.done {
+            return Poll::Ready(None);
         }
-        Poll::Ready(Some(Ok(frame)))
+        let ending = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Err(data) => return Poll::Ready(Some(Ok(data))),
+                Ok(trailers) => {
+                    let size = header_list_size(&trailers);
+                    if let Some(problem) = this.request_problem.get() {
+                        Ending::Status(problem.clone())
+                    } else if size > MAX_RESPONSE_METADATA_BYTES {
+                        tracing::error!(
+                            path = %this.path,
+                            size,
+                            "an upstream's trailers are too large to forward; the call fails with INTERNAL"
+                        );
+                        Ending::Status(Status::internal("upstream response metadata too large"))
+                    } else {
+                        Ending::Trailers(trailers)
+                    }
+                }
+            },
+            Poll::Ready(Some(Err(error))) => {
+                Ending::Status(this.request_problem.get().cloned().unwrap_or_else(|| {
+                    tracing::warn!(%error, path = %this.path, "an upstream response broke off");
+                    Status::unavailable("the upstream connection was lost; retry")
+                }))
+            }
+            Poll::Ready(None) => {
+                Ending::Status(this.request_problem.get().cloned().unwrap_or_else(|| {
+                    tracing::warn!(path = %this.path, "an upstream ended a call without a status");
+                    Status::internal("the upstream ended the call without a status")
+                }))
+            }
+            Poll::Pending => {
+                let expired = this
+                    .expiry
+                    .as_pin_mut()
+                    .is_some_and(|expiry| expiry.poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                Ending::Status(Status::unauthenticated(
+                    "access token expired; refresh it and resume the stream",
+                ))
+            }
+        };
+        *this.done = true;
+        let trailers = match ending {
+            Ending::Trailers(trailers) => trailers,
+            Ending::Status(status) => grpc_guard::status_trailers(&status),
+        };
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.done
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that ends with UNAUTHENTICATED trailers when the caller's token expires.
-    pub struct ExpiringBody {
-        #[pin]
-        inner: tonic::body::Body,
-        #[pin]
-        expiry: tokio::time::Sleep,
-        expired: bool,
-    }
-}
-
-impl ExpiringBody {
-    fn new(inner: tonic::body::Body, expires_at_unix: i64) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let left =
-            Duration::from_secs(u64::try_from(expires_at_unix).unwrap_or(0)).saturating_sub(now);
-        Self {
-            inner,
-            expiry: tokio::time::sleep(left),
-            expired: false,
-        }
-    }
-}
-
-impl http_body::Body for ExpiringBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = self.project();
-        if *this.expired {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        if this.expiry.poll(cx).is_ready() {
-            *this.expired = true;
-            let status =
-                Status::unauthenticated("access token expired; refresh it and resume the stream");
-            let mut trailers = HeaderMap::new();
-            status.add_header(&mut trailers).ok();
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        Poll::Pending
-    }
+/// How a [`ResponseBody`] ends.
+enum Ending {
+    Trailers(HeaderMap),
+    Status(Status),
 }
 
 #[cfg(test)]

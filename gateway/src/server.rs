@@ -20,6 +20,7 @@ use std::{
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo};
+use common::grpc_guard;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::{Bytes, Incoming};
@@ -45,6 +46,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// hyper panics on an HTTP/1 buffer limit below this.
 const MIN_HTTP1_BUFFER_BYTES: usize = 8 * 1024;
+/// The smallest transport-level cap on a request's header list; see [`hard_header_list_bytes`].
+const MIN_HARD_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 /// Per-connection limits. `Default` gives the production values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +55,13 @@ pub struct ServerLimits {
     /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (hyper and tonic announce none,
     /// which means unlimited): default 100.
     pub max_concurrent_streams: u32,
-    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, and the HTTP/1 buffer a request head must fit in
-    /// (at least 8 KiB): default 16 KiB. Larger requests get 431 (HTTP/1, and HTTP/2 where the
-    /// stream can still answer) or a reset stream.
+    /// The largest request header list (each field's name and value plus 32 bytes, as HTTP/2
+    /// counts): default 16 KiB. A larger gRPC request is answered with a gRPC status,
+    /// UNAUTHENTICATED when the `authorization` header alone is what makes it too large and
+    /// RESOURCE_EXHAUSTED otherwise; any other request gets 431. That holds up to the transport's
+    /// own cap ([`hard_header_list_bytes`]: 4 times this, at least 64 KiB), which hyper enforces
+    /// before any request exists: above it, 431 over HTTP/1.1 and, over HTTP/2, 431 or a reset
+    /// stream (or GOAWAY for a header block that cannot even be skipped).
     pub max_header_list_bytes: u32,
     /// HTTP/2 PING interval, which finds dead peers: default 30 s.
     pub keepalive_interval: Duration,
@@ -186,6 +193,7 @@ pub async fn serve(
                     app: app.clone(),
                     peer,
                     idle_timeout: limits.idle_timeout,
+                    max_header_list_bytes: limits.max_header_list_bytes,
                     stopping: stopping.clone(),
                 };
                 connections.spawn(connection.run(tcp, tls.clone()));
@@ -217,7 +225,8 @@ pub async fn serve(
 /// (the HTTP/2 preface), which also covers HTTP/2 chosen by ALPN.
 fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    let http1_buffer = usize::try_from(limits.max_header_list_bytes)
+    let hard_limit = hard_header_list_bytes(limits.max_header_list_bytes);
+    let http1_buffer = usize::try_from(hard_limit)
         .unwrap_or(usize::MAX)
         .max(MIN_HTTP1_BUFFER_BYTES);
     // The timer enables hyper's HTTP/1 header read timeout (30 s) against slow request heads.
@@ -229,10 +238,18 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_header_list_bytes)
+        .max_header_list_size(hard_limit)
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout);
     builder
+}
+
+/// The transport-level cap on a request's header list, above the configured limit so that
+/// requests between the two reach [`ConnectionService`], which answers gRPC ones with a gRPC
+/// status (a client cannot read a status from a 431 or a reset stream: it reports UNKNOWN or
+/// INTERNAL). Bounded, as h2 and hyper hold a header list in memory while they read it.
+pub fn hard_header_list_bytes(limit: u32) -> u32 {
+    limit.saturating_mul(4).max(MIN_HARD_HEADER_LIST_BYTES)
 }
 
 /// Waits for the next connection. Errors about one connection are skipped; others (EMFILE and
@@ -277,6 +294,7 @@ struct ConnectionTask {
     app: Router,
     peer: SocketAddr,
     idle_timeout: Duration,
+    max_header_list_bytes: u32,
     /// Becomes `true` when the server shuts down.
     stopping: watch::Receiver<bool>,
 }
@@ -311,12 +329,14 @@ impl ConnectionTask {
             app,
             peer,
             idle_timeout,
+            max_header_list_bytes,
             mut stopping,
         } = self;
         let (in_flight_count, mut in_flight) = watch::channel(0_usize);
         let service = ConnectionService {
             app,
             peer,
+            max_header_list_bytes: usize::try_from(max_header_list_bytes).unwrap_or(usize::MAX),
             in_flight: Arc::new(in_flight_count),
         };
         let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -348,11 +368,12 @@ impl ConnectionTask {
     }
 }
 
-/// The hyper service of one connection: adds `ConnectInfo` and counts requests in flight around
-/// the router.
+/// The hyper service of one connection: refuses header lists over the limit, adds `ConnectInfo`
+/// and counts requests in flight around the router.
 struct ConnectionService {
     app: Router,
     peer: SocketAddr,
+    max_header_list_bytes: usize,
     in_flight: Arc<watch::Sender<usize>>,
 }
 
@@ -362,8 +383,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(ConnectInfo(self.peer));
         let in_flight = InFlight::start(Arc::clone(&self.in_flight));
+        if let Some(refusal) = refuse_large_headers(request.headers(), self.max_header_list_bytes) {
+            let response = refusal.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            });
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        request.extensions_mut().insert(ConnectInfo(self.peer));
         let response = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await?;
@@ -374,6 +402,57 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
             }))
         })
     }
+}
+
+/// The answer to a request whose header list is over `limit` bytes, if it is: a gRPC status for
+/// a gRPC request (trailers-only, in the head, which gRPC-Web clients read too), else 431. It is
+/// given before the router, so it carries no CORS headers: a browser calling from another origin
+/// sees a failed request rather than the status (same-origin pages, like the web demo, see it).
+fn refuse_large_headers(headers: &http::HeaderMap, limit: usize) -> Option<Response<Body>> {
+    let size = grpc_guard::header_list_size(headers);
+    if size <= limit {
+        return None;
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(http::HeaderValue::as_bytes)
+        .unwrap_or_default();
+    tracing::debug!(size, limit, "a request's header list is over the limit");
+    if !grpc_guard::is_grpc(headers) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        return Some(response);
+    }
+    let authorization = headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .map(|value| "authorization".len() + value.len() + 32)
+        .sum::<usize>();
+    let status = if authorization > 0 && size - authorization <= limit {
+        tonic::Status::unauthenticated(format!(
+            "the authorization header is too large ({authorization} bytes; every header together \
+             may take {limit}): send the access token you were given"
+        ))
+    } else {
+        tonic::Status::resource_exhausted(format!(
+            "the request's headers take {size} bytes; the limit is {limit}"
+        ))
+    };
+    let mut response: Response<Body> = status.into_http();
+    let answer_type = if content_type.starts_with(b"application/grpc-web-text") {
+        Some("application/grpc-web-text+proto")
+    } else if content_type.starts_with(b"application/grpc-web") {
+        Some("application/grpc-web+proto")
+    } else {
+        None
+    };
+    if let Some(answer_type) = answer_type {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(answer_type),
+        );
+    }
+    Some(response)
 }
 
 /// Counts one request as in flight until dropped.

@@ -44,6 +44,12 @@ use crate::{
 const UPSTREAM_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// HTTP/2 flow-control window of each upstream stream.
 const UPSTREAM_STREAM_WINDOW: u32 = 1024 * 1024;
+/// The largest header block (a response head, or trailers) accepted from an upstream. h2 drops
+/// the whole connection, and every call on it, when a peer sends a header block too large to
+/// decode (GOAWAY COMPRESSION_ERROR or ENHANCE_YOUR_CALM), while one under this cap but over what
+/// the gateway forwards fails only its own call (`proxy.rs`). Upstreams are trusted and bound
+/// their own metadata far below this (`common::grpc_guard`); the cap only has to be out of reach.
+const UPSTREAM_MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024;
 /// Reconnection backoff after a failed attempt: doubles from the first to the last.
 const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
 
@@ -431,6 +437,7 @@ async fn connect(
         // ENHANCE_YOUR_CALM "too_many_data_frames").
         .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
         .initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
+        .max_header_list_size(UPSTREAM_MAX_HEADER_LIST_BYTES)
         .handshake(TokioIo::new(tcp))
         .await
         .map_err(io::Error::other)

@@ -112,3 +112,208 @@ pub fn grpcurl_describe(addr: SocketAddr, symbol: &str) -> String {
     );
     output.stdout
 }
+
+/// What a raw gRPC call ([`raw_grpc`]) received, as on the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The HTTP status (200 for every gRPC answer).
+    pub http_status: u16,
+    /// The response head.
+    pub headers: http::HeaderMap,
+    /// The body's bytes (gRPC frames).
+    pub body: Vec<u8>,
+    /// The trailers, if any (none for a trailers-only answer, whose status is in `headers`).
+    pub trailers: Option<http::HeaderMap>,
+    /// The error that ended the response instead of trailers (a reset stream), if any.
+    pub error: Option<String>,
+    /// Whether the head ended the response (HEADERS with END_STREAM: a trailers-only answer as
+    /// the gRPC spec has it), rather than an empty body frame after it, which some clients
+    /// (grpc-go, grpcurl) take for a response without trailers.
+    pub ended_with_head: bool,
+}
+
+impl RawResponse {
+    /// The gRPC status the client gets: from the trailers, else from the head (trailers-only).
+    /// `None` when neither carries one, which clients report as an error of their own.
+    pub fn status(&self) -> Option<tonic::Status> {
+        self.trailers
+            .as_ref()
+            .and_then(tonic::Status::from_header_map)
+            .or_else(|| tonic::Status::from_header_map(&self.headers))
+    }
+}
+
+/// One gRPC frame: the uncompressed flag and a 32-bit length, then `message`.
+pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// Sends `body` (raw bytes, gRPC frames or not) as one HTTP/2 gRPC request to `path` on `addr`,
+/// with `headers` besides `content-type: application/grpc` and `te: trailers`, and reads the
+/// whole answer. For the cases a real client cannot produce: malformed frames and messages.
+///
+/// # Panics
+/// When the connection cannot be made.
+pub async fn raw_grpc(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> RawResponse {
+    use http_body_util::BodyExt;
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("a valid request");
+    let response = sender.send_request(request).await;
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => {
+            return RawResponse {
+                http_status: 0,
+                headers: http::HeaderMap::new(),
+                body: Vec::new(),
+                trailers: None,
+                error: Some(error.to_string()),
+                ended_with_head: false,
+            };
+        }
+    };
+    let (parts, mut incoming) = response.into_parts();
+    let mut raw = RawResponse {
+        http_status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: Vec::new(),
+        trailers: None,
+        error: None,
+        ended_with_head: http_body::Body::is_end_stream(&incoming),
+    };
+    while let Some(frame) = incoming.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => raw.body.extend_from_slice(&data),
+                Err(frame) => raw.trailers = frame.into_trailers().ok(),
+            },
+            Err(error) => {
+                raw.error = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    raw
+}
+
+/// Sends every kind of malformed request to `addr` and asserts the status each gets: bytes that
+/// are not a protobuf message (`ffffff`), a string field that is not UTF-8, a truncated frame, an
+/// unknown frame flag (INVALID_ARGUMENT each), a compressed frame (UNIMPLEMENTED, no compression
+/// is offered), on `path` (a unary method whose request has string field `string_field`) and on
+/// gRPC health and reflection.
+///
+/// # Panics
+/// When a case gets another status.
+pub async fn assert_malformed_requests_are_refused(addr: SocketAddr, path: &str, string_field: u8) {
+    use tonic::Code;
+
+    let ffffff = grpc_frame(&[0xff, 0xff, 0xff]);
+    // Field `string_field`, length-delimited, 2 bytes: "a" and a lone continuation byte.
+    let bad_utf8 = grpc_frame(&[string_field << 3 | 2, 2, b'a', 0x80]);
+    let mut truncated = grpc_frame(b"\x0a\x05hello");
+    truncated.truncate(8);
+    let mut compressed = grpc_frame(&[]);
+    compressed[0] = 1;
+    let mut unknown_flag = grpc_frame(&[]);
+    unknown_flag[0] = 0x02;
+    let health = "/grpc.health.v1.Health/Check";
+    let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let cases = [
+        (path, ffffff.clone(), Code::InvalidArgument),
+        (path, bad_utf8.clone(), Code::InvalidArgument),
+        (path, truncated.clone(), Code::InvalidArgument),
+        (path, compressed.clone(), Code::Unimplemented),
+        (path, unknown_flag, Code::InvalidArgument),
+        (health, ffffff.clone(), Code::InvalidArgument),
+        (health, bad_utf8, Code::InvalidArgument),
+        (health, truncated, Code::InvalidArgument),
+        (health, compressed, Code::Unimplemented),
+        (reflection, ffffff, Code::InvalidArgument),
+    ];
+    for (path, body, expected) in cases {
+        let response = raw_grpc(addr, path, &[], body.clone()).await;
+        let status = response.status();
+        assert_eq!(
+            status.as_ref().map(tonic::Status::code),
+            Some(expected),
+            "{path} with {body:02x?}: {response:?}"
+        );
+    }
+}
+
+/// A TCP relay in front of a server, which a test can cut as if the server's process had been
+/// killed (`kill -9`): every connection through it is reset at once and no new one is accepted.
+pub struct Relay {
+    /// Where clients connect instead of the server.
+    pub addr: SocketAddr,
+    killed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Starts relaying connections on a loopback port to `target`.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (killed, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut until_killed = watch.clone();
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = until_killed.wait_for(|killed| *killed) => return,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let mut until_killed = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = until_killed.wait_for(|killed| *killed) => {
+                            // Reset rather than close, as the kernel does for a killed process
+                            // with unread data.
+                            let _ = client.set_zero_linger();
+                            let _ = server.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, killed }
+    }
+
+    /// Resets every connection through the relay and stops accepting new ones.
+    pub fn kill(&self) {
+        let _ = self.killed.send(true);
+    }
+}

@@ -10,7 +10,7 @@ use crate::helpers::{
 };
 
 /// The real gateway in front of the app's auth and chat.
-async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
+pub(crate) async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
     let uri = |addr: std::net::SocketAddr| format!("http://{addr}").parse().unwrap();
     let upstreams = gateway::UpstreamSettings {
         auth: uri(app.auth_addr),

@@ -4,8 +4,10 @@
 mod conversations;
 mod delivery;
 mod gateway;
+mod gateway_statuses;
 mod groups;
 mod helpers;
 mod history;
+mod malformed;
 mod sending;
 mod serving;

@@ -59,7 +59,8 @@ impl ChatService for ChatDouble {
     type SubscribeStream = EventStream<pb::SubscribeResponse>;
 
     /// Echoes the conversation id back as the message id; conversation "fail" answers
-    /// FAILED_PRECONDITION with error details; conversation "slow" takes 5 s.
+    /// FAILED_PRECONDITION with error details, "huge" the same with details of about 420 KB (as
+    /// a mismatch over 10,000 devices once did); conversation "slow" takes 5 s.
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
@@ -79,6 +80,7 @@ impl ChatService for ChatDouble {
                     details,
                 ))
             }
+            "huge" => Err(huge_status()),
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok(Response::new(pb::SendMessageResponse::default()))
@@ -92,21 +94,47 @@ impl ChatService for ChatDouble {
     }
 
     /// Streams `positions.len()` typing events (one per position, echoing its conversation id),
-    /// then stays open until the client goes away, which it records.
+    /// then stays open until the client goes away, which it records. A first conversation
+    /// "refuse" is refused at once (a trailers-only RESOURCE_EXHAUSTED with an `ErrorInfo`, as
+    /// chat refuses a 17th stream); after a conversation "end" the stream ends with
+    /// ABORTED and an `ErrorInfo` in trailers, after "huge" with FAILED_PRECONDITION and 420 KB
+    /// of details.
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         self.record(&request);
+        let positions = request.into_inner().positions;
+        if positions.first().map(|p| p.conversation_id.as_str()) == Some("refuse") {
+            let details = ErrorDetails::with_error_info("TOO_MANY_STREAMS", "chat.v1", []);
+            return Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                "too many open streams for this device",
+                details,
+            ));
+        }
         let (events, receiver) = mpsc::channel(16);
         let guard = CancelGuard(self.seen.clone());
         tokio::spawn(async move {
-            for position in request.into_inner().positions {
+            for position in positions {
                 let event = pb::SubscribeResponse {
                     event: Some(typing(&position.conversation_id)),
                 };
                 if events.send(Ok(event)).await.is_err() {
                     break;
+                }
+                let ending = match position.conversation_id.as_str() {
+                    "end" => Some(Status::with_error_details(
+                        Code::Aborted,
+                        "the stream ends here",
+                        ErrorDetails::with_error_info("STREAM_ENDED", "chat.v1", []),
+                    )),
+                    "huge" => Some(huge_status()),
+                    _ => None,
+                };
+                if let Some(status) = ending {
+                    let _ = events.send(Err(status)).await;
+                    return;
                 }
             }
             events.closed().await;
@@ -115,13 +143,33 @@ impl ChatService for ChatDouble {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    /// Answers every `typing` request with a typing event for the same conversation.
+    /// Reads the first request before answering, as chat does (send `start` first), then
+    /// answers every `typing` request with a typing event for the same conversation. A stream
+    /// whose first request is an `ack` is refused with INVALID_ARGUMENT and an `ErrorInfo`, as
+    /// chat refuses it (trailers-only).
     async fn open_stream(
         &self,
         request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
         self.record(&request);
         let mut incoming = request.into_inner();
+        let first = incoming.next().await.transpose()?;
+        let first = match first.and_then(|message| message.request) {
+            Some(pb::open_stream_request::Request::Ack(_)) => {
+                return Err(Status::with_error_details(
+                    Code::InvalidArgument,
+                    "the first request must be start",
+                    ErrorDetails::with_error_info("FIRST_REQUEST_NOT_START", "chat.v1", []),
+                ));
+            }
+            other => other,
+        };
+        let mut incoming = tokio_stream::iter(first.map(|request| {
+            Ok(pb::OpenStreamRequest {
+                request: Some(request),
+            })
+        }))
+        .chain(incoming);
         let outgoing = async_stream_from(
             move |sender: mpsc::Sender<Result<pb::OpenStreamResponse, Status>>| async move {
                 while let Some(Ok(message)) = incoming.next().await {
@@ -185,6 +233,22 @@ impl Drop for CancelGuard {
     }
 }
 
+/// A status whose details take about 420 KB (base64 in `grpc-status-details-bin`).
+pub fn huge_status() -> Status {
+    let devices: Vec<String> = (0..10_000)
+        .map(|index| format!("{:032x}", u128::from(index as u32)))
+        .collect();
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        "devices changed",
+        ErrorDetails::with_error_info(
+            "DEVICE_LIST_MISMATCH",
+            "chat.v1",
+            [("devices".to_owned(), devices.join(","))],
+        ),
+    )
+}
+
 fn async_stream_from<T, F, Fut>(produce: F) -> EventStream<T>
 where
     T: Send + 'static,
@@ -201,7 +265,13 @@ pub async fn spawn_chat_double() -> (SocketAddr, ChatDouble) {
     let double = ChatDouble::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Checks what it receives as every real service does (`common::grpc::serve`), but sends
+    // metadata of any size, as a broken upstream could.
     let server = tonic::transport::Server::builder()
+        .layer(
+            common::grpc_guard::GrpcGuardLayer::new(common::grpc_guard::workspace_schemas())
+                .max_response_metadata_bytes(usize::MAX),
+        )
         .add_service(pb::chat_service_server::ChatServiceServer::new(
             double.clone(),
         ))

@@ -3,12 +3,17 @@
 //! (tonic, grpcurl, raw HTTP/1.1 for gRPC-Web and plain HTTP).
 
 mod chat_double;
+mod grpc_web;
 mod grpc_web_client;
+mod header_limits;
 mod helpers;
+mod malformed;
 mod observability;
 mod proxying;
 mod reflection;
 mod server;
 mod serving;
+mod statuses;
+mod upstream_failures;
 mod upstream_request_ids;
 mod web_root;

@@ -163,6 +163,15 @@ async fn a_bidirectional_stream_is_proxied_message_by_message(db: PgPool) {
     let token = stack.access_token("erin").await;
     let (requests, outgoing) = tokio::sync::mpsc::channel(4);
     let mut chat = ChatServiceClient::new(stack.channel.clone());
+    // As chat, the double reads the first request before it answers.
+    requests
+        .send(chat_pb::OpenStreamRequest {
+            request: Some(chat_pb::open_stream_request::Request::Start(
+                chat_pb::StartStream::default(),
+            )),
+        })
+        .await
+        .unwrap();
 
     let mut responses = chat
         .open_stream(with_token(

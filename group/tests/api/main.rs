@@ -5,5 +5,6 @@ mod groups;
 mod helpers;
 mod internal;
 mod limits;
+mod malformed;
 mod members;
 mod serving;

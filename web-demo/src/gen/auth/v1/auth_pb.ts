@@ -852,6 +852,14 @@ export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
  * truncated or case-folded); display and device names at most 64 characters; at most 10 active
  * devices per user; at most 100 users per lookup.
  *
+ * Every RPC, directly or through the gateway: INVALID_ARGUMENT for a request that is not a valid
+ * message of its type (a string field that is not UTF-8 included), a truncated or malformed gRPC
+ * frame, or a broken gRPC-Web encoding; UNIMPLEMENTED for a compressed message (no compression is
+ * offered). Through the gateway also: RESOURCE_EXHAUSTED for a message over 4 MiB or request
+ * headers over 16 KiB (UNAUTHENTICATED when the authorization header is what is too large);
+ * UNAVAILABLE when the service cannot be reached or its connection fails during the call (retry).
+ * Every status, trailers-only or not, reaches the client with its message and details.
+ *
  * @generated from service auth.v1.AuthService
  */
 export const AuthService: GenService<{

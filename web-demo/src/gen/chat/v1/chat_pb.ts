@@ -1522,6 +1522,14 @@ export const MembershipChangeKindSchema: GenEnum<MembershipChangeKind> = /*@__PU
  * history. Every RPC needs `authorization: Bearer <access token>` metadata; the token names the
  * caller's user and device.
  *
+ * Every RPC, directly or through the gateway: INVALID_ARGUMENT for a request that is not a valid
+ * message of its type (a string field that is not UTF-8 included), a truncated or malformed gRPC
+ * frame, or a broken gRPC-Web encoding; UNIMPLEMENTED for a compressed message (no compression is
+ * offered). Through the gateway also: RESOURCE_EXHAUSTED for a message over 4 MiB or request
+ * headers over 16 KiB (UNAUTHENTICATED when the authorization header is what is too large);
+ * UNAVAILABLE when the service cannot be reached or its connection fails during the call (retry).
+ * Every status, trailers-only or not, reaches the client with its message and details.
+ *
  * The server stores and forwards ciphertext only. Clients encrypt each message with a fresh
  * AES-256-GCM-SIV content key, wrap that key with RSA-OAEP for every recipient device (every device
  * of every participant, including the sender's other devices) and sign the envelope with the sender

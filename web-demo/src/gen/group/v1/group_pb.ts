@@ -711,6 +711,14 @@ export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
  * is a member of at most 500 groups; group names are 1 to 64 characters and not only white space;
  * at most 100 users per AddMembers call.
  *
+ * Every RPC, directly or through the gateway: INVALID_ARGUMENT for a request that is not a valid
+ * message of its type (a string field that is not UTF-8 included), a truncated or malformed gRPC
+ * frame, or a broken gRPC-Web encoding; UNIMPLEMENTED for a compressed message (no compression is
+ * offered). Through the gateway also: RESOURCE_EXHAUSTED for a message over 4 MiB or request
+ * headers over 16 KiB (UNAUTHENTICATED when the authorization header is what is too large);
+ * UNAVAILABLE when the service cannot be reached or its connection fails during the call (retry).
+ * Every status, trailers-only or not, reaches the client with its message and details.
+ *
  * @generated from service group.v1.GroupService
  */
 export const GroupService: GenService<{
