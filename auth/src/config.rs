@@ -99,7 +99,8 @@ pub struct ThrottleSettings {
     pub window: Duration,
 }
 
-const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Validators refuse longer-lived tokens (`token::ValidationSettings::max_lifetime`).
+const MAX_ACCESS_TOKEN_TTL: Duration = token::MAX_ACCESS_TOKEN_LIFETIME;
 
 impl Config {
     /// Reads the configuration from the process environment.

@@ -41,7 +41,9 @@ pub use jwk::{ALG_EDDSA, CRV_ED25519, Jwk, KTY_OKP, USE_SIG, jwks_json};
 pub use keys::{ACCESS_TOKEN_TYPE, KeySet, SigningKey};
 pub use remote::RemoteValidator;
 pub use source::{AuthServiceKeySource, KeySource};
-pub use validator::{DEFAULT_LEEWAY, KeyRefresh, ValidationSettings, Validator};
+pub use validator::{
+    DEFAULT_LEEWAY, KeyRefresh, MAX_ACCESS_TOKEN_LIFETIME, ValidationSettings, Validator,
+};
 
 /// The attribute for implementing [`KeySource`] (`#[token::async_trait]`), re-exported so that
 /// implementors need no dependency of their own.

@@ -17,8 +17,12 @@ use crate::keys::KeySet;
 use crate::source::KeySource;
 use crate::verify;
 
-/// The default clock-skew allowance for `exp` and `nbf`.
+/// The default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The longest access-token lifetime (`exp - iat`) auth may be configured to issue, and the
+/// default [`ValidationSettings::max_lifetime`].
+pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// What a token must say to be accepted here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +31,12 @@ pub struct ValidationSettings {
     pub issuer: String,
     /// The exact `aud` required.
     pub audience: String,
-    /// Clock-skew allowance for `exp` and `nbf`, in whole seconds. Keep it small (default 30 s):
-    /// it extends the life of every token, stolen ones included.
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`, in whole seconds. Keep it small (default
+    /// 30 s): it extends the life of every token, stolen ones included.
     pub leeway: Duration,
+    /// The longest lifetime (`exp - iat`) accepted, plus the leeway (default
+    /// [`MAX_ACCESS_TOKEN_LIFETIME`]); a longer-lived token is refused however it is signed.
+    pub max_lifetime: Duration,
 }
 
 /// How a [`Validator`] with a [`KeySource`] keeps its keys current.
@@ -49,7 +56,9 @@ pub struct KeyRefresh {
 /// The checks, in order: the JOSE header (`typ` is `at+jwt`; `alg` is `EdDSA`, whatever else the
 /// token says; a `kid` is present and names a current key, after at most one rate-limited
 /// refetch); then the signature, with that key; only then the claims (`exp` and `nbf` with the
-/// leeway, `iss`, `aud`, `sub`, then `did`, `sid`, `jti`, `iat`, with their types).
+/// leeway, `iss`, `aud`, `sub`, then `did`, `sid`, `jti`, `iat`, with their types; then the
+/// lifetime: `iat` not in the future and `exp - iat` at most `max_lifetime`, both with the
+/// leeway).
 ///
 /// A token that passed is remembered with its claims while the key set stays the same, so the
 /// same token's next validation checks only that it has not expired since (`cache.rs`).
@@ -78,6 +87,7 @@ impl ValidationSettings {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway: DEFAULT_LEEWAY,
+            max_lifetime: MAX_ACCESS_TOKEN_LIFETIME,
         }
     }
 }
@@ -231,6 +241,12 @@ impl Validator {
             &self.validation,
             &self.settings.issuer,
             &self.settings.audience,
+        )?;
+        verify::check_lifetime(
+            &claims,
+            self.settings.max_lifetime,
+            self.settings.leeway,
+            now,
         )?;
         self.verified
             .insert(token, keys, claims.clone(), self.settings.leeway, now);
