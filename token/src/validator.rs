@@ -14,6 +14,7 @@ use crate::cache::VerifiedTokens;
 use crate::claims::AccessClaims;
 use crate::error::{KeySourceError, TokenError};
 use crate::keys::KeySet;
+use crate::revocation::Revocations;
 use crate::source::KeySource;
 use crate::verify;
 
@@ -62,6 +63,10 @@ pub struct KeyRefresh {
 ///
 /// A token that passed is remembered with its claims while the key set stays the same, so the
 /// same token's next validation checks only that it has not expired since (`cache.rs`).
+///
+/// With a [`Revocations`] list (always, through [`crate::RemoteValidator`]; auth adds its own
+/// with [`Validator::with_revocations`]), every validation then refuses a token whose session or
+/// device is revoked, the remembered ones included.
 pub struct Validator {
     settings: ValidationSettings,
     validation: Validation,
@@ -70,6 +75,7 @@ pub struct Validator {
     verified: VerifiedTokens,
     fetcher: Option<Fetcher>,
     refresher: Option<AbortHandle>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// The source of a refreshing validator, and the lock that serializes its fetches.
@@ -105,7 +111,14 @@ impl Default for KeyRefresh {
 impl Validator {
     /// A validator with fixed keys, for the auth service, which validates with its own.
     pub fn with_static_keys(settings: ValidationSettings, keys: KeySet) -> Self {
-        Self::new(settings, keys, None, None)
+        Self::new(settings, keys, None, None, None)
+    }
+
+    /// This validator, also refusing the tokens of what `revocations` lists (and everything,
+    /// with UNAVAILABLE, while the list is stale).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// A validator that fetches its keys from `source` now, then refreshes them every 5 minutes
@@ -133,6 +146,16 @@ impl Validator {
         source: Arc<dyn KeySource>,
         refresh: KeyRefresh,
     ) -> Result<Arc<Self>, KeySourceError> {
+        Self::from_key_source(settings, source, refresh, None).await
+    }
+
+    /// The constructor behind the key-source ones, with an optional revocation list.
+    pub(crate) async fn from_key_source(
+        settings: ValidationSettings,
+        source: Arc<dyn KeySource>,
+        refresh: KeyRefresh,
+        revocations: Option<Arc<Revocations>>,
+    ) -> Result<Arc<Self>, KeySourceError> {
         let keys = fetch_key_set(source.as_ref(), refresh.fetch_timeout).await?;
         let fetcher = Fetcher {
             source,
@@ -142,7 +165,13 @@ impl Validator {
         Ok(Arc::new_cyclic(|weak| {
             let interval = refresh.interval.max(Duration::from_secs(1));
             let task = tokio::spawn(refresh_periodically(weak.clone(), interval));
-            Self::new(settings, keys, Some(fetcher), Some(task.abort_handle()))
+            Self::new(
+                settings,
+                keys,
+                Some(fetcher),
+                Some(task.abort_handle()),
+                revocations,
+            )
         }))
     }
 
@@ -206,6 +235,7 @@ impl Validator {
         keys: KeySet,
         fetcher: Option<Fetcher>,
         refresher: Option<AbortHandle>,
+        revocations: Option<Arc<Revocations>>,
     ) -> Self {
         let validation = verify::jwt_validation(
             &settings.issuer,
@@ -219,10 +249,26 @@ impl Validator {
             verified: VerifiedTokens::default(),
             fetcher,
             refresher,
+            revocations,
         }
     }
 
+    /// The revocation list this validator consults, if any.
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
+    }
+
     async fn check(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let claims = self.check_token(token).await?;
+        // After the cache too: a token remembered as good is refused once revoked.
+        if let Some(revocations) = &self.revocations {
+            revocations.check(&claims)?;
+        }
+        Ok(claims)
+    }
+
+    /// Everything about the token itself: header, signature, claims, lifetime.
+    async fn check_token(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let mut keys = self.key_set();
         let now = SystemTime::now();
         if token.len() <= verify::MAX_TOKEN_LEN
@@ -317,6 +363,7 @@ impl fmt::Debug for Validator {
             .field("settings", &self.settings)
             .field("keys", &self.key_set())
             .field("refreshing", &self.fetcher.is_some())
+            .field("revocations", &self.revocations)
             .finish()
     }
 }
