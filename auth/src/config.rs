@@ -15,6 +15,10 @@ use common::{
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50061);
 
+/// The longest `AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`: it paces `WatchRevocations`' heartbeats,
+/// which validators expect well within their maximum staleness (`token::DEFAULT_MAX_STALENESS`).
+const MAX_DEVICE_EVENTS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The event feed's listener holds one connection for good: a pool of one would leave none for
 /// the calls (or the health probe), which would all wait until they time out.
 const MIN_DATABASE_CONNECTIONS: u32 = 2;
@@ -34,7 +38,8 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// `AUTH_MAX_DEVICES_PER_USER`: active devices a user may have, default 10.
     pub max_devices_per_user: u32,
-    /// `AUTH_DEVICE_EVENTS_*`: how `WatchDeviceChanges` streams and keeps device events.
+    /// `AUTH_DEVICE_EVENTS_*`: how `WatchDeviceChanges` and `WatchRevocations` stream and keep
+    /// device events and revocations (poll interval at most 5,000 ms).
     pub device_events: OutboxSettings,
     /// `AUTH_SERVICE_SECRET` or `AUTH_SERVICE_SECRET_FILE` (secret, required): the deployment's
     /// service credential, which `WatchDeviceChanges` requires (`common::service_credential`).
@@ -128,7 +133,7 @@ impl Config {
             passwords: PasswordSettings::from_env(&env)?,
             login_throttle: ThrottleSettings::from_env(&env)?,
             max_devices_per_user: positive(&env, "MAX_DEVICES_PER_USER", 10)?,
-            device_events: OutboxSettings::from_env(&env, "DEVICE_EVENTS")?,
+            device_events: device_event_settings(&env)?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
@@ -236,6 +241,17 @@ impl ThrottleSettings {
     }
 }
 
+fn device_event_settings(env: &EnvReader) -> Result<OutboxSettings, ConfigError> {
+    let settings = OutboxSettings::from_env(env, "DEVICE_EVENTS")?;
+    if settings.poll_interval > MAX_DEVICE_EVENTS_POLL_INTERVAL {
+        return Err(ConfigError::Invalid {
+            key: env.key("DEVICE_EVENTS_POLL_INTERVAL_MS"),
+            reason: "must be at most 5000: it paces WatchRevocations' heartbeats".into(),
+        });
+    }
+    Ok(settings)
+}
+
 fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
     match env.parse_or(setting, default)? {
         0 => Err(ConfigError::Invalid {
@@ -255,5 +271,28 @@ mod tests {
     #[test]
     fn the_example_env_file_documents_exactly_what_the_code_reads() {
         common::config::assert_env_file_matches(EXAMPLE, Config::from_lookup);
+    }
+
+    #[test]
+    fn a_device_event_poll_slower_than_the_revocation_heartbeats_need_is_refused() {
+        let lookup = |poll: &'static str| {
+            move |key: &str| match key {
+                "AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS" => Some(poll.to_owned()),
+                "AUTH_SIGNING_KEY" => Some("unused".to_owned()),
+                "AUTH_REFRESH_TOKEN_SECRET" | "AUTH_SERVICE_SECRET" => Some("s".repeat(44)),
+                "AUTH_DATABASE_URL" => Some("postgres://localhost/auth".to_owned()),
+                _ => None,
+            }
+        };
+
+        let error = Config::from_lookup(&lookup("5001")).unwrap_err();
+
+        assert!(
+            error
+                .to_string()
+                .contains("AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS"),
+            "{error}"
+        );
+        assert!(Config::from_lookup(&lookup("5000")).is_ok());
     }
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod devices;
 mod helpers;
 mod internal;
+mod revocation;
 mod rotation;
 mod serving;
 mod sessions;
