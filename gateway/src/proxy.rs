@@ -31,6 +31,7 @@ use tonic::Status;
 use crate::{
     limits::RateLimits,
     methods::{Method, MethodTable, RateLimit},
+    revocation::RevocableBody,
     upstream::{UpstreamBody, UpstreamError, Upstreams},
 };
 
@@ -89,7 +90,7 @@ impl Proxy {
         let method = self.methods.get(request.uri().path()).ok_or_else(|| {
             Status::unimplemented(format!("unknown method {}", request.uri().path()))
         })?;
-        let token_expiry = if method.public {
+        let caller = if method.public {
             None
         } else {
             let claims = self
@@ -99,7 +100,7 @@ impl Proxy {
             if method.rate_limit == Some(RateLimit::Send) {
                 self.rate_limits.check_send(claims.user_id)?;
             }
-            Some(claims.expires_at)
+            Some(claims)
         };
         if method.rate_limit == Some(RateLimit::Login)
             && let Some(address) = peer
@@ -132,11 +133,14 @@ impl Proxy {
             })?;
 
         let (parts, body) = response.into_parts();
-        let body = match token_expiry {
+        let body = match caller {
             // A stream outliving its token is ended as the token expires; the client refreshes
             // and resumes from its cursor.
-            Some(expires_at) if method.server_streaming => {
-                Body::new(ExpiringBody::new(tonic::body::Body::new(body), expires_at))
+            Some(claims) if method.server_streaming => {
+                let body = ExpiringBody::new(tonic::body::Body::new(body), claims.expires_at);
+                // And as its session or device is revoked (revocation.rs).
+                let revoked = self.validator.revocations().ended(claims.subject());
+                Body::new(RevocableBody::new(body, revoked))
             }
             _ => Body::new(body),
         };

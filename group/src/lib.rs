@@ -64,11 +64,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tokens = &config.access_tokens;
+    let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
+    let credential = service_credential.clone();
     let validator = token::RemoteValidator::start_with_auth(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
+        tokens.revocation_max_staleness,
+        Arc::new(move |request| credential.attach(request)),
     )?;
-    let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let streams_end = CancellationToken::new();
     let service = Arc::new(service::GroupService {
         db: db.clone(),

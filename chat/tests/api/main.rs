@@ -7,5 +7,6 @@ mod gateway;
 mod groups;
 mod helpers;
 mod history;
+mod revocation;
 mod sending;
 mod serving;

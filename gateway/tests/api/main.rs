@@ -7,5 +7,6 @@ mod grpc_web_client;
 mod helpers;
 mod observability;
 mod proxying;
+mod revocation;
 mod server;
 mod serving;
