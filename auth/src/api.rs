@@ -401,8 +401,19 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
         request: Request<internal_pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         self.state.service_credential.check(request.metadata())?;
-        let start = Start::After(request.into_inner().after_event_id);
-        let items = self.state.device_events.follow_with_progress(start).await?;
+        let after = match request.into_inner().after_event_id {
+            // Revocations older than a token's longest life refuse nothing: skip them.
+            0 => {
+                let window = self.state.revocations.retention();
+                devices::recent_revocations_start(&self.state.db, window).await?
+            }
+            after => after,
+        };
+        let items = self
+            .state
+            .device_events
+            .follow_with_progress(Start::After(after))
+            .await?;
         let stream = ReceiverStream::new(items).filter_map(|item| {
             use internal_pb::watch_revocations_response::Item;
             let item = match item {

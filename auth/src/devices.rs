@@ -6,7 +6,7 @@
 //! stream them through `common::outbox::Feed`, so the caller must call `Feed::committed` after
 //! these functions return.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use common::outbox::{OutboxEvent, OutboxTable};
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
@@ -267,6 +267,22 @@ pub async fn revoke(db: &PgPool, user_id: Uuid, device_id: Uuid) -> Result<(), E
     record_event(&mut tx, user_id, device_id, "device_revoked").await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Where a revocation follower starting afresh should begin: after the newest event older than
+/// `window` (revocations before it refuse no unexpired token), and never before the events kept.
+pub async fn recent_revocations_start(db: &PgPool, window: Duration) -> Result<u64, Error> {
+    let cursor: i64 = sqlx::query_scalar(
+        "select greatest(r.pruned_through, coalesce((
+             select max(id) from auth.device_events
+             where created_at < now() - make_interval(secs => $1)
+         ), 0))
+         from auth.device_event_retention r",
+    )
+    .bind(window.as_secs_f64())
+    .fetch_one(db)
+    .await?;
+    Ok(u64::try_from(cursor).unwrap_or_default())
 }
 
 /// Records that `sessions` were revoked, in the revoking transaction, for `WatchRevocations`.

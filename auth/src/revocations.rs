@@ -7,9 +7,10 @@
 use std::{sync::Arc, time::Duration};
 
 use common::outbox::{Feed, FeedError, FeedItem, Start};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::devices::DeviceEvent;
+use crate::devices::{self, DeviceEvent};
 
 /// Pause before following the outbox again after it failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -20,12 +21,13 @@ const START_WAIT: Duration = Duration::from_secs(5);
 
 /// Keeps `list` current from `feed` until `stop` fires.
 pub async fn follow(
+    db: PgPool,
     feed: Arc<Feed<DeviceEvent>>,
     list: Arc<token::Revocations>,
     stop: CancellationToken,
 ) {
     tokio::select! {
-        () = follow_forever(&feed, &list) => {}
+        () = follow_forever(&db, &feed, &list) => {}
         () = stop.cancelled() => {}
     }
 }
@@ -44,9 +46,16 @@ pub async fn wait_until_caught_up(list: &token::Revocations) {
     }
 }
 
-async fn follow_forever(feed: &Arc<Feed<DeviceEvent>>, list: &token::Revocations) {
+async fn follow_forever(db: &PgPool, feed: &Arc<Feed<DeviceEvent>>, list: &token::Revocations) {
     let mut cursor: u64 = 0;
     loop {
+        if cursor == 0 {
+            // Revocations older than a token's longest life refuse nothing: skip them.
+            match devices::recent_revocations_start(db, list.retention()).await {
+                Ok(start) => cursor = start,
+                Err(error) => tracing::warn!(%error, "cannot find the recent revocations"),
+            }
+        }
         let error = match feed.follow_with_progress(Start::After(cursor)).await {
             Ok(mut items) => loop {
                 match items.recv().await {

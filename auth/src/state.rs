@@ -62,6 +62,7 @@ impl State {
             token::DEFAULT_MAX_STALENESS,
         ));
         tokio::spawn(crate::revocations::follow(
+            db.clone(),
             device_events.clone(),
             revocations.clone(),
             streams_end,

@@ -137,6 +137,12 @@ impl Revocations {
         state.revoked.retain(|_, forget_after| *forget_after >= now);
     }
 
+    /// How long after its revocation an entry is kept: the longest token lifetime, twice the
+    /// leeway and [`CLOCK_MARGIN`]. A feed need not replay older revocations.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     /// Whether the feed has caught up at least once (a validator that has never heard from it
     /// is not ready).
     pub fn has_caught_up(&self) -> bool {

@@ -304,3 +304,36 @@ async fn auth_refuses_a_revoked_token_at_once_and_another_replica_soon_while_oth
     assert!(refused, "the other replica refuses the revoked token");
     list_devices(&other_replica, &other_token).await.unwrap();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_follower_starting_afresh_gets_only_the_revocations_that_can_still_refuse_a_token(
+    db: PgPool,
+) {
+    let app = spawn_app(db).await;
+    let alice = app.signed_up("alice").await;
+    let bob = app.signed_up("bob").await;
+    for login in [&alice, &bob] {
+        app.client
+            .clone()
+            .logout(with_token(
+                pb::LogoutRequest {},
+                &tokens(login).access_token,
+            ))
+            .await
+            .unwrap();
+    }
+    // Alice logged out an hour ago: every token of her session has long expired.
+    sqlx::query(
+        "update auth.device_events set created_at = now() - interval '1 hour'
+         where session_id = $1::uuid",
+    )
+    .bind(session_of(&tokens(&alice).access_token))
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let mut revocations = watch_revocations(&app, 0).await.unwrap();
+    let first = next_revocation(&mut revocations).await;
+
+    assert_eq!(first.session_id, session_of(&tokens(&bob).access_token));
+}

@@ -51,8 +51,9 @@ pub struct WatchDeviceChangesResponse {
 /// Request of WatchRevocations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchRevocationsRequest {
-    /// Resume after this event id (the last revocation's or heartbeat's); 0 starts with the oldest
-    /// revocation kept.
+    /// Resume after this event id (the last revocation's or heartbeat's); 0 starts with the
+    /// revocations that may still refuse an unexpired token: those of the last 17 minutes (the longest
+    /// access-token lifetime, twice the 30 s leeway and a minute for clocks).
     #[prost(uint64, tag="1")]
     pub after_event_id: u64,
 }

@@ -157,8 +157,9 @@ export const WatchDeviceChangesResponseSchema: GenMessage<WatchDeviceChangesResp
  */
 export type WatchRevocationsRequest = Message<"auth.internal.v1.WatchRevocationsRequest"> & {
   /**
-   * Resume after this event id (the last revocation's or heartbeat's); 0 starts with the oldest
-   * revocation kept.
+   * Resume after this event id (the last revocation's or heartbeat's); 0 starts with the
+   * revocations that may still refuse an unexpired token: those of the last 17 minutes (the longest
+   * access-token lifetime, twice the 30 s leeway and a minute for clocks).
    *
    * @generated from field: uint64 after_event_id = 1;
    */
@@ -329,7 +330,8 @@ export const AuthInternalService: GenService<{
    * of auth's outbox (`AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at most 5 s), so a
    * follower that hears nothing for longer knows its list may be stale. Revocations are kept for
    * at least 24 hours, far longer than an access token lives (15 minutes at most), so a follower
-   * that gets OUT_OF_RANGE restarts from 0 and misses nothing it needs.
+   * that gets OUT_OF_RANGE restarts from 0 and misses nothing it needs (0 replays only the
+   * revocations of the last 17 minutes).
    * Errors: UNAUTHENTICATED without the service credential; OUT_OF_RANGE for a cursor before the
    * events kept or past the newest one; UNAVAILABLE when auth shuts down or its database fails
    * (resume after the last event id received).
