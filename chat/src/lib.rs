@@ -7,7 +7,9 @@
 //! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users) and group
 //! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token, and
 //! follows group's `WatchMembershipEvents` and auth's `WatchDeviceChanges` with the deployment's
-//! service credential to keep its caches right and tell open streams about changes. It never decrypts
+//! service credential to keep its caches right and tell open streams about changes, and auth's
+//! `WatchRevocations` (through `token::RemoteValidator`) to refuse revoked sessions' tokens and
+//! end their streams. It never decrypts
 //! anything: it checks each envelope's Ed25519 signature with the sender
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.

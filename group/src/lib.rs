@@ -5,7 +5,9 @@
 //!
 //! It does not deliver messages (chat fans group messages out), never sees message content, and
 //! does not own users or devices: it asks auth (`auth.v1.LookupUsers`, forwarding the caller's
-//! token) whether users exist and for members' profiles, devices and public keys.
+//! token) whether users exist and for members' profiles, devices and public keys. Its token
+//! validator (`token::RemoteValidator`) follows auth's `WatchRevocations` with the deployment's
+//! service credential, so a revoked session's token is refused here within seconds.
 //!
 //! Where to read:
 //! - [`run`], then `api.rs` (proto <-> domain) and `service.rs` (each operation: checks, auth
