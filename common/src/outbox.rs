@@ -8,7 +8,9 @@
 //! every outbox:
 //!
 //! - [`Feed::follow`]: one task per watch stream replays the events after the caller's cursor,
-//!   then follows new ones.
+//!   then follows new ones. [`Feed::follow_with_progress`] also says when it has caught up
+//!   ([`FeedItem::CaughtUp`], after every read that left nothing unsent), for followers that must
+//!   know how current they are (auth's `WatchRevocations` heartbeats).
 //! - Wake-ups are only hints. After a change commits, [`Feed::committed`] wakes this replica's
 //!   streams at once and asks a publishing task to `NOTIFY` the outbox's channel (never inside
 //!   the change's transaction; bursts coalesce into one NOTIFY). Each replica `LISTEN`s and wakes
