@@ -10,3 +10,4 @@ mod proxying;
 mod revocation;
 mod server;
 mod serving;
+mod token_lifetime;
