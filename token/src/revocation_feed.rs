@@ -131,7 +131,11 @@ fn feed_message(message: pb::WatchRevocationsResponse) -> Option<FeedMessage> {
                 event_id,
                 revocation: Revocation {
                     revoked,
-                    revoked_at: revocation.revoked_at.map_or(0, |at| at.seconds),
+                    // Without a time, keep it for as long as from now: never shorter.
+                    revoked_at: revocation.revoked_at.map_or_else(
+                        || crate::claims::unix_seconds(std::time::SystemTime::now()),
+                        |at| at.seconds,
+                    ),
                 },
             })
         }
