@@ -94,6 +94,7 @@ export AUTH_REFRESH_TOKEN_SECRET_FILE="$SECRETS_DIR/auth-refresh-token-secret"
 export AUTH_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 export CHAT_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 export GROUP_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
+export GATEWAY_SERVICE_SECRET_FILE="$SECRETS_DIR/service-secret"
 
 pids=()
 stop_services() {

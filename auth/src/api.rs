@@ -1,13 +1,12 @@
 //! The gRPC surface of the auth service: proto <-> domain, nothing else.
 //!
-//! Of `auth.internal.v1`, `GetActiveDevices` is implemented (chat calls it with the caller's
-//! forwarded access token). `WatchDeviceChanges` still answers UNIMPLEMENTED: its consumer is a
-//! background task of chat, which has no access token to present until services get a
-//! credential of their own.
+//! Of `auth.internal.v1`, `GetActiveDevices` takes the caller's forwarded access token;
+//! `WatchDeviceChanges` and `WatchRevocations`, which serve no one user, take the deployment's
+//! service credential. Every revocation is handed to `State::revoked` once it has committed.
 
 use std::{net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
-use common::outbox::Start;
+use common::outbox::{FeedItem, Start};
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -20,7 +19,7 @@ use crate::{
     accounts::{self, Username},
     devices::{self, Device},
     keys,
-    sessions::{self, IssuedRefreshToken},
+    sessions::{self, IssuedRefreshToken, Refreshed},
     state::State,
     throttle::AttemptKeys,
 };
@@ -127,7 +126,14 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
         let token = request.into_inner().refresh_token;
-        let (owner, refresh) = self.state.sessions.refresh(&self.state.db, &token).await?;
+        let (owner, refresh) = match self.state.sessions.refresh(&self.state.db, &token).await? {
+            Refreshed::Rotated(owner, refresh) => (owner, refresh),
+            Refreshed::Reused(owner) => {
+                self.state
+                    .revoked([token::Revoked::Session(owner.session_id)]);
+                return Err(Error::RefreshTokenInvalid.into());
+            }
+        };
         let subject = token::Subject {
             user_id: owner.user_id,
             device_id: owner.device_id,
@@ -143,7 +149,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let caller = self.authenticate(&request).await?;
-        sessions::revoke(&self.state.db, caller.session_id, caller.user_id).await?;
+        let revoked = sessions::revoke(&self.state.db, caller.session_id, caller.user_id).await?;
+        self.state
+            .revoked(revoked.map(|session| token::Revoked::Session(session.session_id)));
         tracing::info!(user_id = %caller.user_id, session_id = %caller.session_id, "logged out");
         Ok(Response::new(pb::LogoutResponse {}))
     }
@@ -154,9 +162,15 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::LogoutEverywhereResponse>, Status> {
         let caller = self.authenticate(&request).await?;
         let revoked = sessions::revoke_all(&self.state.db, caller.user_id).await?;
-        tracing::info!(user_id = %caller.user_id, revoked, "logged out everywhere");
+        let count = revoked.len();
+        self.state.revoked(
+            revoked
+                .into_iter()
+                .map(|session| token::Revoked::Session(session.session_id)),
+        );
+        tracing::info!(user_id = %caller.user_id, revoked = count, "logged out everywhere");
         Ok(Response::new(pb::LogoutEverywhereResponse {
-            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+            revoked_sessions: u32::try_from(count).unwrap_or(u32::MAX),
         }))
     }
 
@@ -208,7 +222,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let caller = self.authenticate(&request).await?;
         let device_id = required_uuid("device_id", &request.get_ref().device_id)?;
         devices::revoke(&self.state.db, caller.user_id, device_id).await?;
-        self.state.device_events.committed();
+        self.state.revoked([token::Revoked::Device(device_id)]);
         tracing::info!(user_id = %caller.user_id, %device_id, "device revoked");
         Ok(Response::new(pb::RevokeDeviceResponse {}))
     }
@@ -309,10 +323,13 @@ impl AuthInternalApi {
 
 type DeviceChanges =
     Pin<Box<dyn Stream<Item = Result<internal_pb::WatchDeviceChangesResponse, Status>> + Send>>;
+type RevocationStream =
+    Pin<Box<dyn Stream<Item = Result<internal_pb::WatchRevocationsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInternalApi {
     type WatchDeviceChangesStream = DeviceChanges;
+    type WatchRevocationsStream = RevocationStream;
 
     async fn get_active_devices(
         &self,
@@ -363,16 +380,67 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
         let request = request.into_inner();
         let start = Start::from_request(request.after_event_id, request.start_at_newest)?;
         let events = self.state.device_events.follow(start).await?;
-        let stream = ReceiverStream::new(events).map(|item| {
-            item.map(|event| internal_pb::WatchDeviceChangesResponse {
+        // Revoked sessions share the outbox but change no device.
+        let stream = ReceiverStream::new(events).filter_map(|item| match item {
+            Ok(event) if !event.changes_devices() => None,
+            Ok(event) => Some(Ok(internal_pb::WatchDeviceChangesResponse {
                 event_id: u64::try_from(event.id).unwrap_or_default(),
                 user_id: event.user_id.to_string(),
                 device_id: event.device_id.to_string(),
-            })
-            .map_err(Status::from)
+            })),
+            Err(error) => Some(Err(Status::from(error))),
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<internal_pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.state.service_credential.check(request.metadata())?;
+        let after = match request.into_inner().after_event_id {
+            // Revocations older than a token's longest life refuse nothing: skip them.
+            0 => {
+                let window = self.state.revocations.retention();
+                devices::recent_revocations_start(&self.state.db, window).await?
+            }
+            after => after,
+        };
+        let items = self
+            .state
+            .device_events
+            .follow_with_progress(Start::After(after))
+            .await?;
+        let stream = ReceiverStream::new(items).filter_map(|item| {
+            use internal_pb::watch_revocations_response::Item;
+            let item = match item {
+                Ok(FeedItem::Event(event)) => Item::Revocation(revocation_pb(&event)?),
+                Ok(FeedItem::CaughtUp(cursor)) => Item::Heartbeat(internal_pb::Heartbeat {
+                    event_id: u64::try_from(cursor).unwrap_or_default(),
+                }),
+                Err(error) => return Some(Err(Status::from(error))),
+            };
+            Some(Ok(internal_pb::WatchRevocationsResponse {
+                item: Some(item),
+            }))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The revocation an event records, if it records one.
+fn revocation_pb(event: &devices::DeviceEvent) -> Option<internal_pb::Revocation> {
+    let revocation = event.revocation()?;
+    Some(internal_pb::Revocation {
+        event_id: u64::try_from(event.id).unwrap_or_default(),
+        user_id: event.user_id.to_string(),
+        device_id: event.device_id.to_string(),
+        session_id: match revocation.revoked {
+            token::Revoked::Session(session) => session.to_string(),
+            token::Revoked::Device(_) => String::new(),
+        },
+        revoked_at: Some(timestamp(event.created_at)),
+    })
 }
 
 /// The client's address for throttling: the first `x-forwarded-for` entry (set by the gateway,

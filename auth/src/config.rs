@@ -15,6 +15,10 @@ use common::{
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50061);
 
+/// The longest `AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`: it paces `WatchRevocations`' heartbeats,
+/// which validators expect well within their maximum staleness (`token::DEFAULT_MAX_STALENESS`).
+const MAX_DEVICE_EVENTS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The event feed's listener holds one connection for good: a pool of one would leave none for
 /// the calls (or the health probe), which would all wait until they time out.
 const MIN_DATABASE_CONNECTIONS: u32 = 2;
@@ -34,7 +38,8 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// `AUTH_MAX_DEVICES_PER_USER`: active devices a user may have, default 10.
     pub max_devices_per_user: u32,
-    /// `AUTH_DEVICE_EVENTS_*`: how `WatchDeviceChanges` streams and keeps device events.
+    /// `AUTH_DEVICE_EVENTS_*`: how `WatchDeviceChanges` and `WatchRevocations` stream and keep
+    /// device events and revocations (poll interval at most 5,000 ms).
     pub device_events: OutboxSettings,
     /// `AUTH_SERVICE_SECRET` or `AUTH_SERVICE_SECRET_FILE` (secret, required): the deployment's
     /// service credential, which `WatchDeviceChanges` requires (`common::service_credential`).
@@ -112,7 +117,8 @@ pub struct ThrottleSettings {
     pub account_lock: Duration,
 }
 
-const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Validators refuse longer-lived tokens (`token::ValidationSettings::max_lifetime`).
+const MAX_ACCESS_TOKEN_TTL: Duration = token::MAX_ACCESS_TOKEN_LIFETIME;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -140,7 +146,7 @@ impl Config {
             passwords: PasswordSettings::from_env(&env)?,
             login_throttle: ThrottleSettings::from_env(&env)?,
             max_devices_per_user: positive(&env, "MAX_DEVICES_PER_USER", 10)?,
-            device_events: OutboxSettings::from_env(&env, "DEVICE_EVENTS")?,
+            device_events: device_event_settings(&env)?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
@@ -276,6 +282,17 @@ fn throttle_seconds(env: &EnvReader, setting: &str, default: u64) -> Result<Dura
     Ok(value)
 }
 
+fn device_event_settings(env: &EnvReader) -> Result<OutboxSettings, ConfigError> {
+    let settings = OutboxSettings::from_env(env, "DEVICE_EVENTS")?;
+    if settings.poll_interval > MAX_DEVICE_EVENTS_POLL_INTERVAL {
+        return Err(ConfigError::Invalid {
+            key: env.key("DEVICE_EVENTS_POLL_INTERVAL_MS"),
+            reason: "must be at most 5000: it paces WatchRevocations' heartbeats".into(),
+        });
+    }
+    Ok(settings)
+}
+
 fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
     match env.parse_or(setting, default)? {
         0 => Err(ConfigError::Invalid {
@@ -346,5 +363,18 @@ mod tests {
             assert!(example_with(key, "2592001").is_err(), "{key} above 30 days");
             assert!(example_with(key, "2592000").is_ok(), "{key} of 30 days");
         }
+    }
+
+    #[test]
+    fn a_device_event_poll_slower_than_the_revocation_heartbeats_need_is_refused() {
+        let error = example_with("AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS", "5001").unwrap_err();
+
+        assert!(
+            error
+                .to_string()
+                .contains("AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS"),
+            "{error}"
+        );
+        assert!(example_with("AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS", "5000").is_ok());
     }
 }

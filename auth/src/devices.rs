@@ -1,17 +1,19 @@
 //! Devices and their public keys: the `auth.devices` and `auth.device_events` queries.
 //!
 //! Every change to a user's set of keyed devices (keys uploaded, device revoked) writes an event
-//! in the same transaction; `WatchDeviceChanges` streams them through `common::outbox::Feed`, so
-//! the caller must call `Feed::committed` after these functions return.
+//! in the same transaction, and so does every revoked session (`sessions.rs`);
+//! `WatchDeviceChanges` (device events) and `WatchRevocations` (revoked devices and sessions)
+//! stream them through `common::outbox::Feed`, so the caller must call `Feed::committed` after
+//! these functions return.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use common::outbox::{OutboxEvent, OutboxTable};
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Error, keys::ValidatedKeys};
+use crate::{Error, keys::ValidatedKeys, sessions::SessionOwner};
 
 /// One device of a user.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -39,30 +41,79 @@ pub struct Device {
 /// The NOTIFY channel that wakes `WatchDeviceChanges` streams on every replica.
 pub const DEVICE_EVENTS_CHANNEL: &str = "auth_device_events";
 
-/// A stored device event: `device` of `user` got keys or was revoked.
+/// A stored device event: `device` of `user` got keys or was revoked, or one of its sessions was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEvent {
     /// Increasing id, the consumers' cursor.
     pub id: i64,
-    /// The user whose device set changed.
+    /// The user whose device or session it is.
     pub user_id: Uuid,
     /// The device concerned.
     pub device_id: Uuid,
+    /// What happened.
+    pub kind: DeviceEventKind,
+    /// When it was committed (close enough: the insert's time).
+    pub created_at: OffsetDateTime,
+}
+
+/// What a [`DeviceEvent`] says (`auth.device_events.kind`, and `session_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceEventKind {
+    /// The device uploaded (new) keys.
+    KeysUploaded,
+    /// The device, and every session of it, was revoked.
+    DeviceRevoked,
+    /// This session of the device was revoked.
+    SessionRevoked(Uuid),
+}
+
+impl DeviceEvent {
+    /// Whether the user's set of keyed devices changed (what `WatchDeviceChanges` streams).
+    pub fn changes_devices(&self) -> bool {
+        !matches!(self.kind, DeviceEventKind::SessionRevoked(_))
+    }
+
+    /// What it revokes, if it is a revocation (what `WatchRevocations` streams).
+    pub fn revocation(&self) -> Option<token::Revocation> {
+        let revoked = match self.kind {
+            DeviceEventKind::KeysUploaded => return None,
+            DeviceEventKind::DeviceRevoked => token::Revoked::Device(self.device_id),
+            DeviceEventKind::SessionRevoked(session) => token::Revoked::Session(session),
+        };
+        Some(token::Revocation {
+            revoked,
+            revoked_at: self.created_at.unix_timestamp(),
+        })
+    }
 }
 
 impl OutboxEvent for DeviceEvent {
     const TABLE: OutboxTable = OutboxTable {
         events: "auth.device_events",
         retention: "auth.device_event_retention",
-        columns: "user_id, device_id",
+        columns: "user_id, device_id, kind, session_id, created_at",
         channel: DEVICE_EVENTS_CHANNEL,
     };
 
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let kind: String = row.try_get("kind")?;
+        let session_id: Option<Uuid> = row.try_get("session_id")?;
+        let kind = match (kind.as_str(), session_id) {
+            ("keys_uploaded", _) => DeviceEventKind::KeysUploaded,
+            ("device_revoked", _) => DeviceEventKind::DeviceRevoked,
+            ("session_revoked", Some(session)) => DeviceEventKind::SessionRevoked(session),
+            _ => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown device event kind {kind:?}").into(),
+                ));
+            }
+        };
         Ok(DeviceEvent {
             id: row.try_get("id")?,
             user_id: row.try_get("user_id")?,
             device_id: row.try_get("device_id")?,
+            kind,
+            created_at: row.try_get("created_at")?,
         })
     }
 
@@ -218,21 +269,66 @@ pub async fn revoke(db: &PgPool, user_id: Uuid, device_id: Uuid) -> Result<(), E
     Ok(())
 }
 
+/// Where a revocation follower starting afresh should begin: after the newest event older than
+/// `window` (revocations before it refuse no unexpired token), and never before the events kept.
+pub async fn recent_revocations_start(db: &PgPool, window: Duration) -> Result<u64, Error> {
+    let cursor: i64 = sqlx::query_scalar(
+        "select greatest(r.pruned_through, coalesce((
+             select max(id) from auth.device_events
+             where created_at < now() - make_interval(secs => $1)
+         ), 0))
+         from auth.device_event_retention r",
+    )
+    .bind(window.as_secs_f64())
+    .fetch_one(db)
+    .await?;
+    Ok(u64::try_from(cursor).unwrap_or_default())
+}
+
+/// Records that `sessions` were revoked, in the revoking transaction, for `WatchRevocations`.
+pub(crate) async fn record_session_revocations(
+    tx: &mut Transaction<'_, Postgres>,
+    sessions: &[SessionOwner],
+) -> Result<(), Error> {
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    lock_events(tx).await?;
+    let column = |field: fn(&SessionOwner) -> Uuid| sessions.iter().map(field).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into auth.device_events (user_id, device_id, session_id, kind)
+         select user_id, device_id, session_id, 'session_revoked'
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as s(user_id, device_id, session_id)",
+    )
+    .bind(column(|owner| owner.user_id))
+    .bind(column(|owner| owner.device_id))
+    .bind(column(|owner| owner.session_id))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn record_event(
     tx: &mut Transaction<'_, Postgres>,
     user_id: Uuid,
     device_id: Uuid,
     kind: &str,
 ) -> Result<(), Error> {
-    // Event ids come from an identity column at insert time; serialising the writers makes commit
-    // order equal id order, so a reader resuming "after id N" can never skip a late commit.
-    sqlx::query("select pg_advisory_xact_lock(hashtext('auth.device_events'))")
-        .execute(&mut **tx)
-        .await?;
+    lock_events(tx).await?;
     sqlx::query("insert into auth.device_events (user_id, device_id, kind) values ($1, $2, $3)")
         .bind(user_id)
         .bind(device_id)
         .bind(kind)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Serialises the event writers until `tx` ends. Event ids come from an identity column at
+/// insert time; serialising the writers makes commit order equal id order, so a reader resuming
+/// "after id N" can never skip a late commit.
+async fn lock_events(tx: &mut Transaction<'_, Postgres>) -> Result<(), Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('auth.device_events'))")
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -7,7 +7,8 @@
 //! Start reading at [`run`], then `api.rs`; the rules live in `accounts.rs` (usernames,
 //! passwords), `passwords.rs` (argon2id off the runtime), `throttle.rs` (failed logins),
 //! `devices.rs` and `keys.rs` (devices and their public keys), `sessions.rs` (refresh-token
-//! rotation and reuse detection) and `tokens.rs` (signing keys, access tokens, JWKS).
+//! rotation and reuse detection), `tokens.rs` (signing keys, access tokens, JWKS) and
+//! `revocations.rs` (the revoked sessions and devices auth's own validator refuses).
 
 mod accounts;
 mod api;
@@ -16,6 +17,7 @@ mod devices;
 pub mod error;
 mod keys;
 mod passwords;
+mod revocations;
 mod sessions;
 mod state;
 mod throttle;
@@ -53,6 +55,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let streams_end = CancellationToken::new();
     let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
+    // Serving before the revocations are read would answer UNAVAILABLE to every token.
+    revocations::wait_until_caught_up(&state.revocations).await;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)

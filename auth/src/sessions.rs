@@ -6,6 +6,10 @@
 //! while someone who stole `t` still cannot compute its successor. Presenting a rotated token
 //! after the grace period, or once its successor has been used, is reuse: the whole session is
 //! revoked. Rows are locked, so concurrent refreshes of one token yield one successor.
+//!
+//! Every revocation (logout, logout everywhere, reuse) records a `session_revoked` event in its
+//! transaction (`devices::record_session_revocations`), which `WatchRevocations` streams to every
+//! validator; callers call `Feed::committed` after it returns.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use crate::{
     Error,
     config::TokenSettings,
-    devices::{DEVICE_COLUMNS, Device},
+    devices::{DEVICE_COLUMNS, Device, record_session_revocations},
 };
 
 /// A refresh token's length in characters: 32 bytes in base64url without padding.
@@ -52,6 +56,16 @@ pub struct SessionOwner {
     pub user_id: Uuid,
     /// Its device.
     pub device_id: Uuid,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug)]
+pub enum Refreshed {
+    /// The token was exchanged for its successor.
+    Rotated(SessionOwner, IssuedRefreshToken),
+    /// The token had been used already: the session was revoked. The client gets the same answer
+    /// as for an invalid token.
+    Reused(SessionOwner),
 }
 
 /// A session about to be stored.
@@ -182,15 +196,12 @@ impl Sessions {
         }
     }
 
-    /// Exchanges a refresh token for its successor (see the module docs for the rules).
+    /// Exchanges a refresh token for its successor (see the module docs for the rules), or
+    /// revokes its session when it was used already.
     ///
     /// # Errors
-    /// [`Error::RefreshTokenInvalid`] for an unknown, expired, revoked or reused token.
-    pub async fn refresh(
-        &self,
-        db: &PgPool,
-        token: &str,
-    ) -> Result<(SessionOwner, IssuedRefreshToken), Error> {
+    /// [`Error::RefreshTokenInvalid`] for an unknown, expired or revoked token.
+    pub async fn refresh(&self, db: &PgPool, token: &str) -> Result<Refreshed, Error> {
         if token.len() != TOKEN_CHARS || URL_SAFE_NO_PAD.decode(token).is_err() {
             return Err(Error::RefreshTokenInvalid);
         }
@@ -236,10 +247,10 @@ impl Sessions {
                 if now - rotated_at <= self.reuse_grace
                     && !successor_used(&mut tx, &successor_hash).await? => {}
             (Some(_), _) => {
-                revoke_family(&mut tx, presented.owner.session_id).await?;
+                revoke_family(&mut tx, presented.owner).await?;
                 tx.commit().await?;
                 tracing::warn!(session_id = %presented.owner.session_id, "refresh token reuse; session revoked");
-                return Err(Error::RefreshTokenInvalid);
+                return Ok(Refreshed::Reused(presented.owner));
             }
         }
         let expires_at: OffsetDateTime = sqlx::query_scalar(
@@ -253,7 +264,7 @@ impl Sessions {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((
+        Ok(Refreshed::Rotated(
             presented.owner,
             IssuedRefreshToken {
                 token: successor.into(),
@@ -270,29 +281,41 @@ impl Sessions {
     }
 }
 
-/// Revokes one session (logout).
-pub async fn revoke(db: &PgPool, session_id: Uuid, user_id: Uuid) -> Result<(), Error> {
-    sqlx::query(
+/// Revokes one session (logout); returns it unless it was revoked already.
+pub async fn revoke(
+    db: &PgPool,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<SessionOwner>, Error> {
+    let mut tx = db.begin().await?;
+    let revoked: Option<SessionOwner> = sqlx::query_as(
         "update auth.sessions set revoked_at = now(), revoked_reason = 'logout'
-         where id = $1 and user_id = $2 and revoked_at is null",
+         where id = $1 and user_id = $2 and revoked_at is null
+         returning id as session_id, user_id, device_id",
     )
     .bind(session_id)
     .bind(user_id)
-    .execute(db)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(())
+    record_session_revocations(&mut tx, revoked.as_slice()).await?;
+    tx.commit().await?;
+    Ok(revoked)
 }
 
-/// Revokes every session of a user (logout everywhere); returns how many were live.
-pub async fn revoke_all(db: &PgPool, user_id: Uuid) -> Result<u64, Error> {
-    let result = sqlx::query(
+/// Revokes every live session of a user (logout everywhere) and returns them.
+pub async fn revoke_all(db: &PgPool, user_id: Uuid) -> Result<Vec<SessionOwner>, Error> {
+    let mut tx = db.begin().await?;
+    let revoked: Vec<SessionOwner> = sqlx::query_as(
         "update auth.sessions set revoked_at = now(), revoked_reason = 'logout_all'
-         where user_id = $1 and revoked_at is null",
+         where user_id = $1 and revoked_at is null
+         returning id as session_id, user_id, device_id",
     )
     .bind(user_id)
-    .execute(db)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(result.rows_affected())
+    record_session_revocations(&mut tx, &revoked).await?;
+    tx.commit().await?;
+    Ok(revoked)
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -330,14 +353,20 @@ async fn successor_used(
     Ok(!matches!(rotated, Some(None)))
 }
 
-async fn revoke_family(tx: &mut Transaction<'_, Postgres>, session_id: Uuid) -> Result<(), Error> {
-    sqlx::query(
+async fn revoke_family(
+    tx: &mut Transaction<'_, Postgres>,
+    session: SessionOwner,
+) -> Result<(), Error> {
+    let revoked = sqlx::query(
         "update auth.sessions set revoked_at = now(), revoked_reason = 'refresh_reuse'
          where id = $1 and revoked_at is null",
     )
-    .bind(session_id)
+    .bind(session.session_id)
     .execute(&mut **tx)
     .await?;
+    if revoked.rows_affected() > 0 {
+        record_session_revocations(tx, &[session]).await?;
+    }
     Ok(())
 }
 

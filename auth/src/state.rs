@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use common::{outbox::Feed, service_credential::ServiceCredential};
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -18,9 +19,13 @@ pub struct State {
     pub throttle: LoginThrottle,
     pub sessions: Sessions,
     pub issuer: TokenIssuer,
+    /// Validates access tokens with auth's own keys and `revocations`.
     pub validator: token::Validator,
+    /// The sessions and devices revoked within a token's lifetime (`revocations.rs`).
+    pub revocations: Arc<token::Revocations>,
     pub max_devices: u32,
-    /// `WatchDeviceChanges`: wake it after every device change commits.
+    /// `WatchDeviceChanges` and `WatchRevocations`: wake them after every device change or
+    /// revocation commits.
     pub device_events: Arc<Feed<DeviceEvent>>,
     /// What `WatchDeviceChanges`, which acts for no user, requires instead of a token.
     pub service_credential: ServiceCredential,
@@ -51,17 +56,47 @@ impl State {
             db.clone(),
             streams_end.clone(),
         );
-        let device_events = Feed::start(db.clone(), config.device_events.clone(), streams_end);
+        let device_events = Feed::start(
+            db.clone(),
+            config.device_events.clone(),
+            streams_end.clone(),
+        );
+        let validator = issuer.validator();
+        let revocations = Arc::new(token::Revocations::new(
+            validator.settings(),
+            token::DEFAULT_MAX_STALENESS,
+        ));
+        tokio::spawn(crate::revocations::follow(
+            db.clone(),
+            device_events.clone(),
+            revocations.clone(),
+            streams_end,
+        ));
         Ok(Self {
             db,
             passwords: Passwords::new(&config.passwords)?,
             throttle,
             sessions,
-            validator: issuer.validator(),
+            validator: validator.with_revocations(revocations.clone()),
+            revocations,
             issuer,
             max_devices: config.max_devices_per_user,
             device_events,
             service_credential,
         })
+    }
+
+    /// Call after a transaction that revoked sessions or devices has committed: this replica
+    /// refuses their tokens at once, and `WatchRevocations` streams (other replicas, the gateway,
+    /// chat, group) are woken.
+    pub fn revoked(&self, revocations: impl IntoIterator<Item = token::Revoked>) {
+        self.device_events.committed();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for revoked in revocations {
+            self.revocations.revoke(token::Revocation {
+                revoked,
+                revoked_at: now,
+            });
+        }
     }
 }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     Error,
-    delivery::{Outbox, Outgoing, SendAnswer},
+    delivery::{Outbox, Outgoing, SendAnswer, TokenWatch},
     devices::Credentials,
     history::Direction,
     ids::{ConversationId, UserId, parse_uuid},
@@ -40,7 +40,7 @@ pub struct ChatApi {
 struct Authenticated {
     caller: Caller,
     credentials: Credentials,
-    expires_at: OffsetDateTime,
+    claims: token::AccessClaims,
 }
 
 impl ChatApi {
@@ -57,9 +57,17 @@ impl ChatApi {
                 device: crate::ids::DeviceId(claims.device_id),
             },
             credentials: Credentials(request.metadata().get("authorization").cloned()),
-            expires_at: OffsetDateTime::from_unix_timestamp(claims.expires_at)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            claims,
         })
+    }
+
+    /// What ends a stream opened by `who`: its token's expiry or revocation.
+    fn token_watch(&self, who: &Authenticated) -> TokenWatch {
+        TokenWatch {
+            expires_at: OffsetDateTime::from_unix_timestamp(who.claims.expires_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            revoked: Box::pin(self.validator.revocations().ended(who.claims.subject())),
+        }
     }
 
     /// OpenStream, as `ChatServer` serves it (messages from their shared encoding).
@@ -81,7 +89,12 @@ impl ChatApi {
         };
         let (outbox, events) = self
             .chat
-            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .open_stream(
+                &who.credentials,
+                who.caller,
+                positions,
+                self.token_watch(&who),
+            )
             .await?;
         tokio::spawn(serve_stream_requests(
             self.chat.clone(),
@@ -102,7 +115,12 @@ impl ChatApi {
         let positions = positions_of(request.into_inner().positions)?;
         let (_outbox, events) = self
             .chat
-            .open_stream(&who.credentials, who.caller, positions, who.expires_at)
+            .open_stream(
+                &who.credentials,
+                who.caller,
+                positions,
+                self.token_watch(&who),
+            )
             .await?;
         let events = events.filter_map(|item| async move {
             match item {

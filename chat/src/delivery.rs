@@ -18,6 +18,10 @@
 //! task waits, new work collapses into its inbox (a set of conversations to re-read and a
 //! bounded list of receipts and typing indicators), so memory per stream is bounded by the queue,
 //! one page of reads and the inbox, whatever the sender does.
+//!
+//! A stream lives only as long as the token that opened it is good ([`TokenWatch`]): it ends
+//! with UNAUTHENTICATED when the token expires or its session or device is revoked, and with
+//! UNAVAILABLE when revocations cannot be checked any more (see `token::Revocations`).
 
 use std::{
     collections::HashMap,
@@ -91,6 +95,15 @@ pub struct Outbox {
     stall_limit: Duration,
 }
 
+/// Until when the token that opened a stream is good.
+pub struct TokenWatch {
+    /// Its `exp`.
+    pub expires_at: OffsetDateTime,
+    /// Resolves when its session or device is revoked, or revocations can no longer be checked
+    /// (`token::Revocations::ended`).
+    pub revoked: Pin<Box<dyn Future<Output = token::TokenError> + Send>>,
+}
+
 /// The reading end: what tonic writes to the client. Ends with the error the stream ended with.
 pub struct EventStream {
     queue: mpsc::Receiver<Outgoing>,
@@ -118,8 +131,7 @@ impl Delivery {
     }
 
     /// Opens a stream for `caller`, whose group conversations are `groups`, resuming from
-    /// `positions` (see `positions::resume_points`), that ends with UNAUTHENTICATED at
-    /// `token_expires_at`.
+    /// `positions` (see `positions::resume_points`), that ends when `token` stops being good.
     ///
     /// # Errors
     /// [`Error::TooManyStreams`].
@@ -128,7 +140,7 @@ impl Delivery {
         caller: Caller,
         groups: Vec<ConversationId>,
         positions: HashMap<ConversationId, u64>,
-        token_expires_at: OffsetDateTime,
+        token: TokenWatch,
     ) -> Result<(Outbox, EventStream), Error> {
         let registration = self
             .hub
@@ -155,10 +167,7 @@ impl Delivery {
             outbox: outbox.clone(),
             cursors: HashMap::new(),
         };
-        let lifetime = (token_expires_at - OffsetDateTime::now_utc())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
-        tokio::spawn(task.run(registration, positions, lifetime));
+        tokio::spawn(task.run(registration, positions, token));
         Ok((outbox, stream))
     }
 }
@@ -263,13 +272,16 @@ impl StreamTask {
         mut self,
         registration: Registration,
         requested: HashMap<ConversationId, u64>,
-        lifetime: Duration,
+        token: TokenWatch,
     ) {
         let inbox = registration.inbox().clone();
-        let expiry = tokio::time::sleep(lifetime);
+        let lifetime = (token.expires_at - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
         let result = tokio::select! {
             result = self.deliver(&inbox, &requested) => result,
-            () = expiry => Err(Error::TokenExpired),
+            () = tokio::time::sleep(lifetime) => Err(Error::TokenExpired),
+            refused = token.revoked => Err(Error::Token(refused)),
         };
         match result {
             Ok(()) => tracing::debug!(user_id = %self.caller.user, "stream closed by the client"),

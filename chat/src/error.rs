@@ -57,6 +57,9 @@ pub enum Error {
     /// The access token of a stream expired.
     #[error("access token expired; refresh it and resume")]
     TokenExpired,
+    /// The access token of a stream was revoked, or its revocation can no longer be checked.
+    #[error("{0}")]
+    Token(token::TokenError),
     /// The server is shutting down.
     #[error("server shutting down; reconnect and resume")]
     ShuttingDown,
@@ -206,6 +209,7 @@ impl Wire {
             Error::SlowConsumer => with_reason(Code::ResourceExhausted, "SLOW_CONSUMER"),
             Error::TooManyStreams => with_reason(Code::ResourceExhausted, "TOO_MANY_STREAMS"),
             Error::TokenExpired => plain(Code::Unauthenticated),
+            Error::Token(ref refused) => plain(refused.code()),
             Error::ShuttingDown => plain(Code::Unavailable),
             Error::Auth(status) | Error::Group(status)
                 if status.code() == Code::Unauthenticated =>

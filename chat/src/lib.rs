@@ -7,7 +7,9 @@
 //! `GetActiveDevices`, and `auth.v1` `LookupUsers` to tell unknown users) and group
 //! (`group.internal.v1` `GetMembership`, `ListUserGroups`), forwarding the caller's token, and
 //! follows group's `WatchMembershipEvents` and auth's `WatchDeviceChanges` with the deployment's
-//! service credential to keep its caches right and tell open streams about changes. It never decrypts
+//! service credential to keep its caches right and tell open streams about changes, and auth's
+//! `WatchRevocations` (through `token::RemoteValidator`) to refuse revoked sessions' tokens and
+//! end their streams. It never decrypts
 //! anything: it checks each envelope's Ed25519 signature with the sender
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.
@@ -97,14 +99,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tokens = &config.access_tokens;
+    let credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let validator = token::RemoteValidator::start_with_auth(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
+        tokens.revocation_max_staleness,
+        Arc::new({
+            let credential = credential.clone();
+            move |request| credential.attach(request)
+        }),
     )?;
     let streams_end = CancellationToken::new();
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
-    let chat = build(&config, db.clone(), streams_end.clone(), background)?;
+    let chat = build(
+        &config,
+        db.clone(),
+        credential,
+        streams_end.clone(),
+        background,
+    )?;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services =
@@ -132,6 +146,7 @@ pub async fn run(
 fn build(
     config: &Config,
     db: PgPool,
+    credential: ServiceCredential,
     streams_end: CancellationToken,
     background: CancellationToken,
 ) -> anyhow::Result<service::Chat> {
@@ -142,7 +157,6 @@ fn build(
     tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
     let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
-    let credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let membership_events = group_events::MembershipEvents {
         channel: membership.channel(),
         credential: credential.clone(),

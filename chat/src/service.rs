@@ -4,14 +4,13 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use sqlx::PgPool;
-use time::OffsetDateTime;
 
 use crate::{
     Error,
     bus::{Bus, BusEvent, Receipt, Typing},
     config::Limits,
     conversations::{self, Conversation, PageToken},
-    delivery::{Delivery, EventStream, Outbox},
+    delivery::{Delivery, EventStream, Outbox, TokenWatch},
     devices::{Credentials, Directory},
     groups::Membership,
     history::{self, DeliveredMessage, Direction},
@@ -235,11 +234,10 @@ impl Chat {
         credentials: &Credentials,
         caller: Caller,
         positions: HashMap<ConversationId, u64>,
-        token_expires_at: OffsetDateTime,
+        token: TokenWatch,
     ) -> Result<(Outbox, EventStream), Error> {
         let groups = self.groups_of(credentials, caller).await;
-        self.delivery
-            .open(caller, groups, positions, token_expires_at)
+        self.delivery.open(caller, groups, positions, token)
     }
 
     fn page_size(&self, requested: u32) -> u32 {

@@ -208,7 +208,8 @@ impl ServerSettings {
     }
 }
 
-/// How a service checks access tokens: where auth's key set is, and what the tokens must say.
+/// How a service checks access tokens: where auth's key set and revocations are, and what the
+/// tokens must say.
 #[derive(Debug, Clone)]
 pub struct AccessTokenSettings {
     /// `<P>_AUTH_URL`: the auth service (`http://host:port`), whose `GetJwks` provides the keys,
@@ -220,6 +221,31 @@ pub struct AccessTokenSettings {
     /// `<P>_TOKEN_AUDIENCE`: the `aud` tokens must carry (auth's `AUTH_TOKEN_AUDIENCE`), default
     /// `chat`.
     pub audience: String,
+    /// `<P>_REVOCATION_MAX_STALENESS_SECS`: see [`revocation_max_staleness`].
+    pub revocation_max_staleness: Duration,
+}
+
+/// The default `<P>_REVOCATION_MAX_STALENESS_SECS` (`token::DEFAULT_MAX_STALENESS`).
+pub const DEFAULT_REVOCATION_MAX_STALENESS: Duration = Duration::from_secs(10);
+
+/// Reads `<P>_REVOCATION_MAX_STALENESS_SECS`: how long a validator trusts its list of revoked
+/// sessions and devices without a heartbeat from auth's `WatchRevocations` (sent at least every
+/// `AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`, at most 5 s). After that every token is refused with
+/// UNAVAILABLE until the feed is back, so this bounds how late a revocation can take effect.
+/// Default 10, at least 2; keep it above twice auth's poll interval.
+///
+/// # Errors
+/// When it is malformed or below 2 seconds.
+pub fn revocation_max_staleness(env: &EnvReader) -> Result<Duration, ConfigError> {
+    let key = "REVOCATION_MAX_STALENESS_SECS";
+    let staleness = env.seconds_or(key, DEFAULT_REVOCATION_MAX_STALENESS)?;
+    if staleness < Duration::from_secs(2) {
+        return Err(ConfigError::Invalid {
+            key: env.key(key),
+            reason: "must be at least 2 (above twice auth's outbox poll interval)".into(),
+        });
+    }
+    Ok(staleness)
 }
 
 impl AccessTokenSettings {
@@ -241,15 +267,17 @@ impl AccessTokenSettings {
             auth_url,
             issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
             audience: env.string_or("TOKEN_AUDIENCE", "chat"),
+            revocation_max_staleness: revocation_max_staleness(env)?,
         })
     }
 
-    /// Settings for tests: auth at `auth_url`, the default issuer and audience.
+    /// Settings for tests: auth at `auth_url`, the default issuer, audience and staleness.
     pub fn for_tests(auth_url: &str) -> Self {
         Self {
             auth_url: auth_url.to_owned(),
             issuer: "chat-auth".into(),
             audience: "chat".into(),
+            revocation_max_staleness: DEFAULT_REVOCATION_MAX_STALENESS,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! every outbox:
 //!
 //! - [`Feed::follow`]: one task per watch stream replays the events after the caller's cursor,
-//!   then follows new ones.
+//!   then follows new ones. [`Feed::follow_with_progress`] also says when it has caught up
+//!   ([`FeedItem::CaughtUp`], after every read that left nothing unsent), for followers that must
+//!   know how current they are (auth's `WatchRevocations` heartbeats).
 //! - Wake-ups are only hints. After a change commits, [`Feed::committed`] wakes this replica's
 //!   streams at once and asks a publishing task to `NOTIFY` the outbox's channel (never inside
 //!   the change's transaction; bursts coalesce into one NOTIFY). Each replica `LISTEN`s and wakes
@@ -188,6 +190,16 @@ impl From<FeedError> for tonic::Status {
 /// What a stream's task sends: an event, or the error that ends the stream.
 pub type StreamItem<E> = Result<E, FeedError>;
 
+/// What a stream of [`Feed::follow_with_progress`] sends besides errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem<E> {
+    /// The next event.
+    Event(E),
+    /// Every event committed before the stream last read the outbox has been sent; the cursor
+    /// (the last event id read, or where the stream started) to resume after.
+    CaughtUp(i64),
+}
+
 /// Wake-ups for this replica's streams of one outbox, and the tasks that carry them between
 /// replicas.
 pub struct Feed<E: OutboxEvent> {
@@ -244,6 +256,33 @@ impl<E: OutboxEvent> Feed<E> {
         self: &Arc<Self>,
         start: Start,
     ) -> Result<mpsc::Receiver<StreamItem<E>>, FeedError> {
+        self.spawn_stream(start, |item| match item {
+            FeedItem::Event(event) => Some(event),
+            FeedItem::CaughtUp(_) => None,
+        })
+        .await
+    }
+
+    /// Like [`Feed::follow`], and also sends [`FeedItem::CaughtUp`] after every read that left
+    /// nothing unsent: at least once per poll interval, so that a follower can tell a quiet
+    /// stream from a stalled one.
+    ///
+    /// # Errors
+    /// As for [`Feed::follow`].
+    pub async fn follow_with_progress(
+        self: &Arc<Self>,
+        start: Start,
+    ) -> Result<mpsc::Receiver<Result<FeedItem<E>, FeedError>>, FeedError> {
+        self.spawn_stream(start, Some).await
+    }
+
+    /// Checks the start, then spawns the stream's task, which sends what `keep` makes of each
+    /// item.
+    async fn spawn_stream<T: Send + 'static>(
+        self: &Arc<Self>,
+        start: Start,
+        keep: fn(FeedItem<E>) -> Option<T>,
+    ) -> Result<mpsc::Receiver<Result<T, FeedError>>, FeedError> {
         let (pruned_through, newest) = self.bounds().await?;
         let cursor = match start {
             Start::Newest => newest,
@@ -268,7 +307,7 @@ impl<E: OutboxEvent> Feed<E> {
         let feed = self.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = feed.stream_to(cursor, &sender) => {}
+                () = feed.stream_to(cursor, &sender, keep) => {}
                 () = feed.shutdown.cancelled() => {
                     let _ = sender.try_send(Err(FeedError::ShuttingDown));
                 }
@@ -278,8 +317,14 @@ impl<E: OutboxEvent> Feed<E> {
     }
 
     /// Sends every event after `cursor`, then waits for wake-ups (or the poll interval) and sends
-    /// what is new, until the client goes away or an error (sent as the last item) ends it.
-    async fn stream_to(&self, mut cursor: i64, sender: &mpsc::Sender<StreamItem<E>>) {
+    /// what is new, until the client goes away or an error (sent as the last item) ends it. After
+    /// each read that left nothing unsent it offers `keep` a [`FeedItem::CaughtUp`].
+    async fn stream_to<T>(
+        &self,
+        mut cursor: i64,
+        sender: &mpsc::Sender<Result<T, FeedError>>,
+        keep: fn(FeedItem<E>) -> Option<T>,
+    ) {
         let mut wake = self.wake.subscribe();
         loop {
             // Mark the current wake-up seen before reading, so one during the read is not lost.
@@ -299,12 +344,19 @@ impl<E: OutboxEvent> Feed<E> {
             let full = page.events.len() as i64 == BATCH;
             for event in page.events {
                 cursor = event.id();
-                if sender.send(Ok(event)).await.is_err() {
+                if let Some(item) = keep(FeedItem::Event(event))
+                    && sender.send(Ok(item)).await.is_err()
+                {
                     return; // the client went away
                 }
             }
             if full {
                 continue;
+            }
+            if let Some(item) = keep(FeedItem::CaughtUp(cursor))
+                && sender.send(Ok(item)).await.is_err()
+            {
+                return;
             }
             tokio::select! {
                 _ = wake.changed() => {}

@@ -5,7 +5,13 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use http::Uri;
 
-use common::config::{ConfigError, EnvReader, ServerSettings};
+use common::{
+    config::{
+        ConfigError, DEFAULT_REVOCATION_MAX_STALENESS, EnvReader, SecretSource, ServerSettings,
+        revocation_max_staleness,
+    },
+    service_credential,
+};
 
 /// Where the gateway listens unless `GATEWAY_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -28,6 +34,12 @@ pub struct Config {
     pub token_issuer: String,
     /// See `token_issuer`.
     pub token_audience: String,
+    /// `GATEWAY_SERVICE_SECRET` or `GATEWAY_SERVICE_SECRET_FILE` (secret, required): the
+    /// deployment's service credential, with which the gateway follows auth's `WatchRevocations`
+    /// (`common::service_credential`). It strips the same header from outside traffic.
+    pub service_secret: SecretSource,
+    /// `GATEWAY_REVOCATION_MAX_STALENESS_SECS`: see `common::config::revocation_max_staleness`.
+    pub revocation_max_staleness: Duration,
     /// `GATEWAY_CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call gRPC-Web from a
     /// browser page served elsewhere; empty (the default) allows none (same-origin still works).
     pub cors_allowed_origins: Vec<String>,
@@ -216,6 +228,8 @@ impl Config {
             },
             token_issuer: env.string_or("TOKEN_ISSUER", "chat-auth"),
             token_audience: env.string_or("TOKEN_AUDIENCE", "chat"),
+            service_secret: env.secret_source("SERVICE_SECRET")?,
+            revocation_max_staleness: revocation_max_staleness(&env)?,
             cors_allowed_origins: env
                 .string_or("CORS_ALLOWED_ORIGINS", "")
                 .split(',')
@@ -252,6 +266,8 @@ impl Config {
             upstreams,
             token_issuer: "chat-auth".into(),
             token_audience: "chat".into(),
+            service_secret: service_credential::test_secret(),
+            revocation_max_staleness: DEFAULT_REVOCATION_MAX_STALENESS,
             cors_allowed_origins: vec!["http://allowed.example".into()],
             limits: Limits {
                 max_concurrent_streams: 2000,
@@ -292,7 +308,10 @@ mod tests {
 
     fn config_with(key: &str, value: &str) -> Result<Config, ConfigError> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        Config::from_lookup(&move |k| (k == key).then(|| value.clone()))
+        Config::from_lookup(&move |k| match k {
+            "GATEWAY_SERVICE_SECRET" => Some("s".repeat(32)),
+            _ => (k == key).then(|| value.clone()),
+        })
     }
 
     #[test]

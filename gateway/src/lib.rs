@@ -6,9 +6,10 @@
 //!
 //! It serves gRPC health and server reflection for every public API itself, and proxies every
 //! other call by path to the auth, chat and group services (`proxy.rs`): the access token is
-//! validated first (`token::Validator`, fed by auth's key set), identity headers from the client
-//! are stripped, rate limits apply, and bodies stream through both ways. Upstreams validate the
-//! token again themselves; the gateway is a first line, not the only one.
+//! validated first (`token::Validator`, fed by auth's key set and revocations: `revocation.rs`),
+//! identity headers from the client are stripped, rate limits apply, and bodies stream through
+//! both ways. Upstreams validate the token again themselves; the gateway is a first line, not the
+//! only one.
 //!
 //! Start reading at [`run`], then `router` below, then `proxy.rs`.
 
@@ -18,6 +19,7 @@ mod limits;
 mod methods;
 pub mod observability;
 mod proxy;
+mod revocation;
 pub mod server;
 mod upstream;
 mod web;
@@ -77,10 +79,7 @@ pub async fn run_with_metrics_listener(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let upstreams = Upstreams::start(&config.upstreams);
-    let validator = token::RemoteValidator::start(
-        token::ValidationSettings::new(config.token_issuer.clone(), config.token_audience.clone()),
-        Arc::new(AuthKeySource(upstreams.pool(Upstream::Auth).clone())),
-    );
+    let validator = revocation::start_validator(&config, upstreams.pool(Upstream::Auth))?;
     let rate_limits = RateLimits::new(&config.limits);
     tokio::spawn(forget_idle_rate_limit_keys(rate_limits.clone()));
     let proxy = Arc::new(Proxy {
@@ -189,14 +188,14 @@ async fn router(
     Ok(app.with_state(()))
 }
 
-/// Ready when auth's key set has been fetched (so tokens can be checked).
+/// Ready when auth's key set has been fetched and its revocations read (so tokens can be checked).
 async fn readyz(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
-    if proxy.validator.get().is_some() {
+    if proxy.validator.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for auth's key set\n",
+            "waiting for auth's key set and revocations\n",
         )
     }
 }
@@ -217,7 +216,7 @@ async fn jwks(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 }
 
 /// Fetches auth's key set over the gateway's own connections to auth.
-struct AuthKeySource(upstream::UpstreamPool);
+pub(crate) struct AuthKeySource(upstream::UpstreamPool);
 
 #[token::async_trait]
 impl token::KeySource for AuthKeySource {

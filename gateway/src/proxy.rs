@@ -48,6 +48,7 @@ use tonic::Status;
 use crate::{
     limits::RateLimits,
     methods::{Method, MethodTable, RateLimit},
+    revocation::RevocableBody,
     upstream::{UpstreamBody, UpstreamError, Upstreams},
 };
 
@@ -106,7 +107,7 @@ impl Proxy {
         let method = self.methods.get(request.uri().path()).ok_or_else(|| {
             Status::unimplemented(format!("unknown method {}", request.uri().path()))
         })?;
-        let token_expiry = if method.public {
+        let caller = if method.public {
             None
         } else {
             let claims = self
@@ -116,7 +117,7 @@ impl Proxy {
             if method.rate_limit == Some(RateLimit::Send) {
                 self.rate_limits.check_send(claims.user_id)?;
             }
-            Some(claims.expires_at)
+            Some(claims)
         };
         if method.rate_limit == Some(RateLimit::Login)
             && let Some(address) = peer
@@ -159,14 +160,18 @@ impl Proxy {
             // to hyper, which then ends the stream with the head (HEADERS with END_STREAM).
             return Ok(Response::from_parts(parts, Body::empty()));
         }
-        let expiry = match token_expiry {
-            // A stream outliving its token is ended as the token expires; the client refreshes
-            // and resumes from its cursor.
-            Some(expires_at) if method.server_streaming => Some(expires_at),
-            _ => None,
-        };
+        // A stream outliving its token is ended as the token expires (the client refreshes and
+        // resumes from its cursor), and as its session or device is revoked (revocation.rs).
+        let stream_caller = caller.filter(|_| method.server_streaming);
+        let expiry = stream_caller.as_ref().map(|claims| claims.expires_at);
         let body = ResponseBody::new(body, path, expiry, request_problem);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(match stream_caller {
+            Some(claims) => {
+                let revoked = self.validator.revocations().ended(claims.subject());
+                Response::from_parts(parts, Body::new(RevocableBody::new(body, revoked)))
+            }
+            None => Response::from_parts(parts, Body::new(body)),
+        })
     }
 
     async fn call_upstream(

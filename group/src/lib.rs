@@ -5,7 +5,9 @@
 //!
 //! It does not deliver messages (chat fans group messages out), never sees message content, and
 //! does not own users or devices: it asks auth (`auth.v1.LookupUsers`, forwarding the caller's
-//! token) whether users exist and for members' profiles, devices and public keys.
+//! token) whether users exist and for members' profiles, devices and public keys. Its token
+//! validator (`token::RemoteValidator`) follows auth's `WatchRevocations` with the deployment's
+//! service credential, so a revoked session's token is refused here within seconds.
 //!
 //! Where to read:
 //! - [`run`], then `api.rs` (proto <-> domain) and `service.rs` (each operation: checks, auth
@@ -64,11 +66,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tokens = &config.access_tokens;
+    let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
+    let credential = service_credential.clone();
     let validator = token::RemoteValidator::start_with_auth(
         &tokens.auth_url,
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
+        tokens.revocation_max_staleness,
+        Arc::new(move |request| credential.attach(request)),
     )?;
-    let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let streams_end = CancellationToken::new();
     let service = Arc::new(service::GroupService {
         db: db.clone(),

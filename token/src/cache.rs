@@ -4,10 +4,11 @@
 //! Every call carries the caller's token, and each hop validates it (the gateway, then the
 //! service). On the 2-CPU benchmark machine one validation took 120-160 µs, most of an Ed25519
 //! verification, which a client repeats for the same bytes on every call for the token's
-//! 15 minutes. What may change for a token between two calls is only time and the keys: an entry
-//! answers only while the key set it was verified with is still the validator's, and `exp` is
-//! checked again (with the leeway) on every hit. `nbf` needs no second look: a token valid once
-//! stays so until it expires. Entries are keyed by the token's exact bytes.
+//! 15 minutes. What may change for a token between two calls is time, the keys and revocation:
+//! an entry answers only while the key set it was verified with is still the validator's, `exp`
+//! is checked again (with the leeway) on every hit, and the validator checks revocation after
+//! every hit (`revocation.rs`). `nbf`, `iat` and the lifetime need no second look: a token valid
+//! once stays so until it expires. Entries are keyed by the token's exact bytes.
 //!
 //! Bounded: at most [`CAPACITY`] tokens (each about 1 KB with its claims). A full cache first
 //! drops expired entries, then an arbitrary eighth of the rest (the map's iteration order depends

@@ -13,8 +13,9 @@ pub const ERROR_DOMAIN: &str = "auth.v1";
 
 /// Why an access token was refused.
 ///
-/// Variants name the first rule the token broke, in the order [`crate::Validator`] checks them.
-/// None of them carries the token or any part of it, so they are safe to log.
+/// Variants name the first rule the token broke, in the order [`crate::Validator`] checks them;
+/// the last one says the validator cannot decide now. None of them carries the token or any part
+/// of it, so they are safe to log.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No `authorization` metadata, or no token in it.
@@ -57,6 +58,34 @@ pub enum TokenError {
     /// A claim has the wrong type or value (a string `exp`, a non-UUID `sub`, ...).
     #[error("access token has an invalid {0} claim")]
     InvalidClaim(&'static str),
+    /// `exp - iat` is above the maximum lifetime plus the leeway: auth never issues such a token,
+    /// so its signing key is being misused.
+    #[error("access token lifetime exceeds the maximum")]
+    LifetimeTooLong,
+    /// `iat` is in the future by more than the leeway (which would let a token with a short
+    /// `exp - iat` live as long as it likes).
+    #[error("access token issued in the future")]
+    IssuedInTheFuture,
+    /// The token's session or device has been revoked (logout, logout everywhere, device
+    /// revocation, refresh-token reuse): sign in again.
+    #[error("access token revoked; sign in again")]
+    Revoked,
+    /// The validator has not heard from auth's revocation feed for longer than its maximum
+    /// staleness, so it cannot tell whether the token was revoked. Not the token's fault: the
+    /// only variant that maps to UNAVAILABLE, so that clients retry instead of signing in again.
+    #[error("cannot check access token revocations right now; retry shortly")]
+    RevocationsUnknown,
+}
+
+impl TokenError {
+    /// The gRPC code of this refusal: UNAUTHENTICATED, except UNAVAILABLE for
+    /// [`TokenError::RevocationsUnknown`].
+    pub fn code(&self) -> Code {
+        match self {
+            TokenError::RevocationsUnknown => Code::Unavailable,
+            _ => Code::Unauthenticated,
+        }
+    }
 }
 
 /// Why a key or a key set was refused.
@@ -136,8 +165,12 @@ pub enum KeySourceError {
 
 impl From<TokenError> for Status {
     /// UNAUTHENTICATED with a short message and an `ErrorInfo` {reason `ACCESS_TOKEN_INVALID`,
-    /// domain `auth.v1`}, so that clients know to refresh. Never echoes the token.
+    /// domain `auth.v1`}, so that clients know to refresh; UNAVAILABLE without details for
+    /// [`TokenError::RevocationsUnknown`] (see [`TokenError::code`]). Never echoes the token.
     fn from(err: TokenError) -> Status {
+        if err.code() != Code::Unauthenticated {
+            return Status::new(err.code(), err.to_string());
+        }
         Status::with_error_details(
             Code::Unauthenticated,
             err.to_string(),
@@ -161,6 +194,18 @@ mod tests {
             .expect("an ErrorInfo detail");
         assert_eq!(info.reason, "ACCESS_TOKEN_INVALID");
         assert_eq!(info.domain, "auth.v1");
+    }
+
+    #[test]
+    fn unknown_revocations_are_unavailable_so_that_clients_retry() {
+        let status = Status::from(TokenError::RevocationsUnknown);
+
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_details_error_info().is_none());
+        assert_eq!(
+            Status::from(TokenError::Revoked).code(),
+            Code::Unauthenticated
+        );
     }
 
     #[test]

@@ -14,11 +14,16 @@ use crate::cache::VerifiedTokens;
 use crate::claims::AccessClaims;
 use crate::error::{KeySourceError, TokenError};
 use crate::keys::KeySet;
+use crate::revocation::Revocations;
 use crate::source::KeySource;
 use crate::verify;
 
-/// The default clock-skew allowance for `exp` and `nbf`.
+/// The default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The longest access-token lifetime (`exp - iat`) auth may be configured to issue, and the
+/// default [`ValidationSettings::max_lifetime`].
+pub const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// What a token must say to be accepted here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +32,12 @@ pub struct ValidationSettings {
     pub issuer: String,
     /// The exact `aud` required.
     pub audience: String,
-    /// Clock-skew allowance for `exp` and `nbf`, in whole seconds. Keep it small (default 30 s):
-    /// it extends the life of every token, stolen ones included.
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`, in whole seconds. Keep it small (default
+    /// 30 s): it extends the life of every token, stolen ones included.
     pub leeway: Duration,
+    /// The longest lifetime (`exp - iat`) accepted, plus the leeway (default
+    /// [`MAX_ACCESS_TOKEN_LIFETIME`]); a longer-lived token is refused however it is signed.
+    pub max_lifetime: Duration,
 }
 
 /// How a [`Validator`] with a [`KeySource`] keeps its keys current.
@@ -49,10 +57,16 @@ pub struct KeyRefresh {
 /// The checks, in order: the JOSE header (`typ` is `at+jwt`; `alg` is `EdDSA`, whatever else the
 /// token says; a `kid` is present and names a current key, after at most one rate-limited
 /// refetch); then the signature, with that key; only then the claims (`exp` and `nbf` with the
-/// leeway, `iss`, `aud`, `sub`, then `did`, `sid`, `jti`, `iat`, with their types).
+/// leeway, `iss`, `aud`, `sub`, then `did`, `sid`, `jti`, `iat`, with their types; then the
+/// lifetime: `iat` not in the future and `exp - iat` at most `max_lifetime`, both with the
+/// leeway).
 ///
 /// A token that passed is remembered with its claims while the key set stays the same, so the
 /// same token's next validation checks only that it has not expired since (`cache.rs`).
+///
+/// With a [`Revocations`] list (always, through [`crate::RemoteValidator`]; auth adds its own
+/// with [`Validator::with_revocations`]), every validation then refuses a token whose session or
+/// device is revoked, the remembered ones included.
 pub struct Validator {
     settings: ValidationSettings,
     validation: Validation,
@@ -61,6 +75,7 @@ pub struct Validator {
     verified: VerifiedTokens,
     fetcher: Option<Fetcher>,
     refresher: Option<AbortHandle>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// The source of a refreshing validator, and the lock that serializes its fetches.
@@ -78,6 +93,7 @@ impl ValidationSettings {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway: DEFAULT_LEEWAY,
+            max_lifetime: MAX_ACCESS_TOKEN_LIFETIME,
         }
     }
 }
@@ -95,7 +111,14 @@ impl Default for KeyRefresh {
 impl Validator {
     /// A validator with fixed keys, for the auth service, which validates with its own.
     pub fn with_static_keys(settings: ValidationSettings, keys: KeySet) -> Self {
-        Self::new(settings, keys, None, None)
+        Self::new(settings, keys, None, None, None)
+    }
+
+    /// This validator, also refusing the tokens of what `revocations` lists (and everything,
+    /// with UNAVAILABLE, while the list is stale).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// A validator that fetches its keys from `source` now, then refreshes them every 5 minutes
@@ -123,6 +146,16 @@ impl Validator {
         source: Arc<dyn KeySource>,
         refresh: KeyRefresh,
     ) -> Result<Arc<Self>, KeySourceError> {
+        Self::from_key_source(settings, source, refresh, None).await
+    }
+
+    /// The constructor behind the key-source ones, with an optional revocation list.
+    pub(crate) async fn from_key_source(
+        settings: ValidationSettings,
+        source: Arc<dyn KeySource>,
+        refresh: KeyRefresh,
+        revocations: Option<Arc<Revocations>>,
+    ) -> Result<Arc<Self>, KeySourceError> {
         let keys = fetch_key_set(source.as_ref(), refresh.fetch_timeout).await?;
         let fetcher = Fetcher {
             source,
@@ -132,7 +165,13 @@ impl Validator {
         Ok(Arc::new_cyclic(|weak| {
             let interval = refresh.interval.max(Duration::from_secs(1));
             let task = tokio::spawn(refresh_periodically(weak.clone(), interval));
-            Self::new(settings, keys, Some(fetcher), Some(task.abort_handle()))
+            Self::new(
+                settings,
+                keys,
+                Some(fetcher),
+                Some(task.abort_handle()),
+                revocations,
+            )
         }))
     }
 
@@ -196,6 +235,7 @@ impl Validator {
         keys: KeySet,
         fetcher: Option<Fetcher>,
         refresher: Option<AbortHandle>,
+        revocations: Option<Arc<Revocations>>,
     ) -> Self {
         let validation = verify::jwt_validation(
             &settings.issuer,
@@ -209,10 +249,26 @@ impl Validator {
             verified: VerifiedTokens::default(),
             fetcher,
             refresher,
+            revocations,
         }
     }
 
+    /// The revocation list this validator consults, if any.
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
+    }
+
     async fn check(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let claims = self.check_token(token).await?;
+        // After the cache too: a token remembered as good is refused once revoked.
+        if let Some(revocations) = &self.revocations {
+            revocations.check(&claims)?;
+        }
+        Ok(claims)
+    }
+
+    /// Everything about the token itself: header, signature, claims, lifetime.
+    async fn check_token(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let mut keys = self.key_set();
         let now = SystemTime::now();
         if token.len() <= verify::MAX_TOKEN_LEN
@@ -231,6 +287,12 @@ impl Validator {
             &self.validation,
             &self.settings.issuer,
             &self.settings.audience,
+        )?;
+        verify::check_lifetime(
+            &claims,
+            self.settings.max_lifetime,
+            self.settings.leeway,
+            now,
         )?;
         self.verified
             .insert(token, keys, claims.clone(), self.settings.leeway, now);
@@ -301,6 +363,7 @@ impl fmt::Debug for Validator {
             .field("settings", &self.settings)
             .field("keys", &self.key_set())
             .field("refreshing", &self.fetcher.is_some())
+            .field("revocations", &self.revocations)
             .finish()
     }
 }

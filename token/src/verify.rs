@@ -1,6 +1,8 @@
 //! The pure steps of validation: reading the `authorization` header, checking the JOSE header,
 //! and verifying signature then claims with jsonwebtoken.
 
+use std::time::{Duration, SystemTime};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
@@ -9,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::claims::AccessClaims;
+use crate::claims::{AccessClaims, unix_seconds};
 use crate::crypto::install_provider;
 use crate::error::TokenError;
 use crate::jwk::ALG_EDDSA;
@@ -138,6 +140,27 @@ pub(crate) fn verify(
         Ok(verified) => AccessClaims::from_verified_payload(&verified.claims, issuer, audience),
         Err(err) => Err(map_jwt_error(err.into_kind(), token)),
     }
+}
+
+/// Refuses a token whose `iat` is in the future or whose lifetime (`exp - iat`) is above
+/// `max_lifetime`, each beyond the `leeway`. Together with the `exp` check, no accepted token
+/// outlives `now + max_lifetime + 2 × leeway`, whatever its signer wrote.
+pub(crate) fn check_lifetime(
+    claims: &AccessClaims,
+    max_lifetime: Duration,
+    leeway: Duration,
+    now: SystemTime,
+) -> Result<(), TokenError> {
+    let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+    let leeway = seconds(leeway);
+    if claims.issued_at > unix_seconds(now).saturating_add(leeway) {
+        return Err(TokenError::IssuedInTheFuture);
+    }
+    let lifetime = claims.expires_at.saturating_sub(claims.issued_at);
+    if lifetime > seconds(max_lifetime).saturating_add(leeway) {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
 }
 
 fn map_jwt_error(kind: ErrorKind, token: &str) -> TokenError {

@@ -6,6 +6,7 @@ mod devices;
 mod helpers;
 mod internal;
 mod malformed;
+mod revocation;
 mod rotation;
 mod serving;
 mod sessions;

@@ -24,12 +24,15 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: {{ .root.Values.database.maxConnections | quote }}
 {{- end }}
 
-{{/* What access tokens must say, for every component but auth (which signs them). */}}
+{{/* What access tokens must say, and how long revocations are trusted, for every component but
+auth (which signs them). */}}
 {{- define "chat.env.token" -}}
 - name: {{ .prefix }}_TOKEN_ISSUER
   value: {{ .root.Values.token.issuer | quote }}
 - name: {{ .prefix }}_TOKEN_AUDIENCE
   value: {{ .root.Values.token.audience | quote }}
+- name: {{ .prefix }}_REVOCATION_MAX_STALENESS_SECS
+  value: {{ .root.Values.token.revocationMaxStalenessSeconds | quote }}
 {{- end }}
 
 {{- define "chat.env.serviceSecret" -}}
@@ -117,6 +120,7 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
   value: {{ join "," .root.Values.gateway.corsAllowedOrigins | quote }}
 - name: GATEWAY_METRICS_LISTEN_ADDR
   value: {{ printf "%s:%v" .root.Values.listenHost .root.Values.gateway.metricsPort | quote }}
+{{ include "chat.env.serviceSecret" $args }}
 {{- end }}
 
 {{/* Secret volumes of each component: (dict "root" $ "component" NAME); mounts under /run/secrets/chat. */}}
@@ -144,7 +148,7 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
     items:
       - {key: {{ $root.Values.auth.refreshTokenSecret.key | quote }}, path: refresh-token-secret}
 {{- end }}
-{{- if has .component (list "auth" "chat" "group") }}
+{{- if has .component (list "auth" "chat" "group" "gateway") }}
 - name: service-secret
   secret:
     secretName: {{ include "chat.serviceSecretName" $root }}
@@ -162,7 +166,7 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 {{- end }}
 - {name: refresh-token-secret, mountPath: /run/secrets/chat/refresh-token-secret, readOnly: true}
 {{- end }}
-{{- if has .component (list "auth" "chat" "group") }}
+{{- if has .component (list "auth" "chat" "group" "gateway") }}
 - {name: service-secret, mountPath: /run/secrets/chat/service-secret, readOnly: true}
 {{- end }}
 {{- end }}

@@ -9,14 +9,13 @@ use crate::helpers::{
     TestApp, TestDevice, device_list_mismatch, next_message, reason, replay, spawn_app,
 };
 
-/// The real gateway in front of the app's auth and chat.
+/// The real gateway in front of the app's auth, chat and group.
 pub(crate) async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
     let uri = |addr: std::net::SocketAddr| format!("http://{addr}").parse().unwrap();
     let upstreams = gateway::UpstreamSettings {
         auth: uri(app.auth_addr),
         chat: uri(app.addr),
-        // Not used by these tests.
-        group: "http://127.0.0.1:9".parse().unwrap(),
+        group: uri(app.group_addr),
         resolve_interval: Duration::from_secs(10),
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,

@@ -9,5 +9,6 @@ mod groups;
 mod helpers;
 mod history;
 mod malformed;
+mod revocation;
 mod sending;
 mod serving;

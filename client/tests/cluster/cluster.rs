@@ -277,6 +277,7 @@ impl Environment {
         if parts.contains(&"token") {
             env.push(("TOKEN_ISSUER", "chat-auth".to_owned()));
             env.push(("TOKEN_AUDIENCE", "chat".to_owned()));
+            env.push(("REVOCATION_MAX_STALENESS_SECS", "10".to_owned()));
         }
         if parts.contains(&"service-secret") {
             let file = self.secret_file("service-secret", "service-secret");
@@ -336,7 +337,7 @@ impl Environment {
         chat: [SocketAddr; 2],
         group: SocketAddr,
     ) -> Vec<(String, String)> {
-        let mut env = self.common("GATEWAY", listen, &["token"]);
+        let mut env = self.common("GATEWAY", listen, &["token", "service-secret"]);
         let chat_urls: Vec<String> = chat.iter().map(|addr| format!("http://{addr}")).collect();
         env.extend([
             ("GATEWAY_AUTH_URL".to_owned(), format!("http://{auth}")),

@@ -100,3 +100,35 @@ async fn auth_validates_tokens_of_each_of_its_keys() {
         [new.kid(), old.kid()]
     );
 }
+
+#[tokio::test]
+async fn a_token_living_the_maximum_plus_the_leeway_is_accepted() {
+    let key = TestKey::generate();
+    let lifetime =
+        token::MAX_ACCESS_TOKEN_LIFETIME.as_secs() as i64 + token::DEFAULT_LEEWAY.as_secs() as i64;
+    let token = key.sign_raw(
+        &key.header(),
+        &payload(json!({ "iat": now(), "nbf": now(), "exp": now() + lifetime })),
+    );
+
+    let validated = static_validator(&key).validate(&token).await;
+
+    assert!(validated.is_ok(), "{validated:?}");
+}
+
+#[tokio::test]
+async fn the_maximum_lifetime_is_configurable() {
+    let key = TestKey::generate();
+    let settings = ValidationSettings {
+        max_lifetime: std::time::Duration::from_secs(60),
+        ..ValidationSettings::new(ISSUER, AUDIENCE)
+    };
+    let validator = Validator::with_static_keys(settings, KeySet::from_signing_keys(&[&key.key]));
+
+    let err = validator
+        .validate(&key.key.sign(&claims()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err, token::TokenError::LifetimeTooLong);
+}

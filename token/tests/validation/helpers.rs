@@ -1,5 +1,6 @@
 //! Keys, claims, hand-built tokens and an in-memory key source for the validation tests.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -9,9 +10,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
 use serde_json::{Value, json};
 use token::{
-    AccessClaims, Jwk, KeyRefresh, KeySet, KeySource, KeySourceError, SigningKey, Subject,
+    AccessClaims, FeedMessage, FeedStream, Jwk, KeyRefresh, KeySet, KeySource, KeySourceError,
+    RemoteValidator, Revocation, RevocationSource, Revoked, SigningKey, Subject,
     ValidationSettings, Validator,
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::Status;
 use uuid::Uuid;
 
 pub const ISSUER: &str = "https://auth.chat.test";
@@ -165,4 +170,87 @@ pub async fn refreshing_validator(source: &Arc<CountingSource>) -> Arc<Validator
     Validator::with_key_source_and_refresh(settings(), source.clone(), REFRESH)
         .await
         .unwrap()
+}
+
+/// A revocation feed the test scripts: each `watch` records its cursor and takes the next
+/// connection the test queued with [`ScriptedFeed::connect`], or fails with UNAVAILABLE.
+#[derive(Default)]
+pub struct ScriptedFeed {
+    connections: Mutex<VecDeque<Result<mpsc::UnboundedReceiver<FeedItem>, Status>>>,
+    cursors: Mutex<Vec<u64>>,
+}
+
+/// What a scripted connection sends.
+pub type FeedItem = Result<FeedMessage, Status>;
+
+impl ScriptedFeed {
+    /// Queues a connection; the test sends its messages through the returned sender, and ends
+    /// it by dropping the sender.
+    pub fn connect(&self) -> mpsc::UnboundedSender<FeedItem> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.connections.lock().unwrap().push_back(Ok(receiver));
+        sender
+    }
+
+    /// Queues a connection attempt that fails with `status`.
+    pub fn refuse(&self, status: Status) {
+        self.connections.lock().unwrap().push_back(Err(status));
+    }
+
+    /// The `after_event_id` of every `watch` so far.
+    pub fn cursors(&self) -> Vec<u64> {
+        self.cursors.lock().unwrap().clone()
+    }
+}
+
+#[token::async_trait]
+impl RevocationSource for ScriptedFeed {
+    async fn watch(&self, after_event_id: u64) -> Result<FeedStream, Status> {
+        self.cursors.lock().unwrap().push(after_event_id);
+        match self.connections.lock().unwrap().pop_front() {
+            Some(Ok(receiver)) => Ok(Box::pin(UnboundedReceiverStream::new(receiver))),
+            Some(Err(status)) => Err(status),
+            None => Err(Status::unavailable("no connection scripted")),
+        }
+    }
+}
+
+/// A revocation of `revoked` now, as event `event_id`.
+pub fn revocation(event_id: u64, revoked: Revoked) -> FeedItem {
+    Ok(FeedMessage::Revocation {
+        event_id,
+        revocation: Revocation {
+            revoked,
+            revoked_at: now(),
+        },
+    })
+}
+
+pub fn heartbeat(event_id: u64) -> FeedItem {
+    Ok(FeedMessage::Heartbeat { event_id })
+}
+
+/// A remote validator with `key` (from a key source) and `feed`.
+pub fn remote_validator(
+    key: &TestKey,
+    feed: &Arc<ScriptedFeed>,
+    max_staleness: Duration,
+) -> RemoteValidator {
+    RemoteValidator::start(
+        settings(),
+        CountingSource::new(vec![key.jwk()]),
+        feed.clone(),
+        max_staleness,
+    )
+}
+
+/// Polls `condition` every 10 ms until it holds, for at most 10 s.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
 }

@@ -6,4 +6,5 @@ mod auth_source;
 mod helpers;
 mod metadata;
 mod refused;
+mod revocation;
 mod rotation;

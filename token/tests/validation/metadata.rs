@@ -118,6 +118,8 @@ async fn before_the_keys_arrive_a_call_without_a_token_is_unauthenticated_and_on
     let remote = token::RemoteValidator::start_with_auth(
         "http://127.0.0.1:1",
         token::ValidationSettings::new("chat-auth", "chat"),
+        token::DEFAULT_MAX_STALENESS,
+        std::sync::Arc::new(|request| request),
     )
     .unwrap();
     let mut with_token = tonic::Request::new(());

@@ -300,3 +300,53 @@ async fn the_signature_is_checked_before_any_claim() {
 
     assert_eq!(err, TokenError::BadSignature);
 }
+
+const HUNDRED_YEARS: i64 = 100 * 365 * 24 * 3600;
+
+#[tokio::test]
+async fn a_correctly_signed_token_living_a_hundred_years_is_refused() {
+    let key = TestKey::generate();
+    let token = key.sign_raw(
+        &key.header(),
+        &payload(json!({ "iat": now(), "nbf": now(), "exp": now() + HUNDRED_YEARS })),
+    );
+
+    let err = refused_with(&key, &token).await;
+
+    assert_eq!(err, TokenError::LifetimeTooLong);
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn a_token_living_just_over_the_maximum_and_its_leeway_is_refused() {
+    let key = TestKey::generate();
+    let over = token::MAX_ACCESS_TOKEN_LIFETIME.as_secs() as i64
+        + token::DEFAULT_LEEWAY.as_secs() as i64
+        + 1;
+    let token = key.sign_raw(
+        &key.header(),
+        &payload(json!({ "iat": now(), "nbf": now(), "exp": now() + over })),
+    );
+
+    let err = refused_with(&key, &token).await;
+
+    assert_eq!(err, TokenError::LifetimeTooLong);
+}
+
+#[tokio::test]
+async fn a_short_lived_token_claiming_to_be_issued_in_the_future_is_refused() {
+    // Otherwise `iat` far ahead with `exp` 15 minutes after it would live as long as it likes.
+    let key = TestKey::generate();
+    let issued = now() + HUNDRED_YEARS;
+    let token = key.sign_raw(
+        &key.header(),
+        &payload(json!({ "iat": issued, "nbf": now(), "exp": issued + 900 })),
+    );
+
+    let err = refused_with(&key, &token).await;
+
+    assert_eq!(err, TokenError::IssuedInTheFuture);
+}

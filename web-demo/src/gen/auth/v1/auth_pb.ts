@@ -843,6 +843,15 @@ export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
  * Authentication: Register, Login, Refresh and GetJwks need no access token. Every other RPC needs
  * `authorization: Bearer <access token>` metadata and acts as the token's user and device.
  *
+ * Revocation: once Logout, LogoutEverywhere, RevokeDevice or refresh-token reuse has revoked a
+ * session or device, its access tokens are refused with UNAUTHENTICATED (reason
+ * ACCESS_TOKEN_INVALID, message "access token revoked; sign in again") by every service and the
+ * gateway, and its open streams end with UNAUTHENTICATED: within about a second (auth's outbox poll
+ * interval at worst), and in any case within the validators' maximum staleness (10 s by default).
+ * A validator that has not heard from auth for longer than that answers UNAVAILABLE to every token
+ * until it has (retry). Validators also refuse a token living longer than 15 minutes plus 30 s of
+ * clock leeway, or issued in the future, however it is signed.
+ *
  * Errors use the standard gRPC codes. Where a client must branch, the status carries a
  * `google.rpc.ErrorInfo` whose `reason` is an `ErrorReason` value name without its prefix (for
  * example `INVALID_CREDENTIALS`) and whose `domain` is `auth.v1`; rate limits also carry a
@@ -913,8 +922,9 @@ export const AuthService: GenService<{
     output: typeof RefreshResponseSchema;
   },
   /**
-   * Ends the caller's session: its refresh token family is revoked. Access tokens already issued stay
-   * valid until they expire (at most 15 minutes).
+   * Ends the caller's session: its refresh token family is revoked, and its access tokens are refused
+   * everywhere within seconds (see Revocation above). Logging out of a session that is already
+   * revoked is UNAUTHENTICATED, like any call with its token.
    *
    * @generated from rpc auth.v1.AuthService.Logout
    */
@@ -924,7 +934,8 @@ export const AuthService: GenService<{
     output: typeof LogoutResponseSchema;
   },
   /**
-   * Ends every session of the caller's user, on all devices.
+   * Ends every session of the caller's user, on all devices; their access tokens are refused
+   * everywhere within seconds.
    *
    * @generated from rpc auth.v1.AuthService.LogoutEverywhere
    */
@@ -968,8 +979,9 @@ export const AuthService: GenService<{
     output: typeof ListDevicesResponseSchema;
   },
   /**
-   * Revokes one of the caller's devices (possibly the current one): its sessions end, and it
-   * disappears from lookups so that senders stop wrapping keys for it.
+   * Revokes one of the caller's devices (possibly the current one): its sessions end, the access
+   * tokens of all of them are refused everywhere within seconds, and it disappears from lookups so
+   * that senders stop wrapping keys for it.
    * Errors: NOT_FOUND when the device is not an active device of the caller.
    *
    * @generated from rpc auth.v1.AuthService.RevokeDevice

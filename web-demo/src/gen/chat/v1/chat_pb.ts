@@ -1608,10 +1608,11 @@ export const ChatService: GenService<{
    * `send_result` or `send_rejected` with the request's `request_id`.
    *
    * The stream ends with UNAVAILABLE when the server shuts down, with RESOURCE_EXHAUSTED (reason
-   * SLOW_CONSUMER) when the client reads too slowly for its bounded outgoing queue, and with
-   * UNAUTHENTICATED when the access token expires: in each case reconnect (after refreshing the
-   * token if needed) and resume from the last sequence received in each conversation. Nothing
-   * acknowledged is ever lost.
+   * SLOW_CONSUMER) when the client reads too slowly for its bounded outgoing queue, with
+   * UNAUTHENTICATED when the access token expires or its session or device is revoked (within
+   * seconds, see auth.v1), and with UNAVAILABLE when revocations cannot be checked for a while: in
+   * each case reconnect (after refreshing the token, or signing in again, if needed) and resume
+   * from the last sequence received in each conversation. Nothing acknowledged is ever lost.
    *
    * @generated from rpc chat.v1.ChatService.OpenStream
    */

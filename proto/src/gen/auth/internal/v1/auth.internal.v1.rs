@@ -48,5 +48,62 @@ pub struct WatchDeviceChangesResponse {
     #[prost(string, tag="3")]
     pub device_id: ::prost::alloc::string::String,
 }
+/// Request of WatchRevocations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRevocationsRequest {
+    /// Resume after this event id (the last revocation's or heartbeat's); 0 starts with the
+    /// revocations that may still refuse an unexpired token: those of the last 17 minutes (the longest
+    /// access-token lifetime, twice the 30 s leeway and a minute for clocks).
+    #[prost(uint64, tag="1")]
+    pub after_event_id: u64,
+}
+/// Response of WatchRevocations: one revocation, or a heartbeat.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRevocationsResponse {
+    /// What this message is.
+    #[prost(oneof="watch_revocations_response::Item", tags="1, 2")]
+    pub item: ::core::option::Option<watch_revocations_response::Item>,
+}
+/// Nested message and enum types in `WatchRevocationsResponse`.
+pub mod watch_revocations_response {
+    /// What this message is.
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Item {
+        /// A session or device was revoked.
+        #[prost(message, tag="1")]
+        Revocation(super::Revocation),
+        /// Everything committed before auth last read its outbox has been sent.
+        #[prost(message, tag="2")]
+        Heartbeat(super::Heartbeat),
+    }
+}
+/// A revoked session, or a revoked device with all its sessions. Access tokens name both (`sid`,
+/// `did`), so validators refuse every token of either.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Revocation {
+    /// Increasing event id; pass the last one seen as `after_event_id` to resume.
+    #[prost(uint64, tag="1")]
+    pub event_id: u64,
+    /// The user whose session or device it is.
+    #[prost(string, tag="2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The device: revoked itself when `session_id` is empty, else the device of the session.
+    #[prost(string, tag="3")]
+    pub device_id: ::prost::alloc::string::String,
+    /// The revoked session; empty when the whole device was revoked.
+    #[prost(string, tag="4")]
+    pub session_id: ::prost::alloc::string::String,
+    /// When it was revoked. Validators may forget it once every access token issued before it has
+    /// expired: the longest lifetime plus the leeway later.
+    #[prost(message, optional, tag="5")]
+    pub revoked_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// Sent each time the stream has caught up with auth's outbox.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Heartbeat {
+    /// Every event up to this id has been examined; resume after it.
+    #[prost(uint64, tag="1")]
+    pub event_id: u64,
+}
 include!("auth.internal.v1.tonic.rs");
 // @@protoc_insertion_point(module)

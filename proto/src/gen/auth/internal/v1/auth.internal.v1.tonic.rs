@@ -148,6 +148,35 @@ pub mod auth_internal_service_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        pub async fn watch_revocations(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchRevocationsResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.internal.v1.AuthInternalService/WatchRevocations",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "auth.internal.v1.AuthInternalService",
+                        "WatchRevocations",
+                    ),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -184,6 +213,22 @@ pub mod auth_internal_service_server {
             request: tonic::Request<super::WatchDeviceChangesRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::WatchDeviceChangesStream>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchRevocations method.
+        type WatchRevocationsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<
+                    super::WatchRevocationsResponse,
+                    tonic::Status,
+                >,
+            >
+            + std::marker::Send
+            + 'static;
+        async fn watch_revocations(
+            &self,
+            request: tonic::Request<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchRevocationsStream>,
             tonic::Status,
         >;
     }
@@ -348,6 +393,57 @@ pub mod auth_internal_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WatchDeviceChangesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.internal.v1.AuthInternalService/WatchRevocations" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchRevocationsSvc<T: AuthInternalService>(pub Arc<T>);
+                    impl<
+                        T: AuthInternalService,
+                    > tonic::server::ServerStreamingService<
+                        super::WatchRevocationsRequest,
+                    > for WatchRevocationsSvc<T> {
+                        type Response = super::WatchRevocationsResponse;
+                        type ResponseStream = T::WatchRevocationsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRevocationsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthInternalService>::watch_revocations(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchRevocationsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

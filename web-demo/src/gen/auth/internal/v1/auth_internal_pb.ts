@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Device } from "../../v1/auth_pb";
 import { file_auth_v1_auth } from "../../v1/auth_pb";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file auth/internal/v1/auth_internal.proto.
  */
 export const file_auth_internal_v1_auth_internal: GenFile = /*@__PURE__*/
-  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyJMChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCJSChpXYXRjaERldmljZUNoYW5nZXNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCTLzAQoTQXV0aEludGVybmFsU2VydmljZRJpChBHZXRBY3RpdmVEZXZpY2VzEikuYXV0aC5pbnRlcm5hbC52MS5HZXRBY3RpdmVEZXZpY2VzUmVxdWVzdBoqLmF1dGguaW50ZXJuYWwudjEuR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEnEKEldhdGNoRGV2aWNlQ2hhbmdlcxIrLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hEZXZpY2VDaGFuZ2VzUmVxdWVzdBosLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hEZXZpY2VDaGFuZ2VzUmVzcG9uc2UwAWIGcHJvdG8z", [file_auth_v1_auth]);
+  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyJMChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCJSChpXYXRjaERldmljZUNoYW5nZXNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCSIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9ldmVudF9pZBgBIAEoBCKIAQoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEjIKCnJldm9jYXRpb24YASABKAsyHC5hdXRoLmludGVybmFsLnYxLlJldm9jYXRpb25IABIwCgloZWFydGJlYXQYAiABKAsyGy5hdXRoLmludGVybmFsLnYxLkhlYXJ0YmVhdEgAQgYKBGl0ZW0ihgEKClJldm9jYXRpb24SEAoIZXZlbnRfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIRCglkZXZpY2VfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIdCglIZWFydGJlYXQSEAoIZXZlbnRfaWQYASABKAQy4AIKE0F1dGhJbnRlcm5hbFNlcnZpY2USaQoQR2V0QWN0aXZlRGV2aWNlcxIpLmF1dGguaW50ZXJuYWwudjEuR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLkdldEFjdGl2ZURldmljZXNSZXNwb25zZRJxChJXYXRjaERldmljZUNoYW5nZXMSKy5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1JlcXVlc3QaLC5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1Jlc3BvbnNlMAESawoQV2F0Y2hSZXZvY2F0aW9ucxIpLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABYgZwcm90bzM", [file_auth_v1_auth, file_google_protobuf_timestamp]);
 
 /**
  * The active devices of one user.
@@ -149,11 +151,143 @@ export const WatchDeviceChangesResponseSchema: GenMessage<WatchDeviceChangesResp
   messageDesc(file_auth_internal_v1_auth_internal, 4);
 
 /**
- * What other services need from auth. Internal: the gateway never routes it, and only the chat and
- * group services may call it (NetworkPolicy on Kubernetes). GetActiveDevices takes the access token
- * of the user the caller acts for (the user does not filter the answer); WatchDeviceChanges, which
- * serves no one user, takes the deployment's service credential in the `x-service-credential`
- * metadata entry instead.
+ * Request of WatchRevocations.
+ *
+ * @generated from message auth.internal.v1.WatchRevocationsRequest
+ */
+export type WatchRevocationsRequest = Message<"auth.internal.v1.WatchRevocationsRequest"> & {
+  /**
+   * Resume after this event id (the last revocation's or heartbeat's); 0 starts with the
+   * revocations that may still refuse an unexpired token: those of the last 17 minutes (the longest
+   * access-token lifetime, twice the 30 s leeway and a minute for clocks).
+   *
+   * @generated from field: uint64 after_event_id = 1;
+   */
+  afterEventId: bigint;
+};
+
+/**
+ * Describes the message auth.internal.v1.WatchRevocationsRequest.
+ * Use `create(WatchRevocationsRequestSchema)` to create a new message.
+ */
+export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
+  messageDesc(file_auth_internal_v1_auth_internal, 5);
+
+/**
+ * Response of WatchRevocations: one revocation, or a heartbeat.
+ *
+ * @generated from message auth.internal.v1.WatchRevocationsResponse
+ */
+export type WatchRevocationsResponse = Message<"auth.internal.v1.WatchRevocationsResponse"> & {
+  /**
+   * What this message is.
+   *
+   * @generated from oneof auth.internal.v1.WatchRevocationsResponse.item
+   */
+  item: {
+    /**
+     * A session or device was revoked.
+     *
+     * @generated from field: auth.internal.v1.Revocation revocation = 1;
+     */
+    value: Revocation;
+    case: "revocation";
+  } | {
+    /**
+     * Everything committed before auth last read its outbox has been sent.
+     *
+     * @generated from field: auth.internal.v1.Heartbeat heartbeat = 2;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message auth.internal.v1.WatchRevocationsResponse.
+ * Use `create(WatchRevocationsResponseSchema)` to create a new message.
+ */
+export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse> = /*@__PURE__*/
+  messageDesc(file_auth_internal_v1_auth_internal, 6);
+
+/**
+ * A revoked session, or a revoked device with all its sessions. Access tokens name both (`sid`,
+ * `did`), so validators refuse every token of either.
+ *
+ * @generated from message auth.internal.v1.Revocation
+ */
+export type Revocation = Message<"auth.internal.v1.Revocation"> & {
+  /**
+   * Increasing event id; pass the last one seen as `after_event_id` to resume.
+   *
+   * @generated from field: uint64 event_id = 1;
+   */
+  eventId: bigint;
+
+  /**
+   * The user whose session or device it is.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * The device: revoked itself when `session_id` is empty, else the device of the session.
+   *
+   * @generated from field: string device_id = 3;
+   */
+  deviceId: string;
+
+  /**
+   * The revoked session; empty when the whole device was revoked.
+   *
+   * @generated from field: string session_id = 4;
+   */
+  sessionId: string;
+
+  /**
+   * When it was revoked. Validators may forget it once every access token issued before it has
+   * expired: the longest lifetime plus the leeway later.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 5;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message auth.internal.v1.Revocation.
+ * Use `create(RevocationSchema)` to create a new message.
+ */
+export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
+  messageDesc(file_auth_internal_v1_auth_internal, 7);
+
+/**
+ * Sent each time the stream has caught up with auth's outbox.
+ *
+ * @generated from message auth.internal.v1.Heartbeat
+ */
+export type Heartbeat = Message<"auth.internal.v1.Heartbeat"> & {
+  /**
+   * Every event up to this id has been examined; resume after it.
+   *
+   * @generated from field: uint64 event_id = 1;
+   */
+  eventId: bigint;
+};
+
+/**
+ * Describes the message auth.internal.v1.Heartbeat.
+ * Use `create(HeartbeatSchema)` to create a new message.
+ */
+export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
+  messageDesc(file_auth_internal_v1_auth_internal, 8);
+
+/**
+ * What other services need from auth. Internal: the gateway never routes it, and only the gateway,
+ * chat and group may call it (NetworkPolicy on Kubernetes). GetActiveDevices takes the access token
+ * of the user the caller acts for (the user does not filter the answer); WatchDeviceChanges and
+ * WatchRevocations, which serve no one user, take the deployment's service credential in the
+ * `x-service-credential` metadata entry instead.
  *
  * @generated from service auth.internal.v1.AuthInternalService
  */
@@ -185,6 +319,29 @@ export const AuthInternalService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchDeviceChangesRequestSchema;
     output: typeof WatchDeviceChangesResponseSchema;
+  },
+  /**
+   * Streams the revocations of sessions and devices (Logout, LogoutEverywhere: one per session;
+   * RevokeDevice: one for the device and all its sessions; a refresh token presented again: its
+   * session) in commit order, after `after_event_id`, so that every validator (the gateway, chat,
+   * group, auth's other replicas) refuses the access tokens of a revoked session or device long
+   * before they expire. It replays the revocations kept, then follows new ones, and sends a
+   * heartbeat each time it has sent everything committed so far: at least once per poll interval
+   * of auth's outbox (`AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at most 5 s), so a
+   * follower that hears nothing for longer knows its list may be stale. Revocations are kept for
+   * at least 24 hours, far longer than an access token lives (15 minutes at most), so a follower
+   * that gets OUT_OF_RANGE restarts from 0 and misses nothing it needs (0 replays only the
+   * revocations of the last 17 minutes).
+   * Errors: UNAUTHENTICATED without the service credential; OUT_OF_RANGE for a cursor before the
+   * events kept or past the newest one; UNAVAILABLE when auth shuts down or its database fails
+   * (resume after the last event id received).
+   *
+   * @generated from rpc auth.internal.v1.AuthInternalService.WatchRevocations
+   */
+  watchRevocations: {
+    methodKind: "server_streaming";
+    input: typeof WatchRevocationsRequestSchema;
+    output: typeof WatchRevocationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_auth_internal_v1_auth_internal, 0);
