@@ -316,7 +316,8 @@ mod tests {
 
     #[test]
     fn by_default_metrics_are_served_on_a_loopback_port_of_their_own() {
-        let config = Config::from_lookup(&|_| None).unwrap();
+        // Only the one required setting.
+        let config = config_with("GATEWAY_SERVICE_SECRET", &"s".repeat(32)).unwrap();
 
         assert_eq!(config.metrics_listen_addr, DEFAULT_METRICS_LISTEN_ADDR);
         assert!(config.metrics_listen_addr.ip().is_loopback());
@@ -331,6 +332,7 @@ mod tests {
         let lookup = |key: &str| match key {
             "GATEWAY_LISTEN_ADDR" => Some("0.0.0.0:8080".to_owned()),
             "GATEWAY_METRICS_LISTEN_ADDR" => Some("127.0.0.1:8080".to_owned()),
+            "GATEWAY_SERVICE_SECRET" => Some("s".repeat(32)),
             _ => None,
         };
 
