@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::helpers::{
-    TestDevice, next_event, next_message, reason, replay, spawn_app, spawn_app_with, spawn_chat,
+    BidiStream, next_event, next_message, reason, replay, spawn_app, spawn_app_with, spawn_chat,
 };
 
 #[sqlx::test(migrations = "../migrations")]
@@ -31,75 +31,6 @@ async fn two_users_exchange_messages_over_subscribe(db: PgPool) {
     assert_eq!(to_bob.sequence, 1);
     assert_eq!(alice.open(&to_alice, &bob), "hi alice");
     assert_eq!(to_alice.sequence, 2);
-}
-
-/// A client of OpenStream: the requests it sends and the responses it reads.
-struct BidiStream {
-    requests: mpsc::Sender<pb::OpenStreamRequest>,
-    responses: tonic::Streaming<pb::OpenStreamResponse>,
-}
-
-impl BidiStream {
-    async fn open(device: &TestDevice, positions: Vec<pb::ConversationPosition>) -> Self {
-        let (requests, outgoing) = mpsc::channel(16);
-        requests
-            .send(pb::OpenStreamRequest {
-                request: Some(Kind::Start(pb::StartStream { positions })),
-            })
-            .await
-            .unwrap();
-        let responses = device
-            .chat
-            .clone()
-            .open_stream(device.request(ReceiverStream::new(outgoing)))
-            .await
-            .unwrap()
-            .into_inner();
-        Self {
-            requests,
-            responses,
-        }
-    }
-
-    async fn send(&self, request_id: &str, envelope: pb::Envelope) {
-        let send = pb::StreamSend {
-            request_id: request_id.to_owned(),
-            envelope: Some(envelope),
-        };
-        self.requests
-            .send(pb::OpenStreamRequest {
-                request: Some(Kind::Send(send)),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn next(&mut self) -> pb::open_stream_response::Response {
-        loop {
-            let response = tokio::time::timeout(Duration::from_secs(5), self.responses.message())
-                .await
-                .expect("a response within 5 s")
-                .unwrap()
-                .expect("the stream is open");
-            match response.response.unwrap() {
-                pb::open_stream_response::Response::Event(pb::StreamEvent {
-                    event: Some(Event::Heartbeat(_)),
-                }) => {}
-                other => return other,
-            }
-        }
-    }
-
-    async fn next_message(&mut self) -> pb::Message {
-        loop {
-            if let pb::open_stream_response::Response::Event(pb::StreamEvent {
-                event: Some(Event::Message(message)),
-            }) = self.next().await
-            {
-                return message;
-            }
-        }
-    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -1,12 +1,11 @@
 use std::time::Duration;
 
-use proto::chat::v1::{self as pb, open_stream_request::Request as Kind, stream_event::Event};
+use proto::chat::v1 as pb;
 use sqlx::PgPool;
-use tokio::{net::TcpListener, sync::mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::net::TcpListener;
 
 use crate::helpers::{
-    TestApp, TestDevice, device_list_mismatch, next_message, reason, replay, spawn_app,
+    BidiStream, TestApp, TestDevice, device_list_mismatch, next_message, reason, replay, spawn_app,
 };
 
 /// The real gateway in front of the app's auth, chat and group.
@@ -40,45 +39,17 @@ async fn two_users_exchange_messages_through_the_gateway_over_both_stream_kinds(
     replay(&mut bob_events).await;
     let conversation = alice.open_direct(&bob).await;
     let bobs_view = bob.open_direct(&alice).await;
-    let (requests, outgoing) = mpsc::channel(4);
-    requests
-        .send(pb::OpenStreamRequest {
-            request: Some(Kind::Start(pb::StartStream::default())),
-        })
-        .await
-        .unwrap();
-    let mut alice_stream = alice
-        .chat
-        .clone()
-        .open_stream(alice.request(ReceiverStream::new(outgoing)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut alice_stream = BidiStream::open(&alice, Vec::new()).await;
 
-    requests
-        .send(pb::OpenStreamRequest {
-            request: Some(Kind::Send(pb::StreamSend {
-                request_id: "r1".to_owned(),
-                envelope: Some(alice.envelope_for(&conversation, "via the gateway").await),
-            })),
-        })
-        .await
-        .unwrap();
+    alice_stream
+        .send(
+            "r1",
+            alice.envelope_for(&conversation, "via the gateway").await,
+        )
+        .await;
     let to_bob = next_message(&mut bob_events).await;
     bob.send_text(&bobs_view, "and back").await.unwrap();
-    let to_alice = loop {
-        let response = tokio::time::timeout(Duration::from_secs(5), alice_stream.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Some(pb::open_stream_response::Response::Event(pb::StreamEvent {
-            event: Some(Event::Message(message)),
-        })) = response.response
-        {
-            break message;
-        }
-    };
+    let to_alice = alice_stream.next_message().await;
 
     assert_eq!(bob.open(&to_bob, &alice), "via the gateway");
     assert_eq!(alice.open(&to_alice, &bob), "and back");
@@ -189,45 +160,20 @@ async fn a_stream_send_naming_ten_thousand_unknown_devices_is_rejected_with_a_ca
     let alice = app.user("alice").await.on_replica(gateway).await;
     let bob = app.user("bob").await;
     let conversation = alice.open_direct(&bob).await;
-    let (requests, outgoing) = mpsc::channel(4);
-    let start = Kind::Start(pb::StartStream::default());
-    requests
-        .send(pb::OpenStreamRequest {
-            request: Some(start),
-        })
-        .await
-        .unwrap();
-    let mut stream = alice
-        .chat
-        .clone()
-        .open_stream(alice.request(ReceiverStream::new(outgoing)))
-        .await
-        .unwrap()
-        .into_inner();
-    let send = |request_id: &str, envelope| pb::OpenStreamRequest {
-        request: Some(Kind::Send(pb::StreamSend {
-            request_id: request_id.to_owned(),
-            envelope: Some(envelope),
-        })),
-    };
+    let mut stream = BidiStream::open(&alice, Vec::new()).await;
     let flood = envelope_for_unknown_devices(&alice, &conversation, MAX_WRAPPED_KEYS).await;
     let fine = alice.envelope_for(&conversation, "still open").await;
 
-    requests.send(send("flood", flood)).await.unwrap();
-    requests.send(send("fine", fine)).await.unwrap();
+    stream.send("flood", flood).await;
+    stream.send("fine", fine).await;
     // Sends on one stream are answered as they finish, not in order.
     let (mut rejected, mut committed) = (None, None);
     while rejected.is_none() || committed.is_none() {
-        let response = tokio::time::timeout(Duration::from_secs(5), stream.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match response.response {
-            Some(pb::open_stream_response::Response::SendRejected(answer)) => {
+        match stream.next().await {
+            pb::open_stream_response::Response::SendRejected(answer) => {
                 rejected = Some(answer);
             }
-            Some(pb::open_stream_response::Response::SendResult(answer)) => {
+            pb::open_stream_response::Response::SendResult(answer) => {
                 committed = Some(answer);
             }
             _ => {}

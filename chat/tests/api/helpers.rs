@@ -5,7 +5,8 @@ use proto::{
     chat::v1::{self as pb, chat_service_client::ChatServiceClient},
 };
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -473,4 +474,79 @@ pub fn reason(status: &Status) -> String {
         .get_details_error_info()
         .map(|info| info.reason)
         .unwrap_or_default()
+}
+
+/// A client of OpenStream: the requests it sends and the responses it reads.
+pub struct BidiStream {
+    pub requests: mpsc::Sender<pb::OpenStreamRequest>,
+    pub responses: tonic::Streaming<pb::OpenStreamResponse>,
+}
+
+impl BidiStream {
+    /// Opens an OpenStream whose first request is `start` from `positions`.
+    pub async fn open(device: &TestDevice, positions: Vec<pb::ConversationPosition>) -> Self {
+        let (requests, outgoing) = mpsc::channel(16);
+        requests
+            .send(pb::OpenStreamRequest {
+                request: Some(pb::open_stream_request::Request::Start(pb::StartStream {
+                    positions,
+                })),
+            })
+            .await
+            .unwrap();
+        let responses = device
+            .chat
+            .clone()
+            .open_stream(device.request(ReceiverStream::new(outgoing)))
+            .await
+            .unwrap()
+            .into_inner();
+        Self {
+            requests,
+            responses,
+        }
+    }
+
+    /// Sends `envelope` as `request_id`.
+    pub async fn send(&self, request_id: &str, envelope: pb::Envelope) {
+        let send = pb::StreamSend {
+            request_id: request_id.to_owned(),
+            envelope: Some(envelope),
+        };
+        self.requests
+            .send(pb::OpenStreamRequest {
+                request: Some(pb::open_stream_request::Request::Send(send)),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next response but heartbeats, within 5 s.
+    pub async fn next(&mut self) -> pb::open_stream_response::Response {
+        loop {
+            let response = tokio::time::timeout(Duration::from_secs(5), self.responses.message())
+                .await
+                .expect("a response within 5 s")
+                .unwrap()
+                .expect("the stream is open");
+            match response.response.unwrap() {
+                pb::open_stream_response::Response::Event(pb::StreamEvent {
+                    event: Some(pb::stream_event::Event::Heartbeat(_)),
+                }) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The next delivered message.
+    pub async fn next_message(&mut self) -> pb::Message {
+        loop {
+            if let pb::open_stream_response::Response::Event(pb::StreamEvent {
+                event: Some(pb::stream_event::Event::Message(message)),
+            }) = self.next().await
+            {
+                return message;
+            }
+        }
+    }
 }

@@ -9,16 +9,16 @@ use std::{net::SocketAddr, time::Duration};
 
 use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
-    chat::v1::{self as pb, open_stream_request::Request as Kind},
+    chat::v1 as pb,
     group::v1::{self as group_pb, group_service_client::GroupServiceClient},
 };
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, transport::Channel};
 
 use crate::{
     gateway::spawn_gateway,
+    helpers::BidiStream,
     helpers::{TestApp, TestDevice, bearer, replay, spawn_app},
 };
 
@@ -167,20 +167,10 @@ impl OpenStreams {
         let through_gateway = device.on_replica(gateway).await;
         let mut subscribe = through_gateway.subscribe_when_ready().await;
         replay(&mut subscribe).await;
-        let (requests, outgoing) = mpsc::channel(4);
-        requests
-            .send(pb::OpenStreamRequest {
-                request: Some(Kind::Start(pb::StartStream::default())),
-            })
-            .await
-            .unwrap();
-        let mut open_stream = through_gateway
-            .chat
-            .clone()
-            .open_stream(through_gateway.request(ReceiverStream::new(outgoing)))
-            .await
-            .unwrap()
-            .into_inner();
+        let BidiStream {
+            requests,
+            responses: mut open_stream,
+        } = BidiStream::open(&through_gateway, Vec::new()).await;
         loop {
             let response = next_within_patience(open_stream.message()).await.unwrap();
             if let Some(pb::open_stream_response::Response::Event(pb::StreamEvent {

@@ -1,7 +1,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use http::Uri;
-use proto::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    chat::v1 as chat_pb,
+};
 use sqlx::PgPool;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -143,16 +146,37 @@ impl Stack {
         })
         .await
         .unwrap();
-        let login = auth
-            .login(auth_pb::LoginRequest {
-                username: username.into(),
-                password: PASSWORD.into(),
-                ..Default::default()
+        login(&self.auth, username).await
+    }
+}
+
+/// Logs `username` (registered with [`PASSWORD`]) in through `auth`, a new session each time;
+/// returns its access token.
+pub async fn login(auth: &AuthServiceClient<Channel>, username: &str) -> String {
+    auth.clone()
+        .login(auth_pb::LoginRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token
+}
+
+/// A Subscribe from the start of each of `conversations`.
+pub fn subscribe_request(conversations: &[&str]) -> chat_pb::SubscribeRequest {
+    chat_pb::SubscribeRequest {
+        positions: conversations
+            .iter()
+            .map(|id| chat_pb::ConversationPosition {
+                conversation_id: (*id).into(),
+                sequence: 0,
             })
-            .await
-            .unwrap()
-            .into_inner();
-        login.tokens.unwrap().access_token
+            .collect(),
     }
 }
 

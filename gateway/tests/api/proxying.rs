@@ -10,19 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::helpers::{PASSWORD, spawn_stack, spawn_stack_with, with_token};
-
-fn subscribe_request(conversations: &[&str]) -> chat_pb::SubscribeRequest {
-    chat_pb::SubscribeRequest {
-        positions: conversations
-            .iter()
-            .map(|id| chat_pb::ConversationPosition {
-                conversation_id: (*id).into(),
-                sequence: 0,
-            })
-            .collect(),
-    }
-}
+use crate::helpers::{PASSWORD, spawn_stack, spawn_stack_with, subscribe_request, with_token};
 
 fn typing_conversation(event: &chat_pb::StreamEvent) -> String {
     match &event.event {

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, Stack, http1_request, spawn_stack, with_token};
+use crate::helpers::{PASSWORD, Stack, http1_request, login, spawn_stack, with_token};
 
 /// Longest wait for the revocation to arrive; far above the documented bound.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -24,20 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Two sessions of alice: (the one to revoke, another).
 async fn two_sessions(stack: &Stack) -> (String, String) {
     let first = stack.access_token("alice").await;
-    let second = stack
-        .auth
-        .clone()
-        .login(auth_pb::LoginRequest {
-            username: "alice".into(),
-            password: PASSWORD.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token;
+    let second = login(&stack.auth, "alice").await;
     (first, second)
 }
 
@@ -254,23 +241,10 @@ async fn without_auth_the_gateway_fails_closed_and_once_back_refuses_what_was_re
         })
         .await
         .unwrap();
-    let login = || {
-        let mut auth = other_auth.clone();
-        async move {
-            auth.login(auth_pb::LoginRequest {
-                username: "alice".into(),
-                password: PASSWORD.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tokens
-            .unwrap()
-            .access_token
-        }
-    };
-    let (revoked, kept) = (login().await, login().await);
+    let (revoked, kept) = (
+        login(&other_auth, "alice").await,
+        login(&other_auth, "alice").await,
+    );
     let chat = ChatServiceClient::new(channel.clone());
     let call = |token: &str| {
         let (mut chat, request) = (chat.clone(), send(token));

@@ -11,20 +11,8 @@ use tonic_types::StatusExt;
 
 use crate::{
     grpc_web,
-    helpers::{Stack, spawn_stack, with_token},
+    helpers::{Stack, spawn_stack, subscribe_request, with_token},
 };
-
-fn subscribe_request(conversations: &[&str]) -> chat_pb::SubscribeRequest {
-    chat_pb::SubscribeRequest {
-        positions: conversations
-            .iter()
-            .map(|id| chat_pb::ConversationPosition {
-                conversation_id: (*id).into(),
-                sequence: 0,
-            })
-            .collect(),
-    }
-}
 
 fn reason(status: &tonic::Status) -> Option<String> {
     status

@@ -13,17 +13,8 @@ use tonic::{Code, transport::Channel};
 use crate::{
     chat_double::{ChatDouble, spawn_chat_double},
     grpc_web,
-    helpers::{Stack, spawn_stack_with, with_token},
+    helpers::{Stack, spawn_stack_with, subscribe_request, with_token},
 };
-
-fn subscribe_request(conversation: &str) -> chat_pb::SubscribeRequest {
-    chat_pb::SubscribeRequest {
-        positions: vec![chat_pb::ConversationPosition {
-            conversation_id: conversation.into(),
-            sequence: 0,
-        }],
-    }
-}
 
 fn send_request(conversation: &str) -> chat_pb::SendMessageRequest {
     chat_pb::SendMessageRequest {
@@ -40,7 +31,7 @@ async fn open_subscription(
     conversation: &str,
 ) -> tonic::Streaming<chat_pb::SubscribeResponse> {
     let mut stream = ChatServiceClient::new(channel.clone())
-        .subscribe(with_token(subscribe_request(conversation), token))
+        .subscribe(with_token(subscribe_request(&[conversation]), token))
         .await
         .unwrap()
         .into_inner();
@@ -85,7 +76,7 @@ async fn a_response_too_large_to_forward_fails_only_its_call_and_every_other_cal
     }));
     let (huge_sends, bobs_sends) = tokio::join!(huge_sends, bobs_sends);
     let mut huge_trailers = ChatServiceClient::new(stack.channel.clone())
-        .subscribe(with_token(subscribe_request("huge"), &mallory))
+        .subscribe(with_token(subscribe_request(&["huge"]), &mallory))
         .await
         .unwrap()
         .into_inner();
@@ -143,7 +134,7 @@ async fn calls_on_an_upstream_that_dies_end_with_unavailable_native_and_grpc_web
         let gateway = stack.gateway;
         let authorization = format!("\r\nauthorization: Bearer {token}");
         async move {
-            let body = grpc_web::frame(&subscribe_request("c2").encode_to_vec());
+            let body = grpc_web::frame(&subscribe_request(&["c2"]).encode_to_vec());
             grpc_web::call(
                 gateway,
                 "/chat.v1.ChatService/Subscribe",
