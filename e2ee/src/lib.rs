@@ -44,27 +44,41 @@
 
 #![forbid(unsafe_code)]
 
+mod chain;
 mod envelope;
 mod error;
 mod format;
+mod ids;
 mod keys;
+mod padding;
 #[doc(hidden)]
 pub mod primitives;
 mod safety;
+mod tree;
 #[cfg(feature = "proto")]
 pub mod wire;
 
+pub use chain::{
+    CHAIN_WINDOW, ChainAnomaly, ChainLink, ChainPosition, ConversationChains, DeviceChain,
+    ENVELOPE_HASH_LABEL, MAX_CLOCK_AHEAD_MS, MAX_DELAY_MS, SeenLink, envelope_hash,
+};
 pub use envelope::{
-    Envelope, ReceivedMessage, RecipientDevice, Sender, WrappedKey, open, seal, seal_with,
-    verify_signature,
+    Envelope, Opened, ReceivedMessage, RecipientDevice, Sender, SentCheck, WrappedKey, open, seal,
+    seal_with, sealed_link, verify_signature,
 };
 pub use error::Error;
 pub use format::{
-    CONTENT_KEY_LEN, DIGEST_LEN, HEADER_LABEL, Header, KEY_COMMITMENT_LABEL, KEY_COMMITMENT_LEN,
-    NONCE_LEN, SIGNATURE_LEN, SIGNING_KEY_LEN, SUITE_V1, TAG_LEN, canonical_header, key_commitment,
-    recipients_digest, signed_message,
+    CONTENT_KEY_LEN, DIGEST_LEN, HEADER_LABEL, HEADER_LABEL_V2, Header, KEY_COMMITMENT_LABEL,
+    KEY_COMMITMENT_LEN, NONCE_LEN, SIGNATURE_LEN, SIGNING_KEY_LEN, SUITE_V1, SUITE_V2, TAG_LEN,
+    canonical_header, key_commitment, recipients_digest, signed_message,
 };
+pub use ids::is_canonical_uuid;
 pub use keys::{
     DEFAULT_RSA_BITS, DeviceKeys, PublicDeviceKeys, fingerprint, fingerprint_hex, short_fingerprint,
 };
+pub use padding::{MIN_PADDED_CIPHERTEXT, pad, padded_ciphertext_len, unpad};
 pub use safety::{SAFETY_NUMBER_ITERATIONS, SAFETY_NUMBER_LABEL, safety_number};
+pub use tree::{
+    Inclusion, RECIPIENTS_LABEL_V2, RecipientsTree, recipient_leaf, recipients_tree,
+    verify_inclusion,
+};
