@@ -128,7 +128,7 @@ pub enum ChainAnomaly {
 }
 
 /// One kept link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SeenLink {
     /// The server's sequence it came with.
@@ -139,6 +139,10 @@ pub struct SeenLink {
     pub hash: [u8; DIGEST_LEN],
     /// Its sender time.
     pub sender_time_ms: u64,
+    /// What was reported when it was first seen (reported again when it is seen again, so a
+    /// message shows the same flags in every view).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub anomalies: Vec<ChainAnomaly>,
 }
 
 /// What a receiving device remembers of one sending device's chain in one conversation.
@@ -202,7 +206,7 @@ impl DeviceChain {
         let counter = link.counter;
         if let Some(seen) = self.links.get(&counter) {
             return if seen.hash == link.envelope_hash {
-                Vec::new()
+                seen.anomalies.clone()
             } else {
                 vec![ChainAnomaly::Fork { counter }]
             };
@@ -258,6 +262,7 @@ impl DeviceChain {
                 previous: link.previous_envelope_hash,
                 hash: link.envelope_hash,
                 sender_time_ms: link.sender_time_ms,
+                anomalies: anomalies.clone(),
             },
         );
         while self.links.len() > CHAIN_WINDOW {
@@ -340,6 +345,16 @@ mod tests {
             observe(&mut chains, 4, link(2, 0)),
             [ChainAnomaly::Late { counter: 2 }]
         );
+    }
+
+    #[test]
+    fn a_message_seen_again_shows_the_flags_it_was_first_seen_with() {
+        let mut chains = ConversationChains::default();
+        observe(&mut chains, 1, link(1, 0));
+        let gap = observe(&mut chains, 2, link(3, 0));
+
+        assert_eq!(observe(&mut chains, 2, link(3, 0)), gap);
+        assert_eq!(gap, [ChainAnomaly::Gap { first: 2, last: 2 }]);
     }
 
     #[test]

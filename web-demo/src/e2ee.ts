@@ -763,6 +763,8 @@ interface SeenLink {
   previous: string;
   hash: string;
   senderTimeMs: number;
+  /** What was reported when it was first seen (reported again in every later view). */
+  anomalies: ChainAnomaly[];
 }
 
 /** One sending device's chain as seen here (plain data: it is kept in IndexedDB). */
@@ -803,7 +805,7 @@ export function observeChain(
   const hash = hex(link.envelopeHash);
   const previous = hex(link.previousEnvelopeHash);
   const seen = chain.links[counter];
-  if (seen) return seen.hash === hash ? [] : [{ kind: "fork", counter }];
+  if (seen) return seen.hash === hash ? [...(seen.anomalies ?? [])] : [{ kind: "fork", counter }];
   const anomalies: ChainAnomaly[] = [];
   const before = chain.links[counter - 1];
   const after = chain.links[counter + 1];
@@ -833,7 +835,7 @@ export function observeChain(
   else if (previousTime !== undefined && previousTime > senderTime + MAX_CLOCK_AHEAD_MS) {
     anomalies.push({ kind: "time_backwards", ms: Number(previousTime - senderTime) });
   }
-  chain.links[counter] = { sequence, previous, hash, senderTimeMs: Number(senderTime) };
+  chain.links[counter] = { sequence, previous, hash, senderTimeMs: Number(senderTime), anomalies: [...anomalies] };
   const kept = Object.keys(chain.links).map(Number).sort((a, b) => a - b);
   for (const old of kept.slice(0, Math.max(0, kept.length - CHAIN_WINDOW))) delete chain.links[old];
   return anomalies;
