@@ -39,8 +39,8 @@ use crate::{
     Error,
     bus::{Bus, BusEvent},
     config::CommitSettings,
-    conversations::to_u64,
-    history::{DeliveredKey, DeliveredMessage},
+    conversations::{to_i64, to_u64},
+    history::{DeliveredKey, DeliveredMessage, V2Fields},
     ids::{ConversationId, DeviceId, UserId},
     recent::RecentMessages,
     sending::{Committed, StoredMessage},
@@ -48,9 +48,6 @@ use crate::{
 
 /// The unique constraint that makes retries idempotent.
 const CLIENT_MESSAGE_ID_KEY: &str = "messages_sender_device_id_client_message_id_key";
-
-/// The suite `chat.commit_messages` stores (the only one there is, `chat-e2ee-v1`).
-const STORED_SUITE: i16 = 1;
 
 /// A checked send, ready to store.
 #[derive(Debug, Clone)]
@@ -75,6 +72,10 @@ pub struct NewMessage {
     pub signature: Vec<u8>,
     /// 32 bytes, from the full recipient list.
     pub recipients_digest: Vec<u8>,
+    /// The suite (1 or 2).
+    pub suite: i16,
+    /// Suite V2's fields.
+    pub v2: V2Fields,
     /// One per recipient device.
     pub recipients: Vec<RecipientKey>,
 }
@@ -90,12 +91,13 @@ impl NewMessage {
             sender_user: self.sender_user,
             sender_device: self.sender_device,
             client_message_id: self.client_message_id,
-            suite: STORED_SUITE,
+            suite: self.suite,
             nonce: self.nonce,
             ciphertext: self.ciphertext,
             key_commitment: self.key_commitment,
             signature: self.signature,
             recipients_digest: self.recipients_digest,
+            v2: self.v2,
             keys: self
                 .recipients
                 .into_iter()
@@ -103,6 +105,8 @@ impl NewMessage {
                     device: key.device,
                     key_fingerprint: key.key_fingerprint,
                     wrapped_key: key.wrapped_key,
+                    leaf_index: key.leaf_index,
+                    inclusion_proof: key.inclusion_proof,
                 })
                 .collect(),
         }
@@ -118,6 +122,10 @@ pub struct RecipientKey {
     pub key_fingerprint: Vec<u8>,
     /// The wrapped content key.
     pub wrapped_key: Vec<u8>,
+    /// V2: the entry's place in the recipients tree.
+    pub leaf_index: u32,
+    /// V2: its inclusion proof.
+    pub inclusion_proof: Vec<u8>,
 }
 
 /// The handle senders use; cheap to clone.
@@ -379,7 +387,8 @@ fn commit_query<'q>(
     };
     sqlx::query_as(
         "select ordinal, id, conversation_id, sequence, created_at, signature, stored
-         from chat.commit_messages($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         from chat.commit_messages($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                   $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(sends().map(|m| m.conversation.0).collect::<Vec<_>>())
     .bind(sends().map(|m| m.id).collect::<Vec<_>>())
@@ -415,6 +424,37 @@ fn commit_query<'q>(
             .map(|(_, key)| key.wrapped_key.as_slice())
             .collect::<Vec<_>>(),
     )
+    .bind(sends().map(|m| m.suite).collect::<Vec<_>>())
+    .bind(
+        sends()
+            .map(|m| to_i64(m.v2.sender_counter))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sends()
+            .map(|m| m.v2.previous_envelope_hash.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sends()
+            .map(|m| to_i64(m.v2.sender_time_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sends()
+            .map(|m| i32::try_from(m.v2.recipient_count).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keys()
+            .map(|(_, key)| i32::try_from(key.leaf_index).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keys()
+            .map(|(_, key)| key.inclusion_proof.as_slice())
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[cfg(test)]
@@ -439,10 +479,14 @@ mod tests {
             key_commitment: vec![2; 32],
             signature: vec![sig; 64],
             recipients_digest: vec![3; 32],
+            suite: 1,
+            v2: V2Fields::default(),
             recipients: vec![RecipientKey {
                 device: DeviceId(Uuid::from_u128(9)),
                 key_fingerprint: vec![4; 32],
                 wrapped_key: vec![5; 256],
+                leaf_index: 0,
+                inclusion_proof: Vec::new(),
             }],
         }
     }

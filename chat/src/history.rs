@@ -42,9 +42,25 @@ pub struct DeliveredMessage {
     pub signature: Vec<u8>,
     /// 32 bytes.
     pub recipients_digest: Vec<u8>,
+    /// Suite V2's fields (defaults for V1).
+    pub v2: V2Fields,
     /// The receiving device's entry first; with `include_all_recipients`, every other
     /// recipient's entry follows with an empty wrapped key.
     pub keys: Vec<DeliveredKey>,
+}
+
+/// What a suite V2 envelope carries beyond V1, as stored: the sender's chain position (signed,
+/// stored as sent) and the size of the recipients tree (computed by the send check).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct V2Fields {
+    /// `Envelope.sender_counter`.
+    pub sender_counter: u64,
+    /// `Envelope.previous_envelope_hash`.
+    pub previous_envelope_hash: Vec<u8>,
+    /// `Envelope.sender_time_ms`.
+    pub sender_time_ms: u64,
+    /// `Message.recipient_count`.
+    pub recipient_count: u32,
 }
 
 /// One recipient entry of a delivered message.
@@ -56,6 +72,10 @@ pub struct DeliveredKey {
     pub key_fingerprint: Vec<u8>,
     /// The wrapped content key; empty for other devices' entries.
     pub wrapped_key: Vec<u8>,
+    /// V2: the entry's place in the recipients tree (0 for V1 and for other devices' entries).
+    pub leaf_index: u32,
+    /// V2: its inclusion proof (empty for V1 and for other devices' entries).
+    pub inclusion_proof: Vec<u8>,
 }
 
 /// Which way to read.
@@ -86,6 +106,8 @@ pub async fn read_for_device(
         message: MessageRow,
         key_fingerprint: Vec<u8>,
         wrapped_key: Vec<u8>,
+        leaf_index: i32,
+        inclusion_proof: Vec<u8>,
     }
     let (condition, order) = match direction {
         Direction::Forward => ("m.sequence > $3", "asc"),
@@ -93,7 +115,8 @@ pub async fn read_for_device(
         Direction::Backward => ("m.sequence < $3", "desc"),
     };
     let sql = format!(
-        "select {MESSAGE_COLUMNS}, k.key_fingerprint, k.wrapped_key
+        "select {MESSAGE_COLUMNS}, k.key_fingerprint, k.wrapped_key, k.leaf_index,
+                k.inclusion_proof
          from chat.message_keys k
          join chat.messages m on m.conversation_id = k.conversation_id and m.sequence = k.sequence
          where k.device_id = $1 and k.conversation_id = $2 and {condition}
@@ -116,6 +139,8 @@ pub async fn read_for_device(
                     device,
                     key_fingerprint: row.key_fingerprint,
                     wrapped_key: row.wrapped_key,
+                    leaf_index: u32::try_from(row.leaf_index).unwrap_or(0),
+                    inclusion_proof: row.inclusion_proof,
                 }],
             )
         })
@@ -125,7 +150,8 @@ pub async fn read_for_device(
 /// The columns of `chat.messages` (aliased `m`) that [`MessageRow`] reads.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.sequence, m.created_at, m.sender_user_id, \
      m.sender_device_id, m.client_message_id, m.suite, m.nonce, m.ciphertext, m.key_commitment, \
-     m.signature, m.recipients_digest";
+     m.signature, m.recipients_digest, m.sender_counter, m.previous_envelope_hash, \
+     m.sender_time_ms, m.recipient_count";
 
 /// A stored message without its keys, selected with [`MESSAGE_COLUMNS`].
 #[derive(sqlx::FromRow)]
@@ -142,6 +168,10 @@ pub(crate) struct MessageRow {
     key_commitment: Vec<u8>,
     signature: Vec<u8>,
     recipients_digest: Vec<u8>,
+    sender_counter: i64,
+    previous_envelope_hash: Vec<u8>,
+    sender_time_ms: i64,
+    recipient_count: i32,
 }
 
 impl MessageRow {
@@ -170,6 +200,13 @@ impl MessageRow {
             key_commitment: self.key_commitment,
             signature: self.signature,
             recipients_digest: self.recipients_digest,
+            // Stored from u64 and u32 values, so never negative.
+            v2: V2Fields {
+                sender_counter: to_u64(self.sender_counter),
+                previous_envelope_hash: self.previous_envelope_hash,
+                sender_time_ms: to_u64(self.sender_time_ms),
+                recipient_count: u32::try_from(self.recipient_count).unwrap_or(0),
+            },
             keys,
         }
     }
@@ -204,6 +241,8 @@ pub async fn add_other_recipients(
                 device: DeviceId(device),
                 key_fingerprint,
                 wrapped_key: Vec::new(),
+                leaf_index: 0,
+                inclusion_proof: Vec::new(),
             });
     }
     for message in messages {

@@ -40,3 +40,18 @@ id!(
 pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
     Uuid::try_parse(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
 }
+
+/// Parses a UUID that an envelope's signature covers: only its canonical text (lowercase,
+/// hyphenated) is accepted, because the server stores the UUID and delivers that text, so an
+/// envelope signed over any other spelling could never be verified by its recipients.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `value` is not a UUID in canonical text.
+pub fn parse_canonical_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
+    if !e2ee::is_canonical_uuid(value) {
+        return Err(Error::InvalidArgument(format!(
+            "{field} must be a UUID in canonical form (lowercase, hyphenated)"
+        )));
+    }
+    parse_uuid(field, value)
+}

@@ -291,8 +291,12 @@ impl RecentMessages {
             return Ok(Vec::new());
         };
         // Keys commit with their message, so every key of these messages is visible now.
-        let keys: Vec<(i64, Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "select sequence, device_id, key_fingerprint, wrapped_key from chat.message_keys
+        // (sequence, device, fingerprint, wrapped key, leaf index, inclusion proof)
+        type KeyRow = (i64, Uuid, Vec<u8>, Vec<u8>, i32, Vec<u8>);
+        let keys: Vec<KeyRow> = sqlx::query_as(
+            "select sequence, device_id, key_fingerprint, wrapped_key, leaf_index,
+                    inclusion_proof
+             from chat.message_keys
              where conversation_id = $1 and sequence > $2 and sequence <= $3",
         )
         .bind(conversation.0)
@@ -301,11 +305,13 @@ impl RecentMessages {
         .fetch_all(&self.db)
         .await?;
         let mut keys_by_sequence: HashMap<i64, HashMap<DeviceId, EncodedKey>> = HashMap::new();
-        for (sequence, device, key_fingerprint, wrapped_key) in keys {
+        for (sequence, device, key_fingerprint, wrapped_key, leaf_index, inclusion_proof) in keys {
             let key = DeliveredKey {
                 device: DeviceId(device),
                 key_fingerprint,
                 wrapped_key,
+                leaf_index: u32::try_from(leaf_index).unwrap_or(0),
+                inclusion_proof,
             };
             keys_by_sequence
                 .entry(sequence)

@@ -29,7 +29,8 @@ use crate::{
     devices::{ActiveDevice, Credentials, Directory},
     error::DeviceListMismatch,
     groups::Membership,
-    ids::{ConversationId, DeviceId, UserId},
+    history::V2Fields,
+    ids::{ConversationId, DeviceId, UserId, parse_canonical_uuid},
 };
 
 /// Longest client message id, in characters (the database checks the same).
@@ -126,14 +127,24 @@ impl Sending {
                 };
             }
         };
-        let recipients = checked.recipients;
-        let recipients_digest =
-            envelope
-                .verify_as_sent(&sender_key)
-                .map_err(|error| match error {
-                    e2ee::Error::Malformed { what } => Error::InvalidArgument(what.to_owned()),
-                    other => Error::SignatureInvalid(other.to_string()),
-                })?;
+        let mut recipients = checked.recipients;
+        let check = envelope
+            .verify_as_sent(&sender_key)
+            .map_err(|error| match error {
+                e2ee::Error::Malformed { what } => Error::InvalidArgument(what.to_owned()),
+                other => Error::SignatureInvalid(other.to_string()),
+            })?;
+        // V2: each entry's place in the recipients tree, delivered with it so that its device
+        // can check its wrapped key was signed before decrypting it.
+        for (recipient, inclusion) in recipients.iter_mut().zip(check.inclusions) {
+            recipient.leaf_index = inclusion.leaf_index;
+            recipient.inclusion_proof = inclusion.proof;
+        }
+        let recipient_count = if envelope.suite == e2ee::SUITE_V2 {
+            u32::try_from(recipients.len()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         self.committer
             .commit(NewMessage {
                 id: Uuid::now_v7(),
@@ -145,7 +156,14 @@ impl Sending {
                 ciphertext: envelope.ciphertext,
                 key_commitment: envelope.key_commitment,
                 signature: envelope.signature,
-                recipients_digest: recipients_digest.to_vec(),
+                recipients_digest: check.recipients_digest.to_vec(),
+                suite: i16::try_from(envelope.suite).unwrap_or(i16::MAX),
+                v2: V2Fields {
+                    sender_counter: envelope.sender_counter,
+                    previous_envelope_hash: envelope.previous_envelope_hash,
+                    sender_time_ms: envelope.sender_time_ms,
+                    recipient_count,
+                },
                 recipients,
             })
             .await
@@ -166,16 +184,15 @@ fn check_envelope(
     limits: &Limits,
 ) -> Result<CheckedEnvelope, Error> {
     let invalid = |message: String| Err(Error::InvalidArgument(message));
-    if envelope.suite != e2ee::SUITE_V1 {
-        return invalid("suite must be CIPHER_SUITE_V1".to_owned());
-    }
-    let conversation = ConversationId(crate::ids::parse_uuid(
+    check_suite_fields(envelope)?;
+    let conversation = ConversationId(parse_canonical_uuid(
         "envelope.conversation_id",
         &envelope.conversation_id,
     )?);
-    if Uuid::try_parse(&envelope.sender_user_id).ok() != Some(caller.user.0)
-        || Uuid::try_parse(&envelope.sender_device_id).ok() != Some(caller.device.0)
-    {
+    let sender_user = parse_canonical_uuid("envelope.sender_user_id", &envelope.sender_user_id)?;
+    let sender_device =
+        parse_canonical_uuid("envelope.sender_device_id", &envelope.sender_device_id)?;
+    if sender_user != caller.user.0 || sender_device != caller.device.0 {
         return Err(Error::SignatureInvalid(
             "the envelope names another sender than the caller's user and device".to_owned(),
         ));
@@ -216,7 +233,7 @@ fn check_envelope(
     let mut recipients = Vec::with_capacity(envelope.wrapped_keys.len());
     let mut seen = HashSet::with_capacity(envelope.wrapped_keys.len());
     for key in &envelope.wrapped_keys {
-        let device = DeviceId(crate::ids::parse_uuid(
+        let device = DeviceId(parse_canonical_uuid(
             "wrapped_keys.device_id",
             &key.device_id,
         )?);
@@ -236,12 +253,49 @@ fn check_envelope(
             device,
             key_fingerprint: key.key_fingerprint.clone(),
             wrapped_key: key.wrapped_key.clone(),
+            leaf_index: 0,
+            inclusion_proof: Vec::new(),
         });
     }
     Ok(CheckedEnvelope {
         conversation,
         recipients,
     })
+}
+
+/// The suite and the fields only it has: V2's chain fields (a counter from 1, a 32-byte
+/// previous hash) and padded ciphertext (a power of two of at least 256 bytes); none of them
+/// in V1, whose signature would not cover them.
+fn check_suite_fields(envelope: &e2ee::Envelope) -> Result<(), Error> {
+    let invalid = |message: &str| Err(Error::InvalidArgument(message.to_owned()));
+    match envelope.suite {
+        e2ee::SUITE_V1 => {
+            if envelope.sender_counter != 0
+                || !envelope.previous_envelope_hash.is_empty()
+                || envelope.sender_time_ms != 0
+            {
+                return invalid(
+                    "a CIPHER_SUITE_V1 envelope has no sender counter, previous hash or time",
+                );
+            }
+        }
+        e2ee::SUITE_V2 => {
+            if envelope.sender_counter == 0 {
+                return invalid("sender_counter starts at 1");
+            }
+            if envelope.previous_envelope_hash.len() != e2ee::DIGEST_LEN {
+                return invalid("previous_envelope_hash must be 32 bytes");
+            }
+            let length = envelope.ciphertext.len();
+            if length < e2ee::MIN_PADDED_CIPHERTEXT || !length.is_power_of_two() {
+                return invalid(
+                    "a CIPHER_SUITE_V2 ciphertext is a power of two of at least 256 bytes",
+                );
+            }
+        }
+        _ => return invalid("suite must be CIPHER_SUITE_V1 or CIPHER_SUITE_V2"),
+    }
+    Ok(())
 }
 
 /// Checks the recipients against `devices`; returns the sending device's signing key.

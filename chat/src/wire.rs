@@ -83,6 +83,8 @@ impl EncodedKey {
             device_id: key.device.to_string(),
             key_fingerprint: key.key_fingerprint,
             wrapped_key: key.wrapped_key,
+            leaf_index: key.leaf_index,
+            inclusion_proof: key.inclusion_proof,
         };
         Self(key.encode_to_vec().into())
     }
@@ -171,12 +173,18 @@ mod tests {
             sender_user: UserId(Uuid::now_v7()),
             sender_device: DeviceId(Uuid::now_v7()),
             client_message_id: "client-1".to_owned(),
-            suite: 1,
+            suite: 2,
             nonce: vec![7; 12],
             ciphertext: (0..ciphertext_len).map(|i| i as u8).collect(),
             key_commitment: vec![8; 32],
             signature: vec![9; 64],
             recipients_digest: vec![10; 32],
+            v2: crate::history::V2Fields {
+                sender_counter: 300,
+                previous_envelope_hash: vec![13; 32],
+                sender_time_ms: 1_790_000_000_123,
+                recipient_count: 3,
+            },
             keys,
         }
     }
@@ -186,6 +194,8 @@ mod tests {
             device: DeviceId(Uuid::now_v7()),
             key_fingerprint: vec![11; 32],
             wrapped_key: vec![12; wrapped_len],
+            leaf_index: 2,
+            inclusion_proof: vec![14; 64],
         }
     }
 

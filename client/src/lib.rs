@@ -21,7 +21,13 @@
 //! tokens with their expiry), `keys.json` (the device's private keys sealed with
 //! AES-256-GCM-SIV under an argon2id key from the passphrase, see [`keystore::SealedKeys`]),
 //! `contacts.json` (pinned device keys per user, verified flags), `cursors.json` (last sequence
-//! shown per conversation).
+//! shown per conversation), `chains.json` and `received_chains.json` (suite V2: this device's
+//! position in each conversation, and what it saw of other devices' chains; see `chains.rs`).
+//!
+//! **Chains** (suite V2): every envelope carries its sending device's counter in the
+//! conversation, the hash of that device's previous envelope and its clock, all signed. Each
+//! message shown comes with what is wrong with its chain ([`ReceivedText::chain`]): a gap
+//! (messages dropped or withheld), a fork (two histories), a late arrival, an implausible time.
 //!
 //! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
 //! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
@@ -37,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chains;
 mod contacts;
 mod error;
 mod groups;

@@ -104,7 +104,12 @@ impl Session {
         let (event_sender, events) = mpsc::channel(256);
         let (texts, text_receiver) = mpsc::channel(64);
         let task = tokio::spawn(async move {
+            let (to_open, opened) = spawn_opener(self.clone());
             let mut state = LiveState {
+                to_open,
+                opened,
+                opening: 0,
+                caught_up_after_opening: false,
                 session: self,
                 target,
                 texts: text_receiver,
@@ -136,6 +141,16 @@ struct Pending {
 }
 
 struct LiveState {
+    /// Messages acknowledged and waiting for their RSA work, which a task of their own does so
+    /// that no acknowledgement ever waits for it (RUSTSEC-2023-0071: nothing the server sees
+    /// may depend on the time an RSA decryption takes).
+    to_open: mpsc::UnboundedSender<pb::Message>,
+    /// The opened messages, in the order they were handed over.
+    opened: mpsc::UnboundedReceiver<ReceivedText>,
+    /// Messages handed over and not back yet.
+    opening: usize,
+    /// `CaughtUp` arrived while messages before it were being opened: reported after them.
+    caught_up_after_opening: bool,
     session: Arc<Session>,
     target: Target,
     texts: mpsc::Receiver<String>,
@@ -242,7 +257,7 @@ impl LiveState {
             .map(|(request_id, pending)| send_request(request_id, pending.envelope.clone()))
             .collect();
         loop {
-            if !self.texts_open && self.pending.is_empty() && *caught_up {
+            if !self.texts_open && self.pending.is_empty() && *caught_up && self.opening == 0 {
                 return Ok(());
             }
             let has_requests = self.ack.is_some() || !self.outbox.is_empty();
@@ -254,6 +269,13 @@ impl LiveState {
                     match self.ack.take() {
                         Some(ack) => permit.send(request(Outgoing::Ack(ack))),
                         None => permit.send(self.outbox.pop_front().expect("checked above")),
+                    }
+                }
+                Some(shown) = self.opened.recv(), if self.opening > 0 => {
+                    self.opening -= 1;
+                    self.shown(shown).await?;
+                    if self.opening == 0 && std::mem::take(&mut self.caught_up_after_opening) {
+                        self.emit(LiveEvent::CaughtUp).await?;
                     }
                 }
                 item = stream.message() => match item {
@@ -289,7 +311,11 @@ impl LiveState {
                 Event::Message(message) => self.show(message).await?,
                 Event::CaughtUp(_) => {
                     *caught_up = true;
-                    self.emit(LiveEvent::CaughtUp).await?;
+                    if self.opening == 0 {
+                        self.emit(LiveEvent::CaughtUp).await?;
+                    } else {
+                        self.caught_up_after_opening = true;
+                    }
                 }
                 Event::DevicesChanged(_) | Event::MembershipChange(_) => {
                     self.session.users.lock().expect("not poisoned").clear();
@@ -325,22 +351,34 @@ impl LiveState {
             return Ok(());
         }
         let sequence = message.sequence;
-        // Acknowledge on receipt, before decrypting: an acknowledgement whose timing depended
-        // on the RSA decryption would give the server a timing oracle (RUSTSEC-2023-0071, see
-        // deny.toml).
+        // Acknowledge on receipt, and open in the opener task: this loop, which reads the
+        // stream and sends acknowledgements, never waits for an RSA decryption, so no
+        // acknowledgement's timing depends on one (RUSTSEC-2023-0071, see deny.toml).
         let ack = pb::Acknowledgement {
             conversation_id: self.target.conversation_id.clone(),
             delivered_sequence: sequence,
             read_sequence: sequence,
         };
         self.ack = Some(ack);
-        let shown = self.session.open_message(message).await;
+        if self.to_open.send(message).is_err() {
+            return Err(Error::Usage("the conversation was closed".to_owned()));
+        }
+        self.opening += 1;
+        Ok(())
+    }
+
+    /// An opened message: shown (unless a replay), then the cursor moves past it.
+    async fn shown(&mut self, shown: ReceivedText) -> Result<()> {
+        let sequence = shown.sequence;
         self.emit_warnings().await?;
         if !self.replays.is_replay(&shown) {
             self.emit(LiveEvent::Message(shown)).await?;
         }
-        self.cursors
-            .insert(self.target.conversation_id.clone(), sequence);
+        let cursor = self
+            .cursors
+            .entry(self.target.conversation_id.clone())
+            .or_default();
+        *cursor = (*cursor).max(sequence);
         self.session.profile.save_cursors(&self.cursors)?;
         Ok(())
     }
@@ -421,6 +459,28 @@ impl LiveState {
             .await
             .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
     }
+}
+
+/// The task that opens (verifies and decrypts) delivered messages one at a time, in order.
+fn spawn_opener(
+    session: Arc<Session>,
+) -> (
+    mpsc::UnboundedSender<pb::Message>,
+    mpsc::UnboundedReceiver<ReceivedText>,
+) {
+    let (to_open, mut messages) = mpsc::unbounded_channel::<pb::Message>();
+    let (opened_sender, opened) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = messages.recv().await {
+            if opened_sender
+                .send(session.open_message(message).await)
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (to_open, opened)
 }
 
 /// Between half and all of `delay`, so that clients cut off together do not return together.

@@ -9,7 +9,7 @@ use proto::{
 use serde::Serialize;
 use tonic::Code;
 
-use crate::{Error, Result, Session};
+use crate::{Error, Result, Session, chains};
 
 /// Where a message goes: a direct conversation with a user, or a group's conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -62,6 +62,10 @@ pub struct ReceivedText {
     pub client_message_id: String,
     /// The text, or why it is not shown.
     pub content: Content,
+    /// What is wrong with the sending device's chain at this message (suite V2; empty when
+    /// nothing is, and for V1 messages, which carry no chain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<e2ee::ChainAnomaly>,
 }
 
 /// The outcome of verifying and decrypting a message.
@@ -202,13 +206,17 @@ impl Session {
             device_id: &self.account.device_id,
             keys,
         };
+        let position =
+            chains::next_position(&self.profile, &target.conversation_id, client_message_id)?;
         let envelope = e2ee::seal(
             &sender,
             &target.conversation_id,
             client_message_id,
             &recipients,
+            &position,
             text.as_bytes(),
         )?;
+        chains::record_sealed(&self.profile, &position, &envelope)?;
         Ok(envelope.into())
     }
 
@@ -392,11 +400,14 @@ impl Session {
     /// with [`Content::Failed`], never with its text.
     pub async fn open_message(&self, message: pb::Message) -> ReceivedText {
         let envelope = message.envelope.clone().unwrap_or_default();
-        let content = match self.decrypt(message.clone(), &envelope).await {
-            Ok(text) => Content::Verified { text },
-            Err(reason) => Content::Failed {
-                reason: reason.to_owned(),
-            },
+        let (content, chain) = match self.decrypt(message.clone(), &envelope).await {
+            Ok((text, chain)) => (Content::Verified { text }, chain),
+            Err(reason) => (
+                Content::Failed {
+                    reason: reason.to_owned(),
+                },
+                Vec::new(),
+            ),
         };
         let sender_username = self
             .users
@@ -419,6 +430,7 @@ impl Session {
             sender_device_id: envelope.sender_device_id,
             client_message_id: envelope.client_message_id,
             content,
+            chain,
         }
     }
 
@@ -426,7 +438,7 @@ impl Session {
         &self,
         message: pb::Message,
         envelope: &pb::Envelope,
-    ) -> std::result::Result<String, &'static str> {
+    ) -> std::result::Result<(String, Vec<e2ee::ChainAnomaly>), &'static str> {
         let keys = self.keys().map_err(|_| "the device keys are not open")?;
         if envelope.conversation_id != message.conversation_id {
             return Err("the message was delivered in another conversation");
@@ -435,12 +447,55 @@ impl Session {
             .signing_key(&envelope.sender_user_id, &envelope.sender_device_id)
             .await
             .ok_or("the sender's device is unknown")?;
+        let (sequence, sent_at) = (message.sequence, message.sent_at);
         let received =
             e2ee::ReceivedMessage::try_from(message).map_err(|_| "the message is malformed")?;
+        // Failures are counted per sending device (V2: only that device can choose its wrapped
+        // keys) and together for V1, whose wrapped keys the server can replace.
+        let budget_key = if received.envelope.suite == e2ee::SUITE_V1 {
+            format!("{}/v1", self.account.device_id)
+        } else {
+            format!("{}/{}", self.account.device_id, envelope.sender_device_id)
+        };
+        if !chains::FAILURES.allows(&budget_key) {
+            return Err("too many messages from this sender failed to decrypt: not decrypted");
+        }
         // Never say which check failed (see the e2ee crate's threat model).
-        let plaintext = e2ee::open(&received, &self.account.device_id, keys, &signing_key)
-            .map_err(|_| "the signature, key commitment or decryption check failed")?;
-        String::from_utf8(plaintext).map_err(|_| "the message is not UTF-8 text")
+        let opened = e2ee::open(&received, &self.account.device_id, keys, &signing_key).map_err(
+            |error| {
+                if matches!(
+                    error,
+                    e2ee::Error::UnwrapFailed
+                        | e2ee::Error::KeyCommitmentMismatch
+                        | e2ee::Error::DecryptFailed
+                        | e2ee::Error::BadPadding
+                ) {
+                    chains::FAILURES.record_failure(&budget_key);
+                }
+                "the signature, key commitment or decryption check failed"
+            },
+        )?;
+        let text =
+            String::from_utf8(opened.plaintext).map_err(|_| "the message is not UTF-8 text")?;
+        let chain = match opened.link {
+            Some(link) => {
+                let server_time_ms = sent_at.map_or(0, |at| {
+                    u64::try_from(at.seconds).unwrap_or(0) * 1000
+                        + u64::try_from(at.nanos / 1_000_000).unwrap_or(0)
+                });
+                chains::observe(
+                    &self.profile,
+                    &envelope.conversation_id,
+                    sequence,
+                    &envelope.sender_device_id,
+                    &link,
+                    server_time_ms,
+                )
+                .map_err(|_| "the chain state could not be saved")?
+            }
+            None => Vec::new(),
+        };
+        Ok((text, chain))
     }
 
     /// The Ed25519 key of a sender's device: this device's own, the user's current devices
@@ -510,6 +565,7 @@ mod tests {
             sender_device_id: device.into(),
             client_message_id: client_message_id.into(),
             content,
+            chain: Vec::new(),
         }
     }
 

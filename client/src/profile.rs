@@ -208,6 +208,23 @@ impl Profile {
         self.write(CURSORS, cursors)
     }
 
+    /// A JSON file of the profile that another module owns (`chains.rs`: the suite V2 chains),
+    /// or `None` when it does not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unreadable file.
+    pub(crate) fn read_file<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.read(name)
+    }
+
+    /// Writes a JSON file of the profile atomically (see [`Profile::read_file`]).
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the file cannot be written.
+    pub(crate) fn write_file<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        self.write(name, value)
+    }
+
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match fs::read(self.dir.join(name)) {
             Ok(bytes) => serde_json::from_slice(&bytes)

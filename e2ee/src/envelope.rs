@@ -7,18 +7,21 @@ use zeroize::Zeroizing;
 
 use crate::{
     DeviceKeys, Error,
+    chain::{ChainLink, ChainPosition, envelope_hash},
     format::{
-        self, CONTENT_KEY_LEN, DIGEST_LEN, Header, NONCE_LEN, SUITE_V1, TAG_LEN, canonical_header,
-        key_commitment, recipients_digest, signed_message,
+        self, CONTENT_KEY_LEN, DIGEST_LEN, Header, NONCE_LEN, SUITE_V1, SUITE_V2, TAG_LEN,
+        canonical_header, key_commitment, recipients_digest, signed_message,
     },
+    ids::check_canonical_uuid,
     keys::fingerprint,
-    primitives,
+    padding, primitives,
+    tree::{Inclusion, recipient_leaf, recipients_tree, verify_inclusion},
 };
 
 /// An envelope as the sender built it: `chat.v1.Envelope` without prost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Envelope {
-    /// The suite number ([`SUITE_V1`]).
+    /// The suite number ([`SUITE_V2`], or [`SUITE_V1`] for older messages).
     pub suite: u32,
     /// The conversation.
     pub conversation_id: String,
@@ -38,6 +41,13 @@ pub struct Envelope {
     pub key_commitment: Vec<u8>,
     /// Ed25519 signature of the sending device.
     pub signature: Vec<u8>,
+    /// V2: the sending device's counter in this conversation, from 1.
+    pub sender_counter: u64,
+    /// V2: the envelope hash of the sending device's previous envelope in this conversation
+    /// (32 bytes, zeros for its first).
+    pub previous_envelope_hash: Vec<u8>,
+    /// V2: the sender's clock when sealing, Unix milliseconds.
+    pub sender_time_ms: u64,
 }
 
 /// The content key wrapped for one device: `chat.v1.WrappedKey`.
@@ -50,6 +60,11 @@ pub struct WrappedKey {
     /// RSA-OAEP ciphertext of the content key; empty in delivered copies of other devices'
     /// entries.
     pub wrapped_key: Vec<u8>,
+    /// V2, delivered copies: the entry's position in the recipients tree (set by the server).
+    pub leaf_index: u32,
+    /// V2, delivered copies: the sibling hashes from the entry to the tree's root (32 bytes
+    /// each, set by the server).
+    pub inclusion_proof: Vec<u8>,
 }
 
 /// A message as one device receives it: the envelope (with at least that device's wrapped key)
@@ -60,6 +75,27 @@ pub struct ReceivedMessage {
     pub envelope: Envelope,
     /// `Message.recipients_digest`.
     pub recipients_digest: Vec<u8>,
+    /// V2: `Message.recipient_count`, the number of entries of the recipients tree.
+    pub recipient_count: u32,
+}
+
+/// What the server learns from checking a sent envelope ([`Envelope::verify_as_sent`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentCheck {
+    /// The recipients digest the signature covers (`Message.recipients_digest`).
+    pub recipients_digest: [u8; DIGEST_LEN],
+    /// V2: each entry's place in the recipients tree, in the order of `wrapped_keys` (empty for
+    /// V1). The server stores and delivers each with its entry.
+    pub inclusions: Vec<Inclusion>,
+}
+
+/// A message opened by [`open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The plaintext (without its padding).
+    pub plaintext: Vec<u8>,
+    /// V2: the envelope as a link of its sender's chain (`None` for V1).
+    pub link: Option<ChainLink>,
 }
 
 /// One device to encrypt for, with its encryption key as auth publishes it.
@@ -95,31 +131,92 @@ impl Envelope {
             recipients_digest,
             key_commitment: &self.key_commitment,
             nonce: &self.nonce,
+            sender_counter: self.sender_counter,
+            previous_envelope_hash: &self.previous_envelope_hash,
+            sender_time_ms: self.sender_time_ms,
         }
     }
 
-    /// The recipients digest of `wrapped_keys` (all of them: only meaningful on a full list).
+    /// The recipients digest of `wrapped_keys` (all of them: only meaningful on a full list),
+    /// as the envelope's suite computes it: [`recipients_digest`] for V1, the root of
+    /// [`recipients_tree`] (which binds every wrapped key) otherwise.
     ///
     /// # Errors
     /// As [`recipients_digest`].
     pub fn recipients_digest(&self) -> Result<[u8; DIGEST_LEN], Error> {
-        recipients_digest(
-            self.wrapped_keys
-                .iter()
-                .map(|key| (key.device_id.as_str(), key.key_fingerprint.as_slice())),
-        )
+        Ok(self.recipients_check()?.recipients_digest)
     }
 
-    /// What the server does on a send: checks that the device ids of `wrapped_keys` are unique,
-    /// computes the recipients digest from them and verifies the signature with
-    /// [`verify_signature`]. Returns the digest, which the server stores and delivers as
-    /// `Message.recipients_digest`.
+    /// The message as the server delivers it to `device_id`: only that device's entry, with its
+    /// place in the recipients tree, and the digest and count of the full list.
+    ///
+    /// # Errors
+    /// As [`recipients_digest`].
+    pub fn delivered_to(&self, device_id: &str) -> Result<ReceivedMessage, Error> {
+        let check = self.recipients_check()?;
+        let mut envelope = self.clone();
+        envelope.wrapped_keys.clear();
+        for (index, key) in self.wrapped_keys.iter().enumerate() {
+            if key.device_id == device_id {
+                let mut key = key.clone();
+                if let Some(inclusion) = check.inclusions.get(index) {
+                    key.leaf_index = inclusion.leaf_index;
+                    key.inclusion_proof.clone_from(&inclusion.proof);
+                }
+                envelope.wrapped_keys.push(key);
+            }
+        }
+        Ok(ReceivedMessage {
+            envelope,
+            recipients_digest: check.recipients_digest.to_vec(),
+            recipient_count: u32::try_from(self.wrapped_keys.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    fn recipients_check(&self) -> Result<SentCheck, Error> {
+        if self.suite == SUITE_V1 {
+            let digest = recipients_digest(
+                self.wrapped_keys
+                    .iter()
+                    .map(|key| (key.device_id.as_str(), key.key_fingerprint.as_slice())),
+            )?;
+            return Ok(SentCheck {
+                recipients_digest: digest,
+                inclusions: Vec::new(),
+            });
+        }
+        let tree = recipients_tree(self.wrapped_keys.iter().map(|key| {
+            (
+                key.device_id.as_str(),
+                key.key_fingerprint.as_slice(),
+                key.wrapped_key.as_slice(),
+            )
+        }))?;
+        Ok(SentCheck {
+            recipients_digest: tree.digest,
+            inclusions: tree.inclusions,
+        })
+    }
+
+    /// What the server does on a send: checks that the ids are canonical UUIDs (conversation,
+    /// sender, recipient devices) and that the device ids of `wrapped_keys` are unique, computes
+    /// the recipients digest from them (for V2 with every entry's inclusion proof) and verifies
+    /// the signature with [`verify_signature`]. The server stores the result and delivers the
+    /// digest as `Message.recipients_digest`, each inclusion with its entry.
     ///
     /// It does not check that the recipients are the conversation's current devices.
     ///
     /// # Errors
-    /// [`Error::Malformed`] for a repeated device id, or as [`verify_signature`].
-    pub fn verify_as_sent(&self, sender_signing_key: &[u8]) -> Result<[u8; DIGEST_LEN], Error> {
+    /// [`Error::Malformed`] for a repeated device id or an id that is not a canonical UUID, or
+    /// as [`verify_signature`].
+    pub fn verify_as_sent(&self, sender_signing_key: &[u8]) -> Result<SentCheck, Error> {
+        self.check_ids()?;
+        for key in &self.wrapped_keys {
+            check_canonical_uuid(
+                &key.device_id,
+                "a recipient device id must be a canonical UUID",
+            )?;
+        }
         let mut device_ids = HashSet::with_capacity(self.wrapped_keys.len());
         if !self
             .wrapped_keys
@@ -130,33 +227,74 @@ impl Envelope {
                 what: "a device id appears twice in the wrapped keys",
             });
         }
-        let digest = self.recipients_digest()?;
+        let check = self.recipients_check()?;
         verify_signature(
-            &self.header(&digest),
+            &self.header(&check.recipients_digest),
             &self.ciphertext,
             &self.signature,
             sender_signing_key,
         )?;
-        Ok(digest)
+        Ok(check)
+    }
+
+    /// The envelope's chain link (V2), with the delivered recipients digest.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a previous hash that is not 32 bytes, or as [`envelope_hash`].
+    pub fn chain_link(&self, recipients_digest: &[u8]) -> Result<ChainLink, Error> {
+        Ok(ChainLink {
+            counter: self.sender_counter,
+            previous_envelope_hash: self.previous_envelope_hash.as_slice().try_into().map_err(
+                |_| Error::Malformed {
+                    what: "the previous envelope hash must be 32 bytes",
+                },
+            )?,
+            envelope_hash: envelope_hash(&self.header(recipients_digest), &self.ciphertext)?,
+            sender_time_ms: self.sender_time_ms,
+        })
+    }
+
+    /// The conversation and the sender must be named by canonical UUIDs (lowercase, hyphenated):
+    /// the server stores ids as UUIDs and delivers their canonical text, so any other spelling
+    /// signed by a sender could never be verified by a recipient.
+    fn check_ids(&self) -> Result<(), Error> {
+        check_canonical_uuid(
+            &self.conversation_id,
+            "the conversation id must be a canonical UUID",
+        )?;
+        check_canonical_uuid(
+            &self.sender_user_id,
+            "the sender user id must be a canonical UUID",
+        )?;
+        check_canonical_uuid(
+            &self.sender_device_id,
+            "the sender device id must be a canonical UUID",
+        )
     }
 }
 
-/// Encrypts `plaintext` for `recipients` with a fresh random content key and nonce, and signs
-/// it as `sender`. Every recipient gets the content key wrapped with RSA-OAEP under its key.
+/// Encrypts `plaintext` for `recipients` with a fresh random content key and nonce, as suite
+/// V2 at chain position `position`, and signs it as `sender`. Every recipient gets the content
+/// key wrapped with RSA-OAEP under its key.
 ///
 /// The sending device is a recipient only if listed. List it: the proto asks for "every device
 /// of every participant", and ListMessages leaves out messages not encrypted for a device, so a
 /// device that does not wrap for itself loses its own messages from its history.
 ///
+/// The next envelope of the same device in the conversation takes position
+/// `counter + 1` with [`Envelope::chain_link`]`(digest).envelope_hash` as its previous hash
+/// (see [`sealed_link`]).
+///
 /// # Errors
-/// [`Error::Malformed`] for an empty recipient list or a repeated device id;
-/// [`Error::InvalidRecipientKey`] for a key auth would not have published;
+/// [`Error::Malformed`] for an empty recipient list, a repeated device id or an id that is not
+/// a canonical UUID; [`Error::InvalidRecipientKey`] for a key auth would not have published;
 /// [`Error::EncryptFailed`] or [`Error::Randomness`] when encryption itself fails.
 pub fn seal(
     sender: &Sender<'_>,
     conversation_id: &str,
     client_message_id: &str,
     recipients: &[RecipientDevice],
+    position: &ChainPosition,
     plaintext: &[u8],
 ) -> Result<Envelope, Error> {
     let mut content_key = Zeroizing::new([0u8; CONTENT_KEY_LEN]);
@@ -168,89 +306,105 @@ pub fn seal(
         conversation_id,
         client_message_id,
         recipients,
+        Some(position),
         plaintext,
         &content_key,
         &nonce,
     )
 }
 
+/// The chain link of an envelope this device just sealed ([`seal`]): its envelope hash is the
+/// previous hash of the device's next envelope in the conversation.
+///
+/// # Errors
+/// As [`Envelope::recipients_digest`].
+pub fn sealed_link(envelope: &Envelope) -> Result<ChainLink, Error> {
+    envelope.chain_link(&envelope.recipients_digest()?)
+}
+
 /// [`seal`] with a given content key and nonce, for test vectors only: reusing a key or nonce
-/// across messages voids the format's guarantees. RSA-OAEP wrapping stays randomized.
+/// across messages voids the format's guarantees. RSA-OAEP wrapping stays randomized. Without
+/// a chain position it seals suite V1 (no padding, digest without the wrapped keys), which only
+/// the vectors still need.
 ///
 /// # Errors
 /// As [`seal`].
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub fn seal_with(
     sender: &Sender<'_>,
     conversation_id: &str,
     client_message_id: &str,
     recipients: &[RecipientDevice],
+    position: Option<&ChainPosition>,
     plaintext: &[u8],
     content_key: &[u8; CONTENT_KEY_LEN],
     nonce: &[u8; NONCE_LEN],
 ) -> Result<Envelope, Error> {
     let recipient_keys = checked_recipient_keys(recipients)?;
-    let fingerprints: Vec<[u8; DIGEST_LEN]> = recipients
-        .iter()
-        .map(|recipient| fingerprint(&recipient.encryption_spki))
-        .collect();
-    let digest = recipients_digest(
-        recipients
-            .iter()
-            .zip(&fingerprints)
-            .map(|(recipient, fingerprint)| (recipient.device_id.as_str(), &fingerprint[..])),
-    )?;
-    let commitment = key_commitment(content_key);
-    let header = Header {
-        suite: SUITE_V1,
-        conversation_id,
-        sender_user_id: sender.user_id,
-        sender_device_id: sender.device_id,
-        client_message_id,
-        recipients_digest: &digest,
-        key_commitment: &commitment,
-        nonce,
-    };
-    let ciphertext =
-        primitives::aead_encrypt(content_key, nonce, &canonical_header(&header)?, plaintext)?;
-    let signature = sender.keys.sign(&signed_message(&header, &ciphertext)?);
-
-    let mut wrapped_keys = Vec::with_capacity(recipients.len());
-    for ((recipient, public_key), fingerprint) in
-        recipients.iter().zip(&recipient_keys).zip(&fingerprints)
-    {
-        wrapped_keys.push(WrappedKey {
-            device_id: recipient.device_id.clone(),
-            key_fingerprint: fingerprint.to_vec(),
-            wrapped_key: primitives::rsa_oaep_wrap(public_key, content_key)?,
-        });
-    }
-    Ok(Envelope {
-        suite: SUITE_V1,
+    let mut envelope = Envelope {
+        suite: if position.is_some() {
+            SUITE_V2
+        } else {
+            SUITE_V1
+        },
         conversation_id: conversation_id.to_owned(),
         sender_user_id: sender.user_id.to_owned(),
         sender_device_id: sender.device_id.to_owned(),
         client_message_id: client_message_id.to_owned(),
         nonce: nonce.to_vec(),
-        ciphertext,
-        wrapped_keys,
-        key_commitment: commitment.to_vec(),
-        signature: signature.to_vec(),
-    })
+        key_commitment: key_commitment(content_key).to_vec(),
+        ..Envelope::default()
+    };
+    envelope.check_ids()?;
+    if let Some(position) = position {
+        envelope.sender_counter = position.counter;
+        envelope.previous_envelope_hash = position.previous_envelope_hash.to_vec();
+        envelope.sender_time_ms = position.sender_time_ms;
+    }
+    // The V2 digest binds the wrapped keys, so they come first.
+    for (recipient, public_key) in recipients.iter().zip(&recipient_keys) {
+        envelope.wrapped_keys.push(WrappedKey {
+            device_id: recipient.device_id.clone(),
+            key_fingerprint: fingerprint(&recipient.encryption_spki).to_vec(),
+            wrapped_key: primitives::rsa_oaep_wrap(public_key, content_key)?,
+            ..WrappedKey::default()
+        });
+    }
+    let digest = envelope.recipients_digest()?;
+    let header = envelope.header(&digest);
+    header.check_lengths()?;
+    let padded;
+    let plaintext = if position.is_some() {
+        padded = Zeroizing::new(padding::pad(plaintext)?);
+        padded.as_slice()
+    } else {
+        plaintext
+    };
+    let ciphertext =
+        primitives::aead_encrypt(content_key, nonce, &canonical_header(&header)?, plaintext)?;
+    let signature = sender.keys.sign(&signed_message(&header, &ciphertext)?);
+    envelope.ciphertext = ciphertext;
+    envelope.signature = signature.to_vec();
+    Ok(envelope)
 }
 
 /// Decrypts a message received by the device `my_device_id`, whose keys are `my_keys`, from a
 /// sender device whose Ed25519 public key (raw 32 bytes, from auth) is `sender_signing_key`.
 ///
-/// Checks, in this order, each failure with its own error: the suite and the field lengths;
-/// the signature over the canonical header (built with the delivered recipients digest) and the
-/// ciphertext; that the envelope has a wrapped key for `my_device_id`, for this device's current
-/// encryption key; RSA-OAEP unwrapping to a 32-byte key; the key commitment (in constant
-/// time); AES-256-GCM-SIV decryption. Nothing is decrypted before the signature verifies.
+/// Checks, in this order, each failure with its own error: the suite, the ids (canonical UUIDs)
+/// and the field lengths; the signature over the canonical header (built with the delivered
+/// recipients digest) and the ciphertext; that the envelope has a wrapped key for
+/// `my_device_id`, for this device's current encryption key; for V2, that this wrapped key is
+/// in the signed recipients tree (its inclusion proof); RSA-OAEP unwrapping to a 32-byte key;
+/// the key commitment (in constant time); AES-256-GCM-SIV decryption; for V2, the padding.
+/// Nothing is decrypted before the signature verifies, and for V2 no RSA work is done on a
+/// wrapped key the sender did not sign.
 ///
 /// The caller must still check that `sender_signing_key` belongs to
-/// `envelope.sender_device_id` of `envelope.sender_user_id`, and that the conversation is the
-/// one the message was delivered in.
+/// `envelope.sender_device_id` of `envelope.sender_user_id`, that the conversation is the one
+/// the message was delivered in, and (V2) feed [`Opened::link`] to its
+/// [`ConversationChains`](crate::ConversationChains).
 ///
 /// # Errors
 /// One [`Error`] variant per failed check, as listed above.
@@ -259,7 +413,7 @@ pub fn open(
     my_device_id: &str,
     my_keys: &DeviceKeys,
     sender_signing_key: &[u8],
-) -> Result<Vec<u8>, Error> {
+) -> Result<Opened, Error> {
     let envelope = &message.envelope;
     let header = envelope.header(&message.recipients_digest);
     verify_signature(
@@ -277,6 +431,26 @@ pub fn open(
     let my_fingerprint = &my_keys.public_keys().encryption_key_fingerprint;
     if !bool::from(own_entry.key_fingerprint.ct_eq(my_fingerprint)) {
         return Err(Error::KeyFingerprintMismatch);
+    }
+    let v2 = envelope.suite == SUITE_V2;
+    if v2 {
+        let leaf = recipient_leaf(
+            &own_entry.device_id,
+            &own_entry.key_fingerprint,
+            &own_entry.wrapped_key,
+        )?;
+        let inclusion = Inclusion {
+            leaf_index: own_entry.leaf_index,
+            proof: own_entry.inclusion_proof.clone(),
+        };
+        if !verify_inclusion(
+            &leaf,
+            &inclusion,
+            message.recipient_count,
+            &message.recipients_digest,
+        ) {
+            return Err(Error::WrappedKeyNotSigned);
+        }
     }
     let unwrapped = primitives::rsa_oaep_unwrap(my_keys.encryption_key(), &own_entry.wrapped_key)?;
     let content_key: Zeroizing<[u8; CONTENT_KEY_LEN]> = Zeroizing::new(
@@ -296,12 +470,22 @@ pub fn open(
             .map_err(|_| Error::Malformed {
                 what: "the nonce must be 12 bytes",
             })?;
-    primitives::aead_decrypt(
+    let plaintext = primitives::aead_decrypt(
         &content_key,
         nonce,
         &canonical_header(&header)?,
         &envelope.ciphertext,
-    )
+    )?;
+    if !v2 {
+        return Ok(Opened {
+            plaintext,
+            link: None,
+        });
+    }
+    Ok(Opened {
+        plaintext: padding::unpad(plaintext)?,
+        link: Some(envelope.chain_link(&message.recipients_digest)?),
+    })
 }
 
 /// Verifies an envelope's signature without any private key: what the chat service does to
@@ -311,25 +495,47 @@ pub fn open(
 /// ([`Envelope::verify_as_sent`] does that), `Message.recipients_digest` on a receiving device.
 ///
 /// # Errors
-/// [`Error::UnsupportedSuite`] for any suite but V1; [`Error::Malformed`] for a recipients
-/// digest, key commitment or nonce of the wrong length, a ciphertext shorter than its tag or a
-/// signature that is not 64 bytes; [`Error::InvalidKey`] when `sender_signing_key` is not a
-/// valid Ed25519 key; [`Error::BadSignature`] when the signature does not verify.
+/// [`Error::UnsupportedSuite`] for any suite but V1 and V2; [`Error::Malformed`] for a
+/// conversation or sender id that is not a canonical UUID, a recipients digest, key commitment,
+/// nonce or (V2) previous envelope hash of the wrong length, a V2 counter of 0, a ciphertext
+/// shorter than its tag (V2: not a power of two of at least 256 bytes) or a signature that is
+/// not 64 bytes; [`Error::InvalidKey`] when `sender_signing_key` is not a canonical Ed25519 key
+/// of large order; [`Error::BadSignature`] when the signature does not verify (strictly).
 pub fn verify_signature(
     header: &Header<'_>,
     ciphertext: &[u8],
     signature: &[u8],
     sender_signing_key: &[u8],
 ) -> Result<(), Error> {
-    if header.suite != SUITE_V1 {
+    if header.suite != SUITE_V1 && header.suite != SUITE_V2 {
         return Err(Error::UnsupportedSuite {
             suite: header.suite,
         });
     }
+    check_canonical_uuid(
+        header.conversation_id,
+        "the conversation id must be a canonical UUID",
+    )?;
+    check_canonical_uuid(
+        header.sender_user_id,
+        "the sender user id must be a canonical UUID",
+    )?;
+    check_canonical_uuid(
+        header.sender_device_id,
+        "the sender device id must be a canonical UUID",
+    )?;
     header.check_lengths()?;
     if ciphertext.len() < TAG_LEN {
         return Err(Error::Malformed {
             what: "the ciphertext is shorter than its 16-byte tag",
+        });
+    }
+    if header.suite == SUITE_V2
+        && (ciphertext.len() < padding::MIN_PADDED_CIPHERTEXT
+            || !ciphertext.len().is_power_of_two())
+    {
+        return Err(Error::Malformed {
+            what: "a V2 ciphertext is a power of two of at least 256 bytes",
         });
     }
     primitives::ed25519_verify(
@@ -355,6 +561,10 @@ fn checked_recipient_keys(recipients: &[RecipientDevice]) -> Result<Vec<rsa::Rsa
                     what: "a recipient device appears twice",
                 });
             }
+            check_canonical_uuid(
+                &recipient.device_id,
+                "a recipient device id must be a canonical UUID",
+            )?;
             primitives::parse_rsa_public_key(&recipient.encryption_spki).map_err(|_| {
                 Error::InvalidRecipientKey {
                     device_id: recipient.device_id.clone(),

@@ -8,7 +8,8 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The envelope names a suite this crate does not implement (only `CIPHER_SUITE_V1` = 1).
+    /// The envelope names a suite this crate does not implement (`CIPHER_SUITE_V1` = 1 and
+    /// `CIPHER_SUITE_V2` = 2 are).
     #[error("unsupported cipher suite {suite}")]
     UnsupportedSuite {
         /// The suite number the envelope carries.
@@ -33,6 +34,12 @@ pub enum Error {
     /// the one it holds now (the device replaced its keys since).
     #[error("the message's key for this device was wrapped for another encryption key")]
     KeyFingerprintMismatch,
+    /// Suite V2: this device's wrapped key is not one the sender signed: its inclusion proof does
+    /// not lead from the entry (device, fingerprint, wrapped key) to the signed recipients
+    /// digest. Checked before any RSA work, so that only a sender device can choose what this
+    /// device decrypts.
+    #[error("the wrapped key for this device is not bound to the signed recipients digest")]
+    WrappedKeyNotSigned,
     /// RSA-OAEP decryption of the wrapped key failed, or did not yield 32 bytes.
     #[error("the content key could not be unwrapped")]
     UnwrapFailed,
@@ -42,6 +49,10 @@ pub enum Error {
     /// AES-256-GCM-SIV decryption failed (wrong key, nonce, header or ciphertext).
     #[error("the ciphertext could not be decrypted")]
     DecryptFailed,
+    /// Suite V2: the decrypted plaintext is not padded as the format says (length prefix,
+    /// zeros, the bucket of that length).
+    #[error("the decrypted plaintext is not padded canonically")]
+    BadPadding,
     /// A key of this device or of the sender is unusable: not parseable, wrong size or exponent,
     /// or an Ed25519 point that is invalid or of small order.
     #[error("invalid key: {what}")]
@@ -78,9 +89,11 @@ impl Error {
             Error::BadSignature => "BadSignature",
             Error::NoKeyForThisDevice => "NoKeyForThisDevice",
             Error::KeyFingerprintMismatch => "KeyFingerprintMismatch",
+            Error::WrappedKeyNotSigned => "WrappedKeyNotSigned",
             Error::UnwrapFailed => "UnwrapFailed",
             Error::KeyCommitmentMismatch => "KeyCommitmentMismatch",
             Error::DecryptFailed => "DecryptFailed",
+            Error::BadPadding => "BadPadding",
             Error::InvalidKey { .. } => "InvalidKey",
             Error::InvalidRecipientKey { .. } => "InvalidRecipientKey",
             Error::EncryptFailed { .. } => "EncryptFailed",

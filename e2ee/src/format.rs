@@ -6,8 +6,13 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 
-/// `CIPHER_SUITE_V1`, the only suite: AES-256-GCM-SIV, RSA-OAEP-SHA-256, Ed25519, SHA-256.
+/// `CIPHER_SUITE_V1`: AES-256-GCM-SIV, RSA-OAEP-SHA-256, Ed25519, SHA-256. Still opened, no
+/// longer sealed.
 pub const SUITE_V1: u32 = 1;
+/// `CIPHER_SUITE_V2`: the primitives of V1; the header adds the sender's chain position
+/// (counter, previous envelope hash, time), the recipients digest binds every wrapped key (a
+/// Merkle tree, `tree.rs`), and plaintexts are padded to buckets (`padding.rs`).
+pub const SUITE_V2: u32 = 2;
 /// Length of a content key (AES-256).
 pub const CONTENT_KEY_LEN: usize = 32;
 /// Length of an AES-GCM-SIV nonce.
@@ -23,8 +28,10 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Length of a raw Ed25519 public key.
 pub const SIGNING_KEY_LEN: usize = 32;
 
-/// The first item of every canonical header.
+/// The first item of every canonical header of suite V1.
 pub const HEADER_LABEL: &[u8] = b"chat-e2ee-v1 header";
+/// The first item of every canonical header of suite V2.
+pub const HEADER_LABEL_V2: &[u8] = b"chat-e2ee-v2 header";
 /// The HMAC message of the key commitment (the content key is the HMAC key).
 pub const KEY_COMMITMENT_LABEL: &[u8] = b"chat-e2ee-v1 key commitment";
 
@@ -51,6 +58,12 @@ pub struct Header<'a> {
     pub key_commitment: &'a [u8],
     /// `Envelope.nonce` (12 bytes).
     pub nonce: &'a [u8],
+    /// V2: `Envelope.sender_counter`, from 1 per (sending device, conversation).
+    pub sender_counter: u64,
+    /// V2: `Envelope.previous_envelope_hash` (32 bytes; zeros before the first message).
+    pub previous_envelope_hash: &'a [u8],
+    /// V2: `Envelope.sender_time_ms`, the sender's clock at sealing (Unix milliseconds).
+    pub sender_time_ms: u64,
 }
 
 impl Header<'_> {
@@ -75,6 +88,18 @@ impl Header<'_> {
                 what: "the nonce must be 12 bytes",
             });
         }
+        if self.suite == SUITE_V2 {
+            if self.previous_envelope_hash.len() != DIGEST_LEN {
+                return Err(Error::Malformed {
+                    what: "the previous envelope hash must be 32 bytes",
+                });
+            }
+            if self.sender_counter == 0 {
+                return Err(Error::Malformed {
+                    what: "the sender counter starts at 1",
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -84,14 +109,23 @@ impl Header<'_> {
 /// `sender_user_id`, `sender_device_id`, `client_message_id` (UTF-8), the recipients digest,
 /// the key commitment, the nonce. It is the associated data of the AES-GCM-SIV encryption.
 ///
+/// Suite V2 starts with `"chat-e2ee-v2 header"` instead and appends three items:
+/// `sender_counter` and `sender_time_ms` as 8 big-endian bytes each, with
+/// `previous_envelope_hash` between them (the order of the proto fields). Every other suite
+/// number is encoded as V1 (and refused by [`verify_signature`](crate::verify_signature)).
+///
 /// Items are encoded as given, whatever their lengths ([`Header::check_lengths`] checks those).
 ///
 /// # Errors
 /// [`Error::Malformed`] when an item is longer than `u32::MAX` bytes.
 pub fn canonical_header(header: &Header<'_>) -> Result<Vec<u8>, Error> {
-    let items: [&[u8]; 9] = [
-        HEADER_LABEL,
-        &header.suite.to_be_bytes(),
+    let v2 = header.suite == SUITE_V2;
+    let counter = header.sender_counter.to_be_bytes();
+    let time = header.sender_time_ms.to_be_bytes();
+    let suite = header.suite.to_be_bytes();
+    let mut items: Vec<&[u8]> = vec![
+        if v2 { HEADER_LABEL_V2 } else { HEADER_LABEL },
+        &suite,
         header.conversation_id.as_bytes(),
         header.sender_user_id.as_bytes(),
         header.sender_device_id.as_bytes(),
@@ -100,6 +134,9 @@ pub fn canonical_header(header: &Header<'_>) -> Result<Vec<u8>, Error> {
         header.key_commitment,
         header.nonce,
     ];
+    if v2 {
+        items.extend([&counter[..], header.previous_envelope_hash, &time[..]]);
+    }
     let total = items.iter().map(|item| 4 + item.len()).sum();
     let mut out = Vec::with_capacity(total);
     for item in items {
@@ -130,6 +167,8 @@ pub fn signed_message(header: &Header<'_>, ciphertext: &[u8]) -> Result<Vec<u8>,
 ///
 /// # Errors
 /// [`Error::Malformed`] when an item is longer than `u32::MAX` bytes.
+///
+/// This is the digest of suite V1; V2 uses [`recipients_tree`](crate::recipients_tree).
 pub fn recipients_digest<'a, I>(recipients: I) -> Result<[u8; DIGEST_LEN], Error>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -180,6 +219,9 @@ mod tests {
             recipients_digest: digest,
             key_commitment: commitment,
             nonce,
+            sender_counter: 0,
+            previous_envelope_hash: &[],
+            sender_time_ms: 0,
         }
     }
 
@@ -267,6 +309,48 @@ mod tests {
         outer.update(inner.finalize());
 
         assert_eq!(key_commitment(&key), <[u8; 32]>::from(outer.finalize()));
+    }
+
+    #[test]
+    fn a_v2_header_has_its_own_label_and_the_chain_items_last() {
+        let previous = [9u8; 32];
+        let mut v2 = header(&[1; 32], &[2; 32], &[3; 12]);
+        v2.suite = SUITE_V2;
+        v2.sender_counter = 0x0102;
+        v2.previous_envelope_hash = &previous;
+        v2.sender_time_ms = 0x0a0b;
+        let mut as_v1 = v2;
+        as_v1.suite = SUITE_V1;
+
+        let encoded = canonical_header(&v2).unwrap();
+
+        let v1_items = canonical_header(&as_v1).unwrap();
+        assert_eq!(&encoded[4..23], b"chat-e2ee-v2 header");
+        assert_eq!(encoded[23..35], [0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 1]);
+        // Past the label and the suite, the V1 items, then the chain.
+        assert_eq!(encoded[31..v1_items.len()], v1_items[31..]);
+        let mut chain = vec![0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 32];
+        chain.extend_from_slice(&previous);
+        chain.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0x0a, 0x0b]);
+        assert_eq!(encoded[v1_items.len()..], chain);
+    }
+
+    #[test]
+    fn a_v2_header_needs_a_32_byte_previous_hash_and_a_counter_from_1() {
+        let previous = [0u8; 32];
+        let mut v2 = header(&[1; 32], &[2; 32], &[3; 12]);
+        v2.suite = SUITE_V2;
+        v2.sender_counter = 1;
+        v2.previous_envelope_hash = &previous;
+        assert!(v2.check_lengths().is_ok());
+
+        let mut short = v2;
+        short.previous_envelope_hash = &previous[1..];
+        let mut zero = v2;
+        zero.sender_counter = 0;
+
+        assert!(short.check_lengths().is_err());
+        assert!(zero.check_lengths().is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! used by clients to [`seal`] and [`open`] messages, by the chat service to
 //! [`verify_signature`]s without any private key, and by tests and benchmarks.
 //!
-//! **Format (suite V1).** Per message the sender draws a random 32-byte content key and 12-byte
+//! **Format (suite V1, still opened).** Per message the sender draws a random 32-byte content key and 12-byte
 //! nonce. [`recipients_digest`] = SHA-256 over the recipients sorted by device id (UTF-8
 //! bytewise), each as length-prefixed device id then length-prefixed key fingerprint (SHA-256 of
 //! the device's RSA SubjectPublicKeyInfo DER, as auth publishes it). [`key_commitment`] =
@@ -14,20 +14,41 @@
 //! followed by SHA-256(ciphertext) ([`signed_message`]). The content key is wrapped per recipient
 //! device with RSA-OAEP (SHA-256, MGF1-SHA-256, empty label).
 //!
-//! **Threat model.** The server (and anyone on the network) may read, drop, replay, reorder or
-//! alter anything it stores or forwards. It cannot read plaintext or content keys, and cannot
-//! forge or alter a message without the signature failing: the signature binds the sender, the
-//! conversation, the client message id, the recipient set (as its digest: a device that gets only
-//! its own wrapped key verifies with the delivered `Message.recipients_digest`, and can audit the
-//! list from `include_all_recipients` with [`Envelope::recipients_digest`]), the nonce, the key
-//! commitment and the ciphertext. The key commitment stops a sender from making one ciphertext
-//! open to different plaintexts for different recipients. Not covered here: the server can hand
-//! out its own public keys for a user (compare [`safety_number`]s to detect it), can replay a
-//! message (clients de-duplicate by sender device and client message id) or withhold messages;
-//! there is no forward secrecy (a stolen device key opens every message wrapped for it); metadata
-//! (who talks to whom, when, sizes) is visible. RSA decryption in the `rsa` crate is not
-//! constant-time (RUSTSEC-2023-0071, Marvin): it is blinded, and clients must
-//! never report to anyone which [`Error`] an [`open`] failed with.
+//! **Format (suite V2, what clients seal).** The primitives of V1, and:
+//! - the canonical header starts with `"chat-e2ee-v2 header"` and appends the sending device's
+//!   chain position: `sender_counter` (u64 BE), `previous_envelope_hash` (32 bytes) and
+//!   `sender_time_ms` (u64 BE) (`format.rs`, `chain.rs`);
+//! - the recipients digest is a Merkle tree over entries that each bind the device, its key
+//!   fingerprint and SHA-256 of its wrapped key ([`recipients_tree`]); the server computes each
+//!   entry's inclusion proof when it checks a send and delivers it with the entry, and [`open`]
+//!   verifies it before any RSA work: only a sender device can choose what a recipient decrypts;
+//! - plaintexts are padded: `u32be(len) || text || zeros`, the ciphertext the smallest power of
+//!   two of at least 256 bytes ([`pad`]);
+//! - [`envelope_hash`] = SHA-256(`lp("chat-e2ee-v2 envelope hash") || lp(signed message)`) is what
+//!   the sender's next envelope in the conversation names; receivers feed each verified link to
+//!   [`ConversationChains`], which reports gaps, forks, late arrivals and implausible times;
+//! - every id is a UUID in canonical text (lowercase, hyphenated), checked by [`verify_signature`].
+//!
+//! **Threat model.** Who attacks, and what holds against them. "Server" is anyone who controls
+//! the chat, auth or group service or their database (a compromise, or a court order); "member"
+//! is a participant of the conversation (or a device of one); "stolen device" is someone holding
+//! a device's private keys (its profile and passphrase, or an unlocked browser).
+//!
+//! | attacker \ property | confidentiality | authenticity | integrity of order | metadata |
+//! | --- | --- | --- | --- | --- |
+//! | network | holds (TLS, and every message is end-to-end encrypted) | holds (signatures) | holds: replays, drops and reorders of envelopes are flagged by the chains (V2) | TLS hides contents; traffic volume and timing are visible |
+//! | server | holds while clients use keys they pinned and compare safety numbers: a substituted key is what the clients' pinning and verification (not this crate) must catch; padding hides lengths within a bucket (V2) | holds: it cannot forge or alter a message (signature, key commitment), move it between conversations (the conversation id is signed) or choose a V2 wrapped key (inclusion proof); it can replace V1 wrapped keys, whose decryption failures clients budget per sender | partly: it can withhold messages, delay them and reorder them; V2 clients flag a gap between two messages they saw in a row, two envelopes with one counter (a fork), a late arrival, and a sender time far from the server's; it can still withhold everything after some point, or show a message's silence as "nothing sent" | does not hold: it sees who talks to whom, when, how often, from which device, and size buckets |
+//! | member | not against it: it reads every message of the conversations it is in while it is in them | holds between members: each message is signed by its sender device; a member cannot make one ciphertext open differently for different recipients (key commitment) | a dishonest sender can fork its own chain (seen as a fork by receivers who see both) and lie about its clock within the tolerance | sees the conversation's membership and devices |
+//! | stolen device | does not hold: no forward secrecy; every message wrapped for the device, past and future until it is revoked, opens with its keys | does not hold: the thief signs as the device until it is revoked | the thief continues the device's chains | sees what the device sees |
+//!
+//! What remains, on purpose or for now: RSA decryption in the `rsa` crate is not constant-time
+//! (RUSTSEC-2023-0071, Marvin, no fixed version): it is blinded; V2 makes the wrapped keys a
+//! sender device's choice only, clients acknowledge a message before any RSA work and budget
+//! decryption failures per sending device (the CLI's `chains.rs`, the page's `core.ts`), and never
+//! report to anyone which [`Error`] an [`open`] failed with; a malicious *member* can still choose
+//! the RSA ciphertexts it sends, within that budget. No forward secrecy and no post-compromise
+//! security (no ratchet). A device whose chain state is lost (a new profile) starts again at
+//! counter 1, which its peers see as a fork.
 //!
 //! **Reading of the spec where the proto text is terse** (recorded so other implementations
 //! agree): the suite is length-prefixed like every item (`00000004` then 4 bytes); the
@@ -44,27 +65,41 @@
 
 #![forbid(unsafe_code)]
 
+mod chain;
 mod envelope;
 mod error;
 mod format;
+mod ids;
 mod keys;
+mod padding;
 #[doc(hidden)]
 pub mod primitives;
 mod safety;
+mod tree;
 #[cfg(feature = "proto")]
 pub mod wire;
 
+pub use chain::{
+    CHAIN_WINDOW, ChainAnomaly, ChainLink, ChainPosition, ConversationChains, DeviceChain,
+    ENVELOPE_HASH_LABEL, MAX_CLOCK_AHEAD_MS, MAX_DELAY_MS, SeenLink, envelope_hash,
+};
 pub use envelope::{
-    Envelope, ReceivedMessage, RecipientDevice, Sender, WrappedKey, open, seal, seal_with,
-    verify_signature,
+    Envelope, Opened, ReceivedMessage, RecipientDevice, Sender, SentCheck, WrappedKey, open, seal,
+    seal_with, sealed_link, verify_signature,
 };
 pub use error::Error;
 pub use format::{
-    CONTENT_KEY_LEN, DIGEST_LEN, HEADER_LABEL, Header, KEY_COMMITMENT_LABEL, KEY_COMMITMENT_LEN,
-    NONCE_LEN, SIGNATURE_LEN, SIGNING_KEY_LEN, SUITE_V1, TAG_LEN, canonical_header, key_commitment,
-    recipients_digest, signed_message,
+    CONTENT_KEY_LEN, DIGEST_LEN, HEADER_LABEL, HEADER_LABEL_V2, Header, KEY_COMMITMENT_LABEL,
+    KEY_COMMITMENT_LEN, NONCE_LEN, SIGNATURE_LEN, SIGNING_KEY_LEN, SUITE_V1, SUITE_V2, TAG_LEN,
+    canonical_header, key_commitment, recipients_digest, signed_message,
 };
+pub use ids::is_canonical_uuid;
 pub use keys::{
     DEFAULT_RSA_BITS, DeviceKeys, PublicDeviceKeys, fingerprint, fingerprint_hex, short_fingerprint,
 };
+pub use padding::{MIN_PADDED_CIPHERTEXT, pad, padded_ciphertext_len, unpad};
 pub use safety::{SAFETY_NUMBER_ITERATIONS, SAFETY_NUMBER_LABEL, safety_number};
+pub use tree::{
+    Inclusion, RECIPIENTS_LABEL_V2, RecipientsTree, recipient_leaf, recipients_tree,
+    verify_inclusion,
+};

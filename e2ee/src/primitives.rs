@@ -144,7 +144,12 @@ pub fn parse_rsa_private_key(pkcs8: &[u8]) -> Result<RsaPrivateKey, Error> {
     Ok(key)
 }
 
-/// Parses a raw 32-byte Ed25519 public key, refusing invalid and small-order points.
+/// Parses a raw 32-byte Ed25519 public key, refusing invalid, non-canonical and small-order
+/// points.
+///
+/// `ed25519-dalek` decodes a y coordinate of p or more (and a negative zero x) as if reduced;
+/// such encodings are refused here, as RFC 8032 and the browser's implementation refuse them,
+/// so that both accept exactly the same keys.
 ///
 /// # Errors
 /// [`Error::InvalidKey`] saying what is wrong.
@@ -156,6 +161,9 @@ pub fn parse_ed25519_public_key(bytes: &[u8]) -> Result<VerifyingKey, Error> {
         .map_err(|_| invalid("the Ed25519 public key is not a valid point"))?;
     if key.is_weak() {
         return Err(invalid("the Ed25519 public key is of small order"));
+    }
+    if key.to_edwards().compress().as_bytes() != bytes {
+        return Err(invalid("the Ed25519 public key is not canonically encoded"));
     }
     Ok(key)
 }

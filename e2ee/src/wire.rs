@@ -14,6 +14,8 @@ impl From<pb::WrappedKey> for WrappedKey {
             device_id: key.device_id,
             key_fingerprint: key.key_fingerprint,
             wrapped_key: key.wrapped_key,
+            leaf_index: key.leaf_index,
+            inclusion_proof: key.inclusion_proof,
         }
     }
 }
@@ -24,6 +26,8 @@ impl From<WrappedKey> for pb::WrappedKey {
             device_id: key.device_id,
             key_fingerprint: key.key_fingerprint,
             wrapped_key: key.wrapped_key,
+            leaf_index: key.leaf_index,
+            inclusion_proof: key.inclusion_proof,
         }
     }
 }
@@ -41,6 +45,9 @@ impl From<pb::Envelope> for Envelope {
             wrapped_keys: envelope.wrapped_keys.into_iter().map(Into::into).collect(),
             key_commitment: envelope.key_commitment,
             signature: envelope.signature,
+            sender_counter: envelope.sender_counter,
+            previous_envelope_hash: envelope.previous_envelope_hash,
+            sender_time_ms: envelope.sender_time_ms,
         }
     }
 }
@@ -58,6 +65,9 @@ impl From<Envelope> for pb::Envelope {
             wrapped_keys: envelope.wrapped_keys.into_iter().map(Into::into).collect(),
             key_commitment: envelope.key_commitment,
             signature: envelope.signature,
+            sender_counter: envelope.sender_counter,
+            previous_envelope_hash: envelope.previous_envelope_hash,
+            sender_time_ms: envelope.sender_time_ms,
         }
     }
 }
@@ -74,6 +84,7 @@ impl TryFrom<pb::Message> for ReceivedMessage {
         Ok(ReceivedMessage {
             envelope: envelope.into(),
             recipients_digest: message.recipients_digest,
+            recipient_count: message.recipient_count,
         })
     }
 }
@@ -96,9 +107,14 @@ mod tests {
                 device_id: "r".into(),
                 key_fingerprint: vec![3; 32],
                 wrapped_key: vec![4; 256],
+                leaf_index: 7,
+                inclusion_proof: vec![8; 64],
             }],
             key_commitment: vec![5; 32],
             signature: vec![6; 64],
+            sender_counter: 9,
+            previous_envelope_hash: vec![10; 32],
+            sender_time_ms: 11,
         };
 
         let wire = pb::Envelope::from(envelope.clone());

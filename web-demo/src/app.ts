@@ -242,6 +242,13 @@ function addMessage(message: ShownMessage): void {
   meta.className = "meta";
   meta.textContent = message.sentAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   item.append(from, body, meta);
+  // Suite V2 chain checks: drops, forks, reorders and implausible times, shown on the message.
+  if (message.chainWarnings.length) {
+    const warning = document.createElement("div");
+    warning.className = "chain-warning";
+    warning.textContent = `⚠ ${message.chainWarnings.join("; ")}`;
+    item.append(warning);
+  }
   // Keep the list in sequence order whatever order pages and live messages arrive in.
   const list = $("messages");
   const after = [...list.children].find((child) => Number((child as HTMLElement).dataset.seq) > message.sequence);

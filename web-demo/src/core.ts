@@ -35,7 +35,21 @@ export interface ShownMessage {
   mine: boolean;
   /** The text, or undefined when the message failed verification. */
   text: string | undefined;
+  /** What is wrong with the sender device's chain at this message (suite V2), in words. */
+  chainWarnings: string[];
 }
+
+/** This device's chain in one conversation (suite V2), kept in IndexedDB. */
+interface SendingChain {
+  counter: string; // a bigint, as text
+  lastHash: string;
+  lastClientMessageId: string;
+  previousOfLast: string;
+}
+
+/** Decryption failures allowed per sending device per hour (as the CLI's chains.rs). */
+const MAX_FAILURES_PER_SENDER = 5;
+const FAILURE_WINDOW_MS = 3_600_000;
 
 export interface ConversationView {
   conversationId: string;
@@ -137,6 +151,11 @@ export class Core {
   private readonly seenClientIds = new Set<string>();
   private cursors: Record<string, number> = {};
   private contacts: Record<string, Contact> = {};
+  private sendingChains: Record<string, SendingChain> = {};
+  private receivedChains: Record<string, e2ee.ConversationChains> = {};
+  /** Seals of one conversation one after the other: each names the previous one's hash. */
+  private sealing = new Map<string, Promise<unknown>>();
+  private failures = new Map<string, { count: number; since: number }>();
   private stream: AbortController | undefined;
   private stopped = false;
   listeners: Partial<CoreEvents> = {};
@@ -162,6 +181,8 @@ export class Core {
   async start(): Promise<void> {
     this.cursors = (await store.get(store.keys.cursors(this.userId))) ?? {};
     this.contacts = (await store.get(store.keys.contacts(this.userId))) ?? {};
+    this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
+    this.receivedChains = (await store.get(store.keys.receivedChains(this.userId))) ?? {};
     try {
       await this.refreshConversations();
     } catch (error) {
@@ -359,13 +380,7 @@ export class Core {
     if (!conversation) throw new Error("unknown conversation");
     const clientMessageId = crypto.randomUUID();
     for (let fresh = false; ; fresh = true) {
-      const envelope = await e2ee.seal(
-        { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys },
-        conversationId,
-        clientMessageId,
-        await this.recipients(conversation, fresh),
-        e2ee.utf8(text),
-      );
+      const envelope = await this.sealNext(conversationId, clientMessageId, await this.recipients(conversation, fresh), text);
       try {
         const sent = await this.tokens.call((o) => this.api.chat.sendMessage({ envelope }, o));
         // Shown at once; the stream delivers the same message id later, which is deduplicated.
@@ -380,11 +395,55 @@ export class Core {
           clientMessageId,
           mine: true,
           text,
+          chainWarnings: [],
         };
       } catch (error) {
         if (fresh || ConnectError.from(error).code !== Code.FailedPrecondition) throw error;
       }
     }
+  }
+
+  /**
+   * Seals `text` as suite V2 at this device's next position in the conversation's chain (the same
+   * position again for a reseal of the same message), and records it in IndexedDB.
+   */
+  private async sealNext(
+    conversationId: string,
+    clientMessageId: string,
+    recipients: e2ee.RecipientDevice[],
+    text: string,
+  ): Promise<Awaited<ReturnType<typeof e2ee.seal>>> {
+    const previous = this.sealing.get(conversationId) ?? Promise.resolve();
+    const sealed = previous.catch(() => undefined).then(async () => {
+      const chain = this.sendingChains[conversationId];
+      const reseal = chain !== undefined && chain.lastClientMessageId === clientMessageId;
+      const counter = chain === undefined ? 1n : reseal ? BigInt(chain.counter) : BigInt(chain.counter) + 1n;
+      const previousHash = chain === undefined ? "" : reseal ? chain.previousOfLast : chain.lastHash;
+      const position = {
+        counter,
+        previousEnvelopeHash: previousHash ? e2ee.unhex(previousHash) : new Uint8Array(32),
+        senderTimeMs: BigInt(Date.now()),
+      };
+      const envelope = await e2ee.seal(
+        { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys },
+        conversationId,
+        clientMessageId,
+        recipients,
+        position,
+        e2ee.utf8(text),
+      );
+      const link = await e2ee.sealedLink(envelope);
+      this.sendingChains[conversationId] = {
+        counter: counter.toString(),
+        lastHash: e2ee.hex(link.envelopeHash),
+        lastClientMessageId: clientMessageId,
+        previousOfLast: e2ee.hex(position.previousEnvelopeHash),
+      };
+      await store.put(store.keys.sendingChains(this.userId), this.sendingChains);
+      return envelope;
+    });
+    this.sealing.set(conversationId, sealed);
+    return sealed;
   }
 
   private async recipients(conversation: ConversationView, fresh: boolean): Promise<e2ee.RecipientDevice[]> {
@@ -433,6 +492,16 @@ export class Core {
         o,
       ),
     );
+    // Acknowledge receipt before any RSA work (RUSTSEC-2023-0071: nothing the server sees may
+    // depend on how long a decryption takes); reading is acknowledged by the page later.
+    const newest = response.messages[0];
+    if (newest && beforeSequence === 0) {
+      void this.tokens
+        .call((o) =>
+          this.api.chat.acknowledge({ ack: { conversationId, deliveredSequence: newest.sequence, readSequence: 0n } }, o),
+        )
+        .catch(() => undefined);
+    }
     const messages: ShownMessage[] = [];
     for (const message of [...response.messages].reverse()) messages.push(await this.openMessage(message));
     return { messages, more: response.nextFromSequence > 0n };
@@ -452,18 +521,57 @@ export class Core {
       clientMessageId: envelope.clientMessageId,
       mine: envelope.senderUserId === this.userId,
       text: undefined,
+      chainWarnings: [],
     };
+    // Failures are budgeted per sending device (V2: only it chooses its wrapped keys) and
+    // together for V1, whose wrapped keys the server can replace.
+    const budgetKey = envelope.suite === e2ee.SUITE_V1 ? "v1" : envelope.senderDeviceId;
     try {
       if (envelope.conversationId !== message.conversationId) throw new Error("delivered in another conversation");
+      if (!this.mayDecrypt(budgetKey)) throw new Error("too many failures from this sender");
       const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId);
-      const plaintext = await e2ee.open(envelope, message.recipientsDigest, this.device.deviceId, this.device.keys, signingKey);
-      shown.text = new TextDecoder("utf-8", { fatal: true }).decode(plaintext);
+      let opened;
+      try {
+        opened = await e2ee.open(
+          envelope,
+          message.recipientsDigest,
+          message.recipientCount,
+          this.device.deviceId,
+          this.device.keys,
+          signingKey,
+        );
+      } catch (error) {
+        const kind = error instanceof e2ee.E2eeError ? error.kind : "";
+        if (["UnwrapFailed", "KeyCommitmentMismatch", "DecryptFailed", "BadPadding"].includes(kind)) {
+          this.recordFailure(budgetKey);
+        }
+        throw error;
+      }
+      shown.text = new TextDecoder("utf-8", { fatal: true }).decode(opened.plaintext);
+      if (opened.link) {
+        const chains = (this.receivedChains[message.conversationId] ??= e2ee.newConversationChains());
+        const serverTimeMs = Number(message.sentAt?.seconds ?? 0n) * 1000 + Math.floor((message.sentAt?.nanos ?? 0) / 1e6);
+        const anomalies = e2ee.observeChain(chains, Number(message.sequence), envelope.senderDeviceId, opened.link, serverTimeMs);
+        shown.chainWarnings = anomalies.map(e2ee.describeAnomaly);
+        void store.put(store.keys.receivedChains(this.userId), this.receivedChains);
+      }
     } catch {
       // Never say which check failed (see the e2ee crate's threat model).
       shown.text = undefined;
     }
     shown.senderName = this.nameOf(envelope.senderUserId);
     return shown;
+  }
+
+  private mayDecrypt(sender: string): boolean {
+    const entry = this.failures.get(sender);
+    return !entry || entry.count < MAX_FAILURES_PER_SENDER || Date.now() - entry.since >= FAILURE_WINDOW_MS;
+  }
+
+  private recordFailure(sender: string): void {
+    const entry = this.failures.get(sender);
+    if (!entry || Date.now() - entry.since >= FAILURE_WINDOW_MS) this.failures.set(sender, { count: 1, since: Date.now() });
+    else entry.count++;
   }
 
   private async signingKey(userId: string, deviceId: string): Promise<Uint8Array> {

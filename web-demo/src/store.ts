@@ -71,4 +71,8 @@ export const keys = {
   session: "session",
   cursors: (userId: string) => `cursors:${userId}`,
   contacts: (userId: string) => `contacts:${userId}`,
+  /** Suite V2: this device's position in each conversation's chain (core.ts `SendingChain`). */
+  sendingChains: (userId: string) => `sending-chains:${userId}`,
+  /** Suite V2: what this device saw of every other device's chain, by conversation. */
+  receivedChains: (userId: string) => `received-chains:${userId}`,
 };

@@ -332,7 +332,33 @@ async function reload(): Promise<void> {
   const shownTexts = await texts(alice);
   if (shownTexts.includes("two")) throw new Error("the altered message's text is shown");
   await screenshot(alice, "failed-verification");
-  noConsoleErrors([alice]);
+
+  step = "a message the server drops is flagged on the next one";
+  // A user whose page is away while carol writes: no stream follows the new conversation, so
+  // what the server stores is all it delivers.
+  const erin = await newUser(unique("erin"));
+  const appUrl = erin.page.url();
+  await erin.page.goto("about:blank");
+  for (const text of ["six", "seven", "eight"]) await ask("cli_send", { as: carol, to: erin.name, text });
+  // Sequences 1, 2, 3: the server drops seven and renumbers eight to 2.
+  expectEqual(
+    await ask("drop", { as: carol, to: erin.name, sequence: 2 }),
+    5,
+    "rows changed by the drop (a message, its two keys moved, the next message, the count)",
+  );
+  await erin.page.goto(appUrl);
+  await erin.page.waitForSelector("body[data-screen=app]");
+  await online(erin.page);
+  await openConversation(erin, carol);
+  await sees(erin, "eight");
+  const warning = await erin.page.textContent('#messages .message[data-seq="2"] .chain-warning');
+  if (!warning?.includes("message 2 of this sender's device never arrived")) {
+    throw new Error(`no gap shown on the message after the dropped one: ${warning}`);
+  }
+  if (await erin.page.$('#messages .message[data-seq="1"] .chain-warning')) throw new Error("a warning before the gap");
+  if ((await texts(erin)).includes("seven")) throw new Error("the dropped message was delivered");
+  await screenshot(erin, "chain-gap");
+  noConsoleErrors([alice, erin]);
 }
 
 /** The gateway stops and starts again: the page shows it, reconnects and resumes from its cursor. */

@@ -95,6 +95,8 @@ fn seal_range(
             &route.conversation_id,
             &client_message_id,
             &route.recipients,
+            // The server does not follow chains: each envelope may be a first one.
+            &e2ee::ChainPosition::first(0),
             &plaintext,
         )?;
         sealed.push(Sealed {

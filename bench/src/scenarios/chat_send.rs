@@ -218,6 +218,8 @@ async fn server_check_cost(pair: &Pair, duration: Duration) -> anyhow::Result<Du
         &pair.conversation_id,
         "check-cost",
         std::slice::from_ref(&pair.recipient),
+        // The server does not follow chains: each envelope may be a first one.
+        &e2ee::ChainPosition::first(0),
         &[b'x'; MESSAGE_BYTES],
     )?;
     let signing_key = pair.sender.keys.public_keys().signing_public_key;
@@ -343,6 +345,8 @@ async fn seal_round(
                         &pair.conversation_id,
                         &client_message_id,
                         recipients,
+                        // The server does not follow chains: each envelope may be a first one.
+                        &e2ee::ChainPosition::first(0),
                         &plaintext,
                     )?;
                     envelopes.push_back(envelope.into());

@@ -354,11 +354,14 @@ fn frame(client_message_id: &str) -> Bytes {
                 device_id: id,
                 key_fingerprint: vec![3; 32],
                 wrapped_key: vec![4; WRAPPED_KEY_BYTES],
+                ..Default::default()
             }],
             key_commitment: vec![5; 32],
             signature: vec![6; 64],
+            ..Default::default()
         }),
         recipients_digest: vec![7; 32],
+        ..Default::default()
     };
     grpc_frame(&chat_pb::SubscribeResponse {
         event: Some(chat_pb::StreamEvent {

@@ -75,12 +75,18 @@ pub(crate) fn message_pb(message: DeliveredMessage) -> pb::Message {
                     device_id: key.device.to_string(),
                     key_fingerprint: key.key_fingerprint,
                     wrapped_key: key.wrapped_key,
+                    leaf_index: key.leaf_index,
+                    inclusion_proof: key.inclusion_proof,
                 })
                 .collect(),
             key_commitment: message.key_commitment,
             signature: message.signature,
+            sender_counter: message.v2.sender_counter,
+            previous_envelope_hash: message.v2.previous_envelope_hash,
+            sender_time_ms: message.v2.sender_time_ms,
         }),
         recipients_digest: message.recipients_digest,
+        recipient_count: message.v2.recipient_count,
     }
 }
 

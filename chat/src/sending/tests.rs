@@ -26,10 +26,12 @@ fn envelope(caller: Caller, recipients: &[DeviceId]) -> e2ee::Envelope {
                 device_id: device.to_string(),
                 key_fingerprint: vec![1; 32],
                 wrapped_key: vec![2; 256],
+                ..e2ee::WrappedKey::default()
             })
             .collect(),
         key_commitment: vec![0; 32],
         signature: vec![0; 64],
+        ..e2ee::Envelope::default()
     }
 }
 

@@ -446,7 +446,10 @@ async fn a_message_whose_wake_up_was_lost_is_delivered_when_the_bus_reconnects(d
     replay(&mut bob_events).await;
     // A message committed without any wake-up, as if its notification had been lost.
     let envelope = e2ee::Envelope::from(alice.envelope_for(&conversation, "no wake-up").await);
-    let digest = envelope.recipients_digest().unwrap();
+    let check = envelope
+        .verify_as_sent(&alice.keys.public_keys().signing_public_key)
+        .unwrap();
+    let digest = check.recipients_digest;
     let mut tx = db.begin().await.unwrap();
     sqlx::query("update chat.conversations set last_sequence = 1 where id = $1::uuid")
         .bind(&conversation.conversation_id)
@@ -456,8 +459,10 @@ async fn a_message_whose_wake_up_was_lost_is_delivered_when_the_bus_reconnects(d
     sqlx::query(
         "insert into chat.messages (conversation_id, sequence, id, sender_user_id,
              sender_device_id, client_message_id, suite, nonce, ciphertext, key_commitment,
-             signature, recipients_digest)
-         values ($1::uuid, 1, gen_random_uuid(), $2::uuid, $3::uuid, $4, 1, $5, $6, $7, $8, $9)",
+             signature, recipients_digest, sender_counter, previous_envelope_hash,
+             sender_time_ms, recipient_count)
+         values ($1::uuid, 1, gen_random_uuid(), $2::uuid, $3::uuid, $4, 2, $5, $6, $7, $8, $9,
+                 $10, $11, $12, $13)",
     )
     .bind(&envelope.conversation_id)
     .bind(&envelope.sender_user_id)
@@ -468,19 +473,25 @@ async fn a_message_whose_wake_up_was_lost_is_delivered_when_the_bus_reconnects(d
     .bind(&envelope.key_commitment)
     .bind(&envelope.signature)
     .bind(digest.as_slice())
+    .bind(envelope.sender_counter as i64)
+    .bind(&envelope.previous_envelope_hash)
+    .bind(envelope.sender_time_ms as i64)
+    .bind(envelope.wrapped_keys.len() as i32)
     .execute(&mut *tx)
     .await
     .unwrap();
-    for key in &envelope.wrapped_keys {
+    for (key, inclusion) in envelope.wrapped_keys.iter().zip(&check.inclusions) {
         sqlx::query(
-            "insert into chat.message_keys
-                 (conversation_id, sequence, device_id, key_fingerprint, wrapped_key)
-             values ($1::uuid, 1, $2::uuid, $3, $4)",
+            "insert into chat.message_keys (conversation_id, sequence, device_id,
+                 key_fingerprint, wrapped_key, leaf_index, inclusion_proof)
+             values ($1::uuid, 1, $2::uuid, $3, $4, $5, $6)",
         )
         .bind(&envelope.conversation_id)
         .bind(&key.device_id)
         .bind(&key.key_fingerprint)
         .bind(&key.wrapped_key)
+        .bind(inclusion.leaf_index as i32)
+        .bind(&inclusion.proof)
         .execute(&mut *tx)
         .await
         .unwrap();

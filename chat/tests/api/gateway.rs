@@ -72,6 +72,7 @@ async fn envelope_for_unknown_devices(
             device_id: uuid::Uuid::new_v4().to_string(),
             key_fingerprint: vec![0; 32],
             wrapped_key: vec![0; 1],
+            ..Default::default()
         })
         .collect();
     envelope

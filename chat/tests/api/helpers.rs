@@ -289,15 +289,35 @@ impl TestDevice {
             device_id: &self.device_id,
             keys: &self.keys,
         };
+        // The server does not follow chains: every test envelope may be a first one.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         e2ee::seal(
             &sender,
             conversation_id,
             client_message_id,
             recipients,
+            &e2ee::ChainPosition::first(now_ms),
             text.as_bytes(),
         )
         .unwrap()
         .into()
+    }
+
+    /// Signs `envelope` again with this device's key, after the test changed it (what a
+    /// dishonest sender can do), over the digest the server will compute.
+    pub fn resign(&self, envelope: pb::Envelope) -> pb::Envelope {
+        use ed25519_dalek::{Signer, pkcs8::DecodePrivateKey};
+        let mut envelope = e2ee::Envelope::from(envelope);
+        let digest = envelope.recipients_digest().unwrap();
+        let signed = e2ee::signed_message(&envelope.header(&digest), &envelope.ciphertext).unwrap();
+        let key =
+            ed25519_dalek::SigningKey::from_pkcs8_der(&self.keys.signing_pkcs8_der().unwrap())
+                .unwrap();
+        envelope.signature = key.sign(&signed).to_bytes().to_vec();
+        envelope.into()
     }
 
     /// Seals `text` for every current device of the conversation's participants and sends it.
@@ -334,15 +354,23 @@ impl TestDevice {
 
     /// Opens a delivered message sent by `sender`; returns the text.
     pub fn open(&self, message: &pb::Message, sender: &TestDevice) -> String {
-        let received = e2ee::ReceivedMessage::try_from(message.clone()).unwrap();
-        let plaintext = e2ee::open(
+        let opened = self.try_open(message, sender).unwrap();
+        String::from_utf8(opened.plaintext).unwrap()
+    }
+
+    /// Opens a delivered message sent by `sender`.
+    pub fn try_open(
+        &self,
+        message: &pb::Message,
+        sender: &TestDevice,
+    ) -> Result<e2ee::Opened, e2ee::Error> {
+        let received = e2ee::ReceivedMessage::try_from(message.clone())?;
+        e2ee::open(
             &received,
             &self.device_id,
             &self.keys,
             &sender.keys.public_keys().signing_public_key,
         )
-        .unwrap();
-        String::from_utf8(plaintext).unwrap()
     }
 
     /// Subscribes, retrying while the server answers UNAVAILABLE (a replica or gateway that has

@@ -195,7 +195,23 @@ async fn malformed_envelopes_are_invalid_arguments(db: PgPool) {
             ..good.clone()
         },
         pb::Envelope {
-            suite: 2,
+            suite: 3,
+            ..good.clone()
+        },
+        pb::Envelope {
+            sender_counter: 0,
+            ..good.clone()
+        },
+        pb::Envelope {
+            previous_envelope_hash: vec![0; 31],
+            ..good.clone()
+        },
+        pb::Envelope {
+            ciphertext: vec![0; 300],
+            ..good.clone()
+        },
+        pb::Envelope {
+            suite: 1,
             ..good.clone()
         },
         pb::Envelope {
@@ -445,4 +461,122 @@ async fn a_retry_after_the_peer_added_a_device_still_returns_the_original(db: Pg
     );
     // The same stale envelope under a new id is a send like any other: refused with the diff.
     assert_eq!(new_id.code(), Code::FailedPrecondition, "{new_id:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn envelopes_naming_ids_in_another_spelling_are_refused_even_when_signed_so(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    let good = alice.envelope_for(&conversation, "x").await;
+    let mut uppercase_recipient = good.clone();
+    uppercase_recipient.wrapped_keys[0].device_id =
+        uppercase_recipient.wrapped_keys[0].device_id.to_uppercase();
+    // Each signed by alice over the respelled id: before, the server verified the signature
+    // over the text as sent, stored the UUID and delivered its canonical text, which no
+    // recipient could verify.
+    let respelled = [
+        pb::Envelope {
+            conversation_id: good.conversation_id.to_uppercase(),
+            ..good.clone()
+        },
+        pb::Envelope {
+            sender_user_id: good.sender_user_id.to_uppercase(),
+            ..good.clone()
+        },
+        pb::Envelope {
+            sender_device_id: good.sender_device_id.replace('-', ""),
+            ..good.clone()
+        },
+        uppercase_recipient,
+    ];
+
+    for envelope in respelled {
+        let status = alice.send(alice.resign(envelope)).await.unwrap_err();
+
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("canonical"), "{status:?}");
+    }
+    assert_eq!(alice.send(good).await.unwrap().sequence, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_v2_message_reaches_each_device_with_its_chain_and_its_own_inclusion_proof(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    // Alice's device wraps for itself too, as the reference clients do.
+    let mut recipients = alice.recipients(&[&alice.user_id, &bob.user_id]).await;
+    recipients.push(e2ee::RecipientDevice {
+        device_id: alice.device_id.clone(),
+        encryption_spki: alice.keys.public_keys().encryption_spki.clone(),
+    });
+    let envelope = alice.seal(&conversation.conversation_id, "v2", &recipients, "chained");
+
+    alice.send(envelope.clone()).await.unwrap();
+
+    for (reader, text) in [(&bob, "bob"), (&alice, "alice")] {
+        let history = reader
+            .list_messages(&conversation.conversation_id, pb::Direction::Forward, 0, 10)
+            .await
+            .unwrap();
+        let message = &history.messages[0];
+        let delivered = message.envelope.as_ref().unwrap();
+        assert_eq!(delivered.suite, pb::CipherSuite::V2 as i32, "{text}");
+        assert_eq!(delivered.sender_counter, envelope.sender_counter, "{text}");
+        assert_eq!(
+            delivered.previous_envelope_hash, envelope.previous_envelope_hash,
+            "{text}"
+        );
+        assert_eq!(delivered.sender_time_ms, envelope.sender_time_ms, "{text}");
+        assert_eq!(message.recipient_count, 2, "{text}");
+        assert_eq!(delivered.wrapped_keys.len(), 1, "{text}");
+        assert_eq!(
+            delivered.wrapped_keys[0].inclusion_proof.len(),
+            32,
+            "{text}"
+        );
+        let opened = reader.try_open(message, &alice).unwrap();
+        assert_eq!(opened.plaintext, b"chained", "{text}");
+        assert_eq!(opened.link.unwrap().counter, 1, "{text}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_wrapped_key_the_server_substitutes_is_refused_before_decryption(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = alice.open_direct(&bob).await;
+    alice.send_text(&conversation, "secret").await.unwrap();
+    // A compromised server puts a ciphertext of its choosing in bob's entry: a valid RSA-OAEP
+    // wrap of another key, under bob's real public key.
+    let bob_public = bob.keys.public_keys().encryption_spki.clone();
+    let chosen = e2ee::primitives::rsa_oaep_wrap(
+        &e2ee::primitives::parse_rsa_public_key(&bob_public).unwrap(),
+        &[0x42; 32],
+    )
+    .unwrap();
+    sqlx::query("update chat.message_keys set wrapped_key = $1 where device_id = $2::uuid")
+        .bind(&chosen)
+        .bind(&bob.device_id)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let history = bob
+        .list_messages(&conversation.conversation_id, pb::Direction::Forward, 0, 10)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        history.messages[0].envelope.as_ref().unwrap().wrapped_keys[0].wrapped_key,
+        chosen
+    );
+    assert_eq!(
+        bob.try_open(&history.messages[0], &alice).map(|_| ()),
+        Err(e2ee::Error::WrappedKeyNotSigned)
+    );
 }

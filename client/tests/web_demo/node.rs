@@ -260,6 +260,37 @@ impl Cli {
                 .map_err(|e| e.to_string())?;
                 Ok(json!(altered.rows_affected()))
             }
+            "drop" => {
+                // Deletes a stored message and moves the next one down into its sequence, as a
+                // malicious server hiding a message would (V2 chains show the gap).
+                let session = session(&self.users)?;
+                let target = session
+                    .resolve(&text("to"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let conversation_id: uuid::Uuid =
+                    target.conversation_id.parse().map_err(|_| "bad id")?;
+                let sequence = request["sequence"].as_i64().unwrap_or_default();
+                let mut deleted = 0;
+                for statement in [
+                    "delete from chat.messages where conversation_id = $1 and sequence = $2",
+                    "update chat.message_keys set sequence = $2
+                     where conversation_id = $1 and sequence = $2 + 1",
+                    "update chat.messages set sequence = $2
+                     where conversation_id = $1 and sequence = $2 + 1",
+                    "update chat.conversations set last_sequence = last_sequence - 1
+                     where id = $1",
+                ] {
+                    let result = sqlx::query(statement)
+                        .bind(conversation_id)
+                        .bind(sequence)
+                        .execute(&stack.db)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    deleted += result.rows_affected();
+                }
+                Ok(json!(deleted))
+            }
             "gateway_stop" => {
                 stack.stop_gateway().await;
                 Ok(Value::Null)

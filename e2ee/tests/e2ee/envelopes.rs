@@ -4,7 +4,7 @@ use e2ee::{Envelope, Error, ReceivedMessage, RecipientDevice};
 use ed25519_dalek::{Signer, SigningKey, pkcs8::DecodePrivateKey};
 
 use crate::{
-    helpers::{TestDevice, deliver, device, vectors},
+    helpers::{TestDevice, deliver, device, first_position, open_plaintext, vectors},
     schema::unhex,
 };
 
@@ -32,6 +32,7 @@ fn seal(plaintext: &[u8]) -> Envelope {
         CONVERSATION,
         "m-1",
         &recipients(),
+        &first_position(),
         plaintext,
     )
     .unwrap()
@@ -39,8 +40,7 @@ fn seal(plaintext: &[u8]) -> Envelope {
 
 /// Opens `message` as bob's phone, from alice's laptop.
 fn open_as_bob(message: &ReceivedMessage) -> Result<Vec<u8>, Error> {
-    let bob = device("bob-phone");
-    e2ee::open(message, &bob.device_id, &bob.keys, &sender().signing_key())
+    open_plaintext(message, device("bob-phone"), &sender().signing_key())
 }
 
 /// Signs `envelope` again with `signer`'s key, as a dishonest sender would.
@@ -93,12 +93,7 @@ fn every_recipient_opens_its_own_delivered_copy_for_many_plaintext_sizes() {
             let delivered = deliver(&envelope, &recipient.device_id);
             assert_eq!(delivered.envelope.wrapped_keys.len(), 1);
 
-            let opened = e2ee::open(
-                &delivered,
-                &recipient.device_id,
-                &recipient.keys,
-                &sender().signing_key(),
-            );
+            let opened = open_plaintext(&delivered, recipient, &sender().signing_key());
 
             assert_eq!(
                 opened.as_deref(),
@@ -113,10 +108,14 @@ fn every_recipient_opens_its_own_delivered_copy_for_many_plaintext_sizes() {
 fn the_server_verifies_a_send_and_computes_the_digest_it_delivers() {
     let envelope = seal(b"hi");
 
-    let digest = envelope.verify_as_sent(&sender().signing_key()).unwrap();
+    let check = envelope.verify_as_sent(&sender().signing_key()).unwrap();
 
-    assert_eq!(digest.to_vec(), deliver(&envelope, "any").recipients_digest);
-    assert_eq!(envelope.ciphertext.len(), 2 + e2ee::TAG_LEN);
+    assert_eq!(
+        check.recipients_digest.to_vec(),
+        deliver(&envelope, "any").recipients_digest
+    );
+    assert_eq!(check.inclusions.len(), envelope.wrapped_keys.len());
+    assert_eq!(envelope.ciphertext.len(), e2ee::MIN_PADDED_CIPHERTEXT);
     assert_eq!(envelope.nonce.len(), e2ee::NONCE_LEN);
     assert_eq!(envelope.key_commitment.len(), e2ee::KEY_COMMITMENT_LEN);
     assert_eq!(envelope.signature.len(), e2ee::SIGNATURE_LEN);
@@ -130,7 +129,7 @@ fn the_server_refuses_a_forged_sender_and_repeated_devices() {
 
     let forged = envelope.verify_as_sent(&device("mallory-laptop").signing_key());
 
-    assert_eq!(forged, Err(Error::BadSignature));
+    assert_eq!(forged.map(|_| ()), Err(Error::BadSignature));
     assert!(matches!(
         repeated.verify_as_sent(&sender().signing_key()),
         Err(Error::Malformed { .. })
@@ -143,9 +142,45 @@ fn the_server_sees_a_changed_recipient_list() {
     envelope.wrapped_keys.pop();
 
     assert_eq!(
-        envelope.verify_as_sent(&sender().signing_key()),
+        envelope.verify_as_sent(&sender().signing_key()).map(|_| ()),
         Err(Error::BadSignature)
     );
+}
+
+#[test]
+fn the_server_sees_a_changed_wrapped_key() {
+    let mut envelope = seal(b"hi");
+    envelope.wrapped_keys[1].wrapped_key[0] ^= 1;
+
+    assert_eq!(
+        envelope.verify_as_sent(&sender().signing_key()).map(|_| ()),
+        Err(Error::BadSignature)
+    );
+}
+
+#[test]
+fn the_server_refuses_ids_that_are_not_canonical_uuids() {
+    let sent = seal(b"hi");
+    type Field = fn(&mut Envelope);
+    let spellings: [Field; 4] = [
+        |e| e.conversation_id = e.conversation_id.to_uppercase(),
+        |e| e.sender_user_id = format!("{{{}}}", e.sender_user_id),
+        |e| e.sender_device_id = e.sender_device_id.replace('-', ""),
+        |e| e.wrapped_keys[0].device_id = e.wrapped_keys[0].device_id.to_uppercase(),
+    ];
+
+    for (index, respell) in spellings.iter().enumerate() {
+        let mut envelope = sent.clone();
+        respell(&mut envelope);
+
+        assert!(
+            matches!(
+                envelope.verify_as_sent(&sender().signing_key()),
+                Err(Error::Malformed { .. })
+            ),
+            "spelling {index}"
+        );
+    }
 }
 
 #[test]
@@ -155,12 +190,7 @@ fn a_device_that_is_not_a_recipient_gets_no_key_for_this_device() {
     let mut message = deliver(&envelope, &mallory.device_id);
     assert!(message.envelope.wrapped_keys.is_empty());
 
-    let result = e2ee::open(
-        &message,
-        &mallory.device_id,
-        &mallory.keys,
-        &sender().signing_key(),
-    );
+    let result = open_plaintext(&message, mallory, &sender().signing_key());
 
     assert_eq!(result, Err(Error::NoKeyForThisDevice));
 
@@ -170,12 +200,7 @@ fn a_device_that_is_not_a_recipient_gets_no_key_for_this_device() {
         .wrapped_keys;
     bobs_entry[0].device_id = mallory.device_id.clone();
     message.envelope.wrapped_keys = bobs_entry;
-    let result = e2ee::open(
-        &message,
-        &mallory.device_id,
-        &mallory.keys,
-        &sender().signing_key(),
-    );
+    let result = open_plaintext(&message, mallory, &sender().signing_key());
     assert_eq!(result, Err(Error::KeyFingerprintMismatch));
 }
 
@@ -242,11 +267,14 @@ fn every_flipped_bit_of_a_header_string_is_a_bad_signature() {
 
                 let result = open_as_bob(&tampered);
 
-                assert_eq!(
-                    result,
-                    Err(Error::BadSignature),
-                    "{what}[{index}] bit {bit}"
-                );
+                // A changed UUID that is no longer canonical (uppercase, not hex) is refused
+                // before the signature is checked.
+                let refused = match result {
+                    Err(Error::BadSignature) => true,
+                    Err(Error::Malformed { .. }) => what != "client_message_id",
+                    _ => false,
+                };
+                assert!(refused, "{what}[{index}] bit {bit}: {result:?}");
             }
         }
     }
@@ -272,17 +300,97 @@ fn every_flipped_bit_of_the_suite_is_an_unsupported_suite() {
 }
 
 #[test]
-fn flipped_bits_of_the_wrapped_key_fail_to_unwrap() {
+fn a_wrapped_key_the_sender_did_not_sign_is_refused_before_any_rsa_work() {
     let message = deliver(&seal(b"x"), &device("bob-phone").device_id);
+    let not_signed = Error::WrappedKeyNotSigned;
 
-    // Every 13th bit: each costs an RSA decryption.
     flip_every_bit(
         &message,
         "wrapped key",
-        13,
+        1,
         false,
         |m| &mut m.envelope.wrapped_keys[0].wrapped_key,
-        &Error::UnwrapFailed,
+        &not_signed,
+    );
+    flip_every_bit(
+        &message,
+        "inclusion proof",
+        1,
+        false,
+        |m| &mut m.envelope.wrapped_keys[0].inclusion_proof,
+        &not_signed,
+    );
+    let mut chosen = message.clone();
+    let bob = &device("bob-phone").recipient;
+    let public_key = e2ee::primitives::parse_rsa_public_key(&bob.encryption_spki).unwrap();
+    chosen.envelope.wrapped_keys[0].wrapped_key =
+        e2ee::primitives::rsa_oaep_wrap(&public_key, &[0x42; 32]).unwrap();
+    assert_eq!(open_as_bob(&chosen), Err(not_signed));
+}
+
+#[test]
+fn flipped_bits_of_a_wrapped_key_signed_by_a_dishonest_sender_fail_to_unwrap() {
+    let bob = device("bob-phone");
+    let mut envelope = seal(b"x");
+    let entry = envelope
+        .wrapped_keys
+        .iter_mut()
+        .find(|key| key.device_id == bob.device_id)
+        .unwrap();
+    entry.wrapped_key[100] ^= 1;
+    let mut message = deliver(&envelope, &bob.device_id);
+    resign(&mut message, "alice-laptop");
+
+    assert_eq!(open_as_bob(&message), Err(Error::UnwrapFailed));
+}
+
+#[test]
+fn the_chain_fields_and_the_padding_are_signed() {
+    let position = e2ee::ChainPosition {
+        counter: 5,
+        previous_envelope_hash: [7; 32],
+        sender_time_ms: 1_800_000_000_123,
+    };
+    let envelope = e2ee::seal(
+        &sender().sender(),
+        CONVERSATION,
+        "m-2",
+        &recipients(),
+        &position,
+        &[9; 300],
+    )
+    .unwrap();
+    let message = deliver(&envelope, &device("bob-phone").device_id);
+    let bob = device("bob-phone");
+
+    let opened = e2ee::open(&message, &bob.device_id, &bob.keys, &sender().signing_key()).unwrap();
+
+    assert_eq!(envelope.ciphertext.len(), 512);
+    assert_eq!(opened.plaintext, vec![9; 300]);
+    let link = opened.link.unwrap();
+    assert_eq!(
+        (
+            link.counter,
+            link.previous_envelope_hash,
+            link.sender_time_ms
+        ),
+        (5, [7; 32], 1_800_000_000_123)
+    );
+    assert_eq!(link, e2ee::sealed_link(&envelope).unwrap());
+    let mut counter = message.clone();
+    counter.envelope.sender_counter += 1;
+    let mut time = message.clone();
+    time.envelope.sender_time_ms -= 1;
+    for tampered in [counter, time] {
+        assert_eq!(open_as_bob(&tampered), Err(Error::BadSignature));
+    }
+    flip_every_bit(
+        &message,
+        "previous hash",
+        1,
+        false,
+        |m| &mut m.envelope.previous_envelope_hash,
+        &Error::BadSignature,
     );
 }
 
@@ -321,11 +429,17 @@ fn a_dishonest_sender_signing_tampered_fields_is_caught_after_unwrapping() {
 #[test]
 fn a_content_key_of_the_wrong_length_fails_to_unwrap() {
     let bob = device("bob-phone");
-    let mut message = deliver(&seal(b"x"), &bob.device_id);
+    let mut envelope = seal(b"x");
     let public_key =
         e2ee::primitives::parse_rsa_public_key(&bob.recipient.encryption_spki).unwrap();
-    message.envelope.wrapped_keys[0].wrapped_key =
-        e2ee::primitives::rsa_oaep_wrap(&public_key, &[7; 31]).unwrap();
+    let entry = envelope
+        .wrapped_keys
+        .iter_mut()
+        .find(|key| key.device_id == bob.device_id)
+        .unwrap();
+    entry.wrapped_key = e2ee::primitives::rsa_oaep_wrap(&public_key, &[7; 31]).unwrap();
+    let mut message = deliver(&envelope, &bob.device_id);
+    resign(&mut message, "alice-laptop");
 
     assert_eq!(open_as_bob(&message), Err(Error::UnwrapFailed));
 }
@@ -343,7 +457,16 @@ fn two_seals_of_the_same_message_share_no_key_nonce_or_ciphertext() {
 fn seal_refuses_empty_repeated_and_invalid_recipients() {
     let sender = sender().sender();
     let bob = device("bob-phone").recipient.clone();
-    let seal_for = |recipients: &[RecipientDevice]| e2ee::seal(&sender, "c", "m", recipients, b"x");
+    let seal_for = |recipients: &[RecipientDevice]| {
+        e2ee::seal(
+            &sender,
+            CONVERSATION,
+            "m",
+            recipients,
+            &first_position(),
+            b"x",
+        )
+    };
     let mut bad_key = device("carol-desktop").recipient.clone();
     bad_key.encryption_spki.push(0);
     let mut signing_key_as_encryption_key = device("alice-phone").recipient.clone();
@@ -371,8 +494,8 @@ fn open_fails_without_panicking_on_empty_and_garbage_input() {
     let sender_key = sender().signing_key();
     let mut small_order_key = [0u8; 32];
     small_order_key[0] = 1;
-    let mut empty_suite_1 = ReceivedMessage::default();
-    empty_suite_1.envelope.suite = e2ee::SUITE_V1;
+    let mut empty_suite_2 = valid.clone();
+    empty_suite_2.envelope.nonce.clear();
 
     let cases: Vec<(ReceivedMessage, Vec<u8>, &str)> = vec![
         (
@@ -380,7 +503,7 @@ fn open_fails_without_panicking_on_empty_and_garbage_input() {
             sender_key.to_vec(),
             "UnsupportedSuite",
         ),
-        (empty_suite_1, sender_key.to_vec(), "Malformed"),
+        (empty_suite_2, sender_key.to_vec(), "Malformed"),
         (valid.clone(), Vec::new(), "InvalidKey"),
         (valid.clone(), vec![0; 31], "InvalidKey"),
         (valid.clone(), small_order_key.to_vec(), "InvalidKey"),
@@ -422,7 +545,7 @@ fn open_fails_without_panicking_on_empty_and_garbage_input() {
     ];
 
     for (index, (message, key, expected)) in cases.into_iter().enumerate() {
-        let result = e2ee::open(&message, &bob.device_id, &bob.keys, &key);
+        let result = open_plaintext(&message, bob, &key);
 
         assert_eq!(
             result.map_err(|error| error.name()),
@@ -437,13 +560,12 @@ fn an_envelope_crosses_the_generated_proto_types_and_still_opens() {
     use proto::chat::v1 as pb;
     let envelope = seal(b"over the wire");
     let bob = device("bob-phone");
-    let digest = envelope.verify_as_sent(&sender().signing_key()).unwrap();
-    let mut wire = pb::Envelope::from(envelope);
-    wire.wrapped_keys
-        .retain(|key| key.device_id == bob.device_id);
+    envelope.verify_as_sent(&sender().signing_key()).unwrap();
+    let delivered = deliver(&envelope, &bob.device_id);
     let wire_message = pb::Message {
-        envelope: Some(wire),
-        recipients_digest: digest.to_vec(),
+        envelope: Some(pb::Envelope::from(delivered.envelope)),
+        recipients_digest: delivered.recipients_digest,
+        recipient_count: delivered.recipient_count,
         ..Default::default()
     };
 

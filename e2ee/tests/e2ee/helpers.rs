@@ -64,16 +64,22 @@ pub fn device(name: &str) -> &'static TestDevice {
         .unwrap_or_else(|| panic!("no device {name} in the vectors"))
 }
 
-/// The envelope as the server delivers it to `device_id`: only that device's entry, with the
-/// digest the server computed from the full list.
+/// The envelope as the server delivers it to `device_id`: only that device's entry (with its
+/// inclusion proof), with the digest the server computed from the full list.
 pub fn deliver(envelope: &Envelope, device_id: &str) -> ReceivedMessage {
-    let recipients_digest = envelope.recipients_digest().unwrap().to_vec();
-    let mut delivered = envelope.clone();
-    delivered
-        .wrapped_keys
-        .retain(|key| key.device_id == device_id);
-    ReceivedMessage {
-        envelope: delivered,
-        recipients_digest,
-    }
+    envelope.delivered_to(device_id).unwrap()
+}
+
+/// Opens `message` and returns the plaintext alone.
+pub fn open_plaintext(
+    message: &ReceivedMessage,
+    device: &TestDevice,
+    sender_key: &[u8],
+) -> Result<Vec<u8>, e2ee::Error> {
+    e2ee::open(message, &device.device_id, &device.keys, sender_key).map(|opened| opened.plaintext)
+}
+
+/// A chain position for tests: counter 1, no predecessor, a fixed time.
+pub fn first_position() -> e2ee::ChainPosition {
+    e2ee::ChainPosition::first(1_800_000_000_000)
 }

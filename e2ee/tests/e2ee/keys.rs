@@ -3,34 +3,43 @@
 use e2ee::{DEFAULT_RSA_BITS, DeviceKeys, Error, RecipientDevice, Sender};
 
 use crate::{
-    helpers::{device, vectors},
+    helpers::{device, first_position, vectors},
     schema::unhex,
 };
+
+const USER: &str = "00000000-0000-4000-8000-0000000000a1";
+const DEVICE: &str = "00000000-0000-4000-8000-0000000000d1";
+const CONVERSATION: &str = "c0000000-0000-4000-8000-0000000000c1";
 
 #[test]
 fn fresh_default_keys_round_trip_a_message_and_survive_export_and_import() {
     let keys = DeviceKeys::generate(DEFAULT_RSA_BITS).unwrap();
     let public = keys.public_keys().clone();
     let me = Sender {
-        user_id: "u",
-        device_id: "d-new",
+        user_id: USER,
+        device_id: DEVICE,
         keys: &keys,
     };
     let recipient = RecipientDevice {
-        device_id: "d-new".into(),
+        device_id: DEVICE.into(),
         encryption_spki: public.encryption_spki.clone(),
     };
 
-    let envelope = e2ee::seal(&me, "c", "m", &[recipient], b"to myself").unwrap();
+    let envelope = e2ee::seal(
+        &me,
+        CONVERSATION,
+        "m",
+        &[recipient],
+        &first_position(),
+        b"to myself",
+    )
+    .unwrap();
     let imported = DeviceKeys::from_pkcs8_der(
         &keys.encryption_pkcs8_der().unwrap(),
         &keys.signing_pkcs8_der().unwrap(),
     )
     .unwrap();
-    let message = e2ee::ReceivedMessage {
-        recipients_digest: envelope.recipients_digest().unwrap().to_vec(),
-        envelope,
-    };
+    let message = envelope.delivered_to(DEVICE).unwrap();
 
     assert_eq!(imported.public_keys(), &public);
     assert_eq!(
@@ -41,8 +50,8 @@ fn fresh_default_keys_round_trip_a_message_and_survive_export_and_import() {
         public.signing_key_fingerprint,
         e2ee::fingerprint(&public.signing_public_key)
     );
-    let plaintext = e2ee::open(&message, "d-new", &imported, &public.signing_public_key).unwrap();
-    assert_eq!(plaintext, b"to myself");
+    let opened = e2ee::open(&message, DEVICE, &imported, &public.signing_public_key).unwrap();
+    assert_eq!(opened.plaintext, b"to myself");
     // A 3072-bit modulus: 384-byte wrapped keys.
     assert_eq!(message.envelope.wrapped_keys[0].wrapped_key.len(), 384);
 }
@@ -76,20 +85,26 @@ fn damaged_private_keys_are_refused_without_panicking() {
         if let Ok(keys) = DeviceKeys::from_pkcs8_der(&damaged, &signing) {
             let public = keys.public_keys();
             let me = Sender {
-                user_id: "u",
-                device_id: "d",
+                user_id: USER,
+                device_id: DEVICE,
                 keys: &keys,
             };
             let recipient = RecipientDevice {
-                device_id: "d".into(),
+                device_id: DEVICE.into(),
                 encryption_spki: public.encryption_spki.clone(),
             };
-            let envelope = e2ee::seal(&me, "c", "m", &[recipient], b"x").unwrap();
-            let message = e2ee::ReceivedMessage {
-                recipients_digest: envelope.recipients_digest().unwrap().to_vec(),
-                envelope,
-            };
-            let opened = e2ee::open(&message, "d", &keys, &public.signing_public_key);
+            let envelope = e2ee::seal(
+                &me,
+                CONVERSATION,
+                "m",
+                &[recipient],
+                &first_position(),
+                b"x",
+            )
+            .unwrap();
+            let message = envelope.delivered_to(DEVICE).unwrap();
+            let opened = e2ee::open(&message, DEVICE, &keys, &public.signing_public_key)
+                .map(|opened| opened.plaintext);
             assert_eq!(opened.as_deref(), Ok(&b"x"[..]), "damage at byte {index}");
         }
     }

@@ -13,6 +13,58 @@ pub struct Vectors {
     pub envelopes: Vec<EnvelopeCase>,
     pub negative: Vec<NegativeCase>,
     pub safety_numbers: Vec<SafetyNumberCase>,
+    /// Schema 2: Ed25519 verifications that must fail exactly as strict verification says.
+    #[serde(default)]
+    pub signatures: Vec<SignatureCase>,
+    /// Schema 2: recipients' encryption keys that sealing must refuse.
+    #[serde(default)]
+    pub bad_recipient_keys: Vec<BadRecipientKeyCase>,
+    /// Schema 2: a chain of V2 envelopes as delivered, with what a receiver flags.
+    #[serde(default)]
+    pub chains: Vec<ChainCase>,
+}
+
+/// An Ed25519 verification with its expected outcome.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignatureCase {
+    pub name: String,
+    pub comment: String,
+    pub public_key: String,
+    pub message: String,
+    pub signature: String,
+    /// `"ok"` or the `e2ee::Error` name (`InvalidKey`, `BadSignature`, `Malformed`).
+    pub expected: String,
+}
+
+/// An encryption key (SubjectPublicKeyInfo DER) that `seal` refuses with `InvalidRecipientKey`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BadRecipientKeyCase {
+    pub name: String,
+    pub comment: String,
+    pub encryption_spki: String,
+}
+
+/// Delivered V2 messages of one conversation, in delivery order, and each one's flags.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChainCase {
+    pub name: String,
+    pub comment: String,
+    pub opener: String,
+    pub messages: Vec<ChainMessage>,
+}
+
+/// One message of a [`ChainCase`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChainMessage {
+    pub sequence: u64,
+    pub server_time_ms: u64,
+    pub sender: String,
+    pub recipients_digest: String,
+    pub recipient_count: u32,
+    pub envelope: WireEnvelope,
+    pub envelope_hash: String,
+    /// The anomalies as `e2ee::ChainAnomaly` serializes them (`{"kind": "gap", ...}`).
+    pub anomalies: Vec<serde_json::Value>,
 }
 
 /// A device with fixed keys.
@@ -62,6 +114,9 @@ pub struct EnvelopeCase {
     pub canonical_header: String,
     pub signed_message: String,
     pub envelope: WireEnvelope,
+    /// V2: the envelope hash (what the sender's next envelope names); empty for V1.
+    #[serde(default)]
+    pub envelope_hash: String,
 }
 
 /// A delivered message that must fail to open with `expected_error`.
@@ -72,6 +127,8 @@ pub struct NegativeCase {
     pub opener: String,
     pub sender: String,
     pub recipients_digest: String,
+    #[serde(default)]
+    pub recipient_count: u32,
     pub envelope: WireEnvelope,
     pub expected_error: String,
 }
@@ -89,6 +146,12 @@ pub struct WireEnvelope {
     pub wrapped_keys: Vec<WireWrappedKey>,
     pub key_commitment: String,
     pub signature: String,
+    #[serde(default)]
+    pub sender_counter: u64,
+    #[serde(default)]
+    pub previous_envelope_hash: String,
+    #[serde(default)]
+    pub sender_time_ms: u64,
 }
 
 /// `chat.v1.WrappedKey` with hex bytes.
@@ -97,6 +160,10 @@ pub struct WireWrappedKey {
     pub device_id: String,
     pub key_fingerprint: String,
     pub wrapped_key: String,
+    #[serde(default)]
+    pub leaf_index: u32,
+    #[serde(default)]
+    pub inclusion_proof: String,
 }
 
 /// A safety number of two users.
@@ -127,10 +194,15 @@ impl From<&e2ee::Envelope> for WireEnvelope {
                     device_id: key.device_id.clone(),
                     key_fingerprint: hex::encode(&key.key_fingerprint),
                     wrapped_key: hex::encode(&key.wrapped_key),
+                    leaf_index: key.leaf_index,
+                    inclusion_proof: hex::encode(&key.inclusion_proof),
                 })
                 .collect(),
             key_commitment: hex::encode(&envelope.key_commitment),
             signature: hex::encode(&envelope.signature),
+            sender_counter: envelope.sender_counter,
+            previous_envelope_hash: hex::encode(&envelope.previous_envelope_hash),
+            sender_time_ms: envelope.sender_time_ms,
         }
     }
 }
@@ -152,10 +224,15 @@ impl From<&WireEnvelope> for e2ee::Envelope {
                     device_id: key.device_id.clone(),
                     key_fingerprint: unhex(&key.key_fingerprint),
                     wrapped_key: unhex(&key.wrapped_key),
+                    leaf_index: key.leaf_index,
+                    inclusion_proof: unhex(&key.inclusion_proof),
                 })
                 .collect(),
             key_commitment: unhex(&envelope.key_commitment),
             signature: unhex(&envelope.signature),
+            sender_counter: envelope.sender_counter,
+            previous_envelope_hash: unhex(&envelope.previous_envelope_hash),
+            sender_time_ms: envelope.sender_time_ms,
         }
     }
 }
@@ -192,4 +269,29 @@ impl Vectors {
 /// Decodes hex, panicking with the input on error (test data only).
 pub fn unhex(text: &str) -> Vec<u8> {
     hex::decode(text).unwrap_or_else(|error| panic!("bad hex {text:?}: {error}"))
+}
+
+/// A chain anomaly as the vectors write it (the same shape as `ChainAnomaly`'s serde form).
+pub fn anomaly_json(anomaly: &e2ee::ChainAnomaly) -> serde_json::Value {
+    use e2ee::ChainAnomaly::*;
+    use serde_json::json;
+    match *anomaly {
+        Gap { first, last } => json!({"kind": "gap", "first": first, "last": last}),
+        Fork { counter } => json!({"kind": "fork", "counter": counter}),
+        Late { counter } => json!({"kind": "late", "counter": counter}),
+        TimeAhead { ms } => json!({"kind": "time_ahead", "ms": ms}),
+        TimeDelayed { ms } => json!({"kind": "time_delayed", "ms": ms}),
+        TimeBackwards { ms } => json!({"kind": "time_backwards", "ms": ms}),
+    }
+}
+
+impl WireEnvelope {
+    /// The delivered message of this envelope with `digest` and `count`.
+    pub fn received(&self, digest: &str, count: u32) -> e2ee::ReceivedMessage {
+        e2ee::ReceivedMessage {
+            envelope: self.into(),
+            recipients_digest: unhex(digest),
+            recipient_count: count,
+        }
+    }
 }

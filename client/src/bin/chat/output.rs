@@ -74,8 +74,13 @@ pub fn line(message: &ReceivedText) -> String {
     } else {
         &message.sender_username
     };
+    let flags: String = message
+        .chain
+        .iter()
+        .map(|anomaly| format!(" [!! {}]", client::chains::describe(anomaly)))
+        .collect();
     match &message.content {
-        Content::Verified { text } => format!("[{}] {sender}: {text}", message.sequence),
+        Content::Verified { text } => format!("[{}] {sender}: {text}{flags}", message.sequence),
         Content::Failed { reason } => format!(
             "[{}] {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}",
             message.sequence

@@ -14,6 +14,14 @@ pub struct WrappedKey {
     /// receiving device's own entry, and empty elsewhere.
     #[prost(bytes="vec", tag="3")]
     pub wrapped_key: ::prost::alloc::vec::Vec<u8>,
+    /// V2, set by the server in the receiving device's own delivered entry (ignored in a send): the
+    /// entry's position in the recipients tree, whose leaves are sorted by `device_id`.
+    #[prost(uint32, tag="4")]
+    pub leaf_index: u32,
+    /// V2, set by the server in the receiving device's own delivered entry (ignored in a send): the
+    /// sibling hashes (32 bytes each) from the entry's leaf up to the root of the recipients tree.
+    #[prost(bytes="vec", tag="5")]
+    pub inclusion_proof: ::prost::alloc::vec::Vec<u8>,
 }
 /// An end-to-end encrypted message as the sender built it.
 ///
@@ -29,6 +37,24 @@ pub struct WrappedKey {
 /// followed by SHA-256(ciphertext). Because the header binds the recipients digest, a device that
 /// receives only its own wrapped key can still verify the signature by using
 /// `Message.recipients_digest`; the server checks the full list.
+///
+/// Suite V2 differs in four points (e2ee/src/lib.rs has the details, e2ee/testdata the vectors):
+/// - the canonical header starts with "chat-e2ee-v2 header" and ends with three more items:
+///    `sender_counter` (8 bytes, big-endian), `previous_envelope_hash` (32 bytes) and
+///    `sender_time_ms` (8 bytes, big-endian);
+/// - the recipients digest is SHA-256 over the length-prefixed "chat-e2ee-v2 recipients", the
+///    number of entries (4 bytes, big-endian) and the root of a Merkle tree (RFC 9162's shape) whose
+///    leaves, sorted by `device_id`, are SHA-256(0x00, length-prefixed `device_id`,
+///    `key_fingerprint` and SHA-256(`wrapped_key`)) and whose nodes are SHA-256(0x01, left, right).
+///    The server delivers each device its `WrappedKey.leaf_index` and `inclusion_proof` and the
+///    `Message.recipient_count`: a recipient decrypts only a wrapped key the sender signed;
+/// - the plaintext is the text's length (4 bytes, big-endian), the text and zeros, so that the
+///    ciphertext is the smallest power of two of at least 256 bytes that holds it;
+/// - an envelope's hash, which the sender's next envelope in the conversation names, is SHA-256
+///    over the length-prefixed "chat-e2ee-v2 envelope hash" and the length-prefixed signed message.
+///
+/// Every id (conversation, sender user and device, recipient devices) is a UUID in canonical text
+/// (lowercase, hyphenated): any other spelling is refused with INVALID_ARGUMENT.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Envelope {
     /// The suite everything below is built with.
@@ -64,6 +90,19 @@ pub struct Envelope {
     /// Ed25519 signature (64 bytes) by the sender device; see the message comment.
     #[prost(bytes="vec", tag="10")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// V2: the sending device's counter in this conversation: 1 for its first envelope, then one
+    /// more for each envelope it seals. Recipients flag skipped counters and two envelopes with one
+    /// counter. 0 in V1.
+    #[prost(uint64, tag="11")]
+    pub sender_counter: u64,
+    /// V2: the envelope hash of the sending device's previous envelope in this conversation (32
+    /// bytes; zeros for its first). Empty in V1.
+    #[prost(bytes="vec", tag="12")]
+    pub previous_envelope_hash: ::prost::alloc::vec::Vec<u8>,
+    /// V2: the sender's clock when it sealed the envelope, milliseconds since the Unix epoch.
+    /// Recipients flag a time far from `Message.sent_at`. 0 in V1.
+    #[prost(uint64, tag="13")]
+    pub sender_time_ms: u64,
 }
 /// A stored message as one device receives it.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -88,6 +127,10 @@ pub struct Message {
     /// recipient list, so that a device holding only its own entry can rebuild the canonical header.
     #[prost(bytes="vec", tag="6")]
     pub recipients_digest: ::prost::alloc::vec::Vec<u8>,
+    /// V2: the number of entries of the recipients tree (needed to check an inclusion proof); 0 in
+    /// V1.
+    #[prost(uint32, tag="7")]
+    pub recipient_count: u32,
 }
 /// Which device ids of a send did not match the conversation's current devices.
 /// Sent as a detail of a FAILED_PRECONDITION status and in `SendRejected`.
@@ -572,8 +615,15 @@ pub enum CipherSuite {
     Unspecified = 0,
     /// AES-256-GCM-SIV content encryption with a 96-bit nonce; content keys wrapped with RSA-OAEP
     /// (SHA-256, MGF1-SHA-256); Ed25519 signatures; SHA-256 digests; key commitment
-    /// HMAC-SHA-256(content key, "chat-e2ee-v1 key commitment").
+    /// HMAC-SHA-256(content key, "chat-e2ee-v1 key commitment"). Still accepted and readable;
+    /// clients seal V2.
     V1 = 1,
+    /// The primitives of V1, and: the signed header carries the sending device's chain position
+    /// (`sender_counter`, `previous_envelope_hash`, `sender_time_ms`); the recipients digest is the
+    /// root of a Merkle tree whose leaves bind each wrapped key, so that a recipient checks before
+    /// any RSA work that its wrapped key is one the sender signed; plaintexts are padded so that
+    /// the ciphertext is a power of two of at least 256 bytes. See `Envelope`.
+    V2 = 2,
 }
 impl CipherSuite {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -584,6 +634,7 @@ impl CipherSuite {
         match self {
             Self::Unspecified => "CIPHER_SUITE_UNSPECIFIED",
             Self::V1 => "CIPHER_SUITE_V1",
+            Self::V2 => "CIPHER_SUITE_V2",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -591,6 +642,7 @@ impl CipherSuite {
         match value {
             "CIPHER_SUITE_UNSPECIFIED" => Some(Self::Unspecified),
             "CIPHER_SUITE_V1" => Some(Self::V1),
+            "CIPHER_SUITE_V2" => Some(Self::V2),
             _ => None,
         }
     }
