@@ -40,7 +40,7 @@ impl Session {
         let member_user_ids = self.user_ids(members).await?;
         let request = pb::CreateGroupRequest {
             name: name.to_owned(),
-            member_user_ids,
+            member_user_ids: member_user_ids.clone(),
         };
         let response = self
             .call(request, |request| {
@@ -48,7 +48,14 @@ impl Session {
                 async move { group.create_group(request).await }
             })
             .await?;
-        Ok(group_info(response.group.unwrap_or_default()))
+        let group = group_info(response.group.unwrap_or_default());
+        // The members are the ones asked for: any other the server lists later is reported.
+        let added: Vec<(String, String)> = member_user_ids
+            .into_iter()
+            .zip(members.iter().cloned())
+            .collect();
+        self.note_members(&group.group_id, &group.name, &added, &[], true)?;
+        Ok(group)
     }
 
     /// Renames a group (`#name` or id, see [`Session::resolve`]).
@@ -75,10 +82,11 @@ impl Session {
     /// # Errors
     /// [`Error::NotFound`] for an unknown username.
     pub async fn add_members(&self, group: &str, usernames: &[String]) -> Result<GroupInfo> {
-        let group_id = self.find_group(group).await?.group_id;
+        let found = self.find_group(group).await?;
+        let user_ids = self.user_ids(usernames).await?;
         let request = pb::AddMembersRequest {
-            group_id,
-            user_ids: self.user_ids(usernames).await?,
+            group_id: found.group_id.clone(),
+            user_ids: user_ids.clone(),
             role: pb::Role::Member as i32,
         };
         let response = self
@@ -87,6 +95,11 @@ impl Session {
                 async move { group.add_members(request).await }
             })
             .await?;
+        let added: Vec<(String, String)> = user_ids
+            .into_iter()
+            .zip(usernames.iter().cloned())
+            .collect();
+        self.note_members(&found.group_id, &found.name, &added, &[], false)?;
         Ok(group_info(response.group.unwrap_or_default()))
     }
 
@@ -95,15 +108,19 @@ impl Session {
     /// # Errors
     /// [`Error::NotFound`] for an unknown user or group.
     pub async fn remove_member(&self, group: &str, username: &str) -> Result<GroupInfo> {
-        let group_id = self.find_group(group).await?.group_id;
+        let found = self.find_group(group).await?;
         let user_id = self.user_ids(&[username.to_owned()]).await?.remove(0);
-        let request = pb::RemoveMemberRequest { group_id, user_id };
+        let request = pb::RemoveMemberRequest {
+            group_id: found.group_id.clone(),
+            user_id: user_id.clone(),
+        };
         let response = self
             .call(request, |request| {
                 let mut group = self.group.clone();
                 async move { group.remove_member(request).await }
             })
             .await?;
+        self.note_members(&found.group_id, &found.name, &[], &[user_id], false)?;
         Ok(group_info(response.group.unwrap_or_default()))
     }
 
@@ -113,12 +130,17 @@ impl Session {
     /// [`Error::Refused`] (FAILED_PRECONDITION) for the last owner.
     pub async fn leave_group(&self, group: &str) -> Result<()> {
         let group_id = self.find_group(group).await?.group_id;
-        self.call(pb::LeaveGroupRequest { group_id }, |request| {
-            let mut group = self.group.clone();
-            async move { group.leave_group(request).await }
-        })
+        self.call(
+            pb::LeaveGroupRequest {
+                group_id: group_id.clone(),
+            },
+            |request| {
+                let mut group = self.group.clone();
+                async move { group.leave_group(request).await }
+            },
+        )
         .await?;
-        Ok(())
+        self.forget_group(&group_id)
     }
 
     /// The members of a group.

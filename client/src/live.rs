@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
-    Error, KeyWarning, ReceivedText, Result, SentMessage, Session, Target, messages::Replays,
-    profile::Cursors, session::authorized,
+    Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session, Target,
+    TargetKind, Warning, profile::Cursors, session::authorized,
 };
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -50,8 +50,10 @@ pub enum LiveEvent {
         /// The backoff delay (up to this; jittered).
         retry_in: Duration,
     },
-    /// A participant's keys changed.
+    /// A participant's keys changed. Shown before anything is sealed for the new keys.
     KeyWarning(KeyWarning),
+    /// The group's members changed. Shown before anything is sealed for the new members.
+    MembershipWarning(MembershipWarning),
     /// The session ended (the refresh token was refused): log in again. Nothing follows.
     Ended {
         /// What happened.
@@ -111,7 +113,6 @@ impl Session {
                 texts_open: true,
                 events: event_sender,
                 seen: HashSet::new(),
-                replays: Replays::default(),
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
                 outbox: VecDeque::new(),
@@ -142,7 +143,6 @@ struct LiveState {
     texts_open: bool,
     events: mpsc::Sender<LiveEvent>,
     seen: HashSet<String>,
-    replays: Replays,
     pending: BTreeMap<String, Pending>,
     cursors: Cursors,
     /// Requests waiting for room in the stream's request side. Never awaited while responses
@@ -291,8 +291,23 @@ impl LiveState {
                     *caught_up = true;
                     self.emit(LiveEvent::CaughtUp).await?;
                 }
-                Event::DevicesChanged(_) | Event::MembershipChange(_) => {
+                Event::DevicesChanged(pb::DevicesChanged { user_id }) => {
                     self.session.users.lock().expect("not poisoned").clear();
+                    let concerned = match &self.target.kind {
+                        TargetKind::Direct { user_id: peer, .. } => {
+                            user_id == *peer || user_id == self.session.account.user_id
+                        }
+                        TargetKind::Group { .. } => true,
+                    };
+                    if concerned {
+                        self.review_participants().await?;
+                    }
+                }
+                Event::MembershipChange(change) => {
+                    self.session.users.lock().expect("not poisoned").clear();
+                    if change.group_id == self.target.conversation_id {
+                        self.review_participants().await?;
+                    }
                 }
                 _ => {}
             },
@@ -334,24 +349,44 @@ impl LiveState {
             read_sequence: sequence,
         };
         self.ack = Some(ack);
-        let shown = self.session.open_message(message).await;
+        // What was shown is reread for each message: another command may have shown some too.
+        let mut seen = self.session.profile.seen(&self.target.conversation_id)?;
+        let shown = self.session.open_in(&self.target, message, &mut seen).await;
+        self.session
+            .profile
+            .save_seen(&self.target.conversation_id, &seen)?;
         self.emit_warnings().await?;
-        if !self.replays.is_replay(&shown) {
-            self.emit(LiveEvent::Message(shown)).await?;
-        }
+        self.emit(LiveEvent::Message(shown)).await?;
         self.cursors
             .insert(self.target.conversation_id.clone(), sequence);
         self.session.profile.save_cursors(&self.cursors)?;
         Ok(())
     }
 
+    /// Reviews the participants' keys now (after an event said they changed), so that the
+    /// change is shown before the next line is sealed. A failure is left to that line's send.
+    async fn review_participants(&mut self) -> Result<()> {
+        let _ = self.session.participants(&self.target, true).await;
+        self.emit_warnings().await
+    }
+
+    /// The envelope of a line: the participants are reviewed and every change shown first, and
+    /// only then is anything sealed (never for keys the user has not accepted).
+    async fn seal(
+        &mut self,
+        client_message_id: &str,
+        text: &str,
+        fresh: bool,
+    ) -> Result<pb::Envelope> {
+        let users = self.session.participants(&self.target, fresh).await;
+        self.emit_warnings().await?;
+        self.session
+            .seal_to(&self.target, client_message_id, text, &users?)
+    }
+
     async fn send_text(&mut self, text: String) {
         let client_message_id = uuid::Uuid::new_v4().to_string();
-        match self
-            .session
-            .seal_for(&self.target, &client_message_id, &text, false)
-            .await
-        {
+        match self.seal(&client_message_id, &text, false).await {
             Ok(envelope) => {
                 let request_id = uuid::Uuid::new_v4().to_string();
                 self.outbox
@@ -374,7 +409,6 @@ impl LiveState {
                     .await;
             }
         }
-        let _ = self.emit_warnings().await;
     }
 
     /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
@@ -383,23 +417,22 @@ impl LiveState {
             return Ok(());
         };
         if rejected.code == Code::FailedPrecondition as i32 && !pending.retried {
-            let resealed = self
-                .session
-                .seal_for(
-                    &self.target,
-                    &pending.client_message_id,
-                    &pending.text,
-                    true,
-                )
-                .await;
-            self.emit_warnings().await?;
-            if let Ok(envelope) = resealed {
-                pending.envelope = envelope.clone();
-                pending.retried = true;
-                self.outbox
-                    .push_back(send_request(&rejected.request_id, envelope));
-                self.pending.insert(rejected.request_id, pending);
-                return Ok(());
+            let client_message_id = pending.client_message_id.clone();
+            let text = pending.text.clone();
+            match self.seal(&client_message_id, &text, true).await {
+                Ok(envelope) => {
+                    pending.envelope = envelope.clone();
+                    pending.retried = true;
+                    self.outbox
+                        .push_back(send_request(&rejected.request_id, envelope));
+                    self.pending.insert(rejected.request_id, pending);
+                    return Ok(());
+                }
+                Err(error @ Error::Untrusted(_)) => {
+                    let reason = error.to_string();
+                    return self.emit(LiveEvent::SendFailed { reason }).await;
+                }
+                Err(_) => {}
             }
         }
         let reason = format!("{} ({})", rejected.message, rejected.reason);
@@ -407,8 +440,12 @@ impl LiveState {
     }
 
     async fn emit_warnings(&self) -> Result<()> {
-        for warning in self.session.take_warnings() {
-            self.emit(LiveEvent::KeyWarning(warning)).await?;
+        for warning in self.session.take_all_warnings() {
+            let event = match warning {
+                Warning::KeyWarning(warning) => LiveEvent::KeyWarning(warning),
+                Warning::MembershipWarning(warning) => LiveEvent::MembershipWarning(warning),
+            };
+            self.emit(event).await?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::{
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{PASSWORD, TestEnv, spawn_env};
+use crate::helpers::{PASSPHRASE, PASSWORD, TestEnv, spawn_env};
 
 /// What one run of the `chat` binary printed, and its exit code.
 pub struct Run {
@@ -37,7 +37,11 @@ async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
 
 async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
     let dir = dir.to_str().unwrap();
-    let env = [("CHAT_PROFILE_DIR", dir), ("CHAT_PASSWORD", PASSWORD)];
+    let env = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
     chat_custom(server, args, &env, stdin).await
 }
 
@@ -48,10 +52,11 @@ pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdi
         .args(args)
         .env("CHAT_SERVER", server)
         .env("CHAT_RSA_BITS", "2048")
-        .env("CHAT_KDF_MEMORY_KIB", "1024")
         .env_remove("CHAT_PROFILE_DIR")
         .env_remove("CHAT_PASSWORD")
         .env_remove("CHAT_PASSPHRASE")
+        .env_remove("CHAT_NEW_PASSPHRASE")
+        .env_remove("CHAT_KDF_MEMORY_KIB")
         .env_remove("CHAT_PROFILE")
         .env_remove("CHAT_CA_FILE")
         .env_remove("XDG_CONFIG_HOME")
@@ -230,7 +235,7 @@ async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgP
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: PgPool) {
+async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db: PgPool) {
     let env = spawn_env(db).await;
     env.user("warmup").await;
     let alice = cli_user(&env, "alice").await;
@@ -240,6 +245,8 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     let bob_view = chat(&env, &bob, &["verify", "alice"]).await;
     let bobs_new_profile = env.profile_dir();
     let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
+    let refused = chat(&env, &alice, &["send", "bob", "still you?"]).await;
+    let trust = chat(&env, &alice, &["trust", "bob"]).await;
     let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
     let after = chat(&env, &alice, &["--json", "verify", "bob"]).await;
     let devices = chat(&env, &bobs_new_profile, &["--json", "devices"])
@@ -267,16 +274,28 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     assert_eq!(number.len(), 71);
     assert!(bob_view.stdout.contains(&number));
     assert_eq!(login.code, 0, "{}", login.stderr);
-    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert_eq!(refused.code, 7, "{}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
     assert!(
-        send.stderr.contains("WARNING: the keys of bob CHANGED"),
+        refused.stderr.contains("WARNING: the keys of bob CHANGED"),
         "{}",
-        send.stderr
+        refused.stderr
     );
-    assert!(send.stderr.contains("no longer are"));
+    assert!(
+        refused.stderr.contains("chat trust bob"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(trust.code, 0, "{}", trust.stderr);
+    assert!(trust.stdout.contains("accepted"), "{}", trust.stdout);
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert_eq!(send.stdout, "sent #1\n");
     assert_ne!(after.json()["safety_number"], number.as_str());
-    let warning: Value = serde_json::from_str(json_send.stderr.trim()).unwrap();
+    assert_eq!(after.json()["verified"], true);
+    assert_eq!(json_send.code, 7, "{}", json_send.stderr);
+    let warning: Value = serde_json::from_str(json_send.stderr.lines().next().unwrap()).unwrap();
     assert_eq!(warning["key_warning"]["username"], "bob");
+    assert_eq!(warning["key_warning"]["blocked"], true);
     assert_eq!(warning["key_warning"]["added"].as_array().unwrap().len(), 1);
     assert_eq!(
         warning["key_warning"]["removed"].as_array().unwrap().len(),

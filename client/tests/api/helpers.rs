@@ -14,13 +14,15 @@ use tokio::{
 };
 
 pub const PASSWORD: &str = "correct horse battery";
+/// The passphrase that seals the test devices' keys (never the password).
+pub const PASSPHRASE: &str = "a separate device passphrase";
 
-/// Small RSA keys and a cheap argon2 for fast tests.
+/// Small RSA keys and the cheapest argon2 allowed for fast tests.
 pub const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
     kdf: KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     },
 };
@@ -206,9 +208,16 @@ impl TestEnv {
     pub async fn device_via(&self, username: &str, server: &str) -> Arc<Session> {
         let profile = Profile::open(self.profile_dir()).unwrap();
         let server = self.connection_via(server);
-        let session = Session::login(profile, &server, username, &password(), None, TEST_KEYS)
-            .await
-            .unwrap();
+        let session = Session::login(
+            profile,
+            &server,
+            username,
+            &password(),
+            &passphrase(),
+            TEST_KEYS,
+        )
+        .await
+        .unwrap();
         wait_until_chat_answers(&session).await;
         Arc::new(session)
     }
@@ -216,6 +225,10 @@ impl TestEnv {
 
 pub fn password() -> SecretString {
     PASSWORD.to_owned().into()
+}
+
+pub fn passphrase() -> SecretString {
+    PASSPHRASE.to_owned().into()
 }
 
 /// The gateway and chat fetch auth's token keys in the background after starting.
@@ -268,10 +281,23 @@ pub async fn until_caught_up(live: &mut client::Live) -> Vec<(u64, String)> {
     }
 }
 
+/// Waits for `CaughtUp`, returning the messages shown before it, whatever their content.
+pub async fn messages_until_caught_up(live: &mut client::Live) -> Vec<client::ReceivedText> {
+    let mut messages = Vec::new();
+    loop {
+        match next_event(live).await {
+            LiveEvent::Message(message) => messages.push(message),
+            LiveEvent::CaughtUp => return messages,
+            _ => {}
+        }
+    }
+}
+
 pub fn text_of(message: &client::ReceivedText) -> String {
     match &message.content {
         client::Content::Verified { text } => text.clone(),
         client::Content::Failed { reason } => panic!("failed verification: {reason}"),
+        client::Content::Replayed { first_sequence } => panic!("a replay of {first_sequence}"),
     }
 }
 

@@ -223,7 +223,8 @@ impl Cli {
                         .map(|m| {
                             let text = match m.content {
                                 client::Content::Verified { text } => Value::String(text),
-                                client::Content::Failed { .. } => Value::Null,
+                                client::Content::Failed { .. }
+                                | client::Content::Replayed { .. } => Value::Null,
                             };
                             json!({ "sequence": m.sequence, "from": m.sender_username, "text": text })
                         })

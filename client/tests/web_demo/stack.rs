@@ -21,12 +21,12 @@ use tokio::{
 
 pub const PASSWORD: &str = "correct horse battery";
 
-/// Small RSA keys and a cheap argon2 for the in-process CLI users.
+/// Small RSA keys and the cheapest argon2 allowed for the in-process CLI users.
 const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
     kdf: KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     },
 };
@@ -198,7 +198,7 @@ impl Stack {
             &self.server(),
             username,
             &password,
-            None,
+            &SecretString::from("a separate device passphrase".to_owned()),
             TEST_KEYS,
         )
         .await
