@@ -417,9 +417,11 @@ impl Session {
         let Some(pin) = contact.keys.get(device_id) else {
             return SenderKey::Unknown;
         };
+        // Stamped in the second the revocation was noticed: given the benefit of the doubt (the
+        // stamp is the server's clock, the revocation this device's).
         if pin
             .revoked_at
-            .is_some_and(|revoked_at| sent_at >= revoked_at)
+            .is_some_and(|revoked_at| sent_at > revoked_at)
         {
             return SenderKey::Refused("the sending device was revoked before this message");
         }

@@ -26,7 +26,7 @@ impl Run {
 
 /// Runs `chat` with `args` on the profile `dir` against the test gateway (off the runtime's
 /// thread, which also runs the services).
-async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+pub async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
     let server = env.server();
     chat_on(&server, dir, args).await
 }
@@ -47,7 +47,40 @@ async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -
 
 /// Runs `chat` with only the given profile and secret variables (and the test settings).
 pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    chat_command(
+        server,
+        args,
+        env,
+        stdin,
+        Command::new(env!("CARGO_BIN_EXE_chat")),
+    )
+    .await
+}
+
+/// As [`chat`], with stderr written into stdout (`Run::stdout`), so that the order of what the
+/// program printed on both shows: e.g. a warning before or after "sent".
+pub async fn chat_merged(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("exec \"$0\" \"$@\" 2>&1")
+        .arg(env!("CARGO_BIN_EXE_chat"));
+    let dir = dir.to_str().unwrap();
+    let secrets = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
+    chat_command(&env.server(), args, &secrets, "", command).await
+}
+
+async fn chat_command(
+    server: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+    mut command: Command,
+) -> Run {
     command
         .args(args)
         .env("CHAT_SERVER", server)
@@ -85,7 +118,7 @@ pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdi
 }
 
 /// Registers `username` with the CLI on a new profile; returns the profile directory.
-async fn cli_user(env: &TestEnv, username: &str) -> PathBuf {
+pub async fn cli_user(env: &TestEnv, username: &str) -> PathBuf {
     let dir = env.profile_dir();
     let run = chat(env, &dir, &["--json", "register", username]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -7,6 +7,8 @@ use std::{
 
 use client::{KeyOptions, LiveEvent, Profile, Server, Session, keystore::KdfParams};
 use secrecy::SecretString;
+
+use crate::rewriting_proxy::RewritingProxy;
 use sqlx::PgPool;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -33,7 +35,18 @@ pub struct TestEnv {
     pub db: PgPool,
     /// When the gateway serves TLS: the CA that signed its certificate.
     pub tls: Option<TestCa>,
+    /// In a malicious environment ([`spawn_malicious_env`]): the proxies through which every
+    /// call to auth, group and chat goes, which tests make lie.
+    pub malicious: Option<MaliciousServer>,
     dirs: Mutex<Vec<TempDir>>,
+}
+
+/// A rewriting proxy in front of each service, for every caller: auth's answers to the gateway,
+/// chat and group; group's to the gateway and chat; chat's to the gateway.
+pub struct MaliciousServer {
+    pub auth: RewritingProxy,
+    pub group: RewritingProxy,
+    pub chat: RewritingProxy,
 }
 
 pub async fn spawn_env(db: PgPool) -> TestEnv {
@@ -43,27 +56,41 @@ pub async fn spawn_env(db: PgPool) -> TestEnv {
 /// As [`spawn_env`], with the gateway serving TLS only, with a certificate for 127.0.0.1 and
 /// localhost from a private CA ([`TestEnv::tls`]).
 pub async fn spawn_tls_env(db: PgPool) -> TestEnv {
-    spawn_env_full(db, |_| {}, Some(TestCa::new())).await
+    spawn_env_full(db, |_| {}, Some(TestCa::new()), false).await
 }
 
 /// As [`spawn_env`], with auth's configuration adjusted.
 pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::Config)) -> TestEnv {
-    spawn_env_full(db, configure_auth, None).await
+    spawn_env_full(db, configure_auth, None, false).await
+}
+
+/// As [`spawn_env`], with every service behind a proxy that tests can make lie
+/// ([`TestEnv::malicious`]).
+pub async fn spawn_malicious_env(db: PgPool) -> TestEnv {
+    spawn_env_full(db, |_| {}, None, true).await
 }
 
 async fn spawn_env_full(
     db: PgPool,
     configure_auth: impl FnOnce(&mut auth::Config),
     tls: Option<TestCa>,
+    malicious: bool,
 ) -> TestEnv {
     let mut auth_config = auth::Config::for_tests();
     configure_auth(&mut auth_config);
-    let auth_addr = spawn_service(|listener| {
+    let mut auth_addr = spawn_service(|listener| {
         auth::run(auth_config, db.clone(), listener, std::future::pending())
     })
     .await;
+    let auth_proxy = if malicious {
+        let proxy = RewritingProxy::start(auth_addr).await;
+        auth_addr = proxy.addr;
+        Some(proxy)
+    } else {
+        None
+    };
     let auth_url = format!("http://{auth_addr}");
-    let group_addr = spawn_service(|listener| {
+    let mut group_addr = spawn_service(|listener| {
         group::run(
             group::Config::for_tests(&auth_url),
             db.clone(),
@@ -72,7 +99,14 @@ async fn spawn_env_full(
         )
     })
     .await;
-    let chat_addr = spawn_service(|listener| {
+    let group_proxy = if malicious {
+        let proxy = RewritingProxy::start(group_addr).await;
+        group_addr = proxy.addr;
+        Some(proxy)
+    } else {
+        None
+    };
+    let mut chat_addr = spawn_service(|listener| {
         chat::run(
             chat_config(&auth_url, &format!("http://{group_addr}")),
             db.clone(),
@@ -81,6 +115,14 @@ async fn spawn_env_full(
         )
     })
     .await;
+    let malicious = match (auth_proxy, group_proxy) {
+        (Some(auth), Some(group)) => {
+            let chat = RewritingProxy::start(chat_addr).await;
+            chat_addr = chat.addr;
+            Some(MaliciousServer { auth, group, chat })
+        }
+        _ => None,
+    };
     let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
     let upstreams = gateway::UpstreamSettings {
         auth: uri(auth_addr),
@@ -101,6 +143,7 @@ async fn spawn_env_full(
         gateway,
         db,
         tls,
+        malicious,
         dirs: Mutex::new(Vec::new()),
     }
 }

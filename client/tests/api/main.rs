@@ -4,5 +4,8 @@
 mod cli;
 mod groups;
 mod helpers;
+mod malicious;
 mod messaging;
+#[path = "../common/rewriting_proxy.rs"]
+mod rewriting_proxy;
 mod tls;
