@@ -429,3 +429,86 @@ async fn the_cli_manages_groups_and_sends_to_them(db: PgPool) {
     assert_eq!(leave.code, 0, "{}", leave.stderr);
     assert_eq!(groups.json(), serde_json::json!([]));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_seals_its_keys_with_a_passphrase_that_is_not_the_password(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let server = env.server();
+    let dir = env.profile_dir();
+    let profile = dir.to_str().unwrap();
+    let register = |passphrase: Option<&'static str>,
+                    extra: &'static [(&'static str, &'static str)]| {
+        let mut secrets = vec![("CHAT_PROFILE_DIR", profile), ("CHAT_PASSWORD", PASSWORD)];
+        secrets.extend(passphrase.map(|p| ("CHAT_PASSPHRASE", p)));
+        secrets.extend_from_slice(extra);
+        let server = server.clone();
+        async move { chat_custom(&server, &["register", "alice"], &secrets, "").await }
+    };
+
+    let the_password = register(Some(PASSWORD), &[]).await;
+    let none = register(None, &[]).await;
+    let cheap = register(Some(PASSPHRASE), &[("CHAT_KDF_MEMORY_KIB", "1024")]).await;
+    let registered = register(Some(PASSPHRASE), &[]).await;
+
+    assert_eq!(the_password.code, 2, "{}", the_password.stderr);
+    assert!(
+        the_password
+            .stderr
+            .contains("must not be the account password")
+    );
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert_eq!(cheap.code, 2, "{}", cheap.stderr);
+    assert!(cheap.stderr.contains("19456"), "{}", cheap.stderr);
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let sealed = client::Profile::open(&dir)
+        .unwrap()
+        .sealed_keys()
+        .unwrap()
+        .unwrap();
+    assert!(sealed.kdf_params.m_cost >= client::keystore::KdfParams::MIN_MEMORY_KIB);
+    assert!(client::keystore::open_keys(&sealed, PASSWORD.as_bytes()).is_err());
+    assert!(client::keystore::open_keys(&sealed, PASSPHRASE.as_bytes()).is_ok());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn chat_passphrase_moves_keys_sealed_with_the_password_to_a_new_passphrase(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    env.user("bob").await;
+    let alice = cli_user(&env, "alice").await;
+    // A profile of an earlier version: its keys sealed with the account password.
+    client::keystore::change_passphrase(
+        &client::Profile::open(&alice).unwrap(),
+        PASSPHRASE.as_bytes(),
+        PASSWORD.as_bytes(),
+        client::keystore::KdfParams::default(),
+    )
+    .unwrap();
+    let server = env.server();
+    let profile = alice.to_str().unwrap();
+    let run = |args: &'static [&'static str], passphrase: &'static str, new: &'static str| {
+        let server = server.clone();
+        async move {
+            let secrets = [
+                ("CHAT_PROFILE_DIR", profile),
+                ("CHAT_PASSWORD", PASSWORD),
+                ("CHAT_PASSPHRASE", passphrase),
+                ("CHAT_NEW_PASSPHRASE", new),
+            ];
+            chat_custom(&server, args, &secrets, "").await
+        }
+    };
+
+    let with_the_password = run(&["send", "bob", "hi"], PASSWORD, "").await;
+    let to_the_password = run(&["passphrase"], PASSWORD, PASSWORD).await;
+    let moved = run(&["passphrase"], PASSWORD, "a fresh passphrase").await;
+    let old_one = run(&["send", "bob", "hi"], PASSWORD, "").await;
+    let new_one = run(&["send", "bob", "hi"], "a fresh passphrase", "").await;
+
+    assert_eq!(with_the_password.code, 0, "{}", with_the_password.stderr);
+    assert_eq!(to_the_password.code, 2, "{}", to_the_password.stderr);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert_eq!(old_one.code, 3, "{}", old_one.stderr);
+    assert_eq!(new_one.code, 0, "{}", new_one.stderr);
+}

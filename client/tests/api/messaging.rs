@@ -501,3 +501,25 @@ async fn two_live_conversations_sending_flat_out_both_ways_never_stall(db: PgPoo
 
     assert_eq!(both, ((LINES, LINES), (LINES, LINES)));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_contacts_new_device_is_shown_in_the_live_conversation_as_soon_as_it_is_announced(
+    db: PgPool,
+) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    env.user("bob").await;
+    let mut live = alice.clone().live(alice.resolve("bob").await.unwrap());
+    until_caught_up(&mut live).await;
+
+    let _bobs_new_device = env.device("bob").await;
+
+    // Nothing was sent: the stream's DevicesChanged event is enough to show it.
+    match next_event(&mut live).await {
+        LiveEvent::KeyWarning(warning) => {
+            assert_eq!(warning.username, "bob");
+            assert_eq!(warning.added.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}

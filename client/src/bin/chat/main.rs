@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> Result<u8> {
             server.check_no_downgrade(&profile)?;
             let password = password()?;
             let passphrase = passphrase()?;
+            not_the_password(&password, &passphrase)?;
             client::register(&server, &username, &password, &display_name).await?;
             let session =
                 Session::login(profile, &server, &username, &password, &passphrase, options)
@@ -83,11 +84,8 @@ async fn run(cli: Cli) -> Result<u8> {
             let profile = Profile::open(dir)?;
             let current = passphrase()?;
             let new = new_passphrase()?;
-            if std::env::var("CHAT_PASSWORD").is_ok_and(|password| password == new.expose_secret())
-            {
-                return Err(Error::Usage(
-                    "the passphrase of the device keys must not be the account password".into(),
-                ));
+            if let Ok(password) = std::env::var("CHAT_PASSWORD") {
+                not_the_password(&password.into(), &new)?;
             }
             client::keystore::change_passphrase(
                 &profile,
@@ -335,6 +333,19 @@ fn passphrase() -> Result<SecretString> {
         Ok(passphrase) => Ok(passphrase.into()),
         Err(_) => read_secret_line("Passphrase of the device keys (not your password): "),
     }
+}
+
+/// Refuses the password as the passphrase (also checked by the library, but before an account
+/// is created here).
+fn not_the_password(password: &SecretString, passphrase: &SecretString) -> Result<()> {
+    if password.expose_secret() == passphrase.expose_secret() {
+        return Err(Error::Usage(
+            "the passphrase of the device keys must not be the account password (the server \
+             receives the password at every login): choose another one"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn new_passphrase() -> Result<SecretString> {
