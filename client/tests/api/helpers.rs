@@ -8,7 +8,7 @@ use std::{
 use client::{KeyOptions, LiveEvent, Profile, Server, Session, keystore::KdfParams};
 use secrecy::SecretString;
 
-use crate::rewriting_proxy::RewritingProxy;
+use crate::{attacks::MaliciousServer, rewriting_proxy::RewritingProxy};
 use sqlx::PgPool;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -39,14 +39,6 @@ pub struct TestEnv {
     /// call to auth, group and chat goes, which tests make lie.
     pub malicious: Option<MaliciousServer>,
     dirs: Mutex<Vec<TempDir>>,
-}
-
-/// A rewriting proxy in front of each service, for every caller: auth's answers to the gateway,
-/// chat and group; group's to the gateway and chat; chat's to the gateway.
-pub struct MaliciousServer {
-    pub auth: RewritingProxy,
-    pub group: RewritingProxy,
-    pub chat: RewritingProxy,
 }
 
 pub async fn spawn_env(db: PgPool) -> TestEnv {

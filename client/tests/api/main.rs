@@ -1,6 +1,8 @@
 //! End-to-end tests of the client library and the `chat` binary against the real services and
 //! the real gateway, each test on its own database.
 
+#[path = "../common/attacks.rs"]
+mod attacks;
 mod cli;
 mod groups;
 mod helpers;

@@ -8,128 +8,22 @@
 use std::sync::{Arc, Mutex};
 
 use client::{Content, LiveEvent, Session};
-use proto::{
-    auth::{internal::v1 as auth_internal_pb, v1 as auth_pb},
-    chat::v1 as chat_pb,
-    group::{internal::v1 as group_internal_pb, v1 as group_pb},
-};
+use proto::chat::v1 as chat_pb;
 use sqlx::PgPool;
 
 use crate::{
+    attacks::{
+        Attacker, LIST_MESSAGES, MaliciousServer, add_ghost_device, add_ghost_member,
+        substitute_key,
+    },
     cli::{chat, chat_merged, cli_user},
     helpers::{
-        MaliciousServer, TestEnv, next_event, passphrase, spawn_env, spawn_malicious_env, text_of,
-        until_caught_up,
+        TestEnv, next_event, passphrase, spawn_env, spawn_malicious_env, text_of, until_caught_up,
     },
 };
 
-const LOOKUP_USERS: &str = "/auth.v1.AuthService/LookupUsers";
-const GET_ACTIVE_DEVICES: &str = "/auth.internal.v1.AuthInternalService/GetActiveDevices";
-const LIST_MEMBERS: &str = "/group.v1.GroupService/ListMembers";
-const GET_MEMBERSHIP: &str = "/group.internal.v1.GroupInternalService/GetMembership";
-const LIST_MESSAGES: &str = "/chat.v1.ChatService/ListMessages";
-
-/// The attacker's device keys, and what auth would publish for them.
-struct Attacker {
-    keys: e2ee::DeviceKeys,
-}
-
-impl Attacker {
-    fn new() -> Self {
-        Attacker {
-            keys: e2ee::DeviceKeys::generate(2048).unwrap(),
-        }
-    }
-
-    fn public(&self) -> auth_pb::DeviceKeys {
-        let public = self.keys.public_keys();
-        auth_pb::DeviceKeys {
-            encryption_public_key: public.encryption_spki.clone(),
-            signing_public_key: public.signing_public_key.to_vec(),
-        }
-    }
-
-    fn encryption_fingerprint(&self) -> Vec<u8> {
-        self.keys.public_keys().encryption_key_fingerprint.to_vec()
-    }
-
-    /// A device of the attacker's, as auth would list it.
-    fn device(&self, device_id: &str) -> auth_pb::Device {
-        let public = self.keys.public_keys();
-        auth_pb::Device {
-            device_id: device_id.to_owned(),
-            name: "not a ghost".to_owned(),
-            keys: Some(self.public()),
-            encryption_key_fingerprint: public.encryption_key_fingerprint.to_vec(),
-            signing_key_fingerprint: public.signing_key_fingerprint.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    /// How many stored messages the attacker can read: those with a content key wrapped for the
-    /// attacker's key that unwraps to the message's committed key.
-    async fn reads(&self, env: &TestEnv) -> usize {
-        let wrapped: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "select k.wrapped_key, m.key_commitment
-             from chat.message_keys k join chat.messages m using (conversation_id, sequence)
-             where k.key_fingerprint = $1",
-        )
-        .bind(self.encryption_fingerprint())
-        .fetch_all(&env.db)
-        .await
-        .unwrap();
-        let private =
-            e2ee::primitives::parse_rsa_private_key(&self.keys.encryption_pkcs8_der().unwrap())
-                .unwrap();
-        wrapped
-            .iter()
-            .filter(|(wrapped_key, commitment)| {
-                e2ee::primitives::rsa_oaep_unwrap(&private, wrapped_key)
-                    .ok()
-                    .and_then(|key| <[u8; 32]>::try_from(key.as_slice()).ok())
-                    .is_some_and(|key| e2ee::key_commitment(&key).as_slice() == commitment)
-            })
-            .count()
-    }
-}
-
 fn server(env: &TestEnv) -> &MaliciousServer {
     env.malicious.as_ref().expect("a malicious environment")
-}
-
-/// Makes auth list `user_id`'s devices changed by `to_clients` in its answers to clients (what
-/// they pin and seal for) and by `to_services` in its answers to chat and group (what chat
-/// checks envelopes against), so that chat accepts what the clients are led to seal.
-fn lie_about_devices(
-    server: &MaliciousServer,
-    user_id: &str,
-    to_clients: impl Fn(&mut Vec<auth_pb::Device>) + Send + Sync + 'static,
-    to_services: impl Fn(&mut Vec<auth_pb::Device>) + Send + Sync + 'static,
-) {
-    let to_clients = Arc::new(to_clients);
-    let user = user_id.to_owned();
-    let rewrite_lookup = to_clients.clone();
-    server.auth.rewrite(
-        LOOKUP_USERS,
-        move |response: &mut auth_pb::LookupUsersResponse| {
-            for found in &mut response.users {
-                if found.user.as_ref().is_some_and(|u| u.user_id == user) {
-                    rewrite_lookup(&mut found.devices);
-                }
-            }
-        },
-    );
-    let user = user_id.to_owned();
-    server.auth.rewrite(
-        GET_ACTIVE_DEVICES,
-        move |response: &mut auth_internal_pb::GetActiveDevicesResponse| {
-            for found in &mut response.users {
-                if found.user_id == user {
-                    to_services(&mut found.devices);
-                }
-            }
-        },
-    );
 }
 
 /// A new session on `session`'s profile: what the next `chat` command sees (no cache).
@@ -152,30 +46,14 @@ async fn a_key_substituted_under_the_old_fingerprint_gets_nothing_and_is_reporte
     let to_bob = alice.resolve("bob").await.unwrap();
     alice.send_text(&to_bob, "before").await.unwrap();
     let mallory = Attacker::new();
-    let (bobs_device, mallorys_key) = (bob.account().device_id.clone(), mallory.public());
-    let (substituted, mallorys_fingerprint) =
-        (mallorys_key.clone(), mallory.encryption_fingerprint());
     // Clients get mallory's key under bob's device with bob's old fingerprints; chat gets the
     // real fingerprint of the key, so that it accepts envelopes sealed for it.
-    lie_about_devices(
+    substitute_key(
         server(&env),
         &bob.account().user_id,
-        {
-            let device = bobs_device.clone();
-            move |devices| {
-                for listed in devices.iter_mut().filter(|d| d.device_id == device) {
-                    listed.keys.as_mut().unwrap().encryption_public_key =
-                        substituted.encryption_public_key.clone();
-                }
-            }
-        },
-        move |devices| {
-            for listed in devices.iter_mut().filter(|d| d.device_id == bobs_device) {
-                listed.keys.as_mut().unwrap().encryption_public_key =
-                    mallorys_key.encryption_public_key.clone();
-                listed.encryption_key_fingerprint = mallorys_fingerprint.clone();
-            }
-        },
+        &bob.account().device_id,
+        &mallory,
+        true,
     );
     let alice = restart(&alice);
 
@@ -187,7 +65,7 @@ async fn a_key_substituted_under_the_old_fingerprint_gets_nothing_and_is_reporte
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].username, "bob");
     assert_eq!(warnings[0].changed.len(), 1, "{warnings:?}");
-    assert_eq!(mallory.reads(&env).await, 0);
+    assert_eq!(mallory.reads(&env.db).await, 0);
     assert_eq!(stored_messages(&env).await, 1);
 }
 
@@ -199,21 +77,12 @@ async fn a_key_substituted_under_its_new_fingerprint_gets_nothing_and_is_reporte
     let to_bob = alice.resolve("bob").await.unwrap();
     alice.send_text(&to_bob, "before").await.unwrap();
     let mallory = Attacker::new();
-    let bobs_device = bob.account().device_id.clone();
-    let impostor = mallory.device(&bobs_device);
-    let substitute = move |devices: &mut Vec<auth_pb::Device>| {
-        for listed in devices
-            .iter_mut()
-            .filter(|d| d.device_id == impostor.device_id)
-        {
-            *listed = impostor.clone();
-        }
-    };
-    lie_about_devices(
+    substitute_key(
         server(&env),
         &bob.account().user_id,
-        substitute.clone(),
-        substitute,
+        &bob.account().device_id,
+        &mallory,
+        false,
     );
     let alice = restart(&alice);
 
@@ -224,24 +93,12 @@ async fn a_key_substituted_under_its_new_fingerprint_gets_nothing_and_is_reporte
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].changed.len(), 1, "{warnings:?}");
     assert!(warnings[0].blocked);
-    assert_eq!(mallory.reads(&env).await, 0);
+    assert_eq!(mallory.reads(&env.db).await, 0);
     assert_eq!(stored_messages(&env).await, 1);
     // The user accepts the change (say bob did re-key): then it is sealed for.
     alice.trust("bob").await.unwrap();
     alice.send_text(&to_bob, "accepted").await.unwrap();
-    assert_eq!(mallory.reads(&env).await, 1);
-}
-
-/// Adds a device of the attacker's to `user_id`'s devices, for clients and services alike.
-fn add_ghost_device(server: &MaliciousServer, user_id: &str, mallory: &Attacker) -> String {
-    let ghost_id = uuid::Uuid::new_v4().to_string();
-    let ghost = mallory.device(&ghost_id);
-    let add = move |devices: &mut Vec<auth_pb::Device>| {
-        devices.push(ghost.clone());
-        devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-    };
-    lie_about_devices(server, user_id, add.clone(), add);
-    ghost_id
+    assert_eq!(mallory.reads(&env.db).await, 1);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -262,7 +119,7 @@ async fn a_ghost_device_of_a_verified_contact_gets_nothing_until_it_is_accepted(
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].added.len(), 1);
     assert!(warnings[0].was_verified && warnings[0].blocked);
-    assert_eq!(mallory.reads(&env).await, 0);
+    assert_eq!(mallory.reads(&env.db).await, 0);
     assert_eq!(stored_messages(&env).await, 0);
 }
 
@@ -299,7 +156,7 @@ async fn the_live_cli_seals_nothing_for_a_verified_contacts_ghost_device(db: PgP
         matches!(events.last(), Some(LiveEvent::SendFailed { reason }) if reason.contains("chat trust")),
         "{events:?}"
     );
-    assert_eq!(mallory.reads(&env).await, 0);
+    assert_eq!(mallory.reads(&env.db).await, 0);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -329,34 +186,7 @@ async fn chat_send_shows_a_ghost_device_before_anything_is_sealed_for_it(db: PgP
         .unwrap_or_else(|| panic!("no warning: {}", second.stdout));
     let sent = second.stdout.find("sent #2").unwrap();
     assert!(warning < sent, "warned after sending: {}", second.stdout);
-    assert_eq!(mallory.reads(&env).await, 1);
-}
-
-/// Lists `ghost` as a member of the (only) group, to clients and to chat.
-fn add_ghost_member(server: &MaliciousServer, ghost: auth_pb::UserWithDevices) {
-    let member = group_pb::Member {
-        user: ghost.user.clone(),
-        role: group_pb::Role::Member as i32,
-        devices: ghost.devices.clone(),
-        ..Default::default()
-    };
-    server.group.rewrite(
-        LIST_MEMBERS,
-        move |response: &mut group_pb::ListMembersResponse| {
-            response.members.push(member.clone());
-        },
-    );
-    let ghost_id = ghost.user.unwrap().user_id;
-    server.group.rewrite(
-        GET_MEMBERSHIP,
-        move |response: &mut group_internal_pb::GetMembershipResponse| {
-            response.members.push(group_internal_pb::GroupMember {
-                user_id: ghost_id.clone(),
-                role: group_pb::Role::Member as i32,
-            });
-            response.members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        },
-    );
+    assert_eq!(mallory.reads(&env.db).await, 1);
 }
 
 #[sqlx::test(migrations = "../migrations")]
