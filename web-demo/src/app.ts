@@ -118,6 +118,7 @@ async function enter(session: Core): Promise<void> {
   $("me").textContent = session.username;
   document.body.dataset.screen = "app";
   document.body.dataset.user = session.username;
+  document.body.dataset.device = session.device.deviceId;
   await session.start();
   // The open conversation is in the URL's fragment, so a reload comes back to it.
   const fromUrl = new URLSearchParams(location.hash.slice(1)).get("c");
@@ -416,7 +417,7 @@ function showUnlock(locked: LockedDevice, message = ""): void {
     }
   };
   $("unlock-logout").onclick = async () => {
-    await forgetSession();
+    await locked.logout();
     showAuth("Logged out. This device's keys stay sealed in this browser.");
   };
   $("unlock-passphrase").focus();

@@ -119,6 +119,10 @@ export async function register(api: Api, username: string, password: string): Pr
  */
 export async function login(api: Api, username: string, password: string, options: LoginOptions = {}): Promise<Core> {
   const rsaBits = options.rsaBits ?? 3072;
+  if (options.passphrase !== undefined && options.passphrase === password) {
+    // The server receives the password at every login: keys sealed with it would be open to it.
+    throw new Error("The passphrase of this device's keys must not be your password.");
+  }
   const existing = await store.get<DeviceRecord>(store.keys.device(username));
   let keys = existing?.keys;
   if (existing?.sealed && !keys) {
@@ -179,6 +183,16 @@ export class LockedDevice {
   async unlock(passphrase: string): Promise<Core> {
     const keys = await keystore.unseal(this.device.sealed!, passphrase);
     return new Core(this.api, new Tokens(this.api, this.session), { ...this.device, keys });
+  }
+
+  /** Ends the session without the keys (they stay sealed in this browser). */
+  async logout(): Promise<void> {
+    try {
+      await new Tokens(this.api, this.session).call((o) => this.api.auth.logout({}, o));
+    } catch {
+      // An ended session is logged out already.
+    }
+    await forgetSession();
   }
 }
 
