@@ -105,6 +105,15 @@ pub fn seal_keys(
             "the passphrase of the device keys is empty".to_owned(),
         ));
     }
+    seal_unchecked(keys, passphrase, params)
+}
+
+/// [`seal_keys`] without the checks of its inputs.
+fn seal_unchecked(
+    keys: &e2ee::DeviceKeys,
+    passphrase: &[u8],
+    params: KdfParams,
+) -> Result<SealedKeys> {
     let encryption = keys.encryption_pkcs8_der()?;
     let signing = keys.signing_pkcs8_der()?;
     let mut plaintext = Zeroizing::new(Vec::with_capacity(encryption.len() + signing.len() + 4));
@@ -231,6 +240,29 @@ mod tests {
         t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     };
+
+    #[test]
+    fn keys_sealed_below_the_floor_still_open_and_are_marked_for_sealing_again() {
+        let keys = e2ee::DeviceKeys::generate(2048).unwrap();
+        let cheap = KdfParams {
+            m_cost: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        };
+
+        let old = seal_unchecked(&keys, b"p", cheap).unwrap();
+        let current = seal_keys(&keys, b"p", CHEAP).unwrap();
+
+        assert_eq!(
+            open_keys(&old, b"p").unwrap().public_keys(),
+            keys.public_keys()
+        );
+        assert!(below_floor(&old));
+        assert!(!below_floor(&current));
+        let mut greedy = current.clone();
+        greedy.kdf_params.m_cost = KdfParams::MAX_MEMORY_KIB + 1;
+        assert!(matches!(open_keys(&greedy, b"p"), Err(Error::Profile(_))));
+    }
 
     #[test]
     fn costs_below_the_floor_are_refused() {

@@ -478,6 +478,40 @@ mod tests {
     }
 
     #[test]
+    fn the_seen_log_flags_another_sequence_and_keeps_the_newest_entries() {
+        let mut seen = SeenLog::default();
+
+        assert_eq!(seen.record("d", "m", 5), None);
+        assert_eq!(seen.record("d", "m", 5), None, "the same message again");
+        assert_eq!(seen.record("d", "m", 9), Some(5), "a replay");
+        assert_eq!(seen.record("other", "m", 9), None);
+        for n in 0..SeenLog::CAPACITY as u64 {
+            seen.record("d", &format!("x{n}"), 100 + n);
+        }
+
+        assert_eq!(seen.first_shown.len(), SeenLog::CAPACITY);
+        assert!(
+            !seen.first_shown.contains_key("d/m"),
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn seen_logs_are_named_by_a_hash_not_by_the_servers_id() {
+        let dir = temporary_dir();
+        let profile = Profile::open(&dir).unwrap();
+        let mut seen = SeenLog::default();
+        seen.record("d", "m", 1);
+
+        profile.save_seen("../../escape", &seen).unwrap();
+
+        assert_eq!(profile.seen("../../escape").unwrap(), seen);
+        let files: Vec<_> = fs::read_dir(dir.join(SEEN)).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn token_debug_output_hides_the_tokens() {
         let tokens = Tokens {
             access_token: "secret-access".into(),

@@ -123,6 +123,9 @@ export async function login(api: Api, username: string, password: string, option
     // The server receives the password at every login: keys sealed with it would be open to it.
     throw new Error("The passphrase of this device's keys must not be your password.");
   }
+  if (options.passphrase !== undefined && options.passphrase.length < keystore.MIN_PASSPHRASE_LENGTH) {
+    throw new Error(`The passphrase of this device's keys needs at least ${keystore.MIN_PASSPHRASE_LENGTH} characters.`);
+  }
   const existing = await store.get<DeviceRecord>(store.keys.device(username));
   let keys = existing?.keys;
   if (existing?.sealed && !keys) {

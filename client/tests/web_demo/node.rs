@@ -417,7 +417,12 @@ impl Cli {
             }
             "inject_captured" => {
                 // ...and slipped into every history answer from then on.
-                let message = self.captured.lock().unwrap().clone().ok_or("nothing captured")?;
+                let message = self
+                    .captured
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .ok_or("nothing captured")?;
                 malicious(stack)?.chat.rewrite(
                     LIST_MESSAGES,
                     move |response: &mut chat_pb::ListMessagesResponse| {
