@@ -523,11 +523,11 @@ async function items(user: User): Promise<{ kind: string; text: string }[]> {
   );
 }
 
-/** Key substitutions (under the old and the new fingerprint), a ghost device, a ghost member. */
+/** A ghost device, key substitutions (under the old and the new fingerprint), a ghost member. */
 async function attacks(): Promise<void> {
   step = "register";
-  const [carol, dave, mallory] = [unique("carol"), unique("dave"), unique("mallory")];
-  for (const name of [carol, dave, mallory]) await ask("cli_user", { username: name });
+  const [carol, dave, erin, mallory] = [unique("carol"), unique("dave"), unique("erin"), unique("mallory")];
+  for (const name of [carol, dave, erin, mallory]) await ask("cli_user", { username: name });
   const alice = await newUser(unique("alice"));
 
   step = "alice writes to carol and verifies her";
@@ -563,6 +563,17 @@ async function attacks(): Promise<void> {
   await sendRefused(alice, "for dave only");
   await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${dave}'s keys changed")`);
   expectEqual(await ask("attacker_reads", { attacker: substituted }), 0, "messages the substituted key reads");
+
+  step = "a key substituted under its new fingerprint: refused and shown the same way";
+  await openChatWith(alice, erin);
+  await send(alice, "hello erin");
+  const resubstituted = await ask<number>("substitute_key", { username: erin, old_fingerprint: false });
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector(`#title:text-is("${erin}")`);
+  await sendRefused(alice, "for erin only");
+  await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${erin}'s keys changed")`);
+  expectEqual(await ask("attacker_reads", { attacker: resubstituted }), 0, "messages the substituted key reads");
 
   step = "a ghost member: shown in the group before anything is sealed for it";
   const group = unique("club-");
