@@ -11,7 +11,8 @@
 //!
 //! Every change is reported as a [`KeyWarning`] before anything is sealed for the new keys
 //! (through the session's warning sink, [`Session::set_warning_sink`], or its queue). Group
-//! memberships are pinned too, and a change is reported as a [`MembershipWarning`].
+//! memberships are pinned too (`groups.rs`), and a change is reported as a
+//! [`crate::MembershipWarning`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,148 +21,10 @@ use serde::Serialize;
 
 use crate::{
     Error, Result, Session,
-    profile::{Contact, Contacts, GroupPin, PinnedDevice},
+    profile::{Contact, Contacts, PinnedDevice},
     session::now,
+    warnings::{KeyWarning, Warning},
 };
-
-/// A user's devices differ from the ones pinned in the profile: a device was added, removed or
-/// replaced its keys. Either the user changed devices, or someone (the server included) is
-/// impersonating them: compare the safety number again (`chat verify`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct KeyWarning {
-    /// Whether these are the session's own user's devices.
-    pub own: bool,
-    /// The user id.
-    pub user_id: String,
-    /// The username.
-    pub username: String,
-    /// Whether the user was verified (sending to them stops until the change is accepted).
-    pub was_verified: bool,
-    /// Devices not seen before (`device:encryption-fp:signing-fp`, computed here).
-    pub added: Vec<String>,
-    /// Devices whose keys differ from their pins, or that came back after their revocation.
-    pub changed: Vec<String>,
-    /// Devices that disappeared (taken as revoked from now on).
-    pub removed: Vec<String>,
-    /// Whether nothing is sealed for this user (and no message verified with the new keys) until
-    /// the change is accepted: `chat trust <username>` (or `chat verify <username>`).
-    pub blocked: bool,
-}
-
-impl std::fmt::Display for KeyWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let counts = format!(
-            "{} device(s) added, {} with new keys, {} removed",
-            self.added.len(),
-            self.changed.len(),
-            self.removed.len()
-        );
-        if self.own {
-            write!(
-                f,
-                "WARNING: the devices of your account {} CHANGED ({counts}). If you did not do \
-                 this, check `chat devices` and revoke what you do not know",
-                self.username
-            )?;
-        } else {
-            write!(
-                f,
-                "WARNING: the keys of {} CHANGED ({counts}){}",
-                self.username,
-                if self.was_verified {
-                    "; they were verified"
-                } else {
-                    ""
-                }
-            )?;
-        }
-        if self.blocked {
-            write!(
-                f,
-                ". Nothing is sent to {0} until you accept the new keys: compare the safety number \
-                 (chat verify {0}) or accept them as they are (chat trust {0})",
-                self.username
-            )
-        } else if self.own {
-            Ok(())
-        } else {
-            write!(
-                f,
-                ". Compare the safety number again: chat verify {}",
-                self.username
-            )
-        }
-    }
-}
-
-/// The members of a group differ from the ones last shown (or the group is seen for the first
-/// time). A member the server added on its own would read everything sent to the group from now
-/// on: check the list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MembershipWarning {
-    /// The group id.
-    pub group_id: String,
-    /// The group's name.
-    pub group_name: String,
-    /// Whether the group is seen for the first time (then `added` lists every other member).
-    pub first_seen: bool,
-    /// Usernames of the members added.
-    pub added: Vec<String>,
-    /// Usernames of the members gone.
-    pub removed: Vec<String>,
-}
-
-impl std::fmt::Display for MembershipWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.first_seen {
-            return write!(
-                f,
-                "NOTICE: #{} is new to this device; its other members: {}",
-                self.group_name,
-                list(&self.added)
-            );
-        }
-        write!(
-            f,
-            "WARNING: the members of #{} CHANGED (added: {}; removed: {}). What you send now \
-             reaches every member: check them with chat group members {}",
-            self.group_name,
-            list(&self.added),
-            list(&self.removed),
-            self.group_id
-        )
-    }
-}
-
-fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
-    }
-}
-
-/// What the session reports: key changes and membership changes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Warning {
-    /// A user's keys changed.
-    KeyWarning(KeyWarning),
-    /// A group's members changed.
-    MembershipWarning(MembershipWarning),
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Warning::KeyWarning(warning) => warning.fmt(f),
-            Warning::MembershipWarning(warning) => warning.fmt(f),
-        }
-    }
-}
-
-/// Receives each warning as soon as it is found: before anything is sealed for what changed.
-pub type WarningSink = std::sync::Arc<dyn Fn(&Warning) + Send + Sync>;
 
 /// The safety number of the session's user and another user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -514,110 +377,6 @@ impl Session {
         self.profile.save_contacts(&contacts)?;
         Ok(accepted)
     }
-
-    /// Compares a group's members with the ones last shown, pins them, and reports a change.
-    pub(crate) fn pin_members(
-        &self,
-        group_id: &str,
-        group_name: &str,
-        members: &[auth_pb::UserWithDevices],
-    ) -> Result<()> {
-        let current: BTreeMap<String, String> = members
-            .iter()
-            .filter_map(|member| member.user.as_ref())
-            .map(|user| (user.user_id.clone(), user.username.clone()))
-            .collect();
-        let mut groups = self.profile.groups()?;
-        let warning = match groups.get(group_id) {
-            Some(pin) if pin.members == current => None,
-            Some(pin) => Some(MembershipWarning {
-                group_id: group_id.to_owned(),
-                group_name: group_name.to_owned(),
-                first_seen: false,
-                added: names_not_in(&current, &pin.members),
-                removed: names_not_in(&pin.members, &current),
-            }),
-            None => Some(MembershipWarning {
-                group_id: group_id.to_owned(),
-                group_name: group_name.to_owned(),
-                first_seen: true,
-                added: current
-                    .iter()
-                    .filter(|(user_id, _)| **user_id != self.account.user_id)
-                    .map(|(_, username)| username.clone())
-                    .collect(),
-                removed: Vec::new(),
-            }),
-        };
-        if warning.is_none() {
-            return Ok(());
-        }
-        groups.insert(
-            group_id.to_owned(),
-            GroupPin {
-                name: group_name.to_owned(),
-                members: current,
-            },
-        );
-        self.profile.save_groups(&groups)?;
-        if let Some(warning) = warning {
-            self.warn(Warning::MembershipWarning(warning));
-        }
-        Ok(())
-    }
-
-    /// Records a membership change the user made here (`created`: the group, with the user and
-    /// `added` as its members), so that it is not reported back. A group never shown is left to
-    /// its first review.
-    pub(crate) fn note_members(
-        &self,
-        group_id: &str,
-        group_name: &str,
-        added: &[(String, String)],
-        removed: &[String],
-        created: bool,
-    ) -> Result<()> {
-        let mut groups = self.profile.groups()?;
-        if created {
-            groups.insert(
-                group_id.to_owned(),
-                GroupPin {
-                    name: group_name.to_owned(),
-                    members: BTreeMap::from([(
-                        self.account.user_id.clone(),
-                        self.account.username.clone(),
-                    )]),
-                },
-            );
-        }
-        let Some(pin) = groups.get_mut(group_id) else {
-            return Ok(());
-        };
-        pin.members.extend(added.iter().cloned());
-        for user_id in removed {
-            pin.members.remove(user_id);
-        }
-        self.profile.save_groups(&groups)
-    }
-
-    /// Forgets a group's pinned membership (the user left it).
-    pub(crate) fn forget_group(&self, group_id: &str) -> Result<()> {
-        let mut groups = self.profile.groups()?;
-        if groups.remove(group_id).is_some() {
-            self.profile.save_groups(&groups)?;
-        }
-        Ok(())
-    }
-
-    /// Reports a warning: to the sink at once when there is one, else to the queue that
-    /// [`Session::take_warnings`] empties.
-    pub(crate) fn warn(&self, warning: Warning) {
-        let sink = self.warning_sink.lock().expect("not poisoned").clone();
-        match sink {
-            Some(sink) => sink(&warning),
-            None => self.warnings.lock().expect("not poisoned").push(warning),
-        }
-    }
 }
 
 /// What a review found.
@@ -720,14 +479,6 @@ fn fingerprints(devices: &BTreeMap<String, PinnedDevice>) -> Vec<[u8; 32]> {
         })
         .flatten()
         .filter_map(|fingerprint| fingerprint.as_slice().try_into().ok())
-        .collect()
-}
-
-fn names_not_in(these: &BTreeMap<String, String>, those: &BTreeMap<String, String>) -> Vec<String> {
-    these
-        .iter()
-        .filter(|(user_id, _)| !those.contains_key(*user_id))
-        .map(|(_, username)| username.clone())
         .collect()
 }
 

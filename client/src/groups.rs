@@ -1,9 +1,17 @@
-//! Groups and membership through the group service.
+//! Groups and membership through the group service, and the memberships last shown to the user
+//! (`groups.json`): a member the server adds or removes is reported as a [`MembershipWarning`]
+//! before the next message to the group is sealed.
 
-use proto::group::v1 as pb;
+use std::collections::BTreeMap;
+
+use proto::{auth::v1 as auth_pb, group::v1 as pb};
 use serde::Serialize;
 
-use crate::{Error, Result, Session};
+use crate::{
+    Error, Result, Session,
+    profile::GroupPin,
+    warnings::{MembershipWarning, Warning},
+};
 
 /// A group as the user sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -219,6 +227,110 @@ impl Session {
         }
         Ok(ids)
     }
+}
+
+impl Session {
+    /// Compares a group's members with the ones last shown, pins them, and reports a change.
+    pub(crate) fn pin_members(
+        &self,
+        group_id: &str,
+        group_name: &str,
+        members: &[auth_pb::UserWithDevices],
+    ) -> Result<()> {
+        let current: BTreeMap<String, String> = members
+            .iter()
+            .filter_map(|member| member.user.as_ref())
+            .map(|user| (user.user_id.clone(), user.username.clone()))
+            .collect();
+        let mut groups = self.profile.groups()?;
+        let warning = match groups.get(group_id) {
+            Some(pin) if pin.members == current => None,
+            Some(pin) => Some(MembershipWarning {
+                group_id: group_id.to_owned(),
+                group_name: group_name.to_owned(),
+                first_seen: false,
+                added: names_not_in(&current, &pin.members),
+                removed: names_not_in(&pin.members, &current),
+            }),
+            None => Some(MembershipWarning {
+                group_id: group_id.to_owned(),
+                group_name: group_name.to_owned(),
+                first_seen: true,
+                added: current
+                    .iter()
+                    .filter(|(user_id, _)| **user_id != self.account.user_id)
+                    .map(|(_, username)| username.clone())
+                    .collect(),
+                removed: Vec::new(),
+            }),
+        };
+        if warning.is_none() {
+            return Ok(());
+        }
+        groups.insert(
+            group_id.to_owned(),
+            GroupPin {
+                name: group_name.to_owned(),
+                members: current,
+            },
+        );
+        self.profile.save_groups(&groups)?;
+        if let Some(warning) = warning {
+            self.warn(Warning::MembershipWarning(warning));
+        }
+        Ok(())
+    }
+
+    /// Records a membership change the user made here (`created`: the group, with the user and
+    /// `added` as its members), so that it is not reported back. A group never shown is left to
+    /// its first review.
+    pub(crate) fn note_members(
+        &self,
+        group_id: &str,
+        group_name: &str,
+        added: &[(String, String)],
+        removed: &[String],
+        created: bool,
+    ) -> Result<()> {
+        let mut groups = self.profile.groups()?;
+        if created {
+            groups.insert(
+                group_id.to_owned(),
+                GroupPin {
+                    name: group_name.to_owned(),
+                    members: BTreeMap::from([(
+                        self.account.user_id.clone(),
+                        self.account.username.clone(),
+                    )]),
+                },
+            );
+        }
+        let Some(pin) = groups.get_mut(group_id) else {
+            return Ok(());
+        };
+        pin.members.extend(added.iter().cloned());
+        for user_id in removed {
+            pin.members.remove(user_id);
+        }
+        self.profile.save_groups(&groups)
+    }
+
+    /// Forgets a group's pinned membership (the user left it).
+    pub(crate) fn forget_group(&self, group_id: &str) -> Result<()> {
+        let mut groups = self.profile.groups()?;
+        if groups.remove(group_id).is_some() {
+            self.profile.save_groups(&groups)?;
+        }
+        Ok(())
+    }
+}
+
+fn names_not_in(these: &BTreeMap<String, String>, those: &BTreeMap<String, String>) -> Vec<String> {
+    these
+        .iter()
+        .filter(|(user_id, _)| !those.contains_key(*user_id))
+        .map(|(_, username)| username.clone())
+        .collect()
 }
 
 fn group_info(group: pb::Group) -> GroupInfo {

@@ -57,8 +57,9 @@ mod messages;
 pub mod profile;
 mod server;
 mod session;
+mod warnings;
 
-pub use contacts::{KeyWarning, MembershipWarning, SafetyNumber, Trusted, Warning, WarningSink};
+pub use contacts::{SafetyNumber, Trusted};
 pub use error::{Error, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
@@ -66,3 +67,4 @@ pub use messages::{Content, ConversationSummary, ReceivedText, SentMessage, Targ
 pub use profile::Profile;
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};
+pub use warnings::{KeyWarning, MembershipWarning, Warning, WarningSink};

@@ -17,10 +17,10 @@ use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
     Error, Result,
-    contacts::{MembershipWarning, Warning, WarningSink},
     keystore::{self, KdfParams},
     profile::{Account, Profile, Tokens},
     server::Server,
+    warnings::{MembershipWarning, Warning, WarningSink},
 };
 
 /// Refresh the access token when it expires within this long.
