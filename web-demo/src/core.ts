@@ -30,6 +30,7 @@ import {
 import type { Group } from "./gen/group/v1/group_pb";
 import * as keystore from "./keystore";
 import * as store from "./store";
+import * as trust from "./trust";
 import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SeenLog } from "./store";
 
 export type ConnectionState = "connecting" | "online" | "offline";
@@ -258,7 +259,8 @@ export class Core {
   /** Loads what is stored and starts the live stream. */
   async start(): Promise<void> {
     this.cursors = (await store.get(store.keys.cursors(this.userId))) ?? {};
-    this.contacts = upgradeContacts((await store.get(store.keys.contacts(this.userId))) ?? {});
+    const stored = (await store.get<Record<string, Contact>>(store.keys.contacts(this.userId))) ?? {};
+    this.contacts = trust.upgradeContacts(stored, Math.floor(Date.now() / 1000));
     this.groupPins = (await store.get(store.keys.groups(this.userId))) ?? {};
     try {
       await this.refreshConversations();
@@ -485,36 +487,11 @@ export class Core {
       return;
     }
     const before = JSON.stringify(known);
-    const changes: string[] = [];
-    for (const [deviceId, { pin }] of observed) {
-      const old = known.keys[deviceId];
-      const alreadyPending = !!known.pending[deviceId] && samePin(known.pending[deviceId], pin);
-      if (old && old.revokedAt === undefined && samePin(old, pin)) {
-        old.signingKey ??= pin.signingKey;
-        delete known.pending[deviceId];
-      } else if (old) {
-        if (!alreadyPending) changes.push(old.revokedAt === undefined ? "a device's keys changed" : "a revoked device came back");
-        known.pending[deviceId] = pin;
-      } else if (known.verified) {
-        if (!alreadyPending) changes.push("a new device was added");
-        known.pending[deviceId] = pin;
-      } else {
-        known.keys[deviceId] = pin;
-        changes.push("a new device was added");
-      }
-    }
-    const now = Math.floor(Date.now() / 1000);
-    for (const [deviceId, pin] of Object.entries(known.keys)) {
-      if (pin.revokedAt === undefined && !observed.has(deviceId)) {
-        pin.revokedAt = now;
-        changes.push("a device was removed");
-      }
-    }
-    for (const deviceId of Object.keys(known.pending)) if (!observed.has(deviceId)) delete known.pending[deviceId];
+    const pins = new Map([...observed].map(([deviceId, { pin }]) => [deviceId, pin]));
+    const { changes, blocked } = trust.review(known, pins, Math.floor(Date.now() / 1000));
     known.username = username;
     if (JSON.stringify(known) !== before) await this.saveContacts();
     if (changes.length === 0) return;
-    const blocked = Object.keys(known.pending).length > 0;
     const what = `${[...new Set(changes)].join(", ")}${known.verified ? " (they were verified)" : ""}`;
     this.listeners.keyWarning?.({ userId, username, what, blocked });
     const mine = userId === this.userId;
@@ -584,18 +561,10 @@ export class Core {
     const [user] = await this.usersById([userId], true);
     if (!user) return;
     const observed = await this.observed(user);
+    const pins = new Map([...observed].map(([deviceId, { pin }]) => [deviceId, pin]));
     await (this.reviewing = this.reviewing.then(async () => {
       const contact = (this.contacts[userId] ??= { keys: {}, pending: {}, verified: false });
-      const now = Math.floor(Date.now() / 1000);
-      for (const [deviceId, { pin }] of observed) {
-        const old = contact.keys[deviceId];
-        if (!old || old.revokedAt !== undefined || !samePin(old, pin)) contact.keys[deviceId] = pin;
-      }
-      for (const [deviceId, pin] of Object.entries(contact.keys)) {
-        if (!observed.has(deviceId) && pin.revokedAt === undefined) pin.revokedAt = now;
-      }
-      contact.pending = {};
-      contact.verified = verified;
+      trust.accept(contact, pins, verified, Math.floor(Date.now() / 1000));
       await this.saveContacts();
     }));
   }
@@ -661,14 +630,7 @@ export class Core {
       const contact = this.contacts[userId];
       for (const [deviceId, { pin, spki }] of await this.observed(user)) {
         const mine = userId === this.userId && deviceId === this.device.deviceId;
-        const trusted =
-          mine ||
-          (!!contact &&
-            Object.keys(contact.pending).length === 0 &&
-            !!contact.keys[deviceId] &&
-            contact.keys[deviceId].revokedAt === undefined &&
-            samePin(contact.keys[deviceId], pin));
-        if (trusted) recipients.push({ deviceId, encryptionSpki: spki });
+        if (mine || trust.trusted(contact, deviceId, pin)) recipients.push({ deviceId, encryptionSpki: spki });
         else untrusted.add(user.user!.username);
       }
     }
@@ -736,17 +698,12 @@ export class Core {
     if (shown.text === undefined) return shown;
     const log = await this.seenLog(conversationId);
     const key = `${shown.senderDeviceId}/${shown.clientMessageId}`;
-    const first = log[key];
-    if (first !== undefined && first !== shown.sequence) {
+    const known = key in log;
+    const first = trust.recordSeen(log, key, shown.sequence, store.SEEN_CAPACITY);
+    if (first !== undefined) {
       shown.text = undefined;
       shown.replayOf = first;
-    } else if (first === undefined) {
-      log[key] = shown.sequence;
-      const entries = Object.entries(log);
-      if (entries.length > store.SEEN_CAPACITY) {
-        const [oldest] = entries.reduce((a, b) => (b[1] < a[1] ? b : a));
-        delete log[oldest];
-      }
+    } else if (!known) {
       await store.put(store.keys.seen(this.userId, conversationId), log);
     }
     return shown;
@@ -803,13 +760,8 @@ export class Core {
     for (const fresh of [false, true]) {
       await this.usersById([userId], fresh);
       await this.reviewing;
-      const contact = this.contacts[userId];
-      if (contact?.pending[deviceId]) throw new Error("the sender's keys changed and are not accepted yet");
-      const pin = contact?.keys[deviceId];
-      if (!pin?.signingKey) continue;
-      // Stamped in the second the revocation was noticed: given the benefit of the doubt.
-      if (pin.revokedAt !== undefined && sentAt > pin.revokedAt) throw new Error("the device was revoked before this message");
-      return e2ee.unhex(pin.signingKey);
+      const key = trust.senderKey(this.contacts[userId], deviceId, sentAt);
+      if (key) return e2ee.unhex(key);
     }
     throw new Error("the sender's device is unknown");
   }
@@ -932,25 +884,3 @@ export class Core {
     this.listeners.conversations?.();
   }
 }
-
-function samePin(a: Pin, b: Pin): boolean {
-  return a.encryption === b.encryption && a.signing === b.signing;
-}
-
-/** Contacts stored before pins were computed here: their fingerprints came from the server; kept
- * as the pins (what was trusted on first use then). */
-function upgradeContacts(contacts: Record<string, Contact>): Record<string, Contact> {
-  const now = Math.floor(Date.now() / 1000);
-  for (const contact of Object.values(contacts)) {
-    if (contact.keys) continue;
-    contact.keys = {};
-    for (const [deviceId, pin] of Object.entries(contact.pins ?? {})) {
-      contact.keys[deviceId] = { encryption: pin.encryption, signing: pin.signing, firstSeenAt: now };
-    }
-    contact.pending = {};
-    delete contact.pins;
-  }
-  return contacts;
-}
-
-export type { User };

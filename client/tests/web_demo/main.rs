@@ -41,6 +41,26 @@ fn the_browser_e2ee_code_passes_the_rust_crates_vectors_in_node() {
 }
 
 #[test]
+fn the_pages_trust_decisions_follow_the_clis_rules_in_node() {
+    let bundle = node::bundle_script("trust.test");
+
+    let output = Command::new("node")
+        .current_dir(node::web_demo())
+        .arg("--test")
+        .arg(&bundle)
+        .output()
+        .expect("node runs");
+
+    let _ = std::fs::remove_file(&bundle);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn the_web_demo_typechecks() {
     let output = Command::new(node::web_demo().join("node_modules/.bin/tsc"))
         .current_dir(node::web_demo())
