@@ -260,40 +260,6 @@ impl Session {
         )))
     }
 
-    /// The pinned Ed25519 key of a sender's device, for a message the server stamped `sent_at`
-    /// (Unix seconds): refused for a device revoked before then, or with keys not accepted yet.
-    pub(crate) fn pinned_sender_key(
-        &self,
-        contacts: &Contacts,
-        user_id: &str,
-        device_id: &str,
-        sent_at: i64,
-    ) -> SenderKey {
-        let Some(contact) = contacts.get(user_id) else {
-            return SenderKey::Unknown;
-        };
-        if contact.pending.contains_key(device_id) {
-            return SenderKey::Refused(
-                "the sender's keys changed and are not accepted yet (chat trust)",
-            );
-        }
-        let Some(pin) = contact.keys.get(device_id) else {
-            return SenderKey::Unknown;
-        };
-        // Stamped in the second the revocation was noticed: given the benefit of the doubt (the
-        // stamp is the server's clock, the revocation this device's).
-        if pin
-            .revoked_at
-            .is_some_and(|revoked_at| sent_at > revoked_at)
-        {
-            return SenderKey::Refused("the sending device was revoked before this message");
-        }
-        match hex::decode(&pin.signing_key) {
-            Ok(key) if !key.is_empty() => SenderKey::Trusted(key),
-            _ => SenderKey::Unknown,
-        }
-    }
-
     /// The safety number with `username`, computed from the key bytes of both users' current
     /// devices. With `mark_verified`, also records that the user compared it: exactly these
     /// keys are then trusted (pending changes accepted) and marked verified until they change.
@@ -376,6 +342,42 @@ impl Session {
         contact.username = profile_user.username;
         self.profile.save_contacts(&contacts)?;
         Ok(accepted)
+    }
+}
+
+/// The pinned Ed25519 key of a sender's device, for a message the server stamped `sent_at`
+/// (Unix seconds): refused for a device revoked before then, or a new device not accepted
+/// yet.
+pub(crate) fn pinned_sender_key(
+    contacts: &Contacts,
+    user_id: &str,
+    device_id: &str,
+    sent_at: i64,
+) -> SenderKey {
+    let Some(contact) = contacts.get(user_id) else {
+        return SenderKey::Unknown;
+    };
+    // Only the trusted pin verifies: a pending key never does (a message signed with it
+    // fails against the pin), while the pinned key still verifies what it signed.
+    let Some(pin) = contact.keys.get(device_id) else {
+        if contact.pending.contains_key(device_id) {
+            return SenderKey::Refused(
+                "the sender's device is new and not accepted yet (chat trust)",
+            );
+        }
+        return SenderKey::Unknown;
+    };
+    // Stamped in the second the revocation was noticed: given the benefit of the doubt (the
+    // stamp is the server's clock, the revocation this device's).
+    if pin
+        .revoked_at
+        .is_some_and(|revoked_at| sent_at > revoked_at)
+    {
+        return SenderKey::Refused("the sending device was revoked before this message");
+    }
+    match hex::decode(&pin.signing_key) {
+        Ok(key) if !key.is_empty() => SenderKey::Trusted(key),
+        _ => SenderKey::Unknown,
     }
 }
 
@@ -546,6 +548,35 @@ mod tests {
         assert_eq!(contact.keys["d2"].revoked_at, Some(7));
         assert_eq!(back.changed.len(), 1);
         assert!(contact.pending.contains_key("d2"));
+    }
+
+    #[test]
+    fn only_a_trusted_pin_verifies_and_not_after_its_revocation() {
+        let mut contact = Contact::new("bob".into(), observed(&[("d1", device(b"e1", b"s1"))]));
+        contact.verified = true;
+        review(
+            &mut contact,
+            &observed(&[
+                ("d1", device(b"e1", b"mallory")),
+                ("d2", device(b"e2", b"s2")),
+            ]),
+            5,
+        );
+        let contacts = Contacts::from([("u".to_owned(), contact)]);
+        let key = |device_id, sent_at| pinned_sender_key(&contacts, "u", device_id, sent_at);
+
+        assert!(matches!(key("d1", 6), SenderKey::Trusted(k) if k == b"s1"));
+        assert!(matches!(key("d2", 6), SenderKey::Refused(_)));
+        assert!(matches!(key("d3", 6), SenderKey::Unknown));
+
+        let mut contacts = contacts;
+        review(contacts.get_mut("u").unwrap(), &BTreeMap::new(), 7);
+        let key = |sent_at| pinned_sender_key(&contacts, "u", "d1", sent_at);
+        assert!(
+            matches!(key(7), SenderKey::Trusted(_)),
+            "the second it was noticed"
+        );
+        assert!(matches!(key(8), SenderKey::Refused(_)));
     }
 
     #[test]

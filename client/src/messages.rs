@@ -9,7 +9,11 @@ use proto::{
 use serde::Serialize;
 use tonic::Code;
 
-use crate::{Error, Result, Session, contacts::SenderKey, profile::SeenLog};
+use crate::{
+    Error, Result, Session,
+    contacts::{SenderKey, pinned_sender_key},
+    profile::SeenLog,
+};
 
 /// Where a message goes: a direct conversation with a user, or a group's conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -528,7 +532,7 @@ impl Session {
     /// The Ed25519 key of a sender's device, for a message the server stamped `sent_at`: this
     /// device's own, else the pinned one, after the user's current devices were reviewed (from
     /// the session's cache, then fresh once when the device is not pinned). Refused for a device
-    /// revoked before `sent_at`, or whose keys changed and are not accepted.
+    /// revoked before `sent_at`, or a new one not accepted yet.
     async fn signing_key(
         &self,
         user_id: &str,
@@ -549,7 +553,7 @@ impl Session {
                 .profile
                 .contacts()
                 .map_err(|_| "the pinned keys cannot be read")?;
-            match self.pinned_sender_key(&contacts, user_id, device_id, sent_at) {
+            match pinned_sender_key(&contacts, user_id, device_id, sent_at) {
                 SenderKey::Trusted(key) => return Ok(key),
                 SenderKey::Refused(reason) => return Err(reason),
                 SenderKey::Unknown => {}

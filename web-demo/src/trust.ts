@@ -74,14 +74,15 @@ export function trusted(contact: Contact | undefined, deviceId: string, pin: Pin
 }
 
 /**
- * The Ed25519 key (hex) that verifies a message of the device stamped `sentAt` by the server:
- * undefined when the device is not pinned; an error for keys not accepted, or a device revoked
- * before the message (one stamped in the second the revocation was noticed is given the benefit of
- * the doubt: the stamp is the server's clock, the revocation this browser's).
+ * The Ed25519 key (hex) that verifies a message of the device stamped `sentAt` by the server: the
+ * trusted pin's (a pending key never verifies; the pinned one still verifies what it signed);
+ * undefined when the device is not pinned; an error for a new device not accepted yet, or a
+ * device revoked before the message (one stamped in the second the revocation was noticed is
+ * given the benefit of the doubt: the stamp is the server's clock, the revocation this browser's).
  */
 export function senderKey(contact: Contact | undefined, deviceId: string, sentAt: number): string | undefined {
-  if (contact?.pending[deviceId]) throw new Error("the sender's keys changed and are not accepted yet");
   const pin = contact?.keys[deviceId];
+  if (!pin && contact?.pending[deviceId]) throw new Error("the sender's device is new and not accepted yet");
   if (!pin?.signingKey) return undefined;
   if (pin.revokedAt !== undefined && sentAt > pin.revokedAt) throw new Error("the device was revoked before this message");
   return pin.signingKey;

@@ -27,7 +27,7 @@ test("a device with other keys is pending for any contact and reported once", ()
   assert.deepEqual(again.changes, []);
   assert.equal(bob.keys.d1.encryption, "e1", "the pin stays");
   assert.equal(trusted(bob, "d1", pin("mallory", "s1")), false);
-  assert.throws(() => senderKey(bob, "d1", 7), /not accepted/);
+  assert.equal(senderKey(bob, "d1", 7), "key-s1", "only the pinned key verifies");
 });
 
 test("a new device is pinned for an unverified contact and pending for a verified one", () => {
@@ -42,6 +42,7 @@ test("a new device is pinned for an unverified contact and pending for a verifie
   assert.equal(trusted(unverified, "d2", pin("e2", "s2")), true);
   assert.deepEqual(stopped, { changes: ["a new device was added"], blocked: true });
   assert.equal(trusted(verified, "d1", pin("e1", "s1")), false, "nothing is sealed for the user");
+  assert.throws(() => senderKey(verified, "d2", 5), /not accepted/);
   accept(verified, withGhost, false, 6);
   assert.equal(trusted(verified, "d2", pin("e2", "s2")), true);
   assert.equal(verified.verified, false);
