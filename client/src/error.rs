@@ -35,6 +35,10 @@ pub enum Error {
     /// Local cryptography failed (exit code 1).
     #[error("cryptography: {0}")]
     Crypto(String),
+    /// Nothing was sealed: a participant's keys changed and the user has not accepted them yet
+    /// (`chat trust`, `chat verify`) (exit code 7).
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// A specialised `Result` for this crate.
@@ -51,6 +55,7 @@ impl Error {
             Error::NotFound(_) => 4,
             Error::Unavailable(_) | Error::Tls(_) => 5,
             Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
+            Error::Untrusted(_) => 7,
         }
     }
 }

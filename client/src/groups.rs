@@ -1,9 +1,17 @@
-//! Groups and membership through the group service.
+//! Groups and membership through the group service, and the memberships last shown to the user
+//! (`groups.json`): a member the server adds or removes is reported as a [`MembershipWarning`]
+//! before the next message to the group is sealed.
 
-use proto::group::v1 as pb;
+use std::collections::BTreeMap;
+
+use proto::{auth::v1 as auth_pb, group::v1 as pb};
 use serde::Serialize;
 
-use crate::{Error, Result, Session};
+use crate::{
+    Error, Result, Session,
+    profile::GroupPin,
+    warnings::{MembershipWarning, Warning},
+};
 
 /// A group as the user sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -40,7 +48,7 @@ impl Session {
         let member_user_ids = self.user_ids(members).await?;
         let request = pb::CreateGroupRequest {
             name: name.to_owned(),
-            member_user_ids,
+            member_user_ids: member_user_ids.clone(),
         };
         let response = self
             .call(request, |request| {
@@ -48,7 +56,14 @@ impl Session {
                 async move { group.create_group(request).await }
             })
             .await?;
-        Ok(group_info(response.group.unwrap_or_default()))
+        let group = group_info(response.group.unwrap_or_default());
+        // The members are the ones asked for: any other the server lists later is reported.
+        let added: Vec<(String, String)> = member_user_ids
+            .into_iter()
+            .zip(members.iter().cloned())
+            .collect();
+        self.note_members(&group.group_id, &group.name, &added, &[], true)?;
+        Ok(group)
     }
 
     /// Renames a group (`#name` or id, see [`Session::resolve`]).
@@ -75,10 +90,11 @@ impl Session {
     /// # Errors
     /// [`Error::NotFound`] for an unknown username.
     pub async fn add_members(&self, group: &str, usernames: &[String]) -> Result<GroupInfo> {
-        let group_id = self.find_group(group).await?.group_id;
+        let found = self.find_group(group).await?;
+        let user_ids = self.user_ids(usernames).await?;
         let request = pb::AddMembersRequest {
-            group_id,
-            user_ids: self.user_ids(usernames).await?,
+            group_id: found.group_id.clone(),
+            user_ids: user_ids.clone(),
             role: pb::Role::Member as i32,
         };
         let response = self
@@ -87,6 +103,11 @@ impl Session {
                 async move { group.add_members(request).await }
             })
             .await?;
+        let added: Vec<(String, String)> = user_ids
+            .into_iter()
+            .zip(usernames.iter().cloned())
+            .collect();
+        self.note_members(&found.group_id, &found.name, &added, &[], false)?;
         Ok(group_info(response.group.unwrap_or_default()))
     }
 
@@ -95,15 +116,19 @@ impl Session {
     /// # Errors
     /// [`Error::NotFound`] for an unknown user or group.
     pub async fn remove_member(&self, group: &str, username: &str) -> Result<GroupInfo> {
-        let group_id = self.find_group(group).await?.group_id;
+        let found = self.find_group(group).await?;
         let user_id = self.user_ids(&[username.to_owned()]).await?.remove(0);
-        let request = pb::RemoveMemberRequest { group_id, user_id };
+        let request = pb::RemoveMemberRequest {
+            group_id: found.group_id.clone(),
+            user_id: user_id.clone(),
+        };
         let response = self
             .call(request, |request| {
                 let mut group = self.group.clone();
                 async move { group.remove_member(request).await }
             })
             .await?;
+        self.note_members(&found.group_id, &found.name, &[], &[user_id], false)?;
         Ok(group_info(response.group.unwrap_or_default()))
     }
 
@@ -113,12 +138,17 @@ impl Session {
     /// [`Error::Refused`] (FAILED_PRECONDITION) for the last owner.
     pub async fn leave_group(&self, group: &str) -> Result<()> {
         let group_id = self.find_group(group).await?.group_id;
-        self.call(pb::LeaveGroupRequest { group_id }, |request| {
-            let mut group = self.group.clone();
-            async move { group.leave_group(request).await }
-        })
+        self.call(
+            pb::LeaveGroupRequest {
+                group_id: group_id.clone(),
+            },
+            |request| {
+                let mut group = self.group.clone();
+                async move { group.leave_group(request).await }
+            },
+        )
         .await?;
-        Ok(())
+        self.forget_group(&group_id)
     }
 
     /// The members of a group.
@@ -197,6 +227,110 @@ impl Session {
         }
         Ok(ids)
     }
+}
+
+impl Session {
+    /// Compares a group's members with the ones last shown, pins them, and reports a change.
+    pub(crate) fn pin_members(
+        &self,
+        group_id: &str,
+        group_name: &str,
+        members: &[auth_pb::UserWithDevices],
+    ) -> Result<()> {
+        let current: BTreeMap<String, String> = members
+            .iter()
+            .filter_map(|member| member.user.as_ref())
+            .map(|user| (user.user_id.clone(), user.username.clone()))
+            .collect();
+        let mut groups = self.profile.groups()?;
+        let warning = match groups.get(group_id) {
+            Some(pin) if pin.members == current => None,
+            Some(pin) => Some(MembershipWarning {
+                group_id: group_id.to_owned(),
+                group_name: group_name.to_owned(),
+                first_seen: false,
+                added: names_not_in(&current, &pin.members),
+                removed: names_not_in(&pin.members, &current),
+            }),
+            None => Some(MembershipWarning {
+                group_id: group_id.to_owned(),
+                group_name: group_name.to_owned(),
+                first_seen: true,
+                added: current
+                    .iter()
+                    .filter(|(user_id, _)| **user_id != self.account.user_id)
+                    .map(|(_, username)| username.clone())
+                    .collect(),
+                removed: Vec::new(),
+            }),
+        };
+        if warning.is_none() {
+            return Ok(());
+        }
+        groups.insert(
+            group_id.to_owned(),
+            GroupPin {
+                name: group_name.to_owned(),
+                members: current,
+            },
+        );
+        self.profile.save_groups(&groups)?;
+        if let Some(warning) = warning {
+            self.warn(Warning::MembershipWarning(warning));
+        }
+        Ok(())
+    }
+
+    /// Records a membership change the user made here (`created`: the group, with the user and
+    /// `added` as its members), so that it is not reported back. A group never shown is left to
+    /// its first review.
+    pub(crate) fn note_members(
+        &self,
+        group_id: &str,
+        group_name: &str,
+        added: &[(String, String)],
+        removed: &[String],
+        created: bool,
+    ) -> Result<()> {
+        let mut groups = self.profile.groups()?;
+        if created {
+            groups.insert(
+                group_id.to_owned(),
+                GroupPin {
+                    name: group_name.to_owned(),
+                    members: BTreeMap::from([(
+                        self.account.user_id.clone(),
+                        self.account.username.clone(),
+                    )]),
+                },
+            );
+        }
+        let Some(pin) = groups.get_mut(group_id) else {
+            return Ok(());
+        };
+        pin.members.extend(added.iter().cloned());
+        for user_id in removed {
+            pin.members.remove(user_id);
+        }
+        self.profile.save_groups(&groups)
+    }
+
+    /// Forgets a group's pinned membership (the user left it).
+    pub(crate) fn forget_group(&self, group_id: &str) -> Result<()> {
+        let mut groups = self.profile.groups()?;
+        if groups.remove(group_id).is_some() {
+            self.profile.save_groups(&groups)?;
+        }
+        Ok(())
+    }
+}
+
+fn names_not_in(these: &BTreeMap<String, String>, those: &BTreeMap<String, String>) -> Vec<String> {
+    these
+        .iter()
+        .filter(|(user_id, _)| !those.contains_key(*user_id))
+        .map(|(_, username)| username.clone())
+        .collect()
 }
 
 fn group_info(group: pb::Group) -> GroupInfo {

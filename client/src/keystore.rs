@@ -27,6 +27,40 @@ pub struct KdfParams {
     pub p_cost: u32,
 }
 
+impl KdfParams {
+    /// The least memory accepted (KiB): OWASP's first argon2id recommendation, 19 MiB.
+    pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
+    /// The fewest iterations accepted (with [`KdfParams::MIN_MEMORY_KIB`], OWASP's 2).
+    pub const MIN_ITERATIONS: u32 = 2;
+    /// The most memory accepted (KiB): 4 GiB, so a tampered file cannot exhaust the machine.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+
+    /// Checks the costs against the floor: keys at rest are only as strong as the passphrase
+    /// times the cost of each guess, so no setting may make guesses cheap.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] saying which cost is out of range.
+    pub fn check(&self) -> Result<()> {
+        if !(Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&self.m_cost) {
+            return Err(Error::Usage(format!(
+                "the argon2id memory cost of the device keys must be {} to {} KiB \
+                 (CHAT_KDF_MEMORY_KIB), not {}",
+                Self::MIN_MEMORY_KIB,
+                Self::MAX_MEMORY_KIB,
+                self.m_cost
+            )));
+        }
+        if self.t_cost < Self::MIN_ITERATIONS || self.p_cost == 0 {
+            return Err(Error::Usage(format!(
+                "the argon2id costs of the device keys must be at least {} iterations and 1 \
+                 lane",
+                Self::MIN_ITERATIONS
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KdfParams {
     /// OWASP's first argon2id recommendation: 19 MiB, 2 iterations, 1 lane.
     fn default() -> Self {
@@ -58,8 +92,24 @@ pub struct SealedKeys {
 /// Encrypts `keys` under `passphrase`.
 ///
 /// # Errors
+/// [`Error::Usage`] for costs below the floor ([`KdfParams::check`]) or an empty passphrase;
 /// [`Error::Crypto`] if key derivation or encryption fails.
 pub fn seal_keys(
+    keys: &e2ee::DeviceKeys,
+    passphrase: &[u8],
+    params: KdfParams,
+) -> Result<SealedKeys> {
+    params.check()?;
+    if passphrase.is_empty() {
+        return Err(Error::Usage(
+            "the passphrase of the device keys is empty".to_owned(),
+        ));
+    }
+    seal_unchecked(keys, passphrase, params)
+}
+
+/// [`seal_keys`] without the checks of its inputs.
+fn seal_unchecked(
     keys: &e2ee::DeviceKeys,
     passphrase: &[u8],
     params: KdfParams,
@@ -101,12 +151,20 @@ pub fn seal_keys(
 ///
 /// # Errors
 /// [`Error::Auth`] for a wrong passphrase (or an altered file); [`Error::Profile`] for a file
-/// in another format.
+/// in another format, or with costs below the floor ([`KdfParams::check`]: seal the keys again
+/// with `chat passphrase`).
 pub fn open_keys(sealed: &SealedKeys, passphrase: &[u8]) -> Result<e2ee::DeviceKeys> {
     let malformed = || Error::Profile("keys.json is malformed".to_owned());
     if sealed.version != 1 || sealed.kdf != "argon2id" {
         return Err(Error::Profile(
             "keys.json has an unknown format version".to_owned(),
+        ));
+    }
+    // A file sealed with a cheaper setting (before the floor existed) still opens, so that its
+    // owner can seal it again (`chat passphrase`); a tampered cost beyond the ceiling does not.
+    if sealed.kdf_params.m_cost > KdfParams::MAX_MEMORY_KIB {
+        return Err(Error::Profile(
+            "keys.json asks for more argon2id memory than allowed".to_owned(),
         ));
     }
     let salt = hex::decode(&sealed.salt).map_err(|_| malformed())?;
@@ -133,6 +191,35 @@ pub fn open_keys(sealed: &SealedKeys, passphrase: &[u8]) -> Result<e2ee::DeviceK
     Ok(e2ee::DeviceKeys::from_pkcs8_der(encryption, signing)?)
 }
 
+/// Seals the keys of `profile` again under `new` (opening them with `old`), with `params`:
+/// `chat passphrase`, also the way to move keys sealed with the account password, or with costs
+/// below today's floor, to a proper passphrase.
+///
+/// # Errors
+/// [`Error::Auth`] for a wrong `old`; [`Error::Usage`] for costs below the floor, an empty or
+/// unchanged passphrase; [`Error::Profile`] when the profile has no keys.
+pub fn change_passphrase(
+    profile: &crate::Profile,
+    old: &[u8],
+    new: &[u8],
+    params: KdfParams,
+) -> Result<()> {
+    let sealed = profile
+        .sealed_keys()?
+        .ok_or_else(|| Error::Profile("this profile has no device keys".to_owned()))?;
+    let keys = open_keys(&sealed, old)?;
+    if old == new {
+        return Err(Error::Usage("the new passphrase is the old one".to_owned()));
+    }
+    profile.save_sealed_keys(&seal_keys(&keys, new, params)?)
+}
+
+/// Whether keys sealed with these costs must be sealed again (they are below the floor).
+#[must_use]
+pub fn below_floor(sealed: &SealedKeys) -> bool {
+    sealed.kdf_params.check().is_err()
+}
+
 fn cipher(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Aes256GcmSiv> {
     let params = Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
         .map_err(|_| Error::Profile("keys.json has invalid argon2 parameters".to_owned()))?;
@@ -149,10 +236,49 @@ mod tests {
     use super::*;
 
     const CHEAP: KdfParams = KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     };
+
+    #[test]
+    fn keys_sealed_below_the_floor_still_open_and_are_marked_for_sealing_again() {
+        let keys = e2ee::DeviceKeys::generate(2048).unwrap();
+        let cheap = KdfParams {
+            m_cost: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        };
+
+        let old = seal_unchecked(&keys, b"p", cheap).unwrap();
+        let current = seal_keys(&keys, b"p", CHEAP).unwrap();
+
+        assert_eq!(
+            open_keys(&old, b"p").unwrap().public_keys(),
+            keys.public_keys()
+        );
+        assert!(below_floor(&old));
+        assert!(!below_floor(&current));
+        let mut greedy = current.clone();
+        greedy.kdf_params.m_cost = KdfParams::MAX_MEMORY_KIB + 1;
+        assert!(matches!(open_keys(&greedy, b"p"), Err(Error::Profile(_))));
+    }
+
+    #[test]
+    fn costs_below_the_floor_are_refused() {
+        let keys = e2ee::DeviceKeys::generate(2048).unwrap();
+        let below = |change: fn(&mut KdfParams)| {
+            let mut params = CHEAP;
+            change(&mut params);
+            seal_keys(&keys, b"p", params)
+        };
+
+        assert!(matches!(below(|p| p.m_cost = 1024), Err(Error::Usage(_))));
+        assert!(matches!(below(|p| p.t_cost = 1), Err(Error::Usage(_))));
+        assert!(matches!(below(|p| p.p_cost = 0), Err(Error::Usage(_))));
+        assert!(matches!(seal_keys(&keys, b"", CHEAP), Err(Error::Usage(_))));
+        assert!(below(|_| {}).is_ok());
+    }
 
     #[test]
     fn keys_open_with_the_right_passphrase_only() {

@@ -6,8 +6,16 @@
 //! crate, for every device of every participant (this one included, so that it can read its own
 //! history), and every delivered message is verified (signature, key commitment, decryption)
 //! before its text is shown; one that fails is shown as [`Content::Failed`], never as text.
-//! Contacts' keys (and the user's own devices) are pinned on first use, and a change is
-//! reported as a [`KeyWarning`].
+//! Contacts' keys (and the user's own devices) are pinned on first use by their bytes (the
+//! fingerprints the server sends are never trusted: every one is computed here), and a change
+//! is reported as a [`KeyWarning`] before anything is sealed for it; a device whose keys
+//! changed, or a new device of a verified contact, gets nothing until the user accepts it
+//! ([`Session::trust`], [`Error::Untrusted`]). Group memberships are pinned too
+//! ([`MembershipWarning`]). A device gone from its owner's list is revoked from then on: its
+//! later messages are refused, its earlier ones still verify. What each conversation showed is
+//! remembered in the profile, so that an envelope the server sends again under another sequence
+//! is flagged as a replay ([`Content::Replayed`]), across restarts; a message is only shown in
+//! the conversation it belongs to.
 //! Messages are acknowledged on receipt, before any decryption, so that nothing the server sees
 //! depends on the timing of an RSA decryption (the condition of the RUSTSEC-2023-0071 waiver in
 //! `deny.toml`); which check failed is never reported to the server or shown.
@@ -19,10 +27,13 @@
 //! **The profile directory** (mode 0700; every file 0600, written atomically):
 //! `account.json` (server, username, user and device ids), `tokens.json` (access and refresh
 //! tokens with their expiry), `keys.json` (the device's private keys sealed with
-//! AES-256-GCM-SIV under an argon2id key from the passphrase, see [`keystore::SealedKeys`]),
-//! `contacts.json` (pinned device keys per user, verified flags), `cursors.json` (last sequence
-//! shown per conversation), `chains.json` and `received_chains.json` (suite V2: this device's
-//! position in each conversation, and what it saw of other devices' chains; see `chains.rs`).
+//! AES-256-GCM-SIV under an argon2id key from a passphrase that is not the account password, at
+//! least 19 MiB of memory, see [`keystore::SealedKeys`]), `contacts.json` (pinned device keys
+//! per user, pending changes, verified flags), `groups.json` (group members as last shown),
+//! `cursors.json` (last sequence shown per conversation), `seen/` (per conversation, the
+//! sequence at which each verified message was first shown, for replay detection; bounded),
+//! `chains.json` and `received_chains.json` (suite V2: this device's position in each
+//! conversation, and what it saw of other devices' chains; see `chains.rs`).
 //!
 //! **Chains** (suite V2): every envelope carries its sending device's counter in the
 //! conversation, the hash of that device's previous envelope and its clock, all signed. Each
@@ -32,7 +43,8 @@
 //! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
 //! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
 //! password or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS
-//! failures included), 6 verification failure (a message that failed verification was shown).
+//! failures included), 6 verification failure (a message that failed verification, or a
+//! replay, was shown), 7 not sent: a participant's keys changed and are not accepted yet.
 //!
 //! **Transport** ([`Server`]): TLS (rustls) for `https://` servers, with the system's roots or
 //! a CA file, and never a plaintext fallback; plaintext for `http://`, which the program warns
@@ -53,8 +65,9 @@ mod messages;
 pub mod profile;
 mod server;
 mod session;
+mod warnings;
 
-pub use contacts::{KeyWarning, SafetyNumber};
+pub use contacts::{SafetyNumber, Trusted};
 pub use error::{Error, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
@@ -62,3 +75,4 @@ pub use messages::{Content, ConversationSummary, ReceivedText, SentMessage, Targ
 pub use profile::Profile;
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};
+pub use warnings::{KeyWarning, MembershipWarning, Warning, WarningSink};

@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
-    Error, KeyWarning, ReceivedText, Result, SentMessage, Session, Target, messages::Replays,
-    profile::Cursors, session::authorized,
+    Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session, Target,
+    TargetKind, Warning, profile::Cursors, session::authorized,
 };
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -50,8 +50,10 @@ pub enum LiveEvent {
         /// The backoff delay (up to this; jittered).
         retry_in: Duration,
     },
-    /// A participant's keys changed.
+    /// A participant's keys changed. Shown before anything is sealed for the new keys.
     KeyWarning(KeyWarning),
+    /// The group's members changed. Shown before anything is sealed for the new members.
+    MembershipWarning(MembershipWarning),
     /// The session ended (the refresh token was refused): log in again. Nothing follows.
     Ended {
         /// What happened.
@@ -104,7 +106,7 @@ impl Session {
         let (event_sender, events) = mpsc::channel(256);
         let (texts, text_receiver) = mpsc::channel(64);
         let task = tokio::spawn(async move {
-            let (to_open, opened) = spawn_opener(self.clone());
+            let (to_open, opened) = spawn_opener(self.clone(), target.clone());
             let mut state = LiveState {
                 to_open,
                 opened,
@@ -116,7 +118,6 @@ impl Session {
                 texts_open: true,
                 events: event_sender,
                 seen: HashSet::new(),
-                replays: Replays::default(),
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
                 outbox: VecDeque::new(),
@@ -146,7 +147,7 @@ struct LiveState {
     /// may depend on the time an RSA decryption takes).
     to_open: mpsc::UnboundedSender<pb::Message>,
     /// The opened messages, in the order they were handed over.
-    opened: mpsc::UnboundedReceiver<ReceivedText>,
+    opened: mpsc::UnboundedReceiver<Result<ReceivedText>>,
     /// Messages handed over and not back yet.
     opening: usize,
     /// `CaughtUp` arrived while messages before it were being opened: reported after them.
@@ -157,7 +158,6 @@ struct LiveState {
     texts_open: bool,
     events: mpsc::Sender<LiveEvent>,
     seen: HashSet<String>,
-    replays: Replays,
     pending: BTreeMap<String, Pending>,
     cursors: Cursors,
     /// Requests waiting for room in the stream's request side. Never awaited while responses
@@ -273,7 +273,7 @@ impl LiveState {
                 }
                 Some(shown) = self.opened.recv(), if self.opening > 0 => {
                     self.opening -= 1;
-                    self.shown(shown).await?;
+                    self.shown(shown?).await?;
                     if self.opening == 0 && std::mem::take(&mut self.caught_up_after_opening) {
                         self.emit(LiveEvent::CaughtUp).await?;
                     }
@@ -317,8 +317,23 @@ impl LiveState {
                         self.caught_up_after_opening = true;
                     }
                 }
-                Event::DevicesChanged(_) | Event::MembershipChange(_) => {
+                Event::DevicesChanged(pb::DevicesChanged { user_id }) => {
                     self.session.users.lock().expect("not poisoned").clear();
+                    let concerned = match &self.target.kind {
+                        TargetKind::Direct { user_id: peer, .. } => {
+                            user_id == *peer || user_id == self.session.account.user_id
+                        }
+                        TargetKind::Group { .. } => true,
+                    };
+                    if concerned {
+                        self.review_participants().await?;
+                    }
+                }
+                Event::MembershipChange(change) => {
+                    self.session.users.lock().expect("not poisoned").clear();
+                    if change.group_id == self.target.conversation_id {
+                        self.review_participants().await?;
+                    }
                 }
                 _ => {}
             },
@@ -367,13 +382,12 @@ impl LiveState {
         Ok(())
     }
 
-    /// An opened message: shown (unless a replay), then the cursor moves past it.
+    /// An opened message (replays and misplaced messages already flagged by the opener): shown,
+    /// then the cursor moves past it.
     async fn shown(&mut self, shown: ReceivedText) -> Result<()> {
         let sequence = shown.sequence;
         self.emit_warnings().await?;
-        if !self.replays.is_replay(&shown) {
-            self.emit(LiveEvent::Message(shown)).await?;
-        }
+        self.emit(LiveEvent::Message(shown)).await?;
         let cursor = self
             .cursors
             .entry(self.target.conversation_id.clone())
@@ -383,13 +397,30 @@ impl LiveState {
         Ok(())
     }
 
+    /// Reviews the participants' keys now (after an event said they changed), so that the
+    /// change is shown before the next line is sealed. A failure is left to that line's send.
+    async fn review_participants(&mut self) -> Result<()> {
+        let _ = self.session.participants(&self.target, true).await;
+        self.emit_warnings().await
+    }
+
+    /// The envelope of a line: the participants are reviewed and every change shown first, and
+    /// only then is anything sealed (never for keys the user has not accepted).
+    async fn seal(
+        &mut self,
+        client_message_id: &str,
+        text: &str,
+        fresh: bool,
+    ) -> Result<pb::Envelope> {
+        let users = self.session.participants(&self.target, fresh).await;
+        self.emit_warnings().await?;
+        self.session
+            .seal_to(&self.target, client_message_id, text, &users?)
+    }
+
     async fn send_text(&mut self, text: String) {
         let client_message_id = uuid::Uuid::new_v4().to_string();
-        match self
-            .session
-            .seal_for(&self.target, &client_message_id, &text, false)
-            .await
-        {
+        match self.seal(&client_message_id, &text, false).await {
             Ok(envelope) => {
                 let request_id = uuid::Uuid::new_v4().to_string();
                 self.outbox
@@ -412,7 +443,6 @@ impl LiveState {
                     .await;
             }
         }
-        let _ = self.emit_warnings().await;
     }
 
     /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
@@ -421,23 +451,22 @@ impl LiveState {
             return Ok(());
         };
         if rejected.code == Code::FailedPrecondition as i32 && !pending.retried {
-            let resealed = self
-                .session
-                .seal_for(
-                    &self.target,
-                    &pending.client_message_id,
-                    &pending.text,
-                    true,
-                )
-                .await;
-            self.emit_warnings().await?;
-            if let Ok(envelope) = resealed {
-                pending.envelope = envelope.clone();
-                pending.retried = true;
-                self.outbox
-                    .push_back(send_request(&rejected.request_id, envelope));
-                self.pending.insert(rejected.request_id, pending);
-                return Ok(());
+            let client_message_id = pending.client_message_id.clone();
+            let text = pending.text.clone();
+            match self.seal(&client_message_id, &text, true).await {
+                Ok(envelope) => {
+                    pending.envelope = envelope.clone();
+                    pending.retried = true;
+                    self.outbox
+                        .push_back(send_request(&rejected.request_id, envelope));
+                    self.pending.insert(rejected.request_id, pending);
+                    return Ok(());
+                }
+                Err(error @ Error::Untrusted(_)) => {
+                    let reason = error.to_string();
+                    return self.emit(LiveEvent::SendFailed { reason }).await;
+                }
+                Err(_) => {}
             }
         }
         let reason = format!("{} ({})", rejected.message, rejected.reason);
@@ -445,8 +474,12 @@ impl LiveState {
     }
 
     async fn emit_warnings(&self) -> Result<()> {
-        for warning in self.session.take_warnings() {
-            self.emit(LiveEvent::KeyWarning(warning)).await?;
+        for warning in self.session.take_all_warnings() {
+            let event = match warning {
+                Warning::KeyWarning(warning) => LiveEvent::KeyWarning(warning),
+                Warning::MembershipWarning(warning) => LiveEvent::MembershipWarning(warning),
+            };
+            self.emit(event).await?;
         }
         Ok(())
     }
@@ -461,26 +494,35 @@ impl LiveState {
     }
 }
 
-/// The task that opens (verifies and decrypts) delivered messages one at a time, in order.
+/// The task that opens (verifies and decrypts) delivered messages one at a time, in order, so
+/// that no acknowledgement waits for RSA work. It also checks that each belongs to `target` and
+/// is not a replay (what was shown is reread for each message: another command may have shown
+/// some too).
 fn spawn_opener(
     session: Arc<Session>,
+    target: Target,
 ) -> (
     mpsc::UnboundedSender<pb::Message>,
-    mpsc::UnboundedReceiver<ReceivedText>,
+    mpsc::UnboundedReceiver<Result<ReceivedText>>,
 ) {
     let (to_open, mut messages) = mpsc::unbounded_channel::<pb::Message>();
     let (opened_sender, opened) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(message) = messages.recv().await {
-            if opened_sender
-                .send(session.open_message(message).await)
-                .is_err()
-            {
+            let shown = open_in(&session, &target, message).await;
+            if opened_sender.send(shown).is_err() {
                 return;
             }
         }
     });
     (to_open, opened)
+}
+
+async fn open_in(session: &Session, target: &Target, message: pb::Message) -> Result<ReceivedText> {
+    let mut seen = session.profile.seen(&target.conversation_id)?;
+    let shown = session.open_in(target, message, &mut seen).await;
+    session.profile.save_seen(&target.conversation_id, &seen)?;
+    Ok(shown)
 }
 
 /// Between half and all of `delay`, so that clients cut off together do not return together.

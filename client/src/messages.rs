@@ -9,7 +9,11 @@ use proto::{
 use serde::Serialize;
 use tonic::Code;
 
-use crate::{Error, Result, Session, chains};
+use crate::{
+    Error, Result, Session, chains,
+    contacts::{SenderKey, pinned_sender_key},
+    profile::SeenLog,
+};
 
 /// Where a message goes: a direct conversation with a user, or a group's conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -82,6 +86,21 @@ pub enum Content {
         /// Why, without saying which cryptographic check failed.
         reason: String,
     },
+    /// A verified envelope this device already showed under another sequence: the server sent
+    /// it again. Not shown again as new.
+    Replayed {
+        /// The sequence it was first shown at.
+        first_sequence: u64,
+    },
+}
+
+impl Content {
+    /// Whether the message is not to be trusted as shown: it failed verification or is a
+    /// replay.
+    #[must_use]
+    pub fn is_flagged(&self) -> bool {
+        !matches!(self, Content::Verified { .. })
+    }
 }
 
 /// A sent message.
@@ -191,7 +210,8 @@ impl Session {
 
     /// The envelope of `text` for every current device of the target's participants (this
     /// device included, so that it can read its own messages), from auth (or the session's
-    /// cache unless `fresh`).
+    /// cache unless `fresh`). Changes are reported before sealing (see `contacts.rs`); nothing
+    /// is sealed for keys the user has not accepted.
     pub(crate) async fn seal_for(
         &self,
         target: &Target,
@@ -199,7 +219,24 @@ impl Session {
         text: &str,
         fresh: bool,
     ) -> Result<pb::Envelope> {
-        let recipients = self.recipients(target, fresh).await?;
+        let users = self.participants(target, fresh).await?;
+        self.seal_to(target, client_message_id, text, &users)
+    }
+
+    /// The envelope of `text` for the devices of `users` (the participants, as
+    /// [`Session::participants`] reviewed them: report its warnings first), each of which must
+    /// be trusted.
+    ///
+    /// # Errors
+    /// [`Error::Untrusted`] when a participant has keys not accepted yet.
+    pub(crate) fn seal_to(
+        &self,
+        target: &Target,
+        client_message_id: &str,
+        text: &str,
+        users: &[auth_pb::UserWithDevices],
+    ) -> Result<pb::Envelope> {
+        let recipients = self.trusted_recipients(users)?;
         let keys = self.keys()?;
         let sender = e2ee::Sender {
             user_id: &self.account.user_id,
@@ -220,8 +257,16 @@ impl Session {
         Ok(envelope.into())
     }
 
-    async fn recipients(&self, target: &Target, fresh: bool) -> Result<Vec<e2ee::RecipientDevice>> {
-        let users = match &target.kind {
+    /// The participants of `target` with their devices, reviewed against the pins (see
+    /// `contacts.rs`); from the session's cache unless `fresh` (a group's members are always
+    /// fetched). Every change found is reported (to the warning sink, when set) before this
+    /// returns, so before anything is sealed for it.
+    pub(crate) async fn participants(
+        &self,
+        target: &Target,
+        fresh: bool,
+    ) -> Result<Vec<auth_pb::UserWithDevices>> {
+        Ok(match &target.kind {
             TargetKind::Direct { user_id, .. } => {
                 let me = self
                     .user_by_id(&self.account.user_id.clone(), fresh)
@@ -229,25 +274,17 @@ impl Session {
                 let peer = self.user_by_id(user_id, fresh).await?;
                 vec![me, peer]
             }
-            TargetKind::Group { group_id, .. } => self.members_with_devices(group_id).await?,
-        };
-        Ok(users
-            .into_iter()
-            .flat_map(|user| user.devices)
-            .filter_map(|device| {
-                let keys = device.keys?;
-                Some(e2ee::RecipientDevice {
-                    device_id: device.device_id,
-                    encryption_spki: keys.encryption_public_key,
-                })
-            })
-            .collect())
+            TargetKind::Group { group_id, name } => {
+                self.members_with_devices(group_id, name).await?
+            }
+        })
     }
 
-    /// The group's members with their devices (pinning their keys).
+    /// The group's members with their devices (reviewing their keys and the membership).
     pub(crate) async fn members_with_devices(
         &self,
         group_id: &str,
+        group_name: &str,
     ) -> Result<Vec<auth_pb::UserWithDevices>> {
         let members = self.list_members(group_id).await?;
         let users: Vec<auth_pb::UserWithDevices> = members
@@ -257,6 +294,7 @@ impl Session {
                 devices: member.devices,
             })
             .collect();
+        self.pin_members(group_id, group_name, &users)?;
         for user in &users {
             self.pin(user)?;
         }
@@ -264,8 +302,9 @@ impl Session {
     }
 
     /// The last `limit` messages of the conversation, oldest first, each verified; marks them
-    /// read. A verified message sent again under the same sender device and client message id
-    /// (a replay by the server) is left out.
+    /// read. A message of another conversation is shown as failed; a verified message this
+    /// device showed before under another sequence (a replay by the server, even across
+    /// restarts) is shown as [`Content::Replayed`].
     ///
     /// # Errors
     /// [`Error::NotFound`] when the user is not in the conversation.
@@ -291,14 +330,12 @@ impl Session {
             self.acknowledge(&target.conversation_id, sequence, sequence)
                 .await?;
         }
+        let mut seen = self.profile.seen(&target.conversation_id)?;
         let mut shown = Vec::with_capacity(response.messages.len());
-        let mut replays = Replays::default();
         for message in response.messages.into_iter().rev() {
-            let opened = self.open_message(message).await;
-            if !replays.is_replay(&opened) {
-                shown.push(opened);
-            }
+            shown.push(self.open_in(target, message, &mut seen).await);
         }
+        self.profile.save_seen(&target.conversation_id, &seen)?;
         Ok(shown)
     }
 
@@ -396,8 +433,53 @@ impl Session {
             .collect())
     }
 
+    /// Opens a message shown in `target`'s conversation: it must belong to it (and, in a direct
+    /// conversation, come from one of its two users), and a verified one is recorded in `seen`,
+    /// which flags a replay.
+    pub(crate) async fn open_in(
+        &self,
+        target: &Target,
+        message: pb::Message,
+        seen: &mut SeenLog,
+    ) -> ReceivedText {
+        let sender = message
+            .envelope
+            .as_ref()
+            .map(|envelope| envelope.sender_user_id.clone())
+            .unwrap_or_default();
+        let misplaced = if message.conversation_id != target.conversation_id {
+            Some("the message belongs to another conversation")
+        } else {
+            match &target.kind {
+                TargetKind::Direct { user_id, .. }
+                    if sender != *user_id && sender != self.account.user_id =>
+                {
+                    Some("the sender is not in this conversation")
+                }
+                _ => None,
+            }
+        };
+        let mut opened = self.open_message(message).await;
+        if let Some(reason) = misplaced {
+            opened.content = Content::Failed {
+                reason: reason.to_owned(),
+            };
+        }
+        if matches!(opened.content, Content::Verified { .. })
+            && let Some(first_sequence) = seen.record(
+                &opened.sender_device_id,
+                &opened.client_message_id,
+                opened.sequence,
+            )
+        {
+            opened.content = Content::Replayed { first_sequence };
+        }
+        opened
+    }
+
     /// Verifies and decrypts a delivered message. A message that fails any check is returned
-    /// with [`Content::Failed`], never with its text.
+    /// with [`Content::Failed`], never with its text. It does not check which conversation the
+    /// message is shown in, nor whether it was shown before: history and live views do.
     pub async fn open_message(&self, message: pb::Message) -> ReceivedText {
         let envelope = message.envelope.clone().unwrap_or_default();
         let (content, chain) = match self.decrypt(message.clone(), &envelope).await {
@@ -443,10 +525,14 @@ impl Session {
         if envelope.conversation_id != message.conversation_id {
             return Err("the message was delivered in another conversation");
         }
+        let sent_at_seconds = message.sent_at.map_or(0, |t| t.seconds);
         let signing_key = self
-            .signing_key(&envelope.sender_user_id, &envelope.sender_device_id)
-            .await
-            .ok_or("the sender's device is unknown")?;
+            .signing_key(
+                &envelope.sender_user_id,
+                &envelope.sender_device_id,
+                sent_at_seconds,
+            )
+            .await?;
         let (sequence, sent_at) = (message.sequence, message.sent_at);
         let received =
             e2ee::ReceivedMessage::try_from(message).map_err(|_| "the message is malformed")?;
@@ -498,25 +584,37 @@ impl Session {
         Ok((text, chain))
     }
 
-    /// The Ed25519 key of a sender's device: this device's own, the user's current devices
-    /// (refetched once when unknown), or one pinned earlier (a device revoked since).
-    async fn signing_key(&self, user_id: &str, device_id: &str) -> Option<Vec<u8>> {
+    /// The Ed25519 key of a sender's device, for a message the server stamped `sent_at`: this
+    /// device's own, else the pinned one, after the user's current devices were reviewed (from
+    /// the session's cache, then fresh once when the device is not pinned). Refused for a device
+    /// revoked before `sent_at`, or a new one not accepted yet.
+    async fn signing_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        sent_at: i64,
+    ) -> std::result::Result<Vec<u8>, &'static str> {
         if user_id == self.account.user_id
             && device_id == self.account.device_id
             && let Some(keys) = self.public_keys()
         {
-            return Some(keys.signing_public_key.to_vec());
+            return Ok(keys.signing_public_key.to_vec());
         }
         for fresh in [false, true] {
-            if let Ok(user) = self.user_by_id(user_id, fresh).await
-                && let Some(device) = user.devices.iter().find(|d| d.device_id == device_id)
-            {
-                return device.keys.as_ref().map(|k| k.signing_public_key.clone());
+            if self.user_by_id(user_id, fresh).await.is_err() {
+                continue;
+            }
+            let contacts = self
+                .profile
+                .contacts()
+                .map_err(|_| "the pinned keys cannot be read")?;
+            match pinned_sender_key(&contacts, user_id, device_id, sent_at) {
+                SenderKey::Trusted(key) => return Ok(key),
+                SenderKey::Refused(reason) => return Err(reason),
+                SenderKey::Unknown => {}
             }
         }
-        let contacts = self.profile.contacts().ok()?;
-        let pinned = contacts.get(user_id)?.signing_keys.get(device_id)?;
-        hex::decode(pinned).ok()
+        Err("the sender's device is unknown")
     }
 
     pub(crate) async fn list_members(&self, group_id: &str) -> Result<Vec<group_pb::Member>> {
@@ -530,58 +628,5 @@ impl Session {
             })
             .await?;
         Ok(response.members)
-    }
-}
-
-/// Verified messages already shown, by sender device and client message id: the server may
-/// replay a message under a new message id and sequence, and the signature still verifies.
-#[derive(Debug, Default)]
-pub(crate) struct Replays(std::collections::HashSet<(String, String)>);
-
-impl Replays {
-    /// Whether `message` is a verified copy of one seen before (then it must not be shown).
-    /// Unverified messages are never recorded, so that a forgery cannot hide a real message.
-    pub(crate) fn is_replay(&mut self, message: &ReceivedText) -> bool {
-        matches!(message.content, Content::Verified { .. })
-            && !self.0.insert((
-                message.sender_device_id.clone(),
-                message.client_message_id.clone(),
-            ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(device: &str, client_message_id: &str, content: Content) -> ReceivedText {
-        ReceivedText {
-            message_id: uuid::Uuid::new_v4().to_string(),
-            conversation_id: "c".into(),
-            sequence: 1,
-            sent_at: 0,
-            sender_user_id: "u".into(),
-            sender_username: "u".into(),
-            sender_device_id: device.into(),
-            client_message_id: client_message_id.into(),
-            content,
-            chain: Vec::new(),
-        }
-    }
-
-    fn verified() -> Content {
-        Content::Verified { text: "t".into() }
-    }
-
-    #[test]
-    fn a_second_verified_copy_is_a_replay_but_a_forgery_hides_nothing() {
-        let mut replays = Replays::default();
-        let forged = Content::Failed { reason: "r".into() };
-
-        assert!(!replays.is_replay(&message("d", "m", forged.clone())));
-        assert!(!replays.is_replay(&message("d", "m", verified())));
-        assert!(replays.is_replay(&message("d", "m", verified())));
-        assert!(!replays.is_replay(&message("other", "m", verified())));
-        assert!(!replays.is_replay(&message("d", "m", forged)));
     }
 }

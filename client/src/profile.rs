@@ -53,25 +53,156 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-/// One pinned contact in `contacts.json`.
+/// One pinned contact in `contacts.json`: the keys this device trusts for a user, computed from
+/// the key bytes themselves (never the fingerprints the server sends).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
     /// The username when last seen.
     pub username: String,
-    /// Every device's keys, as `device_id:encryption_fingerprint_hex:signing_fingerprint_hex`.
-    pub devices: BTreeSet<String>,
-    /// Whether the user compared the safety number of exactly these keys.
-    pub verified: bool,
-    /// Every Ed25519 key ever seen, by device id (hex), so that messages of a device that was
-    /// since revoked still verify.
+    /// The trusted keys of every device seen, by device id; a device that disappeared from the
+    /// user's devices stays, with [`PinnedDevice::revoked_at`], so that its earlier messages
+    /// still verify.
     #[serde(default)]
-    pub signing_keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, PinnedDevice>,
+    /// Keys seen but not trusted: a device whose keys differ from its pin (or that came back
+    /// after its revocation), or a new device of a verified contact. Nothing is sealed for a user
+    /// with pending keys, and no message is verified with them, until the user accepts them
+    /// (`chat trust`, or `chat verify`).
+    #[serde(default)]
+    pub pending: BTreeMap<String, PinnedDevice>,
+    /// Whether the user compared the safety number of the trusted keys.
+    pub verified: bool,
+    /// Format 1 (before keys were pinned by their bytes): `device:encryption-fp:signing-fp`, the
+    /// fingerprints as the server sent them. Read once and converted ([`Contact::upgrade`]).
+    #[serde(default, skip_serializing)]
+    devices: BTreeSet<String>,
+    /// Format 1: the Ed25519 keys (hex) by device id.
+    #[serde(default, skip_serializing)]
+    signing_keys: BTreeMap<String, String>,
+}
+
+/// One device's keys as pinned: what this client computed from the bytes it uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedDevice {
+    /// SHA-256 of the RSA SubjectPublicKeyInfo, computed here (hex).
+    pub encryption_fingerprint: String,
+    /// The Ed25519 public key itself (hex): it verifies the device's messages.
+    pub signing_key: String,
+    /// When this client first saw these keys (Unix seconds).
+    #[serde(default)]
+    pub first_seen_at: i64,
+    /// When this client first saw the device gone from its owner's devices (Unix seconds, its
+    /// clock): the device is revoked from then on, and its messages stamped later are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+impl Contact {
+    /// A contact first seen now with `keys`.
+    #[must_use]
+    pub fn new(username: String, keys: BTreeMap<String, PinnedDevice>) -> Self {
+        Contact {
+            username,
+            keys,
+            ..Contact::default()
+        }
+    }
+
+    /// Converts a contact read in format 1. Its fingerprints came from the server; they are kept
+    /// as the pins (what was trusted on first use then), and every device that had disappeared is
+    /// taken as revoked now, its time unknown.
+    pub(crate) fn upgrade(&mut self, now: i64) {
+        let devices = std::mem::take(&mut self.devices);
+        let mut signing_keys = std::mem::take(&mut self.signing_keys);
+        for entry in devices {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(device_id), Some(encryption), Some(_)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let signing_key = signing_keys.remove(device_id).unwrap_or_default();
+            self.keys
+                .entry(device_id.to_owned())
+                .or_insert(PinnedDevice {
+                    encryption_fingerprint: encryption.to_owned(),
+                    signing_key,
+                    first_seen_at: now,
+                    revoked_at: None,
+                });
+        }
+        for (device_id, signing_key) in signing_keys {
+            self.keys.entry(device_id).or_insert(PinnedDevice {
+                encryption_fingerprint: String::new(),
+                signing_key,
+                first_seen_at: now,
+                revoked_at: Some(now),
+            });
+        }
+    }
 }
 
 /// `contacts.json`: pinned keys by user id.
 pub type Contacts = BTreeMap<String, Contact>;
 /// `cursors.json`: the last sequence shown, by conversation id.
 pub type Cursors = BTreeMap<String, u64>;
+
+/// One group in `groups.json`: its members as this device last showed them to the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPin {
+    /// The group's name when last seen.
+    pub name: String,
+    /// Member user ids and their usernames.
+    pub members: BTreeMap<String, String>,
+}
+
+/// `groups.json`: group memberships as last shown, by group id.
+pub type GroupPins = BTreeMap<String, GroupPin>;
+
+/// What this device has shown of one conversation (`seen/<hash of the conversation id>.json`):
+/// the sequence at which each verified message, named by its sending device and client message
+/// id, was first shown. The same envelope under another sequence is a replay. At most
+/// [`SeenLog::CAPACITY`] entries are kept (the highest sequences): a replay of an older message
+/// is not recognised.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenLog {
+    /// `sender_device_id/client_message_id` to the sequence it was first shown at.
+    pub first_shown: BTreeMap<String, u64>,
+}
+
+impl SeenLog {
+    /// Entries kept per conversation.
+    pub const CAPACITY: usize = 2000;
+
+    /// Records a verified message shown at `sequence`. Returns the sequence it was first shown
+    /// at when that is another one (a replay), else `None`.
+    pub fn record(
+        &mut self,
+        sender_device_id: &str,
+        client_message_id: &str,
+        sequence: u64,
+    ) -> Option<u64> {
+        let key = format!("{sender_device_id}/{client_message_id}");
+        match self.first_shown.get(&key) {
+            Some(&first) if first != sequence => Some(first),
+            Some(_) => None,
+            None => {
+                self.first_shown.insert(key, sequence);
+                if self.first_shown.len() > Self::CAPACITY {
+                    let oldest = self
+                        .first_shown
+                        .iter()
+                        .min_by_key(|(_, sequence)| **sequence)
+                        .map(|(key, _)| key.clone());
+                    if let Some(oldest) = oldest {
+                        self.first_shown.remove(&oldest);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
 
 /// A profile directory.
 #[derive(Clone, Debug)]
@@ -84,6 +215,8 @@ const TOKENS: &str = "tokens.json";
 const KEYS: &str = "keys.json";
 const CONTACTS: &str = "contacts.json";
 const CURSORS: &str = "cursors.json";
+const GROUPS: &str = "groups.json";
+const SEEN: &str = "seen";
 
 impl Profile {
     /// Opens (creating it with mode 0700 if needed) the profile directory `dir`.
@@ -181,7 +314,12 @@ impl Profile {
     /// # Errors
     /// [`Error::Profile`] for an unreadable file.
     pub fn contacts(&self) -> Result<Contacts> {
-        Ok(self.read(CONTACTS)?.unwrap_or_default())
+        let mut contacts: Contacts = self.read(CONTACTS)?.unwrap_or_default();
+        let now = crate::session::now();
+        for contact in contacts.values_mut() {
+            contact.upgrade(now);
+        }
+        Ok(contacts)
     }
 
     /// Saves the pinned contacts.
@@ -225,6 +363,52 @@ impl Profile {
         self.write(name, value)
     }
 
+    /// The group memberships last shown.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unreadable file.
+    pub fn groups(&self) -> Result<GroupPins> {
+        Ok(self.read(GROUPS)?.unwrap_or_default())
+    }
+
+    /// Saves the group memberships last shown.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the file cannot be written.
+    pub fn save_groups(&self, groups: &GroupPins) -> Result<()> {
+        self.write(GROUPS, groups)
+    }
+
+    /// What was shown of a conversation (for replay detection).
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unreadable file.
+    pub fn seen(&self, conversation_id: &str) -> Result<SeenLog> {
+        Ok(self.read(&seen_file(conversation_id))?.unwrap_or_default())
+    }
+
+    /// Saves what was shown of a conversation.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the file cannot be written.
+    pub fn save_seen(&self, conversation_id: &str, seen: &SeenLog) -> Result<()> {
+        let dir = self.dir.join(SEEN);
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        self.write(&seen_file(conversation_id), seen)
+    }
+
+    /// Forgets the seen logs (a new account in this profile).
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the directory cannot be removed.
+    pub fn remove_seen(&self) -> Result<()> {
+        match fs::remove_dir_all(self.dir.join(SEEN)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match fs::read(self.dir.join(name)) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -243,9 +427,22 @@ impl Profile {
     }
 }
 
+/// The seen log's file: named by a hash of the conversation id, which comes from the server and
+/// must not choose a path.
+fn seen_file(conversation_id: &str) -> String {
+    let hash = e2ee::fingerprint(conversation_id.as_bytes());
+    format!("{SEEN}/{}.json", hex::encode(&hash[..16]))
+}
+
 /// Writes `bytes` to `dir/name` through a fsynced temporary file (mode 0600) and a rename.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
+    let target = dir.join(name);
+    let dir = target.parent().unwrap_or(dir);
+    let file_name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4()));
     let result = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -254,7 +451,7 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
             .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temporary, dir.join(name))?;
+        fs::rename(&temporary, &target)?;
         fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
@@ -294,6 +491,40 @@ mod tests {
             1,
             "no temporary file left"
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_seen_log_flags_another_sequence_and_keeps_the_newest_entries() {
+        let mut seen = SeenLog::default();
+
+        assert_eq!(seen.record("d", "m", 5), None);
+        assert_eq!(seen.record("d", "m", 5), None, "the same message again");
+        assert_eq!(seen.record("d", "m", 9), Some(5), "a replay");
+        assert_eq!(seen.record("other", "m", 9), None);
+        for n in 0..SeenLog::CAPACITY as u64 {
+            seen.record("d", &format!("x{n}"), 100 + n);
+        }
+
+        assert_eq!(seen.first_shown.len(), SeenLog::CAPACITY);
+        assert!(
+            !seen.first_shown.contains_key("d/m"),
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn seen_logs_are_named_by_a_hash_not_by_the_servers_id() {
+        let dir = temporary_dir();
+        let profile = Profile::open(&dir).unwrap();
+        let mut seen = SeenLog::default();
+        seen.record("d", "m", 1);
+
+        profile.save_seen("../../escape", &seen).unwrap();
+
+        assert_eq!(profile.seen("../../escape").unwrap(), seen);
+        let files: Vec<_> = fs::read_dir(dir.join(SEEN)).unwrap().collect();
+        assert_eq!(files.len(), 1);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -20,6 +20,7 @@ use crate::{
     keystore::{self, KdfParams},
     profile::{Account, Profile, Tokens},
     server::Server,
+    warnings::{MembershipWarning, Warning, WarningSink},
 };
 
 /// Refresh the access token when it expires within this long.
@@ -71,7 +72,8 @@ pub struct Session {
     pub(crate) chat: ChatServiceClient<Channel>,
     pub(crate) group: GroupServiceClient<Channel>,
     pub(crate) users: std::sync::Mutex<HashMap<String, auth_pb::UserWithDevices>>,
-    pub(crate) warnings: std::sync::Mutex<Vec<crate::KeyWarning>>,
+    pub(crate) warnings: std::sync::Mutex<Vec<Warning>>,
+    pub(crate) warning_sink: std::sync::Mutex<Option<WarningSink>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -110,24 +112,34 @@ pub async fn register(
 
 impl Session {
     /// Logs in as `username`. When the profile already holds a device of this user on this
-    /// server, resumes it (its keys open with `passphrase`, or the password when `None`);
-    /// otherwise creates a new device: generates its keys, uploads their public halves and
-    /// saves the private keys sealed with the passphrase (or the password).
+    /// server, resumes it (its keys open with `passphrase`); otherwise creates a new device:
+    /// generates its keys, uploads their public halves and saves the private keys sealed with
+    /// the passphrase. The passphrase must not be the password, which the server receives at
+    /// every login.
     ///
     /// # Errors
     /// [`Error::Auth`] for wrong credentials or a wrong passphrase; [`Error::Unavailable`] or
-    /// [`Error::Tls`]; [`Error::Profile`]; [`Error::Usage`] for a plaintext login to a host the
-    /// profile reached over TLS ([`Server::check_no_downgrade`]).
+    /// [`Error::Tls`]; [`Error::Profile`]; [`Error::Usage`] for a passphrase equal to the
+    /// password, KDF costs below the floor ([`KdfParams::check`]), or a plaintext login to a host
+    /// the profile reached over TLS ([`Server::check_no_downgrade`]).
     pub async fn login(
         profile: Profile,
         server: &Server,
         username: &str,
         password: &SecretString,
-        passphrase: Option<&SecretString>,
+        passphrase: &SecretString,
         options: KeyOptions,
     ) -> Result<Session> {
         server.check_no_downgrade(&profile)?;
-        let passphrase = passphrase.unwrap_or(password).expose_secret().as_bytes();
+        options.kdf.check()?;
+        if passphrase.expose_secret() == password.expose_secret() {
+            return Err(Error::Usage(
+                "the passphrase of the device keys must not be the account password (the \
+                 server receives the password at every login): choose another one"
+                    .to_owned(),
+            ));
+        }
+        let passphrase = passphrase.expose_secret().as_bytes();
         let channel = server.channel();
         let auth = AuthServiceClient::new(channel.clone());
         let existing = profile
@@ -136,7 +148,12 @@ impl Session {
         let (device_id, keys) = match (&existing, profile.sealed_keys()?) {
             (Some(account), Some(sealed)) => (
                 account.device_id.clone(),
-                Some(keystore::open_keys(&sealed, passphrase)?),
+                Some(open_and_upgrade(
+                    &profile,
+                    &sealed,
+                    passphrase,
+                    options.kdf,
+                )?),
             ),
             _ => (String::new(), None),
         };
@@ -186,6 +203,8 @@ impl Session {
                     // A new account in this profile: forget the previous one's pins and cursors.
                     profile.save_contacts(&Default::default())?;
                     profile.save_cursors(&Default::default())?;
+                    profile.save_groups(&Default::default())?;
+                    profile.remove_seen()?;
                 }
                 keys
             }
@@ -220,9 +239,11 @@ impl Session {
         let keys = match passphrase {
             Some(passphrase) => {
                 let sealed = profile.sealed_keys()?.ok_or_else(not_logged_in)?;
-                Some(keystore::open_keys(
+                Some(open_and_upgrade(
+                    &profile,
                     &sealed,
                     passphrase.expose_secret().as_bytes(),
+                    KdfParams::default(),
                 )?)
             }
             None => None,
@@ -248,6 +269,7 @@ impl Session {
             group: GroupServiceClient::new(channel),
             users: Default::default(),
             warnings: Default::default(),
+            warning_sink: Default::default(),
         }
     }
 
@@ -275,9 +297,48 @@ impl Session {
         })
     }
 
-    /// Key-change warnings collected since the last call (see [`crate::KeyWarning`]).
+    /// Key-change warnings queued since the last call (see [`crate::KeyWarning`]); membership
+    /// warnings stay queued.
     pub fn take_warnings(&self) -> Vec<crate::KeyWarning> {
+        let mut queue = self.warnings.lock().expect("not poisoned");
+        let (keys, rest): (Vec<Warning>, Vec<Warning>) = std::mem::take(&mut *queue)
+            .into_iter()
+            .partition(|warning| matches!(warning, Warning::KeyWarning(_)));
+        *queue = rest;
+        keys.into_iter()
+            .filter_map(|warning| match warning {
+                Warning::KeyWarning(warning) => Some(warning),
+                Warning::MembershipWarning(_) => None,
+            })
+            .collect()
+    }
+
+    /// Membership warnings queued since the last call (see [`MembershipWarning`]); key
+    /// warnings stay queued.
+    pub fn take_membership_warnings(&self) -> Vec<MembershipWarning> {
+        let mut queue = self.warnings.lock().expect("not poisoned");
+        let (members, rest): (Vec<Warning>, Vec<Warning>) = std::mem::take(&mut *queue)
+            .into_iter()
+            .partition(|warning| matches!(warning, Warning::MembershipWarning(_)));
+        *queue = rest;
+        members
+            .into_iter()
+            .filter_map(|warning| match warning {
+                Warning::MembershipWarning(warning) => Some(warning),
+                Warning::KeyWarning(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every warning queued since the last call, in order.
+    pub fn take_all_warnings(&self) -> Vec<Warning> {
         std::mem::take(&mut *self.warnings.lock().expect("not poisoned"))
+    }
+
+    /// Sends every warning from now on to `sink` as soon as it is found (before anything is
+    /// sealed for what changed) instead of queueing it; `None` queues them again.
+    pub fn set_warning_sink(&self, sink: Option<WarningSink>) {
+        *self.warning_sink.lock().expect("not poisoned") = sink;
     }
 
     /// The current user and device, from auth.
@@ -420,6 +481,21 @@ impl Session {
     }
 }
 
+/// Opens sealed keys; when they were sealed with costs below today's floor, seals them again
+/// with `kdf` (the same passphrase) so that the file on disk meets it from now on.
+fn open_and_upgrade(
+    profile: &Profile,
+    sealed: &keystore::SealedKeys,
+    passphrase: &[u8],
+    kdf: KdfParams,
+) -> Result<e2ee::DeviceKeys> {
+    let keys = keystore::open_keys(sealed, passphrase)?;
+    if keystore::below_floor(sealed) {
+        profile.save_sealed_keys(&keystore::seal_keys(&keys, passphrase, kdf)?)?;
+    }
+    Ok(keys)
+}
+
 async fn upload_keys(
     auth: &AuthServiceClient<Channel>,
     access_token: &str,
@@ -481,13 +557,25 @@ fn tokens_from(pair: auth_pb::TokenPair) -> Tokens {
     }
 }
 
+/// A device as shown to the user, its fingerprints computed here from the key bytes (the ones
+/// the server sends are not trusted).
 pub(crate) fn device_info(device: auth_pb::Device, current_device_id: &str) -> DeviceInfo {
+    let fingerprint = |key: &[u8]| hex::encode(e2ee::fingerprint(key));
+    let (encryption_fingerprint, signing_fingerprint) = device.keys.as_ref().map_or_else(
+        || (String::new(), String::new()),
+        |keys| {
+            (
+                fingerprint(&keys.encryption_public_key),
+                fingerprint(&keys.signing_public_key),
+            )
+        },
+    );
     DeviceInfo {
         current: device.device_id == current_device_id,
         device_id: device.device_id,
         name: device.name,
-        encryption_fingerprint: hex::encode(device.encryption_key_fingerprint),
-        signing_fingerprint: hex::encode(device.signing_key_fingerprint),
+        encryption_fingerprint,
+        signing_fingerprint,
     }
 }
 
@@ -501,7 +589,8 @@ fn device_name() -> String {
     name.chars().take(64).collect()
 }
 
-fn now() -> i64 {
+/// Unix seconds by this machine's clock.
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -1,11 +1,24 @@
-// The page: login/register, the conversation list with unread counts, one conversation at a
-// time (history on scroll, live messages, receipts, typing, safety numbers, key warnings), and
-// group creation and membership. All logic lives in core.ts; this file only renders and wires.
+// The page: login/register (optionally keeping the device, optionally sealing its keys under a
+// passphrase) and unlocking, the conversation list with unread counts, one conversation at a time
+// (history on scroll, live messages, receipts, typing, safety numbers, notices of key and
+// membership changes, accepting new keys), and group creation and membership. All logic lives in
+// core.ts; this file only renders and wires.
 
 import { ConnectError } from "@connectrpc/connect";
 
 import { Api, SessionEnded } from "./api";
-import { Core, forgetSession, login, register, resume, type ConnectionState, type ShownMessage } from "./core";
+import {
+  Core,
+  LockedDevice,
+  Untrusted,
+  forgetSession,
+  login,
+  register,
+  resume,
+  type ConnectionState,
+  type Notice,
+  type ShownMessage,
+} from "./core";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const api = new Api(location.origin);
@@ -14,7 +27,6 @@ let core: Core | undefined;
 // The open conversation and what is shown of it.
 let currentId: string | undefined;
 let shown = new Map<string, ShownMessage>(); // by message id
-let shownOrigins = new Set<string>(); // sender device and client message id of verified messages
 let oldestShown = 0;
 let moreHistory = false;
 let loadingHistory = false;
@@ -32,6 +44,7 @@ function errorText(error: unknown): string {
 async function boot(): Promise<void> {
   const resumed = await resume(api).catch(() => undefined);
   if (!resumed) return showAuth();
+  if (resumed instanceof LockedDevice) return showUnlock(resumed);
   try {
     await enter(resumed);
   } catch (error) {
@@ -54,6 +67,7 @@ function showAuth(message = ""): void {
   $("empty").hidden = false;
   $("app").dataset.view = "list";
   $("app").hidden = true;
+  $("unlock").hidden = true;
   $("auth").hidden = false;
   $("auth-status").textContent = message;
   document.body.dataset.screen = "auth";
@@ -63,6 +77,8 @@ function showAuth(message = ""): void {
 async function authenticate(create: boolean): Promise<void> {
   const username = $<HTMLInputElement>("username").value.trim();
   const password = $<HTMLInputElement>("password").value;
+  const passphrase = $<HTMLInputElement>("device-passphrase").value;
+  const keep = $<HTMLInputElement>("keep-device").checked;
   const status = $("auth-status");
   if (!$<HTMLFormElement>("auth-form").reportValidity()) return;
   status.textContent = create ? "Creating your account…" : "Logging in…";
@@ -70,7 +86,8 @@ async function authenticate(create: boolean): Promise<void> {
   try {
     if (create) await register(api, username, password);
     status.textContent = "Generating this device's keys…";
-    await enter(await login(api, username, password));
+    await enter(await login(api, username, password, { keep, passphrase: passphrase || undefined }));
+    $<HTMLInputElement>("device-passphrase").value = "";
   } catch (error) {
     status.textContent = errorText(error);
   } finally {
@@ -86,13 +103,7 @@ async function enter(session: Core): Promise<void> {
     message: onLiveMessage,
     receipt: onReceipt,
     typing: onTyping,
-    keyWarning: (w) =>
-      showKeyWarning(
-        w.userId === session.userId
-          ? `⚠ Your account's devices changed: ${w.what}. If that was not you, change your password.`
-          : `⚠ ${w.username}'s keys changed: ${w.what}. Compare safety numbers.`,
-        w.userId,
-      ),
+    notice: onNotice,
     sessionEnded: () => {
       core?.stop();
       core = undefined;
@@ -101,11 +112,13 @@ async function enter(session: Core): Promise<void> {
     },
   };
   $("auth").hidden = true;
+  $("unlock").hidden = true;
   $("app").hidden = false;
   $("app").dataset.view = "list";
   $("me").textContent = session.username;
   document.body.dataset.screen = "app";
   document.body.dataset.user = session.username;
+  document.body.dataset.device = session.device.deviceId;
   await session.start();
   // The open conversation is in the URL's fragment, so a reload comes back to it.
   const fromUrl = new URLSearchParams(location.hash.slice(1)).get("c");
@@ -167,7 +180,6 @@ async function openConversation(conversationId: string): Promise<void> {
   currentId = conversationId;
   history.replaceState(null, "", `#c=${conversationId}`);
   shown = new Map();
-  shownOrigins = new Set();
   readBy = new Map();
   oldestShown = 0;
   moreHistory = true;
@@ -184,6 +196,9 @@ async function openConversation(conversationId: string): Promise<void> {
   $("key-warning").hidden = true;
   renderConversations();
   await loadOlder();
+  if (conversationId !== currentId) return;
+  for (const notice of core.noticesFor(conversationId)) addNotice(notice);
+  updateKeyBanner();
   const messages = $("messages");
   messages.scrollTop = messages.scrollHeight;
   await markRead();
@@ -220,10 +235,6 @@ async function loadOlder(): Promise<void> {
 
 function addMessage(message: ShownMessage): void {
   if (shown.has(message.messageId)) return;
-  // A verified message the server sent again under a new id and sequence is a replay: skip it.
-  const origin = `${message.senderDeviceId}/${message.clientMessageId}`;
-  if (message.text !== undefined && shownOrigins.has(origin)) return;
-  if (message.text !== undefined) shownOrigins.add(origin);
   shown.set(message.messageId, message);
   oldestShown = oldestShown === 0 ? message.sequence : Math.min(oldestShown, message.sequence);
   const item = document.createElement("li");
@@ -231,13 +242,17 @@ function addMessage(message: ShownMessage): void {
   item.dataset.seq = String(message.sequence);
   item.dataset.messageId = message.messageId;
   item.dataset.mine = String(message.mine);
-  item.dataset.status = message.text === undefined ? "failed" : "verified";
+  item.dataset.status = message.replayOf !== undefined ? "replay" : message.text === undefined ? "failed" : "verified";
   const from = document.createElement("div");
   from.className = "from";
   from.textContent = message.mine ? "you" : message.senderName;
   const body = document.createElement("div");
   body.className = "body";
-  body.textContent = message.text ?? "⚠ This message failed verification and is not shown.";
+  body.textContent =
+    message.text ??
+    (message.replayOf !== undefined
+      ? `⚠ The server sent message ${message.replayOf} again (a replay): not shown again.`
+      : "⚠ This message failed verification and is not shown.");
   const meta = document.createElement("div");
   meta.className = "meta";
   meta.textContent = message.sentAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -328,6 +343,7 @@ async function send(): Promise<void> {
   } catch (error) {
     input.value = text;
     $("sidebar-error").textContent = `Not sent: ${errorText(error)}`;
+    if (error instanceof Untrusted) updateKeyBanner();
   } finally {
     button.disabled = false;
     input.focus();
@@ -336,13 +352,82 @@ async function send(): Promise<void> {
 
 // ---------------------------------------------------------------- safety numbers, groups
 
-function showKeyWarning(text: string, userId: string): void {
+/** A key or membership change: in the open conversation when it concerns it (at once, so
+ * before anything is sealed for it), and remembered by the core for the others. */
+function onNotice(notice: Notice): void {
+  if (!core || !currentId || !core.concerns(notice, currentId)) return;
+  addNotice(notice);
+  if (notice.kind === "keys") {
+    $("key-warning-text").textContent = notice.text;
+    $("key-warning").hidden = false;
+  }
+  updateKeyBanner();
+}
+
+/** A notice as an item of the message list, after the messages shown so far. */
+function addNotice(notice: Notice): void {
+  const item = document.createElement("li");
+  item.className = "notice";
+  item.dataset.kind = notice.kind;
+  item.dataset.blocked = String(notice.blocked);
+  item.setAttribute("role", "status");
+  // Ordered among messages as if it came right after the newest shown.
+  item.dataset.seq = String(Math.max(0, ...[...shown.values()].map((m) => m.sequence)) + 0.5);
+  item.textContent = notice.text;
+  const list = $("messages");
+  list.append(item);
+  list.scrollTop = list.scrollHeight;
+}
+
+/** The banner over the conversation: shown, with "Accept the new keys", while a participant's
+ * keys wait for the user's decision (nothing is sent to them meanwhile). */
+function updateKeyBanner(): void {
   if (!core || !currentId) return;
-  const conversation = core.conversations.get(currentId);
-  if (conversation?.kind === "direct" && conversation.peerUserId !== userId && userId !== core.userId) return;
-  const warning = $("key-warning");
-  warning.textContent = text;
-  warning.hidden = false;
+  const pending = core.pendingIn(currentId);
+  const accept = $<HTMLButtonElement>("accept-keys");
+  accept.hidden = pending.length === 0;
+  if (pending.length > 0) {
+    const names = pending.map((id) => core!.nameOf(id)).join(", ");
+    $("key-warning-text").textContent =
+      `⚠ ${names}'s keys changed and are not accepted: nothing is sent to them until you compare safety numbers, or accept the new keys.`;
+    $("key-warning").hidden = false;
+  }
+}
+
+async function acceptKeys(): Promise<void> {
+  if (!core || !currentId) return;
+  for (const userId of core.pendingIn(currentId)) await core.trust(userId);
+  $("accept-keys").hidden = true;
+  $("key-warning").hidden = true;
+  $("sidebar-error").textContent = "";
+}
+
+// ---------------------------------------------------------------- unlocking sealed keys
+
+function showUnlock(locked: LockedDevice, message = ""): void {
+  $("auth").hidden = true;
+  $("app").hidden = true;
+  $("unlock").hidden = false;
+  $("unlock-user").textContent = locked.device.username;
+  $("unlock-status").textContent = message;
+  document.body.dataset.screen = "unlock";
+  $("unlock-form").onsubmit = async (event) => {
+    event.preventDefault();
+    const input = $<HTMLInputElement>("unlock-passphrase");
+    $("unlock-status").textContent = "Unlocking…";
+    try {
+      const session = await locked.unlock(input.value);
+      input.value = "";
+      await enter(session);
+    } catch (error) {
+      $("unlock-status").textContent = errorText(error);
+    }
+  };
+  $("unlock-logout").onclick = async () => {
+    await locked.logout();
+    showAuth("Logged out. This device's keys stay sealed in this browser.");
+  };
+  $("unlock-passphrase").focus();
 }
 
 async function showSafetyNumber(): Promise<void> {
@@ -370,6 +455,7 @@ async function showSafetyNumber(): Promise<void> {
     mark.textContent = "Verified ✓";
     mark.disabled = true;
     $("key-warning").hidden = true;
+    $("accept-keys").hidden = true;
   };
   const close = document.createElement("button");
   close.textContent = "Close";
@@ -515,6 +601,7 @@ function wire(): void {
     renderConversations();
   };
   $("safety").onclick = () => void showSafetyNumber();
+  $("accept-keys").onclick = () => void acceptKeys();
   $("members").onclick = () => void showMembers();
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") void markRead();

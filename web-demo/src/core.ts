@@ -1,9 +1,19 @@
-// The client logic, without any DOM: login (device keys generated here and uploaded), sending
-// (sealed for every device, one retry after a device-list mismatch), opening delivered messages
-// (verified, never shown when a check fails), the live stream (Subscribe from per-conversation
-// cursors, reconnecting with backoff and resuming), history pages, acknowledgements, receipts,
-// typing, groups, key pinning and safety numbers. The same behaviour as the Rust client
-// (client/src), which it interoperates with.
+// The client logic, without any DOM: login (device keys generated here and uploaded, optionally
+// sealed under a passphrase), sending (sealed for every device, one retry after a device-list
+// mismatch), opening delivered messages (verified, never shown when a check fails), the live
+// stream (Subscribe from per-conversation cursors, reconnecting with backoff and resuming),
+// history pages, acknowledgements, receipts, typing, groups, key pinning and safety numbers. The
+// same behaviour as the Rust client (client/src), which it interoperates with.
+//
+// Trust, as in the Rust client (client/src/contacts.rs): every fingerprint is computed here from
+// the key bytes used (the server's fingerprint fields are ignored) and pinned on first use. A
+// device whose keys differ from its pin, or a new device of a verified contact, is refused (no
+// send to that user, no message verified with it) until the user accepts it; a new device of a
+// contact who is not verified is pinned; every change is reported (a notice in the conversation)
+// before anything is sealed for it. Group memberships are pinned too. A device gone from its
+// owner's list is revoked from then on: its messages stamped later are refused. What each
+// conversation showed is kept in IndexedDB, so a replayed envelope is flagged after a reload too;
+// a message is only shown in the conversation it belongs to.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -18,8 +28,10 @@ import {
   type StreamEvent,
 } from "./gen/chat/v1/chat_pb";
 import type { Group } from "./gen/group/v1/group_pb";
+import * as keystore from "./keystore";
 import * as store from "./store";
-import type { Contact, DeviceRecord } from "./store";
+import * as trust from "./trust";
+import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SeenLog } from "./store";
 
 export type ConnectionState = "connecting" | "online" | "offline";
 
@@ -33,10 +45,12 @@ export interface ShownMessage {
   senderDeviceId: string;
   clientMessageId: string;
   mine: boolean;
-  /** The text, or undefined when the message failed verification. */
+  /** The text, or undefined when the message failed verification or is a replay. */
   text: string | undefined;
   /** What is wrong with the sender device's chain at this message (suite V2), in words. */
   chainWarnings: string[];
+  /** For a replay: the sequence the same envelope was first shown at. */
+  replayOf?: number;
 }
 
 /** This device's chain in one conversation (suite V2), kept in IndexedDB. */
@@ -65,7 +79,23 @@ export interface KeyWarning {
   userId: string;
   username: string;
   what: string;
+  /** Whether nothing is sent to the user until the change is accepted ("Accept the new keys"). */
+  blocked: boolean;
 }
+
+/** Something to show in the conversations it concerns: a key or membership change. */
+export interface Notice {
+  kind: "keys" | "members";
+  /** The user whose keys changed (a key notice). */
+  userId?: string;
+  /** The group whose members changed (a membership notice). */
+  groupId?: string;
+  text: string;
+  blocked: boolean;
+}
+
+/** A send refused because a participant's keys changed and are not accepted yet. */
+export class Untrusted extends Error {}
 
 /** What the core tells the UI. */
 export interface CoreEvents {
@@ -75,7 +105,18 @@ export interface CoreEvents {
   receipt(conversationId: string, userId: string, readSequence: number): void;
   typing(conversationId: string, userId: string): void;
   keyWarning(warning: KeyWarning): void;
+  /** A key or membership change: shown before anything is sealed for it. */
+  notice(notice: Notice): void;
   sessionEnded(): void;
+}
+
+/** Options of a login. */
+export interface LoginOptions {
+  rsaBits?: number;
+  /** Keep the device and its keys in this browser after logout. */
+  keep?: boolean;
+  /** Seal a new device's keys under this passphrase; opens an existing device's sealed keys. */
+  passphrase?: string;
 }
 
 const HISTORY_PAGE = 30;
@@ -88,13 +129,26 @@ export async function register(api: Api, username: string, password: string): Pr
 
 /**
  * Logs in as `username`: resumes this browser's device of that user when there is one (its keys
- * stay in IndexedDB), otherwise creates a device, generates its keys and uploads the public halves.
+ * stay in IndexedDB, sealed or not), otherwise creates a device, generates its keys (sealed under
+ * `options.passphrase` when given) and uploads the public halves.
  */
-export async function login(api: Api, username: string, password: string, rsaBits = 3072): Promise<Core> {
+export async function login(api: Api, username: string, password: string, options: LoginOptions = {}): Promise<Core> {
+  const rsaBits = options.rsaBits ?? 3072;
+  if (options.passphrase !== undefined && options.passphrase === password) {
+    // The server receives the password at every login: keys sealed with it would be open to it.
+    throw new Error("The passphrase of this device's keys must not be your password.");
+  }
+  if (options.passphrase !== undefined && options.passphrase.length < keystore.MIN_PASSPHRASE_LENGTH) {
+    throw new Error(`The passphrase of this device's keys needs at least ${keystore.MIN_PASSPHRASE_LENGTH} characters.`);
+  }
   const existing = await store.get<DeviceRecord>(store.keys.device(username));
+  let keys = existing?.keys;
+  if (existing?.sealed && !keys) {
+    if (!options.passphrase) throw new Error("This device's keys are locked: enter their passphrase.");
+    keys = await keystore.unseal(existing.sealed, options.passphrase);
+  }
   const request = { username, password, deviceId: existing?.deviceId ?? "", deviceName: browserName() };
   let response;
-  let keys = existing?.keys;
   try {
     response = await api.auth.login(request);
   } catch (error) {
@@ -107,29 +161,67 @@ export async function login(api: Api, username: string, password: string, rsaBit
   const device = response.device!;
   const session = sessionFrom(user.username, response.tokens);
   const tokens = new Tokens(api, session);
-  if (!keys || device.deviceId !== existing?.deviceId) keys = await e2ee.generateDeviceKeys(rsaBits);
+  let sealed = existing?.sealed;
+  if (!keys || device.deviceId !== existing?.deviceId) {
+    if (options.passphrase) {
+      ({ keys, sealed } = await keystore.generateSealed(rsaBits, options.passphrase));
+    } else {
+      keys = await e2ee.generateDeviceKeys(rsaBits);
+      sealed = undefined;
+    }
+  }
+  const open = keys;
   const published = device.keys?.encryptionPublicKey;
-  if (!published || !e2ee.equalBytes(published, keys.encryptionSpki)) {
-    await tokens.call((options) =>
-      api.auth.uploadDeviceKeys(
-        { keys: { encryptionPublicKey: keys.encryptionSpki, signingPublicKey: keys.signingPublic } },
-        options,
-      ),
+  if (!published || !e2ee.equalBytes(published, open.encryptionSpki)) {
+    await tokens.call((o) =>
+      api.auth.uploadDeviceKeys({ keys: { encryptionPublicKey: open.encryptionSpki, signingPublicKey: open.signingPublic } }, o),
     );
   }
-  const record: DeviceRecord = { username: user.username, userId: user.userId, deviceId: device.deviceId, keys };
+  const record: DeviceRecord = {
+    username: user.username,
+    userId: user.userId,
+    deviceId: device.deviceId,
+    keys: sealed ? undefined : open,
+    sealed,
+    keep: options.keep ?? existing?.keep ?? false,
+  };
   await store.put(store.keys.device(user.username), record);
   await store.put(store.keys.session, session);
-  return new Core(api, tokens, record);
+  return new Core(api, tokens, { ...record, keys: open });
+}
+
+/** A saved session whose device keys are sealed: they open with the passphrase. */
+export class LockedDevice {
+  constructor(
+    private readonly api: Api,
+    private readonly session: store.SessionRecord,
+    readonly device: DeviceRecord,
+  ) {}
+
+  async unlock(passphrase: string): Promise<Core> {
+    const keys = await keystore.unseal(this.device.sealed!, passphrase);
+    return new Core(this.api, new Tokens(this.api, this.session), { ...this.device, keys });
+  }
+
+  /** Ends the session without the keys (they stay sealed in this browser). */
+  async logout(): Promise<void> {
+    try {
+      await new Tokens(this.api, this.session).call((o) => this.api.auth.logout({}, o));
+    } catch {
+      // An ended session is logged out already.
+    }
+    await forgetSession();
+  }
 }
 
 /** The saved session, if any (a page reload resumes it without a password). */
-export async function resume(api: Api): Promise<Core | undefined> {
+export async function resume(api: Api): Promise<Core | LockedDevice | undefined> {
   const session = await store.get<store.SessionRecord>(store.keys.session);
   if (!session) return undefined;
   const device = await store.get<DeviceRecord>(store.keys.device(session.username));
   if (!device) return undefined;
-  return new Core(api, new Tokens(api, session), device);
+  if (!device.keys) return device.sealed ? new LockedDevice(api, session, device) : undefined;
+  return new Core(api, new Tokens(api, session), { ...device, keys: device.keys });
 }
 
 /** Forgets the saved session (the device and its keys stay). */
@@ -148,7 +240,10 @@ export class Core {
   private readonly users = new Map<string, UserWithDevices>();
   private readonly groups = new Map<string, Group>();
   private readonly seenMessages = new Set<string>();
-  private readonly seenClientIds = new Set<string>();
+  private readonly seenLogs = new Map<string, SeenLog>();
+  private readonly notices: Notice[] = [];
+  /** Member user ids of each group, as last listed. */
+  private readonly memberIds = new Map<string, Set<string>>();
   private cursors: Record<string, number> = {};
   private contacts: Record<string, Contact> = {};
   private sendingChains: Record<string, SendingChain> = {};
@@ -156,6 +251,9 @@ export class Core {
   /** Seals of one conversation one after the other: each names the previous one's hash. */
   private sealing = new Map<string, Promise<unknown>>();
   private failures = new Map<string, { count: number; since: number }>();
+  private groupPins: Record<string, GroupPin> = {};
+  /** Reviews of users' keys, one at a time (each reads and writes the pins). */
+  private reviewing: Promise<void> = Promise.resolve();
   private stream: AbortController | undefined;
   private stopped = false;
   listeners: Partial<CoreEvents> = {};
@@ -166,7 +264,7 @@ export class Core {
   constructor(
     readonly api: Api,
     readonly tokens: Tokens,
-    readonly device: DeviceRecord,
+    readonly device: OpenDevice,
   ) {}
 
   get userId(): string {
@@ -180,7 +278,9 @@ export class Core {
   /** Loads what is stored and starts the live stream. */
   async start(): Promise<void> {
     this.cursors = (await store.get(store.keys.cursors(this.userId))) ?? {};
-    this.contacts = (await store.get(store.keys.contacts(this.userId))) ?? {};
+    const stored = (await store.get<Record<string, Contact>>(store.keys.contacts(this.userId))) ?? {};
+    this.contacts = trust.upgradeContacts(stored, Math.floor(Date.now() / 1000));
+    this.groupPins = (await store.get(store.keys.groups(this.userId))) ?? {};
     this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
     this.receivedChains = (await store.get(store.keys.receivedChains(this.userId))) ?? {};
     try {
@@ -197,14 +297,25 @@ export class Core {
     this.stream?.abort();
   }
 
+  /**
+   * Logs out. Unless the user chose to keep this device, the device is revoked and everything
+   * this browser holds for the user is deleted: keys, refresh token, cursors, pins, logs.
+   */
   async logout(): Promise<void> {
     this.stop();
+    const keep = this.device.keep ?? false;
     try {
-      await this.tokens.call((options) => this.api.auth.logout({}, options));
+      if (keep) {
+        await this.tokens.call((options) => this.api.auth.logout({}, options));
+      } else {
+        // Revoking ends the device's sessions too; its keys go with it.
+        await this.tokens.call((o) => this.api.auth.revokeDevice({ deviceId: this.device.deviceId }, o));
+      }
     } catch {
-      // An ended session is logged out already; the local session goes either way.
+      // An ended session is logged out already; the local data goes either way.
     }
-    await store.remove(store.keys.session);
+    if (keep) await store.remove(store.keys.session);
+    else await store.forgetUser(this.username, this.userId);
   }
 
   // ------------------------------------------------------------ conversations
@@ -264,30 +375,69 @@ export class Core {
     const response = await this.tokens.call((o) =>
       this.api.group.createGroup({ name, memberUserIds: members.map((m) => m.user!.userId) }, o),
     );
+    const groupId = response.group!.groupId;
+    // The members are the ones asked for: any other the server lists later is reported.
+    const pinned: Record<string, string> = { [this.userId]: this.username };
+    for (const member of members) pinned[member.user!.userId] = member.user!.username;
+    this.groupPins[groupId] = { name, members: pinned };
+    await store.put(store.keys.groups(this.userId), this.groupPins);
     await this.refreshConversations();
-    return response.group!.groupId;
+    return groupId;
   }
 
   async addMember(groupId: string, username: string): Promise<void> {
     const user = await this.userByName(username);
     await this.tokens.call((o) => this.api.group.addMembers({ groupId, userIds: [user.user!.userId] }, o));
+    await this.noteMembers(groupId, (members) => (members[user.user!.userId] = user.user!.username));
   }
 
   async removeMember(groupId: string, userId: string): Promise<void> {
     await this.tokens.call((o) => this.api.group.removeMember({ groupId, userId }, o));
+    await this.noteMembers(groupId, (members) => delete members[userId]);
   }
 
   async leaveGroup(groupId: string): Promise<void> {
     await this.tokens.call((o) => this.api.group.leaveGroup({ groupId }, o));
+    delete this.groupPins[groupId];
+    await store.put(store.keys.groups(this.userId), this.groupPins);
     this.conversations.delete(groupId);
     this.listeners.conversations?.();
   }
 
+  /** A group's members with their devices, reviewing their keys and the membership. */
   async groupMembers(groupId: string): Promise<UserWithDevices[]> {
     const response = await this.tokens.call((o) => this.api.group.listMembers({ groupId }, o));
     const users = response.members.map((m) => ({ user: m.user, devices: m.devices }) as UserWithDevices);
-    for (const user of users) this.remember(user);
+    this.memberIds.set(groupId, new Set(users.map((u) => u.user!.userId)));
+    await this.reviewMembers(groupId, users);
+    for (const user of users) await this.remember(user);
     return users;
+  }
+
+  /** Records a membership change made here, so that it is not reported back. */
+  private async noteMembers(groupId: string, change: (members: Record<string, string>) => void): Promise<void> {
+    const pin = this.groupPins[groupId];
+    if (!pin) return;
+    change(pin.members);
+    await store.put(store.keys.groups(this.userId), this.groupPins);
+  }
+
+  /** Compares a group's members with the ones last shown, and reports a change. */
+  private async reviewMembers(groupId: string, users: UserWithDevices[]): Promise<void> {
+    const current: Record<string, string> = {};
+    for (const user of users) current[user.user!.userId] = user.user!.username;
+    const name = this.groups.get(groupId)?.name ?? this.conversations.get(groupId)?.name.replace(/^# /, "") ?? "group";
+    const pin = this.groupPins[groupId];
+    const added = Object.keys(current).filter((id) => !pin?.members[id] && id !== this.userId);
+    const removed = pin ? Object.keys(pin.members).filter((id) => !current[id]) : [];
+    if (pin && added.length === 0 && removed.length === 0) return;
+    this.groupPins[groupId] = { name, members: current };
+    await store.put(store.keys.groups(this.userId), this.groupPins);
+    const names = (ids: string[], from: Record<string, string>) => ids.map((id) => from[id]).join(", ") || "none";
+    const text = pin
+      ? `⚠ The members of # ${name} changed. Added: ${names(added, current)}. Removed: ${names(removed, pin.members)}. What you send now reaches every member.`
+      : `This group is new to this device. Its other members: ${names(added, current)}.`;
+    this.notify({ kind: "members", groupId, text, blocked: false });
   }
 
   // ------------------------------------------------------------ users and keys
@@ -296,7 +446,7 @@ export class Core {
     const response = await this.tokens.call((o) => this.api.auth.lookupUsers({ usernames: [username] }, o));
     const user = response.users[0];
     if (!user?.user) throw new Error(`no user named ${username}`);
-    this.remember(user);
+    await this.remember(user);
     return user;
   }
 
@@ -304,7 +454,7 @@ export class Core {
     const missing = [...new Set(userIds)].filter((id) => fresh || !this.users.has(id));
     if (missing.length) {
       const response = await this.tokens.call((o) => this.api.auth.lookupUsers({ userIds: missing }, o));
-      for (const user of response.users) this.remember(user);
+      for (const user of response.users) await this.remember(user);
     }
     return userIds.map((id) => this.users.get(id)).filter((u): u is UserWithDevices => !!u);
   }
@@ -314,62 +464,138 @@ export class Core {
     return this.users.get(userId)?.user?.username ?? userId.slice(0, 8);
   }
 
-  /** Caches a user's devices and pins their keys on first use; warns when they change. */
-  private remember(user: UserWithDevices): void {
+  /** Caches a user's devices and reviews their keys against the pins (one review at a time). */
+  private remember(user: UserWithDevices): Promise<void> {
+    const next = this.reviewing.then(() => this.review(user));
+    this.reviewing = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The devices of `user` with keys, pinned as computed here; this device with its own keys. */
+  private async observed(user: UserWithDevices): Promise<Map<string, { pin: Pin; spki: Uint8Array }>> {
+    const now = Math.floor(Date.now() / 1000);
+    const observed = new Map<string, { pin: Pin; spki: Uint8Array }>();
+    const add = async (deviceId: string, spki: Uint8Array, signingKey: Uint8Array) => {
+      const pin: Pin = {
+        encryption: e2ee.hex(await e2ee.sha256(spki)),
+        signing: e2ee.hex(await e2ee.sha256(signingKey)),
+        signingKey: e2ee.hex(signingKey),
+        firstSeenAt: now,
+      };
+      observed.set(deviceId, { pin, spki });
+    };
+    for (const device of user.devices) {
+      if (device.keys) await add(device.deviceId, device.keys.encryptionPublicKey, device.keys.signingPublicKey);
+    }
+    if (user.user?.userId === this.userId) {
+      await add(this.device.deviceId, this.device.keys.encryptionSpki, this.device.keys.signingPublic);
+    }
+    return observed;
+  }
+
+  private async review(user: UserWithDevices): Promise<void> {
     const userId = user.user?.userId;
     if (!userId) return;
     this.users.set(userId, user);
-    const current: store.Pins = {};
-    for (const device of user.devices) {
-      if (!device.keys) continue;
-      current[device.deviceId] = {
-        encryption: e2ee.hex(device.encryptionKeyFingerprint),
-        signing: e2ee.hex(device.signingKeyFingerprint),
-      };
-    }
+    const username = user.user?.username ?? userId;
+    const observed = await this.observed(user);
     const known = this.contacts[userId];
     if (!known) {
-      this.contacts[userId] = { pins: current, verified: false };
-      void store.put(store.keys.contacts(this.userId), this.contacts);
+      const keys: Record<string, Pin> = {};
+      for (const [deviceId, { pin }] of observed) keys[deviceId] = pin;
+      this.contacts[userId] = { username, keys, pending: {}, verified: false };
+      await this.saveContacts();
       return;
     }
-    const changes: string[] = [];
-    for (const [deviceId, pin] of Object.entries(current)) {
-      const old = known.pins[deviceId];
-      if (!old) changes.push("a new device was added");
-      else if (old.encryption !== pin.encryption || old.signing !== pin.signing) changes.push("a device's keys changed");
-    }
-    for (const deviceId of Object.keys(known.pins)) {
-      if (!current[deviceId]) changes.push("a device was removed");
-    }
+    const before = JSON.stringify(known);
+    const pins = new Map([...observed].map(([deviceId, { pin }]) => [deviceId, pin]));
+    const { changes, blocked } = trust.review(known, pins, Math.floor(Date.now() / 1000));
+    known.username = username;
+    if (JSON.stringify(known) !== before) await this.saveContacts();
     if (changes.length === 0) return;
-    const wasVerified = known.verified;
-    this.contacts[userId] = { pins: current, verified: false };
-    void store.put(store.keys.contacts(this.userId), this.contacts);
-    this.listeners.keyWarning?.({
+    const what = `${[...new Set(changes)].join(", ")}${known.verified ? " (they were verified)" : ""}`;
+    this.listeners.keyWarning?.({ userId, username, what, blocked });
+    const mine = userId === this.userId;
+    const text = mine
+      ? `⚠ Your account's devices changed: ${what}. If that was not you, change your password.`
+      : `⚠ ${username}'s keys changed: ${what}.`;
+    this.notify({
+      kind: "keys",
       userId,
-      username: user.user?.username ?? userId,
-      what: `${[...new Set(changes)].join(", ")}${wasVerified ? " (it was verified: verify again)" : ""}`,
+      text: blocked ? `${text} Nothing is sent to ${mine ? "you" : username} until you accept the new keys.` : `${text} Compare safety numbers.`,
+      blocked,
     });
   }
 
+  private saveContacts(): Promise<void> {
+    return store.put(store.keys.contacts(this.userId), this.contacts);
+  }
+
+  private notify(notice: Notice): void {
+    this.notices.push(notice);
+    this.listeners.notice?.(notice);
+  }
+
+  /** Whether `notice` concerns the conversation. */
+  concerns(notice: Notice, conversationId: string): boolean {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return false;
+    if (notice.kind === "members") return notice.groupId === conversation.groupId;
+    if (notice.userId === this.userId) return true;
+    if (conversation.kind === "direct") return notice.userId === conversation.peerUserId;
+    return this.memberIds.get(conversation.groupId)?.has(notice.userId ?? "") ?? false;
+  }
+
+  /** The notices of this session that concern a conversation, oldest first. */
+  noticesFor(conversationId: string): Notice[] {
+    return this.notices.filter((notice) => this.concerns(notice, conversationId));
+  }
+
+  /** Participants of a conversation whose keys changed and are not accepted yet. */
+  pendingIn(conversationId: string): string[] {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return [];
+    const ids =
+      conversation.kind === "direct"
+        ? [this.userId, conversation.peerUserId]
+        : [...(this.memberIds.get(conversation.groupId) ?? [])];
+    return ids.filter((id) => Object.keys(this.contacts[id]?.pending ?? {}).length > 0);
+  }
+
   isVerified(userId: string): boolean {
-    return this.contacts[userId]?.verified ?? false;
-  }
-
-  async markVerified(userId: string): Promise<void> {
     const contact = this.contacts[userId];
-    if (!contact) return;
-    contact.verified = true;
-    await store.put(store.keys.contacts(this.userId), this.contacts);
+    return !!contact?.verified && Object.keys(contact.pending).length === 0;
   }
 
-  /** The safety number with `userId`, from both users' current devices. */
+  /** Marks the user verified: exactly their current keys are trusted (pending changes included). */
+  async markVerified(userId: string): Promise<void> {
+    await this.accept(userId, true);
+  }
+
+  /** Accepts a user's current keys without verifying them: sending to them resumes. */
+  async trust(userId: string): Promise<void> {
+    await this.accept(userId, false);
+    this.notify({ kind: "keys", userId, text: `You accepted the new keys of ${this.nameOf(userId)}.`, blocked: false });
+  }
+
+  private async accept(userId: string, verified: boolean): Promise<void> {
+    const [user] = await this.usersById([userId], true);
+    if (!user) return;
+    const observed = await this.observed(user);
+    const pins = new Map([...observed].map(([deviceId, { pin }]) => [deviceId, pin]));
+    await (this.reviewing = this.reviewing.then(async () => {
+      const contact = (this.contacts[userId] ??= { keys: {}, pending: {}, verified: false });
+      trust.accept(contact, pins, verified, Math.floor(Date.now() / 1000));
+      await this.saveContacts();
+    }));
+  }
+
+  /** The safety number with `userId`, from the key bytes of both users' current devices. */
   async safetyNumber(userId: string): Promise<string> {
     const [me, them] = await this.usersById([this.userId, userId], true);
-    const fingerprints = (devices: Device[]) =>
-      devices.filter((d) => d.keys).flatMap((d) => [d.encryptionKeyFingerprint, d.signingKeyFingerprint]);
-    return e2ee.safetyNumber(this.userId, fingerprints(me.devices), userId, fingerprints(them.devices));
+    const fingerprints = async (user: UserWithDevices) =>
+      [...(await this.observed(user)).values()].flatMap(({ pin }) => [e2ee.unhex(pin.encryption), e2ee.unhex(pin.signing)]);
+    return e2ee.safetyNumber(this.userId, await fingerprints(me), userId, await fingerprints(them));
   }
 
   // ------------------------------------------------------------ sending
@@ -446,14 +672,33 @@ export class Core {
     return sealed;
   }
 
+  /**
+   * The devices to seal for: every device of every participant, each trusted. Changes found on
+   * the way are reported (notices) before this returns, so before anything is sealed for them.
+   */
   private async recipients(conversation: ConversationView, fresh: boolean): Promise<e2ee.RecipientDevice[]> {
     const users =
       conversation.kind === "group"
         ? await this.groupMembers(conversation.groupId)
         : await this.usersById([this.userId, conversation.peerUserId], fresh);
-    return users.flatMap((u) =>
-      u.devices.filter((d) => d.keys).map((d) => ({ deviceId: d.deviceId, encryptionSpki: d.keys!.encryptionPublicKey })),
-    );
+    await this.reviewing;
+    const recipients: e2ee.RecipientDevice[] = [];
+    const untrusted = new Set<string>();
+    for (const user of users) {
+      const userId = user.user!.userId;
+      const contact = this.contacts[userId];
+      for (const [deviceId, { pin, spki }] of await this.observed(user)) {
+        const mine = userId === this.userId && deviceId === this.device.deviceId;
+        if (mine || trust.trusted(contact, deviceId, pin)) recipients.push({ deviceId, encryptionSpki: spki });
+        else untrusted.add(user.user!.username);
+      }
+    }
+    if (untrusted.size > 0) {
+      throw new Untrusted(
+        `the keys of ${[...untrusted].join(", ")} changed and are not accepted yet: compare safety numbers, or accept the new keys`,
+      );
+    }
+    return recipients;
   }
 
   async typing(conversationId: string): Promise<void> {
@@ -503,11 +748,49 @@ export class Core {
         .catch(() => undefined);
     }
     const messages: ShownMessage[] = [];
-    for (const message of [...response.messages].reverse()) messages.push(await this.openMessage(message));
+    for (const message of [...response.messages].reverse()) messages.push(await this.openIn(conversationId, message));
     return { messages, more: response.nextFromSequence > 0n };
   }
 
-  /** Verifies and decrypts a delivered message; one that fails any check gets no text. */
+  /**
+   * Opens a message shown in a conversation: it must belong to it (and, in a direct conversation,
+   * come from one of its two users); a verified one is recorded in the conversation's seen log,
+   * which flags a replay (the same envelope under another sequence), across reloads too.
+   */
+  private async openIn(conversationId: string, message: Message): Promise<ShownMessage> {
+    const shown = await this.openMessage(message);
+    const conversation = this.conversations.get(conversationId);
+    const misplaced =
+      message.conversationId !== conversationId ||
+      (conversation?.kind === "direct" && shown.senderUserId !== this.userId && shown.senderUserId !== conversation.peerUserId);
+    if (misplaced) shown.text = undefined;
+    if (shown.text === undefined) return shown;
+    const log = await this.seenLog(conversationId);
+    const key = `${shown.senderDeviceId}/${shown.clientMessageId}`;
+    const known = key in log;
+    const first = trust.recordSeen(log, key, shown.sequence, store.SEEN_CAPACITY);
+    if (first !== undefined) {
+      shown.text = undefined;
+      shown.replayOf = first;
+    } else if (!known) {
+      await store.put(store.keys.seen(this.userId, conversationId), log);
+    }
+    return shown;
+  }
+
+  private async seenLog(conversationId: string): Promise<SeenLog> {
+    let log = this.seenLogs.get(conversationId);
+    if (!log) {
+      log = (await store.get<SeenLog>(store.keys.seen(this.userId, conversationId))) ?? {};
+      this.seenLogs.set(conversationId, log);
+    }
+    return log;
+  }
+
+  /**
+   * Verifies and decrypts a delivered message; one that fails any check gets no text. It does not
+   * check which conversation the message is shown in, nor whether it was shown before (openIn does).
+   */
   async openMessage(message: Message): Promise<ShownMessage> {
     const envelope = message.envelope!;
     const shown: ShownMessage = {
@@ -529,7 +812,8 @@ export class Core {
     try {
       if (envelope.conversationId !== message.conversationId) throw new Error("delivered in another conversation");
       if (!this.mayDecrypt(budgetKey)) throw new Error("too many failures from this sender");
-      const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId);
+      const sentAt = Number(message.sentAt?.seconds ?? 0n);
+      const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
       let opened;
       try {
         opened = await e2ee.open(
@@ -574,23 +858,20 @@ export class Core {
     else entry.count++;
   }
 
-  private async signingKey(userId: string, deviceId: string): Promise<Uint8Array> {
+  /**
+   * The pinned Ed25519 key of a sender's device, after its owner's current devices were reviewed
+   * (from the cache, then fresh once when the device is not pinned). Refused for a device revoked
+   * before `sentAt` (the server's stamp, in Unix seconds), or whose keys are not accepted.
+   */
+  private async signingKey(userId: string, deviceId: string, sentAt: number): Promise<Uint8Array> {
     if (userId === this.userId && deviceId === this.device.deviceId) return this.device.keys.signingPublic;
     for (const fresh of [false, true]) {
-      const [user] = await this.usersById([userId], fresh);
-      const device = user?.devices.find((d) => d.deviceId === deviceId);
-      if (device?.keys) return device.keys.signingPublicKey;
+      await this.usersById([userId], fresh);
+      await this.reviewing;
+      const key = trust.senderKey(this.contacts[userId], deviceId, sentAt);
+      if (key) return e2ee.unhex(key);
     }
     throw new Error("the sender's device is unknown");
-  }
-
-  /** Whether a verified message was shown before under the same sender device and client id. */
-  isReplay(message: ShownMessage): boolean {
-    if (message.text === undefined) return false;
-    const key = `${message.senderDeviceId}/${message.clientMessageId}`;
-    if (this.seenClientIds.has(key)) return true;
-    this.seenClientIds.add(key);
-    return false;
   }
 
   private setState(state: ConnectionState, detail = ""): void {
@@ -674,7 +955,11 @@ export class Core {
         break;
       case "membershipChange":
       case "devicesChanged":
+        // Reviewed now, so that a change is shown before the next message is sealed for it.
         if (e.case === "devicesChanged") await this.usersById([e.value.userId], true).catch(() => undefined);
+        if (e.case === "membershipChange" && this.groupPins[e.value.groupId]) {
+          await this.groupMembers(e.value.groupId).catch(() => undefined);
+        }
         await this.refreshConversations().catch(() => undefined);
         break;
       default:
@@ -696,16 +981,14 @@ export class Core {
       )
       .catch(() => undefined);
     if (!this.conversations.has(conversationId)) await this.refreshConversations();
-    const shown = await this.openMessage(message);
+    const shown = await this.openIn(conversationId, message);
     const conversation = this.conversations.get(conversationId);
     // Messages up to the listed last sequence are already in the listed unread count.
     if (conversation && sequence > conversation.lastSequence) {
       conversation.lastSequence = sequence;
       if (!shown.mine) conversation.unread++;
     }
-    if (!this.isReplay(shown)) this.listeners.message?.(shown, true);
+    this.listeners.message?.(shown, true);
     this.listeners.conversations?.();
   }
 }
-
-export type { User };

@@ -1,19 +1,31 @@
 // What the browser keeps, in IndexedDB: each device's keys (CryptoKeys, private halves
-// non-extractable, stored as structured clones), the session's tokens, the stream cursors and the
-// pinned keys of contacts. One object store of small records, keyed by strings.
+// non-extractable, stored as structured clones; or sealed under a passphrase, see keystore.ts),
+// the session's tokens, the stream cursors, the pinned keys of contacts, the group memberships
+// last shown, and what each conversation showed (for replay detection). One object store of small
+// records, keyed by strings. Logging out deletes all of a user's records unless the user chose
+// "keep this device".
 
 import type { DeviceKeys } from "./e2ee";
+import type { SealedKeys } from "./keystore";
 
 const DB_NAME = "chat-web-demo";
 const STORE = "kv";
 
-/** A device of a user on this browser (kept after logout, so a later login resumes it). */
+/** A device of a user on this browser (kept after logout only when `keep` is set). */
 export interface DeviceRecord {
   username: string;
   userId: string;
   deviceId: string;
-  keys: DeviceKeys;
+  /** The keys, unless they are sealed under a passphrase (then only `sealed` is stored). */
+  keys?: DeviceKeys;
+  /** The private keys sealed under the passphrase the user chose for this device. */
+  sealed?: SealedKeys;
+  /** Keep the device and its keys in this browser after logging out. */
+  keep?: boolean;
 }
+
+/** A device whose keys are open (in memory). */
+export type OpenDevice = DeviceRecord & { keys: DeviceKeys };
 
 /** The logged-in session. */
 export interface SessionRecord {
@@ -24,14 +36,47 @@ export interface SessionRecord {
   refreshToken: string;
 }
 
-/** Pinned keys of one user: per device, its encryption and signing fingerprints (hex). */
-export type Pins = Record<string, { encryption: string; signing: string }>;
+/** One device's keys as pinned: computed here from the key bytes, never taken from the server. */
+export interface Pin {
+  /** SHA-256 of the RSA SubjectPublicKeyInfo (hex). */
+  encryption: string;
+  /** SHA-256 of the Ed25519 key (hex). */
+  signing: string;
+  /** The Ed25519 key itself (hex): verifies the device's messages, also after its revocation. */
+  signingKey?: string;
+  /** When this browser first saw these keys (Unix seconds). */
+  firstSeenAt: number;
+  /** When this browser saw the device gone from its owner's list (Unix seconds): revoked since. */
+  revokedAt?: number;
+}
+
+/** Pinned keys of one user: per device (the format before pins were computed here). */
+export type LegacyPins = Record<string, { encryption: string; signing: string }>;
 
 /** What the app remembers about a contact's keys. */
 export interface Contact {
-  pins: Pins;
+  username?: string;
+  /** Trusted keys by device id. */
+  keys: Record<string, Pin>;
+  /** Keys seen and not accepted yet: nothing is sealed for the user until they are. */
+  pending: Record<string, Pin>;
+  /** Whether the user compared the safety number of the trusted keys. */
   verified: boolean;
+  /** The earlier format, converted when read. */
+  pins?: LegacyPins;
 }
+
+/** A group's members as last shown: user id to username. */
+export interface GroupPin {
+  name: string;
+  members: Record<string, string>;
+}
+
+/** Per conversation: `senderDeviceId/clientMessageId` to the sequence it was first shown at. */
+export type SeenLog = Record<string, number>;
+
+/** Entries kept per conversation's seen log (the highest sequences). */
+export const SEEN_CAPACITY = 2000;
 
 let dbPromise: Promise<IDBDatabase> | undefined;
 
@@ -66,6 +111,18 @@ export function remove(key: string): Promise<void> {
   return run("readwrite", (store) => store.delete(key));
 }
 
+/** Every key in the store. */
+export function allKeys(): Promise<string[]> {
+  return run<IDBValidKey[]>("readonly", (store) => store.getAllKeys()).then((keys) => keys.map(String));
+}
+
+/** Deletes everything this browser holds for a user: device keys, session, cursors, pins, logs. */
+export async function forgetUser(username: string, userId: string): Promise<void> {
+  const mine = [keys.device(username), keys.session, keys.cursors(userId), keys.contacts(userId), keys.groups(userId)];
+  const logs = (await allKeys()).filter((key) => key.startsWith(keys.seenPrefix(userId)));
+  for (const key of [...mine, ...logs]) await remove(key);
+}
+
 export const keys = {
   device: (username: string) => `device:${username}`,
   session: "session",
@@ -75,4 +132,7 @@ export const keys = {
   sendingChains: (userId: string) => `sending-chains:${userId}`,
   /** Suite V2: what this device saw of every other device's chain, by conversation. */
   receivedChains: (userId: string) => `received-chains:${userId}`,
+  groups: (userId: string) => `groups:${userId}`,
+  seenPrefix: (userId: string) => `seen:${userId}:`,
+  seen: (userId: string, conversationId: string) => `seen:${userId}:${conversationId}`,
 };

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|cli|reload|restart|history|tokens|policy> <gateway URL>
+//   node browser.mjs <direct|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -170,7 +170,8 @@ async function direct(): Promise<void> {
   const alice = await newUser(unique("alice"), (page) =>
     page.screenshot({ path: join(screenshotDir, "login.png") }).then(() => undefined),
   );
-  const bob = await newUser(unique("bob"));
+  // Bob keeps this device: logging out later leaves its keys in the browser.
+  const bob = await newUser(unique("bob"), (page) => page.check("#keep-device"));
 
   step = "alice writes to bob";
   await openChatWith(alice, bob.name);
@@ -199,7 +200,8 @@ async function direct(): Promise<void> {
   await alice.page.click("#mark-verified");
   await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
 
-  step = "log out and in again: the same device, its keys still in IndexedDB";
+  step = "log out and in again: the same device (kept), its keys still in IndexedDB";
+  const bobsDevice = await bob.page.getAttribute("body", "data-device");
   await bob.page.click("#logout");
   await bob.page.waitForSelector("body[data-screen=auth]");
   await bob.page.fill("#username", bob.name);
@@ -207,6 +209,7 @@ async function direct(): Promise<void> {
   await bob.page.click("#login");
   await bob.page.waitForSelector("body[data-screen=app]");
   await online(bob.page);
+  expectEqual(await bob.page.getAttribute("body", "data-device"), bobsDevice, "bob's device after logging in again");
   await openConversation(bob, alice.name);
   await sees(bob, "hi bob, this is end-to-end encrypted");
   await sees(bob, "hello alice 👋", true);
@@ -527,8 +530,223 @@ function violationDirectives(errors: string[]): string[] {
     .sort();
 }
 
+// ---------------------------------------------------------------- a malicious server
+
+/** Fills the composer and sends; the send is refused (nothing sealed for what changed). */
+async function sendRefused(user: User, text: string): Promise<void> {
+  await user.page.$eval("#sidebar-error", (e) => (e.textContent = ""));
+  await user.page.fill("#text", text);
+  await user.page.press("#text", "Enter");
+  await user.page.waitForSelector('#sidebar-error:has-text("Not sent")');
+  const shown = await texts(user);
+  if (shown.includes(text)) throw new Error(`"${text}" was sent`);
+}
+
+/** The classes and texts of the conversation's items, in order (messages and notices). */
+async function items(user: User): Promise<{ kind: string; text: string }[]> {
+  return user.page.$$eval("#messages > li", (list) =>
+    list.map((item) => ({ kind: item.className, text: item.textContent ?? "" })),
+  );
+}
+
+/** A ghost device, key substitutions (under the old and the new fingerprint), a ghost member. */
+async function attacks(): Promise<void> {
+  step = "register";
+  const [carol, dave, erin, mallory] = [unique("carol"), unique("dave"), unique("erin"), unique("mallory")];
+  for (const name of [carol, dave, erin, mallory]) await ask("cli_user", { username: name });
+  const alice = await newUser(unique("alice"));
+
+  step = "alice writes to carol and verifies her";
+  await openChatWith(alice, carol);
+  await send(alice, "hello carol");
+  await alice.page.click("#safety");
+  await alice.page.click("#mark-verified");
+  await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
+  await alice.page.click("#panel button:text-is('Close')");
+
+  step = "a ghost device of a verified contact: nothing is sealed for it until alice accepts it";
+  const ghost = await ask<number>("ghost_device", { username: carol });
+  // The server lies from now on: to this page once it asks again (here after a reload).
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector(`#messages .notice[data-kind=keys][data-blocked=true]:has-text("${carol}'s keys changed")`);
+  await sendRefused(alice, "for carol's eyes only");
+  await alice.page.waitForSelector("#accept-keys:visible");
+  expectEqual(await ask("attacker_reads", { attacker: ghost }), 0, "messages the ghost device reads");
+  await screenshot(alice, "key-change-blocked");
+  await alice.page.click("#accept-keys");
+  await alice.page.waitForSelector("#accept-keys", { state: "hidden" });
+  await send(alice, "for carol's eyes only");
+  expectEqual(await ask("attacker_reads", { attacker: ghost }), 1, "messages the accepted device reads");
+
+  step = "a key substituted under the old fingerprint: refused and shown";
+  await openChatWith(alice, dave);
+  await send(alice, "hello dave");
+  const substituted = await ask<number>("substitute_key", { username: dave, old_fingerprint: true });
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector(`#title:text-is("${dave}")`);
+  await sendRefused(alice, "for dave only");
+  await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${dave}'s keys changed")`);
+  expectEqual(await ask("attacker_reads", { attacker: substituted }), 0, "messages the substituted key reads");
+
+  step = "a key substituted under its new fingerprint: refused and shown the same way";
+  await openChatWith(alice, erin);
+  await send(alice, "hello erin");
+  const resubstituted = await ask<number>("substitute_key", { username: erin, old_fingerprint: false });
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector(`#title:text-is("${erin}")`);
+  await sendRefused(alice, "for erin only");
+  await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${erin}'s keys changed")`);
+  expectEqual(await ask("attacker_reads", { attacker: resubstituted }), 0, "messages the substituted key reads");
+
+  step = "a ghost member: shown in the group before anything is sealed for it";
+  const group = unique("club-");
+  await alice.page.click("#new-group-box summary");
+  await alice.page.fill("#new-group-name", group);
+  await alice.page.fill("#new-group-members", carol);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForSelector(`#title:text-is("# ${group}")`);
+  await send(alice, "welcome");
+  await ask("ghost_member", { as: mallory, username: mallory });
+  await send(alice, "who is here?");
+  const shown = await items(alice);
+  const notice = shown.findIndex((item) => item.kind === "notice" && item.text.includes(`Added: ${mallory}`));
+  const message = shown.findIndex((item) => item.text.includes("who is here?"));
+  if (notice < 0 || notice > message) throw new Error(`the ghost member is not shown before the message: ${JSON.stringify(shown)}`);
+  await screenshot(alice, "ghost-member");
+  noConsoleErrors([alice]);
+}
+
+/** A replay after a reload is flagged; a revoked device's message stamped after its revocation,
+ * and a message of another conversation, are refused. */
+async function replays(): Promise<void> {
+  step = "register";
+  const [carol, dave] = [unique("carol"), unique("dave")];
+  await ask("cli_user", { username: carol });
+  await ask("cli_user", { username: dave });
+  await ask("cli_new_device", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await ask("cli_send", { as: carol, to: alice.name, text: "pay 10 euros" });
+  await sees(alice, "pay 10 euros");
+  const conversationId = await alice.page.getAttribute("#messages", "data-conversation-id");
+
+  step = "a replay after a reload";
+  await ask("replay", { conversation_id: conversationId, sequence: 1 });
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector('#messages .message[data-seq="2"][data-status=replay]');
+  await sees(alice, "pay 10 euros");
+  expectEqual(await texts(alice).then((all) => all.filter((t) => t === "pay 10 euros").length), 1, "copies shown");
+  await screenshot(alice, "replay");
+
+  step = "a revoked device";
+  await ask("cli_send", { as: carol, to: alice.name, text: "from the old device" });
+  await sees(alice, "from the old device");
+  await ask("cli_revoke", { as: `${carol}/new-device`, device_of: carol });
+  await alice.page.waitForSelector(`#messages .notice:has-text("a device was removed")`);
+  // The server stamps that device's message after its revocation, and its first one well before.
+  expectEqual(await ask("stamp", { conversation_id: conversationId, sequence: 3, shift_seconds: 3600 }), 1, "stamped");
+  expectEqual(await ask("stamp", { conversation_id: conversationId, sequence: 1, shift_seconds: -3600 }), 1, "stamped");
+  await alice.page.reload();
+  await online(alice.page);
+  await alice.page.waitForSelector('#messages .message[data-seq="3"][data-status=failed]');
+  await sees(alice, "pay 10 euros");
+
+  step = "a message of another conversation";
+  await ask("cli_send", { as: dave, to: alice.name, text: "for alice, from dave" });
+  await alice.page.waitForSelector(`#conversations li[data-name="${dave}"]`);
+  await ask("capture_history");
+  await openConversation(alice, dave);
+  await sees(alice, "for alice, from dave");
+  await ask("inject_captured");
+  await openConversation(alice, carol);
+  await alice.page.waitForSelector("#messages .message[data-status=failed] >> nth=1");
+  if ((await texts(alice)).includes("for alice, from dave")) throw new Error("dave's message is shown in carol's conversation");
+  noConsoleErrors([alice]);
+}
+
+/** Logging out deletes the device's keys and refresh token unless the device is kept; keys
+ * sealed under a passphrase are unlocked after a reload. */
+async function keys(): Promise<void> {
+  const stored = (page: Page) =>
+    page.evaluate(
+      () =>
+        new Promise<Record<string, unknown>>((resolve, reject) => {
+          const open = indexedDB.open("chat-web-demo", 1);
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const store = open.result.transaction("kv", "readonly").objectStore("kv");
+            const all: Record<string, unknown> = {};
+            const cursor = store.openCursor();
+            cursor.onsuccess = () => {
+              const at = cursor.result;
+              if (!at) return resolve(all);
+              all[String(at.key)] = at.value;
+              at.continue();
+            };
+          };
+        }),
+    );
+
+  step = "logging out without keeping the device deletes its keys";
+  const alice = await newUser(unique("alice"));
+  const first = await alice.page.getAttribute("body", "data-device");
+  expectEqual(Object.keys(await stored(alice.page)).some((k) => k === `device:${alice.name}`), true, "keys while logged in");
+  await alice.page.click("#logout");
+  await alice.page.waitForSelector("body[data-screen=auth]");
+  const left = Object.keys(await stored(alice.page));
+  expectEqual(left.filter((k) => k.startsWith("device:") || k === "session" || k.includes(":")), [], "what stays after logout");
+  expectEqual(await ask("active_devices", { username: alice.name }), 0, "alice's active devices after logout");
+  await alice.page.fill("#username", alice.name);
+  await alice.page.fill("#password", PASSWORD);
+  await alice.page.click("#login");
+  await alice.page.waitForSelector("body[data-screen=app]");
+  if ((await alice.page.getAttribute("body", "data-device")) === first) throw new Error("the deleted device came back");
+
+  step = "a kept device whose keys are sealed under a passphrase";
+  const passphrase = "a passphrase, not the password";
+  const bob = await newUser(unique("bob"), async (page) => {
+    await page.fill("#device-passphrase", passphrase);
+    await page.check("#keep-device");
+  });
+  const device = await bob.page.getAttribute("body", "data-device");
+  const record = (await stored(bob.page))[`device:${bob.name}`] as { keys?: unknown; sealed?: { ciphertext: Uint8Array } };
+  if (record.keys !== undefined || !record.sealed?.ciphertext?.length) throw new Error("the keys are stored unsealed");
+
+  step = "a reload asks for the passphrase";
+  await bob.page.reload();
+  await bob.page.waitForSelector("body[data-screen=unlock]");
+  await screenshot(bob, "unlock");
+  await bob.page.fill("#unlock-passphrase", "not the passphrase");
+  await bob.page.click("#unlock-button");
+  await bob.page.waitForSelector('#unlock-status:has-text("wrong passphrase")');
+  await bob.page.fill("#unlock-passphrase", passphrase);
+  await bob.page.click("#unlock-button");
+  await bob.page.waitForSelector("body[data-screen=app]");
+  await online(bob.page);
+
+  step = "logging out keeps the sealed keys; logging in needs the passphrase";
+  await bob.page.click("#logout");
+  await bob.page.waitForSelector("body[data-screen=auth]");
+  await bob.page.fill("#username", bob.name);
+  await bob.page.fill("#password", PASSWORD);
+  await bob.page.click("#login");
+  await bob.page.waitForSelector('#auth-status:has-text("locked")');
+  await bob.page.fill("#device-passphrase", passphrase);
+  await bob.page.click("#login");
+  await bob.page.waitForSelector("body[data-screen=app]");
+  expectEqual(await bob.page.getAttribute("body", "data-device"), device, "bob's device after logging in again");
+  noConsoleErrors([alice, bob]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
+  attacks,
+  replays,
+  keys,
   cli,
   reload,
   restart,

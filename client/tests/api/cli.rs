@@ -8,7 +8,7 @@ use std::{
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{PASSWORD, TestEnv, spawn_env};
+use crate::helpers::{PASSPHRASE, PASSWORD, TestEnv, spawn_env};
 
 /// What one run of the `chat` binary printed, and its exit code.
 pub struct Run {
@@ -26,7 +26,7 @@ impl Run {
 
 /// Runs `chat` with `args` on the profile `dir` against the test gateway (off the runtime's
 /// thread, which also runs the services).
-async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+pub async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
     let server = env.server();
     chat_on(&server, dir, args).await
 }
@@ -37,21 +37,59 @@ async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
 
 async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
     let dir = dir.to_str().unwrap();
-    let env = [("CHAT_PROFILE_DIR", dir), ("CHAT_PASSWORD", PASSWORD)];
+    let env = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
     chat_custom(server, args, &env, stdin).await
 }
 
 /// Runs `chat` with only the given profile and secret variables (and the test settings).
 pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    chat_command(
+        server,
+        args,
+        env,
+        stdin,
+        Command::new(env!("CARGO_BIN_EXE_chat")),
+    )
+    .await
+}
+
+/// As [`chat`], with stderr written into stdout (`Run::stdout`), so that the order of what the
+/// program printed on both shows: e.g. a warning before or after "sent".
+pub async fn chat_merged(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("exec \"$0\" \"$@\" 2>&1")
+        .arg(env!("CARGO_BIN_EXE_chat"));
+    let dir = dir.to_str().unwrap();
+    let secrets = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
+    chat_command(&env.server(), args, &secrets, "", command).await
+}
+
+async fn chat_command(
+    server: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+    mut command: Command,
+) -> Run {
     command
         .args(args)
         .env("CHAT_SERVER", server)
         .env("CHAT_RSA_BITS", "2048")
-        .env("CHAT_KDF_MEMORY_KIB", "1024")
         .env_remove("CHAT_PROFILE_DIR")
         .env_remove("CHAT_PASSWORD")
         .env_remove("CHAT_PASSPHRASE")
+        .env_remove("CHAT_NEW_PASSPHRASE")
+        .env_remove("CHAT_KDF_MEMORY_KIB")
         .env_remove("CHAT_PROFILE")
         .env_remove("CHAT_CA_FILE")
         .env_remove("XDG_CONFIG_HOME")
@@ -80,7 +118,7 @@ pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdi
 }
 
 /// Registers `username` with the CLI on a new profile; returns the profile directory.
-async fn cli_user(env: &TestEnv, username: &str) -> PathBuf {
+pub async fn cli_user(env: &TestEnv, username: &str) -> PathBuf {
     let dir = env.profile_dir();
     let run = chat(env, &dir, &["--json", "register", username]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -230,7 +268,7 @@ async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgP
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: PgPool) {
+async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db: PgPool) {
     let env = spawn_env(db).await;
     env.user("warmup").await;
     let alice = cli_user(&env, "alice").await;
@@ -240,6 +278,8 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     let bob_view = chat(&env, &bob, &["verify", "alice"]).await;
     let bobs_new_profile = env.profile_dir();
     let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
+    let refused = chat(&env, &alice, &["send", "bob", "still you?"]).await;
+    let trust = chat(&env, &alice, &["trust", "bob"]).await;
     let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
     let after = chat(&env, &alice, &["--json", "verify", "bob"]).await;
     let devices = chat(&env, &bobs_new_profile, &["--json", "devices"])
@@ -267,16 +307,28 @@ async fn the_cli_verifies_a_contact_and_warns_loudly_when_their_keys_change(db: 
     assert_eq!(number.len(), 71);
     assert!(bob_view.stdout.contains(&number));
     assert_eq!(login.code, 0, "{}", login.stderr);
-    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert_eq!(refused.code, 7, "{}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
     assert!(
-        send.stderr.contains("WARNING: the keys of bob CHANGED"),
+        refused.stderr.contains("WARNING: the keys of bob CHANGED"),
         "{}",
-        send.stderr
+        refused.stderr
     );
-    assert!(send.stderr.contains("no longer are"));
+    assert!(
+        refused.stderr.contains("chat trust bob"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(trust.code, 0, "{}", trust.stderr);
+    assert!(trust.stdout.contains("accepted"), "{}", trust.stdout);
+    assert_eq!(send.code, 0, "{}", send.stderr);
+    assert_eq!(send.stdout, "sent #1\n");
     assert_ne!(after.json()["safety_number"], number.as_str());
-    let warning: Value = serde_json::from_str(json_send.stderr.trim()).unwrap();
+    assert_eq!(after.json()["verified"], true);
+    assert_eq!(json_send.code, 7, "{}", json_send.stderr);
+    let warning: Value = serde_json::from_str(json_send.stderr.lines().next().unwrap()).unwrap();
     assert_eq!(warning["key_warning"]["username"], "bob");
+    assert_eq!(warning["key_warning"]["blocked"], true);
     assert_eq!(warning["key_warning"]["added"].as_array().unwrap().len(), 1);
     assert_eq!(
         warning["key_warning"]["removed"].as_array().unwrap().len(),
@@ -376,4 +428,87 @@ async fn the_cli_manages_groups_and_sends_to_them(db: PgPool) {
     assert_eq!(history.stdout, "[1] alice: hello pals\n");
     assert_eq!(leave.code, 0, "{}", leave.stderr);
     assert_eq!(groups.json(), serde_json::json!([]));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_cli_seals_its_keys_with_a_passphrase_that_is_not_the_password(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let server = env.server();
+    let dir = env.profile_dir();
+    let profile = dir.to_str().unwrap();
+    let register = |passphrase: Option<&'static str>,
+                    extra: &'static [(&'static str, &'static str)]| {
+        let mut secrets = vec![("CHAT_PROFILE_DIR", profile), ("CHAT_PASSWORD", PASSWORD)];
+        secrets.extend(passphrase.map(|p| ("CHAT_PASSPHRASE", p)));
+        secrets.extend_from_slice(extra);
+        let server = server.clone();
+        async move { chat_custom(&server, &["register", "alice"], &secrets, "").await }
+    };
+
+    let the_password = register(Some(PASSWORD), &[]).await;
+    let none = register(None, &[]).await;
+    let cheap = register(Some(PASSPHRASE), &[("CHAT_KDF_MEMORY_KIB", "1024")]).await;
+    let registered = register(Some(PASSPHRASE), &[]).await;
+
+    assert_eq!(the_password.code, 2, "{}", the_password.stderr);
+    assert!(
+        the_password
+            .stderr
+            .contains("must not be the account password")
+    );
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert_eq!(cheap.code, 2, "{}", cheap.stderr);
+    assert!(cheap.stderr.contains("19456"), "{}", cheap.stderr);
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let sealed = client::Profile::open(&dir)
+        .unwrap()
+        .sealed_keys()
+        .unwrap()
+        .unwrap();
+    assert!(sealed.kdf_params.m_cost >= client::keystore::KdfParams::MIN_MEMORY_KIB);
+    assert!(client::keystore::open_keys(&sealed, PASSWORD.as_bytes()).is_err());
+    assert!(client::keystore::open_keys(&sealed, PASSPHRASE.as_bytes()).is_ok());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn chat_passphrase_moves_keys_sealed_with_the_password_to_a_new_passphrase(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    env.user("bob").await;
+    let alice = cli_user(&env, "alice").await;
+    // A profile of an earlier version: its keys sealed with the account password.
+    client::keystore::change_passphrase(
+        &client::Profile::open(&alice).unwrap(),
+        PASSPHRASE.as_bytes(),
+        PASSWORD.as_bytes(),
+        client::keystore::KdfParams::default(),
+    )
+    .unwrap();
+    let server = env.server();
+    let profile = alice.to_str().unwrap();
+    let run = |args: &'static [&'static str], passphrase: &'static str, new: &'static str| {
+        let server = server.clone();
+        async move {
+            let secrets = [
+                ("CHAT_PROFILE_DIR", profile),
+                ("CHAT_PASSWORD", PASSWORD),
+                ("CHAT_PASSPHRASE", passphrase),
+                ("CHAT_NEW_PASSPHRASE", new),
+            ];
+            chat_custom(&server, args, &secrets, "").await
+        }
+    };
+
+    let with_the_password = run(&["send", "bob", "hi"], PASSWORD, "").await;
+    let to_the_password = run(&["passphrase"], PASSWORD, PASSWORD).await;
+    let moved = run(&["passphrase"], PASSWORD, "a fresh passphrase").await;
+    let old_one = run(&["send", "bob", "hi"], PASSWORD, "").await;
+    let new_one = run(&["send", "bob", "hi"], "a fresh passphrase", "").await;
+
+    assert_eq!(with_the_password.code, 0, "{}", with_the_password.stderr);
+    assert_eq!(to_the_password.code, 2, "{}", to_the_password.stderr);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert_eq!(old_one.code, 3, "{}", old_one.stderr);
+    assert_eq!(new_one.code, 0, "{}", new_one.stderr);
 }

@@ -7,6 +7,8 @@ use std::{
 
 use client::{KeyOptions, LiveEvent, Profile, Server, Session, keystore::KdfParams};
 use secrecy::SecretString;
+
+use crate::{attacks::MaliciousServer, rewriting_proxy::RewritingProxy};
 use sqlx::PgPool;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -14,13 +16,15 @@ use tokio::{
 };
 
 pub const PASSWORD: &str = "correct horse battery";
+/// The passphrase that seals the test devices' keys (never the password).
+pub const PASSPHRASE: &str = "a separate device passphrase";
 
-/// Small RSA keys and a cheap argon2 for fast tests.
+/// Small RSA keys and the cheapest argon2 allowed for fast tests.
 pub const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
     kdf: KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     },
 };
@@ -31,6 +35,9 @@ pub struct TestEnv {
     pub db: PgPool,
     /// When the gateway serves TLS: the CA that signed its certificate.
     pub tls: Option<TestCa>,
+    /// In a malicious environment ([`spawn_malicious_env`]): the proxies through which every
+    /// call to auth, group and chat goes, which tests make lie.
+    pub malicious: Option<MaliciousServer>,
     dirs: Mutex<Vec<TempDir>>,
 }
 
@@ -41,27 +48,41 @@ pub async fn spawn_env(db: PgPool) -> TestEnv {
 /// As [`spawn_env`], with the gateway serving TLS only, with a certificate for 127.0.0.1 and
 /// localhost from a private CA ([`TestEnv::tls`]).
 pub async fn spawn_tls_env(db: PgPool) -> TestEnv {
-    spawn_env_full(db, |_| {}, Some(TestCa::new())).await
+    spawn_env_full(db, |_| {}, Some(TestCa::new()), false).await
 }
 
 /// As [`spawn_env`], with auth's configuration adjusted.
 pub async fn spawn_env_with(db: PgPool, configure_auth: impl FnOnce(&mut auth::Config)) -> TestEnv {
-    spawn_env_full(db, configure_auth, None).await
+    spawn_env_full(db, configure_auth, None, false).await
+}
+
+/// As [`spawn_env`], with every service behind a proxy that tests can make lie
+/// ([`TestEnv::malicious`]).
+pub async fn spawn_malicious_env(db: PgPool) -> TestEnv {
+    spawn_env_full(db, |_| {}, None, true).await
 }
 
 async fn spawn_env_full(
     db: PgPool,
     configure_auth: impl FnOnce(&mut auth::Config),
     tls: Option<TestCa>,
+    malicious: bool,
 ) -> TestEnv {
     let mut auth_config = auth::Config::for_tests();
     configure_auth(&mut auth_config);
-    let auth_addr = spawn_service(|listener| {
+    let mut auth_addr = spawn_service(|listener| {
         auth::run(auth_config, db.clone(), listener, std::future::pending())
     })
     .await;
+    let auth_proxy = if malicious {
+        let proxy = RewritingProxy::start(auth_addr).await;
+        auth_addr = proxy.addr;
+        Some(proxy)
+    } else {
+        None
+    };
     let auth_url = format!("http://{auth_addr}");
-    let group_addr = spawn_service(|listener| {
+    let mut group_addr = spawn_service(|listener| {
         group::run(
             group::Config::for_tests(&auth_url),
             db.clone(),
@@ -70,7 +91,14 @@ async fn spawn_env_full(
         )
     })
     .await;
-    let chat_addr = spawn_service(|listener| {
+    let group_proxy = if malicious {
+        let proxy = RewritingProxy::start(group_addr).await;
+        group_addr = proxy.addr;
+        Some(proxy)
+    } else {
+        None
+    };
+    let mut chat_addr = spawn_service(|listener| {
         chat::run(
             chat_config(&auth_url, &format!("http://{group_addr}")),
             db.clone(),
@@ -79,6 +107,14 @@ async fn spawn_env_full(
         )
     })
     .await;
+    let malicious = match (auth_proxy, group_proxy) {
+        (Some(auth), Some(group)) => {
+            let chat = RewritingProxy::start(chat_addr).await;
+            chat_addr = chat.addr;
+            Some(MaliciousServer { auth, group, chat })
+        }
+        _ => None,
+    };
     let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
     let upstreams = gateway::UpstreamSettings {
         auth: uri(auth_addr),
@@ -99,6 +135,7 @@ async fn spawn_env_full(
         gateway,
         db,
         tls,
+        malicious,
         dirs: Mutex::new(Vec::new()),
     }
 }
@@ -206,9 +243,16 @@ impl TestEnv {
     pub async fn device_via(&self, username: &str, server: &str) -> Arc<Session> {
         let profile = Profile::open(self.profile_dir()).unwrap();
         let server = self.connection_via(server);
-        let session = Session::login(profile, &server, username, &password(), None, TEST_KEYS)
-            .await
-            .unwrap();
+        let session = Session::login(
+            profile,
+            &server,
+            username,
+            &password(),
+            &passphrase(),
+            TEST_KEYS,
+        )
+        .await
+        .unwrap();
         wait_until_chat_answers(&session).await;
         Arc::new(session)
     }
@@ -216,6 +260,10 @@ impl TestEnv {
 
 pub fn password() -> SecretString {
     PASSWORD.to_owned().into()
+}
+
+pub fn passphrase() -> SecretString {
+    PASSPHRASE.to_owned().into()
 }
 
 /// The gateway and chat fetch auth's token keys in the background after starting.
@@ -268,10 +316,23 @@ pub async fn until_caught_up(live: &mut client::Live) -> Vec<(u64, String)> {
     }
 }
 
+/// Waits for `CaughtUp`, returning the messages shown before it, whatever their content.
+pub async fn messages_until_caught_up(live: &mut client::Live) -> Vec<client::ReceivedText> {
+    let mut messages = Vec::new();
+    loop {
+        match next_event(live).await {
+            LiveEvent::Message(message) => messages.push(message),
+            LiveEvent::CaughtUp => return messages,
+            _ => {}
+        }
+    }
+}
+
 pub fn text_of(message: &client::ReceivedText) -> String {
     match &message.content {
         client::Content::Verified { text } => text.clone(),
         client::Content::Failed { reason } => panic!("failed verification: {reason}"),
+        client::Content::Replayed { first_sequence } => panic!("a replay of {first_sequence}"),
     }
 }
 

@@ -2,7 +2,8 @@ use client::{Content, LiveEvent};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    CuttableProxy, next_event, next_texts, spawn_env, spawn_env_with, text_of, until_caught_up,
+    CuttableProxy, messages_until_caught_up, next_event, next_texts, spawn_env, spawn_env_with,
+    text_of, until_caught_up,
 };
 
 #[sqlx::test(migrations = "../migrations")]
@@ -212,7 +213,7 @@ async fn a_message_tampered_with_in_the_database_fails_verification(db: PgPool) 
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_verified_contact_whose_keys_change_triggers_a_warning(db: PgPool) {
+async fn a_verified_contacts_new_device_stops_sending_to_them_until_it_is_accepted(db: PgPool) {
     let env = spawn_env(db).await;
     let alice = env.user("alice").await;
     let bob = env.user("bob").await;
@@ -222,17 +223,28 @@ async fn a_verified_contact_whose_keys_change_triggers_a_warning(db: PgPool) {
     assert!(alice.take_warnings().is_empty());
 
     let _bobs_new_device = env.device("bob").await;
-    alice.resolve("bob").await.unwrap();
-
+    let to_bob = alice.resolve("bob").await.unwrap();
     let warnings = alice.take_warnings();
+    let refused = alice.send_text(&to_bob, "to every device?").await;
+    let now = alice.safety_number("bob", false).await.unwrap();
+    let trusted = alice.trust("bob").await.unwrap();
+    let sent = alice.send_text(&to_bob, "to every device").await.unwrap();
+
     assert_eq!(warnings.len(), 1);
     assert!(!warnings[0].own);
-    assert!(warnings[0].was_verified);
+    assert!(warnings[0].was_verified && warnings[0].blocked);
     assert_eq!(warnings[0].added.len(), 1);
-    assert!(warnings[0].to_string().contains("CHANGED"));
-    let now = alice.safety_number("bob", false).await.unwrap();
+    assert!(warnings[0].to_string().contains("chat trust bob"));
+    assert!(
+        matches!(&refused, Err(client::Error::Untrusted(message)) if message.contains("bob")),
+        "{refused:?}"
+    );
     assert!(!now.verified);
     assert_ne!(now.safety_number, seen_by_alice.safety_number);
+    assert_eq!(trusted.accepted.len(), 1);
+    assert!(!trusted.verified);
+    assert_eq!(sent.sequence, 1, "the refused send stored nothing");
+    assert!(!alice.safety_number("bob", false).await.unwrap().verified);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -264,13 +276,14 @@ async fn logging_in_again_resumes_the_device_unless_it_was_revoked(db: PgPool) {
     let first_device = alice.account().device_id.clone();
     let server = env.connection();
     let password = crate::helpers::password();
+    let passphrase = crate::helpers::passphrase();
     let login = || {
         client::Session::login(
             profile.clone(),
             &server,
             "alice",
             &password,
-            None,
+            &passphrase,
             crate::helpers::TEST_KEYS,
         )
     };
@@ -309,13 +322,67 @@ async fn a_live_conversation_ends_when_the_session_ends(db: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_message_replayed_by_the_server_is_shown_once(db: PgPool) {
+async fn a_message_replayed_by_the_server_is_shown_once_and_flagged(db: PgPool) {
     let env = spawn_env(db).await;
     let alice = env.user("alice").await;
     let bob = env.user("bob").await;
     let to_bob = alice.resolve("bob").await.unwrap();
     alice.send_text(&to_bob, "pay 10 euros").await.unwrap();
-    // A malicious server stores the same signed envelope again under a new id and sequence.
+    replay_first_message_as_sequence_2(&env).await;
+    let with_alice = bob.resolve("alice").await.unwrap();
+
+    let mut live = bob.clone().live(with_alice.clone());
+    let streamed = messages_until_caught_up(&mut live).await;
+    let history = bob.history(&with_alice, 10).await.unwrap();
+
+    let stored: i64 = sqlx::query_scalar("select count(*) from chat.messages")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    assert_eq!(streamed.len(), 2);
+    assert_eq!(text_of(&streamed[0]), "pay 10 euros");
+    assert_eq!(streamed[1].content, Content::Replayed { first_sequence: 1 });
+    assert_eq!(history.len(), 2);
+    assert_eq!(text_of(&history[0]), "pay 10 euros");
+    assert_eq!(history[1].content, Content::Replayed { first_sequence: 1 });
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replay_after_a_restart_is_flagged_not_shown_as_new(db: PgPool) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    let bob = env.user("bob").await;
+    let to_bob = alice.resolve("bob").await.unwrap();
+    alice.send_text(&to_bob, "pay 10 euros").await.unwrap();
+    let with_alice = bob.resolve("alice").await.unwrap();
+    let mut live = bob.clone().live(with_alice.clone());
+    assert_eq!(messages_until_caught_up(&mut live).await.len(), 1);
+    drop(live);
+    // Bob's program ends; the server replays the envelope under a new sequence, past his cursor.
+    let profile = bob.profile().clone();
+    drop(bob);
+    replay_first_message_as_sequence_2(&env).await;
+    let restarted = std::sync::Arc::new(
+        client::Session::resume(profile, Some(&crate::helpers::passphrase()), None).unwrap(),
+    );
+
+    let mut live = restarted.clone().live(with_alice.clone());
+    let streamed = messages_until_caught_up(&mut live).await;
+    let newest_only = restarted.history(&with_alice, 1).await.unwrap();
+
+    assert_eq!(streamed.len(), 1, "{streamed:?}");
+    assert_eq!(streamed[0].sequence, 2);
+    assert_eq!(streamed[0].content, Content::Replayed { first_sequence: 1 });
+    assert_eq!(
+        newest_only[0].content,
+        Content::Replayed { first_sequence: 1 }
+    );
+}
+
+/// A malicious server stores the first message's signed envelope again under a new id and
+/// sequence 2.
+async fn replay_first_message_as_sequence_2(env: &crate::helpers::TestEnv) {
     let replay = [
         "alter table chat.messages drop constraint messages_sender_device_id_client_message_id_key",
         "insert into chat.messages
@@ -331,20 +398,6 @@ async fn a_message_replayed_by_the_server_is_shown_once(db: PgPool) {
     for statement in replay {
         sqlx::query(statement).execute(&env.db).await.unwrap();
     }
-    let with_alice = bob.resolve("alice").await.unwrap();
-
-    let mut live = bob.clone().live(with_alice.clone());
-    let streamed = until_caught_up(&mut live).await;
-    let history = bob.history(&with_alice, 10).await.unwrap();
-
-    let stored: i64 = sqlx::query_scalar("select count(*) from chat.messages")
-        .fetch_one(&env.db)
-        .await
-        .unwrap();
-    assert_eq!(stored, 2);
-    assert_eq!(streamed, [(1, "pay 10 euros".to_owned())]);
-    assert_eq!(history.len(), 1);
-    assert_eq!(text_of(&history[0]), "pay 10 euros");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -447,4 +500,26 @@ async fn two_live_conversations_sending_flat_out_both_ways_never_stall(db: PgPoo
     .expect("neither side stalls");
 
     assert_eq!(both, ((LINES, LINES), (LINES, LINES)));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_contacts_new_device_is_shown_in_the_live_conversation_as_soon_as_it_is_announced(
+    db: PgPool,
+) {
+    let env = spawn_env(db).await;
+    let alice = env.user("alice").await;
+    env.user("bob").await;
+    let mut live = alice.clone().live(alice.resolve("bob").await.unwrap());
+    until_caught_up(&mut live).await;
+
+    let _bobs_new_device = env.device("bob").await;
+
+    // Nothing was sent: the stream's DevicesChanged event is enough to show it.
+    match next_event(&mut live).await {
+        LiveEvent::KeyWarning(warning) => {
+            assert_eq!(warning.username, "bob");
+            assert_eq!(warning.added.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
 }

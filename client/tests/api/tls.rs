@@ -7,13 +7,17 @@ use sqlx::PgPool;
 
 use crate::{
     cli::{Run, chat_custom},
-    helpers::{PASSWORD, TestEnv, spawn_env, spawn_tls_env},
+    helpers::{PASSPHRASE, PASSWORD, TestEnv, spawn_env, spawn_tls_env},
 };
 
 /// Runs `chat` on the profile `dir` against `server`, trusting `ca_file` when given.
 async fn chat_tls(server: &str, dir: &Path, ca_file: Option<&Path>, args: &[&str]) -> Run {
     let dir = dir.to_str().unwrap();
-    let mut env = vec![("CHAT_PROFILE_DIR", dir), ("CHAT_PASSWORD", PASSWORD)];
+    let mut env = vec![
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
     if let Some(ca_file) = ca_file {
         env.push(("CHAT_CA_FILE", ca_file.to_str().unwrap()));
     }

@@ -30,12 +30,12 @@ use crate::{
 };
 
 const PASSWORD: &str = "correct horse battery";
-/// Small RSA keys and a cheap argon2 for the devices' own keys.
+/// Small RSA keys and the cheapest argon2 allowed for the devices' own keys.
 const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
     kdf: KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     },
 };
@@ -162,9 +162,17 @@ async fn follow_a_group_conversation(
         ("carol", "carol"),
     ] {
         let profile = Profile::open(scratch.join("profiles").join(device)).unwrap();
-        let session = Session::login(profile, &server, username, &password, None, TEST_KEYS)
-            .await
-            .unwrap();
+        let passphrase: SecretString = "a separate device passphrase".to_owned().into();
+        let session = Session::login(
+            profile,
+            &server,
+            username,
+            &password,
+            &passphrase,
+            TEST_KEYS,
+        )
+        .await
+        .unwrap();
         sessions.push((device, Arc::new(session)));
     }
     sessions[0]

@@ -95,6 +95,7 @@ fn record_event(shown: &Mutex<Shown>, event: LiveEvent) {
             let text = match message.content {
                 Content::Verified { text } => text,
                 Content::Failed { reason } => format!("FAILED VERIFICATION: {reason}"),
+                Content::Replayed { first_sequence } => format!("REPLAY OF {first_sequence}"),
             };
             shown.messages.push((message.sequence, text));
         }
@@ -103,6 +104,7 @@ fn record_event(shown: &Mutex<Shown>, event: LiveEvent) {
         LiveEvent::Ended { error } => shown.ended = Some(error),
         LiveEvent::Connected
         | LiveEvent::KeyWarning(_)
+        | LiveEvent::MembershipWarning(_)
         | LiveEvent::Sent(_)
         | LiveEvent::SendFailed { .. } => {}
     }

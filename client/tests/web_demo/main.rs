@@ -7,7 +7,11 @@
 //! `/usr/bin/chromium` (`apt-get install -y chromium`, also in `ci/install-tools.sh`).
 //! Screenshots go to `target/web-demo/screenshots/`.
 
+#[path = "../common/attacks.rs"]
+mod attacks;
 mod node;
+#[path = "../common/rewriting_proxy.rs"]
+mod rewriting_proxy;
 mod stack;
 
 use std::process::Command;
@@ -19,6 +23,26 @@ use crate::{node::run_scenario, stack::Stack};
 #[test]
 fn the_browser_e2ee_code_passes_the_rust_crates_vectors_in_node() {
     let bundle = node::bundle_script("e2ee-vectors.test");
+
+    let output = Command::new("node")
+        .current_dir(node::web_demo())
+        .arg("--test")
+        .arg(&bundle)
+        .output()
+        .expect("node runs");
+
+    let _ = std::fs::remove_file(&bundle);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_pages_trust_decisions_follow_the_clis_rules_in_node() {
+    let bundle = node::bundle_script("trust.test");
 
     let output = Command::new("node")
         .current_dir(node::web_demo())
@@ -112,4 +136,37 @@ async fn short_lived_tokens_are_refreshed_and_the_stream_resumes(db: PgPool) {
     .await;
 
     run_scenario(&mut stack, "tokens").await;
+}
+
+/// A malicious server (proxies rewriting auth's, group's and chat's answers) substitutes keys and
+/// adds a ghost device and a ghost member: the page refuses or shows each before sealing.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_page_detects_substituted_keys_ghost_devices_and_ghost_members(db: PgPool) {
+    let web_root = node::out_dir("attacks");
+    node::build_app(&web_root);
+    let mut stack = Stack::spawn_malicious(db, &web_root).await;
+
+    run_scenario(&mut stack, "attacks").await;
+}
+
+/// A replay after a reload is flagged; a revoked device's later message and a message of another
+/// conversation are refused.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_page_flags_replays_after_a_reload_and_refuses_revoked_and_misplaced_messages(
+    db: PgPool,
+) {
+    let web_root = node::out_dir("replays");
+    node::build_app(&web_root);
+    let mut stack = Stack::spawn_malicious(db, &web_root).await;
+
+    run_scenario(&mut stack, "replays").await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn logging_out_deletes_the_keys_unless_kept_and_keys_can_be_sealed_under_a_passphrase(
+    db: PgPool,
+) {
+    let mut stack = stack(db, "keys").await;
+
+    run_scenario(&mut stack, "keys").await;
 }

@@ -15,7 +15,15 @@ use std::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::stack::Stack;
+use proto::chat::v1 as chat_pb;
+
+use crate::{
+    attacks::{
+        Attacker, LIST_MESSAGES, MaliciousServer, add_ghost_device, add_ghost_member,
+        substitute_key,
+    },
+    stack::Stack,
+};
 
 /// A browser scenario must end within this (each takes a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -157,10 +165,32 @@ fn answer_request(stdin: &mut ChildStdin, request: &Value, mut answer: Value) {
     let _ = stdin.flush();
 }
 
-/// The in-process CLI users a scenario asked for, by username.
+/// The in-process CLI users a scenario asked for, by username, and the attackers of a malicious
+/// stack.
 #[derive(Default)]
 struct Cli {
     users: HashMap<String, Arc<client::Session>>,
+    attackers: Vec<Attacker>,
+    captured: Arc<Mutex<Option<chat_pb::Message>>>,
+}
+
+/// The id of `username` and of their one active device (the stack's database is the truth).
+async fn user_and_device(stack: &Stack, username: &str) -> Result<(String, String), String> {
+    sqlx::query_as(
+        "select u.id::text, d.id::text from auth.users u join auth.devices d on d.user_id = u.id
+         where u.username = $1 and d.revoked_at is null order by d.created_at limit 1",
+    )
+    .bind(username)
+    .fetch_one(&stack.db)
+    .await
+    .map_err(|e| e.to_string())
+}
+
+fn malicious(stack: &Stack) -> Result<&MaliciousServer, String> {
+    stack
+        .malicious
+        .as_ref()
+        .ok_or_else(|| "not a malicious stack".to_owned())
 }
 
 impl Cli {
@@ -223,7 +253,8 @@ impl Cli {
                         .map(|m| {
                             let text = match m.content {
                                 client::Content::Verified { text } => Value::String(text),
-                                client::Content::Failed { .. } => Value::Null,
+                                client::Content::Failed { .. }
+                                | client::Content::Replayed { .. } => Value::Null,
                             };
                             json!({ "sequence": m.sequence, "from": m.sender_username, "text": text })
                         })
@@ -290,6 +321,146 @@ impl Cli {
                     deleted += result.rows_affected();
                 }
                 Ok(json!(deleted))
+            }
+            "ghost_device" => {
+                let (user_id, _) = user_and_device(stack, &text("username")).await?;
+                let attacker = Attacker::new();
+                add_ghost_device(malicious(stack)?, &user_id, &attacker);
+                self.attackers.push(attacker);
+                Ok(json!(self.attackers.len() - 1))
+            }
+            "substitute_key" => {
+                let (user_id, device_id) = user_and_device(stack, &text("username")).await?;
+                let attacker = Attacker::new();
+                let old_fingerprint = request["old_fingerprint"].as_bool().unwrap_or_default();
+                substitute_key(
+                    malicious(stack)?,
+                    &user_id,
+                    &device_id,
+                    &attacker,
+                    old_fingerprint,
+                );
+                self.attackers.push(attacker);
+                Ok(json!(self.attackers.len() - 1))
+            }
+            "attacker_reads" => {
+                let index = request["attacker"].as_u64().unwrap_or_default() as usize;
+                let attacker = self.attackers.get(index).ok_or("no such attacker")?;
+                Ok(json!(attacker.reads(&stack.db).await))
+            }
+            "ghost_member" => {
+                // The ghost is a CLI user of the scenario's; every group lists them from now on.
+                let ghost = session(&self.users)?
+                    .user_by_name(&text("username"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                add_ghost_member(malicious(stack)?, ghost);
+                Ok(Value::Null)
+            }
+            "replay" => {
+                // The server stores a stored envelope again under the next sequence.
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let sequence = request["sequence"].as_i64().unwrap_or_default();
+                let statements = [
+                    "alter table chat.messages
+                     drop constraint if exists messages_sender_device_id_client_message_id_key",
+                    "insert into chat.messages
+                     select (jsonb_populate_record(null::chat.messages, to_jsonb(m)
+                         || jsonb_build_object('sequence', c.last_sequence + 1,
+                                               'id', gen_random_uuid()))).*
+                     from chat.messages m join chat.conversations c on c.id = m.conversation_id
+                     where m.conversation_id = $1 and m.sequence = $2",
+                    "insert into chat.message_keys
+                     select (jsonb_populate_record(null::chat.message_keys, to_jsonb(k)
+                         || jsonb_build_object('sequence', c.last_sequence + 1))).*
+                     from chat.message_keys k join chat.conversations c on c.id = k.conversation_id
+                     where k.conversation_id = $1 and k.sequence = $2",
+                    "update chat.conversations set last_sequence = last_sequence + 1 where id = $1",
+                ];
+                for statement in statements {
+                    let mut query = sqlx::query(statement);
+                    if statement.contains("$1") {
+                        query = query.bind(conversation_id);
+                    }
+                    if statement.contains("$2") {
+                        query = query.bind(sequence);
+                    }
+                    query.execute(&stack.db).await.map_err(|e| e.to_string())?;
+                }
+                Ok(Value::Null)
+            }
+            "stamp" => {
+                // The server changes when it says a message was sent.
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let altered = sqlx::query(
+                    "update chat.messages
+                     set created_at = now() + make_interval(secs => $3)
+                     where conversation_id = $1 and sequence = $2",
+                )
+                .bind(conversation_id)
+                .bind(request["sequence"].as_i64().unwrap_or_default())
+                .bind(request["shift_seconds"].as_f64().unwrap_or_default())
+                .execute(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(altered.rows_affected()))
+            }
+            "cli_revoke" => {
+                // `as` revokes the device of the CLI user `device_of`.
+                let device_id = self
+                    .users
+                    .get(&text("device_of"))
+                    .ok_or("no such CLI user")?
+                    .account()
+                    .device_id
+                    .clone();
+                session(&self.users)?
+                    .revoke_device(&device_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Value::Null)
+            }
+            "active_devices" => {
+                let count: i64 = sqlx::query_scalar(
+                    "select count(*) from auth.devices d join auth.users u on u.id = d.user_id
+                     where u.username = $1 and d.revoked_at is null",
+                )
+                .bind(text("username"))
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(count))
+            }
+            "capture_history" => {
+                // The next history answer's newest message is kept...
+                let captured = self.captured.clone();
+                malicious(stack)?.chat.rewrite(
+                    LIST_MESSAGES,
+                    move |response: &mut chat_pb::ListMessagesResponse| {
+                        if let Some(newest) = response.messages.first() {
+                            captured.lock().unwrap().get_or_insert(newest.clone());
+                        }
+                    },
+                );
+                Ok(Value::Null)
+            }
+            "inject_captured" => {
+                // ...and slipped into every history answer from then on.
+                let message = self
+                    .captured
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .ok_or("nothing captured")?;
+                malicious(stack)?.chat.rewrite(
+                    LIST_MESSAGES,
+                    move |response: &mut chat_pb::ListMessagesResponse| {
+                        response.messages.insert(0, message.clone());
+                    },
+                );
+                Ok(Value::Null)
             }
             "gateway_stop" => {
                 stack.stop_gateway().await;

@@ -10,6 +10,8 @@ use std::{
 };
 
 use client::{KeyOptions, Profile, Session, keystore::KdfParams};
+
+use crate::{attacks::MaliciousServer, rewriting_proxy::RewritingProxy};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::{
@@ -21,12 +23,12 @@ use tokio::{
 
 pub const PASSWORD: &str = "correct horse battery";
 
-/// Small RSA keys and a cheap argon2 for the in-process CLI users.
+/// Small RSA keys and the cheapest argon2 allowed for the in-process CLI users.
 const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
     kdf: KdfParams {
-        m_cost: 1024,
-        t_cost: 1,
+        m_cost: KdfParams::MIN_MEMORY_KIB,
+        t_cost: KdfParams::MIN_ITERATIONS,
         p_cost: 1,
     },
 };
@@ -40,6 +42,9 @@ struct RunningGateway {
 pub struct Stack {
     pub gateway: SocketAddr,
     pub db: PgPool,
+    /// With [`Stack::spawn_malicious`]: the proxies in front of every service, which tests make
+    /// lie.
+    pub malicious: Option<MaliciousServer>,
     config: gateway::Config,
     running: Option<RunningGateway>,
     profiles: Vec<PathBuf>,
@@ -48,7 +53,7 @@ pub struct Stack {
 
 impl Stack {
     pub async fn spawn(db: PgPool, web_root: &Path) -> Stack {
-        Stack::spawn_with(db, web_root, |_| {}).await
+        Stack::spawn_full(db, web_root, |_| {}, false).await
     }
 
     /// As [`Stack::spawn`], with auth's configuration adjusted.
@@ -57,15 +62,38 @@ impl Stack {
         web_root: &Path,
         configure_auth: impl FnOnce(&mut auth::Config),
     ) -> Stack {
+        Stack::spawn_full(db, web_root, configure_auth, false).await
+    }
+
+    /// As [`Stack::spawn`], with every service behind a proxy that tests can make lie
+    /// ([`Stack::malicious`]): auth's answers to the gateway, chat and group, group's to the
+    /// gateway and chat, chat's to the gateway.
+    pub async fn spawn_malicious(db: PgPool, web_root: &Path) -> Stack {
+        Stack::spawn_full(db, web_root, |_| {}, true).await
+    }
+
+    async fn spawn_full(
+        db: PgPool,
+        web_root: &Path,
+        configure_auth: impl FnOnce(&mut auth::Config),
+        malicious: bool,
+    ) -> Stack {
         let mut auth_config = auth::Config::for_tests();
         configure_auth(&mut auth_config);
         let pool = db.clone();
-        let auth_addr = spawn_service(|listener| {
+        let mut auth_addr = spawn_service(|listener| {
             auth::run(auth_config, db.clone(), listener, std::future::pending())
         })
         .await;
+        let auth_proxy = if malicious {
+            let proxy = RewritingProxy::start(auth_addr).await;
+            auth_addr = proxy.addr;
+            Some(proxy)
+        } else {
+            None
+        };
         let auth_url = format!("http://{auth_addr}");
-        let group_addr = spawn_service(|listener| {
+        let mut group_addr = spawn_service(|listener| {
             group::run(
                 group::Config::for_tests(&auth_url),
                 db.clone(),
@@ -74,7 +102,14 @@ impl Stack {
             )
         })
         .await;
-        let chat_addr = spawn_service(|listener| {
+        let group_proxy = if malicious {
+            let proxy = RewritingProxy::start(group_addr).await;
+            group_addr = proxy.addr;
+            Some(proxy)
+        } else {
+            None
+        };
+        let mut chat_addr = spawn_service(|listener| {
             chat::run(
                 chat_config(&auth_url, &format!("http://{group_addr}")),
                 db.clone(),
@@ -83,6 +118,14 @@ impl Stack {
             )
         })
         .await;
+        let malicious = match (auth_proxy, group_proxy) {
+            (Some(auth), Some(group)) => {
+                let chat = RewritingProxy::start(chat_addr).await;
+                chat_addr = chat.addr;
+                Some(MaliciousServer { auth, group, chat })
+            }
+            _ => None,
+        };
         let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
         let mut config = gateway::Config::for_tests(gateway::UpstreamSettings {
             auth: uri(auth_addr),
@@ -97,6 +140,7 @@ impl Stack {
         let mut stack = Stack {
             gateway: listener.local_addr().unwrap(),
             db: pool,
+            malicious,
             config,
             running: None,
             profiles: Vec::new(),
@@ -198,7 +242,7 @@ impl Stack {
             &self.server(),
             username,
             &password,
-            None,
+            &SecretString::from("a separate device passphrase".to_owned()),
             TEST_KEYS,
         )
         .await

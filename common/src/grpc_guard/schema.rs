@@ -400,6 +400,7 @@ mod tests {
                         device_id: format!("device-{index}"),
                         key_fingerprint: vec![index; 4],
                         wrapped_key: vec![5; 8],
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()

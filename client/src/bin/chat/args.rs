@@ -7,10 +7,12 @@ use clap::{Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes: 0 success, 1 other error, 2 usage, 3 authentication (not logged in, wrong password \
 or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS failures \
-included), 6 a message failed verification.
+included), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
+changed and are not accepted yet (chat verify / chat trust).
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
-device keys from CHAT_PASSPHRASE, else the password. Targets: a username, or #group (name or id).";
+device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the next line \
+of stdin. Targets: a username, or #group (name or id).";
 
 /// End-to-end encrypted chat from the command line.
 #[derive(Debug, Parser)]
@@ -41,7 +43,7 @@ pub struct Cli {
     /// RSA size of new device keys (tests use 2048).
     #[arg(long, global = true, hide = true, env = "CHAT_RSA_BITS", default_value_t = e2ee::DEFAULT_RSA_BITS)]
     pub rsa_bits: usize,
-    /// argon2id memory (KiB) for new key files (tests use less).
+    /// argon2id memory (KiB) for new key files: at least 19456 (19 MiB), at most 4 GiB.
     #[arg(long, global = true, hide = true, env = "CHAT_KDF_MEMORY_KIB")]
     pub kdf_memory_kib: Option<u32>,
     #[command(subcommand)]
@@ -100,11 +102,23 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Show the safety number with a user (compare it out of band) and mark the user verified.
+    /// Show the safety number with a user (compare it out of band) and mark the user verified:
+    /// their current keys are trusted, pending changes included.
     Verify {
         /// The username.
         username: String,
     },
+    /// Accept a user's current keys after a change (a new device, or keys that differ from the
+    /// pinned ones), without verifying them: sending to them resumes; they are no longer
+    /// verified. Compare the safety number first (chat verify) when you can.
+    Trust {
+        /// The username (your own, to accept a change of your own devices).
+        username: String,
+    },
+    /// Seal this device's keys under a new passphrase (CHAT_PASSPHRASE is the current one,
+    /// CHAT_NEW_PASSPHRASE the new one, else both are read from stdin). Also moves keys sealed
+    /// with the account password by earlier versions to a proper passphrase.
+    Passphrase,
     /// Print a shell completion script.
     Completions {
         /// The shell.

@@ -8,10 +8,8 @@ use std::{
 };
 
 use clap::{CommandFactory, Parser};
-use client::{
-    Content, Error, KeyOptions, LiveEvent, Profile, Result, Server, Session, keystore::KdfParams,
-};
-use secrecy::SecretString;
+use client::{Error, KeyOptions, LiveEvent, Profile, Result, Server, Session, keystore::KdfParams};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncBufReadExt;
 
 use crate::{
@@ -46,6 +44,7 @@ async fn run(cli: Cli) -> Result<u8> {
             ..KdfParams::default()
         },
     };
+    options.kdf.check()?;
     let out = Output { json: cli.json };
     match cli.command {
         Command::Completions { shell } => {
@@ -61,35 +60,43 @@ async fn run(cli: Cli) -> Result<u8> {
             let profile = Profile::open(dir)?;
             server.check_no_downgrade(&profile)?;
             let password = password()?;
+            let passphrase = passphrase()?;
+            not_the_password(&password, &passphrase)?;
             client::register(&server, &username, &password, &display_name).await?;
-            let passphrase = passphrase_env();
-            let session = Session::login(
-                profile,
-                &server,
-                &username,
-                &password,
-                passphrase.as_ref(),
-                options,
-            )
-            .await?;
+            let session =
+                Session::login(profile, &server, &username, &password, &passphrase, options)
+                    .await?;
             out.account(&session);
             Ok(0)
         }
         Command::Login { username } => {
             let server = password_server(&cli.server, cli.ca_file.as_deref())?;
             let password = password()?;
-            let passphrase = passphrase_env();
+            let passphrase = passphrase()?;
             let profile = Profile::open(dir)?;
-            let session = Session::login(
-                profile,
-                &server,
-                &username,
-                &password,
-                passphrase.as_ref(),
-                options,
-            )
-            .await?;
+            let session =
+                Session::login(profile, &server, &username, &password, &passphrase, options)
+                    .await?;
             out.account(&session);
+            Ok(0)
+        }
+        Command::Passphrase => {
+            let profile = Profile::open(dir)?;
+            let current = passphrase()?;
+            let new = new_passphrase()?;
+            if let Ok(password) = std::env::var("CHAT_PASSWORD") {
+                not_the_password(&password.into(), &new)?;
+            }
+            client::keystore::change_passphrase(
+                &profile,
+                current.expose_secret().as_bytes(),
+                new.expose_secret().as_bytes(),
+                options.kdf,
+            )?;
+            out.print(
+                &serde_json::json!({ "resealed": true }),
+                "the device keys are sealed under the new passphrase",
+            );
             Ok(0)
         }
         command => {
@@ -107,8 +114,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 passphrase.as_ref(),
                 cli.ca_file.as_deref(),
             )?);
+            // Warnings are printed as soon as they are found: before anything is sealed for the
+            // keys or members that changed. The live conversation shows them as its events.
+            if !matches!(command, Command::Chat { .. }) {
+                session.set_warning_sink(Some(Arc::new(move |warning| out.warn(warning))));
+            }
             let code = logged_in(&session, command, &out).await;
-            for warning in session.take_warnings() {
+            for warning in session.take_all_warnings() {
                 out.warn(&warning);
             }
             code
@@ -177,10 +189,7 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             let messages = session.history(&target, limit).await?;
             let text = messages.iter().map(line).collect::<Vec<_>>().join("\n");
             out.print(&messages, &text);
-            if messages
-                .iter()
-                .any(|m| matches!(m.content, Content::Failed { .. }))
-            {
+            if messages.iter().any(|m| m.content.is_flagged()) {
                 return Ok(6);
             }
         }
@@ -204,7 +213,20 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             );
             out.print(&number, &text);
         }
-        Command::Register { .. } | Command::Login { .. } | Command::Completions { .. } => {
+        Command::Trust { username } => {
+            let trusted = session.trust(&username).await?;
+            let text = format!(
+                "accepted the current keys of {} ({} device key(s) newly trusted); {0} is not \
+                 verified: compare the safety number with chat verify {0}",
+                trusted.username,
+                trusted.accepted.len()
+            );
+            out.print(&trusted, &text);
+        }
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Completions { .. }
+        | Command::Passphrase => {
             unreachable!("handled before resuming a session")
         }
     }
@@ -304,17 +326,32 @@ fn password() -> Result<SecretString> {
     read_secret_line("Password: ")
 }
 
-fn passphrase_env() -> Option<SecretString> {
-    std::env::var("CHAT_PASSPHRASE")
-        .or_else(|_| std::env::var("CHAT_PASSWORD"))
-        .ok()
-        .map(Into::into)
+/// The passphrase of the device keys: never the password (the server receives the password at
+/// every login, so keys sealed with it would be open to the server).
+fn passphrase() -> Result<SecretString> {
+    match std::env::var("CHAT_PASSPHRASE") {
+        Ok(passphrase) => Ok(passphrase.into()),
+        Err(_) => read_secret_line("Passphrase of the device keys (not your password): "),
+    }
 }
 
-fn passphrase() -> Result<SecretString> {
-    match passphrase_env() {
-        Some(passphrase) => Ok(passphrase),
-        None => read_secret_line("Passphrase of the device keys: "),
+/// Refuses the password as the passphrase (also checked by the library, but before an account
+/// is created here).
+fn not_the_password(password: &SecretString, passphrase: &SecretString) -> Result<()> {
+    if password.expose_secret() == passphrase.expose_secret() {
+        return Err(Error::Usage(
+            "the passphrase of the device keys must not be the account password (the server \
+             receives the password at every login): choose another one"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn new_passphrase() -> Result<SecretString> {
+    match std::env::var("CHAT_NEW_PASSPHRASE") {
+        Ok(passphrase) => Ok(passphrase.into()),
+        Err(_) => read_secret_line("New passphrase of the device keys: "),
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
-use client::{Content, KeyWarning, LiveEvent, ReceivedText, Session};
+use client::{Content, LiveEvent, ReceivedText, Session, Warning};
 use serde::Serialize;
 
+#[derive(Clone, Copy)]
 pub struct Output {
     pub json: bool,
 }
@@ -20,11 +21,12 @@ impl Output {
         }
     }
 
-    /// A key-change warning, on stderr: as text, or with `--json` as `{"key_warning": ...}`.
-    pub fn warn(&self, warning: &KeyWarning) {
+    /// A key or membership warning, on stderr: as text, or with `--json` as
+    /// `{"key_warning": ..., "message": ...}` (or `"membership_warning"`).
+    pub fn warn(&self, warning: &Warning) {
         if self.json {
-            let value =
-                serde_json::json!({ "key_warning": warning, "message": warning.to_string() });
+            let mut value = serde_json::to_value(warning).unwrap_or_default();
+            value["message"] = warning.to_string().into();
             eprintln!("{value}");
         } else {
             eprintln!("{warning}");
@@ -44,13 +46,7 @@ impl Output {
 
     /// Prints one live event; returns whether it was a message that failed verification.
     pub fn live_event(&self, event: &LiveEvent) -> bool {
-        let failed = matches!(
-            event,
-            LiveEvent::Message(ReceivedText {
-                content: Content::Failed { .. },
-                ..
-            })
-        );
+        let failed = matches!(event, LiveEvent::Message(message) if message.content.is_flagged());
         match event {
             LiveEvent::Message(message) => self.print(message, &line(message)),
             LiveEvent::Sent(sent) => self.print(sent, ""),
@@ -60,7 +56,10 @@ impl Output {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
             LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
-            LiveEvent::KeyWarning(warning) => self.warn(warning),
+            LiveEvent::KeyWarning(warning) => self.warn(&Warning::KeyWarning(warning.clone())),
+            LiveEvent::MembershipWarning(warning) => {
+                self.warn(&Warning::MembershipWarning(warning.clone()));
+            }
             LiveEvent::Ended { error } => eprintln!("error: {error}"),
         }
         failed
@@ -83,6 +82,11 @@ pub fn line(message: &ReceivedText) -> String {
         Content::Verified { text } => format!("[{}] {sender}: {text}{flags}", message.sequence),
         Content::Failed { reason } => format!(
             "[{}] {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}",
+            message.sequence
+        ),
+        Content::Replayed { first_sequence } => format!(
+            "[{}] {sender}: !!! REPLAY of message [{first_sequence}]: the server sent it again, \
+             not shown",
             message.sequence
         ),
     }
