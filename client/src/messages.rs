@@ -546,6 +546,9 @@ impl Session {
         if !chains::FAILURES.allows(&budget_key) {
             return Err("too many messages from this sender failed to decrypt: not decrypted");
         }
+        if let Some(hook) = self.decryption_hook.lock().expect("not poisoned").clone() {
+            hook();
+        }
         // Never say which check failed (see the e2ee crate's threat model).
         let opened = e2ee::open(&received, &self.account.device_id, keys, &signing_key).map_err(
             |error| {

@@ -5,6 +5,8 @@
 mod attacks;
 mod chains;
 mod cli;
+mod decryption;
+mod dishonest;
 mod groups;
 mod helpers;
 mod malicious;
