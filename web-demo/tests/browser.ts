@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
+//   node browser.mjs <direct|vectors|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -9,9 +9,11 @@
 // Screenshots go to $SCREENSHOT_DIR.
 
 import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+
+import type { VectorOutcome } from "./e2ee-vectors.browser";
 
 const [scenario, baseUrl] = process.argv.slice(2);
 const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
@@ -742,8 +744,60 @@ async function keys(): Promise<void> {
   noConsoleErrors([alice, bob]);
 }
 
+/**
+ * The page's e2ee code against the Rust crate's vectors in this Chromium: strict Ed25519 (small-order
+ * and non-canonical keys, non-canonical S, identity R), the checks of recipients' RSA keys, the V1
+ * and V2 negative cases, and honest envelopes (tests/e2ee-vectors.browser.ts, bundled for the
+ * browser and run in a page of the app's origin, where WebCrypto is what the app gets).
+ */
+async function vectors(): Promise<void> {
+  step = "bundle the vectors runner for the browser";
+  const { build } = await import("esbuild");
+  const built = await build({
+    entryPoints: ["tests/e2ee-vectors.browser.ts"],
+    bundle: true,
+    format: "iife",
+    platform: "browser",
+    target: "es2022",
+    write: false,
+    logLevel: "warning",
+  });
+  const vectorsJson = JSON.parse(readFileSync(process.env.E2EE_VECTORS ?? "../e2ee/testdata/vectors.json", "utf8"));
+
+  step = "run them in a page of the app's origin";
+  const errors: string[] = [];
+  // The runner is injected by the test, so past the page's policy; the app's own code runs under it.
+  const context = await browser.newContext({ bypassCSP: true });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => errors.push(String(error)));
+  await page.goto(baseUrl);
+  await page.addScriptTag({ content: built.outputFiles[0].text });
+  const { userAgent, secure, outcomes } = await page.evaluate(async (v) => {
+    const run = (globalThis as unknown as { runE2eeVectors(v: unknown): Promise<VectorOutcome[]> }).runE2eeVectors;
+    return { userAgent: navigator.userAgent, secure: window.isSecureContext, outcomes: await run(v) };
+  }, vectorsJson);
+
+  step = "every case as the vectors say";
+  if (!userAgent.includes("Chrome") || !secure) throw new Error(`not a secure Chromium page: ${userAgent}, ${secure}`);
+  const wrong = outcomes.filter((o) => o.actual !== o.expected);
+  expectEqual(wrong, [], "cases whose outcome in Chromium differs from the vectors'");
+  const count = (section: string) => outcomes.filter((o) => o.section === section).length;
+  expectEqual(
+    [count("signatures"), count("bad_recipient_keys"), count("negative")],
+    [vectorsJson.signatures.length, vectorsJson.bad_recipient_keys.length, vectorsJson.negative.length],
+    "cases run per section",
+  );
+  for (const name of ["identity-key-and-zero-signature", "order-8-key", "non-canonical-s", "mixed-order-r"]) {
+    if (!outcomes.some((o) => o.section === "signatures" && o.name === name)) throw new Error(`no ${name} case`);
+  }
+  if (count("envelopes") === 0) throw new Error("no honest envelope opened");
+  console.log(JSON.stringify({ chromium: userAgent, cases: outcomes.length }));
+  expectEqual(errors, [], "page errors");
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
+  vectors,
   attacks,
   replays,
   keys,

@@ -82,6 +82,15 @@ async fn stack(db: PgPool, name: &str) -> Stack {
     Stack::spawn(db, &web_root).await
 }
 
+/// The page's e2ee code (strict Ed25519, the checks of recipients' RSA keys, the V1 and V2
+/// negative cases, honest envelopes) against the crate's vectors, in real Chromium's WebCrypto.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_pages_e2ee_code_passes_the_rust_crates_vectors_in_chromium(db: PgPool) {
+    let mut stack = stack(db, "vectors").await;
+
+    run_scenario(&mut stack, "vectors").await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn two_browsers_register_and_chat_in_real_time(db: PgPool) {
     let mut stack = stack(db, "direct").await;

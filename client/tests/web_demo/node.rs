@@ -70,7 +70,7 @@ pub fn build_app(dir: &Path) {
 }
 
 /// Bundles `tests/<script>.ts` for Node. The bundle goes into web-demo's node_modules cache so
-/// that the packages left external (playwright-core) resolve from web-demo/node_modules.
+/// that the packages left external (playwright-core, esbuild) resolve from web-demo/node_modules.
 pub fn bundle_script(script: &str) -> PathBuf {
     check_tools();
     let cache = web_demo().join("node_modules/.cache/web-demo-tests");
@@ -86,6 +86,8 @@ pub fn bundle_script(script: &str) -> PathBuf {
             "--target=node20",
             "--log-level=warning",
             "--external:playwright-core",
+            // The vectors scenario bundles its browser runner itself.
+            "--external:esbuild",
         ])
         .arg(format!("--outfile={}", bundle.display()))
         .status()
