@@ -135,12 +135,10 @@ async fn chat_send_processes_of_one_profile_at_once_raise_no_false_alarm(db: PgP
     assert_eq!(first.code, 0, "{}", first.stderr);
 
     let lines: Vec<String> = (1..=5).map(|n| format!("at once {n}")).collect();
-    let runs = futures::future::join_all(
-        lines
-            .iter()
-            .map(|line| crate::cli::chat(&env, &alice, &["send", "bob", line])),
-    )
-    .await;
+    let args: Vec<[&str; 3]> = lines.iter().map(|line| ["send", "bob", line]).collect();
+    let runs =
+        futures::future::join_all(args.iter().map(|args| crate::cli::chat(&env, &alice, args)))
+            .await;
 
     for run in &runs {
         assert_eq!(run.code, 0, "{}", run.stderr);

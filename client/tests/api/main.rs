@@ -6,6 +6,7 @@ mod attacks;
 mod chains;
 mod cli;
 mod decryption;
+#[path = "../common/dishonest.rs"]
 mod dishonest;
 mod groups;
 mod helpers;

@@ -1,26 +1,27 @@
 //! A dishonest sender device: it seals and really signs its envelopes, but puts wrapped keys of
 //! its choosing into them (chosen RSA ciphertexts, which suite V2 leaves to the sender device
-//! alone). The server accepts them: it checks only who signed.
+//! alone). The server accepts them: it checks only who signed. Shared by the test binaries of
+//! the CLI (`tests/api`) and of the web demo (`tests/web_demo`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use client::{Session, Target};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient};
 
-use crate::helpers::{PASSPHRASE, TestEnv};
-
-/// Sends to `target` (a direct conversation with `recipient`) a signed V2 envelope whose
-/// wrapped key for each of `recipient`'s devices is junk below the RSA modulus (so that the
-/// RSA decryption runs and then fails), the `n`th of its kind (its chain counter is `n + 1`).
+/// Sends to `target` (a direct conversation with `recipient`) through the gateway at `server`
+/// a signed V2 envelope whose wrapped key for each of `recipient`'s devices is junk below the
+/// RSA modulus (so that the RSA decryption runs and then fails), the `n`th of its kind (its
+/// chain counter is `n + 1`). `passphrase` opens the sender's keys.
 pub async fn send_with_a_bad_wrapped_key(
-    env: &TestEnv,
+    server: &str,
     sender: &Session,
+    passphrase: &str,
     target: &Target,
     recipient: &str,
     n: usize,
 ) {
     let sealed = sender.profile().sealed_keys().unwrap().unwrap();
-    let keys = client::keystore::open_keys(&sealed, PASSPHRASE.as_bytes()).unwrap();
+    let keys = client::keystore::open_keys(&sealed, passphrase.as_bytes()).unwrap();
     let them = sender.user_by_name(recipient).await.unwrap();
     let their_devices: Vec<String> = them.devices.iter().map(|d| d.device_id.clone()).collect();
     let mut recipients: Vec<e2ee::RecipientDevice> = them
@@ -67,7 +68,7 @@ pub async fn send_with_a_bad_wrapped_key(
     envelope.sign_as_is(&keys).unwrap();
 
     let token = sender.profile().tokens().unwrap().unwrap().access_token;
-    let mut chat = ChatServiceClient::connect(env.server()).await.unwrap();
+    let mut chat = ChatServiceClient::connect(server.to_owned()).await.unwrap();
     let mut request = tonic::Request::new(pb::SendMessageRequest {
         envelope: Some(envelope.into()),
     });
