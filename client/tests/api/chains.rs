@@ -115,7 +115,10 @@ async fn sends_at_once_from_one_device_raise_no_false_alarm(db: PgPool) {
         sent.unwrap();
     }
 
-    let history = bob.history(&bob.resolve("alice").await.unwrap(), 20).await.unwrap();
+    let history = bob
+        .history(&bob.resolve("alice").await.unwrap(), 20)
+        .await
+        .unwrap();
     let flagged: Vec<(u64, Vec<ChainAnomaly>)> = history
         .iter()
         .filter(|m| !m.chain.is_empty() || m.content.is_flagged())
@@ -143,7 +146,10 @@ async fn chat_send_processes_of_one_profile_at_once_raise_no_false_alarm(db: PgP
     for run in &runs {
         assert_eq!(run.code, 0, "{}", run.stderr);
     }
-    let history = bob.history(&bob.resolve("alice").await.unwrap(), 20).await.unwrap();
+    let history = bob
+        .history(&bob.resolve("alice").await.unwrap(), 20)
+        .await
+        .unwrap();
     let flagged: Vec<(u64, Vec<ChainAnomaly>)> = history
         .iter()
         .filter(|m| !m.chain.is_empty() || m.content.is_flagged())
@@ -173,12 +179,16 @@ async fn lines_sent_in_a_burst_in_a_live_conversation_raise_no_false_alarm(db: P
         }
     }
 
-    let history = bob.history(&bob.resolve("alice").await.unwrap(), 20).await.unwrap();
+    let history = bob
+        .history(&bob.resolve("alice").await.unwrap(), 20)
+        .await
+        .unwrap();
     let shown: Vec<(String, Vec<ChainAnomaly>)> = history
         .iter()
         .map(|m| (text_of(m), m.chain.clone()))
         .collect();
-    let expected: Vec<(String, Vec<ChainAnomaly>)> =
-        (1..=8).map(|n| (format!("burst {n}"), Vec::new())).collect();
+    let expected: Vec<(String, Vec<ChainAnomaly>)> = (1..=8)
+        .map(|n| (format!("burst {n}"), Vec::new()))
+        .collect();
     assert_eq!(shown, expected);
 }

@@ -122,7 +122,12 @@ async fn the_cli_stops_decrypting_a_sender_whose_messages_keep_failing(db: PgPoo
             .as_array()
             .unwrap()
             .iter()
-            .map(|message| message["content"]["reason"].as_str().unwrap_or("").to_owned())
+            .map(|message| {
+                message["content"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .collect()
     };
     let attempted = "the signature, key commitment or decryption check failed";

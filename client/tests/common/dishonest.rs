@@ -72,9 +72,8 @@ pub async fn send_with_a_bad_wrapped_key(
     let mut request = tonic::Request::new(pb::SendMessageRequest {
         envelope: Some(envelope.into()),
     });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     chat.send_message(request).await.unwrap();
 }
