@@ -819,12 +819,12 @@ async function decryption(): Promise<void> {
   await ask("cli_send", { as: carol, to: bob.name, text: "one" });
   await sees(bob, "one");
 
-  step = "RSA decryption takes 5 s in bob's page from now on";
+  step = "RSA decryption takes 6 s in bob's page from now on";
   await bob.page.evaluate(() => {
     const subtle = crypto.subtle;
     const decrypt = subtle.decrypt.bind(subtle);
     subtle.decrypt = async (algorithm, key, data) => {
-      if ((algorithm as { name?: string }).name === "RSA-OAEP") await new Promise((resolve) => setTimeout(resolve, 5000));
+      if ((algorithm as { name?: string }).name === "RSA-OAEP") await new Promise((resolve) => setTimeout(resolve, 6000));
       return decrypt(algorithm, key, data);
     };
   });
@@ -832,9 +832,9 @@ async function decryption(): Promise<void> {
   await ask("cli_send", { as: carol, to: bob.name, text: "the next one" });
 
   step = "the next message is acknowledged while the slow one is still being opened";
-  const deadline = Date.now() + 4000;
+  const deadline = Date.now() + 5000;
   while ((await delivered(bob)) < 3) {
-    if (Date.now() > deadline) throw new Error("message 3 was not acknowledged within 4 s");
+    if (Date.now() > deadline) throw new Error("message 3 was not acknowledged within 5 s");
     await new Promise((resolve) => setTimeout(resolve, 50)); // polling the server, not waiting for time
   }
   const shownWhenAcknowledged = await texts(bob);
