@@ -1,16 +1,19 @@
 //! Suite V2's chains on this device: the position of this device's next envelope in each
 //! conversation (`chains.json`), what it has seen of every other device's chain
 //! (`received_chains.json`, see [`e2ee::ConversationChains`]), and the budget of decryption
-//! failures per sending device.
+//! failures per sending device (`decryption_failures.json`).
 //!
 //! The sending position is reserved when a message is sealed and kept for a reseal of the same
 //! message (a retry after a device-list mismatch uses the same counter); a message that is
-//! then never stored leaves a gap that its recipients report, which is what happened.
+//! then never stored leaves a gap that its recipients report, which is what happened. A device
+//! sends one message at a time ([`SendingTurn`]): two sends at once would otherwise take one
+//! counter (a fork at every recipient) or reach the server out of their counters' order (a
+//! gap, then a late arrival).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,7 @@ use crate::{Result, profile::Profile};
 
 const SENDING: &str = "chains.json";
 const RECEIVED: &str = "received_chains.json";
+const FAILURES: &str = "decryption_failures.json";
 
 /// Decryption failures (after a verified signature: RSA unwrapping, key commitment, AES-GCM-SIV,
 /// padding) allowed per sending device within [`FAILURE_WINDOW`] before its messages are no
@@ -28,6 +32,56 @@ const RECEIVED: &str = "received_chains.json";
 pub const MAX_FAILURES_PER_SENDER: u32 = 5;
 /// See [`MAX_FAILURES_PER_SENDER`].
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The lock file of [`SendingTurn`].
+const SENDING_LOCK: &str = "sending.lock";
+/// How long a send waits for its turn before giving up (another send of this device, in this
+/// process or another, is waiting for the server that long).
+pub const SENDING_TURN_TIMEOUT: Duration = Duration::from_secs(30);
+const SENDING_TURN_POLL: Duration = Duration::from_millis(10);
+
+/// This device's turn to send, held from sealing a message until the server stored it (or
+/// refused it for good): an exclusive `flock` on `sending.lock` in the profile, which every
+/// send of the device takes, in this process or another (two `chat send` of one profile take
+/// turns). Released on drop, and by the kernel when the process ends.
+#[derive(Debug)]
+pub struct SendingTurn {
+    _lock: std::fs::File,
+}
+
+/// Waits (up to [`SENDING_TURN_TIMEOUT`]) for this device's turn to send.
+///
+/// # Errors
+/// [`crate::Error::Profile`] when the lock file cannot be opened or locked;
+/// [`crate::Error::Unavailable`] when another send keeps the turn for too long.
+pub(crate) async fn sending_turn(profile: &Profile) -> Result<SendingTurn> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let profile_error =
+        |error: std::io::Error| crate::Error::Profile(format!("{SENDING_LOCK}: {error}"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(profile.dir().join(SENDING_LOCK))
+        .map_err(profile_error)?;
+    let deadline = tokio::time::Instant::now() + SENDING_TURN_TIMEOUT;
+    loop {
+        // Polled: a blocking flock would hold a runtime thread while another send waits for
+        // the server.
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(SendingTurn { _lock: lock }),
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(profile_error(error.into())),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(crate::Error::Unavailable(
+                "another send from this device is still waiting for the server".to_owned(),
+            ));
+        }
+        tokio::time::sleep(SENDING_TURN_POLL).await;
+    }
+}
 
 /// This device's chain in one conversation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,34 +178,63 @@ pub(crate) fn observe(
     Ok(anomalies)
 }
 
-/// Decryption failures by (this device, sending device), in this process.
-#[derive(Debug, Default)]
-pub(crate) struct FailureBudget(Mutex<HashMap<String, (u32, Instant)>>);
+/// Decryption failures per sending device (or `v1`), as kept in the profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FailureBudget(BTreeMap<String, FailureCount>);
 
-/// The budget of this process (keys name the receiving device too).
-pub(crate) static FAILURES: std::sync::LazyLock<FailureBudget> =
-    std::sync::LazyLock::new(FailureBudget::default);
+/// The failures of one sender in the window that started with the first of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FailureCount {
+    count: u32,
+    /// Unix milliseconds of the window's first failure.
+    since_ms: u64,
+}
 
 impl FailureBudget {
-    /// Whether messages from `sender` may still be decrypted.
-    pub(crate) fn allows(&self, sender: &str) -> bool {
-        let failures = self.0.lock().expect("not poisoned");
-        failures.get(sender).is_none_or(|(count, since)| {
-            *count < MAX_FAILURES_PER_SENDER || since.elapsed() >= FAILURE_WINDOW
+    /// Whether messages from `sender` may still be decrypted at `now_ms`.
+    pub(crate) fn allows(&self, sender: &str, now_ms: u64) -> bool {
+        self.0.get(sender).is_none_or(|failures| {
+            failures.count < MAX_FAILURES_PER_SENDER || window_over(failures, now_ms)
         })
     }
 
-    /// Counts a failed decryption of a message from `sender`.
-    pub(crate) fn record_failure(&self, sender: &str) {
-        let mut failures = self.0.lock().expect("not poisoned");
-        let entry = failures
-            .entry(sender.to_owned())
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
+    /// Counts a failed decryption of a message from `sender` at `now_ms`, forgetting windows
+    /// that are over.
+    pub(crate) fn record_failure(&mut self, sender: &str, now_ms: u64) {
+        self.0.retain(|_, failures| !window_over(failures, now_ms));
+        let failures = self.0.entry(sender.to_owned()).or_insert(FailureCount {
+            count: 0,
+            since_ms: now_ms,
+        });
+        failures.count += 1;
     }
+}
+
+fn window_over(failures: &FailureCount, now_ms: u64) -> bool {
+    let window_ms = u64::try_from(FAILURE_WINDOW.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_sub(failures.since_ms) >= window_ms
+}
+
+/// Whether messages from `sender` (a sending device id, or `v1`) may still be decrypted: the
+/// budget is kept in the profile, so that it holds across runs of `chat` and restarts.
+///
+/// # Errors
+/// [`crate::Error::Profile`] when the file cannot be read.
+pub(crate) fn may_decrypt(profile: &Profile, sender: &str) -> Result<bool> {
+    let _guard = FILES.lock().expect("not poisoned");
+    let budget: FailureBudget = profile.read_file(FAILURES)?.unwrap_or_default();
+    Ok(budget.allows(sender, now_ms()))
+}
+
+/// Counts a failed decryption of a message from `sender` (see [`may_decrypt`]).
+///
+/// # Errors
+/// [`crate::Error::Profile`] when the file cannot be read or written.
+pub(crate) fn record_failure(profile: &Profile, sender: &str) -> Result<()> {
+    let _guard = FILES.lock().expect("not poisoned");
+    let mut budget: FailureBudget = profile.read_file(FAILURES)?.unwrap_or_default();
+    budget.record_failure(sender, now_ms());
+    profile.write_file(FAILURES, &budget)
 }
 
 /// One anomaly as a line for people.
@@ -192,14 +275,33 @@ mod tests {
 
     #[test]
     fn a_sender_is_cut_off_after_its_failure_budget_and_others_are_not() {
-        let budget = FailureBudget::default();
+        let mut budget = FailureBudget::default();
 
         for _ in 0..MAX_FAILURES_PER_SENDER {
-            assert!(budget.allows("mallory"));
-            budget.record_failure("mallory");
+            assert!(budget.allows("mallory", 1_000));
+            budget.record_failure("mallory", 1_000);
         }
 
-        assert!(!budget.allows("mallory"));
-        assert!(budget.allows("alice"));
+        assert!(!budget.allows("mallory", 2_000));
+        assert!(budget.allows("alice", 2_000));
+    }
+
+    #[test]
+    fn a_sender_is_decrypted_again_once_its_window_is_over() {
+        let mut budget = FailureBudget::default();
+        for _ in 0..MAX_FAILURES_PER_SENDER {
+            budget.record_failure("mallory", 1_000);
+        }
+        let window_ms = u64::try_from(FAILURE_WINDOW.as_millis()).unwrap();
+
+        let just_before = budget.allows("mallory", 1_000 + window_ms - 1);
+        let after = budget.allows("mallory", 1_000 + window_ms);
+        budget.record_failure("alice", 1_000 + window_ms);
+
+        assert!(!just_before && after);
+        assert!(
+            !budget.0.contains_key("mallory"),
+            "the window over, forgotten"
+        );
     }
 }

@@ -16,9 +16,14 @@
 //! remembered in the profile, so that an envelope the server sends again under another sequence
 //! is flagged as a replay ([`Content::Replayed`]), across restarts; a message is only shown in
 //! the conversation it belongs to.
-//! Messages are acknowledged on receipt, before any decryption, so that nothing the server sees
-//! depends on the timing of an RSA decryption (the condition of the RUSTSEC-2023-0071 waiver in
-//! `deny.toml`); which check failed is never reported to the server or shown.
+//! Messages are acknowledged on receipt, before any decryption, and the RSA work runs on a
+//! blocking thread, never on the task that reads the stream and acknowledges, so that nothing
+//! the server sees depends on the timing of an RSA decryption (the condition of the
+//! RUSTSEC-2023-0071 waiver in `deny.toml`); which check failed is never reported to the server
+//! or shown. A sending device whose messages failed to decrypt 5 times within an hour is not
+//! decrypted at all until the hour is over (kept in the profile, so across runs of `chat`).
+//! The device sends one message at a time (a lock in the profile, which other `chat` processes
+//! of the same profile wait for), so that two sends never take one chain counter.
 //!
 //! Start with [`Session`] (`session.rs`: login, tokens, the `call` helper that refreshes them),
 //! then `messages.rs` (send, history, opening), `live.rs` (the interactive stream), `groups.rs`,
@@ -33,7 +38,9 @@
 //! `cursors.json` (last sequence shown per conversation), `seen/` (per conversation, the
 //! sequence at which each verified message was first shown, for replay detection; bounded),
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
-//! conversation, and what it saw of other devices' chains; see `chains.rs`).
+//! conversation, and what it saw of other devices' chains; see `chains.rs`),
+//! `decryption_failures.json` (the budget of decryption failures per sending device) and
+//! `sending.lock` (locked while a send of this device is under way).
 //!
 //! **Chains** (suite V2): every envelope carries its sending device's counter in the
 //! conversation, the hash of that device's previous envelope and its clock, all signed. Each

@@ -18,14 +18,11 @@ use tonic::Code;
 
 use crate::{
     Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session, Target,
-    TargetKind, Warning, profile::Cursors, session::authorized,
+    TargetKind, Warning, chains, profile::Cursors, session::authorized,
 };
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Requests queued for the stream before new lines wait (the server answers at most its
-/// in-flight limit of sends at a time).
-const MAX_QUEUED_REQUESTS: usize = 256;
 
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
@@ -121,6 +118,7 @@ impl Session {
                 pending: BTreeMap::new(),
                 cursors: Cursors::new(),
                 outbox: VecDeque::new(),
+                turn: None,
                 ack: None,
                 fatal: None,
             };
@@ -164,6 +162,9 @@ struct LiveState {
     /// wait: the server stops reading requests while its answers are not read, so a client that
     /// blocks on sending while not reading would deadlock with it.
     outbox: VecDeque<pb::OpenStreamRequest>,
+    /// This device's turn to send, held while a line is pending: lines go one at a time, in
+    /// the order of their chain counters (see `chains.rs`).
+    turn: Option<chains::SendingTurn>,
     /// The newest acknowledgement not sent yet (an older one says nothing more).
     ack: Option<pb::Acknowledgement>,
     /// Set when reconnecting cannot help (the session ended).
@@ -287,8 +288,8 @@ impl LiveState {
                     Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
                     Err(status) => return Err(self.failure(status, &token).await),
                 },
-                // New lines wait while many requests do, so the queue stays bounded.
-                text = self.texts.recv(), if self.texts_open && self.outbox.len() < MAX_QUEUED_REQUESTS => match text {
+                // A new line waits until the previous one is answered.
+                text = self.texts.recv(), if self.texts_open && self.pending.is_empty() => match text {
                     Some(text) => self.send_text(text).await,
                     None => self.texts_open = false,
                 },
@@ -340,6 +341,7 @@ impl LiveState {
             Incoming::Event(_) => {}
             Incoming::SendResult(result) => {
                 if self.pending.remove(&result.request_id).is_some() {
+                    self.end_turn();
                     let response = result.result.unwrap_or_default();
                     let sent = SentMessage {
                         conversation_id: self.target.conversation_id.clone(),
@@ -350,7 +352,10 @@ impl LiveState {
                     self.emit(LiveEvent::Sent(sent)).await?;
                 }
             }
-            Incoming::SendRejected(rejected) => self.rejected(rejected).await?,
+            Incoming::SendRejected(rejected) => {
+                self.rejected(rejected).await?;
+                self.end_turn();
+            }
         }
         Ok(())
     }
@@ -420,6 +425,16 @@ impl LiveState {
 
     async fn send_text(&mut self, text: String) {
         let client_message_id = uuid::Uuid::new_v4().to_string();
+        if self.turn.is_none() {
+            match chains::sending_turn(&self.session.profile).await {
+                Ok(turn) => self.turn = Some(turn),
+                Err(error) => {
+                    let reason = error.to_string();
+                    let _ = self.emit(LiveEvent::SendFailed { reason }).await;
+                    return;
+                }
+            }
+        }
         match self.seal(&client_message_id, &text, false).await {
             Ok(envelope) => {
                 let request_id = uuid::Uuid::new_v4().to_string();
@@ -436,6 +451,7 @@ impl LiveState {
                 );
             }
             Err(error) => {
+                self.end_turn();
                 let _ = self
                     .emit(LiveEvent::SendFailed {
                         reason: error.to_string(),
@@ -471,6 +487,13 @@ impl LiveState {
         }
         let reason = format!("{} ({})", rejected.message, rejected.reason);
         self.emit(LiveEvent::SendFailed { reason }).await
+    }
+
+    /// Gives the turn to send back once no line is pending.
+    fn end_turn(&mut self) {
+        if self.pending.is_empty() {
+            self.turn = None;
+        }
     }
 
     async fn emit_warnings(&self) -> Result<()> {

@@ -170,11 +170,14 @@ impl Session {
 
     /// Encrypts `text` for every device of the conversation and sends it. After a device-list
     /// mismatch, refetches the devices and retries once (with the same client message id).
+    /// Sends of this device take turns ([`chains::SendingTurn`]).
     ///
     /// # Errors
     /// [`Error::Refused`] (FAILED_PRECONDITION) when the devices changed again; as
-    /// otherwise [`Error::Auth`], [`Error::Unavailable`] or another [`Error::Refused`].
+    /// otherwise [`Error::Auth`], [`Error::Unavailable`] (also when another send of this
+    /// device keeps its turn too long) or another [`Error::Refused`].
     pub async fn send_text(&self, target: &Target, text: &str) -> Result<SentMessage> {
+        let _turn = chains::sending_turn(&self.profile).await?;
         let client_message_id = uuid::Uuid::new_v4().to_string();
         let mut fresh = false;
         loop {
@@ -521,7 +524,10 @@ impl Session {
         message: pb::Message,
         envelope: &pb::Envelope,
     ) -> std::result::Result<(String, Vec<e2ee::ChainAnomaly>), &'static str> {
-        let keys = self.keys().map_err(|_| "the device keys are not open")?;
+        let keys = self
+            .shared_keys()
+            .map_err(|_| "the device keys are not open")?
+            .clone();
         if envelope.conversation_id != message.conversation_id {
             return Err("the message was delivered in another conversation");
         }
@@ -539,28 +545,41 @@ impl Session {
         // Failures are counted per sending device (V2: only that device can choose its wrapped
         // keys) and together for V1, whose wrapped keys the server can replace.
         let budget_key = if received.envelope.suite == e2ee::SUITE_V1 {
-            format!("{}/v1", self.account.device_id)
+            "v1".to_owned()
         } else {
-            format!("{}/{}", self.account.device_id, envelope.sender_device_id)
+            envelope.sender_device_id.clone()
         };
-        if !chains::FAILURES.allows(&budget_key) {
+        if !chains::may_decrypt(&self.profile, &budget_key)
+            .map_err(|_| "the decryption failures cannot be read")?
+        {
             return Err("too many messages from this sender failed to decrypt: not decrypted");
         }
+        let hook = self.decryption_hook.lock().expect("not poisoned").clone();
+        let my_device_id = self.account.device_id.clone();
+        // On a blocking thread: the task that reads the stream (and acknowledges) goes on while
+        // the RSA work runs, on any runtime.
+        let opened = tokio::task::spawn_blocking(move || {
+            if let Some(hook) = hook {
+                hook();
+            }
+            e2ee::open(&received, &my_device_id, &keys, &signing_key)
+        })
+        .await
+        .map_err(|_| "the decryption was interrupted")?;
         // Never say which check failed (see the e2ee crate's threat model).
-        let opened = e2ee::open(&received, &self.account.device_id, keys, &signing_key).map_err(
-            |error| {
-                if matches!(
-                    error,
-                    e2ee::Error::UnwrapFailed
-                        | e2ee::Error::KeyCommitmentMismatch
-                        | e2ee::Error::DecryptFailed
-                        | e2ee::Error::BadPadding
-                ) {
-                    chains::FAILURES.record_failure(&budget_key);
-                }
-                "the signature, key commitment or decryption check failed"
-            },
-        )?;
+        let opened = opened.map_err(|error| {
+            if matches!(
+                error,
+                e2ee::Error::UnwrapFailed
+                    | e2ee::Error::KeyCommitmentMismatch
+                    | e2ee::Error::DecryptFailed
+                    | e2ee::Error::BadPadding
+            ) {
+                // An unwritable profile loses the count (and fails the view's other saves).
+                let _ = chains::record_failure(&self.profile, &budget_key);
+            }
+            "the signature, key commitment or decryption check failed"
+        })?;
         let text =
             String::from_utf8(opened.plaintext).map_err(|_| "the message is not UTF-8 text")?;
         let chain = match opened.link {

@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     future::Future,
     path::Path,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -62,11 +63,18 @@ pub struct DeviceInfo {
     pub current: bool,
 }
 
+/// See [`Session::set_decryption_hook`].
+#[doc(hidden)]
+pub type DecryptionHook = Arc<dyn Fn() + Send + Sync>;
+
 /// A logged-in device. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Session {
     pub(crate) profile: Profile,
     pub(crate) account: Account,
-    pub(crate) keys: Option<e2ee::DeviceKeys>,
+    /// Shared with the blocking threads that do the RSA work of opening messages.
+    pub(crate) keys: Option<Arc<e2ee::DeviceKeys>>,
+    /// See [`Session::set_decryption_hook`].
+    pub(crate) decryption_hook: std::sync::Mutex<Option<DecryptionHook>>,
     tokens: tokio::sync::Mutex<Tokens>,
     pub(crate) auth: AuthServiceClient<Channel>,
     pub(crate) chat: ChatServiceClient<Channel>,
@@ -262,7 +270,8 @@ impl Session {
         Session {
             profile,
             account,
-            keys,
+            keys: keys.map(Arc::new),
+            decryption_hook: Default::default(),
             tokens: tokio::sync::Mutex::new(tokens),
             auth: AuthServiceClient::new(channel.clone()),
             chat: ChatServiceClient::new(channel.clone()),
@@ -288,13 +297,26 @@ impl Session {
     /// This device's public keys, when the keys are open.
     #[must_use]
     pub fn public_keys(&self) -> Option<&e2ee::PublicDeviceKeys> {
-        self.keys.as_ref().map(e2ee::DeviceKeys::public_keys)
+        self.keys.as_deref().map(e2ee::DeviceKeys::public_keys)
     }
 
     pub(crate) fn keys(&self) -> Result<&e2ee::DeviceKeys> {
+        self.shared_keys().map(|keys| &**keys)
+    }
+
+    /// The keys, to move into a blocking task.
+    pub(crate) fn shared_keys(&self) -> Result<&Arc<e2ee::DeviceKeys>> {
         self.keys.as_ref().ok_or_else(|| {
             Error::Usage("this needs the device keys: give the passphrase".to_owned())
         })
+    }
+
+    /// Test hook: `hook` runs where the RSA work of opening a message begins, on the thread
+    /// that does it, so that a test can make opening slow (or hang) and check that nothing the
+    /// server sees waits for it. `None` removes it.
+    #[doc(hidden)]
+    pub fn set_decryption_hook(&self, hook: Option<DecryptionHook>) {
+        *self.decryption_hook.lock().expect("not poisoned") = hook;
     }
 
     /// Key-change warnings queued since the last call (see [`crate::KeyWarning`]); membership

@@ -237,6 +237,20 @@ impl Envelope {
         Ok(check)
     }
 
+    /// Signs the envelope as it is now with `keys`, for tests that play a dishonest sender
+    /// device (one that puts wrapped keys of its choice into envelopes it really signs): the
+    /// server and the recipients check only that the sender device signed what they got.
+    ///
+    /// # Errors
+    /// As [`Envelope::recipients_digest`] and [`signed_message`].
+    #[doc(hidden)]
+    pub fn sign_as_is(&mut self, keys: &DeviceKeys) -> Result<(), Error> {
+        let digest = self.recipients_digest()?;
+        let signed = signed_message(&self.header(&digest), &self.ciphertext)?;
+        self.signature = keys.sign(&signed).to_vec();
+        Ok(())
+    }
+
     /// The envelope's chain link (V2), with the delivered recipients digest.
     ///
     /// # Errors

@@ -38,17 +38,24 @@
 //! | --- | --- | --- | --- | --- |
 //! | network | holds (TLS, and every message is end-to-end encrypted) | holds (signatures) | holds: replays, drops and reorders of envelopes are flagged by the chains (V2) | TLS hides contents; traffic volume and timing are visible |
 //! | server | holds while clients use keys they pinned and compare safety numbers: a substituted key is what the clients' pinning and verification (not this crate) must catch; padding hides lengths within a bucket (V2) | holds: it cannot forge or alter a message (signature, key commitment), move it between conversations (the conversation id is signed) or choose a V2 wrapped key (inclusion proof); it can replace V1 wrapped keys, whose decryption failures clients budget per sender | partly: it can withhold messages, delay them and reorder them; V2 clients flag a gap between two messages they saw in a row, two envelopes with one counter (a fork), a late arrival, and a sender time far from the server's; it can still withhold everything after some point, or show a message's silence as "nothing sent" | does not hold: it sees who talks to whom, when, how often, from which device, and size buckets |
-//! | member | not against it: it reads every message of the conversations it is in while it is in them | holds between members: each message is signed by its sender device; a member cannot make one ciphertext open differently for different recipients (key commitment) | a dishonest sender can fork its own chain (seen as a fork by receivers who see both) and lie about its clock within the tolerance | sees the conversation's membership and devices |
+//! | member | not against it: it reads every message of the conversations it is in while it is in them; the RSA keys of the other devices face its chosen ciphertexts only within the clients' failure budget (below) | holds between members: each message is signed by its sender device; a member cannot make one ciphertext open differently for different recipients (key commitment) | a dishonest sender can fork its own chain (seen as a fork by receivers who see both) and lie about its clock within the tolerance | sees the conversation's membership and devices |
 //! | stolen device | does not hold: no forward secrecy; every message wrapped for the device, past and future until it is revoked, opens with its keys | does not hold: the thief signs as the device until it is revoked | the thief continues the device's chains | sees what the device sees |
 //!
 //! What remains, on purpose or for now: RSA decryption in the `rsa` crate is not constant-time
 //! (RUSTSEC-2023-0071, Marvin, no fixed version): it is blinded; V2 makes the wrapped keys a
-//! sender device's choice only, clients acknowledge a message before any RSA work and budget
-//! decryption failures per sending device (the CLI's `chains.rs`, the page's `core.ts`), and never
-//! report to anyone which [`Error`] an [`open`] failed with; a malicious *member* can still choose
-//! the RSA ciphertexts it sends, within that budget. No forward secrecy and no post-compromise
+//! sender device's choice only; clients acknowledge a message before any RSA work and do that
+//! work off the path that reads and acknowledges the stream (a blocking thread in the CLI, a
+//! queue of its own in the page), never report to anyone which [`Error`] an [`open`] failed
+//! with, and budget decryption failures per sending device: 5 an hour, kept on the device (the
+//! CLI's profile, `chains.rs`; the page's IndexedDB, `core.ts`), past which that device's
+//! messages are not decrypted at all. A malicious *member* can still choose the RSA ciphertexts
+//! it sends, within that budget: 5 an hour per recipient device for each device it registers
+//! (auth caps a user's active devices), observing whatever else the recipient's timing shows
+//! (when it replies, say); the server shares one such budget per recipient device for all V1
+//! envelopes, whose wrapped keys it can replace. No forward secrecy and no post-compromise
 //! security (no ratchet). A device whose chain state is lost (a new profile) starts again at
-//! counter 1, which its peers see as a fork.
+//! counter 1, which its peers see as a fork; a device sends one envelope at a time (the CLI
+//! locks its profile, the page takes a Web Lock), so that its own sends never look like one.
 //!
 //! **Reading of the spec where the proto text is terse** (recorded so other implementations
 //! agree): the suite is length-prefixed like every item (`00000004` then 4 bytes); the

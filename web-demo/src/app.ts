@@ -242,7 +242,8 @@ function addMessage(message: ShownMessage): void {
   item.dataset.seq = String(message.sequence);
   item.dataset.messageId = message.messageId;
   item.dataset.mine = String(message.mine);
-  item.dataset.status = message.replayOf !== undefined ? "replay" : message.text === undefined ? "failed" : "verified";
+  item.dataset.status =
+    message.replayOf !== undefined ? "replay" : message.notAttempted ? "not-attempted" : message.text === undefined ? "failed" : "verified";
   const from = document.createElement("div");
   from.className = "from";
   from.textContent = message.mine ? "you" : message.senderName;
@@ -252,7 +253,9 @@ function addMessage(message: ShownMessage): void {
     message.text ??
     (message.replayOf !== undefined
       ? `⚠ The server sent message ${message.replayOf} again (a replay): not shown again.`
-      : "⚠ This message failed verification and is not shown.");
+      : message.notAttempted
+        ? "⚠ Too many messages from this sender's device failed to decrypt: not decrypted."
+        : "⚠ This message failed verification and is not shown.");
   const meta = document.createElement("div");
   meta.className = "meta";
   meta.textContent = message.sentAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });

@@ -51,6 +51,8 @@ export interface ShownMessage {
   chainWarnings: string[];
   /** For a replay: the sequence the same envelope was first shown at. */
   replayOf?: number;
+  /** The sending device used up its budget of decryption failures: this one was not attempted. */
+  notAttempted?: boolean;
 }
 
 /** This device's chain in one conversation (suite V2), kept in IndexedDB. */
@@ -60,6 +62,9 @@ interface SendingChain {
   lastClientMessageId: string;
   previousOfLast: string;
 }
+
+/** Decryption failures per sending device (or "v1"), in the window that began with the first. */
+type DecryptionFailures = Record<string, { count: number; since: number }>;
 
 /** Decryption failures allowed per sending device per hour (as the CLI's chains.rs). */
 const MAX_FAILURES_PER_SENDER = 5;
@@ -249,8 +254,8 @@ export class Core {
   private sendingChains: Record<string, SendingChain> = {};
   private receivedChains: Record<string, e2ee.ConversationChains> = {};
   /** Seals of one conversation one after the other: each names the previous one's hash. */
-  private sealing = new Map<string, Promise<unknown>>();
-  private failures = new Map<string, { count: number; since: number }>();
+  /** Received messages being opened, in order (see onMessage). */
+  private opening: Promise<void> = Promise.resolve();
   private groupPins: Record<string, GroupPin> = {};
   /** Reviews of users' keys, one at a time (each reads and writes the pins). */
   private reviewing: Promise<void> = Promise.resolve();
@@ -600,10 +605,23 @@ export class Core {
 
   // ------------------------------------------------------------ sending
 
-  /** Seals `text` for every device of the conversation and sends it (one retry after a mismatch). */
+  /**
+   * Seals `text` for every device of the conversation and sends it (one retry after a mismatch).
+   * The device sends one message at a time, in all of this browser's tabs (a Web Lock per
+   * device, held from sealing until the server answers): two sends at once would take one chain
+   * counter (a fork at every recipient) or reach the server out of their counters' order.
+   */
   async send(conversationId: string, text: string): Promise<ShownMessage> {
     const conversation = this.conversations.get(conversationId);
     if (!conversation) throw new Error("unknown conversation");
+    return navigator.locks.request(`chat-send/${this.device.deviceId}`, async () => {
+      // Another tab may have sent since this one last read the chains.
+      this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
+      return this.sendInTurn(conversation, conversationId, text);
+    });
+  }
+
+  private async sendInTurn(conversation: ConversationView, conversationId: string, text: string): Promise<ShownMessage> {
     const clientMessageId = crypto.randomUUID();
     for (let fresh = false; ; fresh = true) {
       const envelope = await this.sealNext(conversationId, clientMessageId, await this.recipients(conversation, fresh), text);
@@ -631,7 +649,8 @@ export class Core {
 
   /**
    * Seals `text` as suite V2 at this device's next position in the conversation's chain (the same
-   * position again for a reseal of the same message), and records it in IndexedDB.
+   * position again for a reseal of the same message), and records it in IndexedDB. Called only
+   * in the device's turn to send (see send).
    */
   private async sealNext(
     conversationId: string,
@@ -639,37 +658,32 @@ export class Core {
     recipients: e2ee.RecipientDevice[],
     text: string,
   ): Promise<Awaited<ReturnType<typeof e2ee.seal>>> {
-    const previous = this.sealing.get(conversationId) ?? Promise.resolve();
-    const sealed = previous.catch(() => undefined).then(async () => {
-      const chain = this.sendingChains[conversationId];
-      const reseal = chain !== undefined && chain.lastClientMessageId === clientMessageId;
-      const counter = chain === undefined ? 1n : reseal ? BigInt(chain.counter) : BigInt(chain.counter) + 1n;
-      const previousHash = chain === undefined ? "" : reseal ? chain.previousOfLast : chain.lastHash;
-      const position = {
-        counter,
-        previousEnvelopeHash: previousHash ? e2ee.unhex(previousHash) : new Uint8Array(32),
-        senderTimeMs: BigInt(Date.now()),
-      };
-      const envelope = await e2ee.seal(
-        { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys },
-        conversationId,
-        clientMessageId,
-        recipients,
-        position,
-        e2ee.utf8(text),
-      );
-      const link = await e2ee.sealedLink(envelope);
-      this.sendingChains[conversationId] = {
-        counter: counter.toString(),
-        lastHash: e2ee.hex(link.envelopeHash),
-        lastClientMessageId: clientMessageId,
-        previousOfLast: e2ee.hex(position.previousEnvelopeHash),
-      };
-      await store.put(store.keys.sendingChains(this.userId), this.sendingChains);
-      return envelope;
-    });
-    this.sealing.set(conversationId, sealed);
-    return sealed;
+    const chain = this.sendingChains[conversationId];
+    const reseal = chain !== undefined && chain.lastClientMessageId === clientMessageId;
+    const counter = chain === undefined ? 1n : reseal ? BigInt(chain.counter) : BigInt(chain.counter) + 1n;
+    const previousHash = chain === undefined ? "" : reseal ? chain.previousOfLast : chain.lastHash;
+    const position = {
+      counter,
+      previousEnvelopeHash: previousHash ? e2ee.unhex(previousHash) : new Uint8Array(32),
+      senderTimeMs: BigInt(Date.now()),
+    };
+    const envelope = await e2ee.seal(
+      { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys },
+      conversationId,
+      clientMessageId,
+      recipients,
+      position,
+      e2ee.utf8(text),
+    );
+    const link = await e2ee.sealedLink(envelope);
+    this.sendingChains[conversationId] = {
+      counter: counter.toString(),
+      lastHash: e2ee.hex(link.envelopeHash),
+      lastClientMessageId: clientMessageId,
+      previousOfLast: e2ee.hex(position.previousEnvelopeHash),
+    };
+    await store.put(store.keys.sendingChains(this.userId), this.sendingChains);
+    return envelope;
   }
 
   /**
@@ -811,7 +825,10 @@ export class Core {
     const budgetKey = envelope.suite === e2ee.SUITE_V1 ? "v1" : envelope.senderDeviceId;
     try {
       if (envelope.conversationId !== message.conversationId) throw new Error("delivered in another conversation");
-      if (!this.mayDecrypt(budgetKey)) throw new Error("too many failures from this sender");
+      if (!(await this.mayDecrypt(budgetKey))) {
+        shown.notAttempted = true;
+        throw new Error("too many failures from this sender");
+      }
       const sentAt = Number(message.sentAt?.seconds ?? 0n);
       const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
       let opened;
@@ -827,7 +844,7 @@ export class Core {
       } catch (error) {
         const kind = error instanceof e2ee.E2eeError ? error.kind : "";
         if (["UnwrapFailed", "KeyCommitmentMismatch", "DecryptFailed", "BadPadding"].includes(kind)) {
-          this.recordFailure(budgetKey);
+          await this.recordFailure(budgetKey);
         }
         throw error;
       }
@@ -847,15 +864,25 @@ export class Core {
     return shown;
   }
 
-  private mayDecrypt(sender: string): boolean {
-    const entry = this.failures.get(sender);
+  /**
+   * Whether messages from `sender` may still be decrypted. The budget is kept in IndexedDB and
+   * read each time, so that it holds across reloads and tabs.
+   */
+  private async mayDecrypt(sender: string): Promise<boolean> {
+    const failures = (await store.get<DecryptionFailures>(store.keys.decryptionFailures(this.userId))) ?? {};
+    const entry = failures[sender];
     return !entry || entry.count < MAX_FAILURES_PER_SENDER || Date.now() - entry.since >= FAILURE_WINDOW_MS;
   }
 
-  private recordFailure(sender: string): void {
-    const entry = this.failures.get(sender);
-    if (!entry || Date.now() - entry.since >= FAILURE_WINDOW_MS) this.failures.set(sender, { count: 1, since: Date.now() });
-    else entry.count++;
+  private async recordFailure(sender: string): Promise<void> {
+    const key = store.keys.decryptionFailures(this.userId);
+    const failures = (await store.get<DecryptionFailures>(key)) ?? {};
+    for (const [other, entry] of Object.entries(failures)) {
+      if (Date.now() - entry.since >= FAILURE_WINDOW_MS) delete failures[other];
+    }
+    const entry = (failures[sender] ??= { count: 0, since: Date.now() });
+    entry.count++;
+    await store.put(key, failures);
   }
 
   /**
@@ -940,11 +967,16 @@ export class Core {
       case "message":
         await this.onMessage(e.value);
         break;
-      case "caughtUp":
-        this.setState("online");
+      case "caughtUp": {
+        // Online once what came before is shown, unless this stream ended meanwhile.
+        const stream = this.stream;
+        this.afterOpening(() => {
+          if (this.stream === stream && !this.stopped) this.setState("online");
+        });
         // Conversations started (or unread counts changed) while this page was offline.
         void this.refreshConversations().catch(() => undefined);
         break;
+      }
       case "receipt":
         if (e.value.userId !== this.userId) {
           this.listeners.receipt?.(e.value.conversationId, e.value.userId, Number(e.value.readSequence));
@@ -972,7 +1004,9 @@ export class Core {
     const conversationId = message.conversationId;
     if (this.seenMessages.has(message.messageId) || sequence <= (this.cursors[conversationId] ?? 0)) return;
     this.seenMessages.add(message.messageId);
-    // Acknowledge on receipt, before decrypting (as the Rust client does: no timing oracle).
+    // Acknowledge on receipt, and open in the queue: the stream goes on reading (and
+    // acknowledging) while messages are opened, so no acknowledgement waits for RSA work (as the
+    // Rust client: nothing the server sees may depend on how long a decryption takes).
     this.cursors[conversationId] = sequence;
     void store.put(store.keys.cursors(this.userId), this.cursors);
     void this.tokens
@@ -980,6 +1014,17 @@ export class Core {
         this.api.chat.acknowledge({ ack: { conversationId, deliveredSequence: message.sequence, readSequence: 0n } }, o),
       )
       .catch(() => undefined);
+    this.afterOpening(() => this.showReceived(message));
+  }
+
+  /** Runs `step` once every message received before it is opened and shown (in order). */
+  private afterOpening(step: () => Promise<void> | void): void {
+    this.opening = this.opening.then(step).catch(() => undefined);
+  }
+
+  private async showReceived(message: Message): Promise<void> {
+    const sequence = Number(message.sequence);
+    const conversationId = message.conversationId;
     if (!this.conversations.has(conversationId)) await this.refreshConversations();
     const shown = await this.openIn(conversationId, message);
     const conversation = this.conversations.get(conversationId);

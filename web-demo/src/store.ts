@@ -132,6 +132,8 @@ export const keys = {
   sendingChains: (userId: string) => `sending-chains:${userId}`,
   /** Suite V2: what this device saw of every other device's chain, by conversation. */
   receivedChains: (userId: string) => `received-chains:${userId}`,
+  /** Decryption failures per sending device, budgeted (core.ts `DecryptionFailures`). */
+  decryptionFailures: (userId: string) => `decryption-failures:${userId}`,
   groups: (userId: string) => `groups:${userId}`,
   seenPrefix: (userId: string) => `seen:${userId}:`,
   seen: (userId: string, conversationId: string) => `seen:${userId}:${conversationId}`,

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -9,9 +9,11 @@
 // Screenshots go to $SCREENSHOT_DIR.
 
 import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+
+import type { VectorOutcome } from "./e2ee-vectors.browser";
 
 const [scenario, baseUrl] = process.argv.slice(2);
 const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
@@ -42,6 +44,8 @@ interface CliMessage {
   sequence: number;
   from: string;
   text: string | null;
+  /** What the CLI flags about the sender's chain at this message. */
+  chain: string[];
 }
 
 /** Waits until the CLI user's history with `to` holds `text`. */
@@ -742,8 +746,199 @@ async function keys(): Promise<void> {
   noConsoleErrors([alice, bob]);
 }
 
+/**
+ * The page's e2ee code against the Rust crate's vectors in this Chromium: strict Ed25519 (small-order
+ * and non-canonical keys, non-canonical S, identity R), the checks of recipients' RSA keys, the V1
+ * and V2 negative cases, and honest envelopes (tests/e2ee-vectors.browser.ts, bundled for the
+ * browser and run in a page of the app's origin, where WebCrypto is what the app gets).
+ */
+async function vectors(): Promise<void> {
+  step = "bundle the vectors runner for the browser";
+  const { build } = await import("esbuild");
+  const built = await build({
+    entryPoints: ["tests/e2ee-vectors.browser.ts"],
+    bundle: true,
+    format: "iife",
+    platform: "browser",
+    target: "es2022",
+    write: false,
+    logLevel: "warning",
+  });
+  const vectorsJson = JSON.parse(readFileSync(process.env.E2EE_VECTORS ?? "../e2ee/testdata/vectors.json", "utf8"));
+
+  step = "run them in a page of the app's origin";
+  const errors: string[] = [];
+  // The runner is injected by the test, so past the page's policy; the app's own code runs under it.
+  const context = await browser.newContext({ bypassCSP: true });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => errors.push(String(error)));
+  await page.goto(baseUrl);
+  await page.addScriptTag({ content: built.outputFiles[0].text });
+  const { userAgent, secure, outcomes } = await page.evaluate(async (v) => {
+    const run = (globalThis as unknown as { runE2eeVectors(v: unknown): Promise<VectorOutcome[]> }).runE2eeVectors;
+    return { userAgent: navigator.userAgent, secure: window.isSecureContext, outcomes: await run(v) };
+  }, vectorsJson);
+
+  step = "every case as the vectors say";
+  if (!userAgent.includes("Chrome") || !secure) throw new Error(`not a secure Chromium page: ${userAgent}, ${secure}`);
+  const wrong = outcomes.filter((o) => o.actual !== o.expected);
+  expectEqual(wrong, [], "cases whose outcome in Chromium differs from the vectors'");
+  const count = (section: string) => outcomes.filter((o) => o.section === section).length;
+  expectEqual(
+    [count("signatures"), count("bad_recipient_keys"), count("negative")],
+    [vectorsJson.signatures.length, vectorsJson.bad_recipient_keys.length, vectorsJson.negative.length],
+    "cases run per section",
+  );
+  for (const name of ["identity-key-and-zero-signature", "order-8-key", "non-canonical-s", "mixed-order-r"]) {
+    if (!outcomes.some((o) => o.section === "signatures" && o.name === name)) throw new Error(`no ${name} case`);
+  }
+  if (count("envelopes") === 0) throw new Error("no honest envelope opened");
+  console.log(JSON.stringify({ chromium: userAgent, cases: outcomes.length }));
+  expectEqual(errors, [], "page errors");
+}
+
+/** What chat stored as delivered to `user`'s device in the open conversation. */
+async function delivered(user: User): Promise<number> {
+  const conversationId = await user.page.getAttribute("#messages", "data-conversation-id");
+  return ask<number>("delivered", { username: user.name, conversation_id: conversationId });
+}
+
+/**
+ * RSA work and what the server sees: a message whose decryption is slow does not hold back the
+ * acknowledgement of the next one; a sender device whose messages keep failing to decrypt is not
+ * decrypted at all once its budget is used up (after a reload too), while others still open.
+ */
+async function decryption(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  const mallory = unique("mallory");
+  await ask("cli_user", { username: carol });
+  await ask("cli_user", { username: mallory });
+  const bob = await newUser(unique("bob"));
+  await openChatWith(bob, carol);
+  await ask("cli_send", { as: carol, to: bob.name, text: "one" });
+  await sees(bob, "one");
+
+  step = "RSA decryption takes 6 s in bob's page from now on";
+  await bob.page.evaluate(() => {
+    const subtle = crypto.subtle;
+    const decrypt = subtle.decrypt.bind(subtle);
+    subtle.decrypt = async (algorithm, key, data) => {
+      if ((algorithm as { name?: string }).name === "RSA-OAEP") await new Promise((resolve) => setTimeout(resolve, 6000));
+      return decrypt(algorithm, key, data);
+    };
+  });
+  await ask("cli_send", { as: carol, to: bob.name, text: "slow to open" });
+  await ask("cli_send", { as: carol, to: bob.name, text: "the next one" });
+
+  step = "the next message is acknowledged while the slow one is still being opened";
+  const deadline = Date.now() + 5000;
+  while ((await delivered(bob)) < 3) {
+    if (Date.now() > deadline) throw new Error("message 3 was not acknowledged within 5 s");
+    await new Promise((resolve) => setTimeout(resolve, 50)); // polling the server, not waiting for time
+  }
+  const shownWhenAcknowledged = await texts(bob);
+  if (shownWhenAcknowledged.includes("slow to open")) {
+    throw new Error("message 3 was acknowledged only after message 2 was opened");
+  }
+  await sees(bob, "slow to open");
+  await sees(bob, "the next one");
+  expectEqual(await texts(bob), ["one", "slow to open", "the next one"], "bob's messages, in order");
+  await bob.page.reload();
+  await bob.page.waitForSelector("body[data-screen=app]");
+
+  step = "a dishonest device sends 6 messages whose wrapped keys do not open, then an honest one";
+  await online(bob.page);
+  await ask("cli_send", { as: mallory, to: bob.name, text: "hello from mallory" });
+  await bob.page.waitForSelector(`#conversations li[data-name="${mallory}"]`);
+  await openConversation(bob, mallory);
+  await sees(bob, "hello from mallory");
+  await ask("cli_send_bad_wrapped_keys", { as: mallory, to: bob.name, count: 6 });
+  await ask("cli_send", { as: mallory, to: bob.name, text: "an honest line after the bad ones" });
+  await bob.page.waitForSelector('#messages .message[data-seq="8"]');
+  const statuses = () =>
+    bob.page.$$eval("#messages .message", (items) => items.map((item) => (item as HTMLElement).dataset.status));
+  expectEqual(
+    await statuses(),
+    ["verified", ...Array(5).fill("failed"), "not-attempted", "not-attempted"],
+    "five attempted, then none",
+  );
+  const said = (await texts(bob))[7];
+  if (!said.includes("Too many messages from this sender's device failed to decrypt")) {
+    throw new Error(`not said: ${said}`);
+  }
+  await screenshot(bob, "decryption-budget");
+
+  step = "after a reload: still not attempted; another sender still opens";
+  await bob.page.reload();
+  await bob.page.waitForSelector("body[data-screen=app]");
+  await online(bob.page);
+  await openConversation(bob, mallory);
+  await bob.page.waitForSelector('#messages .message[data-seq="8"]');
+  expectEqual(await statuses(), Array(8).fill("not-attempted"), "mallory's messages after a reload");
+  await ask("cli_send", { as: carol, to: bob.name, text: "carol still gets through" });
+  await openConversation(bob, carol);
+  await sees(bob, "carol still gets through");
+  noConsoleErrors([bob]);
+}
+
+/**
+ * One device in two tabs sends at once: the sends take turns (a Web Lock per device), so the
+ * recipient sees one chain, with no false fork or gap.
+ */
+async function turns(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await send(alice, "first, from the first tab");
+  const second = await alice.page.context().newPage();
+  second.setDefaultTimeout(TIMEOUT);
+  second.on("pageerror", (error) => alice.errors.push(String(error)));
+  await second.goto(alice.page.url());
+  await second.waitForSelector("body[data-screen=app]");
+  await online(second);
+  const tabs: User[] = [alice, { name: alice.name, page: second, errors: alice.errors }];
+  await openConversation(tabs[1], carol);
+
+  step = "both tabs send at once, three times";
+  const lines: string[] = [];
+  for (let round = 1; round <= 3; round++) {
+    const both = tabs.map((tab, i) => `tab ${i + 1} line ${round}`);
+    lines.push(...both);
+    await Promise.all(tabs.map(async (tab, i) => {
+      await tab.page.fill("#text", both[i]);
+      await tab.page.press("#text", "Enter");
+    }));
+  }
+  for (const [i, tab] of tabs.entries()) {
+    for (const line of lines.filter((l) => l.startsWith(`tab ${i + 1}`))) await sees(tab, line, true);
+  }
+
+  step = "the CLI recipient sees every line, none flagged";
+  const history = await cliSees(carol, alice.name, lines[lines.length - 1]);
+  const last = await (async () => {
+    for (const deadline = Date.now() + TIMEOUT; ; ) {
+      const seen = await ask<CliMessage[]>("cli_history", { as: carol, to: alice.name });
+      if (seen.length === 7 || Date.now() > deadline) return seen;
+      await new Promise((resolve) => setTimeout(resolve, 100)); // polling the server
+    }
+  })();
+  expectEqual(last.length, 7, `messages at carol's: ${JSON.stringify(history)}`);
+  expectEqual(
+    last.filter((m) => m.text === null || m.chain.length > 0),
+    [],
+    "messages carol's CLI flags",
+  );
+  noConsoleErrors([alice]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
+  vectors,
+  decryption,
+  turns,
   attacks,
   replays,
   keys,

@@ -5,6 +5,9 @@
 mod attacks;
 mod chains;
 mod cli;
+mod decryption;
+#[path = "../common/dishonest.rs"]
+mod dishonest;
 mod groups;
 mod helpers;
 mod malicious;

@@ -9,6 +9,8 @@
 
 #[path = "../common/attacks.rs"]
 mod attacks;
+#[path = "../common/dishonest.rs"]
+mod dishonest;
 mod node;
 #[path = "../common/rewriting_proxy.rs"]
 mod rewriting_proxy;
@@ -80,6 +82,15 @@ async fn stack(db: PgPool, name: &str) -> Stack {
     let web_root = node::out_dir(name);
     node::build_app(&web_root);
     Stack::spawn(db, &web_root).await
+}
+
+/// The page's e2ee code (strict Ed25519, the checks of recipients' RSA keys, the V1 and V2
+/// negative cases, honest envelopes) against the crate's vectors, in real Chromium's WebCrypto.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_pages_e2ee_code_passes_the_rust_crates_vectors_in_chromium(db: PgPool) {
+    let mut stack = stack(db, "vectors").await;
+
+    run_scenario(&mut stack, "vectors").await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -169,4 +180,22 @@ async fn logging_out_deletes_the_keys_unless_kept_and_keys_can_be_sealed_under_a
     let mut stack = stack(db, "keys").await;
 
     run_scenario(&mut stack, "keys").await;
+}
+
+/// A slow RSA decryption in the page does not hold back the next message's acknowledgement; a
+/// dishonest device's messages are no longer decrypted once its failure budget is used up
+/// (after a reload too), while another sender's still open.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_page_acknowledges_before_rsa_work_and_stops_decrypting_a_failing_sender(db: PgPool) {
+    let mut stack = stack(db, "decryption").await;
+
+    run_scenario(&mut stack, "decryption").await;
+}
+
+/// One device in two tabs sending at once takes turns: the recipient flags nothing.
+#[sqlx::test(migrations = "../migrations")]
+async fn two_tabs_of_one_device_sending_at_once_raise_no_false_alarm(db: PgPool) {
+    let mut stack = stack(db, "turns").await;
+
+    run_scenario(&mut stack, "turns").await;
 }

@@ -70,7 +70,7 @@ pub fn build_app(dir: &Path) {
 }
 
 /// Bundles `tests/<script>.ts` for Node. The bundle goes into web-demo's node_modules cache so
-/// that the packages left external (playwright-core) resolve from web-demo/node_modules.
+/// that the packages left external (playwright-core, esbuild) resolve from web-demo/node_modules.
 pub fn bundle_script(script: &str) -> PathBuf {
     check_tools();
     let cache = web_demo().join("node_modules/.cache/web-demo-tests");
@@ -86,6 +86,8 @@ pub fn bundle_script(script: &str) -> PathBuf {
             "--target=node20",
             "--log-level=warning",
             "--external:playwright-core",
+            // The vectors scenario bundles its browser runner itself.
+            "--external:esbuild",
         ])
         .arg(format!("--outfile={}", bundle.display()))
         .status()
@@ -256,10 +258,55 @@ impl Cli {
                                 client::Content::Failed { .. }
                                 | client::Content::Replayed { .. } => Value::Null,
                             };
-                            json!({ "sequence": m.sequence, "from": m.sender_username, "text": text })
+                            let chain: Vec<String> =
+                                m.chain.iter().map(client::chains::describe).collect();
+                            json!({
+                                "sequence": m.sequence,
+                                "from": m.sender_username,
+                                "text": text,
+                                "chain": chain,
+                            })
                         })
                         .collect(),
                 ))
+            }
+            "cli_send_bad_wrapped_keys" => {
+                // A dishonest CLI device: `count` envelopes it really signs, each with a junk
+                // wrapped key for every device of `to`.
+                let session = session(&self.users)?;
+                let target = session
+                    .resolve(&text("to"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for n in 0..request["count"].as_u64().unwrap_or_default() as usize {
+                    crate::dishonest::send_with_a_bad_wrapped_key(
+                        &stack.url(),
+                        &session,
+                        crate::stack::PASSPHRASE,
+                        &target,
+                        &text("to"),
+                        n,
+                    )
+                    .await;
+                }
+                Ok(Value::Null)
+            }
+            "delivered" => {
+                // What chat stored as delivered to the (first) device of `username`.
+                let (_, device_id) = user_and_device(stack, &text("username")).await?;
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let device_id: uuid::Uuid = device_id.parse().map_err(|_| "bad id")?;
+                let delivered: i64 = sqlx::query_scalar(
+                    "select coalesce(max(delivered_sequence), 0) from chat.device_positions
+                     where device_id = $1 and conversation_id = $2",
+                )
+                .bind(device_id)
+                .bind(conversation_id)
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(delivered))
             }
             "cli_safety_number" => {
                 let session = session(&self.users)?;

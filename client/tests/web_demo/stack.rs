@@ -22,6 +22,8 @@ use tokio::{
 };
 
 pub const PASSWORD: &str = "correct horse battery";
+/// What seals the CLI users' keys (never the password).
+pub const PASSPHRASE: &str = "a separate device passphrase";
 
 /// Small RSA keys and the cheapest argon2 allowed for the in-process CLI users.
 const TEST_KEYS: KeyOptions = KeyOptions {
@@ -242,7 +244,7 @@ impl Stack {
             &self.server(),
             username,
             &password,
-            &SecretString::from("a separate device passphrase".to_owned()),
+            &SecretString::from(PASSPHRASE.to_owned()),
             TEST_KEYS,
         )
         .await
