@@ -8,9 +8,12 @@
 //! nginx (`/usr/sbin/nginx`; ci/install-tools.sh installs it) and `DATABASE_URL`. The services'
 //! logs go to a scratch directory, kept and named when the test fails.
 
+mod accounting;
 mod cluster;
 mod database;
+mod ingress;
 mod nginx;
+mod setup;
 mod traffic;
 
 use std::{
