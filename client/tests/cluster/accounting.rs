@@ -9,11 +9,15 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use client::{Content, Live, LiveEvent, Session, Target};
 use sqlx::{Connection, PgConnection};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 /// What the senders did.
 #[derive(Debug, Default)]
@@ -80,6 +84,13 @@ pub struct LiveClient {
     recorder: JoinHandle<()>,
 }
 
+/// A task sending `"<name> <n>"` at a fixed pace until stopped: with unary `SendMessage` calls
+/// (the client library retries UNAVAILABLE with the same client message id), or on a
+/// [`LiveClient`]'s stream.
+pub struct PacedSender {
+    task: JoinHandle<()>,
+}
+
 /// One row of `chat.messages`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Stored {
@@ -127,6 +138,16 @@ impl Ledger {
     /// A call that failed with `status` and is retried.
     pub fn retried(&self, status: &str) {
         *self.entries().retried.entry(status.to_owned()).or_default() += 1;
+    }
+
+    /// How many texts were handed to clients so far.
+    pub fn n_queued(&self) -> usize {
+        self.entries().queued.len()
+    }
+
+    /// How many sends failed for good so far.
+    pub fn n_failed(&self) -> usize {
+        self.entries().failed.values().sum()
     }
 
     /// How many sends were acknowledged so far.
@@ -190,6 +211,88 @@ impl LiveClient {
 impl Drop for LiveClient {
     fn drop(&mut self) {
         self.recorder.abort();
+    }
+}
+
+impl PacedSender {
+    /// Unary sends from `session` to `target`, one every `pace.0`, until `stop`; texts padded to
+    /// `pace.1` bytes.
+    pub fn unary(
+        name: &str,
+        session: Arc<Session>,
+        target: Target,
+        ledger: Arc<Ledger>,
+        pace: (Duration, usize),
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let name = name.to_owned();
+        let (interval, text_bytes) = pace;
+        let task = tokio::spawn(paced(interval, stop, move |n| {
+            let (name, session, target, ledger) =
+                (name.clone(), session.clone(), target.clone(), ledger.clone());
+            async move {
+                let text = padded(format!("{name} {n}"), text_bytes);
+                ledger.queued(&name, &text);
+                match session.send_text(&target, &text).await {
+                    Ok(sent) => ledger.acknowledged(Acknowledged {
+                        sender: name,
+                        text: Some(text),
+                        message_id: sent.message_id,
+                        sequence: sent.sequence,
+                    }),
+                    Err(error) => ledger.failed(&error.to_string()),
+                }
+            }
+        }));
+        Self { task }
+    }
+
+    /// Sends on `client`'s stream, one every `pace.0`, until `stop`; texts padded to `pace.1`
+    /// bytes.
+    pub fn on_stream(
+        client: Arc<LiveClient>,
+        pace: (Duration, usize),
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let (interval, text_bytes) = pace;
+        let task = tokio::spawn(paced(interval, stop, move |n| {
+            let client = client.clone();
+            async move {
+                let text = padded(format!("{} {n}", client.name), text_bytes);
+                client.send(text).await;
+            }
+        }));
+        Self { task }
+    }
+
+    /// Waits until the last send has returned (for a stream: was queued).
+    pub async fn finish(self) {
+        self.task.await.unwrap();
+    }
+}
+
+/// `text`, then spaces up to `bytes` (nothing when it is that long already).
+fn padded(mut text: String, bytes: usize) -> String {
+    let missing = bytes.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n(' ', missing));
+    text
+}
+
+/// Runs `send(0)`, `send(1)`, ... one every `interval` (or right after the previous one when it
+/// took longer) until `stop` turns true.
+async fn paced<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, send: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0.. {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = interval.tick() => {}
+        }
+        send(n).await;
     }
 }
 

@@ -13,7 +13,10 @@ mod cluster;
 mod database;
 mod ingress;
 mod nginx;
+mod rollout;
+mod services;
 mod setup;
+mod slow_consumers;
 mod traffic;
 
 use std::{
