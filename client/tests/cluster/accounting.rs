@@ -32,8 +32,6 @@ struct Entries {
     acknowledged: Vec<Acknowledged>,
     /// Failed sends (after the client's own retries) by status or reason.
     failed: BTreeMap<String, usize>,
-    /// Calls that failed and were retried, by status (counted, not lost).
-    retried: BTreeMap<String, usize>,
 }
 
 /// An acknowledged send.
@@ -51,7 +49,7 @@ pub struct Acknowledged {
 }
 
 /// What one device showed, in order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ShownLog {
     /// Every message shown.
     pub messages: Vec<ShownMessage>,
@@ -97,7 +95,6 @@ pub struct Stored {
     pub sequence: i64,
     pub id: uuid::Uuid,
     pub client_message_id: String,
-    pub sender_device_id: uuid::Uuid,
 }
 
 /// The audit of one fault: one row of the report.
@@ -113,8 +110,6 @@ pub struct Audit {
     pub duplicated: Vec<String>,
     /// Sends that failed for good, by status.
     pub failed: BTreeMap<String, usize>,
-    /// Calls that failed and were retried (to success, or they would be in `failed`).
-    pub retried: BTreeMap<String, usize>,
 }
 
 impl Ledger {
@@ -133,11 +128,6 @@ impl Ledger {
     /// A send that failed for good.
     pub fn failed(&self, status: &str) {
         *self.entries().failed.entry(status.to_owned()).or_default() += 1;
-    }
-
-    /// A call that failed with `status` and is retried.
-    pub fn retried(&self, status: &str) {
-        *self.entries().retried.entry(status.to_owned()).or_default() += 1;
     }
 
     /// How many texts were handed to clients so far.
@@ -206,6 +196,11 @@ impl LiveClient {
     pub fn log(&self) -> MutexGuard<'_, ShownLog> {
         self.log.lock().unwrap()
     }
+
+    /// A copy of what it has shown so far.
+    pub fn snapshot(&self) -> ShownLog {
+        self.log().clone()
+    }
 }
 
 impl Drop for LiveClient {
@@ -228,8 +223,12 @@ impl PacedSender {
         let name = name.to_owned();
         let (interval, text_bytes) = pace;
         let task = tokio::spawn(paced(interval, stop, move |n| {
-            let (name, session, target, ledger) =
-                (name.clone(), session.clone(), target.clone(), ledger.clone());
+            let (name, session, target, ledger) = (
+                name.clone(),
+                session.clone(),
+                target.clone(),
+                ledger.clone(),
+            );
             async move {
                 let text = padded(format!("{name} {n}"), text_bytes);
                 ledger.queued(&name, &text);
@@ -339,7 +338,7 @@ pub async fn stored_messages(database_url: &str, conversation_id: &str) -> Vec<S
     let mut db = PgConnection::connect(database_url).await.unwrap();
     let conversation_id: uuid::Uuid = conversation_id.parse().unwrap();
     sqlx::query_as(
-        "select sequence, id, client_message_id, sender_device_id from chat.messages \
+        "select sequence, id, client_message_id from chat.messages \
          where conversation_id = $1 order by sequence",
     )
     .bind(conversation_id)
@@ -357,19 +356,18 @@ pub fn audit(ledger: &Ledger, stored: &[Stored], devices: &[(&str, &ShownLog)]) 
         stored: stored.len(),
         shown: usize::MAX,
         failed: entries.failed.clone(),
-        retried: entries.retried.clone(),
         ..Audit::default()
     };
     for (index, row) in stored.iter().enumerate() {
         if row.sequence != index as i64 + 1 {
-            audit.lost.push(format!("stored sequences jump to {}", row.sequence));
+            audit
+                .lost
+                .push(format!("stored sequences jump to {}", row.sequence));
             break;
         }
     }
-    let by_id: HashMap<String, &Stored> = stored
-        .iter()
-        .map(|row| (row.id.to_string(), row))
-        .collect();
+    let by_id: HashMap<String, &Stored> =
+        stored.iter().map(|row| (row.id.to_string(), row)).collect();
     for ack in &entries.acknowledged {
         match by_id.get(&ack.message_id) {
             Some(row) if row.sequence as u64 == ack.sequence => {}
@@ -395,7 +393,13 @@ pub fn audit(ledger: &Ledger, stored: &[Stored], devices: &[(&str, &ShownLog)]) 
 
 /// The device showed exactly the stored rows, in order, each once; every acknowledged text at its
 /// sequence; and no text twice (a retried send stored under a second id would show so).
-fn check_device(audit: &mut Audit, name: &str, log: &ShownLog, stored: &[Stored], entries: &Entries) {
+fn check_device(
+    audit: &mut Audit,
+    name: &str,
+    log: &ShownLog,
+    stored: &[Stored],
+    entries: &Entries,
+) {
     let mut seen = HashSet::new();
     for message in &log.messages {
         if !seen.insert(message.sequence) {
@@ -413,7 +417,9 @@ fn check_device(audit: &mut Audit, name: &str, log: &ShownLog, stored: &[Stored]
     }
     let sequences: Vec<u64> = log.messages.iter().map(|m| m.sequence).collect();
     if !sequences.is_sorted() {
-        audit.lost.push(format!("{name} showed messages out of order"));
+        audit
+            .lost
+            .push(format!("{name} showed messages out of order"));
     }
     let by_sequence: HashMap<u64, &ShownMessage> =
         log.messages.iter().map(|m| (m.sequence, m)).collect();
@@ -483,17 +489,16 @@ impl Audit {
         );
     }
 
-    /// `fault | acknowledged | stored | shown | lost | duplicated | failed | retried`.
+    /// `fault | acknowledged | stored | shown | lost | duplicated | failed`.
     pub fn row(&self, fault: &str) -> String {
         format!(
-            "| {fault} | {} | {} | {} | {} | {} | {:?} | {:?} |",
+            "| {fault} | {} | {} | {} | {} | {} | {:?} |",
             self.acknowledged,
             self.stored,
             self.shown,
             self.lost.len(),
             self.duplicated.len(),
             self.failed,
-            self.retried,
         )
     }
 }

@@ -116,15 +116,16 @@ http {{
 
     server {{
         listen {listen} http2;
-        # ingress-nginx's default (ConfigMap http2-max-concurrent-streams)
+        # ingress-nginx's defaults (ConfigMap http2-max-concurrent-streams,
+        # client-header-timeout)
         http2_max_concurrent_streams 128;
+        client_header_timeout 60s;
         location / {{
-            # nginx.ingress.kubernetes.io/proxy-body-size: "0" (no limit: an OpenStream's
+            # nginx.ingress.kubernetes.io/proxy-body-size: 0 (no limit: an OpenStream's
             # request body is every message sent on it; the gateway bounds each message)
             client_max_body_size 0;
-            # ingress-nginx's defaults (ConfigMap client-body-timeout, client-header-timeout)
+            # ingress-nginx's default (ConfigMap client-body-timeout)
             client_body_timeout 60s;
-            client_header_timeout 60s;
             # nginx.ingress.kubernetes.io/proxy-read-timeout / proxy-send-timeout: 3600
             grpc_connect_timeout 5s;
             grpc_read_timeout 3600s;

@@ -134,7 +134,9 @@ async fn rolling_restart_of_every_service(database_url: String) {
     for component in [Component::Auth, Component::Group, Component::Chat] {
         for _ in 0..2 {
             let (new_pod, drained) = cluster.roll_one_pod(component).await;
-            steps.push(format!("{component:?} -> {new_pod}: old pod drained in {drained:?}"));
+            steps.push(format!(
+                "{component:?} -> {new_pod}: old pod drained in {drained:?}"
+            ));
             // Everything acknowledged so far reaches every device while the rollout goes on.
             wait_until_shown(&devices, ledger.last_acknowledged(), "delivery").await;
         }
@@ -160,11 +162,11 @@ async fn rolling_restart_of_every_service(database_url: String) {
     let stored = accounting::stored_messages(&database_url, &conversation_id).await;
     wait_until_shown(&devices, stored.len() as u64, "the last message").await;
 
-    let logs: Vec<_> = devices.iter().map(|device| device.log()).collect();
+    let logs: Vec<_> = devices.iter().map(|device| device.snapshot()).collect();
     let shown: Vec<(&str, &accounting::ShownLog)> = devices
         .iter()
         .zip(&logs)
-        .map(|(device, log)| (device.name.as_str(), &**log))
+        .map(|(device, log)| (device.name.as_str(), log))
         .collect();
     let audit = accounting::audit(&ledger, &stored, &shown);
     let disconnects: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
@@ -180,7 +182,6 @@ async fn rolling_restart_of_every_service(database_url: String) {
             "a stream ended with a status the client should not retry: {reason}"
         );
     }
-    drop(logs);
     drop((devices, members));
     cluster.stop().await;
 }
@@ -283,7 +284,8 @@ impl RolloutCluster {
         for deployment in [&auth, &group, &chat] {
             records.set(&deployment.headless_name(), deployment.ips());
         }
-        let gateway_addr = SocketAddr::new([127, 0, 0, 1].into(), free_port(&[[127, 0, 0, 1].into()]));
+        let gateway_addr =
+            SocketAddr::new([127, 0, 0, 1].into(), free_port(&[[127, 0, 0, 1].into()]));
         let mut gateway_env = env.gateway(gateway_addr, services.0, [services.0; 2], services.1);
         for (key, value) in gateway_env.iter_mut() {
             let deployment = match key.as_str() {
@@ -323,7 +325,11 @@ impl RolloutCluster {
     /// and how long the old one took to exit.
     async fn roll_one_pod(&mut self, component: Component) -> (SocketAddr, Duration) {
         let services = (self.auth_service.addr, self.group_service.addr);
-        let deployment = self.deployment(component);
+        let deployment = match component {
+            Component::Auth => &mut self.auth,
+            Component::Group => &mut self.group,
+            Component::Chat => &mut self.chat,
+        };
         let new_pod = deployment.start_pod(&self.env, services).await;
         self.publish(component);
         let mut old = self.deployment(component).pods.remove(0);
@@ -416,7 +422,11 @@ impl Deployment {
     }
 
     /// Starts a pod and waits until its readiness probe passes. Returns its address.
-    async fn start_pod(&mut self, env: &Environment, services: (SocketAddr, SocketAddr)) -> SocketAddr {
+    async fn start_pod(
+        &mut self,
+        env: &Environment,
+        services: (SocketAddr, SocketAddr),
+    ) -> SocketAddr {
         self.started += 1;
         let addr = SocketAddr::new(self.component.pod_ip(self.started), self.port);
         let (auth, group) = services;

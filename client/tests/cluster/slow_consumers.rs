@@ -81,22 +81,56 @@ async fn slow_consumers(database_url: String) {
         .take(8)
         .collect();
     let device_refs: Vec<(&str, &str)> = devices.iter().map(|(d, u)| (d.as_str(), *u)).collect();
-    let members = group_chat(&cluster.server(), scratch.path(), "slow", &users, &device_refs).await;
+    let members = group_chat(
+        &cluster.server(),
+        scratch.path(),
+        "slow",
+        &users,
+        &device_refs,
+    )
+    .await;
     let conversation_id = members[0].target.conversation_id.clone();
     let ledger = Arc::new(Ledger::default());
     // Every member's device follows the conversation and keeps reading.
     let followers: Vec<Arc<LiveClient>> = members
         .iter()
         .map(|m| {
-            Arc::new(LiveClient::open(&m.device, &m.session, m.target.clone(), ledger.clone()))
+            Arc::new(LiveClient::open(
+                &m.device,
+                &m.session,
+                m.target.clone(),
+                ledger.clone(),
+            ))
         })
         .collect();
     let (stop_sending, sending) = watch::channel(false);
     let senders = vec![
-        PacedSender::unary("alice", members[0].session.clone(), members[0].target.clone(), ledger.clone(), (SEND_INTERVAL, TEXT_BYTES), sending.clone()),
-        PacedSender::unary("bob", members[2].session.clone(), members[2].target.clone(), ledger.clone(), (SEND_INTERVAL, TEXT_BYTES), sending.clone()),
-        PacedSender::on_stream(followers[4].clone(), (SEND_INTERVAL, TEXT_BYTES), sending.clone()),
-        PacedSender::on_stream(followers[6].clone(), (SEND_INTERVAL, TEXT_BYTES), sending.clone()),
+        PacedSender::unary(
+            "alice",
+            members[0].session.clone(),
+            members[0].target.clone(),
+            ledger.clone(),
+            (SEND_INTERVAL, TEXT_BYTES),
+            sending.clone(),
+        ),
+        PacedSender::unary(
+            "bob",
+            members[2].session.clone(),
+            members[2].target.clone(),
+            ledger.clone(),
+            (SEND_INTERVAL, TEXT_BYTES),
+            sending.clone(),
+        ),
+        PacedSender::on_stream(
+            followers[4].clone(),
+            (SEND_INTERVAL, TEXT_BYTES),
+            sending.clone(),
+        ),
+        PacedSender::on_stream(
+            followers[6].clone(),
+            (SEND_INTERVAL, TEXT_BYTES),
+            sending.clone(),
+        ),
     ];
     drop(sending);
 
@@ -113,7 +147,10 @@ async fn slow_consumers(database_url: String) {
     let resumed_at = Instant::now();
     resume.send(true).unwrap();
     let deadline = Deadline::after(Duration::from_secs(60), "every slow stream to resume");
-    while slow.iter().any(|log| log.lock().unwrap().resumed_in.is_none()) {
+    while slow
+        .iter()
+        .any(|log| log.lock().unwrap().resumed_in.is_none())
+    {
         deadline.tick().await;
     }
     let all_resumed = resumed_at.elapsed();
@@ -127,21 +164,31 @@ async fn slow_consumers(database_url: String) {
     }
     let stored = accounting::stored_messages(&database_url, &conversation_id).await;
     let last = stored.len() as u64;
-    let deadline = Deadline::after(Duration::from_secs(30), "every stream to reach the last message");
+    let deadline = Deadline::after(
+        Duration::from_secs(30),
+        "every stream to reach the last message",
+    );
     while followers.iter().any(|f| f.log().last_sequence() < last)
-        || slow.iter().any(|log| log.lock().unwrap().sequences.last() < Some(&last))
+        || slow
+            .iter()
+            .any(|log| log.lock().unwrap().sequences.last() < Some(&last))
     {
         deadline.tick().await;
     }
     let after = sample_rss(&pids, Duration::from_secs(2)).await;
 
-    let logs: Vec<_> = followers.iter().map(|f| f.log()).collect();
-    let shown: Vec<(&str, &accounting::ShownLog)> =
-        followers.iter().zip(&logs).map(|(f, log)| (f.name.as_str(), &**log)).collect();
+    let logs: Vec<_> = followers.iter().map(|f| f.snapshot()).collect();
+    let shown: Vec<(&str, &accounting::ShownLog)> = followers
+        .iter()
+        .zip(&logs)
+        .map(|(f, log)| (f.name.as_str(), log))
+        .collect();
     let audit = accounting::audit(&ledger, &stored, &shown);
     let follower_drops: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
-    let resume_times: Vec<Duration> =
-        slow.iter().filter_map(|log| log.lock().unwrap().resumed_in).collect();
+    let resume_times: Vec<Duration> = slow
+        .iter()
+        .filter_map(|log| log.lock().unwrap().resumed_in)
+        .collect();
     eprintln!(
         "{}\n{} messages ({} before the pause); slow streams all resumed {all_resumed:?} after \
          reading again (each: min {:?}, max {:?}); followers' drops {follower_drops:?}\n\
@@ -176,7 +223,6 @@ async fn slow_consumers(database_url: String) {
             rss_table(&pids, &before, &during, &after)
         );
     }
-    drop(logs);
     drop((followers, members));
     cluster.stop().await;
 }
@@ -244,9 +290,16 @@ impl SlowStream {
     /// connection ends, resumes from the last sequence received.
     async fn run(mut self, mut paused: watch::Receiver<bool>) {
         let mut slowed = true;
-        let mut ended_at = None;
+        let mut ended_at: Option<Instant> = None;
         loop {
-            let cursor = self.log.lock().unwrap().sequences.last().copied().unwrap_or(0);
+            let cursor = self
+                .log
+                .lock()
+                .unwrap()
+                .sequences
+                .last()
+                .copied()
+                .unwrap_or(0);
             let (mut events, _requests) = match self.open(cursor).await {
                 Ok(opened) => opened,
                 Err(status) => {
@@ -261,14 +314,7 @@ impl SlowStream {
                         self.log.lock().unwrap().sequences.push(message.sequence);
                     }
                     Some(Ok(Event::CaughtUp(_))) => {
-                        let mut log = self.log.lock().unwrap();
-                        log.caught_up += 1;
-                        if let Some(ended) = ended_at.take()
-                            && log.resumed_in.is_none()
-                        {
-                            log.resumed_in = Some(ended.elapsed());
-                        }
-                        drop(log);
+                        self.caught_up(ended_at.take());
                         if slowed {
                             slowed = false;
                             let _ = paused.wait_for(|resumed| *resumed).await;
@@ -286,6 +332,18 @@ impl SlowStream {
                 }
             }
             ended_at = Some(Instant::now());
+        }
+    }
+
+    /// Records a catch-up, and how long the first resumption took (`ended_at`: when the
+    /// connection before ended).
+    fn caught_up(&self, ended_at: Option<Instant>) {
+        let mut log = self.log.lock().unwrap();
+        log.caught_up += 1;
+        if let Some(ended) = ended_at
+            && log.resumed_in.is_none()
+        {
+            log.resumed_in = Some(ended.elapsed());
         }
     }
 
@@ -366,7 +424,14 @@ fn vm_rss(pid: u32) -> u64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kib| kib * 1024)
 }
 
