@@ -134,9 +134,12 @@ async fn rolling_restart_of_every_service(database_url: String) {
     for component in [Component::Auth, Component::Group, Component::Chat] {
         for _ in 0..2 {
             let (new_pod, drained) = cluster.roll_one_pod(component).await;
-            steps.push(format!(
-                "{component:?} -> {new_pod}: old pod drained in {drained:?}"
-            ));
+            let step = format!(
+                "at {:?}: {component:?} -> {new_pod}, the old pod drained in {drained:?}",
+                started.elapsed()
+            );
+            eprintln!("{step}");
+            steps.push(step);
             // Everything acknowledged so far reaches every device while the rollout goes on.
             wait_until_shown(&devices, ledger.last_acknowledged(), "delivery").await;
         }
@@ -202,10 +205,27 @@ async fn wait_until_shown(devices: &[Arc<LiveClient>], sequence: u64, what: &'st
                 panic!("{}'s session ended: {error}", device.name);
             }
         }
-        assert!(
-            !deadline.expired(),
-            "timed out waiting for {what} (sequence {sequence}): behind {behind:?}"
-        );
+        if deadline.expired() {
+            let logs: Vec<String> = devices
+                .iter()
+                .map(|device| {
+                    let log = device.log();
+                    format!(
+                        "{}: last {}, {} connects, {} catch-ups, drops {:?}",
+                        device.name,
+                        log.last_sequence(),
+                        log.connects,
+                        log.caught_up,
+                        log.disconnects
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {what} (sequence {sequence}): behind {behind:?}\n{}\n{}",
+                logs.join("\n"),
+                gateway_calls_in_flight()
+            );
+        }
         deadline.tick().await;
     }
 }
@@ -436,9 +456,56 @@ impl Deployment {
             Component::Chat => env.chat(addr, auth, group),
         };
         let name = format!("{}-{}", self.component.name(), self.started);
-        let mut process = env.spawn(self.component.binary(), &name, pod_env);
+        let mut process = env.spawn(self.component.binary(), &name, with_debug_logs(pod_env));
         wait_serving(addr, self.component.health_service(), &mut process).await;
         self.pods.push(Pod { addr, process });
         addr
     }
+}
+
+/// The services' own events at debug level: what a failed rollout needs to be understood.
+fn with_debug_logs(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    for (key, value) in &mut env {
+        if key.ends_with("_LOG") {
+            *value = "info,chat=debug,group=debug,auth=debug".to_owned();
+        }
+    }
+    env
+}
+
+/// The gateway's calls in flight by service, from its /metrics (its port is in its log).
+fn gateway_calls_in_flight() -> String {
+    let logs = std::fs::read_dir(std::env::temp_dir()).unwrap();
+    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for entry in logs.flatten() {
+        let log = entry.path().join("gateway.log");
+        if let Ok(meta) = std::fs::metadata(&log)
+            && newest
+                .as_ref()
+                .is_none_or(|(t, _)| meta.modified().unwrap() > *t)
+        {
+            newest = Some((meta.modified().unwrap(), log));
+        }
+    }
+    let Some((_, log)) = newest else {
+        return String::new();
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let Some(addr) = text
+        .lines()
+        .find(|line| line.contains("gateway metrics listening"))
+        .and_then(|line| line.split("\"addr\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+    else {
+        return String::new();
+    };
+    let output = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("grpc_server_open_streams"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
