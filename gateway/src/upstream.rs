@@ -4,7 +4,9 @@
 //! would pin each long-lived HTTP/2 connection to one pod; resolving ourselves lets calls and
 //! streams spread over all pods. The name is re-resolved periodically, so new pods receive calls
 //! and removed ones stop receiving new ones (calls already on them finish there). An upstream
-//! given as several URLs (static replicas) is one pool over the addresses of all of them.
+//! given as several URLs (static replicas) is one pool over the addresses of all of them. Where
+//! no DNS knows the names, a hosts file (`GATEWAY_UPSTREAM_HOSTS_FILE`) read at each resolution
+//! stands in for it.
 //!
 //! Each address gets `connections_per_address` HTTP/2 connections (one connection's I/O runs on
 //! one thread at a time), each kept up by its own task, which reconnects with backoff. A call
