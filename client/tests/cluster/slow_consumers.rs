@@ -1,9 +1,10 @@
 //! Fault 7 of issue #20: slow consumers. [`SLOW_STREAMS`] streams through the Ingress (`Subscribe`
 //! and `OpenStream`, alternating) read the group conversation until they have caught up, then
 //! stop reading for [`PAUSE`] while the members keep sending (unary; their devices follow the
-//! conversation on `OpenStream` and keep reading). The issue asks for a minute; CI gets 25 s,
-//! which is already far beyond what chat waits for a full stream queue (`CHAT_STREAM_STALL_MS`,
-//! 2 s) once the flow-control windows in between are full.
+//! conversation on `OpenStream` and keep reading). The issue asks for a minute; CI gets 45 s:
+//! longer than the gateway's keepalive (a PING every 30 s, answered within 10 s), which is what
+//! ends these streams behind nginx (below), and far longer than chat waits for a full stream
+//! queue (`CHAT_STREAM_STALL_MS`, 2 s).
 //!
 //! What must hold: every slow stream, reading again, gets what was buffered and catches up with
 //! no gap and nothing twice, resuming from its cursor if its stream was ended meanwhile (only
@@ -20,9 +21,9 @@
 //! gateway's 1 MiB window toward chat. When the client reads again, the gateway's keepalive PING
 //! (`GATEWAY_KEEPALIVE_TIMEOUT_SECS`, 10 s) waits behind megabytes of that backlog, and the
 //! gateway closes nginx's connection: the client sees INTERNAL (an HTTP/2 reset) after what was
-//! delivered, and resumes from its cursor as after RESOURCE_EXHAUSTED; a stream whose PING got
-//! through in time is not ended at all and simply catches up. Both endings are accepted and
-//! counted in the output. Not met here, and left open on issue #20: "the slow streams are ended
+//! delivered, and resumes from its cursor as after RESOURCE_EXHAUSTED (with a pause shorter
+//! than the keepalive, some streams are not ended at all and simply catch up). Both endings are
+//! accepted and counted in the output, and every slow stream must have been ended once. Not met here, and left open on issue #20: "the slow streams are ended
 //! with RESOURCE_EXHAUSTED" within a minute, which behind nginx takes several minutes of traffic
 //! at this rate (the kernel's socket buffers first).
 //!
@@ -57,7 +58,7 @@ use crate::{
 /// How many streams stop reading.
 const SLOW_STREAMS: usize = 100;
 /// How long they stop reading (the issue's minute, scaled down for CI).
-const PAUSE: Duration = Duration::from_secs(25);
+const PAUSE: Duration = Duration::from_secs(45);
 /// Between two sends of one sender (4 unary senders: 20 messages a second in all).
 const SEND_INTERVAL: Duration = Duration::from_millis(200);
 /// Texts pad to 16 KiB of ciphertext: enough bytes for the slow streams to fill every window
@@ -217,12 +218,12 @@ async fn slow_consumers(database_url: String) {
             let log = log.lock().unwrap();
             (log.ended.clone(), log.sequences.clone())
         };
-        // See the module docs for why a cut connection (INTERNAL) is the usual ending here, and
-        // why some slow streams are not ended at all at this rate.
+        // See the module docs for why a cut connection (INTERNAL) is the usual ending here.
         assert!(
-            ended
-                .iter()
-                .all(|code| matches!(code, Code::ResourceExhausted | Code::Internal)),
+            !ended.is_empty()
+                && ended
+                    .iter()
+                    .all(|code| matches!(code, Code::ResourceExhausted | Code::Internal)),
             "slow stream {index} ended with {ended:?}"
         );
         assert_eq!(
