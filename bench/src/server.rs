@@ -121,6 +121,7 @@ pub fn gateway_config(auth: SocketAddr, chat: SocketAddr, group: SocketAddr) -> 
         chat: url(chat).into(),
         group: url(group).into(),
         resolve_interval: Duration::from_secs(10),
+        hosts_file: None,
         connect_timeout: Duration::from_secs(1),
         connections_per_address: 2,
     })

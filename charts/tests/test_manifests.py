@@ -87,6 +87,17 @@ def test_the_ingress_speaks_grpc_to_the_gateway_with_tls_when_asked(manifests):
                                            "hosts": ["chat.example.com"]}]
 
 
+def test_the_ingress_never_cuts_a_long_stream_by_its_body_size(manifests):
+    # An OpenStream is one request whose body is every message the client sends on it: any body
+    # limit ends long streams (client/tests/cluster: ingress.rs). The gateway bounds each message.
+    ingress = manifests.kind("Ingress")[0]
+    annotations = ingress["metadata"].get("annotations", {})
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    # Streams live as long as a token; the controller must not end them sooner.
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600, timeout
+
+
 def test_every_container_runs_with_the_restricted_pod_security_settings(manifests):
     workloads = manifests.workloads()
     assert workloads

@@ -71,6 +71,11 @@ pub struct UpstreamSettings {
     /// `GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS`: how often upstream names are re-resolved,
     /// default 10.
     pub resolve_interval: Duration,
+    /// `GATEWAY_UPSTREAM_HOSTS_FILE`: a file in the `/etc/hosts` format, read again at every
+    /// resolution: a name it lists resolves to the addresses of its lines there, and only there;
+    /// other names go to DNS. For machines without DNS-based discovery (the cluster tests
+    /// rewrite it as Kubernetes updates a headless Service's records). Unset: DNS only.
+    pub hosts_file: Option<PathBuf>,
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`: a dead upstream answers UNAVAILABLE after this,
     /// default 1000.
     pub connect_timeout: Duration,
@@ -221,6 +226,9 @@ impl Config {
                 group: upstream_url(&env, "GROUP_URL", "http://127.0.0.1:50063")?,
                 resolve_interval: env
                     .seconds_or("UPSTREAM_RESOLVE_INTERVAL_SECS", Duration::from_secs(10))?,
+                hosts_file: Some(env.string_or("UPSTREAM_HOSTS_FILE", ""))
+                    .filter(|file| !file.is_empty())
+                    .map(PathBuf::from),
                 connect_timeout: Duration::from_millis(
                     env.parse_or("UPSTREAM_CONNECT_TIMEOUT_MS", 1000)?,
                 ),

@@ -4,7 +4,9 @@
 //! would pin each long-lived HTTP/2 connection to one pod; resolving ourselves lets calls and
 //! streams spread over all pods. The name is re-resolved periodically, so new pods receive calls
 //! and removed ones stop receiving new ones (calls already on them finish there). An upstream
-//! given as several URLs (static replicas) is one pool over the addresses of all of them.
+//! given as several URLs (static replicas) is one pool over the addresses of all of them. Where
+//! no DNS knows the names, a hosts file (`GATEWAY_UPSTREAM_HOSTS_FILE`) read at each resolution
+//! stands in for it.
 //!
 //! Each address gets `connections_per_address` HTTP/2 connections (one connection's I/O runs on
 //! one thread at a time), each kept up by its own task, which reconnects with backoff. A call
@@ -79,7 +81,11 @@ impl Upstreams {
     /// Starts resolving every upstream name and connecting in the background, and returns the
     /// pools at once. Must run inside a Tokio runtime.
     pub fn start(settings: &UpstreamSettings) -> Self {
-        let pool = |urls: &UpstreamUrls| UpstreamPool::start(urls, settings, dns());
+        let resolve = match &settings.hosts_file {
+            Some(file) => hosts_file_then_dns(file.clone()),
+            None => dns(),
+        };
+        let pool = |urls: &UpstreamUrls| UpstreamPool::start(urls, settings, resolve.clone());
         Self {
             auth: pool(&settings.auth),
             chat: pool(&settings.chat),
@@ -286,6 +292,47 @@ fn dns() -> Resolver {
     })
 }
 
+/// The addresses `file` (the `/etc/hosts` format) gives a name, read again at every resolution;
+/// DNS for a name it does not list. An unreadable file is an error: the pool keeps the addresses
+/// it had rather than ask DNS for names that exist only in the file.
+fn hosts_file_then_dns(file: std::path::PathBuf) -> Resolver {
+    let dns = dns();
+    Arc::new(move |host, port| {
+        let (file, dns) = (file.clone(), dns.clone());
+        Box::pin(async move {
+            let hosts = tokio::fs::read_to_string(&file).await.map_err(|error| {
+                io::Error::new(error.kind(), format!("{}: {error}", file.display()))
+            })?;
+            match addresses_in_hosts(&hosts, &host, port) {
+                Some(addresses) => Ok(addresses),
+                None => dns(host, port).await,
+            }
+        })
+    })
+}
+
+/// Every address a line of `hosts` gives `host` (`address name [aliases]`, `#` comments), or
+/// `None` when no line names it.
+fn addresses_in_hosts(hosts: &str, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    let mut addresses = Vec::new();
+    let mut listed = false;
+    for line in hosts.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let Some(address) = fields.next() else {
+            continue;
+        };
+        if fields.any(|name| name.eq_ignore_ascii_case(host)) {
+            listed = true;
+            match address.parse::<std::net::IpAddr>() {
+                Ok(ip) => addresses.push(SocketAddr::new(ip, port)),
+                Err(_) => tracing::warn!(%address, %host, "not an address in the hosts file"),
+            }
+        }
+    }
+    listed.then_some(addresses)
+}
+
 /// Keeps the pool's connections matching what the `names` (hosts and ports) resolve to, until
 /// the pool is gone.
 async fn resolve_forever(
@@ -456,16 +503,20 @@ mod tests {
 
     /// A health server whose whole-server status tells which replica answered.
     async fn replica(status: ServingStatus) -> SocketAddr {
-        let (reporter, service) = tonic_health::server::health_reporter();
-        reporter.set_service_status("", status).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
+        serve_health(listener, status).await;
+        address
+    }
+
+    async fn serve_health(listener: TcpListener, status: ServingStatus) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", status).await;
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_routes(Routes::new(service))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        address
     }
 
     async fn answers(pool: &UpstreamPool, calls: usize) -> HashSet<i32> {
@@ -488,6 +539,7 @@ mod tests {
             chat: "http://replicas:1".parse().unwrap(),
             group: "http://replicas:1".parse().unwrap(),
             resolve_interval: Duration::from_millis(50),
+            hosts_file: None,
             connect_timeout,
             connections_per_address: 2,
         }
@@ -539,6 +591,68 @@ mod tests {
         let seen = answers(&pool, 50).await;
 
         assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+    }
+
+    #[test]
+    fn a_hosts_file_gives_a_name_every_address_of_its_lines() {
+        let hosts = "# Kubernetes-like records\n\
+                     127.0.0.1 chat-headless chat\n\
+                     127.0.0.2   CHAT-HEADLESS # a second pod\n\
+                     not-an-address chat-headless\n\
+                     127.0.0.9 auth-headless\n";
+
+        let chat = addresses_in_hosts(hosts, "chat-headless", 50062);
+        let unknown = addresses_in_hosts(hosts, "group-headless", 50063);
+
+        assert_eq!(
+            chat,
+            Some(vec![
+                "127.0.0.1:50062".parse().unwrap(),
+                "127.0.0.2:50062".parse().unwrap()
+            ])
+        );
+        assert_eq!(unknown, None);
+    }
+
+    #[tokio::test]
+    async fn a_pool_follows_its_hosts_file_as_it_is_rewritten() {
+        // Two replicas on one port of two loopback addresses, as pods behind a headless Service.
+        let (first, second) = loop {
+            let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = first.local_addr().unwrap().port();
+            if let Ok(second) = TcpListener::bind(("127.0.0.2", port)).await {
+                break (first, second);
+            }
+        };
+        let port = first.local_addr().unwrap().port();
+        serve_health(first, ServingStatus::Serving).await;
+        serve_health(second, ServingStatus::NotServing).await;
+        let file = std::env::temp_dir().join(format!("upstream-hosts-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&file, "127.0.0.1 replicas\n").unwrap();
+        let settings = settings(Duration::from_millis(500));
+        let urls: UpstreamUrls = format!("http://replicas:{port}").parse().unwrap();
+        let pool = UpstreamPool::start(&urls, &settings, hosts_file_then_dns(file.clone()));
+        let rewrite = |records: &str| {
+            std::fs::write(&file, records).unwrap();
+            tokio::time::sleep(Duration::from_millis(200))
+        };
+
+        let first_only = answers(&pool, 10).await;
+        rewrite("127.0.0.1 replicas\n127.0.0.2 replicas\n").await;
+        let both = answers(&pool, 50).await;
+        rewrite("127.0.0.2 replicas\n").await;
+        let second_only = answers(&pool, 10).await;
+        std::fs::remove_file(&file).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let unreadable = answers(&pool, 10).await;
+
+        let serving = HashSet::from([ServingStatus::Serving as i32]);
+        let not_serving = HashSet::from([ServingStatus::NotServing as i32]);
+        assert_eq!(first_only, serving);
+        assert_eq!(both.len(), 2, "both replicas answered: {both:?}");
+        assert_eq!(second_only, not_serving);
+        // An unreadable file keeps the last addresses.
+        assert_eq!(unreadable, not_serving);
     }
 
     #[tokio::test]

@@ -81,6 +81,10 @@ impl From<Error> for Status {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Unauthenticated => {
                     Status::new(status.code(), message)
                 }
+                // tonic reports a call cut by its connection (an auth pod going away in a
+                // rolling restart) as CANCELLED: the caller did not cancel, and a retry reaches
+                // another pod (client/tests/cluster: rollout.rs).
+                Code::Cancelled => Status::unavailable(message),
                 _ => {
                     tracing::error!(code = ?status.code(), error = %status.message(), "auth call failed");
                     Status::internal("internal error")
@@ -106,4 +110,18 @@ fn with_reason<const N: usize>(
 ) -> Status {
     let details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
     Status::with_error_details(code, message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auth_call_cut_by_its_connection_is_unavailable_and_other_failures_internal() {
+        let cut = Status::from(Error::Auth(Status::cancelled("operation was canceled")));
+        let refused = Status::from(Error::Auth(Status::invalid_argument("bad request")));
+
+        assert_eq!(cut.code(), Code::Unavailable);
+        assert_eq!(refused.code(), Code::Internal);
+    }
 }

@@ -60,6 +60,7 @@ pub async fn spawn_behind_gateway(db: PgPool, config: auth::Config) -> BehindGat
         chat: nowhere(),
         group: nowhere(),
         resolve_interval: Duration::from_secs(10),
+        hosts_file: None,
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 1,
     };

@@ -16,6 +16,7 @@ pub(crate) async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
         chat: uri(app.addr),
         group: uri(app.group_addr),
         resolve_interval: Duration::from_secs(10),
+        hosts_file: None,
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,
     };

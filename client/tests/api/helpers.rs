@@ -121,6 +121,7 @@ async fn spawn_env_full(
         chat: uri(chat_addr),
         group: uri(group_addr),
         resolve_interval: Duration::from_secs(10),
+        hosts_file: None,
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,
     };

@@ -56,17 +56,17 @@ pub struct Cluster {
 }
 
 /// What every process is started from.
-struct Environment {
-    bin_dir: PathBuf,
-    dir: PathBuf,
-    database_url: String,
+pub(crate) struct Environment {
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) database_url: String,
 }
 
 /// One running binary; killed when dropped.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
+pub(crate) struct Process {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 /// Waits for a condition: `tick` sleeps briefly, or panics once `within` has passed.
@@ -127,6 +127,16 @@ impl Cluster {
     /// The URL clients use: the Ingress.
     pub fn server(&self) -> String {
         format!("http://{}", self.nginx.addr)
+    }
+
+    /// The process ids of the gateway and the running chat replicas, by name (for their RSS).
+    pub fn gateway_and_chat_pids(&self) -> Vec<(String, u32)> {
+        let chat = self.chat_processes.iter().flatten();
+        [&self.gateway_process]
+            .into_iter()
+            .chain(chat)
+            .map(|process| (process.name.clone(), process.child.id()))
+            .collect()
     }
 
     /// Sends SIGTERM to chat replica `replica` (what the kubelet does) and waits for it to exit,
@@ -203,7 +213,7 @@ impl Cluster {
 
 impl Environment {
     /// The chart's Secrets, mounted as files under `run/secrets/chat/<volume>/<key>`.
-    fn write_secrets(&self) {
+    pub(crate) fn write_secrets(&self) {
         let signing_key = Command::new(self.bin_dir.join("auth"))
             .arg("keygen")
             .env_clear()
@@ -243,7 +253,7 @@ impl Environment {
     }
 
     /// The migrations Job: `migrate` with `MIGRATE_DATABASE_URL`.
-    fn migrate(&self) {
+    pub(crate) fn migrate(&self) {
         let log = self.dir.join("migrate.log");
         let status = Command::new(self.bin_dir.join("migrate"))
             .env_clear()
@@ -289,7 +299,7 @@ impl Environment {
     }
 
     /// `chat.env.auth.own`.
-    fn auth(&self, listen: SocketAddr) -> Vec<(String, String)> {
+    pub(crate) fn auth(&self, listen: SocketAddr) -> Vec<(String, String)> {
         let mut env = self.common("AUTH", listen, &["database", "token", "service-secret"]);
         env.extend([
             ("AUTH_ACCESS_TOKEN_TTL_SECS".to_owned(), "900".to_owned()),
@@ -310,14 +320,14 @@ impl Environment {
     }
 
     /// `chat.env.group.own`.
-    fn group(&self, listen: SocketAddr, auth: SocketAddr) -> Vec<(String, String)> {
+    pub(crate) fn group(&self, listen: SocketAddr, auth: SocketAddr) -> Vec<(String, String)> {
         let mut env = self.common("GROUP", listen, &["database", "token", "service-secret"]);
         env.push(("GROUP_AUTH_URL".to_owned(), format!("http://{auth}")));
         env
     }
 
     /// `chat.env.chat.own`.
-    fn chat(
+    pub(crate) fn chat(
         &self,
         listen: SocketAddr,
         auth: SocketAddr,
@@ -330,7 +340,7 @@ impl Environment {
     }
 
     /// `chat.env.gateway.own`: every chat replica in `GATEWAY_CHAT_URL` (see the module docs).
-    fn gateway(
+    pub(crate) fn gateway(
         &self,
         listen: SocketAddr,
         auth: SocketAddr,
@@ -359,7 +369,7 @@ impl Environment {
 
     /// Starts `binary` with exactly `env` (as in a container: nothing inherited), its output
     /// to `<dir>/<name>.log`.
-    fn spawn(&self, binary: &str, name: &str, env: Vec<(String, String)>) -> Process {
+    pub(crate) fn spawn(&self, binary: &str, name: &str, env: Vec<(String, String)>) -> Process {
         let log = self.dir.join(format!("{name}.log"));
         let output = File::options()
             .create(true)
@@ -384,7 +394,7 @@ impl Environment {
 
 impl Process {
     /// Panics with the log's path if the process has exited.
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!(
                 "{} exited with {status}; its log: {}",
@@ -395,7 +405,7 @@ impl Process {
     }
 
     /// SIGTERM, then waits for the exit (the drain may last up to the shutdown timeout).
-    async fn terminate(&mut self) -> ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -445,7 +455,7 @@ impl Deadline {
 
 /// `target/debug` (or whichever profile built this test): the directory above the test
 /// executable's `deps/`, where cargo puts the workspace's binaries.
-fn binaries_dir() -> PathBuf {
+pub(crate) fn binaries_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
     for binary in ["auth", "chat-server", "group", "gateway", "migrate"] {
@@ -473,7 +483,7 @@ pub fn free_port(addresses: &[IpAddr]) -> u16 {
 }
 
 /// Waits until `addr` reports `service` SERVING (the chart's gRPC readiness probe).
-async fn wait_serving(addr: SocketAddr, service: &str, process: &mut Process) {
+pub(crate) async fn wait_serving(addr: SocketAddr, service: &str, process: &mut Process) {
     let deadline = Deadline::after(START_TIMEOUT, "a service to report SERVING");
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
     loop {
@@ -494,7 +504,7 @@ async fn wait_serving(addr: SocketAddr, service: &str, process: &mut Process) {
 }
 
 /// Waits until the gateway's `/readyz` answers 200 (its readiness probe: auth's key set fetched).
-async fn wait_ready(gateway: SocketAddr, process: &mut Process) {
+pub(crate) async fn wait_ready(gateway: SocketAddr, process: &mut Process) {
     let deadline = Deadline::after(START_TIMEOUT, "the gateway's /readyz");
     loop {
         if http_status(gateway, "/readyz").await == Some(200) {
@@ -519,7 +529,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 
 /// Whether process `pid` holds an established TCP connection to `peer`: its socket inodes
 /// (`/proc/<pid>/fd`) against the connection table (`/proc/net/tcp`).
-fn connected(pid: u32, peer: SocketAddr) -> bool {
+pub(crate) fn connected(pid: u32, peer: SocketAddr) -> bool {
     let SocketAddr::V4(peer) = peer else {
         return false;
     };

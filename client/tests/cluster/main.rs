@@ -4,13 +4,25 @@
 //! clients of this crate's library stream and send through nginx. No acknowledged message may
 //! be lost or shown twice, and the clients of a stopped replica must resume on the other one.
 //!
+//! The faults of issue #20 that live here too, each in its own file with its own test:
+//! `ingress.rs` (one OpenStream carrying more than 5 MiB through nginx), `rollout.rs` (a rolling
+//! restart of auth, group and chat as the chart does it, the gateway re-resolving its upstreams)
+//! and `slow_consumers.rs` (100 streams that stop reading); they account for sends and what was
+//! shown in `accounting.rs`, audited against PostgreSQL.
+//!
 //! Needs the workspace's binaries built (`cargo build --bins`; ci/test.sh does it), Debian's
 //! nginx (`/usr/sbin/nginx`; ci/install-tools.sh installs it) and `DATABASE_URL`. The services'
 //! logs go to a scratch directory, kept and named when the test fails.
 
+mod accounting;
 mod cluster;
 mod database;
+mod ingress;
 mod nginx;
+mod rollout;
+mod services;
+mod setup;
+mod slow_consumers;
 mod traffic;
 
 use std::{

@@ -78,7 +78,8 @@ fn args(dir: &Path) -> Vec<String> {
 /// What ingress-nginx generates for the chart's Ingress, reduced to what matters here:
 /// `backend-protocol: GRPC` is `grpc_pass` (HTTP/2 to the gateway), `proxy-read-timeout` and
 /// `proxy-send-timeout` are the `grpc_*_timeout`s of a gRPC backend, `proxy-body-size` is
-/// `client_max_body_size`, and the controller keeps upstream connections alive. The one
+/// `client_max_body_size`, the controller's own defaults (ConfigMap) set the client timeouts and
+/// HTTP/2 stream limit, and it keeps upstream connections alive. The one
 /// difference: the listener speaks HTTP/2 without TLS (prior knowledge), where the production
 /// Ingress terminates TLS (ingress-nginx negotiates HTTP/2 only there), as the test client has no
 /// certificate to trust.
@@ -115,9 +116,16 @@ http {{
 
     server {{
         listen {listen} http2;
+        # ingress-nginx's defaults (ConfigMap http2-max-concurrent-streams,
+        # client-header-timeout)
+        http2_max_concurrent_streams 128;
+        client_header_timeout 60s;
         location / {{
-            # nginx.ingress.kubernetes.io/proxy-body-size: 5m
-            client_max_body_size 5m;
+            # nginx.ingress.kubernetes.io/proxy-body-size: 0 (no limit: an OpenStream's
+            # request body is every message sent on it; the gateway bounds each message)
+            client_max_body_size 0;
+            # ingress-nginx's default (ConfigMap client-body-timeout)
+            client_body_timeout 60s;
             # nginx.ingress.kubernetes.io/proxy-read-timeout / proxy-send-timeout: 3600
             grpc_connect_timeout 5s;
             grpc_read_timeout 3600s;

@@ -39,6 +39,7 @@ pub fn upstreams(auth: &Uri, chat: &Uri, group: &Uri) -> gateway::UpstreamSettin
         chat: chat.clone().into(),
         group: group.clone().into(),
         resolve_interval: Duration::from_secs(10),
+        hosts_file: None,
         connect_timeout: Duration::from_millis(500),
         connections_per_address: 2,
     }

@@ -1,0 +1,120 @@
+//! Fault 9 of issue #20: the Ingress in front. An `OpenStream` is one HTTP/2 request whose body
+//! is every message the client sends on it, so a request body limit at the Ingress
+//! (`proxy-body-size: 5m`, as the chart had) cut a long-lived stream after 5 MiB of sends in
+//! total. Here one stream carries more than that through nginx configured as the chart's
+//! annotations configure ingress-nginx (`nginx.rs`), and must stay open: every send
+//! acknowledged on it and shown once to every device.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    ScratchDir,
+    accounting::{self, Ledger, LiveClient},
+    cluster::{Cluster, Deadline},
+    setup::{group_chat, with_database},
+};
+
+/// What the stream must carry: above the old limit of 5 MiB.
+const MORE_THAN_THE_OLD_LIMIT: usize = 5 * 1024 * 1024 + 512 * 1024;
+/// A text that pads to the largest ciphertext chat accepts (64 KiB, `CHAT_MAX_CIPHERTEXT_BYTES`;
+/// texts pad to a power of two).
+const TEXT_BYTES: usize = 40 * 1024;
+/// Well under the gateway's per-user send rate (20/s).
+const SEND_INTERVAL: Duration = Duration::from_millis(100);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_open_stream_carries_more_than_five_mib_of_sends_through_the_ingress() {
+    with_database(more_than_five_mib_on_one_stream).await;
+}
+
+async fn more_than_five_mib_on_one_stream(database_url: String) {
+    let scratch = ScratchDir::new();
+    let cluster = Cluster::start(scratch.path(), &database_url).await;
+    let members = group_chat(
+        &cluster.server(),
+        scratch.path(),
+        "ingress",
+        &["alice", "bob"],
+        &[("alice", "alice"), ("bob", "bob")],
+    )
+    .await;
+    let ledger = Arc::new(Ledger::default());
+    let [alice, bob] = &members[..] else {
+        unreachable!("two members")
+    };
+    let sender = LiveClient::open(
+        "alice",
+        &alice.session,
+        alice.target.clone(),
+        ledger.clone(),
+    );
+    let receiver = LiveClient::open("bob", &bob.session, bob.target.clone(), ledger.clone());
+    let deadline = Deadline::after(Duration::from_secs(15), "both streams to catch up");
+    while sender.log().caught_up == 0 || receiver.log().caught_up == 0 {
+        deadline.tick().await;
+    }
+
+    let n_sends = MORE_THAN_THE_OLD_LIMIT.div_ceil(64 * 1024) + 4;
+    let mut interval = tokio::time::interval(SEND_INTERVAL);
+    for n in 0..n_sends {
+        interval.tick().await;
+        // Unique texts, so that a message shown twice would be seen.
+        let text = format!("alice {n} {}", "x".repeat(TEXT_BYTES));
+        sender.send(text).await;
+    }
+    let deadline = Deadline::after(Duration::from_secs(60), "every send to be shown");
+    while ledger.n_acknowledged() < n_sends
+        || receiver.log().last_sequence() < n_sends as u64
+        || sender.log().last_sequence() < n_sends as u64
+    {
+        if deadline.expired() {
+            let (sent, received) = (sender.log(), receiver.log());
+            panic!(
+                "{} of {n_sends} acknowledged; alice showed {}, bob {}; alice's stream dropped \
+                 {:?}",
+                ledger.n_acknowledged(),
+                sent.last_sequence(),
+                received.last_sequence(),
+                sent.disconnects,
+            );
+        }
+        deadline.tick().await;
+    }
+
+    let stored = accounting::stored_messages(&database_url, &alice.target.conversation_id).await;
+    let (sent, received) = (sender.snapshot(), receiver.snapshot());
+    let audit = accounting::audit(&ledger, &stored, &[("alice", &sent), ("bob", &received)]);
+    let carried = ciphertext_bytes(&database_url, &alice.target.conversation_id).await;
+    eprintln!(
+        "{} ({carried} bytes of ciphertext)",
+        audit.row("ingress, one stream > 5 MiB")
+    );
+    audit.assert_exactly_once("fault 9");
+    assert!(
+        carried > MORE_THAN_THE_OLD_LIMIT as i64,
+        "the stream carried only {carried} bytes of ciphertext"
+    );
+    assert_eq!(stored.len(), n_sends);
+    assert!(
+        sent.connects == 1 && sent.disconnects.is_empty(),
+        "alice's stream was cut: {:?}",
+        sent.disconnects
+    );
+    drop((sender, receiver, members));
+    cluster.stop().await;
+}
+
+/// The ciphertext stored in the conversation, in bytes: a lower bound of what the sends carried.
+async fn ciphertext_bytes(database_url: &str, conversation_id: &str) -> i64 {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let conversation_id: uuid::Uuid = conversation_id.parse().unwrap();
+    sqlx::query_scalar(
+        "select coalesce(sum(octet_length(ciphertext)), 0)::bigint from chat.messages \
+         where conversation_id = $1",
+    )
+    .bind(conversation_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}

@@ -1,0 +1,512 @@
+//! Fault 7 of issue #20: slow consumers. [`SLOW_STREAMS`] streams through the Ingress (`Subscribe`
+//! and `OpenStream`, alternating) read the group conversation until they have caught up, then
+//! stop reading for [`PAUSE`] while the members keep sending (unary; their devices follow the
+//! conversation on `OpenStream` and keep reading). The issue asks for a minute; CI gets 45 s:
+//! longer than the gateway's keepalive (a PING every 30 s, answered within 10 s), which is what
+//! ends these streams behind nginx (below), and far longer than chat waits for a full stream
+//! queue (`CHAT_STREAM_STALL_MS`, 2 s).
+//!
+//! What must hold: every slow stream, reading again, gets what was buffered and catches up with
+//! no gap and nothing twice, resuming from its cursor if its stream was ended meanwhile (only
+//! RESOURCE_EXHAUSTED or a cut connection may end it); the members' own streams show
+//! every message once; and the resident memory of the gateway and the chat replicas (`VmRSS`)
+//! stays within [`RSS_GROWTH_BOUND`] of where it was before, during the pause and after it.
+//!
+//! How a slow stream ends, measured (the figures are in the report, FAULTS.md): chat ends a
+//! stream whose queue stays full (`CHAT_STREAM_QUEUE`, 256 messages) for 2 s with
+//! RESOURCE_EXHAUSTED, but through nginx its queue does not fill within the pause at the rate
+//! CI can send (about 5 messages a second of 16 KiB): nginx's `grpc_pass` gives the gateway an
+//! unlimited HTTP/2 window and stops reading the socket of a client that does not read, so the
+//! backlog waits in that socket's kernel buffers (not in any process's memory) and in the
+//! gateway's 1 MiB window toward chat. When the client reads again, the gateway's keepalive PING
+//! (`GATEWAY_KEEPALIVE_TIMEOUT_SECS`, 10 s) waits behind megabytes of that backlog, and the
+//! gateway closes nginx's connection: the client sees INTERNAL (an HTTP/2 reset) after what was
+//! delivered, and resumes from its cursor as after RESOURCE_EXHAUSTED (with a pause shorter
+//! than the keepalive, some streams are not ended at all and simply catch up). Both endings are
+//! accepted and counted in the output, and every slow stream must have been ended once. Not met here, and left open on issue #20: "the slow streams are ended
+//! with RESOURCE_EXHAUSTED" within a minute, which behind nginx takes several minutes of traffic
+//! at this rate (the kernel's socket buffers first).
+//!
+//! The slow streams are raw gRPC (no decryption: what is checked is which sequences arrived), on
+//! tokens of their own (a login resuming each member's device).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use proto::{
+    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    chat::v1::{
+        self as pb, chat_service_client::ChatServiceClient,
+        open_stream_request::Request as Outgoing, open_stream_response::Response as Incoming,
+        stream_event::Event,
+    },
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{Code, Request, transport::Channel};
+
+use crate::{
+    PASSWORD, ScratchDir,
+    accounting::{self, Ledger, LiveClient, PacedSender},
+    cluster::{Cluster, Deadline},
+    setup::{Member, group_chat, with_database},
+};
+
+/// How many streams stop reading.
+const SLOW_STREAMS: usize = 100;
+/// How long they stop reading (the issue's minute, scaled down for CI).
+const PAUSE: Duration = Duration::from_secs(45);
+/// Between two sends of one sender (4 unary senders: 20 messages a second in all).
+const SEND_INTERVAL: Duration = Duration::from_millis(200);
+/// Texts pad to 16 KiB of ciphertext: enough bytes for the slow streams to fill every window
+/// between chat and them, and chat's queue, well within the pause.
+const TEXT_BYTES: usize = 12_000;
+/// How far the resident memory of each process may grow above its level before the pause. What
+/// sets it: the gateway holds at most its upstream connections' flow-control windows (16 MiB
+/// each, 2 connections to each of 2 replicas); a chat replica at most a full queue
+/// (`CHAT_STREAM_QUEUE`, 256 messages) and its HTTP/2 send buffer per slow stream.
+const RSS_GROWTH_BOUND: u64 = 256 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_consumers_catch_up_from_their_cursor_and_memory_stays_bounded() {
+    with_database(slow_consumers).await;
+}
+
+/// One slow stream's account.
+#[derive(Debug, Default)]
+struct SlowLog {
+    /// Every sequence received, in order, over every connection.
+    sequences: Vec<u64>,
+    /// How each connection ended.
+    ended: Vec<Code>,
+    /// From the end of the slowed connection to having caught up on the next one.
+    resumed_in: Option<Duration>,
+    caught_up: usize,
+}
+
+async fn slow_consumers(database_url: String) {
+    let scratch = ScratchDir::new();
+    let cluster = Cluster::start(scratch.path(), &database_url).await;
+    let users = ["alice", "bob", "carol", "dave", "erin"];
+    let devices: Vec<(String, &str)> = users
+        .iter()
+        .flat_map(|user| [(user.to_string(), *user), (format!("{user}-2"), *user)])
+        .take(8)
+        .collect();
+    let device_refs: Vec<(&str, &str)> = devices.iter().map(|(d, u)| (d.as_str(), *u)).collect();
+    let members = group_chat(
+        &cluster.server(),
+        scratch.path(),
+        "slow",
+        &users,
+        &device_refs,
+    )
+    .await;
+    let conversation_id = members[0].target.conversation_id.clone();
+    let ledger = Arc::new(Ledger::default());
+    // Every member's device follows the conversation and keeps reading.
+    let followers: Vec<Arc<LiveClient>> = members
+        .iter()
+        .map(|m| {
+            Arc::new(LiveClient::open(
+                &m.device,
+                &m.session,
+                m.target.clone(),
+                ledger.clone(),
+            ))
+        })
+        .collect();
+    let (stop_sending, sending) = watch::channel(false);
+    // Unary senders only: senders on OpenStream stall (issue #20, section 1), which would stop
+    // the traffic the slow streams are to fall behind on. Add two once that is fixed.
+    let senders: Vec<PacedSender> = [0, 2, 4, 6]
+        .into_iter()
+        .map(|index| {
+            let member = &members[index];
+            PacedSender::unary(
+                &member.username,
+                member.session.clone(),
+                member.target.clone(),
+                ledger.clone(),
+                (SEND_INTERVAL, TEXT_BYTES),
+                sending.clone(),
+            )
+        })
+        .collect();
+    drop(sending);
+
+    let (resume, paused) = watch::channel(false);
+    let slow = open_slow_streams(&cluster.server(), &members, &conversation_id, paused).await;
+    let deadline = Deadline::after(Duration::from_secs(30), "every slow stream to catch up");
+    while slow.iter().any(|log| log.lock().unwrap().caught_up == 0) {
+        deadline.tick().await;
+    }
+    let pids = cluster.gateway_and_chat_pids();
+    let before = sample_rss(&pids, Duration::from_secs(2)).await;
+    let last_before_pause = ledger.last_acknowledged();
+    eprintln!("the slow streams stop reading at {}", wall_clock());
+    let during = sample_rss(&pids, PAUSE).await;
+    eprintln!("they read again at {}", wall_clock());
+    let resumed_at = Instant::now();
+    resume.send(true).unwrap();
+    eprintln!(
+        "during the pause (VmRSS MiB before / peak): {}\nslow streams: {}",
+        rss_table(&pids, &before, &during, &during),
+        summary(&slow)
+    );
+    // The senders stop as the slow streams read again: what is left is catching up.
+    stop_sending.send(true).unwrap();
+    for sender in senders {
+        sender.finish().await;
+    }
+    let deadline = Deadline::after(Duration::from_secs(20), "every send answered");
+    while ledger.n_acknowledged() + ledger.n_failed() < ledger.n_queued() {
+        deadline.tick().await;
+    }
+    let stored = accounting::stored_messages(&database_url, &conversation_id).await;
+    let last = stored.len() as u64;
+    let deadline = Deadline::after(Duration::from_secs(60), "every stream to catch up");
+    while followers.iter().any(|f| f.log().last_sequence() < last)
+        || slow
+            .iter()
+            .any(|log| log.lock().unwrap().sequences.last() < Some(&last))
+    {
+        assert!(
+            !deadline.expired(),
+            "not every stream caught up with {last}: slow streams {}; followers at {:?}",
+            summary(&slow),
+            followers
+                .iter()
+                .map(|f| f.log().last_sequence())
+                .collect::<Vec<_>>()
+        );
+        deadline.tick().await;
+    }
+    let all_resumed = resumed_at.elapsed();
+    let after = sample_rss(&pids, Duration::from_secs(2)).await;
+
+    let logs: Vec<_> = followers.iter().map(|f| f.snapshot()).collect();
+    let shown: Vec<(&str, &accounting::ShownLog)> = followers
+        .iter()
+        .zip(&logs)
+        .map(|(f, log)| (f.name.as_str(), log))
+        .collect();
+    let audit = accounting::audit(&ledger, &stored, &shown);
+    let follower_drops: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
+    let resume_times: Vec<Duration> = slow
+        .iter()
+        .filter_map(|log| log.lock().unwrap().resumed_in)
+        .collect();
+    eprintln!(
+        "{}\n{} messages ({} before the pause); every stream caught up {all_resumed:?} after \
+         the slow ones read again; slow streams {}, resumed after their end in {:?} to {:?}; followers' drops {follower_drops:?}\n\
+         VmRSS in MiB before / peak during the pause / after: {}",
+        audit.row("slow consumers"),
+        last,
+        last_before_pause,
+        summary(&slow),
+        resume_times.iter().min(),
+        resume_times.iter().max(),
+        rss_table(&pids, &before, &during, &after),
+    );
+    audit.assert_exactly_once("fault 7");
+    for (index, log) in slow.iter().enumerate() {
+        let (ended, sequences) = {
+            let log = log.lock().unwrap();
+            (log.ended.clone(), log.sequences.clone())
+        };
+        // See the module docs for why a cut connection (INTERNAL) is the usual ending here.
+        assert!(
+            !ended.is_empty()
+                && ended
+                    .iter()
+                    .all(|code| matches!(code, Code::ResourceExhausted | Code::Internal)),
+            "slow stream {index} ended with {ended:?}"
+        );
+        assert_eq!(
+            sequences,
+            (1..=last).collect::<Vec<_>>(),
+            "slow stream {index} received a gap, a duplicate or disorder"
+        );
+    }
+    for (name, _) in &pids {
+        assert!(
+            during[name] <= before[name] + RSS_GROWTH_BOUND
+                && after[name] <= before[name] + RSS_GROWTH_BOUND,
+            "{name}'s memory grew beyond the bound: {}",
+            rss_table(&pids, &before, &during, &after)
+        );
+    }
+    drop((followers, members));
+    cluster.stop().await;
+}
+
+/// How the slow streams ended, how many resumed, and how far they got.
+fn summary(slow: &[Arc<Mutex<SlowLog>>]) -> String {
+    let mut ends: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut resumed, mut lasts) = (0, Vec::new());
+    for log in slow {
+        let log = log.lock().unwrap();
+        for code in &log.ended {
+            *ends.entry(format!("{code:?}")).or_default() += 1;
+        }
+        resumed += usize::from(log.resumed_in.is_some());
+        lasts.push(log.sequences.last().copied().unwrap_or(0));
+    }
+    format!(
+        "ended {ends:?}, {resumed} resumed, last sequences from {:?} to {:?}",
+        lasts.iter().min(),
+        lasts.iter().max()
+    )
+}
+
+/// Opens [`SLOW_STREAMS`] streams spread over the members' devices (a channel per device, each
+/// device under chat's limit of streams per replica), alternating `Subscribe` and `OpenStream`.
+async fn open_slow_streams(
+    server: &str,
+    members: &[Member],
+    conversation_id: &str,
+    paused: watch::Receiver<bool>,
+) -> Vec<Arc<Mutex<SlowLog>>> {
+    let mut logs = Vec::new();
+    let mut devices = Vec::new();
+    for member in members {
+        // A client that does not read leaves its stream's flow-control window full: a small one
+        // (64 KiB, where hyper's default of 2 MiB would hide the slowness from the servers for
+        // a long time), and a connection window large enough for every stream's.
+        let channel = Channel::from_shared(server.to_owned())
+            .unwrap()
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .connect()
+            .await
+            .unwrap();
+        let token = device_token(channel.clone(), member).await;
+        devices.push((channel, token));
+    }
+    for index in 0..SLOW_STREAMS {
+        let (channel, token) = devices[index % devices.len()].clone();
+        let log = Arc::new(Mutex::new(SlowLog::default()));
+        let stream = SlowStream {
+            chat: ChatServiceClient::new(channel),
+            token,
+            conversation_id: conversation_id.to_owned(),
+            bidirectional: index % 2 == 1,
+            log: log.clone(),
+        };
+        tokio::spawn(stream.run(paused.clone()));
+        logs.push(log);
+    }
+    logs
+}
+
+/// An access token for `member`'s device: a login that resumes it.
+async fn device_token(channel: Channel, member: &Member) -> String {
+    let response = AuthServiceClient::new(channel)
+        .login(auth_pb::LoginRequest {
+            username: member.username.clone(),
+            password: PASSWORD.to_owned(),
+            device_id: member.session.account().device_id.clone(),
+            device_name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    response.tokens.unwrap().access_token
+}
+
+struct SlowStream {
+    chat: ChatServiceClient<Channel>,
+    token: String,
+    conversation_id: String,
+    bidirectional: bool,
+    log: Arc<Mutex<SlowLog>>,
+}
+
+impl SlowStream {
+    /// Reads until caught up, stops reading until `paused` turns true, then reads on: when the
+    /// connection ends, resumes from the last sequence received.
+    async fn run(mut self, mut paused: watch::Receiver<bool>) {
+        let mut slowed = true;
+        let mut ended_at: Option<Instant> = None;
+        loop {
+            let cursor = self
+                .log
+                .lock()
+                .unwrap()
+                .sequences
+                .last()
+                .copied()
+                .unwrap_or(0);
+            let (mut events, _requests) = match self.open(cursor).await {
+                Ok(opened) => opened,
+                Err(status) => {
+                    self.log.lock().unwrap().ended.push(status.code());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            loop {
+                match events.next().await {
+                    Some(Ok(Event::Message(message))) => {
+                        self.log.lock().unwrap().sequences.push(message.sequence);
+                    }
+                    Some(Ok(Event::CaughtUp(_))) => {
+                        self.caught_up(ended_at.take());
+                        if slowed {
+                            slowed = false;
+                            let _ = paused.wait_for(|resumed| *resumed).await;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => {
+                        self.log.lock().unwrap().ended.push(status.code());
+                        break;
+                    }
+                    None => {
+                        self.log.lock().unwrap().ended.push(Code::Ok);
+                        break;
+                    }
+                }
+            }
+            ended_at = Some(Instant::now());
+        }
+    }
+
+    /// Records a catch-up, and how long the first resumption took (`ended_at`: when the
+    /// connection before ended).
+    fn caught_up(&self, ended_at: Option<Instant>) {
+        let mut log = self.log.lock().unwrap();
+        log.caught_up += 1;
+        if let Some(ended) = ended_at
+            && log.resumed_in.is_none()
+        {
+            log.resumed_in = Some(ended.elapsed());
+        }
+    }
+
+    /// Opens the stream from `cursor`: its events, and (for `OpenStream`) the request side,
+    /// which must stay open as long as the stream.
+    async fn open(
+        &mut self,
+        cursor: u64,
+    ) -> Result<
+        (
+            std::pin::Pin<Box<dyn futures::Stream<Item = Result<Event, tonic::Status>> + Send>>,
+            Option<mpsc::Sender<pb::OpenStreamRequest>>,
+        ),
+        tonic::Status,
+    > {
+        let positions = vec![pb::ConversationPosition {
+            conversation_id: self.conversation_id.clone(),
+            sequence: cursor,
+        }];
+        if self.bidirectional {
+            let (requests, outgoing) = mpsc::channel(4);
+            let start = pb::OpenStreamRequest {
+                request: Some(Outgoing::Start(pb::StartStream { positions })),
+            };
+            requests.send(start).await.unwrap();
+            let request = self.authorized(ReceiverStream::new(outgoing));
+            let responses = self.chat.open_stream(request).await?.into_inner();
+            let events = responses.filter_map(|response| match response {
+                Ok(pb::OpenStreamResponse {
+                    response: Some(Incoming::Event(pb::StreamEvent { event: Some(event) })),
+                }) => Some(Ok(event)),
+                Ok(_) => None,
+                Err(status) => Some(Err(status)),
+            });
+            Ok((Box::pin(events), Some(requests)))
+        } else {
+            let request = self.authorized(pb::SubscribeRequest { positions });
+            let responses = self.chat.subscribe(request).await?.into_inner();
+            let events = responses.filter_map(|response| match response {
+                Ok(pb::SubscribeResponse {
+                    event: Some(pb::StreamEvent { event: Some(event) }),
+                }) => Some(Ok(event)),
+                Ok(_) => None,
+                Err(status) => Some(Err(status)),
+            });
+            Ok((Box::pin(events), None))
+        }
+    }
+
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let bearer = format!("Bearer {}", self.token).parse().unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    }
+}
+
+/// The highest `VmRSS` of each process (bytes) over `period`, sampled every 250 ms.
+async fn sample_rss(pids: &[(String, u32)], period: Duration) -> BTreeMap<String, u64> {
+    let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
+    let until = Instant::now() + period;
+    loop {
+        for (name, pid) in pids {
+            let rss = vm_rss(*pid);
+            let peak = peaks.entry(name.clone()).or_default();
+            *peak = (*peak).max(rss);
+        }
+        if Instant::now() >= until {
+            return peaks;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `VmRSS` of `/proc/<pid>/status`, in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn rss_table(
+    pids: &[(String, u32)],
+    before: &BTreeMap<String, u64>,
+    during: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    pids.iter()
+        .map(|(name, _)| {
+            format!(
+                "{name} {:.1} / {:.1} / {:.1}",
+                mib(before[name]),
+                mib(during[name]),
+                mib(after[name])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Now, as the services' logs print it (UTC, seconds), to line the test's phases up with them.
+fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let seconds_of_day = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        seconds_of_day / 3600,
+        seconds_of_day / 60 % 60,
+        seconds_of_day % 60,
+        now.subsec_millis()
+    )
+}
