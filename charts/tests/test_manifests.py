@@ -213,11 +213,13 @@ def test_termination_leaves_time_for_the_prestop_sleep_and_the_drain(manifests):
         drain = int(env_of(container)[f"{component.upper()}_SHUTDOWN_TIMEOUT_SECS"]["value"])
         assert sleep > 0
         assert spec["terminationGracePeriodSeconds"] >= sleep + drain, component
-    # A stopping chat pod stays in the gateway's upstreams until the gateway re-resolves DNS.
+    # A stopping pod stays in the gateway's upstreams until the gateway re-resolves DNS: every
+    # service the gateway reaches through a headless name sleeps at least that long first.
     gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
     interval = int(env_of(gateway)["GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS"]["value"])
-    chat = deployment(manifests, "chat")["spec"]["template"]["spec"]["containers"][0]
-    assert chat["lifecycle"]["preStop"]["sleep"]["seconds"] >= interval
+    for component in ("auth", "chat", "group"):
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] >= interval, component
 
 
 def service_for_url(manifests: Manifests, url: str) -> dict:
