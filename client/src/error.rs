@@ -60,6 +60,16 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the same call may succeed later unchanged (the server or the network was
+    /// unavailable): a send is then retried with the same envelope
+    /// ([`crate::Session::send_prepared`]), which the server stores at most once.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
         let message = status.message().to_owned();
@@ -73,6 +83,9 @@ impl From<Status> for Error {
             Code::InvalidArgument => Error::Usage(message),
             Code::Unavailable if is_tls_failure(&message) => Error::Tls(explain_tls(message)),
             Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
+            Code::Internal | Code::Unknown if is_transport_failure(&message) => {
+                Error::Unavailable(message)
+            }
             code => Error::Refused { code, message },
         }
     }
@@ -82,6 +95,16 @@ impl From<tonic::transport::Error> for Error {
     fn from(error: tonic::transport::Error) -> Self {
         Error::Unavailable(crate::server::error_chain(&error))
     }
+}
+
+/// Whether a status was made up by tonic for a broken connection or stream rather than sent by
+/// a server: an HTTP/2 stream reset (a proxy in front losing its upstream, the gateway killed
+/// mid-call), which tonic reports as INTERNAL or UNKNOWN. The call may succeed when tried again,
+/// as for UNAVAILABLE; a server's own INTERNAL never reads like this.
+fn is_transport_failure(message: &str) -> bool {
+    ["h2 protocol error", "transport error", "error reading a body from connection"]
+        .iter()
+        .any(|marker| message.starts_with(marker))
 }
 
 /// Whether a connection failure came from TLS. tonic reports a failed connection as
@@ -136,6 +159,12 @@ mod tests {
         assert_eq!(code(Status::unavailable("x")), 5);
         assert_eq!(code(Status::invalid_argument("x")), 2);
         assert_eq!(code(Status::internal("x")), 1);
+        assert_eq!(
+            code(Status::internal(
+                "h2 protocol error: stream error received: unexpected internal error encountered"
+            )),
+            5
+        );
         assert_eq!(
             code(Status::unavailable(
                 "invalid peer certificate: UnknownIssuer"

@@ -1,6 +1,13 @@
 //! A live conversation over the bidirectional stream (`OpenStream`): incoming messages as they
 //! arrive, sends on the same stream, and reconnection with backoff after any drop, resuming from
 //! the cursor saved in the profile so that nothing is shown twice and nothing is missed.
+//!
+//! The loop that reads the stream never awaits a remote call: lines are sealed (which fetches the
+//! participants and their keys, a round trip per line for a group) by a task of their own, as
+//! messages are opened by another. A loop that waited for a group's member list while the
+//! stream's responses piled up unread stopped receiving altogether now and then (issue 20): the
+//! unread responses hold the HTTP/2 connection's flow-control window that the member list's
+//! answer needs, on the same connection.
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
@@ -26,6 +33,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Requests queued for the stream before new lines wait (the server answers at most its
 /// in-flight limit of sends at a time).
 const MAX_QUEUED_REQUESTS: usize = 256;
+/// Lines handed to the sealing task and not back yet, before new lines wait.
+const MAX_SEALING: usize = 64;
+/// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
+const SEND_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
@@ -38,10 +49,22 @@ pub enum LiveEvent {
     Message(ReceivedText),
     /// A line given to [`Live::send`] was stored by the server.
     Sent(SentMessage),
-    /// A line could not be sent.
+    /// A line could not be sent (and will not be: retryable failures are retried).
     SendFailed {
+        /// Its client message id, once one was given or chosen.
+        client_message_id: Option<String>,
+        /// The server's status code, when the server refused it.
+        code: Option<Code>,
         /// Why.
         reason: String,
+    },
+    /// The server refused a line with a retryable status (UNAVAILABLE): the same envelope is
+    /// sent again shortly, which the server stores at most once.
+    SendRetrying {
+        /// Its client message id.
+        client_message_id: String,
+        /// The status code.
+        code: Code,
     },
     /// The stream dropped; it reopens after `retry_in`.
     Disconnected {
@@ -66,7 +89,7 @@ pub enum LiveEvent {
 pub struct Live {
     /// The events, in order.
     pub events: mpsc::Receiver<LiveEvent>,
-    texts: Option<mpsc::Sender<String>>,
+    texts: Option<mpsc::Sender<Line>>,
     task: JoinHandle<()>,
 }
 
@@ -77,12 +100,26 @@ impl Live {
     /// # Errors
     /// [`Error::Usage`] when the conversation has ended.
     pub async fn send(&self, text: String) -> Result<()> {
+        self.send_with_id(uuid::Uuid::new_v4().to_string(), text)
+            .await
+    }
+
+    /// Like [`Live::send`], with the client message id chosen by the caller (which must be new
+    /// for this device): what it is answered with ([`LiveEvent::Sent`],
+    /// [`LiveEvent::SendFailed`]) carries it.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the conversation has ended.
+    pub async fn send_with_id(&self, client_message_id: String, text: String) -> Result<()> {
         let texts = self
             .texts
             .as_ref()
             .ok_or_else(|| Error::Usage("the conversation was closed".to_owned()))?;
         texts
-            .send(text)
+            .send(Line {
+                client_message_id,
+                text,
+            })
             .await
             .map_err(|_| Error::Usage("the conversation has ended".to_owned()))
     }
@@ -107,10 +144,18 @@ impl Session {
         let (texts, text_receiver) = mpsc::channel(64);
         let task = tokio::spawn(async move {
             let (to_open, opened) = spawn_opener(self.clone(), target.clone());
+            let (to_seal, sealed) =
+                spawn_sealer(self.clone(), target.clone(), event_sender.clone());
+            let (to_retry, retries) = mpsc::unbounded_channel();
             let mut state = LiveState {
                 to_open,
                 opened,
                 opening: 0,
+                to_seal,
+                sealed,
+                sealing: 0,
+                to_retry,
+                retries,
                 caught_up_after_opening: false,
                 session: self,
                 target,
@@ -134,11 +179,40 @@ impl Session {
     }
 }
 
+/// A line to send, with its client message id.
+#[derive(Debug)]
+struct Line {
+    client_message_id: String,
+    text: String,
+}
+
 struct Pending {
     client_message_id: String,
     text: String,
     envelope: pb::Envelope,
-    retried: bool,
+    /// Resealed once after a device-list mismatch.
+    resealed: bool,
+}
+
+/// Work for the sealing task.
+enum SealJob {
+    /// Seal a new line.
+    New { request_id: String, line: Line },
+    /// Seal a refused line again for freshly fetched devices (same client message id).
+    Reseal { request_id: String, pending: Pending },
+    /// Review the participants' keys now (an event said they changed).
+    Review,
+}
+
+/// What the sealing task hands back.
+enum Sealed {
+    /// Ready to send.
+    Ready { request_id: String, pending: Pending },
+    /// Nothing was sealed.
+    Failed {
+        client_message_id: String,
+        error: Error,
+    },
 }
 
 struct LiveState {
@@ -152,9 +226,18 @@ struct LiveState {
     opening: usize,
     /// `CaughtUp` arrived while messages before it were being opened: reported after them.
     caught_up_after_opening: bool,
+    /// Lines for the sealing task, which does every remote call a send needs (participants,
+    /// keys), so that this loop never waits for one.
+    to_seal: mpsc::UnboundedSender<SealJob>,
+    sealed: mpsc::UnboundedReceiver<Sealed>,
+    /// Jobs handed over and not back yet.
+    sealing: usize,
+    /// Request ids to send again once their retry delay has passed.
+    to_retry: mpsc::UnboundedSender<String>,
+    retries: mpsc::UnboundedReceiver<String>,
     session: Arc<Session>,
     target: Target,
-    texts: mpsc::Receiver<String>,
+    texts: mpsc::Receiver<Line>,
     texts_open: bool,
     events: mpsc::Sender<LiveEvent>,
     seen: HashSet<String>,
@@ -257,7 +340,12 @@ impl LiveState {
             .map(|(request_id, pending)| send_request(request_id, pending.envelope.clone()))
             .collect();
         loop {
-            if !self.texts_open && self.pending.is_empty() && *caught_up && self.opening == 0 {
+            if !self.texts_open
+                && self.pending.is_empty()
+                && *caught_up
+                && self.opening == 0
+                && self.sealing == 0
+            {
                 return Ok(());
             }
             let has_requests = self.ack.is_some() || !self.outbox.is_empty();
@@ -287,9 +375,23 @@ impl LiveState {
                     Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
                     Err(status) => return Err(self.failure(status, &token).await),
                 },
+                Some(sealed) = self.sealed.recv(), if self.sealing > 0 => {
+                    self.sealing -= 1;
+                    self.sealed(sealed).await?;
+                }
+                Some(request_id) = self.retries.recv() => {
+                    if let Some(pending) = self.pending.get(&request_id) {
+                        self.outbox.push_back(send_request(&request_id, pending.envelope.clone()));
+                    }
+                }
                 // New lines wait while many requests do, so the queue stays bounded.
-                text = self.texts.recv(), if self.texts_open && self.outbox.len() < MAX_QUEUED_REQUESTS => match text {
-                    Some(text) => self.send_text(text).await,
+                line = self.texts.recv(), if self.texts_open
+                    && self.outbox.len() < MAX_QUEUED_REQUESTS
+                    && self.sealing < MAX_SEALING => match line {
+                    Some(line) => self.seal_later(SealJob::New {
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        line,
+                    }),
                     None => self.texts_open = false,
                 },
             }
@@ -326,22 +428,23 @@ impl LiveState {
                         TargetKind::Group { .. } => true,
                     };
                     if concerned {
-                        self.review_participants().await?;
+                        self.seal_later(SealJob::Review);
                     }
                 }
                 Event::MembershipChange(change) => {
                     self.session.users.lock().expect("not poisoned").clear();
                     if change.group_id == self.target.conversation_id {
-                        self.review_participants().await?;
+                        self.seal_later(SealJob::Review);
                     }
                 }
                 _ => {}
             },
             Incoming::Event(_) => {}
             Incoming::SendResult(result) => {
-                if self.pending.remove(&result.request_id).is_some() {
+                if let Some(pending) = self.pending.remove(&result.request_id) {
                     let response = result.result.unwrap_or_default();
                     let sent = SentMessage {
+                        client_message_id: pending.client_message_id,
                         conversation_id: self.target.conversation_id.clone(),
                         message_id: response.message_id,
                         sequence: response.sequence,
@@ -397,80 +500,80 @@ impl LiveState {
         Ok(())
     }
 
-    /// Reviews the participants' keys now (after an event said they changed), so that the
-    /// change is shown before the next line is sealed. A failure is left to that line's send.
-    async fn review_participants(&mut self) -> Result<()> {
-        let _ = self.session.participants(&self.target, true).await;
-        self.emit_warnings().await
+    fn seal_later(&mut self, job: SealJob) {
+        if !matches!(job, SealJob::Review) {
+            self.sealing += 1;
+        }
+        // The sealing task ends only with this loop.
+        let _ = self.to_seal.send(job);
     }
 
-    /// The envelope of a line: the participants are reviewed and every change shown first, and
-    /// only then is anything sealed (never for keys the user has not accepted).
-    async fn seal(
-        &mut self,
-        client_message_id: &str,
-        text: &str,
-        fresh: bool,
-    ) -> Result<pb::Envelope> {
-        let users = self.session.participants(&self.target, fresh).await;
-        self.emit_warnings().await?;
-        self.session
-            .seal_to(&self.target, client_message_id, text, &users?)
-    }
-
-    async fn send_text(&mut self, text: String) {
-        let client_message_id = uuid::Uuid::new_v4().to_string();
-        match self.seal(&client_message_id, &text, false).await {
-            Ok(envelope) => {
-                let request_id = uuid::Uuid::new_v4().to_string();
+    /// A line back from the sealing task: queued for the stream, or reported as failed.
+    async fn sealed(&mut self, sealed: Sealed) -> Result<()> {
+        match sealed {
+            Sealed::Ready {
+                request_id,
+                pending,
+            } => {
                 self.outbox
-                    .push_back(send_request(&request_id, envelope.clone()));
-                self.pending.insert(
-                    request_id,
-                    Pending {
-                        client_message_id,
-                        text,
-                        envelope,
-                        retried: false,
-                    },
-                );
+                    .push_back(send_request(&request_id, pending.envelope.clone()));
+                self.pending.insert(request_id, pending);
+                Ok(())
             }
-            Err(error) => {
-                let _ = self
-                    .emit(LiveEvent::SendFailed {
-                        reason: error.to_string(),
-                    })
-                    .await;
+            Sealed::Failed {
+                client_message_id,
+                error,
+            } => {
+                let code = match &error {
+                    Error::Refused { code, .. } => Some(*code),
+                    _ => None,
+                };
+                self.emit(LiveEvent::SendFailed {
+                    client_message_id: Some(client_message_id),
+                    code,
+                    reason: error.to_string(),
+                })
+                .await
             }
         }
     }
 
-    /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
+    /// A refused send: after a device-list mismatch, resealed for the refetched devices once;
+    /// after a retryable status, the same envelope again after a delay.
     async fn rejected(&mut self, rejected: pb::SendRejected) -> Result<()> {
-        let Some(mut pending) = self.pending.remove(&rejected.request_id) else {
+        let Some(pending) = self.pending.remove(&rejected.request_id) else {
             return Ok(());
         };
-        if rejected.code == Code::FailedPrecondition as i32 && !pending.retried {
+        let code = Code::from(rejected.code);
+        if code == Code::FailedPrecondition && !pending.resealed {
+            self.seal_later(SealJob::Reseal {
+                request_id: rejected.request_id,
+                pending,
+            });
+            return Ok(());
+        }
+        if code == Code::Unavailable {
             let client_message_id = pending.client_message_id.clone();
-            let text = pending.text.clone();
-            match self.seal(&client_message_id, &text, true).await {
-                Ok(envelope) => {
-                    pending.envelope = envelope.clone();
-                    pending.retried = true;
-                    self.outbox
-                        .push_back(send_request(&rejected.request_id, envelope));
-                    self.pending.insert(rejected.request_id, pending);
-                    return Ok(());
-                }
-                Err(error @ Error::Untrusted(_)) => {
-                    let reason = error.to_string();
-                    return self.emit(LiveEvent::SendFailed { reason }).await;
-                }
-                Err(_) => {}
-            }
+            self.pending.insert(rejected.request_id.clone(), pending);
+            let to_retry = self.to_retry.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(with_jitter(SEND_RETRY_DELAY * 2)).await;
+                let _ = to_retry.send(rejected.request_id);
+            });
+            return self
+                .emit(LiveEvent::SendRetrying {
+                    client_message_id,
+                    code,
+                })
+                .await;
         }
         let reason = format!("{} ({})", rejected.message, rejected.reason);
-        self.emit(LiveEvent::SendFailed { reason }).await
+        self.emit(LiveEvent::SendFailed {
+            client_message_id: Some(pending.client_message_id),
+            code: Some(code),
+            reason,
+        })
+        .await
     }
 
     async fn emit_warnings(&self) -> Result<()> {
@@ -491,6 +594,72 @@ impl LiveState {
             .send(event)
             .await
             .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
+    }
+}
+
+/// The task that seals lines one at a time, in order (so their chain positions follow the
+/// order of the lines): the participants are reviewed and every change shown first (through
+/// `events`), and only then is anything sealed (never for keys the user has not accepted).
+fn spawn_sealer(
+    session: Arc<Session>,
+    target: Target,
+    events: mpsc::Sender<LiveEvent>,
+) -> (
+    mpsc::UnboundedSender<SealJob>,
+    mpsc::UnboundedReceiver<Sealed>,
+) {
+    let (to_seal, mut jobs) = mpsc::unbounded_channel::<SealJob>();
+    let (sealed_sender, sealed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(job) = jobs.recv().await {
+            let (request_id, client_message_id, text, fresh) = match job {
+                SealJob::Review => {
+                    let _ = session.participants(&target, true).await;
+                    emit_warnings(&session, &events).await;
+                    continue;
+                }
+                SealJob::New { request_id, line } => {
+                    (request_id, line.client_message_id, line.text, false)
+                }
+                SealJob::Reseal {
+                    request_id,
+                    pending,
+                } => (request_id, pending.client_message_id, pending.text, true),
+            };
+            let users = session.participants(&target, fresh).await;
+            emit_warnings(&session, &events).await;
+            let outcome = users
+                .and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
+            let sealed = match outcome {
+                Ok(envelope) => Sealed::Ready {
+                    request_id,
+                    pending: Pending {
+                        client_message_id,
+                        text,
+                        envelope,
+                        resealed: fresh,
+                    },
+                },
+                Err(error) => Sealed::Failed {
+                    client_message_id,
+                    error,
+                },
+            };
+            if sealed_sender.send(sealed).is_err() {
+                return;
+            }
+        }
+    });
+    (to_seal, sealed)
+}
+
+async fn emit_warnings(session: &Session, events: &mpsc::Sender<LiveEvent>) {
+    for warning in session.take_all_warnings() {
+        let event = match warning {
+            Warning::KeyWarning(warning) => LiveEvent::KeyWarning(warning),
+            Warning::MembershipWarning(warning) => LiveEvent::MembershipWarning(warning),
+        };
+        let _ = events.send(event).await;
     }
 }
 

@@ -55,7 +55,8 @@ impl Output {
             LiveEvent::Disconnected { error, retry_in } => {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
-            LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
+            LiveEvent::SendFailed { reason, .. } => eprintln!("not sent: {reason}"),
+            LiveEvent::SendRetrying { code, .. } => eprintln!("not sent yet ({code:?}); retrying"),
             LiveEvent::KeyWarning(warning) => self.warn(&Warning::KeyWarning(warning.clone())),
             LiveEvent::MembershipWarning(warning) => {
                 self.warn(&Warning::MembershipWarning(warning.clone()));
