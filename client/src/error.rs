@@ -97,14 +97,20 @@ impl From<tonic::transport::Error> for Error {
     }
 }
 
-/// Whether a status was made up by tonic for a broken connection or stream rather than sent by
-/// a server: an HTTP/2 stream reset (a proxy in front losing its upstream, the gateway killed
-/// mid-call), which tonic reports as INTERNAL or UNKNOWN. The call may succeed when tried again,
-/// as for UNAVAILABLE; a server's own INTERNAL never reads like this.
+/// Whether a status was made up by tonic for a broken connection or stream, or for a proxy's
+/// non-gRPC answer, rather than sent by a gRPC server: an HTTP/2 stream reset (a proxy in front
+/// losing its upstream, the gateway killed mid-call), or an HTML error page of nginx with 502,
+/// 503 or 504 (which the gRPC spec maps to UNAVAILABLE, but which tonic reports as INTERNAL when
+/// the page arrives with a body it tries to decode). The call may succeed when tried again, as
+/// for UNAVAILABLE; a server's own INTERNAL never reads like this.
 fn is_transport_failure(message: &str) -> bool {
-    ["h2 protocol error", "transport error", "error reading a body from connection"]
+    let reset = ["h2 protocol error", "transport error", "error reading a body from connection"]
         .iter()
-        .any(|marker| message.starts_with(marker))
+        .any(|marker| message.starts_with(marker));
+    let proxy_page = ["502", "503", "504"].iter().any(|status| {
+        message.contains(&format!("while receiving response with status: {status}"))
+    });
+    reset || proxy_page
 }
 
 /// Whether a connection failure came from TLS. tonic reports a failed connection as
@@ -162,6 +168,13 @@ mod tests {
         assert_eq!(
             code(Status::internal(
                 "h2 protocol error: stream error received: unexpected internal error encountered"
+            )),
+            5
+        );
+        assert_eq!(
+            code(Status::internal(
+                "protocol error: received message with invalid compression flag: 60 (valid flags \
+                 are 0 and 1) while receiving response with status: 502 Bad Gateway"
             )),
             5
         );

@@ -87,14 +87,15 @@ fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, ev
         LiveEvent::SendRetrying {
             client_message_id,
             code,
-        } => ledger.failed(&client_message_id, &status_name(code), true),
+        } => ledger.failed(&client_message_id, &status_name(code), "", true),
         LiveEvent::SendFailed {
             client_message_id,
             code,
             reason,
         } => {
             let status = code.map_or_else(|| format!("local: {reason}"), status_name);
-            ledger.failed(&client_message_id.unwrap_or_default(), &status, false);
+            let id = client_message_id.unwrap_or_default();
+            ledger.failed(&id, &status, &reason, false);
         }
         LiveEvent::Disconnected { .. } => ledger.disconnected(),
         LiveEvent::Ended { error } => panic!("{name}'s session ended: {error}"),
@@ -222,7 +223,7 @@ async fn send_until_settled(
             Ok(prepared) => break prepared,
             Err(error) => {
                 let retried = retry(&error);
-                ledger.failed(&id, &error_status(&error), retried);
+                ledger.failed(&id, &error_status(&error), &error.to_string(), retried);
                 if !retried {
                     return;
                 }
@@ -235,7 +236,7 @@ async fn send_until_settled(
             Ok(sent) => return ledger.acknowledged(&id, sent.sequence),
             Err(error) => {
                 let retried = retry(&error);
-                ledger.failed(&id, &error_status(&error), retried);
+                ledger.failed(&id, &error_status(&error), &error.to_string(), retried);
                 if !retried {
                     return;
                 }

@@ -104,7 +104,7 @@ impl Ledger {
 
     /// An attempt of the send failed with `status`; `retried` tells whether it will be tried
     /// again.
-    pub fn failed(&self, client_message_id: &str, status: &str, retried: bool) {
+    pub fn failed(&self, client_message_id: &str, status: &str, detail: &str, retried: bool) {
         let mut book = self.book();
         *book.failures.entry(status.to_owned()).or_default() += 1;
         if let Some(send) = book.sends.get_mut(client_message_id) {
@@ -112,7 +112,7 @@ impl Ledger {
         }
         if !retried {
             book.final_failures
-                .push((client_message_id.to_owned(), status.to_owned()));
+                .push((client_message_id.to_owned(), format!("{status} ({detail})")));
         }
     }
 
