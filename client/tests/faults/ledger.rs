@@ -38,7 +38,6 @@ struct Book {
 struct SendRecord {
     conversation: String,
     text: String,
-    started: Instant,
     acknowledged: Option<(u64, Instant)>,
     failures: usize,
 }
@@ -66,8 +65,9 @@ pub struct AuditRow {
     pub unsettled: usize,
     /// Stream drops seen by receivers.
     pub disconnects: usize,
-    /// From the end of the fault until every sender had a send acknowledged again.
-    pub recovery: Option<Duration>,
+    /// From the end of the fault until every sender had a send acknowledged again, and the
+    /// sender that took longest.
+    pub recovery: Option<(Duration, String)>,
     /// Problems found, for the failure message (empty when the audit passed).
     pub problems: Vec<String>,
 }
@@ -88,7 +88,6 @@ impl Ledger {
             SendRecord {
                 conversation: conversation.to_owned(),
                 text: text.to_owned(),
-                started: Instant::now(),
                 acknowledged: None,
                 failures: 0,
             },
@@ -150,24 +149,27 @@ impl Ledger {
     }
 
     /// The time from `healed` until every sender (told apart by the prefix of their texts up
-    /// to the last space) had a send that began after `healed` acknowledged.
-    fn recovery(&self, healed: Instant) -> Option<Duration> {
+    /// to the last space) had a send acknowledged again, and the sender that took longest.
+    /// (Not "a send begun after `healed`": a live stream queues its sends during an outage and
+    /// works through them first, so that would measure its backlog.)
+    fn recovery(&self, healed: Instant) -> Option<(Duration, String)> {
         let book = self.book();
-        let mut first_after: HashMap<&str, Instant> = HashMap::new();
+        let mut first_after: HashMap<&str, Option<Instant>> = HashMap::new();
         for send in book.sends.values() {
             let sender = send.text.rsplit_once(' ').map_or("", |(name, _)| name);
-            first_after.entry(sender).or_insert(healed);
+            let first = first_after.entry(sender).or_default();
             if let Some((_, at)) = send.acknowledged
-                && send.started >= healed
+                && at >= healed
+                && first.is_none_or(|first| at < first)
             {
-                let first = first_after.entry(sender).or_insert(at);
-                if *first == healed || at < *first {
-                    *first = at;
-                }
+                *first = Some(at);
             }
         }
-        let latest = first_after.values().max()?;
-        (*latest > healed).then(|| *latest - healed)
+        let (sender, latest) = first_after
+            .into_iter()
+            .map(|(sender, first)| (sender, first.unwrap_or_else(Instant::now)))
+            .max_by_key(|(_, at)| *at)?;
+        Some((latest.saturating_duration_since(healed), sender.to_owned()))
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -365,7 +367,10 @@ impl fmt::Display for AuditRow {
         };
         let recovery = self
             .recovery
-            .map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+            .as_ref()
+            .map_or("-".to_owned(), |(d, sender)| {
+                format!("{:.1} s ({sender})", d.as_secs_f64())
+            });
         write!(
             f,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -277,6 +277,10 @@ impl Stack {
         }
         drop(self.clients);
         self.cluster.stop().await;
+        if !row.problems.is_empty() || row.lost > 0 || row.duplicated > 0 {
+            eprintln!("the services' logs are in {}", self.scratch.0.display());
+            self.scratch.keep();
+        }
         row
     }
 }
@@ -308,10 +312,18 @@ impl Scratch {
     fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Keeps the directory (the audit failed: the logs tell why).
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         if std::thread::panicking() {
             eprintln!("the services' logs are in {}", self.0.display());
         } else {
