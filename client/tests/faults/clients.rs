@@ -25,6 +25,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a send is retried before the sender gives up (the audit then fails).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// Sends on a live stream not answered yet before its sender waits (a person does not type on
+/// for minutes into a conversation that shows none of their lines as sent; without a bound, an
+/// outage's backlog would take longer to work off than the test lasts).
+const MAX_UNANSWERED_ON_STREAM: usize = 8;
 
 /// Background tasks that stop when dropped.
 pub struct Tasks(Vec<JoinHandle<()>>);
@@ -67,6 +71,9 @@ pub fn live_device(
                 let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
                 ledger.sending(&conversation, &id, &text);
                 live.send_with_id(id, text).await.unwrap();
+                while ledger.n_unsettled_from(name) >= MAX_UNANSWERED_ON_STREAM {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         })));
     }

@@ -140,11 +140,26 @@ impl Ledger {
 
     /// Sends neither acknowledged nor failed for good.
     pub fn n_unsettled(&self) -> usize {
+        self.n_unsettled_from("")
+    }
+
+    /// Sends of `sender` (whose texts start with its name and a space; all for "") neither
+    /// acknowledged nor failed for good.
+    pub fn n_unsettled_from(&self, sender: &str) -> usize {
         let book = self.book();
         let finals: Vec<&String> = book.final_failures.iter().map(|(id, _)| id).collect();
+        let prefix = if sender.is_empty() {
+            String::new()
+        } else {
+            format!("{sender} ")
+        };
         book.sends
             .iter()
-            .filter(|(id, send)| send.acknowledged.is_none() && !finals.contains(id))
+            .filter(|(id, send)| {
+                send.text.starts_with(&prefix)
+                    && send.acknowledged.is_none()
+                    && !finals.contains(id)
+            })
             .count()
     }
 
