@@ -104,12 +104,16 @@ impl From<tonic::transport::Error> for Error {
 /// the page arrives with a body it tries to decode). The call may succeed when tried again, as
 /// for UNAVAILABLE; a server's own INTERNAL never reads like this.
 fn is_transport_failure(message: &str) -> bool {
-    let reset = ["h2 protocol error", "transport error", "error reading a body from connection"]
+    let reset = [
+        "h2 protocol error",
+        "transport error",
+        "error reading a body from connection",
+    ]
+    .iter()
+    .any(|marker| message.starts_with(marker));
+    let proxy_page = ["502", "503", "504"]
         .iter()
-        .any(|marker| message.starts_with(marker));
-    let proxy_page = ["502", "503", "504"].iter().any(|status| {
-        message.contains(&format!("while receiving response with status: {status}"))
-    });
+        .any(|status| message.contains(&format!("while receiving response with status: {status}")));
     reset || proxy_page
 }
 

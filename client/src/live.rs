@@ -199,7 +199,10 @@ enum SealJob {
     /// Seal a new line.
     New { request_id: String, line: Line },
     /// Seal a refused line again for freshly fetched devices (same client message id).
-    Reseal { request_id: String, pending: Pending },
+    Reseal {
+        request_id: String,
+        pending: Box<Pending>,
+    },
     /// Review the participants' keys now (an event said they changed).
     Review,
 }
@@ -207,7 +210,10 @@ enum SealJob {
 /// What the sealing task hands back.
 enum Sealed {
     /// Ready to send.
-    Ready { request_id: String, pending: Pending },
+    Ready {
+        request_id: String,
+        pending: Box<Pending>,
+    },
     /// Nothing was sealed.
     Failed {
         client_message_id: String,
@@ -517,7 +523,7 @@ impl LiveState {
             } => {
                 self.outbox
                     .push_back(send_request(&request_id, pending.envelope.clone()));
-                self.pending.insert(request_id, pending);
+                self.pending.insert(request_id, *pending);
                 Ok(())
             }
             Sealed::Failed {
@@ -548,7 +554,7 @@ impl LiveState {
         if code == Code::FailedPrecondition && !pending.resealed {
             self.seal_later(SealJob::Reseal {
                 request_id: rejected.request_id,
-                pending,
+                pending: Box::new(pending),
             });
             return Ok(());
         }
@@ -628,17 +634,17 @@ fn spawn_sealer(
             };
             let users = session.participants(&target, fresh).await;
             emit_warnings(&session, &events).await;
-            let outcome = users
-                .and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
+            let outcome =
+                users.and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
             let sealed = match outcome {
                 Ok(envelope) => Sealed::Ready {
                     request_id,
-                    pending: Pending {
+                    pending: Box::new(Pending {
                         client_message_id,
                         text,
                         envelope,
                         resealed: fresh,
-                    },
+                    }),
                 },
                 Err(error) => Sealed::Failed {
                     client_message_id,

@@ -256,12 +256,7 @@ impl Session {
                     ..
                 }) if !prepared.resealed => {
                     prepared.envelope = self
-                        .seal_for(
-                            target,
-                            &prepared.client_message_id,
-                            &prepared.text,
-                            true,
-                        )
+                        .seal_for(target, &prepared.client_message_id, &prepared.text, true)
                         .await?;
                     prepared.resealed = true;
                 }

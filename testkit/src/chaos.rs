@@ -63,7 +63,9 @@ impl ChaosProxy {
     #[must_use]
     pub fn start(targets: Vec<SocketAddr>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        listener.set_nonblocking(true).expect("a non-blocking socket");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
         let addr = listener.local_addr().expect("a bound address");
         let listener = TcpListener::from_std(listener).expect("within a Tokio runtime");
         let state = Arc::new(Shared {
@@ -201,7 +203,11 @@ async fn pump(
 ) {
     let mut buffer = vec![0; CHUNK_BYTES];
     loop {
-        if switches.wait_for(|switches| !switches.stalled).await.is_err() {
+        if switches
+            .wait_for(|switches| !switches.stalled)
+            .await
+            .is_err()
+        {
             break;
         }
         let read = match from.read(&mut buffer).await {
@@ -213,7 +219,11 @@ async fn pump(
             tokio::time::sleep(latency).await;
         }
         // Bytes read before a stall began are held, not written, until it ends.
-        if switches.wait_for(|switches| !switches.stalled).await.is_err() {
+        if switches
+            .wait_for(|switches| !switches.stalled)
+            .await
+            .is_err()
+        {
             break;
         }
         if to.write_all(&buffer[..read]).await.is_err() {

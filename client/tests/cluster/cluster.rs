@@ -14,11 +14,11 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
     fs::{self, File},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -69,7 +69,8 @@ pub struct Cluster {
     /// Group's address.
     pub group: SocketAddr,
     /// The gateway's address (behind nginx).
-    #[allow(dead_code)] // Used by the fault suite (client/tests/faults), which shares this file.
+    #[allow(dead_code)]
+    // Used by the fault suite (client/tests/faults), which shares this file.
     pub gateway: SocketAddr,
     // Declared in stopping order: the gateway first, auth last.
     gateway_process: Process,
@@ -240,7 +241,9 @@ impl Cluster {
     pub async fn kill_and_restart_gateway(&mut self) {
         let _ = self.gateway_process.child.kill();
         let _ = self.gateway_process.child.wait();
-        let env = self.env.gateway(self.gateway, self.auth, self.chat, self.group);
+        let env = self
+            .env
+            .gateway(self.gateway, self.auth, self.chat, self.group);
         let mut process = self.env.spawn("gateway", "gateway", env);
         wait_ready(self.gateway, &mut process).await;
         self.gateway_process = process;
@@ -391,7 +394,9 @@ impl Environment {
         env.push(("CHAT_GROUP_URL".to_owned(), format!("http://{group}")));
         if let Some(database) = database_addr(&self.database_url) {
             let routed = (self.route)(Link::ChatToDatabase, database);
-            let url = self.database_url.replacen(&database.to_string(), &routed.to_string(), 1);
+            let url = self
+                .database_url
+                .replacen(&database.to_string(), &routed.to_string(), 1);
             for (name, value) in &mut env {
                 if name == "CHAT_DATABASE_URL" {
                     value.clone_from(&url);

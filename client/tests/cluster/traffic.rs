@@ -114,7 +114,11 @@ fn record_event(
         LiveEvent::Ended { error } => shown.ended = Some(error),
         LiveEvent::Sent(sent) => {
             let text = text_of(&sent.client_message_id);
-            sends.lock().unwrap().acknowledged.push((sent.sequence, text));
+            sends
+                .lock()
+                .unwrap()
+                .acknowledged
+                .push((sent.sequence, text));
         }
         LiveEvent::SendFailed {
             client_message_id,

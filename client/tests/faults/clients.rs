@@ -5,11 +5,7 @@
 //! opening each message with the library); and unary senders (`SendMessage`, retried with the
 //! same envelope through `Session::send_prepared`).
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use client::{Content, Error, LiveEvent, ReceivedText, Session, Target};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
@@ -90,7 +86,9 @@ fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, ev
         LiveEvent::Message(message) => {
             ledger.shown(name, conversation, message.sequence, text_of(message));
         }
-        LiveEvent::Sent(sent) => ledger.acknowledged(&sent.client_message_id, sent.sequence),
+        LiveEvent::Sent(sent) => {
+            ledger.acknowledged(&sent.client_message_id, sent.sequence, sent.duplicate);
+        }
         LiveEvent::SendRetrying {
             client_message_id,
             code,
@@ -240,7 +238,7 @@ async fn send_until_settled(
     };
     loop {
         match session.send_prepared(target, &mut prepared).await {
-            Ok(sent) => return ledger.acknowledged(&id, sent.sequence),
+            Ok(sent) => return ledger.acknowledged(&id, sent.sequence, sent.duplicate),
             Err(error) => {
                 let retried = retry(&error);
                 ledger.failed(&id, &error_status(&error), &error.to_string(), retried);

@@ -39,6 +39,8 @@ struct SendRecord {
     conversation: String,
     text: String,
     acknowledged: Option<(u64, Instant)>,
+    /// The server answered it as a duplicate: an earlier attempt was stored, its answer lost.
+    duplicate: bool,
     failures: usize,
 }
 
@@ -49,6 +51,9 @@ pub struct AuditRow {
     pub fault: &'static str,
     /// Sends acknowledged.
     pub acknowledged: usize,
+    /// Of which acknowledged as duplicates: an attempt whose answer was lost had been stored,
+    /// and the retry was answered with the original.
+    pub settled_by_retry: usize,
     /// Messages stored (in the test's conversations).
     pub stored: usize,
     /// Messages shown, summed over the following devices.
@@ -89,15 +94,18 @@ impl Ledger {
                 conversation: conversation.to_owned(),
                 text: text.to_owned(),
                 acknowledged: None,
+                duplicate: false,
                 failures: 0,
             },
         );
     }
 
-    /// The send was acknowledged with `sequence`.
-    pub fn acknowledged(&self, client_message_id: &str, sequence: u64) {
+    /// The send was acknowledged with `sequence`; `duplicate` when the server answered that
+    /// an earlier attempt had been stored.
+    pub fn acknowledged(&self, client_message_id: &str, sequence: u64, duplicate: bool) {
         if let Some(send) = self.book().sends.get_mut(client_message_id) {
             send.acknowledged.get_or_insert((sequence, Instant::now()));
+            send.duplicate |= duplicate;
         }
     }
 
@@ -188,7 +196,9 @@ impl Ledger {
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.book
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The audit of `fault`: every acknowledged send stored once with its sequence, the
@@ -232,7 +242,9 @@ impl Ledger {
                     problems.push(format!("{id} ({}) acknowledged, not stored", send.text));
                 }
                 Some(copies) if !copies.contains(&(send.conversation.as_str(), sequence)) => {
-                    problems.push(format!("{id} acknowledged as {sequence}, stored {copies:?}"));
+                    problems.push(format!(
+                        "{id} acknowledged as {sequence}, stored {copies:?}"
+                    ));
                 }
                 Some(_) => {}
             }
@@ -307,12 +319,16 @@ impl Ledger {
         }
         for status in book.failures.keys() {
             if status != "UNAVAILABLE" {
-                problems.push(format!("a send failed with {status}, which is not retryable"));
+                problems.push(format!(
+                    "a send failed with {status}, which is not retryable"
+                ));
             }
         }
+        let settled_by_retry = book.sends.values().filter(|send| send.duplicate).count();
         AuditRow {
             fault,
             acknowledged,
+            settled_by_retry,
             stored: stored.len(),
             shown: shown_total,
             lost,
@@ -345,16 +361,20 @@ async fn stored_messages(database_url: &str, followed: &[Followed]) -> Vec<(Stri
     .unwrap();
     rows.into_iter()
         .map(|(conversation, sequence, id)| {
-            (conversation.to_string(), u64::try_from(sequence).unwrap(), id)
+            (
+                conversation.to_string(),
+                u64::try_from(sequence).unwrap(),
+                id,
+            )
         })
         .collect()
 }
 
 impl AuditRow {
     /// The header of the audit table (Markdown).
-    pub const HEADER: &'static str = "| fault | acknowledged | stored | shown | lost | duplicated \
-        | failed attempts by status | final failures | unsettled | stream drops | recovery |\n\
-        |---|---|---|---|---|---|---|---|---|---|---|";
+    pub const HEADER: &'static str = "| fault | acknowledged (of which duplicates of a stored \
+        attempt) | stored | shown | lost | duplicated | failed attempts by status | final failures \
+        | unsettled | stream drops | recovery |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
     /// Panics with the problems, after printing the row, unless the audit passed.
     pub fn assert_clean(&self) {
@@ -388,9 +408,10 @@ impl fmt::Display for AuditRow {
             });
         write!(
             f,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.fault,
             self.acknowledged,
+            self.settled_by_retry,
             self.stored,
             self.shown,
             self.lost,

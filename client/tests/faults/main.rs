@@ -53,7 +53,10 @@ async fn a_chat_replica_killed_and_restarted_loses_no_acknowledged_message() {
     stack.cluster.start_chat(1).await;
     stack.traffic_for(TRAFFIC).await;
 
-    stack.audit("kill -9 of each chat replica in turn, then restart", killed).await.assert_clean();
+    stack
+        .audit("kill -9 of each chat replica in turn, then restart", killed)
+        .await
+        .assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,7 +69,10 @@ async fn the_gateway_killed_and_restarted_loses_no_acknowledged_message() {
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
 
-    stack.audit("kill -9 of the gateway, then restart", restarted).await.assert_clean();
+    stack
+        .audit("kill -9 of the gateway, then restart", restarted)
+        .await
+        .assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,12 +84,19 @@ async fn a_postgresql_fast_restart_loses_no_acknowledged_message() {
     let outage = database_outage(&stack).await;
     stack.postgres.start_again().await;
     let healed = Instant::now();
-    let recovered = stack.wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT).await;
+    let recovered = stack
+        .wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT)
+        .await;
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
 
-    eprintln!("NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start");
-    stack.audit("PostgreSQL fast restart", healed).await.assert_clean();
+    eprintln!(
+        "NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start"
+    );
+    stack
+        .audit("PostgreSQL fast restart", healed)
+        .await
+        .assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -95,12 +108,19 @@ async fn a_postgresql_crash_loses_no_acknowledged_message() {
     let outage = database_outage(&stack).await;
     stack.postgres.start_again().await;
     let healed = Instant::now();
-    let recovered = stack.wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT).await;
+    let recovered = stack
+        .wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT)
+        .await;
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
 
-    eprintln!("NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start");
-    stack.audit("PostgreSQL crash (immediate stop), then start", healed).await.assert_clean();
+    eprintln!(
+        "NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start"
+    );
+    stack
+        .audit("PostgreSQL crash (immediate stop), then start", healed)
+        .await
+        .assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,7 +144,13 @@ async fn cuts_and_stalls_between_chat_and_postgresql_lose_no_acknowledged_messag
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
 
-    stack.audit("chat to PostgreSQL: 3 cuts mid-commit, a 6 s stall ended by a cut", healed).await.assert_clean();
+    stack
+        .audit(
+            "chat to PostgreSQL: 3 cuts mid-commit, a 6 s stall ended by a cut",
+            healed,
+        )
+        .await
+        .assert_clean();
 }
 
 /// Keeps the database down for [`DATABASE_OUTAGE`] (the traffic going on) and checks that every

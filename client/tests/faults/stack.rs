@@ -137,10 +137,16 @@ impl Stack {
         ] {
             let profile = Profile::open(self.scratch.path().join("profiles").join(device)).unwrap();
             let passphrase: SecretString = "a separate device passphrase".to_owned().into();
-            let session =
-                Session::login(profile, &server, username, &password, &passphrase, TEST_KEYS)
-                    .await
-                    .unwrap();
+            let session = Session::login(
+                profile,
+                &server,
+                username,
+                &password,
+                &passphrase,
+                TEST_KEYS,
+            )
+            .await
+            .unwrap();
             sessions.push(Arc::new(session));
         }
         let [alice, alice_phone, bob, carol] = <[Arc<Session>; 4]>::try_from(sessions).unwrap();
@@ -220,9 +226,13 @@ impl Stack {
             .collect();
         let deadline = Deadline::after(SETTLE_TIMEOUT, "every device to show new messages");
         while !self.followed.iter().zip(&now).all(|(followed, before)| {
-            followed.followers.iter().zip(before).all(|(device, before)| {
-                self.ledger.last_shown(device, &followed.conversation_id) >= before + 10
-            })
+            followed
+                .followers
+                .iter()
+                .zip(before)
+                .all(|(device, before)| {
+                    self.ledger.last_shown(device, &followed.conversation_id) >= before + 10
+                })
         }) {
             deadline.tick().await;
         }
