@@ -17,8 +17,14 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::cluster::Deadline;
+
 /// Time between two sends of one sender: well within the gateway's per-user send rate.
 const SEND_INTERVAL: Duration = Duration::from_millis(100);
+/// Sends on a stream in flight at a time, at most.
+const MAX_UNANSWERED: usize = 4;
+/// How long the last sends on a stream may wait for their answers.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What one device's live conversation showed, in order.
 #[derive(Debug, Default)]
@@ -148,6 +154,8 @@ pub struct Sends {
 pub struct Sender {
     /// Its sends.
     pub sends: Arc<Mutex<Sends>>,
+    /// A sender on a stream: its sends not answered yet.
+    unanswered: Option<Arc<Mutex<HashMap<String, String>>>>,
     task: JoinHandle<()>,
 }
 
@@ -179,13 +187,19 @@ impl Sender {
                 }
             }
         }));
-        Self { sends, task }
+        Self {
+            sends,
+            unanswered: None,
+            task,
+        }
     }
 
     /// Sends `"<name> <n>"` on `device`'s live stream until `stop` (the stream keeps receiving
-    /// meanwhile); a send counts when its answer arrives on the stream.
+    /// meanwhile), with at most [`MAX_UNANSWERED`] sends unanswered; a send counts when its
+    /// answer arrives on the stream.
     pub fn on_stream(name: &'static str, device: &Device, stop: watch::Receiver<bool>) -> Self {
         let (live, unanswered) = (device.live.clone(), device.unanswered.clone());
+        let waiting = unanswered.clone();
         let task = tokio::spawn(paced(stop, move |n| {
             let (live, unanswered) = (live.clone(), unanswered.clone());
             async move {
@@ -193,17 +207,27 @@ impl Sender {
                 let id = uuid::Uuid::new_v4().to_string();
                 unanswered.lock().unwrap().insert(id.clone(), text.clone());
                 live.send_with_id(id, text).await.unwrap();
+                while unanswered.lock().unwrap().len() >= MAX_UNANSWERED {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }));
         Self {
             sends: device.sends.clone(),
+            unanswered: Some(waiting),
             task,
         }
     }
 
-    /// Waits until the sender has stopped (after its last send returned).
+    /// Waits until the sender has stopped (after its last send was answered).
     pub async fn finish(self) -> Arc<Mutex<Sends>> {
         self.task.await.unwrap();
+        if let Some(unanswered) = self.unanswered {
+            let deadline = Deadline::after(ANSWER_TIMEOUT, "the answers to sends on a stream");
+            while !unanswered.lock().unwrap().is_empty() {
+                deadline.tick().await;
+            }
+        }
         self.sends
     }
 }
