@@ -153,6 +153,42 @@ async fn cuts_and_stalls_between_chat_and_postgresql_lose_no_acknowledged_messag
         .assert_clean();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cuts_of_every_link_of_chat_and_latency_to_postgresql_lose_no_acknowledged_message() {
+    let stack = Stack::start().await;
+    stack.traffic_for(TRAFFIC).await;
+    let proxies = &stack.proxies;
+
+    // Every connection between the gateway and chat reset at once (a network partition that
+    // heals), then chat's connections to auth and group (their event streams among them), twice.
+    for proxy in &proxies.gateway_to_chat {
+        proxy.cut();
+    }
+    stack.wait_until_every_device_shows_more().await;
+    for _ in 0..2 {
+        proxies.chat_to_auth.cut();
+        proxies.chat_to_group.cut();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // A slow network to the database: 50 ms each way on every read.
+    proxies
+        .chat_to_database
+        .set_latency(Duration::from_millis(50));
+    stack.traffic_for(TRAFFIC).await;
+    proxies.chat_to_database.set_latency(Duration::ZERO);
+    let healed = Instant::now();
+    stack.wait_until_every_device_shows_more().await;
+    stack.traffic_for(TRAFFIC).await;
+
+    stack
+        .audit(
+            "gateway to chat cut; chat to auth and group cut twice; 50 ms to PostgreSQL",
+            healed,
+        )
+        .await
+        .assert_clean();
+}
+
 /// Keeps the database down for [`DATABASE_OUTAGE`] (the traffic going on) and checks that every
 /// service reports NOT_SERVING meanwhile; returns how long that took.
 async fn database_outage(stack: &Stack) -> Duration {
