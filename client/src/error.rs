@@ -68,6 +68,19 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }
+
+    /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
+    /// stream that could not be reached or broke; `None` for local errors.
+    #[must_use]
+    pub fn status_code(&self) -> Option<Code> {
+        match self {
+            Error::Unavailable(_) | Error::Tls(_) => Some(Code::Unavailable),
+            Error::Auth(_) => Some(Code::Unauthenticated),
+            Error::NotFound(_) => Some(Code::NotFound),
+            Error::Refused { code, .. } => Some(*code),
+            Error::Usage(_) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
 }
 
 impl From<Status> for Error {

@@ -70,6 +70,8 @@ pub enum LiveEvent {
     Disconnected {
         /// What happened.
         error: String,
+        /// The status the stream ended with ([`Error::status_code`]), if any.
+        code: Option<Code>,
         /// The backoff delay (up to this; jittered).
         retry_in: Duration,
     },
@@ -285,6 +287,7 @@ impl LiveState {
                         backoff = FIRST_BACKOFF;
                     }
                     let event = LiveEvent::Disconnected {
+                        code: error.status_code(),
                         error: error.to_string(),
                         retry_in: backoff,
                     };

@@ -102,7 +102,9 @@ fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, ev
             let id = client_message_id.unwrap_or_default();
             ledger.failed(&id, &status, &reason, false);
         }
-        LiveEvent::Disconnected { .. } => ledger.disconnected(),
+        LiveEvent::Disconnected { code, error, .. } => {
+            ledger.disconnected(&code.map_or_else(|| format!("local: {error}"), status_name));
+        }
         LiveEvent::Ended { error } => panic!("{name}'s session ended: {error}"),
         LiveEvent::Connected
         | LiveEvent::CaughtUp
@@ -129,11 +131,12 @@ pub fn subscribe_device(
         let mut backoff = RETRY_DELAY;
         loop {
             let mut chat = ChatServiceClient::new(channel.clone());
-            let outcome = subscribe_once(name, &session, &mut chat, &mut cursors, &ledger).await;
-            if outcome {
+            let (delivered, status) =
+                subscribe_once(name, &session, &mut chat, &mut cursors, &ledger).await;
+            if delivered {
                 backoff = RETRY_DELAY;
             }
-            ledger.disconnected();
+            ledger.disconnected(&status);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -141,16 +144,18 @@ pub fn subscribe_device(
     Tasks(vec![task])
 }
 
-/// One `Subscribe` call until it drops; returns whether it delivered anything.
+/// One `Subscribe` call until it drops; returns whether it delivered anything, and the status
+/// it ended with (as the client library maps it).
 async fn subscribe_once(
     name: &'static str,
     session: &Session,
     chat: &mut ChatServiceClient<tonic::transport::Channel>,
     cursors: &mut HashMap<String, u64>,
     ledger: &Ledger,
-) -> bool {
-    let Ok(token) = session.access_token_for_tests().await else {
-        return false;
+) -> (bool, String) {
+    let token = match session.access_token_for_tests().await {
+        Ok(token) => token,
+        Err(error) => return (false, error_status(&error)),
     };
     let positions = cursors
         .iter()
@@ -163,12 +168,17 @@ async fn subscribe_once(
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let Ok(response) = chat.subscribe(request).await else {
-        return false;
+    let mut stream = match chat.subscribe(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (false, error_status(&status.into())),
     };
-    let mut stream = response.into_inner();
     let mut delivered = false;
-    while let Ok(Some(response)) = stream.message().await {
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return (delivered, "ENDED WITHOUT A STATUS".to_owned()),
+            Err(status) => return (delivered, error_status(&status.into())),
+        };
         delivered = true;
         let Some(pb::StreamEvent {
             event: Some(Event::Message(message)),
@@ -190,7 +200,6 @@ async fn subscribe_once(
         let shown = session.open_message(message).await;
         ledger.shown(name, &conversation, sequence, text_of(shown));
     }
-    delivered
 }
 
 /// Sends `"<name> <n>"` to `target` with unary calls every [`SEND_INTERVAL`] while `sending`:
@@ -277,17 +286,12 @@ fn text_of(message: ReceivedText) -> String {
     }
 }
 
-/// The gRPC status name of a client error (the code's name for a refusal, UNAVAILABLE for a
-/// server that could not be reached).
+/// The gRPC status name of a client error (as the library maps statuses: a server that could
+/// not be reached is UNAVAILABLE).
 fn error_status(error: &Error) -> String {
-    match error {
-        Error::Unavailable(_) | Error::Tls(_) => "UNAVAILABLE".to_owned(),
-        Error::Refused { code, .. } => status_name(*code),
-        Error::Auth(_) => "UNAUTHENTICATED".to_owned(),
-        Error::NotFound(_) => "NOT_FOUND".to_owned(),
-        Error::Usage(_) => "INVALID_ARGUMENT".to_owned(),
-        other => format!("local: {other}"),
-    }
+    error
+        .status_code()
+        .map_or_else(|| format!("local: {error}"), status_name)
 }
 
 fn status_name(code: tonic::Code) -> String {

@@ -30,8 +30,8 @@ struct Book {
     failures: BTreeMap<String, usize>,
     /// Failures that were not retried (not retryable), with their send's client message id.
     final_failures: Vec<(String, String)>,
-    /// Stream drops seen by the receivers.
-    disconnects: usize,
+    /// Stream drops seen by the receivers, by status.
+    disconnects: BTreeMap<String, usize>,
 }
 
 /// One send.
@@ -68,8 +68,8 @@ pub struct AuditRow {
     pub final_failures: usize,
     /// Sends never acknowledged although retried.
     pub unsettled: usize,
-    /// Stream drops seen by receivers.
-    pub disconnects: usize,
+    /// Stream drops seen by receivers, by status.
+    pub disconnects: BTreeMap<String, usize>,
     /// From the end of the fault until every sender had a send acknowledged again, and the
     /// sender that took longest.
     pub recovery: Option<(Duration, String)>,
@@ -132,9 +132,13 @@ impl Ledger {
             .push((sequence, text));
     }
 
-    /// A receiver's stream dropped.
-    pub fn disconnected(&self) {
-        self.book().disconnects += 1;
+    /// A receiver's stream dropped with `status`.
+    pub fn disconnected(&self, status: &str) {
+        *self
+            .book()
+            .disconnects
+            .entry(status.to_owned())
+            .or_default() += 1;
     }
 
     /// The highest sequence `device` showed in `conversation`.
@@ -336,7 +340,7 @@ impl Ledger {
             failures: book.failures.clone(),
             final_failures: book.final_failures.len(),
             unsettled,
-            disconnects: book.disconnects,
+            disconnects: book.disconnects.clone(),
             recovery,
             problems,
         }
@@ -374,7 +378,7 @@ impl AuditRow {
     /// The header of the audit table (Markdown).
     pub const HEADER: &'static str = "| fault | acknowledged (of which duplicates of a stored \
         attempt) | stored | shown | lost | duplicated | failed attempts by status | final failures \
-        | unsettled | stream drops | recovery |\n|---|---|---|---|---|---|---|---|---|---|---|";
+        | unsettled | stream drops by status | recovery |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
     /// Panics with the problems, after printing the row, unless the audit passed.
     pub fn assert_clean(&self) {
@@ -390,16 +394,17 @@ impl AuditRow {
 
 impl fmt::Display for AuditRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let failures = if self.failures.is_empty() {
-            "none".to_owned()
-        } else {
-            let parts: Vec<String> = self
-                .failures
+        let by_status = |counts: &BTreeMap<String, usize>| {
+            if counts.is_empty() {
+                return "none".to_owned();
+            }
+            let parts: Vec<String> = counts
                 .iter()
                 .map(|(status, n)| format!("{status} {n}"))
                 .collect();
             parts.join(", ")
         };
+        let (failures, disconnects) = (by_status(&self.failures), by_status(&self.disconnects));
         let recovery = self
             .recovery
             .as_ref()
@@ -419,7 +424,7 @@ impl fmt::Display for AuditRow {
             failures,
             self.final_failures,
             self.unsettled,
-            self.disconnects,
+            disconnects,
             recovery
         )
     }
