@@ -58,8 +58,9 @@ pub enum LiveEvent {
         /// Why.
         reason: String,
     },
-    /// The server refused a line with a retryable status (UNAVAILABLE): the same envelope is
-    /// sent again shortly, which the server stores at most once.
+    /// The server refused a line with a retryable status (UNAVAILABLE), or was unavailable
+    /// while it was being sealed: it is tried again shortly (a sent envelope is resent as is,
+    /// which the server stores at most once).
     SendRetrying {
         /// Its client message id.
         client_message_id: String,
@@ -533,10 +534,7 @@ impl LiveState {
                 client_message_id,
                 error,
             } => {
-                let code = match &error {
-                    Error::Refused { code, .. } => Some(*code),
-                    _ => None,
-                };
+                let code = error.status_code();
                 self.emit(LiveEvent::SendFailed {
                     client_message_id: Some(client_message_id),
                     code,
@@ -635,8 +633,23 @@ fn spawn_sealer(
                     pending,
                 } => (request_id, pending.client_message_id, pending.text, true),
             };
-            let users = session.participants(&target, fresh).await;
-            emit_warnings(&session, &events).await;
+            // The participants cannot be fetched while the server is unavailable: the line waits
+            // (as a sent one waits for its answer) rather than being dropped.
+            let users = loop {
+                let users = session.participants(&target, fresh).await;
+                emit_warnings(&session, &events).await;
+                match users {
+                    Err(error) if error.is_retryable() => {
+                        let retrying = LiveEvent::SendRetrying {
+                            client_message_id: client_message_id.clone(),
+                            code: Code::Unavailable,
+                        };
+                        let _ = events.send(retrying).await;
+                        tokio::time::sleep(with_jitter(SEND_RETRY_DELAY * 2)).await;
+                    }
+                    users => break users,
+                }
+            };
             let outcome =
                 users.and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
             let sealed = match outcome {
