@@ -236,3 +236,94 @@ async fn pump(
 fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::ChaosProxy;
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    /// An echo server on a loopback port.
+    async fn echo_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = socket.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Writes `bytes` and reads as many back within `within`, `None` when they do not come.
+    async fn round_trip(stream: &mut TcpStream, bytes: &[u8], within: Duration) -> Option<Vec<u8>> {
+        stream.write_all(bytes).await.ok()?;
+        let mut answer = vec![0; bytes.len()];
+        match tokio::time::timeout(within, stream.read_exact(&mut answer)).await {
+            Ok(Ok(_)) => Some(answer),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stall_holds_the_bytes_until_it_ends_and_a_cut_resets_the_connection() {
+        let proxy = ChaosProxy::start(vec![echo_server().await]);
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        assert_eq!(
+            round_trip(&mut stream, b"one", SHORT).await.unwrap(),
+            b"one"
+        );
+
+        proxy.stall(true);
+        let stalled = round_trip(&mut stream, b"two", SHORT).await;
+        proxy.stall(false);
+        let mut held = [0; 3];
+        stream.read_exact(&mut held).await.unwrap();
+        proxy.cut();
+        let mut after_cut = [0; 1];
+        let read = tokio::time::timeout(SHORT, stream.read(&mut after_cut)).await;
+
+        assert_eq!(stalled, None);
+        assert_eq!(&held, b"two");
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        for _ in 0..50 {
+            if proxy.open_connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(proxy.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn new_connections_follow_the_targets_unless_refused_and_latency_delays_both_ways() {
+        let proxy = ChaosProxy::start(Vec::new());
+        let mut without_target = TcpStream::connect(proxy.addr).await.unwrap();
+        let no_target = round_trip(&mut without_target, b"x", SHORT).await;
+
+        proxy.set_targets(vec![echo_server().await]);
+        proxy.refuse(true);
+        let mut refused = TcpStream::connect(proxy.addr).await.unwrap();
+        let while_refused = round_trip(&mut refused, b"x", SHORT).await;
+        proxy.refuse(false);
+        let mut accepted = TcpStream::connect(proxy.addr).await.unwrap();
+        proxy.set_latency(SHORT);
+        let started = std::time::Instant::now();
+        let answer = round_trip(&mut accepted, b"y", SHORT * 4).await;
+
+        assert_eq!(no_target, None);
+        assert_eq!(while_refused, None);
+        assert_eq!(answer.unwrap(), b"y");
+        assert!(started.elapsed() >= SHORT * 2, "{:?}", started.elapsed());
+    }
+}

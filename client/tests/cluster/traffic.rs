@@ -233,8 +233,8 @@ impl Sender {
 }
 
 /// Runs `send(0)`, `send(1)`, ... one every [`SEND_INTERVAL`] (or right after the previous one
-/// when it took longer) until `stop` turns true.
-async fn paced<F, Fut>(mut stop: watch::Receiver<bool>, send: F)
+/// when it took longer) until `stop` turns true. (The fault suite's senders use it too.)
+pub async fn paced<F, Fut>(mut stop: watch::Receiver<bool>, send: F)
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = ()>,

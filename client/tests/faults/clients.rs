@@ -11,10 +11,8 @@ use client::{Content, Error, LiveEvent, ReceivedText, Session, Target};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::ledger::Ledger;
+use crate::{ledger::Ledger, traffic::paced};
 
-/// Time between two sends of one sender.
-const SEND_INTERVAL: Duration = Duration::from_millis(100);
 /// Delay before a retry of a failed unary send, and the first reconnection delay of a
 /// `Subscribe` receiver (doubled up to [`MAX_BACKOFF`]).
 const RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -37,14 +35,14 @@ impl Drop for Tasks {
     }
 }
 
-/// A device following one conversation on `OpenStream`, sending `"<name> <n>"` on it every
-/// [`SEND_INTERVAL`] while `sending` is true (never, if `None`).
+/// A device following one conversation on `OpenStream`, sending `"<name> <n>"` on it ten times
+/// a second until `stop` turns true (never, if `None`).
 pub fn live_device(
     name: &'static str,
     session: &Arc<Session>,
     target: Target,
     ledger: Arc<Ledger>,
-    sending: Option<watch::Receiver<bool>>,
+    stop: Option<watch::Receiver<bool>>,
 ) -> Tasks {
     let conversation = target.conversation_id.clone();
     let mut live = session.clone().live(target);
@@ -59,9 +57,9 @@ pub fn live_device(
             record_live_event(name, &conversation_id, &record, event);
         }
     }));
-    if let Some(sending) = sending {
+    if let Some(stop) = stop {
         let live = live.clone();
-        tasks.push(tokio::spawn(paced(sending, move |n| {
+        tasks.push(tokio::spawn(paced(stop, move |n| {
             let (live, ledger, conversation) = (live.clone(), ledger.clone(), conversation.clone());
             async move {
                 let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
@@ -202,7 +200,7 @@ async fn subscribe_once(
     }
 }
 
-/// Sends `"<name> <n>"` to `target` with unary calls every [`SEND_INTERVAL`] while `sending`:
+/// Sends `"<name> <n>"` to `target` with unary calls ten times a second until `stop`:
 /// each message sealed once, then sent until acknowledged (retryable failures retried with the
 /// same envelope) or failed for good.
 pub fn unary_sender(
@@ -210,9 +208,9 @@ pub fn unary_sender(
     session: Arc<Session>,
     target: Target,
     ledger: Arc<Ledger>,
-    sending: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Tasks {
-    let task = tokio::spawn(paced(sending, move |n| {
+    let task = tokio::spawn(paced(stop, move |n| {
         let (session, target, ledger) = (session.clone(), target.clone(), ledger.clone());
         async move {
             let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
@@ -231,50 +229,60 @@ async fn send_until_settled(
     text: &str,
 ) {
     let started = std::time::Instant::now();
-    let retry = |error: &Error| error.is_retryable() && started.elapsed() < GIVE_UP_AFTER;
-    let mut prepared = loop {
-        match session.prepare_text(target, id.clone(), text).await {
-            Ok(prepared) => break prepared,
-            Err(error) => {
-                let retried = retry(&error);
-                ledger.failed(&id, &error_status(&error), &error.to_string(), retried);
-                if !retried {
-                    return;
-                }
-                tokio::time::sleep(RETRY_DELAY).await;
-            }
-        }
+    let prepared = until_settled(ledger, &id, started, || {
+        session.prepare_text(target, id.clone(), text)
+    })
+    .await;
+    let Some(mut prepared) = prepared else {
+        return;
     };
     loop {
-        match session.send_prepared(target, &mut prepared).await {
-            Ok(sent) => return ledger.acknowledged(&id, sent.sequence, sent.duplicate),
-            Err(error) => {
-                let retried = retry(&error);
-                ledger.failed(&id, &error_status(&error), &error.to_string(), retried);
-                if !retried {
-                    return;
-                }
-                tokio::time::sleep(RETRY_DELAY).await;
-            }
+        let sent = session.send_prepared(target, &mut prepared).await;
+        let Some(sent) = settle(ledger, &id, started, sent).await else {
+            return;
+        };
+        if let Some(sent) = sent {
+            return ledger.acknowledged(&id, sent.sequence, sent.duplicate);
         }
     }
 }
 
-/// While `sending` is true, runs `send(0)`, `send(1)`, ... one every [`SEND_INTERVAL`] (or
-/// right after the previous one when it took longer); returns once it turns false.
-async fn paced<F, Fut>(mut sending: watch::Receiver<bool>, send: F)
+/// Runs `attempt` until it succeeds (`Some`) or fails for good (`None`), each failure recorded.
+async fn until_settled<T, Fut>(
+    ledger: &Ledger,
+    id: &str,
+    started: std::time::Instant,
+    attempt: impl Fn() -> Fut,
+) -> Option<T>
 where
-    F: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = Result<T, Error>>,
 {
-    let mut interval = tokio::time::interval(SEND_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for n in 0.. {
-        tokio::select! {
-            _ = sending.wait_for(|sending| !*sending) => return,
-            _ = interval.tick() => {}
+    loop {
+        if let Some(outcome) = settle(ledger, id, started, attempt().await).await? {
+            return Some(outcome);
         }
-        send(n).await;
+    }
+}
+
+/// One attempt's outcome: `Some(Some(_))` success, `Some(None)` a failure to retry (recorded,
+/// after the retry delay), `None` a failure for good (recorded).
+async fn settle<T>(
+    ledger: &Ledger,
+    id: &str,
+    started: std::time::Instant,
+    outcome: Result<T, Error>,
+) -> Option<Option<T>> {
+    match outcome {
+        Ok(value) => Some(Some(value)),
+        Err(error) => {
+            let retried = error.is_retryable() && started.elapsed() < GIVE_UP_AFTER;
+            ledger.failed(id, &error_status(&error), &error.to_string(), retried);
+            if !retried {
+                return None;
+            }
+            tokio::time::sleep(RETRY_DELAY).await;
+            Some(None)
+        }
     }
 }
 

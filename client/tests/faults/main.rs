@@ -18,6 +18,9 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../cluster/nginx.rs"]
 mod nginx;
+#[allow(dead_code)]
+#[path = "../cluster/traffic.rs"]
+mod traffic;
 
 mod clients;
 mod ledger;
@@ -77,50 +80,48 @@ async fn the_gateway_killed_and_restarted_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgresql_fast_restart_loses_no_acknowledged_message() {
-    let stack = Stack::start().await;
-    stack.traffic_for(TRAFFIC).await;
-
-    stack.postgres.stop_fast().await;
-    let outage = database_outage(&stack).await;
-    stack.postgres.start_again().await;
-    let healed = Instant::now();
-    let recovered = stack
-        .wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT)
-        .await;
-    stack.wait_until_every_device_shows_more().await;
-    stack.traffic_for(TRAFFIC).await;
-
-    eprintln!(
-        "NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start"
-    );
-    stack
-        .audit("PostgreSQL fast restart", healed)
-        .await
-        .assert_clean();
+    database_restart(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgresql_crash_loses_no_acknowledged_message() {
+    database_restart(true).await;
+}
+
+/// Stops PostgreSQL (fast shutdown, or a crash: immediate shutdown) under load for
+/// [`DATABASE_OUTAGE`], checking that every service reports NOT_SERVING meanwhile and SERVING
+/// again after the start, then audits.
+async fn database_restart(crash: bool) {
     let stack = Stack::start().await;
     stack.traffic_for(TRAFFIC).await;
 
-    stack.postgres.crash().await;
-    let outage = database_outage(&stack).await;
+    let stopped = Instant::now();
+    if crash {
+        stack.postgres.crash().await;
+    } else {
+        stack.postgres.stop_fast().await;
+    }
+    let not_serving = stack
+        .wait_health(ServingStatus::NotServing, HEALTH_CHANGE_TIMEOUT)
+        .await;
+    tokio::time::sleep(DATABASE_OUTAGE.saturating_sub(stopped.elapsed())).await;
     stack.postgres.start_again().await;
     let healed = Instant::now();
-    let recovered = stack
+    let serving = stack
         .wait_health(ServingStatus::Serving, HEALTH_CHANGE_TIMEOUT)
         .await;
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
 
     eprintln!(
-        "NOT_SERVING everywhere after {outage:?}; SERVING again {recovered:?} after the start"
+        "NOT_SERVING everywhere after {not_serving:?}; SERVING again {serving:?} after the start"
     );
-    stack
-        .audit("PostgreSQL crash (immediate stop), then start", healed)
-        .await
-        .assert_clean();
+    let fault = if crash {
+        "PostgreSQL crash (immediate stop), then start"
+    } else {
+        "PostgreSQL fast restart"
+    };
+    stack.audit(fault, healed).await.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -187,15 +188,4 @@ async fn cuts_of_every_link_of_chat_and_latency_to_postgresql_lose_no_acknowledg
         )
         .await
         .assert_clean();
-}
-
-/// Keeps the database down for [`DATABASE_OUTAGE`] (the traffic going on) and checks that every
-/// service reports NOT_SERVING meanwhile; returns how long that took.
-async fn database_outage(stack: &Stack) -> Duration {
-    let started = Instant::now();
-    let not_serving = stack
-        .wait_health(ServingStatus::NotServing, HEALTH_CHANGE_TIMEOUT)
-        .await;
-    tokio::time::sleep(DATABASE_OUTAGE.saturating_sub(started.elapsed())).await;
-    not_serving
 }

@@ -70,7 +70,7 @@ pub struct Stack {
     /// What the clients did.
     pub ledger: Arc<Ledger>,
     followed: Vec<Followed>,
-    sending: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
     clients: Vec<Tasks>,
     scratch: Scratch,
 }
@@ -103,23 +103,23 @@ impl Stack {
         )
         .await;
         let ledger = Arc::new(Ledger::default());
-        let (sending, sending_watch) = watch::channel(true);
+        let (stop, stop_watch) = watch::channel(false);
         let mut stack = Self {
             cluster,
             postgres,
             proxies,
             ledger,
             followed: Vec::new(),
-            sending,
+            stop,
             clients: Vec::new(),
             scratch,
         };
-        stack.start_clients(sending_watch).await;
+        stack.start_clients(stop_watch).await;
         stack.wait_until_every_device_shows_more().await;
         stack
     }
 
-    async fn start_clients(&mut self, sending: watch::Receiver<bool>) {
+    async fn start_clients(&mut self, stop: watch::Receiver<bool>) {
         let server_url = self.cluster.server();
         let server = client::Server::new(&server_url, None).unwrap();
         let password: SecretString = PASSWORD.to_owned().into();
@@ -176,7 +176,7 @@ impl Stack {
             },
         ];
         let ledger = &self.ledger;
-        let on = || Some(sending.clone());
+        let on = || Some(stop.clone());
         self.clients = vec![
             clients::live_device("alice", &alice, alice_group, ledger.clone(), on()),
             clients::live_device("bob", &bob, bob_direct, ledger.clone(), on()),
@@ -194,13 +194,13 @@ impl Stack {
                 vec![group_id, direct_id],
                 ledger.clone(),
             ),
-            clients::unary_sender("carol", carol, carol_group, ledger.clone(), sending.clone()),
+            clients::unary_sender("carol", carol, carol_group, ledger.clone(), stop.clone()),
             clients::unary_sender(
                 "alice-phone",
                 alice_phone,
                 phone_direct,
                 ledger.clone(),
-                sending,
+                stop,
             ),
         ];
     }
@@ -267,7 +267,7 @@ impl Stack {
     /// Stops the senders, waits until every send settled and every device showed every stored
     /// message (or the timeout passed), then audits. `healed` is when the fault ended.
     pub async fn audit(self, fault: &'static str, healed: Instant) -> AuditRow {
-        self.sending.send(false).unwrap();
+        self.stop.send(true).unwrap();
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         while self.ledger.n_unsettled() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
