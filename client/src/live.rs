@@ -4,10 +4,11 @@
 //!
 //! The loop that reads the stream never awaits a remote call: lines are sealed (which fetches the
 //! participants and their keys, a round trip per line for a group) by a task of their own, as
-//! messages are opened by another. A loop that waited for a group's member list while the
-//! stream's responses piled up unread stopped receiving altogether now and then (issue 20): the
-//! unread responses hold the HTTP/2 connection's flow-control window that the member list's
-//! answer needs, on the same connection.
+//! messages are opened by another. Otherwise each line held up reading while the stream's
+//! responses piled up unread, and an unread stream holds HTTP/2 flow-control window that other
+//! calls on the same connection may need. (Issue 20 suspected this of a stall of OpenStream
+//! senders; neither the fault suite nor the cluster test reproduced the stall, with this change
+//! or without it, so that remains unproven.)
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},

@@ -2,8 +2,8 @@
 //! [`client::Live`], which resumes from its saved cursor after every drop), and senders that
 //! keep sending through the Ingress and record which sends were acknowledged: unary
 //! `SendMessage` (as `chat send` and the web demo do), or on a device's own live stream (as
-//! `chat live` does), which then keeps receiving while it sends (issue 20: such a stream used to
-//! stop receiving now and then, see `client/src/live.rs`).
+//! `chat live` does), which then keeps receiving while it sends (issue 20: such a stream was
+//! seen to stop receiving now and then on an older main; not reproduced since).
 
 use std::{
     collections::HashMap,
