@@ -150,6 +150,11 @@ impl Ledger {
             .map_or(0, |(sequence, _)| *sequence)
     }
 
+    /// Failed attempts so far, of every status.
+    pub fn n_failed_attempts(&self) -> usize {
+        self.book().failures.values().sum()
+    }
+
     /// Sends neither acknowledged nor failed for good.
     pub fn n_unsettled(&self) -> usize {
         self.n_unsettled_from("")

@@ -31,13 +31,18 @@ use std::time::{Duration, Instant};
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::stack::Stack;
+use crate::{cluster::Deadline, stack::Stack};
 
 /// Traffic before and after each fault.
 const TRAFFIC: Duration = Duration::from_secs(4);
 /// How long a database outage lasts: longer than the services' health probe interval (5 s), so
 /// that their health must go NOT_SERVING.
 const DATABASE_OUTAGE: Duration = Duration::from_secs(8);
+/// How long chat may take to stop trusting its membership cache once its link to group stalls
+/// silently: its HTTP/2 keepalive notices the dead connection (3 s + 3 s, `chat/src/watch.rs`),
+/// then the first send to the group waits for its own connection attempt to fail the same way
+/// (about 10 s in all on the development VM; without the keepalive, never).
+const STALL_NOTICED_WITHIN: Duration = Duration::from_secs(20);
 /// How long a service may take to report a health change.
 const HEALTH_CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -184,6 +189,40 @@ async fn cuts_of_every_link_of_chat_and_latency_to_postgresql_lose_no_acknowledg
     stack
         .audit(
             "gateway to chat cut; chat to auth and group cut twice; 50 ms to PostgreSQL",
+            healed,
+        )
+        .await
+        .assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_stall_of_the_link_to_group_stops_chat_trusting_its_membership_cache() {
+    let stack = Stack::start().await;
+    stack.traffic_for(TRAFFIC).await;
+    let group = &stack.proxies.chat_to_group;
+    let failed_before = stack.ledger.n_failed_attempts();
+
+    // No reset, no bytes: chat's membership event stream looks open, so its cache would look
+    // current for as long as this lasts. Chat must notice and stop trusting it: group sends then
+    // need the group service, which cannot answer, and are refused with UNAVAILABLE (fail closed)
+    // instead of being checked against members that may have changed meanwhile.
+    group.stall(true);
+    let stalled = Instant::now();
+    let deadline = Deadline::after(STALL_NOTICED_WITHIN, "chat to notice the stalled link");
+    while stack.ledger.n_failed_attempts() == failed_before {
+        deadline.tick().await;
+    }
+    let noticed = stalled.elapsed();
+    group.cut();
+    group.stall(false);
+    let healed = Instant::now();
+    stack.wait_until_every_device_shows_more().await;
+    stack.traffic_for(TRAFFIC).await;
+
+    eprintln!("chat stopped trusting its membership cache {noticed:?} into the stall");
+    stack
+        .audit(
+            "chat to group: a silent stall until chat refuses group sends, then a cut",
             healed,
         )
         .await
