@@ -160,7 +160,9 @@ impl Committer {
     ///
     /// # Errors
     /// [`Error::ClientMessageIdReused`] when a concurrent send took the client message id for
-    /// another envelope; [`Error::Internal`] when the batch failed (logged).
+    /// another envelope; [`Error::CommitOutcomeUnknown`] when the database was unavailable or
+    /// the connection broke (stored or not: a retry settles it); [`Error::Internal`] when the
+    /// batch failed otherwise (logged).
     pub async fn commit(&self, message: NewMessage) -> Result<Committed, Error> {
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -270,10 +272,24 @@ fn settle(
     }
 }
 
+/// Answers every send of a failed batch. A database that is unreachable or a connection that
+/// broke mid-call leaves the outcome unknown (the commit may have happened and its answer been
+/// lost): UNAVAILABLE, which clients retry with the same client message id, settling it either
+/// way. Never an acknowledgement without a commit, and never INTERNAL for what a retry fixes.
 fn fail(replies: Vec<Reply>, error: &sqlx::Error) {
-    tracing::error!(%error, n_sends = replies.len(), "a send batch failed to commit");
+    let unavailable = common::db::is_unavailable(error);
+    if unavailable {
+        tracing::warn!(%error, n_sends = replies.len(), "a send batch's commit failed: the database is unavailable");
+    } else {
+        tracing::error!(%error, n_sends = replies.len(), "a send batch failed to commit");
+    }
     for reply in replies {
-        let _ = reply.send(Err(Error::Internal("the message could not be stored")));
+        let error = if unavailable {
+            Error::CommitOutcomeUnknown
+        } else {
+            Error::Internal("the message could not be stored")
+        };
+        let _ = reply.send(Err(error));
     }
 }
 

@@ -48,9 +48,7 @@ impl Directory {
     /// # Errors
     /// When `auth_url` is not a valid URI.
     pub fn new(auth_url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(auth_url.to_owned())?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .connect_lazy();
+        let channel = crate::watch::peer_channel(auth_url)?;
         Ok(Self {
             channel,
             cache: Arc::default(),

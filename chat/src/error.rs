@@ -72,6 +72,11 @@ pub enum Error {
     /// The database failed; the cause is logged, never shown to the client.
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// A send's batch could not be committed because the database was unreachable or the
+    /// connection broke: it may or may not be stored. The client retries with the same client
+    /// message id, which stores it at most once and answers with the original if it was.
+    #[error("the message may not have been stored; retry it with the same client message id")]
+    CommitOutcomeUnknown,
     /// Something that should not happen (a dropped committer); logged, not shown.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -210,7 +215,7 @@ impl Wire {
             Error::TooManyStreams => with_reason(Code::ResourceExhausted, "TOO_MANY_STREAMS"),
             Error::TokenExpired => plain(Code::Unauthenticated),
             Error::Token(ref refused) => plain(refused.code()),
-            Error::ShuttingDown => plain(Code::Unavailable),
+            Error::ShuttingDown | Error::CommitOutcomeUnknown => plain(Code::Unavailable),
             Error::Auth(status) | Error::Group(status)
                 if status.code() == Code::Unauthenticated =>
             {

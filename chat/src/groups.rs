@@ -45,9 +45,7 @@ impl Membership {
         participants: Participants,
         group_url: &str,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(group_url.to_owned())?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .connect_lazy();
+        let channel = crate::watch::peer_channel(group_url)?;
         Ok(Self {
             db,
             participants,

@@ -227,8 +227,14 @@ impl Chat {
 
     /// Subscribe and OpenStream.
     ///
+    /// A stream needs the caller's groups: one opened without them would stay open and never
+    /// deliver its group conversations (nothing re-routes it until a membership change), which
+    /// the client cannot tell from silence. So when the group service cannot list them the
+    /// stream is refused with UNAVAILABLE and the client retries (seen in the fault suite's
+    /// database crash, where group answered nothing for seconds).
+    ///
     /// # Errors
-    /// [`Error::TooManyStreams`].
+    /// [`Error::TooManyStreams`]; [`Error::Group`] when the group service fails.
     pub async fn open_stream(
         &self,
         credentials: &Credentials,
@@ -236,7 +242,7 @@ impl Chat {
         positions: HashMap<ConversationId, u64>,
         token: TokenWatch,
     ) -> Result<(Outbox, EventStream), Error> {
-        let groups = self.groups_of(credentials, caller).await;
+        let groups = self.membership.groups_of(credentials, caller.user).await?;
         self.delivery.open(caller, groups, positions, token)
     }
 

@@ -20,6 +20,27 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// service is back.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often chat pings its connections to group and auth, and how long a ping may go
+/// unanswered before the connection is dropped: a link that stalls without a reset (a dead
+/// network path) would otherwise leave the event stream "followed" and its cache trusted for as
+/// long as the stall lasts. With these, such a stall ends the stream, and the cache is bypassed,
+/// within their sum (the fault suite's `a_stalled_link_to_group_*` test measures it).
+const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A lazily connected channel to `url` (group or auth) that notices a dead link by itself.
+///
+/// # Errors
+/// When `url` is not a valid URI.
+pub fn peer_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
 /// One kind of change events, and what to do with them.
 pub trait EventSource: Send + Sync + 'static {
     /// One event as the other service sends it.

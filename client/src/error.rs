@@ -60,6 +60,29 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the same call may succeed later unchanged (the server or the network was
+    /// unavailable): a send is then retried with the same envelope
+    /// ([`crate::Session::send_prepared`]), which the server stores at most once.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
+    /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
+    /// stream that could not be reached or broke; `None` for local errors.
+    #[must_use]
+    pub fn status_code(&self) -> Option<Code> {
+        match self {
+            Error::Unavailable(_) | Error::Tls(_) => Some(Code::Unavailable),
+            Error::Auth(_) => Some(Code::Unauthenticated),
+            Error::NotFound(_) => Some(Code::NotFound),
+            Error::Refused { code, .. } => Some(*code),
+            Error::Usage(_) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
+}
+
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
         let message = status.message().to_owned();
@@ -73,6 +96,9 @@ impl From<Status> for Error {
             Code::InvalidArgument => Error::Usage(message),
             Code::Unavailable if is_tls_failure(&message) => Error::Tls(explain_tls(message)),
             Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
+            Code::Internal | Code::Unknown if is_transport_failure(&message) => {
+                Error::Unavailable(message)
+            }
             code => Error::Refused { code, message },
         }
     }
@@ -82,6 +108,26 @@ impl From<tonic::transport::Error> for Error {
     fn from(error: tonic::transport::Error) -> Self {
         Error::Unavailable(crate::server::error_chain(&error))
     }
+}
+
+/// Whether a status was made up by tonic for a broken connection or stream, or for a proxy's
+/// non-gRPC answer, rather than sent by a gRPC server: an HTTP/2 stream reset (a proxy in front
+/// losing its upstream, the gateway killed mid-call), or an HTML error page of nginx with 502,
+/// 503 or 504 (which the gRPC spec maps to UNAVAILABLE, but which tonic reports as INTERNAL when
+/// the page arrives with a body it tries to decode). The call may succeed when tried again, as
+/// for UNAVAILABLE; a server's own INTERNAL never reads like this.
+fn is_transport_failure(message: &str) -> bool {
+    let reset = [
+        "h2 protocol error",
+        "transport error",
+        "error reading a body from connection",
+    ]
+    .iter()
+    .any(|marker| message.starts_with(marker));
+    let proxy_page = ["502", "503", "504"]
+        .iter()
+        .any(|status| message.contains(&format!("while receiving response with status: {status}")));
+    reset || proxy_page
 }
 
 /// Whether a connection failure came from TLS. tonic reports a failed connection as
@@ -136,6 +182,19 @@ mod tests {
         assert_eq!(code(Status::unavailable("x")), 5);
         assert_eq!(code(Status::invalid_argument("x")), 2);
         assert_eq!(code(Status::internal("x")), 1);
+        assert_eq!(
+            code(Status::internal(
+                "h2 protocol error: stream error received: unexpected internal error encountered"
+            )),
+            5
+        );
+        assert_eq!(
+            code(Status::internal(
+                "protocol error: received message with invalid compression flag: 60 (valid flags \
+                 are 0 and 1) while receiving response with status: 502 Bad Gateway"
+            )),
+            5
+        );
         assert_eq!(
             code(Status::unavailable(
                 "invalid peer certificate: UnknownIssuer"

@@ -78,7 +78,9 @@ pub use contacts::{SafetyNumber, Trusted};
 pub use error::{Error, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
-pub use messages::{Content, ConversationSummary, ReceivedText, SentMessage, Target, TargetKind};
+pub use messages::{
+    Content, ConversationSummary, PreparedText, ReceivedText, SentMessage, Target, TargetKind,
+};
 pub use profile::Profile;
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};

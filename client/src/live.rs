@@ -1,6 +1,14 @@
 //! A live conversation over the bidirectional stream (`OpenStream`): incoming messages as they
 //! arrive, sends on the same stream, and reconnection with backoff after any drop, resuming from
 //! the cursor saved in the profile so that nothing is shown twice and nothing is missed.
+//!
+//! The loop that reads the stream never awaits a remote call: lines are sealed (which fetches the
+//! participants and their keys, a round trip per line for a group) by a task of their own, as
+//! messages are opened by another. Otherwise each line held up reading while the stream's
+//! responses piled up unread, and an unread stream holds HTTP/2 flow-control window that other
+//! calls on the same connection may need. (Issue 20 suspected this of a stall of OpenStream
+//! senders; neither the fault suite nor the cluster test reproduced the stall, with this change
+//! or without it, so that remains unproven.)
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
@@ -23,6 +31,8 @@ use crate::{
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
+const SEND_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
@@ -35,15 +45,30 @@ pub enum LiveEvent {
     Message(ReceivedText),
     /// A line given to [`Live::send`] was stored by the server.
     Sent(SentMessage),
-    /// A line could not be sent.
+    /// A line could not be sent (and will not be: retryable failures are retried).
     SendFailed {
+        /// Its client message id, once one was given or chosen.
+        client_message_id: Option<String>,
+        /// The server's status code, when the server refused it.
+        code: Option<Code>,
         /// Why.
         reason: String,
+    },
+    /// The server refused a line with a retryable status (UNAVAILABLE), or was unavailable
+    /// while it was being sealed: it is tried again shortly (a sent envelope is resent as is,
+    /// which the server stores at most once).
+    SendRetrying {
+        /// Its client message id.
+        client_message_id: String,
+        /// The status code.
+        code: Code,
     },
     /// The stream dropped; it reopens after `retry_in`.
     Disconnected {
         /// What happened.
         error: String,
+        /// The status the stream ended with ([`Error::status_code`]), if any.
+        code: Option<Code>,
         /// The backoff delay (up to this; jittered).
         retry_in: Duration,
     },
@@ -63,7 +88,7 @@ pub enum LiveEvent {
 pub struct Live {
     /// The events, in order.
     pub events: mpsc::Receiver<LiveEvent>,
-    texts: Option<mpsc::Sender<String>>,
+    texts: Option<mpsc::Sender<Line>>,
     task: JoinHandle<()>,
 }
 
@@ -74,12 +99,26 @@ impl Live {
     /// # Errors
     /// [`Error::Usage`] when the conversation has ended.
     pub async fn send(&self, text: String) -> Result<()> {
+        self.send_with_id(uuid::Uuid::new_v4().to_string(), text)
+            .await
+    }
+
+    /// Like [`Live::send`], with the client message id chosen by the caller (which must be new
+    /// for this device): what it is answered with ([`LiveEvent::Sent`],
+    /// [`LiveEvent::SendFailed`]) carries it.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the conversation has ended.
+    pub async fn send_with_id(&self, client_message_id: String, text: String) -> Result<()> {
         let texts = self
             .texts
             .as_ref()
             .ok_or_else(|| Error::Usage("the conversation was closed".to_owned()))?;
         texts
-            .send(text)
+            .send(Line {
+                client_message_id,
+                text,
+            })
             .await
             .map_err(|_| Error::Usage("the conversation has ended".to_owned()))
     }
@@ -104,10 +143,18 @@ impl Session {
         let (texts, text_receiver) = mpsc::channel(64);
         let task = tokio::spawn(async move {
             let (to_open, opened) = spawn_opener(self.clone(), target.clone());
+            let (to_seal, sealed) =
+                spawn_sealer(self.clone(), target.clone(), event_sender.clone());
+            let (to_retry, retries) = mpsc::unbounded_channel();
             let mut state = LiveState {
                 to_open,
                 opened,
                 opening: 0,
+                to_seal,
+                sealed,
+                sealing: 0,
+                to_retry,
+                retries,
                 caught_up_after_opening: false,
                 session: self,
                 target,
@@ -132,11 +179,48 @@ impl Session {
     }
 }
 
+/// A line to send, with its client message id.
+#[derive(Debug)]
+struct Line {
+    client_message_id: String,
+    text: String,
+}
+
 struct Pending {
     client_message_id: String,
     text: String,
     envelope: pb::Envelope,
-    retried: bool,
+    /// Resealed once after a device-list mismatch.
+    resealed: bool,
+}
+
+/// Work for the sealing task.
+enum SealJob {
+    /// Seal a new line.
+    New { request_id: String, line: Line },
+    /// Seal a refused line again for freshly fetched devices (same client message id).
+    Reseal {
+        request_id: String,
+        pending: Box<Pending>,
+    },
+    /// Review the participants' keys now (an event said they changed).
+    Review,
+}
+
+/// What the sealing task hands back.
+enum Sealed {
+    /// Ready to send.
+    Ready {
+        request_id: String,
+        pending: Box<Pending>,
+        /// This device's turn to send, taken for a new line (a reseal keeps the line's turn).
+        turn: Option<chains::SendingTurn>,
+    },
+    /// Nothing was sealed.
+    Failed {
+        client_message_id: String,
+        error: Error,
+    },
 }
 
 struct LiveState {
@@ -150,9 +234,18 @@ struct LiveState {
     opening: usize,
     /// `CaughtUp` arrived while messages before it were being opened: reported after them.
     caught_up_after_opening: bool,
+    /// Lines for the sealing task, which does every remote call a send needs (participants,
+    /// keys), so that this loop never waits for one.
+    to_seal: mpsc::UnboundedSender<SealJob>,
+    sealed: mpsc::UnboundedReceiver<Sealed>,
+    /// Jobs handed over and not back yet.
+    sealing: usize,
+    /// Request ids to send again once their retry delay has passed.
+    to_retry: mpsc::UnboundedSender<String>,
+    retries: mpsc::UnboundedReceiver<String>,
     session: Arc<Session>,
     target: Target,
-    texts: mpsc::Receiver<String>,
+    texts: mpsc::Receiver<Line>,
     texts_open: bool,
     events: mpsc::Sender<LiveEvent>,
     seen: HashSet<String>,
@@ -197,6 +290,7 @@ impl LiveState {
                         backoff = FIRST_BACKOFF;
                     }
                     let event = LiveEvent::Disconnected {
+                        code: error.status_code(),
                         error: error.to_string(),
                         retry_in: backoff,
                     };
@@ -258,7 +352,12 @@ impl LiveState {
             .map(|(request_id, pending)| send_request(request_id, pending.envelope.clone()))
             .collect();
         loop {
-            if !self.texts_open && self.pending.is_empty() && *caught_up && self.opening == 0 {
+            if !self.texts_open
+                && self.pending.is_empty()
+                && *caught_up
+                && self.opening == 0
+                && self.sealing == 0
+            {
                 return Ok(());
             }
             let has_requests = self.ack.is_some() || !self.outbox.is_empty();
@@ -288,9 +387,24 @@ impl LiveState {
                     Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
                     Err(status) => return Err(self.failure(status, &token).await),
                 },
-                // A new line waits until the previous one is answered.
-                text = self.texts.recv(), if self.texts_open && self.pending.is_empty() => match text {
-                    Some(text) => self.send_text(text).await,
+                Some(sealed) = self.sealed.recv(), if self.sealing > 0 => {
+                    self.sealing -= 1;
+                    self.sealed(sealed).await?;
+                }
+                Some(request_id) = self.retries.recv() => {
+                    if let Some(pending) = self.pending.get(&request_id) {
+                        self.outbox.push_back(send_request(&request_id, pending.envelope.clone()));
+                    }
+                }
+                // A new line waits until the previous one is answered: lines go one at a time,
+                // in the order of their chain counters, which the server then stores in order.
+                line = self.texts.recv(), if self.texts_open
+                    && self.pending.is_empty()
+                    && self.sealing == 0 => match line {
+                    Some(line) => self.seal_later(SealJob::New {
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        line,
+                    }),
                     None => self.texts_open = false,
                 },
             }
@@ -327,23 +441,24 @@ impl LiveState {
                         TargetKind::Group { .. } => true,
                     };
                     if concerned {
-                        self.review_participants().await?;
+                        self.seal_later(SealJob::Review);
                     }
                 }
                 Event::MembershipChange(change) => {
                     self.session.users.lock().expect("not poisoned").clear();
                     if change.group_id == self.target.conversation_id {
-                        self.review_participants().await?;
+                        self.seal_later(SealJob::Review);
                     }
                 }
                 _ => {}
             },
             Incoming::Event(_) => {}
             Incoming::SendResult(result) => {
-                if self.pending.remove(&result.request_id).is_some() {
+                if let Some(pending) = self.pending.remove(&result.request_id) {
                     self.end_turn();
                     let response = result.result.unwrap_or_default();
                     let sent = SentMessage {
+                        client_message_id: pending.client_message_id,
                         conversation_id: self.target.conversation_id.clone(),
                         message_id: response.message_id,
                         sequence: response.sequence,
@@ -402,91 +517,83 @@ impl LiveState {
         Ok(())
     }
 
-    /// Reviews the participants' keys now (after an event said they changed), so that the
-    /// change is shown before the next line is sealed. A failure is left to that line's send.
-    async fn review_participants(&mut self) -> Result<()> {
-        let _ = self.session.participants(&self.target, true).await;
-        self.emit_warnings().await
+    fn seal_later(&mut self, job: SealJob) {
+        if !matches!(job, SealJob::Review) {
+            self.sealing += 1;
+        }
+        // The sealing task ends only with this loop.
+        let _ = self.to_seal.send(job);
     }
 
-    /// The envelope of a line: the participants are reviewed and every change shown first, and
-    /// only then is anything sealed (never for keys the user has not accepted).
-    async fn seal(
-        &mut self,
-        client_message_id: &str,
-        text: &str,
-        fresh: bool,
-    ) -> Result<pb::Envelope> {
-        let users = self.session.participants(&self.target, fresh).await;
-        self.emit_warnings().await?;
-        self.session
-            .seal_to(&self.target, client_message_id, text, &users?)
-    }
-
-    async fn send_text(&mut self, text: String) {
-        let client_message_id = uuid::Uuid::new_v4().to_string();
-        if self.turn.is_none() {
-            match chains::sending_turn(&self.session.profile).await {
-                Ok(turn) => self.turn = Some(turn),
-                Err(error) => {
-                    let reason = error.to_string();
-                    let _ = self.emit(LiveEvent::SendFailed { reason }).await;
-                    return;
+    /// A line back from the sealing task: queued for the stream, or reported as failed.
+    async fn sealed(&mut self, sealed: Sealed) -> Result<()> {
+        match sealed {
+            Sealed::Ready {
+                request_id,
+                pending,
+                turn,
+            } => {
+                if turn.is_some() {
+                    self.turn = turn;
                 }
-            }
-        }
-        match self.seal(&client_message_id, &text, false).await {
-            Ok(envelope) => {
-                let request_id = uuid::Uuid::new_v4().to_string();
                 self.outbox
-                    .push_back(send_request(&request_id, envelope.clone()));
-                self.pending.insert(
-                    request_id,
-                    Pending {
-                        client_message_id,
-                        text,
-                        envelope,
-                        retried: false,
-                    },
-                );
+                    .push_back(send_request(&request_id, pending.envelope.clone()));
+                self.pending.insert(request_id, *pending);
+                Ok(())
             }
-            Err(error) => {
+            Sealed::Failed {
+                client_message_id,
+                error,
+            } => {
                 self.end_turn();
-                let _ = self
-                    .emit(LiveEvent::SendFailed {
-                        reason: error.to_string(),
-                    })
-                    .await;
+                let code = error.status_code();
+                self.emit(LiveEvent::SendFailed {
+                    client_message_id: Some(client_message_id),
+                    code,
+                    reason: error.to_string(),
+                })
+                .await
             }
         }
     }
 
-    /// A refused send: after a device-list mismatch, reseal for the refetched devices once.
+    /// A refused send: after a device-list mismatch, resealed for the refetched devices once;
+    /// after a retryable status, the same envelope again after a delay.
     async fn rejected(&mut self, rejected: pb::SendRejected) -> Result<()> {
-        let Some(mut pending) = self.pending.remove(&rejected.request_id) else {
+        let Some(pending) = self.pending.remove(&rejected.request_id) else {
             return Ok(());
         };
-        if rejected.code == Code::FailedPrecondition as i32 && !pending.retried {
-            let client_message_id = pending.client_message_id.clone();
-            let text = pending.text.clone();
-            match self.seal(&client_message_id, &text, true).await {
-                Ok(envelope) => {
-                    pending.envelope = envelope.clone();
-                    pending.retried = true;
-                    self.outbox
-                        .push_back(send_request(&rejected.request_id, envelope));
-                    self.pending.insert(rejected.request_id, pending);
-                    return Ok(());
-                }
-                Err(error @ Error::Untrusted(_)) => {
-                    let reason = error.to_string();
-                    return self.emit(LiveEvent::SendFailed { reason }).await;
-                }
-                Err(_) => {}
-            }
+        let code = Code::from(rejected.code);
+        if code == Code::FailedPrecondition && !pending.resealed {
+            self.seal_later(SealJob::Reseal {
+                request_id: rejected.request_id,
+                pending: Box::new(pending),
+            });
+            return Ok(());
         }
+        if code == Code::Unavailable {
+            let client_message_id = pending.client_message_id.clone();
+            self.pending.insert(rejected.request_id.clone(), pending);
+            let to_retry = self.to_retry.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(with_jitter(SEND_RETRY_DELAY * 2)).await;
+                let _ = to_retry.send(rejected.request_id);
+            });
+            return self
+                .emit(LiveEvent::SendRetrying {
+                    client_message_id,
+                    code,
+                })
+                .await;
+        }
+        self.end_turn();
         let reason = format!("{} ({})", rejected.message, rejected.reason);
-        self.emit(LiveEvent::SendFailed { reason }).await
+        self.emit(LiveEvent::SendFailed {
+            client_message_id: Some(pending.client_message_id),
+            code: Some(code),
+            reason,
+        })
+        .await
     }
 
     /// Gives the turn to send back once no line is pending.
@@ -514,6 +621,107 @@ impl LiveState {
             .send(event)
             .await
             .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
+    }
+}
+
+/// The task that seals lines one at a time, in order (so their chain positions follow the
+/// order of the lines): the participants are reviewed and every change shown first (through
+/// `events`), and only then is anything sealed (never for keys the user has not accepted).
+fn spawn_sealer(
+    session: Arc<Session>,
+    target: Target,
+    events: mpsc::Sender<LiveEvent>,
+) -> (
+    mpsc::UnboundedSender<SealJob>,
+    mpsc::UnboundedReceiver<Sealed>,
+) {
+    let (to_seal, mut jobs) = mpsc::unbounded_channel::<SealJob>();
+    let (sealed_sender, sealed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(job) = jobs.recv().await {
+            let (request_id, client_message_id, text, fresh) = match job {
+                SealJob::Review => {
+                    let _ = session.participants(&target, true).await;
+                    emit_warnings(&session, &events).await;
+                    continue;
+                }
+                SealJob::New { request_id, line } => {
+                    (request_id, line.client_message_id, line.text, false)
+                }
+                SealJob::Reseal {
+                    request_id,
+                    pending,
+                } => (request_id, pending.client_message_id, pending.text, true),
+            };
+            // A new line takes this device's turn (another process of the profile may hold it
+            // for up to its timeout: waited here, not in the loop that reads the stream).
+            let turn = if fresh {
+                None
+            } else {
+                match chains::sending_turn(&session.profile).await {
+                    Ok(turn) => Some(turn),
+                    Err(error) => {
+                        let failed = Sealed::Failed {
+                            client_message_id,
+                            error,
+                        };
+                        if sealed_sender.send(failed).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            };
+            // The participants cannot be fetched while the server is unavailable: the line waits
+            // (as a sent one waits for its answer) rather than being dropped.
+            let users = loop {
+                let users = session.participants(&target, fresh).await;
+                emit_warnings(&session, &events).await;
+                match users {
+                    Err(error) if error.is_retryable() => {
+                        let retrying = LiveEvent::SendRetrying {
+                            client_message_id: client_message_id.clone(),
+                            code: Code::Unavailable,
+                        };
+                        let _ = events.send(retrying).await;
+                        tokio::time::sleep(with_jitter(SEND_RETRY_DELAY * 2)).await;
+                    }
+                    users => break users,
+                }
+            };
+            let outcome =
+                users.and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
+            let sealed = match outcome {
+                Ok(envelope) => Sealed::Ready {
+                    request_id,
+                    pending: Box::new(Pending {
+                        client_message_id,
+                        text,
+                        envelope,
+                        resealed: fresh,
+                    }),
+                    turn,
+                },
+                Err(error) => Sealed::Failed {
+                    client_message_id,
+                    error,
+                },
+            };
+            if sealed_sender.send(sealed).is_err() {
+                return;
+            }
+        }
+    });
+    (to_seal, sealed)
+}
+
+async fn emit_warnings(session: &Session, events: &mpsc::Sender<LiveEvent>) {
+    for warning in session.take_all_warnings() {
+        let event = match warning {
+            Warning::KeyWarning(warning) => LiveEvent::KeyWarning(warning),
+            Warning::MembershipWarning(warning) => LiveEvent::MembershipWarning(warning),
+        };
+        let _ = events.send(event).await;
     }
 }
 

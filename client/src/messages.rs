@@ -6,6 +6,8 @@ use proto::{
     chat::v1::{self as pb},
     group::v1 as group_pb,
 };
+use std::sync::Arc;
+
 use serde::Serialize;
 use tonic::Code;
 
@@ -106,6 +108,8 @@ impl Content {
 /// A sent message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SentMessage {
+    /// The sender's id of the message, which makes retries idempotent.
+    pub client_message_id: String,
     /// The conversation.
     pub conversation_id: String,
     /// The server's message id.
@@ -114,6 +118,19 @@ pub struct SentMessage {
     pub sequence: u64,
     /// Whether the server had already stored this client message id.
     pub duplicate: bool,
+}
+
+/// A message sealed and not yet acknowledged ([`Session::prepare_text`]).
+#[derive(Clone, Debug)]
+pub struct PreparedText {
+    /// Its client message id.
+    pub client_message_id: String,
+    text: String,
+    envelope: pb::Envelope,
+    resealed: bool,
+    /// This device's turn to send, held until the message (and every clone of it) is dropped:
+    /// the next message takes the next chain position only after this one was answered.
+    _turn: Arc<chains::SendingTurn>,
 }
 
 /// One conversation with its unread count.
@@ -177,15 +194,55 @@ impl Session {
     /// otherwise [`Error::Auth`], [`Error::Unavailable`] (also when another send of this
     /// device keeps its turn too long) or another [`Error::Refused`].
     pub async fn send_text(&self, target: &Target, text: &str) -> Result<SentMessage> {
-        let _turn = chains::sending_turn(&self.profile).await?;
-        let client_message_id = uuid::Uuid::new_v4().to_string();
-        let mut fresh = false;
+        let mut prepared = self
+            .prepare_text(target, uuid::Uuid::new_v4().to_string(), text)
+            .await?;
+        self.send_prepared(target, &mut prepared).await
+    }
+
+    /// Takes this device's turn to send and seals `text` for every device of the conversation
+    /// under `client_message_id` (new for this device), without sending it: [`Session::send_prepared`] sends it, as many times as
+    /// it takes. Changes of keys or members are reported first, as for [`Session::send_text`].
+    ///
+    /// # Errors
+    /// [`Error::Untrusted`], [`Error::Auth`], [`Error::Unavailable`] or [`Error::Refused`] from
+    /// fetching the participants.
+    pub async fn prepare_text(
+        &self,
+        target: &Target,
+        client_message_id: String,
+        text: &str,
+    ) -> Result<PreparedText> {
+        let turn = chains::sending_turn(&self.profile).await?;
+        let envelope = self
+            .seal_for(target, &client_message_id, text, false)
+            .await?;
+        Ok(PreparedText {
+            client_message_id,
+            text: text.to_owned(),
+            envelope,
+            resealed: false,
+            _turn: Arc::new(turn),
+        })
+    }
+
+    /// Sends a prepared message. Call it again after a retryable failure
+    /// ([`Error::is_retryable`]): it sends the same envelope (same client message id, same
+    /// ciphertext), which the server stores at most once and answers, when it was stored
+    /// already, with the original sequence. After a device-list mismatch the message is sealed
+    /// again once for the refetched devices (at the same chain position) and that envelope is
+    /// the one sent from then on.
+    ///
+    /// # Errors
+    /// As [`Session::send_text`].
+    pub async fn send_prepared(
+        &self,
+        target: &Target,
+        prepared: &mut PreparedText,
+    ) -> Result<SentMessage> {
         loop {
-            let envelope = self
-                .seal_for(target, &client_message_id, text, fresh)
-                .await?;
             let request = pb::SendMessageRequest {
-                envelope: Some(envelope),
+                envelope: Some(prepared.envelope.clone()),
             };
             let result = self
                 .call(request, |request| {
@@ -196,6 +253,7 @@ impl Session {
             match result {
                 Ok(response) => {
                     return Ok(SentMessage {
+                        client_message_id: prepared.client_message_id.clone(),
                         conversation_id: target.conversation_id.clone(),
                         message_id: response.message_id,
                         sequence: response.sequence,
@@ -205,7 +263,12 @@ impl Session {
                 Err(Error::Refused {
                     code: Code::FailedPrecondition,
                     ..
-                }) if !fresh => fresh = true,
+                }) if !prepared.resealed => {
+                    prepared.envelope = self
+                        .seal_for(target, &prepared.client_message_id, &prepared.text, true)
+                        .await?;
+                    prepared.resealed = true;
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -490,6 +490,16 @@ impl Session {
         Ok(())
     }
 
+    /// A valid access token (refreshed when needed), for tests that call the API directly, such
+    /// as a `Subscribe` receiver, which this library does not offer.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the session ended; [`Error::Unavailable`].
+    #[doc(hidden)]
+    pub async fn access_token_for_tests(&self) -> Result<String> {
+        self.access_token().await
+    }
+
     /// Forces the next call to refresh the access token (for tests of the refresh path).
     #[doc(hidden)]
     pub async fn expire_access_token(&self) {

@@ -3,6 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::Command};
 
+mod chaos;
+pub use chaos::ChaosProxy;
+
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

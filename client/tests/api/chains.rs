@@ -174,7 +174,7 @@ async fn lines_sent_in_a_burst_in_a_live_conversation_raise_no_false_alarm(db: P
     while sent < 8 {
         match crate::helpers::next_event(&mut live).await {
             client::LiveEvent::Sent(_) => sent += 1,
-            client::LiveEvent::SendFailed { reason } => panic!("{reason}"),
+            client::LiveEvent::SendFailed { reason, .. } => panic!("{reason}"),
             _ => {}
         }
     }

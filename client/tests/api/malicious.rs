@@ -153,7 +153,7 @@ async fn the_live_cli_seals_nothing_for_a_verified_contacts_ghost_device(db: PgP
         "{events:?}"
     );
     assert!(
-        matches!(events.last(), Some(LiveEvent::SendFailed { reason }) if reason.contains("chat trust")),
+        matches!(events.last(), Some(LiveEvent::SendFailed { reason, .. }) if reason.contains("chat trust")),
         "{events:?}"
     );
     assert_eq!(mallory.reads(&env.db).await, 0);

@@ -248,10 +248,6 @@ impl PacedSender {
 
     /// Sends on `client`'s stream, one every `pace.0`, until `stop`; texts padded to `pace.1`
     /// bytes.
-    #[expect(
-        dead_code,
-        reason = "rollout.rs and slow_consumers.rs send on streams once the stall is fixed"
-    )]
     pub fn on_stream(
         client: Arc<LiveClient>,
         pace: (Duration, usize),
@@ -332,8 +328,11 @@ fn record_event(log: &Mutex<ShownLog>, ledger: &Ledger, sender: &str, event: Liv
             message_id: sent.message_id,
             sequence: sent.sequence,
         }),
-        LiveEvent::SendFailed { reason } => ledger.failed(&reason),
-        LiveEvent::KeyWarning(_) | LiveEvent::MembershipWarning(_) => {}
+        LiveEvent::SendFailed { reason, .. } => ledger.failed(&reason),
+        // A retried send is recorded once it is answered.
+        LiveEvent::SendRetrying { .. }
+        | LiveEvent::KeyWarning(_)
+        | LiveEvent::MembershipWarning(_) => {}
     }
 }
 

@@ -18,6 +18,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -39,14 +40,38 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a component may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A connection between two components that a test may route through a proxy of its own (the
+/// fault suite's chaos proxies): [`Route`] gets the link and the real address, and returns the
+/// address to connect to instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Chat (both replicas) to auth.
+    ChatToAuth,
+    /// Chat (both replicas) to group.
+    ChatToGroup,
+    /// Chat (both replicas) to PostgreSQL.
+    ChatToDatabase,
+    /// The gateway to chat replica `n`.
+    GatewayToChat(usize),
+}
+
+/// See [`Link`].
+pub type Route = Arc<dyn Fn(Link, SocketAddr) -> SocketAddr + Send + Sync>;
+
 /// The running system. Dropping it kills every process.
 pub struct Cluster {
     /// The Ingress: what clients connect to.
     pub nginx: Nginx,
     /// The chat replicas' addresses.
     pub chat: [SocketAddr; 2],
-    auth: SocketAddr,
-    group: SocketAddr,
+    /// Auth's address.
+    pub auth: SocketAddr,
+    /// Group's address.
+    pub group: SocketAddr,
+    /// The gateway's address (behind nginx).
+    #[allow(dead_code)]
+    // Used by the fault suite (client/tests/faults), which shares this file.
+    pub gateway: SocketAddr,
     // Declared in stopping order: the gateway first, auth last.
     gateway_process: Process,
     chat_processes: [Option<Process>; 2],
@@ -60,6 +85,7 @@ pub(crate) struct Environment {
     pub(crate) bin_dir: PathBuf,
     pub(crate) dir: PathBuf,
     pub(crate) database_url: String,
+    pub(crate) route: Route,
 }
 
 /// One running binary; killed when dropped.
@@ -79,10 +105,16 @@ impl Cluster {
     /// Applies the migrations to `database_url`, then starts auth, group, both chat replicas,
     /// the gateway and nginx in `dir`, each once the ones it needs are ready.
     pub async fn start(dir: &Path, database_url: &str) -> Self {
+        Self::start_routed(dir, database_url, Arc::new(|_, addr| addr)).await
+    }
+
+    /// Like [`Cluster::start`], with the connections of [`Link`] made where `route` says.
+    pub async fn start_routed(dir: &Path, database_url: &str, route: Route) -> Self {
         let env = Environment {
             bin_dir: binaries_dir(),
             dir: dir.to_owned(),
             database_url: database_url.to_owned(),
+            route,
         };
         env.write_secrets();
         env.migrate();
@@ -112,6 +144,7 @@ impl Cluster {
             chat,
             auth,
             group,
+            gateway,
             gateway_process,
             chat_processes,
             group_process,
@@ -202,10 +235,41 @@ impl Cluster {
         self.wait_until_the_gateway_reaches(replica).await;
     }
 
-    /// Waits until the gateway holds an established connection to chat replica `replica`.
+    #[allow(dead_code)] // Used by the fault suite (client/tests/faults), which shares this file.
+    /// Kills chat replica `replica` with SIGKILL (a crashed pod: no drain, connections reset).
+    pub fn kill_chat(&mut self, replica: usize) {
+        let process = self.chat_processes[replica]
+            .take()
+            .expect("the replica is running");
+        drop(process);
+    }
+
+    #[allow(dead_code)] // Used by the fault suite.
+    /// Kills the gateway with SIGKILL, then starts it again on the same port and waits until
+    /// it is ready and connected to both chat replicas (nginx in front stays up, as the
+    /// Ingress does when a gateway pod crashes and is replaced).
+    pub async fn kill_and_restart_gateway(&mut self) {
+        let _ = self.gateway_process.child.kill();
+        let _ = self.gateway_process.child.wait();
+        let env = self
+            .env
+            .gateway(self.gateway, self.auth, self.chat, self.group);
+        let mut process = self.env.spawn("gateway", "gateway", env);
+        wait_ready(self.gateway, &mut process).await;
+        self.gateway_process = process;
+        for replica in 0..self.chat.len() {
+            if self.chat_processes[replica].is_some() {
+                self.wait_until_the_gateway_reaches(replica).await;
+            }
+        }
+    }
+
+    /// Waits until the gateway holds an established connection to chat replica `replica`
+    /// (to its routed address).
     async fn wait_until_the_gateway_reaches(&self, replica: usize) {
         let deadline = Deadline::after(START_TIMEOUT, "the gateway to connect to a chat replica");
-        while !connected(self.gateway_process.child.id(), self.chat[replica]) {
+        let peer = (self.env.route)(Link::GatewayToChat(replica), self.chat[replica]);
+        while !connected(self.gateway_process.child.id(), peer) {
             deadline.tick().await;
         }
     }
@@ -334,8 +398,21 @@ impl Environment {
         group: SocketAddr,
     ) -> Vec<(String, String)> {
         let mut env = self.common("CHAT", listen, &["database", "token", "service-secret"]);
+        let auth = (self.route)(Link::ChatToAuth, auth);
+        let group = (self.route)(Link::ChatToGroup, group);
         env.push(("CHAT_AUTH_URL".to_owned(), format!("http://{auth}")));
         env.push(("CHAT_GROUP_URL".to_owned(), format!("http://{group}")));
+        if let Some(database) = database_addr(&self.database_url) {
+            let routed = (self.route)(Link::ChatToDatabase, database);
+            let url = self
+                .database_url
+                .replacen(&database.to_string(), &routed.to_string(), 1);
+            for (name, value) in &mut env {
+                if name == "CHAT_DATABASE_URL" {
+                    value.clone_from(&url);
+                }
+            }
+        }
         env
     }
 
@@ -348,7 +425,12 @@ impl Environment {
         group: SocketAddr,
     ) -> Vec<(String, String)> {
         let mut env = self.common("GATEWAY", listen, &["token", "service-secret"]);
-        let chat_urls: Vec<String> = chat.iter().map(|addr| format!("http://{addr}")).collect();
+        let chat_urls: Vec<String> = chat
+            .iter()
+            .enumerate()
+            .map(|(replica, addr)| (self.route)(Link::GatewayToChat(replica), *addr))
+            .map(|addr| format!("http://{addr}"))
+            .collect();
         env.extend([
             ("GATEWAY_AUTH_URL".to_owned(), format!("http://{auth}")),
             ("GATEWAY_CHAT_URL".to_owned(), chat_urls.join(",")),
@@ -466,6 +548,12 @@ pub(crate) fn binaries_dir() -> PathBuf {
         );
     }
     dir
+}
+
+/// The `host:port` of a `postgres://user@host:port/db` URL, when it is an IP address.
+fn database_addr(url: &str) -> Option<SocketAddr> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    authority.rsplit('@').next()?.parse().ok()
 }
 
 /// A port that was free a moment ago on every one of `addresses`.

@@ -1,7 +1,8 @@
 //! The cluster's shape, locally (issue #9): the services started as the Helm chart wires them
 //! (`cluster.rs`: the real binaries with the chart's environment, two chat replicas behind the
 //! gateway, nginx in front as the Ingress), and a rolling restart of the chat replicas while
-//! clients of this crate's library stream and send through nginx. No acknowledged message may
+//! clients of this crate's library stream and send through nginx (unary sends, and sends on a
+//! live stream). No acknowledged message may
 //! be lost or shown twice, and the clients of a stopped replica must resume on the other one.
 //!
 //! The faults of issue #20 that live here too, each in its own file with its own test:
@@ -75,12 +76,14 @@ async fn rolling_restart(database_url: String) {
     phases.push(("cluster up", started.elapsed()));
     let devices = follow_a_group_conversation(&cluster, scratch.path()).await;
     phases.push(("devices following", started.elapsed()));
-    let [alice, _alice_phone, bob, carol] = &devices;
+    let [alice, alice_phone, bob, carol] = &devices;
     let (stop, stopped) = watch::channel(false);
     let senders = [
         Sender::unary("alice", alice.1.clone(), alice.2.clone(), stopped.clone()),
         Sender::unary("bob", bob.1.clone(), bob.2.clone(), stopped.clone()),
-        Sender::unary("carol", carol.1.clone(), carol.2.clone(), stopped),
+        Sender::unary("carol", carol.1.clone(), carol.2.clone(), stopped.clone()),
+        // Sends on the device's own stream, which keeps receiving everyone's messages.
+        Sender::on_stream("alice-phone", &alice_phone.0, stopped),
     ];
     let devices: Vec<Arc<Device>> = devices.iter().map(|(device, ..)| device.clone()).collect();
     wait_until_every_device_shows(&devices, &senders, |sequence| sequence >= 10, "traffic").await;

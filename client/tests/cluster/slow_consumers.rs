@@ -59,7 +59,7 @@ use crate::{
 const SLOW_STREAMS: usize = 100;
 /// How long they stop reading (the issue's minute, scaled down for CI).
 const PAUSE: Duration = Duration::from_secs(45);
-/// Between two sends of one sender (4 unary senders: 20 messages a second in all).
+/// Between two sends of one sender (4 unary and 2 stream senders: 30 messages a second in all).
 const SEND_INTERVAL: Duration = Duration::from_millis(200);
 /// Texts pad to 16 KiB of ciphertext: enough bytes for the slow streams to fill every window
 /// between chat and them, and chat's queue, well within the pause.
@@ -120,8 +120,7 @@ async fn slow_consumers(database_url: String) {
         })
         .collect();
     let (stop_sending, sending) = watch::channel(false);
-    // Unary senders only: senders on OpenStream stall (issue #20, section 1), which would stop
-    // the traffic the slow streams are to fall behind on. Add two once that is fixed.
+    // Four unary senders, and two devices sending on their own live streams (OpenStream).
     let senders: Vec<PacedSender> = [0, 2, 4, 6]
         .into_iter()
         .map(|index| {
@@ -135,6 +134,13 @@ async fn slow_consumers(database_url: String) {
                 sending.clone(),
             )
         })
+        .chain([1, 3].into_iter().map(|index| {
+            PacedSender::on_stream(
+                followers[index].clone(),
+                (SEND_INTERVAL, TEXT_BYTES),
+                sending.clone(),
+            )
+        }))
         .collect();
     drop(sending);
 

@@ -52,10 +52,13 @@ impl Output {
             LiveEvent::Sent(sent) => self.print(sent, ""),
             LiveEvent::CaughtUp => self.print(&serde_json::json!({ "caught_up": true }), ""),
             LiveEvent::Connected => eprintln!("connected"),
-            LiveEvent::Disconnected { error, retry_in } => {
+            LiveEvent::Disconnected {
+                error, retry_in, ..
+            } => {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
-            LiveEvent::SendFailed { reason } => eprintln!("not sent: {reason}"),
+            LiveEvent::SendFailed { reason, .. } => eprintln!("not sent: {reason}"),
+            LiveEvent::SendRetrying { code, .. } => eprintln!("not sent yet ({code:?}); retrying"),
             LiveEvent::KeyWarning(warning) => self.warn(&Warning::KeyWarning(warning.clone())),
             LiveEvent::MembershipWarning(warning) => {
                 self.warn(&Warning::MembershipWarning(warning.clone()));

@@ -1,0 +1,316 @@
+//! The fault suite's clients, all through the Ingress and all recording into the [`Ledger`]:
+//! devices on a live conversation (`OpenStream`, the client library's [`Live`], which resumes
+//! from its cursor and resends unanswered sends itself), optionally sending on it; devices on
+//! `Subscribe` (which the library does not offer: a loop here that resumes from its own cursors,
+//! opening each message with the library); and unary senders (`SendMessage`, retried with the
+//! same envelope through `Session::send_prepared`).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use client::{Content, Error, LiveEvent, ReceivedText, Session, Target};
+use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{ledger::Ledger, traffic::paced};
+
+/// Delay before a retry of a failed unary send, and the first reconnection delay of a
+/// `Subscribe` receiver (doubled up to [`MAX_BACKOFF`]).
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a send is retried before the sender gives up (the audit then fails).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// Sends on a live stream not answered yet before its sender waits (a person does not type on
+/// for minutes into a conversation that shows none of their lines as sent; without a bound, an
+/// outage's backlog would take longer to work off than the test lasts).
+const MAX_UNANSWERED_ON_STREAM: usize = 8;
+
+/// Background tasks that stop when dropped.
+pub struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// A device following one conversation on `OpenStream`, sending `"<name> <n>"` on it ten times
+/// a second until `stop` turns true (never, if `None`).
+pub fn live_device(
+    name: &'static str,
+    session: &Arc<Session>,
+    target: Target,
+    ledger: Arc<Ledger>,
+    stop: Option<watch::Receiver<bool>>,
+) -> Tasks {
+    let conversation = target.conversation_id.clone();
+    let mut live = session.clone().live(target);
+    let (_, closed) = tokio::sync::mpsc::channel(1);
+    let mut events = std::mem::replace(&mut live.events, closed);
+    let live = Arc::new(live);
+    let mut tasks = Vec::new();
+    let record = ledger.clone();
+    let conversation_id = conversation.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            record_live_event(name, &conversation_id, &record, event);
+        }
+    }));
+    if let Some(stop) = stop {
+        let live = live.clone();
+        tasks.push(tokio::spawn(paced(stop, move |n| {
+            let (live, ledger, conversation) = (live.clone(), ledger.clone(), conversation.clone());
+            async move {
+                let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
+                ledger.sending(&conversation, &id, &text);
+                live.send_with_id(id, text).await.unwrap();
+                while ledger.n_unsettled_from(name) >= MAX_UNANSWERED_ON_STREAM {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })));
+    }
+    // The live conversation lives as long as the drain task holds it.
+    tasks.push(tokio::spawn(async move {
+        let _keep = live;
+        std::future::pending::<()>().await;
+    }));
+    Tasks(tasks)
+}
+
+fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, event: LiveEvent) {
+    match event {
+        LiveEvent::Message(message) => {
+            ledger.shown(name, conversation, message.sequence, text_of(message));
+        }
+        LiveEvent::Sent(sent) => {
+            ledger.acknowledged(&sent.client_message_id, sent.sequence, sent.duplicate);
+        }
+        LiveEvent::SendRetrying {
+            client_message_id,
+            code,
+        } => ledger.failed(&client_message_id, &status_name(code), "", true),
+        LiveEvent::SendFailed {
+            client_message_id,
+            code,
+            reason,
+        } => {
+            let status = code.map_or_else(|| format!("local: {reason}"), status_name);
+            let id = client_message_id.unwrap_or_default();
+            ledger.failed(&id, &status, &reason, false);
+        }
+        LiveEvent::Disconnected { code, error, .. } => {
+            ledger.disconnected(&code.map_or_else(|| format!("local: {error}"), status_name));
+        }
+        LiveEvent::Ended { error } => panic!("{name}'s session ended: {error}"),
+        LiveEvent::Connected
+        | LiveEvent::CaughtUp
+        | LiveEvent::KeyWarning(_)
+        | LiveEvent::MembershipWarning(_) => {}
+    }
+}
+
+/// A device following `conversations` on `Subscribe` through `server`, resuming from the
+/// last sequence it showed in each after every drop.
+pub fn subscribe_device(
+    name: &'static str,
+    session: Arc<Session>,
+    server: &str,
+    conversations: Vec<String>,
+    ledger: Arc<Ledger>,
+) -> Tasks {
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+        .unwrap()
+        .connect_lazy();
+    let task = tokio::spawn(async move {
+        let mut cursors: HashMap<String, u64> =
+            conversations.iter().map(|id| (id.clone(), 0)).collect();
+        let mut backoff = RETRY_DELAY;
+        loop {
+            let mut chat = ChatServiceClient::new(channel.clone());
+            let (delivered, status) =
+                subscribe_once(name, &session, &mut chat, &mut cursors, &ledger).await;
+            if delivered {
+                backoff = RETRY_DELAY;
+            }
+            ledger.disconnected(&status);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+    Tasks(vec![task])
+}
+
+/// One `Subscribe` call until it drops; returns whether it delivered anything, and the status
+/// it ended with (as the client library maps it).
+async fn subscribe_once(
+    name: &'static str,
+    session: &Session,
+    chat: &mut ChatServiceClient<tonic::transport::Channel>,
+    cursors: &mut HashMap<String, u64>,
+    ledger: &Ledger,
+) -> (bool, String) {
+    let token = match session.access_token_for_tests().await {
+        Ok(token) => token,
+        Err(error) => return (false, error_status(&error)),
+    };
+    let positions = cursors
+        .iter()
+        .map(|(conversation_id, sequence)| pb::ConversationPosition {
+            conversation_id: conversation_id.clone(),
+            sequence: *sequence,
+        })
+        .collect();
+    let mut request = tonic::Request::new(pb::SubscribeRequest { positions });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut stream = match chat.subscribe(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (false, error_status(&status.into())),
+    };
+    let mut delivered = false;
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return (delivered, "ENDED WITHOUT A STATUS".to_owned()),
+            Err(status) => return (delivered, error_status(&status.into())),
+        };
+        delivered = true;
+        let Some(pb::StreamEvent {
+            event: Some(Event::Message(message)),
+        }) = response.event
+        else {
+            continue;
+        };
+        let Some(cursor) = cursors.get_mut(&message.conversation_id) else {
+            continue;
+        };
+        // Already shown (a replay from an older cursor would be a server bug the audit
+        // would not see here, so it counts as shown twice).
+        let (conversation, sequence) = (message.conversation_id.clone(), message.sequence);
+        if sequence <= *cursor {
+            ledger.shown(name, &conversation, sequence, "REDELIVERED".to_owned());
+            continue;
+        }
+        *cursor = sequence;
+        let shown = session.open_message(message).await;
+        ledger.shown(name, &conversation, sequence, text_of(shown));
+    }
+}
+
+/// Sends `"<name> <n>"` to `target` with unary calls ten times a second until `stop`:
+/// each message sealed once, then sent until acknowledged (retryable failures retried with the
+/// same envelope) or failed for good.
+pub fn unary_sender(
+    name: &'static str,
+    session: Arc<Session>,
+    target: Target,
+    ledger: Arc<Ledger>,
+    stop: watch::Receiver<bool>,
+) -> Tasks {
+    let task = tokio::spawn(paced(stop, move |n| {
+        let (session, target, ledger) = (session.clone(), target.clone(), ledger.clone());
+        async move {
+            let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
+            ledger.sending(&target.conversation_id, &id, &text);
+            send_until_settled(&session, &target, &ledger, id, &text).await;
+        }
+    }));
+    Tasks(vec![task])
+}
+
+async fn send_until_settled(
+    session: &Session,
+    target: &Target,
+    ledger: &Ledger,
+    id: String,
+    text: &str,
+) {
+    let started = std::time::Instant::now();
+    let prepared = until_settled(ledger, &id, started, || {
+        session.prepare_text(target, id.clone(), text)
+    })
+    .await;
+    let Some(mut prepared) = prepared else {
+        return;
+    };
+    loop {
+        let sent = session.send_prepared(target, &mut prepared).await;
+        let Some(sent) = settle(ledger, &id, started, sent).await else {
+            return;
+        };
+        if let Some(sent) = sent {
+            return ledger.acknowledged(&id, sent.sequence, sent.duplicate);
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds (`Some`) or fails for good (`None`), each failure recorded.
+async fn until_settled<T, Fut>(
+    ledger: &Ledger,
+    id: &str,
+    started: std::time::Instant,
+    attempt: impl Fn() -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, Error>>,
+{
+    loop {
+        if let Some(outcome) = settle(ledger, id, started, attempt().await).await? {
+            return Some(outcome);
+        }
+    }
+}
+
+/// One attempt's outcome: `Some(Some(_))` success, `Some(None)` a failure to retry (recorded,
+/// after the retry delay), `None` a failure for good (recorded).
+async fn settle<T>(
+    ledger: &Ledger,
+    id: &str,
+    started: std::time::Instant,
+    outcome: Result<T, Error>,
+) -> Option<Option<T>> {
+    match outcome {
+        Ok(value) => Some(Some(value)),
+        Err(error) => {
+            let retried = error.is_retryable() && started.elapsed() < GIVE_UP_AFTER;
+            ledger.failed(id, &error_status(&error), &error.to_string(), retried);
+            if !retried {
+                return None;
+            }
+            tokio::time::sleep(RETRY_DELAY).await;
+            Some(None)
+        }
+    }
+}
+
+fn text_of(message: ReceivedText) -> String {
+    match message.content {
+        Content::Verified { text } => text,
+        Content::Failed { reason } => format!("FAILED VERIFICATION: {reason}"),
+        Content::Replayed { first_sequence } => format!("REPLAY OF {first_sequence}"),
+    }
+}
+
+/// The gRPC status name of a client error (as the library maps statuses: a server that could
+/// not be reached is UNAVAILABLE).
+fn error_status(error: &Error) -> String {
+    error
+        .status_code()
+        .map_or_else(|| format!("local: {error}"), status_name)
+}
+
+fn status_name(code: tonic::Code) -> String {
+    let name = format!("{code:?}");
+    // `DeadlineExceeded` -> `DEADLINE_EXCEEDED`.
+    let mut out = String::new();
+    for (index, c) in name.chars().enumerate() {
+        if c.is_uppercase() && index > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
