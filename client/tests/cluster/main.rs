@@ -16,6 +16,7 @@
 //! logs go to a scratch directory, kept and named when the test fails.
 
 mod accounting;
+mod accounts;
 mod cluster;
 mod database;
 mod ingress;
@@ -32,26 +33,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::{KeyOptions, Profile, Session, keystore::KdfParams};
-use secrecy::SecretString;
+use client::Session;
 use tokio::sync::watch;
 
 use crate::{
+    accounts::register_and_log_in,
     cluster::{Cluster, Deadline},
     database::TestDatabase,
     traffic::{Device, Sender, Sends},
 };
 
-const PASSWORD: &str = "correct horse battery";
-/// Small RSA keys and the cheapest argon2 allowed for the devices' own keys.
-const TEST_KEYS: KeyOptions = KeyOptions {
-    rsa_bits: 2048,
-    kdf: KdfParams {
-        m_cost: KdfParams::MIN_MEMORY_KIB,
-        t_cost: KdfParams::MIN_ITERATIONS,
-        p_cost: 1,
-    },
-};
 /// How long the clients may take to resume and catch up after a replica stops.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -163,33 +154,19 @@ async fn follow_a_group_conversation(
     scratch: &Path,
 ) -> [(Arc<Device>, Arc<Session>, client::Target); 4] {
     let server = client::Server::new(&cluster.server(), None).unwrap();
-    let password: SecretString = PASSWORD.to_owned().into();
-    for username in ["alice", "bob", "carol"] {
-        client::register(&server, username, &password, "")
-            .await
-            .unwrap();
-    }
-    let mut sessions = Vec::new();
-    for (device, username) in [
+    let devices = [
         ("alice", "alice"),
         ("alice-phone", "alice"),
         ("bob", "bob"),
         ("carol", "carol"),
-    ] {
-        let profile = Profile::open(scratch.join("profiles").join(device)).unwrap();
-        let passphrase: SecretString = "a separate device passphrase".to_owned().into();
-        let session = Session::login(
-            profile,
-            &server,
-            username,
-            &password,
-            &passphrase,
-            TEST_KEYS,
-        )
-        .await
-        .unwrap();
-        sessions.push((device, Arc::new(session)));
-    }
+    ];
+    let sessions =
+        register_and_log_in(&server, scratch, &["alice", "bob", "carol"], &devices).await;
+    let sessions: Vec<_> = devices
+        .iter()
+        .map(|(device, _)| *device)
+        .zip(sessions)
+        .collect();
     sessions[0]
         .1
         .create_group("rollout", &["bob".to_owned(), "carol".to_owned()])

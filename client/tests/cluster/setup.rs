@@ -4,10 +4,9 @@
 
 use std::{path::Path, sync::Arc};
 
-use client::{Profile, Server, Session, Target};
-use secrecy::SecretString;
+use client::{Server, Session, Target};
 
-use crate::{PASSWORD, TEST_KEYS, database::TestDatabase};
+use crate::{accounts::register_and_log_in, database::TestDatabase};
 
 /// Runs `test` with the URL of a fresh database, which is dropped afterwards whatever happens
 /// (the test's panic is re-raised).
@@ -43,28 +42,12 @@ pub async fn group_chat(
     devices: &[(&str, &str)],
 ) -> Vec<Member> {
     let server = Server::new(server_url, None).unwrap();
-    let password: SecretString = PASSWORD.to_owned().into();
-    for username in users {
-        client::register(&server, username, &password, "")
-            .await
-            .unwrap();
-    }
-    let mut sessions = Vec::new();
-    for (device, username) in devices {
-        let profile = Profile::open(scratch.join("profiles").join(device)).unwrap();
-        let passphrase: SecretString = "a separate device passphrase".to_owned().into();
-        let session = Session::login(
-            profile,
-            &server,
-            username,
-            &password,
-            &passphrase,
-            TEST_KEYS,
-        )
-        .await
-        .unwrap();
-        sessions.push((device, username, Arc::new(session)));
-    }
+    let sessions = register_and_log_in(&server, scratch, users, devices).await;
+    let sessions: Vec<_> = devices
+        .iter()
+        .zip(sessions)
+        .map(|((device, username), session)| (device, username, session))
+        .collect();
     let owner = sessions[0].1;
     let others: Vec<String> = users
         .iter()

@@ -49,8 +49,9 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Request, transport::Channel};
 
 use crate::{
-    PASSWORD, ScratchDir,
+    ScratchDir,
     accounting::{self, Ledger, LiveClient, PacedSender},
+    accounts::PASSWORD,
     cluster::{Cluster, Deadline},
     setup::{Member, group_chat, with_database},
 };

@@ -13,6 +13,9 @@
 //! system each): `.config/nextest.toml` runs them one at a time.
 
 #[allow(dead_code)] // Shared with the cluster test, which uses other parts of it.
+#[path = "../cluster/accounts.rs"]
+mod accounts;
+#[allow(dead_code)]
 #[path = "../cluster/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]

@@ -18,8 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::{KeyOptions, Profile, Session, Target, keystore::KdfParams};
-use secrecy::SecretString;
+use client::{Session, Target};
 use testkit::ChaosProxy;
 use tokio::sync::watch;
 use tonic_health::pb::{
@@ -27,22 +26,13 @@ use tonic_health::pb::{
 };
 
 use crate::{
+    accounts::register_and_log_in,
     clients::{self, Tasks},
     cluster::{Cluster, Deadline, Link},
     ledger::{AuditRow, Followed, Ledger},
     postgres::Postgres,
 };
 
-const PASSWORD: &str = "correct horse battery";
-/// Small RSA keys and the cheapest argon2 allowed for the devices' own keys.
-const TEST_KEYS: KeyOptions = KeyOptions {
-    rsa_bits: 2048,
-    kdf: KdfParams {
-        m_cost: KdfParams::MIN_MEMORY_KIB,
-        t_cost: KdfParams::MIN_ITERATIONS,
-        p_cost: 1,
-    },
-};
 /// How long the senders may take to settle and the devices to show everything after the
 /// senders stop.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,33 +112,18 @@ impl Stack {
     async fn start_clients(&mut self, stop: watch::Receiver<bool>) {
         let server_url = self.cluster.server();
         let server = client::Server::new(&server_url, None).unwrap();
-        let password: SecretString = PASSWORD.to_owned().into();
-        for username in ["alice", "bob", "carol"] {
-            client::register(&server, username, &password, "")
-                .await
-                .unwrap();
-        }
-        let mut sessions = Vec::new();
-        for (device, username) in [
-            ("alice", "alice"),
-            ("alice-phone", "alice"),
-            ("bob", "bob"),
-            ("carol", "carol"),
-        ] {
-            let profile = Profile::open(self.scratch.path().join("profiles").join(device)).unwrap();
-            let passphrase: SecretString = "a separate device passphrase".to_owned().into();
-            let session = Session::login(
-                profile,
-                &server,
-                username,
-                &password,
-                &passphrase,
-                TEST_KEYS,
-            )
-            .await
-            .unwrap();
-            sessions.push(Arc::new(session));
-        }
+        let sessions = register_and_log_in(
+            &server,
+            self.scratch.path(),
+            &["alice", "bob", "carol"],
+            &[
+                ("alice", "alice"),
+                ("alice-phone", "alice"),
+                ("bob", "bob"),
+                ("carol", "carol"),
+            ],
+        )
+        .await;
         let [alice, alice_phone, bob, carol] = <[Arc<Session>; 4]>::try_from(sessions).unwrap();
         alice
             .create_group("faults", &["bob".to_owned(), "carol".to_owned()])
