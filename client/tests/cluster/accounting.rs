@@ -19,6 +19,8 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::traffic::paced;
+
 /// What the senders did.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -275,24 +277,6 @@ fn padded(mut text: String, bytes: usize) -> String {
     let missing = bytes.saturating_sub(text.len());
     text.extend(std::iter::repeat_n(' ', missing));
     text
-}
-
-/// Runs `send(0)`, `send(1)`, ... one every `interval` (or right after the previous one when it
-/// took longer) until `stop` turns true.
-async fn paced<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, send: F)
-where
-    F: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut interval = tokio::time::interval(interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for n in 0.. {
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            _ = interval.tick() => {}
-        }
-        send(n).await;
-    }
 }
 
 impl ShownLog {

@@ -20,7 +20,7 @@ use tokio::{
 use crate::cluster::Deadline;
 
 /// Time between two sends of one sender: well within the gateway's per-user send rate.
-const SEND_INTERVAL: Duration = Duration::from_millis(100);
+pub const SEND_INTERVAL: Duration = Duration::from_millis(100);
 /// Sends on a stream in flight at a time, at most.
 const MAX_UNANSWERED: usize = 4;
 /// How long the last sends on a stream may wait for their answers.
@@ -169,7 +169,7 @@ impl Sender {
     ) -> Self {
         let sends = Arc::new(Mutex::new(Sends::default()));
         let record = sends.clone();
-        let task = tokio::spawn(paced(stop, move |n| {
+        let task = tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
             let (session, target, record) = (session.clone(), target.clone(), record.clone());
             async move {
                 let text = format!("{name} {n}");
@@ -200,7 +200,7 @@ impl Sender {
     pub fn on_stream(name: &'static str, device: &Device, stop: watch::Receiver<bool>) -> Self {
         let (live, unanswered) = (device.live.clone(), device.unanswered.clone());
         let waiting = unanswered.clone();
-        let task = tokio::spawn(paced(stop, move |n| {
+        let task = tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
             let (live, unanswered) = (live.clone(), unanswered.clone());
             async move {
                 let text = format!("{name} {n}");
@@ -232,14 +232,14 @@ impl Sender {
     }
 }
 
-/// Runs `send(0)`, `send(1)`, ... one every [`SEND_INTERVAL`] (or right after the previous one
-/// when it took longer) until `stop` turns true. (The fault suite's senders use it too.)
-pub async fn paced<F, Fut>(mut stop: watch::Receiver<bool>, send: F)
+/// Runs `send(0)`, `send(1)`, ... one every `interval` (or right after the previous one when it
+/// took longer) until `stop` turns true. (Every sender of the cluster and fault tests uses it.)
+pub async fn paced<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, send: F)
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut interval = tokio::time::interval(SEND_INTERVAL);
+    let mut interval = tokio::time::interval(interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0.. {
         tokio::select! {

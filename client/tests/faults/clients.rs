@@ -11,7 +11,10 @@ use client::{Content, Error, LiveEvent, ReceivedText, Session, Target};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{ledger::Ledger, traffic::paced};
+use crate::{
+    ledger::Ledger,
+    traffic::{SEND_INTERVAL, paced},
+};
 
 /// Delay before a retry of a failed unary send, and the first reconnection delay of a
 /// `Subscribe` receiver (doubled up to [`MAX_BACKOFF`]).
@@ -59,7 +62,7 @@ pub fn live_device(
     }));
     if let Some(stop) = stop {
         let live = live.clone();
-        tasks.push(tokio::spawn(paced(stop, move |n| {
+        tasks.push(tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
             let (live, ledger, conversation) = (live.clone(), ledger.clone(), conversation.clone());
             async move {
                 let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
@@ -210,7 +213,7 @@ pub fn unary_sender(
     ledger: Arc<Ledger>,
     stop: watch::Receiver<bool>,
 ) -> Tasks {
-    let task = tokio::spawn(paced(stop, move |n| {
+    let task = tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
         let (session, target, ledger) = (session.clone(), target.clone(), ledger.clone());
         async move {
             let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
