@@ -678,6 +678,8 @@ async fn a_stream_never_skips_or_repeats_a_message(db: PgPool) {
         let config = proptest::test_runner::Config {
             cases: cases(24),
             max_shrink_time: 60_000,
+            // Failing cases are saved beside this file (proptest-regressions/) and run first.
+            source_file: Some(file!()),
             ..Default::default()
         };
         let mut runner = TestRunner::new(config);

@@ -282,6 +282,8 @@ async fn participants_are_served_and_outsiders_are_answered_as_for_no_conversati
         let config = proptest::test_runner::Config {
             cases: cases(32),
             max_shrink_time: 60_000,
+            // Failing cases are saved beside this file (proptest-regressions/) and run first.
+            source_file: Some(file!()),
             ..Default::default()
         };
         let ops = prop::collection::vec(op(), 1..25);
