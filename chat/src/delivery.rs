@@ -452,3 +452,6 @@ impl StreamTask {
         }
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -10,7 +10,11 @@ use tonic::Code;
 use crate::helpers::{TestApp, TestDevice, next_event, next_message, replay, spawn_app};
 
 /// Creates a group owned by `owner` with `members`; returns its conversation as `owner` lists it.
-async fn create_group(app: &TestApp, owner: &TestDevice, members: &[&TestDevice]) -> String {
+pub(crate) async fn create_group(
+    app: &TestApp,
+    owner: &TestDevice,
+    members: &[&TestDevice],
+) -> String {
     let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
     let request = owner.request(group_pb::CreateGroupRequest {
         name: "friends".to_owned(),

@@ -4,12 +4,14 @@
 //! - `wycheproof`: Project Wycheproof vectors through the primitives as the crate uses them;
 //! - `envelopes`: round trips, delivery as the server does it, and tampering with every field;
 //! - `keys`: key generation, export and import, and inputs that must fail without panicking.
+//! - `properties`: proptest: round trips for random sizes and recipient sets, single flipped bits.
 //!
 //! Keys come from the vectors file (generating RSA keys is slow); only `keys` generates one.
 
 mod envelopes;
 mod helpers;
 mod keys;
+mod properties;
 mod schema;
 mod vectors;
 mod wycheproof;

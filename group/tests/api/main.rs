@@ -7,4 +7,5 @@ mod internal;
 mod limits;
 mod malformed;
 mod members;
+mod properties;
 mod serving;
