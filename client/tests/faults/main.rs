@@ -44,8 +44,9 @@ const DATABASE_OUTAGE: Duration = Duration::from_secs(8);
 /// How long chat may take to stop trusting its membership cache once its link to group stalls
 /// silently: its HTTP/2 keepalive notices the dead connection (3 s + 3 s, `chat/src/watch.rs`),
 /// then the first send to the group waits for its own connection attempt to fail the same way
-/// (about 10 s in all on the development VM; without the keepalive, never).
-const STALL_NOTICED_WITHIN: Duration = Duration::from_secs(20);
+/// (10-16 s in all on the development VM, once over 20 s in a CI run; without the keepalive,
+/// never).
+const STALL_NOTICED_WITHIN: Duration = Duration::from_secs(45);
 /// How long a service may take to report a health change.
 const HEALTH_CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
