@@ -320,3 +320,23 @@ impl Relay {
         let _ = self.killed.send(true);
     }
 }
+
+/// The runner settings of the services' property tests: `default_cases` cases unless
+/// `PROPTEST_CASES` says otherwise, shrinking for at most a minute, and failing cases saved beside
+/// `source_file` (in `proptest-regressions/`) and run first next time.
+#[must_use]
+pub fn property_config(
+    default_cases: u32,
+    source_file: &'static str,
+) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config {
+        cases,
+        max_shrink_time: 60_000,
+        source_file: Some(source_file),
+        ..Default::default()
+    }
+}

@@ -163,26 +163,13 @@ async fn run_case(db: PgPool, case: Case) -> Result<(), TestCaseError> {
     })
 }
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn a_stream_never_skips_or_repeats_a_message(db: PgPool) {
     let runtime = tokio::runtime::Handle::current();
     // proptest's runner is synchronous: it runs on a blocking thread and drives each case on
     // this test's runtime, whose thread keeps the I/O and timers going meanwhile.
     let outcome = tokio::task::spawn_blocking(move || {
-        let config = proptest::test_runner::Config {
-            cases: cases(24),
-            max_shrink_time: 60_000,
-            // Failing cases are saved beside this file (proptest-regressions/) and run first.
-            source_file: Some(file!()),
-            ..Default::default()
-        };
+        let config = testkit::property_config(24, file!());
         let mut runner = TestRunner::new(config);
         runner
             .run(&case(), |case| runtime.block_on(run_case(db.clone(), case)))

@@ -259,13 +259,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn participants_are_served_and_outsiders_are_answered_as_for_no_conversation(db: PgPool) {
     let app = spawn_app(db).await;
@@ -279,13 +272,7 @@ async fn participants_are_served_and_outsiders_are_answered_as_for_no_conversati
     // As in the group's property test: the runner on a blocking thread, the services on this
     // test's runtime. Each case starts from conversations of its own.
     let outcome = tokio::task::spawn_blocking(move || {
-        let config = proptest::test_runner::Config {
-            cases: cases(32),
-            max_shrink_time: 60_000,
-            // Failing cases are saved beside this file (proptest-regressions/) and run first.
-            source_file: Some(file!()),
-            ..Default::default()
-        };
+        let config = testkit::property_config(32, file!());
         let ops = prop::collection::vec(op(), 1..25);
         TestRunner::new(config)
             .run(&ops, |ops| {

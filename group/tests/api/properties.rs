@@ -468,13 +468,6 @@ fn refused(op: &Op, answer: Result<Answer, Status>, code: Code) -> Result<Status
     }
 }
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn the_service_and_the_model_agree_on_who_may_do_what(db: PgPool) {
     // The users take part in every case: the groups-per-user limit is not what is tested here
@@ -487,13 +480,7 @@ async fn the_service_and_the_model_agree_on_who_may_do_what(db: PgPool) {
     // this test's runtime, whose thread serves auth and group meanwhile. Each case starts from
     // groups of its own.
     let outcome = tokio::task::spawn_blocking(move || {
-        let config = proptest::test_runner::Config {
-            cases: cases(64),
-            max_shrink_time: 60_000,
-            // Failing cases are saved beside this file (proptest-regressions/) and run first.
-            source_file: Some(file!()),
-            ..Default::default()
-        };
+        let config = testkit::property_config(64, file!());
         let ops = prop::collection::vec(op(), 1..40);
         TestRunner::new(config)
             .run(&ops, |ops| {
