@@ -317,6 +317,40 @@ fn decode_line(line: &str) -> Option<BusEvent> {
     Some(event)
 }
 
+/// The fuzz target `bus_payload` (`fuzz/`): reads `payload` as a NOTIFY payload from another
+/// replica (anyone who can NOTIFY on the channel can send one) and checks that nothing panics,
+/// that every event read is written back as one line that reads as the same event, and that
+/// what is written fits PostgreSQL's payload limit.
+///
+/// # Panics
+/// When one of those checks fails: the fuzzer reports it.
+#[doc(hidden)]
+pub fn fuzz_payload(payload: &str) {
+    for event in decode(payload) {
+        let mut pending = PendingEvents::default();
+        match &event {
+            BusEvent::NewMessages {
+                conversation,
+                last_sequence,
+            } => {
+                pending.wakeups.insert(*conversation, *last_sequence);
+            }
+            BusEvent::Receipt(_) | BusEvent::Typing(_) => {
+                pending.ephemeral.push_back(event.clone())
+            }
+            BusEvent::Resync => unreachable!("no line decodes to Resync"),
+        }
+        let written = encode(&pending);
+        assert!(written.iter().all(|payload| payload.len() <= MAX_PAYLOAD));
+        assert_eq!(written.len(), 1, "one event is one payload");
+        assert_eq!(
+            decode(&written[0]),
+            vec![event],
+            "written back as {written:?}"
+        );
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }

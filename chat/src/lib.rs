@@ -80,6 +80,8 @@ use tonic::{server::NamedService, service::Routes};
 
 pub use api::{ChatApi, ChatServer};
 pub use bus::CHANNEL as BUS_CHANNEL;
+#[doc(hidden)]
+pub use bus::fuzz_payload as fuzz_bus_payload;
 pub use config::{CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, StreamSettings};
 pub use error::Error;
 
