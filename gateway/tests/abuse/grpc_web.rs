@@ -1,0 +1,518 @@
+//! gRPC-Web abuse over HTTP/1.1 (raw TCP) and HTTP/2 (the `h2` crate): malformed length
+//! prefixes, flags and base64, requests split across writes at every offset, bodies and heads
+//! that trickle in (slowloris), and CORS preflights from origins that are not allowed.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use sqlx::PgPool;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    frames::{CONTINUATION, HEADERS, RawH2, frame, grpc_request_block},
+    harness::{
+        ALLOWED_ORIGIN, Bounds, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Outcome,
+        Target, UNARY_TIMEOUT, mib,
+    },
+};
+
+const GET_JWKS: &str = "/auth.v1.AuthService/GetJwks";
+const HEALTH: &str = "/grpc.health.v1.Health/Check";
+const BINARY: &str = "application/grpc-web+proto";
+const TEXT: &str = "application/grpc-web-text";
+const OK: u32 = 0;
+const DEADLINE_EXCEEDED: u32 = 4;
+const INVALID_ARGUMENT: u32 = 3;
+const RESOURCE_EXHAUSTED: u32 = 8;
+const UNIMPLEMENTED: u32 = 12;
+const SLACK: Duration = Duration::from_secs(2);
+
+/// A gRPC-Web frame header with `flags` and a declared `length`, then `payload`.
+fn web_frame(flags: u8, length: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![flags];
+    bytes.extend(length.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .into_bytes()
+}
+
+/// A whole HTTP/1.1 gRPC-Web request (the connection closes after it).
+fn h1_request(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes = format!(
+        "POST {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: {content_type}\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Writes `parts` on a fresh connection with `gap` between them, then reads until the gateway
+/// closes (at most `within`): the raw answer, and when the connection was closed.
+async fn h1_exchange(
+    addr: SocketAddr,
+    parts: &[&[u8]],
+    gap: Duration,
+    within: Duration,
+) -> (Vec<u8>, Option<Instant>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        if tcp.write_all(part).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, tcp.read_to_end(&mut answer)).await;
+    let closed = read.is_ok().then(Instant::now);
+    (answer, closed)
+}
+
+/// The gRPC status in a gRPC-Web answer: in the head (trailers-only), or in the body's trailers
+/// frame (binary or base64).
+fn grpc_status(answer: &[u8]) -> Option<u32> {
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    if let Some(status) = status_in(head.as_bytes()) {
+        return Some(status);
+    }
+    let mut body = answer[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    if head.contains("grpc-web-text") {
+        body = decode_base64_segments(&body);
+    }
+    status_in(&body)
+}
+
+fn status_in(bytes: &[u8]) -> Option<u32> {
+    let at = bytes.windows(12).position(|w| w.eq_ignore_ascii_case(b"grpc-status:"))?;
+    let digits: String = bytes[at + 12..]
+        .iter()
+        .map(|b| char::from(*b))
+        .skip_while(|c| *c == ' ')
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 || body.len() < end + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[(end + 4 + size).min(body.len())..];
+    }
+    out
+}
+
+/// tonic-web encodes each frame on its own, padded: decode the padded segments one by one.
+fn decode_base64_segments(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut segment = Vec::new();
+    for byte in body {
+        segment.push(*byte);
+        if segment.len() % 4 == 0 && *byte == b'=' {
+            out.extend(base64::engine::general_purpose::STANDARD.decode(&segment).unwrap_or_default());
+            segment.clear();
+        }
+    }
+    if !segment.is_empty() {
+        out.extend(base64::engine::general_purpose::STANDARD.decode(&segment).unwrap_or_default());
+    }
+    out
+}
+
+/// One gRPC-Web call over HTTP/2 with the `h2` crate, the body sent as one DATA frame per part;
+/// the status from the head or the body's trailers frame.
+async fn h2_call(
+    sender: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+    content_type: &str,
+    parts: &[&[u8]],
+) -> Option<u32> {
+    let request = http::Request::post(format!("http://gateway{path}"))
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1")
+        .body(())
+        .unwrap();
+    let mut ready = sender.clone().ready().await.ok()?;
+    let (response, mut body) = ready.send_request(request, false).ok()?;
+    for (n, part) in parts.iter().enumerate() {
+        body.send_data(Bytes::copy_from_slice(part), n + 1 == parts.len()).ok()?;
+        tokio::task::yield_now().await;
+    }
+    let response = response.await.ok()?;
+    if let Some(status) = response.headers().get("grpc-status") {
+        return status.to_str().ok()?.parse().ok();
+    }
+    let mut incoming = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = incoming.data().await {
+        let chunk = chunk.ok()?;
+        let _ = incoming.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    if content_type == TEXT {
+        bytes = decode_base64_segments(&bytes);
+    }
+    status_in(&bytes)
+}
+
+async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Every malformed body, the content type it is sent with, and the status it must get.
+fn malformed_cases() -> Vec<(&'static str, &'static str, Vec<u8>, u32)> {
+    let junk = [b'j'; 10];
+    let mut cases = Vec::new();
+    for path in [GET_JWKS, HEALTH] {
+        cases.extend([
+            (path, BINARY, web_frame(0, 100, &junk), INVALID_ARGUMENT),
+            (path, BINARY, web_frame(0, u32::MAX, &junk), RESOURCE_EXHAUSTED),
+            (path, BINARY, web_frame(0, MAX_MESSAGE_BYTES + 1, &junk), RESOURCE_EXHAUSTED),
+            (path, BINARY, vec![0, 0, 0], INVALID_ARGUMENT),
+            (path, BINARY, web_frame(0x80, 0, &[]), INVALID_ARGUMENT),
+            (path, BINARY, web_frame(0x02, 0, &[]), INVALID_ARGUMENT),
+            (path, BINARY, web_frame(0x01, 0, &[]), UNIMPLEMENTED),
+            (path, TEXT, base64(&web_frame(0, 100, &junk)), INVALID_ARGUMENT),
+            (path, TEXT, base64(&web_frame(0x80, 0, &[])), INVALID_ARGUMENT),
+            (path, TEXT, b"!!!!".to_vec(), INVALID_ARGUMENT),
+            (path, TEXT, b"AAAAA".to_vec(), INVALID_ARGUMENT),
+            (path, TEXT, b"AAAA!AAA".to_vec(), INVALID_ARGUMENT),
+            (path, TEXT, b"AAAAAA-_".to_vec(), INVALID_ARGUMENT),
+        ]);
+    }
+    cases
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_grpc_web_requests_get_their_status_under_load(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+
+    target
+        .attack(
+            Bounds {
+                name: "malformed gRPC-Web (length prefixes, flags, base64), HTTP/1.1 and HTTP/2, 4 clients for 3 s",
+                rss_growth: mib(32),
+                closed_within: None,
+            },
+            async move {
+                let clients = (0..4).map(|_| {
+                    tokio::spawn(async move {
+                        let mut sender = h2_connect(addr).await;
+                        let start = Instant::now();
+                        let mut wrong = Vec::new();
+                        let mut n = 0;
+                        while start.elapsed() < Duration::from_secs(3) {
+                            for (path, content_type, body, expected) in malformed_cases() {
+                                let request = h1_request(path, content_type, &body);
+                                let (answer, _) = h1_exchange(addr, &[&request], Duration::ZERO, Duration::from_secs(5)).await;
+                                let over_h1 = grpc_status(&answer);
+                                let over_h2 = h2_call(&mut sender, path, content_type, &[&body]).await;
+                                n += 2;
+                                for (protocol, status) in [("HTTP/1.1", over_h1), ("HTTP/2", over_h2)] {
+                                    if status != Some(expected) {
+                                        wrong.push(format!("{protocol} {path} {content_type} {body:02x?}: {status:?}, expected {expected}"));
+                                    }
+                                }
+                            }
+                        }
+                        (n, wrong)
+                    })
+                });
+                let mut total = 0;
+                let mut wrong = Vec::new();
+                for client in clients.collect::<Vec<_>>() {
+                    let (n, mut w) = client.await.unwrap();
+                    total += n;
+                    wrong.append(&mut w);
+                }
+                wrong.dedup();
+                assert!(wrong.is_empty(), "{} wrong answers: {wrong:#?}", wrong.len());
+                Outcome {
+                    observed: format!("{total} requests, each answered with its status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED)"),
+                    closed_after: None,
+                }
+            },
+        )
+        .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_oversized_length_prefix_is_refused_before_its_body_arrives(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+
+    target
+        .attack(
+            Bounds {
+                name: "4 GiB length prefix, then 1 GiB of body as fast as it goes (HTTP/1.1)",
+                rss_growth: mib(32),
+                closed_within: Some(Duration::from_secs(3)),
+            },
+            async move {
+                let start = Instant::now();
+                let mut tcp = TcpStream::connect(addr).await.unwrap();
+                let head = format!(
+                    "POST {GET_JWKS} HTTP/1.1\r\nhost: gateway\r\ncontent-type: {BINARY}\r\n\
+                     x-grpc-web: 1\r\ncontent-length: {}\r\n\r\n",
+                    1_u64 << 30
+                );
+                tcp.write_all(head.as_bytes()).await.unwrap();
+                tcp.write_all(&web_frame(0, u32::MAX, &[])).await.unwrap();
+                let (mut reader, mut writer) = tcp.into_split();
+                let junk = vec![b'j'; 64 * 1024];
+                let flood = tokio::spawn(async move {
+                    let mut sent = 0_u64;
+                    while sent < 1 << 30 && writer.write_all(&junk).await.is_ok() {
+                        sent += junk.len() as u64;
+                    }
+                    sent
+                });
+                let mut answer = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+                let closed = read.is_ok().then(|| start.elapsed());
+                flood.abort();
+                let status = grpc_status(&answer);
+                assert_eq!(status, Some(RESOURCE_EXHAUSTED), "{}", String::from_utf8_lossy(&answer));
+                Outcome {
+                    observed: "RESOURCE_EXHAUSTED, the rest of the body unread, connection closed".to_owned(),
+                    closed_after: closed,
+                }
+            },
+        )
+        .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn requests_split_across_writes_at_every_offset_are_answered_alike(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+    // GetJwks with an unknown field, so that the body is longer than a frame header.
+    let mut message = vec![0x7a, 20];
+    message.extend([b'x'; 20]);
+    let body = web_frame(0, message.len() as u32, &message);
+
+    target
+        .attack(
+            Bounds {
+                name: "gRPC-Web requests split in two writes at every offset (HTTP/1.1 head and body, HTTP/2 body)",
+                rss_growth: mib(32),
+                closed_within: None,
+            },
+            async move {
+                let mut n = 0;
+                for (content_type, body) in [(BINARY, body.clone()), (TEXT, base64(&body))] {
+                    let request = h1_request(GET_JWKS, content_type, &body);
+                    for offset in 1..request.len() {
+                        let (first, second) = request.split_at(offset);
+                        let (answer, _) = h1_exchange(addr, &[first, second], Duration::from_millis(2), Duration::from_secs(5)).await;
+                        assert_eq!(grpc_status(&answer), Some(OK), "HTTP/1.1 {content_type} split at {offset}: {}", String::from_utf8_lossy(&answer));
+                        n += 1;
+                    }
+                    let mut sender = h2_connect(addr).await;
+                    for offset in 1..body.len() {
+                        let (first, second) = body.split_at(offset);
+                        let status = h2_call(&mut sender, GET_JWKS, content_type, &[first, second]).await;
+                        assert_eq!(status, Some(OK), "HTTP/2 {content_type} split at {offset}");
+                        n += 1;
+                    }
+                }
+                Outcome {
+                    observed: format!("{n} split requests, every one OK"),
+                    closed_after: None,
+                }
+            },
+        )
+        .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bodies_that_never_end_are_cut_off(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+    let bound = UNARY_TIMEOUT + SLACK;
+
+    target
+        .attack(
+            Bounds {
+                name: "slowloris on the body: 200 unary calls (proxied and the gateway's own) sending a byte per 500 ms (HTTP/1.1)",
+                rss_growth: mib(32),
+                closed_within: Some(bound),
+            },
+            async move {
+                let start = Instant::now();
+                let calls = (0..200).map(|n| {
+                    tokio::spawn(async move {
+                        let path = if n % 2 == 0 { GET_JWKS } else { HEALTH };
+                        let head = format!(
+                            "POST {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: {BINARY}\r\n\
+                             x-grpc-web: 1\r\ncontent-length: 1005\r\n\r\n"
+                        );
+                        let mut parts: Vec<Vec<u8>> = vec![head.into_bytes(), web_frame(0, 1000, &[])];
+                        parts.extend((0..1000).map(|_| vec![0x7a]));
+                        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        let (answer, closed) = h1_exchange(addr, &parts, Duration::from_millis(500), bound).await;
+                        (path, grpc_status(&answer), closed)
+                    })
+                });
+                let mut last = start;
+                let mut statuses = Vec::new();
+                let mut open = 0;
+                for call in calls.collect::<Vec<_>>() {
+                    let (path, status, closed) = call.await.unwrap();
+                    statuses.push(format!("{path}: {status:?}"));
+                    match closed {
+                        Some(at) => last = last.max(at),
+                        None => open += 1,
+                    }
+                }
+                statuses.sort();
+                statuses.dedup();
+                Outcome {
+                    observed: format!("{} ; {open} of 200 still open", statuses.join(", ")),
+                    closed_after: (open == 0).then(|| last - start),
+                }
+            },
+        )
+        .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn heads_that_never_end_are_cut_off(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+    let bound = HEADER_READ_TIMEOUT.max(IDLE_TIMEOUT) + SLACK;
+
+    target
+        .attack(
+            Bounds {
+                name: "slowloris on the headers: 200 HTTP/1.1 heads and 50 HTTP/2 header blocks, a byte per 500 ms",
+                rss_growth: mib(32),
+                closed_within: Some(bound),
+            },
+            async move {
+                let start = Instant::now();
+                let h1 = (0..200).map(|_| {
+                    tokio::spawn(async move {
+                        let mut parts: Vec<Vec<u8>> = vec![format!("POST {GET_JWKS} HTTP/1.1\r\nx-slow: ").into_bytes()];
+                        parts.extend((0..1000).map(|_| b"s".to_vec()));
+                        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        h1_exchange(addr, &parts, Duration::from_millis(500), bound).await.1
+                    })
+                });
+                let h2 = (0..50).map(|_| {
+                    tokio::spawn(async move {
+                        let mut raw = RawH2::connect(addr, &[]).await;
+                        let block = grpc_request_block(GET_JWKS, "application/grpc", &[]);
+                        raw.send(&frame(HEADERS, 0, 1, &block)).await;
+                        while raw.closed_at().is_none() && start.elapsed() < bound {
+                            if !raw.send(&frame(CONTINUATION, 0, 1, &[0x00])).await {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        raw.wait_closed(bound.saturating_sub(start.elapsed())).await
+                    })
+                });
+                let tasks: Vec<_> = h1.chain(h2).collect();
+                let mut last = start;
+                let mut open = 0;
+                for task in tasks {
+                    match task.await.unwrap() {
+                        Some(at) => last = last.max(at),
+                        None => open += 1,
+                    }
+                }
+                Outcome {
+                    observed: format!("{open} of 250 still open"),
+                    closed_after: (open == 0).then(|| last - start),
+                }
+            },
+        )
+        .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn preflights_from_disallowed_origins_get_no_cors_grant(db: PgPool) {
+    let mut target = Target::start(db).await;
+    let addr = target.addr;
+    let preflight = |origin: &str, close: bool| {
+        format!(
+            "OPTIONS {GET_JWKS} HTTP/1.1\r\nhost: gateway\r\norigin: {origin}\r\n\
+             access-control-request-method: POST\r\n\
+             access-control-request-headers: content-type,x-grpc-web,authorization\r\n{}\r\n",
+            if close { "connection: close\r\n" } else { "" }
+        )
+    };
+
+    target
+        .attack(
+            Bounds {
+                name: "2,000 CORS preflights from disallowed origins (20 connections, pipelined)",
+                rss_growth: mib(32),
+                closed_within: None,
+            },
+            async move {
+                let connections = (0..20).map(|c| {
+                    let mut requests = String::new();
+                    for n in 0..100 {
+                        let origin = match n % 4 {
+                            0 => "http://evil.example".to_owned(),
+                            1 => "null".to_owned(),
+                            2 => format!("{ALLOWED_ORIGIN}.evil.example"),
+                            _ => format!("http://{c}.allowed.example"),
+                        };
+                        requests.push_str(&preflight(&origin, n == 99));
+                    }
+                    tokio::spawn(async move {
+                        h1_exchange(addr, &[requests.as_bytes()], Duration::ZERO, Duration::from_secs(10)).await.0
+                    })
+                });
+                let mut answers = 0;
+                let mut grants = 0;
+                for connection in connections.collect::<Vec<_>>() {
+                    let text = String::from_utf8_lossy(&connection.await.unwrap()).to_ascii_lowercase();
+                    answers += text.matches("http/1.1 ").count();
+                    grants += text.matches("access-control-allow-origin").count();
+                }
+                let (allowed, _) = h1_exchange(addr, &[preflight(ALLOWED_ORIGIN, true).as_bytes()], Duration::ZERO, Duration::from_secs(5)).await;
+                let allowed = String::from_utf8_lossy(&allowed).to_ascii_lowercase();
+                assert_eq!(answers, 2000, "every preflight is answered");
+                assert_eq!(grants, 0, "no disallowed origin is granted access");
+                assert!(allowed.contains(&format!("access-control-allow-origin: {ALLOWED_ORIGIN}")), "{allowed}");
+                Outcome {
+                    observed: format!("{answers} answered, {grants} with Access-Control-Allow-Origin; the allowed origin still granted"),
+                    closed_after: None,
+                }
+            },
+        )
+        .await;
+}
