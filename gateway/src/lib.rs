@@ -114,6 +114,7 @@ pub async fn run_with_metrics_listener(
         keepalive_interval: config.limits.keepalive_interval,
         keepalive_timeout: config.limits.keepalive_timeout,
         idle_timeout: config.limits.idle_timeout,
+        header_read_timeout: config.limits.header_read_timeout,
     };
     server::serve(
         listener,

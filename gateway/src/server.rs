@@ -70,6 +70,10 @@ pub struct ServerLimits {
     /// A connection with no request in flight (a response still streaming counts as in flight)
     /// for this long is closed gracefully: default 5 min.
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 client must send a request's whole head (request line and headers) within this
+    /// once the gateway waits for one (from its first byte, and between keep-alive requests), or
+    /// the connection is closed without an answer (slowloris on the headers): default 30 s.
+    pub header_read_timeout: Duration,
 }
 
 /// The PEM files [`tls_acceptor`] reads.
@@ -121,6 +125,7 @@ impl Default for ServerLimits {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5 * 60),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -229,10 +234,11 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let http1_buffer = usize::try_from(hard_limit)
         .unwrap_or(usize::MAX)
         .max(MIN_HTTP1_BUFFER_BYTES);
-    // The timer enables hyper's HTTP/1 header read timeout (30 s) against slow request heads.
+    // Against slow request heads (slowloris); the timer is what makes hyper enforce it.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(http1_buffer);
     builder
         .http2()
