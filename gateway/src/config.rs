@@ -106,6 +106,9 @@ pub struct Limits {
     /// within this, or the connection is closed (slowloris on the headers; see
     /// `server::ServerLimits::header_read_timeout`), default 30.
     pub header_read_timeout: Duration,
+    /// `GATEWAY_SEND_TIMEOUT_SECS`: a connection whose writes have been blocked this long (its
+    /// client reads nothing) is dropped, default 60 (see `server::ServerLimits::send_timeout`).
+    pub send_timeout: Duration,
     /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
     /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.
     pub unary_timeout: Duration,
@@ -260,6 +263,7 @@ impl Config {
                 idle_timeout: env.seconds_or("IDLE_TIMEOUT_SECS", Duration::from_secs(300))?,
                 header_read_timeout: env
                     .seconds_or("HEADER_READ_TIMEOUT_SECS", Duration::from_secs(30))?,
+                send_timeout: env.seconds_or("SEND_TIMEOUT_SECS", Duration::from_secs(60))?,
                 unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
@@ -291,6 +295,7 @@ impl Config {
                 keepalive_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(300),
                 header_read_timeout: Duration::from_secs(30),
+                send_timeout: Duration::from_secs(60),
                 unary_timeout: Duration::from_secs(30),
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,

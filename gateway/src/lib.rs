@@ -115,6 +115,7 @@ pub async fn run_with_metrics_listener(
         keepalive_timeout: config.limits.keepalive_timeout,
         idle_timeout: config.limits.idle_timeout,
         header_read_timeout: config.limits.header_read_timeout,
+        send_timeout: config.limits.send_timeout,
     };
     server::serve(
         listener,
