@@ -26,7 +26,7 @@ pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
 pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
-pub const WINDOW_UPDATE: u8 = 0x8;
+const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 
 pub const END_STREAM: u8 = 0x1;
@@ -158,7 +158,8 @@ impl RawH2 {
     /// Connects, sends the preface and `initial` SETTINGS, acknowledges the server's SETTINGS,
     /// and starts reading.
     pub async fn connect(addr: SocketAddr, initial: &[(u16, u32)]) -> Self {
-        let (reader, writer) = handshake(addr, initial).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (reader, writer) = handshake(tcp, initial).await;
         let received = Arc::new(Mutex::new(Received::default()));
         let (closed_tx, closed) = watch::channel(None);
         tokio::spawn(read_frames(reader, received.clone(), closed_tx));
@@ -172,7 +173,7 @@ impl RawH2 {
     /// As [`RawH2::connect`], but never reads again after the handshake: the server's frames
     /// pile up in the socket buffers.
     pub async fn connect_unread(addr: SocketAddr, initial: &[(u16, u32)]) -> (Self, OwnedReadHalf) {
-        let (reader, writer) = handshake(addr, initial).await;
+        let (reader, writer) = handshake(small_receive_buffer(addr).await, initial).await;
         let (_, closed) = watch::channel(None);
         let raw = Self {
             writer,
@@ -206,11 +207,13 @@ impl RawH2 {
             if let Some(at) = self.closed_at() {
                 return Some(at);
             }
-            let received = self.received.lock().unwrap();
-            if !received.headers.is_empty() || !received.resets.is_empty() {
+            let answered = {
+                let received = self.received.lock().unwrap();
+                !received.headers.is_empty() || !received.resets.is_empty()
+            };
+            if answered {
                 return Some(Instant::now());
             }
-            drop(received);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         None
@@ -226,7 +229,11 @@ impl RawH2 {
         if !received.resets.is_empty() {
             let mut codes: Vec<&str> = received.resets.iter().map(|(_, c)| reason(*c)).collect();
             codes.dedup();
-            parts.push(format!("{} RST_STREAM ({})", received.resets.len(), codes.join(", ")));
+            parts.push(format!(
+                "{} RST_STREAM ({})",
+                received.resets.len(),
+                codes.join(", ")
+            ));
         }
         if !received.headers.is_empty() {
             parts.push(format!("{} responses", received.headers.len()));
@@ -238,9 +245,16 @@ impl RawH2 {
     }
 }
 
+/// A connection whose receive buffer is small, so that a client that reads nothing blocks the
+/// gateway's writes soon (the kernel would otherwise take megabytes for it).
+pub async fn small_receive_buffer(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// The preface and SETTINGS both ways, the server's acknowledged.
-async fn handshake(addr: SocketAddr, initial: &[(u16, u32)]) -> (OwnedReadHalf, OwnedWriteHalf) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
+async fn handshake(tcp: TcpStream, initial: &[(u16, u32)]) -> (OwnedReadHalf, OwnedWriteHalf) {
     tcp.set_nodelay(true).unwrap();
     let (mut reader, mut writer) = tcp.into_split();
     writer.write_all(PREFACE).await.unwrap();
@@ -249,10 +263,14 @@ async fn handshake(addr: SocketAddr, initial: &[(u16, u32)]) -> (OwnedReadHalf, 
     let mut header = [0; 9];
     reader.read_exact(&mut header).await.unwrap();
     assert_eq!(header[3], SETTINGS, "the server's first frame");
-    let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let length =
+        usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
     let mut payload = vec![0; length];
     reader.read_exact(&mut payload).await.unwrap();
-    writer.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+    writer
+        .write_all(&frame(SETTINGS, ACK, 0, &[]))
+        .await
+        .unwrap();
     (reader, writer)
 }
 
@@ -270,12 +288,14 @@ async fn read_frames(
         };
         buffer.extend_from_slice(&chunk[..n]);
         while buffer.len() >= 9 {
-            let length = usize::from(buffer[0]) << 16 | usize::from(buffer[1]) << 8 | usize::from(buffer[2]);
+            let length =
+                usize::from(buffer[0]) << 16 | usize::from(buffer[1]) << 8 | usize::from(buffer[2]);
             if buffer.len() < 9 + length {
                 break;
             }
             let (kind, flags) = (buffer[3], buffer[4]);
-            let stream = u32::from_be_bytes([buffer[5], buffer[6], buffer[7], buffer[8]]) & 0x7fff_ffff;
+            let stream =
+                u32::from_be_bytes([buffer[5], buffer[6], buffer[7], buffer[8]]) & 0x7fff_ffff;
             let payload = &buffer[9..9 + length];
             let mut received = received.lock().unwrap();
             match kind {

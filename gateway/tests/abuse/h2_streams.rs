@@ -9,13 +9,13 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     frames::{
-        CONTINUATION, END_HEADERS, END_STREAM, HEADERS, PREFACE, RawH2,
-        SETTINGS_INITIAL_WINDOW_SIZE, frame, grpc_request_block, literal,
+        CONTINUATION, END_HEADERS, HEADERS, PREFACE, RawH2, SETTINGS_INITIAL_WINDOW_SIZE, frame,
+        grpc_request_block, literal, small_receive_buffer, window_update,
     },
     h2_floods::closed_unread,
     harness::{
         Bounds, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_CONCURRENT_STREAMS,
-        Outcome, Target, mib,
+        Outcome, SEND_TIMEOUT, Target, mib,
     },
 };
 
@@ -23,6 +23,9 @@ use crate::{
 /// itself, on a bidirectional stream that stays open until the client ends it.
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 const GET_JWKS: &str = "/auth.v1.AuthService/GetJwks";
+/// A reflection request (one gRPC frame) for the file defining `chat.v1.ChatService` and its
+/// dependencies.
+const CHAT_DESCRIPTORS: &[u8] = b"\0\0\0\0\x15\x22\x13chat.v1.ChatService";
 /// Slack on top of a timeout-based bound, for a loaded machine.
 const SLACK: Duration = Duration::from_secs(2);
 
@@ -51,7 +54,9 @@ async fn streams_beyond_the_limit_are_refused(db: PgPool) {
                 let deadline = Instant::now() + Duration::from_secs(2);
                 let refused = loop {
                     let refused = raw.received.lock().unwrap().resets.len();
-                    if refused as u32 >= opened - MAX_CONCURRENT_STREAMS || Instant::now() > deadline {
+                    if refused as u32 >= opened - MAX_CONCURRENT_STREAMS
+                        || Instant::now() > deadline
+                    {
                         break refused;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -59,7 +64,8 @@ async fn streams_beyond_the_limit_are_refused(db: PgPool) {
                 let last = start.elapsed();
                 Outcome {
                     observed: format!("{}; {refused} of {opened} streams refused", raw.summary()),
-                    closed_after: (refused as u32 >= opened - MAX_CONCURRENT_STREAMS).then_some(last),
+                    closed_after: (refused as u32 >= opened - MAX_CONCURRENT_STREAMS)
+                        .then_some(last),
                 }
             },
         )
@@ -75,44 +81,43 @@ async fn streams_beyond_the_limit_are_refused(db: PgPool) {
 async fn thousands_of_streams_with_a_zero_window_do_not_make_the_gateway_buffer(db: PgPool) {
     let mut target = Target::start(db).await;
     let addr = target.addr;
-    let connections = 20;
-    // GetJwks through auth: the gateway gets the whole response from upstream and cannot send a
-    // byte of its body to this client.
-    let block = grpc_request_block(GET_JWKS, "application/grpc", &[]);
-    let body = frame(crate::frames::DATA, END_STREAM, 0, &[0, 0, 0, 0, 0]);
 
     let outcome = target
         .attack(
             Bounds {
-                name: "2,000 streams with a zero flow-control window (20 connections)",
-                rss_growth: mib(48),
+                name: "2,000 streams with a zero flow-control window, each with a 40 KB reflection answer ready (20 connections, 500 new streams a second)",
+                // One encoded answer held per stream (about 40 KiB) and the stream's state.
+                rss_growth: 2000 * 64 * 1024,
                 closed_within: None,
             },
             async move {
                 let start = Instant::now();
-                let mut raws = Vec::new();
-                for _ in 0..connections {
-                    let mut raw = RawH2::connect(addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await;
-                    let mut bytes = Vec::new();
-                    for n in 0..MAX_CONCURRENT_STREAMS {
-                        let stream = 2 * n + 1;
-                        bytes.extend(frame(HEADERS, END_HEADERS, stream, &block));
-                        let mut data = body.clone();
-                        data[5..9].copy_from_slice(&stream.to_be_bytes());
-                        bytes.extend(data);
-                    }
-                    raw.send(&bytes).await;
-                    raws.push(raw);
+                let mut held = Vec::new();
+                for _ in 0..20 {
+                    held.push(zero_window_calls(addr).await);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                // Long enough for every call to have been answered by auth.
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                let answered: usize = raws.iter().map(|raw| raw.received.lock().unwrap().headers.len()).sum();
-                let data: usize = raws.iter().map(|raw| raw.received.lock().unwrap().data_bytes).sum();
-                let closed = raws.iter().filter(|raw| raw.closed_at().is_some()).count();
+                let mut bodies = Vec::new();
+                for (_, responses) in held.iter_mut() {
+                    for response in responses.drain(..) {
+                        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), response).await {
+                            bodies.push(response.into_body());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let mut with_data = 0;
+                for body in bodies.iter_mut().step_by(50) {
+                    if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), body.data()).await {
+                        with_data += 1;
+                    }
+                }
                 Outcome {
                     observed: format!(
-                        "{answered} response heads, {data} body bytes sent (window 0), {closed} connections closed, held {:?}",
-                        start.elapsed()
+                        "{} response heads, {with_data} of {} sampled bodies got a byte (window 0); streams held {} ms, until the client leaves",
+                        bodies.len(),
+                        bodies.len().div_ceil(50),
+                        start.elapsed().as_millis()
                     ),
                     closed_after: None,
                 }
@@ -120,7 +125,42 @@ async fn thousands_of_streams_with_a_zero_window_do_not_make_the_gateway_buffer(
         )
         .await;
 
-    assert!(outcome.observed.contains(" 0 body bytes"), "{outcome:?}");
+    assert!(
+        outcome.observed.starts_with("2000 response heads, 0 of"),
+        "{outcome:?}"
+    );
+}
+
+type HeldCalls = (
+    h2::client::SendRequest<bytes::Bytes>,
+    Vec<h2::client::ResponseFuture>,
+);
+
+/// A connection that grants no flow-control window to any stream (the `h2` crate, which still
+/// answers the gateway's PINGs), with [`MAX_CONCURRENT_STREAMS`] calls on it, each asking
+/// reflection for chat's file descriptors: tens of KB the gateway has ready and cannot send.
+async fn zero_window_calls(addr: std::net::SocketAddr) -> HeldCalls {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut responses = Vec::new();
+    for _ in 0..MAX_CONCURRENT_STREAMS {
+        let mut ready = sender.clone().ready().await.unwrap();
+        let request = http::Request::post(format!("http://gateway{REFLECTION}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = ready.send_request(request, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(CHAT_DESCRIPTORS), true)
+            .unwrap();
+        responses.push(response);
+    }
+    (sender, responses)
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -151,7 +191,9 @@ async fn a_huge_header_list_is_refused(db: PgPool) {
                     }
                     let _ = raw.send(&bytes).await;
                     let answered = raw.wait_answered(Duration::from_secs(2)).await;
-                    slowest = slowest.zip(answered).map(|(slowest, at)| slowest.max(at - start));
+                    slowest = slowest
+                        .zip(answered)
+                        .map(|(slowest, at)| slowest.max(at - start));
                     summaries.push(raw.summary());
                 }
                 summaries.dedup();
@@ -168,41 +210,33 @@ async fn a_huge_header_list_is_refused(db: PgPool) {
 async fn a_client_that_never_reads_its_responses_is_disconnected(db: PgPool) {
     let mut target = Target::start(db).await;
     let addr = target.addr;
-    // Reflection listing the services, over and over on one stream: the answers fill the
-    // socket buffers, then the gateway's flow-control window, while the client reads nothing.
+    // Reflection asked for chat's file descriptors (tens of KB each) over and over on one
+    // stream, with every window opened wide: the answers fill the socket buffers while the
+    // client reads nothing.
     let block = grpc_request_block(REFLECTION, "application/grpc", &[]);
-    let list_services = [0, 0, 0, 0, 3, 0x3a, 1, b'*'];
-    let bound = KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + SLACK;
+    let request = frame(crate::frames::DATA, 0, 1, CHAT_DESCRIPTORS).repeat(2000);
+    let bound = KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + SEND_TIMEOUT + SLACK;
 
     target
         .attack(
             Bounds {
-                name: "a client that never reads its responses (HTTP/2)",
-                rss_growth: mib(32),
-                closed_within: Some(Duration::from_secs(3) + bound),
+                name: "a client that never reads its responses (HTTP/2, reflection answers)",
+                rss_growth: mib(16),
+                closed_within: Some(bound),
             },
             async move {
                 let (mut raw, reader) =
                     RawH2::connect_unread(addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30)]).await;
                 let start = Instant::now();
-                let mut sent = 0;
-                let mut bytes = Vec::new();
-                for stream in (1..2 * MAX_CONCURRENT_STREAMS).step_by(2) {
-                    bytes.extend(frame(HEADERS, END_HEADERS, stream, &block));
-                }
-                raw.send(&bytes).await;
-                'flood: while start.elapsed() < Duration::from_secs(3) {
-                    for stream in (1..2 * MAX_CONCURRENT_STREAMS).step_by(2) {
-                        let data = frame(crate::frames::DATA, 0, stream, &list_services);
-                        match tokio::time::timeout(Duration::from_millis(500), raw.send(&data)).await {
-                            Ok(true) => sent += 1,
-                            _ => break 'flood,
-                        }
-                    }
-                }
+                let mut prelude = window_update(0, 1 << 30);
+                prelude.extend(frame(HEADERS, END_HEADERS, 1, &block));
+                // Within the gateway's initial receive window (64 KB), which it never has to
+                // widen: 2,000 requests whose answers come to tens of MB.
+                prelude.extend(&request);
+                raw.send(&prelude).await;
                 let closed = closed_unread(reader, bound).await;
                 Outcome {
-                    observed: format!("{sent} reflection requests sent, no answer read"),
+                    observed: "2,000 requests sent at once, no answer read".to_owned(),
                     closed_after: closed.map(|at| at - start),
                 }
             },
@@ -224,35 +258,35 @@ async fn half_open_connections_are_closed(db: PgPool) {
                 closed_within: Some(bound),
             },
             async move {
-                let start = Instant::now();
                 let mut connections = Vec::new();
                 let mut writers = Vec::new();
                 for n in 0..1000 {
                     let Ok(mut tcp) = TcpStream::connect(addr).await else {
                         continue;
                     };
+                    let opened = Instant::now();
                     let opening: &[u8] = match n % 3 {
                         0 => b"",
                         1 => PREFACE,
                         _ => b"POST /auth.v1.AuthService/GetJwks HT",
                     };
                     let _ = tcp.write_all(opening).await;
-                    connections.push(tcp);
+                    connections.push((tcp, opened));
                 }
-                let mut last = start;
+                let mut slowest = Duration::ZERO;
                 let mut open = 0;
-                for tcp in connections {
+                for (tcp, opened) in connections {
                     // The write half stays open: dropping it would send FIN.
                     let (reader, writer) = tcp.into_split();
                     writers.push(writer);
-                    match closed_unread(reader, bound.saturating_sub(start.elapsed())).await {
-                        Some(at) => last = last.max(at),
+                    match closed_unread(reader, bound.saturating_sub(opened.elapsed())).await {
+                        Some(at) => slowest = slowest.max(at - opened),
                         None => open += 1,
                     }
                 }
                 Outcome {
-                    observed: format!("{open} of 1000 still open after {bound:?}"),
-                    closed_after: (open == 0).then(|| last - start),
+                    observed: format!("{open} of 1000 still open {bound:?} after they opened"),
+                    closed_after: (open == 0).then_some(slowest),
                 }
             },
         )
@@ -263,33 +297,42 @@ async fn half_open_connections_are_closed(db: PgPool) {
 async fn an_http1_client_that_never_reads_its_responses_is_disconnected(db: PgPool) {
     let mut target = Target::start(db).await;
     let addr = target.addr;
-    // Pipelined requests for the key set, whose answers fill the socket buffers unread.
-    let request = "GET /.well-known/jwks.json HTTP/1.1\r\nhost: gateway\r\n\r\n".repeat(1000);
-    let bound = IDLE_TIMEOUT + KEEPALIVE_TIMEOUT + SLACK;
+    // Pipelined gRPC-Web calls to reflection, whose answers (tens of KB each) fill the socket
+    // buffers unread.
+    let request = format!(
+        "POST {REFLECTION} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\ncontent-length: {}\r\n\r\n",
+        CHAT_DESCRIPTORS.len()
+    );
+    let mut request = request.into_bytes();
+    request.extend_from_slice(CHAT_DESCRIPTORS);
+    let request = request.repeat(1000);
+    let bound = SEND_TIMEOUT + SLACK;
 
     target
         .attack(
             Bounds {
                 name: "a client that never reads its responses (HTTP/1.1, pipelined)",
                 rss_growth: mib(32),
-                closed_within: Some(Duration::from_secs(3) + bound),
+                closed_within: Some(bound),
             },
             async move {
-                let tcp = TcpStream::connect(addr).await.unwrap();
+                let tcp = small_receive_buffer(addr).await;
                 let (reader, mut writer) = tcp.into_split();
                 let start = Instant::now();
                 let mut sent = 0;
                 while start.elapsed() < Duration::from_secs(3) {
-                    match tokio::time::timeout(Duration::from_millis(500), writer.write_all(request.as_bytes())).await {
+                    match tokio::time::timeout(Duration::from_millis(500), writer.write_all(&request)).await {
                         Ok(Ok(())) => sent += 1000,
                         _ => break,
                     }
                 }
+                let blocked = start.elapsed();
                 let closed = closed_unread(reader, bound).await;
                 drop(writer);
                 Outcome {
-                    observed: format!("{sent} requests sent, no answer read"),
-                    closed_after: closed.map(|at| at - start),
+                    observed: format!("{sent} requests sent, no answer read; the gateway stopped reading after {} ms", blocked.as_millis()),
+                    closed_after: closed.map(|at| at - start - blocked),
                 }
             },
         )

@@ -48,6 +48,7 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const UNARY_TIMEOUT: Duration = Duration::from_secs(4);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const MAX_MESSAGE_BYTES: u32 = 4 * 1024 * 1024;
 pub const ALLOWED_ORIGIN: &str = "http://allowed.example";
@@ -147,7 +148,9 @@ impl Target {
         let p99_before = p99(&before.latencies);
         let p99_during = p99(&during.latencies);
         let growth = during.peak_rss.saturating_sub(rss_before);
-        record(&bounds, &outcome, p99_before, p99_during, rss_before, growth, &during);
+        record(
+            &bounds, &outcome, p99_before, p99_during, rss_before, growth, &during,
+        );
         assert!(
             before.failures.is_empty(),
             "{}: calls failed before the attack: {:?}",
@@ -285,6 +288,7 @@ fn gateway_env(auth: SocketAddr) -> Vec<(String, String)> {
         ("KEEPALIVE_TIMEOUT_SECS", secs(KEEPALIVE_TIMEOUT)),
         ("UNARY_TIMEOUT_SECS", secs(UNARY_TIMEOUT)),
         ("HEADER_READ_TIMEOUT_SECS", secs(HEADER_READ_TIMEOUT)),
+        ("SEND_TIMEOUT_SECS", secs(SEND_TIMEOUT)),
         // The attacks come from loopback, like the legitimate client: login's per-address limit
         // would otherwise count the attackers' calls against it.
         ("LOGIN_RATE_PER_MINUTE", "100000".to_owned()),
@@ -331,7 +335,10 @@ async fn listening_addr(log: &PathBuf) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines().filter(|line| line.contains("gateway listening")) {
+        for line in text
+            .lines()
+            .filter(|line| line.contains("gateway listening"))
+        {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
             if let Some(addr) = value["addr"].as_str() {
                 return addr.parse().unwrap();
@@ -399,10 +406,9 @@ async fn get_current_user(
     token: &str,
 ) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(auth_pb::GetCurrentUserRequest {});
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request.set_timeout(Duration::from_secs(5));
     auth.get_current_user(request).await.map(drop)
 }
@@ -443,7 +449,14 @@ fn rss_of(pid: u32) -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kib| kib * 1024)
 }
 
@@ -457,7 +470,9 @@ fn record(
     during: &Measured,
 ) {
     let closed = match (outcome.closed_after, bounds.closed_within) {
-        (Some(after), Some(within)) => format!("{} ms (≤ {} ms)", after.as_millis(), within.as_millis()),
+        (Some(after), Some(within)) => {
+            format!("{} ms (≤ {} ms)", after.as_millis(), within.as_millis())
+        }
         (Some(after), None) => format!("{} ms", after.as_millis()),
         (None, _) => "not closed".to_owned(),
     };
