@@ -111,6 +111,7 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
     /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.
+    /// The gateway's own services must send their response head within it.
     pub unary_timeout: Duration,
     /// `GATEWAY_LOGIN_RATE_PER_MINUTE`: logins, registrations and refreshes per client address,
     /// default 30 (bursts of that size).
