@@ -248,3 +248,62 @@ pub async fn closed_unread(
     };
     tokio::time::timeout(within, closed).await.ok()
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn calls_reset_once_forwarded_do_not_cost_other_clients_their_upstream_connection(
+    db: PgPool,
+) {
+    let mut target = Target::start(db).await;
+    let block = grpc_request_block(GET_JWKS, "application/grpc", &[]);
+    let addr = target.addr;
+
+    // Unlike the rapid reset above, each call is reset only after the gateway has had time to
+    // forward it: every reset then becomes a reset of a stream on the gateway's connection to
+    // auth, which all clients share.
+    let name =
+        "HTTP/2 rapid reset after forwarding: 50 calls opened, reset 5 ms later, 500 a second";
+    let attack = async move {
+        let start = Instant::now();
+        let (mut connections, mut calls) = (0, 0_u32);
+        let mut summaries = Vec::new();
+        while start.elapsed() < FLOOD_FOR {
+            let mut raw = RawH2::connect(addr, &[]).await;
+            connections += 1;
+            let mut next = 1;
+            while start.elapsed() < FLOOD_FOR && raw.closed_at().is_none() {
+                let streams: Vec<u32> = (0..50).map(|i| next + 2 * i).collect();
+                next += 100;
+                let opened: Vec<u8> = streams
+                    .iter()
+                    .flat_map(|stream| frame(HEADERS, END_HEADERS, *stream, &block))
+                    .collect();
+                let reset: Vec<u8> = streams
+                    .iter()
+                    .flat_map(|stream| rst_stream(*stream, 0x8))
+                    .collect();
+                if !raw.send(&opened).await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if !raw.send(&reset).await {
+                    break;
+                }
+                calls += 50;
+                // 500 calls a second: each is real work for the gateway and auth, and the
+                // gateway limits no client's rate of calls to public methods (see ABUSE.md).
+                tokio::time::sleep(Duration::from_millis(95)).await;
+            }
+            summaries.push(raw.summary());
+        }
+        summaries.sort();
+        summaries.dedup();
+        Outcome {
+            observed: format!(
+                "{}; {connections} connection(s), {calls} calls reset",
+                summaries.join(" / ")
+            ),
+            closed_after: None,
+        }
+    };
+    target.attack(bounds(name, None), attack).await;
+}
