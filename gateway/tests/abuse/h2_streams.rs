@@ -15,8 +15,9 @@ use crate::{
     h2_floods::closed_unread,
     harness::{
         Bounds, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_CONCURRENT_STREAMS,
-        Outcome, SEND_TIMEOUT, Target, mib, released,
+        Outcome, SEND_TIMEOUT, Target, mib,
     },
+    kernel::released,
 };
 
 /// Reflection's answer to "which services": a response of a few hundred bytes from the gateway

@@ -21,11 +21,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::config::SecretSource;
 use proto::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
-use sqlx::{PgPool, postgres::PgPoolOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sqlx::PgPool;
 use tonic::transport::Channel;
+
+use crate::{
+    kernel::rss_of,
+    processes::{gateway_env, listening_addr, register_and_log_in, start_auth, wait_until_ready},
+};
 
 /// Calls per second of the legitimate client.
 const PROBE_RATE: u32 = 50;
@@ -36,9 +39,6 @@ const MIN_DURING: Duration = Duration::from_secs(2);
 /// The p99 during an attack may be 10 times the p99 before, but never has to be under this: on a
 /// loaded 2-core machine a baseline p99 of 3 ms times 10 is below the scheduler's own noise.
 pub const P99_FLOOR: Duration = Duration::from_millis(250);
-/// The service secret shared by auth and the gateway here.
-const SERVICE_SECRET: &str = "abuse-suite-service-secret-not-for-deployments";
-const PASSWORD: &str = "correct horse battery staple";
 
 /// The settings the suite gives the gateway: production defaults, except the timeouts, which
 /// are shortened so that the bounds that depend on them are checked within CI's time budget
@@ -267,130 +267,6 @@ fn p99(latencies: &[Duration]) -> Duration {
         .unwrap_or_default()
 }
 
-fn gateway_env(auth: SocketAddr) -> Vec<(String, String)> {
-    let nowhere = "http://127.0.0.1:1".to_owned();
-    let secs = |duration: Duration| duration.as_secs().to_string();
-    [
-        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("LOG", "info".to_owned()),
-        ("LOG_FORMAT", "json".to_owned()),
-        ("SERVICE_SECRET", SERVICE_SECRET.to_owned()),
-        ("AUTH_URL", format!("http://{auth}")),
-        // Chat and group are not needed by any attack: their calls answer UNAVAILABLE.
-        ("CHAT_URL", nowhere.clone()),
-        ("GROUP_URL", nowhere),
-        ("CORS_ALLOWED_ORIGINS", ALLOWED_ORIGIN.to_owned()),
-        ("MAX_CONCURRENT_STREAMS", MAX_CONCURRENT_STREAMS.to_string()),
-        ("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES.to_string()),
-        ("IDLE_TIMEOUT_SECS", secs(IDLE_TIMEOUT)),
-        ("KEEPALIVE_INTERVAL_SECS", secs(KEEPALIVE_INTERVAL)),
-        ("KEEPALIVE_TIMEOUT_SECS", secs(KEEPALIVE_TIMEOUT)),
-        ("UNARY_TIMEOUT_SECS", secs(UNARY_TIMEOUT)),
-        ("HEADER_READ_TIMEOUT_SECS", secs(HEADER_READ_TIMEOUT)),
-        ("SEND_TIMEOUT_SECS", secs(SEND_TIMEOUT)),
-        // The attacks come from loopback, like the legitimate client: login's per-address limit
-        // would otherwise count the attackers' calls against it.
-        ("LOGIN_RATE_PER_MINUTE", "100000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(setting, value)| (format!("GATEWAY_{setting}"), value))
-    .collect()
-}
-
-/// Starts auth on a runtime of its own thread (with a pool of that runtime), so that an attack's
-/// tasks on the test's runtime do not slow auth down.
-fn start_auth(db: PgPool) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let options = db.connect_options().as_ref().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let pool = PgPoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
-                .await
-                .unwrap();
-            let mut config = auth::Config::for_tests();
-            config.service_secret = SecretSource::Inline(SERVICE_SECRET.into());
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let _ = auth::run(config, pool, listener, shutdown).await;
-        });
-    });
-    (addr, stop)
-}
-
-/// The address the gateway logged as listening on.
-async fn listening_addr(log: &PathBuf) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        for line in text
-            .lines()
-            .filter(|line| line.contains("gateway listening"))
-        {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap();
-            if let Some(addr) = value["addr"].as_str() {
-                return addr.parse().unwrap();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not start; its log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_until_ready(addr: SocketAddr) {
-    for _ in 0..500 {
-        if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
-            let request = "GET /readyz HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n";
-            let mut response = Vec::new();
-            if tcp.write_all(request.as_bytes()).await.is_ok()
-                && tcp.read_to_end(&mut response).await.is_ok()
-                && response.starts_with(b"HTTP/1.1 200")
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the gateway did not become ready");
-}
-
-async fn register_and_log_in(addr: SocketAddr) -> String {
-    let mut auth = AuthServiceClient::new(testkit::connect(addr).await);
-    auth.register(auth_pb::RegisterRequest {
-        username: "legitimate".into(),
-        password: PASSWORD.into(),
-        display_name: String::new(),
-    })
-    .await
-    .unwrap();
-    auth.login(auth_pb::LoginRequest {
-        username: "legitimate".into(),
-        password: PASSWORD.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens
-    .unwrap()
-    .access_token
-}
-
 /// One authenticated unary call on a fresh connection.
 async fn probe_once(addr: SocketAddr, token: &str) -> Result<(), tonic::Status> {
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -443,23 +319,6 @@ fn probe(addr: SocketAddr, token: &str, pid: u32, stop: &AtomicBool, measured: &
     });
 }
 
-/// VmRSS of `pid` in bytes (0 once it has exited).
-fn rss_of(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 fn record(
     bounds: &Bounds,
     outcome: &Outcome,
@@ -499,44 +358,4 @@ fn record(
 /// Mebibytes, for bounds.
 pub const fn mib(n: u64) -> u64 {
     n * 1024 * 1024
-}
-
-/// Waits up to `within` for the gateway at `gateway` to let go of its end of the connection from
-/// `client`; when it did. Read from the kernel's socket table, because a client that reads
-/// nothing may never see the close: the gateway's FIN waits behind the data queued for it.
-pub async fn released(
-    gateway: SocketAddr,
-    client: SocketAddr,
-    within: Duration,
-) -> Option<Instant> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if !held_by_a_process(gateway, client) {
-            return Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-/// Whether the socket `local` → `remote` (IPv4) is in `/proc/net/tcp` with an owner (an inode):
-/// a socket its process has closed lingers there as an orphan with inode 0.
-fn held_by_a_process(local: SocketAddr, remote: SocketAddr) -> bool {
-    let hex = |addr: SocketAddr| match addr {
-        SocketAddr::V4(v4) => format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(v4.ip().octets()),
-            v4.port()
-        ),
-        SocketAddr::V6(_) => String::new(),
-    };
-    let (local, remote) = (hex(local), hex(remote));
-    fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .any(|fields| {
-            fields.len() > 9 && fields[1] == local && fields[2] == remote && fields[9] != "0"
-        })
 }

@@ -13,3 +13,6 @@ mod grpc_web;
 mod h2_floods;
 mod h2_streams;
 mod harness;
+mod kernel;
+mod processes;
+mod web_client;
