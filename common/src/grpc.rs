@@ -29,7 +29,17 @@ fn server_builder() -> Server {
         // messages over a thousand streams).
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .initial_stream_window_size(Some(STREAM_WINDOW))
+        // For the same reason: every client's cancelled calls reach a service as resets on the
+        // gateway's few connections, and with h2's default (20 reset streams waiting to be
+        // accepted) one client cancelling calls as fast as it opens them got the connection all
+        // clients share closed (GOAWAY "too_many_resets"; the gateway's abuse suite). Clients'
+        // own connections to the gateway keep h2's default.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
 }
+
+/// Streams reset by the peer before the service accepted them, per connection; see
+/// `server_builder`.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
 
 /// HTTP/2 flow-control window of each connection.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;

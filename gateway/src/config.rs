@@ -102,8 +102,16 @@ pub struct Limits {
     /// `GATEWAY_IDLE_TIMEOUT_SECS`: a connection with nothing in flight is closed after this,
     /// default 300.
     pub idle_timeout: Duration,
+    /// `GATEWAY_HEADER_READ_TIMEOUT_SECS`: an HTTP/1.1 client must send a request's whole head
+    /// within this, or the connection is closed (slowloris on the headers; see
+    /// `server::ServerLimits::header_read_timeout`), default 30.
+    pub header_read_timeout: Duration,
+    /// `GATEWAY_SEND_TIMEOUT_SECS`: a connection whose writes have been blocked this long (its
+    /// client reads nothing) is dropped, default 60 (see `server::ServerLimits::send_timeout`).
+    pub send_timeout: Duration,
     /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
     /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.
+    /// The gateway's own services must send their response head within it.
     pub unary_timeout: Duration,
     /// `GATEWAY_LOGIN_RATE_PER_MINUTE`: logins, registrations and refreshes per client address,
     /// default 30 (bursts of that size).
@@ -254,6 +262,9 @@ impl Config {
                 keepalive_timeout: env
                     .seconds_or("KEEPALIVE_TIMEOUT_SECS", Duration::from_secs(10))?,
                 idle_timeout: env.seconds_or("IDLE_TIMEOUT_SECS", Duration::from_secs(300))?,
+                header_read_timeout: env
+                    .seconds_or("HEADER_READ_TIMEOUT_SECS", Duration::from_secs(30))?,
+                send_timeout: env.seconds_or("SEND_TIMEOUT_SECS", Duration::from_secs(60))?,
                 unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
@@ -284,6 +295,8 @@ impl Config {
                 keepalive_interval: Duration::from_secs(30),
                 keepalive_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(300),
+                header_read_timeout: Duration::from_secs(30),
+                send_timeout: Duration::from_secs(60),
                 unary_timeout: Duration::from_secs(30),
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,

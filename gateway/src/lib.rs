@@ -114,6 +114,8 @@ pub async fn run_with_metrics_listener(
         keepalive_interval: config.limits.keepalive_interval,
         keepalive_timeout: config.limits.keepalive_timeout,
         idle_timeout: config.limits.idle_timeout,
+        header_read_timeout: config.limits.header_read_timeout,
+        send_timeout: config.limits.send_timeout,
     };
     server::serve(
         listener,
@@ -159,6 +161,10 @@ async fn router(
         .layer(common::grpc_guard::GrpcGuardLayer::new(
             common::grpc_guard::workspace_schemas(),
         ))
+        .layer(axum::middleware::from_fn({
+            let unary_timeout = config.limits.unary_timeout;
+            move |request, next| own_response_head_within(unary_timeout, request, next)
+        }))
         .fallback({
             let proxy = proxy.clone();
             move |request| proxy::proxy(proxy.clone(), request)
@@ -186,6 +192,25 @@ async fn router(
     }
     // Turns every route into its final service once, instead of on each request.
     Ok(app.with_state(()))
+}
+
+/// Bounds the gateway's own services as the proxy bounds unary calls: the response head must
+/// come within `limit`. That is the whole call for health's `Check`, and the request message for
+/// `Watch`; reflection's bidirectional stream answers its head at once, so it is not bounded.
+/// Without it, a request body that never ends (slowloris on the body) held the call for ever.
+async fn own_response_head_within(
+    limit: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => tonic::Status::deadline_exceeded(format!(
+            "the request was not complete within {} s",
+            limit.as_secs()
+        ))
+        .into_http(),
+    }
 }
 
 /// Ready when auth's key set has been fetched and its revocations read (so tokens can be checked).

@@ -14,7 +14,8 @@
 //! - its request is malformed (a frame with an unknown flag, a truncated frame, a body its
 //!   gRPC-Web encoding cannot decode): INVALID_ARGUMENT; a compressed frame: UNIMPLEMENTED; a
 //!   message over the size limit: RESOURCE_EXHAUSTED (`common::grpc_guard::CheckedRequestBody`,
-//!   whose first status wins over whatever the upstream made of the broken request);
+//!   whose first status wins over whatever the upstream made of the broken request, which it gets
+//!   cut short rather than reset: see `EndOnProblem`);
 //! - the upstream cannot be reached, or its connection fails before or while the response
 //!   streams (a replica killed mid-stream): UNAVAILABLE, which clients retry;
 //! - the upstream's response carries more metadata in one header block than clients accept
@@ -145,6 +146,11 @@ impl Proxy {
             message_type: None,
         };
         let body = CheckedRequestBody::new(body, checks, request_problem.clone());
+        let body = EndOnProblem {
+            inner: body,
+            problem: request_problem.clone(),
+            ended: false,
+        };
         let upstream_request = Request::from_parts(parts, UpstreamBody::new(body));
         let response = self.call_upstream(method, &path, upstream_request).await;
         if let Some(problem) = request_problem.get() {
@@ -197,6 +203,60 @@ impl Proxy {
                 Status::unavailable("upstream unavailable")
             }
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body on its way upstream, ended (END_STREAM) where the gateway's checks
+    /// find a problem with it instead of failing there. A failing body makes hyper reset the
+    /// upstream stream, and an upstream counts the resets on a connection (h2's defence against
+    /// rapid reset): a client sending malformed requests got the gateway's connection to auth,
+    /// which every client's calls share, closed with GOAWAY, failing other users' calls (found by
+    /// the abuse suite). The client still hears about the problem ([`RequestProblem`]). Other
+    /// errors (the client reset its stream) still reset the upstream stream, so that the
+    /// upstream never takes a cancelled request for a complete one.
+    struct EndOnProblem<B> {
+        #[pin]
+        inner: B,
+        problem: Arc<RequestProblem>,
+        ended: bool,
+    }
+}
+
+impl<B> http_body::Body for EndOnProblem<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            Some(Err(_)) if this.problem.get().is_some() => {
+                *this.ended = true;
+                Poll::Ready(None)
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.ended {
+            http_body::SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
     task::JoinSet,
+    time::Instant,
 };
 use tokio_rustls::{TlsAcceptor, rustls};
 use tower::ServiceExt;
@@ -70,6 +71,15 @@ pub struct ServerLimits {
     /// A connection with no request in flight (a response still streaming counts as in flight)
     /// for this long is closed gracefully: default 5 min.
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 client must send a request's whole head (request line and headers) within this
+    /// once the gateway waits for one (from its first byte, and between keep-alive requests), or
+    /// the connection is closed without an answer (slowloris on the headers): default 30 s.
+    pub header_read_timeout: Duration,
+    /// A connection whose writes have been blocked this long (the client reads nothing: its
+    /// receive window and the socket buffers are full) is dropped, whatever is in flight, like
+    /// nginx's `send_timeout`: default 60 s. HTTP/2's PINGs catch most such clients sooner;
+    /// this also covers HTTP/1.1, which has none.
+    pub send_timeout: Duration,
 }
 
 /// The PEM files [`tls_acceptor`] reads.
@@ -121,6 +131,8 @@ impl Default for ServerLimits {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5 * 60),
+            header_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -193,6 +205,7 @@ pub async fn serve(
                     app: app.clone(),
                     peer,
                     idle_timeout: limits.idle_timeout,
+                    send_timeout: limits.send_timeout,
                     max_header_list_bytes: limits.max_header_list_bytes,
                     stopping: stopping.clone(),
                 };
@@ -229,10 +242,11 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let http1_buffer = usize::try_from(hard_limit)
         .unwrap_or(usize::MAX)
         .max(MIN_HTTP1_BUFFER_BYTES);
-    // The timer enables hyper's HTTP/1 header read timeout (30 s) against slow request heads.
+    // Against slow request heads (slowloris); the timer is what makes hyper enforce it.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(http1_buffer);
     builder
         .http2()
@@ -294,6 +308,7 @@ struct ConnectionTask {
     app: Router,
     peer: SocketAddr,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_header_list_bytes: u32,
     /// Becomes `true` when the server shuts down.
     stopping: watch::Receiver<bool>,
@@ -319,7 +334,8 @@ impl ConnectionTask {
     }
 
     /// Serves HTTP until the connection ends, closing it gracefully when it has been idle for
-    /// `idle_timeout` or when the server shuts down.
+    /// `idle_timeout` or when the server shuts down, and dropping it when its writes have been
+    /// blocked for `send_timeout`.
     async fn serve_http<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -329,6 +345,7 @@ impl ConnectionTask {
             app,
             peer,
             idle_timeout,
+            send_timeout,
             max_header_list_bytes,
             mut stopping,
         } = self;
@@ -339,12 +356,21 @@ impl ConnectionTask {
             max_header_list_bytes: usize::try_from(max_header_list_bytes).unwrap_or(usize::MAX),
             in_flight: Arc::new(in_flight_count),
         };
+        let writes = Arc::new(WriteProgress::default());
+        let io = WatchedIo {
+            io,
+            writes: Arc::clone(&writes),
+        };
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut closing = false;
+        // The idle timer restarts from the moment the count of requests in flight last changed,
+        // i.e. when the last request of a busy period finished.
+        let mut idle_since = Instant::now();
+        let mut send_checks =
+            tokio::time::interval((send_timeout / 4).max(Duration::from_millis(100)));
+        send_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Each change of the count starts the select over, so the idle timer restarts from
-            // the moment the last request of a busy period finished.
             let idle = *in_flight.borrow_and_update() == 0;
             tokio::select! {
                 result = connection.as_mut() => {
@@ -353,11 +379,18 @@ impl ConnectionTask {
                     }
                     return;
                 }
-                Ok(()) = in_flight.changed() => {}
-                () = tokio::time::sleep(idle_timeout), if idle && !closing => {
+                Ok(()) = in_flight.changed() => idle_since = Instant::now(),
+                () = tokio::time::sleep_until(idle_since + idle_timeout), if idle && !closing => {
                     tracing::debug!(%peer, "closing an idle connection");
                     connection.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                _ = send_checks.tick() => {
+                    if writes.blocked_for() >= send_timeout {
+                        // Nothing can be sent to this client, not even a GOAWAY: drop it.
+                        tracing::debug!(%peer, "dropping a connection whose client reads nothing");
+                        return;
+                    }
                 }
                 Ok(_) = stopping.wait_for(|stopping| *stopping), if !closing => {
                     connection.as_mut().graceful_shutdown();
@@ -365,6 +398,95 @@ impl ConnectionTask {
                 }
             }
         }
+    }
+}
+
+/// Since when a connection's writes have been blocked, if they are.
+#[derive(Default)]
+struct WriteProgress {
+    blocked_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl WriteProgress {
+    fn note<T>(&self, poll: &Poll<T>) {
+        let mut blocked_since = self
+            .blocked_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match poll {
+            Poll::Pending => {
+                blocked_since.get_or_insert_with(Instant::now);
+            }
+            Poll::Ready(_) => *blocked_since = None,
+        }
+    }
+
+    fn blocked_for(&self) -> Duration {
+        self.blocked_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's I/O, noting in [`WriteProgress`] whether its writes are blocked.
+    struct WatchedIo<I> {
+        #[pin]
+        io: I,
+        writes: Arc<WriteProgress>,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for WatchedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for WatchedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let poll = this.io.poll_write(cx, buf);
+        this.writes.note(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let poll = this.io.poll_write_vectored(cx, bufs);
+        this.writes.note(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let poll = this.io.poll_flush(cx);
+        // A TCP flush is always ready: only a write that goes through shows the client reads.
+        if poll.is_pending() {
+            this.writes.note(&poll);
+        }
+        poll
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 

@@ -1,0 +1,65 @@
+//! What the suite reads from the kernel: a process's resident set size, and whether a process
+//! still holds a TCP connection.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+/// VmRSS of `pid` in bytes (0 once it has exited).
+pub fn rss_of(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Waits up to `within` for the gateway at `gateway` to let go of its end of the connection from
+/// `client`; when it did. Read from the kernel's socket table, because a client that reads
+/// nothing may never see the close: the gateway's FIN waits behind the data queued for it.
+pub async fn released(
+    gateway: SocketAddr,
+    client: SocketAddr,
+    within: Duration,
+) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !held_by_a_process(gateway, client) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Whether the socket `local` → `remote` (IPv4) is in `/proc/net/tcp` with an owner (an inode):
+/// a socket its process has closed lingers there as an orphan with inode 0.
+fn held_by_a_process(local: SocketAddr, remote: SocketAddr) -> bool {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .any(|fields| {
+            fields.len() > 9 && fields[1] == local && fields[2] == remote && fields[9] != "0"
+        })
+}
