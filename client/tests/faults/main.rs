@@ -29,6 +29,7 @@ mod clients;
 mod ledger;
 mod postgres;
 mod stack;
+mod storm;
 
 use std::time::{Duration, Instant};
 
