@@ -25,8 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
-    Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session, Target,
-    TargetKind, Warning, chains, profile::Cursors, session::authorized,
+    Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session,
+    Target, TargetKind, Warning, backoff::with_jitter, chains, profile::Cursors,
+    session::authorized,
 };
 
 /// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
