@@ -121,20 +121,22 @@ async fn a_reconnect_storm_of_every_stream_through_the_gateway_loses_nothing() {
     let (stop, stopped) = watch::channel(false);
     let ledger = Arc::new(Ledger::default());
     let mut tasks = JoinSet::new();
-    let send_interval = Duration::from_millis((streams * 1000 / DELIVERIES_PER_SECOND) as u64)
-        .max(Duration::from_secs(1));
-    for target in &world.targets {
-        let (session, target, ledger) = (world.sender.clone(), target.clone(), ledger.clone());
-        let name: &'static str = Box::leak(format!("sender-{}", target.conversation_id).into());
-        tasks.spawn(paced(send_interval, stopped.clone(), move |n| {
-            let (session, target, ledger) = (session.clone(), target.clone(), ledger.clone());
-            async move {
-                let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
-                ledger.sending(&target.conversation_id, &id, &text);
-                send_until_settled(&session, &target, &ledger, id, &text).await;
-            }
-        }));
-    }
+    // One device sends one message at a time (the library's sending turn): one loop over the
+    // groups in turn, each getting a message every `streams / DELIVERIES_PER_SECOND` seconds.
+    let n_groups = world.targets.len();
+    let send_interval =
+        Duration::from_micros((streams * 1_000_000 / DELIVERIES_PER_SECOND / n_groups) as u64)
+            .max(Duration::from_millis(100));
+    let (session, targets, record) = (world.sender.clone(), world.targets.clone(), ledger.clone());
+    tasks.spawn(paced(send_interval, stopped.clone(), move |n| {
+        let target = targets[n as usize % targets.len()].clone();
+        let (session, ledger) = (session.clone(), record.clone());
+        async move {
+            let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("sender {n}"));
+            ledger.sending(&target.conversation_id, &id, &text);
+            send_until_settled(&session, &target, &ledger, id, &text).await;
+        }
+    }));
 
     let opening = Instant::now();
     let book = Arc::new(Book::default());
