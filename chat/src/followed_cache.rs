@@ -80,6 +80,14 @@ impl<K: Eq + Hash + Copy, V: Clone> FollowedCache<K, V> {
         state.entries.remove(&key);
     }
 
+    /// Drops every answer (an event concerns keys it does not name, e.g. a group's deletion
+    /// for the cache of each user's groups).
+    pub fn invalidate_all(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.clear();
+    }
+
     /// Starts (events are followed from now on) or stops (events may be missed) trusting the
     /// cache; either way it starts empty.
     pub fn set_following(&self, following: bool) {
@@ -127,5 +135,21 @@ mod tests {
 
         assert_eq!(cache.get(1), None);
         assert_eq!(cache.get(2), Some("b"));
+    }
+
+    #[test]
+    fn invalidating_all_drops_every_answer_and_refuses_answers_fetched_across_it() {
+        let cache = FollowedCache::<u32, &str>::default();
+        cache.set_following(true);
+        cache.store(cache.generation(), [(1, "a"), (2, "b")]);
+
+        let before = cache.generation();
+        cache.invalidate_all();
+        cache.store(before, [(1, "stale")]);
+
+        assert_eq!(cache.get(1), None);
+        assert_eq!(cache.get(2), None);
+        cache.store(cache.generation(), [(2, "fresh")]);
+        assert_eq!(cache.get(2), Some("fresh"));
     }
 }

@@ -12,7 +12,7 @@ use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
-    groups::MembersCache,
+    groups::{MembersCache, UserGroupsCache},
     hub::{ChangeKind, Hub, MembershipChange},
     ids::{ConversationId, UserId},
     watch::EventSource,
@@ -26,6 +26,8 @@ pub struct MembershipEvents {
     pub credential: ServiceCredential,
     /// Kept right by the events.
     pub cache: Arc<MembersCache>,
+    /// Each user's groups, kept right by the events.
+    pub user_groups: Arc<UserGroupsCache>,
     /// Told about every change.
     pub hub: Arc<Hub>,
 }
@@ -59,6 +61,14 @@ impl EventSource for MembershipEvents {
         match change_from(&event) {
             Some(change) => {
                 self.cache.invalidate(change.group);
+                match change.user {
+                    Some(user) => self.user_groups.invalidate(user),
+                    // Deleted: every member's list changes (renamed: none does).
+                    None if change.kind == ChangeKind::GroupDeleted => {
+                        self.user_groups.invalidate_all();
+                    }
+                    None => {}
+                }
                 self.hub.membership_changed(change);
             }
             None => tracing::warn!(
@@ -70,6 +80,7 @@ impl EventSource for MembershipEvents {
 
     fn set_following(&self, following: bool) {
         self.cache.set_following(following);
+        self.user_groups.set_following(following);
     }
 }
 

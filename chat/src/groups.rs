@@ -6,6 +6,14 @@
 //! `WatchMembershipEvents`, each event dropping its group's entry: an answer is never staler
 //! than the event stream's delay, and never stale across a missed event. A send the cached
 //! members refuse is checked again against the group service (`sending.rs`).
+//!
+//! Each user's list of groups, which every stream opening needs, is cached the same way for
+//! stream openings (every membership change has an event naming its user; a group's deletion
+//! drops every list): without it, a reconnect storm (the gateway restarting under 5,000 streams,
+//! `client/tests/faults/storm.rs`) made one `ListUserGroups` call per stream, which saturated the
+//! group service's database pool (its calls and health probes timed out, its own event feed
+//! failed, and with it this cache) and turned reopened streams away with UNAVAILABLE, again and
+//! again.
 
 use std::sync::Arc;
 
@@ -30,10 +38,14 @@ pub struct Membership {
     participants: Participants,
     channel: Channel,
     cache: Arc<MembersCache>,
+    user_groups: Arc<UserGroupsCache>,
 }
 
 /// Group members as the group service last answered, `None` for "no such group".
 pub type MembersCache = FollowedCache<ConversationId, Option<Arc<[UserId]>>>;
+
+/// Each user's groups as the group service last answered.
+pub type UserGroupsCache = FollowedCache<UserId, Arc<[ConversationId]>>;
 
 impl Membership {
     /// Membership over `participants` and the group service at `group_url` (connected lazily).
@@ -51,6 +63,7 @@ impl Membership {
             participants,
             channel,
             cache: Arc::default(),
+            user_groups: Arc::default(),
         })
     }
 
@@ -62,6 +75,11 @@ impl Membership {
     /// The membership cache, for the event follower to keep right.
     pub fn cache(&self) -> Arc<MembersCache> {
         self.cache.clone()
+    }
+
+    /// The cache of each user's groups, for the event follower to keep right.
+    pub fn user_groups_cache(&self) -> Arc<UserGroupsCache> {
+        self.user_groups.clone()
     }
 
     /// The participants of `conversation` if `user` is one of them: the two users of a direct
@@ -133,6 +151,38 @@ impl Membership {
         credentials: &Credentials,
         user: UserId,
     ) -> Result<Vec<ConversationId>, Error> {
+        self.groups_of_from(credentials, user, Source::GroupService)
+            .await
+    }
+
+    /// Like [`Membership::groups_of`], from the cache when it holds `user`: for a stream
+    /// opening. A cached list trails the group service by at most the event stream's delay, and a
+    /// stream registered with it is kept right by the same events (the hub adds a group its user
+    /// joined, and removes one they left), so it ends up as if opened with the current list. A
+    /// listing (`ListConversations`) has no such repair and asks the group service.
+    ///
+    /// # Errors
+    /// As [`Membership::groups_of`].
+    pub async fn groups_of_for_stream(
+        &self,
+        credentials: &Credentials,
+        user: UserId,
+    ) -> Result<Vec<ConversationId>, Error> {
+        self.groups_of_from(credentials, user, Source::Cache).await
+    }
+
+    async fn groups_of_from(
+        &self,
+        credentials: &Credentials,
+        user: UserId,
+        source: Source,
+    ) -> Result<Vec<ConversationId>, Error> {
+        if source == Source::Cache
+            && let Some(cached) = self.user_groups.get(user)
+        {
+            return Ok(cached.to_vec());
+        }
+        let generation = self.user_groups.generation();
         let mut client = group_pb::group_internal_service_client::GroupInternalServiceClient::new(
             self.channel.clone(),
         );
@@ -150,6 +200,13 @@ impl Membership {
             .map(|id| parse_from_group(id).map(ConversationId))
             .collect::<Result<Vec<_>, _>>()?;
         ensure_group_conversations(&self.db, &groups).await?;
+        // Stored once the conversations' rows exist (a cached list needs no more writes), and
+        // only for streams: a stream opened with this list later is repaired by the events, so
+        // the cache holds lists of users who stream (those a reconnect storm brings back).
+        if source == Source::Cache {
+            self.user_groups
+                .store(generation, [(user, Arc::from(groups.as_slice()))]);
+        }
         Ok(groups)
     }
 

@@ -163,6 +163,7 @@ fn build(
         channel: membership.channel(),
         credential: credential.clone(),
         cache: membership.cache(),
+        user_groups: membership.user_groups_cache(),
         hub: hub.clone(),
     };
     tokio::spawn(watch::follow(membership_events, background.clone()));

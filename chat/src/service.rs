@@ -242,7 +242,10 @@ impl Chat {
         positions: HashMap<ConversationId, u64>,
         token: TokenWatch,
     ) -> Result<(Outbox, EventStream), Error> {
-        let groups = self.membership.groups_of(credentials, caller.user).await?;
+        let groups = self
+            .membership
+            .groups_of_for_stream(credentials, caller.user)
+            .await?;
         self.delivery.open(caller, groups, positions, token)
     }
 

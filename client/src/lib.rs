@@ -62,6 +62,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 pub mod chains;
 mod contacts;
 mod error;
@@ -74,6 +75,7 @@ mod server;
 mod session;
 mod warnings;
 
+pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
 pub use contacts::{SafetyNumber, Trusted};
 pub use error::{Error, Result};
 pub use groups::{GroupInfo, MemberInfo};

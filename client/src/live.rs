@@ -25,12 +25,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
-    Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session, Target,
-    TargetKind, Warning, chains, profile::Cursors, session::authorized,
+    Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session,
+    Target, TargetKind, Warning, backoff::with_jitter, chains, profile::Cursors,
+    session::authorized,
 };
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
 const SEND_RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -274,7 +273,7 @@ enum End {
 
 impl LiveState {
     async fn run(&mut self) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new();
         loop {
             match self.connect_once().await {
                 End::Done => return,
@@ -287,18 +286,17 @@ impl LiveState {
                         return;
                     }
                     if caught_up {
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                     }
                     let event = LiveEvent::Disconnected {
                         code: error.status_code(),
                         error: error.to_string(),
-                        retry_in: backoff,
+                        retry_in: backoff.current(),
                     };
                     if self.events.send(event).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(with_jitter(backoff)).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -756,14 +754,6 @@ async fn open_in(session: &Session, target: &Target, message: pb::Message) -> Re
     Ok(shown)
 }
 
-/// Between half and all of `delay`, so that clients cut off together do not return together.
-fn with_jitter(delay: Duration) -> Duration {
-    use rand_core::RngCore;
-    let half = delay / 2;
-    let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_millis(rand_core::OsRng.next_u64() % spread)
-}
-
 fn request(request: Outgoing) -> pb::OpenStreamRequest {
     pb::OpenStreamRequest {
         request: Some(request),
@@ -775,19 +765,4 @@ fn send_request(request_id: &str, envelope: pb::Envelope) -> pb::OpenStreamReque
         request_id: request_id.to_owned(),
         envelope: Some(envelope),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jittered_delays_stay_between_half_and_all_of_the_backoff() {
-        for _ in 0..100 {
-            let delay = with_jitter(Duration::from_millis(800));
-
-            assert!(delay >= Duration::from_millis(400) && delay < Duration::from_millis(800));
-        }
-        assert!(with_jitter(Duration::ZERO) <= Duration::from_millis(1));
-    }
 }

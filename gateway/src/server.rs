@@ -45,6 +45,13 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM):
 /// retrying at once would spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// The listening socket's accept queue (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default since Linux 5.4, in each pod's network namespace too). Every client of a gateway that
+/// restarts reconnects within a second or so, and an Ingress in front opens one connection per
+/// stream (nginx's `grpc_pass` does not multiplex): with tokio's default of 1024, the fault suite's
+/// storm of 5,000 streams through nginx overflowed it, the kernel dropped SYNs, and connections
+/// waited for TCP's retransmissions (1 s, 3 s) until nginx's connect timeout answered 504.
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// hyper panics on an HTTP/1 buffer limit below this.
 const MIN_HTTP1_BUFFER_BYTES: usize = 8 * 1024;
 /// The smallest transport-level cap on a request's header list; see [`hard_header_list_bytes`].
@@ -171,6 +178,23 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds the gateway's listener on `addr` with an accept queue of [`LISTEN_BACKLOG`] (and
+/// `SO_REUSEADDR`, as `TcpListener::bind` sets it, so that a restarted gateway can bind while
+/// connections of the previous one linger in TIME_WAIT).
+///
+/// # Errors
+/// When the socket cannot be created or bound.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, asks every
@@ -616,5 +640,44 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1,100 connections arrive before the gateway accepts any (a reconnect storm while it is
+    /// busy): every one completes its handshake at once. With tokio's default accept queue of
+    /// 1024 the last ones wait for SYN retransmissions (a second or more).
+    #[tokio::test]
+    async fn a_burst_of_connections_beyond_tokios_default_backlog_is_queued() {
+        const CONNECTIONS: usize = 1100;
+        if open_files_soft_limit().is_some_and(|limit| limit < CONNECTIONS as u64 + 100) {
+            eprintln!("skipped: RLIMIT_NOFILE is below {CONNECTIONS} connections");
+            return;
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connections = Vec::new();
+        for n in 0..CONNECTIONS {
+            let connect = tokio::net::TcpStream::connect(addr);
+            let connected = tokio::time::timeout(Duration::from_millis(500), connect).await;
+            assert!(
+                matches!(connected, Ok(Ok(_))),
+                "connection {n} was not queued: {connected:?}"
+            );
+            connections.push(connected);
+        }
+        drop(listener);
+    }
+
+    /// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+    fn open_files_soft_limit() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
     }
 }

@@ -96,7 +96,9 @@ lock_file {dir}/nginx.lock;
 error_log {dir}/error.log warn;
 
 events {{
-    worker_connections 1024;
+    # ingress-nginx's default (ConfigMap max-worker-connections). grpc_pass opens one upstream
+    # connection per stream, so the fault suite's storm (thousands of streams) needs them.
+    worker_connections 16384;
 }}
 
 http {{

@@ -224,7 +224,9 @@ pub fn unary_sender(
     Tasks(vec![task])
 }
 
-async fn send_until_settled(
+/// Seals `text` once and sends it until acknowledged or failed for good, recording each
+/// attempt in `ledger` (the storm test's sender uses it too).
+pub async fn send_until_settled(
     session: &Session,
     target: &Target,
     ledger: &Ledger,
@@ -299,7 +301,7 @@ fn text_of(message: ReceivedText) -> String {
 
 /// The gRPC status name of a client error (as the library maps statuses: a server that could
 /// not be reached is UNAVAILABLE).
-fn error_status(error: &Error) -> String {
+pub fn error_status(error: &Error) -> String {
     error
         .status_code()
         .map_or_else(|| format!("local: {error}"), status_name)

@@ -8,6 +8,9 @@
 //! them, nginx as the Ingress) rather than copying them; what it adds is a PostgreSQL of its own
 //! that it can stop and crash (`postgres.rs`) and `testkit::ChaosProxy` on chat's links.
 //!
+//! The reconnect storm (fault 6, `storm.rs`) has its own clients and audit: thousands of raw
+//! streams that check sequences, a library sender, and a probe of unary calls beside them.
+//!
 //! Needs what the cluster test needs (`cargo build --bins`, nginx) and PostgreSQL's server
 //! binaries (no `DATABASE_URL`: each test runs its own server). The tests are heavy (a whole
 //! system each): `.config/nextest.toml` runs them one at a time.
@@ -29,6 +32,7 @@ mod clients;
 mod ledger;
 mod postgres;
 mod stack;
+mod storm;
 
 use std::time::{Duration, Instant};
 

@@ -285,16 +285,16 @@ async fn health(addr: std::net::SocketAddr, service: &str) -> Option<ServingStat
 
 /// The test's directory (secrets, logs, profiles, the database): removed after a success,
 /// kept and named after a failure.
-struct Scratch(PathBuf);
+pub struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let path = std::env::temp_dir().join(format!("chat-faults-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
     }
 
