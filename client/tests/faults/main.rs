@@ -27,6 +27,7 @@ mod traffic;
 
 mod clients;
 mod ledger;
+mod membership;
 mod postgres;
 mod stack;
 

@@ -1,0 +1,866 @@
+//! Fault 5: chat's links to group and auth cut (connections reset, new ones refused) or
+//! silently stalled while a member is removed from a group or a device is revoked.
+//!
+//! Chat checks every send against group memberships and users' device lists that it caches,
+//! trusted only while it follows group's and auth's change events (`chat/src/watch.rs`). So the
+//! window in which chat may still accept a message sealed for the old members or devices, and
+//! deliver it to the member removed or the device revoked, is how long it takes chat to learn
+//! the change or to stop trusting its cache: at once when the link is reset (the event stream
+//! ends), and within its HTTP/2 keepalive (3 s + 3 s) when the link stalls silently. These tests
+//! measure that window against PostgreSQL (a late message is one stored with a wrapped key for
+//! the departed device after the change committed) and assert its bound ([`STALE_TRUST_BOUND`]).
+//!
+//! A sender that sealed for the old list is needed for that: the client library's senders
+//! fetch the current members before sealing, and reseal after a refusal. Here `alice-laptop`
+//! seals by hand (with its own keys, for the devices it saw before the change) and sends each
+//! envelope once, five times a second, recording whether chat stored or refused it.
+//!
+//! Traffic besides it (through nginx, in one group conversation of alice, bob and carol):
+//! alice on `OpenStream` (the library's `Live`) and alice-phone and bob with unary sends, ten a
+//! second each; alice-phone and bob receive on `Subscribe`; carol's device and bob's second
+//! device each receive on both `Subscribe` and `OpenStream`, on raw streams that record every
+//! message chat delivers (not what the library would show) and how each stream ended.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use client::{Session, Target};
+use futures::{Stream, StreamExt};
+use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
+use sqlx::{Connection, PgConnection};
+use testkit::ChaosProxy;
+use tokio::sync::watch;
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    accounts::register_and_log_in,
+    clients::{self, Tasks, status_name, text_of},
+    cluster::Deadline,
+    ledger::{Followed, Ledger},
+    stack::Stack,
+};
+
+/// Traffic before and after the fault.
+const TRAFFIC: Duration = Duration::from_secs(3);
+/// How long a cut lasts: shorter than chat's revocation staleness (10 s in the test cluster),
+/// so that streams are ended by the revocation itself, not by revocations going unknown.
+const CUT: Duration = Duration::from_secs(5);
+/// From the start of the fault to the removal or revocation.
+const LEAD: Duration = Duration::from_millis(500);
+/// The bound asserted on the window (see the module docs): the keepalive needs 6 s at most to
+/// end a stalled event stream; the rest is margin for a loaded machine (`FAULTS.md` has the
+/// measured windows).
+const STALE_TRUST_BOUND: Duration = Duration::from_secs(15);
+/// How often the stale sender sends, and how long it waits for an answer.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stall is kept after chat stopped accepting stale sends (any acceptance after
+/// that would still be caught: the window is measured in the database).
+const STALL_AFTER_REFUSAL: Duration = Duration::from_secs(2);
+/// The device passphrase of every test device (`accounts.rs`).
+const DEVICE_PASSPHRASE: &[u8] = b"a separate device passphrase";
+
+/// How chat's link is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Every connection reset and new ones refused, then accepted again.
+    Cut,
+    /// No byte moves and no reset comes; ended by a reset, as TCP would eventually.
+    Stall,
+}
+
+/// What changes while the link is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    /// alice removes carol from the group (group service, through the gateway).
+    MemberRemoved,
+    /// bob revokes his second device (auth, through the gateway).
+    DeviceRevoked,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_while_chat_is_cut_from_group_receives_nothing_sent_after() {
+    departure_during(Fault::Cut, Departure::MemberRemoved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_while_chat_stalls_on_group_receives_nothing_after_a_bounded_window() {
+    departure_during(Fault::Stall, Departure::MemberRemoved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_revoked_while_chat_is_cut_from_auth_receives_nothing_sent_after() {
+    departure_during(Fault::Cut, Departure::DeviceRevoked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_revoked_while_chat_stalls_on_auth_receives_nothing_after_a_bounded_window() {
+    departure_during(Fault::Stall, Departure::DeviceRevoked).await;
+}
+
+/// The whole test: traffic, the fault, the change during it, the heal, then the checks.
+async fn departure_during(fault: Fault, departure: Departure) {
+    let mut stack = Stack::start_services().await;
+    let world = World::start(&mut stack, departure).await;
+    stack.wait_until_every_device_shows_more().await;
+    stack.traffic_for(TRAFFIC).await;
+    // The stale sender's envelopes are good before the change: refusals after it are its doing.
+    world.stale.send_until_stored().await;
+    let (stop_probing, probing) = watch::channel(false);
+    let probes = tokio::spawn(world.stale.clone().keep_sending(probing));
+
+    let proxy = match departure {
+        Departure::MemberRemoved => &stack.proxies.chat_to_group,
+        Departure::DeviceRevoked => &stack.proxies.chat_to_auth,
+    };
+    begin(fault, proxy);
+    tokio::time::sleep(LEAD).await;
+    let departing = Instant::now();
+    world.depart().await;
+    match fault {
+        Fault::Cut => tokio::time::sleep(CUT).await,
+        Fault::Stall => {
+            world.stale.wait_until_refusing(departing).await;
+            tokio::time::sleep(STALL_AFTER_REFUSAL).await;
+        }
+    }
+    end(fault, proxy);
+    let healed = Instant::now();
+    stack.wait_until_every_device_shows_more().await;
+    // Once chat can check again, it refuses the old list itself.
+    world.stale.wait_until_mismatch_after(healed).await;
+    stop_probing.send_replace(true);
+    probes.await.unwrap();
+    stack.traffic_for(TRAFFIC).await;
+
+    let report = world.report(&stack, fault, departing).await;
+    let name = match (fault, departure) {
+        (Fault::Cut, Departure::MemberRemoved) => "chat to group cut 5 s; carol removed meanwhile",
+        (Fault::Stall, Departure::MemberRemoved) => {
+            "chat to group stalled until it refuses stale sends; carol removed meanwhile"
+        }
+        (Fault::Cut, Departure::DeviceRevoked) => "chat to auth cut 5 s; bob-2 revoked meanwhile",
+        (Fault::Stall, Departure::DeviceRevoked) => {
+            "chat to auth stalled until it refuses stale sends; bob-2 revoked meanwhile"
+        }
+    };
+    eprintln!("{name}: {report}");
+    stack.audit(name, healed).await.assert_clean();
+    report.assert_holds();
+}
+
+fn begin(fault: Fault, proxy: &ChaosProxy) {
+    match fault {
+        Fault::Cut => {
+            proxy.refuse(true);
+            proxy.cut();
+        }
+        Fault::Stall => proxy.stall(true),
+    }
+}
+
+fn end(fault: Fault, proxy: &ChaosProxy) {
+    match fault {
+        Fault::Cut => proxy.refuse(false),
+        Fault::Stall => {
+            proxy.cut();
+            proxy.stall(false);
+        }
+    }
+}
+
+/// The test's clients.
+struct World {
+    departure: Departure,
+    group_id: String,
+    /// Removes carol (alice) or revokes bob-2 (bob).
+    alice: Arc<Session>,
+    bob: Arc<Session>,
+    /// The device that departs: carol's, or bob's second.
+    departing: Arc<Session>,
+    /// Its two raw receivers (Subscribe, OpenStream).
+    departing_streams: [Arc<Receiver>; 2],
+    stale: Arc<StaleSender>,
+}
+
+impl World {
+    /// Registers the users and devices, creates the group, starts the traffic (see the module
+    /// docs) and tells the stack what the audit checks: every device but the departing one.
+    async fn start(stack: &mut Stack, departure: Departure) -> Self {
+        let server_url = stack.cluster.server();
+        let server = client::Server::new(&server_url, None).unwrap();
+        let sessions = register_and_log_in(
+            &server,
+            stack.scratch_path(),
+            &["alice", "bob", "carol"],
+            &[
+                ("alice", "alice"),
+                ("alice-phone", "alice"),
+                ("alice-laptop", "alice"),
+                ("bob", "bob"),
+                ("bob-2", "bob"),
+                ("carol", "carol"),
+            ],
+        )
+        .await;
+        let [alice, alice_phone, alice_laptop, bob, bob_2, carol] =
+            <[Arc<Session>; 6]>::try_from(sessions).unwrap();
+        alice
+            .create_group("faults", &["bob".to_owned(), "carol".to_owned()])
+            .await
+            .unwrap();
+        let target = |session: Arc<Session>| async move { session.resolve("#faults").await.unwrap() };
+        let alice_group = target(alice.clone()).await;
+        let group_id = alice_group.conversation_id.clone();
+        let ledger = stack.ledger.clone();
+        let stop = stack.stop_signal();
+        let mut clients = vec![
+            clients::live_device("alice", &alice, alice_group, ledger.clone(), Some(stop.clone())),
+            clients::unary_sender(
+                "alice-phone",
+                alice_phone.clone(),
+                target(alice_phone.clone()).await,
+                ledger.clone(),
+                stop.clone(),
+            ),
+            clients::unary_sender(
+                "bob",
+                bob.clone(),
+                target(bob.clone()).await,
+                ledger.clone(),
+                stop.clone(),
+            ),
+        ];
+        for (name, session) in [("alice-phone", &alice_phone), ("bob", &bob)] {
+            clients.push(clients::subscribe_device(
+                name,
+                session.clone(),
+                &server_url,
+                vec![group_id.clone()],
+                ledger.clone(),
+            ));
+        }
+        let channel = Channel::from_shared(server_url.clone())
+            .unwrap()
+            .connect_lazy();
+        let mut raw = HashMap::new();
+        for (names, session) in [
+            (["carol/subscribe", "carol/open-stream"], &carol),
+            (["bob-2/subscribe", "bob-2/open-stream"], &bob_2),
+        ] {
+            let streams = [StreamKind::Subscribe, StreamKind::OpenStream]
+                .into_iter()
+                .zip(names)
+                .map(|(kind, name)| {
+                    let (tasks, receiver) = raw_receiver(
+                        name,
+                        kind,
+                        session.clone(),
+                        channel.clone(),
+                        group_id.clone(),
+                        ledger.clone(),
+                    );
+                    clients.push(tasks);
+                    receiver
+                })
+                .collect::<Vec<_>>();
+            raw.insert(names[0], <[Arc<Receiver>; 2]>::try_from(streams).unwrap());
+        }
+        // The audit follows every device but the departing one.
+        let (departing, departing_streams, staying) = match departure {
+            Departure::MemberRemoved => (carol, raw.remove("carol/subscribe"), "bob-2/subscribe"),
+            Departure::DeviceRevoked => (bob_2, raw.remove("bob-2/subscribe"), "carol/subscribe"),
+        };
+        let mut followers = vec!["alice", "alice-phone", "bob"];
+        followers.extend(raw[staying].iter().map(|receiver| receiver.name));
+        stack.add_traffic(
+            vec![Followed {
+                conversation_id: group_id.clone(),
+                followers,
+            }],
+            clients,
+        );
+        let stale = StaleSender::start(alice_laptop, &group_id, channel).await;
+        Self {
+            departure,
+            group_id,
+            alice,
+            bob,
+            departing,
+            departing_streams: departing_streams.unwrap(),
+            stale: Arc::new(stale),
+        }
+    }
+
+    /// Removes carol or revokes bob-2, through the gateway (not through chat's broken link).
+    async fn depart(&self) {
+        match self.departure {
+            Departure::MemberRemoved => {
+                self.alice.remove_member("faults", "carol").await.unwrap();
+            }
+            Departure::DeviceRevoked => {
+                let device = &self.departing.account().device_id;
+                self.bob.revoke_device(device).await.unwrap();
+            }
+        }
+    }
+}
+
+/// One raw stream's way of opening.
+#[derive(Clone, Copy, Debug)]
+enum StreamKind {
+    Subscribe,
+    OpenStream,
+}
+
+/// What one raw receiver saw.
+struct Receiver {
+    name: &'static str,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Each message delivered: its sequence, and when.
+    deliveries: Vec<(u64, Instant)>,
+    /// When a stream opened (its first event).
+    opened: Vec<Instant>,
+    /// When a stream ended or could not open, with the status (as the client library maps it).
+    ends: Vec<(Instant, String)>,
+}
+
+impl Receiver {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// A device receiving the group on `kind` streams, resuming from the last sequence it got
+/// after every end; it records every message chat delivers into the ledger under `name`.
+fn raw_receiver(
+    name: &'static str,
+    kind: StreamKind,
+    session: Arc<Session>,
+    channel: Channel,
+    conversation: String,
+    ledger: Arc<Ledger>,
+) -> (Tasks, Arc<Receiver>) {
+    let receiver = Arc::new(Receiver {
+        name,
+        seen: Mutex::default(),
+    });
+    let recording = receiver.clone();
+    let task = tokio::spawn(async move {
+        let mut cursor = 0;
+        loop {
+            let status = receive_once(
+                kind,
+                &session,
+                &channel,
+                &conversation,
+                &mut cursor,
+                &recording,
+                &ledger,
+            )
+            .await;
+            recording.seen().ends.push((Instant::now(), status));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    (Tasks::new(vec![task]), receiver)
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<Option<pb::StreamEvent>, tonic::Status>> + Send>>;
+
+/// One stream until it ends; returns its status.
+async fn receive_once(
+    kind: StreamKind,
+    session: &Session,
+    channel: &Channel,
+    conversation: &str,
+    cursor: &mut u64,
+    receiver: &Receiver,
+    ledger: &Ledger,
+) -> String {
+    let token = match session.access_token_for_tests().await {
+        Ok(token) => token,
+        Err(error) => return mapped(error),
+    };
+    let positions = vec![pb::ConversationPosition {
+        conversation_id: conversation.to_owned(),
+        sequence: *cursor,
+    }];
+    let mut chat = ChatServiceClient::new(channel.clone());
+    let opened = match kind {
+        StreamKind::Subscribe => chat
+            .subscribe(authorized(pb::SubscribeRequest { positions }, &token))
+            .await
+            .map(|response| -> Events {
+                Box::pin(response.into_inner().map(|item| item.map(|r| r.event)))
+            }),
+        StreamKind::OpenStream => {
+            let start = pb::OpenStreamRequest {
+                request: Some(pb::open_stream_request::Request::Start(pb::StartStream {
+                    positions,
+                })),
+            };
+            // The request side stays open: the stream lasts until the server ends it.
+            let requests = futures::stream::iter([start]).chain(futures::stream::pending());
+            chat.open_stream(authorized(requests, &token))
+                .await
+                .map(|response| -> Events {
+                    Box::pin(response.into_inner().map(|item| {
+                        item.map(|r| match r.response {
+                            Some(pb::open_stream_response::Response::Event(event)) => Some(event),
+                            _ => None,
+                        })
+                    }))
+                })
+        }
+    };
+    let mut events = match opened {
+        Ok(events) => events,
+        Err(status) => return mapped(status.into()),
+    };
+    let mut first = true;
+    while let Some(item) = events.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(status) => return mapped(status.into()),
+        };
+        if std::mem::take(&mut first) {
+            receiver.seen().opened.push(Instant::now());
+        }
+        let Some(pb::StreamEvent {
+            event: Some(Event::Message(message)),
+        }) = event
+        else {
+            continue;
+        };
+        if message.conversation_id != conversation {
+            continue;
+        }
+        let sequence = message.sequence;
+        receiver.seen().deliveries.push((sequence, Instant::now()));
+        if sequence <= *cursor {
+            ledger.shown(receiver.name, conversation, sequence, "REDELIVERED".to_owned());
+            continue;
+        }
+        *cursor = sequence;
+        let shown = session.open_message(message).await;
+        ledger.shown(receiver.name, conversation, sequence, text_of(shown));
+    }
+    "ENDED WITHOUT A STATUS".to_owned()
+}
+
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A status as the client library maps it (nginx's error pages and resets are UNAVAILABLE).
+fn mapped(error: client::Error) -> String {
+    error
+        .status_code()
+        .map_or_else(|| format!("local: {error}"), status_name)
+}
+
+/// A device that seals for the devices it saw before the change, by hand, and sends each
+/// envelope once.
+struct StaleSender {
+    session: Arc<Session>,
+    keys: e2ee::DeviceKeys,
+    recipients: Vec<e2ee::RecipientDevice>,
+    conversation: String,
+    chat: ChatServiceClient<Channel>,
+    next: Mutex<e2ee::ChainPosition>,
+    probes: Mutex<Vec<Probe>>,
+}
+
+/// One stale send.
+struct Probe {
+    started: Instant,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Stored with this sequence.
+    Stored(u64),
+    /// Refused with this status (as the client library maps it).
+    Refused(Code),
+    /// No answer within [`PROBE_TIMEOUT`].
+    TimedOut,
+}
+
+impl StaleSender {
+    /// `session`'s device, sealing for every device of alice, bob and carol as auth lists them
+    /// now.
+    async fn start(session: Arc<Session>, conversation: &str, channel: Channel) -> Self {
+        let sealed = session.profile().sealed_keys().unwrap().unwrap();
+        let keys = client::keystore::open_keys(&sealed, DEVICE_PASSPHRASE).unwrap();
+        let mut recipients = Vec::new();
+        for username in ["alice", "bob", "carol"] {
+            let user = session.user_by_name(username).await.unwrap();
+            for device in user.devices {
+                let keys = device.keys.unwrap();
+                recipients.push(e2ee::RecipientDevice {
+                    device_id: device.device_id,
+                    encryption_spki: keys.encryption_public_key,
+                });
+            }
+        }
+        assert_eq!(recipients.len(), 6, "every device has keys");
+        Self {
+            session,
+            keys,
+            recipients,
+            conversation: conversation.to_owned(),
+            chat: ChatServiceClient::new(channel),
+            next: Mutex::new(e2ee::ChainPosition::first(unix_ms())),
+            probes: Mutex::default(),
+        }
+    }
+
+    /// Seals a new message for the old devices and sends it once.
+    async fn send_once(&self) -> Outcome {
+        let started = Instant::now();
+        let envelope = self.seal();
+        let outcome = match self.session.access_token_for_tests().await {
+            Err(error) => Outcome::Refused(error.status_code().unwrap_or(Code::Unknown)),
+            Ok(token) => {
+                let mut request = authorized(
+                    pb::SendMessageRequest {
+                        envelope: Some(envelope),
+                    },
+                    &token,
+                );
+                request.set_timeout(PROBE_TIMEOUT);
+                let mut chat = self.chat.clone();
+                let sent = tokio::time::timeout(PROBE_TIMEOUT, chat.send_message(request)).await;
+                match sent {
+                    Err(_) => Outcome::TimedOut,
+                    Ok(Ok(response)) => Outcome::Stored(response.into_inner().sequence),
+                    Ok(Err(status)) => match client::Error::from(status).status_code() {
+                        Some(Code::DeadlineExceeded | Code::Cancelled) => Outcome::TimedOut,
+                        code => Outcome::Refused(code.unwrap_or(Code::Unknown)),
+                    },
+                }
+            }
+        };
+        self.lock_probes().push(Probe { started, outcome });
+        outcome
+    }
+
+    fn seal(&self) -> pb::Envelope {
+        let mut next = self.next.lock().unwrap();
+        let sender = e2ee::Sender {
+            user_id: &self.session.account().user_id,
+            device_id: &self.session.account().device_id,
+            keys: &self.keys,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let envelope = e2ee::seal(
+            &sender,
+            &self.conversation,
+            &id,
+            &self.recipients,
+            &next,
+            b"sealed for the old list",
+        )
+        .unwrap();
+        // Refused envelopes leave gaps in the chain; receivers only note them.
+        let link = e2ee::sealed_link(&envelope).unwrap();
+        *next = e2ee::ChainPosition {
+            counter: link.counter + 1,
+            previous_envelope_hash: link.envelope_hash,
+            sender_time_ms: unix_ms(),
+        };
+        envelope.into()
+    }
+
+    /// Sends until chat stores one (the link is whole: the envelopes are good).
+    async fn send_until_stored(&self) {
+        let deadline = Deadline::after(Duration::from_secs(30), "a stale send stored before");
+        while !matches!(self.send_once().await, Outcome::Stored(_)) {
+            deadline.tick().await;
+        }
+    }
+
+    /// Sends every [`PROBE_INTERVAL`] until `stop`.
+    async fn keep_sending(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            self.send_once().await;
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Waits until two sends begun after `departing` in a row were not stored, at most
+    /// [`STALE_TRUST_BOUND`] (and the sends' timeout) after it.
+    async fn wait_until_refusing(&self, departing: Instant) {
+        let deadline = Deadline::after(
+            STALE_TRUST_BOUND + PROBE_TIMEOUT * 2,
+            "chat to refuse sends sealed for the old list",
+        );
+        loop {
+            let refused_in_a_row = self
+                .lock_probes()
+                .iter()
+                .filter(|probe| probe.started > departing)
+                .rev()
+                .take_while(|probe| !matches!(probe.outcome, Outcome::Stored(_)))
+                .count();
+            if refused_in_a_row >= 2 {
+                return;
+            }
+            deadline.tick().await;
+        }
+    }
+
+    /// Waits until a send begun after `healed` is refused with FAILED_PRECONDITION
+    /// (DEVICE_LIST_MISMATCH): chat checked the old list against the current one.
+    async fn wait_until_mismatch_after(&self, healed: Instant) {
+        let deadline = Deadline::after(Duration::from_secs(30), "a device-list mismatch");
+        while !self.lock_probes().iter().any(|probe| {
+            probe.started > healed && probe.outcome == Outcome::Refused(Code::FailedPrecondition)
+        }) {
+            deadline.tick().await;
+        }
+    }
+
+    fn lock_probes(&self) -> std::sync::MutexGuard<'_, Vec<Probe>> {
+        self.probes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// What the departed device got, and the window, measured.
+struct Report {
+    fault: Fault,
+    departure: Departure,
+    /// Messages stored with a key for the departed device after the change committed:
+    /// sequence and seconds after the commit (PostgreSQL's clock).
+    late: Vec<(u64, f64)>,
+    /// Stale sends begun after the change: stored, refused by status, timed out.
+    probes: HashMap<String, usize>,
+    /// Messages stored after the change that reached the departed device's streams
+    /// (sequence, seconds after the change was asked for, the stream).
+    late_deliveries: Vec<(u64, f64, &'static str)>,
+    /// The departed device's stream ends after the change: the stream, seconds after, status.
+    ends: Vec<(&'static str, f64, String)>,
+    /// Streams of the departed device opened after its first end following a revocation.
+    reopened: Vec<&'static str>,
+    /// What ListMessages answered the departed device after the heal: the status, or the
+    /// sequences after the change it listed.
+    history: Result<Vec<u64>, String>,
+}
+
+impl World {
+    async fn report(&self, stack: &Stack, fault: Fault, departing: Instant) -> Report {
+        let messages = self.messages_around_departure(&stack.postgres.url()).await;
+        let after: HashMap<u64, bool> = messages
+            .iter()
+            .filter(|(_, seconds, _)| *seconds > 0.0)
+            .map(|(sequence, _, keyed)| (*sequence, *keyed))
+            .collect();
+        let late = messages
+            .iter()
+            .filter(|(_, seconds, keyed)| *keyed && *seconds > 0.0)
+            .map(|(sequence, seconds, _)| (*sequence, *seconds))
+            .collect();
+        let mut probes = HashMap::new();
+        for probe in self.stale.lock_probes().iter() {
+            if probe.started > departing {
+                let key = match probe.outcome {
+                    Outcome::Stored(_) => "stored".to_owned(),
+                    Outcome::Refused(code) => status_name(code),
+                    Outcome::TimedOut => "timed out".to_owned(),
+                };
+                *probes.entry(key).or_default() += 1;
+            }
+        }
+        let since = |at: Instant| at.saturating_duration_since(departing).as_secs_f64();
+        let (mut late_deliveries, mut ends, mut reopened) = (Vec::new(), Vec::new(), Vec::new());
+        for stream in &self.departing_streams {
+            let seen = stream.seen();
+            for (sequence, at) in &seen.deliveries {
+                if after.contains_key(sequence) {
+                    late_deliveries.push((*sequence, since(*at), stream.name));
+                }
+            }
+            let stream_ends: Vec<&(Instant, String)> =
+                seen.ends.iter().filter(|(at, _)| *at > departing).collect();
+            ends.extend(
+                stream_ends
+                    .iter()
+                    .map(|(at, status)| (stream.name, since(*at), status.clone())),
+            );
+            if let Some((first_end, _)) = stream_ends.first()
+                && seen.opened.iter().any(|opened| opened > first_end)
+            {
+                reopened.push(stream.name);
+            }
+        }
+        let history = self.departed_history().await;
+        let history = history.map(|sequences| {
+            sequences
+                .into_iter()
+                .filter(|sequence| after.contains_key(sequence))
+                .collect()
+        });
+        Report {
+            fault,
+            departure: self.departure,
+            late,
+            probes,
+            late_deliveries,
+            ends,
+            reopened,
+            history,
+        }
+    }
+
+    /// Every message of the group: sequence, seconds between the change's commit and its
+    /// (PostgreSQL's clock, both), and whether it has a key for the departed device.
+    async fn messages_around_departure(&self, database_url: &str) -> Vec<(u64, f64, bool)> {
+        let mut db = PgConnection::connect(database_url).await.unwrap();
+        let changed_at = match self.departure {
+            Departure::MemberRemoved => {
+                "select created_at from groups.membership_events
+                 where group_id = $1 and user_id = $2 and kind = 'member_removed'"
+            }
+            Departure::DeviceRevoked => "select revoked_at from auth.devices where id = $3",
+        };
+        let account = self.departing.account();
+        let (user, device): (uuid::Uuid, uuid::Uuid) =
+            (account.user_id.parse().unwrap(), account.device_id.parse().unwrap());
+        let rows: Vec<(i64, f64, bool)> = sqlx::query_as(&format!(
+            "with changed as ({changed_at})
+             select m.sequence,
+                    extract(epoch from m.created_at - (select * from changed))::float8,
+                    exists (select 1 from chat.message_keys k
+                            where k.conversation_id = m.conversation_id
+                              and k.sequence = m.sequence and k.device_id = $3)
+             from chat.messages m where m.conversation_id = $1 order by m.sequence"
+        ))
+        .bind(self.group_id.parse::<uuid::Uuid>().unwrap())
+        .bind(user)
+        .bind(device)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(sequence, seconds, keyed)| (u64::try_from(sequence).unwrap(), seconds, keyed))
+            .collect()
+    }
+
+    /// ListMessages of the group for the departed device, from the start: the sequences, or
+    /// the status it was refused with.
+    async fn departed_history(&self) -> Result<Vec<u64>, String> {
+        let token = self.departing.access_token_for_tests().await.map_err(mapped)?;
+        let mut chat = self.stale.chat.clone();
+        let request = pb::ListMessagesRequest {
+            conversation_id: self.group_id.clone(),
+            direction: pb::Direction::Forward as i32,
+            from_sequence: 0,
+            page_size: 200,
+        };
+        let response = chat
+            .list_messages(authorized(request, &token))
+            .await
+            .map_err(|status| mapped(status.into()))?;
+        Ok(response
+            .into_inner()
+            .messages
+            .iter()
+            .map(|message| message.sequence)
+            .collect())
+    }
+}
+
+impl Report {
+    /// The window: from the change's commit to the last message stored for the departed
+    /// device.
+    fn window(&self) -> Option<f64> {
+        self.late.iter().map(|(_, seconds)| *seconds).reduce(f64::max)
+    }
+
+    fn assert_holds(&self) {
+        let late: Vec<u64> = self.late.iter().map(|(sequence, _)| *sequence).collect();
+        match self.fault {
+            // Chat stops trusting its cache when the reset ends its event stream, before the
+            // change: nothing sealed for the old list may be stored after it.
+            Fault::Cut => assert!(late.is_empty(), "stored for the departed device: {late:?}"),
+            Fault::Stall => {
+                let window = self.window().unwrap_or(0.0);
+                assert!(
+                    window <= STALE_TRUST_BOUND.as_secs_f64(),
+                    "a message was stored for the departed device {window:.1} s after the change"
+                );
+            }
+        }
+        for (sequence, _, stream) in &self.late_deliveries {
+            assert!(
+                late.contains(sequence),
+                "{stream} got {sequence}, stored after the change without a key for it"
+            );
+        }
+        for status in self.probes.keys() {
+            assert!(
+                ["stored", "UNAVAILABLE", "FAILED_PRECONDITION", "timed out"].contains(&status.as_str()),
+                "a stale send was answered {status}"
+            );
+        }
+        match self.departure {
+            Departure::MemberRemoved => {
+                assert_eq!(self.history, Err("NOT_FOUND".to_owned()), "carol's history");
+            }
+            Departure::DeviceRevoked => {
+                assert_eq!(self.history, Err("UNAUTHENTICATED".to_owned()), "bob-2's history");
+                for stream in ["bob-2/subscribe", "bob-2/open-stream"] {
+                    let ended = self.ends.iter().find(|(name, ..)| *name == stream);
+                    assert!(
+                        ended.is_some_and(|(_, _, status)| {
+                            status == "UNAUTHENTICATED" || status == "UNAVAILABLE"
+                        }),
+                        "{stream} of the revoked device ended with {ended:?}"
+                    );
+                }
+                assert!(self.reopened.is_empty(), "reopened after the revocation: {:?}", self.reopened);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let window = self
+            .window()
+            .map_or("none".to_owned(), |seconds| format!("{seconds:.2} s"));
+        write!(
+            f,
+            "window (last message stored for the departed device, after the change): {window}; \
+             late messages {:?}; stale sends after the change {:?}; late deliveries {:?}; \
+             departed streams' ends {:?}; reopened {:?}; history {:?}",
+            self.late, self.probes, self.late_deliveries, self.ends, self.reopened, self.history
+        )
+    }
+}
