@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::{Session, Target};
+use client::Session;
 use futures::{Stream, StreamExt};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
 use sqlx::{Connection, PgConnection};
@@ -213,13 +213,20 @@ impl World {
             .create_group("faults", &["bob".to_owned(), "carol".to_owned()])
             .await
             .unwrap();
-        let target = |session: Arc<Session>| async move { session.resolve("#faults").await.unwrap() };
+        let target =
+            |session: Arc<Session>| async move { session.resolve("#faults").await.unwrap() };
         let alice_group = target(alice.clone()).await;
         let group_id = alice_group.conversation_id.clone();
         let ledger = stack.ledger.clone();
         let stop = stack.stop_signal();
         let mut clients = vec![
-            clients::live_device("alice", &alice, alice_group, ledger.clone(), Some(stop.clone())),
+            clients::live_device(
+                "alice",
+                &alice,
+                alice_group,
+                ledger.clone(),
+                Some(stop.clone()),
+            ),
             clients::unary_sender(
                 "alice-phone",
                 alice_phone.clone(),
@@ -268,7 +275,10 @@ impl World {
                     receiver
                 })
                 .collect::<Vec<_>>();
-            raw.insert(names[0], <[Arc<Receiver>; 2]>::try_from(streams).unwrap());
+            let Ok(streams) = <[Arc<Receiver>; 2]>::try_from(streams) else {
+                unreachable!("two kinds of stream")
+            };
+            raw.insert(names[0], streams);
         }
         // The audit follows every device but the departing one.
         let (departing, departing_streams, staying) = match departure {
@@ -335,7 +345,9 @@ struct Seen {
 
 impl Receiver {
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.seen
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -447,7 +459,12 @@ async fn receive_once(
         let sequence = message.sequence;
         receiver.seen().deliveries.push((sequence, Instant::now()));
         if sequence <= *cursor {
-            ledger.shown(receiver.name, conversation, sequence, "REDELIVERED".to_owned());
+            ledger.shown(
+                receiver.name,
+                conversation,
+                sequence,
+                "REDELIVERED".to_owned(),
+            );
             continue;
         }
         *cursor = sequence;
@@ -750,8 +767,10 @@ impl World {
             Departure::DeviceRevoked => "select revoked_at from auth.devices where id = $3",
         };
         let account = self.departing.account();
-        let (user, device): (uuid::Uuid, uuid::Uuid) =
-            (account.user_id.parse().unwrap(), account.device_id.parse().unwrap());
+        let (user, device): (uuid::Uuid, uuid::Uuid) = (
+            account.user_id.parse().unwrap(),
+            account.device_id.parse().unwrap(),
+        );
         let rows: Vec<(i64, f64, bool)> = sqlx::query_as(&format!(
             "with changed as ({changed_at})
              select m.sequence,
@@ -775,13 +794,18 @@ impl World {
     /// ListMessages of the group for the departed device, from the start: the sequences, or
     /// the status it was refused with.
     async fn departed_history(&self) -> Result<Vec<u64>, String> {
-        let token = self.departing.access_token_for_tests().await.map_err(mapped)?;
+        let token = self
+            .departing
+            .access_token_for_tests()
+            .await
+            .map_err(mapped)?;
         let mut chat = self.stale.chat.clone();
         let request = pb::ListMessagesRequest {
             conversation_id: self.group_id.clone(),
             direction: pb::Direction::Forward as i32,
             from_sequence: 0,
             page_size: 200,
+            include_all_recipients: false,
         };
         let response = chat
             .list_messages(authorized(request, &token))
@@ -800,7 +824,10 @@ impl Report {
     /// The window: from the change's commit to the last message stored for the departed
     /// device.
     fn window(&self) -> Option<f64> {
-        self.late.iter().map(|(_, seconds)| *seconds).reduce(f64::max)
+        self.late
+            .iter()
+            .map(|(_, seconds)| *seconds)
+            .reduce(f64::max)
     }
 
     fn assert_holds(&self) {
@@ -817,15 +844,21 @@ impl Report {
                 );
             }
         }
-        for (sequence, _, stream) in &self.late_deliveries {
+        for (sequence, after, stream) in &self.late_deliveries {
             assert!(
                 late.contains(sequence),
                 "{stream} got {sequence}, stored after the change without a key for it"
             );
+            // Delivered as it was stored, within the window: never after the heal.
+            assert!(
+                *after <= STALE_TRUST_BOUND.as_secs_f64(),
+                "{stream} got {sequence}, stored after the change, {after:.1} s after it"
+            );
         }
         for status in self.probes.keys() {
             assert!(
-                ["stored", "UNAVAILABLE", "FAILED_PRECONDITION", "timed out"].contains(&status.as_str()),
+                ["stored", "UNAVAILABLE", "FAILED_PRECONDITION", "timed out"]
+                    .contains(&status.as_str()),
                 "a stale send was answered {status}"
             );
         }
@@ -834,7 +867,11 @@ impl Report {
                 assert_eq!(self.history, Err("NOT_FOUND".to_owned()), "carol's history");
             }
             Departure::DeviceRevoked => {
-                assert_eq!(self.history, Err("UNAUTHENTICATED".to_owned()), "bob-2's history");
+                assert_eq!(
+                    self.history,
+                    Err("UNAUTHENTICATED".to_owned()),
+                    "bob-2's history"
+                );
                 for stream in ["bob-2/subscribe", "bob-2/open-stream"] {
                     let ended = self.ends.iter().find(|(name, ..)| *name == stream);
                     assert!(
@@ -844,7 +881,11 @@ impl Report {
                         "{stream} of the revoked device ended with {ended:?}"
                     );
                 }
-                assert!(self.reopened.is_empty(), "reopened after the revocation: {:?}", self.reopened);
+                assert!(
+                    self.reopened.is_empty(),
+                    "reopened after the revocation: {:?}",
+                    self.reopened
+                );
             }
         }
     }
@@ -855,12 +896,38 @@ impl std::fmt::Display for Report {
         let window = self
             .window()
             .map_or("none".to_owned(), |seconds| format!("{seconds:.2} s"));
+        let last_delivery = self
+            .late_deliveries
+            .iter()
+            .map(|(_, after, _)| *after)
+            .reduce(f64::max)
+            .map_or("-".to_owned(), |after| format!("{after:.2} s"));
+        // Each stream's first end after the change, then how many more attempts ended how.
+        let mut ends: Vec<String> = Vec::new();
+        for stream in ["/subscribe", "/open-stream"] {
+            let of_stream: Vec<&(&str, f64, String)> = self
+                .ends
+                .iter()
+                .filter(|(name, ..)| name.ends_with(stream))
+                .collect();
+            if let Some((name, after, status)) = of_stream.first() {
+                ends.push(format!(
+                    "{name} {status} after {after:.2} s, then {} more",
+                    of_stream.len() - 1
+                ));
+            }
+        }
         write!(
             f,
-            "window (last message stored for the departed device, after the change): {window}; \
-             late messages {:?}; stale sends after the change {:?}; late deliveries {:?}; \
-             departed streams' ends {:?}; reopened {:?}; history {:?}",
-            self.late, self.probes, self.late_deliveries, self.ends, self.reopened, self.history
+            "window (the change's commit to the last message stored with a key for the departed \
+             device): {window}, {} such messages; stale sends after the change: {:?}; delivered \
+             to the departed device after the change: {} (the last {last_delivery} after it); its \
+             streams' ends: {ends:?}; reopened: {:?}; its history: {:?}",
+            self.late.len(),
+            self.probes,
+            self.late_deliveries.len(),
+            self.reopened,
+            self.history
         )
     }
 }
