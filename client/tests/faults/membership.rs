@@ -18,8 +18,10 @@
 //! Traffic besides it (through nginx, in one group conversation of alice, bob and carol):
 //! alice on `OpenStream` (the library's `Live`) and alice-phone and bob with unary sends, ten a
 //! second each; alice-phone and bob receive on `Subscribe`; carol's device and bob's second
-//! device each receive on both `Subscribe` and `OpenStream`, on raw streams that record every
-//! message chat delivers (not what the library would show) and how each stream ended.
+//! device each receive on `Subscribe` and `OpenStream` through nginx and on `Subscribe` straight
+//! to a chat replica (past the gateway, which ends a revoked device's streams by itself), on raw
+//! streams that record every message delivered (not what the library would show) and how each
+//! stream ended.
 
 use std::{
     collections::HashMap,
@@ -55,6 +57,10 @@ const LEAD: Duration = Duration::from_millis(500);
 /// end a stalled event stream; the rest is margin for a loaded machine (`FAULTS.md` has the
 /// measured windows).
 const STALE_TRUST_BOUND: Duration = Duration::from_secs(15);
+/// How long a revoked device's stream may last: chat's revocation list is trusted for 10 s
+/// without a heartbeat (`REVOCATION_MAX_STALENESS_SECS` in the test cluster), then ends every
+/// stream with UNAVAILABLE; a cut shorter than that ends it with UNAUTHENTICATED once healed.
+const REVOKED_STREAM_ENDS_WITHIN: Duration = Duration::from_secs(30);
 /// How often the stale sender sends, and how long it waits for an answer.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,8 +188,8 @@ struct World {
     bob: Arc<Session>,
     /// The device that departs: carol's, or bob's second.
     departing: Arc<Session>,
-    /// Its two raw receivers (Subscribe, OpenStream).
-    departing_streams: [Arc<Receiver>; 2],
+    /// Its raw receivers: Subscribe and OpenStream through nginx, Subscribe straight to chat.
+    departing_streams: Vec<Arc<Receiver>>,
     stale: Arc<StaleSender>,
 }
 
@@ -254,31 +260,48 @@ impl World {
         let channel = Channel::from_shared(server_url.clone())
             .unwrap()
             .connect_lazy();
+        // Past the gateway too, which ends a revoked device's streams itself (it follows auth's
+        // revocations on a link of its own): what chat alone would deliver.
+        let direct = Channel::from_shared(format!("http://{}", stack.cluster.chat[0]))
+            .unwrap()
+            .connect_lazy();
         let mut raw = HashMap::new();
         for (names, session) in [
-            (["carol/subscribe", "carol/open-stream"], &carol),
-            (["bob-2/subscribe", "bob-2/open-stream"], &bob_2),
+            (
+                [
+                    "carol/subscribe",
+                    "carol/open-stream",
+                    "carol/subscribe-to-chat",
+                ],
+                &carol,
+            ),
+            (
+                [
+                    "bob-2/subscribe",
+                    "bob-2/open-stream",
+                    "bob-2/subscribe-to-chat",
+                ],
+                &bob_2,
+            ),
         ] {
-            let streams = [StreamKind::Subscribe, StreamKind::OpenStream]
-                .into_iter()
-                .zip(names)
-                .map(|(kind, name)| {
-                    let (tasks, receiver) = raw_receiver(
-                        name,
-                        kind,
-                        session.clone(),
-                        channel.clone(),
-                        group_id.clone(),
-                        ledger.clone(),
-                    );
-                    clients.push(tasks);
-                    receiver
-                })
-                .collect::<Vec<_>>();
-            let Ok(streams) = <[Arc<Receiver>; 2]>::try_from(streams) else {
-                unreachable!("two kinds of stream")
-            };
-            raw.insert(names[0], streams);
+            let ways = [
+                (StreamKind::Subscribe, &channel),
+                (StreamKind::OpenStream, &channel),
+                (StreamKind::Subscribe, &direct),
+            ];
+            let streams = ways.into_iter().zip(names).map(|((kind, channel), name)| {
+                let (tasks, receiver) = raw_receiver(
+                    name,
+                    kind,
+                    session.clone(),
+                    channel.clone(),
+                    group_id.clone(),
+                    ledger.clone(),
+                );
+                clients.push(tasks);
+                receiver
+            });
+            raw.insert(names[0], streams.collect::<Vec<_>>());
         }
         // The audit follows every device but the departing one.
         let (departing, departing_streams, staying) = match departure {
@@ -872,11 +895,16 @@ impl Report {
                     Err("UNAUTHENTICATED".to_owned()),
                     "bob-2's history"
                 );
-                for stream in ["bob-2/subscribe", "bob-2/open-stream"] {
+                for stream in [
+                    "bob-2/subscribe",
+                    "bob-2/open-stream",
+                    "bob-2/subscribe-to-chat",
+                ] {
                     let ended = self.ends.iter().find(|(name, ..)| *name == stream);
                     assert!(
-                        ended.is_some_and(|(_, _, status)| {
-                            status == "UNAUTHENTICATED" || status == "UNAVAILABLE"
+                        ended.is_some_and(|(_, after, status)| {
+                            *after <= REVOKED_STREAM_ENDS_WITHIN.as_secs_f64()
+                                && (status == "UNAUTHENTICATED" || status == "UNAVAILABLE")
                         }),
                         "{stream} of the revoked device ended with {ended:?}"
                     );
@@ -904,7 +932,7 @@ impl std::fmt::Display for Report {
             .map_or("-".to_owned(), |after| format!("{after:.2} s"));
         // Each stream's first end after the change, then how many more attempts ended how.
         let mut ends: Vec<String> = Vec::new();
-        for stream in ["/subscribe", "/open-stream"] {
+        for stream in ["/subscribe", "/open-stream", "/subscribe-to-chat"] {
             let of_stream: Vec<&(&str, f64, String)> = self
                 .ends
                 .iter()
