@@ -57,6 +57,9 @@ const LEAD: Duration = Duration::from_millis(500);
 /// end a stalled event stream; the rest is margin for a loaded machine (`FAULTS.md` has the
 /// measured windows).
 const STALE_TRUST_BOUND: Duration = Duration::from_secs(15);
+/// How long chat trusts its revocation list without a heartbeat from auth
+/// (`REVOCATION_MAX_STALENESS_SECS` in the test cluster), plus a second.
+const REVOCATION_STALENESS: Duration = Duration::from_secs(11);
 /// How long a revoked device's stream may last: chat's revocation list is trusted for 10 s
 /// without a heartbeat (`REVOCATION_MAX_STALENESS_SECS` in the test cluster), then ends every
 /// stream with UNAVAILABLE; a cut shorter than that ends it with UNAUTHENTICATED once healed.
@@ -77,6 +80,9 @@ enum Fault {
     Cut,
     /// No byte moves and no reset comes; ended by a reset, as TCP would eventually.
     Stall,
+    /// The open connections stall for good while new ones reach the service (a pod whose node
+    /// vanished: its connections are black-holed, the Service routes new ones elsewhere).
+    DeadPath,
 }
 
 /// What changes while the link is broken.
@@ -108,9 +114,28 @@ async fn a_device_revoked_while_chat_stalls_on_auth_receives_nothing_after_a_bou
     departure_during(Fault::Stall, Departure::DeviceRevoked).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_revoked_while_chat_loses_its_path_to_auth_for_good_is_refused_and_chat_recovers()
+{
+    departure_during(Fault::DeadPath, Departure::DeviceRevoked).await;
+}
+
 /// The whole test: traffic, the fault, the change during it, the heal, then the checks.
 async fn departure_during(fault: Fault, departure: Departure) {
     let mut stack = Stack::start_services().await;
+    let proxies = stack.proxies.clone();
+    let (proxy, service) = match departure {
+        Departure::MemberRemoved => (&proxies.chat_to_group, stack.cluster.group),
+        Departure::DeviceRevoked => (&proxies.chat_to_auth, stack.cluster.auth),
+    };
+    // For a dead path, chat's connections run through a detour that will die; kept to the end
+    // (dropping it would reset them).
+    let detour = (fault == Fault::DeadPath).then(|| {
+        let detour = ChaosProxy::start(vec![service]);
+        proxy.set_targets(vec![detour.addr]);
+        proxy.cut();
+        detour
+    });
     let world = World::start(&mut stack, departure).await;
     stack.wait_until_every_device_shows_more().await;
     stack.traffic_for(TRAFFIC).await;
@@ -119,22 +144,40 @@ async fn departure_during(fault: Fault, departure: Departure) {
     let (stop_probing, probing) = watch::channel(false);
     let probes = tokio::spawn(world.stale.clone().keep_sending(probing));
 
-    let proxy = match departure {
-        Departure::MemberRemoved => &stack.proxies.chat_to_group,
-        Departure::DeviceRevoked => &stack.proxies.chat_to_auth,
-    };
-    begin(fault, proxy);
+    match (fault, &detour) {
+        (Fault::Cut, _) => {
+            proxy.refuse(true);
+            proxy.cut();
+        }
+        (Fault::Stall, _) => proxy.stall(true),
+        (Fault::DeadPath, Some(detour)) => {
+            detour.stall(true);
+            proxy.set_targets(vec![service]);
+        }
+        (Fault::DeadPath, None) => unreachable!("a dead path needs its detour"),
+    }
     tokio::time::sleep(LEAD).await;
     let departing = Instant::now();
     world.depart().await;
     match fault {
         Fault::Cut => tokio::time::sleep(CUT).await,
-        Fault::Stall => {
+        Fault::Stall | Fault::DeadPath => {
             world.stale.wait_until_refusing(departing).await;
             tokio::time::sleep(STALL_AFTER_REFUSAL).await;
         }
     }
-    end(fault, proxy);
+    match fault {
+        Fault::Cut => proxy.refuse(false),
+        Fault::Stall => {
+            proxy.cut();
+            proxy.stall(false);
+        }
+        // Nothing heals: chat must leave the dead connections by itself, before its revocation
+        // list goes stale (it then refuses every call until its feed is back).
+        Fault::DeadPath => {
+            tokio::time::sleep(REVOCATION_STALENESS.saturating_sub(departing.elapsed())).await;
+        }
+    }
     let healed = Instant::now();
     stack.wait_until_every_device_shows_more().await;
     // Once chat can check again, it refuses the old list itself.
@@ -149,34 +192,21 @@ async fn departure_during(fault: Fault, departure: Departure) {
         (Fault::Stall, Departure::MemberRemoved) => {
             "chat to group stalled until it refuses stale sends; carol removed meanwhile"
         }
+        (Fault::DeadPath, Departure::MemberRemoved) => {
+            "chat to group: open connections dead for good, new ones fine; carol removed meanwhile"
+        }
         (Fault::Cut, Departure::DeviceRevoked) => "chat to auth cut 5 s; bob-2 revoked meanwhile",
         (Fault::Stall, Departure::DeviceRevoked) => {
             "chat to auth stalled until it refuses stale sends; bob-2 revoked meanwhile"
+        }
+        (Fault::DeadPath, Departure::DeviceRevoked) => {
+            "chat to auth: open connections dead for good, new ones fine; bob-2 revoked meanwhile"
         }
     };
     eprintln!("{name}: {report}");
     stack.audit(name, healed).await.assert_clean();
     report.assert_holds();
-}
-
-fn begin(fault: Fault, proxy: &ChaosProxy) {
-    match fault {
-        Fault::Cut => {
-            proxy.refuse(true);
-            proxy.cut();
-        }
-        Fault::Stall => proxy.stall(true),
-    }
-}
-
-fn end(fault: Fault, proxy: &ChaosProxy) {
-    match fault {
-        Fault::Cut => proxy.refuse(false),
-        Fault::Stall => {
-            proxy.cut();
-            proxy.stall(false);
-        }
-    }
+    drop(detour);
 }
 
 /// The test's clients.
@@ -859,7 +889,7 @@ impl Report {
             // Chat stops trusting its cache when the reset ends its event stream, before the
             // change: nothing sealed for the old list may be stored after it.
             Fault::Cut => assert!(late.is_empty(), "stored for the departed device: {late:?}"),
-            Fault::Stall => {
+            Fault::Stall | Fault::DeadPath => {
                 let window = self.window().unwrap_or(0.0);
                 assert!(
                     window <= STALE_TRUST_BOUND.as_secs_f64(),
