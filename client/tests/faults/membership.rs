@@ -23,26 +23,30 @@
 //! streams that record every message delivered (not what the library would show) and how each
 //! stream ended.
 
+mod raw;
+mod stale;
+
 use std::{
     collections::HashMap,
-    pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use client::Session;
-use futures::{Stream, StreamExt};
-use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
+use proto::chat::v1 as pb;
 use sqlx::{Connection, PgConnection};
 use testkit::ChaosProxy;
 use tokio::sync::watch;
-use tonic::{Code, transport::Channel};
+use tonic::transport::Channel;
 
+use self::{
+    raw::{Receiver, StreamKind, authorized, mapped, raw_receiver},
+    stale::{Outcome, StaleSender},
+};
 use crate::{
     accounts::register_and_log_in,
-    clients::{self, Tasks, status_name, text_of},
-    cluster::Deadline,
-    ledger::{Followed, Ledger},
+    clients::{self, status_name},
+    ledger::Followed,
     stack::Stack,
 };
 
@@ -70,8 +74,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a stall is kept after chat stopped accepting stale sends (any acceptance after
 /// that would still be caught: the window is measured in the database).
 const STALL_AFTER_REFUSAL: Duration = Duration::from_secs(2);
-/// The device passphrase of every test device (`accounts.rs`).
-const DEVICE_PASSPHRASE: &[u8] = b"a separate device passphrase";
 
 /// How chat's link is broken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,355 +377,6 @@ impl World {
             }
         }
     }
-}
-
-/// One raw stream's way of opening.
-#[derive(Clone, Copy, Debug)]
-enum StreamKind {
-    Subscribe,
-    OpenStream,
-}
-
-/// What one raw receiver saw.
-struct Receiver {
-    name: &'static str,
-    seen: Mutex<Seen>,
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Each message delivered: its sequence, and when.
-    deliveries: Vec<(u64, Instant)>,
-    /// When a stream opened (its first event).
-    opened: Vec<Instant>,
-    /// When a stream ended or could not open, with the status (as the client library maps it).
-    ends: Vec<(Instant, String)>,
-}
-
-impl Receiver {
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-}
-
-/// A device receiving the group on `kind` streams, resuming from the last sequence it got
-/// after every end; it records every message chat delivers into the ledger under `name`.
-fn raw_receiver(
-    name: &'static str,
-    kind: StreamKind,
-    session: Arc<Session>,
-    channel: Channel,
-    conversation: String,
-    ledger: Arc<Ledger>,
-) -> (Tasks, Arc<Receiver>) {
-    let receiver = Arc::new(Receiver {
-        name,
-        seen: Mutex::default(),
-    });
-    let recording = receiver.clone();
-    let task = tokio::spawn(async move {
-        let mut cursor = 0;
-        loop {
-            let status = receive_once(
-                kind,
-                &session,
-                &channel,
-                &conversation,
-                &mut cursor,
-                &recording,
-                &ledger,
-            )
-            .await;
-            recording.seen().ends.push((Instant::now(), status));
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    (Tasks::new(vec![task]), receiver)
-}
-
-type Events = Pin<Box<dyn Stream<Item = Result<Option<pb::StreamEvent>, tonic::Status>> + Send>>;
-
-/// One stream until it ends; returns its status.
-async fn receive_once(
-    kind: StreamKind,
-    session: &Session,
-    channel: &Channel,
-    conversation: &str,
-    cursor: &mut u64,
-    receiver: &Receiver,
-    ledger: &Ledger,
-) -> String {
-    let token = match session.access_token_for_tests().await {
-        Ok(token) => token,
-        Err(error) => return mapped(error),
-    };
-    let positions = vec![pb::ConversationPosition {
-        conversation_id: conversation.to_owned(),
-        sequence: *cursor,
-    }];
-    let mut chat = ChatServiceClient::new(channel.clone());
-    let opened = match kind {
-        StreamKind::Subscribe => chat
-            .subscribe(authorized(pb::SubscribeRequest { positions }, &token))
-            .await
-            .map(|response| -> Events {
-                Box::pin(response.into_inner().map(|item| item.map(|r| r.event)))
-            }),
-        StreamKind::OpenStream => {
-            let start = pb::OpenStreamRequest {
-                request: Some(pb::open_stream_request::Request::Start(pb::StartStream {
-                    positions,
-                })),
-            };
-            // The request side stays open: the stream lasts until the server ends it.
-            let requests = futures::stream::iter([start]).chain(futures::stream::pending());
-            chat.open_stream(authorized(requests, &token))
-                .await
-                .map(|response| -> Events {
-                    Box::pin(response.into_inner().map(|item| {
-                        item.map(|r| match r.response {
-                            Some(pb::open_stream_response::Response::Event(event)) => Some(event),
-                            _ => None,
-                        })
-                    }))
-                })
-        }
-    };
-    let mut events = match opened {
-        Ok(events) => events,
-        Err(status) => return mapped(status.into()),
-    };
-    let mut first = true;
-    while let Some(item) = events.next().await {
-        let event = match item {
-            Ok(event) => event,
-            Err(status) => return mapped(status.into()),
-        };
-        if std::mem::take(&mut first) {
-            receiver.seen().opened.push(Instant::now());
-        }
-        let Some(pb::StreamEvent {
-            event: Some(Event::Message(message)),
-        }) = event
-        else {
-            continue;
-        };
-        if message.conversation_id != conversation {
-            continue;
-        }
-        let sequence = message.sequence;
-        receiver.seen().deliveries.push((sequence, Instant::now()));
-        if sequence <= *cursor {
-            ledger.shown(
-                receiver.name,
-                conversation,
-                sequence,
-                "REDELIVERED".to_owned(),
-            );
-            continue;
-        }
-        *cursor = sequence;
-        let shown = session.open_message(message).await;
-        ledger.shown(receiver.name, conversation, sequence, text_of(shown));
-    }
-    "ENDED WITHOUT A STATUS".to_owned()
-}
-
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-/// A status as the client library maps it (nginx's error pages and resets are UNAVAILABLE).
-fn mapped(error: client::Error) -> String {
-    error
-        .status_code()
-        .map_or_else(|| format!("local: {error}"), status_name)
-}
-
-/// A device that seals for the devices it saw before the change, by hand, and sends each
-/// envelope once.
-struct StaleSender {
-    session: Arc<Session>,
-    keys: e2ee::DeviceKeys,
-    recipients: Vec<e2ee::RecipientDevice>,
-    conversation: String,
-    chat: ChatServiceClient<Channel>,
-    next: Mutex<e2ee::ChainPosition>,
-    probes: Mutex<Vec<Probe>>,
-}
-
-/// One stale send.
-struct Probe {
-    started: Instant,
-    outcome: Outcome,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Stored with this sequence.
-    Stored(u64),
-    /// Refused with this status (as the client library maps it).
-    Refused(Code),
-    /// No answer within [`PROBE_TIMEOUT`].
-    TimedOut,
-}
-
-impl StaleSender {
-    /// `session`'s device, sealing for every device of alice, bob and carol as auth lists them
-    /// now.
-    async fn start(session: Arc<Session>, conversation: &str, channel: Channel) -> Self {
-        let sealed = session.profile().sealed_keys().unwrap().unwrap();
-        let keys = client::keystore::open_keys(&sealed, DEVICE_PASSPHRASE).unwrap();
-        let mut recipients = Vec::new();
-        for username in ["alice", "bob", "carol"] {
-            let user = session.user_by_name(username).await.unwrap();
-            for device in user.devices {
-                let keys = device.keys.unwrap();
-                recipients.push(e2ee::RecipientDevice {
-                    device_id: device.device_id,
-                    encryption_spki: keys.encryption_public_key,
-                });
-            }
-        }
-        assert_eq!(recipients.len(), 6, "every device has keys");
-        Self {
-            session,
-            keys,
-            recipients,
-            conversation: conversation.to_owned(),
-            chat: ChatServiceClient::new(channel),
-            next: Mutex::new(e2ee::ChainPosition::first(unix_ms())),
-            probes: Mutex::default(),
-        }
-    }
-
-    /// Seals a new message for the old devices and sends it once.
-    async fn send_once(&self) -> Outcome {
-        let started = Instant::now();
-        let envelope = self.seal();
-        let outcome = match self.session.access_token_for_tests().await {
-            Err(error) => Outcome::Refused(error.status_code().unwrap_or(Code::Unknown)),
-            Ok(token) => {
-                let mut request = authorized(
-                    pb::SendMessageRequest {
-                        envelope: Some(envelope),
-                    },
-                    &token,
-                );
-                request.set_timeout(PROBE_TIMEOUT);
-                let mut chat = self.chat.clone();
-                let sent = tokio::time::timeout(PROBE_TIMEOUT, chat.send_message(request)).await;
-                match sent {
-                    Err(_) => Outcome::TimedOut,
-                    Ok(Ok(response)) => Outcome::Stored(response.into_inner().sequence),
-                    Ok(Err(status)) => match client::Error::from(status).status_code() {
-                        Some(Code::DeadlineExceeded | Code::Cancelled) => Outcome::TimedOut,
-                        code => Outcome::Refused(code.unwrap_or(Code::Unknown)),
-                    },
-                }
-            }
-        };
-        self.lock_probes().push(Probe { started, outcome });
-        outcome
-    }
-
-    fn seal(&self) -> pb::Envelope {
-        let mut next = self.next.lock().unwrap();
-        let sender = e2ee::Sender {
-            user_id: &self.session.account().user_id,
-            device_id: &self.session.account().device_id,
-            keys: &self.keys,
-        };
-        let id = uuid::Uuid::new_v4().to_string();
-        let envelope = e2ee::seal(
-            &sender,
-            &self.conversation,
-            &id,
-            &self.recipients,
-            &next,
-            b"sealed for the old list",
-        )
-        .unwrap();
-        // Refused envelopes leave gaps in the chain; receivers only note them.
-        let link = e2ee::sealed_link(&envelope).unwrap();
-        *next = e2ee::ChainPosition {
-            counter: link.counter + 1,
-            previous_envelope_hash: link.envelope_hash,
-            sender_time_ms: unix_ms(),
-        };
-        envelope.into()
-    }
-
-    /// Sends until chat stores one (the link is whole: the envelopes are good).
-    async fn send_until_stored(&self) {
-        let deadline = Deadline::after(Duration::from_secs(30), "a stale send stored before");
-        while !matches!(self.send_once().await, Outcome::Stored(_)) {
-            deadline.tick().await;
-        }
-    }
-
-    /// Sends every [`PROBE_INTERVAL`] until `stop`.
-    async fn keep_sending(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            self.send_once().await;
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
-    }
-
-    /// Waits until two sends begun after `departing` in a row were not stored, at most
-    /// [`STALE_TRUST_BOUND`] (and the sends' timeout) after it.
-    async fn wait_until_refusing(&self, departing: Instant) {
-        let deadline = Deadline::after(
-            STALE_TRUST_BOUND + PROBE_TIMEOUT * 2,
-            "chat to refuse sends sealed for the old list",
-        );
-        loop {
-            let refused_in_a_row = self
-                .lock_probes()
-                .iter()
-                .filter(|probe| probe.started > departing)
-                .rev()
-                .take_while(|probe| !matches!(probe.outcome, Outcome::Stored(_)))
-                .count();
-            if refused_in_a_row >= 2 {
-                return;
-            }
-            deadline.tick().await;
-        }
-    }
-
-    /// Waits until a send begun after `healed` is refused with FAILED_PRECONDITION
-    /// (DEVICE_LIST_MISMATCH): chat checked the old list against the current one.
-    async fn wait_until_mismatch_after(&self, healed: Instant) {
-        let deadline = Deadline::after(Duration::from_secs(30), "a device-list mismatch");
-        while !self.lock_probes().iter().any(|probe| {
-            probe.started > healed && probe.outcome == Outcome::Refused(Code::FailedPrecondition)
-        }) {
-            deadline.tick().await;
-        }
-    }
-
-    fn lock_probes(&self) -> std::sync::MutexGuard<'_, Vec<Probe>> {
-        self.probes
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-}
-
-fn unix_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// What the departed device got, and the window, measured.
