@@ -4,7 +4,9 @@
 //! Each event drops the entries it concerns; losing the event stream empties the cache and
 //! bypasses it until the stream is back. So an answer is never staler than the event stream's
 //! delay (milliseconds: events are published right after the change commits), and never stale
-//! across a missed event. An answer fetched while an event arrived is not stored (a generation
+//! across a missed event. A link that goes silent without a reset looks followed until the
+//! channel's keepalive ends the stream (`watch.rs`: 6 s at most), the window the fault suite
+//! bounds (`FAULTS.md`, fault 5). An answer fetched while an event arrived is not stored (a generation
 //! counter), since it may predate the event.
 
 use std::{

@@ -102,15 +102,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tokens = &config.access_tokens;
     let credential = ServiceCredential::new(&config.service_secret.read()?)?;
-    let validator = token::RemoteValidator::start_with_auth(
-        &tokens.auth_url,
+    // The revocation feed is an event stream from auth like the others: on a channel that pings
+    // (`watch.rs`), so that a connection that died without a reset is left, not waited on for
+    // ever with the list stale and every call refused.
+    let auth = watch::peer_channel(&tokens.auth_url)?;
+    let attach: token::AttachCredential = Arc::new({
+        let credential = credential.clone();
+        move |request| credential.attach(request)
+    });
+    let validator = token::RemoteValidator::start(
         token::ValidationSettings::new(tokens.issuer.clone(), tokens.audience.clone()),
+        Arc::new(token::AuthServiceKeySource::new(auth.clone())),
+        Arc::new(token::AuthServiceRevocationSource::new(auth, attach)),
         tokens.revocation_max_staleness,
-        Arc::new({
-            let credential = credential.clone();
-            move |request| credential.attach(request)
-        }),
-    )?;
+    );
     let streams_end = CancellationToken::new();
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();

@@ -24,11 +24,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// unanswered before the connection is dropped: a link that stalls without a reset (a dead
 /// network path) would otherwise leave the event stream "followed" and its cache trusted for as
 /// long as the stall lasts. With these, such a stall ends the stream, and the cache is bypassed,
-/// within their sum (the fault suite's `a_stalled_link_to_group_*` test measures it).
+/// within their sum: the longest a removed member or a revoked device may still be accepted as a
+/// recipient (the fault suite's `membership.rs` measures that window in PostgreSQL and asserts a
+/// bound; `FAULTS.md`, fault 5). A reset leaves no window: the stream ends before the change.
 const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A lazily connected channel to `url` (group or auth) that notices a dead link by itself.
+/// A lazily connected channel to `url` (group or auth) that notices a dead link by itself: for
+/// every channel whose event streams chat trusts (memberships, devices, revocations).
 ///
 /// # Errors
 /// When `url` is not a valid URI.

@@ -30,6 +30,13 @@ const MAX_UNANSWERED_ON_STREAM: usize = 8;
 /// Background tasks that stop when dropped.
 pub struct Tasks(Vec<JoinHandle<()>>);
 
+impl Tasks {
+    /// Tasks of a test's own clients.
+    pub fn new(tasks: Vec<JoinHandle<()>>) -> Self {
+        Self(tasks)
+    }
+}
+
 impl Drop for Tasks {
     fn drop(&mut self) {
         for task in &self.0 {
@@ -291,7 +298,8 @@ async fn settle<T>(
     }
 }
 
-fn text_of(message: ReceivedText) -> String {
+/// What the ledger records as shown for `message`.
+pub fn text_of(message: ReceivedText) -> String {
     match message.content {
         Content::Verified { text } => text,
         Content::Failed { reason } => format!("FAILED VERIFICATION: {reason}"),
@@ -307,7 +315,8 @@ pub fn error_status(error: &Error) -> String {
         .map_or_else(|| format!("local: {error}"), status_name)
 }
 
-fn status_name(code: tonic::Code) -> String {
+/// A gRPC status code as its proto name (`UNAVAILABLE`).
+pub fn status_name(code: tonic::Code) -> String {
     let name = format!("{code:?}");
     // `DeadlineExceeded` -> `DEADLINE_EXCEEDED`.
     let mut out = String::new();

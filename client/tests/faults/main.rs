@@ -7,6 +7,8 @@
 //! The harness shares `client/tests/cluster`'s modules (the services started as the chart runs
 //! them, nginx as the Ingress) rather than copying them; what it adds is a PostgreSQL of its own
 //! that it can stop and crash (`postgres.rs`) and `testkit::ChaosProxy` on chat's links.
+//! Fault 5 (a member removed or a device revoked while chat's links to group and auth are broken,
+//! `membership.rs`) brings clients of its own (`Stack::start_services`, `Stack::add_traffic`).
 //!
 //! The reconnect storm (fault 6, `storm.rs`) has its own clients and audit: thousands of raw
 //! streams that check sequences, a library sender, and a probe of unary calls beside them.
@@ -30,6 +32,7 @@ mod traffic;
 
 mod clients;
 mod ledger;
+mod membership;
 mod postgres;
 mod stack;
 mod storm;

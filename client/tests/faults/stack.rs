@@ -68,6 +68,16 @@ pub struct Stack {
 impl Stack {
     /// Starts everything and the traffic, and returns once every device shows messages.
     pub async fn start() -> Self {
+        let mut stack = Self::start_services().await;
+        let stop = stack.stop.subscribe();
+        stack.start_clients(stop).await;
+        stack.wait_until_every_device_shows_more().await;
+        stack
+    }
+
+    /// Starts the database, the proxies and the services, without traffic: for a test that
+    /// brings its own clients ([`Stack::add_traffic`]).
+    pub async fn start_services() -> Self {
         let scratch = Scratch::new();
         let postgres = Postgres::start(scratch.path()).await;
         let proxies = Arc::new(Proxies {
@@ -93,8 +103,8 @@ impl Stack {
         )
         .await;
         let ledger = Arc::new(Ledger::default());
-        let (stop, stop_watch) = watch::channel(false);
-        let mut stack = Self {
+        let (stop, _) = watch::channel(false);
+        Self {
             cluster,
             postgres,
             proxies,
@@ -103,10 +113,24 @@ impl Stack {
             stop,
             clients: Vec::new(),
             scratch,
-        };
-        stack.start_clients(stop_watch).await;
-        stack.wait_until_every_device_shows_more().await;
-        stack
+        }
+    }
+
+    /// Adds a test's own clients: `followed` is what the audit checks they showed; `clients`
+    /// run until the audit (senders should stop on [`Stack::stop_signal`]).
+    pub fn add_traffic(&mut self, followed: Vec<Followed>, clients: Vec<Tasks>) {
+        self.followed.extend(followed);
+        self.clients.extend(clients);
+    }
+
+    /// Turns true when the audit begins: senders stop then.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// The test's directory (for the clients' profiles).
+    pub fn scratch_path(&self) -> &Path {
+        self.scratch.path()
     }
 
     async fn start_clients(&mut self, stop: watch::Receiver<bool>) {
@@ -242,7 +266,7 @@ impl Stack {
     /// Stops the senders, waits until every send settled and every device showed every stored
     /// message (or the timeout passed), then audits. `healed` is when the fault ended.
     pub async fn audit(self, fault: &'static str, healed: Instant) -> AuditRow {
-        self.stop.send(true).unwrap();
+        self.stop.send_replace(true);
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         while self.ledger.n_unsettled() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
