@@ -17,6 +17,12 @@ use crate::{
 
 /// Longest pause between two attempts to fetch the key set at start.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often [`RemoteValidator::start_with_auth`]'s channel pings auth, and how long it waits
+/// for the answer: a dead connection is left within 6 s, before the revocation list goes stale
+/// ([`crate::DEFAULT_MAX_STALENESS`], 10 s).
+const AUTH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+/// See [`AUTH_KEEPALIVE_INTERVAL`].
+const AUTH_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A [`Validator`] fed by a [`KeySource`] (normally auth) that may not answer yet: the first fetch
 /// is retried in the background with backoff, so a service starts in any order relative to auth.
@@ -68,8 +74,14 @@ impl RemoteValidator {
         max_staleness: Duration,
         credential: AttachCredential,
     ) -> Result<Self, tonic::transport::Error> {
+        // The channel pings: a connection that died without a reset (a dead path, a silent
+        // stall) would otherwise hold the revocation feed for ever, with the list stale and every
+        // call refused UNAVAILABLE (found by chat's fault suite, which has its own such channel).
         let channel = tonic::transport::Endpoint::from_shared(auth_url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(AUTH_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(AUTH_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(Self::start(
             settings,
