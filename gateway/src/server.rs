@@ -63,9 +63,11 @@ pub struct ServerLimits {
     /// before any request exists: above it, 431 over HTTP/1.1 and, over HTTP/2, 431 or a reset
     /// stream (or GOAWAY for a header block that cannot even be skipped).
     pub max_header_list_bytes: u32,
-    /// HTTP/2 PING interval, which finds dead peers: default 30 s.
+    /// TCP keepalive: an idle connection is probed after this long, which finds dead peers:
+    /// default 30 s. (TCP, not HTTP/2 PING: see [`tcp_keepalive`].)
     pub keepalive_interval: Duration,
-    /// An HTTP/2 PING not answered within this closes the connection: default 10 s.
+    /// A connection whose probes, or whose data, go unacknowledged this long (TCP_USER_TIMEOUT,
+    /// added to the interval) is closed: default 10 s.
     pub keepalive_timeout: Duration,
     /// A connection with no request in flight (a response still streaming counts as in flight)
     /// for this long is closed gracefully: default 5 min.
@@ -188,6 +190,7 @@ pub async fn serve(
                 log_panic(finished);
             }
             (tcp, peer) = accept(&listener) => {
+                tcp_keepalive(&tcp, &limits);
                 let connection = ConnectionTask {
                     builder: Arc::clone(&builder),
                     app: app.clone(),
@@ -239,9 +242,31 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(hard_limit)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout);
+        // No HTTP/2 PING: see `tcp_keepalive`.
+        .keep_alive_interval(None);
     builder
+}
+
+/// Dead peers are found by TCP, not by HTTP/2 PING. A PING waits behind the response data already
+/// written, so it cannot tell a dead peer from a live one that stopped reading: nginx (the
+/// Ingress) opens one connection per stream and stops reading it while its client does not read,
+/// and a PING there closed the connection, which nginx reports to its client as INTERNAL, before
+/// chat's SLOW_CONSUMER status behind that backlog could reach it (`client/tests/cluster`,
+/// `slow_consumers.rs`). The kernel tells them apart: a slow reader still acknowledges, with a
+/// zero window; a dead one does not. Keepalive probes find a dead idle peer after the interval,
+/// TCP_USER_TIMEOUT one that leaves data or probes unacknowledged for interval + timeout.
+fn tcp_keepalive(tcp: &TcpStream, limits: &ServerLimits) {
+    let socket = socket2::SockRef::from(tcp);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(limits.keepalive_interval)
+        .with_interval(limits.keepalive_timeout)
+        .with_retries(1);
+    let set = socket.set_tcp_keepalive(&probes).and_then(|()| {
+        socket.set_tcp_user_timeout(Some(limits.keepalive_interval + limits.keepalive_timeout))
+    });
+    if let Err(error) = set {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
 }
 
 /// The transport-level cap on a request's header list, above the configured limit so that
