@@ -30,8 +30,10 @@
 //! client reads the backlog, then the status, and resumes from its cursor. Only conversations the
 //! device has acknowledged since the stream opened are judged, and acknowledgements are per
 //! device: a device with several streams on one conversation is judged by its fastest. A client
-//! that never acknowledges (grpcurl) is judged by the queue only. A receipt the bus loses can
-//! end a stream that was keeping up: it resumes, as after any SLOW_CONSUMER.
+//! that never acknowledges (grpcurl) is judged by the queue only. OpenStream's acknowledgements
+//! count as soon as they arrive ([`Outbox::acknowledged`]); Acknowledge's once stored and
+//! published, so one the bus loses, or the database cannot store, can end a Subscribe that was
+//! keeping up: it resumes, as after any SLOW_CONSUMER.
 //!
 //! A stream lives only as long as the token that opened it is good ([`TokenWatch`]): it ends
 //! with UNAUTHENTICATED when the token expires or its session or device is revoked, and with
@@ -108,6 +110,7 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Outgoing>,
+    inbox: Arc<Inbox>,
     end: Arc<Mutex<Option<oneshot::Sender<Error>>>>,
     stall_limit: Duration,
 }
@@ -166,6 +169,7 @@ impl Delivery {
         let (end, ended) = oneshot::channel();
         let outbox = Outbox {
             queue,
+            inbox: registration.inbox().clone(),
             end: Arc::new(Mutex::new(Some(end))),
             stall_limit: self.settings.stall_limit,
         };
@@ -229,6 +233,12 @@ impl Outbox {
         if let Some(end) = end {
             let _ = end.send(error);
         }
+    }
+
+    /// The client acknowledged `delivered` in `conversation` on this stream (OpenStream's `ack`):
+    /// recorded at once, whether or not the position can be stored.
+    pub fn acknowledged(&self, conversation: ConversationId, delivered: u64) {
+        self.inbox.acknowledge(conversation, delivered);
     }
 
     /// Resolves when the client is gone.

@@ -216,9 +216,7 @@ impl Hub {
             BusEvent::Receipt(receipt) => {
                 let targets = self.streams_of(receipt.conversation, participants).await?;
                 for own in targets.iter().filter(|inbox| inbox.device == receipt.device) {
-                    let mut acknowledged = lock(&own.acknowledged);
-                    let position = acknowledged.entry(receipt.conversation).or_default();
-                    *position = (*position).max(receipt.delivered);
+                    own.acknowledge(receipt.conversation, receipt.delivered);
                 }
                 self.push(
                     &targets,
@@ -354,6 +352,13 @@ impl Inbox {
     /// Everything to do, leaving the inbox empty.
     pub fn take(&self) -> Work {
         std::mem::take(&mut lock(&self.work))
+    }
+
+    /// The device acknowledged `delivered` in `conversation` (positions only move forward).
+    pub fn acknowledge(&self, conversation: ConversationId, delivered: u64) {
+        let mut acknowledged = lock(&self.acknowledged);
+        let position = acknowledged.entry(conversation).or_default();
+        *position = (*position).max(delivered);
     }
 
     /// The delivered positions the device acknowledged since the stream opened, by

@@ -98,8 +98,8 @@ pub struct Limits {
     /// `GATEWAY_KEEPALIVE_INTERVAL_SECS`: an idle connection is probed (TCP keepalive) after
     /// this long, default 30.
     pub keepalive_interval: Duration,
-    /// `GATEWAY_KEEPALIVE_TIMEOUT_SECS`: a connection whose probe or data goes unacknowledged
-    /// for the interval plus this is closed, default 10.
+    /// `GATEWAY_KEEPALIVE_TIMEOUT_SECS`: an idle connection whose probe goes unanswered this
+    /// long is closed, default 10.
     pub keepalive_timeout: Duration,
     /// `GATEWAY_IDLE_TIMEOUT_SECS`: a connection with nothing in flight is closed after this,
     /// default 300.

@@ -66,8 +66,7 @@ pub struct ServerLimits {
     /// TCP keepalive: an idle connection is probed after this long, which finds dead peers:
     /// default 30 s. (TCP, not HTTP/2 PING: see [`tcp_keepalive`].)
     pub keepalive_interval: Duration,
-    /// A connection whose probes, or whose data, go unacknowledged this long (TCP_USER_TIMEOUT,
-    /// added to the interval) is closed: default 10 s.
+    /// An idle connection whose probe goes unanswered this long is closed: default 10 s.
     pub keepalive_timeout: Duration,
     /// A connection with no request in flight (a response still streaming counts as in flight)
     /// for this long is closed gracefully: default 5 min.
@@ -247,24 +246,22 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Dead peers are found by TCP, not by HTTP/2 PING. A PING waits behind the response data already
-/// written, so it cannot tell a dead peer from a live one that stopped reading: nginx (the
-/// Ingress) opens one connection per stream and stops reading it while its client does not read,
-/// and a PING there closed the connection, which nginx reports to its client as INTERNAL, before
-/// chat's SLOW_CONSUMER status behind that backlog could reach it (`client/tests/cluster`,
-/// `slow_consumers.rs`). The kernel tells them apart: a slow reader still acknowledges, with a
-/// zero window; a dead one does not. Keepalive probes find a dead idle peer after the interval,
-/// TCP_USER_TIMEOUT one that leaves data or probes unacknowledged for interval + timeout.
+/// Dead peers are found by TCP keepalive, not by HTTP/2 PING. A PING waits behind the response
+/// data already written, so it cannot tell a dead peer from a live one that stopped reading: nginx
+/// (the Ingress) opens one connection per stream and stops reading it while its client does not
+/// read, and a PING there closed the connection, which nginx reports to its client as INTERNAL,
+/// before chat's SLOW_CONSUMER status behind that backlog could reach it (`client/tests/cluster`,
+/// `slow_consumers.rs`). Keepalive probes find a dead idle peer after the interval plus the
+/// timeout. No TCP_USER_TIMEOUT: Linux applies it to a zero window too, which is a live slow
+/// reader (it closed those connections after 40 s in the same test); a dead peer with data in
+/// flight is found by the kernel's retransmission limit (`tcp_retries2`, about 15 minutes).
 fn tcp_keepalive(tcp: &TcpStream, limits: &ServerLimits) {
     let socket = socket2::SockRef::from(tcp);
     let probes = socket2::TcpKeepalive::new()
         .with_time(limits.keepalive_interval)
         .with_interval(limits.keepalive_timeout)
         .with_retries(1);
-    let set = socket.set_tcp_keepalive(&probes).and_then(|()| {
-        socket.set_tcp_user_timeout(Some(limits.keepalive_interval + limits.keepalive_timeout))
-    });
-    if let Err(error) = set {
+    if let Err(error) = socket.set_tcp_keepalive(&probes) {
         tracing::debug!(%error, "cannot set TCP keepalive");
     }
 }
