@@ -154,7 +154,11 @@ impl Config {
             streams: StreamSettings {
                 queue: positive(&env, "STREAM_QUEUE", 256)?,
                 stall_limit: Duration::from_millis(positive(&env, "STREAM_STALL_MS", 2_000)?),
-                ack_timeout: Duration::from_millis(positive(&env, "STREAM_ACK_TIMEOUT_MS", 10_000)?),
+                ack_timeout: Duration::from_millis(positive(
+                    &env,
+                    "STREAM_ACK_TIMEOUT_MS",
+                    10_000,
+                )?),
                 heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 0)?),

@@ -215,7 +215,10 @@ impl Hub {
             }
             BusEvent::Receipt(receipt) => {
                 let targets = self.streams_of(receipt.conversation, participants).await?;
-                for own in targets.iter().filter(|inbox| inbox.device == receipt.device) {
+                for own in targets
+                    .iter()
+                    .filter(|inbox| inbox.device == receipt.device)
+                {
                     own.acknowledge(receipt.conversation, receipt.delivered);
                 }
                 self.push(
