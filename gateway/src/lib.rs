@@ -16,6 +16,7 @@
 mod config;
 pub mod cors;
 mod limits;
+mod linger;
 mod methods;
 pub mod observability;
 mod proxy;

@@ -47,6 +47,7 @@ use tonic::Status;
 
 use crate::{
     limits::RateLimits,
+    linger::LingeringBody,
     methods::{Method, MethodTable, RateLimit},
     revocation::RevocableBody,
     upstream::{UpstreamBody, UpstreamError, Upstreams},
@@ -144,7 +145,10 @@ impl Proxy {
             // The upstream checks the messages themselves; the gateway checks the framing.
             message_type: None,
         };
-        let body = CheckedRequestBody::new(body, checks, request_problem.clone());
+        // Read on after the call ends, so that ending the response does not reset the stream
+        // under it while the client still sends (linger.rs).
+        let body =
+            CheckedRequestBody::new(LingeringBody::new(body), checks, request_problem.clone());
         let upstream_request = Request::from_parts(parts, UpstreamBody::new(body));
         let response = self.call_upstream(method, &path, upstream_request).await;
         if let Some(problem) = request_problem.get() {
