@@ -3,7 +3,8 @@
 //!
 //! When an upstream ends a call whose client is still sending (chat ending an `OpenStream` with
 //! RESOURCE_EXHAUSTED while the client's acknowledgements keep coming), hyper drops the request
-//! body. Once the response is also done, h2 resets the client's stream (RST_STREAM NO_ERROR, and
+//! body as soon as the upstream resets its request side, which can be long before the client has
+//! read the response. Once the response is also done, h2 resets the client's stream (RST_STREAM NO_ERROR, and
 //! it forgets the stream a second later); DATA the client sends after that is answered with
 //! RST_STREAM STREAM_CLOSED. nginx (the Ingress) reads that reset as an upstream failure even
 //! after the response's trailers, and drops what it still holds for its client, the status
@@ -29,9 +30,14 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-/// How long a dropped request body is still read: long enough for a client behind a proxy to read
-/// the backlog in front of its response's end and close its side.
-pub const LINGER: Duration = Duration::from_secs(30);
+/// How long a dropped request body is still read. The body is dropped when the upstream ends the
+/// call, which can be long before the client reads the end: chat ends a slow consumer's stream
+/// while its backlog still waits in socket buffers and in nginx, and the client reads it, and
+/// acknowledges again, only when it reads again (35 s after the drop in `slow_consumers.rs`;
+/// with a bound of 30 s nginx still dropped the status). Two minutes is longer than nginx's
+/// `send_timeout` (60 s, ingress-nginx's default), after which nginx itself resets a client that
+/// reads nothing, which ends the drain at once.
+pub const LINGER: Duration = Duration::from_secs(120);
 
 /// A request body that, dropped before its end, is drained in the background (see the module
 /// docs).
