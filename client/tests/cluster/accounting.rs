@@ -143,6 +143,26 @@ impl Ledger {
         self.entries().failed.values().sum()
     }
 
+    /// The sends that failed for good so far, by status or reason.
+    pub fn failures(&self) -> BTreeMap<String, usize> {
+        self.entries().failed.clone()
+    }
+
+    /// Per sender, how many of its sends are neither acknowledged nor failed (failures are not
+    /// attributed: they count against no sender).
+    pub fn unanswered(&self) -> BTreeMap<String, i64> {
+        let entries = self.entries();
+        let mut unanswered: BTreeMap<String, i64> = BTreeMap::new();
+        for (sender, _) in &entries.queued {
+            *unanswered.entry(sender.clone()).or_default() += 1;
+        }
+        for ack in &entries.acknowledged {
+            *unanswered.entry(ack.sender.clone()).or_default() -= 1;
+        }
+        unanswered.retain(|_, n| *n != 0);
+        unanswered
+    }
+
     /// How many sends were acknowledged so far.
     pub fn n_acknowledged(&self) -> usize {
         self.entries().acknowledged.len()

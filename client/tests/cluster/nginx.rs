@@ -2,9 +2,7 @@
 //! configures it from the chart's annotations (`charts/chat/templates/ingress.yaml`): one
 //! process (`master_process off`) with a generated configuration in a scratch directory that
 //! also holds its pid file, error log and temporary files; nothing is read from or written to
-//! /etc/nginx or /var/log/nginx. [`Nginx::start_reloadable`] runs a master process instead, whose
-//! list of gateways changes by reload, as the controller reloads when a Service's endpoints
-//! change (the rollout of the gateway, `rollout.rs`).
+//! /etc/nginx or /var/log/nginx.
 
 use std::{
     fs,
@@ -24,41 +22,11 @@ pub struct Nginx {
     pub addr: SocketAddr,
     dir: PathBuf,
     child: Child,
-    /// With a master process (reloadable): stopped by SIGQUIT, which stops its workers too.
-    master: bool,
 }
 
 impl Nginx {
     /// Starts nginx in `dir` in front of `gateway` and waits until it accepts connections.
     pub async fn start(dir: &Path, gateway: SocketAddr) -> Self {
-        Self::start_with(dir, &[gateway], false).await
-    }
-
-    /// Starts nginx in `dir` in front of `gateways`, with a master process, whose list of
-    /// gateways [`Nginx::set_gateways`] changes.
-    pub async fn start_reloadable(dir: &Path, gateways: &[SocketAddr]) -> Self {
-        Self::start_with(dir, gateways, true).await
-    }
-
-    /// Points nginx at `gateways` (a reload: new connections go there; streams already open stay
-    /// where they are until they end, in the previous workers).
-    pub async fn set_gateways(&mut self, gateways: &[SocketAddr]) {
-        assert!(self.master, "only a reloadable nginx changes its gateways");
-        let config = configuration(&self.dir, self.addr, gateways, true);
-        fs::write(self.dir.join("nginx.conf"), config).unwrap();
-        signal(&self.child, "HUP");
-        // The reload logs nothing at `warn`: the master has read the configuration and started
-        // new workers well within this on an idle machine, and the test only needs new
-        // connections to go to the new list eventually.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let log = self.error_log();
-        assert!(
-            !log.contains("[emerg]"),
-            "nginx refused its new configuration:\n{log}"
-        );
-    }
-
-    async fn start_with(dir: &Path, gateways: &[SocketAddr], master: bool) -> Self {
         assert!(
             Path::new(NGINX).is_file(),
             "{NGINX} is missing: run ci/install-tools.sh (apt-get install -y nginx)"
@@ -66,11 +34,7 @@ impl Nginx {
         let dir = dir.join("nginx");
         fs::create_dir_all(&dir).unwrap();
         let addr = SocketAddr::new([127, 0, 0, 1].into(), free_port(&[[127, 0, 0, 1].into()]));
-        fs::write(
-            dir.join("nginx.conf"),
-            configuration(&dir, addr, gateways, master),
-        )
-        .unwrap();
+        fs::write(dir.join("nginx.conf"), configuration(&dir, addr, gateway)).unwrap();
         let child = Command::new(NGINX)
             .args(args(&dir))
             .stdin(Stdio::null())
@@ -78,12 +42,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx starts");
-        let mut nginx = Self {
-            addr,
-            dir,
-            child,
-            master,
-        };
+        let mut nginx = Self { addr, dir, child };
         let deadline = Deadline::after(Duration::from_secs(10), "nginx to listen");
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if let Ok(Some(status)) = nginx.child.try_wait() {
@@ -105,23 +64,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if self.master {
-            // Killing the master would leave its workers running.
-            signal(&self.child, "TERM");
-        } else {
-            let _ = self.child.kill();
-        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Sends `SIG<name>` to `child`.
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// `-p <dir>/ -c <dir>/nginx.conf -e <dir>/error.log` (`-e` covers what nginx logs before it
@@ -145,26 +90,14 @@ fn args(dir: &Path) -> Vec<String> {
 /// difference: the listener speaks HTTP/2 without TLS (prior knowledge), where the production
 /// Ingress terminates TLS (ingress-nginx negotiates HTTP/2 only there), as the test client has no
 /// certificate to trust.
-fn configuration(dir: &Path, listen: SocketAddr, gateways: &[SocketAddr], master: bool) -> String {
-    use std::os::unix::fs::MetadataExt;
-    // A master process run by root starts its workers as `nobody`, which could not write the
-    // scratch directory: as root, the workers stay root.
-    let (master_process, user) = match (master, fs::metadata(dir).unwrap().uid()) {
-        (false, _) => ("off", ""),
-        (true, 0) => ("on", "user root;\n"),
-        (true, _) => ("on", ""),
-    };
-    let servers: String = gateways
-        .iter()
-        .map(|gateway| format!("        server {gateway};\n"))
-        .collect();
+fn configuration(dir: &Path, listen: SocketAddr, gateway: SocketAddr) -> String {
     let dir = dir.display();
     format!(
         "\
 # Generated by client/tests/cluster: the chart's Ingress as ingress-nginx runs it.
 daemon off;
-master_process {master_process};
-{user}worker_processes 1;
+master_process off;
+worker_processes 1;
 pid {dir}/nginx.pid;
 lock_file {dir}/nginx.lock;
 error_log {dir}/error.log warn;
@@ -182,7 +115,8 @@ http {{
     scgi_temp_path {dir}/scgi;
 
     upstream gateway {{
-{servers}        keepalive 320;
+        server {gateway};
+        keepalive 320;
         keepalive_timeout 60s;
         keepalive_requests 10000;
     }}
