@@ -13,11 +13,11 @@
 //! the Ingress drop the pod before it stops accepting). nginx reaches them through a
 //! [`ClusterIp`]: ingress-nginx does not reload when endpoints change, its Lua balancer picks a
 //! current endpoint for each new upstream connection, which is what the forwarder does. (A reload
-//! does not do: nginx's old workers keep their clients' HTTP/2 connections, which a stream keeps
-//! busy, with the old list of gateways, and calls on them failed once those had stopped.)
+//! would not model it: nginx's old workers keep their clients' HTTP/2 connections, which a stream
+//! keeps busy, with the old list of gateways; the one run that tried it had 7 sends fail.)
 //!
 //! Rolling the gateway too is a test of its own, ignored for now: after it, the devices sending
-//! on `OpenStream` (`Live`) stop getting answers, in 5 runs of 6, while their streams still
+//! on `OpenStream` (`Live`) stop getting answers, in 4 runs of 5, while their streams still
 //! deliver (FAULTS.md, "Not covered yet"). `cargo nextest run -p client --test cluster
 //! --run-ignored only rollout` runs it.
 //!
