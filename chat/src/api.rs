@@ -325,8 +325,9 @@ async fn serve_stream_requests(
             }
             Some(Kind::Ack(ack)) => {
                 let result = match conversation_id(&ack.conversation_id) {
-                    Ok(conversation) => chat
-                        .acknowledge(
+                    Ok(conversation) => {
+                        outbox.acknowledged(conversation, ack.delivered_sequence);
+                        chat.acknowledge(
                             &who.credentials,
                             who.caller,
                             conversation,
@@ -334,7 +335,8 @@ async fn serve_stream_requests(
                             ack.read_sequence,
                         )
                         .await
-                        .map(drop),
+                        .map(drop)
+                    }
                     Err(error) => Err(error),
                 };
                 if let Err(error) = result {

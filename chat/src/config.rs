@@ -85,6 +85,11 @@ pub struct StreamSettings {
     /// `CHAT_STREAM_STALL_MS`: how long a live event may wait for room in a full queue before the
     /// stream ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER), default 2,000 ms.
     pub stall_limit: Duration,
+    /// `CHAT_STREAM_ACK_TIMEOUT_MS`: how long a stream's messages may wait for the device's
+    /// acknowledgement, with its delivered position not moving, before the stream ends with
+    /// RESOURCE_EXHAUSTED (SLOW_CONSUMER); only for the conversations the device acknowledges
+    /// (see `delivery.rs`), default 10,000 ms.
+    pub ack_timeout: Duration,
     /// `CHAT_HEARTBEAT_SECS`: interval of heartbeat events, default 15 s.
     pub heartbeat: Duration,
     /// `CHAT_REPLAY_PAGE`: messages read from the database at a time when a stream catches up,
@@ -149,6 +154,11 @@ impl Config {
             streams: StreamSettings {
                 queue: positive(&env, "STREAM_QUEUE", 256)?,
                 stall_limit: Duration::from_millis(positive(&env, "STREAM_STALL_MS", 2_000)?),
+                ack_timeout: Duration::from_millis(positive(
+                    &env,
+                    "STREAM_ACK_TIMEOUT_MS",
+                    10_000,
+                )?),
                 heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
                 replay_page: positive(&env, "REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 0)?),

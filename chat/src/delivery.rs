@@ -19,6 +19,22 @@
 //! bounded list of receipts and typing indicators), so memory per stream is bounded by the queue,
 //! one page of reads and the inbox, whatever the sender does.
 //!
+//! The queue alone cannot see a client that stopped reading behind a proxy: nginx (the Ingress)
+//! grants the gateway an unlimited HTTP/2 window and one connection per stream, so megabytes of
+//! backlog wait in socket buffers while the queue stays empty. So a stream whose device
+//! acknowledges what it receives (the client library's `Live` sends `ack` on OpenStream; the web
+//! demo calls Acknowledge for Subscribe) is judged by those acknowledgements, heard from every
+//! replica through the bus's receipts: when messages it queued stay unacknowledged and the
+//! device's delivered position does not move for `CHAT_STREAM_ACK_TIMEOUT_MS`, it ends with
+//! RESOURCE_EXHAUSTED (SLOW_CONSUMER). Its status follows what was already written, so the
+//! client reads the backlog, then the status, and resumes from its cursor. Only conversations the
+//! device has acknowledged since the stream opened are judged, and acknowledgements are per
+//! device: a device with several streams on one conversation is judged by its fastest. A client
+//! that never acknowledges (grpcurl) is judged by the queue only. OpenStream's acknowledgements
+//! count as soon as they arrive ([`Outbox::acknowledged`]); Acknowledge's once stored and
+//! published, so one the bus loses, or the database cannot store, can end a Subscribe that was
+//! keeping up: it resumes, as after any SLOW_CONSUMER.
+//!
 //! A stream lives only as long as the token that opened it is good ([`TokenWatch`]): it ends
 //! with UNAUTHENTICATED when the token expires or its session or device is revoked, and with
 //! UNAVAILABLE when revocations cannot be checked any more (see `token::Revocations`).
@@ -28,7 +44,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::Stream;
@@ -67,6 +83,9 @@ pub enum Outgoing {
 
 const _: () = assert!(std::mem::size_of::<Outgoing>() <= 24);
 
+/// The shortest interval between two checks of a stream's acknowledgements.
+const MIN_ACK_CHECK: Duration = Duration::from_millis(100);
+
 /// The answer to a send on OpenStream.
 #[derive(Debug)]
 pub struct SendAnswer {
@@ -91,6 +110,7 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Outgoing>,
+    inbox: Arc<Inbox>,
     end: Arc<Mutex<Option<oneshot::Sender<Error>>>>,
     stall_limit: Duration,
 }
@@ -149,6 +169,7 @@ impl Delivery {
         let (end, ended) = oneshot::channel();
         let outbox = Outbox {
             queue,
+            inbox: registration.inbox().clone(),
             end: Arc::new(Mutex::new(Some(end))),
             stall_limit: self.settings.stall_limit,
         };
@@ -166,6 +187,7 @@ impl Delivery {
             groups,
             outbox: outbox.clone(),
             cursors: HashMap::new(),
+            progress: Progress::default(),
         };
         tokio::spawn(task.run(registration, positions, token));
         Ok((outbox, stream))
@@ -211,6 +233,12 @@ impl Outbox {
         if let Some(end) = end {
             let _ = end.send(error);
         }
+    }
+
+    /// The client acknowledged `delivered` in `conversation` on this stream (OpenStream's `ack`):
+    /// recorded at once, whether or not the position can be stored.
+    pub fn acknowledged(&self, conversation: ConversationId, delivered: u64) {
+        self.inbox.acknowledge(conversation, delivered);
     }
 
     /// Resolves when the client is gone.
@@ -265,6 +293,54 @@ struct StreamTask {
     groups: Vec<ConversationId>,
     outbox: Outbox,
     cursors: HashMap<ConversationId, u64>,
+    progress: Progress,
+}
+
+/// What the stream's client has acknowledged of what was queued for it (see the module docs).
+#[derive(Default)]
+struct Progress {
+    /// Where the stream resumed in each conversation: the client had that much already.
+    started_from: HashMap<ConversationId, u64>,
+    /// The last message queued in each conversation (not the cursor, which also moves past
+    /// messages without a key for this device, which the client never sees to acknowledge).
+    queued: HashMap<ConversationId, u64>,
+    /// The sum of the acknowledged positions at the last check, and since when it has not moved
+    /// while messages waited for acknowledgement.
+    stalled: Option<(u64, Instant)>,
+}
+
+impl Progress {
+    /// `Err(SlowConsumer)` when the device's acknowledgements (`acknowledged`, from the hub)
+    /// have not moved for `timeout` while messages queued in the conversations it acknowledges
+    /// waited for them.
+    fn check(
+        &mut self,
+        acknowledged: &HashMap<ConversationId, u64>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let (mut waiting, mut positions) = (false, 0u64);
+        // Only the conversations the device acknowledges are judged: `Live` acknowledges the one
+        // it shows, and a client that acknowledges nothing is judged by the queue alone.
+        for (conversation, queued) in &self.queued {
+            let Some(position) = acknowledged.get(conversation) else {
+                continue;
+            };
+            let started = self.started_from.get(conversation).copied().unwrap_or(0);
+            let position = (*position).max(started);
+            waiting |= *queued > position;
+            positions = positions.saturating_add(position);
+        }
+        let now = Instant::now();
+        match self.stalled {
+            Some((before, since)) if waiting && before == positions => {
+                if now.duration_since(since) >= timeout {
+                    return Err(Error::SlowConsumer);
+                }
+            }
+            _ => self.stalled = Some((positions, now)),
+        }
+        Ok(())
+    }
 }
 
 impl StreamTask {
@@ -307,6 +383,9 @@ impl StreamTask {
         // Ticks missed while the task waited for room are not made up in a burst.
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await; // the first tick is immediate
+        let ack_timeout = self.settings.ack_timeout;
+        let mut progress_check = tokio::time::interval((ack_timeout / 4).max(MIN_ACK_CHECK));
+        progress_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
@@ -315,12 +394,16 @@ impl StreamTask {
                 _ = heartbeat.tick() => {
                     self.outbox.offer(Outgoing::Heartbeat(OffsetDateTime::now_utc()));
                 }
+                _ = progress_check.tick() => {
+                    self.progress.check(&inbox.acknowledged(), ack_timeout)?;
+                }
             }
         }
     }
 
     async fn replay(&mut self, requested: &HashMap<ConversationId, u64>) -> Result<(), Error> {
         let behind = self.resume(requested).await?;
+        self.progress.started_from = self.cursors.clone();
         for (conversation, last_sequence) in behind {
             self.catch_up(conversation, last_sequence, true).await?;
         }
@@ -337,6 +420,10 @@ impl StreamTask {
             self.cursors.retain(|conversation, _| {
                 groups.contains(conversation) || !self.groups.contains(conversation)
             });
+            let cursors = &self.cursors;
+            self.progress
+                .queued
+                .retain(|conversation, _| cursors.contains_key(conversation));
             self.groups = groups;
         }
         let mut dirty: Vec<(ConversationId, u64)> = if work.resync {
@@ -443,6 +530,7 @@ impl StreamTask {
                     self.outbox.push(item).await?;
                 }
                 self.cursors.insert(conversation, sequence);
+                self.progress.queued.insert(conversation, sequence);
             }
             let cursor = self.cursors.entry(conversation).or_insert(0);
             *cursor = (*cursor).max(through);

@@ -55,6 +55,10 @@ pub struct Inbox {
     work: Mutex<Work>,
     /// Signalled whenever `work` gains something.
     pub ready: Notify,
+    /// The delivered positions the device acknowledged (on any replica) since the stream opened,
+    /// by conversation: how the stream task judges a client's progress (`delivery.rs`). Read on
+    /// the task's own clock, so an acknowledgement never wakes it.
+    acknowledged: Mutex<HashMap<ConversationId, u64>>,
 }
 
 /// What a stream has to do, taken at once by [`Inbox::take`].
@@ -156,6 +160,7 @@ impl Hub {
             device,
             work: Mutex::default(),
             ready: Notify::new(),
+            acknowledged: Mutex::default(),
         });
         of_user.push(inbox.clone());
         for group in &groups {
@@ -210,6 +215,12 @@ impl Hub {
             }
             BusEvent::Receipt(receipt) => {
                 let targets = self.streams_of(receipt.conversation, participants).await?;
+                for own in targets
+                    .iter()
+                    .filter(|inbox| inbox.device == receipt.device)
+                {
+                    own.acknowledge(receipt.conversation, receipt.delivered);
+                }
                 self.push(
                     &targets,
                     |inbox| inbox.device != receipt.device,
@@ -344,6 +355,19 @@ impl Inbox {
     /// Everything to do, leaving the inbox empty.
     pub fn take(&self) -> Work {
         std::mem::take(&mut lock(&self.work))
+    }
+
+    /// The device acknowledged `delivered` in `conversation` (positions only move forward).
+    pub fn acknowledge(&self, conversation: ConversationId, delivered: u64) {
+        let mut acknowledged = lock(&self.acknowledged);
+        let position = acknowledged.entry(conversation).or_default();
+        *position = (*position).max(delivered);
+    }
+
+    /// The delivered positions the device acknowledged since the stream opened, by
+    /// conversation; empty while it has acknowledged nothing.
+    pub fn acknowledged(&self) -> HashMap<ConversationId, u64> {
+        lock(&self.acknowledged).clone()
     }
 }
 

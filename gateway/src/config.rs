@@ -95,9 +95,11 @@ pub struct Limits {
     pub max_header_list_bytes: u32,
     /// `GATEWAY_MAX_MESSAGE_BYTES`: largest gRPC message a client may send, default 4 MiB.
     pub max_message_bytes: u32,
-    /// `GATEWAY_KEEPALIVE_INTERVAL_SECS`: HTTP/2 PING interval, default 30.
+    /// `GATEWAY_KEEPALIVE_INTERVAL_SECS`: an idle connection is probed (TCP keepalive) after
+    /// this long, default 30.
     pub keepalive_interval: Duration,
-    /// `GATEWAY_KEEPALIVE_TIMEOUT_SECS`: unanswered PING closes the connection, default 10.
+    /// `GATEWAY_KEEPALIVE_TIMEOUT_SECS`: an idle connection whose probe goes unanswered this
+    /// long is closed, default 10.
     pub keepalive_timeout: Duration,
     /// `GATEWAY_IDLE_TIMEOUT_SECS`: a connection with nothing in flight is closed after this,
     /// default 300.

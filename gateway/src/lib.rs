@@ -16,6 +16,7 @@
 mod config;
 pub mod cors;
 mod limits;
+mod linger;
 mod methods;
 pub mod observability;
 mod proxy;
@@ -82,7 +83,18 @@ pub async fn run_with_metrics_listener(
     let validator = revocation::start_validator(&config, upstreams.pool(Upstream::Auth))?;
     let rate_limits = RateLimits::new(&config.limits);
     tokio::spawn(forget_idle_rate_limit_keys(rate_limits.clone()));
+    // Cancelled as the drain starts: streams end with UNAVAILABLE (proxy.rs), so that clients
+    // resume elsewhere at once instead of being cut when the drain times out.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
     let proxy = Arc::new(Proxy {
+        stopping,
         methods: MethodTable::from_embedded_descriptors(),
         upstreams,
         validator,

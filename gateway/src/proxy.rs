@@ -22,7 +22,10 @@
 //!   (`common::grpc_guard::MAX_RESPONSE_METADATA_BYTES`): INTERNAL "upstream response metadata
 //!   too large", for that call only (the connection, shared with other calls, stays up: see
 //!   `upstream.rs`);
-//! - the upstream ends a call without any status: INTERNAL.
+//! - the upstream ends a call without any status: INTERNAL;
+//! - the gateway shuts down (SIGTERM): every server stream ends at once with UNAVAILABLE, which
+//!   clients retry through another gateway (the Ingress has dropped this one during the pod's
+//!   preStop), while unary calls finish within the drain.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -44,10 +47,12 @@ use common::grpc_guard::{
 };
 use http_body::Frame;
 use hyper::body::Incoming;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
 use crate::{
     limits::RateLimits,
+    linger::LingeringBody,
     methods::{Method, MethodTable, RateLimit},
     revocation::RevocableBody,
     upstream::{UpstreamBody, UpstreamError, Upstreams},
@@ -73,6 +78,8 @@ const STRIPPED_PREFIXES: &[&str] = &["x-internal-", "x-auth-"];
 
 /// Everything the proxy handler needs.
 pub struct Proxy {
+    /// Cancelled when the gateway starts draining: server streams then end with UNAVAILABLE.
+    pub stopping: CancellationToken,
     /// The routable RPCs.
     pub methods: MethodTable,
     /// The upstream channels.
@@ -145,7 +152,10 @@ impl Proxy {
             // The upstream checks the messages themselves; the gateway checks the framing.
             message_type: None,
         };
-        let body = CheckedRequestBody::new(body, checks, request_problem.clone());
+        // Read on after the call ends, so that ending the response does not reset the stream
+        // under it while the client still sends (linger.rs).
+        let body =
+            CheckedRequestBody::new(LingeringBody::new(body), checks, request_problem.clone());
         let body = EndOnProblem {
             inner: body,
             problem: request_problem.clone(),
@@ -170,7 +180,10 @@ impl Proxy {
         // resumes from its cursor), and as its session or device is revoked (revocation.rs).
         let stream_caller = caller.filter(|_| method.server_streaming);
         let expiry = stream_caller.as_ref().map(|claims| claims.expires_at);
-        let body = ResponseBody::new(body, path, expiry, request_problem);
+        let stopping = method
+            .server_streaming
+            .then(|| self.stopping.clone().cancelled_owned());
+        let body = ResponseBody::new(body, path, expiry, stopping, request_problem);
         Ok(match stream_caller {
             Some(claims) => {
                 let revoked = self.validator.revocations().ended(claims.subject());
@@ -347,13 +360,16 @@ pin_project_lite::pin_project! {
     ///   than a reset stream, which clients report as INTERNAL;
     /// - INTERNAL when the upstream ends without a status;
     /// - UNAUTHENTICATED when the caller's token expires (server-streaming calls), so a stream
-    ///   never outlives its token.
+    ///   never outlives its token;
+    /// - UNAVAILABLE when the gateway starts draining (server-streaming calls).
     struct ResponseBody {
         #[pin]
         inner: Incoming,
         path: Arc<str>,
         #[pin]
         expiry: Option<tokio::time::Sleep>,
+        #[pin]
+        stopping: Option<WaitForCancellationFutureOwned>,
         request_problem: Arc<RequestProblem>,
         done: bool,
     }
@@ -364,6 +380,7 @@ impl ResponseBody {
         inner: Incoming,
         path: Arc<str>,
         expires_at_unix: Option<i64>,
+        stopping: Option<WaitForCancellationFutureOwned>,
         request_problem: Arc<RequestProblem>,
     ) -> Self {
         let expiry = expires_at_unix.map(|expires_at| {
@@ -378,6 +395,7 @@ impl ResponseBody {
             inner,
             path,
             expiry,
+            stopping,
             request_problem,
             done: false,
         }
@@ -432,12 +450,21 @@ impl http_body::Body for ResponseBody {
                     .expiry
                     .as_pin_mut()
                     .is_some_and(|expiry| expiry.poll(cx).is_ready());
-                if !expired {
+                if expired {
+                    Ending::Status(Status::unauthenticated(
+                        "access token expired; refresh it and resume the stream",
+                    ))
+                } else if this
+                    .stopping
+                    .as_pin_mut()
+                    .is_some_and(|stopping| stopping.poll(cx).is_ready())
+                {
+                    Ending::Status(Status::unavailable(
+                        "the gateway is shutting down; resume the stream",
+                    ))
+                } else {
                     return Poll::Pending;
                 }
-                Ending::Status(Status::unauthenticated(
-                    "access token expired; refresh it and resume the stream",
-                ))
             }
         };
         *this.done = true;

@@ -71,9 +71,10 @@ pub struct ServerLimits {
     /// before any request exists: above it, 431 over HTTP/1.1 and, over HTTP/2, 431 or a reset
     /// stream (or GOAWAY for a header block that cannot even be skipped).
     pub max_header_list_bytes: u32,
-    /// HTTP/2 PING interval, which finds dead peers: default 30 s.
+    /// TCP keepalive: an idle connection is probed after this long, which finds dead peers:
+    /// default 30 s. (TCP, not HTTP/2 PING: see [`tcp_keepalive`].)
     pub keepalive_interval: Duration,
-    /// An HTTP/2 PING not answered within this closes the connection: default 10 s.
+    /// An idle connection whose probe goes unanswered this long is closed: default 10 s.
     pub keepalive_timeout: Duration,
     /// A connection with no request in flight (a response still streaming counts as in flight)
     /// for this long is closed gracefully: default 5 min.
@@ -224,6 +225,7 @@ pub async fn serve(
                 log_panic(finished);
             }
             (tcp, peer) = accept(&listener) => {
+                tcp_keepalive(&tcp, &limits);
                 let connection = ConnectionTask {
                     builder: Arc::clone(&builder),
                     app: app.clone(),
@@ -277,9 +279,29 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(hard_limit)
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout);
+        // No HTTP/2 PING: see `tcp_keepalive`.
+        .keep_alive_interval(None);
     builder
+}
+
+/// Dead peers are found by TCP keepalive, not by HTTP/2 PING. A PING waits behind the response
+/// data already written, so it cannot tell a dead peer from a live one that stopped reading: nginx
+/// (the Ingress) opens one connection per stream and stops reading it while its client does not
+/// read, and a PING there closed the connection, which nginx reports to its client as INTERNAL,
+/// before chat's SLOW_CONSUMER status behind that backlog could reach it (`client/tests/cluster`,
+/// `slow_consumers.rs`). Keepalive probes find a dead idle peer after the interval plus the
+/// timeout. No TCP_USER_TIMEOUT: Linux applies it to a zero window too, which is a live slow
+/// reader (it closed those connections after 40 s in the same test); a dead peer with data in
+/// flight is found by the kernel's retransmission limit (`tcp_retries2`, about 15 minutes).
+fn tcp_keepalive(tcp: &TcpStream, limits: &ServerLimits) {
+    let socket = socket2::SockRef::from(tcp);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(limits.keepalive_interval)
+        .with_interval(limits.keepalive_timeout)
+        .with_retries(1);
+    if let Err(error) = socket.set_tcp_keepalive(&probes) {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
 }
 
 /// The transport-level cap on a request's header list, above the configured limit so that

@@ -12,7 +12,8 @@ use std::{
     time::Duration,
 };
 
-use client::{Content, Live, LiveEvent, Session, Target};
+use client::{Content, Live, LiveEvent, ReceivedText, Session, Target};
+use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
 use sqlx::{Connection, PgConnection};
 use tokio::{
     sync::{mpsc, watch},
@@ -142,6 +143,26 @@ impl Ledger {
         self.entries().failed.values().sum()
     }
 
+    /// The sends that failed for good so far, by status or reason.
+    pub fn failures(&self) -> BTreeMap<String, usize> {
+        self.entries().failed.clone()
+    }
+
+    /// Per sender, how many of its sends are neither acknowledged nor failed (failures are not
+    /// attributed: they count against no sender).
+    pub fn unanswered(&self) -> BTreeMap<String, i64> {
+        let entries = self.entries();
+        let mut unanswered: BTreeMap<String, i64> = BTreeMap::new();
+        for (sender, _) in &entries.queued {
+            *unanswered.entry(sender.clone()).or_default() += 1;
+        }
+        for ack in &entries.acknowledged {
+            *unanswered.entry(ack.sender.clone()).or_default() -= 1;
+        }
+        unanswered.retain(|_, n| *n != 0);
+        unanswered
+    }
+
     /// How many sends were acknowledged so far.
     pub fn n_acknowledged(&self) -> usize {
         self.entries().acknowledged.len()
@@ -208,6 +229,135 @@ impl LiveClient {
 impl Drop for LiveClient {
     fn drop(&mut self) {
         self.recorder.abort();
+    }
+}
+
+/// A device that shows a conversation: a [`LiveClient`] or a [`SubscribeClient`].
+pub trait Follower: Send + Sync {
+    fn name(&self) -> &str;
+    /// What it has shown so far.
+    fn log(&self) -> MutexGuard<'_, ShownLog>;
+    /// A copy of what it has shown so far.
+    fn snapshot(&self) -> ShownLog {
+        self.log().clone()
+    }
+}
+
+impl Follower for LiveClient {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn log(&self) -> MutexGuard<'_, ShownLog> {
+        LiveClient::log(self)
+    }
+}
+
+impl Follower for SubscribeClient {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn log(&self) -> MutexGuard<'_, ShownLog> {
+        self.log.lock().unwrap()
+    }
+}
+
+/// A device following one conversation on `Subscribe`, as the web demo does (the client library
+/// offers only `OpenStream`): raw gRPC through `server`, each message opened with the device's
+/// keys, resuming from the last sequence shown after every drop (200 ms later).
+pub struct SubscribeClient {
+    pub name: String,
+    log: Arc<Mutex<ShownLog>>,
+    task: JoinHandle<()>,
+}
+
+impl SubscribeClient {
+    pub fn open(name: &str, session: &Arc<Session>, server: &str, conversation_id: &str) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+            .unwrap()
+            .connect_lazy();
+        let log = Arc::new(Mutex::new(ShownLog::default()));
+        let (record, session, conversation_id) =
+            (log.clone(), session.clone(), conversation_id.to_owned());
+        let task = tokio::spawn(async move {
+            let mut chat = ChatServiceClient::new(channel);
+            loop {
+                let ended = subscribe_once(&session, &mut chat, &conversation_id, &record).await;
+                record.lock().unwrap().disconnects.push(ended);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            log,
+            task,
+        }
+    }
+}
+
+impl Drop for SubscribeClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One `Subscribe` call from the last sequence shown, until it ends; returns how it ended.
+async fn subscribe_once(
+    session: &Session,
+    chat: &mut ChatServiceClient<tonic::transport::Channel>,
+    conversation_id: &str,
+    log: &Mutex<ShownLog>,
+) -> String {
+    let token = match session.access_token_for_tests().await {
+        Ok(token) => token,
+        Err(error) => return format!("no token: {error}"),
+    };
+    let cursor = log.lock().unwrap().last_sequence();
+    let mut request = tonic::Request::new(pb::SubscribeRequest {
+        positions: vec![pb::ConversationPosition {
+            conversation_id: conversation_id.to_owned(),
+            sequence: cursor,
+        }],
+    });
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let mut stream = match chat.subscribe(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return format!("refused: {:?}: {}", status.code(), status.message()),
+    };
+    log.lock().unwrap().connects += 1;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(response)) => response.event.and_then(|event| event.event),
+            Ok(None) => return "ended without a status".to_owned(),
+            Err(status) => return format!("{:?}: {}", status.code(), status.message()),
+        };
+        match event {
+            Some(Event::Message(message)) if message.conversation_id == conversation_id => {
+                let shown = shown_message(session.open_message(message).await);
+                log.lock().unwrap().messages.push(shown);
+            }
+            Some(Event::CaughtUp(_)) => log.lock().unwrap().caught_up += 1,
+            _ => {}
+        }
+    }
+}
+
+fn shown_message(received: ReceivedText) -> ShownMessage {
+    ShownMessage {
+        sequence: received.sequence,
+        message_id: received.message_id,
+        client_message_id: received.client_message_id,
+        text: text_of(received.content),
+    }
+}
+
+fn text_of(content: Content) -> String {
+    match content {
+        Content::Verified { text } => text,
+        Content::Failed { reason } => format!("FAILED VERIFICATION: {reason}"),
+        Content::Replayed { first_sequence } => format!("REPLAY OF {first_sequence}"),
     }
 }
 
@@ -289,19 +439,7 @@ impl ShownLog {
 fn record_event(log: &Mutex<ShownLog>, ledger: &Ledger, sender: &str, event: LiveEvent) {
     let mut log = log.lock().unwrap();
     match event {
-        LiveEvent::Message(message) => {
-            let text = match message.content {
-                Content::Verified { text } => text,
-                Content::Failed { reason } => format!("FAILED VERIFICATION: {reason}"),
-                Content::Replayed { first_sequence } => format!("REPLAY OF {first_sequence}"),
-            };
-            log.messages.push(ShownMessage {
-                sequence: message.sequence,
-                message_id: message.message_id,
-                client_message_id: message.client_message_id,
-                text,
-            });
-        }
+        LiveEvent::Message(message) => log.messages.push(shown_message(message)),
         LiveEvent::Connected => log.connects += 1,
         LiveEvent::Disconnected { error, .. } => log.disconnects.push(error),
         LiveEvent::CaughtUp => log.caught_up += 1,

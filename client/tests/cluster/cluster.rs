@@ -337,7 +337,11 @@ impl Environment {
     fn common(&self, prefix: &str, listen: SocketAddr, parts: &[&str]) -> Vec<(String, String)> {
         let mut env = vec![
             ("LISTEN_ADDR", listen.to_string()),
-            ("LOG", "info".to_owned()),
+            // `TEST_GATEWAY_LOG=info,h2=debug` and the like, to debug a run.
+            (
+                "LOG",
+                std::env::var(format!("TEST_{prefix}_LOG")).unwrap_or_else(|_| "info".to_owned()),
+            ),
             ("LOG_FORMAT", "json".to_owned()),
             (
                 "SHUTDOWN_TIMEOUT_SECS",

@@ -55,6 +55,13 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// What nginx logged so far (warnings and errors).
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();

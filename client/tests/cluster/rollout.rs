@@ -1,13 +1,25 @@
 //! Fault 8 of issue #20: a rolling restart of auth, group and chat as the chart does it, while
 //! clients send (unary `SendMessage`, and on `OpenStream`) and
-//! follow a group conversation on `OpenStream` through the Ingress. No acknowledged message may
+//! follow a group conversation through the Ingress, on `OpenStream` (the client library's `Live`)
+//! and on `Subscribe` (as the web demo does). No acknowledged message may
 //! be lost or shown twice, no send may fail, and a stream may end only with UNAVAILABLE.
 //!
 //! The shape differs from `cluster.rs` where a rollout needs it: every component runs two pods,
 //! each on a loopback address of its own (`127.0.<component>.<n>`, one port per component, as a
 //! Deployment's pods share their containerPort); chat and group reach auth, and chat reaches
 //! group, through a [`ClusterIp`]; the gateway reaches every pod through names it re-resolves
-//! (`<component>-headless`, from the [`Records`] file, not a fixed list of URLs).
+//! (`<component>-headless`, from the [`Records`] file, not a fixed list of URLs). The gateway
+//! runs two pods too (on 127.0.0.1, a port each) and rolls last, the same way (its preStop lets
+//! the Ingress drop the pod before it stops accepting). nginx reaches them through a
+//! [`ClusterIp`]: ingress-nginx does not reload when endpoints change, its Lua balancer picks a
+//! current endpoint for each new upstream connection, which is what the forwarder does. (A reload
+//! would not model it: nginx's old workers keep their clients' HTTP/2 connections, which a stream
+//! keeps busy, with the old list of gateways; the one run that tried it had 7 sends fail.)
+//!
+//! Rolling the gateway too is a test of its own, ignored for now: after it, the devices sending
+//! on `OpenStream` (`Live`) stop getting answers, in 4 runs of 5, while their streams still
+//! deliver (FAULTS.md, "Not covered yet"). `cargo nextest run -p client --test cluster
+//! --run-ignored only rollout` runs it.
 //!
 //! Each Deployment rolls as `strategy.rollingUpdate` (maxSurge 25% of 2 pods = 1, maxUnavailable
 //! 0) and the pod lifecycle (`deployments.yaml`) make Kubernetes do it: a new pod starts, and
@@ -28,7 +40,7 @@ use tokio::sync::watch;
 
 use crate::{
     ScratchDir,
-    accounting::{self, Ledger, LiveClient, PacedSender},
+    accounting::{self, Follower, Ledger, LiveClient, PacedSender, SubscribeClient},
     cluster::{
         Deadline, Environment, Process, binaries_dir, connected, free_port, wait_ready,
         wait_serving,
@@ -42,12 +54,19 @@ use crate::{
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(2);
 const CHAT_PRE_STOP: Duration = Duration::from_secs(3);
 const AUTH_GROUP_PRE_STOP: Duration = Duration::from_secs(1);
+const GATEWAY_PRE_STOP: Duration = Duration::from_secs(2);
 /// Between two sends of one sender.
 const SEND_INTERVAL: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_of_every_service_as_the_chart_does_it_loses_and_repeats_nothing() {
-    with_database(rolling_restart_of_every_service).await;
+    with_database(|url| rolling_restart_of_every_service(url, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "OpenStream sends stall after the gateway rolls: FAULTS.md, Not covered yet"]
+async fn a_rolling_restart_of_every_service_and_the_gateway_loses_and_repeats_nothing() {
+    with_database(|url| rolling_restart_of_every_service(url, true)).await;
 }
 
 /// One Deployment's pods.
@@ -80,11 +99,17 @@ struct RolloutCluster {
     auth_service: ClusterIp,
     group_service: ClusterIp,
     records: Records,
-    gateway: Process,
+    /// The gateway's pods, oldest first, the Service nginx reaches them through, and what each
+    /// one's environment starts from.
+    gateways: Vec<(SocketAddr, Process)>,
+    gateway_service: ClusterIp,
+    gateway_env: Vec<(String, String)>,
+    gateways_started: usize,
     nginx: Nginx,
 }
 
-async fn rolling_restart_of_every_service(database_url: String) {
+/// The rollout of auth, group and chat, then of the gateway if `roll_gateway`.
+async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bool) {
     let started = Instant::now();
     let scratch = ScratchDir::new();
     let mut cluster = RolloutCluster::start(scratch.path(), &database_url).await;
@@ -99,11 +124,15 @@ async fn rolling_restart_of_every_service(database_url: String) {
             ("alice-phone", "alice"),
             ("bob", "bob"),
             ("carol", "carol"),
+            ("bob-web", "bob"),
+            ("carol-web", "carol"),
         ],
     )
     .await;
+    let conversation_id = members[0].target.conversation_id.clone();
     let ledger = Arc::new(Ledger::default());
-    let devices: Vec<Arc<LiveClient>> = members
+    // The first four devices follow on `Live`, the web ones on `Subscribe`.
+    let devices: Vec<Arc<LiveClient>> = members[..4]
         .iter()
         .map(|member| {
             let device = LiveClient::open(
@@ -114,6 +143,17 @@ async fn rolling_restart_of_every_service(database_url: String) {
             );
             Arc::new(device)
         })
+        .collect();
+    let subscribers: Vec<SubscribeClient> = members[4..]
+        .iter()
+        .map(|member| {
+            SubscribeClient::open(&member.device, &member.session, &server, &conversation_id)
+        })
+        .collect();
+    let followers: Vec<&dyn Follower> = devices
+        .iter()
+        .map(|device| device.as_ref() as &dyn Follower)
+        .chain(subscribers.iter().map(|device| device as &dyn Follower))
         .collect();
     let (stop, stopped) = watch::channel(false);
     let senders = [
@@ -129,7 +169,7 @@ async fn rolling_restart_of_every_service(database_url: String) {
         PacedSender::on_stream(devices[2].clone(), (SEND_INTERVAL, 0), stopped.clone()),
         PacedSender::on_stream(devices[3].clone(), (SEND_INTERVAL, 0), stopped),
     ];
-    wait_until_shown(&devices, 10, "traffic").await;
+    wait_until_shown(&followers, 10, "traffic").await;
     eprintln!("traffic flowing after {:?}", started.elapsed());
 
     let mut steps = Vec::new();
@@ -143,35 +183,68 @@ async fn rolling_restart_of_every_service(database_url: String) {
             eprintln!("{step}");
             steps.push(step);
             // Everything acknowledged so far reaches every device while the rollout goes on.
-            wait_until_shown(&devices, ledger.last_acknowledged(), "delivery").await;
+            wait_until_shown(&followers, ledger.last_acknowledged(), "delivery").await;
         }
+    }
+    for _ in 0..if roll_gateway { 2 } else { 0 } {
+        let (new_pod, drained) = cluster.roll_one_gateway().await;
+        let step = format!(
+            "at {:?}: gateway -> {new_pod}, the old pod drained in {drained:?}",
+            started.elapsed()
+        );
+        eprintln!("{step}");
+        steps.push(step);
+        wait_until_shown(&followers, ledger.last_acknowledged(), "delivery").await;
     }
     let rolled_out = started.elapsed();
-    // The gateway follows the new chat pods: it re-resolved its upstream names.
-    for pod in &cluster.chat.pods {
-        let deadline = Deadline::after(RESOLVE_INTERVAL * 3, "the gateway to reach a new pod");
-        while !connected(cluster.gateway.child.id(), pod.addr) {
-            deadline.tick().await;
+    // The gateways follow the new chat pods: they re-resolved their upstream names.
+    for (_, gateway) in &cluster.gateways {
+        for pod in &cluster.chat.pods {
+            let deadline = Deadline::after(RESOLVE_INTERVAL * 3, "the gateway to reach a new pod");
+            while !connected(gateway.child.id(), pod.addr) {
+                deadline.tick().await;
+            }
         }
     }
-    wait_until_shown(&devices, ledger.last_acknowledged() + 10, "traffic after").await;
+    wait_until_shown(&followers, ledger.last_acknowledged() + 10, "traffic after").await;
     stop.send(true).unwrap();
     for sender in senders {
         sender.finish().await;
     }
+    // A send that failed for good is answered too (the audit reports it).
     let deadline = Deadline::after(Duration::from_secs(20), "every stream send answered");
-    while ledger.n_acknowledged() < ledger.n_queued() {
+    while ledger.n_acknowledged() + ledger.n_failed() < ledger.n_queued() {
+        assert!(
+            !deadline.expired(),
+            "{} of {} sends answered (failed: {:?}; unanswered by sender: {:?}); devices: {:?}",
+            ledger.n_acknowledged() + ledger.n_failed(),
+            ledger.n_queued(),
+            ledger.failures(),
+            ledger.unanswered(),
+            followers
+                .iter()
+                .map(|device| {
+                    let log = device.log();
+                    format!(
+                        "{}: last {}, {} connects, drops {:?}",
+                        device.name(),
+                        log.last_sequence(),
+                        log.connects,
+                        log.disconnects
+                    )
+                })
+                .collect::<Vec<_>>()
+        );
         deadline.tick().await;
     }
-    let conversation_id = members[0].target.conversation_id.clone();
     let stored = accounting::stored_messages(&database_url, &conversation_id).await;
-    wait_until_shown(&devices, stored.len() as u64, "the last message").await;
+    wait_until_shown(&followers, stored.len() as u64, "the last message").await;
 
-    let logs: Vec<_> = devices.iter().map(|device| device.snapshot()).collect();
-    let shown: Vec<(&str, &accounting::ShownLog)> = devices
+    let logs: Vec<_> = followers.iter().map(|device| device.snapshot()).collect();
+    let shown: Vec<(&str, &accounting::ShownLog)> = followers
         .iter()
         .zip(&logs)
-        .map(|(device, log)| (device.name.as_str(), log))
+        .map(|(device, log)| (device.name(), log))
         .collect();
     let audit = accounting::audit(&ledger, &stored, &shown);
     let disconnects: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
@@ -187,16 +260,17 @@ async fn rolling_restart_of_every_service(database_url: String) {
             "a stream ended with a status the client should not retry: {reason}"
         );
     }
-    drop((devices, members));
+    drop(followers);
+    drop((devices, subscribers, members));
     cluster.stop().await;
 }
 
-async fn wait_until_shown(devices: &[Arc<LiveClient>], sequence: u64, what: &'static str) {
+async fn wait_until_shown(devices: &[&dyn Follower], sequence: u64, what: &'static str) {
     let deadline = Deadline::after(Duration::from_secs(20), what);
     loop {
         let behind: Vec<(String, u64)> = devices
             .iter()
-            .map(|device| (device.name.clone(), device.log().last_sequence()))
+            .map(|device| (device.name().to_owned(), device.log().last_sequence()))
             .filter(|(_, last)| *last < sequence)
             .collect();
         if behind.is_empty() {
@@ -204,7 +278,7 @@ async fn wait_until_shown(devices: &[Arc<LiveClient>], sequence: u64, what: &'st
         }
         for device in devices {
             if let Some(error) = &device.log().ended {
-                panic!("{}'s session ended: {error}", device.name);
+                panic!("{}'s session ended: {error}", device.name());
             }
         }
         if deadline.expired() {
@@ -214,7 +288,7 @@ async fn wait_until_shown(devices: &[Arc<LiveClient>], sequence: u64, what: &'st
                     let log = device.log();
                     format!(
                         "{}: last {}, {} connects, {} catch-ups, drops {:?}",
-                        device.name,
+                        device.name(),
                         log.last_sequence(),
                         log.connects,
                         log.caught_up,
@@ -308,8 +382,7 @@ impl RolloutCluster {
         for deployment in [&auth, &group, &chat] {
             records.set(&deployment.headless_name(), deployment.ips());
         }
-        let gateway_addr =
-            SocketAddr::new([127, 0, 0, 1].into(), free_port(&[[127, 0, 0, 1].into()]));
+        let gateway_addr = localhost_port();
         let mut gateway_env = env.gateway(gateway_addr, services.0, [services.0; 2], services.1);
         for (key, value) in gateway_env.iter_mut() {
             let deployment = match key.as_str() {
@@ -328,9 +401,13 @@ impl RolloutCluster {
             "GATEWAY_UPSTREAM_HOSTS_FILE".to_owned(),
             records.file.display().to_string(),
         ));
-        let mut gateway = env.spawn("gateway", "gateway", gateway_env);
-        wait_ready(gateway_addr, &mut gateway).await;
-        let nginx = Nginx::start(dir, gateway_addr).await;
+        let mut gateways = Vec::new();
+        for n in 1..=2 {
+            gateways.push(start_gateway(&env, &gateway_env, n).await);
+        }
+        let addrs: Vec<SocketAddr> = gateways.iter().map(|(addr, _)| *addr).collect();
+        let gateway_service = ClusterIp::start(addrs).await;
+        let nginx = Nginx::start(dir, gateway_service.addr).await;
         Self {
             env,
             auth,
@@ -339,9 +416,41 @@ impl RolloutCluster {
             auth_service,
             group_service,
             records,
-            gateway,
+            gateways,
+            gateway_service,
+            gateway_env,
+            gateways_started: 2,
             nginx,
         }
+    }
+
+    /// The ready gateway pods are what the Ingress proxies to.
+    fn publish_gateways(&self) {
+        let addrs: Vec<SocketAddr> = self.gateways.iter().map(|(addr, _)| *addr).collect();
+        self.gateway_service.set_endpoints(addrs);
+    }
+
+    /// One step of the gateway's rollout: a new pod, ready, joins the Ingress's upstreams; the
+    /// oldest leaves them, sleeps its preStop, and drains after SIGTERM (its streams end with
+    /// UNAVAILABLE, and their clients resume through the Ingress on the other pods).
+    async fn roll_one_gateway(&mut self) -> (SocketAddr, Duration) {
+        self.gateways_started += 1;
+        let started = start_gateway(&self.env, &self.gateway_env, self.gateways_started).await;
+        let new_pod = started.0;
+        self.gateways.push(started);
+        self.publish_gateways();
+        let (_, mut old) = self.gateways.remove(0);
+        self.publish_gateways();
+        tokio::time::sleep(GATEWAY_PRE_STOP).await;
+        let draining = Instant::now();
+        let status = old.terminate().await;
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM; its log: {}",
+            old.name,
+            old.log.display()
+        );
+        (new_pod, draining.elapsed())
     }
 
     /// One step of the rollout of `component`: a new pod, ready, joins the Services; the oldest
@@ -399,7 +508,7 @@ impl RolloutCluster {
     async fn stop(self) {
         let Self {
             nginx,
-            gateway,
+            gateways,
             chat,
             group,
             auth,
@@ -407,7 +516,7 @@ impl RolloutCluster {
         } = self;
         drop(nginx);
         let pods = chat.pods.into_iter().chain(group.pods).chain(auth.pods);
-        let mut processes = vec![gateway];
+        let mut processes: Vec<Process> = gateways.into_iter().map(|(_, p)| p).collect();
         processes.extend(pods.map(|pod| pod.process));
         for process in &mut processes {
             let status = process.terminate().await;
@@ -465,6 +574,35 @@ impl Deployment {
         self.pods.push(Pod { addr, process });
         addr
     }
+}
+
+/// Starts gateway pod `n` (from 1) with `env` on a port of its own and waits until it is ready
+/// (it has auth's key set).
+async fn start_gateway(
+    env: &Environment,
+    gateway_env: &[(String, String)],
+    n: usize,
+) -> (SocketAddr, Process) {
+    let addr = localhost_port();
+    let mut pod_env = gateway_env.to_vec();
+    for (key, value) in &mut pod_env {
+        if key == "GATEWAY_LISTEN_ADDR" {
+            *value = addr.to_string();
+        }
+    }
+    // The first is `gateway.log`, which `gateway_calls_in_flight` reads.
+    let name = match n {
+        1 => "gateway".to_owned(),
+        n => format!("gateway-{n}"),
+    };
+    let mut process = env.spawn("gateway", &name, pod_env);
+    wait_ready(addr, &mut process).await;
+    (addr, process)
+}
+
+/// A free port on 127.0.0.1.
+fn localhost_port() -> SocketAddr {
+    SocketAddr::new([127, 0, 0, 1].into(), free_port(&[[127, 0, 0, 1].into()]))
 }
 
 /// The services' own events at debug level: what a failed rollout needs to be understood.

@@ -137,6 +137,13 @@ async fn wait_until_ready(gateway: SocketAddr) {
 }
 
 impl Stack {
+    /// Signals the gateway to shut down (it stops accepting and drains).
+    pub fn stop_gateway(&mut self) {
+        if let Some(stop) = self._gateway.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Registers and logs in `username` through the gateway; returns the access token.
     pub async fn access_token(&self, username: &str) -> String {
         let mut auth = self.auth.clone();

@@ -146,6 +146,37 @@ async fn a_server_stream_is_proxied_and_cancelling_it_cancels_the_upstream(db: P
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_server_stream_ends_with_unavailable_as_soon_as_the_gateway_starts_draining(db: PgPool) {
+    let drain = Duration::from_secs(30);
+    let mut stack = spawn_stack_with(db, auth::Config::for_tests(), |mut config| {
+        config.server.shutdown_timeout = drain;
+        config
+    })
+    .await;
+    let token = stack.access_token("frank").await;
+    let mut stream = ChatServiceClient::new(stack.channel.clone())
+        .subscribe(with_token(subscribe_request(&["c1"]), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.next().await.unwrap().unwrap();
+
+    stack.stop_gateway();
+    let started = Instant::now();
+    let ended = loop {
+        match stream.next().await {
+            Some(Ok(_)) => {}
+            other => break other,
+        }
+    };
+
+    // Without it, the stream would stay open until the drain timed out and then be cut.
+    let status = ended.expect("a status").unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < drain / 3, "{:?}", started.elapsed());
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_bidirectional_stream_is_proxied_message_by_message(db: PgPool) {
     let stack = spawn_stack(db).await;
     let token = stack.access_token("erin").await;

@@ -96,6 +96,8 @@ impl World {
         let streams = StreamSettings {
             queue: case.queue,
             stall_limit: STALL_LIMIT,
+            // The model's clients acknowledge nothing that should end a stream.
+            ack_timeout: Duration::from_secs(3600),
             heartbeat: Duration::from_secs(3600),
             replay_page: case.replay_page,
             notify_window: Duration::ZERO,
