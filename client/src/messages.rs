@@ -133,7 +133,8 @@ pub struct PreparedText {
     _turn: Arc<chains::SendingTurn>,
 }
 
-/// One conversation with its unread count.
+/// One conversation with its unread count, the time of its newest message and, when asked for
+/// ([`Session::add_previews`]), a preview of that message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConversationSummary {
     /// The conversation id.
@@ -142,10 +143,108 @@ pub struct ConversationSummary {
     pub kind: &'static str,
     /// The peer's username, or `#` and the group's name.
     pub with: String,
+    /// For a direct conversation, the peer's user id (empty for a group).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer_user_id: String,
+    /// For a group conversation, the group id (empty for a direct one).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group_id: String,
     /// The last sequence.
     pub last_sequence: u64,
     /// Messages after this device's read position.
     pub unread_count: u64,
+    /// When the server accepted the newest message (Unix seconds); `None` when there is none.
+    pub last_message_at: Option<i64>,
+    /// When the conversation was created (Unix seconds).
+    pub created_at: i64,
+    /// The newest message, opened on this device ([`Session::add_previews`]); `None` when
+    /// there is no message or no preview was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+impl ConversationSummary {
+    /// When the conversation last changed: its newest message, else its creation (the order of
+    /// [`Session::conversations`]).
+    #[must_use]
+    pub fn last_activity_at(&self) -> i64 {
+        self.last_message_at.unwrap_or(self.created_at)
+    }
+
+    fn target(&self) -> Target {
+        let kind = if self.group_id.is_empty() {
+            TargetKind::Direct {
+                user_id: self.peer_user_id.clone(),
+                username: self.with.clone(),
+            }
+        } else {
+            TargetKind::Group {
+                group_id: self.group_id.clone(),
+                name: self.with.trim_start_matches('#').to_owned(),
+            }
+        };
+        Target {
+            conversation_id: self.conversation_id.clone(),
+            kind,
+        }
+    }
+}
+
+/// The newest message of a conversation as a list shows it: its text only when this device
+/// verified it, as for history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Preview {
+    /// Verified and decrypted here.
+    Verified {
+        /// The sender's username (or id when unknown).
+        from: String,
+        /// The start of the text, on one line (at most [`PREVIEW_CHARS`] characters).
+        text: String,
+        /// Whether the sender's chain is flagged at this message (history shows why).
+        flagged: bool,
+    },
+    /// This device cannot show it: it failed verification, is a replay, or was not encrypted
+    /// for this device (sent before the device existed: the server lists none of those).
+    NotShown,
+}
+
+/// How many characters of a message a preview keeps.
+pub const PREVIEW_CHARS: usize = 60;
+
+/// How many conversations get a preview by default (each costs a ListMessages call and an RSA
+/// decryption): the most recent ones.
+pub const DEFAULT_PREVIEWS: usize = 20;
+
+/// Refuses a message with no visible text (empty or only whitespace), as the page does. The
+/// server cannot refuse it: it sees only the ciphertext, padded, so it cannot tell an empty
+/// message from a short one; every client checks before sealing.
+///
+/// # Errors
+/// [`Error::Usage`] for an empty message.
+pub fn check_text(text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::Usage(
+            "the message is empty: nothing was sent (write some text)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The start of `text` on one line: control characters (newlines included) become spaces, at
+/// most [`PREVIEW_CHARS`] characters, `…` when cut.
+fn preview_text(text: &str) -> String {
+    let line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > PREVIEW_CHARS {
+        let cut: String = line.chars().take(PREVIEW_CHARS - 1).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        line
+    }
 }
 
 impl Session {
@@ -213,6 +312,7 @@ impl Session {
         client_message_id: String,
         text: &str,
     ) -> Result<PreparedText> {
+        check_text(text)?;
         let turn = chains::sending_turn(&self.profile).await?;
         let envelope = self
             .seal_for(target, &client_message_id, text, false)
@@ -302,6 +402,8 @@ impl Session {
         text: &str,
         users: &[auth_pb::UserWithDevices],
     ) -> Result<pb::Envelope> {
+        // Every send seals here (the live conversation's too): nothing empty is ever sealed.
+        check_text(text)?;
         let recipients = self.trusted_recipients(users)?;
         let keys = self.keys()?;
         let sender = e2ee::Sender {
@@ -431,7 +533,9 @@ impl Session {
         Ok(())
     }
 
-    /// Every conversation of the user, most recent first, with unread counts.
+    /// Every conversation of the user, most recent activity first (the newest message, else
+    /// the creation), with unread counts and the time of the newest message. Needs no keys;
+    /// previews are [`Session::add_previews`].
     ///
     /// # Errors
     /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
@@ -493,10 +597,80 @@ impl Session {
                     format!("#{}", group_name(&c.group_id))
                 },
                 conversation_id: c.conversation_id,
+                peer_user_id: c.peer_user_id,
+                group_id: c.group_id,
                 last_sequence: c.last_sequence,
                 unread_count: c.unread_count,
+                last_message_at: c.last_message_at.map(|t| t.seconds),
+                created_at: c.created_at.map_or(0, |t| t.seconds),
+                preview: None,
             })
             .collect())
+    }
+
+    /// Opens the newest message of the first `max` conversations (the most recent: the cost is
+    /// one ListMessages call of one message and one decryption each) and sets their preview.
+    /// The messages are opened as history opens them (verified, in their conversation, replays
+    /// flagged) and are neither acknowledged nor marked read. A conversation whose newest
+    /// message cannot be listed keeps no preview.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the session ended; [`Error::Profile`] when the seen log cannot be
+    /// written.
+    pub async fn add_previews(
+        &self,
+        conversations: &mut [ConversationSummary],
+        max: usize,
+    ) -> Result<()> {
+        for conversation in conversations
+            .iter_mut()
+            .filter(|c| c.last_sequence > 0)
+            .take(max)
+        {
+            let request = pb::ListMessagesRequest {
+                conversation_id: conversation.conversation_id.clone(),
+                direction: pb::Direction::Backward as i32,
+                from_sequence: 0,
+                page_size: 1,
+                include_all_recipients: false,
+            };
+            let listed = self
+                .call(request, |request| {
+                    let mut chat = self.chat.clone();
+                    async move { chat.list_messages(request).await }
+                })
+                .await;
+            let message = match listed {
+                Ok(response) => response.messages.into_iter().next(),
+                Err(error @ Error::Auth(_)) => return Err(error),
+                // One conversation that cannot be listed (left meanwhile, a busy server) does
+                // not hide the others: it is listed without a preview.
+                Err(_) => continue,
+            };
+            // The server lists only the messages encrypted for this device: none when every
+            // message was sent before the device existed.
+            let Some(message) = message else {
+                conversation.preview = Some(Preview::NotShown);
+                continue;
+            };
+            let target = conversation.target();
+            let mut seen = self.profile.seen(&target.conversation_id)?;
+            let opened = self.open_in(&target, message, &mut seen).await;
+            self.profile.save_seen(&target.conversation_id, &seen)?;
+            conversation.preview = Some(match opened.content {
+                Content::Verified { text } => Preview::Verified {
+                    from: if opened.sender_username.is_empty() {
+                        opened.sender_user_id
+                    } else {
+                        opened.sender_username
+                    },
+                    text: preview_text(&text),
+                    flagged: !opened.chain.is_empty(),
+                },
+                Content::Failed { .. } | Content::Replayed { .. } => Preview::NotShown,
+            });
+        }
+        Ok(())
     }
 
     /// Opens a message shown in `target`'s conversation: it must belong to it (and, in a direct
