@@ -201,12 +201,21 @@ pub enum Preview {
         from: String,
         /// The start of the text, on one line (at most [`PREVIEW_CHARS`] characters).
         text: String,
-        /// Whether the sender's chain is flagged at this message (history shows why).
-        flagged: bool,
     },
     /// This device cannot show it: it failed verification, is a replay, or was not encrypted
     /// for this device (sent before the device existed: the server lists none of those).
     NotShown,
+}
+
+/// Whether opening a message records it in its sender's chain ([`e2ee::ConversationChains`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chain {
+    /// Views of the conversation (history, live): in the order they show messages.
+    Observe,
+    /// A preview: the newest message alone, out of the conversation's order. Observing it would
+    /// start a run of sequences there and hide a gap before it from the history view that
+    /// follows; the history flags the chain when the conversation is opened.
+    Skip,
 }
 
 /// How many characters of a message a preview keeps.
@@ -611,7 +620,8 @@ impl Session {
     /// Opens the newest message of the first `max` conversations (the most recent: the cost is
     /// one ListMessages call of one message and one decryption each) and sets their preview.
     /// The messages are opened as history opens them (verified, in their conversation, replays
-    /// flagged) and are neither acknowledged nor marked read. A conversation whose newest
+    /// flagged) but not observed in their sender's chain (see `Chain::Skip`: the history
+    /// checks it), and are neither acknowledged nor marked read. A conversation whose newest
     /// message cannot be listed keeps no preview.
     ///
     /// # Errors
@@ -655,7 +665,9 @@ impl Session {
             };
             let target = conversation.target();
             let mut seen = self.profile.seen(&target.conversation_id)?;
-            let opened = self.open_in(&target, message, &mut seen).await;
+            let opened = self
+                .open_in_view(&target, message, &mut seen, Chain::Skip)
+                .await;
             self.profile.save_seen(&target.conversation_id, &seen)?;
             conversation.preview = Some(match opened.content {
                 Content::Verified { text } => Preview::Verified {
@@ -665,7 +677,6 @@ impl Session {
                         opened.sender_username
                     },
                     text: preview_text(&text),
-                    flagged: !opened.chain.is_empty(),
                 },
                 Content::Failed { .. } | Content::Replayed { .. } => Preview::NotShown,
             });
@@ -681,6 +692,18 @@ impl Session {
         target: &Target,
         message: pb::Message,
         seen: &mut SeenLog,
+    ) -> ReceivedText {
+        self.open_in_view(target, message, seen, Chain::Observe)
+            .await
+    }
+
+    /// [`Session::open_in`], observing the sender's chain or not (see [`Chain`]).
+    async fn open_in_view(
+        &self,
+        target: &Target,
+        message: pb::Message,
+        seen: &mut SeenLog,
+        chain: Chain,
     ) -> ReceivedText {
         let sender = message
             .envelope
@@ -699,7 +722,7 @@ impl Session {
                 _ => None,
             }
         };
-        let mut opened = self.open_message(message).await;
+        let mut opened = self.open_message_with(message, chain).await;
         if let Some(reason) = misplaced {
             opened.content = Content::Failed {
                 reason: reason.to_owned(),
@@ -721,8 +744,12 @@ impl Session {
     /// with [`Content::Failed`], never with its text. It does not check which conversation the
     /// message is shown in, nor whether it was shown before: history and live views do.
     pub async fn open_message(&self, message: pb::Message) -> ReceivedText {
+        self.open_message_with(message, Chain::Observe).await
+    }
+
+    async fn open_message_with(&self, message: pb::Message, observe: Chain) -> ReceivedText {
         let envelope = message.envelope.clone().unwrap_or_default();
-        let (content, chain) = match self.decrypt(message.clone(), &envelope).await {
+        let (content, chain) = match self.decrypt(message.clone(), &envelope, observe).await {
             Ok((text, chain)) => (Content::Verified { text }, chain),
             Err(reason) => (
                 Content::Failed {
@@ -760,6 +787,7 @@ impl Session {
         &self,
         message: pb::Message,
         envelope: &pb::Envelope,
+        observe: Chain,
     ) -> std::result::Result<(String, Vec<e2ee::ChainAnomaly>), &'static str> {
         let keys = self
             .shared_keys()
@@ -820,7 +848,7 @@ impl Session {
         let text =
             String::from_utf8(opened.plaintext).map_err(|_| "the message is not UTF-8 text")?;
         let chain = match opened.link {
-            Some(link) => {
+            Some(link) if observe == Chain::Observe => {
                 let server_time_ms = sent_at.map_or(0, |at| {
                     u64::try_from(at.seconds).unwrap_or(0) * 1000
                         + u64::try_from(at.nanos / 1_000_000).unwrap_or(0)
@@ -835,7 +863,7 @@ impl Session {
                 )
                 .map_err(|_| "the chain state could not be saved")?
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         Ok((text, chain))
     }

@@ -421,7 +421,8 @@ export class Core {
    * Opens the newest message of the most recent conversations (MAX_PREVIEWS of them; one
    * ListMessages call of one message and one decryption each, only when a conversation has a newer
    * message than its preview) as the conversation would open it: verified, in its conversation,
-   * replays flagged. Neither acknowledged nor marked read. One refresh at a time, beside the queue of
+   * replays flagged; but not observed in the sender's chain (see openMessage). Neither
+   * acknowledged nor marked read. One refresh at a time, beside the queue of
    * live messages (which it does not hold back).
    */
   private refreshPreviews(): Promise<void> {
@@ -440,7 +441,7 @@ export class Core {
           );
           const newest = response.messages[0];
           // The server lists only what was encrypted for this device.
-          preview = newest ? previewOf(await this.openIn(c.conversationId, newest)) : { shown: false };
+          preview = newest ? previewOf(await this.openIn(c.conversationId, newest, false)) : { shown: false };
         } catch {
           continue; // listed again at the next refresh
         }
@@ -884,8 +885,8 @@ export class Core {
    * come from one of its two users); a verified one is recorded in the conversation's seen log,
    * which flags a replay (the same envelope under another sequence), across reloads too.
    */
-  private async openIn(conversationId: string, message: Message): Promise<ShownMessage> {
-    const shown = await this.openMessage(message);
+  private async openIn(conversationId: string, message: Message, observeChain = true): Promise<ShownMessage> {
+    const shown = await this.openMessage(message, observeChain);
     const conversation = this.conversations.get(conversationId);
     const misplaced =
       message.conversationId !== conversationId ||
@@ -917,8 +918,11 @@ export class Core {
   /**
    * Verifies and decrypts a delivered message; one that fails any check gets no text. It does not
    * check which conversation the message is shown in, nor whether it was shown before (openIn does).
+   * A preview does not observe the sender's chain (`observeChain` false): the newest message seen
+   * alone, out of order, would start a run of sequences there and hide a gap before it from the
+   * conversation's view, which observes it in order.
    */
-  async openMessage(message: Message): Promise<ShownMessage> {
+  async openMessage(message: Message, observeChain = true): Promise<ShownMessage> {
     const envelope = message.envelope!;
     const shown: ShownMessage = {
       messageId: message.messageId,
@@ -962,7 +966,7 @@ export class Core {
         throw error;
       }
       shown.text = new TextDecoder("utf-8", { fatal: true }).decode(opened.plaintext);
-      if (opened.link) {
+      if (opened.link && observeChain) {
         const chains = (this.receivedChains[message.conversationId] ??= e2ee.newConversationChains());
         const serverTimeMs = Number(message.sentAt?.seconds ?? 0n) * 1000 + Math.floor((message.sentAt?.nanos ?? 0) / 1e6);
         const anomalies = e2ee.observeChain(chains, Number(message.sequence), envelope.senderDeviceId, opened.link, serverTimeMs);

@@ -67,7 +67,7 @@ async fn conversations_are_listed_by_recent_activity_with_time_and_a_verified_pr
     );
     assert_eq!(
         with_carol["preview"],
-        serde_json::json!({"status": "verified", "from": "carol", "text": "hi from carol", "flagged": false})
+        serde_json::json!({"status": "verified", "from": "carol", "text": "hi from carol"})
     );
     assert_eq!(with_alice["preview"]["text"], "three");
     // A preview is not reading: the unread counts stay.
@@ -196,4 +196,37 @@ async fn empty_messages_are_refused_by_the_cli_and_the_library(db: PgPool) {
     );
     let history = library.history(&target, 10).await.unwrap();
     assert!(history.is_empty(), "{history:?}");
+}
+
+/// A preview opens the newest message alone, out of order: it must not hide from the history that
+/// follows that the server dropped the message before it (suite V2 chains).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_preview_does_not_hide_a_dropped_message_from_the_history(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    for text in ["one", "two: the one the server drops", "three"] {
+        chat(&env, &alice, &["send", "bob", text]).await;
+    }
+    for statement in [
+        "delete from chat.messages where sequence = 2",
+        "update chat.message_keys set sequence = 2 where sequence = 3",
+        "update chat.messages set sequence = 2 where sequence = 3",
+        "update chat.conversations set last_sequence = 2",
+    ] {
+        sqlx::query(statement).execute(&env.db).await.unwrap();
+    }
+
+    let listed = chat(&env, &bob, &["--json", "conversations"]).await;
+    let history = chat(&env, &bob, &["--json", "history", "alice"]).await;
+
+    assert_eq!(row(&listed.json(), "alice")["preview"]["text"], "three");
+    let history = history.json();
+    assert_eq!(history[1]["content"]["text"], "three");
+    assert_eq!(
+        history[1]["chain"],
+        serde_json::json!([{"kind": "gap", "first": 2, "last": 2}]),
+        "{history}"
+    );
 }

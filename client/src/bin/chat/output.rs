@@ -102,14 +102,7 @@ pub fn conversation_line(c: &ConversationSummary) -> String {
         .last_message_at
         .map_or_else(|| "no messages".to_owned(), time_of);
     let preview = match &c.preview {
-        Some(Preview::Verified {
-            from,
-            text,
-            flagged,
-        }) => {
-            let mark = if *flagged { " [!!]" } else { "" };
-            format!("  {from}: {text}{mark}")
-        }
+        Some(Preview::Verified { from, text }) => format!("  {from}: {text}"),
         Some(Preview::NotShown) => "  (a message this device cannot show)".to_owned(),
         None => String::new(),
     };
