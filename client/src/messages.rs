@@ -914,3 +914,29 @@ impl Session {
         Ok(response.members)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_blank_texts_are_refused_and_any_visible_text_is_not() {
+        for text in ["", " ", "\n\t \r\n"] {
+            assert!(matches!(check_text(text), Err(Error::Usage(_))), "{text:?}");
+        }
+        for text in ["a", " . ", "👋"] {
+            assert!(check_text(text).is_ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_preview_is_one_line_cut_at_its_length() {
+        assert_eq!(preview_text("  two\nlines\u{1b}[2J  "), "two lines [2J");
+        let long = "é".repeat(PREVIEW_CHARS + 1);
+        let cut = preview_text(&long);
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(PREVIEW_CHARS);
+        assert_eq!(preview_text(&exact), exact);
+    }
+}
