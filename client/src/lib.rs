@@ -81,7 +81,8 @@ pub use error::{Error, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
 pub use messages::{
-    Content, ConversationSummary, PreparedText, ReceivedText, SentMessage, Target, TargetKind,
+    Content, ConversationSummary, DEFAULT_PREVIEWS, PREVIEW_CHARS, PreparedText, Preview,
+    ReceivedText, SentMessage, Target, TargetKind, check_text,
 };
 pub use profile::Profile;
 pub use server::Server;

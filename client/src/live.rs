@@ -96,7 +96,7 @@ impl Live {
     /// the server answers).
     ///
     /// # Errors
-    /// [`Error::Usage`] when the conversation has ended.
+    /// [`Error::Usage`] when the conversation has ended or the text is empty.
     pub async fn send(&self, text: String) -> Result<()> {
         self.send_with_id(uuid::Uuid::new_v4().to_string(), text)
             .await
@@ -107,8 +107,9 @@ impl Live {
     /// [`LiveEvent::SendFailed`]) carries it.
     ///
     /// # Errors
-    /// [`Error::Usage`] when the conversation has ended.
+    /// [`Error::Usage`] when the conversation has ended or the text is empty.
     pub async fn send_with_id(&self, client_message_id: String, text: String) -> Result<()> {
+        crate::check_text(&text)?;
         let texts = self
             .texts
             .as_ref()

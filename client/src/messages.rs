@@ -133,7 +133,8 @@ pub struct PreparedText {
     _turn: Arc<chains::SendingTurn>,
 }
 
-/// One conversation with its unread count.
+/// One conversation with its unread count, the time of its newest message and, when asked for
+/// ([`Session::add_previews`]), a preview of that message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConversationSummary {
     /// The conversation id.
@@ -142,10 +143,117 @@ pub struct ConversationSummary {
     pub kind: &'static str,
     /// The peer's username, or `#` and the group's name.
     pub with: String,
+    /// For a direct conversation, the peer's user id (empty for a group).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer_user_id: String,
+    /// For a group conversation, the group id (empty for a direct one).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group_id: String,
     /// The last sequence.
     pub last_sequence: u64,
     /// Messages after this device's read position.
     pub unread_count: u64,
+    /// When the server accepted the newest message (Unix seconds); `None` when there is none.
+    pub last_message_at: Option<i64>,
+    /// When the conversation was created (Unix seconds).
+    pub created_at: i64,
+    /// The newest message, opened on this device ([`Session::add_previews`]); `None` when
+    /// there is no message or no preview was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+impl ConversationSummary {
+    /// When the conversation last changed: its newest message, else its creation (the order of
+    /// [`Session::conversations`]).
+    #[must_use]
+    pub fn last_activity_at(&self) -> i64 {
+        self.last_message_at.unwrap_or(self.created_at)
+    }
+
+    fn target(&self) -> Target {
+        let kind = if self.group_id.is_empty() {
+            TargetKind::Direct {
+                user_id: self.peer_user_id.clone(),
+                username: self.with.clone(),
+            }
+        } else {
+            TargetKind::Group {
+                group_id: self.group_id.clone(),
+                name: self.with.trim_start_matches('#').to_owned(),
+            }
+        };
+        Target {
+            conversation_id: self.conversation_id.clone(),
+            kind,
+        }
+    }
+}
+
+/// The newest message of a conversation as a list shows it: its text only when this device
+/// verified it, as for history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Preview {
+    /// Verified and decrypted here.
+    Verified {
+        /// The sender's username (or id when unknown).
+        from: String,
+        /// The start of the text, on one line (at most [`PREVIEW_CHARS`] characters).
+        text: String,
+    },
+    /// This device cannot show it: it failed verification, is a replay, or was not encrypted
+    /// for this device (sent before the device existed: the server lists none of those).
+    NotShown,
+}
+
+/// Whether opening a message records it in its sender's chain ([`e2ee::ConversationChains`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chain {
+    /// Views of the conversation (history, live): in the order they show messages.
+    Observe,
+    /// A preview: the newest message alone, out of the conversation's order. Observing it would
+    /// start a run of sequences there and hide a gap before it from the history view that
+    /// follows; the history flags the chain when the conversation is opened.
+    Skip,
+}
+
+/// How many characters of a message a preview keeps.
+pub const PREVIEW_CHARS: usize = 60;
+
+/// How many conversations get a preview by default (each costs a ListMessages call and an RSA
+/// decryption): the most recent ones.
+pub const DEFAULT_PREVIEWS: usize = 20;
+
+/// Refuses a message with no visible text (empty or only whitespace), as the page does. The
+/// server cannot refuse it: it sees only the ciphertext, padded, so it cannot tell an empty
+/// message from a short one; every client checks before sealing.
+///
+/// # Errors
+/// [`Error::Usage`] for an empty message.
+pub fn check_text(text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::Usage(
+            "the message is empty: nothing was sent (write some text)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The start of `text` on one line: control characters (newlines included) become spaces, at
+/// most [`PREVIEW_CHARS`] characters, `…` when cut.
+fn preview_text(text: &str) -> String {
+    let line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > PREVIEW_CHARS {
+        let cut: String = line.chars().take(PREVIEW_CHARS - 1).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        line
+    }
 }
 
 impl Session {
@@ -213,6 +321,7 @@ impl Session {
         client_message_id: String,
         text: &str,
     ) -> Result<PreparedText> {
+        check_text(text)?;
         let turn = chains::sending_turn(&self.profile).await?;
         let envelope = self
             .seal_for(target, &client_message_id, text, false)
@@ -302,6 +411,8 @@ impl Session {
         text: &str,
         users: &[auth_pb::UserWithDevices],
     ) -> Result<pb::Envelope> {
+        // Every send seals here (the live conversation's too): nothing empty is ever sealed.
+        check_text(text)?;
         let recipients = self.trusted_recipients(users)?;
         let keys = self.keys()?;
         let sender = e2ee::Sender {
@@ -431,7 +542,9 @@ impl Session {
         Ok(())
     }
 
-    /// Every conversation of the user, most recent first, with unread counts.
+    /// Every conversation of the user, most recent activity first (the newest message, else
+    /// the creation), with unread counts and the time of the newest message. Needs no keys;
+    /// previews are [`Session::add_previews`].
     ///
     /// # Errors
     /// [`Error::Auth`] when the session ended, [`Error::Unavailable`], or [`Error::Refused`].
@@ -493,10 +606,82 @@ impl Session {
                     format!("#{}", group_name(&c.group_id))
                 },
                 conversation_id: c.conversation_id,
+                peer_user_id: c.peer_user_id,
+                group_id: c.group_id,
                 last_sequence: c.last_sequence,
                 unread_count: c.unread_count,
+                last_message_at: c.last_message_at.map(|t| t.seconds),
+                created_at: c.created_at.map_or(0, |t| t.seconds),
+                preview: None,
             })
             .collect())
+    }
+
+    /// Opens the newest message of the first `max` conversations (the most recent: the cost is
+    /// one ListMessages call of one message and one decryption each) and sets their preview.
+    /// The messages are opened as history opens them (verified, in their conversation, replays
+    /// flagged) but not observed in their sender's chain (see `Chain::Skip`: the history
+    /// checks it), and are neither acknowledged nor marked read. A conversation whose newest
+    /// message cannot be listed keeps no preview.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the session ended; [`Error::Profile`] when the seen log cannot be
+    /// written.
+    pub async fn add_previews(
+        &self,
+        conversations: &mut [ConversationSummary],
+        max: usize,
+    ) -> Result<()> {
+        for conversation in conversations
+            .iter_mut()
+            .filter(|c| c.last_sequence > 0)
+            .take(max)
+        {
+            let request = pb::ListMessagesRequest {
+                conversation_id: conversation.conversation_id.clone(),
+                direction: pb::Direction::Backward as i32,
+                from_sequence: 0,
+                page_size: 1,
+                include_all_recipients: false,
+            };
+            let listed = self
+                .call(request, |request| {
+                    let mut chat = self.chat.clone();
+                    async move { chat.list_messages(request).await }
+                })
+                .await;
+            let message = match listed {
+                Ok(response) => response.messages.into_iter().next(),
+                Err(error @ Error::Auth(_)) => return Err(error),
+                // One conversation that cannot be listed (left meanwhile, a busy server) does
+                // not hide the others: it is listed without a preview.
+                Err(_) => continue,
+            };
+            // The server lists only the messages encrypted for this device: none when every
+            // message was sent before the device existed.
+            let Some(message) = message else {
+                conversation.preview = Some(Preview::NotShown);
+                continue;
+            };
+            let target = conversation.target();
+            let mut seen = self.profile.seen(&target.conversation_id)?;
+            let opened = self
+                .open_in_view(&target, message, &mut seen, Chain::Skip)
+                .await;
+            self.profile.save_seen(&target.conversation_id, &seen)?;
+            conversation.preview = Some(match opened.content {
+                Content::Verified { text } => Preview::Verified {
+                    from: if opened.sender_username.is_empty() {
+                        opened.sender_user_id
+                    } else {
+                        opened.sender_username
+                    },
+                    text: preview_text(&text),
+                },
+                Content::Failed { .. } | Content::Replayed { .. } => Preview::NotShown,
+            });
+        }
+        Ok(())
     }
 
     /// Opens a message shown in `target`'s conversation: it must belong to it (and, in a direct
@@ -507,6 +692,18 @@ impl Session {
         target: &Target,
         message: pb::Message,
         seen: &mut SeenLog,
+    ) -> ReceivedText {
+        self.open_in_view(target, message, seen, Chain::Observe)
+            .await
+    }
+
+    /// [`Session::open_in`], observing the sender's chain or not (see [`Chain`]).
+    async fn open_in_view(
+        &self,
+        target: &Target,
+        message: pb::Message,
+        seen: &mut SeenLog,
+        chain: Chain,
     ) -> ReceivedText {
         let sender = message
             .envelope
@@ -525,7 +722,7 @@ impl Session {
                 _ => None,
             }
         };
-        let mut opened = self.open_message(message).await;
+        let mut opened = self.open_message_with(message, chain).await;
         if let Some(reason) = misplaced {
             opened.content = Content::Failed {
                 reason: reason.to_owned(),
@@ -547,8 +744,12 @@ impl Session {
     /// with [`Content::Failed`], never with its text. It does not check which conversation the
     /// message is shown in, nor whether it was shown before: history and live views do.
     pub async fn open_message(&self, message: pb::Message) -> ReceivedText {
+        self.open_message_with(message, Chain::Observe).await
+    }
+
+    async fn open_message_with(&self, message: pb::Message, observe: Chain) -> ReceivedText {
         let envelope = message.envelope.clone().unwrap_or_default();
-        let (content, chain) = match self.decrypt(message.clone(), &envelope).await {
+        let (content, chain) = match self.decrypt(message.clone(), &envelope, observe).await {
             Ok((text, chain)) => (Content::Verified { text }, chain),
             Err(reason) => (
                 Content::Failed {
@@ -586,6 +787,7 @@ impl Session {
         &self,
         message: pb::Message,
         envelope: &pb::Envelope,
+        observe: Chain,
     ) -> std::result::Result<(String, Vec<e2ee::ChainAnomaly>), &'static str> {
         let keys = self
             .shared_keys()
@@ -646,7 +848,7 @@ impl Session {
         let text =
             String::from_utf8(opened.plaintext).map_err(|_| "the message is not UTF-8 text")?;
         let chain = match opened.link {
-            Some(link) => {
+            Some(link) if observe == Chain::Observe => {
                 let server_time_ms = sent_at.map_or(0, |at| {
                     u64::try_from(at.seconds).unwrap_or(0) * 1000
                         + u64::try_from(at.nanos / 1_000_000).unwrap_or(0)
@@ -661,7 +863,7 @@ impl Session {
                 )
                 .map_err(|_| "the chain state could not be saved")?
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         Ok((text, chain))
     }
@@ -710,5 +912,31 @@ impl Session {
             })
             .await?;
         Ok(response.members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_blank_texts_are_refused_and_any_visible_text_is_not() {
+        for text in ["", " ", "\n\t \r\n"] {
+            assert!(matches!(check_text(text), Err(Error::Usage(_))), "{text:?}");
+        }
+        for text in ["a", " . ", "👋"] {
+            assert!(check_text(text).is_ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_preview_is_one_line_cut_at_its_length() {
+        assert_eq!(preview_text("  two\nlines\u{1b}[2J  "), "two lines [2J");
+        let long = "é".repeat(PREVIEW_CHARS + 1);
+        let cut = preview_text(&long);
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(PREVIEW_CHARS);
+        assert_eq!(preview_text(&exact), exact);
     }
 }

@@ -147,16 +147,41 @@ function renderConversations(): void {
       item.dataset.name = c.name;
       item.setAttribute("role", "button");
       item.setAttribute("aria-current", String(c.conversationId === currentId));
+      const top = document.createElement("div");
+      top.className = "top";
       const name = document.createElement("span");
+      name.className = "name";
       name.textContent = c.name;
-      item.append(name);
+      top.append(name);
+      if (c.lastMessageAt) {
+        const time = document.createElement("time");
+        time.dateTime = c.lastMessageAt.toISOString();
+        time.textContent = listTime(c.lastMessageAt);
+        top.append(time);
+      }
+      const bottom = document.createElement("div");
+      bottom.className = "bottom";
+      const preview = document.createElement("span");
+      preview.className = "preview";
+      if (c.preview?.shown) {
+        preview.dataset.status = "verified";
+        preview.textContent = `${c.preview.flagged ? "⚠ " : ""}${c.preview.from}: ${c.preview.text}`;
+      } else if (c.preview) {
+        // Never the text of a message this device could not verify.
+        preview.dataset.status = "not-shown";
+        preview.textContent = "(a message this device cannot show)";
+      } else {
+        preview.textContent = c.lastSequence === 0 ? "no messages yet" : "";
+      }
+      bottom.append(preview);
       if (c.unread > 0 && c.conversationId !== currentId) {
         const badge = document.createElement("span");
         badge.className = "unread";
         badge.textContent = String(c.unread);
         badge.setAttribute("aria-label", `${c.unread} unread`);
-        item.append(badge);
+        bottom.append(badge);
       }
+      item.append(top, bottom);
       item.onclick = () => void openConversation(c.conversationId);
       item.onkeydown = (event) => {
         if (event.key === "Enter" || event.key === " ") {
@@ -171,6 +196,14 @@ function renderConversations(): void {
     const c = core.conversations.get(currentId);
     if (c) $("title").textContent = c.name;
   }
+}
+
+/** The time of a conversation's newest message: the time of day today, else the date. */
+function listTime(at: Date): string {
+  const today = new Date().toDateString() === at.toDateString();
+  return today
+    ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : at.toLocaleDateString([], { day: "numeric", month: "short" });
 }
 
 async function openConversation(conversationId: string): Promise<void> {

@@ -78,6 +78,56 @@ export interface ConversationView {
   name: string;
   lastSequence: number;
   unread: number;
+  /** When the server accepted the newest message; undefined when there is none. */
+  lastMessageAt?: Date;
+  createdAt: Date;
+  /** The newest message as opened here (see refreshPreviews); undefined until it is. */
+  preview?: Preview;
+  /** The sequence `preview` was opened at. */
+  previewSequence?: number;
+}
+
+/**
+ * The newest message of a conversation in the list: its text only when this device verified it,
+ * as in the conversation; otherwise a placeholder (failed verification, a replay, or a message
+ * not encrypted for this device, which the server does not even list).
+ */
+export type Preview = { shown: true; from: string; text: string; flagged: boolean } | { shown: false };
+
+/** How many characters of a message a preview keeps (as the CLI's PREVIEW_CHARS). */
+export const PREVIEW_CHARS = 60;
+/** How many conversations get a preview (the most recent: each costs a ListMessages call and a
+ * decryption), as the CLI's DEFAULT_PREVIEWS. */
+export const MAX_PREVIEWS = 20;
+
+/** Refuses a message with no visible text, as the CLI does: the server cannot tell (it sees the
+ * padded ciphertext only), so every client checks before sealing. */
+export function checkText(text: string): void {
+  if (text.trim() === "") throw new Error("the message is empty: nothing was sent");
+}
+
+/** The start of a message on one line (control characters as spaces), cut with "…". */
+export function previewText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const line = text.trim().replace(/[\u0000-\u001f\u007f-\u009f]/g, " ");
+  const chars = [...line];
+  return chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join("").trimEnd()}…` : line;
+}
+
+/** The preview of an opened message. */
+export function previewOf(message: ShownMessage): Preview {
+  if (message.text === undefined) return { shown: false };
+  return {
+    shown: true,
+    from: message.mine ? "you" : message.senderName,
+    text: previewText(message.text),
+    flagged: message.chainWarnings.length > 0,
+  };
+}
+
+/** When the conversation last changed: its newest message, else its creation (the server's order). */
+export function lastActivity(c: ConversationView): number {
+  return (c.lastMessageAt ?? c.createdAt).getTime();
 }
 
 export interface KeyWarning {
@@ -256,6 +306,8 @@ export class Core {
   /** Seals of one conversation one after the other: each names the previous one's hash. */
   /** Received messages being opened, in order (see onMessage). */
   private opening: Promise<void> = Promise.resolve();
+  /** The refresh of previews running, if any (they run one at a time, beside `opening`). */
+  private previewing: Promise<void> = Promise.resolve();
   private groupPins: Record<string, GroupPin> = {};
   /** Reviews of users' keys, one at a time (each reads and writes the pins). */
   private reviewing: Promise<void> = Promise.resolve();
@@ -337,6 +389,7 @@ export class Core {
     await this.usersById(listed.map((c) => c.peerUserId).filter((id) => id));
     for (const c of listed) {
       const previous = this.conversations.get(c.conversationId);
+      const listedAt = c.lastMessageAt ? timestampDate(c.lastMessageAt) : undefined;
       this.conversations.set(c.conversationId, {
         conversationId: c.conversationId,
         kind: c.kind === ConversationKind.GROUP ? "group" : "direct",
@@ -347,13 +400,70 @@ export class Core {
           : (this.users.get(c.peerUserId)?.user?.username ?? c.peerUserId),
         lastSequence: Math.max(Number(c.lastSequence), previous?.lastSequence ?? 0),
         unread: Number(c.unreadCount),
+        // A message shown live may be newer than the listing.
+        lastMessageAt:
+          previous?.lastMessageAt && (!listedAt || previous.lastMessageAt > listedAt) ? previous.lastMessageAt : listedAt,
+        createdAt: c.createdAt ? timestampDate(c.createdAt) : new Date(0),
+        preview: previous?.preview,
+        previewSequence: previous?.previewSequence,
       });
     }
     this.listeners.conversations?.();
+    void this.refreshPreviews();
   }
 
+  /** Most recent activity first (the newest message, else the creation), then by name. */
   sortedConversations(): ConversationView[] {
-    return [...this.conversations.values()].sort((a, b) => b.lastSequence - a.lastSequence || a.name.localeCompare(b.name));
+    return [...this.conversations.values()].sort((a, b) => lastActivity(b) - lastActivity(a) || a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Opens the newest message of the most recent conversations (MAX_PREVIEWS of them; one
+   * ListMessages call of one message and one decryption each, only when a conversation has a newer
+   * message than its preview) as the conversation would open it: verified, in its conversation,
+   * replays flagged; but not observed in the sender's chain (see openMessage). Neither
+   * acknowledged nor marked read. One refresh at a time, beside the queue of
+   * live messages (which it does not hold back).
+   */
+  private refreshPreviews(): Promise<void> {
+    const run = this.previewing.then(async () => {
+      for (const c of this.sortedConversations().slice(0, MAX_PREVIEWS)) {
+        if (this.stopped) return;
+        if (c.lastSequence === 0 || c.previewSequence === c.lastSequence) continue;
+        const sequence = c.lastSequence;
+        let preview: Preview;
+        try {
+          const response = await this.tokens.call((o) =>
+            this.api.chat.listMessages(
+              { conversationId: c.conversationId, direction: Direction.BACKWARD, fromSequence: 0n, pageSize: 1 },
+              o,
+            ),
+          );
+          const newest = response.messages[0];
+          // The server lists only what was encrypted for this device.
+          preview = newest ? previewOf(await this.openIn(c.conversationId, newest, false)) : { shown: false };
+        } catch {
+          continue; // listed again at the next refresh
+        }
+        // A live message may have replaced the preview meanwhile.
+        if ((c.previewSequence ?? 0) >= sequence) continue;
+        c.preview = preview;
+        c.previewSequence = sequence;
+        this.listeners.conversations?.();
+      }
+    });
+    this.previewing = run.catch(() => undefined);
+    return this.previewing;
+  }
+
+  /** A message shown here (sent or received) is the conversation's newest activity. */
+  private noteNewest(message: ShownMessage): void {
+    const conversation = this.conversations.get(message.conversationId);
+    if (!conversation || message.sequence < (conversation.previewSequence ?? 0)) return;
+    conversation.lastSequence = Math.max(conversation.lastSequence, message.sequence);
+    if (!conversation.lastMessageAt || message.sentAt > conversation.lastMessageAt) conversation.lastMessageAt = message.sentAt;
+    conversation.preview = previewOf(message);
+    conversation.previewSequence = message.sequence;
   }
 
   private async refreshGroups(): Promise<void> {
@@ -612,13 +722,17 @@ export class Core {
    * counter (a fork at every recipient) or reach the server out of their counters' order.
    */
   async send(conversationId: string, text: string): Promise<ShownMessage> {
+    checkText(text);
     const conversation = this.conversations.get(conversationId);
     if (!conversation) throw new Error("unknown conversation");
-    return navigator.locks.request(`chat-send/${this.device.deviceId}`, async () => {
+    const sent = await navigator.locks.request(`chat-send/${this.device.deviceId}`, async () => {
       // Another tab may have sent since this one last read the chains.
       this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
       return this.sendInTurn(conversation, conversationId, text);
     });
+    this.noteNewest(sent);
+    this.listeners.conversations?.();
+    return sent;
   }
 
   private async sendInTurn(conversation: ConversationView, conversationId: string, text: string): Promise<ShownMessage> {
@@ -632,7 +746,7 @@ export class Core {
           messageId: sent.messageId,
           conversationId,
           sequence: Number(sent.sequence),
-          sentAt: new Date(Number(sent.sentAt?.seconds ?? 0n) * 1000),
+          sentAt: sent.sentAt ? timestampDate(sent.sentAt) : new Date(),
           senderUserId: this.userId,
           senderName: this.username,
           senderDeviceId: this.device.deviceId,
@@ -771,8 +885,8 @@ export class Core {
    * come from one of its two users); a verified one is recorded in the conversation's seen log,
    * which flags a replay (the same envelope under another sequence), across reloads too.
    */
-  private async openIn(conversationId: string, message: Message): Promise<ShownMessage> {
-    const shown = await this.openMessage(message);
+  private async openIn(conversationId: string, message: Message, observeChain = true): Promise<ShownMessage> {
+    const shown = await this.openMessage(message, observeChain);
     const conversation = this.conversations.get(conversationId);
     const misplaced =
       message.conversationId !== conversationId ||
@@ -804,14 +918,17 @@ export class Core {
   /**
    * Verifies and decrypts a delivered message; one that fails any check gets no text. It does not
    * check which conversation the message is shown in, nor whether it was shown before (openIn does).
+   * A preview does not observe the sender's chain (`observeChain` false): the newest message seen
+   * alone, out of order, would start a run of sequences there and hide a gap before it from the
+   * conversation's view, which observes it in order.
    */
-  async openMessage(message: Message): Promise<ShownMessage> {
+  async openMessage(message: Message, observeChain = true): Promise<ShownMessage> {
     const envelope = message.envelope!;
     const shown: ShownMessage = {
       messageId: message.messageId,
       conversationId: message.conversationId,
       sequence: Number(message.sequence),
-      sentAt: new Date(Number(message.sentAt?.seconds ?? 0n) * 1000),
+      sentAt: message.sentAt ? timestampDate(message.sentAt) : new Date(0),
       senderUserId: envelope.senderUserId,
       senderName: "",
       senderDeviceId: envelope.senderDeviceId,
@@ -849,7 +966,7 @@ export class Core {
         throw error;
       }
       shown.text = new TextDecoder("utf-8", { fatal: true }).decode(opened.plaintext);
-      if (opened.link) {
+      if (opened.link && observeChain) {
         const chains = (this.receivedChains[message.conversationId] ??= e2ee.newConversationChains());
         const serverTimeMs = Number(message.sentAt?.seconds ?? 0n) * 1000 + Math.floor((message.sentAt?.nanos ?? 0) / 1e6);
         const anomalies = e2ee.observeChain(chains, Number(message.sequence), envelope.senderDeviceId, opened.link, serverTimeMs);
@@ -1029,11 +1146,13 @@ export class Core {
     const shown = await this.openIn(conversationId, message);
     const conversation = this.conversations.get(conversationId);
     // Messages up to the listed last sequence are already in the listed unread count.
-    if (conversation && sequence > conversation.lastSequence) {
-      conversation.lastSequence = sequence;
-      if (!shown.mine) conversation.unread++;
-    }
+    if (conversation && sequence > conversation.lastSequence && !shown.mine) conversation.unread++;
+    this.noteNewest(shown);
     this.listeners.message?.(shown, true);
     this.listeners.conversations?.();
   }
+}
+
+function timestampDate(t: { seconds: bigint; nanos: number }): Date {
+  return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6));
 }

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|tokens|policy|attacks|replays|keys> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|recent|tokens|policy|attacks|replays|keys> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -934,6 +934,77 @@ async function turns(): Promise<void> {
   noConsoleErrors([alice]);
 }
 
+/** The text of the conversation list, in order: [name, preview] per conversation. */
+async function listed(user: User): Promise<string[][]> {
+  return user.page.$$eval("#conversations li", (items) =>
+    items.map((item) => [(item as HTMLElement).dataset.name ?? "", item.querySelector(".preview")?.textContent ?? ""]),
+  );
+}
+
+async function previewIs(user: User, name: string, preview: string): Promise<void> {
+  await user.page.waitForSelector(`#conversations li[data-name="${name}"] .preview:text-is(${JSON.stringify(preview)})`);
+}
+
+/** The list is in order of the newest message (not of message counts), with its time and a
+ * preview opened here; a message that fails verification is a placeholder, never its text. */
+async function recent(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  const dave = unique("dave");
+  await ask("cli_user", { username: carol });
+  await ask("cli_user", { username: dave });
+  const alice = await newUser(unique("alice"));
+
+  step = "a long conversation";
+  await openChatWith(alice, carol);
+  await send(alice, "one");
+  await send(alice, "two");
+  await ask("cli_send", { as: carol, to: alice.name, text: "three" });
+  await sees(alice, "three");
+  await previewIs(alice, carol, `${carol}: three`);
+
+  step = "a newer conversation with one message goes on top";
+  await ask("cli_send", { as: dave, to: alice.name, text: "hello from dave,\nwho writes a message longer than a preview shows" });
+  await previewIs(alice, dave, `${dave}: hello from dave, who writes a message longer than a preview…`);
+  expectEqual((await listed(alice)).map(([name]) => name), [dave, carol], "the order after dave's message");
+  const time = await alice.page.getAttribute(`#conversations li[data-name="${dave}"] time`, "datetime");
+  if (!time || Math.abs(Date.parse(time) - Date.now()) > 120_000) throw new Error(`dave's time is ${time}`);
+
+  step = "a newer message moves a conversation back up";
+  await send(alice, "four, from alice");
+  await previewIs(alice, carol, "you: four, from alice");
+  expectEqual((await listed(alice)).map(([name]) => name), [carol, dave], "the order after alice's message");
+
+  step = "after a reload the previews are opened from the history, and not marked read";
+  await alice.page.reload();
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await online(alice.page);
+  await previewIs(alice, dave, `${dave}: hello from dave, who writes a message longer than a preview…`);
+  await previewIs(alice, carol, "you: four, from alice");
+  await alice.page.waitForSelector(`#conversations li[data-name="${dave}"] .unread:text-is("1")`);
+  expectEqual((await listed(alice)).map(([name]) => name), [carol, dave], "the order after the reload");
+  await screenshot(alice, "conversation-list-recent");
+
+  step = "a message that fails verification is a placeholder";
+  const daves = await alice.page.getAttribute(`#conversations li[data-name="${dave}"]`, "data-conversation-id");
+  expectEqual(await ask("tamper", { conversation_id: daves, sequence: 1 }), 1, "altered rows");
+  await alice.page.reload();
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await alice.page.waitForSelector(`#conversations li[data-name="${dave}"] .preview[data-status="not-shown"]`);
+  await previewIs(alice, carol, "you: four, from alice");
+  const list = await alice.page.textContent("#conversations");
+  if (list?.includes("hello from dave")) throw new Error(`the list shows a message that failed verification: ${list}`);
+  await screenshot(alice, "conversation-list-placeholder");
+
+  step = "an empty message is not sent";
+  const before = (await texts(alice)).length;
+  await alice.page.fill("#text", "   ");
+  await alice.page.press("#text", "Enter");
+  await send(alice, "five");
+  expectEqual((await texts(alice)).length, before + 1, "messages after an empty one and five");
+  noConsoleErrors([alice]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
   vectors,
@@ -946,6 +1017,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   reload,
   restart,
   history: longHistory,
+  recent,
   tokens,
   policy,
 };

@@ -5,6 +5,7 @@
 mod attacks;
 mod chains;
 mod cli;
+mod cli_conversations;
 mod decryption;
 #[path = "../common/dishonest.rs"]
 mod dishonest;

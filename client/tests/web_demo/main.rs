@@ -137,6 +137,15 @@ async fn history_loads_page_by_page_when_scrolling_up(db: PgPool) {
     run_scenario(&mut stack, "history").await;
 }
 
+/// The list by the newest message (not by message count), with its time and a preview opened in
+/// the page; a message that fails verification is a placeholder; an empty message is not sent.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_list_is_in_order_of_recent_activity_with_times_and_verified_previews(db: PgPool) {
+    let mut stack = stack(db, "recent").await;
+
+    run_scenario(&mut stack, "recent").await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn short_lived_tokens_are_refreshed_and_the_stream_resumes(db: PgPool) {
     let web_root = node::out_dir("tokens");

@@ -74,7 +74,7 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
     },
-    /// Send one message.
+    /// Send one message (an empty one is refused, exit code 2).
     Send {
         /// A username or #group.
         target: String,
@@ -90,8 +90,13 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// List conversations with unread counts.
-    Conversations,
+    /// List conversations, most recent activity first: unread counts, the time of the newest
+    /// message and a preview of it, decrypted here (for the most recent ones).
+    Conversations {
+        /// No previews: nothing is decrypted, so the passphrase is not needed.
+        #[arg(long)]
+        no_preview: bool,
+    },
     /// Interactive conversation: shows messages as they arrive, sends each line of stdin.
     Chat {
         /// A username or #group.

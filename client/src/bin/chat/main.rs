@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::{
     args::{Cli, Command, DevicesCommand, GroupCommand},
-    output::{Output, line},
+    output::{Output, conversation_line, line},
 };
 
 mod args;
@@ -102,7 +102,10 @@ async fn run(cli: Cli) -> Result<u8> {
         command => {
             let needs_keys = matches!(
                 command,
-                Command::Send { .. } | Command::History { .. } | Command::Chat { .. }
+                Command::Send { .. }
+                    | Command::History { .. }
+                    | Command::Chat { .. }
+                    | Command::Conversations { no_preview: false }
             );
             let passphrase = if needs_keys {
                 Some(passphrase()?)
@@ -180,8 +183,11 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             }
         },
         Command::Send { target, text } => {
+            let text = text.join(" ");
+            // Before anything is looked up: `chat send bob ""` is a usage error.
+            client::check_text(&text)?;
             let target = session.resolve(&target).await?;
-            let sent = session.send_text(&target, &text.join(" ")).await?;
+            let sent = session.send_text(&target, &text).await?;
             out.print(&sent, &format!("sent #{}", sent.sequence));
         }
         Command::History { target, limit } => {
@@ -193,11 +199,16 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
                 return Ok(6);
             }
         }
-        Command::Conversations => {
-            let conversations = session.conversations().await?;
+        Command::Conversations { no_preview } => {
+            let mut conversations = session.conversations().await?;
+            if !no_preview {
+                session
+                    .add_previews(&mut conversations, client::DEFAULT_PREVIEWS)
+                    .await?;
+            }
             let text = conversations
                 .iter()
-                .map(|c| format!("{}  {} unread  ({})", c.with, c.unread_count, c.kind))
+                .map(conversation_line)
                 .collect::<Vec<_>>()
                 .join("\n");
             out.print(&conversations, &text);

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use client::{Content, LiveEvent, ReceivedText, Session, Warning};
+use client::{Content, ConversationSummary, LiveEvent, Preview, ReceivedText, Session, Warning};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]
@@ -92,5 +92,38 @@ pub fn line(message: &ReceivedText) -> String {
              not shown",
             message.sequence
         ),
+    }
+}
+
+/// One conversation as a line of text: who, unread count, kind, the time of the newest message
+/// and its preview (when there is one).
+pub fn conversation_line(c: &ConversationSummary) -> String {
+    let when = c
+        .last_message_at
+        .map_or_else(|| "no messages".to_owned(), time_of);
+    let preview = match &c.preview {
+        Some(Preview::Verified { from, text }) => format!("  {from}: {text}"),
+        Some(Preview::NotShown) => "  (a message this device cannot show)".to_owned(),
+        None => String::new(),
+    };
+    format!(
+        "{}  {} unread  ({})  {when}{preview}",
+        c.with, c.unread_count, c.kind
+    )
+}
+
+/// A server time (Unix seconds) as `YYYY-MM-DD HH:MM UTC` (UTC: the machine's offset cannot be
+/// read soundly in a multithreaded program).
+pub fn time_of(seconds: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => seconds.to_string(),
     }
 }
