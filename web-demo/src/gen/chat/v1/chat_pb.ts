@@ -1687,7 +1687,10 @@ export const ChatService: GenService<{
    * `send_result` or `send_rejected` with the request's `request_id`.
    *
    * The stream ends with UNAVAILABLE when the server shuts down, with RESOURCE_EXHAUSTED (reason
-   * SLOW_CONSUMER) when the client reads too slowly for its bounded outgoing queue, with
+   * SLOW_CONSUMER) when the client reads too slowly for its bounded outgoing queue, or, in a
+   * conversation the device acknowledges (`ack` here, or Acknowledge), when messages sent on the
+   * stream wait 10 seconds for an acknowledgement while the device's delivered position does not
+   * move (the status then follows what was already sent: read on to receive it), with
    * UNAUTHENTICATED when the access token expires or its session or device is revoked (within
    * seconds, see auth.v1), and with UNAVAILABLE when revocations cannot be checked for a while: in
    * each case reconnect (after refreshing the token, or signing in again, if needed) and resume
@@ -1703,7 +1706,8 @@ export const ChatService: GenService<{
   /**
    * The server-streaming equivalent of OpenStream for browsers (gRPC-Web has no client streaming) and
    * grpcurl: the same replay, `caught_up` and live events; sends, acknowledgements and typing go
-   * through the unary RPCs.
+   * through the unary RPCs. It ends as OpenStream does; a client that calls Acknowledge for what it
+   * receives is held to the same 10 seconds (a client that never acknowledges, only to its queue).
    *
    * @generated from rpc chat.v1.ChatService.Subscribe
    */
