@@ -54,6 +54,15 @@ impl LingeringBody {
             finished: false,
         }
     }
+
+    /// `inner` as it is, dropped when dropped: for requests that must not linger (see
+    /// `proxy.rs`: only a streaming request over HTTP/2 does).
+    pub fn passthrough(inner: Body) -> Self {
+        Self {
+            inner: Some(inner),
+            finished: true,
+        }
+    }
 }
 
 impl http_body::Body for LingeringBody {

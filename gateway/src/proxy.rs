@@ -134,6 +134,10 @@ impl Proxy {
         }
 
         let (mut parts, body) = request.into_parts();
+        // Only a client stream over HTTP/2 can be reset under a response it has not read yet
+        // (linger.rs). An HTTP/1.1 connection cannot serve another request before the body ends,
+        // and a unary body that never ends (slowloris) must be let go with its call.
+        let lingers = parts.version == Version::HTTP_2 && method.client_streaming;
         let path: Arc<str> = Arc::from(parts.uri.path());
         sanitize_headers(&mut parts.headers, peer);
         parts.version = Version::HTTP_2;
@@ -154,8 +158,12 @@ impl Proxy {
         };
         // Read on after the call ends, so that ending the response does not reset the stream
         // under it while the client still sends (linger.rs).
-        let body =
-            CheckedRequestBody::new(LingeringBody::new(body), checks, request_problem.clone());
+        let body = if lingers {
+            LingeringBody::new(body)
+        } else {
+            LingeringBody::passthrough(body)
+        };
+        let body = CheckedRequestBody::new(body, checks, request_problem.clone());
         let body = EndOnProblem {
             inner: body,
             problem: request_problem.clone(),

@@ -77,7 +77,9 @@ pub struct ServerLimits {
     /// An idle connection whose probe goes unanswered this long is closed: default 10 s.
     pub keepalive_timeout: Duration,
     /// A connection with no request in flight (a response still streaming counts as in flight)
-    /// for this long is closed gracefully: default 5 min.
+    /// for this long is closed gracefully: default 5 min. One that has not closed
+    /// `keepalive_timeout` later (its client never takes the GOAWAY, or never ends a request body
+    /// the gateway stopped reading) is dropped.
     pub idle_timeout: Duration,
     /// An HTTP/1.1 client must send a request's whole head (request line and headers) within this
     /// once the gateway waits for one (from its first byte, and between keep-alive requests), or
@@ -231,6 +233,7 @@ pub async fn serve(
                     app: app.clone(),
                     peer,
                     idle_timeout: limits.idle_timeout,
+                    close_grace: limits.keepalive_timeout,
                     send_timeout: limits.send_timeout,
                     max_header_list_bytes: limits.max_header_list_bytes,
                     stopping: stopping.clone(),
@@ -354,6 +357,8 @@ struct ConnectionTask {
     app: Router,
     peer: SocketAddr,
     idle_timeout: Duration,
+    /// How long an idle connection asked to close may take to do it (the keepalive timeout).
+    close_grace: Duration,
     send_timeout: Duration,
     max_header_list_bytes: u32,
     /// Becomes `true` when the server shuts down.
@@ -391,6 +396,7 @@ impl ConnectionTask {
             app,
             peer,
             idle_timeout,
+            close_grace,
             send_timeout,
             max_header_list_bytes,
             mut stopping,
@@ -410,6 +416,7 @@ impl ConnectionTask {
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut closing = false;
+        let mut idle_close_since: Option<Instant> = None;
         // The idle timer restarts from the moment the count of requests in flight last changed,
         // i.e. when the last request of a busy period finished.
         let mut idle_since = Instant::now();
@@ -430,6 +437,17 @@ impl ConnectionTask {
                     tracing::debug!(%peer, "closing an idle connection");
                     connection.as_mut().graceful_shutdown();
                     closing = true;
+                    idle_close_since = Some(Instant::now());
+                }
+                // A graceful close needs the client: HTTP/2 waits for it to take the GOAWAY (a
+                // client that sent only the preface, or floods PINGs, never lets it finish), and
+                // HTTP/1.1 for a request body it never ends. With no request in flight there is
+                // nothing to lose: after the grace, the connection is dropped.
+                () = tokio::time::sleep_until(
+                    idle_close_since.unwrap_or(idle_since) + close_grace
+                ), if idle && idle_close_since.is_some() => {
+                    tracing::debug!(%peer, "dropping an idle connection that did not close");
+                    return;
                 }
                 _ = send_checks.tick() => {
                     if writes.blocked_for() >= send_timeout {
