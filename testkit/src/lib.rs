@@ -6,6 +6,24 @@ use std::{net::SocketAddr, path::PathBuf, process::Command};
 mod chaos;
 pub use chaos::ChaosProxy;
 
+/// The resident set size (`VmRSS` of `/proc/<pid>/status`) of process `pid`, in bytes; 0 once it
+/// has exited. The suites that bound a service's memory read it from here.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

@@ -518,7 +518,7 @@ async fn sample_rss(pids: &[(String, u32)], period: Duration) -> BTreeMap<String
     let until = Instant::now() + period;
     loop {
         for (name, pid) in pids {
-            let rss = vm_rss(*pid);
+            let rss = testkit::rss_bytes(*pid);
             let peak = peaks.entry(name.clone()).or_default();
             *peak = (*peak).max(rss);
         }
@@ -527,23 +527,6 @@ async fn sample_rss(pids: &[(String, u32)], period: Duration) -> BTreeMap<String
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// `VmRSS` of `/proc/<pid>/status`, in bytes.
-fn vm_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn rss_table(

@@ -870,19 +870,8 @@ fn watch_usage(cluster: &Cluster) -> (Arc<Mutex<Usage>>, tokio::task::JoinHandle
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    let kib = testkit::rss_bytes(pid) / 1024;
+    u32::try_from(kib).map_or(f64::MAX, f64::from) / 1024.0
 }
 
 /// User plus system CPU time of `pid` (`/proc/<pid>/stat` fields 14 and 15, in clock ticks of

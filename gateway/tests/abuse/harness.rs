@@ -25,9 +25,8 @@ use proto::auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
-use crate::{
-    kernel::rss_of,
-    processes::{gateway_env, listening_addr, register_and_log_in, start_auth, wait_until_ready},
+use crate::processes::{
+    gateway_env, listening_addr, register_and_log_in, start_auth, wait_until_ready,
 };
 
 /// Calls per second of the legitimate client.
@@ -119,7 +118,7 @@ impl Target {
 
     /// The gateway's resident set size now, in bytes.
     pub fn rss(&self) -> u64 {
-        rss_of(self.gateway.id())
+        testkit::rss_bytes(self.gateway.id())
     }
 
     /// Runs `attack` with the legitimate client measured before and during it, asserts the
@@ -308,7 +307,7 @@ fn probe(addr: SocketAddr, token: &str, pid: u32, stop: &AtomicBool, measured: &
             let start = Instant::now();
             let result = get_current_user(&mut auth, token).await;
             let latency = start.elapsed();
-            let rss = rss_of(pid);
+            let rss = testkit::rss_bytes(pid);
             let mut measured = measured.lock().unwrap();
             measured.peak_rss = measured.peak_rss.max(rss);
             match result {

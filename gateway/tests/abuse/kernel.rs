@@ -1,4 +1,4 @@
-//! What the suite reads from the kernel: a process's resident set size, and whether a process
+//! What the suite reads from the kernel besides memory (`testkit::rss_bytes`): whether a process
 //! still holds a TCP connection.
 
 use std::{
@@ -6,23 +6,6 @@ use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
-
-/// VmRSS of `pid` in bytes (0 once it has exited).
-pub fn rss_of(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
-}
 
 /// Waits up to `within` for the gateway at `gateway` to let go of its end of the connection from
 /// `client`; when it did. Read from the kernel's socket table, because a client that reads
