@@ -225,6 +225,7 @@ cmd_notes() {
     [[ -z "$previous" ]] || range="$previous..$COMMIT"
     [[ -z "${IMAGE_DIGEST:-}" ]] || image_ref="$IMAGE:$VERSION@$IMAGE_DIGEST"
     mkdir -p "$DIST_DIR" || return 1
+    # shellcheck disable=SC2016 # the backquotes are Markdown
     {
         printf '## Install\n\n'
         printf 'The image `%s` (linux/amd64, linux/arm64) carries an SBOM and build provenance, and is signed\n' "$image_ref"
