@@ -101,8 +101,9 @@ IMAGE="$REGISTRY/$OWNER/$CHART_NAME"
 CHART_REPO="oci://$REGISTRY/$OWNER/charts"
 CHART_REF="$CHART_REPO/$CHART_NAME"
 CHART_PACKAGE="$CHART_NAME-$VERSION.tgz"
-HOST_TRIPLE="$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')"
-TARBALL="chat-backend-$TAG-${HOST_TRIPLE:-x86_64-unknown-linux-gnu}.tar.gz"
+# The binaries are built natively on Linux (the build job, or a dry run here); every job must
+# compute the same name without needing a Rust toolchain.
+TARBALL="chat-backend-$TAG-$(uname -m)-unknown-linux-gnu.tar.gz"
 SIGNER_IDENTITY="https://github.com/$GITHUB_REPOSITORY/$SIGNING_WORKFLOW@refs/tags/$TAG"
 # Any release of this repository: the same workflow file, on any tag v*.
 SIGNER_IDENTITY_REGEXP="^$(printf '%s' "https://github.com/$GITHUB_REPOSITORY/$SIGNING_WORKFLOW" |
