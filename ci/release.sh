@@ -139,7 +139,9 @@ EOF
 values_image_tag() {
     awk '/^image:/ { in_image = 1; next }
          in_image && /^[^[:space:]#]/ { exit }
-         in_image && /^  tag:/ { sub(/^  tag:[[:space:]]*/, ""); gsub(/["\x27]/, ""); sub(/[[:space:]]*#.*/, ""); print; exit }' \
+         in_image && /^  tag:/ {
+             sub(/^  tag:[[:space:]]*/, ""); gsub(/["\x27]/, ""); sub(/[[:space:]]*#.*/, ""); print; exit
+         }' \
         "$CHART_DIR/values.yaml"
 }
 
@@ -229,9 +231,10 @@ cmd_notes() {
     # shellcheck disable=SC2016 # the backquotes are Markdown
     {
         printf '## Install\n\n'
-        printf 'The image `%s` (linux/amd64, linux/arm64) carries an SBOM and build provenance, and is signed\n' "$image_ref"
-        printf 'keylessly by this repository'"'"'s release workflow. The Helm chart:\n\n'
-        printf '```bash\nhelm install chat %s --version %s --namespace chat --create-namespace\n```\n\n' "$CHART_REF" "$VERSION"
+        printf 'The image `%s` (linux/amd64, linux/arm64) carries an SBOM and build\n' "$image_ref"
+        printf 'provenance, and is signed keylessly by this repository'"'"'s release workflow. The chart:\n\n'
+        printf '```bash\nhelm install chat %s --version %s \\\n  --namespace chat --create-namespace\n```\n\n' \
+            "$CHART_REF" "$VERSION"
         printf 'Verify the image before you deploy it:\n\n'
         printf '```bash\ncosign verify %s:%s \\\n' "$IMAGE" "$VERSION"
         printf "  --certificate-identity '%s' \\\\\n" "$SIGNER_IDENTITY"
@@ -321,10 +324,10 @@ main() {
         shift
     done
     [[ ${#commands[@]} -gt 0 ]] || commands=(verify-version binaries chart checksums notes push-chart github-release)
-    if [[ $DRY_RUN -eq 0 && " ${commands[*]} " == *" push-chart "* || $DRY_RUN -eq 0 && " ${commands[*]} " == *" github-release "* ]]; then
-        [[ -n "${RELEASE_TAG:-}" || "${GITHUB_REF_TYPE:-}" == tag ]] || die "publishing needs a tag"
-    fi
-    log "release $TAG of $GITHUB_REPOSITORY at ${COMMIT:0:12}$([[ $DRY_RUN -eq 1 ]] && echo ' (dry run: nothing is published)')"
+    # Without --dry-run, resolve_tag has already refused to go on without a tag.
+    local mode=""
+    [[ $DRY_RUN -eq 0 ]] || mode=" (dry run: nothing is published)"
+    log "release $TAG of $GITHUB_REPOSITORY at ${COMMIT:0:12}$mode"
     for name in "${commands[@]}"; do
         step "$name" "cmd_${name//-/_}" || die "$name failed"
     done

@@ -35,7 +35,9 @@ def release_names(version: str) -> dict[str, str]:
     # Not GITHUB_OUTPUT: in GitHub Actions, these names must not become the step's outputs.
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_OUTPUT", "GITHUB_REF_TYPE")}
     env |= {"RELEASE_TAG": f"v{version}", "GITHUB_REPOSITORY": PLACEHOLDER_REPOSITORY, "GITHUB_SHA": "0" * 40}
-    proc = subprocess.run(["bash", str(REPO / "ci/release.sh"), "names"], env=env, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(REPO / "ci/release.sh"), "names"], env=env, cwd=REPO, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.exit(f"release-docs: ci/release.sh names failed:\n{proc.stderr}")
     out = proc.stdout
@@ -104,7 +106,7 @@ def check_release_workflow(names: dict[str, str]) -> list[str]:
     # PyYAML reads the key `on` as True.
     trigger = workflow.get("on", workflow.get(True, {}))
     if trigger != {"push": {"tags": ["v*"]}}:
-        problems.append(f"release.yml must run on tags v* only (the identity regexp expects refs/tags/v), has {trigger}")
+        problems.append(f"release.yml must run on tags v* only (the identity regexp wants refs/tags/v): {trigger}")
     if "ci/release.sh names" not in runs(workflow, "meta"):
         problems.append("release.yml's meta job does not take the names from ci/release.sh names")
     build = [s for s in steps(workflow, "image") if str(s.get("uses", "")).startswith("docker/build-push-action@")]
@@ -137,7 +139,9 @@ def check_deploy_workflow() -> list[str]:
     text = runs(workflow, "deploy")
     return [
         f"deploy.yml lacks {needle}"
-        for needle in ("ci/release.sh names", "cosign verify", "helm upgrade --install", "--atomic --wait", "helm test")
+        for needle in (
+            "ci/release.sh names", "cosign verify", "helm upgrade --install", "--atomic --wait", "helm test"
+        )
         if needle not in text
     ]
 
