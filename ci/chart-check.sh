@@ -21,6 +21,8 @@
 #   validate-default    helm template | kubernetes-validate against Kubernetes $KUBE_VERSION
 #   validate-production (--strict: unknown fields fail; an unknown apiVersion fails here too)
 #   chart-tests         pytest charts/tests: the chart's rules on the rendered manifests
+#   release-package     helm package as ci/release.sh does it; the package's version is Chart.yaml's
+#   release-docs        the chart README's install/verify commands match what release.yml publishes
 
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -28,7 +30,8 @@ set -euo pipefail
 cd "$REPO"
 setup_path
 
-CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests)
+CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests release-package
+    release-docs)
 CHART=charts/chat
 PRODUCTION_VALUES="$CHART/ci/production-values.yaml"
 KUBE_VERSION=1.30.0
@@ -105,6 +108,28 @@ check_validate_production() { validate -f "$PRODUCTION_VALUES"; }
 
 # No .pytest_cache or __pycache__ left in the tree.
 check_chart_tests() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }
+
+# The release's own packaging step (into a scratch directory, nothing published); it also checks
+# that the tag it would use agrees with appVersion and the workspace, and that the package renders
+# the published image. Then, independently of it: the package carries Chart.yaml's version.
+check_release_package() {
+    local out version shown
+    out="$(mktemp -d "${TMPDIR:-/tmp}/chart-check-package.XXXXXX")"
+    on_exit "rm -rf '$out'"
+    version="$("$HELM" show chart "$CHART" | sed -n 's/^version: //p')"
+    DIST_DIR="$out" ci/release.sh --dry-run verify-version chart || return 1
+    [[ -f "$out/chat-$version.tgz" ]] || {
+        echo "helm package wrote $(ls "$out"), expected chat-$version.tgz" >&2
+        return 1
+    }
+    shown="$("$HELM" show chart "$out/chat-$version.tgz" | sed -n 's/^version: //p')"
+    [[ "$shown" == "$version" ]] || {
+        echo "the package's version is '$shown', Chart.yaml's is '$version'" >&2
+        return 1
+    }
+}
+
+check_release_docs() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" ci/release_docs_check.py; }
 
 main() {
     local selected=("$@") name failed=() start
