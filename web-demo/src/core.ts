@@ -1261,7 +1261,7 @@ export class Core {
         // Online once what came before is shown, unless this stream ended meanwhile.
         const stream = this.stream;
         this.afterOpening(() => {
-          if (this.stream === stream && !this.stopped) this.setState("online");
+          if (this.stream === stream && !this.stopped && this.network) this.setState("online");
         });
         // Conversations started (or unread counts changed) while this page was offline.
         void this.refreshConversations().catch(() => undefined);
