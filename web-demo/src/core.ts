@@ -349,6 +349,9 @@ export class Core {
   private readonly notices: Notice[] = [];
   /** Member user ids of each group, as last listed. */
   private readonly memberIds = new Map<string, Set<string>>();
+  /** How many listings of the conversations started, and the last one that listed each. */
+  private listings = 0;
+  private readonly listedIn = new Map<string, number>();
   /** Members' roles in each group, as last listed. */
   private readonly roles = new Map<string, Map<string, Role>>();
   /** Whether the browser has a network (its online/offline events; see networkChanged). */
@@ -456,6 +459,7 @@ export class Core {
   // ------------------------------------------------------------ conversations
 
   async refreshConversations(): Promise<void> {
+    const run = ++this.listings;
     const listed: Conversation[] = [];
     let pageToken = "";
     do {
@@ -467,12 +471,14 @@ export class Core {
     await this.usersById(listed.map((c) => c.peerUserId).filter((id) => id));
     const listedIds = new Set(listed.map((c) => c.conversationId));
     for (const conversationId of [...this.conversations.keys()]) {
-      if (listedIds.has(conversationId)) continue;
+      // A listing that started before a newer one listed it is older than it: not a removal.
+      if (listedIds.has(conversationId) || (this.listedIn.get(conversationId) ?? 0) > run) continue;
       this.conversations.delete(conversationId);
       this.listeners.removed?.(conversationId);
     }
     for (const c of listed) {
       const previous = this.conversations.get(c.conversationId);
+      this.listedIn.set(c.conversationId, Math.max(run, this.listedIn.get(c.conversationId) ?? 0));
       const listedAt = c.lastMessageAt ? timestampDate(c.lastMessageAt) : undefined;
       this.conversations.set(c.conversationId, {
         conversationId: c.conversationId,
