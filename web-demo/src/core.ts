@@ -317,9 +317,9 @@ export function deviceName(agent: string, brands: string[] = [], platform = ""):
       ? "Opera"
       : /Firefox\/|FxiOS/.test(agent)
         ? "Firefox"
-        : brands.includes("Google Chrome")
+        : brands.includes("Google Chrome") || /CriOS/.test(agent)
           ? "Chrome"
-          : /Chrom(e|ium)\/|CriOS/.test(agent)
+          : /Chrom(e|ium)\//.test(agent)
             ? "Chromium"
             : /Safari\//.test(agent)
               ? "Safari"
