@@ -85,7 +85,7 @@ export interface ConversationView {
   preview?: Preview;
   /** The sequence `preview` was opened at. */
   previewSequence?: number;
-  /** What tells a group from others of the same name (its member count and a short id). */
+  /** What tells a group from others of the same name (its member count and the end of its id). */
   tag?: string;
 }
 
@@ -503,7 +503,7 @@ export class Core {
     void this.refreshPreviews();
   }
 
-  /** Groups of the same name get a tag each (member count and the start of the id). */
+  /** Groups of the same name get a tag each (member count and the end of the id). */
   private tagGroups(): void {
     const byName = new Map<string, number>();
     for (const c of this.conversations.values()) {
@@ -515,7 +515,8 @@ export class Core {
         continue;
       }
       const count = this.groups.get(c.groupId)?.memberCount ?? 0;
-      c.tag = `${count} ${count === 1 ? "member" : "members"} · ${c.groupId.slice(0, 6)}`;
+      // The end of the id: its start is a time (UUIDv7), alike for groups made the same day.
+      c.tag = `${count} ${count === 1 ? "member" : "members"} · …${c.groupId.slice(-6)}`;
     }
   }
 

@@ -22,34 +22,42 @@ export function say(line: HTMLElement | string, text: string, kind: "error" | "i
   else delete element.dataset.kind;
 }
 
-/** A button that asks once more before `action`: its label becomes `confirm` for a few seconds. */
-export function confirmingButton(label: string, confirm: string, action: () => Promise<void>): HTMLButtonElement {
+/** Buttons waiting for their second click, by key, until when (a re-render keeps them so). */
+const armedUntil = new Map<string, number>();
+const ARMED_MS = 5000;
+
+/**
+ * A button that asks once more before `action`: its label becomes `confirm` for a few seconds.
+ * `key` names what it does (e.g. "leave/<group id>"), so that a button rendered again meanwhile
+ * (a panel refreshed by an event) is still waiting for its second click.
+ */
+export function confirmingButton(key: string, label: string, confirm: string, action: () => Promise<void>): HTMLButtonElement {
   const button = document.createElement("button");
   button.type = "button";
-  button.textContent = label;
-  let armed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const show = () => {
+    const armed = (armedUntil.get(key) ?? 0) > Date.now();
+    button.textContent = armed ? confirm : label;
+    if (armed) button.dataset.armed = "true";
+    else delete button.dataset.armed;
+    return armed;
+  };
+  if (show()) timer = setTimeout(show, armedUntil.get(key)! - Date.now());
   button.onclick = async () => {
-    if (!armed) {
-      armed = true;
-      button.textContent = confirm;
-      button.dataset.armed = "true";
-      timer = setTimeout(() => {
-        armed = false;
-        button.textContent = label;
-        delete button.dataset.armed;
-      }, 5000);
+    if (!show()) {
+      armedUntil.set(key, Date.now() + ARMED_MS);
+      show();
+      timer = setTimeout(show, ARMED_MS);
       return;
     }
     clearTimeout(timer);
+    armedUntil.delete(key);
     button.disabled = true;
     try {
       await action();
     } finally {
       button.disabled = false;
-      armed = false;
-      button.textContent = label;
-      delete button.dataset.armed;
+      show();
     }
   };
   return button;

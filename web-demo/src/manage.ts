@@ -90,7 +90,7 @@ export async function showMembers(core: Core, groupId: string, host: MembersHost
   }
   const row = closeRow();
   if (mayLeave(mine, owners)) {
-    const leave = confirmingButton("Leave group", "Leave? Click again", async () => {
+    const leave = confirmingButton(`leave/${groupId}`, "Leave group", "Leave? Click again", async () => {
       try {
         await core.leaveGroup(groupId);
         host.closed(`You left # ${name}.`);
@@ -107,7 +107,7 @@ export async function showMembers(core: Core, groupId: string, host: MembersHost
     parts.push(hint);
   }
   if (mayDelete(mine)) {
-    const remove = confirmingButton("Delete group", "Delete for everyone? Click again", async () => {
+    const remove = confirmingButton(`delete/${groupId}`, "Delete group", "Delete for everyone? Click again", async () => {
       try {
         await core.deleteGroup(groupId);
         host.closed(`You deleted # ${name}.`);
@@ -152,7 +152,7 @@ export async function showDevices(core: Core, status = ""): Promise<void> {
       item.append(text);
       if (!device.current) {
         const label = device.name || "this device";
-        const revoke = confirmingButton("Revoke", "Revoke? Click again", async () => {
+        const revoke = confirmingButton(`revoke/${device.deviceId}`, "Revoke", "Revoke? Click again", async () => {
           try {
             await core.revokeDevice(device.deviceId);
             await showDevices(core, `${label} was revoked: it is logged out and gets no new messages.`);
