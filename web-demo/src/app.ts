@@ -156,12 +156,6 @@ function renderConversations(): void {
       name.className = "name";
       name.textContent = c.name;
       top.append(name);
-      if (c.tag) {
-        const tag = document.createElement("span");
-        tag.className = "tag muted";
-        tag.textContent = c.tag;
-        top.append(tag);
-      }
       if (c.lastMessageAt) {
         const time = document.createElement("time");
         time.dateTime = c.lastMessageAt.toISOString();
@@ -181,6 +175,12 @@ function renderConversations(): void {
         preview.textContent = "(a message this device cannot show)";
       } else {
         preview.textContent = c.lastSequence === 0 ? "no messages yet" : "";
+      }
+      if (c.tag) {
+        const tag = document.createElement("span");
+        tag.className = "tag muted";
+        tag.textContent = c.tag;
+        bottom.append(tag);
       }
       bottom.append(preview);
       if (c.unread > 0 && c.conversationId !== currentId) {

@@ -6,8 +6,15 @@ export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.g
 
 /** An error in words for the user (a gRPC status's message without its code prefix). */
 export function errorText(error: unknown): string {
-  if (error instanceof ConnectError) return error.rawMessage || error.message;
-  return error instanceof Error ? error.message : String(error);
+  const message =
+    error instanceof ConnectError ? error.rawMessage || error.message : error instanceof Error ? error.message : String(error);
+  // What Chromium, Firefox and Safari say of a request that never reached the gateway.
+  if (/^(Failed to fetch|NetworkError when attempting to fetch resource\.?|Load failed)$/.test(message)) {
+    return typeof navigator !== "undefined" && !navigator.onLine
+      ? "this browser has no network"
+      : "the server cannot be reached; try again shortly";
+  }
+  return message;
 }
 
 /**

@@ -1213,7 +1213,7 @@ async function errors(): Promise<void> {
   step = "a send without a network fails in the conversation, not in the sidebar";
   await alice.page.fill("#text", "sent while offline");
   await alice.page.press("#text", "Enter");
-  await errorIn(alice, "conversation-status", "Not sent");
+  await errorIn(alice, "conversation-status", "Not sent: this browser has no network");
   expectEqual(await alice.page.textContent("#sidebar-status"), "", "the sidebar's status");
   expectEqual(await alice.page.inputValue("#text"), "sent while offline", "the composer keeps the text");
   await screenshot(alice, "offline-send-error");
