@@ -16,8 +16,12 @@ export interface MembersHost {
 /** Renders the members panel of `groupId` into #panel (again after each change). */
 export async function showMembers(core: Core, groupId: string, host: MembersHost): Promise<void> {
   const panel = $("panel");
-  panel.hidden = false;
-  panel.dataset.groupId = groupId;
+  if (panel.hidden || panel.dataset.groupId !== groupId) {
+    // Nothing of another panel may stay clickable while this one loads.
+    panel.textContent = "Loading the members…";
+    panel.hidden = false;
+    panel.dataset.groupId = groupId;
+  }
   const status = statusLine();
   let members;
   try {

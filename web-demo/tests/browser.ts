@@ -210,6 +210,8 @@ async function direct(): Promise<void> {
   await alice.page.reload();
   await alice.page.waitForSelector(`#title:text-is("${bob.name}")`);
   await alice.page.waitForSelector("#verified-mark:visible");
+  await online(alice.page);
+  await sees(alice, "hello alice 👋");
   await screenshot(alice, "verified");
   await alice.page.waitForSelector("#composer-hint:visible"); // on a desktop, the keys are explained
   if (await bob.page.isVisible("#verified-mark")) throw new Error("bob, who did not verify, shows a verified mark");
@@ -1139,6 +1141,7 @@ async function groups(): Promise<void> {
   await alice.page.fill("#new-group-members", bob.name);
   await alice.page.press("#new-group-members", "Enter");
   await alice.page.waitForFunction((name) => document.querySelectorAll(`#conversations li[data-name="# ${name}"]`).length === 2, renamed);
+  await alice.page.waitForSelector(`#messages:not([data-conversation-id="${groupId}"])`, { state: "attached" });
   const second = (await alice.page.getAttribute("#messages", "data-conversation-id"))!;
   const tags = await alice.page.$$eval(`#conversations li[data-name="# ${renamed}"]`, (items) =>
     items.map((item) => [(item as HTMLElement).dataset.conversationId, item.querySelector(".tag")?.textContent ?? ""]),
