@@ -65,8 +65,9 @@ export async function showMembers(core: Core, groupId: string, host: MembersHost
     const badge = document.createElement("span");
     badge.className = "role";
     badge.textContent = roleName(theirs);
-    item.append(label, badge);
-    if (!me && mayChangeRoles(mine)) item.append(roleSelect(user.username, theirs, act, (role) => core.changeRole(groupId, user.userId, role)));
+    // An owner changes others' roles where the role is shown; everyone else sees a badge.
+    if (!me && mayChangeRoles(mine)) item.append(label, roleSelect(user.username, theirs, act, (role) => core.changeRole(groupId, user.userId, role)));
+    else item.append(label, badge);
     if (!me && mayRemove(mine, theirs, owners)) {
       const remove = document.createElement("button");
       remove.className = "link";

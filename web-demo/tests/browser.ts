@@ -1104,6 +1104,7 @@ async function groups(): Promise<void> {
     "what the only owner is offered",
   );
   await alice.page.waitForSelector('#panel .hint:has-text("only owner")');
+  await screenshot(alice, "group-owner");
 
   step = "the owner makes bob an admin: his panel follows";
   await alice.page.selectOption(`#member-list li[data-username="${bob.name}"] select`, { label: "admin" });
