@@ -1,10 +1,9 @@
 // The page: login/register (optionally keeping the device, optionally sealing its keys under a
 // passphrase) and unlocking, the conversation list with unread counts, one conversation at a time
 // (history on scroll, live messages, receipts, typing, safety numbers, notices of key and
-// membership changes, accepting new keys), and group creation and membership. All logic lives in
-// core.ts; this file only renders and wires.
-
-import { ConnectError } from "@connectrpc/connect";
+// membership changes, accepting new keys, a verified mark), groups (manage.ts: roles and what
+// they allow) and the devices screen. Each panel shows its own errors in its own status line.
+// All logic lives in core.ts; this file only renders and wires.
 
 import { Api, SessionEnded } from "./api";
 import {
@@ -19,8 +18,9 @@ import {
   type Notice,
   type ShownMessage,
 } from "./core";
+import { $, errorText, say } from "./dom";
+import { showDevices, showMembers } from "./manage";
 
-const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const api = new Api(location.origin);
 let core: Core | undefined;
 
@@ -34,11 +34,6 @@ let readBy = new Map<string, number>(); // other users' read positions in the op
 const typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
 let lastTypingSent = 0;
 
-function errorText(error: unknown): string {
-  if (error instanceof ConnectError) return error.rawMessage || error.message;
-  return error instanceof Error ? error.message : String(error);
-}
-
 // ---------------------------------------------------------------- auth
 
 async function boot(): Promise<void> {
@@ -51,11 +46,12 @@ async function boot(): Promise<void> {
     resumed.stop();
     core = undefined;
     if (error instanceof SessionEnded) await forgetSession();
-    showAuth(error instanceof SessionEnded ? "Your session ended: log in again." : errorText(error));
+    if (error instanceof SessionEnded) showAuth("Your session ended: log in again.");
+    else showAuth(errorText(error), "error");
   }
 }
 
-function showAuth(message = ""): void {
+function showAuth(message = "", kind: "error" | "info" = "info"): void {
   // Nothing of the previous session stays on the page (and no stale element can be clicked).
   currentId = undefined;
   $("conversations").replaceChildren();
@@ -64,12 +60,14 @@ function showAuth(message = ""): void {
   $("title").textContent = "";
   $("typing").textContent = "";
   $("conversation").hidden = true;
+  $("devices-view").hidden = true;
   $("empty").hidden = false;
   $("app").dataset.view = "list";
   $("app").hidden = true;
   $("unlock").hidden = true;
   $("auth").hidden = false;
-  $("auth-status").textContent = message;
+  for (const line of ["sidebar-status", "conversation-status", "devices-status"]) say(line, "");
+  say("auth-status", message, kind);
   document.body.dataset.screen = "auth";
   $("username").focus();
 }
@@ -81,15 +79,15 @@ async function authenticate(create: boolean): Promise<void> {
   const keep = $<HTMLInputElement>("keep-device").checked;
   const status = $("auth-status");
   if (!$<HTMLFormElement>("auth-form").reportValidity()) return;
-  status.textContent = create ? "Creating your account…" : "Logging in…";
+  say(status, create ? "Creating your account…" : "Logging in…");
   for (const id of ["login", "register"]) $<HTMLButtonElement>(id).disabled = true;
   try {
     if (create) await register(api, username, password);
-    status.textContent = "Generating this device's keys…";
+    say(status, "Generating this device's keys…");
     await enter(await login(api, username, password, { keep, passphrase: passphrase || undefined }));
     $<HTMLInputElement>("device-passphrase").value = "";
   } catch (error) {
-    status.textContent = errorText(error);
+    say(status, errorText(error), "error");
   } finally {
     for (const id of ["login", "register"]) $<HTMLButtonElement>(id).disabled = false;
   }
@@ -104,6 +102,11 @@ async function enter(session: Core): Promise<void> {
     receipt: onReceipt,
     typing: onTyping,
     notice: onNotice,
+    removed: onRemoved,
+    groupChanged: (groupId) => {
+      const panel = $("panel");
+      if (core && !panel.hidden && panel.dataset.groupId === groupId) void showMembers(core, groupId, membersHost);
+    },
     sessionEnded: () => {
       core?.stop();
       core = undefined;
@@ -173,6 +176,12 @@ function renderConversations(): void {
       } else {
         preview.textContent = c.lastSequence === 0 ? "no messages yet" : "";
       }
+      if (c.tag) {
+        const tag = document.createElement("span");
+        tag.className = "tag muted";
+        tag.textContent = c.tag;
+        bottom.append(tag);
+      }
       bottom.append(preview);
       if (c.unread > 0 && c.conversationId !== currentId) {
         const badge = document.createElement("span");
@@ -194,9 +203,44 @@ function renderConversations(): void {
   );
   if (currentId) {
     const c = core.conversations.get(currentId);
-    if (c) $("title").textContent = c.name;
+    if (c) {
+      $("title").textContent = c.name;
+      $("title-tag").textContent = c.tag ?? "";
+    }
   }
 }
+
+/** The verified mark in the header of a direct conversation: shown while the contact is
+ * verified (safety numbers compared) and no key change of theirs waits for a decision. */
+function updateVerifiedMark(): void {
+  const conversation = core && currentId ? core.conversations.get(currentId) : undefined;
+  $("verified-mark").hidden = !(conversation?.kind === "direct" && core!.isVerified(conversation.peerUserId));
+}
+
+/** A conversation is gone (a group deleted, or the user removed from it): close it if open. */
+function onRemoved(conversationId: string): void {
+  if (conversationId !== currentId) return;
+  const name = $("title").textContent ?? "the conversation";
+  closeConversation();
+  say("sidebar-status", `${name} is no longer available to you: deleted, or you are no longer a member.`);
+}
+
+function closeConversation(): void {
+  currentId = undefined;
+  history.replaceState(null, "", "#");
+  $("conversation").hidden = true;
+  $("panel").hidden = true;
+  $("empty").hidden = false;
+  $("app").dataset.view = "list";
+  renderConversations();
+}
+
+const membersHost = {
+  closed(message: string) {
+    closeConversation();
+    say("sidebar-status", message);
+  },
+};
 
 /** The time of a conversation's newest message: the time of day today, else the date. */
 function listTime(at: Date): string {
@@ -217,13 +261,18 @@ async function openConversation(conversationId: string): Promise<void> {
   oldestShown = 0;
   moreHistory = true;
   $("empty").hidden = true;
+  $("devices-view").hidden = true;
   $("conversation").hidden = false;
   $("app").dataset.view = "conversation";
   $("title").textContent = conversation.name;
+  $("title-tag").textContent = conversation.tag ?? "";
+  say("conversation-status", "");
+  updateVerifiedMark();
   $("messages").replaceChildren();
   $("messages").dataset.conversationId = conversationId;
   $("typing").textContent = "";
   $("panel").hidden = true;
+  delete $("panel").dataset.groupId;
   $("members").hidden = conversation.kind !== "group";
   $("safety").hidden = conversation.kind !== "direct";
   $("key-warning").hidden = true;
@@ -260,7 +309,7 @@ async function loadOlder(): Promise<void> {
     list.scrollTop += list.scrollHeight - heightBefore;
     list.dataset.historyComplete = String(!moreHistory);
   } catch (error) {
-    $("sidebar-error").textContent = errorText(error);
+    say("conversation-status", `History not loaded: ${errorText(error)}`, "error");
   } finally {
     loadingHistory = false;
   }
@@ -372,13 +421,14 @@ async function send(): Promise<void> {
     const conversationId = currentId;
     const sent = await core.send(conversationId, text);
     if (conversationId === currentId) {
+      say("conversation-status", "");
       addMessage(sent);
       const list = $("messages");
       list.scrollTop = list.scrollHeight;
     }
   } catch (error) {
     input.value = text;
-    $("sidebar-error").textContent = `Not sent: ${errorText(error)}`;
+    say("conversation-status", `Not sent: ${errorText(error)}`, "error");
     if (error instanceof Untrusted) updateKeyBanner();
   } finally {
     button.disabled = false;
@@ -428,6 +478,7 @@ function updateKeyBanner(): void {
       `⚠ ${names}'s keys changed and are not accepted: nothing is sent to them until you compare safety numbers, or accept the new keys.`;
     $("key-warning").hidden = false;
   }
+  updateVerifiedMark();
 }
 
 async function acceptKeys(): Promise<void> {
@@ -435,7 +486,7 @@ async function acceptKeys(): Promise<void> {
   for (const userId of core.pendingIn(currentId)) await core.trust(userId);
   $("accept-keys").hidden = true;
   $("key-warning").hidden = true;
-  $("sidebar-error").textContent = "";
+  say("conversation-status", "");
 }
 
 // ---------------------------------------------------------------- unlocking sealed keys
@@ -445,18 +496,18 @@ function showUnlock(locked: LockedDevice, message = ""): void {
   $("app").hidden = true;
   $("unlock").hidden = false;
   $("unlock-user").textContent = locked.device.username;
-  $("unlock-status").textContent = message;
+  say("unlock-status", message);
   document.body.dataset.screen = "unlock";
   $("unlock-form").onsubmit = async (event) => {
     event.preventDefault();
     const input = $<HTMLInputElement>("unlock-passphrase");
-    $("unlock-status").textContent = "Unlocking…";
+    say("unlock-status", "Unlocking…");
     try {
       const session = await locked.unlock(input.value);
       input.value = "";
       await enter(session);
     } catch (error) {
-      $("unlock-status").textContent = errorText(error);
+      say("unlock-status", errorText(error), "error");
     }
   };
   $("unlock-logout").onclick = async () => {
@@ -492,79 +543,13 @@ async function showSafetyNumber(): Promise<void> {
     mark.disabled = true;
     $("key-warning").hidden = true;
     $("accept-keys").hidden = true;
+    updateVerifiedMark();
   };
   const close = document.createElement("button");
   close.textContent = "Close";
   close.onclick = () => (panel.hidden = true);
   row.append(mark, close);
   panel.replaceChildren(heading, digits, row);
-}
-
-async function showMembers(): Promise<void> {
-  const conversation = core && currentId ? core.conversations.get(currentId) : undefined;
-  if (!core || !conversation || conversation.kind !== "group") return;
-  const panel = $("panel");
-  panel.hidden = false;
-  const members = await core.groupMembers(conversation.groupId);
-  const list = document.createElement("ul");
-  list.id = "member-list";
-  list.className = "members";
-  list.setAttribute("aria-label", "Members");
-  for (const member of members) {
-    const user = member.user!;
-    const item = document.createElement("li");
-    item.dataset.username = user.username;
-    item.textContent = user.userId === core.userId ? `${user.username} (you)` : user.username;
-    if (user.userId !== core.userId) {
-      const remove = document.createElement("button");
-      remove.className = "link";
-      remove.textContent = "Remove";
-      remove.setAttribute("aria-label", `Remove ${user.username}`);
-      remove.onclick = async () => {
-        try {
-          await core!.removeMember(conversation.groupId, user.userId);
-          await showMembers();
-        } catch (error) {
-          $("sidebar-error").textContent = errorText(error);
-        }
-      };
-      item.append(" ", remove);
-    }
-    list.append(item);
-  }
-  const form = document.createElement("form");
-  form.className = "row";
-  const input = document.createElement("input");
-  input.placeholder = "add a username";
-  input.setAttribute("aria-label", "Username to add");
-  const add = document.createElement("button");
-  add.textContent = "Add";
-  form.append(input, add);
-  form.onsubmit = async (event) => {
-    event.preventDefault();
-    try {
-      await core!.addMember(conversation.groupId, input.value.trim());
-      await showMembers();
-    } catch (error) {
-      $("sidebar-error").textContent = errorText(error);
-    }
-  };
-  const leave = document.createElement("button");
-  leave.textContent = "Leave group";
-  leave.onclick = async () => {
-    await core!.leaveGroup(conversation.groupId);
-    currentId = undefined;
-    $("conversation").hidden = true;
-    $("empty").hidden = false;
-    $("app").dataset.view = "list";
-  };
-  const close = document.createElement("button");
-  close.textContent = "Close";
-  close.onclick = () => (panel.hidden = true);
-  const row = document.createElement("div");
-  row.className = "row";
-  row.append(leave, close);
-  panel.replaceChildren(list, form, row);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -586,12 +571,12 @@ function wire(): void {
     event.preventDefault();
     const input = $<HTMLInputElement>("new-chat-name");
     try {
-      $("sidebar-error").textContent = "";
       const id = await core!.openDirect(input.value.trim());
+      say("sidebar-status", "");
       input.value = "";
       await openConversation(id);
     } catch (error) {
-      $("sidebar-error").textContent = errorText(error);
+      say("sidebar-status", errorText(error), "error");
     }
   };
   $("new-group").onsubmit = async (event) => {
@@ -599,15 +584,15 @@ function wire(): void {
     const name = $<HTMLInputElement>("new-group-name");
     const members = $<HTMLInputElement>("new-group-members");
     try {
-      $("sidebar-error").textContent = "";
       const usernames = members.value.split(",").map((s) => s.trim()).filter(Boolean);
       const id = await core!.createGroup(name.value.trim(), usernames);
       name.value = "";
       members.value = "";
       $<HTMLDetailsElement>("new-group-box").open = false;
+      say("sidebar-status", "");
       await openConversation(id);
     } catch (error) {
-      $("sidebar-error").textContent = errorText(error);
+      say("sidebar-status", errorText(error), "error");
     }
   };
   $("composer").onsubmit = (event) => {
@@ -638,7 +623,31 @@ function wire(): void {
   };
   $("safety").onclick = () => void showSafetyNumber();
   $("accept-keys").onclick = () => void acceptKeys();
-  $("members").onclick = () => void showMembers();
+  $("members").onclick = () => {
+    const conversation = core && currentId ? core.conversations.get(currentId) : undefined;
+    if (core && conversation?.kind === "group") void showMembers(core, conversation.groupId, membersHost);
+  };
+  $("devices").onclick = () => {
+    if (!core) return;
+    $("empty").hidden = true;
+    $("conversation").hidden = true;
+    $("devices-view").hidden = false;
+    $("app").dataset.view = "devices";
+    void showDevices(core);
+  };
+  $("devices-close").onclick = () => {
+    $("devices-view").hidden = true;
+    if (currentId) {
+      $("conversation").hidden = false;
+      $("app").dataset.view = "conversation";
+    } else {
+      $("empty").hidden = false;
+      $("app").dataset.view = "list";
+    }
+  };
+  // The browser says when its network goes and comes back; the stream alone may not notice.
+  window.addEventListener("offline", () => core?.networkChanged(false));
+  window.addEventListener("online", () => core?.networkChanged(true));
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") void markRead();
   });

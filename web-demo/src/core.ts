@@ -27,7 +27,7 @@ import {
   type Message,
   type StreamEvent,
 } from "./gen/chat/v1/chat_pb";
-import type { Group } from "./gen/group/v1/group_pb";
+import { Role, type Group } from "./gen/group/v1/group_pb";
 import * as keystore from "./keystore";
 import * as store from "./store";
 import * as trust from "./trust";
@@ -85,6 +85,17 @@ export interface ConversationView {
   preview?: Preview;
   /** The sequence `preview` was opened at. */
   previewSequence?: number;
+  /** What tells a group from others of the same name (its member count and the end of its id). */
+  tag?: string;
+}
+
+/** One of the user's devices, as the devices screen lists it. */
+export interface DeviceView {
+  deviceId: string;
+  name: string;
+  current: boolean;
+  createdAt?: Date;
+  lastSeenAt?: Date;
 }
 
 /**
@@ -160,6 +171,10 @@ export interface CoreEvents {
   receipt(conversationId: string, userId: string, readSequence: number): void;
   typing(conversationId: string, userId: string): void;
   keyWarning(warning: KeyWarning): void;
+  /** A conversation is gone from the list (a group deleted, or left or removed from). */
+  removed(conversationId: string): void;
+  /** A group's name, members or roles changed (here or by someone else). */
+  groupChanged(groupId: string): void;
   /** A key or membership change: shown before anything is sealed for it. */
   notice(notice: Notice): void;
   sessionEnded(): void;
@@ -285,9 +300,44 @@ export async function forgetSession(): Promise<void> {
 }
 
 function browserName(): string {
-  const agent = typeof navigator === "undefined" ? "" : navigator.userAgent;
-  const browser = /Chrom(e|ium)/.test(agent) ? "Chromium" : /Firefox/.test(agent) ? "Firefox" : "a browser";
-  return `web demo on ${browser}`;
+  if (typeof navigator === "undefined") return "a browser";
+  const data = (navigator as { userAgentData?: { brands?: { brand: string }[]; platform?: string } }).userAgentData;
+  return deviceName(navigator.userAgent, data?.brands?.map((b) => b.brand) ?? [], data?.platform ?? "");
+}
+
+/**
+ * The name a browser's device gets, e.g. "Chromium on Linux": the browser from the user agent
+ * (Chrome and Chromium send the same one; only the client hints' brands tell Chrome) and the
+ * operating system.
+ */
+export function deviceName(agent: string, brands: string[] = [], platform = ""): string {
+  const browser = /Edg(e|A|iOS)?\//.test(agent) || brands.includes("Microsoft Edge")
+    ? "Edge"
+    : /OPR\//.test(agent) || brands.includes("Opera")
+      ? "Opera"
+      : /Firefox\/|FxiOS/.test(agent)
+        ? "Firefox"
+        : brands.includes("Google Chrome") || /CriOS/.test(agent)
+          ? "Chrome"
+          : /Chrom(e|ium)\//.test(agent)
+            ? "Chromium"
+            : /Safari\//.test(agent)
+              ? "Safari"
+              : "Browser";
+  const system = /Android/.test(agent)
+    ? "Android"
+    : /iPhone|iPad|iPod/.test(agent)
+      ? "iOS"
+      : /CrOS/.test(agent)
+        ? "ChromeOS"
+        : /Windows/.test(agent)
+          ? "Windows"
+          : /Macintosh|Mac OS X/.test(agent)
+            ? "macOS"
+            : /Linux|X11/.test(agent)
+              ? "Linux"
+              : platform;
+  return system ? `${browser} on ${system}` : browser;
 }
 
 export class Core {
@@ -299,6 +349,14 @@ export class Core {
   private readonly notices: Notice[] = [];
   /** Member user ids of each group, as last listed. */
   private readonly memberIds = new Map<string, Set<string>>();
+  /** How many listings of the conversations started, and the last one that listed each. */
+  private listings = 0;
+  private readonly listedIn = new Map<string, number>();
+  /** Members' roles in each group, as last listed. */
+  private readonly roles = new Map<string, Map<string, Role>>();
+  /** Whether the browser has a network (its online/offline events; see networkChanged). */
+  private network = typeof navigator === "undefined" ? true : navigator.onLine;
+  private networkBack: (() => void)[] = [];
   private cursors: Record<string, number> = {};
   private contacts: Record<string, Contact> = {};
   private sendingChains: Record<string, SendingChain> = {};
@@ -352,6 +410,29 @@ export class Core {
   stop(): void {
     this.stopped = true;
     this.stream?.abort();
+    this.networkChanged(true);
+  }
+
+  /**
+   * The browser lost or found its network (its offline and online events): offline at once, the
+   * stream dropped (it might otherwise hang until the heartbeat watchdog), and no reconnection
+   * attempt until the network is back; then at once, without waiting out a backoff.
+   */
+  networkChanged(online: boolean): void {
+    this.network = online;
+    if (!online) {
+      this.stream?.abort();
+      this.setState("offline", "no network");
+      return;
+    }
+    for (const resume of this.networkBack.splice(0)) resume();
+  }
+
+  private async untilNetwork(): Promise<void> {
+    while (!this.network && !this.stopped) {
+      this.setState("offline", "no network");
+      await new Promise<void>((resolve) => this.networkBack.push(resolve));
+    }
   }
 
   /**
@@ -378,6 +459,7 @@ export class Core {
   // ------------------------------------------------------------ conversations
 
   async refreshConversations(): Promise<void> {
+    const run = ++this.listings;
     const listed: Conversation[] = [];
     let pageToken = "";
     do {
@@ -387,8 +469,16 @@ export class Core {
     } while (pageToken);
     if (listed.some((c) => c.groupId)) await this.refreshGroups();
     await this.usersById(listed.map((c) => c.peerUserId).filter((id) => id));
+    const listedIds = new Set(listed.map((c) => c.conversationId));
+    for (const conversationId of [...this.conversations.keys()]) {
+      // A listing that started before a newer one listed it is older than it: not a removal.
+      if (listedIds.has(conversationId) || (this.listedIn.get(conversationId) ?? 0) > run) continue;
+      this.conversations.delete(conversationId);
+      this.listeners.removed?.(conversationId);
+    }
     for (const c of listed) {
       const previous = this.conversations.get(c.conversationId);
+      this.listedIn.set(c.conversationId, Math.max(run, this.listedIn.get(c.conversationId) ?? 0));
       const listedAt = c.lastMessageAt ? timestampDate(c.lastMessageAt) : undefined;
       this.conversations.set(c.conversationId, {
         conversationId: c.conversationId,
@@ -408,8 +498,26 @@ export class Core {
         previewSequence: previous?.previewSequence,
       });
     }
+    this.tagGroups();
     this.listeners.conversations?.();
     void this.refreshPreviews();
+  }
+
+  /** Groups of the same name get a tag each (member count and the end of the id). */
+  private tagGroups(): void {
+    const byName = new Map<string, number>();
+    for (const c of this.conversations.values()) {
+      if (c.kind === "group") byName.set(c.name, (byName.get(c.name) ?? 0) + 1);
+    }
+    for (const c of this.conversations.values()) {
+      if (c.kind !== "group" || (byName.get(c.name) ?? 0) < 2) {
+        c.tag = undefined;
+        continue;
+      }
+      const count = this.groups.get(c.groupId)?.memberCount ?? 0;
+      // The end of the id: its start is a time (UUIDv7), alike for groups made the same day.
+      c.tag = `${count} ${count === 1 ? "member" : "members"} · …${c.groupId.slice(-6)}`;
+    }
   }
 
   /** Most recent activity first (the newest message, else the creation), then by name. */
@@ -467,12 +575,16 @@ export class Core {
   }
 
   private async refreshGroups(): Promise<void> {
+    const listed: Group[] = [];
     let pageToken = "";
     do {
       const page = await this.tokens.call((o) => this.api.group.listMyGroups({ pageSize: 100, pageToken }, o));
-      for (const group of page.groups) this.groups.set(group.groupId, group);
+      listed.push(...page.groups);
       pageToken = page.nextPageToken;
     } while (pageToken);
+    // Groups deleted or left since are gone from the map too (their roles would be stale).
+    this.groups.clear();
+    for (const group of listed) this.groups.set(group.groupId, group);
   }
 
   /** Opens (creating on first use) the direct conversation with `username`. */
@@ -513,9 +625,53 @@ export class Core {
 
   async leaveGroup(groupId: string): Promise<void> {
     await this.tokens.call((o) => this.api.group.leaveGroup({ groupId }, o));
+    await this.forgetGroup(groupId);
+  }
+
+  /** Deletes the group and its conversation, for every member (the owner only). */
+  async deleteGroup(groupId: string): Promise<void> {
+    await this.tokens.call((o) => this.api.group.deleteGroup({ groupId }, o));
+    await this.forgetGroup(groupId);
+  }
+
+  async renameGroup(groupId: string, name: string): Promise<void> {
+    const response = await this.tokens.call((o) => this.api.group.renameGroup({ groupId, name: name.trim() }, o));
+    const group = response.group!;
+    this.groups.set(groupId, group);
+    const pin = this.groupPins[groupId];
+    if (pin) {
+      pin.name = group.name;
+      await store.put(store.keys.groups(this.userId), this.groupPins);
+    }
+    const conversation = this.conversations.get(groupId);
+    if (conversation) conversation.name = `# ${group.name}`;
+    this.tagGroups();
+    this.listeners.conversations?.();
+  }
+
+  async changeRole(groupId: string, userId: string, role: Role): Promise<void> {
+    const response = await this.tokens.call((o) => this.api.group.changeMemberRole({ groupId, userId, role }, o));
+    if (response.group) this.groups.set(groupId, response.group);
+    this.roles.get(groupId)?.set(userId, role);
+  }
+
+  /** The group as last listed (its name, the user's role, its member count). */
+  groupOf(groupId: string): Group | undefined {
+    return this.groups.get(groupId);
+  }
+
+  /** A member's role as last listed (the user's own by default). */
+  roleIn(groupId: string, userId = this.userId): Role {
+    return this.roles.get(groupId)?.get(userId) ?? (userId === this.userId ? this.groups.get(groupId)?.myRole : undefined) ?? Role.MEMBER;
+  }
+
+  private async forgetGroup(groupId: string): Promise<void> {
     delete this.groupPins[groupId];
     await store.put(store.keys.groups(this.userId), this.groupPins);
+    this.groups.delete(groupId);
+    this.roles.delete(groupId);
     this.conversations.delete(groupId);
+    this.tagGroups();
     this.listeners.conversations?.();
   }
 
@@ -523,6 +679,7 @@ export class Core {
   async groupMembers(groupId: string): Promise<UserWithDevices[]> {
     const response = await this.tokens.call((o) => this.api.group.listMembers({ groupId }, o));
     const users = response.members.map((m) => ({ user: m.user, devices: m.devices }) as UserWithDevices);
+    this.roles.set(groupId, new Map(response.members.map((m) => [m.user!.userId, m.role])));
     this.memberIds.set(groupId, new Set(users.map((u) => u.user!.userId)));
     await this.reviewMembers(groupId, users);
     for (const user of users) await this.remember(user);
@@ -553,6 +710,26 @@ export class Core {
       ? `⚠ The members of # ${name} changed. Added: ${names(added, current)}. Removed: ${names(removed, pin.members)}. What you send now reaches every member.`
       : `This group is new to this device. Its other members: ${names(added, current)}.`;
     this.notify({ kind: "members", groupId, text, blocked: false });
+  }
+
+  // ------------------------------------------------------------ the user's devices
+
+  /** The user's active devices, oldest first, this one marked. */
+  async devices(): Promise<DeviceView[]> {
+    const response = await this.tokens.call((o) => this.api.auth.listDevices({}, o));
+    return response.devices.map((d) => ({
+      deviceId: d.deviceId,
+      name: d.name,
+      current: d.deviceId === this.device.deviceId,
+      createdAt: d.createdAt ? timestampDate(d.createdAt) : undefined,
+      lastSeenAt: d.lastSeenAt ? timestampDate(d.lastSeenAt) : undefined,
+    }));
+  }
+
+  /** Revokes another of the user's devices (this one is revoked by logging out). */
+  async revokeDevice(deviceId: string): Promise<void> {
+    if (deviceId === this.device.deviceId) throw new Error("this is the device you are using: log out instead");
+    await this.tokens.call((o) => this.api.auth.revokeDevice({ deviceId }, o));
   }
 
   // ------------------------------------------------------------ users and keys
@@ -1027,6 +1204,8 @@ export class Core {
   private async runStream(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
+      await this.untilNetwork();
+      if (this.stopped) return;
       this.setState("connecting");
       const controller = new AbortController();
       this.stream = controller;
@@ -1068,6 +1247,7 @@ export class Core {
       }
       if (this.stopped) return;
       this.reconnects++;
+      if (!this.network) continue; // back when the browser has a network again, at once
       // The access token expired under a working stream: resume at once with the fresh one (a
       // stream refused from its start takes the backoff, so a bad clock cannot spin this loop).
       if (refreshed && received) continue;
@@ -1088,7 +1268,7 @@ export class Core {
         // Online once what came before is shown, unless this stream ended meanwhile.
         const stream = this.stream;
         this.afterOpening(() => {
-          if (this.stream === stream && !this.stopped) this.setState("online");
+          if (this.stream === stream && !this.stopped && this.network) this.setState("online");
         });
         // Conversations started (or unread counts changed) while this page was offline.
         void this.refreshConversations().catch(() => undefined);
@@ -1110,6 +1290,7 @@ export class Core {
           await this.groupMembers(e.value.groupId).catch(() => undefined);
         }
         await this.refreshConversations().catch(() => undefined);
+        if (e.case === "membershipChange") this.listeners.groupChanged?.(e.value.groupId);
         break;
       default:
         break;

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|recent|tokens|policy|attacks|replays|keys> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -201,8 +201,20 @@ async function direct(): Promise<void> {
   if (!aliceNumber || !/^(\d{5} ){11}\d{5}$/.test(aliceNumber)) throw new Error(`bad safety number ${aliceNumber}`);
   expectEqual(aliceNumber, bobNumber, "both sides' safety numbers");
   await screenshot(alice, "conversation-desktop");
+  if (await alice.page.isVisible("#verified-mark")) throw new Error("a verified mark before verifying");
   await alice.page.click("#mark-verified");
   await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
+
+  step = "the verified mark in the header, after a reload too, and only on the side that verified";
+  await alice.page.waitForSelector("#verified-mark:visible");
+  await alice.page.reload();
+  await alice.page.waitForSelector(`#title:text-is("${bob.name}")`);
+  await alice.page.waitForSelector("#verified-mark:visible");
+  await online(alice.page);
+  await sees(alice, "hello alice 👋");
+  await screenshot(alice, "verified");
+  await alice.page.waitForSelector("#composer-hint:visible"); // on a desktop, the keys are explained
+  if (await bob.page.isVisible("#verified-mark")) throw new Error("bob, who did not verify, shows a verified mark");
 
   step = "log out and in again: the same device (kept), its keys still in IndexedDB";
   const bobsDevice = await bob.page.getAttribute("body", "data-device");
@@ -218,8 +230,18 @@ async function direct(): Promise<void> {
   await sees(bob, "hi bob, this is end-to-end encrypted");
   await sees(bob, "hello alice 👋", true);
 
-  step = "phone-sized window";
-  await bob.page.setViewportSize({ width: 390, height: 760 });
+  step = "phone-sized window: the composer's placeholder fits";
+  await bob.page.setViewportSize({ width: 390, height: 844 });
+  const fit = await bob.page.$eval("#text", (input) => {
+    const textarea = input as HTMLTextAreaElement;
+    const style = getComputedStyle(textarea);
+    const context = document.createElement("canvas").getContext("2d")!;
+    context.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const room = textarea.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return { placeholder: textarea.placeholder, width: context.measureText(textarea.placeholder).width, room };
+  });
+  if (!fit.placeholder || fit.width > fit.room) throw new Error(`the placeholder is cut off: ${JSON.stringify(fit)}`);
+  if (await bob.page.isVisible("#composer-hint")) throw new Error("the keyboard hint takes room on a phone");
   await screenshot(bob, "conversation-phone");
   await bob.page.click("#back");
   await bob.page.waitForSelector("#conversations li:visible");
@@ -290,7 +312,7 @@ async function cli(): Promise<void> {
 
   step = "the owner removes the CLI member";
   await alice.page.click("#members");
-  await alice.page.click(`#member-list li[data-username="${carol}"] button`);
+  await alice.page.click(`#member-list li[data-username="${carol}"] button:text-is("Remove")`);
   await alice.page.waitForSelector(`#member-list:not(:has(li[data-username="${carol}"]))`);
   await send(alice, "just the two of us now");
   await sees(bob, "just the two of us now");
@@ -538,10 +560,10 @@ function violationDirectives(errors: string[]): string[] {
 
 /** Fills the composer and sends; the send is refused (nothing sealed for what changed). */
 async function sendRefused(user: User, text: string): Promise<void> {
-  await user.page.$eval("#sidebar-error", (e) => (e.textContent = ""));
+  await user.page.$eval("#conversation-status", (e) => (e.textContent = ""));
   await user.page.fill("#text", text);
   await user.page.press("#text", "Enter");
-  await user.page.waitForSelector('#sidebar-error:has-text("Not sent")');
+  await user.page.waitForSelector('#conversation-status[data-kind="error"]:has-text("Not sent")');
   const shown = await texts(user);
   if (shown.includes(text)) throw new Error(`"${text}" was sent`);
 }
@@ -1005,6 +1027,269 @@ async function recent(): Promise<void> {
   noConsoleErrors([alice]);
 }
 
+
+// ---------------------------------------------------------------- groups, errors, devices
+
+const ERROR_COLOUR = "rgb(179, 38, 30)"; // --bad in style.css
+
+/** Waits for an error in the status line `id` holding `text`, and checks it reads as one. */
+async function errorIn(user: User, id: string, text: string): Promise<void> {
+  await user.page.waitForSelector(`#${id}[data-kind="error"]:visible:has-text(${JSON.stringify(text)})`);
+  expectEqual(await user.page.$eval(`#${id}`, (e) => getComputedStyle(e).color), ERROR_COLOUR, `the colour of #${id}`);
+}
+
+/** The members panel of the open group, as [username, role] pairs. */
+async function memberRoles(user: User): Promise<[string, string][]> {
+  return user.page.$$eval("#member-list li", (items) =>
+    items.map((item) => [(item as HTMLElement).dataset.username ?? "", (item as HTMLElement).dataset.role ?? ""] as [string, string]),
+  );
+}
+
+/** What the members panel offers: removable members, members whose role can change, the forms and buttons. */
+async function offered(user: User): Promise<Record<string, unknown>> {
+  return user.page.$eval("#panel", (panel) => ({
+    remove: [...panel.querySelectorAll("#member-list li")]
+      .filter((li) => [...li.querySelectorAll("button")].some((b) => b.textContent === "Remove"))
+      .map((li) => (li as HTMLElement).dataset.username)
+      .sort(),
+    roles: [...panel.querySelectorAll("#member-list li select")].map((s) => (s.closest("li") as HTMLElement).dataset.username).sort(),
+    add: !!panel.querySelector("#member-add"),
+    rename: !!panel.querySelector("#group-rename"),
+    leave: !!panel.querySelector("#leave-group"),
+    delete: !!panel.querySelector("#delete-group"),
+  }));
+}
+
+async function openMembers(user: User): Promise<void> {
+  await user.page.click("#members");
+  await user.page.waitForSelector("#member-list li");
+}
+
+/** Roles in the members panel, only the actions a role allows, rename, role changes, removal,
+ * leaving and deleting, and two groups of the same name told apart. */
+async function groups(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  const bob = await newUser(unique("bob"));
+  const team = unique("team-");
+
+  step = "alice creates a group";
+  await alice.page.click("#new-group-box summary");
+  await alice.page.fill("#new-group-name", team);
+  await alice.page.fill("#new-group-members", `${bob.name}, ${carol}`);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForSelector(`#title:text-is("# ${team}")`);
+  await send(alice, "welcome");
+  const groupId = (await alice.page.getAttribute("#messages", "data-conversation-id"))!;
+
+  step = "a plain member sees the roles and is offered leaving only";
+  await bob.page.waitForSelector(`#conversations li[data-name="# ${team}"]`);
+  await openConversation(bob, `# ${team}`);
+  await openMembers(bob);
+  expectEqual(
+    (await memberRoles(bob)).sort(),
+    [[alice.name, "owner"], [bob.name, "member"], [carol, "member"]].sort(),
+    "the roles bob sees",
+  );
+  expectEqual(await offered(bob), { remove: [], roles: [], add: false, rename: false, leave: true, delete: false }, "what a member is offered");
+  await screenshot(bob, "group-member");
+
+  step = "the owner is offered everything but leaving (the only owner)";
+  await openMembers(alice);
+  expectEqual(
+    await offered(alice),
+    { remove: [bob.name, carol].sort(), roles: [bob.name, carol].sort(), add: true, rename: true, leave: false, delete: true },
+    "what the only owner is offered",
+  );
+  await alice.page.waitForSelector('#panel .hint:has-text("only owner")');
+  await screenshot(alice, "group-owner");
+
+  step = "the owner makes bob an admin: his panel follows";
+  await alice.page.selectOption(`#member-list li[data-username="${bob.name}"] select`, { label: "admin" });
+  await alice.page.waitForSelector(`#member-list li[data-username="${bob.name}"][data-role="admin"]`);
+  await bob.page.waitForSelector(`#member-list li[data-username="${bob.name}"][data-role="admin"]`);
+  expectEqual(await offered(bob), { remove: [carol], roles: [], add: true, rename: true, leave: true, delete: false }, "what an admin is offered");
+
+  step = "an error of the panel shows in the panel, and goes with the next change that succeeds";
+  const nobody = unique("nobody");
+  await bob.page.fill('#member-add input', nobody);
+  await bob.page.press('#member-add input', "Enter");
+  await errorIn(bob, "panel-status", nobody);
+  expectEqual(await bob.page.textContent("#sidebar-status"), "", "the sidebar's status");
+  expectEqual(await bob.page.textContent("#conversation-status"), "", "the conversation's status");
+  await screenshot(bob, "panel-error");
+  const renamed = `${team}-renamed`;
+  await bob.page.fill("#group-rename input", renamed);
+  await bob.page.press("#group-rename input", "Enter");
+  await bob.page.waitForSelector(`#title:text-is("# ${renamed}")`);
+  await bob.page.waitForSelector("#panel-status:empty", { state: "attached" });
+
+  step = "the rename reaches the owner's page";
+  await alice.page.waitForSelector(`#conversations li[data-name="# ${renamed}"]`);
+  await alice.page.waitForSelector(`#title:text-is("# ${renamed}")`);
+
+  step = "the admin removes the CLI member";
+  await bob.page.click(`#member-list li[data-username="${carol}"] button:text-is("Remove")`);
+  await bob.page.waitForSelector(`#member-list:not(:has(li[data-username="${carol}"]))`);
+  await alice.page.waitForSelector(`#member-list:not(:has(li[data-username="${carol}"]))`);
+
+  step = "a second group of the same name is told apart";
+  await alice.page.click("#panel button:text-is('Close')");
+  await alice.page.click("#new-group-box summary");
+  await alice.page.fill("#new-group-name", renamed);
+  await alice.page.fill("#new-group-members", bob.name);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForFunction((name) => document.querySelectorAll(`#conversations li[data-name="# ${name}"]`).length === 2, renamed);
+  await alice.page.waitForSelector(`#messages:not([data-conversation-id="${groupId}"])`, { state: "attached" });
+  const second = (await alice.page.getAttribute("#messages", "data-conversation-id"))!;
+  const tags = await alice.page.$$eval(`#conversations li[data-name="# ${renamed}"]`, (items) =>
+    items.map((item) => [(item as HTMLElement).dataset.conversationId, item.querySelector(".tag")?.textContent ?? ""]),
+  );
+  expectEqual(
+    tags.sort(),
+    [
+      [groupId, `2 members · …${groupId.slice(-6)}`],
+      [second, `2 members · …${second.slice(-6)}`],
+    ].sort(),
+    "the tags of two groups of one name",
+  );
+  await alice.page.waitForSelector(`#title-tag:text-is("2 members · …${second.slice(-6)}")`);
+  await bob.page.waitForFunction((name) => document.querySelectorAll(`#conversations li[data-name="# ${name}"] .tag`).length === 2, renamed);
+  await screenshot(alice, "group-duplicates");
+
+  step = "bob leaves the second group";
+  await bob.page.click(`#conversations li[data-conversation-id="${second}"]`);
+  await bob.page.waitForSelector(`#messages[data-conversation-id="${second}"]`);
+  await openMembers(bob);
+  await bob.page.click("#leave-group");
+  await bob.page.click("#leave-group[data-armed=true]");
+  await bob.page.waitForSelector(`#conversations:not(:has(li[data-conversation-id="${second}"]))`);
+  await bob.page.waitForSelector("#conversation", { state: "hidden" });
+  await bob.page.waitForSelector(`#sidebar-status:has-text("You left")`);
+
+  step = "the owner deletes the first group; bob, who has it open, sees it go";
+  await openConversation(bob, `# ${renamed}`);
+  await alice.page.click(`#conversations li[data-conversation-id="${groupId}"]`);
+  await alice.page.waitForSelector(`#messages[data-conversation-id="${groupId}"]`);
+  await openMembers(alice);
+  await alice.page.click("#delete-group");
+  await alice.page.click("#delete-group[data-armed=true]");
+  await alice.page.waitForSelector(`#conversations:not(:has(li[data-conversation-id="${groupId}"]))`);
+  await bob.page.waitForSelector(`#conversations:not(:has(li[data-conversation-id="${groupId}"]))`);
+  await bob.page.waitForSelector("#conversation", { state: "hidden" });
+  await bob.page.waitForSelector(`#sidebar-status:has-text("no longer available")`);
+  expectEqual(await bob.page.getAttribute("#sidebar-status", "data-kind"), null, "the kind of a notice that is no error");
+  noConsoleErrors([alice, bob]);
+}
+
+/** Each panel's error in that panel, in the error colour, cleared by the next success; the
+ * connection indicator follows the network (Playwright's offline emulation). */
+async function errors(): Promise<void> {
+  step = "a login that fails says so in the login form, in the error colour";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"), async (page) => {
+    await page.click("#login"); // the account does not exist yet
+    await page.waitForSelector('#auth-status[data-kind="error"]');
+    expectEqual(await page.$eval("#auth-status", (e) => getComputedStyle(e).color), ERROR_COLOUR, "the colour of the login error");
+  });
+  // The refused login may be logged by Chromium as a failed request; nothing else may be.
+  for (let i = alice.errors.length - 1; i >= 0; i--) {
+    if (/Failed to load resource/.test(alice.errors[i])) alice.errors.splice(i, 1);
+  }
+
+  step = "the sidebar's error in the sidebar, cleared by the next chat opened";
+  const nobody = unique("nobody");
+  await alice.page.fill("#new-chat-name", nobody);
+  await alice.page.press("#new-chat-name", "Enter");
+  await errorIn(alice, "sidebar-status", nobody);
+  await screenshot(alice, "sidebar-error");
+  await openChatWith(alice, carol);
+  await alice.page.waitForSelector("#sidebar-status:empty", { state: "attached" });
+  await send(alice, "hello carol");
+
+  step = "the network goes away: offline at once";
+  await alice.page.context().setOffline(true);
+  await alice.page.waitForSelector('#conn[data-state="offline"]:has-text("no network")');
+
+  step = "a send without a network fails in the conversation, not in the sidebar";
+  await alice.page.fill("#text", "sent while offline");
+  await alice.page.press("#text", "Enter");
+  await errorIn(alice, "conversation-status", "Not sent: this browser has no network");
+  expectEqual(await alice.page.textContent("#sidebar-status"), "", "the sidebar's status");
+  expectEqual(await alice.page.inputValue("#text"), "sent while offline", "the composer keeps the text");
+  await screenshot(alice, "offline-send-error");
+
+  step = "the network comes back: online, and the next send clears the error";
+  await alice.page.context().setOffline(false);
+  await online(alice.page);
+  await ask("cli_send", { as: carol, to: alice.name, text: "you are back" });
+  await sees(alice, "you are back");
+  await alice.page.press("#text", "Enter");
+  await sees(alice, "sent while offline", true);
+  await alice.page.waitForSelector("#conversation-status:empty", { state: "attached" });
+  await cliSees(carol, alice.name, "sent while offline");
+  noConsoleErrors([alice], [/ERR_INTERNET_DISCONNECTED|Failed to fetch/]);
+}
+
+/** The devices screen: the user's devices named after the browser, one revoked from another. */
+async function devices(): Promise<void> {
+  step = "register, then log in on a second browser";
+  const alice = await newUser(unique("alice"));
+  const errors: string[] = [];
+  const other = await newPage(errors);
+  await other.goto(baseUrl);
+  await other.waitForSelector("body[data-screen=auth]");
+  await other.fill("#username", alice.name);
+  await other.fill("#password", PASSWORD);
+  await other.click("#login");
+  await other.waitForSelector("body[data-screen=app]");
+  await online(other);
+  const otherDevice = (await other.getAttribute("body", "data-device"))!;
+  const thisDevice = (await alice.page.getAttribute("body", "data-device"))!;
+
+  step = "the devices screen lists both, named after the browser";
+  await alice.page.click("#devices");
+  await alice.page.waitForSelector(`#device-list li[data-device-id="${otherDevice}"]`);
+  const listed = await alice.page.$$eval("#device-list li", (items) =>
+    items.map((item) => ({
+      id: (item as HTMLElement).dataset.deviceId,
+      current: (item as HTMLElement).dataset.current,
+      name: item.querySelector(".device-name")?.textContent,
+      revoke: !!item.querySelector("button"),
+    })),
+  );
+  expectEqual(
+    listed,
+    [
+      { id: thisDevice, current: "true", name: "Chromium on Linux", revoke: false },
+      { id: otherDevice, current: "false", name: "Chromium on Linux", revoke: true },
+    ],
+    "alice's devices",
+  );
+  await screenshot(alice, "devices");
+
+  step = "revoking the other device logs it out";
+  await alice.page.click(`#device-list li[data-device-id="${otherDevice}"] button`);
+  await alice.page.click(`#device-list li[data-device-id="${otherDevice}"] button[data-armed=true]`);
+  await alice.page.waitForSelector(`#device-list:not(:has(li[data-device-id="${otherDevice}"]))`);
+  await alice.page.waitForSelector('#devices-status:has-text("was revoked")');
+  expectEqual(await ask("active_devices", { username: alice.name }), 1, "alice's active devices after the revocation");
+  await other.waitForSelector("body[data-screen=auth]");
+
+  step = "on a phone, the devices screen takes the whole screen and closes back to the list";
+  await alice.page.setViewportSize({ width: 390, height: 844 });
+  await alice.page.waitForSelector("#device-list li:visible");
+  if (await alice.page.isVisible("#conversations")) throw new Error("the list shows beside the devices on a phone");
+  await alice.page.click("#devices-close");
+  await alice.page.waitForSelector("#new-chat-name:visible");
+  noConsoleErrors([alice]);
+  // The revoked browser's refused calls may be logged as failed requests; nothing else may be.
+  expectEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], "errors of the revoked browser");
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
   vectors,
@@ -1020,6 +1305,9 @@ const scenarios: Record<string, () => Promise<void>> = {
   recent,
   tokens,
   policy,
+  groups,
+  errors,
+  devices,
 };
 
 async function main(): Promise<void> {

@@ -208,3 +208,29 @@ async fn two_tabs_of_one_device_sending_at_once_raise_no_false_alarm(db: PgPool)
 
     run_scenario(&mut stack, "turns").await;
 }
+
+/// The members panel shows roles and offers only what the user's role allows; role changes,
+/// rename, removal, leave and delete; two groups of one name told apart.
+#[sqlx::test(migrations = "../migrations")]
+async fn group_members_see_roles_and_are_offered_only_what_their_role_allows(db: PgPool) {
+    let mut stack = stack(db, "groups").await;
+
+    run_scenario(&mut stack, "groups").await;
+}
+
+/// Each panel's error in that panel, in the error colour, cleared by the next success; the
+/// connection indicator says offline as soon as the network goes.
+#[sqlx::test(migrations = "../migrations")]
+async fn errors_show_in_their_panel_and_offline_shows_when_the_network_goes(db: PgPool) {
+    let mut stack = stack(db, "errors").await;
+
+    run_scenario(&mut stack, "errors").await;
+}
+
+/// The devices screen lists the user's devices, named after the browser, and revokes another.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_devices_screen_lists_devices_named_after_the_browser_and_revokes_one(db: PgPool) {
+    let mut stack = stack(db, "devices").await;
+
+    run_scenario(&mut stack, "devices").await;
+}
