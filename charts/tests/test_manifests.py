@@ -93,9 +93,18 @@ def test_the_ingress_never_cuts_a_long_stream_by_its_body_size(manifests):
     ingress = manifests.kind("Ingress")[0]
     annotations = ingress["metadata"].get("annotations", {})
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
-    # Streams live as long as a token; the controller must not end them sooner.
+
+
+def test_the_ingress_timeouts_leave_room_for_two_heartbeats(manifests):
+    # nginx resets a stream silent in both directions for grpc_read_timeout; chat's heartbeat is
+    # what crosses a quiet stream, and a busy stream may skip one.
+    ingress = manifests.kind("Ingress")[0]
+    annotations = ingress["metadata"].get("annotations", {})
+    chat = deployment(manifests, "chat")["spec"]["template"]["spec"]["containers"][0]
+    heartbeat = int(env_of(chat)["CHAT_HEARTBEAT_SECS"]["value"])
+    assert heartbeat > 0
     for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
-        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600, timeout
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 2 * heartbeat, timeout
 
 
 def test_every_container_runs_with_the_restricted_pod_security_settings(manifests):

@@ -49,9 +49,3 @@ def test_a_variant_renders_valid_objects(name):
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert len([d for d in docs if d["kind"] == "Ingress"]) == (0 if name == "no-ingress" else 1)
 
-
-def test_metrics_cannot_share_the_gateways_public_port():
-    result = helm_template("--set", "gateway.metricsPort=8080")
-
-    assert result.returncode != 0
-    assert "gateway.metricsPort (8080) must differ" in result.stderr
