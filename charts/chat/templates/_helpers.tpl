@@ -148,3 +148,9 @@ data:
 {{- $c := index .root.Values.components .component }}
 {{- printf "http://%s-headless:%v" (include "chat.componentName" .) $c.port }}
 {{- end }}
+
+{{/* When the migrations run (the Job and its NetworkPolicy): before the new version's pods, except
+on the first install with the bundled PostgreSQL, which does not exist before it. */}}
+{{- define "chat.migrationHooks" -}}
+{{ ternary "post-install,pre-upgrade" "pre-install,pre-upgrade" .Values.postgresql.enabled }}
+{{- end }}
