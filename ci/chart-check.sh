@@ -23,6 +23,9 @@
 #   chart-tests         pytest charts/tests: the chart's rules on the rendered manifests
 #   release-package     helm package as ci/release.sh does it; the package's version is Chart.yaml's
 #   release-docs        the chart README's install/verify commands match what release.yml publishes
+#   migrations-compat   new migrations are backward-compatible with the running version, which
+#                       serves while the chart's migrations hook runs (ci/migrations_check.py,
+#                       and its tests in ci/tests)
 
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -31,7 +34,7 @@ cd "$REPO"
 setup_path
 
 CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests release-package
-    release-docs)
+    release-docs migrations-compat)
 CHART=charts/chat
 PRODUCTION_VALUES="$CHART/ci/production-values.yaml"
 KUBE_VERSION=1.30.0
@@ -130,6 +133,11 @@ check_release_package() {
 }
 
 check_release_docs() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" ci/release_docs_check.py; }
+
+check_migrations_compat() {
+    PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider ci/tests/test_migrations_check.py &&
+        "$VENV/bin/python" ci/migrations_check.py
+}
 
 main() {
     local selected=("$@") name failed=() start

@@ -325,3 +325,12 @@ def test_the_bundled_postgresql_admits_every_pool_at_full_scale(default_manifest
         hpa = manifests.one("HorizontalPodAutoscaler", dep["metadata"]["name"])
         needed += pool * hpa["spec"]["maxReplicas"]
     assert max_connections >= needed, f"max_connections={max_connections}, pools need {needed}"
+
+
+def test_the_migrations_deadline_ends_before_helms_default_wait(manifests):
+    # Helm waits for a hook for --timeout (5 minutes by default) and then fails the release
+    # while the Job goes on: the Job must end first, so that its own failure is what Helm reports.
+    job = manifests.kind("Job")[0]
+    assert job["spec"]["activeDeadlineSeconds"] < 5 * 60
+    readme = (REPO / "charts" / "chat" / "README.md").read_text()
+    assert "--timeout" in readme and "migrations.activeDeadlineSeconds" in readme
