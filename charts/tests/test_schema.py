@@ -28,6 +28,9 @@ BAD_VALUES = [
     (["--set", "components.group.resources.requests.cpu=null"], "components.group.resources.requests"),
     (["--set", "gateway.corsAllowedOrigins[0]=chat.example.com"], "gateway.corsAllowedOrigins.0"),
     (["--set", "chat.heartbeatSeconds=0"], "chat.heartbeatSeconds"),
+    # Kubernetes 1.30 refuses a zero preStop sleep.
+    (["--set", "components.chat.preStopSleepSeconds=0"], "components.chat.preStopSleepSeconds"),
+    (["--set", "networkPolicy.dns.ipBlocks[0]=node-local-dns"], "networkPolicy.dns.ipBlocks.0"),
 ]
 
 
@@ -50,6 +53,12 @@ RULES = [
      "ingress.controllerClientBodyTimeoutSeconds (60) must be at least twice chat.heartbeatSeconds (40)"),
     (["--set", "ingress.streamTimeoutSeconds=20"],
      "ingress.streamTimeoutSeconds (20) must be at least twice chat.heartbeatSeconds (15)"),
+    (["--set", "components.group.autoscaling.minReplicas=7"],
+     "components.group.autoscaling.minReplicas (7) must be at most maxReplicas (6)"),
+    (["--set", r"podLabels.app\.kubernetes\.io/component=web"],
+     "podLabels.app.kubernetes.io/component is a label the chart sets"),
+    (["--set", r"podLabels.app\.kubernetes\.io/instance=other"],
+     "podLabels.app.kubernetes.io/instance is a label the chart sets"),
 ]
 
 

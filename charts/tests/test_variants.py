@@ -26,6 +26,8 @@ VARIANTS = {
                                "--set", "serviceSecret.existingSecret=keys"],
     "renamed": ["--set", "fullnameOverride=im"],
     "no-scrape-annotations": ["--set", "gateway.metricsScrapeAnnotations=false"],
+    "pod-labels": ["--set", "podLabels.team=chat", "--set", "podLabels.tier=backend"],
+    "min-equals-max": ["--set", "components.chat.autoscaling.minReplicas=10"],
 }
 
 
@@ -48,4 +50,9 @@ def test_a_variant_renders_valid_objects(name):
         for container in dep["spec"]["template"]["spec"]["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert len([d for d in docs if d["kind"] == "Ingress"]) == (0 if name == "no-ingress" else 1)
-
+    for dep in deployments:
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        # Extra labels sit beside the chart's, and the selector still matches the pods.
+        assert all(labels.get(k) == v for k, v in dep["spec"]["selector"]["matchLabels"].items())
+        if name == "pod-labels":
+            assert labels["team"] == "chat" and labels["tier"] == "backend"

@@ -47,6 +47,23 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+podLabels, for a component's pods: (dict "root" $ "component" NAME). A key the chart sets would
+repeat it (the later one wins): the selector labels would no longer match the pods, and the
+Deployment, Service, PDB and NetworkPolicies would lose them.
+*/}}
+{{- define "chat.podLabels" -}}
+{{- $own := include "chat.componentLabels" . | fromYaml }}
+{{- range $key, $value := .root.Values.podLabels }}
+{{- if hasKey $own $key }}
+{{- fail (printf "podLabels.%s is a label the chart sets (selectors match on it): choose another key" $key) }}
+{{- end }}
+{{- end }}
+{{- with .root.Values.podLabels }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "chat.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
