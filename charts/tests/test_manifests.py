@@ -334,3 +334,28 @@ def test_the_migrations_deadline_ends_before_helms_default_wait(manifests):
     assert job["spec"]["activeDeadlineSeconds"] < 5 * 60
     readme = (REPO / "charts" / "chat" / "README.md").read_text()
     assert "--timeout" in readme and "migrations.activeDeadlineSeconds" in readme
+
+
+def public_services() -> set[str]:
+    """proto::PUBLIC_SERVICES: what the gateway serves, and reflects (proto/src/lib.rs)."""
+    lib = (REPO / "proto" / "src" / "lib.rs").read_text()
+    listed = re.search(r"pub const PUBLIC_SERVICES: &\[&str\] = &\[([^\]]*)\]", lib).group(1)
+    return set(re.findall(r'"([\w.]+)"', listed))
+
+
+def test_helm_test_calls_the_gateways_health_and_reflection_through_its_service(manifests):
+    pods = [w for w in manifests.workloads() if w["kind"] == "Pod"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Kept after the run, for `helm test --logs` (deploy.yml reads them).
+    assert "hook-succeeded" not in pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "docker.io/fullstorydev/grpcurl:v1.9.1-alpine"
+    script = container["args"][0]
+    service = manifests.one("Service", "chat-gateway")
+    assert f'address="chat-gateway:{service["spec"]["ports"][0]["port"]}"' in script
+    assert "grpc.health.v1.Health/Check" in script and '"status": "SERVING"' in script
+    listed = set(re.search(r"for service in ([^;]*); do", script).group(1).split())
+    assert listed == public_services() | {"grpc.health.v1.Health"}

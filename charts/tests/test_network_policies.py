@@ -22,7 +22,13 @@ EXPECTED_CALLEES = {
     "chat": {"auth", "group", "database"},
     "group": {"auth", "database"},
     "migrate": {"database"},
+    "test": {"gateway"},
 }
+
+
+def is_test_hook(obj: dict) -> bool:
+    """Objects of `helm test` only, created for the run and deleted after it."""
+    return obj["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
 
 
 def policies_for(manifests: Manifests, workload: dict) -> list[dict]:
@@ -49,8 +55,10 @@ def test_every_pod_is_isolated_in_both_directions(manifests):
 
 
 def gateway_ingress_rules(manifests: Manifests) -> list[dict]:
+    """The gateway's ingress rules outside `helm test` runs."""
     gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
-    return [r for p in policies_for(manifests, gateway) for r in p["spec"].get("ingress") or []]
+    return [r for p in policies_for(manifests, gateway) if not is_test_hook(p)
+            for r in p["spec"].get("ingress") or []]
 
 
 def test_only_the_ingress_controller_reaches_the_gateway(manifests):
@@ -166,7 +174,24 @@ def test_the_migrations_policy_exists_before_the_migrations_run(manifests):
     assert set(policy["helm.sh/hook"].split(",")) == set(job_annotations["helm.sh/hook"].split(","))
     assert int(policy["helm.sh/hook-weight"]) < int(job_annotations["helm.sh/hook-weight"])
     assert "before-hook-creation" in policy["helm.sh/hook-delete-policy"].split(",")
-    # Every other policy is an ordinary resource of the release.
+    # Every other policy is an ordinary resource of the release, or exists during `helm test` only.
     for other in manifests.kind("NetworkPolicy"):
-        if other is not migrate_policies[0]:
+        if other is not migrate_policies[0] and not is_test_hook(other):
             assert "helm.sh/hook" not in other["metadata"].get("annotations", {}), other["metadata"]["name"]
+
+
+def test_the_helm_test_pod_reaches_the_gateway_during_the_test_only(manifests):
+    pod = [w for w in manifests.workloads() if Manifests.component(w) == "test"]
+    assert len(pod) == 1 and is_test_hook(pod[0])
+    gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
+    test_rules = [r for p in policies_for(manifests, gateway) if is_test_hook(p)
+                  for r in p["spec"].get("ingress") or []]
+    assert len(test_rules) == 1
+    assert [component_of_peer(manifests, peer) for peer in test_rules[0]["from"]] == ["test"]
+    assert test_rules[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    for policy in policies_for(manifests, gateway) + policies_for(manifests, pod[0]):
+        if is_test_hook(policy):
+            annotations = policy["metadata"]["annotations"]
+            # Created before the Pod (weight 0), deleted once the run succeeded.
+            assert int(annotations["helm.sh/hook-weight"]) < 0
+            assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"].split(",")

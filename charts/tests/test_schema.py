@@ -59,6 +59,8 @@ RULES = [
      "podLabels.app.kubernetes.io/component is a label the chart sets"),
     (["--set", r"podLabels.app\.kubernetes\.io/instance=other"],
      "podLabels.app.kubernetes.io/instance is a label the chart sets"),
+    (["--set", "gateway.podMonitor.enabled=true"],
+     "gateway.podMonitor.enabled needs networkPolicy.metricsScrapers"),
 ]
 
 

@@ -171,3 +171,19 @@ on the first install with the bundled PostgreSQL, which does not exist before it
 {{- define "chat.migrationHooks" -}}
 {{ ternary "post-install,pre-upgrade" "pre-install,pre-upgrade" .Values.postgresql.enabled }}
 {{- end }}
+
+{{/* The egress rule to cluster DNS: by pod selector, and by address for networkPolicy.dns.ipBlocks. */}}
+{{- define "chat.dnsEgress" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml $dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml $dns.podSelector | nindent 8 }}
+    {{- range $dns.ipBlocks }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end }}
