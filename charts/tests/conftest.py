@@ -38,6 +38,14 @@ def helm_template(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
+def names_value(stderr: str, path: str) -> bool:
+    """Whether a failure's message names a value, whichever Helm printed it: Helm 3 writes a
+    schema error's path dotted (`components.auth.port: ...`), Helm 4 as a JSON pointer
+    (`at '/components/auth/port': ...`). The tests match nothing else of Helm's wording; the
+    chart's own `fail` messages, which they match in full, are the chart's."""
+    return path in stderr or "/" + path.replace(".", "/") in stderr
+
+
 def render(values_files) -> list[dict]:
     args = []
     for path in values_files:

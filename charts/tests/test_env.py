@@ -60,11 +60,12 @@ def known_names(component: str) -> set[str]:
 
 
 def rendered_env(manifests: Manifests) -> dict[str, set[str]]:
-    """component -> env var names its containers get (the bundled PostgreSQL is not ours)."""
+    """component -> env var names its containers get (the bundled PostgreSQL and the `helm test`
+    Pod run other images)."""
     result: dict[str, set[str]] = {}
     for workload in manifests.workloads():
         component = Manifests.component(workload)
-        if component == "postgresql":
+        if component in ("postgresql", "test"):
             continue
         spec = Manifests.pod_spec(workload)
         for container in spec.get("initContainers", []) + spec["containers"]:

@@ -93,9 +93,18 @@ def test_the_ingress_never_cuts_a_long_stream_by_its_body_size(manifests):
     ingress = manifests.kind("Ingress")[0]
     annotations = ingress["metadata"].get("annotations", {})
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
-    # Streams live as long as a token; the controller must not end them sooner.
+
+
+def test_the_ingress_timeouts_leave_room_for_two_heartbeats(manifests):
+    # nginx resets a stream silent in both directions for grpc_read_timeout; chat's heartbeat is
+    # what crosses a quiet stream, and a busy stream may skip one.
+    ingress = manifests.kind("Ingress")[0]
+    annotations = ingress["metadata"].get("annotations", {})
+    chat = deployment(manifests, "chat")["spec"]["template"]["spec"]["containers"][0]
+    heartbeat = int(env_of(chat)["CHAT_HEARTBEAT_SECS"]["value"])
+    assert heartbeat > 0
     for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
-        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600, timeout
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 2 * heartbeat, timeout
 
 
 def test_every_container_runs_with_the_restricted_pod_security_settings(manifests):
@@ -316,3 +325,37 @@ def test_the_bundled_postgresql_admits_every_pool_at_full_scale(default_manifest
         hpa = manifests.one("HorizontalPodAutoscaler", dep["metadata"]["name"])
         needed += pool * hpa["spec"]["maxReplicas"]
     assert max_connections >= needed, f"max_connections={max_connections}, pools need {needed}"
+
+
+def test_the_migrations_deadline_ends_before_helms_default_wait(manifests):
+    # Helm waits for a hook for --timeout (5 minutes by default) and then fails the release
+    # while the Job goes on: the Job must end first, so that its own failure is what Helm reports.
+    job = manifests.kind("Job")[0]
+    assert job["spec"]["activeDeadlineSeconds"] < 5 * 60
+    readme = (REPO / "charts" / "chat" / "README.md").read_text()
+    assert "--timeout" in readme and "migrations.activeDeadlineSeconds" in readme
+
+
+def public_services() -> set[str]:
+    """proto::PUBLIC_SERVICES: what the gateway serves, and reflects (proto/src/lib.rs)."""
+    lib = (REPO / "proto" / "src" / "lib.rs").read_text()
+    listed = re.search(r"pub const PUBLIC_SERVICES: &\[&str\] = &\[([^\]]*)\]", lib).group(1)
+    return set(re.findall(r'"([\w.]+)"', listed))
+
+
+def test_helm_test_calls_the_gateways_health_and_reflection_through_its_service(manifests):
+    pods = [w for w in manifests.workloads() if w["kind"] == "Pod"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Kept after the run, for `helm test --logs` (deploy.yml reads them).
+    assert "hook-succeeded" not in pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "docker.io/fullstorydev/grpcurl:v1.9.1-alpine"
+    script = container["args"][0]
+    service = manifests.one("Service", "chat-gateway")
+    assert f'address="chat-gateway:{service["spec"]["ports"][0]["port"]}"' in script
+    assert "grpc.health.v1.Health/Check" in script and '"status": "SERVING"' in script
+    listed = set(re.search(r"for service in ([^;]*); do", script).group(1).split())
+    assert listed == public_services() | {"grpc.health.v1.Health"}

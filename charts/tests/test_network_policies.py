@@ -22,7 +22,13 @@ EXPECTED_CALLEES = {
     "chat": {"auth", "group", "database"},
     "group": {"auth", "database"},
     "migrate": {"database"},
+    "test": {"gateway"},
 }
+
+
+def is_test_hook(obj: dict) -> bool:
+    """Objects of `helm test` only, created for the run and deleted after it."""
+    return obj["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
 
 
 def policies_for(manifests: Manifests, workload: dict) -> list[dict]:
@@ -49,8 +55,10 @@ def test_every_pod_is_isolated_in_both_directions(manifests):
 
 
 def gateway_ingress_rules(manifests: Manifests) -> list[dict]:
+    """The gateway's ingress rules outside `helm test` runs."""
     gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
-    return [r for p in policies_for(manifests, gateway) for r in p["spec"].get("ingress") or []]
+    return [r for p in policies_for(manifests, gateway) if not is_test_hook(p)
+            for r in p["spec"].get("ingress") or []]
 
 
 def test_only_the_ingress_controller_reaches_the_gateway(manifests):
@@ -103,6 +111,7 @@ def test_each_component_connects_only_to_what_it_needs(manifests):
             continue
         rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("egress") or []]
         callees, dns = set(), False
+        dns_blocks = manifests.values().get("networkPolicy", {}).get("dns", {}).get("ipBlocks", [])
         for rule in rules:
             assert rule.get("to"), f"{component}: an egress rule without `to` allows everything"
             ports = {(p["port"], p["protocol"]) for p in rule["ports"]}
@@ -112,6 +121,10 @@ def test_each_component_connects_only_to_what_it_needs(manifests):
                     callees.add("database")
                 elif callee is not None:
                     callees.add(callee)
+                elif ports == {(53, "UDP"), (53, "TCP")} and "ipBlock" in peer:
+                    # A resolver by address (NodeLocal DNSCache): only the configured ones.
+                    assert peer == {"ipBlock": {"cidr": peer["ipBlock"]["cidr"]}}, peer
+                    assert peer["ipBlock"]["cidr"] in dns_blocks, peer
                 elif ports == {(53, "UDP"), (53, "TCP")}:
                     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
                     dns = True
@@ -131,3 +144,54 @@ def test_the_bundled_postgresql_accepts_only_the_services_and_migrations(default
     clients = {component_of_peer(manifests, peer) for r in rules for peer in r["from"]}
     assert clients == {"auth", "chat", "group", "migrate"}
     assert all(not p["spec"].get("egress") for p in policies)
+
+
+def test_dns_is_also_allowed_by_address_when_configured(manifests):
+    # NodeLocal DNSCache answers on a link-local address from host-network pods: no pod selector
+    # matches them, so every pod's DNS rule must list the configured blocks.
+    blocks = manifests.values().get("networkPolicy", {}).get("dns", {}).get("ipBlocks", [])
+    assert (manifests.name == "production") == bool(blocks), "production-values.yaml exercises ipBlocks"
+    for workload in manifests.workloads():
+        rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("egress") or []]
+        dns_rules = [r for r in rules if {(p["port"], p["protocol"]) for p in r["ports"]}
+                     == {(53, "UDP"), (53, "TCP")}]
+        if Manifests.component(workload) == "postgresql":
+            assert not dns_rules
+            continue
+        assert len(dns_rules) == 1, workload["metadata"]["name"]
+        by_address = [peer["ipBlock"]["cidr"] for peer in dns_rules[0]["to"] if "ipBlock" in peer]
+        assert by_address == blocks, workload["metadata"]["name"]
+
+
+def test_the_migrations_policy_exists_before_the_migrations_run(manifests):
+    # A hook runs before every ordinary resource exists (pre-install): under a default-deny
+    # namespace, the Job reaches the database only if its policy is a hook of the same events
+    # created before it (a lower weight).
+    job = manifests.kind("Job")[0]
+    migrate_policies = policies_for(manifests, job["spec"]["template"] | {"kind": "Pod"})
+    assert len(migrate_policies) == 1
+    policy, job_annotations = migrate_policies[0]["metadata"]["annotations"], job["metadata"]["annotations"]
+    assert set(policy["helm.sh/hook"].split(",")) == set(job_annotations["helm.sh/hook"].split(","))
+    assert int(policy["helm.sh/hook-weight"]) < int(job_annotations["helm.sh/hook-weight"])
+    assert "before-hook-creation" in policy["helm.sh/hook-delete-policy"].split(",")
+    # Every other policy is an ordinary resource of the release, or exists during `helm test` only.
+    for other in manifests.kind("NetworkPolicy"):
+        if other is not migrate_policies[0] and not is_test_hook(other):
+            assert "helm.sh/hook" not in other["metadata"].get("annotations", {}), other["metadata"]["name"]
+
+
+def test_the_helm_test_pod_reaches_the_gateway_during_the_test_only(manifests):
+    pod = [w for w in manifests.workloads() if Manifests.component(w) == "test"]
+    assert len(pod) == 1 and is_test_hook(pod[0])
+    gateway = [w for w in manifests.kind("Deployment") if Manifests.component(w) == "gateway"][0]
+    test_rules = [r for p in policies_for(manifests, gateway) if is_test_hook(p)
+                  for r in p["spec"].get("ingress") or []]
+    assert len(test_rules) == 1
+    assert [component_of_peer(manifests, peer) for peer in test_rules[0]["from"]] == ["test"]
+    assert test_rules[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    for policy in policies_for(manifests, gateway) + policies_for(manifests, pod[0]):
+        if is_test_hook(policy):
+            annotations = policy["metadata"]["annotations"]
+            # Created before the Pod (weight 0), deleted once the run succeeded.
+            assert int(annotations["helm.sh/hook-weight"]) < 0
+            assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"].split(",")

@@ -26,7 +26,15 @@ VARIANTS = {
                                "--set", "serviceSecret.existingSecret=keys"],
     "renamed": ["--set", "fullnameOverride=im"],
     "no-scrape-annotations": ["--set", "gateway.metricsScrapeAnnotations=false"],
+    "pod-labels": ["--set", "podLabels.team=chat", "--set", "podLabels.tier=backend"],
+    "min-equals-max": ["--set", "components.chat.autoscaling.minReplicas=10"],
+    "no-tests": ["--set", "tests.enabled=false"],
+    "pod-monitor": ["--set", "gateway.podMonitor.enabled=true", "--set", "gateway.metricsScrapeAnnotations=false",
+                    "--set", "gateway.podMonitor.labels.release=kube-prometheus-stack",
+                    "--set", "networkPolicy.metricsScrapers[0].podSelector.matchLabels.app=prometheus"],
 }
+# Custom resources kubernetes-validate has no schema for.
+CUSTOM_KINDS = {"monitoring.coreos.com/v1": {"PodMonitor"}}
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -38,7 +46,11 @@ def test_a_variant_renders_valid_objects(name):
 
     assert docs
     for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS.get(doc["apiVersion"], set()):
+            continue
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    assert len([d for d in docs if d["kind"] == "Pod"]) == (0 if name == "no-tests" else 1)
+    assert len([d for d in docs if d["kind"] == "PodMonitor"]) == (1 if name == "pod-monitor" else 0)
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     assert len(deployments) == 4
     for dep in deployments:
@@ -48,10 +60,26 @@ def test_a_variant_renders_valid_objects(name):
         for container in dep["spec"]["template"]["spec"]["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert len([d for d in docs if d["kind"] == "Ingress"]) == (0 if name == "no-ingress" else 1)
+    for dep in deployments:
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        # Extra labels sit beside the chart's, and the selector still matches the pods.
+        assert all(labels.get(k) == v for k, v in dep["spec"]["selector"]["matchLabels"].items())
+        if name == "pod-labels":
+            assert labels["team"] == "chat" and labels["tier"] == "backend"
 
 
-def test_metrics_cannot_share_the_gateways_public_port():
-    result = helm_template("--set", "gateway.metricsPort=8080")
 
-    assert result.returncode != 0
-    assert "gateway.metricsPort (8080) must differ" in result.stderr
+def test_the_pod_monitor_scrapes_the_gateways_metrics_port():
+    result = helm_template(*VARIANTS["pod-monitor"])
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    monitor = [d for d in docs if d["kind"] == "PodMonitor"][0]
+    gateway = [d for d in docs if d["kind"] == "Deployment"
+               and d["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"][0]
+
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"] == gateway["spec"]["selector"]
+    ports = {p["name"] for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")] and "metrics" in ports

@@ -91,6 +91,8 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 {{ include "chat.env.token" $args }}
 - name: CHAT_GROUP_URL
   value: {{ include "chat.url" (dict "root" .root "component" "group") | quote }}
+- name: CHAT_HEARTBEAT_SECS
+  value: {{ .root.Values.chat.heartbeatSeconds | quote }}
 {{ include "chat.env.serviceSecret" $args }}
 {{- end }}
 

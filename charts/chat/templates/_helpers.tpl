@@ -47,6 +47,23 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+podLabels, for a component's pods: (dict "root" $ "component" NAME). A key the chart sets would
+repeat it (the later one wins): the selector labels would no longer match the pods, and the
+Deployment, Service, PDB and NetworkPolicies would lose them.
+*/}}
+{{- define "chat.podLabels" -}}
+{{- $own := include "chat.componentLabels" . | fromYaml }}
+{{- range $key, $value := .root.Values.podLabels }}
+{{- if hasKey $own $key }}
+{{- fail (printf "podLabels.%s is a label the chart sets (selectors match on it): choose another key" $key) }}
+{{- end }}
+{{- end }}
+{{- with .root.Values.podLabels }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "chat.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -147,4 +164,26 @@ data:
 {{- define "chat.headlessUrl" -}}
 {{- $c := index .root.Values.components .component }}
 {{- printf "http://%s-headless:%v" (include "chat.componentName" .) $c.port }}
+{{- end }}
+
+{{/* When the migrations run (the Job and its NetworkPolicy): before the new version's pods, except
+on the first install with the bundled PostgreSQL, which does not exist before it. */}}
+{{- define "chat.migrationHooks" -}}
+{{ ternary "post-install,pre-upgrade" "pre-install,pre-upgrade" .Values.postgresql.enabled }}
+{{- end }}
+
+{{/* The egress rule to cluster DNS: by pod selector, and by address for networkPolicy.dns.ipBlocks. */}}
+{{- define "chat.dnsEgress" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml $dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml $dns.podSelector | nindent 8 }}
+    {{- range $dns.ipBlocks }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
 {{- end }}
