@@ -2,20 +2,19 @@
 //! arrive, sends on the same stream, and reconnection with backoff after any drop, resuming from
 //! the cursor saved in the profile so that nothing is shown twice and nothing is missed.
 //!
-//! The loop that reads the stream never awaits a remote call: lines are sealed (which fetches the
-//! participants and their keys, a round trip per line for a group) by a task of their own, as
+//! The loop that reads the stream never awaits a remote call: lines are sealed (which may fetch
+//! the participants and their keys, see [`PARTICIPANTS_MAX_AGE`]) by a task of their own, as
 //! messages are opened by another. Otherwise each line held up reading while the stream's
 //! responses piled up unread, and an unread stream holds HTTP/2 flow-control window that other
-//! calls on the same connection may need. (Issue 20 suspected this of a stall of OpenStream
-//! senders; neither the fault suite nor the cluster test reproduced the stall, with this change
-//! or without it, so that remains unproven.)
+//! calls on the same connection may need.
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use proto::auth::v1 as auth_pb;
 use proto::chat::v1::{
     self as pb, open_stream_request::Request as Outgoing,
     open_stream_response::Response as Incoming, stream_event::Event,
@@ -32,6 +31,16 @@ use crate::{
 
 /// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
 const SEND_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// How long the sealer seals new lines for the participants it last fetched. They are fetched
+/// again before that when an event of the stream says they changed (`DevicesChanged`,
+/// `MembershipChange`) and when the server refuses a line for them: it checks every envelope's
+/// recipients against the current members and devices (`DeviceListMismatch`), so a stale list
+/// delays a line but never seals it for the wrong devices. Fetching them for every line (a
+/// group's members: a round trip through the gateway to group) held a stream's sends to about
+/// two lines a second on a loaded machine, below what the fault suite's senders type (issue 20,
+/// fault 8: what looked like a stall after the gateway rolled was that backlog).
+const PARTICIPANTS_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
@@ -637,10 +646,13 @@ fn spawn_sealer(
     let (to_seal, mut jobs) = mpsc::unbounded_channel::<SealJob>();
     let (sealed_sender, sealed) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        // The participants as last fetched, and when (see `PARTICIPANTS_MAX_AGE`).
+        let mut participants: Option<(Instant, Vec<auth_pb::UserWithDevices>)> = None;
         while let Some(job) = jobs.recv().await {
             let (request_id, client_message_id, text, fresh) = match job {
                 SealJob::Review => {
-                    let _ = session.participants(&target, true).await;
+                    let users = session.participants(&target, true).await;
+                    participants = users.ok().map(|users| (Instant::now(), users));
                     emit_warnings(&session, &events).await;
                     continue;
                 }
@@ -673,9 +685,19 @@ fn spawn_sealer(
             };
             // The participants cannot be fetched while the server is unavailable: the line waits
             // (as a sent one waits for its answer) rather than being dropped.
+            let reusable = participants
+                .as_ref()
+                .filter(|(fetched, _)| !fresh && fetched.elapsed() < PARTICIPANTS_MAX_AGE)
+                .map(|(_, users)| users.clone());
             let users = loop {
+                if let Some(users) = &reusable {
+                    break Ok(users.clone());
+                }
                 let users = session.participants(&target, fresh).await;
                 emit_warnings(&session, &events).await;
+                if let Ok(users) = &users {
+                    participants = Some((Instant::now(), users.clone()));
+                }
                 match users {
                     Err(error) if error.is_retryable() => {
                         let retrying = LiveEvent::SendRetrying {
