@@ -379,15 +379,24 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
         self.state.service_credential.check(request.metadata())?;
         let request = request.into_inner();
         let start = Start::from_request(request.after_event_id, request.start_at_newest)?;
-        let events = self.state.device_events.follow(start).await?;
+        let heartbeats = request.heartbeats;
+        let items = self.state.device_events.follow_with_progress(start).await?;
         // Revoked sessions share the outbox but change no device.
-        let stream = ReceiverStream::new(events).filter_map(|item| match item {
-            Ok(event) if !event.changes_devices() => None,
-            Ok(event) => Some(Ok(internal_pb::WatchDeviceChangesResponse {
+        let stream = ReceiverStream::new(items).filter_map(move |item| match item {
+            Ok(FeedItem::Event(event)) if !event.changes_devices() => None,
+            Ok(FeedItem::Event(event)) => Some(Ok(internal_pb::WatchDeviceChangesResponse {
                 event_id: u64::try_from(event.id).unwrap_or_default(),
                 user_id: event.user_id.to_string(),
                 device_id: event.device_id.to_string(),
+                heartbeat: false,
             })),
+            Ok(FeedItem::CaughtUp(cursor)) => heartbeats.then(|| {
+                Ok(internal_pb::WatchDeviceChangesResponse {
+                    event_id: u64::try_from(cursor).unwrap_or_default(),
+                    heartbeat: true,
+                    ..Default::default()
+                })
+            }),
             Err(error) => Some(Err(Status::from(error))),
         });
         Ok(Response::new(Box::pin(stream)))

@@ -50,6 +50,7 @@ impl EventSource for DeviceEvents {
         let request = auth_pb::WatchDeviceChangesRequest {
             after_event_id: after.unwrap_or(0),
             start_at_newest: after.is_none(),
+            heartbeats: true,
         };
         let response = client
             .watch_device_changes(self.credential.attach(Request::new(request)))
@@ -59,6 +60,10 @@ impl EventSource for DeviceEvents {
 
     fn event_id(event: &Self::Event) -> u64 {
         event.event_id
+    }
+
+    fn is_heartbeat(event: &Self::Event) -> bool {
+        event.heartbeat
     }
 
     fn apply(&self, event: Self::Event) {

@@ -46,6 +46,7 @@ impl EventSource for MembershipEvents {
         let request = group_pb::WatchMembershipEventsRequest {
             after_event_id: after.unwrap_or(0),
             start_at_newest: after.is_none(),
+            heartbeats: true,
         };
         let response = client
             .watch_membership_events(self.credential.attach(Request::new(request)))
@@ -55,6 +56,10 @@ impl EventSource for MembershipEvents {
 
     fn event_id(event: &Self::Event) -> u64 {
         event.event_id
+    }
+
+    fn is_heartbeat(event: &Self::Event) -> bool {
+        event.heartbeat
     }
 
     fn apply(&self, event: Self::Event) {
@@ -129,6 +134,7 @@ mod tests {
             user_id: user_id.to_owned(),
             role: 0,
             membership_version: 3,
+            heartbeat: false,
         }
     }
 

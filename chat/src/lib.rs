@@ -41,8 +41,10 @@
 //!   bounds (bus buffers, caches) are named constants in their modules.
 //! - Group memberships and users' device lists are cached (`followed_cache.rs`), trusted only
 //!   while the matching event stream is followed (`watch.rs`: group's `WatchMembershipEvents`,
-//!   auth's `WatchDeviceChanges`, with the deployment's service credential); the same events
-//!   reach open streams as `MembershipChange` and `DevicesChanged`.
+//!   auth's `WatchDeviceChanges`, with the deployment's service credential, each sending a
+//!   heartbeat at least every 5 s: a stream silent for [`EVENT_STREAM_SILENCE_BOUND`] is dropped
+//!   and its cache bypassed); the same events reach open streams as `MembershipChange` and
+//!   `DevicesChanged`.
 //! - The per-device stream limit and the typing rate limit hold per replica, not across replicas.
 
 mod api;
@@ -69,6 +71,8 @@ mod test_support;
 mod typing;
 mod watch;
 mod wire;
+
+pub use watch::SILENCE_BOUND as EVENT_STREAM_SILENCE_BOUND;
 
 use std::{future::Future, sync::Arc};
 

@@ -2,8 +2,8 @@
 //! event stream: group's `WatchMembershipEvents` (`group_events.rs`) and auth's
 //! `WatchDeviceChanges` (`device_events.rs`), both with the deployment's service credential.
 //!
-//! While a stream is followed its cache is trusted; when the stream ends or cannot be opened,
-//! the cache is emptied and bypassed (every check asks the other service) until it follows
+//! While a stream is followed its cache is trusted; when the stream ends, cannot be opened, or
+//! brings neither an event nor a heartbeat for [`SILENCE_BOUND`], the cache is emptied and bypassed (every check asks the other service) until it follows
 //! again. It resumes after the last event seen, so open client streams get the changes they
 //! missed late rather than never; without a position (first start, or fallen out of the other
 //! service's retention: OUT_OF_RANGE) it starts at the newest event, and client streams learn
@@ -29,6 +29,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// bound; `FAULTS.md`, fault 5). A reset leaves no window: the stream ends before the change.
 const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an event stream may bring nothing, no event and no heartbeat, before its cache stops
+/// being trusted and the stream is opened again. Group and auth send a heartbeat each time
+/// they have sent everything committed, at least once per poll of their outbox (at most 5 s, a
+/// bound both enforce in their configuration): silence for twice that means the other service's
+/// reads of its outbox stall, and changes committed meanwhile (through another replica) would go
+/// unseen on a link that looks healthy, where the keepalive above finds nothing wrong. The
+/// longest a removed member or a revoked device may then still be accepted as a recipient is
+/// this bound (fault 5 of issue 20 measures it: `FAULTS.md`).
+pub const SILENCE_BOUND: Duration = Duration::from_secs(10);
 
 /// A lazily connected channel to `url` (group or auth) that notices a dead link by itself: for
 /// every channel whose event streams chat trusts (memberships, devices, revocations).
@@ -57,8 +67,11 @@ pub trait EventSource: Send + Sync + 'static {
         after: Option<u64>,
     ) -> impl Future<Output = Result<tonic::Streaming<Self::Event>, tonic::Status>> + Send;
 
-    /// The event's id, the resume position.
+    /// The event's id, the resume position (for a heartbeat: every event up to it was sent).
     fn event_id(event: &Self::Event) -> u64;
+
+    /// Whether this is a heartbeat rather than an event: it only proves the stream is current.
+    fn is_heartbeat(event: &Self::Event) -> bool;
 
     /// Applies one event (invalidate caches, tell client streams).
     fn apply(&self, event: Self::Event);
@@ -112,10 +125,17 @@ async fn follow_once<S: EventSource>(
     let mut events = source.open(*last_event).await?;
     source.set_following(true);
     let result = loop {
-        match events.message().await {
+        let Ok(message) = tokio::time::timeout(SILENCE_BOUND, events.message()).await else {
+            break Err(tonic::Status::deadline_exceeded(format!(
+                "no event and no heartbeat for {SILENCE_BOUND:?}"
+            )));
+        };
+        match message {
             Ok(Some(event)) => {
                 *last_event = Some(S::event_id(&event));
-                source.apply(event);
+                if !S::is_heartbeat(&event) {
+                    source.apply(event);
+                }
             }
             Ok(None) => break Ok(()),
             Err(status) => break Err(status),

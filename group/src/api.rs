@@ -9,7 +9,10 @@
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{outbox::Start, service_credential::ServiceCredential};
+use common::{
+    outbox::{FeedItem, Start},
+    service_credential::ServiceCredential,
+};
 use proto::group::{internal::v1 as internal_pb, v1 as pb};
 use time::OffsetDateTime;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -282,9 +285,19 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
         let request = request.get_ref();
         let start = Start::from_request(request.after_event_id, request.start_at_newest)
             .map_err(Error::Feed)?;
+        let heartbeats = request.heartbeats;
         let receiver = self.service.watch_events(start).await?;
-        let stream = ReceiverStream::new(receiver)
-            .map(|item| item.map(|event| event_pb(&event)).map_err(Status::from));
+        let stream = ReceiverStream::new(receiver).filter_map(move |item| match item {
+            Ok(FeedItem::Event(event)) => Some(Ok(event_pb(&event))),
+            Ok(FeedItem::CaughtUp(cursor)) => heartbeats.then(|| {
+                Ok(internal_pb::WatchMembershipEventsResponse {
+                    event_id: version_pb(cursor),
+                    heartbeat: true,
+                    ..Default::default()
+                })
+            }),
+            Err(error) => Some(Err(Status::from(error))),
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -400,6 +413,7 @@ fn event_pb(event: &MembershipEvent) -> internal_pb::WatchMembershipEventsRespon
         user_id: event.user.map(|user| user.to_string()).unwrap_or_default(),
         role: event.role.map_or(0, role_pb),
         membership_version: version_pb(event.membership_version),
+        heartbeat: false,
     }
 }
 

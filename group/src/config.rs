@@ -57,6 +57,21 @@ pub struct Limits {
 /// How membership events are streamed and kept (`GROUP_EVENTS_*`).
 pub type EventSettings = OutboxSettings;
 
+/// The longest `GROUP_EVENTS_POLL_INTERVAL_MS`: it paces `WatchMembershipEvents`' heartbeats,
+/// and chat stops trusting its membership cache after hearing nothing for twice this.
+const MAX_EVENTS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn event_settings(env: &EnvReader) -> Result<EventSettings, ConfigError> {
+    let settings = OutboxSettings::from_env(env, "EVENTS")?;
+    if settings.poll_interval > MAX_EVENTS_POLL_INTERVAL {
+        return Err(ConfigError::Invalid {
+            key: env.key("EVENTS_POLL_INTERVAL_MS"),
+            reason: "must be at most 5000: it paces WatchMembershipEvents' heartbeats".into(),
+        });
+    }
+    Ok(settings)
+}
+
 impl Config {
     /// Reads the configuration from the process environment.
     ///
@@ -81,7 +96,7 @@ impl Config {
             )?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             limits: Limits::from_env(&env)?,
-            events: OutboxSettings::from_env(&env, "EVENTS")?,
+            events: event_settings(&env)?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
@@ -202,6 +217,19 @@ mod tests {
             error.to_string().starts_with("GROUP_MAX_NAME_CHARS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_poll_interval_longer_than_the_heartbeats_allow_is_refused() {
+        let error = read(&[("GROUP_EVENTS_POLL_INTERVAL_MS", "5001")]).unwrap_err();
+
+        assert!(
+            error
+                .to_string()
+                .starts_with("GROUP_EVENTS_POLL_INTERVAL_MS"),
+            "{error}"
+        );
+        assert!(read(&[("GROUP_EVENTS_POLL_INTERVAL_MS", "5000")]).is_ok());
     }
 
     #[test]

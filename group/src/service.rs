@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use common::outbox::{Feed, Start, StreamItem};
+use common::outbox::{Feed, FeedItem, Start, StreamItem};
 use proto::auth::v1 as auth_pb;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -253,8 +253,8 @@ impl GroupService {
     pub async fn watch_events(
         &self,
         start: Start,
-    ) -> Result<mpsc::Receiver<StreamItem<MembershipEvent>>, Error> {
-        Ok(self.feed.follow(start).await?)
+    ) -> Result<mpsc::Receiver<StreamItem<FeedItem<MembershipEvent>>>, Error> {
+        Ok(self.feed.follow_with_progress(start).await?)
     }
 
     async fn require_existing(&self, caller: &Caller, users: &[UserId]) -> Result<(), Error> {

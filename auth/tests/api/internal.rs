@@ -161,6 +161,7 @@ async fn device_changes_stream_live_and_replay_from_a_cursor(db: PgPool) {
         internal_pb::WatchDeviceChangesRequest {
             after_event_id: 0,
             start_at_newest: true,
+            heartbeats: false,
         },
     )
     .await
@@ -186,6 +187,7 @@ async fn device_changes_stream_live_and_replay_from_a_cursor(db: PgPool) {
         internal_pb::WatchDeviceChangesRequest {
             after_event_id: keyed.event_id,
             start_at_newest: false,
+            heartbeats: false,
         },
     )
     .await
@@ -217,6 +219,7 @@ async fn device_changes_need_the_service_credential_and_a_valid_start(db: PgPool
         internal_pb::WatchDeviceChangesRequest {
             after_event_id: 1,
             start_at_newest: true,
+            heartbeats: false,
         },
     )
     .await;
@@ -225,6 +228,7 @@ async fn device_changes_need_the_service_credential_and_a_valid_start(db: PgPool
         internal_pb::WatchDeviceChangesRequest {
             after_event_id: 1_000,
             start_at_newest: false,
+            heartbeats: false,
         },
     )
     .await;
@@ -232,4 +236,28 @@ async fn device_changes_need_the_service_credential_and_a_valid_start(db: PgPool
     assert_code(with_user_token, Code::Unauthenticated);
     assert_code(both_starts, Code::InvalidArgument);
     assert_code(past_the_newest, Code::OutOfRange);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn device_change_heartbeats_come_only_when_asked(db: PgPool) {
+    let app = spawn_app(db).await;
+    let carol = app.signed_up("carol").await;
+    let request = |heartbeats| internal_pb::WatchDeviceChangesRequest {
+        after_event_id: 0,
+        start_at_newest: true,
+        heartbeats,
+    };
+    let mut with = watch(&app, request(true)).await.unwrap();
+    let mut without = watch(&app, request(false)).await.unwrap();
+
+    let beat = next_change(&mut with).await;
+    app.upload_keys(&tokens(&carol).access_token, DEVICE_KEYS.clone())
+        .await
+        .unwrap();
+    let plain = next_change(&mut without).await;
+
+    assert!(beat.heartbeat, "{beat:?}");
+    assert!(beat.user_id.is_empty() && beat.device_id.is_empty());
+    assert!(!plain.heartbeat, "a heartbeat sent unasked: {plain:?}");
+    assert_eq!(plain.user_id, carol.user.as_ref().unwrap().user_id);
 }

@@ -235,6 +235,7 @@ async fn device_changes_leave_session_revocations_out(db: PgPool) {
             internal_pb::WatchDeviceChangesRequest {
                 after_event_id: 0,
                 start_at_newest: true,
+                heartbeats: false,
             },
         )))
         .await

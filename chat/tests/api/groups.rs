@@ -360,3 +360,94 @@ async fn a_group_of_a_thousand_members_receives_a_message_on_all_its_streams(db:
         assert_eq!(member.open(message, owner), "hello, thousand");
     }
 }
+
+/// A membership stream that stays open but brings nothing, not even a heartbeat (the group
+/// replica chat follows cannot read its outbox, while another replica commits changes), must not
+/// keep chat's membership cache trusted: after `chat::EVENT_STREAM_SILENCE_BOUND` a send sealed for a
+/// removed member is no longer accepted from the cache, and once the replica reads again the
+/// send is refused as a device-list mismatch.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_membership_stream_that_falls_silent_stops_vouching_for_the_cache(db: PgPool) {
+    // Chat follows group replica B through `front`, B reaches PostgreSQL through `b_database`;
+    // the test's calls go to replica A, straight to the database.
+    let front = testkit::ChaosProxy::start(Vec::new());
+    let app = crate::helpers::spawn_app_with(db.clone(), |config| {
+        config.group_url = format!("http://{}", front.addr);
+    })
+    .await;
+    let options = db.connect_options();
+    let database = std::net::SocketAddr::from(([127, 0, 0, 1], options.get_port()));
+    let b_database = testkit::ChaosProxy::start(vec![database]);
+    let b_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(
+            (*options)
+                .clone()
+                .host("127.0.0.1")
+                .port(b_database.addr.port()),
+        );
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    front.set_targets(vec![b_listener.local_addr().unwrap()]);
+    tokio::spawn(group::run(
+        group::Config::for_tests(&format!("http://{}", app.auth_addr)),
+        b_pool,
+        b_listener,
+        std::future::pending(),
+    ));
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let group_id = create_group(&app, &alice, &[&bob, &carol]).await;
+    let everyone = alice
+        .recipients(&[&alice.user_id, &bob.user_id, &carol.user_id])
+        .await;
+    // Chat retried B's stream with backoff (at most 5 s) until B listened: once it follows
+    // it, this send fills the cache, which is trusted from then on.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    alice
+        .send(alice.seal(&group_id, "g1", &everyone, "all of us"))
+        .await
+        .unwrap();
+
+    b_database.stall(true);
+    let mut groups = GroupServiceClient::new(testkit::connect(app.group_addr).await);
+    groups
+        .remove_member(alice.request(group_pb::RemoveMemberRequest {
+            group_id: group_id.clone(),
+            user_id: carol.user_id.clone(),
+        }))
+        .await
+        .unwrap();
+    tokio::time::sleep(chat::EVENT_STREAM_SILENCE_BOUND + Duration::from_secs(2)).await;
+    let during_the_stall = tokio::time::timeout(
+        Duration::from_secs(5),
+        alice.send(alice.seal(&group_id, "g2", &everyone, "still for carol?")),
+    )
+    .await;
+    b_database.stall(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after_the_stall = loop {
+        let sent = alice
+            .send(alice.seal(&group_id, "g3", &everyone, "still for carol?"))
+            .await;
+        match sent {
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+
+    assert!(
+        !matches!(during_the_stall, Ok(Ok(_))),
+        "a send for a removed member was accepted {:?} after the removal, on a membership \
+         stream that had been silent since: {during_the_stall:?}",
+        chat::EVENT_STREAM_SILENCE_BOUND + Duration::from_secs(2)
+    );
+    let mismatch = crate::helpers::device_list_mismatch(&after_the_stall.unwrap_err());
+    assert_eq!(
+        mismatch.extra_device_ids,
+        std::slice::from_ref(&carol.device_id)
+    );
+}

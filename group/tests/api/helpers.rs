@@ -458,6 +458,7 @@ impl TestApp {
         self.watch_with(internal_pb::WatchMembershipEventsRequest {
             after_event_id,
             start_at_newest: false,
+            heartbeats: false,
         })
         .await
     }

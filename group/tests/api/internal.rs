@@ -466,6 +466,7 @@ async fn starting_at_newest_skips_stored_events_and_follows_new_ones(db: PgPool)
         .watch_with(internal_pb::WatchMembershipEventsRequest {
             after_event_id: 0,
             start_at_newest: true,
+            heartbeats: false,
         })
         .await
         .unwrap();
@@ -486,9 +487,62 @@ async fn a_cursor_and_start_at_newest_together_are_invalid(db: PgPool) {
         .watch_with(internal_pb::WatchMembershipEventsRequest {
             after_event_id: 1,
             start_at_newest: true,
+            heartbeats: false,
         })
         .await
         .map(drop);
 
     assert_code(status, Code::InvalidArgument);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn heartbeats_come_when_asked_and_carry_the_cursor_past_the_last_event(db: PgPool) {
+    let app = spawn_app(db).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let group = app.create_group(&alice, "Beats", &[]).await.unwrap();
+    let mut with = app
+        .watch_with(internal_pb::WatchMembershipEventsRequest {
+            after_event_id: 0,
+            start_at_newest: false,
+            heartbeats: true,
+        })
+        .await
+        .unwrap();
+    let mut without = app
+        .watch_with(internal_pb::WatchMembershipEventsRequest {
+            after_event_id: 0,
+            start_at_newest: false,
+            heartbeats: false,
+        })
+        .await
+        .unwrap();
+
+    // The stored event, then heartbeats on a quiet stream (the tests poll every 200 ms).
+    let created = next_event(&mut with, Duration::from_secs(5)).await;
+    let beat = next_event(&mut with, Duration::from_secs(5)).await;
+    app.add_members(&alice, &group.group_id, &[&bob], Role::Member)
+        .await
+        .unwrap();
+    let mut after_the_change = next_event(&mut with, Duration::from_secs(5)).await;
+    while after_the_change.heartbeat {
+        after_the_change = next_event(&mut with, Duration::from_secs(5)).await;
+    }
+    let next_beat = next_event(&mut with, Duration::from_secs(5)).await;
+    let plain = take_events(&mut without, 2).await;
+
+    assert!(!created.heartbeat);
+    assert!(beat.heartbeat, "{beat:?}");
+    assert!(
+        beat.event_id >= created.event_id,
+        "{beat:?} after {created:?}"
+    );
+    assert!(beat.group_id.is_empty() && beat.user_id.is_empty());
+    assert_eq!(after_the_change.user_id, bob.id);
+    assert!(next_beat.heartbeat, "{next_beat:?}");
+    assert!(next_beat.event_id >= after_the_change.event_id);
+    assert!(
+        plain.iter().all(|event| !event.heartbeat),
+        "heartbeats sent unasked: {plain:?}"
+    );
 }

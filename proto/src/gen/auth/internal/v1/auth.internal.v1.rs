@@ -34,19 +34,29 @@ pub struct WatchDeviceChangesRequest {
     /// empty cache has nothing to replay). Leave `after_event_id` at 0 then.
     #[prost(bool, tag="2")]
     pub start_at_newest: bool,
+    /// Also send a heartbeat each time every event committed so far has been sent: at least once
+    /// per poll interval of auth's outbox (`AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at
+    /// most 5 s), so that a follower that hears nothing for longer knows its cache may be stale,
+    /// even on a link that looks healthy (auth's reads of its outbox stalled).
+    #[prost(bool, tag="3")]
+    pub heartbeats: bool,
 }
-/// Response of WatchDeviceChanges: one change.
+/// Response of WatchDeviceChanges: one change, or a heartbeat.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchDeviceChangesResponse {
-    /// Increasing event id; pass the last one seen as `after_event_id` to resume.
+    /// Increasing event id; pass the last one seen as `after_event_id` to resume. For a heartbeat:
+    /// every event up to this id has been sent.
     #[prost(uint64, tag="1")]
     pub event_id: u64,
-    /// The user whose device set changed; refetch their devices.
+    /// The user whose device set changed; refetch their devices. Empty for a heartbeat.
     #[prost(string, tag="2")]
     pub user_id: ::prost::alloc::string::String,
-    /// The device that was added, re-keyed or revoked.
+    /// The device that was added, re-keyed or revoked. Empty for a heartbeat.
     #[prost(string, tag="3")]
     pub device_id: ::prost::alloc::string::String,
+    /// This message is a heartbeat (sent only when asked for), not a change.
+    #[prost(bool, tag="4")]
+    pub heartbeat: bool,
 }
 /// Request of WatchRevocations.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

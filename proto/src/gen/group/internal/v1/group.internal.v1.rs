@@ -51,14 +51,21 @@ pub struct WatchMembershipEventsRequest {
     /// empty cache has nothing to replay). Leave `after_event_id` at 0 then.
     #[prost(bool, tag="2")]
     pub start_at_newest: bool,
+    /// Also send a heartbeat each time every event committed so far has been sent: at least once
+    /// per poll interval of group's outbox (`GROUP_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at
+    /// most 5 s), so that a follower that hears nothing for longer knows its cache may be stale,
+    /// even on a link that looks healthy (group's reads of its outbox stalled).
+    #[prost(bool, tag="3")]
+    pub heartbeats: bool,
 }
-/// Response of WatchMembershipEvents: one event.
+/// Response of WatchMembershipEvents: one event, or a heartbeat.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchMembershipEventsResponse {
-    /// Increasing event id; pass the last one seen as `after_event_id` to resume.
+    /// Increasing event id; pass the last one seen as `after_event_id` to resume. For a heartbeat:
+    /// every event up to this id has been sent.
     #[prost(uint64, tag="1")]
     pub event_id: u64,
-    /// The group concerned.
+    /// The group concerned. Empty for a heartbeat, as every field below.
     #[prost(string, tag="2")]
     pub group_id: ::prost::alloc::string::String,
     /// What happened.
@@ -73,6 +80,9 @@ pub struct WatchMembershipEventsResponse {
     /// The group's membership version after the event.
     #[prost(uint64, tag="6")]
     pub membership_version: u64,
+    /// This message is a heartbeat (sent only when asked for), not an event.
+    #[prost(bool, tag="7")]
+    pub heartbeat: bool,
 }
 /// What happened to a group's membership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

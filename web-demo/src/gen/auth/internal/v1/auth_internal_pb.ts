@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/internal/v1/auth_internal.proto.
  */
 export const file_auth_internal_v1_auth_internal: GenFile = /*@__PURE__*/
-  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyJMChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCJSChpXYXRjaERldmljZUNoYW5nZXNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCSIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9ldmVudF9pZBgBIAEoBCKIAQoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEjIKCnJldm9jYXRpb24YASABKAsyHC5hdXRoLmludGVybmFsLnYxLlJldm9jYXRpb25IABIwCgloZWFydGJlYXQYAiABKAsyGy5hdXRoLmludGVybmFsLnYxLkhlYXJ0YmVhdEgAQgYKBGl0ZW0ihgEKClJldm9jYXRpb24SEAoIZXZlbnRfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIRCglkZXZpY2VfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIdCglIZWFydGJlYXQSEAoIZXZlbnRfaWQYASABKAQy4AIKE0F1dGhJbnRlcm5hbFNlcnZpY2USaQoQR2V0QWN0aXZlRGV2aWNlcxIpLmF1dGguaW50ZXJuYWwudjEuR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLkdldEFjdGl2ZURldmljZXNSZXNwb25zZRJxChJXYXRjaERldmljZUNoYW5nZXMSKy5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1JlcXVlc3QaLC5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1Jlc3BvbnNlMAESawoQV2F0Y2hSZXZvY2F0aW9ucxIpLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABYgZwcm90bzM", [file_auth_v1_auth, file_google_protobuf_timestamp]);
+  fileDesc("CiRhdXRoL2ludGVybmFsL3YxL2F1dGhfaW50ZXJuYWwucHJvdG8SEGF1dGguaW50ZXJuYWwudjEiQAoLVXNlckRldmljZXMSDwoHdXNlcl9pZBgBIAEoCRIgCgdkZXZpY2VzGAIgAygLMg8uYXV0aC52MS5EZXZpY2UiKwoXR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiSAoYR2V0QWN0aXZlRGV2aWNlc1Jlc3BvbnNlEiwKBXVzZXJzGAEgAygLMh0uYXV0aC5pbnRlcm5hbC52MS5Vc2VyRGV2aWNlcyJgChlXYXRjaERldmljZUNoYW5nZXNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCBISCgpoZWFydGJlYXRzGAMgASgIImUKGldhdGNoRGV2aWNlQ2hhbmdlc1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhEKCWhlYXJ0YmVhdBgEIAEoCCIxChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIWCg5hZnRlcl9ldmVudF9pZBgBIAEoBCKIAQoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEjIKCnJldm9jYXRpb24YASABKAsyHC5hdXRoLmludGVybmFsLnYxLlJldm9jYXRpb25IABIwCgloZWFydGJlYXQYAiABKAsyGy5hdXRoLmludGVybmFsLnYxLkhlYXJ0YmVhdEgAQgYKBGl0ZW0ihgEKClJldm9jYXRpb24SEAoIZXZlbnRfaWQYASABKAQSDwoHdXNlcl9pZBgCIAEoCRIRCglkZXZpY2VfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIdCglIZWFydGJlYXQSEAoIZXZlbnRfaWQYASABKAQy4AIKE0F1dGhJbnRlcm5hbFNlcnZpY2USaQoQR2V0QWN0aXZlRGV2aWNlcxIpLmF1dGguaW50ZXJuYWwudjEuR2V0QWN0aXZlRGV2aWNlc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLkdldEFjdGl2ZURldmljZXNSZXNwb25zZRJxChJXYXRjaERldmljZUNoYW5nZXMSKy5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1JlcXVlc3QaLC5hdXRoLmludGVybmFsLnYxLldhdGNoRGV2aWNlQ2hhbmdlc1Jlc3BvbnNlMAESawoQV2F0Y2hSZXZvY2F0aW9ucxIpLmF1dGguaW50ZXJuYWwudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaKi5hdXRoLmludGVybmFsLnYxLldhdGNoUmV2b2NhdGlvbnNSZXNwb25zZTABYgZwcm90bzM", [file_auth_v1_auth, file_google_protobuf_timestamp]);
 
 /**
  * The active devices of one user.
@@ -106,6 +106,16 @@ export type WatchDeviceChangesRequest = Message<"auth.internal.v1.WatchDeviceCha
    * @generated from field: bool start_at_newest = 2;
    */
   startAtNewest: boolean;
+
+  /**
+   * Also send a heartbeat each time every event committed so far has been sent: at least once
+   * per poll interval of auth's outbox (`AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at
+   * most 5 s), so that a follower that hears nothing for longer knows its cache may be stale,
+   * even on a link that looks healthy (auth's reads of its outbox stalled).
+   *
+   * @generated from field: bool heartbeats = 3;
+   */
+  heartbeats: boolean;
 };
 
 /**
@@ -116,31 +126,39 @@ export const WatchDeviceChangesRequestSchema: GenMessage<WatchDeviceChangesReque
   messageDesc(file_auth_internal_v1_auth_internal, 3);
 
 /**
- * Response of WatchDeviceChanges: one change.
+ * Response of WatchDeviceChanges: one change, or a heartbeat.
  *
  * @generated from message auth.internal.v1.WatchDeviceChangesResponse
  */
 export type WatchDeviceChangesResponse = Message<"auth.internal.v1.WatchDeviceChangesResponse"> & {
   /**
-   * Increasing event id; pass the last one seen as `after_event_id` to resume.
+   * Increasing event id; pass the last one seen as `after_event_id` to resume. For a heartbeat:
+   * every event up to this id has been sent.
    *
    * @generated from field: uint64 event_id = 1;
    */
   eventId: bigint;
 
   /**
-   * The user whose device set changed; refetch their devices.
+   * The user whose device set changed; refetch their devices. Empty for a heartbeat.
    *
    * @generated from field: string user_id = 2;
    */
   userId: string;
 
   /**
-   * The device that was added, re-keyed or revoked.
+   * The device that was added, re-keyed or revoked. Empty for a heartbeat.
    *
    * @generated from field: string device_id = 3;
    */
   deviceId: string;
+
+  /**
+   * This message is a heartbeat (sent only when asked for), not a change.
+   *
+   * @generated from field: bool heartbeat = 4;
+   */
+  heartbeat: boolean;
 };
 
 /**

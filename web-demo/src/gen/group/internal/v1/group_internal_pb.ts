@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file group/internal/v1/group_internal.proto.
  */
 export const file_group_internal_v1_group_internal: GenFile = /*@__PURE__*/
-  fileDesc("CiZncm91cC9pbnRlcm5hbC92MS9ncm91cF9pbnRlcm5hbC5wcm90bxIRZ3JvdXAuaW50ZXJuYWwudjEiPAoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIcCgRyb2xlGAIgASgOMg4uZ3JvdXAudjEuUm9sZSIoChRHZXRNZW1iZXJzaGlwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSJkChVHZXRNZW1iZXJzaGlwUmVzcG9uc2USLwoHbWVtYmVycxgBIAMoCzIeLmdyb3VwLmludGVybmFsLnYxLkdyb3VwTWVtYmVyEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgCIAEoBCIoChVMaXN0VXNlckdyb3Vwc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIrChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEhEKCWdyb3VwX2lkcxgBIAMoCSJPChxXYXRjaE1lbWJlcnNoaXBFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCCLEAQodV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAQSEAoIZ3JvdXBfaWQYAiABKAkSNAoEa2luZBgDIAEoDjImLmdyb3VwLmludGVybmFsLnYxLk1lbWJlcnNoaXBFdmVudEtpbmQSDwoHdXNlcl9pZBgEIAEoCRIcCgRyb2xlGAUgASgOMg4uZ3JvdXAudjEuUm9sZRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBiABKAQqiAIKE01lbWJlcnNoaXBFdmVudEtpbmQSJQohTUVNQkVSU0hJUF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASJgoiTUVNQkVSU0hJUF9FVkVOVF9LSU5EX01FTUJFUl9BRERFRBABEigKJE1FTUJFUlNISVBfRVZFTlRfS0lORF9NRU1CRVJfUkVNT1ZFRBACEiYKIk1FTUJFUlNISVBfRVZFTlRfS0lORF9ST0xFX0NIQU5HRUQQAxInCiNNRU1CRVJTSElQX0VWRU5UX0tJTkRfR1JPVVBfUkVOQU1FRBAEEicKI01FTUJFUlNISVBfRVZFTlRfS0lORF9HUk9VUF9ERUxFVEVEEAUy3wIKFEdyb3VwSW50ZXJuYWxTZXJ2aWNlEmIKDUdldE1lbWJlcnNoaXASJy5ncm91cC5pbnRlcm5hbC52MS5HZXRNZW1iZXJzaGlwUmVxdWVzdBooLmdyb3VwLmludGVybmFsLnYxLkdldE1lbWJlcnNoaXBSZXNwb25zZRJlCg5MaXN0VXNlckdyb3VwcxIoLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVxdWVzdBopLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVzcG9uc2USfAoVV2F0Y2hNZW1iZXJzaGlwRXZlbnRzEi8uZ3JvdXAuaW50ZXJuYWwudjEuV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVxdWVzdBowLmdyb3VwLmludGVybmFsLnYxLldhdGNoTWVtYmVyc2hpcEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_group_v1_group]);
+  fileDesc("CiZncm91cC9pbnRlcm5hbC92MS9ncm91cF9pbnRlcm5hbC5wcm90bxIRZ3JvdXAuaW50ZXJuYWwudjEiPAoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIcCgRyb2xlGAIgASgOMg4uZ3JvdXAudjEuUm9sZSIoChRHZXRNZW1iZXJzaGlwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSJkChVHZXRNZW1iZXJzaGlwUmVzcG9uc2USLwoHbWVtYmVycxgBIAMoCzIeLmdyb3VwLmludGVybmFsLnYxLkdyb3VwTWVtYmVyEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgCIAEoBCIoChVMaXN0VXNlckdyb3Vwc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIrChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEhEKCWdyb3VwX2lkcxgBIAMoCSJjChxXYXRjaE1lbWJlcnNoaXBFdmVudHNSZXF1ZXN0EhYKDmFmdGVyX2V2ZW50X2lkGAEgASgEEhcKD3N0YXJ0X2F0X25ld2VzdBgCIAEoCBISCgpoZWFydGJlYXRzGAMgASgIItcBCh1XYXRjaE1lbWJlcnNoaXBFdmVudHNSZXNwb25zZRIQCghldmVudF9pZBgBIAEoBBIQCghncm91cF9pZBgCIAEoCRI0CgRraW5kGAMgASgOMiYuZ3JvdXAuaW50ZXJuYWwudjEuTWVtYmVyc2hpcEV2ZW50S2luZBIPCgd1c2VyX2lkGAQgASgJEhwKBHJvbGUYBSABKA4yDi5ncm91cC52MS5Sb2xlEhoKEm1lbWJlcnNoaXBfdmVyc2lvbhgGIAEoBBIRCgloZWFydGJlYXQYByABKAgqiAIKE01lbWJlcnNoaXBFdmVudEtpbmQSJQohTUVNQkVSU0hJUF9FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASJgoiTUVNQkVSU0hJUF9FVkVOVF9LSU5EX01FTUJFUl9BRERFRBABEigKJE1FTUJFUlNISVBfRVZFTlRfS0lORF9NRU1CRVJfUkVNT1ZFRBACEiYKIk1FTUJFUlNISVBfRVZFTlRfS0lORF9ST0xFX0NIQU5HRUQQAxInCiNNRU1CRVJTSElQX0VWRU5UX0tJTkRfR1JPVVBfUkVOQU1FRBAEEicKI01FTUJFUlNISVBfRVZFTlRfS0lORF9HUk9VUF9ERUxFVEVEEAUy3wIKFEdyb3VwSW50ZXJuYWxTZXJ2aWNlEmIKDUdldE1lbWJlcnNoaXASJy5ncm91cC5pbnRlcm5hbC52MS5HZXRNZW1iZXJzaGlwUmVxdWVzdBooLmdyb3VwLmludGVybmFsLnYxLkdldE1lbWJlcnNoaXBSZXNwb25zZRJlCg5MaXN0VXNlckdyb3VwcxIoLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVxdWVzdBopLmdyb3VwLmludGVybmFsLnYxLkxpc3RVc2VyR3JvdXBzUmVzcG9uc2USfAoVV2F0Y2hNZW1iZXJzaGlwRXZlbnRzEi8uZ3JvdXAuaW50ZXJuYWwudjEuV2F0Y2hNZW1iZXJzaGlwRXZlbnRzUmVxdWVzdBowLmdyb3VwLmludGVybmFsLnYxLldhdGNoTWVtYmVyc2hpcEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_group_v1_group]);
 
 /**
  * One member of a group.
@@ -153,6 +153,16 @@ export type WatchMembershipEventsRequest = Message<"group.internal.v1.WatchMembe
    * @generated from field: bool start_at_newest = 2;
    */
   startAtNewest: boolean;
+
+  /**
+   * Also send a heartbeat each time every event committed so far has been sent: at least once
+   * per poll interval of group's outbox (`GROUP_EVENTS_POLL_INTERVAL_MS`, 1 s by default, at
+   * most 5 s), so that a follower that hears nothing for longer knows its cache may be stale,
+   * even on a link that looks healthy (group's reads of its outbox stalled).
+   *
+   * @generated from field: bool heartbeats = 3;
+   */
+  heartbeats: boolean;
 };
 
 /**
@@ -163,20 +173,21 @@ export const WatchMembershipEventsRequestSchema: GenMessage<WatchMembershipEvent
   messageDesc(file_group_internal_v1_group_internal, 5);
 
 /**
- * Response of WatchMembershipEvents: one event.
+ * Response of WatchMembershipEvents: one event, or a heartbeat.
  *
  * @generated from message group.internal.v1.WatchMembershipEventsResponse
  */
 export type WatchMembershipEventsResponse = Message<"group.internal.v1.WatchMembershipEventsResponse"> & {
   /**
-   * Increasing event id; pass the last one seen as `after_event_id` to resume.
+   * Increasing event id; pass the last one seen as `after_event_id` to resume. For a heartbeat:
+   * every event up to this id has been sent.
    *
    * @generated from field: uint64 event_id = 1;
    */
   eventId: bigint;
 
   /**
-   * The group concerned.
+   * The group concerned. Empty for a heartbeat, as every field below.
    *
    * @generated from field: string group_id = 2;
    */
@@ -209,6 +220,13 @@ export type WatchMembershipEventsResponse = Message<"group.internal.v1.WatchMemb
    * @generated from field: uint64 membership_version = 6;
    */
   membershipVersion: bigint;
+
+  /**
+   * This message is a heartbeat (sent only when asked for), not an event.
+   *
+   * @generated from field: bool heartbeat = 7;
+   */
+  heartbeat: boolean;
 };
 
 /**
