@@ -1,33 +1,45 @@
-//! The one error type of the crate, and the exit code of each kind.
+//! The one error type of the crate, the exit code of each kind, and the one place where a gRPC
+//! status becomes a sentence a person understands ([`explain`]). The status itself is kept
+//! ([`RawStatus`]) for `--verbose` and `--json`, never shown otherwise.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 /// What can go wrong. Messages never contain secrets (tokens, passwords, keys, plaintext).
+/// Errors that come from a server's status carry it as a [`RawStatus`] ([`Error::raw_status`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command or its arguments are wrong (exit code 2).
+    /// The command or its arguments are wrong, or the server found the request invalid (exit
+    /// code 2).
     #[error("{0}")]
-    Usage(String),
-    /// Not logged in, wrong password or passphrase, or the session ended (exit code 3).
+    Usage(String, Option<Box<RawStatus>>),
+    /// Not logged in, wrong password or passphrase, the session ended, this device was revoked,
+    /// or too many failed logins (exit code 3).
     #[error("{0}")]
-    Auth(String),
+    Auth(String, Option<Box<RawStatus>>),
     /// A user, group, device or conversation does not exist (exit code 4).
     #[error("{0}")]
-    NotFound(String),
-    /// The server cannot be reached or is unavailable (exit code 5).
-    #[error("the server is unavailable: {0}")]
-    Unavailable(String),
+    NotFound(String, Option<Box<RawStatus>>),
+    /// The server cannot be reached or is unavailable, or a rate limit says to wait (exit code
+    /// 5).
+    #[error("{0}")]
+    Unavailable(String, Option<Box<RawStatus>>),
     /// TLS failed: the server's certificate is not trusted or the handshake failed (exit code
     /// 5). Never followed by a plaintext attempt.
     #[error("TLS: {0}")]
-    Tls(String),
-    /// The server refused the call for another reason (exit code 1).
-    #[error("the server refused: {code:?}: {message}")]
+    Tls(String, Option<Box<RawStatus>>),
+    /// The server refused the call: exit code 8 when it will not do it as asked (a name taken,
+    /// not allowed, a limit such as the number of devices), else 1.
+    #[error("{message}")]
     Refused {
         /// The gRPC status code.
         code: Code,
-        /// The server's message.
+        /// What happened, as a sentence.
         message: String,
+        /// The status as the server sent it.
+        raw: Option<Box<RawStatus>>,
     },
     /// The profile directory could not be read or written (exit code 1).
     #[error("profile: {0}")]
@@ -41,73 +53,366 @@ pub enum Error {
     Untrusted(String),
 }
 
+/// A gRPC status as the server (or tonic, for a failed connection) gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawStatus {
+    /// The status code.
+    pub code: Code,
+    /// The status message.
+    pub message: String,
+    /// The `google.rpc.ErrorInfo` reason, when there is one (e.g. `LOGIN_THROTTLED`).
+    pub reason: Option<String>,
+    /// The `google.rpc.RetryInfo` delay, when there is one.
+    pub retry_after: Option<Duration>,
+}
+
 /// A specialised `Result` for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a call was about, for the sentences that depend on it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Context<'a> {
+    /// The server's URL, named when it cannot be reached.
+    pub server: Option<&'a str>,
+    /// The call is about this device itself (GetCurrentUser): NOT_FOUND means it was revoked.
+    pub own_device: bool,
+}
+
+/// The sentence of a revoked device.
+const REVOKED: &str = "this device was revoked; log in again (chat login <username>), which sets up this \
+     profile as a new device";
+
 impl Error {
+    /// Shorthands for local errors (no server status).
+    #[must_use]
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::Usage(message.into(), None)
+    }
+
+    /// An authentication error without a server status.
+    #[must_use]
+    pub fn auth(message: impl Into<String>) -> Error {
+        Error::Auth(message.into(), None)
+    }
+
+    /// A not-found error without a server status.
+    #[must_use]
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound(message.into(), None)
+    }
+
+    /// An unavailable error without a server status.
+    #[must_use]
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::Unavailable(message.into(), None)
+    }
+
     /// The process exit code of this error (see the crate docs). Code 6 is not an error of
     /// the library: `chat` exits with it after showing a message that failed verification.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
-            Error::Auth(_) => 3,
-            Error::NotFound(_) => 4,
-            Error::Unavailable(_) | Error::Tls(_) => 5,
-            Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
+            Error::Usage(..) => 2,
+            Error::Auth(..) => 3,
+            Error::NotFound(..) => 4,
+            Error::Unavailable(..) | Error::Tls(..) => 5,
             Error::Untrusted(_) => 7,
+            Error::Refused {
+                code: Code::AlreadyExists | Code::PermissionDenied | Code::FailedPrecondition,
+                ..
+            } => 8,
+            Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
         }
     }
-}
 
-impl Error {
     /// Whether the same call may succeed later unchanged (the server or the network was
     /// unavailable): a send is then retried with the same envelope
-    /// ([`crate::Session::send_prepared`]), which the server stores at most once.
+    /// ([`crate::Session::send_prepared`]), which the server stores at most once. A rate limit
+    /// is not: the caller waits as told.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(..))
+            && self
+                .raw_status()
+                .is_none_or(|raw| raw.code != Code::ResourceExhausted)
     }
 
     /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
     /// stream that could not be reached or broke; `None` for local errors.
     #[must_use]
     pub fn status_code(&self) -> Option<Code> {
-        match self {
-            Error::Unavailable(_) | Error::Tls(_) => Some(Code::Unavailable),
-            Error::Auth(_) => Some(Code::Unauthenticated),
-            Error::NotFound(_) => Some(Code::NotFound),
-            Error::Refused { code, .. } => Some(*code),
-            Error::Usage(_) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        if let Some(raw) = self.raw_status() {
+            return Some(raw.code);
         }
+        match self {
+            Error::Unavailable(..) | Error::Tls(..) => Some(Code::Unavailable),
+            Error::Auth(..) => Some(Code::Unauthenticated),
+            Error::NotFound(..) => Some(Code::NotFound),
+            Error::Refused { code, .. } => Some(*code),
+            Error::Usage(..) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
+
+    /// The server's status behind this error, when there was one: for `--verbose` and
+    /// `--json`, not for the sentence.
+    #[must_use]
+    pub fn raw_status(&self) -> Option<&RawStatus> {
+        match self {
+            Error::Usage(_, raw)
+            | Error::Auth(_, raw)
+            | Error::NotFound(_, raw)
+            | Error::Unavailable(_, raw)
+            | Error::Tls(_, raw)
+            | Error::Refused { raw, .. } => raw.as_deref(),
+            Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
+
+    /// The same error, explained again for `context` (from its status, when it has one).
+    pub(crate) fn in_context(self, context: Context<'_>) -> Error {
+        match self.raw_status() {
+            Some(raw) => explain(raw.clone(), context),
+            None => self,
+        }
+    }
+}
+
+impl RawStatus {
+    /// The status of `status`, with the reason and delay of its details.
+    #[must_use]
+    pub fn of(status: &Status) -> RawStatus {
+        RawStatus {
+            code: status.code(),
+            message: status.message().to_owned(),
+            reason: status.get_details_error_info().map(|info| info.reason),
+            retry_after: status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+        }
+    }
+
+    /// As JSON: `{"code": "RESOURCE_EXHAUSTED", "message": .., "reason": .., "retry_after_ms": ..}`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": code_name(self.code),
+            "message": self.message,
+            "reason": self.reason,
+            "retry_after_ms": self.retry_after.map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        })
+    }
+}
+
+impl std::fmt::Display for RawStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", code_name(self.code), self.message)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " (reason {reason})")?;
+        }
+        if let Some(delay) = self.retry_after {
+            write!(f, " (retry after {delay:?})")?;
+        }
+        Ok(())
     }
 }
 
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        let message = status.message().to_owned();
-        match status.code() {
-            Code::Unauthenticated => Error::Auth(if message.is_empty() {
-                "not authenticated".to_owned()
-            } else {
-                message
-            }),
-            Code::NotFound => Error::NotFound(message),
-            Code::InvalidArgument => Error::Usage(message),
-            Code::Unavailable if is_tls_failure(&message) => Error::Tls(explain_tls(message)),
-            Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
-            Code::Internal | Code::Unknown if is_transport_failure(&message) => {
-                Error::Unavailable(message)
-            }
-            code => Error::Refused { code, message },
-        }
+        explain(RawStatus::of(&status), Context::default())
     }
 }
 
 impl From<tonic::transport::Error> for Error {
     fn from(error: tonic::transport::Error) -> Self {
-        Error::Unavailable(crate::server::error_chain(&error))
+        let raw = RawStatus {
+            code: Code::Unavailable,
+            message: crate::server::error_chain(&error),
+            reason: None,
+            retry_after: None,
+        };
+        explain(raw, Context::default())
     }
+}
+
+/// The one mapping from a status to the sentence the user reads and the kind of error (hence
+/// the exit code, see the crate docs). Every code has a sentence; the server's own message is
+/// kept where it is the information (which field is invalid, what was not found), and the
+/// code's name never is ([`Error::raw_status`] has it).
+pub(crate) fn explain(raw: RawStatus, context: Context<'_>) -> Error {
+    let sentence = sentence(&raw, context);
+    let kind = kind(&raw, context);
+    let code = raw.code;
+    let raw = Some(Box::new(raw));
+    match kind {
+        Kind::Usage => Error::Usage(sentence, raw),
+        Kind::Auth => Error::Auth(sentence, raw),
+        Kind::NotFound => Error::NotFound(sentence, raw),
+        Kind::Unavailable => Error::Unavailable(sentence, raw),
+        Kind::Tls => Error::Tls(sentence, raw),
+        Kind::Refused => Error::Refused {
+            code,
+            message: sentence,
+            raw,
+        },
+    }
+}
+
+enum Kind {
+    Usage,
+    Auth,
+    NotFound,
+    Unavailable,
+    Tls,
+    Refused,
+}
+
+fn kind(raw: &RawStatus, context: Context<'_>) -> Kind {
+    let reason = raw.reason.as_deref().unwrap_or_default();
+    match raw.code {
+        Code::InvalidArgument | Code::OutOfRange => Kind::Usage,
+        Code::Unauthenticated => Kind::Auth,
+        Code::NotFound if context.own_device => Kind::Auth,
+        Code::NotFound => Kind::NotFound,
+        Code::PermissionDenied if is_revoked_sender(raw) => Kind::Auth,
+        Code::ResourceExhausted if reason == "LOGIN_THROTTLED" => Kind::Auth,
+        Code::ResourceExhausted if raw.retry_after.is_some() || reason == "SLOW_CONSUMER" => {
+            Kind::Unavailable
+        }
+        Code::Unavailable if is_tls_failure(&raw.message) => Kind::Tls,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Kind::Unavailable,
+        Code::Internal | Code::Unknown if is_transport_failure(&raw.message) => Kind::Unavailable,
+        _ => Kind::Refused,
+    }
+}
+
+fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
+    let message = raw.message.as_str();
+    let reason = raw.reason.as_deref().unwrap_or_default();
+    let at = context
+        .server
+        .map_or_else(String::new, |server| format!(" at {server}"));
+    let wait = raw.retry_after.map_or_else(
+        || "a while".to_owned(),
+        |delay| wait_text(delay),
+    );
+    let operator = "try again later, or tell the server's operator";
+    match raw.code {
+        Code::InvalidArgument | Code::OutOfRange => {
+            format!("the server refused the request as invalid: {message}")
+        }
+        Code::Unauthenticated => match reason {
+            "INVALID_CREDENTIALS" => "wrong username or password".to_owned(),
+            "REFRESH_TOKEN_INVALID" => "the session ended (logged out, logged out everywhere, or \
+                                        this device was revoked): log in again (chat login \
+                                        <username>)"
+                .to_owned(),
+            _ => "the server did not accept this session: log in again (chat login <username>)"
+                .to_owned(),
+        },
+        Code::NotFound if context.own_device => REVOKED.to_owned(),
+        Code::NotFound if message.is_empty() => "not found".to_owned(),
+        Code::NotFound => message.to_owned(),
+        Code::PermissionDenied if is_revoked_sender(raw) => REVOKED.to_owned(),
+        Code::PermissionDenied if reason == "SIGNATURE_INVALID" => format!(
+            "the server refused this device's signature ({message}); if it happens again, log \
+             in again"
+        ),
+        Code::PermissionDenied => format!("not allowed: {message}"),
+        Code::AlreadyExists if message.contains("username") => {
+            "that username is already taken: choose another one".to_owned()
+        }
+        Code::AlreadyExists => format!("it already exists: {message}"),
+        Code::ResourceExhausted => match reason {
+            "LOGIN_THROTTLED" => {
+                format!("too many failed logins: wait {wait} before trying again")
+            }
+            "SLOW_CONSUMER" => "the server dropped the stream because this client read too \
+                                slowly; reconnecting"
+                .to_owned(),
+            "TOO_MANY_STREAMS" => "this device has too many conversations open at once (chat \
+                                   chat): close one and try again"
+                .to_owned(),
+            _ if raw.retry_after.is_some() => {
+                format!("too many requests: the server asks to wait {wait} before trying again")
+            }
+            _ => format!("the request is too large for the server: {message}"),
+        },
+        Code::FailedPrecondition => match reason {
+            "TOO_MANY_DEVICES" => "this account has the most active devices it may have: \
+                                   revoke one (chat devices list, then chat devices revoke \
+                                   <id> on another device) and log in again"
+                .to_owned(),
+            "DEVICE_LIST_MISMATCH" => "the recipients' devices changed while sending: send \
+                                       again"
+                .to_owned(),
+            _ => format!("not possible now: {message}"),
+        },
+        Code::Unavailable if is_tls_failure(message) => explain_tls(message),
+        Code::Unavailable => match connect_failure(message) {
+            Some(cause) => format!(
+                "cannot reach the server{at} ({cause}): is it running, and is the address \
+                 right?"
+            ),
+            None if message.is_empty() => {
+                format!("the server{at} is unavailable; try again shortly")
+            }
+            None => format!("the server{at} is unavailable ({message}); try again shortly"),
+        },
+        Code::DeadlineExceeded => format!("the server{at} took too long to answer; try again"),
+        Code::Cancelled => "the call was cancelled before the server answered; try again".to_owned(),
+        Code::Internal | Code::Unknown if is_transport_failure(message) => {
+            format!("the connection to the server{at} broke during the call; try again")
+        }
+        Code::Internal | Code::Unknown => format!("the server failed: {operator}"),
+        Code::Aborted => "the server gave up because of a conflicting change: try again".to_owned(),
+        Code::Unimplemented => format!(
+            "the server{at} does not offer this call: is it the chat gateway, and of a matching \
+             version?"
+        ),
+        Code::DataLoss => format!("the server reports lost data: {operator}"),
+        Code::Ok => format!("the server answered without a result: {operator}"),
+    }
+}
+
+/// SendMessage's answer to a device without published keys: the caller's own device, which
+/// only revocation removes.
+fn is_revoked_sender(raw: &RawStatus) -> bool {
+    raw.code == Code::PermissionDenied && raw.message.contains("the sending device has no published keys")
+}
+
+/// A delay as people say it: "3 seconds", "2 minutes", "1 hour".
+fn wait_text(delay: Duration) -> String {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    let (n, unit) = if seconds < 120 {
+        (seconds.max(1), "second")
+    } else if seconds < 2 * 3600 {
+        (seconds.div_ceil(60), "minute")
+    } else {
+        (seconds.div_ceil(3600), "hour")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The cause of a failed connection, in words, from tonic's text of it; `None` when the
+/// connection was made (the server itself answered UNAVAILABLE).
+fn connect_failure(message: &str) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    let causes = [
+        ("connection refused", "connection refused"),
+        ("dns error", "its name does not resolve"),
+        ("failed to lookup address", "its name does not resolve"),
+        ("name or service not known", "its name does not resolve"),
+        ("no route to host", "no route to the host"),
+        ("network is unreachable", "the network is unreachable"),
+        ("timed out", "the connection timed out"),
+        ("connection reset", "the connection was reset"),
+        ("tcp connect error", "the connection failed"),
+        ("error trying to connect", "the connection failed"),
+    ];
+    causes
+        .iter()
+        .find(|(marker, _)| lower.contains(marker))
+        .map(|(_, cause)| *cause)
 }
 
 /// Whether a status was made up by tonic for a broken connection or stream, or for a proxy's
@@ -146,7 +451,7 @@ pub(crate) fn is_tls_failure(message: &str) -> bool {
     .any(|marker| message.contains(marker))
 }
 
-fn explain_tls(message: String) -> String {
+fn explain_tls(message: &str) -> String {
     if message.contains("invalid peer certificate") {
         format!(
             "the server's certificate is not trusted ({message}); for a server with a private \
@@ -154,6 +459,29 @@ fn explain_tls(message: String) -> String {
         )
     } else {
         format!("the TLS handshake failed ({message}); is the server speaking TLS?")
+    }
+}
+
+/// The canonical name of a code, as the gRPC spec writes it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -173,6 +501,14 @@ impl From<e2ee::Error> for Error {
 mod tests {
     use super::*;
 
+    fn with_details(code: Code, reason: &str, retry_after: Option<Duration>) -> Status {
+        let mut details = tonic_types::ErrorDetails::with_error_info(reason, "auth.v1", []);
+        if let Some(delay) = retry_after {
+            details.set_retry_info(Some(delay));
+        }
+        Status::with_error_details(code, "raw message", details)
+    }
+
     #[test]
     fn each_status_kind_has_its_own_exit_code() {
         let code = |status: Status| Error::from(status).exit_code();
@@ -182,6 +518,16 @@ mod tests {
         assert_eq!(code(Status::unavailable("x")), 5);
         assert_eq!(code(Status::invalid_argument("x")), 2);
         assert_eq!(code(Status::internal("x")), 1);
+        assert_eq!(code(Status::already_exists("username is already taken")), 8);
+        assert_eq!(code(Status::permission_denied("not an admin")), 8);
+        assert_eq!(
+            code(with_details(Code::ResourceExhausted, "LOGIN_THROTTLED", Some(Duration::from_secs(4)))),
+            3
+        );
+        assert_eq!(
+            code(with_details(Code::ResourceExhausted, "RATE_LIMITED", Some(Duration::from_millis(300)))),
+            5
+        );
         assert_eq!(
             code(Status::internal(
                 "h2 protocol error: stream error received: unexpected internal error encountered"
@@ -200,6 +546,49 @@ mod tests {
                 "invalid peer certificate: UnknownIssuer"
             )),
             5
+        );
+    }
+
+    #[test]
+    fn every_code_reads_as_a_sentence_without_its_name() {
+        for number in 1..=16 {
+            let code = Code::from(number);
+            let error = Error::from(Status::new(code, "raw message"));
+
+            let text = error.to_string();
+
+            assert!(!text.contains(code_name(code)), "{code:?}: {text}");
+            assert!(!text.contains(&format!("{code:?}")), "{code:?}: {text}");
+            assert!(text.len() > 10, "{code:?}: {text}");
+            assert_eq!(error.raw_status().unwrap().code, code);
+        }
+    }
+
+    #[test]
+    fn a_wait_reads_in_the_unit_people_use() {
+        assert_eq!(wait_text(Duration::from_millis(300)), "1 second");
+        assert_eq!(wait_text(Duration::from_secs(8)), "8 seconds");
+        assert_eq!(wait_text(Duration::from_secs(900)), "15 minutes");
+        assert_eq!(wait_text(Duration::from_secs(3600)), "60 minutes");
+        assert_eq!(wait_text(Duration::from_secs(3 * 3600)), "3 hours");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named() {
+        let raw = RawStatus::of(&Status::unavailable(
+            "tcp connect error: Connection refused (os error 111)",
+        ));
+        let context = Context {
+            server: Some("http://127.0.0.1:9"),
+            own_device: false,
+        };
+
+        let error = explain(raw, context);
+
+        assert_eq!(
+            error.to_string(),
+            "cannot reach the server at http://127.0.0.1:9 (connection refused): is it running, \
+             and is the address right?"
         );
     }
 }

@@ -77,7 +77,7 @@ mod warnings;
 
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
 pub use contacts::{SafetyNumber, Trusted};
-pub use error::{Error, Result};
+pub use error::{Error, RawStatus, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
 pub use messages::{

@@ -37,9 +37,13 @@ pub struct Cli {
     /// system's roots (a private CA). Needed by every command that talks to that server.
     #[arg(long, global = true, env = "CHAT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Machine-readable output: JSON on stdout.
+    /// Machine-readable output: JSON on stdout (errors and warnings as JSON on stderr, an
+    /// error with the server's status).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show the server's status (code, message, reason) after an error's explanation.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     /// RSA size of new device keys (tests use 2048).
     #[arg(long, global = true, hide = true, env = "CHAT_RSA_BITS", default_value_t = e2ee::DEFAULT_RSA_BITS)]
     pub rsa_bits: usize,
@@ -107,11 +111,15 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Show the safety number with a user (compare it out of band) and mark the user verified:
-    /// their current keys are trusted, pending changes included.
+    /// Show the safety number with a user, and once you confirm that it matches theirs
+    /// (compared in person or on a call), mark the user verified: their current keys are
+    /// trusted, pending changes included. Asks on the terminal; elsewhere needs --yes.
     Verify {
-        /// The username.
+        /// The username (not your own).
         username: String,
+        /// The numbers were compared and match: mark verified without asking (for scripts).
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Accept a user's current keys after a change (a new device, or keys that differ from the
     /// pinned ones), without verifying them: sending to them resumes; they are no longer

@@ -23,10 +23,11 @@ mod output;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (json, verbose) = (cli.json, cli.verbose);
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
+            output::error(&error, json, verbose);
             ExitCode::from(error.exit_code())
         }
     }
@@ -215,15 +216,7 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         }
         Command::Chat { target } => return interactive(session, &target, out).await,
         Command::Group { command } => group(session, command, out).await?,
-        Command::Verify { username } => {
-            let number = session.safety_number(&username, true).await?;
-            let text = format!(
-                "Safety number with {}:\n{}\nCompare it with theirs (in person or by a trusted call). \
-                 {} is now marked verified until their keys change.",
-                number.username, number.safety_number, number.username
-            );
-            out.print(&number, &text);
-        }
+        Command::Verify { username, yes } => return verify(session, &username, yes, out).await,
         Command::Trust { username } => {
             let trusted = session.trust(&username).await?;
             let text = format!(
@@ -242,6 +235,77 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         }
     }
     Ok(0)
+}
+
+/// `chat verify`: shows the safety number, then marks the user verified only once the user
+/// confirms that it matches (`--yes`: already compared, for scripts).
+async fn verify(session: &Session, username: &str, yes: bool, out: &Output) -> Result<u8> {
+    if username == session.account().username {
+        // Also refused by the library; said here before anything is looked up.
+        return Err(Error::usage(
+            "you cannot verify yourself: compare safety numbers with another user (chat verify \
+             <username>); a change of your own devices is accepted with chat trust <your username>",
+        ));
+    }
+    let number = session.safety_number(username, false).await?;
+    let shown = format!(
+        "Safety number with {}:\n{}\nCompare it with the one {0} sees (in person or on a call you \
+         trust).",
+        number.username, number.safety_number
+    );
+    if !out.json {
+        println!("{shown}");
+    }
+    let confirmed = if yes {
+        true
+    } else if std::io::stdin().is_terminal() {
+        confirm(&format!(
+            "Do the numbers match? Mark {} verified [y/N]: ",
+            number.username
+        ))?
+    } else {
+        if out.json {
+            out.print(&number, "");
+        }
+        return Err(Error::usage(format!(
+            "not marked verified: chat verify asks you to confirm that the numbers match, and \
+             stdin is not a terminal. Compare them, then run chat verify {username} --yes"
+        )));
+    };
+    if !confirmed {
+        out.print(
+            &number,
+            &format!(
+                "{} is NOT marked verified. If the numbers differ, someone may be reading along: \
+                 send them nothing sensitive until you know why.",
+                number.username
+            ),
+        );
+        return Ok(1);
+    }
+    let verified = session.verify(username, &number.safety_number).await?;
+    out.print(
+        &verified,
+        &format!(
+            "{} is now marked verified, until their keys change.",
+            verified.username
+        ),
+    );
+    Ok(0)
+}
+
+/// Asks a yes/no question on the terminal; anything but y or yes is no.
+fn confirm(question: &str) -> Result<bool> {
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|error| Error::usage(format!("reading the answer: {error}")))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result<()> {
@@ -294,6 +358,18 @@ async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result
 /// line is answered.
 async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Result<u8> {
     let target = session.resolve(target).await?;
+    // The prompt is for a person at a terminal; a script reading stdout gets only the events.
+    let prompt = std::io::stdin().is_terminal() && !out.json;
+    if !out.json {
+        eprintln!(
+            "chat with {}: type a message and press Enter to send it; Ctrl-D (end of input) \
+             leaves once every line is sent. Times are UTC.",
+            match &target.kind {
+                client::TargetKind::Direct { username, .. } => username.clone(),
+                client::TargetKind::Group { name, .. } => format!("#{name}"),
+            }
+        );
+    }
     let mut live = session.clone().live(target);
     let (lines_sender, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     tokio::spawn(async move {
@@ -314,8 +390,15 @@ async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Resu
             },
             event = live.events.recv() => match event {
                 Some(event) => {
+                    if prompt {
+                        // Clears the prompt's line, so that the event does not follow "> ".
+                        eprint!("\r\x1b[2K");
+                    }
                     ended |= matches!(event, LiveEvent::Ended { .. });
                     failed |= out.live_event(&event);
+                    if prompt {
+                        eprint!("> ");
+                    }
                 }
                 None => break,
             },
@@ -350,7 +433,7 @@ fn passphrase() -> Result<SecretString> {
 /// is created here).
 fn not_the_password(password: &SecretString, passphrase: &SecretString) -> Result<()> {
     if password.expose_secret() == passphrase.expose_secret() {
-        return Err(Error::Usage(
+        return Err(Error::usage(
             "the passphrase of the device keys must not be the account password (the server \
              receives the password at every login): choose another one"
                 .into(),
@@ -380,10 +463,10 @@ fn read_secret_line(prompt: &str) -> Result<SecretString> {
         stty("echo");
         eprintln!();
     }
-    read.map_err(|error| Error::Usage(format!("reading a secret from stdin: {error}")))?;
+    read.map_err(|error| Error::usage(format!("reading a secret from stdin: {error}")))?;
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {
-        return Err(Error::Usage(
+        return Err(Error::usage(
             "no secret given (set CHAT_PASSWORD / CHAT_PASSPHRASE)".into(),
         ));
     }
