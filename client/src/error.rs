@@ -291,10 +291,9 @@ fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
     let at = context
         .server
         .map_or_else(String::new, |server| format!(" at {server}"));
-    let wait = raw.retry_after.map_or_else(
-        || "a while".to_owned(),
-        |delay| wait_text(delay),
-    );
+    let wait = raw
+        .retry_after
+        .map_or_else(|| "a while".to_owned(), wait_text);
     let operator = "try again later, or tell the server's operator";
     match raw.code {
         Code::InvalidArgument | Code::OutOfRange => {

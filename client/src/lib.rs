@@ -48,10 +48,18 @@
 //! (messages dropped or withheld), a fork (two histories), a late arrival, an implausible time.
 //!
 //! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
-//! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
-//! password or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS
-//! failures included), 6 verification failure (a message that failed verification, or a
-//! replay, was shown), 7 not sent: a participant's keys changed and are not accepted yet.
+//! arguments, a request the server finds invalid, a group name several groups share), 3
+//! authentication (not logged in, wrong password or passphrase, session ended, this device
+//! revoked, too many failed logins), 4 not found, 5 network or server unavailable (TLS
+//! failures included) or a rate limit, 6 verification failure (a message that failed
+//! verification, or a replay, was shown), 7 not sent: a participant's keys changed and are not
+//! accepted yet, 8 refused by the server as asked (a username taken, not allowed for the
+//! user's role, too many devices).
+//!
+//! **Errors** read as sentences: every gRPC status becomes one in a single function
+//! (`error.rs`, `explain`), which also picks the kind, hence the exit code, from the code,
+//! the `google.rpc.ErrorInfo` reason and the `RetryInfo` delay (said as "wait 8 seconds");
+//! the status itself stays in the error ([`Error::raw_status`]) for `--verbose` and `--json`.
 //!
 //! **Transport** ([`Server`]): TLS (rustls) for `https://` servers, with the system's roots or
 //! a CA file, and never a plaintext fallback; plaintext for `http://`, which the program warns

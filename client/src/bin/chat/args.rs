@@ -5,10 +5,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 success, 1 other error, 2 usage, 3 authentication (not logged in, wrong password \
-or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS failures \
-included), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
-changed and are not accepted yet (chat verify / chat trust).
+Exit codes: 0 success, 1 other error, 2 usage (or a request the server finds invalid, or a \
+group name several groups share), 3 authentication (not logged in, wrong password or \
+passphrase, session ended, this device revoked, too many failed logins: the wait is said), 4 not \
+found, 5 network or server unavailable, TLS failures included, or a rate limit (the wait is \
+said), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
+changed and are not accepted yet (chat verify / chat trust), 8 refused by the server as asked \
+(a username taken, not allowed for your role, too many devices). Errors are sentences; \
+--verbose adds the server's status, --json prints {"error": {"message", "exit_code", "status"}} \
+on stderr.
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
 device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the next line \
