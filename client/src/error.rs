@@ -181,9 +181,24 @@ impl RawStatus {
     /// The status of `status`, with the reason and delay of its details.
     #[must_use]
     pub fn of(status: &Status) -> RawStatus {
+        // tonic's own statuses for a failed connection say only "tcp connect error": the cause
+        // ("Connection refused") is in their source.
+        let message = match std::error::Error::source(status) {
+            Some(source) => {
+                let chain = crate::server::error_chain(source);
+                if chain.is_empty() || status.message().contains(&chain) {
+                    status.message().to_owned()
+                } else if chain.contains(status.message()) {
+                    chain
+                } else {
+                    format!("{}: {chain}", status.message())
+                }
+            }
+            None => status.message().to_owned(),
+        };
         RawStatus {
             code: status.code(),
-            message: status.message().to_owned(),
+            message,
             reason: status.get_details_error_info().map(|info| info.reason),
             retry_after: status
                 .get_details_retry_info()

@@ -42,7 +42,7 @@ impl Server {
     /// certificates and no CA file is given.
     pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Server> {
         let not_a_url = || {
-            let suggestion = if url.contains("://") || url.trim().is_empty() {
+            let suggestion = if url.contains('/') || url.trim().is_empty() {
                 String::new()
             } else {
                 // A bare host:port, the usual slip: say what it should have been.

@@ -12,7 +12,7 @@ found, 5 network or server unavailable, TLS failures included, or a rate limit (
 said), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
 changed and are not accepted yet (chat verify / chat trust), 8 refused by the server as asked \
 (a username taken, not allowed for your role, too many devices). Errors are sentences; \
---verbose adds the server's status, --json prints {"error": {"message", "exit_code", "status"}} \
+--verbose adds the server's status, --json prints {\"error\": {\"message\", \"exit_code\", \"status\"}} \
 on stderr.
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \

@@ -435,8 +435,7 @@ fn not_the_password(password: &SecretString, passphrase: &SecretString) -> Resul
     if password.expose_secret() == passphrase.expose_secret() {
         return Err(Error::usage(
             "the passphrase of the device keys must not be the account password (the server \
-             receives the password at every login): choose another one"
-                .into(),
+             receives the password at every login): choose another one",
         ));
     }
     Ok(())
@@ -467,7 +466,7 @@ fn read_secret_line(prompt: &str) -> Result<SecretString> {
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {
         return Err(Error::usage(
-            "no secret given (set CHAT_PASSWORD / CHAT_PASSPHRASE)".into(),
+            "no secret given (set CHAT_PASSWORD / CHAT_PASSPHRASE)",
         ));
     }
     Ok(secret.into())
