@@ -320,8 +320,15 @@ fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
                                         this device was revoked): log in again (chat login \
                                         <username>)"
                 .to_owned(),
-            _ => "the server did not accept this session: log in again (chat login <username>)"
+            // Usually renewed on the spot (a refresh, then the call again): seen when that
+            // failed too, or as the reason a live stream reconnects.
+            _ if message.is_empty() => "the server refused this session's access token; if it \
+                                        happens again, log in again (chat login <username>)"
                 .to_owned(),
+            _ => format!(
+                "the server refused this session's access token ({message}); if it happens \
+                 again, log in again (chat login <username>)"
+            ),
         },
         Code::NotFound if context.own_device => REVOKED.to_owned(),
         Code::NotFound if message.is_empty() => "not found".to_owned(),
