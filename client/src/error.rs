@@ -138,14 +138,17 @@ impl Error {
     }
 
     /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
-    /// stream that could not be reached or broke; `None` for local errors.
+    /// stream that could not be reached or broke (DEADLINE_EXCEEDED and tonic's INTERNAL for a
+    /// reset stream included); `None` for local errors.
     #[must_use]
     pub fn status_code(&self) -> Option<Code> {
-        if let Some(raw) = self.raw_status() {
-            return Some(raw.code);
-        }
+        let raw = self.raw_status().map(|raw| raw.code);
         match self {
-            Error::Unavailable(..) | Error::Tls(..) => Some(Code::Unavailable),
+            Error::Unavailable(..) | Error::Tls(..) => match raw {
+                Some(Code::ResourceExhausted) => Some(Code::ResourceExhausted),
+                _ => Some(Code::Unavailable),
+            },
+            _ if raw.is_some() => raw,
             Error::Auth(..) => Some(Code::Unauthenticated),
             Error::NotFound(..) => Some(Code::NotFound),
             Error::Refused { code, .. } => Some(*code),
@@ -294,7 +297,7 @@ fn kind(raw: &RawStatus, context: Context<'_>) -> Kind {
             Kind::Unavailable
         }
         Code::Unavailable if is_tls_failure(&raw.message) => Kind::Tls,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Kind::Unavailable,
+        Code::Unavailable | Code::DeadlineExceeded => Kind::Unavailable,
         Code::Internal | Code::Unknown if is_transport_failure(&raw.message) => Kind::Unavailable,
         _ => Kind::Refused,
     }
