@@ -284,9 +284,15 @@ impl Session {
 
     /// `mark`: `None` shows the number; `Some(None)` marks whatever it is; `Some(Some(n))` marks
     /// it only if it is `n`.
-    async fn safety_number_if(&self, username: &str, mark: Option<Option<&str>>) -> Result<SafetyNumber> {
+    async fn safety_number_if(
+        &self,
+        username: &str,
+        mark: Option<Option<&str>>,
+    ) -> Result<SafetyNumber> {
         let them = self.user_by_name(username).await?;
-        if mark.is_some() && them.user.as_ref().map(|user| &user.user_id) == Some(&self.account.user_id) {
+        if mark.is_some()
+            && them.user.as_ref().map(|user| &user.user_id) == Some(&self.account.user_id)
+        {
             return Err(Error::usage(
                 "you cannot verify yourself: compare safety numbers with another user (chat verify \
                  <username>); a change of your own devices is accepted with chat trust <your username>",

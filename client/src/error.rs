@@ -383,7 +383,9 @@ fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
             None => format!("the server{at} is unavailable ({message}); try again shortly"),
         },
         Code::DeadlineExceeded => format!("the server{at} took too long to answer; try again"),
-        Code::Cancelled => "the call was cancelled before the server answered; try again".to_owned(),
+        Code::Cancelled => {
+            "the call was cancelled before the server answered; try again".to_owned()
+        }
         Code::Internal | Code::Unknown if is_transport_failure(message) => {
             format!("the connection to the server{at} broke during the call; try again")
         }
@@ -401,7 +403,10 @@ fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
 /// SendMessage's answer to a device without published keys: the caller's own device, which
 /// only revocation removes.
 fn is_revoked_sender(raw: &RawStatus) -> bool {
-    raw.code == Code::PermissionDenied && raw.message.contains("the sending device has no published keys")
+    raw.code == Code::PermissionDenied
+        && raw
+            .message
+            .contains("the sending device has no published keys")
 }
 
 /// A delay as people say it: "3 seconds", "2 minutes", "1 hour".
@@ -545,11 +550,19 @@ mod tests {
         assert_eq!(code(Status::already_exists("username is already taken")), 8);
         assert_eq!(code(Status::permission_denied("not an admin")), 8);
         assert_eq!(
-            code(with_details(Code::ResourceExhausted, "LOGIN_THROTTLED", Some(Duration::from_secs(4)))),
+            code(with_details(
+                Code::ResourceExhausted,
+                "LOGIN_THROTTLED",
+                Some(Duration::from_secs(4))
+            )),
             3
         );
         assert_eq!(
-            code(with_details(Code::ResourceExhausted, "RATE_LIMITED", Some(Duration::from_millis(300)))),
+            code(with_details(
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+                Some(Duration::from_millis(300))
+            )),
             5
         );
         assert_eq!(

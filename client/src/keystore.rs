@@ -276,7 +276,10 @@ mod tests {
         assert!(matches!(below(|p| p.m_cost = 1024), Err(Error::Usage(..))));
         assert!(matches!(below(|p| p.t_cost = 1), Err(Error::Usage(..))));
         assert!(matches!(below(|p| p.p_cost = 0), Err(Error::Usage(..))));
-        assert!(matches!(seal_keys(&keys, b"", CHEAP), Err(Error::Usage(..))));
+        assert!(matches!(
+            seal_keys(&keys, b"", CHEAP),
+            Err(Error::Usage(..))
+        ));
         assert!(below(|_| {}).is_ok());
     }
 

@@ -922,7 +922,10 @@ mod tests {
     #[test]
     fn empty_and_blank_texts_are_refused_and_any_visible_text_is_not() {
         for text in ["", " ", "\n\t \r\n"] {
-            assert!(matches!(check_text(text), Err(Error::Usage(..))), "{text:?}");
+            assert!(
+                matches!(check_text(text), Err(Error::Usage(..))),
+                "{text:?}"
+            );
         }
         for text in ["a", " . ", "👋"] {
             assert!(check_text(text).is_ok(), "{text:?}");

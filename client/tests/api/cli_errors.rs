@@ -35,9 +35,7 @@ fn json_error(run: &Run) -> Value {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn cli_errors_are_sentences_with_their_exit_codes_and_the_status_only_on_request(
-    db: PgPool,
-) {
+async fn cli_errors_are_sentences_with_their_exit_codes_and_the_status_only_on_request(db: PgPool) {
     let env = spawn_env(db).await;
     env.user("warmup").await;
     let alice = cli_user(&env, "alice").await;
@@ -61,7 +59,12 @@ async fn cli_errors_are_sentences_with_their_exit_codes_and_the_status_only_on_r
     };
 
     let taken = chat(&env, &env.profile_dir(), &["register", "alice"]).await;
-    let taken_verbose = chat(&env, &env.profile_dir(), &["--verbose", "register", "alice"]).await;
+    let taken_verbose = chat(
+        &env,
+        &env.profile_dir(),
+        &["--verbose", "register", "alice"],
+    )
+    .await;
     let taken_json = chat(&env, &env.profile_dir(), &["--json", "register", "alice"]).await;
     let unknown_user = chat(&env, &alice, &["send", "zoe", "hi"]).await;
     let no_scheme = chat_on(
@@ -70,7 +73,12 @@ async fn cli_errors_are_sentences_with_their_exit_codes_and_the_status_only_on_r
         &["login", "alice"],
     )
     .await;
-    let unreachable = chat_on("http://127.0.0.1:9", &env.profile_dir(), &["login", "alice"]).await;
+    let unreachable = chat_on(
+        "http://127.0.0.1:9",
+        &env.profile_dir(),
+        &["login", "alice"],
+    )
+    .await;
     let stranger = env.profile_dir();
     let mut failures = Vec::new();
     for _ in 0..8 {
@@ -120,7 +128,9 @@ async fn cli_errors_are_sentences_with_their_exit_codes_and_the_status_only_on_r
         no_scheme
             .stderr
             .contains(&format!("did you mean http://127.0.0.1:{port}?"))
-            && no_scheme.stderr.contains("use http://host:port, or https://"),
+            && no_scheme
+                .stderr
+                .contains("use http://host:port, or https://"),
         "{}",
         no_scheme.stderr
     );
@@ -193,14 +203,17 @@ async fn a_revoked_device_is_told_to_log_in_again_on_send_and_whoami(db: PgPool)
     for run in [&send, &whoami] {
         assert_eq!(run.code, 3, "{}", run.stderr);
         assert!(
-            run.stderr.starts_with("error: this device was revoked; log in again"),
+            run.stderr
+                .starts_with("error: this device was revoked; log in again"),
             "{}",
             run.stderr
         );
         assert_no_raw_status(run);
     }
     assert!(
-        verbose.stderr.contains("server status: NOT_FOUND: device not found"),
+        verbose
+            .stderr
+            .contains("server status: NOT_FOUND: device not found"),
         "{}",
         verbose.stderr
     );
@@ -232,8 +245,18 @@ async fn sending_to_a_name_two_groups_share_lists_them_by_id_with_their_members(
     let alice = cli_user(&env, "alice").await;
     let bob = cli_user(&env, "bob").await;
     cli_user(&env, "carol").await;
-    let with_bob = chat(&env, &alice, &["--json", "group", "create", "friends", "bob"]).await;
-    let with_carol = chat(&env, &alice, &["--json", "group", "create", "friends", "carol"]).await;
+    let with_bob = chat(
+        &env,
+        &alice,
+        &["--json", "group", "create", "friends", "bob"],
+    )
+    .await;
+    let with_carol = chat(
+        &env,
+        &alice,
+        &["--json", "group", "create", "friends", "carol"],
+    )
+    .await;
     let (bob_group, carol_group) = (
         with_bob.json()["group_id"].as_str().unwrap().to_owned(),
         with_carol.json()["group_id"].as_str().unwrap().to_owned(),
@@ -260,7 +283,12 @@ async fn sending_to_a_name_two_groups_share_lists_them_by_id_with_their_members(
         "{}",
         ambiguous.stderr
     );
-    assert!(lines.last().unwrap().starts_with("for example: chat send '#"));
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("for example: chat send '#")
+    );
     assert_eq!(by_id.code, 0, "{}", by_id.stderr);
     assert_eq!(untimed(&unique_for_bob.stdout), "[1] alice: hi bob\n");
 }
@@ -283,7 +311,11 @@ async fn chat_verify_shows_the_number_and_marks_only_after_a_yes(db: PgPool) {
     let scripted = chat(&env, &alice, &["--json", "verify", "bob", "--yes"]).await;
 
     assert_eq!(piped.code, 2, "{}", piped.stderr);
-    assert!(piped.stdout.starts_with("Safety number with bob:\n"), "{}", piped.stdout);
+    assert!(
+        piped.stdout.starts_with("Safety number with bob:\n"),
+        "{}",
+        piped.stdout
+    );
     assert!(
         piped.stderr.contains("stdin is not a terminal")
             && piped.stderr.contains("chat verify bob --yes"),
@@ -295,11 +327,23 @@ async fn chat_verify_shows_the_number_and_marks_only_after_a_yes(db: PgPool) {
     assert_eq!(yourself.code, 2, "{}", yourself.stderr);
     assert!(yourself.stderr.contains("you cannot verify yourself"));
     assert_eq!(said_no.code, 1, "{}", said_no.stdout);
-    assert!(said_no.stdout.contains("Do the numbers match? Mark carol verified [y/N]"));
-    assert!(said_no.stdout.contains("carol is NOT marked verified"), "{}", said_no.stdout);
+    assert!(
+        said_no
+            .stdout
+            .contains("Do the numbers match? Mark carol verified [y/N]")
+    );
+    assert!(
+        said_no.stdout.contains("carol is NOT marked verified"),
+        "{}",
+        said_no.stdout
+    );
     assert_eq!(carol_after_no.json()["verified"], false);
     assert_eq!(said_yes.code, 0, "{}", said_yes.stdout);
-    assert!(said_yes.stdout.contains("carol is now marked verified"), "{}", said_yes.stdout);
+    assert!(
+        said_yes.stdout.contains("carol is now marked verified"),
+        "{}",
+        said_yes.stdout
+    );
     assert_eq!(carol_after_yes.json()["verified"], true);
     assert_eq!(scripted.code, 0, "{}", scripted.stderr);
     assert_eq!(scripted.json()["verified"], true);
@@ -333,7 +377,11 @@ async fn chat_chat_says_how_to_leave_and_every_message_has_its_time(db: PgPool) 
     assert!(!piped.stderr.contains("> "), "no prompt without a terminal");
     let first = piped.stdout.lines().next().unwrap_or_default();
     assert_eq!(untimed(first), "[1] alice: are you there?\n");
-    assert!(at_terminal.stdout.contains("Ctrl-D"), "{}", at_terminal.stdout);
+    assert!(
+        at_terminal.stdout.contains("Ctrl-D"),
+        "{}",
+        at_terminal.stdout
+    );
     assert!(at_terminal.stdout.contains("> "), "{}", at_terminal.stdout);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(

@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use client::{
-    Content, ConversationSummary, Error, LiveEvent, Preview, RawStatus, ReceivedText, Session, Warning,
+    Content, ConversationSummary, Error, LiveEvent, Preview, RawStatus, ReceivedText, Session,
+    Warning,
 };
 use serde::Serialize;
 
