@@ -40,7 +40,8 @@
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
 //! conversation, and what it saw of other devices' chains; see `chains.rs`),
 //! `decryption_failures.json` (the budget of decryption failures per sending device) and
-//! `sending.lock` (locked while a send of this device is under way).
+//! `sending.lock` (locked while a send of this device is under way). `chat unlock` keeps the
+//! argon2id key outside the profile, in `$XDG_RUNTIME_DIR` (memory), for a while ([`unlock`]).
 //!
 //! **Chains** (suite V2): every envelope carries its sending device's counter in the
 //! conversation, the hash of that device's previous envelope and its clock, all signed. Each
@@ -81,6 +82,7 @@ mod messages;
 pub mod profile;
 mod server;
 mod session;
+pub mod unlock;
 mod warnings;
 
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};

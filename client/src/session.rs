@@ -242,18 +242,46 @@ impl Session {
         passphrase: Option<&SecretString>,
         ca_file: Option<&Path>,
     ) -> Result<Session> {
+        let open = passphrase.map(|passphrase| {
+            move |profile: &Profile, sealed: &keystore::SealedKeys| {
+                open_and_upgrade(
+                    profile,
+                    sealed,
+                    passphrase.expose_secret().as_bytes(),
+                    KdfParams::default(),
+                )
+            }
+        });
+        Session::resume_with(profile, open, ca_file)
+    }
+
+    /// As [`Session::resume`], the keys opened with the key `chat unlock` kept
+    /// ([`crate::unlock::unlocked_key`]) instead of the passphrase.
+    ///
+    /// # Errors
+    /// As [`Session::resume`]; [`Error::Auth`] when the key no longer opens the keys.
+    pub fn resume_unlocked(
+        profile: Profile,
+        key: &[u8; 32],
+        ca_file: Option<&Path>,
+    ) -> Result<Session> {
+        let open =
+            |_: &Profile, sealed: &keystore::SealedKeys| keystore::open_keys_with(sealed, key);
+        Session::resume_with(profile, Some(open), ca_file)
+    }
+
+    fn resume_with(
+        profile: Profile,
+        open: Option<impl FnOnce(&Profile, &keystore::SealedKeys) -> Result<e2ee::DeviceKeys>>,
+        ca_file: Option<&Path>,
+    ) -> Result<Session> {
         let not_logged_in = || Error::auth("not logged in: run `chat login` first".to_owned());
         let account = profile.account()?.ok_or_else(not_logged_in)?;
         let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
-        let keys = match passphrase {
-            Some(passphrase) => {
+        let keys = match open {
+            Some(open) => {
                 let sealed = profile.sealed_keys()?.ok_or_else(not_logged_in)?;
-                Some(open_and_upgrade(
-                    &profile,
-                    &sealed,
-                    passphrase.expose_secret().as_bytes(),
-                    KdfParams::default(),
-                )?)
+                Some(open(&profile, &sealed)?)
             }
             None => None,
         };

@@ -112,6 +112,8 @@ async fn chat_command(
         .env_remove("CHAT_PROFILE")
         .env_remove("CHAT_CA_FILE")
         .env_remove("XDG_CONFIG_HOME")
+        // `chat unlock` keeps its key there: tests give their own.
+        .env_remove("XDG_RUNTIME_DIR")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -389,3 +389,88 @@ async fn chat_chat_says_how_to_leave_and_every_message_has_its_time(db: PgPool) 
         format!("chat cli on {}", host.trim())
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn chat_unlock_opens_the_keys_for_a_while_without_the_passphrase(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    cli_user(&env, "bob").await;
+    let runtime = env.profile_dir();
+    let server = env.server();
+    // Without CHAT_PASSPHRASE: the passphrase comes from stdin, or from the unlock.
+    let run = |args: &'static [&'static str], runtime_dir: bool, stdin: String| {
+        let (server, dir, runtime) = (server.clone(), alice.clone(), runtime.clone());
+        async move {
+            let mut vars = vec![("CHAT_PROFILE_DIR", dir.to_str().unwrap())];
+            if runtime_dir {
+                vars.push(("XDG_RUNTIME_DIR", runtime.to_str().unwrap()));
+            }
+            chat_custom(&server, args, &vars, &stdin).await
+        }
+    };
+    let passphrase = || format!("{PASSPHRASE}\n");
+    let none = String::new;
+
+    let locked = run(&["send", "bob", "locked"], true, none()).await;
+    let no_runtime_dir = run(&["unlock"], false, passphrase()).await;
+    let wrong = run(&["unlock"], true, "not the passphrase\n".into()).await;
+    let unlock = run(&["unlock", "--minutes", "5"], true, passphrase()).await;
+    let files: Vec<_> = std::fs::read_dir(runtime.join("chat-unlock"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let kept = std::fs::read_to_string(&files[0]).unwrap();
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    let modes = (mode(&files[0]), mode(&runtime.join("chat-unlock")));
+    let sent = run(&["send", "bob", "while unlocked"], true, none()).await;
+    let history = run(&["history", "bob"], true, none()).await;
+    let elsewhere = run(&["send", "bob", "no runtime dir"], false, none()).await;
+    let lock = run(&["lock"], true, none()).await;
+    let after_lock = run(&["send", "bob", "locked again"], true, none()).await;
+    run(&["unlock"], true, passphrase()).await;
+    let mut expired: Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    expired["expires_at"] = 1.into();
+    std::fs::write(&files[0], expired.to_string()).unwrap();
+    let after_expiry = run(&["send", "bob", "expired"], true, none()).await;
+
+    assert_eq!(locked.code, 2, "{}", locked.stderr);
+    assert!(
+        locked.stderr.contains("no secret given"),
+        "{}",
+        locked.stderr
+    );
+    assert_eq!(no_runtime_dir.code, 2, "{}", no_runtime_dir.stderr);
+    assert!(no_runtime_dir.stderr.contains("XDG_RUNTIME_DIR"));
+    assert_eq!(wrong.code, 3, "{}", wrong.stderr);
+    assert_eq!(unlock.code, 0, "{}", unlock.stderr);
+    assert!(
+        unlock.stdout.contains("the device keys are open until"),
+        "{}",
+        unlock.stdout
+    );
+    assert_eq!(files.len(), 1);
+    assert_eq!(modes, (0o600, 0o700));
+    assert!(!kept.contains(PASSPHRASE));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(!sent.stderr.contains("Passphrase"), "{}", sent.stderr);
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    assert!(
+        history.stdout.contains("alice: while unlocked"),
+        "{}",
+        history.stdout
+    );
+    assert_eq!(elsewhere.code, 2, "{}", elsewhere.stderr);
+    assert_eq!(lock.code, 0, "{}", lock.stderr);
+    assert_eq!(
+        lock.stdout,
+        "locked: commands ask for the passphrase again\n"
+    );
+    assert_eq!(after_lock.code, 2, "{}", after_lock.stderr);
+    assert_eq!(after_expiry.code, 2, "{}", after_expiry.stderr);
+    assert!(!files[0].exists(), "an expired unlock is removed");
+}

@@ -137,6 +137,16 @@ pub enum Command {
     /// CHAT_NEW_PASSPHRASE the new one, else both are read from stdin). Also moves keys sealed
     /// with the account password by earlier versions to a proper passphrase.
     Passphrase,
+    /// Open the device keys once and keep them open for a while: later commands of this
+    /// profile need no passphrase until then (the argon2id key is kept in $XDG_RUNTIME_DIR,
+    /// which is in memory; see the README).
+    Unlock {
+        /// For how many minutes (at most 720).
+        #[arg(long, default_value_t = 15)]
+        minutes: u64,
+    },
+    /// End an unlock before its time (logout does too).
+    Lock,
     /// Print a shell completion script.
     Completions {
         /// The shell.

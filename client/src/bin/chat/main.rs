@@ -88,6 +88,8 @@ async fn run(cli: Cli) -> Result<u8> {
             if let Ok(password) = std::env::var("CHAT_PASSWORD") {
                 not_the_password(&password.into(), &new)?;
             }
+            // A kept key opens only the keys as sealed now.
+            client::unlock::lock(&profile)?;
             client::keystore::change_passphrase(
                 &profile,
                 current.expose_secret().as_bytes(),
@@ -100,6 +102,31 @@ async fn run(cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
+        Command::Unlock { minutes } => {
+            let profile = Profile::open(dir)?;
+            let passphrase = passphrase()?;
+            let duration = std::time::Duration::from_secs(minutes.saturating_mul(60));
+            let until =
+                client::unlock::unlock(&profile, passphrase.expose_secret().as_bytes(), duration)?;
+            out.print(
+                &serde_json::json!({ "unlocked_until": until }),
+                &format!(
+                    "the device keys are open until {} (chat lock ends it sooner)",
+                    output::time_of(until)
+                ),
+            );
+            Ok(0)
+        }
+        Command::Lock => {
+            let was = client::unlock::lock(&Profile::open(dir)?)?;
+            let text = if was {
+                "locked: commands ask for the passphrase again"
+            } else {
+                "the keys were not unlocked"
+            };
+            out.print(&serde_json::json!({ "locked": was }), text);
+            Ok(0)
+        }
         command => {
             let needs_keys = matches!(
                 command,
@@ -108,16 +135,11 @@ async fn run(cli: Cli) -> Result<u8> {
                     | Command::Chat { .. }
                     | Command::Conversations { no_preview: false }
             );
-            let passphrase = if needs_keys {
-                Some(passphrase()?)
-            } else {
-                None
-            };
-            let session = Arc::new(Session::resume(
-                Profile::open(dir)?,
-                passphrase.as_ref(),
-                cli.ca_file.as_deref(),
-            )?);
+            let profile = Profile::open(dir)?;
+            let session = Arc::new(resume(profile, needs_keys, cli.ca_file.as_deref())?);
+            if matches!(command, Command::Logout) {
+                client::unlock::lock(session.profile())?;
+            }
             // Warnings are printed as soon as they are found: before anything is sealed for the
             // keys or members that changed. The live conversation shows them as its events.
             if !matches!(command, Command::Chat { .. }) {
@@ -130,6 +152,30 @@ async fn run(cli: Cli) -> Result<u8> {
             code
         }
     }
+}
+
+/// The session of `profile`; with `needs_keys`, its keys opened with CHAT_PASSPHRASE, else
+/// with the key `chat unlock` kept, else with a passphrase read from stdin.
+fn resume(
+    profile: Profile,
+    needs_keys: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Session> {
+    if !needs_keys {
+        return Session::resume(profile, None, ca_file);
+    }
+    if std::env::var_os("CHAT_PASSPHRASE").is_none()
+        && let Some(key) = client::unlock::unlocked_key(&profile)
+    {
+        match Session::resume_unlocked(profile.clone(), &key, ca_file) {
+            // The keys were sealed again since: the kept key is useless.
+            Err(Error::Auth(..)) => {
+                client::unlock::lock(&profile)?;
+            }
+            result => return result,
+        }
+    }
+    Session::resume(profile, Some(&passphrase()?), ca_file)
 }
 
 /// The server of a command that sends the password; warns first when it would cross the
@@ -230,6 +276,8 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         Command::Register { .. }
         | Command::Login { .. }
         | Command::Completions { .. }
+        | Command::Unlock { .. }
+        | Command::Lock
         | Command::Passphrase => {
             unreachable!("handled before resuming a session")
         }
