@@ -16,8 +16,8 @@ changed and are not accepted yet (chat verify / chat trust), 8 refused by the se
 on stderr.
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
-device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the next line \
-of stdin. Targets: a username, or #group (name or id).";
+device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the key kept \
+by chat unlock, else the next line of stdin. Targets: a username, or #group (name or id).";
 
 /// End-to-end encrypted chat from the command line.
 #[derive(Debug, Parser)]
