@@ -58,7 +58,7 @@
 //! user's role, too many devices).
 //!
 //! **Errors** read as sentences: every gRPC status becomes one in a single function
-//! (`error.rs`, `explain`), which also picks the kind, hence the exit code, from the code,
+//! (`explain.rs`), which also picks the kind, hence the exit code, from the code,
 //! the `google.rpc.ErrorInfo` reason and the `RetryInfo` delay (said as "wait 8 seconds");
 //! the status itself stays in the error ([`Error::raw_status`]) for `--verbose` and `--json`.
 //!
@@ -75,6 +75,7 @@ mod backoff;
 pub mod chains;
 mod contacts;
 mod error;
+mod explain;
 mod groups;
 pub mod keystore;
 mod live;

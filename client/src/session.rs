@@ -18,7 +18,8 @@ use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
     Error, Result,
-    error::{self, Context, RawStatus},
+    error::RawStatus,
+    explain::{self, Context},
     keystore::{self, KdfParams},
     profile::{Account, Profile, Tokens},
     server::Server,
@@ -513,7 +514,7 @@ impl Session {
         let request = auth_pb::RefreshRequest {
             refresh_token: tokens.refresh_token.clone(),
         };
-        // A refused refresh token reads "the session ended ...: log in again" (`error.rs`).
+        // A refused refresh token reads "the session ended ...: log in again" (`explain.rs`).
         let response = retry_unavailable(&self.account.server, || {
             let mut auth = self.auth.clone();
             let request = request.clone();
@@ -594,7 +595,7 @@ where
             server: Some(server),
             own_device: false,
         };
-        error::explain(RawStatus::of(&status), context)
+        explain::explain(RawStatus::of(&status), context)
     };
     let mut delay = FIRST_RETRY_DELAY;
     for _ in 0..UNAVAILABLE_RETRIES {
@@ -602,7 +603,7 @@ where
             // A TLS failure does not heal by itself: report it at once.
             Err(status)
                 if status.code() == Code::Unavailable
-                    && !crate::error::is_tls_failure(status.message()) =>
+                    && !crate::explain::is_tls_failure(status.message()) =>
             {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
