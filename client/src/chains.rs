@@ -75,7 +75,7 @@ pub(crate) async fn sending_turn(profile: &Profile) -> Result<SendingTurn> {
             Err(error) => return Err(profile_error(error.into())),
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(crate::Error::Unavailable(
+            return Err(crate::Error::unavailable(
                 "another send from this device is still waiting for the server".to_owned(),
             ));
         }

@@ -72,7 +72,7 @@ impl Session {
         let mut users = self.lookup(Vec::new(), vec![username.to_owned()]).await?;
         users
             .pop()
-            .ok_or_else(|| Error::NotFound(format!("no user named {username}")))
+            .ok_or_else(|| Error::not_found(format!("no user named {username}")))
     }
 
     /// Looks users up by id (fresh from auth), reviewing their keys.
@@ -99,7 +99,7 @@ impl Session {
         self.users_by_id(vec![user_id.to_owned()])
             .await?
             .pop()
-            .ok_or_else(|| Error::NotFound(format!("no user with id {user_id}")))
+            .ok_or_else(|| Error::not_found(format!("no user with id {user_id}")))
     }
 
     async fn lookup(
@@ -267,7 +267,37 @@ impl Session {
     /// # Errors
     /// [`Error::NotFound`] for an unknown user.
     pub async fn safety_number(&self, username: &str, mark_verified: bool) -> Result<SafetyNumber> {
+        self.safety_number_if(username, mark_verified.then_some(None))
+            .await
+    }
+
+    /// Marks `username` verified, as [`Session::safety_number`] does, but only if the safety
+    /// number of their keys now is `shown`: the one the user compared (`chat verify` shows it,
+    /// then asks), so that keys that changed meanwhile are never marked verified.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for the user's own name, or when the number changed since it was shown;
+    /// [`Error::NotFound`] for an unknown user.
+    pub async fn verify(&self, username: &str, shown: &str) -> Result<SafetyNumber> {
+        self.safety_number_if(username, Some(Some(shown))).await
+    }
+
+    /// `mark`: `None` shows the number; `Some(None)` marks whatever it is; `Some(Some(n))` marks
+    /// it only if it is `n`.
+    async fn safety_number_if(
+        &self,
+        username: &str,
+        mark: Option<Option<&str>>,
+    ) -> Result<SafetyNumber> {
         let them = self.user_by_name(username).await?;
+        if mark.is_some()
+            && them.user.as_ref().map(|user| &user.user_id) == Some(&self.account.user_id)
+        {
+            return Err(Error::usage(
+                "you cannot verify yourself: compare safety numbers with another user (chat verify \
+                 <username>); a change of your own devices is accepted with chat trust <your username>",
+            ));
+        }
         let me = self.user_by_id(&self.account.user_id.clone(), true).await?;
         let their_id = them.user.clone().unwrap_or_default().user_id;
         let number = e2ee::safety_number(
@@ -276,7 +306,15 @@ impl Session {
             &their_id,
             &fingerprints(&self.observed_devices(&them)),
         );
-        let verified = if mark_verified {
+        if let Some(Some(shown)) = mark
+            && shown != number
+        {
+            return Err(Error::usage(format!(
+                "the keys of {username} changed while you compared the safety number: nothing was \
+                 marked verified; run chat verify {username} again"
+            )));
+        }
+        let verified = if mark.is_some() {
             self.accept(&them, true)?;
             true
         } else {

@@ -1,33 +1,47 @@
-//! The one error type of the crate, and the exit code of each kind.
+//! The one error type of the crate and the exit code of each kind. A gRPC status becomes an
+//! error in one place (`explain.rs`); the status itself is kept ([`RawStatus`]) for `--verbose`
+//! and `--json`, never shown otherwise.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::explain::{Context, code_name, explain};
 
 /// What can go wrong. Messages never contain secrets (tokens, passwords, keys, plaintext).
+/// Errors that come from a server's status carry it as a [`RawStatus`] ([`Error::raw_status`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command or its arguments are wrong (exit code 2).
+    /// The command or its arguments are wrong, or the server found the request invalid (exit
+    /// code 2).
     #[error("{0}")]
-    Usage(String),
-    /// Not logged in, wrong password or passphrase, or the session ended (exit code 3).
+    Usage(String, Option<Box<RawStatus>>),
+    /// Not logged in, wrong password or passphrase, the session ended, this device was revoked,
+    /// or too many failed logins (exit code 3).
     #[error("{0}")]
-    Auth(String),
+    Auth(String, Option<Box<RawStatus>>),
     /// A user, group, device or conversation does not exist (exit code 4).
     #[error("{0}")]
-    NotFound(String),
-    /// The server cannot be reached or is unavailable (exit code 5).
-    #[error("the server is unavailable: {0}")]
-    Unavailable(String),
+    NotFound(String, Option<Box<RawStatus>>),
+    /// The server cannot be reached or is unavailable, or a rate limit says to wait (exit code
+    /// 5).
+    #[error("{0}")]
+    Unavailable(String, Option<Box<RawStatus>>),
     /// TLS failed: the server's certificate is not trusted or the handshake failed (exit code
     /// 5). Never followed by a plaintext attempt.
     #[error("TLS: {0}")]
-    Tls(String),
-    /// The server refused the call for another reason (exit code 1).
-    #[error("the server refused: {code:?}: {message}")]
+    Tls(String, Option<Box<RawStatus>>),
+    /// The server refused the call: exit code 8 when it will not do it as asked (a name taken,
+    /// not allowed, a limit such as the number of devices), else 1.
+    #[error("{message}")]
     Refused {
         /// The gRPC status code.
         code: Code,
-        /// The server's message.
+        /// What happened, as a sentence.
         message: String,
+        /// The status as the server sent it.
+        raw: Option<Box<RawStatus>>,
     },
     /// The profile directory could not be read or written (exit code 1).
     #[error("profile: {0}")]
@@ -41,119 +55,189 @@ pub enum Error {
     Untrusted(String),
 }
 
+/// A gRPC status as the server (or tonic, for a failed connection) gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawStatus {
+    /// The status code.
+    pub code: Code,
+    /// The status message.
+    pub message: String,
+    /// The `google.rpc.ErrorInfo` reason, when there is one (e.g. `LOGIN_THROTTLED`).
+    pub reason: Option<String>,
+    /// The `google.rpc.RetryInfo` delay, when there is one.
+    pub retry_after: Option<Duration>,
+}
+
 /// A specialised `Result` for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Shorthands for local errors (no server status).
+    #[must_use]
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::Usage(message.into(), None)
+    }
+
+    /// An authentication error without a server status.
+    #[must_use]
+    pub fn auth(message: impl Into<String>) -> Error {
+        Error::Auth(message.into(), None)
+    }
+
+    /// A not-found error without a server status.
+    #[must_use]
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound(message.into(), None)
+    }
+
+    /// An unavailable error without a server status.
+    #[must_use]
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::Unavailable(message.into(), None)
+    }
+
     /// The process exit code of this error (see the crate docs). Code 6 is not an error of
     /// the library: `chat` exits with it after showing a message that failed verification.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => 2,
-            Error::Auth(_) => 3,
-            Error::NotFound(_) => 4,
-            Error::Unavailable(_) | Error::Tls(_) => 5,
-            Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
+            Error::Usage(..) => 2,
+            Error::Auth(..) => 3,
+            Error::NotFound(..) => 4,
+            Error::Unavailable(..) | Error::Tls(..) => 5,
             Error::Untrusted(_) => 7,
+            Error::Refused {
+                code: Code::AlreadyExists | Code::PermissionDenied | Code::FailedPrecondition,
+                ..
+            } => 8,
+            Error::Refused { .. } | Error::Profile(_) | Error::Crypto(_) => 1,
+        }
+    }
+
+    /// Whether the same call may succeed later unchanged (the server or the network was
+    /// unavailable): a send is then retried with the same envelope
+    /// ([`crate::Session::send_prepared`]), which the server stores at most once. A rate limit
+    /// is not: the caller waits as told.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(..))
+            && self
+                .raw_status()
+                .is_none_or(|raw| raw.code != Code::ResourceExhausted)
+    }
+
+    /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
+    /// stream that could not be reached or broke (DEADLINE_EXCEEDED and tonic's INTERNAL for a
+    /// reset stream included); `None` for local errors.
+    #[must_use]
+    pub fn status_code(&self) -> Option<Code> {
+        let raw = self.raw_status().map(|raw| raw.code);
+        match self {
+            Error::Unavailable(..) | Error::Tls(..) => match raw {
+                Some(Code::ResourceExhausted) => Some(Code::ResourceExhausted),
+                _ => Some(Code::Unavailable),
+            },
+            _ if raw.is_some() => raw,
+            Error::Auth(..) => Some(Code::Unauthenticated),
+            Error::NotFound(..) => Some(Code::NotFound),
+            Error::Refused { code, .. } => Some(*code),
+            Error::Usage(..) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
+
+    /// The server's status behind this error, when there was one: for `--verbose` and
+    /// `--json`, not for the sentence.
+    #[must_use]
+    pub fn raw_status(&self) -> Option<&RawStatus> {
+        match self {
+            Error::Usage(_, raw)
+            | Error::Auth(_, raw)
+            | Error::NotFound(_, raw)
+            | Error::Unavailable(_, raw)
+            | Error::Tls(_, raw)
+            | Error::Refused { raw, .. } => raw.as_deref(),
+            Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+        }
+    }
+
+    /// The same error, explained again for `context` (from its status, when it has one).
+    pub(crate) fn in_context(self, context: Context<'_>) -> Error {
+        match self.raw_status() {
+            Some(raw) => explain(raw.clone(), context),
+            None => self,
         }
     }
 }
 
-impl Error {
-    /// Whether the same call may succeed later unchanged (the server or the network was
-    /// unavailable): a send is then retried with the same envelope
-    /// ([`crate::Session::send_prepared`]), which the server stores at most once.
+impl RawStatus {
+    /// The status of `status`, with the reason and delay of its details.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+    pub fn of(status: &Status) -> RawStatus {
+        // tonic's own statuses for a failed connection say only "tcp connect error": the cause
+        // ("Connection refused") is in their source.
+        let message = match std::error::Error::source(status) {
+            Some(source) => {
+                let chain = crate::server::error_chain(source);
+                if chain.is_empty() || status.message().contains(&chain) {
+                    status.message().to_owned()
+                } else if chain.contains(status.message()) {
+                    chain
+                } else {
+                    format!("{}: {chain}", status.message())
+                }
+            }
+            None => status.message().to_owned(),
+        };
+        RawStatus {
+            code: status.code(),
+            message,
+            reason: status.get_details_error_info().map(|info| info.reason),
+            retry_after: status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+        }
     }
 
-    /// The gRPC status code this error came from, or stands for: UNAVAILABLE for a server or
-    /// stream that could not be reached or broke; `None` for local errors.
+    /// As JSON: `{"code": "RESOURCE_EXHAUSTED", "message": .., "reason": .., "retry_after_ms": ..}`.
     #[must_use]
-    pub fn status_code(&self) -> Option<Code> {
-        match self {
-            Error::Unavailable(_) | Error::Tls(_) => Some(Code::Unavailable),
-            Error::Auth(_) => Some(Code::Unauthenticated),
-            Error::NotFound(_) => Some(Code::NotFound),
-            Error::Refused { code, .. } => Some(*code),
-            Error::Usage(_) | Error::Profile(_) | Error::Crypto(_) | Error::Untrusted(_) => None,
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": code_name(self.code),
+            "message": self.message,
+            "reason": self.reason,
+            "retry_after_ms": self.retry_after.map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        })
+    }
+}
+
+impl std::fmt::Display for RawStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", code_name(self.code), self.message)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " (reason {reason})")?;
         }
+        if let Some(delay) = self.retry_after {
+            write!(f, " (retry after {delay:?})")?;
+        }
+        Ok(())
     }
 }
 
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        let message = status.message().to_owned();
-        match status.code() {
-            Code::Unauthenticated => Error::Auth(if message.is_empty() {
-                "not authenticated".to_owned()
-            } else {
-                message
-            }),
-            Code::NotFound => Error::NotFound(message),
-            Code::InvalidArgument => Error::Usage(message),
-            Code::Unavailable if is_tls_failure(&message) => Error::Tls(explain_tls(message)),
-            Code::Unavailable | Code::DeadlineExceeded => Error::Unavailable(message),
-            Code::Internal | Code::Unknown if is_transport_failure(&message) => {
-                Error::Unavailable(message)
-            }
-            code => Error::Refused { code, message },
-        }
+        explain(RawStatus::of(&status), Context::default())
     }
 }
 
 impl From<tonic::transport::Error> for Error {
     fn from(error: tonic::transport::Error) -> Self {
-        Error::Unavailable(crate::server::error_chain(&error))
-    }
-}
-
-/// Whether a status was made up by tonic for a broken connection or stream, or for a proxy's
-/// non-gRPC answer, rather than sent by a gRPC server: an HTTP/2 stream reset (a proxy in front
-/// losing its upstream, the gateway killed mid-call), or an HTML error page of nginx with 502,
-/// 503 or 504 (which the gRPC spec maps to UNAVAILABLE, but which tonic reports as INTERNAL when
-/// the page arrives with a body it tries to decode). The call may succeed when tried again, as
-/// for UNAVAILABLE; a server's own INTERNAL never reads like this.
-fn is_transport_failure(message: &str) -> bool {
-    let reset = [
-        "h2 protocol error",
-        "transport error",
-        "error reading a body from connection",
-    ]
-    .iter()
-    .any(|marker| message.starts_with(marker));
-    let proxy_page = ["502", "503", "504"]
-        .iter()
-        .any(|status| message.contains(&format!("while receiving response with status: {status}")));
-    reset || proxy_page
-}
-
-/// Whether a connection failure came from TLS. tonic reports a failed connection as
-/// UNAVAILABLE carrying only the cause's text, so the text is all there is to go on: rustls'
-/// messages and tonic's own TLS ones.
-pub(crate) fn is_tls_failure(message: &str) -> bool {
-    [
-        "invalid peer certificate",
-        "received corrupt message",
-        "peer is incompatible",
-        "HTTP/2 was not negotiated",
-        "TLS handshake",
-        "received fatal alert",
-    ]
-    .iter()
-    .any(|marker| message.contains(marker))
-}
-
-fn explain_tls(message: String) -> String {
-    if message.contains("invalid peer certificate") {
-        format!(
-            "the server's certificate is not trusted ({message}); for a server with a private \
-             CA, give its certificate with --ca-file (or CHAT_CA_FILE)"
-        )
-    } else {
-        format!("the TLS handshake failed ({message}); is the server speaking TLS?")
+        let raw = RawStatus {
+            code: Code::Unavailable,
+            message: crate::server::error_chain(&error),
+            reason: None,
+            retry_after: None,
+        };
+        explain(raw, Context::default())
     }
 }
 
@@ -166,40 +250,5 @@ impl From<std::io::Error> for Error {
 impl From<e2ee::Error> for Error {
     fn from(error: e2ee::Error) -> Self {
         Error::Crypto(error.name().to_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_status_kind_has_its_own_exit_code() {
-        let code = |status: Status| Error::from(status).exit_code();
-
-        assert_eq!(code(Status::unauthenticated("x")), 3);
-        assert_eq!(code(Status::not_found("x")), 4);
-        assert_eq!(code(Status::unavailable("x")), 5);
-        assert_eq!(code(Status::invalid_argument("x")), 2);
-        assert_eq!(code(Status::internal("x")), 1);
-        assert_eq!(
-            code(Status::internal(
-                "h2 protocol error: stream error received: unexpected internal error encountered"
-            )),
-            5
-        );
-        assert_eq!(
-            code(Status::internal(
-                "protocol error: received message with invalid compression flag: 60 (valid flags \
-                 are 0 and 1) while receiving response with status: 502 Bad Gateway"
-            )),
-            5
-        );
-        assert_eq!(
-            code(Status::unavailable(
-                "invalid peer certificate: UnknownIssuer"
-            )),
-            5
-        );
     }
 }

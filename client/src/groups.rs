@@ -202,21 +202,47 @@ impl Session {
     /// One of the user's groups by id or by (unique) name; a leading `#` is ignored.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Usage`] when several groups have that name.
+    /// [`Error::NotFound`]; [`Error::Usage`] when several groups have that name, listing each
+    /// one's id and members.
     pub async fn find_group(&self, group: &str) -> Result<GroupInfo> {
         let wanted = group.strip_prefix('#').unwrap_or(group);
         let groups = self.groups().await?;
         if let Some(found) = groups.iter().find(|g| g.group_id == wanted) {
             return Ok(found.clone());
         }
-        let mut named = groups.into_iter().filter(|g| g.name == wanted);
-        match (named.next(), named.next()) {
-            (Some(found), None) => Ok(found),
-            (Some(_), Some(_)) => Err(Error::Usage(format!(
-                "several of your groups are named {wanted}: use the group id"
-            ))),
-            _ => Err(Error::NotFound(format!("you have no group {wanted}"))),
+        let mut named: Vec<GroupInfo> = groups.into_iter().filter(|g| g.name == wanted).collect();
+        match named.len() {
+            0 => Err(Error::not_found(format!("you have no group {wanted}"))),
+            1 => Ok(named.remove(0)),
+            _ => Err(Error::usage(self.ambiguous_group(wanted, &named).await?)),
         }
+    }
+
+    /// Why `#name` names no one group: each candidate's id and members, and how to pick one.
+    async fn ambiguous_group(&self, name: &str, candidates: &[GroupInfo]) -> Result<String> {
+        let mut lines = vec![format!(
+            "{} of your groups are named {name}; pick one by its id, as '#<id>':",
+            candidates.len()
+        )];
+        for candidate in candidates {
+            let mut members: Vec<String> = self
+                .list_members(&candidate.group_id)
+                .await?
+                .into_iter()
+                .filter_map(|member| member.user.map(|user| user.username))
+                .collect();
+            members.sort();
+            lines.push(format!(
+                "  #{}  members: {}",
+                candidate.group_id,
+                members.join(", ")
+            ));
+        }
+        lines.push(format!(
+            "for example: chat send '#{}' <message>",
+            candidates[0].group_id
+        ));
+        Ok(lines.join("\n"))
     }
 
     async fn user_ids(&self, usernames: &[String]) -> Result<Vec<String>> {

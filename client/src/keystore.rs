@@ -42,7 +42,7 @@ impl KdfParams {
     /// [`Error::Usage`] saying which cost is out of range.
     pub fn check(&self) -> Result<()> {
         if !(Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&self.m_cost) {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "the argon2id memory cost of the device keys must be {} to {} KiB \
                  (CHAT_KDF_MEMORY_KIB), not {}",
                 Self::MIN_MEMORY_KIB,
@@ -51,7 +51,7 @@ impl KdfParams {
             )));
         }
         if self.t_cost < Self::MIN_ITERATIONS || self.p_cost == 0 {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "the argon2id costs of the device keys must be at least {} iterations and 1 \
                  lane",
                 Self::MIN_ITERATIONS
@@ -101,7 +101,7 @@ pub fn seal_keys(
 ) -> Result<SealedKeys> {
     params.check()?;
     if passphrase.is_empty() {
-        return Err(Error::Usage(
+        return Err(Error::usage(
             "the passphrase of the device keys is empty".to_owned(),
         ));
     }
@@ -154,41 +154,10 @@ fn seal_unchecked(
 /// in another format, or with costs below the floor ([`KdfParams::check`]: seal the keys again
 /// with `chat passphrase`).
 pub fn open_keys(sealed: &SealedKeys, passphrase: &[u8]) -> Result<e2ee::DeviceKeys> {
-    let malformed = || Error::Profile("keys.json is malformed".to_owned());
-    if sealed.version != 1 || sealed.kdf != "argon2id" {
-        return Err(Error::Profile(
-            "keys.json has an unknown format version".to_owned(),
-        ));
-    }
-    // A file sealed with a cheaper setting (before the floor existed) still opens, so that its
-    // owner can seal it again (`chat passphrase`); a tampered cost beyond the ceiling does not.
-    if sealed.kdf_params.m_cost > KdfParams::MAX_MEMORY_KIB {
-        return Err(Error::Profile(
-            "keys.json asks for more argon2id memory than allowed".to_owned(),
-        ));
-    }
-    let salt = hex::decode(&sealed.salt).map_err(|_| malformed())?;
-    let nonce = hex::decode(&sealed.nonce).map_err(|_| malformed())?;
-    let ciphertext = hex::decode(&sealed.ciphertext).map_err(|_| malformed())?;
-    if nonce.len() != 12 {
-        return Err(malformed());
-    }
-    let cipher = cipher(passphrase, &salt, sealed.kdf_params)?;
-    let plaintext = Zeroizing::new(
-        cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| Error::Auth("wrong passphrase for the device keys".to_owned()))?,
-    );
-    let (length, rest) = plaintext.split_at_checked(4).ok_or_else(malformed)?;
-    let length = u32::from_be_bytes(length.try_into().map_err(|_| malformed())?) as usize;
-    let (encryption, signing) = rest.split_at_checked(length).ok_or_else(malformed)?;
-    Ok(e2ee::DeviceKeys::from_pkcs8_der(encryption, signing)?)
+    check_format(sealed)?;
+    let salt = hex::decode(&sealed.salt)
+        .map_err(|_| Error::Profile("keys.json is malformed".to_owned()))?;
+    decrypt(sealed, &cipher(passphrase, &salt, sealed.kdf_params)?)
 }
 
 /// Seals the keys of `profile` again under `new` (opening them with `old`), with `params`:
@@ -209,7 +178,7 @@ pub fn change_passphrase(
         .ok_or_else(|| Error::Profile("this profile has no device keys".to_owned()))?;
     let keys = open_keys(&sealed, old)?;
     if old == new {
-        return Err(Error::Usage("the new passphrase is the old one".to_owned()));
+        return Err(Error::usage("the new passphrase is the old one".to_owned()));
     }
     profile.save_sealed_keys(&seal_keys(&keys, new, params)?)
 }
@@ -220,13 +189,85 @@ pub fn below_floor(sealed: &SealedKeys) -> bool {
     sealed.kdf_params.check().is_err()
 }
 
-fn cipher(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Aes256GcmSiv> {
+/// The argon2id key that opens `sealed` under `passphrase`, checked by opening it: what
+/// `chat unlock` keeps for a while (see `unlock.rs`), so that later commands need neither the
+/// passphrase nor argon2.
+///
+/// # Errors
+/// As [`open_keys`].
+pub fn unlock_key(sealed: &SealedKeys, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let salt = hex::decode(&sealed.salt)
+        .map_err(|_| Error::Profile("keys.json is malformed".to_owned()))?;
+    check_format(sealed)?;
+    let key = derive(passphrase, &salt, sealed.kdf_params)?;
+    open_keys_with(sealed, &key)?;
+    Ok(key)
+}
+
+/// Decrypts keys sealed by [`seal_keys`] with the key [`unlock_key`] derived.
+///
+/// # Errors
+/// [`Error::Auth`] for a key that does not open them (the keys were sealed again since);
+/// [`Error::Profile`] for a malformed file.
+pub fn open_keys_with(sealed: &SealedKeys, key: &[u8; 32]) -> Result<e2ee::DeviceKeys> {
+    check_format(sealed)?;
+    let cipher = Aes256GcmSiv::new_from_slice(key)
+        .map_err(|_| Error::Crypto("bad key length".to_owned()))?;
+    decrypt(sealed, &cipher)
+}
+
+fn check_format(sealed: &SealedKeys) -> Result<()> {
+    if sealed.version != 1 || sealed.kdf != "argon2id" {
+        return Err(Error::Profile(
+            "keys.json has an unknown format version".to_owned(),
+        ));
+    }
+    // A file sealed with a cheaper setting (before the floor existed) still opens, so that its
+    // owner can seal it again (`chat passphrase`); a tampered cost beyond the ceiling does not.
+    if sealed.kdf_params.m_cost > KdfParams::MAX_MEMORY_KIB {
+        return Err(Error::Profile(
+            "keys.json asks for more argon2id memory than allowed".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn decrypt(sealed: &SealedKeys, cipher: &Aes256GcmSiv) -> Result<e2ee::DeviceKeys> {
+    let malformed = || Error::Profile("keys.json is malformed".to_owned());
+    let nonce = hex::decode(&sealed.nonce).map_err(|_| malformed())?;
+    let ciphertext = hex::decode(&sealed.ciphertext).map_err(|_| malformed())?;
+    if nonce.len() != 12 {
+        return Err(malformed());
+    }
+    let plaintext = Zeroizing::new(
+        cipher
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| Error::auth("wrong passphrase for the device keys".to_owned()))?,
+    );
+    let (length, rest) = plaintext.split_at_checked(4).ok_or_else(malformed)?;
+    let length = u32::from_be_bytes(length.try_into().map_err(|_| malformed())?) as usize;
+    let (encryption, signing) = rest.split_at_checked(length).ok_or_else(malformed)?;
+    Ok(e2ee::DeviceKeys::from_pkcs8_der(encryption, signing)?)
+}
+
+fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
     let params = Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
         .map_err(|_| Error::Profile("keys.json has invalid argon2 parameters".to_owned()))?;
     let mut key = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase, salt, key.as_mut())
         .map_err(|_| Error::Crypto("deriving the key failed".to_owned()))?;
+    Ok(key)
+}
+
+fn cipher(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Aes256GcmSiv> {
+    let key = derive(passphrase, salt, params)?;
     Aes256GcmSiv::new_from_slice(key.as_ref())
         .map_err(|_| Error::Crypto("bad key length".to_owned()))
 }
@@ -273,11 +314,35 @@ mod tests {
             seal_keys(&keys, b"p", params)
         };
 
-        assert!(matches!(below(|p| p.m_cost = 1024), Err(Error::Usage(_))));
-        assert!(matches!(below(|p| p.t_cost = 1), Err(Error::Usage(_))));
-        assert!(matches!(below(|p| p.p_cost = 0), Err(Error::Usage(_))));
-        assert!(matches!(seal_keys(&keys, b"", CHEAP), Err(Error::Usage(_))));
+        assert!(matches!(below(|p| p.m_cost = 1024), Err(Error::Usage(..))));
+        assert!(matches!(below(|p| p.t_cost = 1), Err(Error::Usage(..))));
+        assert!(matches!(below(|p| p.p_cost = 0), Err(Error::Usage(..))));
+        assert!(matches!(
+            seal_keys(&keys, b"", CHEAP),
+            Err(Error::Usage(..))
+        ));
         assert!(below(|_| {}).is_ok());
+    }
+
+    #[test]
+    fn an_unlock_key_opens_the_keys_as_sealed_then_only() {
+        let keys = e2ee::DeviceKeys::generate(2048).unwrap();
+        let sealed = seal_keys(&keys, b"right", CHEAP).unwrap();
+
+        let key = unlock_key(&sealed, b"right").unwrap();
+        let resealed = seal_keys(&keys, b"right", CHEAP).unwrap();
+
+        assert!(matches!(
+            unlock_key(&sealed, b"wrong"),
+            Err(Error::Auth(..))
+        ));
+        let opened = open_keys_with(&sealed, &key).unwrap();
+        assert_eq!(opened.public_keys(), keys.public_keys());
+        // A new salt: the kept key is useless once the keys are sealed again.
+        assert!(matches!(
+            open_keys_with(&resealed, &key),
+            Err(Error::Auth(..))
+        ));
     }
 
     #[test]
@@ -288,7 +353,7 @@ mod tests {
 
         let opened = open_keys(&sealed, b"right").unwrap();
         assert_eq!(opened.public_keys(), keys.public_keys());
-        assert!(matches!(open_keys(&sealed, b"wrong"), Err(Error::Auth(_))));
+        assert!(matches!(open_keys(&sealed, b"wrong"), Err(Error::Auth(..))));
         let json = serde_json::to_string(&sealed).unwrap();
         let private_hex = hex::encode(&*keys.signing_pkcs8_der().unwrap());
         assert!(!json.contains(&private_hex));

@@ -40,7 +40,8 @@
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
 //! conversation, and what it saw of other devices' chains; see `chains.rs`),
 //! `decryption_failures.json` (the budget of decryption failures per sending device) and
-//! `sending.lock` (locked while a send of this device is under way).
+//! `sending.lock` (locked while a send of this device is under way). `chat unlock` keeps the
+//! argon2id key outside the profile, in `$XDG_RUNTIME_DIR` (memory), for a while ([`unlock`]).
 //!
 //! **Chains** (suite V2): every envelope carries its sending device's counter in the
 //! conversation, the hash of that device's previous envelope and its clock, all signed. Each
@@ -48,10 +49,18 @@
 //! (messages dropped or withheld), a fork (two histories), a late arrival, an implausible time.
 //!
 //! **Exit codes of `chat`** ([`Error::exit_code`]): 0 success, 1 other errors, 2 usage (bad
-//! arguments, or a request the server finds invalid), 3 authentication (not logged in, wrong
-//! password or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS
-//! failures included), 6 verification failure (a message that failed verification, or a
-//! replay, was shown), 7 not sent: a participant's keys changed and are not accepted yet.
+//! arguments, a request the server finds invalid, a group name several groups share), 3
+//! authentication (not logged in, wrong password or passphrase, session ended, this device
+//! revoked, too many failed logins), 4 not found, 5 network or server unavailable (TLS
+//! failures included) or a rate limit, 6 verification failure (a message that failed
+//! verification, or a replay, was shown), 7 not sent: a participant's keys changed and are not
+//! accepted yet, 8 refused by the server as asked (a username taken, not allowed for the
+//! user's role, too many devices).
+//!
+//! **Errors** read as sentences: every gRPC status becomes one in a single function
+//! (`explain.rs`), which also picks the kind, hence the exit code, from the code,
+//! the `google.rpc.ErrorInfo` reason and the `RetryInfo` delay (said as "wait 8 seconds");
+//! the status itself stays in the error ([`Error::raw_status`]) for `--verbose` and `--json`.
 //!
 //! **Transport** ([`Server`]): TLS (rustls) for `https://` servers, with the system's roots or
 //! a CA file, and never a plaintext fallback; plaintext for `http://`, which the program warns
@@ -66,6 +75,7 @@ mod backoff;
 pub mod chains;
 mod contacts;
 mod error;
+mod explain;
 mod groups;
 pub mod keystore;
 mod live;
@@ -73,11 +83,12 @@ mod messages;
 pub mod profile;
 mod server;
 mod session;
+pub mod unlock;
 mod warnings;
 
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
 pub use contacts::{SafetyNumber, Trusted};
-pub use error::{Error, Result};
+pub use error::{Error, RawStatus, Result};
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
 pub use messages::{

@@ -122,14 +122,14 @@ impl Live {
         let texts = self
             .texts
             .as_ref()
-            .ok_or_else(|| Error::Usage("the conversation was closed".to_owned()))?;
+            .ok_or_else(|| Error::usage("the conversation was closed".to_owned()))?;
         texts
             .send(Line {
                 client_message_id,
                 text,
             })
             .await
-            .map_err(|_| Error::Usage("the conversation has ended".to_owned()))
+            .map_err(|_| Error::usage("the conversation has ended".to_owned()))
     }
 
     /// No more lines to send: the task ends once every queued line is answered.
@@ -325,8 +325,8 @@ impl LiveState {
         self.cursors = self.session.profile.cursors()?;
         let token = match self.session.access_token().await {
             Ok(token) => token,
-            Err(error @ Error::Auth(_)) => {
-                self.fatal = Some(Error::Auth(error.to_string()));
+            Err(error @ Error::Auth(..)) => {
+                self.fatal = Some(Error::auth(error.to_string()));
                 return Err(error);
             }
             Err(error) => return Err(error),
@@ -372,7 +372,7 @@ impl LiveState {
             tokio::select! {
                 permit = requests.reserve(), if has_requests => {
                     let Ok(permit) = permit else {
-                        return Err(Error::Unavailable("the stream ended".to_owned()));
+                        return Err(Error::unavailable("the stream ended".to_owned()));
                     };
                     match self.ack.take() {
                         Some(ack) => permit.send(request(Outgoing::Ack(ack))),
@@ -392,7 +392,7 @@ impl LiveState {
                             self.handle(response, caught_up).await?;
                         }
                     }
-                    Ok(None) => return Err(Error::Unavailable("the stream ended".to_owned())),
+                    Ok(None) => return Err(Error::unavailable("the stream ended".to_owned())),
                     Err(status) => return Err(self.failure(status, &token).await),
                 },
                 Some(sealed) = self.sealed.recv(), if self.sealing > 0 => {
@@ -421,7 +421,7 @@ impl LiveState {
 
     async fn failure(&mut self, status: tonic::Status, token: &str) -> Error {
         if status.code() == Code::Unauthenticated
-            && let Err(error @ Error::Auth(_)) = self.session.refresh_after_rejection(token).await
+            && let Err(error @ Error::Auth(..)) = self.session.refresh_after_rejection(token).await
         {
             self.fatal = Some(error);
         }
@@ -504,7 +504,7 @@ impl LiveState {
         };
         self.ack = Some(ack);
         if self.to_open.send(message).is_err() {
-            return Err(Error::Usage("the conversation was closed".to_owned()));
+            return Err(Error::usage("the conversation was closed".to_owned()));
         }
         self.opening += 1;
         Ok(())
@@ -628,7 +628,7 @@ impl LiveState {
         self.events
             .send(event)
             .await
-            .map_err(|_| Error::Usage("the conversation was closed".to_owned()))
+            .map_err(|_| Error::usage("the conversation was closed".to_owned()))
     }
 }
 

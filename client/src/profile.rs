@@ -435,7 +435,7 @@ fn seen_file(conversation_id: &str) -> String {
 }
 
 /// Writes `bytes` to `dir/name` through a fsynced temporary file (mode 0600) and a rename.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let target = dir.join(name);
     let dir = target.parent().unwrap_or(dir);
     let file_name = target

@@ -42,8 +42,15 @@ impl Server {
     /// certificates and no CA file is given.
     pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Server> {
         let not_a_url = || {
-            Error::Usage(format!(
-                "not a server URL (http://host:port or https://host:port): {url}"
+            let suggestion = if url.contains('/') || url.trim().is_empty() {
+                String::new()
+            } else {
+                // A bare host:port, the usual slip: say what it should have been.
+                format!(" (did you mean http://{url}?)")
+            };
+            Error::usage(format!(
+                "not a server URL: {url:?}{suggestion}; use http://host:port, or https://host:port \
+                 for TLS"
             ))
         };
         let uri: Uri = url.parse().map_err(|_| not_a_url())?;
@@ -58,7 +65,7 @@ impl Server {
             Some("http") => endpoint,
             Some("https") => endpoint
                 .tls_config(tls_config(ca_file)?)
-                .map_err(|error| Error::Tls(error_chain(&error)))?,
+                .map_err(|error| Error::Tls(error_chain(&error), None))?,
             _ => return Err(not_a_url()),
         };
         Ok(Server {
@@ -99,7 +106,7 @@ impl Server {
             .zip(self.uri.host())
             .is_some_and(|(known, new)| known.eq_ignore_ascii_case(new));
         if known.scheme_str() == Some("https") && !self.is_tls() && same_host {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "this profile reaches {} over TLS: refusing to send the password over plaintext to {}",
                 account.server, self.url
             )));
@@ -129,13 +136,13 @@ fn tls_config(ca_file: Option<&Path>) -> Result<ClientTlsConfig> {
 fn read_ca_file(path: &Path) -> Result<Certificate> {
     let shown = || PathBuf::from(path).display().to_string();
     let pem = std::fs::read(path)
-        .map_err(|error| Error::Usage(format!("cannot read the CA file {}: {error}", shown())))?;
+        .map_err(|error| Error::usage(format!("cannot read the CA file {}: {error}", shown())))?;
     // rustls skips what it cannot parse: check here, so a wrong file fails with its name.
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|error| Error::Usage(format!("the CA file {} is not PEM: {error}", shown())))?;
+        .map_err(|error| Error::usage(format!("the CA file {} is not PEM: {error}", shown())))?;
     if certificates.is_empty() {
-        return Err(Error::Usage(format!(
+        return Err(Error::usage(format!(
             "the CA file {} holds no certificate",
             shown()
         )));
@@ -210,7 +217,7 @@ mod tests {
             "",
         ] {
             let error = Server::new(url, None).unwrap_err();
-            assert!(matches!(error, Error::Usage(_)), "{url}: {error}");
+            assert!(matches!(error, Error::Usage(..)), "{url}: {error}");
         }
     }
 
@@ -227,11 +234,11 @@ mod tests {
 
         std::fs::remove_file(&path).unwrap();
         assert!(
-            matches!(&error, Error::Usage(message) if message.contains("no certificate")),
+            matches!(&error, Error::Usage(message, _) if message.contains("no certificate")),
             "{error}"
         );
         assert!(
-            matches!(missing, Err(Error::Usage(message)) if message.contains("/nonexistent/ca.pem"))
+            matches!(missing, Err(Error::Usage(message, _)) if message.contains("/nonexistent/ca.pem"))
         );
     }
 }

@@ -18,6 +18,8 @@ use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
     Error, Result,
+    error::RawStatus,
+    explain::{self, Context},
     keystore::{self, KdfParams},
     profile::{Account, Profile, Tokens},
     server::Server,
@@ -109,7 +111,7 @@ pub async fn register(
         password: password.expose_secret().to_owned(),
         display_name: display_name.to_owned(),
     };
-    let response = retry_unavailable(|| {
+    let response = retry_unavailable(server.url(), || {
         let mut auth = auth.clone();
         let request = request.clone();
         async move { auth.register(request).await }
@@ -141,7 +143,7 @@ impl Session {
         server.check_no_downgrade(&profile)?;
         options.kdf.check()?;
         if passphrase.expose_secret() == password.expose_secret() {
-            return Err(Error::Usage(
+            return Err(Error::usage(
                 "the passphrase of the device keys must not be the account password (the \
                  server receives the password at every login): choose another one"
                     .to_owned(),
@@ -173,7 +175,7 @@ impl Session {
         };
         let login_once = |request: auth_pb::LoginRequest| {
             let auth = auth.clone();
-            retry_unavailable(move || {
+            retry_unavailable(server.url(), move || {
                 let mut auth = auth.clone();
                 let request = request.clone();
                 async move { auth.login(request).await }
@@ -181,7 +183,7 @@ impl Session {
         };
         let (login, keys) = match login_once(request.clone()).await {
             // The profile's device was revoked: log in as a new device, with new keys.
-            Err(Error::NotFound(_)) if !request.device_id.is_empty() => {
+            Err(Error::NotFound(..)) if !request.device_id.is_empty() => {
                 request.device_id.clear();
                 (login_once(request).await?, None)
             }
@@ -241,18 +243,46 @@ impl Session {
         passphrase: Option<&SecretString>,
         ca_file: Option<&Path>,
     ) -> Result<Session> {
-        let not_logged_in = || Error::Auth("not logged in: run `chat login` first".to_owned());
-        let account = profile.account()?.ok_or_else(not_logged_in)?;
-        let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
-        let keys = match passphrase {
-            Some(passphrase) => {
-                let sealed = profile.sealed_keys()?.ok_or_else(not_logged_in)?;
-                Some(open_and_upgrade(
-                    &profile,
-                    &sealed,
+        let open = passphrase.map(|passphrase| {
+            move |profile: &Profile, sealed: &keystore::SealedKeys| {
+                open_and_upgrade(
+                    profile,
+                    sealed,
                     passphrase.expose_secret().as_bytes(),
                     KdfParams::default(),
-                )?)
+                )
+            }
+        });
+        Session::resume_with(profile, open, ca_file)
+    }
+
+    /// As [`Session::resume`], the keys opened with the key `chat unlock` kept
+    /// ([`crate::unlock::unlocked_key`]) instead of the passphrase.
+    ///
+    /// # Errors
+    /// As [`Session::resume`]; [`Error::Auth`] when the key no longer opens the keys.
+    pub fn resume_unlocked(
+        profile: Profile,
+        key: &[u8; 32],
+        ca_file: Option<&Path>,
+    ) -> Result<Session> {
+        let open =
+            |_: &Profile, sealed: &keystore::SealedKeys| keystore::open_keys_with(sealed, key);
+        Session::resume_with(profile, Some(open), ca_file)
+    }
+
+    fn resume_with(
+        profile: Profile,
+        open: Option<impl FnOnce(&Profile, &keystore::SealedKeys) -> Result<e2ee::DeviceKeys>>,
+        ca_file: Option<&Path>,
+    ) -> Result<Session> {
+        let not_logged_in = || Error::auth("not logged in: run `chat login` first".to_owned());
+        let account = profile.account()?.ok_or_else(not_logged_in)?;
+        let tokens = profile.tokens()?.ok_or_else(not_logged_in)?;
+        let keys = match open {
+            Some(open) => {
+                let sealed = profile.sealed_keys()?.ok_or_else(not_logged_in)?;
+                Some(open(&profile, &sealed)?)
             }
             None => None,
         };
@@ -307,7 +337,7 @@ impl Session {
     /// The keys, to move into a blocking task.
     pub(crate) fn shared_keys(&self) -> Result<&Arc<e2ee::DeviceKeys>> {
         self.keys.as_ref().ok_or_else(|| {
-            Error::Usage("this needs the device keys: give the passphrase".to_owned())
+            Error::usage("this needs the device keys: give the passphrase".to_owned())
         })
     }
 
@@ -373,7 +403,15 @@ impl Session {
                 let mut auth = self.auth.clone();
                 async move { auth.get_current_user(request).await }
             })
-            .await?;
+            .await
+            // NOT_FOUND for the token's own device: it was revoked (its token still works for
+            // a second or so after).
+            .map_err(|error| {
+                error.in_context(Context {
+                    server: Some(&self.account.server),
+                    own_device: true,
+                })
+            })?;
         let device = device_info(response.device.unwrap_or_default(), &self.account.device_id);
         Ok((response.user.unwrap_or_default(), device))
     }
@@ -425,7 +463,7 @@ impl Session {
             })
             .await;
         match result {
-            Ok(_) | Err(Error::Auth(_)) => self.profile.remove_tokens(),
+            Ok(_) | Err(Error::Auth(..)) => self.profile.remove_tokens(),
             Err(error) => Err(error),
         }
     }
@@ -439,13 +477,16 @@ impl Session {
         F: Fn(Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        let server = self.account.server.as_str();
         let token = self.access_token().await?;
-        let first = retry_unavailable(|| rpc(authorized(message.clone(), &token))).await;
+        let first = retry_unavailable(server, || rpc(authorized(message.clone(), &token))).await;
         match first {
-            Err(Error::Auth(_)) => {
+            // Only a refused token: a revoked device or a throttled login are Auth errors too,
+            // which a new token does not cure.
+            Err(error) if error.status_code() == Some(Code::Unauthenticated) => {
                 self.refresh_after_rejection(&token).await?;
                 let token = self.access_token().await?;
-                retry_unavailable(|| rpc(authorized(message.clone(), &token))).await
+                retry_unavailable(server, || rpc(authorized(message.clone(), &token))).await
             }
             other => other,
         }
@@ -473,16 +514,13 @@ impl Session {
         let request = auth_pb::RefreshRequest {
             refresh_token: tokens.refresh_token.clone(),
         };
-        let response = retry_unavailable(|| {
+        // A refused refresh token reads "the session ended ...: log in again" (`explain.rs`).
+        let response = retry_unavailable(&self.account.server, || {
             let mut auth = self.auth.clone();
             let request = request.clone();
             async move { auth.refresh(request).await }
         })
-        .await
-        .map_err(|error| match error {
-            Error::Auth(_) => Error::Auth("the session ended: log in again".to_owned()),
-            other => other,
-        })?;
+        .await?;
         let fresh = tokens_from(response.tokens.unwrap_or_default());
         // Saved before use: a crash after the server rotated the token must not lose it.
         self.profile.save_tokens(&fresh)?;
@@ -545,26 +583,35 @@ async fn upload_keys(
     Ok(())
 }
 
-async fn retry_unavailable<Resp, F, Fut>(mut rpc: F) -> Result<Resp>
+/// Calls `rpc`, again a few times while `server` answers UNAVAILABLE; a status that remains is
+/// explained naming `server`.
+async fn retry_unavailable<Resp, F, Fut>(server: &str, mut rpc: F) -> Result<Resp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
+    let explained = |status: Status| {
+        let context = Context {
+            server: Some(server),
+            own_device: false,
+        };
+        explain::explain(RawStatus::of(&status), context)
+    };
     let mut delay = FIRST_RETRY_DELAY;
     for _ in 0..UNAVAILABLE_RETRIES {
         match rpc().await {
             // A TLS failure does not heal by itself: report it at once.
             Err(status)
                 if status.code() == Code::Unavailable
-                    && !crate::error::is_tls_failure(status.message()) =>
+                    && !crate::explain::is_tls_failure(status.message()) =>
             {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
-            result => return result.map(Response::into_inner).map_err(Into::into),
+            result => return result.map(Response::into_inner).map_err(explained),
         }
     }
-    rpc().await.map(Response::into_inner).map_err(Into::into)
+    rpc().await.map(Response::into_inner).map_err(explained)
 }
 
 pub(crate) fn authorized<T>(message: T, token: &str) -> Request<T> {
@@ -611,9 +658,16 @@ pub(crate) fn device_info(device: auth_pb::Device, current_device_id: &str) -> D
     }
 }
 
+/// "chat cli on <host>", so that the devices of one user tell apart in `chat devices` and in
+/// the page (auth has no RPC to rename a device later). The host is the kernel's (uname), which
+/// unlike `$HOSTNAME` is set outside interactive shells too.
 fn device_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_default();
-    let name = if host.is_empty() {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_owned();
+    let name = if host.is_empty() || host == "(none)" {
         "chat cli".to_owned()
     } else {
         format!("chat cli on {host}")

@@ -31,11 +31,11 @@ pub async fn chat(env: &TestEnv, dir: &Path, args: &[&str]) -> Run {
     chat_on(&server, dir, args).await
 }
 
-async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
+pub async fn chat_on(server: &str, dir: &Path, args: &[&str]) -> Run {
     chat_with_stdin(server, dir, args, "").await
 }
 
-async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
+pub async fn chat_with_stdin(server: &str, dir: &Path, args: &[&str], stdin: &str) -> Run {
     let dir = dir.to_str().unwrap();
     let env = [
         ("CHAT_PROFILE_DIR", dir),
@@ -55,6 +55,25 @@ pub async fn chat_custom(server: &str, args: &[&str], env: &[(&str, &str)], stdi
         Command::new(env!("CARGO_BIN_EXE_chat")),
     )
     .await
+}
+
+/// As [`chat`], on a pseudo-terminal (util-linux `script`), so that the program sees a
+/// terminal on stdin and stdout; `stdin` is typed into it. Everything it printed, stderr
+/// included, is in `Run::stdout`.
+pub async fn chat_in_terminal(env: &TestEnv, dir: &Path, args: &[&str], stdin: &str) -> Run {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_chat"))
+        .chain(args.iter().copied())
+        .map(|arg| format!("'{}'", arg.replace('\'', "'\\''")))
+        .collect();
+    let mut command = Command::new("script");
+    command.args(["-qec", &quoted.join(" "), "/dev/null"]);
+    let dir = dir.to_str().unwrap();
+    let secrets = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
+    chat_command(&env.server(), &[], &secrets, stdin, command).await
 }
 
 /// As [`chat`], with stderr written into stdout (`Run::stdout`), so that the order of what the
@@ -93,6 +112,8 @@ async fn chat_command(
         .env_remove("CHAT_PROFILE")
         .env_remove("CHAT_CA_FILE")
         .env_remove("XDG_CONFIG_HOME")
+        // `chat unlock` keeps its key there: tests give their own.
+        .env_remove("XDG_RUNTIME_DIR")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -115,6 +136,26 @@ async fn chat_command(
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
+}
+
+/// `chat history` text without each message's time (`[1] 2026-12-07 03:31 UTC alice: hi`
+/// becomes `[1] alice: hi`), checking that every line has one.
+pub fn untimed(history: &str) -> String {
+    history
+        .lines()
+        .map(|line| {
+            let (sequence, rest) = line.split_once("] ").expect("a sequence");
+            let (time, rest) = rest.split_at(21);
+            let digits = |range: std::ops::Range<usize>| {
+                time[range].bytes().all(|byte| byte.is_ascii_digit())
+            };
+            assert!(
+                digits(0..4) && &time[4..5] == "-" && digits(11..13) && time.ends_with(" UTC "),
+                "no time in {line:?}"
+            );
+            format!("{sequence}] {rest}\n")
+        })
+        .collect()
 }
 
 /// Registers `username` with the CLI on a new profile; returns the profile directory.
@@ -151,7 +192,7 @@ async fn the_cli_registers_sends_and_reads_history_as_json(db: PgPool) {
     assert_eq!(messages[0]["sender_username"], "alice");
     assert_eq!(read.json()[0]["unread_count"], 0);
     assert_eq!(whoami.json()["username"], "bob");
-    assert_eq!(text_history.stdout, "[1] alice: hello there\n");
+    assert_eq!(untimed(&text_history.stdout), "[1] alice: hello there\n");
     for run in [&sent, &history, &whoami] {
         assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
     }
@@ -262,7 +303,7 @@ async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgP
         again.stdout
     );
     assert_eq!(
-        history.stdout,
+        untimed(&history.stdout),
         "[1] alice: are you there?\n[2] bob: yes, here\n"
     );
 }
@@ -274,14 +315,14 @@ async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db:
     let alice = cli_user(&env, "alice").await;
     let bob = cli_user(&env, "bob").await;
 
-    let alice_view = chat(&env, &alice, &["--json", "verify", "bob"]).await;
-    let bob_view = chat(&env, &bob, &["verify", "alice"]).await;
+    let alice_view = chat(&env, &alice, &["--json", "verify", "bob", "--yes"]).await;
+    let bob_view = chat(&env, &bob, &["verify", "alice", "--yes"]).await;
     let bobs_new_profile = env.profile_dir();
     let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
     let refused = chat(&env, &alice, &["send", "bob", "still you?"]).await;
     let trust = chat(&env, &alice, &["trust", "bob"]).await;
     let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
-    let after = chat(&env, &alice, &["--json", "verify", "bob"]).await;
+    let after = chat(&env, &alice, &["--json", "verify", "bob", "--yes"]).await;
     let devices = chat(&env, &bobs_new_profile, &["--json", "devices"])
         .await
         .json();
@@ -425,7 +466,7 @@ async fn the_cli_manages_groups_and_sends_to_them(db: PgPool) {
     assert!(rename.stdout.contains("#pals"), "{}", rename.stdout);
     assert_eq!(sent.code, 0, "{}", sent.stderr);
     assert_eq!(members.json().as_array().unwrap().len(), 3);
-    assert_eq!(history.stdout, "[1] alice: hello pals\n");
+    assert_eq!(untimed(&history.stdout), "[1] alice: hello pals\n");
     assert_eq!(leave.code, 0, "{}", leave.stderr);
     assert_eq!(groups.json(), serde_json::json!([]));
 }

@@ -187,11 +187,11 @@ async fn empty_messages_are_refused_by_the_cli_and_the_library(db: PgPool) {
     );
     assert_eq!(row(&listed.json(), "alice")["last_sequence"], 1);
     assert!(
-        matches!(send_text, Err(client::Error::Usage(_))),
+        matches!(send_text, Err(client::Error::Usage(..))),
         "{send_text:?}"
     );
     assert!(
-        matches!(live_send, Err(client::Error::Usage(_))),
+        matches!(live_send, Err(client::Error::Usage(..))),
         "{live_send:?}"
     );
     let history = library.history(&target, 10).await.unwrap();

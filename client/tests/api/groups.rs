@@ -42,7 +42,7 @@ async fn groups_are_created_renamed_and_their_membership_managed(db: PgPool) {
     assert!(bob.groups().await.unwrap().is_empty());
     assert!(matches!(
         bob.find_group("pals").await,
-        Err(client::Error::NotFound(_))
+        Err(client::Error::NotFound(..))
     ));
 }
 

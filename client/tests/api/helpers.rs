@@ -272,7 +272,7 @@ async fn wait_until_chat_answers(session: &Session) {
     for _ in 0..200 {
         match session.conversations().await {
             Ok(_) => return,
-            Err(client::Error::Unavailable(_) | client::Error::Auth(_)) => {
+            Err(client::Error::Unavailable(..) | client::Error::Auth(..)) => {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             Err(error) => panic!("{error}"),

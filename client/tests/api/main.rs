@@ -6,6 +6,7 @@ mod attacks;
 mod chains;
 mod cli;
 mod cli_conversations;
+mod cli_errors;
 mod decryption;
 #[path = "../common/dishonest.rs"]
 mod dishonest;

@@ -51,7 +51,10 @@ async fn the_cli_registers_logs_in_and_sends_over_https_trusting_the_ca_file(db:
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(!run.stderr.contains("warning"), "{}", run.stderr);
     }
-    assert_eq!(history.stdout, "[1] alice: over TLS\n");
+    assert_eq!(
+        crate::cli::untimed(&history.stdout),
+        "[1] alice: over TLS\n"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

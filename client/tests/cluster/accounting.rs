@@ -441,7 +441,10 @@ fn record_event(log: &Mutex<ShownLog>, ledger: &Ledger, sender: &str, event: Liv
     match event {
         LiveEvent::Message(message) => log.messages.push(shown_message(message)),
         LiveEvent::Connected => log.connects += 1,
-        LiveEvent::Disconnected { error, .. } => log.disconnects.push(error),
+        // With the code: the sentence need not name it ("cannot reach the server ...").
+        LiveEvent::Disconnected { error, code, .. } => {
+            log.disconnects.push(format!("{code:?}: {error}"));
+        }
         LiveEvent::CaughtUp => log.caught_up += 1,
         LiveEvent::Ended { error } => log.ended = Some(error),
         LiveEvent::Sent(sent) => ledger.acknowledged(Acknowledged {

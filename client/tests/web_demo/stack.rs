@@ -165,7 +165,7 @@ impl Stack {
         for _ in 0..400 {
             match probe.conversations().await {
                 Ok(_) => return,
-                Err(client::Error::Unavailable(_) | client::Error::Auth(_)) => {
+                Err(client::Error::Unavailable(..) | client::Error::Auth(..)) => {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
                 Err(error) => panic!("{error}"),

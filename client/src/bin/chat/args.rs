@@ -5,14 +5,19 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 success, 1 other error, 2 usage, 3 authentication (not logged in, wrong password \
-or passphrase, session ended), 4 not found, 5 network or server unavailable (TLS failures \
-included), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
-changed and are not accepted yet (chat verify / chat trust).
+Exit codes: 0 success, 1 other error, 2 usage (or a request the server finds invalid, or a \
+group name several groups share), 3 authentication (not logged in, wrong password or \
+passphrase, session ended, this device revoked, too many failed logins: the wait is said), 4 not \
+found, 5 network or server unavailable, TLS failures included, or a rate limit (the wait is \
+said), 6 a message failed verification or was replayed, 7 not sent: a participant's keys \
+changed and are not accepted yet (chat verify / chat trust), 8 refused by the server as asked \
+(a username taken, not allowed for your role, too many devices). Errors are sentences; \
+--verbose adds the server's status, --json prints {\"error\": {\"message\", \"exit_code\", \"status\"}} \
+on stderr.
 
 Secrets: the password comes from CHAT_PASSWORD, else a line of stdin; the passphrase of the \
-device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the next line \
-of stdin. Targets: a username, or #group (name or id).";
+device keys (never the password, which the server sees) from CHAT_PASSPHRASE, else the key kept \
+by chat unlock, else the next line of stdin. Targets: a username, or #group (name or id).";
 
 /// End-to-end encrypted chat from the command line.
 #[derive(Debug, Parser)]
@@ -37,9 +42,13 @@ pub struct Cli {
     /// system's roots (a private CA). Needed by every command that talks to that server.
     #[arg(long, global = true, env = "CHAT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Machine-readable output: JSON on stdout.
+    /// Machine-readable output: JSON on stdout (errors and warnings as JSON on stderr, an
+    /// error with the server's status).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show the server's status (code, message, reason) after an error's explanation.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     /// RSA size of new device keys (tests use 2048).
     #[arg(long, global = true, hide = true, env = "CHAT_RSA_BITS", default_value_t = e2ee::DEFAULT_RSA_BITS)]
     pub rsa_bits: usize,
@@ -107,11 +116,15 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Show the safety number with a user (compare it out of band) and mark the user verified:
-    /// their current keys are trusted, pending changes included.
+    /// Show the safety number with a user, and once you confirm that it matches theirs
+    /// (compared in person or on a call), mark the user verified: their current keys are
+    /// trusted, pending changes included. Asks on the terminal; elsewhere needs --yes.
     Verify {
-        /// The username.
+        /// The username (not your own).
         username: String,
+        /// The numbers were compared and match: mark verified without asking (for scripts).
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Accept a user's current keys after a change (a new device, or keys that differ from the
     /// pinned ones), without verifying them: sending to them resumes; they are no longer
@@ -124,6 +137,16 @@ pub enum Command {
     /// CHAT_NEW_PASSPHRASE the new one, else both are read from stdin). Also moves keys sealed
     /// with the account password by earlier versions to a proper passphrase.
     Passphrase,
+    /// Open the device keys once and keep them open for a while: later commands of this
+    /// profile need no passphrase until then (the argon2id key is kept in $XDG_RUNTIME_DIR,
+    /// which is in memory; see the README).
+    Unlock {
+        /// For how many minutes (at most 720).
+        #[arg(long, default_value_t = 15)]
+        minutes: u64,
+    },
+    /// End an unlock before its time (logout does too).
+    Lock,
     /// Print a shell completion script.
     Completions {
         /// The shell.

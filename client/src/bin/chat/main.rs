@@ -8,9 +8,8 @@ use std::{
 };
 
 use clap::{CommandFactory, Parser};
-use client::{Error, KeyOptions, LiveEvent, Profile, Result, Server, Session, keystore::KdfParams};
+use client::{Error, KeyOptions, Profile, Result, Server, Session, keystore::KdfParams};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::AsyncBufReadExt;
 
 use crate::{
     args::{Cli, Command, DevicesCommand, GroupCommand},
@@ -18,15 +17,17 @@ use crate::{
 };
 
 mod args;
+mod interactive;
 mod output;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (json, verbose) = (cli.json, cli.verbose);
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
+            output::error(&error, json, verbose);
             ExitCode::from(error.exit_code())
         }
     }
@@ -87,6 +88,8 @@ async fn run(cli: Cli) -> Result<u8> {
             if let Ok(password) = std::env::var("CHAT_PASSWORD") {
                 not_the_password(&password.into(), &new)?;
             }
+            // A kept key opens only the keys as sealed now.
+            client::unlock::lock(&profile)?;
             client::keystore::change_passphrase(
                 &profile,
                 current.expose_secret().as_bytes(),
@@ -99,6 +102,31 @@ async fn run(cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
+        Command::Unlock { minutes } => {
+            let profile = Profile::open(dir)?;
+            let passphrase = passphrase()?;
+            let duration = std::time::Duration::from_secs(minutes.saturating_mul(60));
+            let until =
+                client::unlock::unlock(&profile, passphrase.expose_secret().as_bytes(), duration)?;
+            out.print(
+                &serde_json::json!({ "unlocked_until": until }),
+                &format!(
+                    "the device keys are open until {} (chat lock ends it sooner)",
+                    output::time_of(until)
+                ),
+            );
+            Ok(0)
+        }
+        Command::Lock => {
+            let was = client::unlock::lock(&Profile::open(dir)?)?;
+            let text = if was {
+                "locked: commands ask for the passphrase again"
+            } else {
+                "the keys were not unlocked"
+            };
+            out.print(&serde_json::json!({ "locked": was }), text);
+            Ok(0)
+        }
         command => {
             let needs_keys = matches!(
                 command,
@@ -107,16 +135,11 @@ async fn run(cli: Cli) -> Result<u8> {
                     | Command::Chat { .. }
                     | Command::Conversations { no_preview: false }
             );
-            let passphrase = if needs_keys {
-                Some(passphrase()?)
-            } else {
-                None
-            };
-            let session = Arc::new(Session::resume(
-                Profile::open(dir)?,
-                passphrase.as_ref(),
-                cli.ca_file.as_deref(),
-            )?);
+            let profile = Profile::open(dir)?;
+            let session = Arc::new(resume(profile, needs_keys, cli.ca_file.as_deref())?);
+            if matches!(command, Command::Logout) {
+                client::unlock::lock(session.profile())?;
+            }
             // Warnings are printed as soon as they are found: before anything is sealed for the
             // keys or members that changed. The live conversation shows them as its events.
             if !matches!(command, Command::Chat { .. }) {
@@ -129,6 +152,30 @@ async fn run(cli: Cli) -> Result<u8> {
             code
         }
     }
+}
+
+/// The session of `profile`; with `needs_keys`, its keys opened with CHAT_PASSPHRASE, else
+/// with the key `chat unlock` kept, else with a passphrase read from stdin.
+fn resume(
+    profile: Profile,
+    needs_keys: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Session> {
+    if !needs_keys {
+        return Session::resume(profile, None, ca_file);
+    }
+    if std::env::var_os("CHAT_PASSPHRASE").is_none()
+        && let Some(key) = client::unlock::unlocked_key(&profile)
+    {
+        match Session::resume_unlocked(profile.clone(), &key, ca_file) {
+            // The keys were sealed again since: the kept key is useless.
+            Err(Error::Auth(..)) => {
+                client::unlock::lock(&profile)?;
+            }
+            result => return result,
+        }
+    }
+    Session::resume(profile, Some(&passphrase()?), ca_file)
 }
 
 /// The server of a command that sends the password; warns first when it would cross the
@@ -213,16 +260,10 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
                 .join("\n");
             out.print(&conversations, &text);
         }
-        Command::Chat { target } => return interactive(session, &target, out).await,
+        Command::Chat { target } => return interactive::interactive(session, &target, out).await,
         Command::Group { command } => group(session, command, out).await?,
-        Command::Verify { username } => {
-            let number = session.safety_number(&username, true).await?;
-            let text = format!(
-                "Safety number with {}:\n{}\nCompare it with theirs (in person or by a trusted call). \
-                 {} is now marked verified until their keys change.",
-                number.username, number.safety_number, number.username
-            );
-            out.print(&number, &text);
+        Command::Verify { username, yes } => {
+            return interactive::verify(session, &username, yes, out).await;
         }
         Command::Trust { username } => {
             let trusted = session.trust(&username).await?;
@@ -237,6 +278,8 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         Command::Register { .. }
         | Command::Login { .. }
         | Command::Completions { .. }
+        | Command::Unlock { .. }
+        | Command::Lock
         | Command::Passphrase => {
             unreachable!("handled before resuming a session")
         }
@@ -290,46 +333,6 @@ async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result
     Ok(())
 }
 
-/// `chat chat <target>`: events to stdout, stdin lines to the stream, until stdin ends and every
-/// line is answered.
-async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> Result<u8> {
-    let target = session.resolve(target).await?;
-    let mut live = session.clone().live(target);
-    let (lines_sender, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = stdin.next_line().await {
-            if !line.trim().is_empty() && lines_sender.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut failed = false;
-    let mut ended = false;
-    loop {
-        tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => live.send(line).await?,
-                None => live.finish_sending(),
-            },
-            event = live.events.recv() => match event {
-                Some(event) => {
-                    ended |= matches!(event, LiveEvent::Ended { .. });
-                    failed |= out.live_event(&event);
-                }
-                None => break,
-            },
-        }
-    }
-    Ok(if ended {
-        3
-    } else if failed {
-        6
-    } else {
-        0
-    })
-}
-
 fn password() -> Result<SecretString> {
     if let Ok(password) = std::env::var("CHAT_PASSWORD") {
         return Ok(password.into());
@@ -350,10 +353,9 @@ fn passphrase() -> Result<SecretString> {
 /// is created here).
 fn not_the_password(password: &SecretString, passphrase: &SecretString) -> Result<()> {
     if password.expose_secret() == passphrase.expose_secret() {
-        return Err(Error::Usage(
+        return Err(Error::usage(
             "the passphrase of the device keys must not be the account password (the server \
-             receives the password at every login): choose another one"
-                .into(),
+             receives the password at every login): choose another one",
         ));
     }
     Ok(())
@@ -380,11 +382,11 @@ fn read_secret_line(prompt: &str) -> Result<SecretString> {
         stty("echo");
         eprintln!();
     }
-    read.map_err(|error| Error::Usage(format!("reading a secret from stdin: {error}")))?;
+    read.map_err(|error| Error::usage(format!("reading a secret from stdin: {error}")))?;
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {
-        return Err(Error::Usage(
-            "no secret given (set CHAT_PASSWORD / CHAT_PASSPHRASE)".into(),
+        return Err(Error::usage(
+            "no secret given (set CHAT_PASSWORD / CHAT_PASSPHRASE)",
         ));
     }
     Ok(secret.into())

@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
-use client::{Content, ConversationSummary, LiveEvent, Preview, ReceivedText, Session, Warning};
+use client::{
+    Content, ConversationSummary, Error, LiveEvent, Preview, RawStatus, ReceivedText, Session,
+    Warning,
+};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]
@@ -69,7 +72,27 @@ impl Output {
     }
 }
 
-/// One message as a line of text.
+/// A failed command, on stderr: the sentence (`error: ...`), with `--verbose` followed by the
+/// server's status; with `--json` as `{"error": {"message", "exit_code", "status"}}` (the
+/// status `null` for a local error).
+pub fn error(error: &Error, json: bool, verbose: bool) {
+    let raw = error.raw_status();
+    if json {
+        let value = serde_json::json!({ "error": {
+            "message": error.to_string(),
+            "exit_code": error.exit_code(),
+            "status": raw.map(RawStatus::to_json),
+        }});
+        eprintln!("{value}");
+        return;
+    }
+    eprintln!("error: {error}");
+    if let (true, Some(raw)) = (verbose, raw) {
+        eprintln!("  server status: {raw}");
+    }
+}
+
+/// One message as a line of text: `[sequence] YYYY-MM-DD HH:MM UTC sender: text`.
 pub fn line(message: &ReceivedText) -> String {
     let sender = if message.sender_username.is_empty() {
         &message.sender_user_id
@@ -81,16 +104,16 @@ pub fn line(message: &ReceivedText) -> String {
         .iter()
         .map(|anomaly| format!(" [!! {}]", client::chains::describe(anomaly)))
         .collect();
+    // The server's time of acceptance: the sender's own clock is only in the chain checks.
+    let head = format!("[{}] {}", message.sequence, time_of(message.sent_at));
     match &message.content {
-        Content::Verified { text } => format!("[{}] {sender}: {text}{flags}", message.sequence),
-        Content::Failed { reason } => format!(
-            "[{}] {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}",
-            message.sequence
-        ),
+        Content::Verified { text } => format!("{head} {sender}: {text}{flags}"),
+        Content::Failed { reason } => {
+            format!("{head} {sender}: !!! MESSAGE FAILED VERIFICATION, NOT SHOWN: {reason}")
+        }
         Content::Replayed { first_sequence } => format!(
-            "[{}] {sender}: !!! REPLAY of message [{first_sequence}]: the server sent it again, \
-             not shown",
-            message.sequence
+            "{head} {sender}: !!! REPLAY of message [{first_sequence}]: the server sent it again, \
+             not shown"
         ),
     }
 }
