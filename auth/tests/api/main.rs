@@ -12,3 +12,4 @@ mod serving;
 mod sessions;
 mod throttling;
 mod tokens;
+mod usernames;
