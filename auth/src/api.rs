@@ -232,6 +232,25 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::RevokeDeviceResponse {}))
     }
 
+    async fn rename_device(
+        &self,
+        request: Request<pb::RenameDeviceRequest>,
+    ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
+        let caller = self.authenticate(&request).await?;
+        let request = request.into_inner();
+        let device_id = required_uuid("device_id", &request.device_id)?;
+        let name = request.name.trim();
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("device name must not be empty".into()).into());
+        }
+        accounts::check_name("device name", name)?;
+        let device = devices::rename(&self.state.db, caller.user_id, device_id, name).await?;
+        tracing::info!(user_id = %caller.user_id, %device_id, "device renamed");
+        Ok(Response::new(pb::RenameDeviceResponse {
+            device: Some(device_pb(&device)),
+        }))
+    }
+
     async fn lookup_users(
         &self,
         request: Request<pb::LookupUsersRequest>,
