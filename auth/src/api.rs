@@ -46,7 +46,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let request = request.into_inner();
-        let username = Username::parse(request.username)?;
+        let username = Username::parse(&request.username)?;
         accounts::check_new_password(&request.password)?;
         accounts::check_name("display name", &request.display_name)?;
         let state = &self.state;
@@ -69,10 +69,15 @@ impl pb::auth_service_server::AuthService for AuthApi {
         accounts::check_name("device name", &request.device_name)?;
         let resume_device = optional_uuid("device_id", &request.device_id)?;
         let state = &self.state;
-        let attempt = AttemptKeys::new(&request.username, address);
+        // A name that breaks the rules cannot exist: it is refused like an unknown one.
+        let username = Username::parse(&request.username).ok();
+        let attempt = AttemptKeys::new(username.as_ref(), address);
         state.throttle.admit(&state.db, &attempt).await?;
 
-        let credentials = accounts::find_credentials(&state.db, &request.username).await?;
+        let credentials = match &username {
+            Some(username) => accounts::find_credentials(&state.db, username).await?,
+            None => None,
+        };
         let (user, stored_hash) =
             credentials.map_or((None, None), |(user, hash)| (Some(user), Some(hash)));
         let verified = state
@@ -227,6 +232,25 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::RevokeDeviceResponse {}))
     }
 
+    async fn rename_device(
+        &self,
+        request: Request<pb::RenameDeviceRequest>,
+    ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
+        let caller = self.authenticate(&request).await?;
+        let request = request.into_inner();
+        let device_id = required_uuid("device_id", &request.device_id)?;
+        let name = request.name.trim();
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("device name must not be empty".into()).into());
+        }
+        accounts::check_name("device name", name)?;
+        let device = devices::rename(&self.state.db, caller.user_id, device_id, name).await?;
+        tracing::info!(user_id = %caller.user_id, %device_id, "device renamed");
+        Ok(Response::new(pb::RenameDeviceResponse {
+            device: Some(device_pb(&device)),
+        }))
+    }
+
     async fn lookup_users(
         &self,
         request: Request<pb::LookupUsersRequest>,
@@ -243,7 +267,14 @@ impl pb::auth_service_server::AuthService for AuthApi {
             .iter()
             .map(|id| required_uuid("user_ids", id))
             .collect::<Result<Vec<_>, _>>()?;
-        let users = accounts::find_users(&self.state.db, &ids, &request.usernames).await?;
+        // A name that breaks the rules cannot exist: it is only listed in `not_found`.
+        let usernames: Vec<Option<Username>> = request
+            .usernames
+            .iter()
+            .map(|name| Username::parse(name).ok())
+            .collect();
+        let valid_usernames: Vec<Username> = usernames.iter().flatten().cloned().collect();
+        let users = accounts::find_users(&self.state.db, &ids, &valid_usernames).await?;
         let user_ids: Vec<Uuid> = users.iter().map(|user| user.id).collect();
         let mut devices_by_user = devices::keyed_devices_of(&self.state.db, &user_ids).await?;
         let not_found = request
@@ -256,8 +287,15 @@ impl pb::auth_service_server::AuthService for AuthApi {
                 request
                     .usernames
                     .iter()
-                    .filter(|name| !users.iter().any(|user| &&user.username == name))
-                    .cloned(),
+                    .zip(&usernames)
+                    .filter(|(_, name)| {
+                        !name.as_ref().is_some_and(|name| {
+                            users
+                                .iter()
+                                .any(|user| user.username.to_ascii_lowercase() == name.canonical())
+                        })
+                    })
+                    .map(|(raw, _)| raw.clone()),
             )
             .collect();
         let users = users

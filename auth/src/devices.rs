@@ -240,6 +240,29 @@ pub async fn get_active(db: &PgPool, user_id: Uuid, device_id: Uuid) -> Result<D
     .ok_or(Error::DeviceNotFound)
 }
 
+/// Renames an active device of the user; the name must already be checked (`check_name`).
+///
+/// # Errors
+/// [`Error::DeviceNotFound`] when it is not an active device of the user.
+pub async fn rename(
+    db: &PgPool,
+    user_id: Uuid,
+    device_id: Uuid,
+    name: &str,
+) -> Result<Device, Error> {
+    // No device event: a name changes no key, so the senders' cached device lists stay right.
+    sqlx::query_as(&format!(
+        "update auth.devices set name = $3, updated_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null returning {DEVICE_COLUMNS}"
+    ))
+    .bind(device_id)
+    .bind(user_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::DeviceNotFound)
+}
+
 /// Revokes an active device of the user and every session it has, in one transaction.
 ///
 /// # Errors

@@ -15,8 +15,9 @@
 //!   get one attempt per `account_lock`, while the user's own addresses are not held back.
 //!
 //! Addresses are IPv4 addresses and IPv6 /64 prefixes (one subscriber usually holds a whole /64).
-//! Usernames are counted as typed, known or not, so throttling reveals nothing about existence;
-//! a string that cannot be a username counts against its address only.
+//! Usernames are counted in their canonical form (`accounts::Username`), known or not, so
+//! throttling reveals nothing about existence and `BOB` shares the count of `bob`; a string that
+//! cannot be a username counts against its address only.
 //!
 //! An attempt counts as a failure from the moment it is admitted until its password verifies:
 //! admission checks and counts in one transaction, so parallel attempts cannot slip past a
@@ -56,21 +57,21 @@ pub struct AttemptKeys {
 }
 
 impl AttemptKeys {
-    /// The keys for a login of `username` from `address`.
-    pub fn new(username: &str, address: Option<IpAddr>) -> Self {
+    /// The keys for a login of `username` from `address`. Only a well-formed username can exist;
+    /// anything else (`None`) is refused, but counted against its address only, so that
+    /// client-chosen junk is never stored as a key. Usernames count in their canonical form, so
+    /// `Bob` and `bob` share one count.
+    pub fn new(username: Option<&Username>, address: Option<IpAddr>) -> Self {
         let address = address.map(address_key);
-        // Only a well-formed username can exist; anything else (of any length) is refused, but
-        // counted against its address only, so it never stores client-chosen junk as a key.
-        let username = Username::parse(username.to_owned()).ok();
         let mut keys: Vec<String> = [
             address.as_ref().map(|address| format!("addr:{address}")),
             username
                 .as_ref()
-                .map(|name| format!("user:{}", name.as_str())),
+                .map(|name| format!("user:{}", name.canonical())),
             address
                 .as_ref()
-                .zip(username.as_ref())
-                .map(|(address, name)| format!("pair:{address} {}", name.as_str())),
+                .zip(username)
+                .map(|(address, name)| format!("pair:{address} {}", name.canonical())),
         ]
         .into_iter()
         .flatten()
@@ -315,16 +316,16 @@ mod tests {
     }
 
     #[test]
-    fn a_string_that_cannot_be_a_username_counts_against_its_address_only() {
+    fn usernames_count_in_canonical_form_and_junk_against_its_address_only() {
         let address = Some("192.0.2.7".parse().unwrap());
+        let keys = |name: &str| AttemptKeys::new(Username::parse(name).ok().as_ref(), address).keys;
 
+        assert_eq!(keys(&"x".repeat(10_000)), ["addr:192.0.2.7"]);
         assert_eq!(
-            AttemptKeys::new(&"x".repeat(10_000), address).keys,
-            ["addr:192.0.2.7"]
-        );
-        assert_eq!(
-            AttemptKeys::new("alice", address).keys,
+            keys("alice"),
             ["addr:192.0.2.7", "pair:192.0.2.7 alice", "user:alice"]
         );
+        assert_eq!(keys("ALICE"), keys("alice"));
+        assert_eq!(keys("\u{ff41}lice"), keys("alice"), "full-width a");
     }
 }

@@ -726,6 +726,19 @@ export class Core {
     }));
   }
 
+  /** Renames one of the user's devices (this one included); the server trims and checks the name. */
+  async renameDevice(deviceId: string, name: string): Promise<DeviceView> {
+    const response = await this.tokens.call((o) => this.api.auth.renameDevice({ deviceId, name }, o));
+    const d = response.device!;
+    return {
+      deviceId: d.deviceId,
+      name: d.name,
+      current: d.deviceId === this.device.deviceId,
+      createdAt: d.createdAt ? timestampDate(d.createdAt) : undefined,
+      lastSeenAt: d.lastSeenAt ? timestampDate(d.lastSeenAt) : undefined,
+    };
+  }
+
   /** Revokes another of the user's devices (this one is revoked by logging out). */
   async revokeDevice(deviceId: string): Promise<void> {
     if (deviceId === this.device.deviceId) throw new Error("this is the device you are using: log out instead");

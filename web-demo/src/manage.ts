@@ -1,6 +1,6 @@
 // The page's management screens: a group's members panel (roles shown; only the actions the
 // user's role allows offered: add, remove, role changes, rename, delete, leave) and the devices
-// screen (the user's devices; revoking another one). Rendering and wiring only; the calls are in
+// screen (the user's devices; renaming any, revoking another one). Rendering and wiring only; the calls are in
 // core.ts and the role rules in roles.ts.
 
 import type { Core, DeviceView } from "./core";
@@ -128,7 +128,7 @@ export async function showMembers(core: Core, groupId: string, host: MembersHost
   panel.replaceChildren(...parts);
 }
 
-/** The devices screen: the user's devices, each but this one with "Revoke". */
+/** The devices screen: the user's devices, each with "Rename", each but this one with "Revoke". */
 export async function showDevices(core: Core, status = ""): Promise<void> {
   const list = $("device-list");
   let devices: DeviceView[];
@@ -154,7 +154,7 @@ export async function showDevices(core: Core, status = ""): Promise<void> {
       const seen = device.lastSeenAt ? `last active ${day(device.lastSeenAt)}` : "";
       meta.textContent = [device.current ? "this device" : "", added, seen].filter(Boolean).join(" · ");
       text.append(name, meta);
-      item.append(text);
+      item.append(text, renameButton(core, device, name));
       if (!device.current) {
         const label = device.name || "this device";
         const revoke = confirmingButton(`revoke/${device.deviceId}`, "Revoke", "Revoke? Click again", async () => {
@@ -172,6 +172,56 @@ export async function showDevices(core: Core, status = ""): Promise<void> {
       return item;
     }),
   );
+}
+
+/** "Rename": swaps the device's name for a form; the server's refusal shows in the screen's status. */
+function renameButton(core: Core, device: DeviceView, name: HTMLElement): HTMLButtonElement {
+  const label = device.name || "this device";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Rename";
+  button.setAttribute("aria-label", `Rename ${label}`);
+  button.onclick = () => {
+    const form = document.createElement("form");
+    form.className = "rename-device";
+    const input = document.createElement("input");
+    input.value = device.name;
+    input.maxLength = 64;
+    input.placeholder = "e.g. work laptop";
+    input.setAttribute("aria-label", `New name for ${label}`);
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.textContent = "Save";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    const restore = () => {
+      form.replaceWith(name);
+      button.hidden = false;
+    };
+    cancel.onclick = restore;
+    input.onkeydown = (event) => {
+      if (event.key === "Escape") restore();
+    };
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      try {
+        const renamed = await core.renameDevice(device.deviceId, input.value);
+        await showDevices(core, `Renamed to ${renamed.name}.`);
+      } catch (error) {
+        say("devices-status", errorText(error), "error");
+        save.disabled = false;
+        input.focus();
+      }
+    };
+    form.append(input, save, cancel);
+    name.replaceWith(form);
+    button.hidden = true;
+    input.focus();
+    input.select();
+  };
+  return button;
 }
 
 function day(at: Date): string {

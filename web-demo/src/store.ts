@@ -123,8 +123,17 @@ export async function forgetUser(username: string, userId: string): Promise<void
   for (const key of [...mine, ...logs]) await remove(key);
 }
 
+/**
+ * The form usernames compare in, as on the server (NFKC, then lowercase): `Bob`, `BOB` and
+ * full-width `Ｂｏｂ` are one user, so one device record. Records written before were keyed by
+ * lowercase names, which this leaves as they are.
+ */
+export function canonicalUsername(username: string): string {
+  return username.normalize("NFKC").toLowerCase();
+}
+
 export const keys = {
-  device: (username: string) => `device:${username}`,
+  device: (username: string) => `device:${canonicalUsername(username)}`,
   session: "session",
   cursors: (userId: string) => `cursors:${userId}`,
   contacts: (userId: string) => `contacts:${userId}`,

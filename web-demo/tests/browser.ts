@@ -1234,19 +1234,24 @@ async function errors(): Promise<void> {
   noConsoleErrors([alice], [/ERR_INTERNET_DISCONNECTED|Failed to fetch/]);
 }
 
-/** The devices screen: the user's devices named after the browser, one revoked from another. */
+/**
+ * The devices screen: the user's devices named after the browser, one renamed (a refused name
+ * said in the screen), one revoked from another. The second browser logs in with the username in
+ * capitals: usernames compare case-insensitively and show as registered.
+ */
 async function devices(): Promise<void> {
-  step = "register, then log in on a second browser";
+  step = "register, then log in on a second browser, the username in capitals";
   const alice = await newUser(unique("alice"));
   const errors: string[] = [];
   const other = await newPage(errors);
   await other.goto(baseUrl);
   await other.waitForSelector("body[data-screen=auth]");
-  await other.fill("#username", alice.name);
+  await other.fill("#username", alice.name.toUpperCase());
   await other.fill("#password", PASSWORD);
   await other.click("#login");
   await other.waitForSelector("body[data-screen=app]");
   await online(other);
+  expectEqual(await other.getAttribute("body", "data-user"), alice.name, "the name shown, as registered");
   const otherDevice = (await other.getAttribute("body", "data-device"))!;
   const thisDevice = (await alice.page.getAttribute("body", "data-device"))!;
 
@@ -1258,24 +1263,44 @@ async function devices(): Promise<void> {
       id: (item as HTMLElement).dataset.deviceId,
       current: (item as HTMLElement).dataset.current,
       name: item.querySelector(".device-name")?.textContent,
-      revoke: !!item.querySelector("button"),
+      rename: !!item.querySelector('button[aria-label^="Rename"]'),
+      revoke: !!item.querySelector('button[aria-label^="Revoke"]'),
     })),
   );
   expectEqual(
     listed,
     [
-      { id: thisDevice, current: "true", name: "Chromium on Linux", revoke: false },
-      { id: otherDevice, current: "false", name: "Chromium on Linux", revoke: true },
+      { id: thisDevice, current: "true", name: "Chromium on Linux", rename: true, revoke: false },
+      { id: otherDevice, current: "false", name: "Chromium on Linux", rename: true, revoke: true },
     ],
     "alice's devices",
   );
+
+  step = "renaming the other device: trimmed, and the other browser is told the new name by the server";
+  const otherItem = `#device-list li[data-device-id="${otherDevice}"]`;
+  await alice.page.click(`${otherItem} button[aria-label^="Rename"]`);
+  await alice.page.fill(`${otherItem} .rename-device input`, "  Work laptop ");
+  await alice.page.press(`${otherItem} .rename-device input`, "Enter");
+  await alice.page.waitForSelector(`${otherItem} .device-name:text-is("Work laptop")`);
+  await alice.page.waitForSelector('#devices-status:text-is("Renamed to Work laptop.")');
   await screenshot(alice, "devices");
+  await other.click("#devices");
+  await other.waitForSelector(`${otherItem} .device-name:text-is("Work laptop")`);
+
+  step = "an empty name is refused in the devices screen, in the error colour; Cancel keeps the old name";
+  const thisItem = `#device-list li[data-device-id="${thisDevice}"]`;
+  await alice.page.click(`${thisItem} button[aria-label^="Rename"]`);
+  await alice.page.fill(`${thisItem} .rename-device input`, "   ");
+  await alice.page.click(`${thisItem} .rename-device button[type=submit]`);
+  await alice.page.waitForSelector('#devices-status[data-kind=error]:text-is("device name must not be empty")');
+  await alice.page.click(`${thisItem} .rename-device button:text-is("Cancel")`);
+  await alice.page.waitForSelector(`${thisItem} .device-name:text-is("Chromium on Linux")`);
 
   step = "revoking the other device logs it out";
-  await alice.page.click(`#device-list li[data-device-id="${otherDevice}"] button`);
-  await alice.page.click(`#device-list li[data-device-id="${otherDevice}"] button[data-armed=true]`);
+  await alice.page.click(`${otherItem} button[aria-label^="Revoke"]`);
+  await alice.page.click(`${otherItem} button[data-armed=true]`);
   await alice.page.waitForSelector(`#device-list:not(:has(li[data-device-id="${otherDevice}"]))`);
-  await alice.page.waitForSelector('#devices-status:has-text("was revoked")');
+  await alice.page.waitForSelector('#devices-status:has-text("Work laptop was revoked")');
   expectEqual(await ask("active_devices", { username: alice.name }), 1, "alice's active devices after the revocation");
   await other.waitForSelector("body[data-screen=auth]");
 

@@ -27,7 +27,7 @@ async fn a_registered_user_logs_in_on_a_new_device_and_gets_both_tokens(db: PgPo
 async fn usernames_breaking_the_rules_are_invalid_arguments(db: PgPool) {
     let app = spawn_app(db).await;
 
-    for username in ["ab", "Alice", "al ice", "a/b", &"x".repeat(33), ""] {
+    for username in ["ab", "ålice", "al ice", "a/b", &"x".repeat(33), ""] {
         let result = app
             .client
             .clone()

@@ -2,6 +2,7 @@
 //! own freshly migrated database.
 
 mod accounts;
+mod device_names;
 mod devices;
 mod helpers;
 mod internal;
@@ -12,3 +13,4 @@ mod serving;
 mod sessions;
 mod throttling;
 mod tokens;
+mod usernames;

@@ -72,6 +72,12 @@ impl AuthService for JwksOnly {
     ) -> Reply<pb::RevokeDeviceResponse> {
         Err(Status::unimplemented("test server"))
     }
+    async fn rename_device(
+        &self,
+        _: Request<pb::RenameDeviceRequest>,
+    ) -> Reply<pb::RenameDeviceResponse> {
+        Err(Status::unimplemented("test server"))
+    }
     async fn lookup_users(
         &self,
         _: Request<pb::LookupUsersRequest>,

@@ -6,7 +6,8 @@ pub struct User {
     /// Stable id (a UUID).
     #[prost(string, tag="1")]
     pub user_id: ::prost::alloc::string::String,
-    /// Unique login name, lowercase.
+    /// Unique login name as registered (NFKC-normalised, case kept); unique and looked up
+    /// case-insensitively.
     #[prost(string, tag="2")]
     pub username: ::prost::alloc::string::String,
     /// Free-form name to show; may be empty.
@@ -238,13 +239,31 @@ pub struct RevokeDeviceRequest {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RevokeDeviceResponse {
 }
+/// Request of RenameDevice.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenameDeviceRequest {
+    /// The device to rename; it must be an active device of the caller.
+    #[prost(string, tag="1")]
+    pub device_id: ::prost::alloc::string::String,
+    /// The new name: 1 to 64 characters after trimming, no control characters.
+    #[prost(string, tag="2")]
+    pub name: ::prost::alloc::string::String,
+}
+/// Response of RenameDevice.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenameDeviceResponse {
+    /// The device with its new name.
+    #[prost(message, optional, tag="1")]
+    pub device: ::core::option::Option<Device>,
+}
 /// Request of LookupUsers. At least one id or username; at most 100 in all.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LookupUsersRequest {
     /// Users to look up by id.
     #[prost(string, repeated, tag="1")]
     pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// Users to look up by username.
+    /// Users to look up by username, in any case (see Usernames above); `not_found` repeats a name
+    /// as it was asked for.
     #[prost(string, repeated, tag="2")]
     pub usernames: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }

@@ -299,6 +299,30 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("auth.v1.AuthService", "RevokeDevice"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn rename_device(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RenameDeviceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RenameDeviceResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AuthService/RenameDevice",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.AuthService", "RenameDevice"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn lookup_users(
             &mut self,
             request: impl tonic::IntoRequest<super::LookupUsersRequest>,
@@ -414,6 +438,13 @@ pub mod auth_service_server {
             request: tonic::Request<super::RevokeDeviceRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RevokeDeviceResponse>,
+            tonic::Status,
+        >;
+        async fn rename_device(
+            &self,
+            request: tonic::Request<super::RenameDeviceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RenameDeviceResponse>,
             tonic::Status,
         >;
         async fn lookup_users(
@@ -893,6 +924,51 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeDeviceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AuthService/RenameDevice" => {
+                    #[allow(non_camel_case_types)]
+                    struct RenameDeviceSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::RenameDeviceRequest>
+                    for RenameDeviceSvc<T> {
+                        type Response = super::RenameDeviceResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RenameDeviceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::rename_device(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RenameDeviceSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEibwoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJHCgpEZXZpY2VLZXlzEh0KFWVuY3J5cHRpb25fcHVibGljX2tleRgBIAEoDBIaChJzaWduaW5nX3B1YmxpY19rZXkYAiABKAwi8wEKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIhCgRrZXlzGAMgASgLMhMuYXV0aC52MS5EZXZpY2VLZXlzEiIKGmVuY3J5cHRpb25fa2V5X2ZpbmdlcnByaW50GAQgASgMEh8KF3NpZ25pbmdfa2V5X2ZpbmdlcnByaW50GAUgASgMEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoPVXNlcldpdGhEZXZpY2VzEhsKBHVzZXIYASABKAsyDS5hdXRoLnYxLlVzZXISIAoHZGV2aWNlcxgCIAMoCzIPLmF1dGgudjEuRGV2aWNlIrMBCglUb2tlblBhaXISFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUQoDSndrEgsKA2tpZBgBIAEoCRILCgNrdHkYAiABKAkSCwoDY3J2GAMgASgJEgkKAXgYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSJLCg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJIi8KEFJlZ2lzdGVyUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmF1dGgudjEuVXNlciJaCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhMKC2RldmljZV9uYW1lGAQgASgJInEKDUxvZ2luUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmF1dGgudjEuVXNlchIfCgZkZXZpY2UYAiABKAsyDy5hdXRoLnYxLkRldmljZRIiCgZ0b2tlbnMYAyABKAsyEi5hdXRoLnYxLlRva2VuUGFpciInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjUKD1JlZnJlc2hSZXNwb25zZRIiCgZ0b2tlbnMYASABKAsyEi5hdXRoLnYxLlRva2VuUGFpciIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIhkKF0xvZ291dEV2ZXJ5d2hlcmVSZXF1ZXN0IjQKGExvZ291dEV2ZXJ5d2hlcmVSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhcKFUdldEN1cnJlbnRVc2VyUmVxdWVzdCJWChZHZXRDdXJyZW50VXNlclJlc3BvbnNlEhsKBHVzZXIYASABKAsyDS5hdXRoLnYxLlVzZXISHwoGZGV2aWNlGAIgASgLMg8uYXV0aC52MS5EZXZpY2UiPAoXVXBsb2FkRGV2aWNlS2V5c1JlcXVlc3QSIQoEa2V5cxgBIAEoCzITLmF1dGgudjEuRGV2aWNlS2V5cyI7ChhVcGxvYWREZXZpY2VLZXlzUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uYXV0aC52MS5EZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IlIKE0xpc3REZXZpY2VzUmVzcG9uc2USIAoHZGV2aWNlcxgBIAMoCzIPLmF1dGgudjEuRGV2aWNlEhkKEWN1cnJlbnRfZGV2aWNlX2lkGAIgASgJIigKE1Jldm9rZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIhYKFFJldm9rZURldmljZVJlc3BvbnNlIjkKEkxvb2t1cFVzZXJzUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCRIRCgl1c2VybmFtZXMYAiADKAkiUQoTTG9va3VwVXNlcnNSZXNwb25zZRInCgV1c2VycxgBIAMoCzIYLmF1dGgudjEuVXNlcldpdGhEZXZpY2VzEhEKCW5vdF9mb3VuZBgCIAMoCSIQCg5HZXRKd2tzUmVxdWVzdCItCg9HZXRKd2tzUmVzcG9uc2USGgoEa2V5cxgBIAMoCzIMLmF1dGgudjEuSndrKooCCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBFUlJPUl9SRUFTT05fSU5WQUxJRF9DUkVERU5USUFMUxABEiAKHEVSUk9SX1JFQVNPTl9MT0dJTl9USFJPVFRMRUQQAhImCiJFUlJPUl9SRUFTT05fUkVGUkVTSF9UT0tFTl9JTlZBTElEEAMSJQohRVJST1JfUkVBU09OX0FDQ0VTU19UT0tFTl9JTlZBTElEEAQSIwofRVJST1JfUkVBU09OX0lOVkFMSURfUFVCTElDX0tFWRAFEiEKHUVSUk9SX1JFQVNPTl9UT09fTUFOWV9ERVZJQ0VTEAYyowYKC0F1dGhTZXJ2aWNlEj8KCFJlZ2lzdGVyEhguYXV0aC52MS5SZWdpc3RlclJlcXVlc3QaGS5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2USNgoFTG9naW4SFS5hdXRoLnYxLkxvZ2luUmVxdWVzdBoWLmF1dGgudjEuTG9naW5SZXNwb25zZRI8CgdSZWZyZXNoEhcuYXV0aC52MS5SZWZyZXNoUmVxdWVzdBoYLmF1dGgudjEuUmVmcmVzaFJlc3BvbnNlEjkKBkxvZ291dBIWLmF1dGgudjEuTG9nb3V0UmVxdWVzdBoXLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USVwoQTG9nb3V0RXZlcnl3aGVyZRIgLmF1dGgudjEuTG9nb3V0RXZlcnl3aGVyZVJlcXVlc3QaIS5hdXRoLnYxLkxvZ291dEV2ZXJ5d2hlcmVSZXNwb25zZRJRCg5HZXRDdXJyZW50VXNlchIeLmF1dGgudjEuR2V0Q3VycmVudFVzZXJSZXF1ZXN0Gh8uYXV0aC52MS5HZXRDdXJyZW50VXNlclJlc3BvbnNlElcKEFVwbG9hZERldmljZUtleXMSIC5hdXRoLnYxLlVwbG9hZERldmljZUtleXNSZXF1ZXN0GiEuYXV0aC52MS5VcGxvYWREZXZpY2VLZXlzUmVzcG9uc2USSAoLTGlzdERldmljZXMSGy5hdXRoLnYxLkxpc3REZXZpY2VzUmVxdWVzdBocLmF1dGgudjEuTGlzdERldmljZXNSZXNwb25zZRJLCgxSZXZva2VEZXZpY2USHC5hdXRoLnYxLlJldm9rZURldmljZVJlcXVlc3QaHS5hdXRoLnYxLlJldm9rZURldmljZVJlc3BvbnNlEkgKC0xvb2t1cFVzZXJzEhsuYXV0aC52MS5Mb29rdXBVc2Vyc1JlcXVlc3QaHC5hdXRoLnYxLkxvb2t1cFVzZXJzUmVzcG9uc2USPAoHR2V0SndrcxIXLmF1dGgudjEuR2V0Sndrc1JlcXVlc3QaGC5hdXRoLnYxLkdldEp3a3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEibwoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJHCgpEZXZpY2VLZXlzEh0KFWVuY3J5cHRpb25fcHVibGljX2tleRgBIAEoDBIaChJzaWduaW5nX3B1YmxpY19rZXkYAiABKAwi8wEKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIhCgRrZXlzGAMgASgLMhMuYXV0aC52MS5EZXZpY2VLZXlzEiIKGmVuY3J5cHRpb25fa2V5X2ZpbmdlcnByaW50GAQgASgMEh8KF3NpZ25pbmdfa2V5X2ZpbmdlcnByaW50GAUgASgMEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3Rfc2Vlbl9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUAoPVXNlcldpdGhEZXZpY2VzEhsKBHVzZXIYASABKAsyDS5hdXRoLnYxLlVzZXISIAoHZGV2aWNlcxgCIAMoCzIPLmF1dGgudjEuRGV2aWNlIrMBCglUb2tlblBhaXISFAoMYWNjZXNzX3Rva2VuGAEgASgJEjsKF2FjY2Vzc190b2tlbl9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEjwKGHJlZnJlc2hfdG9rZW5fZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUQoDSndrEgsKA2tpZBgBIAEoCRILCgNrdHkYAiABKAkSCwoDY3J2GAMgASgJEgkKAXgYBCABKAkSCwoDYWxnGAUgASgJEgsKA3VzZRgGIAEoCSJLCg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJIi8KEFJlZ2lzdGVyUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmF1dGgudjEuVXNlciJaCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEhMKC2RldmljZV9uYW1lGAQgASgJInEKDUxvZ2luUmVzcG9uc2USGwoEdXNlchgBIAEoCzINLmF1dGgudjEuVXNlchIfCgZkZXZpY2UYAiABKAsyDy5hdXRoLnYxLkRldmljZRIiCgZ0b2tlbnMYAyABKAsyEi5hdXRoLnYxLlRva2VuUGFpciInCg5SZWZyZXNoUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjUKD1JlZnJlc2hSZXNwb25zZRIiCgZ0b2tlbnMYASABKAsyEi5hdXRoLnYxLlRva2VuUGFpciIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIhkKF0xvZ291dEV2ZXJ5d2hlcmVSZXF1ZXN0IjQKGExvZ291dEV2ZXJ5d2hlcmVSZXNwb25zZRIYChByZXZva2VkX3Nlc3Npb25zGAEgASgNIhcKFUdldEN1cnJlbnRVc2VyUmVxdWVzdCJWChZHZXRDdXJyZW50VXNlclJlc3BvbnNlEhsKBHVzZXIYASABKAsyDS5hdXRoLnYxLlVzZXISHwoGZGV2aWNlGAIgASgLMg8uYXV0aC52MS5EZXZpY2UiPAoXVXBsb2FkRGV2aWNlS2V5c1JlcXVlc3QSIQoEa2V5cxgBIAEoCzITLmF1dGgudjEuRGV2aWNlS2V5cyI7ChhVcGxvYWREZXZpY2VLZXlzUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uYXV0aC52MS5EZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IlIKE0xpc3REZXZpY2VzUmVzcG9uc2USIAoHZGV2aWNlcxgBIAMoCzIPLmF1dGgudjEuRGV2aWNlEhkKEWN1cnJlbnRfZGV2aWNlX2lkGAIgASgJIigKE1Jldm9rZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIhYKFFJldm9rZURldmljZVJlc3BvbnNlIjYKE1JlbmFtZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiNwoUUmVuYW1lRGV2aWNlUmVzcG9uc2USHwoGZGV2aWNlGAEgASgLMg8uYXV0aC52MS5EZXZpY2UiOQoSTG9va3VwVXNlcnNSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJEhEKCXVzZXJuYW1lcxgCIAMoCSJRChNMb29rdXBVc2Vyc1Jlc3BvbnNlEicKBXVzZXJzGAEgAygLMhguYXV0aC52MS5Vc2VyV2l0aERldmljZXMSEQoJbm90X2ZvdW5kGAIgAygJIhAKDkdldEp3a3NSZXF1ZXN0Ii0KD0dldEp3a3NSZXNwb25zZRIaCgRrZXlzGAEgAygLMgwuYXV0aC52MS5Kd2sqigIKC0Vycm9yUmVhc29uEhwKGEVSUk9SX1JFQVNPTl9VTlNQRUNJRklFRBAAEiQKIEVSUk9SX1JFQVNPTl9JTlZBTElEX0NSRURFTlRJQUxTEAESIAocRVJST1JfUkVBU09OX0xPR0lOX1RIUk9UVExFRBACEiYKIkVSUk9SX1JFQVNPTl9SRUZSRVNIX1RPS0VOX0lOVkFMSUQQAxIlCiFFUlJPUl9SRUFTT05fQUNDRVNTX1RPS0VOX0lOVkFMSUQQBBIjCh9FUlJPUl9SRUFTT05fSU5WQUxJRF9QVUJMSUNfS0VZEAUSIQodRVJST1JfUkVBU09OX1RPT19NQU5ZX0RFVklDRVMQBjLwBgoLQXV0aFNlcnZpY2USPwoIUmVnaXN0ZXISGC5hdXRoLnYxLlJlZ2lzdGVyUmVxdWVzdBoZLmF1dGgudjEuUmVnaXN0ZXJSZXNwb25zZRI2CgVMb2dpbhIVLmF1dGgudjEuTG9naW5SZXF1ZXN0GhYuYXV0aC52MS5Mb2dpblJlc3BvbnNlEjwKB1JlZnJlc2gSFy5hdXRoLnYxLlJlZnJlc2hSZXF1ZXN0GhguYXV0aC52MS5SZWZyZXNoUmVzcG9uc2USOQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZRJXChBMb2dvdXRFdmVyeXdoZXJlEiAuYXV0aC52MS5Mb2dvdXRFdmVyeXdoZXJlUmVxdWVzdBohLmF1dGgudjEuTG9nb3V0RXZlcnl3aGVyZVJlc3BvbnNlElEKDkdldEN1cnJlbnRVc2VyEh4uYXV0aC52MS5HZXRDdXJyZW50VXNlclJlcXVlc3QaHy5hdXRoLnYxLkdldEN1cnJlbnRVc2VyUmVzcG9uc2USVwoQVXBsb2FkRGV2aWNlS2V5cxIgLmF1dGgudjEuVXBsb2FkRGV2aWNlS2V5c1JlcXVlc3QaIS5hdXRoLnYxLlVwbG9hZERldmljZUtleXNSZXNwb25zZRJICgtMaXN0RGV2aWNlcxIbLmF1dGgudjEuTGlzdERldmljZXNSZXF1ZXN0GhwuYXV0aC52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlEksKDFJldm9rZURldmljZRIcLmF1dGgudjEuUmV2b2tlRGV2aWNlUmVxdWVzdBodLmF1dGgudjEuUmV2b2tlRGV2aWNlUmVzcG9uc2USSwoMUmVuYW1lRGV2aWNlEhwuYXV0aC52MS5SZW5hbWVEZXZpY2VSZXF1ZXN0Gh0uYXV0aC52MS5SZW5hbWVEZXZpY2VSZXNwb25zZRJICgtMb29rdXBVc2VycxIbLmF1dGgudjEuTG9va3VwVXNlcnNSZXF1ZXN0GhwuYXV0aC52MS5Mb29rdXBVc2Vyc1Jlc3BvbnNlEjwKB0dldEp3a3MSFy5hdXRoLnYxLkdldEp3a3NSZXF1ZXN0GhguYXV0aC52MS5HZXRKd2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A user account as others see it.
@@ -28,7 +28,8 @@ export type User = Message<"auth.v1.User"> & {
   userId: string;
 
   /**
-   * Unique login name, lowercase.
+   * Unique login name as registered (NFKC-normalised, case kept); unique and looked up
+   * case-insensitively.
    *
    * @generated from field: string username = 2;
    */
@@ -683,6 +684,55 @@ export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@_
   messageDesc(file_auth_v1_auth, 23);
 
 /**
+ * Request of RenameDevice.
+ *
+ * @generated from message auth.v1.RenameDeviceRequest
+ */
+export type RenameDeviceRequest = Message<"auth.v1.RenameDeviceRequest"> & {
+  /**
+   * The device to rename; it must be an active device of the caller.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * The new name: 1 to 64 characters after trimming, no control characters.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message auth.v1.RenameDeviceRequest.
+ * Use `create(RenameDeviceRequestSchema)` to create a new message.
+ */
+export const RenameDeviceRequestSchema: GenMessage<RenameDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 24);
+
+/**
+ * Response of RenameDevice.
+ *
+ * @generated from message auth.v1.RenameDeviceResponse
+ */
+export type RenameDeviceResponse = Message<"auth.v1.RenameDeviceResponse"> & {
+  /**
+   * The device with its new name.
+   *
+   * @generated from field: auth.v1.Device device = 1;
+   */
+  device?: Device | undefined;
+};
+
+/**
+ * Describes the message auth.v1.RenameDeviceResponse.
+ * Use `create(RenameDeviceResponseSchema)` to create a new message.
+ */
+export const RenameDeviceResponseSchema: GenMessage<RenameDeviceResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 25);
+
+/**
  * Request of LookupUsers. At least one id or username; at most 100 in all.
  *
  * @generated from message auth.v1.LookupUsersRequest
@@ -696,7 +746,8 @@ export type LookupUsersRequest = Message<"auth.v1.LookupUsersRequest"> & {
   userIds: string[];
 
   /**
-   * Users to look up by username.
+   * Users to look up by username, in any case (see Usernames above); `not_found` repeats a name
+   * as it was asked for.
    *
    * @generated from field: repeated string usernames = 2;
    */
@@ -708,7 +759,7 @@ export type LookupUsersRequest = Message<"auth.v1.LookupUsersRequest"> & {
  * Use `create(LookupUsersRequestSchema)` to create a new message.
  */
 export const LookupUsersRequestSchema: GenMessage<LookupUsersRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 24);
+  messageDesc(file_auth_v1_auth, 26);
 
 /**
  * Response of LookupUsers.
@@ -736,7 +787,7 @@ export type LookupUsersResponse = Message<"auth.v1.LookupUsersResponse"> & {
  * Use `create(LookupUsersResponseSchema)` to create a new message.
  */
 export const LookupUsersResponseSchema: GenMessage<LookupUsersResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 25);
+  messageDesc(file_auth_v1_auth, 27);
 
 /**
  * Request of GetJwks.
@@ -751,7 +802,7 @@ export type GetJwksRequest = Message<"auth.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 26);
+  messageDesc(file_auth_v1_auth, 28);
 
 /**
  * Response of GetJwks.
@@ -772,7 +823,7 @@ export type GetJwksResponse = Message<"auth.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 27);
+  messageDesc(file_auth_v1_auth, 29);
 
 /**
  * Reasons carried in `google.rpc.ErrorInfo.reason` (without the `ERROR_REASON_` prefix).
@@ -857,9 +908,14 @@ export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
  * example `INVALID_CREDENTIALS`) and whose `domain` is `auth.v1`; rate limits also carry a
  * `google.rpc.RetryInfo`.
  *
- * Limits: usernames 3 to 32 characters of `a-z 0-9 _ . -`; passwords 8 to 128 characters (never
- * truncated or case-folded); display and device names at most 64 characters; at most 10 active
- * devices per user; at most 100 users per lookup.
+ * Limits: usernames 3 to 32 characters of `A-Z a-z 0-9 _ . -` after Unicode NFKC normalisation
+ * (so full-width `ｂｏｂ` is `bob`); passwords 8 to 128 characters (never truncated or
+ * case-folded); display and device names at most 64 characters; at most 10 active devices per
+ * user; at most 100 users per lookup.
+ *
+ * Usernames: a username is kept as registered (NFKC-normalised, case kept: `Bob`) and compared in
+ * lowercase everywhere (Register, Login, LookupUsers, login throttling): `BOB`, `bob` and `Ｂｏｂ`
+ * name the same user, and `User.username` always answers the form it was registered in.
  *
  * Every RPC, directly or through the gateway: INVALID_ARGUMENT for a request that is not a valid
  * message of its type (a string field that is not UTF-8 included), a truncated or malformed gRPC
@@ -875,7 +931,7 @@ export const AuthService: GenService<{
   /**
    * Creates an account. It does not log in: call Login next.
    * Errors: INVALID_ARGUMENT when a field breaks the rules above; ALREADY_EXISTS when the username is
-   * taken.
+   * taken, in any case (see Usernames above).
    *
    * @generated from rpc auth.v1.AuthService.Register
    */
@@ -990,6 +1046,20 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RevokeDeviceRequestSchema;
     output: typeof RevokeDeviceResponseSchema;
+  },
+  /**
+   * Renames one of the caller's active devices (possibly the current one) and returns it. The name
+   * is trimmed of surrounding white space; other users see it in LookupUsers.
+   * Errors: INVALID_ARGUMENT when the name is empty after trimming, longer than 64 characters or
+   * holds control characters, or `device_id` is not a UUID; NOT_FOUND when the device is not an
+   * active device of the caller (another user's device included).
+   *
+   * @generated from rpc auth.v1.AuthService.RenameDevice
+   */
+  renameDevice: {
+    methodKind: "unary";
+    input: typeof RenameDeviceRequestSchema;
+    output: typeof RenameDeviceResponseSchema;
   },
   /**
    * Looks users up by id and/or username, with every active device that has uploaded keys. Unknown
