@@ -313,6 +313,7 @@ async function loadOlder(): Promise<void> {
     const page = await core.history(conversationId, oldestShown);
     if (conversationId !== currentId) return;
     moreHistory = page.more;
+    if (historyFailed) say("conversation-status", "");
     historyFailed = false;
     for (const message of page.messages) addMessage(message);
     list.scrollTop += list.scrollHeight - heightBefore;

@@ -130,6 +130,16 @@ async fn the_page_recovers_after_the_gateway_restarts(db: PgPool) {
     run_scenario(&mut stack, "restart").await;
 }
 
+/// Messages written while chat is down are kept (IndexedDB), shown as pending, survive a reload,
+/// and are delivered once each when chat is back, with no gap in the sender's chain; one refused
+/// for good is shown failed, can be discarded, and leaves no gap either.
+#[sqlx::test(migrations = "../migrations")]
+async fn messages_written_while_chat_is_down_are_kept_and_delivered_once(db: PgPool) {
+    let mut stack = stack(db, "outbox").await;
+
+    run_scenario(&mut stack, "outbox").await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn history_loads_page_by_page_when_scrolling_up(db: PgPool) {
     let mut stack = stack(db, "history").await;

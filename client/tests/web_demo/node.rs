@@ -1,6 +1,6 @@
 //! Building the web demo and running its Node scripts (`web-demo/tests/*.ts`, bundled with
 //! web-demo's esbuild). A browser script drives Chromium with playwright-core and asks this
-//! side for what only the stack can do (CLI users, stopping the gateway) with request lines on
+//! side for what only the stack can do (CLI users, stopping the gateway or chat) with request lines on
 //! its stdout, `@@ {"id":N,"op":...}`, answered by one JSON line on its stdin.
 
 use std::{
@@ -516,6 +516,25 @@ impl Cli {
             "gateway_start" => {
                 stack.start_gateway().await;
                 Ok(Value::Null)
+            }
+            "chat_stop" => {
+                stack.stop_chat().await;
+                Ok(Value::Null)
+            }
+            "chat_start" => {
+                stack.start_chat().await;
+                Ok(Value::Null)
+            }
+            "message_rows" => {
+                // How many times chat stored a message of this client message id (by any device).
+                let rows: i64 = sqlx::query_scalar(
+                    "select count(*) from chat.messages where client_message_id = $1",
+                )
+                .bind(text("client_message_id"))
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(rows))
             }
             other => Err(format!("unknown op {other}")),
         }
