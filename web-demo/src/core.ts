@@ -1070,7 +1070,8 @@ export class Core {
         if (outbox.retryable(error)) return false;
       }
       entry.state = "failed";
-      entry.error = errorMessage(failure);
+      // The server sees only the padded ciphertext: its limit is the one people meet as length.
+      entry.error = /ciphertext must have/.test(errorMessage(failure)) ? "the message is too long" : errorMessage(failure);
       await outbox.save(this.userId, this.device.deviceId, entry);
       this.unsentMessages.set(entry.clientMessageId, unsentOf(entry, await this.textOf(entry)));
       this.listeners.unsent?.(entry.conversationId);
