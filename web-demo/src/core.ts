@@ -1,6 +1,7 @@
 // The client logic, without any DOM: login (device keys generated here and uploaded, optionally
-// sealed under a passphrase), sending (sealed for every device, one retry after a device-list
-// mismatch), opening delivered messages (verified, never shown when a check fails), the live
+// sealed under a passphrase), sending (sealed for every device, queued in IndexedDB until the
+// server acknowledges it, retried with the same envelope, sealed again only after a device-list
+// mismatch; see outbox.ts), opening delivered messages (verified, never shown when a check fails), the live
 // stream (Subscribe from per-conversation cursors, reconnecting with backoff and resuming),
 // history pages, acknowledgements, receipts, typing, groups, key pinning and safety numbers. The
 // same behaviour as the Rust client (client/src), which it interoperates with.
