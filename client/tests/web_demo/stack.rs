@@ -41,7 +41,7 @@ struct RunningService {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// The chat service as started (without a malicious proxy: [`Stack::stop_chat`] needs its port).
+/// The chat service as started (behind the malicious proxy, if any, which forwards to its port).
 struct ChatService {
     addr: SocketAddr,
     config: chat::Config,
@@ -56,7 +56,7 @@ pub struct Stack {
     pub malicious: Option<MaliciousServer>,
     config: gateway::Config,
     running: Option<RunningService>,
-    chat: Option<ChatService>,
+    chat: ChatService,
     profiles: Vec<PathBuf>,
     probe: Option<Arc<Session>>,
 }
@@ -127,12 +127,15 @@ impl Stack {
             running: None,
         };
         chat.running = Some(start_chat_on(&chat.config, &db, chat_listener));
-        let restartable_chat = !malicious;
         let malicious = match (auth_proxy, group_proxy) {
             (Some(auth), Some(group)) => {
-                let chat = RewritingProxy::start(chat_addr).await;
-                chat_addr = chat.addr;
-                Some(MaliciousServer { auth, group, chat })
+                let chat_proxy = RewritingProxy::start(chat_addr).await;
+                chat_addr = chat_proxy.addr;
+                Some(MaliciousServer {
+                    auth,
+                    group,
+                    chat: chat_proxy,
+                })
             }
             _ => None,
         };
@@ -154,7 +157,8 @@ impl Stack {
             malicious,
             config,
             running: None,
-            chat: restartable_chat.then_some(chat),
+            // Kept even when no test stops it: dropping its stop sender would stop it.
+            chat,
             profiles: Vec::new(),
             probe: None,
         };
@@ -236,8 +240,7 @@ impl Stack {
     /// Stops the chat service (its streams end, its port closes): the gateway answers chat's
     /// calls with UNAVAILABLE while auth and group go on.
     pub async fn stop_chat(&mut self) {
-        let chat = self.chat.as_mut().expect("a stack whose chat can restart");
-        if let Some(running) = chat.running.take() {
+        if let Some(running) = self.chat.running.take() {
             let _ = running.stop.send(());
             running.task.await.unwrap().unwrap();
         }
@@ -246,9 +249,8 @@ impl Stack {
     /// Starts the chat service again on the same port, and waits until it answers through the
     /// gateway.
     pub async fn start_chat(&mut self) {
-        let chat = self.chat.as_mut().expect("a stack whose chat can restart");
-        let listener = TcpListener::bind(chat.addr).await.unwrap();
-        chat.running = Some(start_chat_on(&chat.config, &self.db, listener));
+        let listener = TcpListener::bind(self.chat.addr).await.unwrap();
+        self.chat.running = Some(start_chat_on(&self.chat.config, &self.db, listener));
         self.wait_until_chat_answers().await;
     }
 
