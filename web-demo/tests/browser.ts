@@ -418,7 +418,8 @@ async function restart(): Promise<void> {
 }
 
 /** Messages written while chat is down: pending, kept across a reload, delivered once each when
- * chat is back, with no gap in the chain; a message refused for good: failed, discarded, no gap. */
+ * chat is back, with no gap in the chain; a message refused for good: failed, discarded, no gap;
+ * a group message written while the gateway is down: sealed for the members last listed, sent once. */
 async function outbox(): Promise<void> {
   step = "register";
   const carol = unique("carol");
@@ -484,8 +485,31 @@ async function outbox(): Promise<void> {
   await alice.page.waitForSelector(`#title:text-is("${carol}")`);
   await sees(alice, "after the refused one", true);
   expectEqual(await texts(alice), ["before chat stops", ...written, "after the refused one"], "alice's conversation after a reload");
-  // Chromium logs the calls refused while chat was down; nothing else may appear.
-  noConsoleErrors([alice], [/Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch/]);
+
+  step = "the gateway stops: a message to a group is sealed for its members as last listed, pending, and goes once";
+  const group = unique("outbox-");
+  await alice.page.click("#new-group-box summary");
+  await alice.page.fill("#new-group-name", group);
+  await alice.page.fill("#new-group-members", carol);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForSelector(`#title:text-is("# ${group}")`);
+  await send(alice, "welcome to the group");
+  await ask("gateway_stop");
+  await alice.page.waitForSelector("#conn[data-state=offline]");
+  await alice.page.fill("#text", "to the group while the gateway is down");
+  await alice.page.press("#text", "Enter");
+  await alice.page.waitForSelector('#messages .message[data-status=pending] .body:text-is("to the group while the gateway is down")');
+  const [groupId] = await pendingIds();
+  await ask("gateway_start");
+  await sees(alice, "to the group while the gateway is down", true);
+  const groupHistory = await cliSees(carol, `#${group}`, "to the group while the gateway is down");
+  expectEqual(groupHistory.map((m) => m.text), ["welcome to the group", "to the group while the gateway is down"], "carol's group history");
+  expectEqual(groupHistory.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain in the group");
+  expectEqual(await ask("message_rows", { client_message_id: groupId }), 1, "rows stored for the group message");
+  // Chromium logs the calls refused while chat or the gateway was down; nothing else may appear.
+  noConsoleErrors([alice], [
+    /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
+  ]);
 }
 
 /** A long conversation: the newest page first, older pages when scrolling up, unread counts. */
