@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|outbox|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|outbox|lostanswer|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway or chat) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -510,6 +510,40 @@ async function outbox(): Promise<void> {
   noConsoleErrors([alice], [
     /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
   ]);
+}
+
+/** Chat stores a message but its answer is lost on the way back: the page keeps it pending and
+ * sends the same envelope again, which chat answers with the stored message. */
+async function lostAnswer(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await send(alice, "first");
+
+  step = "the answers of the next two sends are lost: the message is retried, stored once";
+  await ask("lose_send_answers", { count: 2 });
+  await send(alice, "stored, answer lost"); // shown once the stream delivers it
+  // The page sends it again until an answer arrives (polling the proxy, not waiting for time).
+  for (const deadline = Date.now() + TIMEOUT; (await ask<number>("send_answers_to_lose")) > 0; ) {
+    if (Date.now() > deadline) throw new Error("the page did not send the message again");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const id = await alice.page.getAttribute('#messages .message[data-status=verified]:has(.body:text-is("stored, answer lost"))', "data-seq");
+  expectEqual(id, "2", "the sequence alice shows");
+  // The queue sends in order: "next" goes only once the retried message got its answer.
+  await send(alice, "next");
+  const history = await cliSees(carol, alice.name, "next");
+  expectEqual(history.map((m) => m.text), ["first", "stored, answer lost", "next"], "carol's history");
+  expectEqual(history.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain");
+  const conversationId = await alice.page.getAttribute("#messages", "data-conversation-id");
+  expectEqual(await ask("conversation_rows", { conversation_id: conversationId }), 3, "rows in the conversation");
+  await alice.page.reload();
+  await alice.page.waitForSelector(`#title:text-is("${carol}")`);
+  await sees(alice, "next", true);
+  expectEqual(await texts(alice), ["first", "stored, answer lost", "next"], "alice's conversation after a reload");
+  noConsoleErrors([alice], [/Failed to load resource/]);
 }
 
 /** A long conversation: the newest page first, older pages when scrolling up, unread counts. */
@@ -1397,6 +1431,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   reload,
   restart,
   outbox,
+  lostanswer: lostAnswer,
   history: longHistory,
   recent,
   tokens,

@@ -25,6 +25,8 @@ use crate::{
     stack::Stack,
 };
 
+const SEND_MESSAGE: &str = "/chat.v1.ChatService/SendMessage";
+
 /// A browser scenario must end within this (each takes a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -517,6 +519,15 @@ impl Cli {
                 stack.start_gateway().await;
                 Ok(Value::Null)
             }
+            "lose_send_answers" => {
+                // Chat stores the next `count` messages sent, but their answers are lost.
+                let count = request["count"].as_u64().unwrap_or_default() as usize;
+                malicious(stack)?.chat.lose_answers(SEND_MESSAGE, count);
+                Ok(Value::Null)
+            }
+            "send_answers_to_lose" => {
+                Ok(json!(malicious(stack)?.chat.answers_to_lose(SEND_MESSAGE)))
+            }
             "chat_stop" => {
                 stack.stop_chat().await;
                 Ok(Value::Null)
@@ -524,6 +535,18 @@ impl Cli {
             "chat_start" => {
                 stack.start_chat().await;
                 Ok(Value::Null)
+            }
+            "conversation_rows" => {
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let rows: i64 = sqlx::query_scalar(
+                    "select count(*) from chat.messages where conversation_id = $1",
+                )
+                .bind(conversation_id)
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(rows))
             }
             "message_rows" => {
                 // How many times chat stored a message of this client message id (by any device).
