@@ -17,6 +17,7 @@ import {
   type ConnectionState,
   type Notice,
   type ShownMessage,
+  type UnsentMessage,
 } from "./core";
 import { $, errorText, say } from "./dom";
 import { showDevices, showMembers } from "./manage";
@@ -30,6 +31,7 @@ let shown = new Map<string, ShownMessage>(); // by message id
 let oldestShown = 0;
 let moreHistory = false;
 let loadingHistory = false;
+let historyFailed = false; // the open conversation's history could not be loaded: again once online
 let readBy = new Map<string, number>(); // other users' read positions in the open conversation
 const typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
 let lastTypingSent = 0;
@@ -102,6 +104,9 @@ async function enter(session: Core): Promise<void> {
     receipt: onReceipt,
     typing: onTyping,
     notice: onNotice,
+    unsent: (conversationId) => {
+      if (conversationId === currentId) renderUnsent();
+    },
     removed: onRemoved,
     groupChanged: (groupId) => {
       const panel = $("panel");
@@ -135,6 +140,7 @@ function showConnection(state: ConnectionState, detail: string): void {
   const conn = $("conn");
   conn.dataset.state = state;
   conn.textContent = state === "online" ? "online" : state === "connecting" ? "connecting…" : `offline${detail ? `, ${detail}` : ""}`;
+  if (state === "online" && historyFailed) void loadOlder();
 }
 
 // ---------------------------------------------------------------- conversation list
@@ -270,6 +276,8 @@ async function openConversation(conversationId: string): Promise<void> {
   updateVerifiedMark();
   $("messages").replaceChildren();
   $("messages").dataset.conversationId = conversationId;
+  historyFailed = false;
+  renderUnsent();
   $("typing").textContent = "";
   $("panel").hidden = true;
   delete $("panel").dataset.groupId;
@@ -305,10 +313,13 @@ async function loadOlder(): Promise<void> {
     const page = await core.history(conversationId, oldestShown);
     if (conversationId !== currentId) return;
     moreHistory = page.more;
+    if (historyFailed) say("conversation-status", "");
+    historyFailed = false;
     for (const message of page.messages) addMessage(message);
     list.scrollTop += list.scrollHeight - heightBefore;
     list.dataset.historyComplete = String(!moreHistory);
   } catch (error) {
+    historyFailed = true;
     say("conversation-status", `History not loaded: ${errorText(error)}`, "error");
   } finally {
     loadingHistory = false;
@@ -356,6 +367,51 @@ function addMessage(message: ShownMessage): void {
   updateReceipts();
 }
 
+/**
+ * The messages of the open conversation not acknowledged yet, after every message shown: "pending"
+ * while they are retried, "not sent" with the server's reason and "Discard" when refused for good.
+ */
+function renderUnsent(): void {
+  if (!core || !currentId) return;
+  const list = $("messages");
+  for (const item of list.querySelectorAll(".message.unsent")) item.remove();
+  for (const message of core.unsent(currentId)) list.append(unsentItem(message));
+  list.scrollTop = list.scrollHeight;
+}
+
+function unsentItem(message: UnsentMessage): HTMLElement {
+  const item = document.createElement("li");
+  item.className = "message unsent";
+  item.dataset.seq = "Infinity"; // after every message the server numbered
+  item.dataset.mine = "true";
+  item.dataset.status = message.state === "pending" ? "pending" : "not-sent";
+  item.dataset.clientMessageId = message.clientMessageId;
+  const from = document.createElement("div");
+  from.className = "from";
+  from.textContent = "you";
+  const body = document.createElement("div");
+  body.className = "body";
+  body.textContent = message.text;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const time = message.createdAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  meta.textContent = message.state === "pending" ? `${time} · pending, sent when the server is reachable` : time;
+  item.append(from, body, meta);
+  if (message.state === "failed") {
+    const failure = document.createElement("div");
+    failure.className = "unsent-error";
+    failure.textContent = `Not sent: ${message.error ?? "refused by the server"}.`;
+    const discard = document.createElement("button");
+    discard.type = "button";
+    discard.className = "discard";
+    discard.textContent = "Discard";
+    discard.onclick = () => void core?.discard(message.clientMessageId);
+    failure.append(" ", discard);
+    item.append(failure);
+  }
+  return item;
+}
+
 function onLiveMessage(message: ShownMessage): void {
   if (message.conversationId !== currentId) return;
   const list = $("messages");
@@ -381,7 +437,7 @@ function onReceipt(conversationId: string, userId: string, readSequence: number)
 function updateReceipts(): void {
   if (!core) return;
   const readers = [...readBy.entries()];
-  for (const item of $("messages").querySelectorAll<HTMLElement>('.message[data-mine="true"]')) {
+  for (const item of $("messages").querySelectorAll<HTMLElement>('.message[data-mine="true"]:not(.unsent)')) {
     const sequence = Number(item.dataset.seq);
     const names = readers.filter(([, read]) => read >= sequence).map(([userId]) => core!.nameOf(userId));
     const meta = item.querySelector(".meta")!;
@@ -419,13 +475,9 @@ async function send(): Promise<void> {
   button.disabled = true;
   try {
     const conversationId = currentId;
-    const sent = await core.send(conversationId, text);
-    if (conversationId === currentId) {
-      say("conversation-status", "");
-      addMessage(sent);
-      const list = $("messages");
-      list.scrollTop = list.scrollHeight;
-    }
+    // Queued (shown as pending by the `unsent` event) and sent as soon as the server answers.
+    await core.send(conversationId, text);
+    if (conversationId === currentId) say("conversation-status", "");
   } catch (error) {
     input.value = text;
     say("conversation-status", `Not sent: ${errorText(error)}`, "error");

@@ -1,6 +1,7 @@
 // The client logic, without any DOM: login (device keys generated here and uploaded, optionally
-// sealed under a passphrase), sending (sealed for every device, one retry after a device-list
-// mismatch), opening delivered messages (verified, never shown when a check fails), the live
+// sealed under a passphrase), sending (sealed for every device, queued in IndexedDB until the
+// server acknowledges it, retried with the same envelope, sealed again only after a device-list
+// mismatch; see outbox.ts), opening delivered messages (verified, never shown when a check fails), the live
 // stream (Subscribe from per-conversation cursors, reconnecting with backoff and resuming),
 // history pages, acknowledgements, receipts, typing, groups, key pinning and safety numbers. The
 // same behaviour as the Rust client (client/src), which it interoperates with.
@@ -29,6 +30,7 @@ import {
 } from "./gen/chat/v1/chat_pb";
 import { Role, type Group } from "./gen/group/v1/group_pb";
 import * as keystore from "./keystore";
+import * as outbox from "./outbox";
 import * as store from "./store";
 import * as trust from "./trust";
 import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SeenLog } from "./store";
@@ -53,6 +55,17 @@ export interface ShownMessage {
   replayOf?: number;
   /** The sending device used up its budget of decryption failures: this one was not attempted. */
   notAttempted?: boolean;
+}
+
+/** A message the user wrote that the server has not acknowledged (see Core.send and outbox.ts). */
+export interface UnsentMessage {
+  clientMessageId: string;
+  conversationId: string;
+  text: string;
+  createdAt: Date;
+  /** "pending": retried until the server answers; "failed": refused for good (see `error`). */
+  state: "pending" | "failed";
+  error?: string;
 }
 
 /** This device's chain in one conversation (suite V2), kept in IndexedDB. */
@@ -177,6 +190,8 @@ export interface CoreEvents {
   groupChanged(groupId: string): void;
   /** A key or membership change: shown before anything is sealed for it. */
   notice(notice: Notice): void;
+  /** The unsent messages of a conversation changed (queued, failed, acknowledged, discarded). */
+  unsent(conversationId: string): void;
   sessionEnded(): void;
 }
 
@@ -371,6 +386,13 @@ export class Core {
   private reviewing: Promise<void> = Promise.resolve();
   private stream: AbortController | undefined;
   private stopped = false;
+  /** The queue's messages as shown (texts opened from their envelopes), by client message id. */
+  private readonly unsentMessages = new Map<string, UnsentMessage>();
+  /** The passes over the queue, one after the other; whether one waits to run; the retry timer. */
+  private flushing: Promise<void> = Promise.resolve();
+  private flushWaiting = false;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private retryFailures = 0;
   listeners: Partial<CoreEvents> = {};
   state: ConnectionState = "offline";
   /** How many times the stream was opened again after an end or error. */
@@ -404,11 +426,28 @@ export class Core {
       // Offline at start: the stream keeps trying and lists the conversations once it connects.
       if (error instanceof SessionEnded) throw error;
     }
+    // What was written and not acknowledged before the reload: shown, in its conversation even
+    // when the server cannot list it now, and sent again.
+    const queued = await outbox.load(this.userId, this.device.deviceId);
+    for (const entry of queued) {
+      if (this.conversations.has(entry.conversationId)) continue;
+      this.conversations.set(entry.conversationId, {
+        conversationId: entry.conversationId,
+        ...entry.conversation,
+        lastSequence: 0,
+        unread: 0,
+        createdAt: new Date(entry.createdAt),
+      });
+    }
+    await this.noteUnsent(queued);
+    if (queued.length) this.listeners.conversations?.();
+    this.flushOutbox();
     void this.runStream();
   }
 
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
     this.stream?.abort();
     this.networkChanged(true);
   }
@@ -426,6 +465,7 @@ export class Core {
       return;
     }
     for (const resume of this.networkBack.splice(0)) resume();
+    this.flushOutbox();
   }
 
   private async untilNetwork(): Promise<void> {
@@ -686,6 +726,13 @@ export class Core {
     return users;
   }
 
+  /** A group's members with their devices as last listed and looked up here, if all are known. */
+  private cachedMembers(groupId: string): UserWithDevices[] | undefined {
+    const ids = [...(this.memberIds.get(groupId) ?? [])];
+    const users = ids.map((id) => this.users.get(id));
+    return ids.length > 0 && users.every((u) => u) ? (users as UserWithDevices[]) : undefined;
+  }
+
   /** Records a membership change made here, so that it is not reported back. */
   private async noteMembers(groupId: string, change: (members: Record<string, string>) => void): Promise<void> {
     const pin = this.groupPins[groupId];
@@ -903,82 +950,286 @@ export class Core {
     return e2ee.safetyNumber(this.userId, await fingerprints(me), userId, await fingerprints(them));
   }
 
-  // ------------------------------------------------------------ sending
+  // ------------------------------------------------------------ sending (the queue: outbox.ts)
 
   /**
-   * Seals `text` for every device of the conversation and sends it (one retry after a mismatch).
-   * The device sends one message at a time, in all of this browser's tabs (a Web Lock per
-   * device, held from sealing until the server answers): two sends at once would take one chain
-   * counter (a fork at every recipient) or reach the server out of their counters' order.
+   * Seals `text` for every device of the conversation, keeps it in the queue (IndexedDB) and
+   * starts sending it: the returned message is pending until the server acknowledges it (the
+   * `message` event then shows it as sent), or failed when the server refuses it for good. Throws
+   * only when it cannot be sealed (keys to accept, or recipients unknown without a connection);
+   * then nothing is queued. The device seals and sends one message at a time, in all of this
+   * browser's tabs (a Web Lock per device): two at once would take one chain counter (a fork at
+   * every recipient) or reach the server out of their counters' order.
    */
-  async send(conversationId: string, text: string): Promise<ShownMessage> {
+  async send(conversationId: string, text: string): Promise<UnsentMessage> {
     checkText(text);
     const conversation = this.conversations.get(conversationId);
     if (!conversation) throw new Error("unknown conversation");
-    const sent = await navigator.locks.request(`chat-send/${this.device.deviceId}`, async () => {
-      // Another tab may have sent since this one last read the chains.
+    const entry = await navigator.locks.request(this.sendLock, async () => {
+      // Another tab may have sealed since this one last read the chains and the queue.
       this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
-      return this.sendInTurn(conversation, conversationId, text);
+      const queued = await outbox.load(this.userId, this.device.deviceId);
+      const clientMessageId = crypto.randomUUID();
+      const recipients = await this.recipients(conversation, false, true);
+      const envelope = await this.sealNext(conversationId, clientMessageId, recipients, text);
+      const entry: outbox.OutboxEntry = {
+        clientMessageId,
+        conversationId,
+        conversation: { kind: conversation.kind, peerUserId: conversation.peerUserId, groupId: conversation.groupId, name: conversation.name },
+        envelope,
+        // The queue's order is the chain's: strictly after what is queued already.
+        createdAt: Math.max(Date.now(), (queued.at(-1)?.createdAt ?? 0) + 1),
+        state: "pending",
+        mismatches: 0,
+      };
+      await outbox.save(this.userId, this.device.deviceId, entry);
+      return entry;
     });
-    this.noteNewest(sent);
-    this.listeners.conversations?.();
-    return sent;
+    const message = unsentOf(entry, text);
+    this.unsentMessages.set(entry.clientMessageId, message);
+    this.listeners.unsent?.(conversationId);
+    this.flushOutbox();
+    return message;
   }
 
-  private async sendInTurn(conversation: ConversationView, conversationId: string, text: string): Promise<ShownMessage> {
-    const clientMessageId = crypto.randomUUID();
-    for (let fresh = false; ; fresh = true) {
-      const envelope = await this.sealNext(conversationId, clientMessageId, await this.recipients(conversation, fresh), text);
+  /** The messages of a conversation not acknowledged yet (pending or failed), oldest first. */
+  unsent(conversationId: string): UnsentMessage[] {
+    return [...this.unsentMessages.values()]
+      .filter((m) => m.conversationId === conversationId)
+      .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+  }
+
+  /** Forgets a message the server refused for good (a pending one may be stored already: kept). */
+  async discard(clientMessageId: string): Promise<void> {
+    const message = this.unsentMessages.get(clientMessageId);
+    if (message?.state !== "failed") return;
+    await navigator.locks.request(this.sendLock, async () => {
+      const entry = (await outbox.load(this.userId, this.device.deviceId)).find((e) => e.clientMessageId === clientMessageId);
+      if (entry?.state === "failed") await outbox.remove(this.userId, this.device.deviceId, entry);
+    });
+    this.unsentMessages.delete(clientMessageId);
+    this.listeners.unsent?.(message.conversationId);
+  }
+
+  /**
+   * Sends what the queue holds, in order, one pass at a time. A retryable failure ends the pass
+   * (the server is likely unreachable: nothing later may overtake the message in its chain), and
+   * the next pass comes after a backoff with jitter, or at once when the stream reconnects or the
+   * network comes back.
+   */
+  flushOutbox(): void {
+    if (this.flushWaiting || this.stopped) return; // the pass waiting will see everything queued
+    this.flushWaiting = true;
+    this.flushing = this.flushing.then(async () => {
+      this.flushWaiting = false;
+      clearTimeout(this.retryTimer);
+      if (this.stopped) return;
+      let again: boolean;
       try {
-        const sent = await this.tokens.call((o) => this.api.chat.sendMessage({ envelope }, o));
-        // Shown at once; the stream delivers the same message id later, which is deduplicated.
-        return {
-          messageId: sent.messageId,
-          conversationId,
-          sequence: Number(sent.sequence),
-          sentAt: sent.sentAt ? timestampDate(sent.sentAt) : new Date(),
-          senderUserId: this.userId,
-          senderName: this.username,
-          senderDeviceId: this.device.deviceId,
-          clientMessageId,
-          mine: true,
-          text,
-          chainWarnings: [],
-        };
+        again = await navigator.locks.request(this.sendLock, () => this.flushInTurn());
       } catch (error) {
-        if (fresh || ConnectError.from(error).code !== Code.FailedPrecondition) throw error;
+        if (error instanceof SessionEnded) return; // the stream says so to the page
+        again = true;
       }
+      if (!again) {
+        this.retryFailures = 0;
+      } else if (!this.stopped) {
+        this.retryFailures++;
+        this.retryTimer = setTimeout(() => this.flushOutbox(), outbox.retryDelay(this.retryFailures));
+      }
+    });
+  }
+
+  private get sendLock(): string {
+    return `chat-send/${this.device.deviceId}`;
+  }
+
+  /** One pass over the queue, in the device's turn to send; true when it must be tried again. */
+  private async flushInTurn(): Promise<boolean> {
+    const entries = await outbox.load(this.userId, this.device.deviceId);
+    await this.noteUnsent(entries);
+    for (const entry of entries) {
+      if (entry.state === "pending" && !(await this.sendEntry(entry, entries))) return true;
+    }
+    return false;
+  }
+
+  /** Sends one queued message (the same envelope as any earlier attempt); false: retry later. */
+  private async sendEntry(entry: outbox.OutboxEntry, entries: outbox.OutboxEntry[]): Promise<boolean> {
+    for (;;) {
+      let failure: unknown;
+      try {
+        const sent = await this.tokens.call((o) => this.api.chat.sendMessage({ envelope: entry.envelope }, o));
+        await outbox.remove(this.userId, this.device.deviceId, entry);
+        this.onSent(entry, await this.textOf(entry), sent);
+        return true;
+      } catch (error) {
+        if (error instanceof SessionEnded) throw error;
+        failure = error;
+      }
+      const mismatch = ConnectError.from(failure).code === Code.FailedPrecondition;
+      if (!mismatch && outbox.retryable(failure)) return false;
+      try {
+        if (mismatch && entry.mismatches < outbox.MAX_MISMATCHES) {
+          // The device lists changed: sealed again for the current devices, at the same place
+          // in the chain (the server stored nothing under this id), and so is what follows it.
+          entry.mismatches++;
+          await this.rechain(entry, entries, true);
+          continue;
+        }
+        // Refused for good: out of the chain, so that the next message does not name it.
+        await this.rechain(entry, entries, false);
+      } catch (error) {
+        if (error instanceof SessionEnded) throw error;
+        if (outbox.retryable(error)) return false;
+      }
+      entry.state = "failed";
+      // The server sees only the padded ciphertext: its limit is the one people meet as length.
+      entry.error = /ciphertext must have/.test(errorMessage(failure)) ? "the message is too long" : errorMessage(failure);
+      await outbox.save(this.userId, this.device.deviceId, entry);
+      this.unsentMessages.set(entry.clientMessageId, unsentOf(entry, await this.textOf(entry)));
+      this.listeners.unsent?.(entry.conversationId);
+      return true;
     }
   }
 
   /**
-   * Seals `text` as suite V2 at this device's next position in the conversation's chain (the same
-   * position again for a reseal of the same message), and records it in IndexedDB. Called only
-   * in the device's turn to send (see send).
+   * Rebuilds this device's chain in the conversation from `entry`'s place: `entry` sealed again
+   * there (`keep`, after a device-list mismatch) or left out (refused for good), then every later
+   * pending message of the conversation after it, with the same client message ids (none of them
+   * was sent: the queue sends a conversation's messages in order). Recipients then see an
+   * unbroken chain. Everything is sealed before anything is written.
+   */
+  private async rechain(entry: outbox.OutboxEntry, entries: outbox.OutboxEntry[], keep: boolean): Promise<void> {
+    const conversationId = entry.conversationId;
+    const later = entries
+      .slice(entries.indexOf(entry) + 1)
+      .filter((e) => e.conversationId === conversationId && e.state === "pending");
+    const resealing = keep ? [entry, ...later] : later;
+    let counter = entry.envelope.senderCounter;
+    let previous = entry.envelope.previousEnvelopeHash;
+    const envelopes: e2ee.EnvelopeFields[] = [];
+    if (resealing.length > 0) {
+      const recipients = await this.recipients(await this.conversationOf(entry), true, false);
+      for (const next of resealing) {
+        const position = { counter, previousEnvelopeHash: previous, senderTimeMs: BigInt(Date.now()) };
+        const text = e2ee.utf8(await this.textOf(next));
+        const envelope = await e2ee.seal(this.sender, conversationId, next.clientMessageId, recipients, position, text);
+        envelopes.push(envelope);
+        previous = (await e2ee.sealedLink(envelope)).envelopeHash;
+        counter++;
+      }
+    }
+    for (const [i, next] of resealing.entries()) {
+      next.envelope = envelopes[i];
+      await outbox.save(this.userId, this.device.deviceId, next);
+    }
+    this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
+    this.sendingChains[conversationId] = {
+      counter: (counter - 1n).toString(),
+      lastHash: e2ee.hex(previous),
+      // Nothing to reseal in place any more (sealNext's reseal is for the message just sealed).
+      lastClientMessageId: "",
+      previousOfLast: "",
+    };
+    await store.put(store.keys.sendingChains(this.userId), this.sendingChains);
+  }
+
+  /** The conversation of a queued message: listed, else listed again (it may be new here). */
+  private async conversationOf(entry: outbox.OutboxEntry): Promise<ConversationView> {
+    if (!this.listedIn.has(entry.conversationId)) await this.refreshConversations().catch(() => undefined);
+    const conversation = this.conversations.get(entry.conversationId);
+    if (!conversation) throw new Error("this conversation is no longer available to you");
+    return conversation;
+  }
+
+  /** A queued message acknowledged: out of the queue, shown as sent. */
+  private onSent(entry: outbox.OutboxEntry, text: string, sent: { messageId: string; sequence: bigint; sentAt?: { seconds: bigint; nanos: number } }): void {
+    this.unsentMessages.delete(entry.clientMessageId);
+    // Shown at once; the stream delivers the same message id later, which is deduplicated.
+    const shown: ShownMessage = {
+      messageId: sent.messageId,
+      conversationId: entry.conversationId,
+      sequence: Number(sent.sequence),
+      sentAt: sent.sentAt ? timestampDate(sent.sentAt) : new Date(),
+      senderUserId: this.userId,
+      senderName: this.username,
+      senderDeviceId: this.device.deviceId,
+      clientMessageId: entry.clientMessageId,
+      mine: true,
+      text,
+      chainWarnings: [],
+    };
+    this.noteNewest(shown);
+    this.listeners.unsent?.(entry.conversationId);
+    this.listeners.message?.(shown, true);
+    this.listeners.conversations?.();
+  }
+
+  /**
+   * Brings the messages shown as unsent in line with the queue (other tabs of this device send
+   * from it and write to it too), opening the text of those not known here from their envelopes.
+   */
+  private async noteUnsent(entries: outbox.OutboxEntry[]): Promise<void> {
+    const changed = new Set<string>();
+    const queued = new Set(entries.map((e) => e.clientMessageId));
+    for (const [id, message] of this.unsentMessages) {
+      if (queued.has(id)) continue;
+      this.unsentMessages.delete(id);
+      changed.add(message.conversationId);
+    }
+    for (const entry of entries) {
+      const known = this.unsentMessages.get(entry.clientMessageId);
+      if (known?.state === entry.state) continue;
+      let text: string;
+      try {
+        text = await this.textOf(entry);
+      } catch {
+        continue; // not this device's envelope: never sent, never shown
+      }
+      this.unsentMessages.set(entry.clientMessageId, unsentOf(entry, text));
+      changed.add(entry.conversationId);
+    }
+    for (const conversationId of changed) this.listeners.unsent?.(conversationId);
+  }
+
+  /** A message this device sent came back (the stream, a history page): it is no longer unsent. */
+  private settleUnsent(shown: ShownMessage): void {
+    if (shown.senderDeviceId !== this.device.deviceId || !this.unsentMessages.has(shown.clientMessageId)) return;
+    this.unsentMessages.delete(shown.clientMessageId);
+    this.listeners.unsent?.(shown.conversationId);
+  }
+
+  /** The text of a queued message: known here, else opened from its envelope (never stored as text). */
+  private async textOf(entry: outbox.OutboxEntry): Promise<string> {
+    const known = this.unsentMessages.get(entry.clientMessageId);
+    if (known) return known.text;
+    return new TextDecoder("utf-8", { fatal: true }).decode(await e2ee.openOwn(entry.envelope, this.sender));
+  }
+
+  private get sender(): e2ee.Sender {
+    return { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys };
+  }
+
+  /**
+   * Seals `text` as suite V2 at this device's next position in the conversation's chain, and
+   * records it in IndexedDB. Called only in the device's turn to send (see send).
    */
   private async sealNext(
     conversationId: string,
     clientMessageId: string,
     recipients: e2ee.RecipientDevice[],
     text: string,
-  ): Promise<Awaited<ReturnType<typeof e2ee.seal>>> {
+  ): Promise<e2ee.EnvelopeFields> {
     const chain = this.sendingChains[conversationId];
-    const reseal = chain !== undefined && chain.lastClientMessageId === clientMessageId;
-    const counter = chain === undefined ? 1n : reseal ? BigInt(chain.counter) : BigInt(chain.counter) + 1n;
-    const previousHash = chain === undefined ? "" : reseal ? chain.previousOfLast : chain.lastHash;
+    const counter = chain === undefined ? 1n : BigInt(chain.counter) + 1n;
+    const previousHash = chain === undefined ? "" : chain.lastHash;
     const position = {
       counter,
       previousEnvelopeHash: previousHash ? e2ee.unhex(previousHash) : new Uint8Array(32),
       senderTimeMs: BigInt(Date.now()),
     };
-    const envelope = await e2ee.seal(
-      { userId: this.userId, deviceId: this.device.deviceId, keys: this.device.keys },
-      conversationId,
-      clientMessageId,
-      recipients,
-      position,
-      e2ee.utf8(text),
-    );
+    const envelope = await e2ee.seal(this.sender, conversationId, clientMessageId, recipients, position, e2ee.utf8(text));
     const link = await e2ee.sealedLink(envelope);
     this.sendingChains[conversationId] = {
       counter: counter.toString(),
@@ -993,11 +1244,18 @@ export class Core {
   /**
    * The devices to seal for: every device of every participant, each trusted. Changes found on
    * the way are reported (notices) before this returns, so before anything is sealed for them.
+   * With `offline`, a group whose members cannot be listed now (a retryable failure) is sealed
+   * for its members as last listed: a stale list is refused with a device-list mismatch, which
+   * reseals for the current one.
    */
-  private async recipients(conversation: ConversationView, fresh: boolean): Promise<e2ee.RecipientDevice[]> {
+  private async recipients(conversation: ConversationView, fresh: boolean, offline = false): Promise<e2ee.RecipientDevice[]> {
     const users =
       conversation.kind === "group"
-        ? await this.groupMembers(conversation.groupId)
+        ? await this.groupMembers(conversation.groupId).catch((error) => {
+            const cached = offline && outbox.retryable(error) ? this.cachedMembers(conversation.groupId) : undefined;
+            if (!cached) throw error;
+            return cached;
+          })
         : await this.usersById([this.userId, conversation.peerUserId], fresh);
     await this.reviewing;
     const recipients: e2ee.RecipientDevice[] = [];
@@ -1066,7 +1324,11 @@ export class Core {
         .catch(() => undefined);
     }
     const messages: ShownMessage[] = [];
-    for (const message of [...response.messages].reverse()) messages.push(await this.openIn(conversationId, message));
+    for (const message of [...response.messages].reverse()) {
+      const shown = await this.openIn(conversationId, message);
+      this.settleUnsent(shown);
+      messages.push(shown);
+    }
     return { messages, more: response.nextFromSequence > 0n };
   }
 
@@ -1285,6 +1547,9 @@ export class Core {
         });
         // Conversations started (or unread counts changed) while this page was offline.
         void this.refreshConversations().catch(() => undefined);
+        // The server is reachable again: what waits in the queue goes now, not after its backoff.
+        this.retryFailures = 0;
+        this.flushOutbox();
         break;
       }
       case "receipt":
@@ -1338,6 +1603,7 @@ export class Core {
     const conversationId = message.conversationId;
     if (!this.conversations.has(conversationId)) await this.refreshConversations();
     const shown = await this.openIn(conversationId, message);
+    this.settleUnsent(shown);
     const conversation = this.conversations.get(conversationId);
     // Messages up to the listed last sequence are already in the listed unread count.
     if (conversation && sequence > conversation.lastSequence && !shown.mine) conversation.unread++;
@@ -1345,6 +1611,23 @@ export class Core {
     this.listeners.message?.(shown, true);
     this.listeners.conversations?.();
   }
+}
+
+function unsentOf(entry: outbox.OutboxEntry, text: string): UnsentMessage {
+  return {
+    clientMessageId: entry.clientMessageId,
+    conversationId: entry.conversationId,
+    text,
+    createdAt: new Date(entry.createdAt),
+    state: entry.state,
+    error: entry.error,
+  };
+}
+
+/** A server's refusal in words (its status message, without the code). */
+function errorMessage(error: unknown): string {
+  if (error instanceof ConnectError) return error.rawMessage || error.message;
+  return error instanceof Error ? error.message : String(error);
 }
 
 function timestampDate(t: { seconds: bigint; nanos: number }): Date {

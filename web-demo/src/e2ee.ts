@@ -742,6 +742,29 @@ export async function open(
   return { plaintext: unpad(plaintext), link: await chainLink(envelope, recipientsDigest) };
 }
 
+/**
+ * Opens an envelope this device sealed and keeps until the server acknowledges it (the page's
+ * queue of unsent messages, see outbox.ts): its signature checked with the device's own key and
+ * the device's own wrapped key opened. No inclusion proof: the server adds those on delivery, and
+ * the envelope never left this browser's storage. Keeping the envelope rather than the text means
+ * no plaintext at rest, also for keys sealed under a passphrase.
+ */
+export async function openOwn(envelope: EnvelopeFields, sender: Sender): Promise<Uint8Array> {
+  const header = headerOf(envelope, await recipientsDigestOf(envelope));
+  await verifySignature(header, envelope.ciphertext, envelope.signature, sender.keys.signingPublic);
+  const own = envelope.wrappedKeys.find((k) => k.deviceId === sender.deviceId);
+  if (!own) throw new E2eeError("NoKeyForThisDevice");
+  let contentKey: Uint8Array;
+  try {
+    contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, sender.keys.encryptionPrivate, buf(own.wrappedKey)));
+  } catch {
+    throw new E2eeError("UnwrapFailed");
+  }
+  if (!equalBytes(await keyCommitment(contentKey), envelope.keyCommitment)) throw new E2eeError("KeyCommitmentMismatch");
+  const plaintext = gcmsiv(contentKey, envelope.nonce, canonicalHeader(header)).decrypt(envelope.ciphertext);
+  return envelope.suite === SUITE_V2 ? unpad(plaintext) : plaintext;
+}
+
 // ---------------------------------------------------------------- chains (as e2ee/src/chain.rs)
 
 export const MAX_CLOCK_AHEAD_MS = 5n * 60n * 1000n;

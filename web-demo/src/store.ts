@@ -2,7 +2,7 @@
 // non-extractable, stored as structured clones; or sealed under a passphrase, see keystore.ts),
 // the session's tokens, the stream cursors, the pinned keys of contacts, the group memberships
 // last shown, and what each conversation showed (for replay detection). One object store of small
-// records, keyed by strings. Logging out deletes all of a user's records unless the user chose
+// records, keyed by strings (the queue of unsent messages too, see outbox.ts). Logging out deletes all of a user's records unless the user chose
 // "keep this device".
 
 import type { DeviceKeys } from "./e2ee";
@@ -116,10 +116,18 @@ export function allKeys(): Promise<string[]> {
   return run<IDBValidKey[]>("readonly", (store) => store.getAllKeys()).then((keys) => keys.map(String));
 }
 
-/** Deletes everything this browser holds for a user: device keys, session, cursors, pins, logs. */
+/** Deletes everything this browser holds for a user: device keys, session, cursors, pins, logs, unsent messages. */
 export async function forgetUser(username: string, userId: string): Promise<void> {
-  const mine = [keys.device(username), keys.session, keys.cursors(userId), keys.contacts(userId), keys.groups(userId)];
-  const logs = (await allKeys()).filter((key) => key.startsWith(keys.seenPrefix(userId)));
+  const mine = [
+    keys.device(username),
+    keys.session,
+    keys.cursors(userId),
+    keys.contacts(userId),
+    keys.groups(userId),
+    keys.sendingChains(userId),
+  ];
+  // The queue of unsent messages goes with the device: sealed for it, sendable only by it.
+  const logs = (await allKeys()).filter((key) => key.startsWith(keys.seenPrefix(userId)) || key.startsWith(keys.outboxPrefix(userId)));
   for (const key of [...mine, ...logs]) await remove(key);
 }
 
@@ -146,4 +154,6 @@ export const keys = {
   groups: (userId: string) => `groups:${userId}`,
   seenPrefix: (userId: string) => `seen:${userId}:`,
   seen: (userId: string, conversationId: string) => `seen:${userId}:${conversationId}`,
+  /** The queue of unsent messages (outbox.ts): one record per message, `outbox:<user>:<device>:…`. */
+  outboxPrefix: (userId: string) => `outbox:${userId}:`,
 };

@@ -1,10 +1,10 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|outbox|lostanswer|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
-// starting the gateway) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
+// starting the gateway or chat) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
 // one JSON line on stdin. Every wait is on DOM state (or on the CLI's history), never a sleep.
 // Screenshots go to $SCREENSHOT_DIR.
 
@@ -415,6 +415,135 @@ async function restart(): Promise<void> {
   expectEqual(await texts(alice), ["before the restart", "while you were away", "back online"], "messages");
   // Chromium logs the refused connections of the reconnection attempts; nothing else may appear.
   noConsoleErrors([alice], [/ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|Failed to fetch|ERR_INCOMPLETE_CHUNKED_ENCODING/]);
+}
+
+/** Messages written while chat is down: pending, kept across a reload, delivered once each when
+ * chat is back, with no gap in the chain; a message refused for good: failed, discarded, no gap;
+ * a group message written while the gateway is down: sealed for the members last listed, sent once. */
+async function outbox(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await send(alice, "before chat stops");
+  await cliSees(carol, alice.name, "before chat stops");
+
+  step = "chat stops: what alice writes is pending";
+  await ask("chat_stop");
+  await alice.page.waitForSelector("#conn[data-state=offline]");
+  const written = ["written while chat is down", "and a second one"];
+  for (const text of written) {
+    await alice.page.fill("#text", text);
+    await alice.page.press("#text", "Enter");
+    await alice.page.waitForSelector(`#messages .message[data-status=pending] .body:text-is("${text}")`);
+  }
+  expectEqual(await alice.page.inputValue("#text"), "", "the composer once the message is queued");
+  const pendingIds = () =>
+    alice.page.$$eval("#messages .message[data-status=pending]", (items) =>
+      items.map((item) => (item as HTMLElement).dataset.clientMessageId ?? ""),
+    );
+  const ids = await pendingIds();
+  expectEqual(ids.length, 2, "pending messages");
+  await screenshot(alice, "pending");
+
+  step = "a reload while chat is still down: still pending, in their conversation";
+  await alice.page.reload();
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await alice.page.waitForSelector(`#title:text-is("${carol}")`);
+  await alice.page.waitForSelector(`#messages .message[data-status=pending] .body:text-is("${written[1]}")`);
+  expectEqual(await pendingIds(), ids, "pending messages after the reload (same client message ids, same order)");
+  expectEqual(await texts(alice), written, "what the reloaded page shows without chat");
+  for (const id of ids) expectEqual(await ask("message_rows", { client_message_id: id }), 0, "rows stored while chat is down");
+
+  step = "chat is back: each delivered once, in order, with no gap in alice's chain";
+  await ask("chat_start");
+  for (const text of written) await sees(alice, text, true);
+  await alice.page.waitForSelector("#messages:not(:has(.message.unsent))", { state: "attached" });
+  await online(alice.page);
+  await sees(alice, "before chat stops", true);
+  expectEqual(await texts(alice), ["before chat stops", ...written], "alice's conversation");
+  const history = await cliSees(carol, alice.name, written[1]);
+  expectEqual(history.map((m) => m.text), ["before chat stops", ...written], "carol's history");
+  expectEqual(history.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain");
+  for (const id of ids) expectEqual(await ask("message_rows", { client_message_id: id }), 1, "rows stored per message");
+
+  step = "a message the server refuses for good (too large): shown failed, discarded, and no gap after it";
+  await alice.page.fill("#text", "x".repeat(70_000));
+  await alice.page.press("#text", "Enter");
+  await alice.page.waitForSelector('#messages .message[data-status=not-sent] .unsent-error:has-text("Not sent:")');
+  await screenshot(alice, "not-sent");
+  await alice.page.click("#messages .message[data-status=not-sent] button.discard");
+  await alice.page.waitForSelector("#messages:not(:has(.message.unsent))", { state: "attached" });
+  await send(alice, "after the refused one");
+  const after = await cliSees(carol, alice.name, "after the refused one");
+  expectEqual(after.map((m) => m.text), ["before chat stops", ...written, "after the refused one"], "carol's history");
+  expectEqual(after.flatMap((m) => m.chain), [], "what carol's CLI flags after the refused message");
+
+  step = "after a reload nothing is left in the queue";
+  await alice.page.reload();
+  await alice.page.waitForSelector(`#title:text-is("${carol}")`);
+  await sees(alice, "after the refused one", true);
+  expectEqual(await texts(alice), ["before chat stops", ...written, "after the refused one"], "alice's conversation after a reload");
+
+  step = "the gateway stops: a message to a group is sealed for its members as last listed, pending, and goes once";
+  const group = unique("outbox-");
+  await alice.page.click("#new-group-box summary");
+  await alice.page.fill("#new-group-name", group);
+  await alice.page.fill("#new-group-members", carol);
+  await alice.page.press("#new-group-members", "Enter");
+  await alice.page.waitForSelector(`#title:text-is("# ${group}")`);
+  await send(alice, "welcome to the group");
+  await ask("gateway_stop");
+  await alice.page.waitForSelector("#conn[data-state=offline]");
+  await alice.page.fill("#text", "to the group while the gateway is down");
+  await alice.page.press("#text", "Enter");
+  await alice.page.waitForSelector('#messages .message[data-status=pending] .body:text-is("to the group while the gateway is down")');
+  const [groupId] = await pendingIds();
+  await ask("gateway_start");
+  await sees(alice, "to the group while the gateway is down", true);
+  const groupHistory = await cliSees(carol, `#${group}`, "to the group while the gateway is down");
+  expectEqual(groupHistory.map((m) => m.text), ["welcome to the group", "to the group while the gateway is down"], "carol's group history");
+  expectEqual(groupHistory.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain in the group");
+  expectEqual(await ask("message_rows", { client_message_id: groupId }), 1, "rows stored for the group message");
+  // Chromium logs the calls refused while chat or the gateway was down; nothing else may appear.
+  noConsoleErrors([alice], [
+    /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
+  ]);
+}
+
+/** Chat stores a message but its answer is lost on the way back: the page keeps it pending and
+ * sends the same envelope again, which chat answers with the stored message. */
+async function lostAnswer(): Promise<void> {
+  step = "register";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await send(alice, "first");
+
+  step = "the answers of the next two sends are lost: the message is retried, stored once";
+  await ask("lose_send_answers", { count: 2 });
+  await send(alice, "stored, answer lost"); // shown once the stream delivers it
+  // The page sends it again until an answer arrives (polling the proxy, not waiting for time).
+  for (const deadline = Date.now() + TIMEOUT; (await ask<number>("send_answers_to_lose")) > 0; ) {
+    if (Date.now() > deadline) throw new Error("the page did not send the message again");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const id = await alice.page.getAttribute('#messages .message[data-status=verified]:has(.body:text-is("stored, answer lost"))', "data-seq");
+  expectEqual(id, "2", "the sequence alice shows");
+  // The queue sends in order: "next" goes only once the retried message got its answer.
+  await send(alice, "next");
+  const history = await cliSees(carol, alice.name, "next");
+  expectEqual(history.map((m) => m.text), ["first", "stored, answer lost", "next"], "carol's history");
+  expectEqual(history.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain");
+  const conversationId = await alice.page.getAttribute("#messages", "data-conversation-id");
+  expectEqual(await ask("conversation_rows", { conversation_id: conversationId }), 3, "rows in the conversation");
+  await alice.page.reload();
+  await alice.page.waitForSelector(`#title:text-is("${carol}")`);
+  await sees(alice, "next", true);
+  expectEqual(await texts(alice), ["first", "stored, answer lost", "next"], "alice's conversation after a reload");
+  noConsoleErrors([alice], [/Failed to load resource/]);
 }
 
 /** A long conversation: the newest page first, older pages when scrolling up, unread counts. */
@@ -1214,22 +1343,22 @@ async function errors(): Promise<void> {
   await alice.page.context().setOffline(true);
   await alice.page.waitForSelector('#conn[data-state="offline"]:has-text("no network")');
 
-  step = "a send without a network fails in the conversation, not in the sidebar";
+  step = "a send without a network is pending, in the conversation, and no error anywhere";
   await alice.page.fill("#text", "sent while offline");
   await alice.page.press("#text", "Enter");
-  await errorIn(alice, "conversation-status", "Not sent: this browser has no network");
+  await alice.page.waitForSelector('#messages .message[data-status=pending] .body:text-is("sent while offline")');
   expectEqual(await alice.page.textContent("#sidebar-status"), "", "the sidebar's status");
-  expectEqual(await alice.page.inputValue("#text"), "sent while offline", "the composer keeps the text");
-  await screenshot(alice, "offline-send-error");
+  expectEqual(await alice.page.textContent("#conversation-status"), "", "the conversation's status");
+  expectEqual(await alice.page.inputValue("#text"), "", "the composer once the message is queued");
+  await screenshot(alice, "offline-send-pending");
 
-  step = "the network comes back: online, and the next send clears the error";
+  step = "the network comes back: online, and the pending message goes";
   await alice.page.context().setOffline(false);
   await online(alice.page);
   await ask("cli_send", { as: carol, to: alice.name, text: "you are back" });
   await sees(alice, "you are back");
-  await alice.page.press("#text", "Enter");
   await sees(alice, "sent while offline", true);
-  await alice.page.waitForSelector("#conversation-status:empty", { state: "attached" });
+  await alice.page.waitForSelector("#messages:not(:has(.message.unsent))", { state: "attached" });
   await cliSees(carol, alice.name, "sent while offline");
   noConsoleErrors([alice], [/ERR_INTERNET_DISCONNECTED|Failed to fetch/]);
 }
@@ -1326,6 +1455,8 @@ const scenarios: Record<string, () => Promise<void>> = {
   cli,
   reload,
   restart,
+  outbox,
+  lostanswer: lostAnswer,
   history: longHistory,
   recent,
   tokens,

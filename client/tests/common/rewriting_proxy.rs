@@ -24,11 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 type Rule = Arc<dyn Fn(Bytes) -> Bytes + Send + Sync>;
 type Rules = Arc<Mutex<HashMap<String, Rule>>>;
+/// How many answers of each method are still to be lost (see [`RewritingProxy::lose_answers`]).
+type Losses = Arc<Mutex<HashMap<String, usize>>>;
 
 /// The proxy; it serves until the test ends.
 pub struct RewritingProxy {
     pub addr: SocketAddr,
     rules: Rules,
+    losses: Losses,
 }
 
 impl RewritingProxy {
@@ -37,13 +40,23 @@ impl RewritingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let rules: Rules = Arc::default();
-        let shared = rules.clone();
+        let losses: Losses = Arc::default();
+        let (shared_rules, shared_losses) = (rules.clone(), losses.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(inbound, target, shared.clone()));
+                tokio::spawn(serve_connection(
+                    inbound,
+                    target,
+                    shared_rules.clone(),
+                    shared_losses.clone(),
+                ));
             }
         });
-        RewritingProxy { addr, rules }
+        RewritingProxy {
+            addr,
+            rules,
+            losses,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -64,13 +77,24 @@ impl RewritingProxy {
         self.rules.lock().unwrap().insert(path.to_owned(), rule);
     }
 
+    /// The next `count` calls of `path` reach the service, which acts on them, and are answered
+    /// UNAVAILABLE once it has: an answer lost on the way back, as when a connection breaks.
+    pub fn lose_answers(&self, path: &str, count: usize) {
+        self.losses.lock().unwrap().insert(path.to_owned(), count);
+    }
+
+    /// How many of the answers [`RewritingProxy::lose_answers`] asked for are still to be lost.
+    pub fn answers_to_lose(&self, path: &str) -> usize {
+        self.losses.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
     /// Stops rewriting `path`.
     pub fn stop_rewriting(&self, path: &str) {
         self.rules.lock().unwrap().remove(path);
     }
 }
 
-async fn serve_connection(inbound: TcpStream, target: SocketAddr, rules: Rules) {
+async fn serve_connection(inbound: TcpStream, target: SocketAddr, rules: Rules, losses: Losses) {
     let Ok(outbound) = TcpStream::connect(target).await else {
         return;
     };
@@ -83,9 +107,16 @@ async fn serve_connection(inbound: TcpStream, target: SocketAddr, rules: Rules) 
     let service = service_fn(move |request: Request<Incoming>| {
         let mut sender = sender.clone();
         let rules = rules.clone();
+        let losses = losses.clone();
         async move {
-            let rule = rules.lock().unwrap().get(request.uri().path()).cloned();
+            let path = request.uri().path().to_owned();
+            let rule = rules.lock().unwrap().get(&path).cloned();
             let response = sender.send_request(request).await?;
+            if take_loss(&losses, &path) {
+                // The whole answer first: the service has done what was asked.
+                response.into_body().collect().await?;
+                return Ok(unavailable());
+            }
             match rule {
                 None => Ok::<_, hyper::Error>(response.map(BodyExt::boxed)),
                 Some(rule) => rewritten(response, &rule).await,
@@ -95,6 +126,28 @@ async fn serve_connection(inbound: TcpStream, target: SocketAddr, rules: Rules) 
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(inbound), service)
         .await;
+}
+
+fn take_loss(losses: &Losses, path: &str) -> bool {
+    let mut losses = losses.lock().unwrap();
+    match losses.get_mut(path) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A trailers-only gRPC answer: UNAVAILABLE.
+fn unavailable() -> Response<BoxBody<Bytes, hyper::Error>> {
+    let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", "14")
+        .header("grpc-message", "the answer was lost on the way")
+        .body(BodyExt::boxed(empty))
+        .unwrap()
 }
 
 /// The response with each of its gRPC messages rewritten, and its trailers.

@@ -130,6 +130,27 @@ async fn the_page_recovers_after_the_gateway_restarts(db: PgPool) {
     run_scenario(&mut stack, "restart").await;
 }
 
+/// Messages written while chat is down are kept (IndexedDB), shown as pending, survive a reload,
+/// and are delivered once each when chat is back, with no gap in the sender's chain; one refused
+/// for good is shown failed, can be discarded, and leaves no gap either.
+#[sqlx::test(migrations = "../migrations")]
+async fn messages_written_while_chat_is_down_are_kept_and_delivered_once(db: PgPool) {
+    let mut stack = stack(db, "outbox").await;
+
+    run_scenario(&mut stack, "outbox").await;
+}
+
+/// Chat stores a message but its answer is lost: the page retries with the same envelope, which
+/// chat answers with the stored message: one row, shown once, nothing flagged.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_send_whose_answer_is_lost_is_retried_and_stored_once(db: PgPool) {
+    let web_root = node::out_dir("lost-answer");
+    node::build_app(&web_root);
+    let mut stack = Stack::spawn_malicious(db, &web_root).await;
+
+    run_scenario(&mut stack, "lostanswer").await;
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn history_loads_page_by_page_when_scrolling_up(db: PgPool) {
     let mut stack = stack(db, "history").await;

@@ -1,6 +1,6 @@
 //! Building the web demo and running its Node scripts (`web-demo/tests/*.ts`, bundled with
 //! web-demo's esbuild). A browser script drives Chromium with playwright-core and asks this
-//! side for what only the stack can do (CLI users, stopping the gateway) with request lines on
+//! side for what only the stack can do (CLI users, stopping the gateway or chat) with request lines on
 //! its stdout, `@@ {"id":N,"op":...}`, answered by one JSON line on its stdin.
 
 use std::{
@@ -24,6 +24,8 @@ use crate::{
     },
     stack::Stack,
 };
+
+const SEND_MESSAGE: &str = "/chat.v1.ChatService/SendMessage";
 
 /// A browser scenario must end within this (each takes a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -516,6 +518,46 @@ impl Cli {
             "gateway_start" => {
                 stack.start_gateway().await;
                 Ok(Value::Null)
+            }
+            "lose_send_answers" => {
+                // Chat stores the next `count` messages sent, but their answers are lost.
+                let count = request["count"].as_u64().unwrap_or_default() as usize;
+                malicious(stack)?.chat.lose_answers(SEND_MESSAGE, count);
+                Ok(Value::Null)
+            }
+            "send_answers_to_lose" => {
+                Ok(json!(malicious(stack)?.chat.answers_to_lose(SEND_MESSAGE)))
+            }
+            "chat_stop" => {
+                stack.stop_chat().await;
+                Ok(Value::Null)
+            }
+            "chat_start" => {
+                stack.start_chat().await;
+                Ok(Value::Null)
+            }
+            "conversation_rows" => {
+                let conversation_id: uuid::Uuid =
+                    text("conversation_id").parse().map_err(|_| "bad id")?;
+                let rows: i64 = sqlx::query_scalar(
+                    "select count(*) from chat.messages where conversation_id = $1",
+                )
+                .bind(conversation_id)
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(rows))
+            }
+            "message_rows" => {
+                // How many times chat stored a message of this client message id (by any device).
+                let rows: i64 = sqlx::query_scalar(
+                    "select count(*) from chat.messages where client_message_id = $1",
+                )
+                .bind(text("client_message_id"))
+                .fetch_one(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(json!(rows))
             }
             other => Err(format!("unknown op {other}")),
         }

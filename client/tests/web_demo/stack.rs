@@ -1,6 +1,6 @@
 //! The real system on loopback for the browser tests: auth, group and chat on port 0, and the
 //! gateway serving the built web demo (`GATEWAY_WEB_ROOT`) on a port that stays the same when the
-//! gateway is stopped and started again.
+//! gateway is stopped and started again; chat too can be stopped and started again on its port.
 
 use std::{
     net::SocketAddr,
@@ -35,10 +35,17 @@ const TEST_KEYS: KeyOptions = KeyOptions {
     },
 };
 
-/// A running gateway: stop it by sending on `stop` and awaiting `task`.
-struct RunningGateway {
+/// A running service (the gateway, chat): stop it by sending on `stop` and awaiting `task`.
+struct RunningService {
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The chat service as started (behind the malicious proxy, if any, which forwards to its port).
+struct ChatService {
+    addr: SocketAddr,
+    config: chat::Config,
+    running: Option<RunningService>,
 }
 
 pub struct Stack {
@@ -48,7 +55,8 @@ pub struct Stack {
     /// lie.
     pub malicious: Option<MaliciousServer>,
     config: gateway::Config,
-    running: Option<RunningGateway>,
+    running: Option<RunningService>,
+    chat: ChatService,
     profiles: Vec<PathBuf>,
     probe: Option<Arc<Session>>,
 }
@@ -111,20 +119,23 @@ impl Stack {
         } else {
             None
         };
-        let mut chat_addr = spawn_service(|listener| {
-            chat::run(
-                chat_config(&auth_url, &format!("http://{group_addr}")),
-                db.clone(),
-                listener,
-                std::future::pending(),
-            )
-        })
-        .await;
+        let chat_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut chat_addr = chat_listener.local_addr().unwrap();
+        let mut chat = ChatService {
+            addr: chat_addr,
+            config: chat_config(&auth_url, &format!("http://{group_addr}")),
+            running: None,
+        };
+        chat.running = Some(start_chat_on(&chat.config, &db, chat_listener));
         let malicious = match (auth_proxy, group_proxy) {
             (Some(auth), Some(group)) => {
-                let chat = RewritingProxy::start(chat_addr).await;
-                chat_addr = chat.addr;
-                Some(MaliciousServer { auth, group, chat })
+                let chat_proxy = RewritingProxy::start(chat_addr).await;
+                chat_addr = chat_proxy.addr;
+                Some(MaliciousServer {
+                    auth,
+                    group,
+                    chat: chat_proxy,
+                })
             }
             _ => None,
         };
@@ -146,6 +157,8 @@ impl Stack {
             malicious,
             config,
             running: None,
+            // Kept even when no test stops it: dropping its stop sender would stop it.
+            chat,
             profiles: Vec::new(),
             probe: None,
         };
@@ -187,7 +200,7 @@ impl Stack {
         let task = tokio::spawn(gateway::run(self.config.clone(), listener, async {
             let _ = stopped.await;
         }));
-        self.running = Some(RunningGateway { stop, task });
+        self.running = Some(RunningService { stop, task });
     }
 
     /// Stops the gateway (its streams end, its port closes) and waits until it has.
@@ -221,6 +234,23 @@ impl Stack {
     pub async fn start_gateway(&mut self) {
         let listener = TcpListener::bind(self.gateway).await.unwrap();
         self.start_gateway_on(listener);
+        self.wait_until_chat_answers().await;
+    }
+
+    /// Stops the chat service (its streams end, its port closes): the gateway answers chat's
+    /// calls with UNAVAILABLE while auth and group go on.
+    pub async fn stop_chat(&mut self) {
+        if let Some(running) = self.chat.running.take() {
+            let _ = running.stop.send(());
+            running.task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Starts the chat service again on the same port, and waits until it answers through the
+    /// gateway.
+    pub async fn start_chat(&mut self) {
+        let listener = TcpListener::bind(self.chat.addr).await.unwrap();
+        self.chat.running = Some(start_chat_on(&self.chat.config, &self.db, listener));
         self.wait_until_chat_answers().await;
     }
 
@@ -260,6 +290,14 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+fn start_chat_on(config: &chat::Config, db: &PgPool, listener: TcpListener) -> RunningService {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(chat::run(config.clone(), db.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    RunningService { stop, task }
 }
 
 /// Chat's test configuration, naming the group service (which chat asks for membership).
