@@ -95,7 +95,7 @@ pub use messages::{
     Content, ConversationSummary, DEFAULT_PREVIEWS, PREVIEW_CHARS, PreparedText, Preview,
     ReceivedText, SentMessage, Target, TargetKind, check_text,
 };
-pub use profile::Profile;
+pub use profile::{Profile, same_username};
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};
 pub use warnings::{KeyWarning, MembershipWarning, Warning, WarningSink};

@@ -540,3 +540,12 @@ mod tests {
         assert!(!format!("{tokens:?}").contains("secret"));
     }
 }
+
+/// Whether two usernames name the same account: the server compares them in NFKC, lowercased
+/// (`BOB`, `bob` and full-width `ｂｏｂ` are one user), and answers with the name as registered.
+#[must_use]
+pub fn same_username(a: &str, b: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    let canonical = |name: &str| name.nfkc().collect::<String>().to_lowercase();
+    canonical(a) == canonical(b)
+}

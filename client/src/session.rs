@@ -152,9 +152,10 @@ impl Session {
         let passphrase = passphrase.expose_secret().as_bytes();
         let channel = server.channel();
         let auth = AuthServiceClient::new(channel.clone());
-        let existing = profile
-            .account()?
-            .filter(|account| account.server == server.url() && account.username == username);
+        let existing = profile.account()?.filter(|account| {
+            account.server == server.url()
+                && crate::profile::same_username(&account.username, username)
+        });
         let (device_id, keys) = match (&existing, profile.sealed_keys()?) {
             (Some(account), Some(sealed)) => (
                 account.device_id.clone(),
@@ -448,6 +449,28 @@ impl Session {
         })
         .await?;
         Ok(())
+    }
+
+    /// Renames one of the user's devices (auth trims the name; 1 to 64 characters).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a device that is not an active device of the user; a refused
+    /// name ([`Error::Refused`], INVALID_ARGUMENT) says why.
+    pub async fn rename_device(&self, device_id: &str, name: &str) -> Result<DeviceInfo> {
+        let request = auth_pb::RenameDeviceRequest {
+            device_id: device_id.to_owned(),
+            name: name.to_owned(),
+        };
+        let response = self
+            .call(request, |request| {
+                let mut auth = self.auth.clone();
+                async move { auth.rename_device(request).await }
+            })
+            .await?;
+        Ok(device_info(
+            response.device.unwrap_or_default(),
+            &self.account.device_id,
+        ))
     }
 
     /// Ends the session on the server and forgets the tokens (the device and its keys stay, so

@@ -553,3 +553,43 @@ async fn chat_passphrase_moves_keys_sealed_with_the_password_to_a_new_passphrase
     assert_eq!(old_one.code, 3, "{}", old_one.stderr);
     assert_eq!(new_one.code, 0, "{}", new_one.stderr);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_username_in_other_case_resumes_the_device_which_the_cli_renames(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let bob = cli_user(&env, "bob").await;
+    let before = chat(&env, &bob, &["--json", "whoami"]).await;
+
+    let login = chat(&env, &bob, &["--json", "login", "BOB"]).await;
+    let after = chat(&env, &bob, &["--json", "whoami"]).await;
+    let device_id = after.json()["device"]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let renamed = chat(
+        &env,
+        &bob,
+        &[
+            "--json", "devices", "rename", &device_id, "  work", "laptop ",
+        ],
+    )
+    .await;
+    let devices = chat(&env, &bob, &["--json", "devices"]).await;
+    let empty = chat(&env, &bob, &["devices", "rename", &device_id, " "]).await;
+
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    assert_eq!(
+        before.json()["device"]["device_id"],
+        after.json()["device"]["device_id"],
+        "logging in as BOB made a new device"
+    );
+    assert_eq!(after.json()["username"], "bob");
+    assert_eq!(renamed.code, 0, "{}", renamed.stderr);
+    assert_eq!(renamed.json()["name"], "work laptop");
+    let listed = devices.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["name"], "work laptop");
+    assert_ne!(empty.code, 0);
+    assert!(empty.stderr.contains("name"), "{}", empty.stderr);
+}

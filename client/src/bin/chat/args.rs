@@ -163,6 +163,13 @@ pub enum DevicesCommand {
         /// The device id.
         device_id: String,
     },
+    /// Rename a device (this one, or another of yours).
+    Rename {
+        /// The device id (see `chat devices`).
+        device_id: String,
+        /// The new name: 1 to 64 characters, no control characters.
+        name: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,7 +73,7 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
 /// `chat verify`: shows the safety number, then marks the user verified only once the user
 /// confirms that it matches (`--yes`: already compared, for scripts).
 pub async fn verify(session: &Session, username: &str, yes: bool, out: &Output) -> Result<u8> {
-    if username == session.account().username {
+    if client::same_username(username, &session.account().username) {
         // Also refused by the library; said here before anything is looked up.
         return Err(Error::usage(
             "you cannot verify yourself: compare safety numbers with another user (chat verify \

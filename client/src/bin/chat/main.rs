@@ -228,6 +228,13 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
                 let value = serde_json::json!({ "revoked": device_id });
                 out.print(&value, &format!("revoked {device_id}"));
             }
+            DevicesCommand::Rename { device_id, name } => {
+                let device = session.rename_device(&device_id, &name.join(" ")).await?;
+                out.print(
+                    &device,
+                    &format!("renamed {} to {}", device.device_id, device.name),
+                );
+            }
         },
         Command::Send { target, text } => {
             let text = text.join(" ");
