@@ -460,6 +460,15 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io:
     result
 }
 
+/// Whether two usernames name the same account: the server compares them in NFKC, lowercased
+/// (`BOB`, `bob` and full-width `ｂｏｂ` are one user), and answers with the name as registered.
+#[must_use]
+pub fn same_username(a: &str, b: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    let canonical = |name: &str| name.nfkc().collect::<String>().to_lowercase();
+    canonical(a) == canonical(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,11 +550,3 @@ mod tests {
     }
 }
 
-/// Whether two usernames name the same account: the server compares them in NFKC, lowercased
-/// (`BOB`, `bob` and full-width `ｂｏｂ` are one user), and answers with the name as registered.
-#[must_use]
-pub fn same_username(a: &str, b: &str) -> bool {
-    use unicode_normalization::UnicodeNormalization;
-    let canonical = |name: &str| name.nfkc().collect::<String>().to_lowercase();
-    canonical(a) == canonical(b)
-}
