@@ -109,7 +109,9 @@ pub struct Limits {
     /// `server::ServerLimits::header_read_timeout`), default 30.
     pub header_read_timeout: Duration,
     /// `GATEWAY_SEND_TIMEOUT_SECS`: a connection whose writes have been blocked this long (its
-    /// client reads nothing) is dropped, default 60 (see `server::ServerLimits::send_timeout`).
+    /// client reads nothing), or whose HTTP/2 client's flow-control windows have held a response
+    /// this long with no stream sending, is dropped, default 60 (see
+    /// `server::ServerLimits::send_timeout`).
     pub send_timeout: Duration,
     /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
     /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.

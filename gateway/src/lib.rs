@@ -15,6 +15,7 @@
 
 mod config;
 pub mod cors;
+mod frames;
 mod limits;
 mod linger;
 mod methods;
