@@ -122,6 +122,10 @@ pub struct Limits {
     pub login_rate_per_minute: u32,
     /// `GATEWAY_SEND_RATE_PER_SECOND`: message sends per user, default 20 (bursts of twice that).
     pub send_rate_per_second: u32,
+    /// `GATEWAY_PUBLIC_RATE_PER_SECOND`: calls per client address to the public methods that
+    /// need no token and have no limit of their own (GetJwks; the gateway's reflection), default
+    /// 10 (bursts of twice that).
+    pub public_rate_per_second: u32,
 }
 
 /// The replicas of one upstream service: one `http://host:port` URL, or several separated by
@@ -272,6 +276,7 @@ impl Config {
                 unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
+                public_rate_per_second: env.parse_or("PUBLIC_RATE_PER_SECOND", 10)?,
             },
             web_root: Some(env.string_or("WEB_ROOT", ""))
                 .filter(|root| !root.is_empty())
@@ -304,6 +309,7 @@ impl Config {
                 unary_timeout: Duration::from_secs(30),
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,
+                public_rate_per_second: 1000,
             },
             web_root: None,
             metrics_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
