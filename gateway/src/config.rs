@@ -109,7 +109,9 @@ pub struct Limits {
     /// `server::ServerLimits::header_read_timeout`), default 30.
     pub header_read_timeout: Duration,
     /// `GATEWAY_SEND_TIMEOUT_SECS`: a connection whose writes have been blocked this long (its
-    /// client reads nothing) is dropped, default 60 (see `server::ServerLimits::send_timeout`).
+    /// client reads nothing), or whose HTTP/2 client's flow-control windows have held a response
+    /// this long with no stream sending, is dropped, default 60 (see
+    /// `server::ServerLimits::send_timeout`).
     pub send_timeout: Duration,
     /// `GATEWAY_UNARY_TIMEOUT_SECS`: a unary call (one that streams in neither direction) is
     /// cancelled with DEADLINE_EXCEEDED after this unless the client asked for less, default 30.
@@ -120,6 +122,10 @@ pub struct Limits {
     pub login_rate_per_minute: u32,
     /// `GATEWAY_SEND_RATE_PER_SECOND`: message sends per user, default 20 (bursts of twice that).
     pub send_rate_per_second: u32,
+    /// `GATEWAY_PUBLIC_RATE_PER_SECOND`: calls per client address to the public methods that
+    /// need no token and have no limit of their own (GetJwks; the gateway's reflection), default
+    /// 10 (bursts of twice that).
+    pub public_rate_per_second: u32,
 }
 
 /// The replicas of one upstream service: one `http://host:port` URL, or several separated by
@@ -270,6 +276,7 @@ impl Config {
                 unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
+                public_rate_per_second: env.parse_or("PUBLIC_RATE_PER_SECOND", 10)?,
             },
             web_root: Some(env.string_or("WEB_ROOT", ""))
                 .filter(|root| !root.is_empty())
@@ -302,6 +309,7 @@ impl Config {
                 unary_timeout: Duration::from_secs(30),
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,
+                public_rate_per_second: 1000,
             },
             web_root: None,
             metrics_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),

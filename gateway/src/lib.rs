@@ -15,6 +15,7 @@
 
 mod config;
 pub mod cors;
+mod frames;
 mod limits;
 mod linger;
 mod methods;
@@ -177,6 +178,10 @@ async fn router(
             let unary_timeout = config.limits.unary_timeout;
             move |request, next| own_response_head_within(unary_timeout, request, next)
         }))
+        .layer(axum::middleware::from_fn({
+            let rate_limits = proxy.rate_limits.clone();
+            move |request, next| limit_reflection(rate_limits.clone(), request, next)
+        }))
         .fallback({
             let proxy = proxy.clone();
             move |request| proxy::proxy(proxy.clone(), request)
@@ -223,6 +228,26 @@ async fn own_response_head_within(
         ))
         .into_http(),
     }
+}
+
+/// Reflection's answers are tens of KB each and need no token: they count against the per-address
+/// limit of public calls. Health (probes, load balancers, all from one address) does not.
+async fn limit_reflection(
+    rate_limits: RateLimits,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(address)| address.ip());
+    if request.uri().path().starts_with("/grpc.reflection.")
+        && let Some(address) = peer
+        && let Err(status) = rate_limits.check_public(address)
+    {
+        return status.into_http();
+    }
+    next.run(request).await
 }
 
 /// Ready when auth's key set has been fetched and its revocations read (so tokens can be checked).

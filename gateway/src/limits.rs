@@ -1,6 +1,7 @@
 //! Rate limits the gateway enforces before calling an upstream: logins (and registrations and
-//! refreshes) per client address, message sends per user. Exceeding one answers
-//! RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` saying when to retry.
+//! refreshes) per client address, message sends per user, and calls to the other public methods
+//! (those that need no token) per client address. Exceeding one answers RESOURCE_EXHAUSTED with a
+//! `google.rpc.RetryInfo` saying when to retry.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -19,6 +20,7 @@ use crate::config::Limits;
 pub struct RateLimits {
     logins: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     sends: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    public: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl RateLimits {
@@ -26,8 +28,15 @@ impl RateLimits {
     pub fn new(limits: &Limits) -> Self {
         let per_minute = NonZeroU32::new(limits.login_rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let per_second = NonZeroU32::new(limits.send_rate_per_second).unwrap_or(NonZeroU32::MIN);
-        let send_burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
+        let twice = NonZeroU32::new(2).expect("2 > 0");
+        let send_burst = per_second.saturating_mul(twice);
+        let public_per_second =
+            NonZeroU32::new(limits.public_rate_per_second).unwrap_or(NonZeroU32::MIN);
         Self {
+            public: Arc::new(RateLimiter::keyed(
+                Quota::per_second(public_per_second)
+                    .allow_burst(public_per_second.saturating_mul(twice)),
+            )),
             logins: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
             sends: Arc::new(RateLimiter::keyed(
                 Quota::per_second(per_second).allow_burst(send_burst),
@@ -61,10 +70,24 @@ impl RateLimits {
         })
     }
 
+    /// Counts a call from `address` to a public method with no limit of its own.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED with RetryInfo when over the limit.
+    pub fn check_public(&self, address: IpAddr) -> Result<(), Status> {
+        self.public.check_key(&address).map_err(|not_until| {
+            exhausted(
+                "too many calls without a token from this address",
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
     /// Forgets keys whose limits have fully recovered, so memory stays bounded by active clients.
     pub fn forget_idle_keys(&self) {
         self.logins.retain_recent();
         self.sends.retain_recent();
+        self.public.retain_recent();
     }
 }
 

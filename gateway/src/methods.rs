@@ -25,6 +25,8 @@ pub enum RateLimit {
     Login,
     /// Per user: message sends.
     Send,
+    /// Per client address: the other public methods (GetJwks).
+    Public,
 }
 
 /// One routable RPC.
@@ -89,10 +91,13 @@ impl MethodTable {
                 };
                 for method in &service.method {
                     let path = format!("/{full_name}/{}", method.name());
+                    let public = PUBLIC_METHODS.contains(&path.as_str());
                     let rate_limit = if LOGIN_LIMITED.contains(&path.as_str()) {
                         Some(RateLimit::Login)
                     } else if SEND_LIMITED.contains(&path.as_str()) {
                         Some(RateLimit::Send)
+                    } else if public {
+                        Some(RateLimit::Public)
                     } else {
                         None
                     };
@@ -100,7 +105,7 @@ impl MethodTable {
                         upstream,
                         client_streaming: method.client_streaming(),
                         server_streaming: method.server_streaming(),
-                        public: PUBLIC_METHODS.contains(&path.as_str()),
+                        public,
                         rate_limit,
                     };
                     by_path.insert(path, entry);
@@ -150,6 +155,13 @@ mod tests {
         );
         assert!(!subscribe.client_streaming && subscribe.server_streaming);
         assert_eq!(send.rate_limit, Some(RateLimit::Send));
+        assert_eq!(
+            table
+                .get("/auth.v1.AuthService/GetJwks")
+                .unwrap()
+                .rate_limit,
+            Some(RateLimit::Public)
+        );
         assert_eq!(
             table
                 .get("/group.v1.GroupService/CreateGroup")

@@ -127,10 +127,12 @@ impl Proxy {
             }
             Some(claims)
         };
-        if method.rate_limit == Some(RateLimit::Login)
-            && let Some(address) = peer
-        {
-            self.rate_limits.check_login(address)?;
+        if let Some(address) = peer {
+            match method.rate_limit {
+                Some(RateLimit::Login) => self.rate_limits.check_login(address)?,
+                Some(RateLimit::Public) => self.rate_limits.check_public(address)?,
+                Some(RateLimit::Send) | None => {}
+            }
         }
 
         let (mut parts, body) = request.into_parts();

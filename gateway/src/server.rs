@@ -39,6 +39,8 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, rustls};
 use tower::ServiceExt;
 
+use crate::frames::FrameWatch;
+
 /// A client that has not finished the TLS handshake by then is disconnected, so half-open
 /// handshakes cannot pile up.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,8 +89,10 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// A connection whose writes have been blocked this long (the client reads nothing: its
     /// receive window and the socket buffers are full) is dropped, whatever is in flight, like
-    /// nginx's `send_timeout`: default 60 s. HTTP/2's PINGs catch most such clients sooner;
-    /// this also covers HTTP/1.1, which has none.
+    /// nginx's `send_timeout`: default 60 s. So is an HTTP/2 connection on which a response has
+    /// been held by the client's flow-control windows (zero for its stream or the connection)
+    /// while no stream sent any DATA, for this long to a quarter more (checked every quarter):
+    /// a client that opens streams and grants them no window holds nothing for longer.
     pub send_timeout: Duration,
 }
 
@@ -409,9 +413,12 @@ impl ConnectionTask {
             in_flight: Arc::new(in_flight_count),
         };
         let writes = Arc::new(WriteProgress::default());
+        let frames = Arc::new(FrameWatch::default());
         let io = WatchedIo {
             io,
             writes: Arc::clone(&writes),
+            frames: Arc::clone(&frames),
+            flooded: false,
         };
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -455,6 +462,12 @@ impl ConnectionTask {
                         tracing::debug!(%peer, "dropping a connection whose client reads nothing");
                         return;
                     }
+                    // The same client over HTTP/2 flow control: its windows hold a response,
+                    // and no stream has sent anything for as long.
+                    if frames.stalled_for(std::time::Instant::now()) >= send_timeout {
+                        tracing::debug!(%peer, "dropping a connection whose client grants no window");
+                        return;
+                    }
                 }
                 Ok(_) = stopping.wait_for(|stopping| *stopping), if !closing => {
                     connection.as_mut().graceful_shutdown();
@@ -494,22 +507,47 @@ impl WriteProgress {
 }
 
 pin_project_lite::pin_project! {
-    /// A connection's I/O, noting in [`WriteProgress`] whether its writes are blocked.
+    /// A connection's I/O, noting in [`WriteProgress`] whether its writes are blocked and showing
+    /// its HTTP/2 frames to a [`FrameWatch`]. When the client floods control frames, it writes a
+    /// GOAWAY ENHANCE_YOUR_CALM (if the socket takes it at once) and fails every read after, which
+    /// ends the connection.
     struct WatchedIo<I> {
         #[pin]
         io: I,
         writes: Arc<WriteProgress>,
+        frames: Arc<FrameWatch>,
+        flooded: bool,
     }
 }
 
-impl<I: AsyncRead> AsyncRead for WatchedIo<I> {
+impl<I: AsyncRead + AsyncWrite> AsyncRead for WatchedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
+        let mut this = self.project();
+        if *this.flooded {
+            return Poll::Ready(Err(control_frame_flood()));
+        }
+        let filled = buf.filled().len();
+        let poll = this.io.as_mut().poll_read(cx, buf);
+        if poll.is_ready() && this.frames.read(&buf.filled()[filled..]) {
+            *this.flooded = true;
+            if let Some(goaway) = this.frames.goaway() {
+                // Best effort: a client that reads nothing has no room for it, and is dropped.
+                if let Poll::Ready(Ok(_)) = this.io.as_mut().poll_write(cx, &goaway) {
+                    let _ = this.io.as_mut().poll_flush(cx);
+                }
+            }
+            return Poll::Ready(Err(control_frame_flood()));
+        }
+        poll
     }
+}
+
+fn control_frame_flood() -> io::Error {
+    io::Error::other("the client flooded PING or SETTINGS frames")
 }
 
 impl<I: AsyncWrite> AsyncWrite for WatchedIo<I> {
@@ -521,6 +559,9 @@ impl<I: AsyncWrite> AsyncWrite for WatchedIo<I> {
         let this = self.project();
         let poll = this.io.poll_write(cx, buf);
         this.writes.note(&poll);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.frames.wrote(&buf[..n]);
+        }
         poll
     }
 
@@ -532,6 +573,16 @@ impl<I: AsyncWrite> AsyncWrite for WatchedIo<I> {
         let this = self.project();
         let poll = this.io.poll_write_vectored(cx, bufs);
         this.writes.note(&poll);
+        if let Poll::Ready(Ok(mut n)) = poll {
+            for buf in bufs {
+                if n == 0 {
+                    break;
+                }
+                let taken = n.min(buf.len());
+                this.frames.wrote(&buf[..taken]);
+                n -= taken;
+            }
+        }
         poll
     }
 

@@ -9,8 +9,8 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     frames::{
-        CONTINUATION, END_HEADERS, HEADERS, PREFACE, RawH2, SETTINGS_INITIAL_WINDOW_SIZE, frame,
-        grpc_request_block, literal, small_receive_buffer, window_update,
+        CONTINUATION, DATA, END_HEADERS, HEADERS, PREFACE, RawH2, SETTINGS_INITIAL_WINDOW_SIZE,
+        frame, grpc_request_block, literal, small_receive_buffer, window_update,
     },
     h2_floods::closed_unread,
     harness::{
@@ -78,68 +78,80 @@ async fn streams_beyond_the_limit_are_refused(db: PgPool) {
     );
 }
 
+/// Connections of [`zero_window_calls`] and [`one_byte_window_calls`], opened this far apart.
+const HELD_CONNECTIONS: u32 = 20;
+const HELD_INTERVAL: Duration = Duration::from_millis(300);
+
 #[sqlx::test(migrations = "../migrations")]
-async fn thousands_of_streams_with_a_zero_window_do_not_make_the_gateway_buffer(db: PgPool) {
+async fn streams_held_by_flow_control_are_let_go_within_the_send_timeout(db: PgPool) {
     let mut target = Target::start(db).await;
     let addr = target.addr;
+    // From the first response held to the drop: the send timeout, up to a quarter more (the
+    // connection is checked every quarter), then slack; counted here from the connection's start.
+    let bound = SEND_TIMEOUT + SEND_TIMEOUT / 4 + SLACK;
 
     let outcome = target
         .attack(
             Bounds {
-                name: "2,000 streams with a zero flow-control window, each with a 40 KB reflection answer ready (20 connections, 500 new streams a second)",
-                // One encoded answer held per stream (about 40 KiB) and the stream's state.
-                rss_growth: 2000 * 64 * 1024,
-                closed_within: None,
+                name: "2,000 streams held by flow control, each with a 40 KB reflection answer ready: 20 connections of 100 streams, one every 300 ms, alternately window 0 (h2 crate) and window 1 byte with the streams left open (raw frames)",
+                // Each connection holds up to 100 encoded answers (about 40 KiB each) until it
+                // is dropped; about 8 connections are held at once (2.5 s / 300 ms).
+                rss_growth: mib(64),
+                closed_within: Some(bound),
             },
             async move {
-                let start = Instant::now();
-                let mut held = Vec::new();
-                for _ in 0..20 {
-                    held.push(zero_window_calls(addr).await);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                let mut connections = Vec::new();
+                for n in 0..HELD_CONNECTIONS {
+                    let opened = Instant::now();
+                    let held = if n % 2 == 0 {
+                        zero_window_calls(addr).await
+                    } else {
+                        one_byte_window_calls(addr).await
+                    };
+                    connections.push((opened, held));
+                    tokio::time::sleep(HELD_INTERVAL).await;
                 }
-                let mut bodies = Vec::new();
-                for (_, responses) in held.iter_mut() {
-                    for response in responses.drain(..) {
-                        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), response).await {
-                            bodies.push(response.into_body());
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let mut with_data = 0;
-                for body in bodies.iter_mut().step_by(50) {
-                    if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), body.data()).await {
-                        with_data += 1;
+                let (mut heads, mut data_bytes, mut open) = (0, 0, 0);
+                let mut slowest = Duration::ZERO;
+                for (opened, held) in connections {
+                    heads += held.heads;
+                    data_bytes += held.data_bytes;
+                    let left = (bound + SLACK).saturating_sub(opened.elapsed());
+                    match tokio::time::timeout(left, held.closed).await {
+                        Ok(Ok(closed)) => slowest = slowest.max(closed - opened),
+                        _ => open += 1,
                     }
                 }
                 Outcome {
                     observed: format!(
-                        "{} response heads, {with_data} of {} sampled bodies got a byte (window 0); streams held {} ms, until the client leaves",
-                        bodies.len(),
-                        bodies.len().div_ceil(50),
-                        start.elapsed().as_millis()
+                        "{heads} response heads, {data_bytes} body bytes sent (1 per stream on a 1-byte window); {open} of {HELD_CONNECTIONS} connections still open; each dropped when no stream had sent for the send timeout"
                     ),
-                    closed_after: None,
+                    closed_after: (open == 0).then_some(slowest),
                 }
             },
         )
         .await;
 
+    let streams = HELD_CONNECTIONS * MAX_CONCURRENT_STREAMS;
     assert!(
-        outcome.observed.starts_with("2000 response heads, 0 of"),
+        outcome.observed.starts_with(&format!(
+            "{streams} response heads, {} body bytes",
+            streams / 2
+        )),
         "{outcome:?}"
     );
 }
 
-type HeldCalls = (
-    h2::client::SendRequest<bytes::Bytes>,
-    Vec<h2::client::ResponseFuture>,
-);
+/// Calls on one connection whose client grants them no window, and when the gateway closed it.
+struct HeldCalls {
+    heads: u32,
+    data_bytes: usize,
+    closed: tokio::task::JoinHandle<Instant>,
+}
 
-/// A connection that grants no flow-control window to any stream (the `h2` crate, which still
-/// answers the gateway's PINGs), with [`MAX_CONCURRENT_STREAMS`] calls on it, each asking
-/// reflection for chat's file descriptors: tens of KB the gateway has ready and cannot send.
+/// A connection that grants no flow-control window to any stream (the `h2` crate), with
+/// [`MAX_CONCURRENT_STREAMS`] calls on it, each asking reflection for chat's file descriptors:
+/// tens of KB the gateway has ready and cannot send.
 async fn zero_window_calls(addr: std::net::SocketAddr) -> HeldCalls {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = h2::client::Builder::new()
@@ -147,8 +159,8 @@ async fn zero_window_calls(addr: std::net::SocketAddr) -> HeldCalls {
         .handshake::<_, bytes::Bytes>(tcp)
         .await
         .unwrap();
-    tokio::spawn(connection);
-    let mut responses = Vec::new();
+    let connection = tokio::spawn(connection);
+    let mut calls = Vec::new();
     for _ in 0..MAX_CONCURRENT_STREAMS {
         let mut ready = sender.clone().ready().await.unwrap();
         let request = http::Request::post(format!("http://gateway{REFLECTION}"))
@@ -159,9 +171,67 @@ async fn zero_window_calls(addr: std::net::SocketAddr) -> HeldCalls {
         let (response, mut body) = ready.send_request(request, false).unwrap();
         body.send_data(bytes::Bytes::from_static(CHAT_DESCRIPTORS), true)
             .unwrap();
-        responses.push(response);
+        calls.push((response, body));
     }
-    (sender, responses)
+    let mut held = Vec::new();
+    let mut heads = 0;
+    for (response, body) in calls {
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), response).await {
+            heads += 1;
+            // Dropped, a stream would be reset (CANCEL), which lets the gateway go.
+            held.push((response, body));
+        }
+    }
+    let closed = tokio::spawn(async move {
+        let _ = connection.await;
+        drop((sender, held));
+        Instant::now()
+    });
+    HeldCalls {
+        heads,
+        data_bytes: 0,
+        closed,
+    }
+}
+
+/// A connection granting each stream a 1-byte window (raw frames), with
+/// [`MAX_CONCURRENT_STREAMS`] reflection calls whose requests never end: each response sends one
+/// byte, then its stream waits for window (a response's head and the first byte do not make it
+/// idle), and its answer waits in the gateway's HTTP/2 send buffer.
+async fn one_byte_window_calls(addr: std::net::SocketAddr) -> HeldCalls {
+    let mut raw = RawH2::connect(addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 1)]).await;
+    let block = grpc_request_block(REFLECTION, "application/grpc", &[]);
+    let bytes: Vec<u8> = (0..MAX_CONCURRENT_STREAMS)
+        .flat_map(|n| {
+            let mut call = frame(HEADERS, END_HEADERS, 2 * n + 1, &block);
+            call.extend(frame(DATA, 0, 2 * n + 1, CHAT_DESCRIPTORS));
+            call
+        })
+        .collect();
+    raw.send(&bytes).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (heads, data_bytes) = loop {
+        let (heads, data_bytes) = {
+            let received = raw.received.lock().unwrap();
+            (received.headers.len(), received.data_bytes)
+        };
+        if (heads as u32 >= MAX_CONCURRENT_STREAMS && data_bytes >= heads)
+            || Instant::now() > deadline
+        {
+            break (heads as u32, data_bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let closed = tokio::spawn(async move {
+        raw.wait_closed(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(Instant::now)
+    });
+    HeldCalls {
+        heads,
+        data_bytes,
+        closed,
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -215,7 +285,7 @@ async fn a_client_that_never_reads_its_responses_is_disconnected(db: PgPool) {
     // stream, with every window opened wide: the answers fill the socket buffers while the
     // client reads nothing.
     let block = grpc_request_block(REFLECTION, "application/grpc", &[]);
-    let request = frame(crate::frames::DATA, 0, 1, CHAT_DESCRIPTORS).repeat(2000);
+    let request = frame(DATA, 0, 1, CHAT_DESCRIPTORS).repeat(2000);
     let bound = SEND_TIMEOUT.min(KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT) + SLACK;
 
     target

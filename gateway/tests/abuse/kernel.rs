@@ -1,5 +1,5 @@
 //! What the suite reads from the kernel besides memory (`testkit::rss_bytes`): whether a process
-//! still holds a TCP connection.
+//! still holds a TCP connection, and the CPU time a process has used.
 
 use std::{
     fs,
@@ -45,4 +45,21 @@ fn held_by_a_process(local: SocketAddr, remote: SocketAddr) -> bool {
         .any(|fields| {
             fields.len() > 9 && fields[1] == local && fields[2] == remote && fields[9] != "0"
         })
+}
+
+/// The CPU time (user and system) process `pid` has used so far, in seconds: fields 14 and 15 of
+/// `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ` on every usual architecture).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count the fields after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the name, field 3 (state) is at index 0: utime (14) is at 11, stime (15) at 12.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

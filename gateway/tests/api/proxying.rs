@@ -382,6 +382,58 @@ async fn logins_past_the_per_address_rate_are_resource_exhausted_with_retry_info
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn public_calls_past_the_per_address_rate_are_resource_exhausted_but_health_is_not(
+    db: PgPool,
+) {
+    let stack = spawn_stack_with(db, auth::Config::for_tests(), |mut config| {
+        config.limits.public_rate_per_second = 1;
+        config
+    })
+    .await;
+    let get_jwks = || {
+        let mut auth = stack.auth.clone();
+        async move { auth.get_jwks(auth_pb::GetJwksRequest {}).await.map(drop) }
+    };
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            stack.channel.clone(),
+        );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(stack.channel.clone());
+
+    // A burst of twice the rate, then refused.
+    let (first, second, third) = (get_jwks().await, get_jwks().await, get_jwks().await);
+    let reflected = reflection
+        .server_reflection_info(tokio_stream::iter([
+            tonic_reflection::pb::v1::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                        String::new(),
+                    ),
+                ),
+            },
+        ]))
+        .await;
+    let checked = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    let token = stack.access_token("mallory").await;
+    let me = stack
+        .auth
+        .clone()
+        .get_current_user(with_token(auth_pb::GetCurrentUserRequest {}, &token))
+        .await;
+
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    let third = third.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted);
+    assert!(third.get_error_details().retry_info().is_some());
+    assert_eq!(reflected.unwrap_err().code(), Code::ResourceExhausted);
+    assert!(checked.is_ok(), "health is not limited: {checked:?}");
+    assert!(me.is_ok(), "calls with a token are not limited: {me:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn internal_services_are_not_reachable_through_the_gateway(db: PgPool) {
     let stack = spawn_stack(db).await;
     let token = stack.access_token("judy").await;

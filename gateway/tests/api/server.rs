@@ -299,6 +299,45 @@ async fn a_request_running_past_the_drain_timeout_is_dropped_and_serve_returns_a
     );
 }
 
+#[tokio::test]
+async fn a_client_reading_slowly_through_a_small_window_keeps_its_connection() {
+    let server = TestServer::start(app(), short_send_timeout(), None, DRAIN).await;
+    let (mut h2, _connection) = h2_with_window(server.addr, 1024).await;
+
+    // 16 KiB through a 1 KiB window, a window update every 100 ms: 1.6 s in all, far past the
+    // 300 ms send timeout, but never 300 ms without progress.
+    let mut body = h2_response_body(&mut h2, server.addr, "/big/16").await;
+    let mut received = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the connection stays");
+        received += chunk.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+
+    assert_eq!(received, 16 * 1024);
+}
+
+#[tokio::test]
+async fn a_client_that_grants_no_window_is_dropped_after_the_send_timeout() {
+    let limits = short_send_timeout();
+    let server = TestServer::start(app(), limits, None, DRAIN).await;
+    let (mut h2, connection) = h2_with_window(server.addr, 0).await;
+
+    let _body = h2_response_body(&mut h2, server.addr, "/big/16").await;
+    let held_since = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2), connection).await;
+
+    assert!(ended.is_ok(), "the server kept the connection");
+    let held = held_since.elapsed();
+    // At least the send timeout, at most a quarter more (the check's period) and some slack.
+    assert!(
+        held >= limits.send_timeout - Duration::from_millis(50),
+        "{held:?}"
+    );
+    assert!(held < limits.send_timeout * 2, "{held:?}");
+}
+
 /// A `serve` task on a loopback port.
 struct TestServer {
     addr: SocketAddr,
@@ -339,8 +378,8 @@ impl TestServer {
     }
 }
 
-/// `/hello`, `/peer` (the `ConnectInfo` address) and `/late-body/{ms}` (headers at once, the body
-/// after `ms`).
+/// `/hello`, `/peer` (the `ConnectInfo` address), `/late-body/{ms}` (headers at once, the body
+/// after `ms`) and `/big/{kib}` (that many KiB).
 fn app() -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello" }))
@@ -349,6 +388,10 @@ fn app() -> Router {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         )
         .route("/late-body/{ms}", get(late_body))
+        .route(
+            "/big/{kib}",
+            get(|Path(kib): Path<usize>| async move { vec![b'x'; kib * 1024] }),
+        )
 }
 
 async fn late_body(Path(ms): Path<u64>) -> Body {
@@ -415,6 +458,43 @@ fn small_header_limit() -> ServerLimits {
         max_header_list_bytes: 8 * 1024,
         ..ServerLimits::default()
     }
+}
+
+fn short_send_timeout() -> ServerLimits {
+    ServerLimits {
+        send_timeout: Duration::from_millis(300),
+        ..ServerLimits::default()
+    }
+}
+
+/// An HTTP/2 connection (the `h2` crate, which leaves flow control to its caller) granting each
+/// stream `window` bytes; the task ends when the connection does.
+async fn h2_with_window(
+    addr: SocketAddr,
+    window: u32,
+) -> (h2::client::SendRequest<Bytes>, JoinHandle<()>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, connection)
+}
+
+async fn h2_response_body(
+    h2: &mut h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+) -> h2::RecvStream {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    response.await.unwrap().into_body()
 }
 
 fn short_idle_timeout() -> ServerLimits {
