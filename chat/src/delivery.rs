@@ -50,7 +50,7 @@ use std::{
 use futures::Stream;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -103,6 +103,22 @@ pub struct Delivery {
     recent: Arc<RecentMessages>,
     settings: StreamSettings,
     shutdown: CancellationToken,
+    /// Admission of stream replays (see [`replays_admitted`]).
+    replays: Arc<Semaphore>,
+}
+
+/// How many streams of this replica may replay at once (read their resume points and what they
+/// missed): half the database pool, at least one. When thousands of streams reopen together (the
+/// gateway restarted), each replay holds a connection for a few reads; without a bound they took
+/// the whole pool, and unary calls (`ListConversations`, sends) waited behind them until the
+/// pool's acquire timeout answered UNAVAILABLE, as did the replays themselves, which then
+/// reopened and queued again (fault 6 of issue 20 at 5,000 streams: 1,525 openings timed out).
+/// A stream waiting for admission is already registered in the hub, so nothing committed
+/// meanwhile is missed (see the module docs: it registers before it reads its resume points).
+fn replays_admitted(db: &PgPool) -> usize {
+    usize::try_from(db.options().get_max_connections() / 2)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The writing end of a stream's queue, shared by the delivery task and (for OpenStream) the
@@ -142,6 +158,7 @@ impl Delivery {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            replays: Arc::new(Semaphore::new(replays_admitted(&db))),
             db,
             hub,
             recent,
@@ -179,6 +196,7 @@ impl Delivery {
             done: false,
         };
         let task = StreamTask {
+            replays: self.replays.clone(),
             db: self.db.clone(),
             recent: self.recent.clone(),
             settings: self.settings.clone(),
@@ -285,6 +303,7 @@ impl Stream for EventStream {
 
 /// The task behind one stream.
 struct StreamTask {
+    replays: Arc<Semaphore>,
     db: PgPool,
     recent: Arc<RecentMessages>,
     settings: StreamSettings,
@@ -376,7 +395,12 @@ impl StreamTask {
     ) -> Result<(), Error> {
         // The reads are boxed: a stream task waits idle most of its life, and its future is as
         // large as its largest state, which would otherwise be a database read's.
+        let admitted = tokio::select! {
+            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            permit = self.replays.clone().acquire_owned() => permit,
+        };
         Box::pin(self.replay(requested)).await?;
+        drop(admitted);
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
 
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
