@@ -61,7 +61,9 @@ impl Output {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
             LiveEvent::SendFailed { reason, .. } => eprintln!("not sent: {reason}"),
-            LiveEvent::SendRetrying { code, .. } => eprintln!("not sent yet ({code:?}); retrying"),
+            LiveEvent::SendRetrying { code, .. } => {
+                eprintln!("… pending: the server is unreachable, retrying ({code:?})");
+            }
             LiveEvent::KeyWarning(warning) => self.warn(&Warning::KeyWarning(warning.clone())),
             LiveEvent::MembershipWarning(warning) => {
                 self.warn(&Warning::MembershipWarning(warning.clone()));
