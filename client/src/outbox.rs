@@ -129,7 +129,8 @@ pub struct Delivery {
 impl Session {
     /// Seals `text` for the conversation, keeps the envelope in the profile's outbox, and sends
     /// the conversation's kept messages, oldest first, this one last. A message stays kept
-    /// while the server is unreachable ([`Error::is_retryable`]: `outcome` is that error, and
+    /// while the server is unreachable or asks to wait ([`Error::Unavailable`], [`Error::Tls`]:
+    /// `outcome` is that error, and
     /// [`Session::flush`], [`Session::send_kept`] or a live conversation sends it later) and is
     /// dropped once the server stored it or refused it for good. After a device-list mismatch
     /// the new message is sealed again once, as [`Session::send_prepared`] does.
@@ -241,7 +242,8 @@ impl Session {
                     flushed.sent.push(sent);
                 }
                 Err(error @ Error::Auth(..)) => return Err(error),
-                Err(error) if error.is_retryable() => {
+                // Unreachable, or a rate limit: the same envelope may be accepted later.
+                Err(error @ (Error::Unavailable(..) | Error::Tls(..))) => {
                     flushed.stopped = Some(error);
                     break;
                 }

@@ -357,9 +357,7 @@ fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
 /// A retryable send failure, said with what happens to the message: it is kept.
 fn kept(error: Error) -> Error {
     match error {
-        Error::Unavailable(message, raw) if raw.as_ref().is_none_or(|raw| {
-            raw.code != tonic::Code::ResourceExhausted
-        }) => Error::Unavailable(
+        Error::Unavailable(message, raw) => Error::Unavailable(
             format!(
                 "not sent yet: {message}. The message is kept in this profile and will be sent \
                  by the next chat send or chat chat to this conversation, or by chat flush"
