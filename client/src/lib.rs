@@ -87,6 +87,7 @@ pub mod profile;
 mod server;
 mod session;
 pub mod unlock;
+mod unreadable;
 mod warnings;
 
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
@@ -102,4 +103,5 @@ pub use outbox::{Delivery, Flushed, NotSent, QueuedMessage};
 pub use profile::{Profile, same_username};
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};
+pub use unreadable::{History, Unreadable};
 pub use warnings::{KeyWarning, MembershipWarning, Warning, WarningSink};

@@ -9,8 +9,8 @@
 //! and is dropped as not sent. The file is only changed while this device's sending turn is
 //! held (`chains::sending_turn`), so two `chat` processes never lose each other's entries.
 
-use proto::chat::v1 as pb;
 use prost::Message as _;
+use proto::chat::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use tonic::Code;
@@ -176,9 +176,10 @@ impl Session {
                 .take()
                 .unwrap_or_else(|| Error::usage(not_sent.reason)));
         } else {
-            Err(flushed.stopped.take().unwrap_or_else(|| {
-                Error::unavailable("the server did not answer".to_owned())
-            }))
+            Err(flushed
+                .stopped
+                .take()
+                .unwrap_or_else(|| Error::unavailable("the server did not answer".to_owned())))
         };
         Ok(Delivery {
             earlier: flushed.into(),

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     args::{Cli, Command, DevicesCommand, GroupCommand},
-    output::{Output, conversation_line, line},
+    output::{Output, conversation_line},
 };
 
 mod args;
@@ -276,10 +276,10 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         }
         Command::History { target, limit } => {
             let target = session.resolve(&target).await?;
-            let messages = session.history(&target, limit).await?;
-            let text = messages.iter().map(line).collect::<Vec<_>>().join("\n");
-            out.print(&messages, &text);
-            if messages.iter().any(|m| m.content.is_flagged()) {
+            let history = session.history_with_unreadable(&target, limit).await?;
+            let (value, text) = output::history(&history);
+            out.print(&value, &text);
+            if history.messages.iter().any(|m| m.content.is_flagged()) {
                 return Ok(6);
             }
         }
@@ -333,7 +333,11 @@ fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
             "sent kept message {} as #{}{}",
             sent.client_message_id,
             sent.sequence,
-            if sent.duplicate { " (it had reached the server already)" } else { "" }
+            if sent.duplicate {
+                " (it had reached the server already)"
+            } else {
+                ""
+            }
         );
         out.print(sent, &text);
     }
