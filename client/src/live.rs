@@ -62,9 +62,10 @@ pub enum LiveEvent {
         /// Why.
         reason: String,
     },
-    /// The server refused a line with a retryable status (UNAVAILABLE), or was unavailable
-    /// while it was being sealed: it is tried again shortly (a sent envelope is resent as is,
-    /// which the server stores at most once).
+    /// The server refused a line with a retryable status (UNAVAILABLE, DEADLINE_EXCEEDED), or
+    /// was unavailable while it was being sealed: it is tried again shortly (a sent envelope is
+    /// resent as is, which the server stores at most once). A sealed line is kept in the
+    /// profile's outbox until answered, so a later run sends it if this one ends first.
     SendRetrying {
         /// Its client message id.
         client_message_id: String,
@@ -465,7 +466,9 @@ impl LiveState {
             Incoming::Event(_) => {}
             Incoming::SendResult(result) => {
                 if let Some(pending) = self.pending.remove(&result.request_id) {
-                    outbox::forget(&self.session.profile, &pending.client_message_id)?;
+                    // Left in an unwritable outbox, it is sent again later and answered as a
+                    // duplicate.
+                    let _ = outbox::forget(&self.session.profile, &pending.client_message_id);
                     self.end_turn();
                     let response = result.result.unwrap_or_default();
                     let sent = SentMessage {
@@ -547,7 +550,9 @@ impl LiveState {
                 if turn.is_some() {
                     self.turn = turn;
                 }
-                outbox::keep(
+                // Kept across restarts until answered. An unwritable profile loses only that copy:
+                // the line is still sent (and resent after reconnections) by this run.
+                let _ = outbox::keep(
                     &self.session.profile,
                     outbox::QueuedMessage::new(
                         &self.target.conversation_id,
@@ -555,7 +560,7 @@ impl LiveState {
                         &request_id,
                         &pending.envelope,
                     ),
-                )?;
+                );
                 self.outbox
                     .push_back(send_request(&request_id, pending.envelope.clone()));
                 self.pending.insert(request_id, *pending);
@@ -608,7 +613,7 @@ impl LiveState {
                 })
                 .await;
         }
-        outbox::forget(&self.session.profile, &pending.client_message_id)?;
+        let _ = outbox::forget(&self.session.profile, &pending.client_message_id);
         self.end_turn();
         let reason = format!("{} ({})", rejected.message, rejected.reason);
         self.emit(LiveEvent::SendFailed {
