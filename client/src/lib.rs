@@ -39,7 +39,9 @@
 //! sequence at which each verified message was first shown, for replay detection; bounded),
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
 //! conversation, and what it saw of other devices' chains; see `chains.rs`),
-//! `decryption_failures.json` (the budget of decryption failures per sending device) and
+//! `decryption_failures.json` (the budget of decryption failures per sending device),
+//! `outbox.json` (sealed messages the server has not acknowledged yet, resent with the same
+//! client message id until it does, across restarts; see [`outbox`]) and
 //! `sending.lock` (locked while a send of this device is under way). `chat unlock` keeps the
 //! argon2id key outside the profile, in `$XDG_RUNTIME_DIR` (memory), for a while ([`unlock`]).
 //!
@@ -80,10 +82,12 @@ mod groups;
 pub mod keystore;
 mod live;
 mod messages;
+pub mod outbox;
 pub mod profile;
 mod server;
 mod session;
 pub mod unlock;
+mod unreadable;
 mod warnings;
 
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
@@ -95,7 +99,9 @@ pub use messages::{
     Content, ConversationSummary, DEFAULT_PREVIEWS, PREVIEW_CHARS, PreparedText, Preview,
     ReceivedText, SentMessage, Target, TargetKind, check_text,
 };
+pub use outbox::{Delivery, Flushed, NotSent, QueuedMessage};
 pub use profile::{Profile, same_username};
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};
+pub use unreadable::{History, Unreadable};
 pub use warnings::{KeyWarning, MembershipWarning, Warning, WarningSink};

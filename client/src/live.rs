@@ -25,7 +25,7 @@ use tonic::Code;
 
 use crate::{
     Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session,
-    Target, TargetKind, Warning, backoff::with_jitter, chains, profile::Cursors,
+    Target, TargetKind, Warning, backoff::with_jitter, chains, outbox, profile::Cursors,
     session::authorized,
 };
 
@@ -62,9 +62,10 @@ pub enum LiveEvent {
         /// Why.
         reason: String,
     },
-    /// The server refused a line with a retryable status (UNAVAILABLE), or was unavailable
-    /// while it was being sealed: it is tried again shortly (a sent envelope is resent as is,
-    /// which the server stores at most once).
+    /// The server refused a line with a retryable status (UNAVAILABLE, DEADLINE_EXCEEDED), or
+    /// was unavailable while it was being sealed: it is tried again shortly (a sent envelope is
+    /// resent as is, which the server stores at most once). A sealed line is kept in the
+    /// profile's outbox until answered, so a later run sends it if this one ends first.
     SendRetrying {
         /// Its client message id.
         client_message_id: String,
@@ -155,6 +156,7 @@ impl Session {
             let (to_seal, sealed) =
                 spawn_sealer(self.clone(), target.clone(), event_sender.clone());
             let (to_retry, retries) = mpsc::unbounded_channel();
+            let (pending, turn) = restore_kept(&self, &target).await;
             let mut state = LiveState {
                 to_open,
                 opened,
@@ -171,10 +173,10 @@ impl Session {
                 texts_open: true,
                 events: event_sender,
                 seen: HashSet::new(),
-                pending: BTreeMap::new(),
+                pending,
                 cursors: Cursors::new(),
                 outbox: VecDeque::new(),
-                turn: None,
+                turn,
                 ack: None,
                 fatal: None,
             };
@@ -197,6 +199,7 @@ struct Line {
 
 struct Pending {
     client_message_id: String,
+    /// Empty for a message kept from an earlier run (only its envelope was kept).
     text: String,
     envelope: pb::Envelope,
     /// Resealed once after a device-list mismatch.
@@ -463,6 +466,9 @@ impl LiveState {
             Incoming::Event(_) => {}
             Incoming::SendResult(result) => {
                 if let Some(pending) = self.pending.remove(&result.request_id) {
+                    // Left in an unwritable outbox, it is sent again later and answered as a
+                    // duplicate.
+                    let _ = outbox::forget(&self.session.profile, &pending.client_message_id);
                     self.end_turn();
                     let response = result.result.unwrap_or_default();
                     let sent = SentMessage {
@@ -544,6 +550,17 @@ impl LiveState {
                 if turn.is_some() {
                     self.turn = turn;
                 }
+                // Kept across restarts until answered. An unwritable profile loses only that copy:
+                // the line is still sent (and resent after reconnections) by this run.
+                let _ = outbox::keep(
+                    &self.session.profile,
+                    outbox::QueuedMessage::new(
+                        &self.target.conversation_id,
+                        &pending.client_message_id,
+                        &request_id,
+                        &pending.envelope,
+                    ),
+                );
                 self.outbox
                     .push_back(send_request(&request_id, pending.envelope.clone()));
                 self.pending.insert(request_id, *pending);
@@ -579,7 +596,9 @@ impl LiveState {
             });
             return Ok(());
         }
-        if code == Code::Unavailable {
+        // The server stores a client message id at most once: a send whose answer was lost
+        // (deadline, broken connection) is sent again as is.
+        if matches!(code, Code::Unavailable | Code::DeadlineExceeded) {
             let client_message_id = pending.client_message_id.clone();
             self.pending.insert(rejected.request_id.clone(), pending);
             let to_retry = self.to_retry.clone();
@@ -594,6 +613,7 @@ impl LiveState {
                 })
                 .await;
         }
+        let _ = outbox::forget(&self.session.profile, &pending.client_message_id);
         self.end_turn();
         let reason = format!("{} ({})", rejected.message, rejected.reason);
         self.emit(LiveEvent::SendFailed {
@@ -734,6 +754,41 @@ fn spawn_sealer(
         }
     });
     (to_seal, sealed)
+}
+
+/// The conversation's messages kept in the outbox by an earlier run (or `chat send`), to be
+/// sent first, as they are, with this device's turn to send (they hold the first chain
+/// positions). An unreadable outbox or a turn another process keeps leaves them for later.
+async fn restore_kept(
+    session: &Session,
+    target: &Target,
+) -> (BTreeMap<String, Pending>, Option<chains::SendingTurn>) {
+    let kept: BTreeMap<String, Pending> = outbox::queued(&session.profile)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.conversation_id == target.conversation_id)
+        .enumerate()
+        .filter_map(|(index, m)| {
+            let envelope = m.envelope().ok()?;
+            let pending = Pending {
+                client_message_id: m.client_message_id,
+                text: String::new(),
+                envelope,
+                // Without its text it cannot be sealed again.
+                resealed: true,
+            };
+            // Keyed so that they go in the order they were kept (their chain order); the request
+            // id only pairs an answer with its line.
+            Some((format!("kept-{index:06}-{}", m.request_id), pending))
+        })
+        .collect();
+    if kept.is_empty() {
+        return (kept, None);
+    }
+    match chains::sending_turn(&session.profile).await {
+        Ok(turn) => (kept, Some(turn)),
+        Err(_) => (BTreeMap::new(), None),
+    }
 }
 
 async fn emit_warnings(session: &Session, events: &mpsc::Sender<LiveEvent>) {

@@ -549,4 +549,3 @@ mod tests {
         assert!(!format!("{tokens:?}").contains("secret"));
     }
 }
-

@@ -7,6 +7,7 @@ mod chains;
 mod cli;
 mod cli_conversations;
 mod cli_errors;
+mod cli_outbox;
 mod decryption;
 #[path = "../common/dishonest.rs"]
 mod dishonest;

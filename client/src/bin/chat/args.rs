@@ -83,7 +83,9 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
     },
-    /// Send one message (an empty one is refused, exit code 2).
+    /// Send one message (an empty one is refused, exit code 2). Sent after the conversation's
+    /// earlier messages that are still kept; when the server is unreachable, the message is
+    /// kept in the profile (exit code 5) and sent by the next send, chat or flush.
     Send {
         /// A username or #group.
         target: String,
@@ -91,6 +93,10 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
+    /// List the messages kept in this profile because the server has not acknowledged them.
+    Pending,
+    /// Send the messages kept in this profile (exit code 5 when the server is still unreachable).
+    Flush,
     /// Show the last messages of a conversation (and mark them read).
     History {
         /// A username or #group.

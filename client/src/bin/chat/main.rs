@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     args::{Cli, Command, DevicesCommand, GroupCommand},
-    output::{Output, conversation_line, line},
+    output::{Output, conversation_line},
 };
 
 mod args;
@@ -115,6 +115,23 @@ async fn run(cli: Cli) -> Result<u8> {
                     output::time_of(until)
                 ),
             );
+            Ok(0)
+        }
+        Command::Pending => {
+            let kept = client::outbox::queued(&Profile::open(dir)?)?;
+            let text = kept
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}  conversation {}  kept since {}",
+                        m.client_message_id,
+                        m.conversation_id,
+                        output::time_of(m.queued_at)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.print(&kept, &text);
             Ok(0)
         }
         Command::Lock => {
@@ -241,15 +258,28 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             // Before anything is looked up: `chat send bob ""` is a usage error.
             client::check_text(&text)?;
             let target = session.resolve(&target).await?;
-            let sent = session.send_text(&target, &text).await?;
-            out.print(&sent, &format!("sent #{}", sent.sequence));
+            let delivery = session.send_kept(&target, &text).await?;
+            let stopped = report_flushed(delivery.earlier, out);
+            match delivery.outcome {
+                Ok(sent) => out.print(&sent, &format!("sent #{}", sent.sequence)),
+                Err(error) => return Err(kept(error)),
+            }
+            if let Some(error) = stopped {
+                return Err(error);
+            }
+        }
+        Command::Flush => {
+            let flushed = session.flush(None).await?;
+            if let Some(error) = report_flushed(flushed, out) {
+                return Err(kept(error));
+            }
         }
         Command::History { target, limit } => {
             let target = session.resolve(&target).await?;
-            let messages = session.history(&target, limit).await?;
-            let text = messages.iter().map(line).collect::<Vec<_>>().join("\n");
-            out.print(&messages, &text);
-            if messages.iter().any(|m| m.content.is_flagged()) {
+            let history = session.history_with_unreadable(&target, limit).await?;
+            let (value, text) = output::history(&history);
+            out.print(&value, &text);
+            if history.messages.iter().any(|m| m.content.is_flagged()) {
                 return Ok(6);
             }
         }
@@ -283,6 +313,7 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             out.print(&trusted, &text);
         }
         Command::Register { .. }
+        | Command::Pending
         | Command::Login { .. }
         | Command::Completions { .. }
         | Command::Unlock { .. }
@@ -292,6 +323,53 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         }
     }
     Ok(0)
+}
+
+/// Prints what a flush did (each kept message sent, or dropped as refused); returns the error
+/// that stopped it, when the server was unreachable.
+fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
+    for sent in &flushed.sent {
+        let text = format!(
+            "sent kept message {} as #{}{}",
+            sent.client_message_id,
+            sent.sequence,
+            if sent.duplicate {
+                " (it had reached the server already)"
+            } else {
+                ""
+            }
+        );
+        out.print(sent, &text);
+    }
+    for dropped in &flushed.dropped {
+        let value = serde_json::json!({ "not_sent": dropped });
+        eprintln!(
+            "{}",
+            if out.json {
+                value.to_string()
+            } else {
+                format!(
+                    "not sent, and no longer kept: message {} ({})",
+                    dropped.client_message_id, dropped.reason
+                )
+            }
+        );
+    }
+    flushed.stopped
+}
+
+/// A retryable send failure, said with what happens to the message: it is kept.
+fn kept(error: Error) -> Error {
+    match error {
+        Error::Unavailable(message, raw) => Error::Unavailable(
+            format!(
+                "not sent yet: {message}. The message is kept in this profile and will be sent \
+                 by the next chat send or chat chat to this conversation, or by chat flush"
+            ),
+            raw,
+        ),
+        error => error,
+    }
 }
 
 async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result<()> {

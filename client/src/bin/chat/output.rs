@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use client::{
-    Content, ConversationSummary, Error, LiveEvent, Preview, RawStatus, ReceivedText, Session,
-    Warning,
+    Content, ConversationSummary, Error, History, LiveEvent, Preview, RawStatus, ReceivedText,
+    Session, Warning,
 };
 use serde::Serialize;
 
@@ -61,7 +61,9 @@ impl Output {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
             LiveEvent::SendFailed { reason, .. } => eprintln!("not sent: {reason}"),
-            LiveEvent::SendRetrying { code, .. } => eprintln!("not sent yet ({code:?}); retrying"),
+            LiveEvent::SendRetrying { code, .. } => {
+                eprintln!("… pending: the server is unreachable, retrying ({code:?})");
+            }
             LiveEvent::KeyWarning(warning) => self.warn(&Warning::KeyWarning(warning.clone())),
             LiveEvent::MembershipWarning(warning) => {
                 self.warn(&Warning::MembershipWarning(warning.clone()));
@@ -116,6 +118,32 @@ pub fn line(message: &ReceivedText) -> String {
              not shown"
         ),
     }
+}
+
+/// A history as JSON (an array of messages, with `{"unreadable": {...}, "message": ...}` in
+/// the place of each run of messages not encrypted for this device) and as lines of text.
+pub fn history(history: &History) -> (serde_json::Value, String) {
+    let mut entries: Vec<(u64, serde_json::Value, String)> = history
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.sequence,
+                serde_json::to_value(m).unwrap_or_default(),
+                line(m),
+            )
+        })
+        .collect();
+    for run in &history.unreadable {
+        let value = serde_json::json!({ "unreadable": run, "message": run.to_string() });
+        entries.push((run.first_sequence, value, format!("({run})")));
+    }
+    entries.sort_by_key(|(sequence, ..)| *sequence);
+    let (values, lines): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .map(|(_, value, text)| (value, text))
+        .unzip();
+    (serde_json::Value::Array(values), lines.join("\n"))
 }
 
 /// One conversation as a line of text: who, unread count, kind, the time of the newest message

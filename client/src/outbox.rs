@@ -1,0 +1,312 @@
+//! The outbox: sealed envelopes the server has not acknowledged yet, kept in the profile
+//! (`outbox.json`) so that no message typed is lost when the server is unreachable or the
+//! program ends before an answer. Each is resent as it is (same client message id, same
+//! ciphertext): the server stores a client message id at most once and answers a repeat as a
+//! duplicate, so a resend never shows a message twice.
+//!
+//! Only what was sealed is kept, never the text: a kept envelope that the server refuses for a
+//! device-list mismatch (the conversation's devices changed meanwhile) cannot be sealed again
+//! and is dropped as not sent. The file is only changed while this device's sending turn is
+//! held (`chains::sending_turn`), so two `chat` processes never lose each other's entries.
+
+use prost::Message as _;
+use proto::chat::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use tonic::Code;
+
+use crate::{Error, Profile, Result, SentMessage, Session, Target, chains, check_text};
+
+/// The file in the profile.
+const OUTBOX: &str = "outbox.json";
+
+/// A sealed message waiting for the server's acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The client message id (the server's deduplication key).
+    pub client_message_id: String,
+    /// The live stream's request id it was last sent under.
+    pub request_id: String,
+    /// When it was sealed (Unix seconds).
+    pub queued_at: i64,
+    /// The envelope, protobuf-encoded, hex.
+    envelope: String,
+}
+
+impl QueuedMessage {
+    pub(crate) fn new(
+        conversation_id: &str,
+        client_message_id: &str,
+        request_id: &str,
+        envelope: &pb::Envelope,
+    ) -> Self {
+        Self {
+            conversation_id: conversation_id.to_owned(),
+            client_message_id: client_message_id.to_owned(),
+            request_id: request_id.to_owned(),
+            queued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            envelope: hex::encode(envelope.encode_to_vec()),
+        }
+    }
+
+    /// The sealed envelope.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the stored bytes do not decode.
+    pub(crate) fn envelope(&self) -> Result<pb::Envelope> {
+        let bytes = hex::decode(&self.envelope)
+            .map_err(|_| Error::Profile(format!("{OUTBOX}: an envelope is not hex")))?;
+        pb::Envelope::decode(bytes.as_slice())
+            .map_err(|_| Error::Profile(format!("{OUTBOX}: an envelope does not decode")))
+    }
+}
+
+/// Every kept message, oldest first.
+///
+/// # Errors
+/// [`Error::Profile`] for an unreadable file.
+pub fn queued(profile: &Profile) -> Result<Vec<QueuedMessage>> {
+    Ok(profile.read_file(OUTBOX)?.unwrap_or_default())
+}
+
+/// Keeps `message` (replacing an entry of the same client message id: a resealed envelope).
+pub(crate) fn keep(profile: &Profile, message: QueuedMessage) -> Result<()> {
+    let mut all = queued(profile)?;
+    match all
+        .iter_mut()
+        .find(|m| m.client_message_id == message.client_message_id)
+    {
+        Some(entry) => *entry = message,
+        None => all.push(message),
+    }
+    profile.write_file(OUTBOX, &all)
+}
+
+/// Forgets the message of `client_message_id` (acknowledged, or refused for good).
+pub(crate) fn forget(profile: &Profile, client_message_id: &str) -> Result<()> {
+    let mut all = queued(profile)?;
+    let before = all.len();
+    all.retain(|m| m.client_message_id != client_message_id);
+    if all.len() == before {
+        return Ok(());
+    }
+    profile.write_file(OUTBOX, &all)
+}
+
+/// A kept message the server refused for good: dropped from the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotSent {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its client message id.
+    pub client_message_id: String,
+    /// Why, as a sentence.
+    pub reason: String,
+}
+
+/// What [`Session::flush`] did with the kept messages.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Delivered now (or found already stored: `duplicate`).
+    pub sent: Vec<SentMessage>,
+    /// Refused for good, and dropped.
+    pub dropped: Vec<NotSent>,
+    /// The server was unreachable: this and every later message stays kept.
+    pub stopped: Option<Error>,
+}
+
+/// What [`Session::send_kept`] did: the earlier kept messages of the conversation went first.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The conversation's earlier kept messages, flushed first.
+    pub earlier: Flushed,
+    /// The new message: sent, or kept because the server was unreachable (the error says how).
+    pub outcome: std::result::Result<SentMessage, Error>,
+}
+
+impl Session {
+    /// Seals `text` for the conversation, keeps the envelope in the profile's outbox, and sends
+    /// the conversation's kept messages, oldest first, this one last. A message stays kept
+    /// while the server is unreachable or asks to wait ([`Error::Unavailable`], [`Error::Tls`]:
+    /// `outcome` is that error, and
+    /// [`Session::flush`], [`Session::send_kept`] or a live conversation sends it later) and is
+    /// dropped once the server stored it or refused it for good. After a device-list mismatch
+    /// the new message is sealed again once, as [`Session::send_prepared`] does.
+    ///
+    /// # Errors
+    /// Before anything is kept, as [`Session::prepare_text`]; a final refusal of the new
+    /// message, as [`Session::send_text`]; [`Error::Profile`] when the outbox cannot be written.
+    pub async fn send_kept(&self, target: &Target, text: &str) -> Result<Delivery> {
+        check_text(text)?;
+        let turn = chains::sending_turn(&self.profile).await?;
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        let envelope = self
+            .seal_for(target, &client_message_id, text, false)
+            .await?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let conversation_id = &target.conversation_id;
+        keep(
+            &self.profile,
+            QueuedMessage::new(conversation_id, &client_message_id, &request_id, &envelope),
+        )?;
+        let fresh = Fresh {
+            target,
+            client_message_id: &client_message_id,
+            text,
+        };
+        let mut flushed = self
+            .flush_with_turn(Some(conversation_id), Some(&fresh), &turn)
+            .await?;
+        let own = flushed
+            .sent
+            .iter()
+            .position(|sent| sent.client_message_id == client_message_id);
+        let outcome = if let Some(own) = own {
+            Ok(flushed.sent.remove(own))
+        } else if let Some(own) = flushed
+            .dropped
+            .iter()
+            .position(|not_sent| not_sent.client_message_id == client_message_id)
+        {
+            let not_sent = flushed.dropped.remove(own);
+            return Err(flushed
+                .final_error
+                .take()
+                .unwrap_or_else(|| Error::usage(not_sent.reason)));
+        } else {
+            Err(flushed
+                .stopped
+                .take()
+                .unwrap_or_else(|| Error::unavailable("the server did not answer".to_owned())))
+        };
+        Ok(Delivery {
+            earlier: flushed.into(),
+            outcome,
+        })
+    }
+
+    /// Sends the kept messages (of one conversation, or all), oldest first, until the server
+    /// is unreachable.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the session ended; [`Error::Profile`] for an unreadable outbox;
+    /// [`Error::Unavailable`] when another send of this device keeps its turn too long.
+    pub async fn flush(&self, conversation_id: Option<&str>) -> Result<Flushed> {
+        let turn = chains::sending_turn(&self.profile).await?;
+        Ok(self
+            .flush_with_turn(conversation_id, None, &turn)
+            .await?
+            .into())
+    }
+
+    /// [`Session::flush`], with this device's turn held by the caller.
+    async fn flush_with_turn(
+        &self,
+        conversation_id: Option<&str>,
+        fresh: Option<&Fresh<'_>>,
+        _turn: &chains::SendingTurn,
+    ) -> Result<FlushedWithError> {
+        let mut flushed = FlushedWithError::default();
+        let kept = queued(&self.profile)?
+            .into_iter()
+            .filter(|m| conversation_id.is_none_or(|id| m.conversation_id == id));
+        for mut message in kept {
+            let resealable = fresh.filter(|f| f.client_message_id == message.client_message_id);
+            let mut resealed = false;
+            let result = loop {
+                match self.deliver(&message).await {
+                    Err(Error::Refused {
+                        code: Code::FailedPrecondition,
+                        ..
+                    }) if !resealed && resealable.is_some() => {
+                        let f = resealable.expect("checked");
+                        let envelope = self
+                            .seal_for(f.target, f.client_message_id, f.text, true)
+                            .await?;
+                        message = QueuedMessage::new(
+                            &message.conversation_id,
+                            &message.client_message_id,
+                            &message.request_id,
+                            &envelope,
+                        );
+                        keep(&self.profile, message.clone())?;
+                        resealed = true;
+                    }
+                    result => break result,
+                }
+            };
+            match result {
+                Ok(sent) => {
+                    forget(&self.profile, &message.client_message_id)?;
+                    flushed.sent.push(sent);
+                }
+                Err(error @ Error::Auth(..)) => return Err(error),
+                // Unreachable, or a rate limit: the same envelope may be accepted later.
+                Err(error @ (Error::Unavailable(..) | Error::Tls(..))) => {
+                    flushed.stopped = Some(error);
+                    break;
+                }
+                Err(error) => {
+                    forget(&self.profile, &message.client_message_id)?;
+                    flushed.dropped.push(NotSent {
+                        conversation_id: message.conversation_id.clone(),
+                        client_message_id: message.client_message_id.clone(),
+                        reason: error.to_string(),
+                    });
+                    if resealable.is_some() {
+                        flushed.final_error = Some(error);
+                    }
+                }
+            }
+        }
+        Ok(flushed)
+    }
+
+    /// Sends a kept envelope once (the session's call retries a few times while unavailable).
+    async fn deliver(&self, message: &QueuedMessage) -> Result<SentMessage> {
+        let request = pb::SendMessageRequest {
+            envelope: Some(message.envelope()?),
+        };
+        let response = self
+            .call(request, |request| {
+                let mut chat = self.chat.clone();
+                async move { chat.send_message(request).await }
+            })
+            .await?;
+        Ok(SentMessage {
+            client_message_id: message.client_message_id.clone(),
+            conversation_id: message.conversation_id.clone(),
+            message_id: response.message_id,
+            sequence: response.sequence,
+            duplicate: response.duplicate,
+        })
+    }
+}
+
+/// The new message of [`Session::send_kept`], which may be sealed again.
+struct Fresh<'a> {
+    target: &'a Target,
+    client_message_id: &'a str,
+    text: &'a str,
+}
+
+/// [`Flushed`], with the error that refused the new message of [`Session::send_kept`].
+#[derive(Default)]
+struct FlushedWithError {
+    sent: Vec<SentMessage>,
+    dropped: Vec<NotSent>,
+    stopped: Option<Error>,
+    final_error: Option<Error>,
+}
+
+impl From<FlushedWithError> for Flushed {
+    fn from(flushed: FlushedWithError) -> Self {
+        Flushed {
+            sent: flushed.sent,
+            dropped: flushed.dropped,
+            stopped: flushed.stopped,
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Messages of a conversation this device cannot read because they were not encrypted for it:
+//! the server lists only the messages that carry a wrapped key for the caller's device, so a
+//! device sees them as gaps in the conversation's sequences (which are 1-based and gap-free).
+//! They are explained rather than silently left out.
+//!
+//! What is counted is the server's word: a server that withholds messages makes them look like
+//! these. Messages withheld from a device's chain are reported by the chain checks
+//! ([`crate::ReceivedText::chain`]) as well.
+
+use serde::Serialize;
+
+use crate::{ReceivedText, Result, Session, Target};
+
+/// A run of consecutive messages not encrypted for this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// The first sequence of the run.
+    pub first_sequence: u64,
+    /// The last sequence of the run.
+    pub last_sequence: u64,
+    /// How many messages (`last_sequence - first_sequence + 1`).
+    pub count: u64,
+    /// Whether the run comes before every message this device can read: sent before this
+    /// device existed (else the sender did not encrypt them for it).
+    pub before_this_device: bool,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.count;
+        let (s, were) = if count == 1 {
+            ("message was", "it was")
+        } else {
+            ("messages were", "they were")
+        };
+        if self.before_this_device {
+            write!(
+                f,
+                "{count} earlier {s} sent before this device existed and cannot be read here \
+                 ({were} not encrypted for it)"
+            )
+        } else {
+            write!(
+                f,
+                "{count} {s} not encrypted for this device and cannot be read here"
+            )
+        }
+    }
+}
+
+/// A conversation's history: the messages this device can read, and the runs it cannot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// The messages, oldest first.
+    pub messages: Vec<ReceivedText>,
+    /// The runs of messages not encrypted for this device, oldest first.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Session {
+    /// [`Session::history`], with the runs of messages the server left out because they were
+    /// not encrypted for this device. Those older than the oldest readable message are known
+    /// only when the history reaches back to it (fewer than `limit` messages listed).
+    ///
+    /// # Errors
+    /// As [`Session::history`].
+    pub async fn history_with_unreadable(&self, target: &Target, limit: u32) -> Result<History> {
+        let messages = self.history(target, limit).await?;
+        let complete = messages.len() < limit as usize;
+        let last_sequence = if complete {
+            self.conversations()
+                .await?
+                .into_iter()
+                .find(|c| c.conversation_id == target.conversation_id)
+                .map(|c| c.last_sequence)
+        } else {
+            None
+        };
+        let sequences: Vec<u64> = messages.iter().map(|m| m.sequence).collect();
+        let unreadable = runs(&sequences, complete, last_sequence);
+        Ok(History {
+            messages,
+            unreadable,
+        })
+    }
+}
+
+/// The runs missing from `sequences` (ascending): between them, before the first when
+/// `complete_below` (the listing reached the conversation's start), and after the last up to
+/// `last_sequence`.
+fn runs(sequences: &[u64], complete_below: bool, last_sequence: Option<u64>) -> Vec<Unreadable> {
+    let mut runs = Vec::new();
+    let mut previous = if complete_below { Some(0) } else { None };
+    let mut before_this_device = true;
+    let end = last_sequence.map(|last| last + 1);
+    for &sequence in sequences.iter().chain(end.iter()) {
+        if let Some(previous) = previous
+            && sequence > previous + 1
+        {
+            runs.push(Unreadable {
+                first_sequence: previous + 1,
+                last_sequence: sequence - 1,
+                count: sequence - 1 - previous,
+                before_this_device,
+            });
+        }
+        before_this_device = false;
+        previous = Some(sequence);
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(first: u64, last: u64, before: bool) -> Unreadable {
+        Unreadable {
+            first_sequence: first,
+            last_sequence: last,
+            count: last - first + 1,
+            before_this_device: before,
+        }
+    }
+
+    #[test]
+    fn a_device_that_reads_nothing_sees_every_message_as_earlier() {
+        assert_eq!(runs(&[], true, Some(3)), vec![run(1, 3, true)]);
+        assert_eq!(runs(&[], true, Some(0)), vec![]);
+    }
+
+    #[test]
+    fn runs_before_between_and_after_the_readable_messages_are_found() {
+        let found = runs(&[4, 5, 8], true, Some(10));
+
+        assert_eq!(
+            found,
+            vec![run(1, 3, true), run(6, 7, false), run(9, 10, false)]
+        );
+    }
+
+    #[test]
+    fn an_incomplete_listing_says_nothing_about_what_precedes_it() {
+        assert_eq!(runs(&[4, 6], false, None), vec![run(5, 5, false)]);
+        assert_eq!(runs(&[1, 2], true, Some(2)), vec![]);
+    }
+
+    #[test]
+    fn the_explanation_counts_the_messages() {
+        assert_eq!(
+            run(1, 3, true).to_string(),
+            "3 earlier messages were sent before this device existed and cannot be read here \
+             (they were not encrypted for it)"
+        );
+        assert_eq!(
+            run(2, 2, false).to_string(),
+            "1 message was not encrypted for this device and cannot be read here"
+        );
+    }
+}

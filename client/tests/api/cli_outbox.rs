@@ -1,0 +1,150 @@
+//! Through the `chat` binary: no message typed is lost (the profile's outbox, `chat pending`,
+//! `chat flush`), and a new device's history explains the messages it cannot read (issue 22,
+//! sections 5 and 1).
+
+use sqlx::PgPool;
+
+use crate::{
+    cli::{chat, chat_with_stdin, cli_user, untimed},
+    helpers::{spawn_env, spawn_malicious_env},
+};
+
+const SEND_MESSAGE: &str = "/chat.v1.ChatService/SendMessage";
+
+async fn stored_messages(db: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from chat.messages")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_or_flush(
+    db: PgPool,
+) {
+    let env = spawn_malicious_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    let chat_service = &env.malicious.as_ref().unwrap().chat;
+
+    // The chat service stores each send, and its answer never comes back.
+    chat_service.lose_answers(SEND_MESSAGE, 1000);
+    let unanswered = chat(&env, &alice, &["send", "bob", "first"]).await;
+    let pending = chat(&env, &alice, &["--json", "pending"]).await;
+    chat_service.lose_answers(SEND_MESSAGE, 0);
+    let next = chat(&env, &alice, &["send", "bob", "second"]).await;
+    let after_next = chat(&env, &alice, &["--json", "pending"]).await;
+    chat_service.lose_answers(SEND_MESSAGE, 1000);
+    let unanswered_again = chat(&env, &alice, &["send", "bob", "third"]).await;
+    let still_unanswered = chat(&env, &alice, &["flush"]).await;
+    chat_service.lose_answers(SEND_MESSAGE, 0);
+    let flush = chat(&env, &alice, &["--json", "flush"]).await;
+    let after_flush = chat(&env, &alice, &["--json", "pending"]).await;
+    let history = chat(&env, &bob, &["history", "alice"]).await;
+
+    assert_eq!(unanswered.code, 5, "{}", unanswered.stderr);
+    assert!(
+        unanswered.stderr.contains("kept in this profile")
+            && unanswered.stderr.contains("chat flush"),
+        "{}",
+        unanswered.stderr
+    );
+    assert_eq!(
+        pending.json().as_array().unwrap().len(),
+        1,
+        "{}",
+        pending.stdout
+    );
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(
+        next.stdout.contains("sent kept message")
+            && next.stdout.contains("(it had reached the server already)"),
+        "{}",
+        next.stdout
+    );
+    assert!(next.stdout.ends_with("sent #2\n"), "{}", next.stdout);
+    assert_eq!(after_next.json(), serde_json::json!([]));
+    assert_eq!(unanswered_again.code, 5, "{}", unanswered_again.stderr);
+    assert_eq!(still_unanswered.code, 5, "{}", still_unanswered.stderr);
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert_eq!(flush.json()["sequence"], 3, "{}", flush.stdout);
+    assert_eq!(flush.json()["duplicate"], true);
+    assert_eq!(after_flush.json(), serde_json::json!([]));
+    assert_eq!(
+        untimed(&history.stdout),
+        "[1] alice: first\n[2] alice: second\n[3] alice: third\n"
+    );
+    assert_eq!(stored_messages(&env.db).await, 3);
+    let mode = std::fs::metadata(alice.join("outbox.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_live_conversation_sends_a_message_kept_by_an_earlier_run_first(db: PgPool) {
+    let env = spawn_malicious_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    let chat_service = &env.malicious.as_ref().unwrap().chat;
+    chat_service.lose_answers(SEND_MESSAGE, 1000);
+    let unanswered = chat(&env, &alice, &["send", "bob", "kept"]).await;
+    chat_service.lose_answers(SEND_MESSAGE, 0);
+
+    let live = chat_with_stdin(&env.server(), &alice, &["chat", "bob"], "typed live\n").await;
+    let pending = chat(&env, &alice, &["--json", "pending"]).await;
+    let history = chat(&env, &bob, &["history", "alice"]).await;
+
+    assert_eq!(unanswered.code, 5, "{}", unanswered.stderr);
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert_eq!(pending.json(), serde_json::json!([]));
+    assert_eq!(
+        untimed(&history.stdout),
+        "[1] alice: kept\n[2] alice: typed live\n"
+    );
+    assert_eq!(stored_messages(&env.db).await, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    for text in ["one", "two", "three"] {
+        let sent = chat(&env, &bob, &["send", "alice", text]).await;
+        assert_eq!(sent.code, 0, "{}", sent.stderr);
+    }
+    let alices_new_device = env.profile_dir();
+    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+
+    let before = chat(&env, &alices_new_device, &["history", "bob"]).await;
+    let sent_after = chat(&env, &bob, &["send", "alice", "four"]).await;
+    let after = chat(&env, &alices_new_device, &["history", "bob"]).await;
+    let as_json = chat(&env, &alices_new_device, &["--json", "history", "bob"]).await;
+    let old_device = chat(&env, &alice, &["history", "bob"]).await;
+
+    let explanation = "(3 earlier messages were sent before this device existed and cannot be \
+                       read here (they were not encrypted for it))";
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    assert_eq!(before.stdout, format!("{explanation}\n"));
+    assert_eq!(sent_after.code, 0, "{}", sent_after.stderr);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    let lines: Vec<&str> = after.stdout.lines().collect();
+    assert_eq!(lines[0], explanation);
+    assert_eq!(untimed(&format!("{}\n", lines[1])), "[4] bob: four\n");
+    let entries = as_json.json();
+    assert_eq!(entries[0]["unreadable"]["count"], 3);
+    assert_eq!(entries[0]["unreadable"]["first_sequence"], 1);
+    assert_eq!(entries[0]["unreadable"]["before_this_device"], true);
+    assert_eq!(entries[1]["content"]["text"], "four");
+    assert!(
+        !old_device.stdout.contains("cannot be read"),
+        "{}",
+        old_device.stdout
+    );
+}
