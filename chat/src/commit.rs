@@ -39,11 +39,9 @@ use crate::{
     Error,
     bus::{Bus, BusEvent},
     config::CommitSettings,
-    conversations::{to_i64, to_u64},
-    history::{DeliveredKey, DeliveredMessage, V2Fields},
     ids::{ConversationId, DeviceId, UserId},
+    message::{Committed, DeliveredKey, DeliveredMessage, StoredMessage, V2Fields, to_i64, to_u64},
     recent::RecentMessages,
-    sending::{Committed, StoredMessage},
 };
 
 /// The unique constraint that makes retries idempotent.
@@ -750,7 +748,7 @@ mod tests {
         .await
         .unwrap()
         .into_iter()
-        .map(crate::api::message_pb)
+        .map(crate::wire::message_pb)
         .collect();
         assert_eq!(from_database.len(), 2);
         // Gone from the database: what the tail gives now, it did not read back.

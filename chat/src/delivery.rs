@@ -59,9 +59,9 @@ use crate::{
     history::{self, Direction},
     hub::{Ephemeral, Hub, Inbox, Registration},
     ids::ConversationId,
+    message::{Caller, Committed},
     positions,
     recent::RecentMessages,
-    sending::{Caller, Committed},
     wire::DeviceMessage,
 };
 

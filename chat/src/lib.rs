@@ -62,6 +62,7 @@ mod groups;
 mod history;
 mod hub;
 mod ids;
+mod message;
 mod positions;
 mod recent;
 mod sending;

@@ -34,9 +34,9 @@ use uuid::Uuid;
 use crate::{
     Error,
     config::RecentSettings,
-    conversations::to_i64,
-    history::{DeliveredKey, DeliveredMessage, MESSAGE_COLUMNS, MessageRow},
+    history::{MESSAGE_COLUMNS, MessageRow},
     ids::{ConversationId, DeviceId},
+    message::{DeliveredKey, DeliveredMessage, to_i64},
     wire::{DeviceMessage, EncodedKey, EncodedMessage},
 };
 
@@ -404,8 +404,8 @@ mod tests {
     use super::*;
     use crate::test_support::{INSERT_MESSAGE, new_conversation};
     use crate::{
-        conversations::to_u64,
         history::{Direction, read_for_device},
+        message::to_u64,
     };
 
     const ALICE: DeviceId = DeviceId(Uuid::from_u128(1));
@@ -473,7 +473,7 @@ mod tests {
                 .await
                 .unwrap();
         messages.retain(|message| message.sequence <= through);
-        messages.into_iter().map(crate::api::message_pb).collect()
+        messages.into_iter().map(crate::wire::message_pb).collect()
     }
 
     /// What a stream would decode.

@@ -13,10 +13,11 @@ use crate::{
     delivery::{Delivery, EventStream, Outbox, TokenWatch},
     devices::{Credentials, Directory},
     groups::Membership,
-    history::{self, DeliveredMessage, Direction},
+    history::{self, Direction},
     ids::{ConversationId, UserId},
+    message::{Caller, Committed, DeliveredMessage},
     positions::{self, Positions},
-    sending::{Caller, Committed, Sending},
+    sending::Sending,
     typing::TypingLimiter,
 };
 

@@ -1,4 +1,4 @@
-//! The gRPC surface of the chat service: authentication, proto <-> domain, nothing else.
+//! `chat.v1.ChatService`'s methods: authentication, proto <-> domain, nothing else.
 //! Every RPC checks the caller's access token first, so a call that bypasses the gateway is
 //! refused too.
 
@@ -17,17 +17,15 @@ use crate::{
     devices::Credentials,
     history::Direction,
     ids::{ConversationId, UserId, parse_uuid},
-    sending::Caller,
+    message::Caller,
     service::{Chat, HistoryPage},
+    wire::message_pb,
 };
 
-mod convert;
-mod streams;
-
-pub(crate) use convert::message_pb;
-use convert::{conversation_pb, open_stream_item, send_response, subscribe_item};
-pub use streams::ChatServer;
-use streams::StreamItem;
+use super::{
+    codec::StreamItem,
+    convert::{conversation_pb, open_stream_item, send_response, subscribe_item},
+};
 
 /// Implements `chat.v1.ChatService`.
 #[derive(Clone)]
@@ -71,7 +69,7 @@ impl ChatApi {
     }
 
     /// OpenStream, as `ChatServer` serves it (messages from their shared encoding).
-    async fn open_stream_items(
+    pub(super) async fn open_stream_items(
         &self,
         request: Request<Streaming<pb::OpenStreamRequest>>,
     ) -> Result<Response<EventStream<StreamItem<pb::OpenStreamResponse>>>, Status> {
@@ -107,7 +105,7 @@ impl ChatApi {
     }
 
     /// Subscribe, as `ChatServer` serves it (messages from their shared encoding).
-    async fn subscribe_items(
+    pub(super) async fn subscribe_items(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream<StreamItem<pb::SubscribeResponse>>>, Status> {
@@ -133,7 +131,7 @@ impl ChatApi {
     }
 }
 
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::chat_service_server::ChatService for ChatApi {

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{CATCH_UP_LIMIT, Case, N_DEVICES, Op, Resume, STALL_LIMIT, Until};
+use super::case::{CATCH_UP_LIMIT, Case, N_DEVICES, Op, Resume, STALL_LIMIT, Until};
 use crate::{
     Error,
     bus::{Bus, BusEvent},
@@ -19,12 +19,11 @@ use crate::{
     config::{CommitSettings, RecentSettings, StreamSettings},
     conversations::Participants,
     delivery::{Delivery, EventStream, Outgoing, TokenWatch},
-    history::V2Fields,
     hub::Hub,
     ids::{ConversationId, DeviceId, UserId},
+    message::{Caller, V2Fields},
     positions,
     recent::RecentMessages,
-    sending::Caller,
 };
 
 /// Every replica hears every event at once (the bus may be late; this one never is).
