@@ -4,18 +4,22 @@
     ci/module_cycles.py chat/src group/src      one crate per source folder
     ci/module_cycles.py --edges chat/src        also print every edge (module -> module file:line)
 
-Why a script and not a cargo tool: cargo-cycles (0.2.0) reads only `use` items, so a call
-through a full path (`crate::api::message_pb(..)`) is not an edge to it, and it checks the
-whole workspace at once; cargo-modules needs rustc 1.95+ and builds rust-analyzer (tens of
-minutes on CI's two cores). This reads the source as text, which is enough for the question
+Why a script and not a cargo tool: cargo-cycles 0.2.0 (tried) reads only `use` items, so a
+call through a full path (`crate::api::message_pb(..)` in chat's wire.rs) is no edge to it; it
+counts `mod` declarations as edges, so a child test module that uses its parent is a cycle; and
+it checks the whole workspace at once. cargo-modules (not tried) builds on rust-analyzer's
+crates, a long build on CI's two cores. Reading the source as text is enough for the question
 asked: which module names which.
 
 The modules are the files under the folder (`a.rs` and `a/mod.rs` are `a`, `a/b.rs` is `a::b`;
 `lib.rs` is the crate root; `main.rs` and `bin/` are separate crates and are left out). An edge
 A -> B is any path in A, in a `use` item or in code, that starts with `crate::`, `super::` or
-`self::` and names B or an item of B. Test code counts: a test that imports a module is a
+`self::` or a child module's name, and names B or an item of B. Test code counts: a test that imports a module is a
 dependency like any other. A path to the module's own items, or to the crate root's items
 (re-exports in lib.rs), is no edge; the root is the wiring and may name every module.
+
+The same check runs again on the crate's top-level modules, each folder taken as one (an edge
+`send::commit -> delivery::recent` is `send -> delivery`), so that the folders form layers too.
 """
 
 from __future__ import annotations
@@ -228,15 +232,42 @@ def cycles(modules, edges) -> list[list[tuple]]:
     return out
 
 
+def top_level(modules, edges):
+    """The graph of the top-level modules, each with everything below it."""
+    tops = {m[:1] for m in modules if m}
+    out: dict[tuple, dict[tuple, tuple[Path, int]]] = {t: {} for t in tops}
+    for a in sorted(edges):
+        for b, where in sorted(edges[a].items()):
+            if a[:1] and b[:1] and a[:1] != b[:1]:
+                out[a[:1]].setdefault(b[:1], where)
+    return tops, out
+
+
+def report(src, what, modules, edges) -> bool:
+    found = cycles(modules, edges)
+    if not found:
+        print(f"{src}: {len(modules)} {what}, no import cycle")
+        return True
+    print(f"{src}: {len(found)} import cycle(s) among {len(modules)} {what}:")
+    for comp in found:
+        members = set(comp)
+        print("  " + ", ".join(name(m) for m in comp))
+        for a in comp:
+            for b, (f, line) in sorted(edges[a].items()):
+                if b in members:
+                    print(f"    {name(a)} -> {name(b)}  ({f}:{line})")
+    return False
+
+
 def name(m: tuple[str, ...]) -> str:
     return "::".join(("crate",) + m)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--edges", action="store_true", help="print every edge too")
     ap.add_argument("src", nargs="+", type=Path, help="a crate's source folder, e.g. chat/src")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     failed = False
     for src in args.src:
         modules, edges = crate_graph(src)
@@ -244,19 +275,10 @@ def main() -> int:
             for a in sorted(edges):
                 for b, (f, line) in sorted(edges[a].items()):
                     print(f"{src}: {name(a)} -> {name(b)}  ({f}:{line})")
-        found = cycles(modules, edges)
-        if not found:
-            print(f"{src}: {len(modules)} modules, no import cycle")
-            continue
-        failed = True
-        print(f"{src}: {len(found)} import cycle(s) among {len(modules)} modules:")
-        for comp in found:
-            members = set(comp)
-            print("  " + ", ".join(name(m) for m in comp))
-            for a in comp:
-                for b, (f, line) in sorted(edges[a].items()):
-                    if b in members:
-                        print(f"    {name(a)} -> {name(b)}  ({f}:{line})")
+        if not report(src, "modules", modules, edges):
+            failed = True
+        if not report(src, "top-level modules and folders", *top_level(modules, edges)):
+            failed = True
     return 1 if failed else 0
 
 

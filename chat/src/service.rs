@@ -7,18 +7,24 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    bus::{Bus, BusEvent, Receipt, Typing},
     config::Limits,
-    conversations::{self, Conversation, PageToken},
-    delivery::{Delivery, EventStream, Outbox, TokenWatch},
-    devices::{Credentials, Directory},
-    groups::Membership,
-    history::{self, Direction},
+    delivery::{
+        bus::{Bus, BusEvent, Receipt, Typing},
+        stream::{Delivery, EventStream, Outbox, TokenWatch},
+        typing::TypingLimiter,
+    },
     ids::{ConversationId, UserId},
+    membership::{
+        devices::{Credentials, Directory},
+        groups::Membership,
+    },
     message::{Caller, Committed, DeliveredMessage},
-    positions::{self, Positions},
-    sending::Sending,
-    typing::TypingLimiter,
+    send::checks::Sending,
+    store::{
+        conversations::{self, Conversation, PageToken},
+        history::{self, Direction},
+        positions::{self, Positions},
+    },
 };
 
 /// Page size when the request leaves it at 0.

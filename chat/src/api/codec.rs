@@ -11,7 +11,7 @@ use tonic::{
 };
 use tonic_prost::ProstCodec;
 
-use crate::wire::DeviceMessage;
+use crate::delivery::wire::DeviceMessage;
 
 /// A stream's initial encoding (and, for OpenStream, decoding) buffer. A heartbeat takes about
 /// 20 bytes; a message grows the buffer to its size once.

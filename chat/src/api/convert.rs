@@ -4,12 +4,14 @@ use proto::chat::v1 as pb;
 
 use super::codec::{EventResponse as _, StreamItem};
 use crate::{
-    conversations::Conversation,
-    delivery::{Outgoing, SendAnswer},
+    delivery::{
+        hub::{ChangeKind, Ephemeral, MembershipChange},
+        stream::{Outgoing, SendAnswer},
+        wire::timestamp,
+    },
     error::send_rejected,
-    hub::{ChangeKind, Ephemeral, MembershipChange},
     message::Committed,
-    wire::timestamp,
+    store::conversations::Conversation,
 };
 
 pub(super) fn send_response(committed: Committed) -> pb::SendMessageResponse {

@@ -13,13 +13,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     Error,
-    delivery::{Outbox, Outgoing, SendAnswer, TokenWatch},
-    devices::Credentials,
-    history::Direction,
+    delivery::{
+        stream::{Outbox, Outgoing, SendAnswer, TokenWatch},
+        wire::message_pb,
+    },
     ids::{ConversationId, UserId, parse_uuid},
+    membership::devices::Credentials,
     message::Caller,
     service::{Chat, HistoryPage},
-    wire::message_pb,
+    store::history::Direction,
 };
 
 use super::{

@@ -23,13 +23,15 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    commit::{Committer, NewMessage, RecipientKey},
     config::Limits,
-    devices::{ActiveDevice, Credentials, Directory},
     error::DeviceListMismatch,
-    groups::Membership,
     ids::{ConversationId, DeviceId, UserId, parse_canonical_uuid},
+    membership::{
+        devices::{ActiveDevice, Credentials, Directory},
+        groups::Membership,
+    },
     message::{Caller, Committed, StoredMessage, V2Fields, to_u64},
+    send::commit::{Committer, NewMessage, RecipientKey},
 };
 
 /// Longest client message id, in characters (the database checks the same).

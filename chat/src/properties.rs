@@ -1,7 +1,8 @@
-//! Property test (proptest) of delivery against a model: random interleavings of sends through
-//! one or two replicas' committers, streams opened on either replica (a client moving between
-//! replicas), resumed from any cursor (the last one received, the stored acknowledged position,
-//! or any other), closed, acknowledgements, bus resyncs, and streams too slow for their queue
+//! Property test (proptest) of the send and delivery path against a model (at the crate's top,
+//! since it drives both `send/` and `delivery/`): random interleavings of sends through one or
+//! two replicas' committers, streams opened on either replica (a client moving between replicas),
+//! resumed from any cursor (the last one received, the stored acknowledged position, or any
+//! other), closed, acknowledgements, bus resyncs, and streams too slow for their queue
 //! (which end with SLOW_CONSUMER and resume). The replicas run the real parts in process:
 //! `Committer`, `RecentMessages` (with bounds small enough that tails are trimmed and evicted
 //! all the time), `Hub` and its dispatcher, `Delivery` and its stream tasks, over one real
@@ -16,7 +17,7 @@
 //! sequence, where each stream resumed, what it received). The case is in `world.rs`.
 //!
 //! Case counts are small to keep CI fast; run more with
-//! `PROPTEST_CASES=500 cargo nextest run -p chat --lib delivery::properties`.
+//! `PROPTEST_CASES=500 cargo nextest run -p chat --lib properties`.
 
 mod case;
 mod world;

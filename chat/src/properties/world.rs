@@ -14,16 +14,17 @@ use uuid::Uuid;
 use super::case::{CATCH_UP_LIMIT, Case, N_DEVICES, Op, Resume, STALL_LIMIT, Until};
 use crate::{
     Error,
-    bus::{Bus, BusEvent},
-    commit::{Committer, NewMessage, RecipientKey},
     config::{CommitSettings, RecentSettings, StreamSettings},
-    conversations::Participants,
-    delivery::{Delivery, EventStream, Outgoing, TokenWatch},
-    hub::Hub,
+    delivery::{
+        bus::{Bus, BusEvent},
+        hub::Hub,
+        recent::RecentMessages,
+        stream::{Delivery, EventStream, Outgoing, TokenWatch},
+    },
     ids::{ConversationId, DeviceId, UserId},
     message::{Caller, V2Fields},
-    positions,
-    recent::RecentMessages,
+    send::commit::{Committer, NewMessage, RecipientKey},
+    store::{conversations::Participants, positions},
 };
 
 /// Every replica hears every event at once (the bus may be late; this one never is).
