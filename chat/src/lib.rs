@@ -17,7 +17,8 @@
 //! Where to read: the folders are layers, each importing only those below it (checked by
 //! `ci/module_cycles.py`), in the order of a message's life:
 //! - `api/`: the one place that speaks `chat.v1` (authentication, proto <-> domain);
-//!   `service.rs`: the operations it calls.
+//!   `service.rs`: the operations it calls; `session.rs`: what an OpenStream session does with
+//!   its requests (sends in flight, acknowledgements, typing).
 //! - `send/`: `checks.rs`, every check of a send; `commit.rs`, group commit (many sends, one
 //!   transaction, sequences from `conversations.last_sequence`).
 //! - `delivery/`: `bus.rs`, wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus`
@@ -65,6 +66,7 @@ mod message;
 mod properties;
 mod send;
 mod service;
+mod session;
 mod store;
 #[cfg(test)]
 mod test_support;

@@ -2,25 +2,22 @@
 //! Every RPC checks the caller's access token first, so a call that bypasses the gateway is
 //! refused too.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc};
+use std::{collections::HashMap, pin::Pin};
 
 use futures::StreamExt;
 use proto::chat::v1 as pb;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     Error,
-    delivery::{
-        stream::{Outbox, Outgoing, SendAnswer, TokenWatch},
-        wire::message_pb,
-    },
+    delivery::{stream::TokenWatch, wire::message_pb},
     ids::{ConversationId, UserId, parse_uuid},
     membership::devices::Credentials,
     message::Caller,
     service::{Chat, HistoryPage},
+    session::{StreamRequest, serve_stream_requests},
     store::history::Direction,
 };
 
@@ -96,10 +93,15 @@ impl ChatApi {
                 self.token_watch(&who),
             )
             .await?;
+        // A request that fails to arrive ends the requests, as their end does.
+        let requests = requests.scan((), |(), request| {
+            std::future::ready(request.ok().map(stream_request))
+        });
         tokio::spawn(serve_stream_requests(
             self.chat.clone(),
-            who,
-            requests,
+            who.credentials,
+            who.caller,
+            Box::pin(requests),
             outbox,
         ));
         let events = events.map(|item| item.map(open_stream_item).map_err(Status::from));
@@ -278,90 +280,23 @@ impl pb::chat_service_server::ChatService for ChatApi {
     }
 }
 
-/// Reads OpenStream's requests after `start`: sends go through the same path as SendMessage
-/// (several in flight, for group commit), acks and typing as their unary RPCs but without an
-/// answer.
-async fn serve_stream_requests(
-    chat: Chat,
-    who: Authenticated,
-    mut requests: Streaming<pb::OpenStreamRequest>,
-    outbox: Outbox,
-) {
+/// An OpenStream request after `start`, as the session (`session.rs`) serves it.
+fn stream_request(request: pb::OpenStreamRequest) -> StreamRequest {
     use pb::open_stream_request::Request as Kind;
-    // The stream stops reading requests while this many sends wait for their commit.
-    let in_flight = Arc::new(Semaphore::new(chat.limits.max_stream_sends_in_flight));
-    let who = Arc::new(who);
-    loop {
-        let request = tokio::select! {
-            request = requests.message() => request,
-            () = outbox.closed() => return,
-        };
-        let request = match request {
-            Ok(Some(request)) => request,
-            // The client finished sending (it may still read) or went away.
-            Ok(None) | Err(_) => return,
-        };
-        match request.request {
-            Some(Kind::Send(send)) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    return;
-                };
-                let (chat, who, outbox) = (chat.clone(), who.clone(), outbox.clone());
-                tokio::spawn(async move {
-                    let outcome = match send.envelope {
-                        Some(envelope) => {
-                            chat.send(&who.credentials, who.caller, envelope.into())
-                                .await
-                        }
-                        None => Err(Error::InvalidArgument("envelope is required".to_owned())),
-                    };
-                    let item = Outgoing::SendAnswer(Box::new(SendAnswer {
-                        request_id: send.request_id,
-                        outcome,
-                    }));
-                    let _ = outbox.push(item).await;
-                    drop(permit);
-                });
-            }
-            Some(Kind::Ack(ack)) => {
-                let result = match conversation_id(&ack.conversation_id) {
-                    Ok(conversation) => {
-                        outbox.acknowledged(conversation, ack.delivered_sequence);
-                        chat.acknowledge(
-                            &who.credentials,
-                            who.caller,
-                            conversation,
-                            ack.delivered_sequence,
-                            ack.read_sequence,
-                        )
-                        .await
-                        .map(drop)
-                    }
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, "acknowledgement on a stream refused");
-                }
-            }
-            Some(Kind::Typing(typing)) => {
-                let result = match conversation_id(&typing.conversation_id) {
-                    Ok(conversation) => {
-                        chat.typing(&who.credentials, who.caller, conversation)
-                            .await
-                    }
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, "typing indicator on a stream refused");
-                }
-            }
-            Some(Kind::Start(_)) | None => {
-                outbox.end(Error::InvalidArgument(
-                    "start must come first and only once".to_owned(),
-                ));
-                return;
-            }
-        }
+    match request.request {
+        Some(Kind::Send(send)) => StreamRequest::Send {
+            request_id: send.request_id,
+            envelope: send.envelope.map(Into::into),
+        },
+        Some(Kind::Ack(ack)) => StreamRequest::Ack {
+            conversation: conversation_id(&ack.conversation_id),
+            delivered_sequence: ack.delivered_sequence,
+            read_sequence: ack.read_sequence,
+        },
+        Some(Kind::Typing(typing)) => StreamRequest::Typing {
+            conversation: conversation_id(&typing.conversation_id),
+        },
+        Some(Kind::Start(_)) | None => StreamRequest::Misplaced,
     }
 }
 
