@@ -6,7 +6,8 @@
 //! - tonic's default codec gives every call an 8 KiB encoding buffer up front (and OpenStream an
 //!   8 KiB decoding buffer too). A unary call frees it at once, but a stream holds it for hours:
 //!   on an idle stream it was a third of the server's memory per stream (`bench idle-streams`).
-//!   Here a stream's buffers start at [`STREAM_BUFFER_BYTES`] and grow when a message needs more.
+//!   Here a stream's buffers start at `codec::STREAM_BUFFER_BYTES` and grow when a message
+//!   needs more.
 
 use std::{
     convert::Infallible,
