@@ -88,7 +88,7 @@ pub struct StreamSettings {
     /// `CHAT_STREAM_ACK_TIMEOUT_MS`: how long a stream's messages may wait for the device's
     /// acknowledgement, with its delivered position not moving, before the stream ends with
     /// RESOURCE_EXHAUSTED (SLOW_CONSUMER); only for the conversations the device acknowledges
-    /// (see `delivery.rs`), default 10,000 ms.
+    /// (see `delivery/stream.rs`), default 10,000 ms.
     pub ack_timeout: Duration,
     /// `CHAT_HEARTBEAT_SECS`: interval of heartbeat events, default 15 s.
     pub heartbeat: Duration,

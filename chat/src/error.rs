@@ -18,7 +18,7 @@ const DOMAIN: &str = "chat.v1";
 /// `common::status::MAX_DETAILS_BYTES` (a test below checks it); a send may name 10,000 devices.
 pub const MAX_MISMATCH_IDS_PER_LIST: usize = 32;
 
-/// Everything that can go wrong in the chat service. Feature code returns it; `api.rs` turns it
+/// Everything that can go wrong in the chat service. Feature code returns it; `api/` turns it
 /// into a [`Status`] through the one `From` impl below.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,4 +1,4 @@
-//! Ids, parsed once at the edge (`api.rs`) so feature code never sees a malformed one.
+//! Ids, parsed once at the edge (`api/`) so feature code never sees a malformed one.
 
 use std::fmt;
 

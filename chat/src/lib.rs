@@ -14,17 +14,25 @@
 //! device's published key (the `e2ee` crate) and that the wrapped keys name exactly the current
 //! devices.
 //!
-//! Where to read, in the order of a message's life:
-//! - `api.rs`: authentication and proto <-> domain; `service.rs`: the operations.
-//! - `sending.rs`: every check of a send; `commit.rs`: group commit (many sends, one
+//! Where to read: the folders are layers, each importing only those below it (checked by
+//! `ci/module_cycles.py`), in the order of a message's life:
+//! - `api/`: the one place that speaks `chat.v1` (authentication, proto <-> domain);
+//!   `service.rs`: the operations it calls; `session.rs`: what an OpenStream session does with
+//!   its requests (sends in flight, acknowledgements, typing).
+//! - `send/`: `checks.rs`, every check of a send; `commit.rs`, group commit (many sends, one
 //!   transaction, sequences from `conversations.last_sequence`).
-//! - `bus.rs`: wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus` trait),
-//!   published after commit; `hub.rs`: the streams of this replica and the dispatcher that wakes
-//!   them; `delivery.rs`: one stream (replay, `CaughtUp`, live, backpressure, heartbeats).
-//! - `history.rs` (ListMessages), `positions.rs` (Acknowledge, resume points),
-//!   `conversations.rs`, `groups.rs` (group membership and its cache), `group_events.rs`
-//!   (membership events), `devices.rs` and `device_events.rs` (devices and their changes),
-//!   `followed_cache.rs` and `watch.rs` (what both caches share), `typing.rs`.
+//! - `delivery/`: `bus.rs`, wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus`
+//!   trait), published after commit; `hub.rs`, the streams of this replica and the dispatcher
+//!   that wakes them; `recent.rs`, each conversation's newest messages; `wire.rs`, a message
+//!   encoded once for every stream (the second place that writes `chat.v1`, for that reason);
+//!   `stream.rs`, one stream (replay, `CaughtUp`, live, backpressure, heartbeats); `typing.rs`.
+//! - `membership/`: `groups.rs` and `devices.rs` (who takes part, with which devices) and their
+//!   caches (`followed_cache.rs`), kept right by the event streams `watch.rs` follows
+//!   (`group_events.rs`, `device_events.rs`).
+//! - `store/`: `conversations.rs`, `history.rs` (ListMessages), `positions.rs` (Acknowledge,
+//!   resume points).
+//! - Below them all: `message.rs` (the message types every layer shares), `ids.rs`, `error.rs`,
+//!   `config.rs`. `properties.rs` tests the send and delivery path together against a model.
 //!
 //! Decisions worth knowing before changing anything:
 //! - The recipient set must be exactly the current keyed devices of every participant; the
@@ -48,31 +56,22 @@
 //! - The per-device stream limit and the typing rate limit hold per replica, not across replicas.
 
 mod api;
-mod bus;
-mod commit;
 mod config;
-mod conversations;
 mod delivery;
-mod device_events;
-mod devices;
 pub mod error;
-mod followed_cache;
-mod group_events;
-mod groups;
-mod history;
-mod hub;
 mod ids;
-mod positions;
-mod recent;
-mod sending;
+mod membership;
+mod message;
+#[cfg(test)]
+mod properties;
+mod send;
 mod service;
+mod session;
+mod store;
 #[cfg(test)]
 mod test_support;
-mod typing;
-mod watch;
-mod wire;
 
-pub use watch::SILENCE_BOUND as EVENT_STREAM_SILENCE_BOUND;
+pub use membership::watch::SILENCE_BOUND as EVENT_STREAM_SILENCE_BOUND;
 
 use std::{future::Future, sync::Arc};
 
@@ -82,11 +81,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
+use delivery::{bus, hub, recent, stream, typing};
+use membership::{device_events, devices, group_events, groups, watch};
+use send::{checks, commit};
+use store::conversations;
+
 pub use api::{ChatApi, ChatServer};
-pub use bus::CHANNEL as BUS_CHANNEL;
-#[doc(hidden)]
-pub use bus::fuzz_payload as fuzz_bus_payload;
 pub use config::{CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, StreamSettings};
+pub use delivery::bus::CHANNEL as BUS_CHANNEL;
+#[doc(hidden)]
+pub use delivery::bus::fuzz_payload as fuzz_bus_payload;
 pub use error::Error;
 
 /// The gRPC services chat serves (besides health and reflection).
@@ -195,7 +199,7 @@ fn build(
         bus.clone(),
         recent.clone(),
     );
-    let sending = sending::Sending::new(
+    let sending = checks::Sending::new(
         db.clone(),
         membership.clone(),
         directory.clone(),
@@ -203,7 +207,7 @@ fn build(
         config.limits.clone(),
     );
     let delivery =
-        delivery::Delivery::new(db.clone(), hub, recent, config.streams.clone(), streams_end);
+        stream::Delivery::new(db.clone(), hub, recent, config.streams.clone(), streams_end);
     Ok(service::Chat {
         db,
         membership,

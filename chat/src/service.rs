@@ -7,17 +7,24 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    bus::{Bus, BusEvent, Receipt, Typing},
     config::Limits,
-    conversations::{self, Conversation, PageToken},
-    delivery::{Delivery, EventStream, Outbox, TokenWatch},
-    devices::{Credentials, Directory},
-    groups::Membership,
-    history::{self, DeliveredMessage, Direction},
+    delivery::{
+        bus::{Bus, BusEvent, Receipt, Typing},
+        stream::{Delivery, EventStream, Outbox, TokenWatch},
+        typing::TypingLimiter,
+    },
     ids::{ConversationId, UserId},
-    positions::{self, Positions},
-    sending::{Caller, Committed, Sending},
-    typing::TypingLimiter,
+    membership::{
+        devices::{Credentials, Directory},
+        groups::Membership,
+    },
+    message::{Caller, Committed, DeliveredMessage},
+    send::checks::Sending,
+    store::{
+        conversations::{self, Conversation, PageToken},
+        history::{self, Direction},
+        positions::{self, Positions},
+    },
 };
 
 /// Page size when the request leaves it at 0.

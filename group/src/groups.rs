@@ -1,6 +1,6 @@
 //! Groups: names, the view a member gets, and the group-level operations (create, get, list,
-//! rename, delete). Membership changes live in `members.rs`; both record their events through
-//! [`record_change`].
+//! rename, delete). Membership changes live in `members.rs`, which builds on this module; both
+//! record their events through [`record_change`] and write member rows through `member_rows.rs`.
 
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
@@ -11,7 +11,7 @@ use crate::{
     config::Limits,
     events::{self, EventKind, NewEvent},
     ids::{GroupId, Role, UserId},
-    members,
+    member_rows,
 };
 
 /// A group as one member sees it.
@@ -102,13 +102,13 @@ pub async fn create_group(
 ) -> Result<Group, Error> {
     let member_count = others.len() + 1;
     if member_count > limits.max_members_per_group as usize {
-        return Err(members::too_many_members(limits, member_count));
+        return Err(member_rows::too_many_members(limits, member_count));
     }
     let id = GroupId(Uuid::now_v7());
     let mut tx = db.begin().await?;
     let mut everyone = vec![creator];
     everyone.extend_from_slice(others);
-    members::lock_users(&mut tx, &everyone).await?;
+    member_rows::lock_users(&mut tx, &everyone).await?;
     sqlx::query("insert into groups.groups (id, name, created_by) values ($1, $2, $3)")
         .bind(id.0)
         .bind(&name.0)
@@ -116,10 +116,10 @@ pub async fn create_group(
         .execute(&mut *tx)
         .await
         .map_err(name_error)?;
-    members::insert_member(&mut tx, id, creator, Role::Owner, None).await?;
+    member_rows::insert_member(&mut tx, id, creator, Role::Owner, None).await?;
     let other_ids: Vec<Uuid> = others.iter().map(|user| user.0).collect();
-    members::insert_members(&mut tx, id, &other_ids, Role::Member, creator).await?;
-    members::check_groups_per_user(&mut tx, limits, &everyone, creator).await?;
+    member_rows::insert_members(&mut tx, id, &other_ids, Role::Member, creator).await?;
+    member_rows::check_groups_per_user(&mut tx, limits, &everyone, creator).await?;
     let mut new_events = vec![NewEvent::added(creator, Role::Owner)];
     new_events.extend(
         others

@@ -29,6 +29,7 @@ pub mod error;
 mod events;
 mod groups;
 mod ids;
+mod member_rows;
 mod members;
 mod service;
 

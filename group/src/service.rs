@@ -15,6 +15,7 @@ use crate::{
     events::MembershipEvent,
     groups::{self, Group, GroupName, GroupPage, PageCursor},
     ids::{GroupId, Role, UserId},
+    member_rows,
     members::{self, Member, Membership},
 };
 
@@ -62,7 +63,10 @@ impl GroupService {
             .into_iter()
             .collect();
         if others.len() + 1 > self.limits.max_members_per_group as usize {
-            return Err(members::too_many_members(&self.limits, others.len() + 1));
+            return Err(member_rows::too_many_members(
+                &self.limits,
+                others.len() + 1,
+            ));
         }
         self.require_existing(caller, &others).await?;
         let group =

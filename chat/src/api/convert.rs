@@ -1,24 +1,18 @@
-//! Domain -> proto conversions for `api.rs`.
+//! Domain -> proto conversions for `handlers.rs`.
 
 use proto::chat::v1 as pb;
-use time::OffsetDateTime;
 
-use super::streams::{EventResponse as _, StreamItem};
+use super::codec::{EventResponse as _, StreamItem};
 use crate::{
-    conversations::Conversation,
-    delivery::{Outgoing, SendAnswer},
+    delivery::{
+        hub::{ChangeKind, Ephemeral, MembershipChange},
+        stream::{Outgoing, SendAnswer},
+        wire::timestamp,
+    },
     error::send_rejected,
-    history::DeliveredMessage,
-    hub::{ChangeKind, Ephemeral, MembershipChange},
-    sending::Committed,
+    message::Committed,
+    store::conversations::Conversation,
 };
-
-pub(super) fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
-    }
-}
 
 pub(super) fn send_response(committed: Committed) -> pb::SendMessageResponse {
     pb::SendMessageResponse {
@@ -51,42 +45,6 @@ pub(super) fn conversation_pb(conversation: Conversation) -> pb::Conversation {
         unread_count: conversation.unread_count,
         last_message_at: conversation.last_message_at.map(timestamp),
         created_at: Some(timestamp(conversation.created_at)),
-    }
-}
-
-pub(crate) fn message_pb(message: DeliveredMessage) -> pb::Message {
-    pb::Message {
-        message_id: message.id.to_string(),
-        conversation_id: message.conversation.to_string(),
-        sequence: message.sequence,
-        sent_at: Some(timestamp(message.sent_at)),
-        envelope: Some(pb::Envelope {
-            suite: i32::from(message.suite),
-            conversation_id: message.conversation.to_string(),
-            sender_user_id: message.sender_user.to_string(),
-            sender_device_id: message.sender_device.to_string(),
-            client_message_id: message.client_message_id,
-            nonce: message.nonce,
-            ciphertext: message.ciphertext,
-            wrapped_keys: message
-                .keys
-                .into_iter()
-                .map(|key| pb::WrappedKey {
-                    device_id: key.device.to_string(),
-                    key_fingerprint: key.key_fingerprint,
-                    wrapped_key: key.wrapped_key,
-                    leaf_index: key.leaf_index,
-                    inclusion_proof: key.inclusion_proof,
-                })
-                .collect(),
-            key_commitment: message.key_commitment,
-            signature: message.signature,
-            sender_counter: message.v2.sender_counter,
-            previous_envelope_hash: message.v2.previous_envelope_hash,
-            sender_time_ms: message.v2.sender_time_ms,
-        }),
-        recipients_digest: message.recipients_digest,
-        recipient_count: message.v2.recipient_count,
     }
 }
 

@@ -49,7 +49,7 @@ const TRAFFIC: Duration = Duration::from_secs(4);
 /// that their health must go NOT_SERVING.
 const DATABASE_OUTAGE: Duration = Duration::from_secs(8);
 /// How long chat may take to stop trusting its membership cache once its link to group stalls
-/// silently: its HTTP/2 keepalive notices the dead connection (3 s + 3 s, `chat/src/watch.rs`),
+/// silently: its HTTP/2 keepalive notices the dead connection (3 s + 3 s, `chat/src/membership/watch.rs`),
 /// then the first send to the group waits for its own connection attempt to fail the same way
 /// (10-16 s in all on the development VM, once over 20 s in a CI run; without the keepalive,
 /// never).

@@ -2,7 +2,7 @@
 //! silently stalled while a member is removed from a group or a device is revoked.
 //!
 //! Chat checks every send against group memberships and users' device lists that it caches,
-//! trusted only while it follows group's and auth's change events (`chat/src/watch.rs`). So the
+//! trusted only while it follows group's and auth's change events (`chat/src/membership/watch.rs`). So the
 //! window in which chat may still accept a message sealed for the old members or devices, and
 //! deliver it to the member removed or the device revoked, is how long it takes chat to learn
 //! the change or to stop trusting its cache: at once when the link is reset (the event stream

@@ -23,40 +23,19 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    commit::{Committer, NewMessage, RecipientKey},
     config::Limits,
-    conversations::to_u64,
-    devices::{ActiveDevice, Credentials, Directory},
     error::DeviceListMismatch,
-    groups::Membership,
-    history::V2Fields,
     ids::{ConversationId, DeviceId, UserId, parse_canonical_uuid},
+    membership::{
+        devices::{ActiveDevice, Credentials, Directory},
+        groups::Membership,
+    },
+    message::{Caller, Committed, StoredMessage, V2Fields, to_u64},
+    send::commit::{Committer, NewMessage, RecipientKey},
 };
 
 /// Longest client message id, in characters (the database checks the same).
 pub const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 64;
-
-/// The caller of a send, from its validated access token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    /// The user.
-    pub user: UserId,
-    /// The device.
-    pub device: DeviceId,
-}
-
-/// A committed send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
-    /// The message's id.
-    pub message_id: Uuid,
-    /// Its sequence in its conversation.
-    pub sequence: u64,
-    /// When it was committed.
-    pub sent_at: OffsetDateTime,
-    /// True when this answers a retry of a stored message.
-    pub duplicate: bool,
-}
 
 /// The send path: checks, then the committer.
 #[derive(Clone)]
@@ -357,34 +336,6 @@ fn check_recipients(
     mismatch.extra.sort();
     mismatch.stale.sort();
     Err(Error::DeviceListMismatch(mismatch))
-}
-
-/// A message already stored under a (sender device, client message id).
-#[derive(Debug)]
-pub(crate) struct StoredMessage {
-    pub(crate) conversation: ConversationId,
-    pub(crate) signature: Vec<u8>,
-    pub(crate) committed: Committed,
-}
-
-impl StoredMessage {
-    /// The answer to a send that reuses this message's client message id: the original for the
-    /// same envelope (an Ed25519 signature is deterministic, so a retry carries the same bytes),
-    /// an error for a different one.
-    pub(crate) fn answer_retry(
-        self,
-        conversation: ConversationId,
-        signature: &[u8],
-    ) -> Result<Committed, Error> {
-        if self.conversation == conversation && self.signature == signature {
-            Ok(Committed {
-                duplicate: true,
-                ..self.committed
-            })
-        } else {
-            Err(Error::ClientMessageIdReused)
-        }
-    }
 }
 
 async fn find_stored(

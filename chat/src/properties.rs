@@ -1,7 +1,8 @@
-//! Property test (proptest) of delivery against a model: random interleavings of sends through
-//! one or two replicas' committers, streams opened on either replica (a client moving between
-//! replicas), resumed from any cursor (the last one received, the stored acknowledged position,
-//! or any other), closed, acknowledgements, bus resyncs, and streams too slow for their queue
+//! Property test (proptest) of the send and delivery path against a model (at the crate's top,
+//! since it drives both `send/` and `delivery/`): random interleavings of sends through one or
+//! two replicas' committers, streams opened on either replica (a client moving between replicas),
+//! resumed from any cursor (the last one received, the stored acknowledged position, or any
+//! other), closed, acknowledgements, bus resyncs, and streams too slow for their queue
 //! (which end with SLOW_CONSUMER and resume). The replicas run the real parts in process:
 //! `Committer`, `RecentMessages` (with bounds small enough that tails are trimmed and evicted
 //! all the time), `Hub` and its dispatcher, `Delivery` and its stream tasks, over one real
@@ -16,82 +17,16 @@
 //! sequence, where each stream resumed, what it received). The case is in `world.rs`.
 //!
 //! Case counts are small to keep CI fast; run more with
-//! `PROPTEST_CASES=500 cargo nextest run -p chat --lib delivery::properties`.
+//! `PROPTEST_CASES=500 cargo nextest run -p chat --lib properties`.
 
+mod case;
 mod world;
-
-use std::time::Duration;
 
 use proptest::{prelude::*, sample::Index, test_runner::TestRunner};
 use sqlx::PgPool;
 
+use case::{Case, Op, Resume};
 use world::World;
-
-const N_DEVICES: usize = 3;
-/// Short, so that `Op::Pause` ends streams as too slow without slowing the test down much.
-const STALL_LIMIT: Duration = Duration::from_millis(20);
-/// How long a stream may take to deliver what was committed before the test calls it stuck.
-const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
-
-/// One step of a case.
-#[derive(Debug, Clone)]
-enum Op {
-    /// Concurrent sends through one replica (one batch, or a few), each to a conversation, for
-    /// the devices of a bit mask (possibly none of the streams' devices).
-    Send {
-        replica: Index,
-        sends: Vec<(Index, u8)>,
-    },
-    /// The device closes its stream, if any, and opens one on `replica` from `from` in each
-    /// conversation.
-    Open {
-        device: Index,
-        replica: Index,
-        from: Vec<Resume>,
-    },
-    /// The device's client disconnects.
-    Close { device: Index },
-    /// The device acknowledges what it last received in a conversation.
-    Acknowledge { device: Index, conversation: Index },
-    /// The test reads the device's stream until it has everything committed.
-    Read { device: Index },
-    /// The bus says events may have been lost (every stream re-reads).
-    Resync,
-    /// The test reads nothing for longer than the stall limit: streams with a full queue end
-    /// with SLOW_CONSUMER.
-    Pause,
-}
-
-/// How far [`World::read`] reads.
-#[derive(Debug, Clone, Copy)]
-enum Until {
-    /// Until the stream delivered everything committed for its device.
-    Everything,
-    /// Until its `CaughtUp`.
-    CaughtUp,
-}
-
-/// Where a reopened stream resumes in a conversation.
-#[derive(Debug, Clone)]
-enum Resume {
-    /// No position given: the stored (acknowledged) one.
-    Stored,
-    /// The last sequence the client received.
-    Received,
-    /// Any sequence up to the conversation's last.
-    Any(Index),
-}
-
-/// A case: the bounds of the parts, and the steps.
-#[derive(Debug, Clone)]
-struct Case {
-    n_replicas: usize,
-    n_conversations: usize,
-    recent: (usize, usize, usize),
-    queue: usize,
-    replay_page: u32,
-    ops: Vec<Op>,
-}
 
 fn resume() -> impl Strategy<Value = Resume> {
     prop_oneof![

@@ -131,7 +131,7 @@ impl Bus for PgBus {
     fn publish(&self, event: BusEvent) {
         if let BusEvent::NewMessages { .. } = event {
             // This replica's own streams are woken at once, without the NOTIFY round trip;
-            // the wake-up that comes back over the bus costs them nothing (see `delivery.rs`).
+            // the wake-up that comes back over the bus costs them nothing (see `stream.rs`).
             let _ = self.local.send(event.clone());
         }
         let mut pending = lock(&self.pending.events);

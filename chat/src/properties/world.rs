@@ -11,20 +11,20 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{CATCH_UP_LIMIT, Case, N_DEVICES, Op, Resume, STALL_LIMIT, Until};
+use super::case::{CATCH_UP_LIMIT, Case, N_DEVICES, Op, Resume, STALL_LIMIT, Until};
 use crate::{
     Error,
-    bus::{Bus, BusEvent},
-    commit::{Committer, NewMessage, RecipientKey},
     config::{CommitSettings, RecentSettings, StreamSettings},
-    conversations::Participants,
-    delivery::{Delivery, EventStream, Outgoing, TokenWatch},
-    history::V2Fields,
-    hub::Hub,
+    delivery::{
+        bus::{Bus, BusEvent},
+        hub::Hub,
+        recent::RecentMessages,
+        stream::{Delivery, EventStream, Outgoing, TokenWatch},
+    },
     ids::{ConversationId, DeviceId, UserId},
-    positions,
-    recent::RecentMessages,
-    sending::Caller,
+    message::{Caller, V2Fields},
+    send::commit::{Committer, NewMessage, RecipientKey},
+    store::{conversations::Participants, positions},
 };
 
 /// Every replica hears every event at once (the bus may be late; this one never is).

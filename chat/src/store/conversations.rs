@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     Error,
     ids::{ConversationId, UserId},
+    message::to_u64,
 };
 
 /// Most conversations whose participants [`Participants`] keeps; it starts over when full
@@ -292,16 +293,6 @@ impl Participants {
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
     }
-}
-
-/// Database counters are never negative (check constraints); clamp instead of panicking.
-pub(crate) fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// Sequences from the wire are u64; the database keeps i64. Larger values cannot exist.
-pub(crate) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

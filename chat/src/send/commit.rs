@@ -37,13 +37,13 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    bus::{Bus, BusEvent},
     config::CommitSettings,
-    conversations::{to_i64, to_u64},
-    history::{DeliveredKey, DeliveredMessage, V2Fields},
+    delivery::{
+        bus::{Bus, BusEvent},
+        recent::RecentMessages,
+    },
     ids::{ConversationId, DeviceId, UserId},
-    recent::RecentMessages,
-    sending::{Committed, StoredMessage},
+    message::{Committed, DeliveredKey, DeliveredMessage, StoredMessage, V2Fields, to_i64, to_u64},
 };
 
 /// The unique constraint that makes retries idempotent.
@@ -739,18 +739,18 @@ mod tests {
             send(started, sender, "third", 4),
         ];
         commit_and_settle(batch).await;
-        let from_database: Vec<_> = crate::history::read_for_device(
+        let from_database: Vec<_> = crate::store::history::read_for_device(
             &db,
             reader,
             started,
-            crate::history::Direction::Forward,
+            crate::store::history::Direction::Forward,
             1,
             10,
         )
         .await
         .unwrap()
         .into_iter()
-        .map(crate::api::message_pb)
+        .map(crate::delivery::wire::message_pb)
         .collect();
         assert_eq!(from_database.len(), 2);
         // Gone from the database: what the tail gives now, it did not read back.

@@ -22,9 +22,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::{
     Error,
-    bus::{BusEvent, Receipt, Typing},
-    conversations::Participants,
+    delivery::bus::{BusEvent, Receipt, Typing},
     ids::{ConversationId, DeviceId, UserId},
+    store::conversations::Participants,
 };
 
 /// The streams of this replica, by user and by group conversation.
@@ -56,7 +56,7 @@ pub struct Inbox {
     /// Signalled whenever `work` gains something.
     pub ready: Notify,
     /// The delivered positions the device acknowledged (on any replica) since the stream opened,
-    /// by conversation: how the stream task judges a client's progress (`delivery.rs`). Read on
+    /// by conversation: how the stream task judges a client's progress (`stream.rs`). Read on
     /// the task's own clock, so an acknowledgement never wakes it.
     acknowledged: Mutex<HashMap<ConversationId, u64>>,
 }

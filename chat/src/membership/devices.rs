@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    followed_cache::FollowedCache,
     ids::{DeviceId, UserId},
+    membership::followed_cache::FollowedCache,
 };
 
 /// Users' active, keyed devices as auth last answered.
@@ -48,7 +48,7 @@ impl Directory {
     /// # Errors
     /// When `auth_url` is not a valid URI.
     pub fn new(auth_url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = crate::watch::peer_channel(auth_url)?;
+        let channel = crate::membership::watch::peer_channel(auth_url)?;
         Ok(Self {
             channel,
             cache: Arc::default(),

@@ -14,10 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    devices::DevicesCache,
-    hub::Hub,
+    delivery::hub::Hub,
     ids::{ConversationId, UserId},
-    watch::EventSource,
+    membership::{devices::DevicesCache, watch::EventSource},
 };
 
 /// Device changes, applied to the cache and the hub.

@@ -9,74 +9,9 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    conversations::{to_i64, to_u64},
     ids::{ConversationId, DeviceId, UserId},
+    message::{DeliveredKey, DeliveredMessage, V2Fields, to_i64, to_u64},
 };
-
-/// A stored message as one device receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveredMessage {
-    /// Server-assigned id.
-    pub id: Uuid,
-    /// The conversation.
-    pub conversation: ConversationId,
-    /// Its sequence.
-    pub sequence: u64,
-    /// When it was committed.
-    pub sent_at: OffsetDateTime,
-    /// The sender.
-    pub sender_user: UserId,
-    /// The sending device.
-    pub sender_device: DeviceId,
-    /// The sender's id for the message.
-    pub client_message_id: String,
-    /// The suite number.
-    pub suite: i16,
-    /// 12 bytes.
-    pub nonce: Vec<u8>,
-    /// Ciphertext and tag.
-    pub ciphertext: Vec<u8>,
-    /// 32 bytes.
-    pub key_commitment: Vec<u8>,
-    /// 64 bytes.
-    pub signature: Vec<u8>,
-    /// 32 bytes.
-    pub recipients_digest: Vec<u8>,
-    /// Suite V2's fields (defaults for V1).
-    pub v2: V2Fields,
-    /// The receiving device's entry first; with `include_all_recipients`, every other
-    /// recipient's entry follows with an empty wrapped key.
-    pub keys: Vec<DeliveredKey>,
-}
-
-/// What a suite V2 envelope carries beyond V1, as stored: the sender's chain position (signed,
-/// stored as sent) and the size of the recipients tree (computed by the send check).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V2Fields {
-    /// `Envelope.sender_counter`.
-    pub sender_counter: u64,
-    /// `Envelope.previous_envelope_hash`.
-    pub previous_envelope_hash: Vec<u8>,
-    /// `Envelope.sender_time_ms`.
-    pub sender_time_ms: u64,
-    /// `Message.recipient_count`.
-    pub recipient_count: u32,
-}
-
-/// One recipient entry of a delivered message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveredKey {
-    /// The recipient device.
-    pub device: DeviceId,
-    /// Its key fingerprint.
-    pub key_fingerprint: Vec<u8>,
-    /// The wrapped content key; empty for other devices' entries.
-    pub wrapped_key: Vec<u8>,
-    /// V2: the entry's place in the recipients tree (0 for V1 and for other devices' entries).
-    pub leaf_index: u32,
-    /// V2: its inclusion proof (empty for V1 and for other devices' entries).
-    pub inclusion_proof: Vec<u8>,
-}
 
 /// Which way to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

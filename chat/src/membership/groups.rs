@@ -5,7 +5,7 @@
 //! The cache (`followed_cache.rs`) is only trusted while `group_events.rs` follows
 //! `WatchMembershipEvents`, each event dropping its group's entry: an answer is never staler
 //! than the event stream's delay, and never stale across a missed event. A send the cached
-//! members refuse is checked again against the group service (`sending.rs`).
+//! members refuse is checked again against the group service (`send/checks.rs`).
 //!
 //! Each user's list of groups, which every stream opening needs, is cached the same way for
 //! stream openings (every membership change has an event naming its user; a group's deletion
@@ -24,10 +24,9 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    conversations::Participants,
-    devices::Credentials,
-    followed_cache::FollowedCache,
     ids::{ConversationId, UserId},
+    membership::{devices::Credentials, followed_cache::FollowedCache},
+    store::conversations::Participants,
 };
 
 /// Who may use a conversation: direct participants from chat's tables, group members from the
@@ -57,7 +56,7 @@ impl Membership {
         participants: Participants,
         group_url: &str,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = crate::watch::peer_channel(group_url)?;
+        let channel = crate::membership::watch::peer_channel(group_url)?;
         Ok(Self {
             db,
             participants,

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    conversations::{to_i64, to_u64},
     ids::{ConversationId, DeviceId, UserId},
+    message::{to_i64, to_u64},
 };
 
 /// A device's positions in one conversation after an update.

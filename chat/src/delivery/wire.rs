@@ -18,8 +18,9 @@ use prost::{
     encoding::{encode_varint, encoded_len_varint},
 };
 use proto::chat::v1 as pb;
+use time::OffsetDateTime;
 
-use crate::history::{DeliveredKey, DeliveredMessage};
+use crate::message::{DeliveredKey, DeliveredMessage};
 
 /// Field 1, length-delimited: `SubscribeResponse.event`, `OpenStreamResponse.event` and
 /// `StreamEvent.message` are all field 1.
@@ -53,7 +54,7 @@ pub struct DeviceMessage {
 impl EncodedMessage {
     /// Encodes `message`, leaving out its keys.
     pub fn new(message: DeliveredMessage) -> Self {
-        let mut message = crate::api::message_pb(DeliveredMessage {
+        let mut message = message_pb(DeliveredMessage {
             keys: Vec::new(),
             ..message
         });
@@ -151,6 +152,52 @@ impl DeviceMessage {
     }
 }
 
+/// A time as `google.protobuf.Timestamp`.
+pub(crate) fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or(0),
+    }
+}
+
+/// A delivered message as `chat.v1.Message`, through prost: the unary reads (ListMessages)
+/// and the tests that compare this module's encoding with prost's.
+pub(crate) fn message_pb(message: DeliveredMessage) -> pb::Message {
+    pb::Message {
+        message_id: message.id.to_string(),
+        conversation_id: message.conversation.to_string(),
+        sequence: message.sequence,
+        sent_at: Some(timestamp(message.sent_at)),
+        envelope: Some(pb::Envelope {
+            suite: i32::from(message.suite),
+            conversation_id: message.conversation.to_string(),
+            sender_user_id: message.sender_user.to_string(),
+            sender_device_id: message.sender_device.to_string(),
+            client_message_id: message.client_message_id,
+            nonce: message.nonce,
+            ciphertext: message.ciphertext,
+            wrapped_keys: message
+                .keys
+                .into_iter()
+                .map(|key| pb::WrappedKey {
+                    device_id: key.device.to_string(),
+                    key_fingerprint: key.key_fingerprint,
+                    wrapped_key: key.wrapped_key,
+                    leaf_index: key.leaf_index,
+                    inclusion_proof: key.inclusion_proof,
+                })
+                .collect(),
+            key_commitment: message.key_commitment,
+            signature: message.signature,
+            sender_counter: message.v2.sender_counter,
+            previous_envelope_hash: message.v2.previous_envelope_hash,
+            sender_time_ms: message.v2.sender_time_ms,
+        }),
+        recipients_digest: message.recipients_digest,
+        recipient_count: message.v2.recipient_count,
+    }
+}
+
 /// Bytes of a length-delimited field with a one-byte tag and a body of `len` bytes.
 fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
@@ -179,7 +226,7 @@ mod tests {
             key_commitment: vec![8; 32],
             signature: vec![9; 64],
             recipients_digest: vec![10; 32],
-            v2: crate::history::V2Fields {
+            v2: crate::message::V2Fields {
                 sender_counter: 300,
                 previous_envelope_hash: vec![13; 32],
                 sender_time_ms: 1_790_000_000_123,
@@ -210,7 +257,7 @@ mod tests {
         // Small and large bodies: one-byte and multi-byte length prefixes at every level.
         for (ciphertext_len, wrapped_len) in [(16, 256), (200, 512), (70_000, 384)] {
             let delivered = message(ciphertext_len, vec![key(wrapped_len)]);
-            let expected = crate::api::message_pb(delivered.clone());
+            let expected = message_pb(delivered.clone());
             let mut bytes = Vec::new();
             DeviceMessage::from_delivered(delivered.clone()).encode_event(&mut bytes);
 
@@ -239,7 +286,7 @@ mod tests {
         let shared = Arc::new(EncodedMessage::new(delivered.clone()));
         for own in &keys {
             let for_device = DeviceMessage::new(shared.clone(), EncodedKey::new(own.clone()));
-            let expected = crate::api::message_pb(DeliveredMessage {
+            let expected = message_pb(DeliveredMessage {
                 keys: vec![own.clone()],
                 ..delivered.clone()
             });

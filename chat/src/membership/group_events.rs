@@ -12,10 +12,12 @@ use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
-    groups::{MembersCache, UserGroupsCache},
-    hub::{ChangeKind, Hub, MembershipChange},
+    delivery::hub::{ChangeKind, Hub, MembershipChange},
     ids::{ConversationId, UserId},
-    watch::EventSource,
+    membership::{
+        groups::{MembersCache, UserGroupsCache},
+        watch::EventSource,
+    },
 };
 
 /// Membership events, applied to the cache and the hub.

@@ -12,7 +12,7 @@
 //!
 //! What a tail holds is always every message of its conversation in `(after, end]`: it starts at
 //! a stream's cursor and only grows by reading "everything after `end`", which sees a prefix of
-//! the conversation because sequences are assigned in commit order (see `delivery.rs`). A stream
+//! the conversation because sequences are assigned in commit order (see `stream.rs`). A stream
 //! whose cursor is before a tail, or far behind on a conversation nobody cached, reads the
 //! database as before: the cache answers only what it holds contiguously, so it never skips.
 //!
@@ -34,10 +34,10 @@ use uuid::Uuid;
 use crate::{
     Error,
     config::RecentSettings,
-    conversations::to_i64,
-    history::{DeliveredKey, DeliveredMessage, MESSAGE_COLUMNS, MessageRow},
+    delivery::wire::{DeviceMessage, EncodedKey, EncodedMessage},
     ids::{ConversationId, DeviceId},
-    wire::{DeviceMessage, EncodedKey, EncodedMessage},
+    message::{DeliveredKey, DeliveredMessage, to_i64},
+    store::history::{MESSAGE_COLUMNS, MessageRow},
 };
 
 /// A stream whose cursor is this many messages or more behind does not start a tail: it is
@@ -404,8 +404,8 @@ mod tests {
     use super::*;
     use crate::test_support::{INSERT_MESSAGE, new_conversation};
     use crate::{
-        conversations::to_u64,
-        history::{Direction, read_for_device},
+        message::to_u64,
+        store::history::{Direction, read_for_device},
     };
 
     const ALICE: DeviceId = DeviceId(Uuid::from_u128(1));
@@ -473,7 +473,10 @@ mod tests {
                 .await
                 .unwrap();
         messages.retain(|message| message.sequence <= through);
-        messages.into_iter().map(crate::api::message_pb).collect()
+        messages
+            .into_iter()
+            .map(crate::delivery::wire::message_pb)
+            .collect()
     }
 
     /// What a stream would decode.

@@ -1,0 +1,7 @@
+//! Chat's own tables, read and written directly: `conversations.rs` (direct conversations and
+//! their participants), `history.rs` (messages as one device sees them), `positions.rs`
+//! (acknowledged positions and resume points).
+
+pub(crate) mod conversations;
+pub(crate) mod history;
+pub(crate) mod positions;
