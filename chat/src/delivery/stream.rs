@@ -50,7 +50,7 @@ use std::{
 use futures::Stream;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -111,8 +111,9 @@ pub struct Delivery {
     replays: Arc<Semaphore>,
 }
 
-/// How many streams of this replica may replay at once (read their resume points and what they
-/// missed): half the database pool, at least one. When thousands of streams reopen together (the
+/// How many stream replays of this replica may read the database at once (their resume points
+/// and what they missed, a page at a time): half the database pool, at least one. A permit is
+/// held for one read, never while the stream waits for its client to take a page. When thousands of streams reopen together (the
 /// gateway restarted), each replay holds a connection for a few reads; without a bound they took
 /// the whole pool, and unary calls (`ListConversations`, sends) waited behind them until the
 /// pool's acquire timeout answered UNAVAILABLE, as did the replays themselves, which then
@@ -399,12 +400,7 @@ impl StreamTask {
     ) -> Result<(), Error> {
         // The reads are boxed: a stream task waits idle most of its life, and its future is as
         // large as its largest state, which would otherwise be a database read's.
-        let admitted = tokio::select! {
-            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
-            permit = self.replays.clone().acquire_owned() => permit,
-        };
         Box::pin(self.replay(requested)).await?;
-        drop(admitted);
         self.outbox.send(Outgoing::CaughtUp, &self.shutdown).await?;
 
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
@@ -430,12 +426,24 @@ impl StreamTask {
     }
 
     async fn replay(&mut self, requested: &HashMap<ConversationId, u64>) -> Result<(), Error> {
+        let admitted = self.admit_replay_read().await?;
         let behind = self.resume(requested).await?;
+        drop(admitted);
         self.progress.started_from = self.cursors.clone();
         for (conversation, last_sequence) in behind {
             self.catch_up(conversation, last_sequence, true).await?;
         }
         Ok(())
+    }
+
+    /// Waits for a replay read's turn (see [`replays_admitted`]). The permit covers one read, not
+    /// the wait for the client to take what it returned: a client that stops reading would
+    /// otherwise keep its permit, and enough of them would stop every other stream's replay.
+    async fn admit_replay_read(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(Error::ShuttingDown),
+            permit = self.replays.clone().acquire_owned() => Ok(permit.ok()),
+        }
     }
 
     async fn work(&mut self, work: crate::delivery::hub::Work) -> Result<(), Error> {
@@ -525,6 +533,12 @@ impl StreamTask {
         loop {
             let cursor = self.cursors.get(&conversation).copied().unwrap_or(0);
             let page = self.settings.replay_page;
+            // Live catch-ups are bounded by the hub's wake-ups; only replays come in storms.
+            let admitted = if replay {
+                self.admit_replay_read().await?
+            } else {
+                None
+            };
             let from_tail = self
                 .recent
                 .read(conversation, self.caller.device, cursor, upto, page)
@@ -549,6 +563,7 @@ impl StreamTask {
                     (messages, cursor, full_page)
                 }
             };
+            drop(admitted);
             for message in messages {
                 let sequence = message.sequence();
                 let item = Outgoing::Message(Box::new(message));

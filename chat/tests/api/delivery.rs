@@ -243,6 +243,49 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
     assert_eq!(received, (1..=30).collect::<Vec<_>>());
 }
 
+/// Replays take turns on the database (half the pool at a time); a client that stops reading in
+/// the middle of its replay must not keep its turn, or a few such clients stop every other
+/// stream of the replica from resuming.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_that_stops_reading_its_replay_does_not_hold_up_other_replays(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    // A pool of two: one replay reads at a time.
+    let small_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let replica = spawn_chat(
+        &small_pool,
+        app.auth_addr,
+        app.group_addr,
+        |config| config.streams.queue = 4,
+        std::future::pending(),
+    )
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await.with_small_windows(replica).await;
+    let carol = app.user("carol").await.with_small_windows(replica).await;
+    let to_bob = alice.open_direct(&bob).await;
+    let to_carol = alice.open_direct(&carol).await;
+    let big = "x".repeat(60_000);
+    for _ in 0..30 {
+        alice.send_text(&to_bob, &big).await.unwrap();
+    }
+    alice.send_text(&to_carol, "hi carol").await.unwrap();
+
+    // Bob's replay fills his queue and his HTTP/2 window, and he reads nothing.
+    let _bob_events = bob.subscribe(&[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut carol_events = carol.subscribe(&[]).await;
+    let carols = tokio::time::timeout(Duration::from_secs(10), replay(&mut carol_events))
+        .await
+        .expect("carol's replay is not held up by bob's");
+
+    assert_eq!(carols.len(), 1);
+    assert_eq!(carol.open(&carols[0], &alice), "hi carol");
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn streams_send_heartbeats(db: PgPool) {
     let app = spawn_app_with(db, |config| {
