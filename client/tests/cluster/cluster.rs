@@ -51,6 +51,8 @@ pub enum Link {
     ChatToGroup,
     /// Chat (both replicas) to PostgreSQL.
     ChatToDatabase,
+    /// Group to auth (its token validator's key set and revocation feed).
+    GroupToAuth,
     /// The gateway to chat replica `n`.
     GatewayToChat(usize),
 }
@@ -390,6 +392,7 @@ impl Environment {
     /// `chat.env.group.own`.
     pub(crate) fn group(&self, listen: SocketAddr, auth: SocketAddr) -> Vec<(String, String)> {
         let mut env = self.common("GROUP", listen, &["database", "token", "service-secret"]);
+        let auth = (self.route)(Link::GroupToAuth, auth);
         env.push(("GROUP_AUTH_URL".to_owned(), format!("http://{auth}")));
         env
     }

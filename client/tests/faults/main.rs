@@ -31,6 +31,7 @@ mod nginx;
 mod traffic;
 
 mod clients;
+mod group_auth;
 mod ledger;
 mod membership;
 mod postgres;

@@ -37,7 +37,7 @@ use crate::{
 /// senders stop.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The chaos proxies on chat's links.
+/// The chaos proxies on the services' links.
 pub struct Proxies {
     /// Chat (both replicas) to PostgreSQL.
     pub chat_to_database: ChaosProxy,
@@ -45,6 +45,8 @@ pub struct Proxies {
     pub chat_to_auth: ChaosProxy,
     /// Chat to group.
     pub chat_to_group: ChaosProxy,
+    /// Group to auth.
+    pub group_to_auth: ChaosProxy,
     /// The gateway to each chat replica.
     pub gateway_to_chat: [ChaosProxy; 2],
 }
@@ -84,6 +86,7 @@ impl Stack {
             chat_to_database: ChaosProxy::start(Vec::new()),
             chat_to_auth: ChaosProxy::start(Vec::new()),
             chat_to_group: ChaosProxy::start(Vec::new()),
+            group_to_auth: ChaosProxy::start(Vec::new()),
             gateway_to_chat: [ChaosProxy::start(Vec::new()), ChaosProxy::start(Vec::new())],
         });
         let route = proxies.clone();
@@ -95,6 +98,7 @@ impl Stack {
                     Link::ChatToAuth => &route.chat_to_auth,
                     Link::ChatToGroup => &route.chat_to_group,
                     Link::ChatToDatabase => &route.chat_to_database,
+                    Link::GroupToAuth => &route.group_to_auth,
                     Link::GatewayToChat(replica) => &route.gateway_to_chat[replica],
                 };
                 proxy.set_targets(vec![addr]);
