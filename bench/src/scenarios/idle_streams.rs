@@ -14,6 +14,7 @@ mod memory;
 mod render;
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -39,7 +40,7 @@ pub const SCENARIO: Scenario = Scenario {
 
 /// Overrides the number of streams (default 50,000; 500 with `--quick`).
 const STREAMS_VAR: &str = "BENCH_IDLE_STREAMS";
-/// Overrides the streams per client HTTP/2 connection (default 1: every device its own).
+/// Sets the streams per client HTTP/2 connection (default: see [`passes`]).
 const PER_CONNECTION_VAR: &str = "BENCH_IDLE_STREAMS_PER_CONNECTION";
 /// Connections from one source address (one address has about 28,000 ephemeral ports).
 const CONNECTIONS_PER_SOURCE: usize = 20_000;
@@ -101,51 +102,114 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
     let streams = from_env(STREAMS_VAR)
         .unwrap_or(context.pick(50_000, 500))
         .max(1);
-    let per_connection = from_env(PER_CONNECTION_VAR).unwrap_or(1).max(1);
-    let connections = streams.div_ceil(per_connection);
-    let plan = Plan {
-        streams,
-        per_connection,
-        sources: connections
-            .div_ceil(CONNECTIONS_PER_SOURCE)
-            .max(MIN_SOURCES),
-        settle: Duration::from_secs(context.pick(5, 1)),
-    };
-    // This process holds the gateway's end of every client connection.
-    let open_files = raise_open_files(connections as u64 + 4_096);
-    if open_files < connections as u64 + 1_024 {
-        bail!(
-            "RLIMIT_NOFILE is {open_files}, too low for {connections} connections; set \
-             {PER_CONNECTION_VAR} to put more streams on each connection"
-        );
+    // This process holds the gateway's end of every client connection, and the clients'
+    // process inherits its limit: raise it as far as the hard limit allows.
+    let open_files = raise_open_files(streams as u64 + FILES_BESIDE_CONNECTIONS);
+    let passes = passes(streams, from_env(PER_CONNECTION_VAR), open_files)?;
+    let settle = Duration::from_secs(context.pick(5, 1));
+    let mut body = String::new();
+    for (pass, (streams, per_connection, title)) in passes.into_iter().enumerate() {
+        let plan = Plan {
+            streams,
+            per_connection,
+            sources: streams
+                .div_ceil(per_connection)
+                .div_ceil(CONNECTIONS_PER_SOURCE)
+                .max(MIN_SOURCES),
+            settle,
+        };
+        println!("pass {}: {title}", pass + 1);
+        let stack = ChatStack::start(&context.database_url, 1).await?;
+        // The scratch database's name: the URL's path, without its parameters.
+        let database = context
+            .database_url
+            .rsplit('/')
+            .next()
+            .and_then(|path| path.split('?').next())
+            .unwrap_or_default()
+            .to_owned();
+        let prefix = format!("idle-streams-{}", pass + 1);
+        let measured = measure_with(&stack, plan, (open_files, &database), &prefix).await;
+        let stopped = stack.stop().await;
+        let measured = measured?;
+        stopped?;
+        let _ = write!(body, "#### {title}\n\n{}\n", render::render(&measured));
     }
-    let stack = ChatStack::start(&context.database_url, 1).await?;
-    // The scratch database's name: the URL's path, without its parameters.
-    let database = context
-        .database_url
-        .rsplit('/')
-        .next()
-        .and_then(|path| path.split('?').next())
-        .unwrap_or_default()
-        .to_owned();
-    let measured = measure_with(&stack, plan, (open_files, &database)).await;
-    let stopped = stack.stop().await;
-    let measured = measured?;
-    stopped?;
-    let body = render::render(&measured);
     println!("\n{body}");
     Ok(body)
+}
+
+/// Open files this process needs beside its connections (the services' pools, listeners, the
+/// runtime).
+const FILES_BESIDE_CONNECTIONS: u64 = 4_096;
+
+/// The passes to run: (streams, streams per connection, title). With
+/// `BENCH_IDLE_STREAMS_PER_CONNECTION`, that one; otherwise one stream per connection when the
+/// open-files limit allows every stream its own, and when it does not, the streams multiplexed
+/// on as few streams per connection as the limit needs, then one stream per connection for as
+/// many streams as the limit allows.
+fn passes(
+    streams: usize,
+    per_connection: Option<usize>,
+    open_files: u64,
+) -> anyhow::Result<Vec<(usize, usize, String)>> {
+    let room =
+        usize::try_from(open_files.saturating_sub(FILES_BESIDE_CONNECTIONS)).unwrap_or(usize::MAX);
+    if room == 0 {
+        bail!("RLIMIT_NOFILE is {open_files}, too low for any connection");
+    }
+    if let Some(per_connection) = per_connection.map(|n| n.max(1)) {
+        let connections = streams.div_ceil(per_connection);
+        if connections > room {
+            bail!(
+                "RLIMIT_NOFILE is {open_files}, too low for {connections} connections; set \
+                 {PER_CONNECTION_VAR} higher or leave it unset"
+            );
+        }
+        return Ok(vec![(
+            streams,
+            per_connection,
+            format!("{streams} streams, {per_connection} per connection ({PER_CONNECTION_VAR})"),
+        )]);
+    }
+    if streams <= room {
+        return Ok(vec![(
+            streams,
+            1,
+            format!("{streams} streams, one per connection"),
+        )]);
+    }
+    let per_connection = streams.div_ceil(room);
+    Ok(vec![
+        (
+            streams,
+            per_connection,
+            format!(
+                "{streams} streams, {per_connection} per connection (RLIMIT_NOFILE {open_files} \
+                 allows {room} connections)"
+            ),
+        ),
+        (
+            room,
+            1,
+            format!(
+                "{room} streams, one per connection (as many as RLIMIT_NOFILE {open_files} \
+                 allows)"
+            ),
+        ),
+    ])
 }
 
 async fn measure_with(
     stack: &ChatStack,
     plan: Plan,
     (open_files, database): (u64, &str),
+    prefix: &str,
 ) -> anyhow::Result<Measured> {
     let setup_started = Instant::now();
     println!("setup: {} users, one device each", plan.streams);
     let rsa = std::sync::Arc::new(SharedRsa::generate(RSA_BITS)?);
-    let users = setup::register_users(&stack.auth, &rsa, "idle-streams", plan.streams).await?;
+    let users = setup::register_users(&stack.auth, &rsa, prefix, plan.streams).await?;
     let tokens_path =
         std::env::temp_dir().join(format!("bench-idle-streams-{}.tokens", std::process::id()));
     let tokens: Vec<&str> = users.iter().map(|user| user.token.as_str()).collect();
@@ -285,4 +349,41 @@ async fn ramp(
         },
         lines,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn every_stream_gets_its_own_connection_when_the_limit_allows() {
+        let passes = passes(50_000, None, 60_000).unwrap();
+        assert_eq!(
+            passes.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+            [(50_000, 1)]
+        );
+    }
+
+    #[test]
+    fn a_low_limit_multiplexes_then_measures_one_per_connection_as_far_as_it_goes() {
+        let passes = passes(50_000, None, 20_000).unwrap();
+        assert_eq!(
+            passes.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+            [(50_000, 4), (15_904, 1)]
+        );
+    }
+
+    #[test]
+    fn an_explicit_setting_is_one_pass_and_must_fit() {
+        let passes = passes(50_000, Some(50), 20_000).unwrap();
+        assert_eq!(
+            passes.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+            [(50_000, 50)]
+        );
+        assert!(passes_fail(50_000, Some(1), 20_000));
+    }
+
+    fn passes_fail(streams: usize, per_connection: Option<usize>, open_files: u64) -> bool {
+        passes(streams, per_connection, open_files).is_err()
+    }
 }
