@@ -5,12 +5,16 @@
 //! annotations configure ingress-nginx (`nginx.rs`), and must stay open: every send
 //! acknowledged on it and shown once to every device.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     ScratchDir,
-    accounting::{self, Ledger, LiveClient},
+    clients::LiveDevice,
     cluster::{Cluster, Deadline},
+    ledger::{Followed, Ledger},
     setup::{group_chat, with_database},
 };
 
@@ -42,15 +46,19 @@ async fn more_than_five_mib_on_one_stream(database_url: String) {
     let [alice, bob] = &members[..] else {
         unreachable!("two members")
     };
-    let sender = LiveClient::open(
+    let sender = LiveDevice::open(
         "alice",
         &alice.session,
         alice.target.clone(),
         ledger.clone(),
     );
-    let receiver = LiveClient::open("bob", &bob.session, bob.target.clone(), ledger.clone());
+    let receiver = LiveDevice::open("bob", &bob.session, bob.target.clone(), ledger.clone());
+    let conversation_id = alice.target.conversation_id.clone();
     let deadline = Deadline::after(Duration::from_secs(15), "both streams to catch up");
-    while sender.log().caught_up == 0 || receiver.log().caught_up == 0 {
+    while ["alice", "bob"]
+        .iter()
+        .any(|device| ledger.device_log(device).caught_up == 0)
+    {
         deadline.tick().await;
     }
 
@@ -62,43 +70,49 @@ async fn more_than_five_mib_on_one_stream(database_url: String) {
         let text = format!("alice {n} {}", "x".repeat(TEXT_BYTES));
         sender.send(text).await;
     }
+    let sent = Instant::now();
     let deadline = Deadline::after(Duration::from_secs(60), "every send to be shown");
+    let shown = |device: &str| ledger.last_shown(device, &conversation_id);
     while ledger.n_acknowledged() < n_sends
-        || receiver.log().last_sequence() < n_sends as u64
-        || sender.log().last_sequence() < n_sends as u64
+        || shown("alice") < n_sends as u64
+        || shown("bob") < n_sends as u64
     {
         if deadline.expired() {
-            let (sent, received) = (sender.log(), receiver.log());
             panic!(
-                "{} of {n_sends} acknowledged; alice showed {}, bob {}; alice's stream dropped \
-                 {:?}",
+                "{} of {n_sends} acknowledged; alice showed {}, bob {}; alice's stream {:?}",
                 ledger.n_acknowledged(),
-                sent.last_sequence(),
-                received.last_sequence(),
-                sent.disconnects,
+                shown("alice"),
+                shown("bob"),
+                ledger.device_log("alice"),
             );
         }
         deadline.tick().await;
     }
 
-    let stored = accounting::stored_messages(&database_url, &alice.target.conversation_id).await;
-    let (sent, received) = (sender.snapshot(), receiver.snapshot());
-    let audit = accounting::audit(&ledger, &stored, &[("alice", &sent), ("bob", &received)]);
-    let carried = ciphertext_bytes(&database_url, &alice.target.conversation_id).await;
-    eprintln!(
-        "{} ({carried} bytes of ciphertext)",
-        audit.row("ingress, one stream > 5 MiB")
-    );
-    audit.assert_exactly_once("fault 9");
+    let audit = ledger
+        .audit(
+            "ingress, one stream > 5 MiB",
+            &database_url,
+            &[Followed {
+                conversation_id: conversation_id.clone(),
+                followers: vec!["alice".to_owned(), "bob".to_owned()],
+            }],
+            sent,
+        )
+        .await;
+    let carried = ciphertext_bytes(&database_url, &conversation_id).await;
+    eprintln!("{carried} bytes of ciphertext");
+    audit.assert_clean();
     assert!(
         carried > MORE_THAN_THE_OLD_LIMIT as i64,
         "the stream carried only {carried} bytes of ciphertext"
     );
-    assert_eq!(stored.len(), n_sends);
+    assert_eq!(audit.stored, n_sends);
+    let alices = ledger.device_log("alice");
     assert!(
-        sent.connects == 1 && sent.disconnects.is_empty(),
+        alices.connects == 1 && alices.disconnects.is_empty(),
         "alice's stream was cut: {:?}",
-        sent.disconnects
+        alices.disconnects
     );
     drop((sender, receiver, members));
     cluster.stop().await;

@@ -42,11 +42,12 @@ use tokio::sync::watch;
 
 use crate::{
     ScratchDir,
-    accounting::{self, Follower, Ledger, LiveClient, PacedSender, SubscribeClient},
+    clients::{self, LiveDevice, Pace, send_on_stream, unary_sender},
     cluster::{
         Deadline, Environment, Process, binaries_dir, connected, free_port, wait_ready,
         wait_serving,
     },
+    ledger::{Followed, Following, Ledger},
     nginx::Nginx,
     services::{ClusterIp, Records},
     setup::{group_chat, with_database},
@@ -133,10 +134,10 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
     let conversation_id = members[0].target.conversation_id.clone();
     let ledger = Arc::new(Ledger::default());
     // The first four devices follow on `Live`, the web ones on `Subscribe`.
-    let devices: Vec<Arc<LiveClient>> = members[..4]
+    let devices: Vec<Arc<LiveDevice>> = members[..4]
         .iter()
         .map(|member| {
-            let device = LiveClient::open(
+            let device = LiveDevice::open(
                 &member.device,
                 &member.session,
                 member.target.clone(),
@@ -145,32 +146,45 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
             Arc::new(device)
         })
         .collect();
-    let subscribers: Vec<SubscribeClient> = members[4..]
+    let subscribers: Vec<clients::Tasks> = members[4..]
         .iter()
         .map(|member| {
-            SubscribeClient::open(&member.device, &member.session, &server, &conversation_id)
+            clients::subscribe_device(
+                &member.device,
+                member.session.clone(),
+                &server,
+                vec![conversation_id.clone()],
+                ledger.clone(),
+            )
         })
         .collect();
-    let followers: Vec<&dyn Follower> = devices
-        .iter()
-        .map(|device| device.as_ref() as &dyn Follower)
-        .chain(subscribers.iter().map(|device| device as &dyn Follower))
-        .collect();
+    let names: Vec<String> = members.iter().map(|member| member.device.clone()).collect();
+    let follow = Following {
+        ledger: &ledger,
+        conversation_id: &conversation_id,
+        devices: &names,
+        within: Duration::from_secs(20),
+        diagnose: Some(gateway_calls_in_flight),
+    };
     let (stop, stopped) = watch::channel(false);
+    let pace = Pace {
+        interval: SEND_INTERVAL,
+        text_bytes: 0,
+    };
     let senders = [
-        PacedSender::unary(
+        unary_sender(
             "alice",
             members[0].session.clone(),
             members[0].target.clone(),
             ledger.clone(),
-            (SEND_INTERVAL, 0),
-            stopped.clone(),
+            (pace, stopped.clone()),
         ),
         // bob and carol send on their live streams (OpenStream), alice unary.
-        PacedSender::on_stream(devices[2].clone(), (SEND_INTERVAL, 0), stopped.clone()),
-        PacedSender::on_stream(devices[3].clone(), (SEND_INTERVAL, 0), stopped),
+        send_on_stream(devices[2].clone(), pace, stopped.clone()),
+        send_on_stream(devices[3].clone(), pace, stopped),
     ];
-    wait_until_shown(&followers, 10, "traffic").await;
+    let at_least = |sequence: u64| move |shown: u64| shown >= sequence;
+    follow.wait_until_shown(at_least(10), "traffic").await;
     eprintln!("traffic flowing after {:?}", started.elapsed());
 
     let mut steps = Vec::new();
@@ -184,7 +198,10 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
             eprintln!("{step}");
             steps.push(step);
             // Everything acknowledged so far reaches every device while the rollout goes on.
-            wait_until_shown(&followers, ledger.last_acknowledged(), "delivery").await;
+            let acknowledged = ledger.last_acknowledged();
+            follow
+                .wait_until_shown(at_least(acknowledged), "delivery")
+                .await;
         }
     }
     for _ in 0..if roll_gateway { 2 } else { 0 } {
@@ -195,9 +212,13 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
         );
         eprintln!("{step}");
         steps.push(step);
-        wait_until_shown(&followers, ledger.last_acknowledged(), "delivery").await;
+        let acknowledged = ledger.last_acknowledged();
+        follow
+            .wait_until_shown(at_least(acknowledged), "delivery")
+            .await;
     }
     let rolled_out = started.elapsed();
+    let healed = Instant::now();
     // The gateways follow the new chat pods: they re-resolved their upstream names.
     for (_, gateway) in &cluster.gateways {
         for pod in &cluster.chat.pods {
@@ -207,108 +228,65 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
             }
         }
     }
-    wait_until_shown(&followers, ledger.last_acknowledged() + 10, "traffic after").await;
+    let acknowledged = ledger.last_acknowledged();
+    follow
+        .wait_until_shown(at_least(acknowledged + 10), "traffic after")
+        .await;
     stop.send(true).unwrap();
     for sender in senders {
         sender.finish().await;
     }
     // A send that failed for good is answered too (the audit reports it).
     let deadline = Deadline::after(Duration::from_secs(20), "every stream send answered");
-    while ledger.n_acknowledged() + ledger.n_failed() < ledger.n_queued() {
+    while ledger.n_unsettled() > 0 {
         assert!(
             !deadline.expired(),
-            "{} of {} sends answered (failed: {:?}; unanswered by sender: {:?}); devices: {:?}",
-            ledger.n_acknowledged() + ledger.n_failed(),
-            ledger.n_queued(),
-            ledger.failures(),
-            ledger.unanswered(),
-            followers
+            "{} sends unanswered; devices: {:?}",
+            ledger.n_unsettled(),
+            names
                 .iter()
-                .map(|device| {
-                    let log = device.log();
-                    format!(
-                        "{}: last {}, {} connects, drops {:?}",
-                        device.name(),
-                        log.last_sequence(),
-                        log.connects,
-                        log.disconnects
-                    )
-                })
+                .map(|device| (device, ledger.device_log(device)))
                 .collect::<Vec<_>>()
         );
         deadline.tick().await;
     }
-    let stored = accounting::stored_messages(&database_url, &conversation_id).await;
-    wait_until_shown(&followers, stored.len() as u64, "the last message").await;
+    let last = members[0].session.conversations().await.unwrap()[0].last_sequence;
+    follow
+        .wait_until_shown(at_least(last), "the last message")
+        .await;
 
-    let logs: Vec<_> = followers.iter().map(|device| device.snapshot()).collect();
-    let shown: Vec<(&str, &accounting::ShownLog)> = followers
+    let audit = ledger
+        .audit(
+            if roll_gateway {
+                "rolling restart of auth, group, chat, gateway"
+            } else {
+                "rolling restart of auth, group, chat"
+            },
+            &database_url,
+            &[Followed {
+                conversation_id: conversation_id.clone(),
+                followers: names.clone(),
+            }],
+            healed,
+        )
+        .await;
+    let disconnects: Vec<String> = names
         .iter()
-        .zip(&logs)
-        .map(|(device, log)| (device.name(), log))
+        .flat_map(|device| ledger.device_log(device).disconnects)
         .collect();
-    let audit = accounting::audit(&ledger, &stored, &shown);
-    let disconnects: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
     eprintln!(
-        "{}\nrollout took {rolled_out:?} in all; {steps:#?}\nstreams resumed after: {disconnects:#?}",
-        audit.row(if roll_gateway {
-            "rolling restart of auth, group, chat, gateway"
-        } else {
-            "rolling restart of auth, group, chat"
-        })
+        "rollout took {rolled_out:?} in all; {steps:#?}\nstreams resumed after: {disconnects:#?}"
     );
-    audit.assert_exactly_once("fault 8");
+    audit.assert_clean();
     // A stream may end only as a draining server ends it: UNAVAILABLE, which the client retries.
     for reason in &disconnects {
         assert!(
-            reason.to_lowercase().contains("unavailable"),
+            reason.starts_with("UNAVAILABLE"),
             "a stream ended with a status the client should not retry: {reason}"
         );
     }
-    drop(followers);
     drop((devices, subscribers, members));
     cluster.stop().await;
-}
-
-async fn wait_until_shown(devices: &[&dyn Follower], sequence: u64, what: &'static str) {
-    let deadline = Deadline::after(Duration::from_secs(20), what);
-    loop {
-        let behind: Vec<(String, u64)> = devices
-            .iter()
-            .map(|device| (device.name().to_owned(), device.log().last_sequence()))
-            .filter(|(_, last)| *last < sequence)
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        for device in devices {
-            if let Some(error) = &device.log().ended {
-                panic!("{}'s session ended: {error}", device.name());
-            }
-        }
-        if deadline.expired() {
-            let logs: Vec<String> = devices
-                .iter()
-                .map(|device| {
-                    let log = device.log();
-                    format!(
-                        "{}: last {}, {} connects, {} catch-ups, drops {:?}",
-                        device.name(),
-                        log.last_sequence(),
-                        log.connects,
-                        log.caught_up,
-                        log.disconnects
-                    )
-                })
-                .collect();
-            panic!(
-                "timed out waiting for {what} (sequence {sequence}): behind {behind:?}\n{}\n{}",
-                logs.join("\n"),
-                gateway_calls_in_flight()
-            );
-        }
-        deadline.tick().await;
-    }
 }
 
 impl Component {

@@ -49,9 +49,10 @@ use tonic::{Code, Request, transport::Channel};
 
 use crate::{
     ScratchDir,
-    accounting::{self, Ledger, LiveClient, PacedSender},
     accounts::PASSWORD,
+    clients::{LiveDevice, Pace, Tasks, send_on_stream, unary_sender},
     cluster::{Cluster, Deadline},
+    ledger::{Followed, Ledger},
     setup::{Member, group_chat, with_database},
 };
 
@@ -113,11 +114,11 @@ async fn slow_consumers(database_url: String) {
     let ledger = Arc::new(Ledger::default());
     // Each user's first device follows the conversation and keeps reading; the second ones
     // carry the slow streams (an acknowledgement is per device) and the unary senders.
-    let followers: Vec<Arc<LiveClient>> = members
+    let followers: Vec<Arc<LiveDevice>> = members
         .iter()
         .step_by(2)
         .map(|m| {
-            Arc::new(LiveClient::open(
+            Arc::new(LiveDevice::open(
                 &m.device,
                 &m.session,
                 m.target.clone(),
@@ -126,31 +127,35 @@ async fn slow_consumers(database_url: String) {
         })
         .collect();
     let (stop_sending, sending) = watch::channel(false);
+    let unary_pace = Pace {
+        interval: SEND_INTERVAL,
+        text_bytes: TEXT_BYTES,
+    };
+    // One line a second: a live view sends one line at a time, each waiting for its answer,
+    // which takes longer than SEND_INTERVAL on a loaded CI machine.
+    let stream_pace = Pace {
+        interval: STREAM_SEND_INTERVAL,
+        text_bytes: TEXT_BYTES,
+    };
     // Four unary senders, and two devices sending on their own live streams (OpenStream).
-    let senders: Vec<PacedSender> = [1, 3, 5, 7]
-        .into_iter()
-        .map(|index| {
-            let member = &members[index];
-            PacedSender::unary(
-                // Named by device: the senders on streams are the users' first devices.
-                &member.device,
-                member.session.clone(),
-                member.target.clone(),
-                ledger.clone(),
-                (SEND_INTERVAL, TEXT_BYTES),
-                sending.clone(),
-            )
-        })
-        .chain([0, 1].into_iter().map(|index| {
-            // One line a second: a live view sends one line at a time, each waiting for its
-            // answer, which takes longer than SEND_INTERVAL on a loaded CI machine.
-            PacedSender::on_stream(
-                followers[index].clone(),
-                (STREAM_SEND_INTERVAL, TEXT_BYTES),
-                sending.clone(),
-            )
-        }))
-        .collect();
+    let senders: Vec<Tasks> =
+        [1, 3, 5, 7]
+            .into_iter()
+            .map(|index| {
+                let member = &members[index];
+                unary_sender(
+                    // Named by device: the senders on streams are the users' first devices.
+                    &member.device,
+                    member.session.clone(),
+                    member.target.clone(),
+                    ledger.clone(),
+                    (unary_pace, sending.clone()),
+                )
+            })
+            .chain([0, 1].into_iter().map(|index| {
+                send_on_stream(followers[index].clone(), stream_pace, sending.clone())
+            }))
+            .collect();
     drop(sending);
 
     let (resume, paused) = watch::channel(false);
@@ -179,13 +184,13 @@ async fn slow_consumers(database_url: String) {
         sender.finish().await;
     }
     let deadline = Deadline::after(Duration::from_secs(60), "every send answered");
-    while ledger.n_acknowledged() + ledger.n_failed() < ledger.n_queued() {
+    while ledger.n_unsettled() > 0 {
         deadline.tick().await;
     }
-    let stored = accounting::stored_messages(&database_url, &conversation_id).await;
-    let last = stored.len() as u64;
+    let last = members[0].session.conversations().await.unwrap()[0].last_sequence;
+    let shown = |device: &LiveDevice| ledger.last_shown(&device.name, &conversation_id);
     let deadline = Deadline::after(Duration::from_secs(60), "every stream to catch up");
-    while followers.iter().any(|f| f.log().last_sequence() < last)
+    while followers.iter().any(|f| shown(f) < last)
         || slow
             .iter()
             .any(|log| log.lock().unwrap().sequences.last() < Some(&last))
@@ -194,33 +199,37 @@ async fn slow_consumers(database_url: String) {
             !deadline.expired(),
             "not every stream caught up with {last}: slow streams {}; followers at {:?}",
             summary(&slow),
-            followers
-                .iter()
-                .map(|f| f.log().last_sequence())
-                .collect::<Vec<_>>()
+            followers.iter().map(|f| shown(f)).collect::<Vec<_>>()
         );
         deadline.tick().await;
     }
     let all_resumed = resumed_at.elapsed();
     let after = sample_rss(&pids, Duration::from_secs(2)).await;
 
-    let logs: Vec<_> = followers.iter().map(|f| f.snapshot()).collect();
-    let shown: Vec<(&str, &accounting::ShownLog)> = followers
+    let names: Vec<String> = followers.iter().map(|f| f.name.clone()).collect();
+    let audit = ledger
+        .audit(
+            "slow consumers",
+            &database_url,
+            &[Followed {
+                conversation_id: conversation_id.clone(),
+                followers: names.clone(),
+            }],
+            resumed_at,
+        )
+        .await;
+    let follower_drops: Vec<String> = names
         .iter()
-        .zip(&logs)
-        .map(|(f, log)| (f.name.as_str(), log))
+        .flat_map(|device| ledger.device_log(device).disconnects)
         .collect();
-    let audit = accounting::audit(&ledger, &stored, &shown);
-    let follower_drops: Vec<&String> = logs.iter().flat_map(|log| &log.disconnects).collect();
     let resume_times: Vec<Duration> = slow
         .iter()
         .filter_map(|log| log.lock().unwrap().resumed_in)
         .collect();
     eprintln!(
-        "{}\n{} messages ({} before the pause); every stream caught up {all_resumed:?} after \
+        "{} messages ({} before the pause); every stream caught up {all_resumed:?} after \
          the slow ones read again; slow streams {}, resumed after their end in {:?} to {:?}; followers' drops {follower_drops:?}\n\
          VmRSS in MiB before / peak during the pause / after: {}",
-        audit.row("slow consumers"),
         last,
         last_before_pause,
         summary(&slow),
@@ -228,7 +237,7 @@ async fn slow_consumers(database_url: String) {
         resume_times.iter().max(),
         rss_table(&pids, &before, &during, &after),
     );
-    audit.assert_exactly_once("fault 7");
+    audit.assert_clean();
     let rejected: Vec<String> = cluster
         .nginx
         .error_log()

@@ -1,11 +1,12 @@
 //! The fault suite (issue 20): the services as the chart wires them, live traffic through the
-//! Ingress (`stack.rs`), one fault per test, then the ledger's audit (`ledger.rs`): every
+//! Ingress (`stack.rs`), one fault per test, then the ledger's audit (`../cluster/ledger.rs`): every
 //! acknowledged message stored exactly once and shown exactly once, in order and without a gap,
 //! on every device following its conversation; failed sends only retryable ones (UNAVAILABLE),
 //! each retried to success. Each test prints its row of the audit table (`FAULTS.md`).
 //!
 //! The harness shares `client/tests/cluster`'s modules (the services started as the chart runs
-//! them, nginx as the Ingress) rather than copying them; what it adds is a PostgreSQL of its own
+//! them, nginx as the Ingress, the clients and the ledger with its audit) rather than copying
+//! them; what it adds is a PostgreSQL of its own
 //! that it can stop and crash (`postgres.rs`) and `testkit::ChaosProxy` on chat's links.
 //! Fault 5 (a member removed or a device revoked while chat's links to group and auth are broken,
 //! `membership.rs`) brings clients of its own (`Stack::start_services`, `Stack::add_traffic`).
@@ -21,8 +22,14 @@
 #[path = "../cluster/accounts.rs"]
 mod accounts;
 #[allow(dead_code)]
+#[path = "../cluster/clients.rs"]
+mod clients;
+#[allow(dead_code)]
 #[path = "../cluster/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "../cluster/ledger.rs"]
+mod ledger;
 #[allow(dead_code)]
 #[path = "../cluster/nginx.rs"]
 mod nginx;
@@ -30,9 +37,7 @@ mod nginx;
 #[path = "../cluster/traffic.rs"]
 mod traffic;
 
-mod clients;
 mod group_auth;
-mod ledger;
 mod membership;
 mod postgres;
 mod stack;

@@ -45,9 +45,9 @@ use self::{
 };
 use crate::{
     accounts::register_and_log_in,
-    clients::{self, status_name},
+    clients::{self, Pace, status_name},
     ledger::Followed,
-    stack::Stack,
+    stack::{Stack, names},
 };
 
 /// Traffic before and after the fault.
@@ -274,14 +274,14 @@ impl World {
                 alice_phone.clone(),
                 target(alice_phone.clone()).await,
                 ledger.clone(),
-                stop.clone(),
+                (Pace::DEFAULT, stop.clone()),
             ),
             clients::unary_sender(
                 "bob",
                 bob.clone(),
                 target(bob.clone()).await,
                 ledger.clone(),
-                stop.clone(),
+                (Pace::DEFAULT, stop.clone()),
             ),
         ];
         for (name, session) in [("alice-phone", &alice_phone), ("bob", &bob)] {
@@ -344,8 +344,8 @@ impl World {
             Departure::MemberRemoved => (carol, raw.remove("carol/subscribe"), "bob-2/subscribe"),
             Departure::DeviceRevoked => (bob_2, raw.remove("bob-2/subscribe"), "carol/subscribe"),
         };
-        let mut followers = vec!["alice", "alice-phone", "bob"];
-        followers.extend(raw[staying].iter().map(|receiver| receiver.name));
+        let mut followers = names(&["alice", "alice-phone", "bob"]);
+        followers.extend(raw[staying].iter().map(|receiver| receiver.name.to_owned()));
         stack.add_traffic(
             vec![Followed {
                 conversation_id: group_id.clone(),

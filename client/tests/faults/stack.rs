@@ -27,7 +27,7 @@ use tonic_health::pb::{
 
 use crate::{
     accounts::register_and_log_in,
-    clients::{self, Tasks},
+    clients::{self, Pace, Tasks},
     cluster::{Cluster, Deadline, Link},
     ledger::{AuditRow, Followed, Ledger},
     postgres::Postgres,
@@ -171,11 +171,11 @@ impl Stack {
         self.followed = vec![
             Followed {
                 conversation_id: group_id.clone(),
-                followers: vec!["alice", "carol", "alice-phone"],
+                followers: names(&["alice", "carol", "alice-phone"]),
             },
             Followed {
                 conversation_id: direct_id.clone(),
-                followers: vec!["bob", "alice-phone"],
+                followers: names(&["bob", "alice-phone"]),
             },
         ];
         let ledger = &self.ledger;
@@ -197,13 +197,19 @@ impl Stack {
                 vec![group_id, direct_id],
                 ledger.clone(),
             ),
-            clients::unary_sender("carol", carol, carol_group, ledger.clone(), stop.clone()),
+            clients::unary_sender(
+                "carol",
+                carol,
+                carol_group,
+                ledger.clone(),
+                (Pace::DEFAULT, stop.clone()),
+            ),
             clients::unary_sender(
                 "alice-phone",
                 alice_phone,
                 phone_direct,
                 ledger.clone(),
-                stop,
+                (Pace::DEFAULT, stop),
             ),
         ];
     }
@@ -343,4 +349,9 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Device names as the ledger keeps them.
+pub fn names(devices: &[&str]) -> Vec<String> {
+    devices.iter().map(|device| (*device).to_owned()).collect()
 }

@@ -1,13 +1,13 @@
-//! The fault suite's clients, all through the Ingress and all recording into the [`Ledger`]:
-//! devices on a live conversation (`OpenStream`, the client library's [`Live`], which resumes
-//! from its cursor and resends unanswered sends itself), optionally sending on it; devices on
+//! The clients of the cluster and fault tests, all recording into the [`Ledger`]: devices on a
+//! live conversation ([`LiveDevice`]: `OpenStream` through the client library's [`Live`], which
+//! resumes from its cursor and resends unanswered sends itself), which may send on it; devices on
 //! `Subscribe` (which the library does not offer: a loop here that resumes from its own cursors,
 //! opening each message with the library); and unary senders (`SendMessage`, retried with the
 //! same envelope through `Session::send_prepared`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use client::{Content, Error, LiveEvent, ReceivedText, Session, Target};
+use client::{Content, Error, Live, LiveEvent, ReceivedText, Session, Target};
 use proto::chat::v1::{self as pb, chat_service_client::ChatServiceClient, stream_event::Event};
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -27,6 +27,28 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// outage's backlog would take longer to work off than the test lasts).
 const MAX_UNANSWERED_ON_STREAM: usize = 8;
 
+/// How a sender sends: one `"<name> <n>"` every `interval`, padded with spaces to `text_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub interval: Duration,
+    pub text_bytes: usize,
+}
+
+impl Pace {
+    /// Ten short texts a second.
+    pub const DEFAULT: Self = Self {
+        interval: SEND_INTERVAL,
+        text_bytes: 0,
+    };
+
+    fn text(self, name: &str, n: u64) -> String {
+        let mut text = format!("{name} {n}");
+        let missing = self.text_bytes.saturating_sub(text.len());
+        text.extend(std::iter::repeat_n(' ', missing));
+        text
+    }
+}
+
 /// Background tasks that stop when dropped.
 pub struct Tasks(Vec<JoinHandle<()>>);
 
@@ -34,6 +56,13 @@ impl Tasks {
     /// Tasks of a test's own clients.
     pub fn new(tasks: Vec<JoinHandle<()>>) -> Self {
         Self(tasks)
+    }
+
+    /// Waits until every task has returned (a sender, once stopped).
+    pub async fn finish(mut self) {
+        for task in std::mem::take(&mut self.0) {
+            task.await.unwrap();
+        }
     }
 }
 
@@ -45,54 +74,95 @@ impl Drop for Tasks {
     }
 }
 
+/// A device following one conversation on `OpenStream` (the library's [`Live`]), recording what
+/// it shows and how its stream goes; it may send on the stream ([`LiveDevice::send`]).
+pub struct LiveDevice {
+    pub name: String,
+    conversation: String,
+    live: Live,
+    ledger: Arc<Ledger>,
+    _recorder: Tasks,
+}
+
+impl LiveDevice {
+    /// Opens the live conversation `target` of `session` as device `name`.
+    pub fn open(name: &str, session: &Arc<Session>, target: Target, ledger: Arc<Ledger>) -> Self {
+        let conversation = target.conversation_id.clone();
+        let mut live = session.clone().live(target);
+        // The events are read here; `Live` keeps the stream (and the send side) open.
+        let (_, closed) = tokio::sync::mpsc::channel(1);
+        let mut events = std::mem::replace(&mut live.events, closed);
+        let (record, device, conversation_id) =
+            (ledger.clone(), name.to_owned(), conversation.clone());
+        let recorder = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                record_live_event(&device, &conversation_id, &record, event);
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            conversation,
+            live,
+            ledger,
+            _recorder: Tasks(vec![recorder]),
+        }
+    }
+
+    /// Queues `text` on the stream (the library resends it after a reconnection, with the same
+    /// client message id, until the server answers), recorded in the ledger.
+    pub async fn send(&self, text: String) {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.ledger.sending(&self.conversation, &id, &text);
+        self.live
+            .send_with_id(id, text)
+            .await
+            .expect("the stream is open");
+    }
+}
+
+/// Sends on `device`'s stream at `pace` until `stop`, with at most
+/// [`MAX_UNANSWERED_ON_STREAM`] sends unanswered.
+pub fn send_on_stream(device: Arc<LiveDevice>, pace: Pace, stop: watch::Receiver<bool>) -> Tasks {
+    let task = tokio::spawn(paced(pace.interval, stop, move |n| {
+        let device = device.clone();
+        async move {
+            device.send(pace.text(&device.name, n)).await;
+            while device.ledger.n_unsettled_from(&device.name) >= MAX_UNANSWERED_ON_STREAM {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }));
+    Tasks(vec![task])
+}
+
 /// A device following one conversation on `OpenStream`, sending `"<name> <n>"` on it ten times
 /// a second until `stop` turns true (never, if `None`).
 pub fn live_device(
-    name: &'static str,
+    name: &str,
     session: &Arc<Session>,
     target: Target,
     ledger: Arc<Ledger>,
     stop: Option<watch::Receiver<bool>>,
 ) -> Tasks {
-    let conversation = target.conversation_id.clone();
-    let mut live = session.clone().live(target);
-    let (_, closed) = tokio::sync::mpsc::channel(1);
-    let mut events = std::mem::replace(&mut live.events, closed);
-    let live = Arc::new(live);
+    let device = Arc::new(LiveDevice::open(name, session, target, ledger));
     let mut tasks = Vec::new();
-    let record = ledger.clone();
-    let conversation_id = conversation.clone();
-    tasks.push(tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            record_live_event(name, &conversation_id, &record, event);
-        }
-    }));
     if let Some(stop) = stop {
-        let live = live.clone();
-        tasks.push(tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
-            let (live, ledger, conversation) = (live.clone(), ledger.clone(), conversation.clone());
-            async move {
-                let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
-                ledger.sending(&conversation, &id, &text);
-                live.send_with_id(id, text).await.unwrap();
-                while ledger.n_unsettled_from(name) >= MAX_UNANSWERED_ON_STREAM {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        })));
+        tasks.extend(std::mem::take(
+            &mut send_on_stream(device.clone(), Pace::DEFAULT, stop).0,
+        ));
     }
-    // The live conversation lives as long as the drain task holds it.
+    // The live conversation lives as long as this task holds it.
     tasks.push(tokio::spawn(async move {
-        let _keep = live;
+        let _keep = device;
         std::future::pending::<()>().await;
     }));
     Tasks(tasks)
 }
 
-fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, event: LiveEvent) {
+fn record_live_event(device: &str, conversation: &str, ledger: &Ledger, event: LiveEvent) {
     match event {
         LiveEvent::Message(message) => {
-            ledger.shown(name, conversation, message.sequence, text_of(message));
+            ledger.shown(device, conversation, message.sequence, text_of(message));
         }
         LiveEvent::Sent(sent) => {
             ledger.acknowledged(&sent.client_message_id, sent.sequence, sent.duplicate);
@@ -111,20 +181,20 @@ fn record_live_event(name: &'static str, conversation: &str, ledger: &Ledger, ev
             ledger.failed(&id, &status, &reason, false);
         }
         LiveEvent::Disconnected { code, error, .. } => {
-            ledger.disconnected(&code.map_or_else(|| format!("local: {error}"), status_name));
+            let status = code.map_or_else(|| format!("local: {error}"), status_name);
+            ledger.disconnected(device, &status, &error);
         }
-        LiveEvent::Ended { error } => panic!("{name}'s session ended: {error}"),
-        LiveEvent::Connected
-        | LiveEvent::CaughtUp
-        | LiveEvent::KeyWarning(_)
-        | LiveEvent::MembershipWarning(_) => {}
+        LiveEvent::Connected => ledger.connected(device),
+        LiveEvent::CaughtUp => ledger.caught_up(device),
+        LiveEvent::Ended { error } => ledger.session_ended(device, &error),
+        LiveEvent::KeyWarning(_) | LiveEvent::MembershipWarning(_) => {}
     }
 }
 
 /// A device following `conversations` on `Subscribe` through `server`, resuming from the
 /// last sequence it showed in each after every drop.
 pub fn subscribe_device(
-    name: &'static str,
+    name: &str,
     session: Arc<Session>,
     server: &str,
     conversations: Vec<String>,
@@ -133,6 +203,7 @@ pub fn subscribe_device(
     let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
         .unwrap()
         .connect_lazy();
+    let name = name.to_owned();
     let task = tokio::spawn(async move {
         let mut cursors: HashMap<String, u64> =
             conversations.iter().map(|id| (id.clone(), 0)).collect();
@@ -140,11 +211,11 @@ pub fn subscribe_device(
         loop {
             let mut chat = ChatServiceClient::new(channel.clone());
             let (delivered, status) =
-                subscribe_once(name, &session, &mut chat, &mut cursors, &ledger).await;
+                subscribe_once(&name, &session, &mut chat, &mut cursors, &ledger).await;
             if delivered {
                 backoff = RETRY_DELAY;
             }
-            ledger.disconnected(&status);
+            ledger.disconnected(&name, &status, "");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -155,7 +226,7 @@ pub fn subscribe_device(
 /// One `Subscribe` call until it drops; returns whether it delivered anything, and the status
 /// it ended with (as the client library maps it).
 async fn subscribe_once(
-    name: &'static str,
+    name: &str,
     session: &Session,
     chat: &mut ChatServiceClient<tonic::transport::Channel>,
     cursors: &mut HashMap<String, u64>,
@@ -180,6 +251,7 @@ async fn subscribe_once(
         Ok(response) => response.into_inner(),
         Err(status) => return (false, error_status(&status.into())),
     };
+    ledger.connected(name);
     let mut delivered = false;
     loop {
         let response = match stream.message().await {
@@ -188,11 +260,13 @@ async fn subscribe_once(
             Err(status) => return (delivered, error_status(&status.into())),
         };
         delivered = true;
-        let Some(pb::StreamEvent {
-            event: Some(Event::Message(message)),
-        }) = response.event
-        else {
-            continue;
+        let message = match response.event.and_then(|event| event.event) {
+            Some(Event::Message(message)) => message,
+            Some(Event::CaughtUp(_)) => {
+                ledger.caught_up(name);
+                continue;
+            }
+            _ => continue,
         };
         let Some(cursor) = cursors.get_mut(&message.conversation_id) else {
             continue;
@@ -210,20 +284,22 @@ async fn subscribe_once(
     }
 }
 
-/// Sends `"<name> <n>"` to `target` with unary calls ten times a second until `stop`:
-/// each message sealed once, then sent until acknowledged (retryable failures retried with the
-/// same envelope) or failed for good.
+/// Sends `"<name> <n>"` to `target` with unary calls at `pace` until `stop`: each message
+/// sealed once, then sent until acknowledged (retryable failures retried with the same
+/// envelope) or failed for good.
 pub fn unary_sender(
-    name: &'static str,
+    name: &str,
     session: Arc<Session>,
     target: Target,
     ledger: Arc<Ledger>,
-    stop: watch::Receiver<bool>,
+    (pace, stop): (Pace, watch::Receiver<bool>),
 ) -> Tasks {
-    let task = tokio::spawn(paced(SEND_INTERVAL, stop, move |n| {
+    let name = name.to_owned();
+    let task = tokio::spawn(paced(pace.interval, stop, move |n| {
         let (session, target, ledger) = (session.clone(), target.clone(), ledger.clone());
+        let text = pace.text(&name, n);
         async move {
-            let (id, text) = (uuid::Uuid::new_v4().to_string(), format!("{name} {n}"));
+            let id = uuid::Uuid::new_v4().to_string();
             ledger.sending(&target.conversation_id, &id, &text);
             send_until_settled(&session, &target, &ledger, id, &text).await;
         }

@@ -1,6 +1,7 @@
-//! The ledger: what every sender sent (client message id, acknowledged sequence, every failure
-//! by status) and what every receiving device showed, and the audit that compares both with what
-//! PostgreSQL stored.
+//! The ledger of the cluster and fault tests: what every sender sent (client message id,
+//! acknowledged sequence, every failure by status), what every receiving device showed and how
+//! its streams went (connections, catch-ups, drops), and the audit that compares both with what
+//! PostgreSQL stored. The clients that record into it are in `clients.rs`.
 //!
 //! Senders retry a retryable failure (UNAVAILABLE) with the same client message id and the same
 //! envelope, as the client library does (`Session::send_prepared`, and `Live`, which resends its
@@ -15,6 +16,8 @@ use std::{
 
 use sqlx::{Connection, PgConnection};
 
+use crate::cluster::Deadline;
+
 /// Everything recorded during one fault test.
 #[derive(Default)]
 pub struct Ledger {
@@ -25,13 +28,34 @@ pub struct Ledger {
 struct Book {
     sends: HashMap<String, SendRecord>,
     /// What each (device, conversation) showed, in order: sequence and text.
-    shown: BTreeMap<(&'static str, String), Vec<(u64, String)>>,
+    shown: BTreeMap<(String, String), Vec<(u64, String)>>,
+    /// How each device's streams went.
+    devices: BTreeMap<String, DeviceLog>,
     /// Failed attempts by status.
     failures: BTreeMap<String, usize>,
     /// Failures that were not retried (not retryable), with their send's client message id.
     final_failures: Vec<(String, String)>,
     /// Stream drops seen by the receivers, by status.
     disconnects: BTreeMap<String, usize>,
+}
+
+/// How one device's streams went.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceLog {
+    /// How many times a stream (re)connected.
+    pub connects: usize,
+    /// How many times it caught up after (re)connecting.
+    pub caught_up: usize,
+    /// Each drop: its status and detail.
+    pub disconnects: Vec<String>,
+    /// Set if the device's session ended (which must not happen).
+    pub ended: Option<String>,
+}
+
+impl Book {
+    fn device(&mut self, device: &str) -> &mut DeviceLog {
+        self.devices.entry(device.to_owned()).or_default()
+    }
 }
 
 /// One send.
@@ -82,7 +106,7 @@ pub struct Followed {
     /// Its id.
     pub conversation_id: String,
     /// The devices that must show all of it.
-    pub followers: Vec<&'static str>,
+    pub followers: Vec<String>,
 }
 
 impl Ledger {
@@ -124,30 +148,69 @@ impl Ledger {
     }
 
     /// `device` showed message `sequence` of `conversation` with `text`.
-    pub fn shown(&self, device: &'static str, conversation: &str, sequence: u64, text: String) {
+    pub fn shown(&self, device: &str, conversation: &str, sequence: u64, text: String) {
         self.book()
             .shown
-            .entry((device, conversation.to_owned()))
+            .entry((device.to_owned(), conversation.to_owned()))
             .or_default()
             .push((sequence, text));
     }
 
-    /// A receiver's stream dropped with `status`.
-    pub fn disconnected(&self, status: &str) {
-        *self
-            .book()
+    /// A stream of `device` (re)connected.
+    pub fn connected(&self, device: &str) {
+        self.book().device(device).connects += 1;
+    }
+
+    /// A stream of `device` caught up.
+    pub fn caught_up(&self, device: &str) {
+        self.book().device(device).caught_up += 1;
+    }
+
+    /// A stream of `device` dropped with `status` (`detail` says more).
+    pub fn disconnected(&self, device: &str, status: &str, detail: &str) {
+        let mut book = self.book();
+        *book.disconnects.entry(status.to_owned()).or_default() += 1;
+        book.device(device)
             .disconnects
-            .entry(status.to_owned())
-            .or_default() += 1;
+            .push(format!("{status}: {detail}"));
+    }
+
+    /// The session of `device` ended (the audit fails).
+    pub fn session_ended(&self, device: &str, error: &str) {
+        self.book().device(device).ended = Some(error.to_owned());
+    }
+
+    /// How `device`'s streams went so far.
+    pub fn device_log(&self, device: &str) -> DeviceLog {
+        self.book().devices.get(device).cloned().unwrap_or_default()
     }
 
     /// The highest sequence `device` showed in `conversation`.
-    pub fn last_shown(&self, device: &'static str, conversation: &str) -> u64 {
+    pub fn last_shown(&self, device: &str, conversation: &str) -> u64 {
         self.book()
             .shown
-            .get(&(device, conversation.to_owned()))
+            .get(&(device.to_owned(), conversation.to_owned()))
             .and_then(|shown| shown.last())
             .map_or(0, |(sequence, _)| *sequence)
+    }
+
+    /// The highest sequence acknowledged to any sender so far.
+    pub fn last_acknowledged(&self) -> u64 {
+        self.book()
+            .sends
+            .values()
+            .filter_map(|send| send.acknowledged.map(|(sequence, _)| sequence))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Sends acknowledged so far.
+    pub fn n_acknowledged(&self) -> usize {
+        self.book()
+            .sends
+            .values()
+            .filter(|send| send.acknowledged.is_some())
+            .count()
     }
 
     /// Failed attempts so far, of every status.
@@ -180,15 +243,15 @@ impl Ledger {
             .count()
     }
 
-    /// The time from `healed` until every sender (told apart by the prefix of their texts up
-    /// to the last space) had a send acknowledged again, and the sender that took longest.
+    /// The time from `healed` until every sender (told apart by their texts' first word, the
+    /// sender's name) had a send acknowledged again, and the sender that took longest.
     /// (Not "a send begun after `healed`": a live stream queues its sends during an outage and
     /// works through them first, so that would measure its backlog.)
     fn recovery(&self, healed: Instant) -> Option<(Duration, String)> {
         let book = self.book();
         let mut first_after: HashMap<&str, Option<Instant>> = HashMap::new();
         for send in book.sends.values() {
-            let sender = send.text.rsplit_once(' ').map_or("", |(name, _)| name);
+            let sender = send.text.split_once(' ').map_or("", |(name, _)| name);
             let first = first_after.entry(sender).or_default();
             if let Some((_, at)) = send.acknowledged
                 && at >= healed
@@ -284,7 +347,7 @@ impl Ledger {
                 let empty = Vec::new();
                 let shown = book
                     .shown
-                    .get(&(*device, conversation.conversation_id.clone()))
+                    .get(&(device.clone(), conversation.conversation_id.clone()))
                     .unwrap_or(&empty);
                 shown_total += shown.len();
                 let shown_sequences: Vec<u64> = shown.iter().map(|(s, _)| *s).collect();
@@ -323,6 +386,11 @@ impl Ledger {
         if unsettled > 0 {
             problems.push(format!("{unsettled} sends never acknowledged"));
         }
+        for (device, log) in &book.devices {
+            if let Some(error) = &log.ended {
+                problems.push(format!("{device}'s session ended: {error}"));
+            }
+        }
         for (id, status) in &book.final_failures {
             problems.push(format!("{id} failed for good with {status}"));
         }
@@ -348,6 +416,62 @@ impl Ledger {
             disconnects: book.disconnects.clone(),
             recovery,
             problems,
+        }
+    }
+}
+
+/// Devices following one conversation, as the ledger saw them.
+pub struct Following<'a> {
+    pub ledger: &'a Ledger,
+    pub conversation_id: &'a str,
+    pub devices: &'a [String],
+    /// How long a wait may take.
+    pub within: Duration,
+    /// More to print when a wait times out.
+    pub diagnose: Option<fn() -> String>,
+}
+
+impl Following<'_> {
+    /// Each device's stream drops so far.
+    pub fn disconnects(&self) -> Vec<usize> {
+        self.devices
+            .iter()
+            .map(|device| self.ledger.device_log(device).disconnects.len())
+            .collect()
+    }
+
+    /// Waits until the last sequence every device showed is `reached`.
+    pub async fn wait_until_shown(&self, reached: impl Fn(u64) -> bool, what: &'static str) {
+        let deadline = Deadline::after(self.within, what);
+        let last = |device: &String| self.ledger.last_shown(device, self.conversation_id);
+        while !self.devices.iter().all(|device| reached(last(device))) {
+            for device in self.devices {
+                if let Some(error) = self.ledger.device_log(device).ended {
+                    panic!("{device}'s session ended: {error}");
+                }
+            }
+            if deadline.expired() {
+                let shown: Vec<String> = self
+                    .devices
+                    .iter()
+                    .map(|device| {
+                        let log = self.ledger.device_log(device);
+                        format!(
+                            "{device}: last {}, {} catch-ups, drops {:?}",
+                            last(device),
+                            log.caught_up,
+                            log.disconnects
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}:\n{}\n{} sends unsettled\n{}",
+                    shown.join("\n"),
+                    self.ledger.n_unsettled(),
+                    self.diagnose.map(|diagnose| diagnose()).unwrap_or_default()
+                );
+            }
+            deadline.tick().await;
         }
     }
 }
