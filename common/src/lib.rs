@@ -14,6 +14,7 @@
 //!   commit; pruning), shared by group's membership events and auth's device changes.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
+//! - [`sync`]: locks that keep serving after a panic poisoned them.
 //!
 //! It deliberately holds no domain logic and no knowledge of any one service.
 
@@ -26,4 +27,5 @@ pub mod outbox;
 pub mod service_credential;
 pub mod shutdown;
 pub mod status;
+pub mod sync;
 pub mod telemetry;
