@@ -56,6 +56,12 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<common::ids::InvalidUuid> for Error {
+    fn from(error: common::ids::InvalidUuid) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let message = error.to_string();

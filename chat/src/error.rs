@@ -121,6 +121,12 @@ impl DeviceListMismatch {
     }
 }
 
+impl From<common::ids::InvalidUuid> for Error {
+    fn from(error: common::ids::InvalidUuid) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let wire = Wire::of(error);

@@ -9,6 +9,7 @@
 //! - [`status`]: the bound on the size of every status a service sends.
 //! - [`grpc_guard`]: malformed requests answer INVALID_ARGUMENT (not tonic's INTERNAL), and no
 //!   response carries more metadata than a client accepts; every service and the gateway use it.
+//! - [`ids`]: parsing UUID fields of requests, with the one message a malformed id gets.
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
@@ -23,6 +24,7 @@ pub mod db;
 pub mod grpc;
 pub mod grpc_guard;
 pub mod health;
+pub mod ids;
 pub mod outbox;
 pub mod service_credential;
 pub mod shutdown;
