@@ -13,6 +13,7 @@
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
+//! - [`credentials`]: a caller's token, forwarded on the calls made on its behalf.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //! - [`sync`]: locks that keep serving after a panic poisoned them.
@@ -20,6 +21,7 @@
 //! It deliberately holds no domain logic and no knowledge of any one service.
 
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod grpc;
 pub mod grpc_guard;

@@ -10,6 +10,7 @@ use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
+    credentials::Credentials,
     ids::parse_uuid,
     outbox::{FeedItem, Start},
     service_credential::ServiceCredential,
@@ -22,7 +23,6 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    directory::Credentials,
     events::{EventKind, MembershipEvent},
     groups::{Group, PageCursor},
     ids::{GroupId, Role, UserId},
@@ -45,7 +45,7 @@ impl GroupApi {
         let claims = self.validator.authenticate(request).await?;
         Ok(Caller {
             user: UserId(claims.user_id),
-            credentials: Credentials(request.metadata().get("authorization").cloned()),
+            credentials: Credentials::of(request),
         })
     }
 }

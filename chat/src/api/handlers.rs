@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, pin::Pin};
 
-use common::ids::parse_uuid;
+use common::{credentials::Credentials, ids::parse_uuid};
 use futures::StreamExt;
 use proto::chat::v1 as pb;
 use time::OffsetDateTime;
@@ -15,7 +15,6 @@ use crate::{
     Error,
     delivery::{stream::TokenWatch, wire::message_pb},
     ids::{ConversationId, UserId},
-    membership::devices::Credentials,
     message::Caller,
     service::{Chat, HistoryPage},
     session::{StreamRequest, serve_stream_requests},
@@ -54,7 +53,7 @@ impl ChatApi {
                 user: UserId(claims.user_id),
                 device: crate::ids::DeviceId(claims.device_id),
             },
-            credentials: Credentials(request.metadata().get("authorization").cloned()),
+            credentials: Credentials::of(request),
             claims,
         })
     }
