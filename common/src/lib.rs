@@ -4,7 +4,8 @@
 //!   errors that name the variable.
 //! - [`telemetry`]: one `tracing` subscriber per binary (pretty for people, JSON for clusters).
 //! - [`shutdown`]: the signal that starts a graceful shutdown (SIGTERM or Ctrl-C).
-//! - [`db`]: the PostgreSQL pool and the embedded migrations.
+//! - [`db`]: the PostgreSQL pool, the embedded migrations, and the status a database failure
+//!   answers.
 //! - [`grpc`]: serving a tonic router with reflection and a bounded drain.
 //! - [`status`]: the bound on the size of every status a service sends.
 //! - [`grpc_guard`]: malformed requests answer INVALID_ARGUMENT (not tonic's INTERNAL), and no

@@ -96,14 +96,7 @@ impl From<Error> for Status {
                     Status::internal("internal error")
                 }
             },
-            Error::Db(source) if common::db::is_unavailable(&source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable(common::db::UNAVAILABLE_MESSAGE)
-            }
-            Error::Db(source) => {
-                tracing::error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(source) => common::db::status_of(&source),
         }
     }
 }
