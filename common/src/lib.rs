@@ -15,6 +15,7 @@
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
 //! - [`credentials`]: a caller's token, forwarded on the calls made on its behalf.
+//! - [`service`]: the end of every service's `run`: health, serving, ending streams at shutdown.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //! - [`sync`]: locks that keep serving after a panic poisoned them.
@@ -29,6 +30,7 @@ pub mod grpc_guard;
 pub mod health;
 pub mod ids;
 pub mod outbox;
+pub mod service;
 pub mod service_credential;
 pub mod shutdown;
 pub mod status;
