@@ -6,7 +6,10 @@
 
 use std::{net::IpAddr, pin::Pin, sync::Arc, time::SystemTime};
 
-use common::outbox::{FeedItem, Start};
+use common::{
+    ids::{InvalidUuid, parse_uuid},
+    outbox::{FeedItem, Start},
+};
 use proto::auth::{internal::v1 as internal_pb, v1 as pb};
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -67,7 +70,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let address = client_address(&request);
         let request = request.into_inner();
         accounts::check_name("device name", &request.device_name)?;
-        let resume_device = optional_uuid("device_id", &request.device_id)?;
+        let resume_device = optional_uuid("device_id", &request.device_id).map_err(Error::from)?;
         let state = &self.state;
         // A name that breaks the rules cannot exist: it is refused like an unknown one.
         let username = Username::parse(&request.username).ok();
@@ -225,7 +228,8 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::RevokeDeviceRequest>,
     ) -> Result<Response<pb::RevokeDeviceResponse>, Status> {
         let caller = self.authenticate(&request).await?;
-        let device_id = required_uuid("device_id", &request.get_ref().device_id)?;
+        let device_id =
+            parse_uuid("device_id", &request.get_ref().device_id).map_err(Error::from)?;
         devices::revoke(&self.state.db, caller.user_id, device_id).await?;
         self.state.revoked([token::Revoked::Device(device_id)]);
         tracing::info!(user_id = %caller.user_id, %device_id, "device revoked");
@@ -238,7 +242,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::RenameDeviceResponse>, Status> {
         let caller = self.authenticate(&request).await?;
         let request = request.into_inner();
-        let device_id = required_uuid("device_id", &request.device_id)?;
+        let device_id = parse_uuid("device_id", &request.device_id).map_err(Error::from)?;
         let name = request.name.trim();
         if name.is_empty() {
             return Err(Error::InvalidArgument("device name must not be empty".into()).into());
@@ -265,8 +269,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let ids = request
             .user_ids
             .iter()
-            .map(|id| required_uuid("user_ids", id))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|id| parse_uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::from)?;
         // A name that breaks the rules cannot exist: it is only listed in `not_found`.
         let usernames: Vec<Option<Username>> = request
             .usernames
@@ -389,8 +394,9 @@ impl internal_pb::auth_internal_service_server::AuthInternalService for AuthInte
         let ids = request
             .user_ids
             .iter()
-            .map(|id| required_uuid("user_ids", id))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|id| parse_uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::from)?;
         let devices_by_user = devices::keyed_devices_of(&self.state.db, &ids).await?;
         let users = request
             .user_ids
@@ -502,13 +508,9 @@ fn client_address<T>(request: &Request<T>) -> Option<IpAddr> {
         .or_else(|| request.remote_addr().map(|addr| addr.ip()))
 }
 
-fn required_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
-}
-
-fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, Error> {
+fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, InvalidUuid> {
     (!value.is_empty())
-        .then(|| required_uuid(field, value))
+        .then(|| parse_uuid(field, value))
         .transpose()
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    config::{ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings},
+    config::{ConfigError, DatabaseSettings, EnvReader, FromEnv, SecretSource, ServerSettings},
     outbox::OutboxSettings,
     service_credential,
 };
@@ -14,10 +14,6 @@ use common::{
 /// Where auth listens unless `AUTH_LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50061);
-
-/// The longest `AUTH_DEVICE_EVENTS_POLL_INTERVAL_MS`: it paces `WatchRevocations`' heartbeats,
-/// which validators expect well within their maximum staleness (`token::DEFAULT_MAX_STALENESS`).
-const MAX_DEVICE_EVENTS_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The event feed's listener holds one connection for good: a pool of one would leave none for
 /// the calls (or the health probe), which would all wait until they time out.
@@ -120,20 +116,8 @@ pub struct ThrottleSettings {
 /// Validators refuse longer-lived tokens (`token::ValidationSettings::max_lifetime`).
 const MAX_ACCESS_TOKEN_TTL: Duration = token::MAX_ACCESS_TOKEN_LIFETIME;
 
-impl Config {
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|key| std::env::var(key).ok())
-    }
-
-    /// Reads the configuration through `lookup` (a map in tests).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl FromEnv for Config {
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("AUTH", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
@@ -145,12 +129,14 @@ impl Config {
             tokens: TokenSettings::from_env(&env)?,
             passwords: PasswordSettings::from_env(&env)?,
             login_throttle: ThrottleSettings::from_env(&env)?,
-            max_devices_per_user: positive(&env, "MAX_DEVICES_PER_USER", 10)?,
-            device_events: device_event_settings(&env)?,
+            max_devices_per_user: env.positive_or("MAX_DEVICES_PER_USER", 10)?,
+            device_events: OutboxSettings::from_env(&env, "DEVICE_EVENTS", "WatchRevocations")?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
+}
 
+impl Config {
     /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, a fresh
     /// signing key and refresh secret, the tests' service secret, a quick device-event poll, and cheap argon2 parameters (tests check behaviour, the
     /// benchmark checks cost). The database URL is a placeholder: tests pass their own pool to
@@ -228,8 +214,8 @@ impl TokenSettings {
 impl PasswordSettings {
     fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        let memory_kib = positive(env, "ARGON2_MEMORY_KIB", 19 * 1024)?;
-        let iterations = positive(env, "ARGON2_ITERATIONS", 2)?;
+        let memory_kib = env.positive_or("ARGON2_MEMORY_KIB", 19 * 1024)?;
+        let iterations = env.positive_or("ARGON2_ITERATIONS", 2)?;
         if memory_kib < 19 * 1024 || iterations < 2 {
             // Weaker than OWASP's argon2id minimum (m=19 MiB, t=2, p=1): refuse rather than
             // silently store weak hashes.
@@ -241,15 +227,15 @@ impl PasswordSettings {
         Ok(Self {
             memory_kib,
             iterations,
-            parallelism: positive(env, "ARGON2_PARALLELISM", 1)?,
-            concurrency: positive(env, "PASSWORD_HASHING_CONCURRENCY", cpus as u32)? as usize,
+            parallelism: env.positive_or("ARGON2_PARALLELISM", 1)?,
+            concurrency: env.positive_or("PASSWORD_HASHING_CONCURRENCY", cpus as u32)? as usize,
         })
     }
 }
 
 impl ThrottleSettings {
     fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
-        let failures_per_account = positive(env, "LOGIN_FAILURES_PER_ACCOUNT", 50)?;
+        let failures_per_account = env.positive_or("LOGIN_FAILURES_PER_ACCOUNT", 50)?;
         if failures_per_account > MAX_CONSECUTIVE_FAILURES {
             return Err(ConfigError::Invalid {
                 key: env.key("LOGIN_FAILURES_PER_ACCOUNT"),
@@ -259,7 +245,7 @@ impl ThrottleSettings {
         Ok(Self {
             failures_before_delay: env.parse_or("LOGIN_FAILURES_BEFORE_DELAY", 3)?,
             max_delay: throttle_seconds(env, "LOGIN_MAX_DELAY_SECS", 900)?,
-            failures_per_address: positive(env, "LOGIN_FAILURES_PER_ADDRESS", 50)?,
+            failures_per_address: env.positive_or("LOGIN_FAILURES_PER_ADDRESS", 50)?,
             window: throttle_seconds(env, "LOGIN_FAILURE_WINDOW_SECS", 900)?,
             failures_per_account,
             account_lock: throttle_seconds(env, "LOGIN_ACCOUNT_LOCK_SECS", 3600)?,
@@ -280,27 +266,6 @@ fn throttle_seconds(env: &EnvReader, setting: &str, default: u64) -> Result<Dura
         });
     }
     Ok(value)
-}
-
-fn device_event_settings(env: &EnvReader) -> Result<OutboxSettings, ConfigError> {
-    let settings = OutboxSettings::from_env(env, "DEVICE_EVENTS")?;
-    if settings.poll_interval > MAX_DEVICE_EVENTS_POLL_INTERVAL {
-        return Err(ConfigError::Invalid {
-            key: env.key("DEVICE_EVENTS_POLL_INTERVAL_MS"),
-            reason: "must be at most 5000: it paces WatchRevocations' heartbeats".into(),
-        });
-    }
-    Ok(settings)
-}
-
-fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
-    match env.parse_or(setting, default)? {
-        0 => Err(ConfigError::Invalid {
-            key: env.key(setting),
-            reason: "must be at least 1".into(),
-        }),
-        value => Ok(value),
-    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,12 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<common::ids::InvalidUuid> for Error {
+    fn from(error: common::ids::InvalidUuid) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let message = error.to_string();
@@ -86,14 +92,7 @@ impl From<Error> for Status {
                 with_reason(Code::InvalidArgument, message, "INVALID_PUBLIC_KEY", None)
             }
             Error::Busy => Status::unavailable(message),
-            Error::Db(source) if common::db::is_unavailable(&source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable(common::db::UNAVAILABLE_MESSAGE)
-            }
-            Error::Db(source) => {
-                tracing::error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(source) => common::db::status_of(&source),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Status::internal("internal error")

@@ -57,21 +57,15 @@ pub async fn run(
     let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
     // Serving before the revocations are read would answer UNAVAILABLE to every token.
     revocations::wait_until_caught_up(&state.revocations).await;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    common::health::track_database(health, db, SERVICES).await;
-    let services = Routes::new(health_service)
-        .add_service(AuthServer::new(AuthApi::new(state.clone())))
+    let services = Routes::new(AuthServer::new(AuthApi::new(state.clone())))
         .add_service(AuthInternalServer::new(AuthInternalApi::new(state)));
-    let shutdown = async move {
-        shutdown.await;
-        // Device-event streams never finish on their own: end them so that the drain can complete.
-        streams_end.cancel();
-    };
-    common::grpc::serve(
+    common::service::serve(
         services,
         SERVICES,
+        db,
         listener,
         shutdown,
+        streams_end,
         config.server.shutdown_timeout,
     )
     .await?;

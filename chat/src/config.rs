@@ -5,7 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{
     config::{
-        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings,
+        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, FromEnv, SecretSource,
+        ServerSettings,
     },
     service_credential,
 };
@@ -113,20 +114,8 @@ pub struct RecentSettings {
     pub max_conversations: usize,
 }
 
-impl Config {
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|key| std::env::var(key).ok())
-    }
-
-    /// Reads the configuration through `lookup` (a map in tests).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl FromEnv for Config {
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("CHAT", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
@@ -134,44 +123,42 @@ impl Config {
             access_tokens: AccessTokenSettings::from_env(&env)?,
             group_url: group_url(&env)?,
             limits: Limits {
-                max_ciphertext_bytes: positive(&env, "MAX_CIPHERTEXT_BYTES", 64 * 1024)?,
-                max_wrapped_key_bytes: positive(&env, "MAX_WRAPPED_KEY_BYTES", 512)?,
-                max_wrapped_keys: positive(&env, "MAX_WRAPPED_KEYS", 10_000)?,
-                max_page_size: positive(&env, "MAX_PAGE_SIZE", 200)?,
-                max_streams_per_device: positive(&env, "MAX_STREAMS_PER_DEVICE", 16)?,
-                max_stream_sends_in_flight: positive(&env, "MAX_STREAM_SENDS_IN_FLIGHT", 64)?,
-                typing_interval: Duration::from_millis(positive(
-                    &env,
-                    "TYPING_INTERVAL_MS",
-                    2_000,
-                )?),
+                max_ciphertext_bytes: env.positive_or("MAX_CIPHERTEXT_BYTES", 64 * 1024)?,
+                max_wrapped_key_bytes: env.positive_or("MAX_WRAPPED_KEY_BYTES", 512)?,
+                max_wrapped_keys: env.positive_or("MAX_WRAPPED_KEYS", 10_000)?,
+                max_page_size: env.positive_or("MAX_PAGE_SIZE", 200)?,
+                max_streams_per_device: env.positive_or("MAX_STREAMS_PER_DEVICE", 16)?,
+                max_stream_sends_in_flight: env.positive_or("MAX_STREAM_SENDS_IN_FLIGHT", 64)?,
+                typing_interval: Duration::from_millis(
+                    env.positive_or("TYPING_INTERVAL_MS", 2_000)?,
+                ),
             },
             commit: CommitSettings {
                 window: Duration::from_micros(env.parse_or("COMMIT_WINDOW_MICROS", 0)?),
-                max_batch: positive(&env, "COMMIT_MAX_BATCH", 512)?,
-                queue: positive(&env, "COMMIT_QUEUE", 8_192)?,
+                max_batch: env.positive_or("COMMIT_MAX_BATCH", 512)?,
+                queue: env.positive_or("COMMIT_QUEUE", 8_192)?,
             },
             streams: StreamSettings {
-                queue: positive(&env, "STREAM_QUEUE", 256)?,
-                stall_limit: Duration::from_millis(positive(&env, "STREAM_STALL_MS", 2_000)?),
-                ack_timeout: Duration::from_millis(positive(
-                    &env,
-                    "STREAM_ACK_TIMEOUT_MS",
-                    10_000,
-                )?),
-                heartbeat: Duration::from_secs(positive(&env, "HEARTBEAT_SECS", 15)?),
-                replay_page: positive(&env, "REPLAY_PAGE", 100)?,
+                queue: env.positive_or("STREAM_QUEUE", 256)?,
+                stall_limit: Duration::from_millis(env.positive_or("STREAM_STALL_MS", 2_000)?),
+                ack_timeout: Duration::from_millis(
+                    env.positive_or("STREAM_ACK_TIMEOUT_MS", 10_000)?,
+                ),
+                heartbeat: Duration::from_secs(env.positive_or("HEARTBEAT_SECS", 15)?),
+                replay_page: env.positive_or("REPLAY_PAGE", 100)?,
                 notify_window: Duration::from_micros(env.parse_or("NOTIFY_WINDOW_MICROS", 0)?),
             },
             recent: RecentSettings {
-                budget_bytes: positive(&env, "RECENT_BYTES", 64 * 1024 * 1024)?,
-                per_conversation: positive(&env, "RECENT_PER_CONVERSATION", 64)?,
-                max_conversations: positive(&env, "RECENT_CONVERSATIONS", 10_000)?,
+                budget_bytes: env.positive_or("RECENT_BYTES", 64 * 1024 * 1024)?,
+                per_conversation: env.positive_or("RECENT_PER_CONVERSATION", 64)?,
+                max_conversations: env.positive_or("RECENT_CONVERSATIONS", 10_000)?,
             },
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
+}
 
+impl Config {
     /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, auth
     /// at `auth_url` and the tests' service secret. The database URL is a placeholder: tests pass
     /// their own pool to [`crate::run`].
@@ -212,23 +199,6 @@ fn group_url(env: &EnvReader) -> Result<String, ConfigError> {
         Err(ConfigError::Invalid {
             key: env.key("GROUP_URL"),
             reason: format!("{url:?}: expected http://host:port"),
-        })
-    }
-}
-
-/// A number that must be above zero (a zero-sized queue or limit would block everything).
-fn positive<T>(env: &EnvReader, setting: &str, default: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + Default,
-    T::Err: std::fmt::Display,
-{
-    let value = env.parse_or(setting, default)?;
-    if value > T::default() {
-        Ok(value)
-    } else {
-        Err(ConfigError::Invalid {
-            key: env.key(setting),
-            reason: "must be above zero".to_owned(),
         })
     }
 }

@@ -121,6 +121,12 @@ impl DeviceListMismatch {
     }
 }
 
+impl From<common::ids::InvalidUuid> for Error {
+    fn from(error: common::ids::InvalidUuid) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let wire = Wire::of(error);
@@ -238,18 +244,11 @@ impl Wire {
                     ..plain(Code::Unavailable)
                 }
             }
-            Error::Db(source) if common::db::is_unavailable(&source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Wire {
-                    message: common::db::UNAVAILABLE_MESSAGE.to_owned(),
-                    ..plain(Code::Unavailable)
-                }
-            }
             Error::Db(source) => {
-                tracing::error!(error = %source, "database error");
+                let status = common::db::status_of(&source);
                 Wire {
-                    message: "internal error".to_owned(),
-                    ..plain(Code::Internal)
+                    message: status.message().to_owned(),
+                    ..plain(status.code())
                 }
             }
             Error::Internal(cause) => {

@@ -33,14 +33,6 @@ id!(
     DeviceId
 );
 
-/// Parses a required UUID field; `field` names it in the error.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] when `value` is not a UUID.
-pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
-    Uuid::try_parse(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
-}
-
 /// Parses a UUID that an envelope's signature covers: only its canonical text (lowercase,
 /// hyphenated) is accepted, because the server stores the UUID and delivers that text, so an
 /// envelope signed over any other spelling could never be verified by its recipients.
@@ -53,5 +45,5 @@ pub fn parse_canonical_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
             "{field} must be a UUID in canonical form (lowercase, hyphenated)"
         )));
     }
-    parse_uuid(field, value)
+    Ok(common::ids::parse_uuid(field, value)?)
 }

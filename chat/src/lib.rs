@@ -134,20 +134,14 @@ pub async fn run(
         streams_end.clone(),
         background,
     )?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    common::health::track_database(health, db, SERVICES).await;
-    let services =
-        Routes::new(health_service).add_service(ChatServer::new(ChatApi::new(validator, chat)));
-    let shutdown = async move {
-        shutdown.await;
-        // Streams never finish on their own: end them so that the drain can complete.
-        streams_end.cancel();
-    };
-    common::grpc::serve(
+    let services = Routes::new(ChatServer::new(ChatApi::new(validator, chat)));
+    common::service::serve(
         services,
         SERVICES,
+        db,
         listener,
         shutdown,
+        streams_end,
         config.server.shutdown_timeout,
     )
     .await?;

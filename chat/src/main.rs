@@ -1,3 +1,4 @@
+use common::config::FromEnv;
 use tokio::net::TcpListener;
 
 #[tokio::main]

@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use common::credentials::Credentials;
 use sqlx::PgPool;
 
 use crate::{
@@ -14,10 +15,7 @@ use crate::{
         typing::TypingLimiter,
     },
     ids::{ConversationId, UserId},
-    membership::{
-        devices::{Credentials, Directory},
-        groups::Membership,
-    },
+    membership::{devices::Directory, groups::Membership},
     message::{Caller, Committed, DeliveredMessage},
     send::checks::Sending,
     store::{

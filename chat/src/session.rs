@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use common::credentials::Credentials;
 use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 
@@ -12,7 +13,6 @@ use crate::{
     Error,
     delivery::stream::{Outbox, Outgoing, SendAnswer},
     ids::ConversationId,
-    membership::devices::Credentials,
     message::Caller,
     service::Chat,
 };

@@ -1,7 +1,8 @@
 //! Typed settings from `<SERVICE>_<SETTING>` environment variables.
 //!
-//! Each service's `Config::from_env()` only calls `Config::from_lookup(|key| std::env::var(key).ok())`,
-//! so tests pass a map instead of touching the process environment. Every error names the variable,
+//! Each service's `Config` implements [`FromEnv::from_lookup`]; [`FromEnv::from_env`] only calls it
+//! with `|key| std::env::var(key).ok()`, so tests pass a map instead of touching the process
+//! environment. Every error names the variable,
 //! so a bad deployment fails at start with a message an operator can act on.
 
 use std::{
@@ -35,6 +36,23 @@ pub enum ConfigError {
         /// What is wrong with it (never contains a secret's value).
         reason: String,
     },
+}
+
+/// A service's configuration, read from its `<SERVICE>_*` variables.
+pub trait FromEnv: Sized {
+    /// Reads the configuration through `lookup` (a map in tests).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first missing or invalid variable.
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
+
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first missing or invalid variable.
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|key| std::env::var(key).ok())
+    }
 }
 
 /// Reads the settings of one service: `prefix` `AUTH` turns setting `LISTEN_ADDR` into
@@ -130,6 +148,27 @@ impl<'a> EnvReader<'a> {
                 key: self.key(setting),
                 reason: format!("{value:?}: {error}"),
             }),
+        }
+    }
+
+    /// An optional number that must be at least 1 (a zero-sized queue, pool or limit would block
+    /// everything), `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when set but unparsable, or zero.
+    pub fn positive_or<T>(&self, setting: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Default,
+        T::Err: Display,
+    {
+        let value = self.parse_or(setting, default)?;
+        if value > T::default() {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                key: self.key(setting),
+                reason: "must be at least 1".into(),
+            })
         }
     }
 
@@ -411,6 +450,21 @@ mod tests {
         assert_eq!(settings.listen_addr, "0.0.0.0:1".parse().unwrap());
         assert_eq!(settings.log_format, LogFormat::Pretty);
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_zero_where_at_least_one_is_needed_is_refused_with_the_variables_name() {
+        let lookup = reader_over(&HashMap::from([("CHAT_QUEUE", "0"), ("CHAT_POOL", "3")]));
+        let env = EnvReader::new("CHAT", &lookup);
+
+        let zero = env.positive_or("QUEUE", 8_usize).unwrap_err();
+
+        assert_eq!(
+            zero.to_string(),
+            "CHAT_QUEUE is invalid: must be at least 1"
+        );
+        assert_eq!(env.positive_or("POOL", 1_u32), Ok(3));
+        assert_eq!(env.positive_or("UNSET", 7_u64), Ok(7));
     }
 
     #[test]

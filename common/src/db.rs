@@ -1,4 +1,4 @@
-//! The PostgreSQL pool and the embedded migrations.
+//! The PostgreSQL pool, the embedded migrations, and the status a database failure answers.
 
 use std::time::Duration;
 
@@ -64,6 +64,19 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 /// What a client is told when [`is_unavailable`] holds.
 pub const UNAVAILABLE_MESSAGE: &str = "the database is busy or unreachable; retry shortly";
 
+/// The status a database failure answers, for each crate's one mapping of its `Error::Db`:
+/// UNAVAILABLE when [`is_unavailable`] holds, INTERNAL otherwise. The cause is logged (a warning
+/// for the first, which clients retry; an error for the second) and never shown to the client.
+pub fn status_of(error: &sqlx::Error) -> tonic::Status {
+    if is_unavailable(error) {
+        tracing::warn!(%error, "database unavailable");
+        tonic::Status::unavailable(UNAVAILABLE_MESSAGE)
+    } else {
+        tracing::error!(%error, "database error");
+        tonic::Status::internal("internal error")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +89,20 @@ mod tests {
         assert!(is_unavailable(&sqlx::Error::Io(refused)));
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
         assert!(!is_unavailable(&sqlx::Error::Protocol("bad".to_owned())));
+    }
+
+    #[test]
+    fn database_failures_answer_unavailable_or_internal_never_with_their_cause() {
+        let busy = status_of(&sqlx::Error::PoolTimedOut);
+        let broken = status_of(&sqlx::Error::Protocol("secret detail".to_owned()));
+
+        assert_eq!(
+            (busy.code(), busy.message()),
+            (tonic::Code::Unavailable, UNAVAILABLE_MESSAGE)
+        );
+        assert_eq!(
+            (broken.code(), broken.message()),
+            (tonic::Code::Internal, "internal error")
+        );
     }
 }

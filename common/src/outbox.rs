@@ -38,6 +38,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The shortest retention the watch APIs promise ("kept for at least 24 hours").
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest poll interval of an outbox: it paces the heartbeats of the stream that follows
+/// it, which followers wait for. Validators expect `WatchRevocations`' well within their maximum
+/// staleness (`token::DEFAULT_MAX_STALENESS`); chat stops trusting its membership cache after
+/// hearing nothing from `WatchMembershipEvents` for twice this.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Where one outbox lives. The names are fixed strings of the service's schema, never input.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxTable {
@@ -92,11 +98,14 @@ impl Default for OutboxSettings {
 
 impl OutboxSettings {
     /// Reads `<P>_<events>_POLL_INTERVAL_MS`, `_RETENTION_SECS` and `_PRUNE_INTERVAL_SECS`
-    /// (`events` is `EVENTS` for group, `DEVICE_EVENTS` for auth).
+    /// (`events` is `EVENTS` for group, `DEVICE_EVENTS` for auth). The poll interval paces the
+    /// heartbeats of `watch` (the RPC that streams the outbox), so it is at most
+    /// [`MAX_POLL_INTERVAL`].
     ///
     /// # Errors
-    /// When a value is malformed, zero, or the retention is below [`MIN_RETENTION`].
-    pub fn from_env(env: &EnvReader, events: &str) -> Result<Self, ConfigError> {
+    /// When a value is malformed, zero, the poll interval is above [`MAX_POLL_INTERVAL`] or the
+    /// retention is below [`MIN_RETENTION`].
+    pub fn from_env(env: &EnvReader, events: &str, watch: &str) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let poll_key = format!("{events}_POLL_INTERVAL_MS");
         let poll_millis: u64 = env.parse_or(&poll_key, 1_000)?;
@@ -122,8 +131,18 @@ impl OutboxSettings {
                 reason: "must be at least 1".into(),
             });
         }
+        let poll_interval = Duration::from_millis(poll_millis);
+        if poll_interval > MAX_POLL_INTERVAL {
+            return Err(ConfigError::Invalid {
+                key: env.key(&poll_key),
+                reason: format!(
+                    "must be at most {}: it paces {watch}' heartbeats",
+                    MAX_POLL_INTERVAL.as_millis()
+                ),
+            });
+        }
         Ok(Self {
-            poll_interval: Duration::from_millis(poll_millis),
+            poll_interval,
             retention,
             prune_interval,
         })

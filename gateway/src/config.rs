@@ -7,8 +7,8 @@ use http::Uri;
 
 use common::{
     config::{
-        ConfigError, DEFAULT_REVOCATION_MAX_STALENESS, EnvReader, SecretSource, ServerSettings,
-        revocation_max_staleness,
+        ConfigError, DEFAULT_REVOCATION_MAX_STALENESS, EnvReader, FromEnv, SecretSource,
+        ServerSettings, revocation_max_staleness,
     },
     service_credential,
 };
@@ -190,20 +190,8 @@ impl fmt::Display for UpstreamUrls {
     }
 }
 
-impl Config {
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|key| std::env::var(key).ok())
-    }
-
-    /// Reads the configuration through `lookup` (a map in tests).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl FromEnv for Config {
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("GATEWAY", lookup);
         let tls = match (
             env.string_or("TLS_CERT_FILE", ""),
@@ -285,7 +273,9 @@ impl Config {
             tls,
         })
     }
+}
 
+impl Config {
     /// A configuration for tests: ephemeral loopback ports (metrics included), quiet logs, a short
     /// drain, and upstreams that the test sets itself.
     pub fn for_tests(upstreams: UpstreamSettings) -> Self {

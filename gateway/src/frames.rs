@@ -78,9 +78,7 @@ impl Default for FrameWatch {
 
 impl FrameWatch {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        common::sync::lock(&self.state)
     }
 
     /// Notes bytes read from the client; `true` once the client has flooded control frames.

@@ -1,3 +1,5 @@
+use common::config::FromEnv;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = gateway::Config::from_env()?; // fail before binding anything

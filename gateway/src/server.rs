@@ -486,10 +486,7 @@ struct WriteProgress {
 
 impl WriteProgress {
     fn note<T>(&self, poll: &Poll<T>) {
-        let mut blocked_since = self
-            .blocked_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut blocked_since = common::sync::lock(&self.blocked_since);
         match poll {
             Poll::Pending => {
                 blocked_since.get_or_insert_with(Instant::now);
@@ -499,10 +496,7 @@ impl WriteProgress {
     }
 
     fn blocked_for(&self) -> Duration {
-        self.blocked_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map_or(Duration::ZERO, |since| since.elapsed())
+        common::sync::lock(&self.blocked_since).map_or(Duration::ZERO, |since| since.elapsed())
     }
 }
 

@@ -211,17 +211,12 @@ impl UpstreamPool {
 
     /// The next ready connection, round-robin, or why there is none.
     fn ready_connection(&self) -> Result<(SocketAddr, SendRequest<UpstreamBody>), NotReady> {
-        let connections = self
-            .inner
-            .connections
-            .read()
-            .map(|connections| connections.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let connections = common::sync::read(&self.inner.connections).clone();
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut all_down = true;
         for offset in 0..connections.len() {
             let connection = &connections[(start + offset) % connections.len()];
-            let link = connection.link.lock().unwrap_or_else(|e| e.into_inner());
+            let link = common::sync::lock(&connection.link);
             match &*link {
                 Link::Up(sender) if sender.is_ready() => {
                     return Ok((connection.address, sender.clone()));
@@ -375,7 +370,7 @@ fn replace_connections(
     resolved: &HashSet<SocketAddr>,
     settings: &UpstreamSettings,
 ) {
-    let mut connections = pool.connections.write().unwrap_or_else(|e| e.into_inner());
+    let mut connections = common::sync::write(&pool.connections);
     let mut kept: Vec<Arc<Connection>> = Vec::new();
     for connection in connections.iter() {
         if resolved.contains(&connection.address) {
@@ -413,7 +408,7 @@ async fn maintain(
     settings: UpstreamSettings,
 ) {
     let set_link = |link: Link| {
-        *connection.link.lock().unwrap_or_else(|e| e.into_inner()) = link;
+        *common::sync::lock(&connection.link) = link;
         if let Some(pool) = pool.upgrade() {
             pool.changed.notify_waiters();
         }

@@ -10,6 +10,8 @@ use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
+    credentials::Credentials,
+    ids::parse_uuid,
     outbox::{FeedItem, Start},
     service_credential::ServiceCredential,
 };
@@ -21,7 +23,6 @@ use uuid::Uuid;
 
 use crate::{
     Error,
-    directory::Credentials,
     events::{EventKind, MembershipEvent},
     groups::{Group, PageCursor},
     ids::{GroupId, Role, UserId},
@@ -44,7 +45,7 @@ impl GroupApi {
         let claims = self.validator.authenticate(request).await?;
         Ok(Caller {
             user: UserId(claims.user_id),
-            credentials: Credentials(request.metadata().get("authorization").cloned()),
+            credentials: Credentials::of(request),
         })
     }
 }
@@ -302,16 +303,12 @@ impl internal_pb::group_internal_service_server::GroupInternalService for GroupI
     }
 }
 
-fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Error> {
-    Uuid::try_parse(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
-}
-
 fn group_id(value: &str) -> Result<GroupId, Error> {
-    parse_uuid("group_id", value).map(GroupId)
+    Ok(GroupId(parse_uuid("group_id", value)?))
 }
 
 fn user_id(field: &str, value: &str) -> Result<UserId, Error> {
-    parse_uuid(field, value).map(UserId)
+    Ok(UserId(parse_uuid(field, value)?))
 }
 
 fn user_ids(field: &str, values: &[String]) -> Result<Vec<UserId>, Error> {

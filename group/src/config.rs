@@ -5,7 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{
     config::{
-        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, SecretSource, ServerSettings,
+        AccessTokenSettings, ConfigError, DatabaseSettings, EnvReader, FromEnv, SecretSource,
+        ServerSettings,
     },
     outbox::OutboxSettings,
     service_credential,
@@ -57,35 +58,8 @@ pub struct Limits {
 /// How membership events are streamed and kept (`GROUP_EVENTS_*`).
 pub type EventSettings = OutboxSettings;
 
-/// The longest `GROUP_EVENTS_POLL_INTERVAL_MS`: it paces `WatchMembershipEvents`' heartbeats,
-/// and chat stops trusting its membership cache after hearing nothing for twice this.
-const MAX_EVENTS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn event_settings(env: &EnvReader) -> Result<EventSettings, ConfigError> {
-    let settings = OutboxSettings::from_env(env, "EVENTS")?;
-    if settings.poll_interval > MAX_EVENTS_POLL_INTERVAL {
-        return Err(ConfigError::Invalid {
-            key: env.key("EVENTS_POLL_INTERVAL_MS"),
-            reason: "must be at most 5000: it paces WatchMembershipEvents' heartbeats".into(),
-        });
-    }
-    Ok(settings)
-}
-
-impl Config {
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|key| std::env::var(key).ok())
-    }
-
-    /// Reads the configuration through `lookup` (a map in tests).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first missing or invalid variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl FromEnv for Config {
+    fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("GROUP", lookup);
         Ok(Self {
             server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
@@ -96,11 +70,13 @@ impl Config {
             )?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             limits: Limits::from_env(&env)?,
-            events: event_settings(&env)?,
+            events: OutboxSettings::from_env(&env, "EVENTS", "WatchMembershipEvents")?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
+}
 
+impl Config {
     /// A configuration for tests: an ephemeral loopback port, quiet logs, a short drain, auth at
     /// `auth_url`, the default limits, a quick poll and the tests' service secret. The database URL is a placeholder: tests
     /// pass their own pool to [`crate::run`].
@@ -133,7 +109,7 @@ impl Default for Limits {
 impl Limits {
     fn from_env(env: &EnvReader) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let max_name_chars = positive(env, "MAX_NAME_CHARS", defaults.max_name_chars)?;
+        let max_name_chars = env.positive_or("MAX_NAME_CHARS", defaults.max_name_chars)?;
         if max_name_chars > NAME_CHARS_CEILING {
             return Err(ConfigError::Invalid {
                 key: env.key("MAX_NAME_CHARS"),
@@ -141,7 +117,7 @@ impl Limits {
             });
         }
         let max_members_per_group =
-            positive(env, "MAX_MEMBERS_PER_GROUP", defaults.max_members_per_group)?;
+            env.positive_or("MAX_MEMBERS_PER_GROUP", defaults.max_members_per_group)?;
         if max_members_per_group < 2 {
             return Err(ConfigError::Invalid {
                 key: env.key("MAX_MEMBERS_PER_GROUP"),
@@ -150,24 +126,11 @@ impl Limits {
         }
         Ok(Self {
             max_members_per_group,
-            max_groups_per_user: positive(
-                env,
-                "MAX_GROUPS_PER_USER",
-                defaults.max_groups_per_user,
-            )?,
+            max_groups_per_user: env
+                .positive_or("MAX_GROUPS_PER_USER", defaults.max_groups_per_user)?,
             max_name_chars,
-            max_users_per_add: positive(env, "MAX_USERS_PER_ADD", defaults.max_users_per_add)?,
+            max_users_per_add: env.positive_or("MAX_USERS_PER_ADD", defaults.max_users_per_add)?,
         })
-    }
-}
-
-fn positive(env: &EnvReader, setting: &str, default: u32) -> Result<u32, ConfigError> {
-    match env.parse_or(setting, default)? {
-        0 => Err(ConfigError::Invalid {
-            key: env.key(setting),
-            reason: "must be at least 1".into(),
-        }),
-        value => Ok(value),
     }
 }
 

@@ -11,18 +11,15 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use common::credentials::Credentials;
 use proto::auth::v1 as auth_pb;
-use tonic::{metadata::AsciiMetadataValue, transport::Channel};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{Error, ids::UserId};
 
 /// Users per LookupUsers call (auth's limit).
 const LOOKUP_CHUNK: usize = 100;
-
-/// The caller's credentials, forwarded as they came.
-#[derive(Debug, Clone)]
-pub struct Credentials(pub Option<AsciiMetadataValue>);
 
 /// Auth's user directory.
 #[derive(Clone)]
@@ -83,15 +80,10 @@ impl Directory {
         users: &[UserId],
     ) -> Result<auth_pb::LookupUsersResponse, Error> {
         let mut client = auth_pb::auth_service_client::AuthServiceClient::new(self.channel.clone());
-        let mut request = tonic::Request::new(auth_pb::LookupUsersRequest {
+        let request = credentials.request(auth_pb::LookupUsersRequest {
             user_ids: users.iter().map(|user| user.0.to_string()).collect(),
             usernames: Vec::new(),
         });
-        if let Some(value) = &credentials.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
         let response = client.lookup_users(request).await.map_err(Error::Auth)?;
         Ok(response.into_inner())
     }

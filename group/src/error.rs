@@ -52,6 +52,12 @@ pub enum Error {
     Db(#[from] sqlx::Error),
 }
 
+impl From<common::ids::InvalidUuid> for Error {
+    fn from(error: common::ids::InvalidUuid) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         let message = error.to_string();
@@ -90,14 +96,7 @@ impl From<Error> for Status {
                     Status::internal("internal error")
                 }
             },
-            Error::Db(source) if common::db::is_unavailable(&source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable(common::db::UNAVAILABLE_MESSAGE)
-            }
-            Error::Db(source) => {
-                tracing::error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
+            Error::Db(source) => common::db::status_of(&source),
         }
     }
 }

@@ -82,28 +82,22 @@ pub async fn run(
         directory: directory::Directory::new(&tokens.auth_url)?,
         feed: common::outbox::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
     });
-    let (health, health_service) = tonic_health::server::health_reporter();
-    common::health::track_database(health, db, SERVICES).await;
-    let services = Routes::new(health_service)
-        .add_service(GroupServer::new(GroupApi::new(
-            validator.clone(),
-            service.clone(),
-        )))
-        .add_service(GroupInternalServer::new(GroupInternalApi::new(
-            validator,
-            service_credential,
-            service,
-        )));
-    let shutdown = async move {
-        shutdown.await;
-        // Event streams never finish on their own: end them so that the drain can complete.
-        streams_end.cancel();
-    };
-    common::grpc::serve(
+    let services = Routes::new(GroupServer::new(GroupApi::new(
+        validator.clone(),
+        service.clone(),
+    )))
+    .add_service(GroupInternalServer::new(GroupInternalApi::new(
+        validator,
+        service_credential,
+        service,
+    )));
+    common::service::serve(
         services,
         SERVICES,
+        db,
         listener,
         shutdown,
+        streams_end,
         config.server.shutdown_timeout,
     )
     .await?;

@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use common::outbox::{Feed, FeedItem, Start, StreamItem};
+use common::{
+    credentials::Credentials,
+    outbox::{Feed, FeedItem, Start, StreamItem},
+};
 use proto::auth::v1 as auth_pb;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -11,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::{
     Error,
     config::Limits,
-    directory::{Credentials, Directory},
+    directory::Directory,
     events::MembershipEvent,
     groups::{self, Group, GroupName, GroupPage, PageCursor},
     ids::{GroupId, Role, UserId},

@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, pin::Pin};
 
+use common::{credentials::Credentials, ids::parse_uuid};
 use futures::StreamExt;
 use proto::chat::v1 as pb;
 use time::OffsetDateTime;
@@ -13,8 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     Error,
     delivery::{stream::TokenWatch, wire::message_pb},
-    ids::{ConversationId, UserId, parse_uuid},
-    membership::devices::Credentials,
+    ids::{ConversationId, UserId},
     message::Caller,
     service::{Chat, HistoryPage},
     session::{StreamRequest, serve_stream_requests},
@@ -53,7 +53,7 @@ impl ChatApi {
                 user: UserId(claims.user_id),
                 device: crate::ids::DeviceId(claims.device_id),
             },
-            credentials: Credentials(request.metadata().get("authorization").cloned()),
+            credentials: Credentials::of(request),
             claims,
         })
     }
@@ -147,7 +147,9 @@ impl pb::chat_service_server::ChatService for ChatApi {
         request: Request<pb::OpenDirectConversationRequest>,
     ) -> Result<Response<pb::OpenDirectConversationResponse>, Status> {
         let who = self.authenticate(&request).await?;
-        let peer = UserId(parse_uuid("peer_user_id", &request.get_ref().peer_user_id)?);
+        let peer = UserId(
+            parse_uuid("peer_user_id", &request.get_ref().peer_user_id).map_err(Error::from)?,
+        );
         let conversation = self
             .chat
             .open_direct(&who.credentials, who.caller, peer)
@@ -301,7 +303,7 @@ fn stream_request(request: pb::OpenStreamRequest) -> StreamRequest {
 }
 
 fn conversation_id(value: &str) -> Result<ConversationId, Error> {
-    parse_uuid("conversation_id", value).map(ConversationId)
+    Ok(ConversationId(parse_uuid("conversation_id", value)?))
 }
 
 fn positions_of(

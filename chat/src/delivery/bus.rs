@@ -24,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use common::sync::lock;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -349,10 +350,6 @@ pub fn fuzz_payload(payload: &str) {
             "written back as {written:?}"
         );
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::{
     },
 };
 
+use common::sync::lock;
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
@@ -412,8 +413,4 @@ impl Drop for Registration {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }

@@ -192,7 +192,7 @@ impl RecentMessages {
     pub fn offer_committed(&self, messages: impl IntoIterator<Item = DeliveredMessage>) {
         for mut message in messages {
             let slot = {
-                let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let state = common::sync::lock(&self.state);
                 state.tails.get(&message.conversation).cloned()
             };
             let Some(slot) = slot else { continue };
@@ -216,7 +216,7 @@ impl RecentMessages {
     /// The slot of `conversation`, created if needed, marked as just used.
     fn slot(&self, conversation: ConversationId) -> Arc<Slot> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = common::sync::lock(&self.state);
         if !state.tails.contains_key(&conversation)
             && state.tails.len() >= self.settings.max_conversations
         {
@@ -253,7 +253,7 @@ impl RecentMessages {
             tail.messages.len() > self.settings.per_conversation
                 || (tail.messages.len() > 1 && tail.bytes > per_tail)
         });
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = common::sync::lock(&self.state);
         state.bytes = state.bytes + added - freed;
         if state.bytes > budget {
             evict(&mut state, slot.conversation, |state| state.bytes > budget);

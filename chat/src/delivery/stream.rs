@@ -248,11 +248,7 @@ impl Outbox {
 
     /// Ends the stream with `error` (the first end wins); queued items are dropped.
     pub fn end(&self, error: Error) {
-        let end = self
-            .end
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
+        let end = common::sync::lock(&self.end).take();
         if let Some(end) = end {
             let _ = end.send(error);
         }

@@ -41,10 +41,7 @@ impl TypingLimiter {
         conversation: ConversationId,
         now: Instant,
     ) -> Result<(), Error> {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut last = common::sync::lock(&self.last);
         if let Some(previous) = last.get(&(device, conversation)) {
             let elapsed = now.saturating_duration_since(*previous);
             if elapsed < self.interval {

@@ -7,8 +7,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use common::credentials::Credentials;
 use proto::auth::{internal::v1 as internal_pb, v1 as auth_pb};
-use tonic::{metadata::AsciiMetadataValue, transport::Channel};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
@@ -30,10 +31,6 @@ pub struct ActiveDevice {
     /// Its raw Ed25519 public key: verifies what it sends.
     pub signing_public_key: Vec<u8>,
 }
-
-/// The caller's credentials, forwarded as they came.
-#[derive(Debug, Clone)]
-pub struct Credentials(pub Option<AsciiMetadataValue>);
 
 /// Auth's device directory.
 #[derive(Clone)]
@@ -168,19 +165,6 @@ impl Directory {
             .into_iter()
             .map(|(user, list)| (user, Arc::from(list)))
             .collect())
-    }
-}
-
-impl Credentials {
-    /// A request carrying these credentials.
-    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        request
     }
 }
 

@@ -100,9 +100,7 @@ impl<K: Eq + Hash + Copy, V: Clone> FollowedCache<K, V> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<K, V>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        common::sync::lock(&self.state)
     }
 }
 

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use common::credentials::Credentials;
 use proto::group::internal::v1 as group_pb;
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use crate::{
     Error,
     ids::{ConversationId, UserId},
-    membership::{devices::Credentials, followed_cache::FollowedCache},
+    membership::followed_cache::FollowedCache,
     store::conversations::Participants,
 };
 

@@ -17,6 +17,7 @@ use std::{
     sync::Arc,
 };
 
+use common::credentials::Credentials;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -27,7 +28,7 @@ use crate::{
     error::DeviceListMismatch,
     ids::{ConversationId, DeviceId, UserId, parse_canonical_uuid},
     membership::{
-        devices::{ActiveDevice, Credentials, Directory},
+        devices::{ActiveDevice, Directory},
         groups::Membership,
     },
     message::{Caller, Committed, StoredMessage, V2Fields, to_u64},

@@ -259,10 +259,7 @@ impl Participants {
         .await?;
         let users: Arc<[UserId]> = users.into_iter().map(UserId).collect();
         if !users.is_empty() {
-            let mut cache = self
-                .cache
-                .write()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let mut cache = common::sync::write(&self.cache);
             if cache.len() >= MAX_CACHED_CONVERSATIONS {
                 cache.clear();
             }
@@ -289,9 +286,7 @@ impl Participants {
     }
 
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ConversationId, Arc<[UserId]>>> {
-        self.cache
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+        common::sync::read(&self.cache)
     }
 }
 

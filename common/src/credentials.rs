@@ -1,0 +1,49 @@
+//! The caller's own credentials, forwarded on calls made on its behalf: a call between services
+//! for a user carries that user's token, so the service called checks it like any other call.
+
+use tonic::metadata::AsciiMetadataValue;
+
+/// The `authorization` metadata a call came with, forwarded as it came (or nothing, when it
+/// came without).
+#[derive(Debug, Clone)]
+pub struct Credentials(Option<AsciiMetadataValue>);
+
+impl Credentials {
+    /// The credentials `request` came with.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        Self(request.metadata().get("authorization").cloned())
+    }
+
+    /// A request carrying these credentials.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_carries_the_callers_authorization_and_nothing_when_it_had_none() {
+        let mut incoming = tonic::Request::new(());
+        incoming
+            .metadata_mut()
+            .insert("authorization", "Bearer t".parse().unwrap());
+
+        let forwarded = Credentials::of(&incoming).request(1);
+        let anonymous = Credentials::of(&tonic::Request::new(())).request(2);
+
+        assert_eq!(
+            forwarded.metadata().get("authorization").unwrap(),
+            "Bearer t"
+        );
+        assert!(anonymous.metadata().get("authorization").is_none());
+    }
+}
