@@ -4,9 +4,16 @@
 use tonic::metadata::AsciiMetadataValue;
 
 /// The `authorization` metadata a call came with, forwarded as it came (or nothing, when it
-/// came without).
-#[derive(Debug, Clone)]
+/// came without). Its `Debug` never shows the token (it may be logged with a request).
+#[derive(Clone)]
 pub struct Credentials(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.0.is_some() { "present" } else { "none" };
+        f.debug_tuple("Credentials").field(&shown).finish()
+    }
+}
 
 impl Credentials {
     /// The credentials `request` came with.
@@ -45,5 +52,18 @@ mod tests {
             "Bearer t"
         );
         assert!(anonymous.metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let mut incoming = tonic::Request::new(());
+        incoming
+            .metadata_mut()
+            .insert("authorization", "Bearer secret-token".parse().unwrap());
+
+        let shown = format!("{:?}", Credentials::of(&incoming));
+
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert_eq!(shown, "Credentials(\"present\")");
     }
 }
