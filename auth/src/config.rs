@@ -28,6 +28,9 @@ const MIN_DATABASE_CONNECTIONS: u32 = 2;
 pub struct Config {
     /// Listening address, logs, shutdown drain.
     pub server: ServerSettings,
+    /// `AUTH_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP); never the API port.
+    /// Unset: no metrics port (see `common::config::optional_metrics_listen_addr`).
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
     /// Access and refresh tokens.
@@ -135,8 +138,12 @@ impl Config {
     /// A [`ConfigError`] naming the first missing or invalid variable.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("AUTH", lookup);
+        let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
+        let metrics_listen_addr =
+            common::config::optional_metrics_listen_addr(&env, server.listen_addr)?;
         Ok(Self {
-            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            server,
+            metrics_listen_addr,
             database: DatabaseSettings::from_env(
                 &env,
                 MIN_DATABASE_CONNECTIONS,
@@ -159,6 +166,7 @@ impl Config {
         let signing_key = token::SigningKey::generate().to_pkcs8_pem();
         Self {
             server: ServerSettings::for_tests(),
+            metrics_listen_addr: None,
             database: DatabaseSettings::for_tests(),
             tokens: TokenSettings {
                 issuer: "chat-auth".into(),

@@ -53,6 +53,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics_listener =
+        common::metrics::bind(config.metrics_listen_addr, "AUTH_METRICS_LISTEN_ADDR").await?;
+    run_with_metrics_listener(config, db, listener, metrics_listener, shutdown).await
+}
+
+/// As [`run`], with `/metrics` served on `metrics_listener` (bound by the caller; `None`: no
+/// metrics port) instead of at `config.metrics_listen_addr`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_metrics_listener(
+    config: Config,
+    db: PgPool,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(common::metrics::for_service(SERVICES, &db));
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     let streams_end = CancellationToken::new();
     let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
     // Serving before the revocations are read would answer UNAVAILABLE to every token.
@@ -70,6 +89,7 @@ pub async fn run(
     common::grpc::serve(
         services,
         SERVICES,
+        metrics,
         listener,
         shutdown,
         config.server.shutdown_timeout,

@@ -12,6 +12,8 @@
 //! - [`health`]: gRPC health that follows the database's reachability.
 //! - [`outbox`]: streaming an outbox table to watchers (replay, then follow; NOTIFY wake-ups after
 //!   commit; pruning), shared by group's membership events and auth's device changes.
+//! - [`metrics`]: Prometheus metrics on a port of their own: the registry, gRPC server metrics
+//!   (the same for every server), the database pool's gauges.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //!
@@ -22,6 +24,7 @@ pub mod db;
 pub mod grpc;
 pub mod grpc_guard;
 pub mod health;
+pub mod metrics;
 pub mod outbox;
 pub mod service_credential;
 pub mod shutdown;
