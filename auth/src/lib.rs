@@ -16,6 +16,7 @@ mod config;
 mod devices;
 pub mod error;
 mod keys;
+mod metrics;
 mod passwords;
 mod revocations;
 mod sessions;
@@ -70,10 +71,12 @@ pub async fn run_with_metrics_listener(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(common::metrics::for_service(SERVICES, &db));
-    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
+    let mut metrics = common::metrics::for_service(SERVICES, &db);
     let streams_end = CancellationToken::new();
     let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
+    state.metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     // Serving before the revocations are read would answer UNAVAILABLE to every token.
     revocations::wait_until_caught_up(&state.revocations).await;
     let (health, health_service) = tonic_health::server::health_reporter();
