@@ -31,6 +31,7 @@ mod groups;
 mod ids;
 mod member_rows;
 mod members;
+mod metrics;
 mod service;
 
 use std::{future::Future, sync::Arc};
@@ -83,8 +84,7 @@ pub async fn run_with_metrics_listener(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(common::metrics::for_service(SERVICES, &db));
-    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
+    let mut metrics = common::metrics::for_service(SERVICES, &db);
     let tokens = &config.access_tokens;
     let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let credential = service_credential.clone();
@@ -100,7 +100,11 @@ pub async fn run_with_metrics_listener(
         limits: config.limits.clone(),
         directory: directory::Directory::new(&tokens.auth_url)?,
         feed: common::outbox::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
+        metrics: crate::metrics::GroupMetrics::default(),
     });
+    service.metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     let (health, health_service) = tonic_health::server::health_reporter();
     common::health::track_database(health, db, SERVICES).await;
     let services = Routes::new(health_service)

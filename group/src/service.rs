@@ -17,6 +17,7 @@ use crate::{
     ids::{GroupId, Role, UserId},
     member_rows,
     members::{self, Member, Membership},
+    metrics::GroupMetrics,
 };
 
 /// Page size of ListMyGroups when the request leaves it 0, and the largest allowed.
@@ -41,6 +42,8 @@ pub struct GroupService {
     pub(crate) limits: Limits,
     pub(crate) directory: Directory,
     pub(crate) feed: Arc<Feed<MembershipEvent>>,
+    /// Operations and events written (`metrics.rs`), registered by `run`.
+    pub(crate) metrics: GroupMetrics,
 }
 
 impl GroupService {
@@ -72,6 +75,8 @@ impl GroupService {
         let group =
             groups::create_group(&self.db, &self.limits, caller.user, &name, &others).await?;
         self.feed.committed();
+        // One ADDED event per member, the creator included.
+        self.metrics.events_written(group.member_count as usize);
         tracing::info!(group_id = %group.id, n_members = group.member_count, "group created");
         Ok(group)
     }
@@ -115,6 +120,7 @@ impl GroupService {
         let name = GroupName::parse(name, &self.limits)?;
         let renamed = groups::rename_group(&self.db, group, caller.user, &name).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(renamed)
     }
 
@@ -125,6 +131,7 @@ impl GroupService {
     pub async fn delete_group(&self, caller: &Caller, group: GroupId) -> Result<(), Error> {
         groups::delete_group(&self.db, group, caller.user).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         tracing::info!(group_id = %group, "group deleted");
         Ok(())
     }
@@ -160,6 +167,7 @@ impl GroupService {
             members::add_members(&self.db, &self.limits, group, caller.user, &users, role).await?;
         if !added.is_empty() {
             self.feed.committed();
+            self.metrics.events_written(added.len());
         }
         Ok((after, added))
     }
@@ -177,6 +185,7 @@ impl GroupService {
     ) -> Result<Group, Error> {
         let after = members::remove_member(&self.db, group, caller.user, target).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(after)
     }
 
@@ -187,6 +196,7 @@ impl GroupService {
     pub async fn leave_group(&self, caller: &Caller, group: GroupId) -> Result<(), Error> {
         members::leave_group(&self.db, group, caller.user).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(())
     }
 
@@ -202,8 +212,12 @@ impl GroupService {
         target: UserId,
         role: Role,
     ) -> Result<Group, Error> {
-        let after = members::change_role(&self.db, group, caller.user, target, role).await?;
-        self.feed.committed();
+        let (after, changed) =
+            members::change_role(&self.db, group, caller.user, target, role).await?;
+        if changed {
+            self.feed.committed();
+            self.metrics.events_written(1);
+        }
         Ok(after)
     }
 
