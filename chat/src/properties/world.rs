@@ -23,6 +23,7 @@ use crate::{
     },
     ids::{ConversationId, DeviceId, UserId},
     message::{Caller, V2Fields},
+    metrics::{CommitMetrics, StreamKind, StreamMetrics},
     send::commit::{Committer, NewMessage, RecipientKey},
     store::{conversations::Participants, positions},
 };
@@ -124,13 +125,20 @@ impl World {
                     queue: 64,
                 };
                 Replica {
-                    committer: Committer::start(db.clone(), commit, bus.clone(), recent.clone()),
+                    committer: Committer::start(
+                        db.clone(),
+                        commit,
+                        bus.clone(),
+                        recent.clone(),
+                        CommitMetrics::default(),
+                    ),
                     delivery: Delivery::new(
                         db.clone(),
                         hub,
                         recent,
                         streams.clone(),
                         shutdown.clone(),
+                        StreamMetrics::default(),
                     ),
                 }
             })
@@ -325,6 +333,7 @@ impl World {
                 self.conversations.clone(),
                 requested.clone(),
                 token,
+                StreamKind::OpenStream,
             );
             match opened {
                 Ok((_outbox, stream)) => break stream,
