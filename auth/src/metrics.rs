@@ -2,6 +2,7 @@
 //! `common::metrics`): logins and refreshes by outcome, argon2's queue wait and work.
 //! `docs/metrics.md` lists them.
 
+use common::outbox::FeedMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,6 +19,8 @@ pub struct AuthMetrics {
     refreshes: Family<OutcomeLabels, Counter>,
     /// Argon2 timings, recorded by `Passwords`.
     pub passwords: PasswordTimings,
+    /// The device-event feed's streams (`WatchDeviceChanges`, `WatchRevocations`).
+    device_events: FeedMetrics,
 }
 
 /// How long password jobs wait for a hashing thread, and how long argon2 works on them.
@@ -46,12 +49,14 @@ impl Default for PasswordTimings {
 }
 
 impl AuthMetrics {
-    /// The families, with `passwords` (the timings `Passwords` records into).
-    pub fn new(passwords: PasswordTimings) -> Self {
+    /// The families, with `passwords` (the timings `Passwords` records into) and what the
+    /// device-event feed counts.
+    pub fn new(passwords: PasswordTimings, device_events: FeedMetrics) -> Self {
         Self {
             logins: Family::default(),
             refreshes: Family::default(),
             passwords,
+            device_events,
         }
     }
 
@@ -78,6 +83,11 @@ impl AuthMetrics {
             "Argon2 work per password hashed or verified",
             Unit::Seconds,
             self.passwords.work.clone(),
+        );
+        self.device_events.register(
+            registry,
+            "auth_device_events",
+            "Device changes and revocations (WatchDeviceChanges, WatchRevocations)",
         );
     }
 

@@ -75,7 +75,7 @@ impl State {
             streams_end,
         ));
         let passwords = Passwords::new(&config.passwords)?;
-        let metrics = AuthMetrics::new(passwords.timings());
+        let metrics = AuthMetrics::new(passwords.timings(), device_events.metrics());
         Ok(Self {
             db,
             passwords,

@@ -102,7 +102,9 @@ pub async fn run_with_metrics_listener(
         feed: common::outbox::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
         metrics: crate::metrics::GroupMetrics::default(),
     });
-    service.metrics.register(metrics.registry_mut());
+    service
+        .metrics
+        .register(metrics.registry_mut(), &service.feed.metrics());
     let metrics = Arc::new(metrics);
     let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     let (health, health_service) = tonic_health::server::health_reporter();

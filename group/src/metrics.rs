@@ -2,6 +2,7 @@
 //! `common::metrics`): operations by outcome and membership events written. `docs/metrics.md`
 //! lists them.
 
+use common::outbox::FeedMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,8 +24,13 @@ struct OperationLabels {
 }
 
 impl GroupMetrics {
-    /// Adds the families to `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    /// Adds the families to `registry`, with what the membership-event feed counts.
+    pub fn register(&self, registry: &mut Registry, feed: &FeedMetrics) {
+        feed.register(
+            registry,
+            "group_membership_events",
+            "Membership events (WatchMembershipEvents)",
+        );
         registry.register(
             "group_operations",
             "Group changes run, by operation and outcome (ok, refused, error)",

@@ -8,7 +8,9 @@ use testkit::{metric_sum, scrape_metrics};
 use crate::helpers::spawn_app;
 
 #[sqlx::test(migrations = "../migrations")]
-async fn group_changes_and_their_membership_events_show_on_the_metrics_port(db: PgPool) {
+async fn group_changes_and_their_membership_events_written_and_streamed_show_on_the_metrics_port(
+    db: PgPool,
+) {
     let app = spawn_app(db).await;
     let (alice, bob, carol, dave) = (
         app.user("alice").await,
@@ -42,12 +44,25 @@ async fn group_changes_and_their_membership_events_show_on_the_metrics_port(db: 
     app.rename(&dave, &group.group_id, "mine")
         .await
         .unwrap_err();
+    let mut watch = app.watch(0).await.unwrap();
+    for _ in 0..7 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+    }
     let after = scrape_metrics(app.metrics).await;
 
     let moved = |name: &str, labels: &[&str]| {
         metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
     };
     assert_eq!(moved("group_membership_events_written_total", &[]), 7.0);
+    assert_eq!(moved("group_membership_events_streamed_total", &[]), 7.0);
+    assert_eq!(
+        metric_sum(&after, "group_membership_events_streams_open", &[]),
+        1.0
+    );
     let ok = r#"outcome="ok""#;
     assert_eq!(
         moved(
