@@ -200,7 +200,10 @@ fn build(
     );
     let participants = conversations::Participants::new(db.clone());
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
-    tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
+    tokio::spawn(
+        hub.clone()
+            .dispatch(bus.subscribe(), participants.clone(), metrics.bus.clone()),
+    );
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
     let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
     let membership_events = group_events::MembershipEvents {

@@ -90,7 +90,8 @@ impl ChatMetrics {
         );
         registry.register(
             "chat_bus_resyncs",
-            "Times the bus listener (re)connected or lost its connection: every stream re-reads",
+            "Times every stream had to re-read, by cause: listener (the bus listener (re)connected \
+             or lost its connection), lagged (the dispatcher fell behind the bus)",
             self.bus.resyncs.clone(),
         );
         registry.register(
@@ -130,6 +131,11 @@ struct PhaseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -303,8 +309,24 @@ pub struct BusMetrics {
     pub published: Counter,
     /// Events received over NOTIFY.
     pub received: Counter,
-    /// Listener (re)connections and losses, each a resync of every stream.
-    pub resyncs: Counter,
+    /// Resyncs of every stream, by cause.
+    resyncs: Family<CauseLabels, Counter>,
+}
+
+impl BusMetrics {
+    /// The bus listener (re)connected or lost its connection: what was sent meanwhile is lost.
+    pub fn listener_resync(&self) {
+        self.resyncs
+            .get_or_create(&CauseLabels { cause: "listener" })
+            .inc();
+    }
+
+    /// The hub's dispatcher fell behind the bus and skipped events.
+    pub fn lagged_resync(&self) {
+        self.resyncs
+            .get_or_create(&CauseLabels { cause: "lagged" })
+            .inc();
+    }
 }
 
 /// The event streams chat follows.

@@ -223,7 +223,7 @@ async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>, metrics: Bu
             continue;
         }
         // Anything published before this point was not heard.
-        metrics.resyncs.inc();
+        metrics.listener_resync();
         let _ = local.send(BusEvent::Resync);
         loop {
             match listener.try_recv().await {
@@ -236,7 +236,7 @@ async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>, metrics: Bu
                 // The connection was lost; the next call reconnects, and what was sent in
                 // between is lost: everyone re-reads.
                 Ok(None) => {
-                    metrics.resyncs.inc();
+                    metrics.listener_resync();
                     let _ = local.send(BusEvent::Resync);
                 }
                 Err(error) => {

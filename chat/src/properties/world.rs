@@ -23,7 +23,7 @@ use crate::{
     },
     ids::{ConversationId, DeviceId, UserId},
     message::{Caller, V2Fields},
-    metrics::{CommitMetrics, StreamKind, StreamMetrics},
+    metrics::{BusMetrics, CommitMetrics, StreamKind, StreamMetrics},
     send::commit::{Committer, NewMessage, RecipientKey},
     store::{conversations::Participants, positions},
 };
@@ -107,10 +107,11 @@ impl World {
         let replicas = (0..case.n_replicas)
             .map(|_| {
                 let hub = Hub::new(4, 64);
-                tokio::spawn(
-                    hub.clone()
-                        .dispatch(bus.subscribe(), Participants::new(db.clone())),
-                );
+                tokio::spawn(hub.clone().dispatch(
+                    bus.subscribe(),
+                    Participants::new(db.clone()),
+                    BusMetrics::default(),
+                ));
                 let recent = Arc::new(RecentMessages::new(
                     db.clone(),
                     RecentSettings {

@@ -106,14 +106,18 @@ async fn sends_deliveries_and_streams_show_on_the_metrics_port(db: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_event_streams_show_as_followed_once_connected(db: PgPool) {
+async fn the_event_streams_and_the_bus_listener_show_once_connected(db: PgPool) {
     let app = spawn_app(db).await;
 
     let followed = scrape_until(app.metrics, |scrape| {
-        ["devices", "membership"].iter().all(|events| {
-            let label = format!(r#"events="{events}""#);
-            metric_sum(scrape, "chat_event_stream_following", &[&label]) == 1.0
-        })
+        // The listener's first LISTEN resyncs every stream: what came before was not heard.
+        let listening =
+            metric_sum(scrape, "chat_bus_resyncs_total", &[r#"cause="listener""#]) >= 1.0;
+        listening
+            && ["devices", "membership"].iter().all(|events| {
+                let label = format!(r#"events="{events}""#);
+                metric_sum(scrape, "chat_event_stream_following", &[&label]) == 1.0
+            })
     })
     .await;
 
