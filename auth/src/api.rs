@@ -40,30 +40,9 @@ impl AuthApi {
     pub(crate) fn new(state: Arc<State>) -> Self {
         Self { state }
     }
-}
 
-#[tonic::async_trait]
-impl pb::auth_service_server::AuthService for AuthApi {
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let request = request.into_inner();
-        let username = Username::parse(&request.username)?;
-        accounts::check_new_password(&request.password)?;
-        accounts::check_name("display name", &request.display_name)?;
-        let state = &self.state;
-        let password_hash = state.passwords.hash(request.password.into()).await?;
-        let user =
-            accounts::insert_user(&state.db, &username, &request.display_name, &password_hash)
-                .await?;
-        tracing::info!(user_id = %user.id, "account registered");
-        Ok(Response::new(pb::RegisterResponse {
-            user: Some(user_pb(&user)),
-        }))
-    }
-
-    async fn login(
+    /// `Login`, which [`pb::auth_service_server::AuthService::login`] counts by outcome.
+    async fn login_unrecorded(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
@@ -128,13 +107,49 @@ impl pb::auth_service_server::AuthService for AuthApi {
             tokens: Some(self.token_pair(subject, refresh)),
         }))
     }
+}
+
+#[tonic::async_trait]
+impl pb::auth_service_server::AuthService for AuthApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let username = Username::parse(&request.username)?;
+        accounts::check_new_password(&request.password)?;
+        accounts::check_name("display name", &request.display_name)?;
+        let state = &self.state;
+        let password_hash = state.passwords.hash(request.password.into()).await?;
+        let user =
+            accounts::insert_user(&state.db, &username, &request.display_name, &password_hash)
+                .await?;
+        tracing::info!(user_id = %user.id, "account registered");
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user_pb(&user)),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let answer = self.login_unrecorded(request).await;
+        let code = answer
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.state.metrics.login_answered(code);
+        answer
+    }
 
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
         let token = request.into_inner().refresh_token;
-        let (owner, refresh) = match self.state.sessions.refresh(&self.state.db, &token).await? {
+        let refreshed = self.state.sessions.refresh(&self.state.db, &token).await;
+        self.state.metrics.refresh_answered(&refreshed);
+        let (owner, refresh) = match refreshed? {
             Refreshed::Rotated(owner, refresh) => (owner, refresh),
             Refreshed::Reused(owner) => {
                 self.state

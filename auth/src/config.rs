@@ -24,6 +24,9 @@ const MIN_DATABASE_CONNECTIONS: u32 = 2;
 pub struct Config {
     /// Listening address, logs, shutdown drain.
     pub server: ServerSettings,
+    /// `AUTH_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP); never the API port.
+    /// Unset: no metrics port (see `common::config::optional_metrics_listen_addr`).
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
     /// Access and refresh tokens.
@@ -119,8 +122,12 @@ const MAX_ACCESS_TOKEN_TTL: Duration = token::MAX_ACCESS_TOKEN_LIFETIME;
 impl FromEnv for Config {
     fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("AUTH", lookup);
+        let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
+        let metrics_listen_addr =
+            common::config::optional_metrics_listen_addr(&env, server.listen_addr)?;
         Ok(Self {
-            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            server,
+            metrics_listen_addr,
             database: DatabaseSettings::from_env(
                 &env,
                 MIN_DATABASE_CONNECTIONS,
@@ -145,6 +152,7 @@ impl Config {
         let signing_key = token::SigningKey::generate().to_pkcs8_pem();
         Self {
             server: ServerSettings::for_tests(),
+            metrics_listen_addr: None,
             database: DatabaseSettings::for_tests(),
             tokens: TokenSettings {
                 issuer: "chat-auth".into(),

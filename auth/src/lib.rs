@@ -16,6 +16,7 @@ mod config;
 mod devices;
 pub mod error;
 mod keys;
+mod metrics;
 mod passwords;
 mod revocations;
 mod sessions;
@@ -53,16 +54,41 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics_listener =
+        common::metrics::bind(config.metrics_listen_addr, "AUTH_METRICS_LISTEN_ADDR").await?;
+    run_with_metrics_listener(config, db, listener, metrics_listener, shutdown).await
+}
+
+/// As [`run`], with `/metrics` served on `metrics_listener` (bound by the caller; `None`: no
+/// metrics port) instead of at `config.metrics_listen_addr`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_metrics_listener(
+    config: Config,
+    db: PgPool,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut metrics = common::metrics::for_service(SERVICES, &db);
     let streams_end = CancellationToken::new();
     let state = Arc::new(state::State::new(&config, db.clone(), streams_end.clone())?);
+    state.metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     // Serving before the revocations are read would answer UNAVAILABLE to every token.
     revocations::wait_until_caught_up(&state.revocations).await;
     let services = Routes::new(AuthServer::new(AuthApi::new(state.clone())))
         .add_service(AuthInternalServer::new(AuthInternalApi::new(state)));
-    common::service::serve(
-        services,
-        SERVICES,
+    let service = common::service::Service {
+        routes: services,
+        names: SERVICES,
         db,
+        metrics,
+    };
+    common::service::serve(
+        service,
         listener,
         shutdown,
         streams_end,

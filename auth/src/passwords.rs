@@ -16,7 +16,7 @@
 use std::{
     cell::RefCell,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use argon2::{
@@ -26,7 +26,7 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Error, config::PasswordSettings};
+use crate::{Error, config::PasswordSettings, metrics::PasswordTimings};
 
 /// How long a hash may wait for a free slot before the call fails with [`Error::Busy`].
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,8 @@ pub struct Passwords {
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username costs the same work as a wrong password.
     dummy_hash: Arc<str>,
+    /// Queue wait and argon2 work of every job, for the metrics.
+    timings: PasswordTimings,
 }
 
 impl Passwords {
@@ -61,6 +63,7 @@ impl Passwords {
             argon2: Arc::new(argon2),
             jobs: start_hashing_threads(settings.concurrency),
             dummy_hash: dummy_hash.into(),
+            timings: PasswordTimings::default(),
         })
     }
 
@@ -92,14 +95,27 @@ impl Passwords {
         Ok(user_exists && matches)
     }
 
+    /// The timings every job records into (registered by `crate::metrics`).
+    pub fn timings(&self) -> PasswordTimings {
+        self.timings.clone()
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
+        let timings = self.timings.clone();
+        let submitted = Instant::now();
         let job: Job = Box::new(move || {
+            let started = Instant::now();
+            timings
+                .queue_wait
+                .observe(started.duration_since(submitted).as_secs_f64());
+            let result = work();
+            timings.work.observe(started.elapsed().as_secs_f64());
             // The caller may have given up (timeout, cancelled call); then nobody needs the result.
-            let _ = reply.send(work());
+            let _ = reply.send(result);
         });
         tokio::time::timeout(QUEUE_TIMEOUT, self.jobs.send(job))
             .await

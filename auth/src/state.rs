@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Config, Error, devices::DeviceEvent, passwords::Passwords, sessions::Sessions,
-    throttle::LoginThrottle, tokens::TokenIssuer,
+    Config, Error, devices::DeviceEvent, metrics::AuthMetrics, passwords::Passwords,
+    sessions::Sessions, throttle::LoginThrottle, tokens::TokenIssuer,
 };
 
 /// The auth service's shared state.
@@ -29,6 +29,8 @@ pub struct State {
     pub device_events: Arc<Feed<DeviceEvent>>,
     /// What `WatchDeviceChanges`, which acts for no user, requires instead of a token.
     pub service_credential: ServiceCredential,
+    /// auth's own metrics (`metrics.rs`), registered by `run`.
+    pub metrics: AuthMetrics,
 }
 
 impl State {
@@ -72,9 +74,11 @@ impl State {
             revocations.clone(),
             streams_end,
         ));
+        let passwords = Passwords::new(&config.passwords)?;
+        let metrics = AuthMetrics::new(passwords.timings(), device_events.metrics());
         Ok(Self {
             db,
-            passwords: Passwords::new(&config.passwords)?,
+            passwords,
             throttle,
             sessions,
             validator: validator.with_revocations(revocations.clone()),
@@ -83,6 +87,7 @@ impl State {
             max_devices: config.max_devices_per_user,
             device_events,
             service_credential,
+            metrics,
         })
     }
 

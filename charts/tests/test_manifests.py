@@ -63,18 +63,27 @@ def test_the_gateways_metrics_have_their_own_port_outside_its_service(manifests)
     assert "metrics" not in service_ports and ports["metrics"] not in service_ports
 
 
-def test_scrape_annotations_point_at_the_gateways_metrics_port_and_nowhere_else(manifests):
-    gateway = deployment(manifests, "gateway")["spec"]["template"]
-    ports = {port["name"]: port["containerPort"] for port in gateway["spec"]["containers"][0]["ports"]}
-    annotations = gateway["metadata"].get("annotations", {})
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(ports["metrics"])
-    assert annotations["prometheus.io/path"] == "/metrics"
-    # The other components serve no /metrics: whatever podAnnotations say, never "scrape me".
-    for component in ("auth", "chat", "group"):
-        other = deployment(manifests, component)["spec"]["template"]["metadata"].get("annotations", {})
-        assert other.get("prometheus.io/scrape", "false") == "false", component
-        assert "prometheus.io/port" not in other, component
+def test_the_services_metrics_have_their_own_port_outside_their_services(manifests):
+    for component, prefix in (("auth", "AUTH"), ("chat", "CHAT"), ("group", "GROUP")):
+        container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        listen = env_of(container)[f"{prefix}_METRICS_LISTEN_ADDR"]["value"]
+        assert listen.rsplit(":", 1)[1] == str(ports["metrics"]), component
+        assert ports["metrics"] != ports["grpc"], component
+        for service in manifests.kind("Service"):
+            if service["metadata"]["name"].startswith(f"chat-{component}"):
+                targets = [port["targetPort"] for port in service["spec"]["ports"]]
+                assert "metrics" not in targets and ports["metrics"] not in targets, component
+
+
+def test_scrape_annotations_point_at_each_components_metrics_port(manifests):
+    for component in SERVICES:
+        pod = deployment(manifests, component)["spec"]["template"]
+        ports = {port["name"]: port["containerPort"] for port in pod["spec"]["containers"][0]["ports"]}
+        annotations = pod["metadata"].get("annotations", {})
+        assert annotations["prometheus.io/scrape"] == "true", component
+        assert annotations["prometheus.io/port"] == str(ports["metrics"]), component
+        assert annotations["prometheus.io/path"] == "/metrics", component
 
 
 def test_the_ingress_speaks_grpc_to_the_gateway_with_tls_when_asked(manifests):

@@ -87,12 +87,30 @@ def test_only_the_configured_scrapers_reach_the_gateways_metrics_port(manifests)
         assert metrics_rules == [], "no scraper configured: the metrics port stays closed"
 
 
+def test_only_the_configured_scrapers_reach_the_services_metrics_ports(manifests):
+    scrapers = manifests.values().get("networkPolicy", {}).get("metricsScrapers", [])
+    for workload in manifests.kind("Deployment"):
+        if Manifests.component(workload) == "gateway":
+            continue
+        metrics_rules = [
+            r for p in policies_for(manifests, workload) if not is_test_hook(p)
+            for r in p["spec"].get("ingress") or []
+            if r["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        ]
+        if scrapers:
+            assert [rule["from"] for rule in metrics_rules] == [scrapers]
+        else:
+            assert metrics_rules == [], "no scraper configured: the metrics port stays closed"
+
+
 def test_internal_services_accept_only_their_callers(manifests):
     for workload in manifests.workloads():
         component = Manifests.component(workload)
         if component not in EXPECTED_CALLERS or component == "gateway":
             continue
-        rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("ingress") or []]
+        # The scrapers' rule opens the metrics port only (checked above).
+        rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("ingress") or []
+                 if r["ports"] != [{"port": "metrics", "protocol": "TCP"}]]
         callers = set()
         for rule in rules:
             for peer in rule.get("from", []):

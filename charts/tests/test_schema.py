@@ -49,6 +49,7 @@ RULES = [
     (["--set", "components.auth.extraEnv.AUTH_LOG=debug"],
      "components.auth.extraEnv.AUTH_LOG is set by the chart itself"),
     (["--set", "gateway.metricsPort=8080"], "gateway.metricsPort (8080) must differ"),
+    (["--set", "serviceMetrics.port=50062"], "serviceMetrics.port (50062) must differ"),
     (["--set", "chat.heartbeatSeconds=40"],
      "ingress.controllerClientBodyTimeoutSeconds (60) must be at least twice chat.heartbeatSeconds (40)"),
     (["--set", "ingress.streamTimeoutSeconds=20"],
@@ -61,6 +62,8 @@ RULES = [
      "podLabels.app.kubernetes.io/instance is a label the chart sets"),
     (["--set", "gateway.podMonitor.enabled=true"],
      "gateway.podMonitor.enabled needs networkPolicy.metricsScrapers"),
+    (["--set", "serviceMetrics.podMonitor.enabled=true"],
+     "serviceMetrics.podMonitor.enabled needs networkPolicy.metricsScrapers"),
 ]
 
 

@@ -25,12 +25,16 @@ VARIANTS = {
                                "--set", "auth.signingKey.existingSecret=keys",
                                "--set", "serviceSecret.existingSecret=keys"],
     "renamed": ["--set", "fullnameOverride=im"],
-    "no-scrape-annotations": ["--set", "gateway.metricsScrapeAnnotations=false"],
+    "no-scrape-annotations": ["--set", "gateway.metricsScrapeAnnotations=false",
+                              "--set", "serviceMetrics.scrapeAnnotations=false"],
     "pod-labels": ["--set", "podLabels.team=chat", "--set", "podLabels.tier=backend"],
     "min-equals-max": ["--set", "components.chat.autoscaling.minReplicas=10"],
     "no-tests": ["--set", "tests.enabled=false"],
     "pod-monitor": ["--set", "gateway.podMonitor.enabled=true", "--set", "gateway.metricsScrapeAnnotations=false",
                     "--set", "gateway.podMonitor.labels.release=kube-prometheus-stack",
+                    "--set", "serviceMetrics.podMonitor.enabled=true",
+                    "--set", "serviceMetrics.scrapeAnnotations=false",
+                    "--set", "serviceMetrics.podMonitor.labels.release=kube-prometheus-stack",
                     "--set", "networkPolicy.metricsScrapers[0].podSelector.matchLabels.app=prometheus"],
 }
 # Custom resources kubernetes-validate has no schema for.
@@ -50,7 +54,7 @@ def test_a_variant_renders_valid_objects(name):
             continue
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
     assert len([d for d in docs if d["kind"] == "Pod"]) == (0 if name == "no-tests" else 1)
-    assert len([d for d in docs if d["kind"] == "PodMonitor"]) == (1 if name == "pod-monitor" else 0)
+    assert len([d for d in docs if d["kind"] == "PodMonitor"]) == (4 if name == "pod-monitor" else 0)
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     assert len(deployments) == 4
     for dep in deployments:
@@ -69,17 +73,21 @@ def test_a_variant_renders_valid_objects(name):
 
 
 
-def test_the_pod_monitor_scrapes_the_gateways_metrics_port():
+def test_the_pod_monitors_scrape_each_components_metrics_port():
     result = helm_template(*VARIANTS["pod-monitor"])
     assert result.returncode == 0, result.stderr
     docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
-    monitor = [d for d in docs if d["kind"] == "PodMonitor"][0]
-    gateway = [d for d in docs if d["kind"] == "Deployment"
-               and d["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"][0]
+    monitors = [d for d in docs if d["kind"] == "PodMonitor"]
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
 
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["selector"] == gateway["spec"]["selector"]
-    ports = {p["name"] for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    endpoints = monitor["spec"]["podMetricsEndpoints"]
-    assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")] and "metrics" in ports
+    assert len(monitors) == len(deployments) == 4
+    for deployment in deployments:
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        monitor = [m for m in monitors if m["spec"]["selector"] == deployment["spec"]["selector"]]
+        assert len(monitor) == 1, component
+        assert monitor[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        endpoints = monitor[0]["spec"]["podMetricsEndpoints"]
+        assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")], component
+        assert "metrics" in ports, component

@@ -20,6 +20,9 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr =
 pub struct Config {
     /// Listening address, logs, shutdown drain.
     pub server: ServerSettings,
+    /// `CHAT_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP); never the API port.
+    /// Unset: no metrics port (see `common::config::optional_metrics_listen_addr`).
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
     /// Where auth's token keys are and what tokens must say. Auth's `GetActiveDevices` is called
@@ -117,8 +120,12 @@ pub struct RecentSettings {
 impl FromEnv for Config {
     fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("CHAT", lookup);
+        let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
+        let metrics_listen_addr =
+            common::config::optional_metrics_listen_addr(&env, server.listen_addr)?;
         Ok(Self {
-            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            server,
+            metrics_listen_addr,
             database: database(&env)?,
             access_tokens: AccessTokenSettings::from_env(&env)?,
             group_url: group_url(&env)?,
@@ -171,6 +178,7 @@ impl Config {
         .expect("the defaults are valid");
         config.service_secret = service_credential::test_secret();
         config.server = ServerSettings::for_tests();
+        config.metrics_listen_addr = None;
         config.database = DatabaseSettings::for_tests();
         config.access_tokens = AccessTokenSettings::for_tests(auth_url);
         config

@@ -62,6 +62,7 @@ pub mod error;
 mod ids;
 mod membership;
 mod message;
+mod metrics;
 #[cfg(test)]
 mod properties;
 mod send;
@@ -108,6 +109,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics_listener =
+        common::metrics::bind(config.metrics_listen_addr, "CHAT_METRICS_LISTEN_ADDR").await?;
+    run_with_metrics_listener(config, db, listener, metrics_listener, shutdown).await
+}
+
+/// As [`run`], with `/metrics` served on `metrics_listener` (bound by the caller; `None`: no
+/// metrics port) instead of at `config.metrics_listen_addr`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_metrics_listener(
+    config: Config,
+    db: PgPool,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut metrics = common::metrics::for_service(SERVICES, &db);
     let tokens = &config.access_tokens;
     let credential = ServiceCredential::new(&config.service_secret.read()?)?;
     // The revocation feed is an event stream from auth like the others: on a channel that pings
@@ -133,12 +152,18 @@ pub async fn run(
         credential,
         streams_end.clone(),
         background,
+        metrics.registry_mut(),
     )?;
-    let services = Routes::new(ChatServer::new(ChatApi::new(validator, chat)));
-    common::service::serve(
-        services,
-        SERVICES,
+    let metrics = Arc::new(metrics);
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
+    let service = common::service::Service {
+        routes: Routes::new(ChatServer::new(ChatApi::new(validator, chat))),
+        names: SERVICES,
         db,
+        metrics,
+    };
+    common::service::serve(
+        service,
         listener,
         shutdown,
         streams_end,
@@ -148,7 +173,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Wires the parts: bus, hub and its dispatcher, committer, send path, delivery.
+/// Wires the parts: bus, hub and its dispatcher, committer, send path, delivery, and registers
+/// their metrics (`metrics.rs`) into `registry`.
 ///
 /// The bus tasks and the membership-event follower stop when `background` fires (when [`run`] returns); the committer and the
 /// dispatcher end by themselves once every handle is dropped.
@@ -158,12 +184,22 @@ fn build(
     credential: ServiceCredential,
     streams_end: CancellationToken,
     background: CancellationToken,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<service::Chat> {
-    let bus: Arc<dyn bus::Bus> =
-        bus::PgBus::start(db.clone(), config.streams.notify_window, background.clone());
+    let metrics = crate::metrics::ChatMetrics::default();
+    metrics.register(registry);
+    let bus: Arc<dyn bus::Bus> = bus::PgBus::start(
+        db.clone(),
+        config.streams.notify_window,
+        background.clone(),
+        metrics.bus.clone(),
+    );
     let participants = conversations::Participants::new(db.clone());
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
-    tokio::spawn(hub.clone().dispatch(bus.subscribe(), participants.clone()));
+    tokio::spawn(
+        hub.clone()
+            .dispatch(bus.subscribe(), participants.clone(), metrics.bus.clone()),
+    );
     let directory = devices::Directory::new(&config.access_tokens.auth_url)?;
     let membership = groups::Membership::new(db.clone(), participants.clone(), &config.group_url)?;
     let membership_events = group_events::MembershipEvents {
@@ -173,7 +209,11 @@ fn build(
         user_groups: membership.user_groups_cache(),
         hub: hub.clone(),
     };
-    tokio::spawn(watch::follow(membership_events, background.clone()));
+    tokio::spawn(watch::follow(
+        membership_events,
+        background.clone(),
+        metrics.watch.clone(),
+    ));
     let device_events = device_events::DeviceEvents {
         auth: directory.channel(),
         group: membership.channel(),
@@ -182,16 +222,22 @@ fn build(
         hub: hub.clone(),
         db: db.clone(),
     };
-    tokio::spawn(watch::follow(device_events, background.clone()));
+    tokio::spawn(watch::follow(
+        device_events,
+        background.clone(),
+        metrics.watch.clone(),
+    ));
     let recent = Arc::new(recent::RecentMessages::new(
         db.clone(),
         config.recent.clone(),
     ));
+    register_component_metrics(registry, &recent, &membership, &directory);
     let committer = commit::Committer::start(
         db.clone(),
         config.commit.clone(),
         bus.clone(),
         recent.clone(),
+        metrics.commit.clone(),
     );
     let sending = checks::Sending::new(
         db.clone(),
@@ -200,8 +246,14 @@ fn build(
         committer,
         config.limits.clone(),
     );
-    let delivery =
-        stream::Delivery::new(db.clone(), hub, recent, config.streams.clone(), streams_end);
+    let delivery = stream::Delivery::new(
+        db.clone(),
+        hub,
+        recent,
+        config.streams.clone(),
+        streams_end,
+        metrics.streams.clone(),
+    );
     Ok(service::Chat {
         db,
         membership,
@@ -211,5 +263,41 @@ fn build(
         bus,
         typing: Arc::new(typing::TypingLimiter::new(config.limits.typing_interval)),
         limits: config.limits.clone(),
+        metrics: metrics.sends,
     })
+}
+
+/// Registers the counters the recent tails and the caches own.
+fn register_component_metrics(
+    registry: &mut prometheus_client::registry::Registry,
+    recent: &recent::RecentMessages,
+    membership: &groups::Membership,
+    directory: &devices::Directory,
+) {
+    let (evictions, bytes) = recent.metrics();
+    registry.register(
+        "chat_recent_tail_evictions",
+        "Recent tails dropped (least recently used) to stay within CHAT_RECENT_* bounds",
+        evictions,
+    );
+    registry.register(
+        "chat_recent_tail_bytes",
+        "Bytes held by this replica's recent tails",
+        bytes,
+    );
+    membership.cache().lookups().register(
+        registry,
+        "chat_members_cache_lookups",
+        "Group membership cache lookups: hit, miss, bypassed (its event stream is down)",
+    );
+    membership.user_groups_cache().lookups().register(
+        registry,
+        "chat_user_groups_cache_lookups",
+        "Users' groups cache lookups: hit, miss, bypassed (its event stream is down)",
+    );
+    directory.cache().lookups().register(
+        registry,
+        "chat_devices_cache_lookups",
+        "Device list cache lookups: hit, miss, bypassed (its event stream is down)",
+    );
 }

@@ -17,6 +17,7 @@ use crate::{
     ids::{ConversationId, UserId},
     membership::{devices::Directory, groups::Membership},
     message::{Caller, Committed, DeliveredMessage},
+    metrics::{SendMetrics, StreamKind},
     send::checks::Sending,
     store::{
         conversations::{self, Conversation, PageToken},
@@ -60,6 +61,8 @@ pub struct Chat {
     pub typing: Arc<TypingLimiter>,
     /// Limits.
     pub limits: Limits,
+    /// Sends by outcome.
+    pub metrics: SendMetrics,
 }
 
 impl Chat {
@@ -129,7 +132,10 @@ impl Chat {
         caller: Caller,
         envelope: e2ee::Envelope,
     ) -> Result<Committed, Error> {
-        self.sending.send(credentials, caller, envelope).await
+        let sent = self.sending.send(credentials, caller, envelope).await;
+        self.metrics
+            .answered(sent.as_ref().map(|committed| committed.duplicate));
+        sent
     }
 
     /// ListMessages; returns the messages and where the next page starts (0: none).
@@ -246,12 +252,13 @@ impl Chat {
         caller: Caller,
         positions: HashMap<ConversationId, u64>,
         token: TokenWatch,
+        kind: StreamKind,
     ) -> Result<(Outbox, EventStream), Error> {
         let groups = self
             .membership
             .groups_of_for_stream(credentials, caller.user)
             .await?;
-        self.delivery.open(caller, groups, positions, token)
+        self.delivery.open(caller, groups, positions, token, kind)
     }
 
     fn page_size(&self, requested: u32) -> u32 {

@@ -247,6 +247,48 @@ impl ServerSettings {
     }
 }
 
+/// `<P>_METRICS_LISTEN_ADDR`: where the server serves `/metrics` (plain HTTP, see
+/// [`crate::metrics`]), `default` when unset. The gateway's default is a loopback port, so that
+/// one started without configuration exposes its metrics to nobody else.
+///
+/// # Errors
+/// When the variable is malformed, or names the port of `listen_addr` (the API port), which never
+/// serves `/metrics`.
+pub fn metrics_listen_addr(
+    env: &EnvReader,
+    default: SocketAddr,
+    listen_addr: SocketAddr,
+) -> Result<SocketAddr, ConfigError> {
+    Ok(optional_metrics_listen_addr(env, listen_addr)?.unwrap_or(default))
+}
+
+/// As [`metrics_listen_addr`] without a default: `None` (no metrics port) when the variable is
+/// unset or empty. The services use it, so that replicas started side by side on one host (tests,
+/// local stacks) do not contend for one default port; deployments set it (the Helm chart does).
+///
+/// # Errors
+/// As [`metrics_listen_addr`].
+pub fn optional_metrics_listen_addr(
+    env: &EnvReader,
+    listen_addr: SocketAddr,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    const SETTING: &str = "METRICS_LISTEN_ADDR";
+    if env.get(SETTING).is_none() {
+        return Ok(None);
+    }
+    let metrics_listen_addr: SocketAddr = env.parse_or(SETTING, listen_addr)?;
+    if metrics_listen_addr.port() != 0 && metrics_listen_addr.port() == listen_addr.port() {
+        return Err(ConfigError::Invalid {
+            key: env.key(SETTING),
+            reason: format!(
+                "must be another port than {}: /metrics is never served on the API port",
+                env.key("LISTEN_ADDR")
+            ),
+        });
+    }
+    Ok(Some(metrics_listen_addr))
+}
+
 /// How a service checks access tokens: where auth's key set and revocations are, and what the
 /// tokens must say.
 #[derive(Debug, Clone)]

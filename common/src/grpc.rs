@@ -1,9 +1,10 @@
 //! Serving a tonic router the same way in every service: TCP settings, server reflection for the
 //! service's own APIs and gRPC health, malformed requests answered INVALID_ARGUMENT and response
 //! metadata bounded (`crate::grpc_guard`), every status cut to a bounded size
-//! ([`crate::status::BoundStatusLayer`]), and a graceful shutdown whose drain is bounded.
+//! ([`crate::status::BoundStatusLayer`]), gRPC server metrics ([`crate::metrics::MetricsLayer`]),
+//! and a graceful shutdown whose drain is bounded.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::{
@@ -59,7 +60,8 @@ pub enum ServeError {
 
 /// Serves `services` on `listener`, adding server reflection (v1 and v1alpha, as grpcurl 1.8 still
 /// asks for v1alpha) for `reflected_services` and for gRPC health, from every API file (a service's
-/// own port describes internal APIs too).
+/// own port describes internal APIs too). Every call is recorded into `metrics` with the status
+/// the client gets.
 ///
 /// When `shutdown` resolves the server stops accepting connections and lets in-flight calls finish
 /// for at most `drain_timeout`; calls still running then are dropped. Long-lived streams should
@@ -70,6 +72,7 @@ pub enum ServeError {
 pub async fn serve(
     services: Routes,
     reflected_services: &[&str],
+    metrics: Arc<crate::metrics::Metrics>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -82,6 +85,8 @@ pub async fn serve(
                 // happen (each crate's `From<Error> for Status`).
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Outside the guard and the status bound, so that it records the status the client gets.
+        .layer(crate::metrics::MetricsLayer::new(metrics))
         // Inside the trace layer, so that its events show the status the client gets.
         .layer(crate::grpc_guard::GrpcGuardLayer::new(
             crate::grpc_guard::workspace_schemas(),

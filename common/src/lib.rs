@@ -16,6 +16,8 @@
 //!   commit; pruning), shared by group's membership events and auth's device changes.
 //! - [`credentials`]: a caller's token, forwarded on the calls made on its behalf.
 //! - [`service`]: the end of every service's `run`: health, serving, ending streams at shutdown.
+//! - [`metrics`]: Prometheus metrics on a port of their own: the registry, gRPC server metrics
+//!   (the same for every server), the database pool's gauges.
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //! - [`sync`]: locks that keep serving after a panic poisoned them.
@@ -29,6 +31,7 @@ pub mod grpc;
 pub mod grpc_guard;
 pub mod health;
 pub mod ids;
+pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod service_credential;

@@ -23,6 +23,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::registry::Registry;
 use sqlx::{PgPool, Row, postgres::PgListener, postgres::PgRow};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -230,7 +232,33 @@ pub struct Feed<E: OutboxEvent> {
     publish: Arc<Notify>,
     /// Cancelled at shutdown: streams end with UNAVAILABLE, tasks stop.
     shutdown: CancellationToken,
+    metrics: FeedMetrics,
     _events: std::marker::PhantomData<fn() -> E>,
+}
+
+/// What a [`Feed`] counts: events sent to its streams and the streams open on this replica.
+/// Clones share the same series.
+#[derive(Clone, Debug, Default)]
+pub struct FeedMetrics {
+    streamed: Counter,
+    streams_open: Gauge,
+}
+
+impl FeedMetrics {
+    /// Registers them as `<prefix>_streamed_total` and `<prefix>_streams_open`; `what` names the
+    /// events and their streams in the help texts.
+    pub fn register(&self, registry: &mut Registry, prefix: &str, what: &str) {
+        registry.register(
+            format!("{prefix}_streamed"),
+            format!("{what}: events sent to this replica's watch streams"),
+            self.streamed.clone(),
+        );
+        registry.register(
+            format!("{prefix}_streams_open"),
+            format!("{what}: watch streams open on this replica"),
+            self.streams_open.clone(),
+        );
+    }
 }
 
 /// One read of the outbox: events after a cursor, and how far the outbox has been pruned, both
@@ -250,12 +278,18 @@ impl<E: OutboxEvent> Feed<E> {
             wake,
             publish: Arc::default(),
             shutdown,
+            metrics: FeedMetrics::default(),
             _events: std::marker::PhantomData,
         });
         tokio::spawn(feed.clone().listen_loop());
         tokio::spawn(feed.clone().publish_loop());
         tokio::spawn(feed.clone().prune_loop());
         feed
+    }
+
+    /// What it counts (shared: register once).
+    pub fn metrics(&self) -> FeedMetrics {
+        self.metrics.clone()
     }
 
     /// Call after a transaction that wrote events has committed: wakes the streams of every
@@ -324,6 +358,8 @@ impl<E: OutboxEvent> Feed<E> {
         };
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let feed = self.clone();
+        // Counted before the caller gets the stream; the task uncounts it when it ends.
+        self.metrics.streams_open.inc();
         tokio::spawn(async move {
             tokio::select! {
                 () = feed.stream_to(cursor, &sender, keep) => {}
@@ -331,6 +367,7 @@ impl<E: OutboxEvent> Feed<E> {
                     let _ = sender.try_send(Err(FeedError::ShuttingDown));
                 }
             }
+            feed.metrics.streams_open.dec();
         });
         Ok(receiver)
     }
@@ -363,10 +400,12 @@ impl<E: OutboxEvent> Feed<E> {
             let full = page.events.len() as i64 == BATCH;
             for event in page.events {
                 cursor = event.id();
-                if let Some(item) = keep(FeedItem::Event(event))
-                    && sender.send(Ok(item)).await.is_err()
-                {
-                    return; // the client went away
+                if let Some(item) = keep(FeedItem::Event(event)) {
+                    // Counted before the send, so a client that received it sees it counted.
+                    self.metrics.streamed.inc();
+                    if sender.send(Ok(item)).await.is_err() {
+                        return; // the client went away
+                    }
                 }
             }
             if full {

@@ -210,18 +210,11 @@ impl FromEnv for Config {
             }
         };
         let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
-        let metrics_listen_addr =
-            env.parse_or("METRICS_LISTEN_ADDR", DEFAULT_METRICS_LISTEN_ADDR)?;
-        if metrics_listen_addr.port() != 0
-            && metrics_listen_addr.port() == server.listen_addr.port()
-        {
-            return Err(ConfigError::Invalid {
-                key: env.key("METRICS_LISTEN_ADDR"),
-                reason: "must be another port than GATEWAY_LISTEN_ADDR: /metrics is never served \
-                         on the public port"
-                    .into(),
-            });
-        }
+        let metrics_listen_addr = common::config::metrics_listen_addr(
+            &env,
+            DEFAULT_METRICS_LISTEN_ADDR,
+            server.listen_addr,
+        )?;
         Ok(Self {
             server,
             upstreams: UpstreamSettings {

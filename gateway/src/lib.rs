@@ -106,13 +106,7 @@ pub async fn run_with_metrics_listener(
     let metrics = Arc::new(observability::Metrics::new(
         observability::gateway_method_paths(),
     ));
-    tracing::info!(addr = %metrics_listener.local_addr()?, "gateway metrics listening");
-    let metrics_routes = observability::metrics_route(metrics.clone());
-    let metrics_server = tokio::spawn(async move {
-        if let Err(error) = axum::serve(metrics_listener, metrics_routes).await {
-            tracing::error!(%error, "the metrics server failed");
-        }
-    });
+    let _metrics_server = common::metrics::spawn_server(Some(metrics_listener), metrics.clone())?;
     let app = router(proxy, metrics, &config).await?;
     let tls = match &config.tls {
         Some((certificate_chain, private_key)) => Some(server::tls_acceptor(&server::TlsFiles {
@@ -139,7 +133,6 @@ pub async fn run_with_metrics_listener(
         config.server.shutdown_timeout,
     )
     .await;
-    metrics_server.abort();
     Ok(())
 }
 

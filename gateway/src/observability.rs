@@ -1,7 +1,9 @@
 //! Metrics, request ids and request spans for everything the gateway answers.
 //!
 //! - [`Metrics`] holds the Prometheus families; [`metrics_route`] serves them at `GET /metrics`,
-//!   on the metrics port only (`GATEWAY_METRICS_LISTEN_ADDR`), never on the public one.
+//!   on the metrics port only (`GATEWAY_METRICS_LISTEN_ADDR`), never on the public one. Both, and
+//!   [`MetricsLayer`], live in `common::metrics`, shared with the services, whose gRPC metrics
+//!   have the same names and labels; they are re-exported here.
 //! - [`MetricsLayer`] records each request into a shared `Arc<Metrics>`.
 //! - [`request_id_layers`] gives every request an `x-request-id` (kept from the client when it is a
 //!   reasonable token) and copies it onto the response; [`trace_layer`] opens one span per request
@@ -38,9 +40,6 @@
 //! so upstream services receive the same id without further work (as long as the proxy does not
 //! strip `x-request-id`). If an upstream answers with its own `x-request-id`, that one is kept.
 
-mod layer;
-mod metrics;
-
 use http::{HeaderMap, HeaderName, Request};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
@@ -53,10 +52,16 @@ use tower_http::trace::{
 };
 use tracing::{Level, Span};
 
-pub use layer::{MetricsBody, MetricsFuture, MetricsLayer, MetricsService};
-pub use metrics::{
-    Metrics, OPENMETRICS_CONTENT_TYPE, UNKNOWN, gateway_method_paths, method_paths, metrics_route,
+pub use common::metrics::{
+    Metrics, MetricsBody, MetricsFuture, MetricsLayer, MetricsService, OPENMETRICS_CONTENT_TYPE,
+    UNKNOWN, method_paths, metrics_route,
 };
+
+/// Every method the gateway serves or routes: the public APIs (`proto::PUBLIC_SERVICES`),
+/// `grpc.health.v1.Health` and server reflection (v1 and v1alpha). Pass it to [`Metrics::new`].
+pub fn gateway_method_paths() -> Vec<String> {
+    common::metrics::served_method_paths(proto::PUBLIC_SERVICES)
+}
 
 /// The request-id header, on requests (and so upstream) and on responses.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -197,6 +202,27 @@ fn has_one_valid_request_id(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_method_paths_cover_the_public_apis_health_and_reflection() {
+        let paths = gateway_method_paths();
+
+        for expected in [
+            "/auth.v1.AuthService/Login",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(
+                paths.iter().any(|path| path == expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+        assert!(
+            !paths.iter().any(|path| path.contains(".internal.")),
+            "internal APIs are never routed"
+        );
+    }
 
     #[test]
     fn request_ids_are_short_tokens() {

@@ -59,10 +59,11 @@ impl pb::group_service_server::GroupService for GroupApi {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let members = user_ids("member_user_ids", &request.member_user_ids)?;
-        let group = self
+        let created = self
             .service
             .create_group(&caller, request.name, members)
-            .await?;
+            .await;
+        let group = self.service.metrics.operation("create_group", created)?;
         Ok(Response::new(pb::CreateGroupResponse {
             group: Some(group_pb(&group)),
         }))
@@ -104,10 +105,11 @@ impl pb::group_service_server::GroupService for GroupApi {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let group = group_id(&request.group_id)?;
-        let group = self
+        let renamed = self
             .service
             .rename_group(&caller, group, request.name)
-            .await?;
+            .await;
+        let group = self.service.metrics.operation("rename_group", renamed)?;
         Ok(Response::new(pb::RenameGroupResponse {
             group: Some(group_pb(&group)),
         }))
@@ -119,7 +121,8 @@ impl pb::group_service_server::GroupService for GroupApi {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         let caller = self.caller(&request).await?;
         let group = group_id(&request.get_ref().group_id)?;
-        self.service.delete_group(&caller, group).await?;
+        let deleted = self.service.delete_group(&caller, group).await;
+        self.service.metrics.operation("delete_group", deleted)?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 
@@ -135,10 +138,8 @@ impl pb::group_service_server::GroupService for GroupApi {
             0 => Role::Member,
             value => role_from_pb(value)?,
         };
-        let (group, added) = self
-            .service
-            .add_members(&caller, group, users, role)
-            .await?;
+        let added = self.service.add_members(&caller, group, users, role).await;
+        let (group, added) = self.service.metrics.operation("add_members", added)?;
         Ok(Response::new(pb::AddMembersResponse {
             group: Some(group_pb(&group)),
             added_user_ids: added.iter().map(ToString::to_string).collect(),
@@ -153,7 +154,8 @@ impl pb::group_service_server::GroupService for GroupApi {
         let request = request.get_ref();
         let group = group_id(&request.group_id)?;
         let user = user_id("user_id", &request.user_id)?;
-        let group = self.service.remove_member(&caller, group, user).await?;
+        let removed = self.service.remove_member(&caller, group, user).await;
+        let group = self.service.metrics.operation("remove_member", removed)?;
         Ok(Response::new(pb::RemoveMemberResponse {
             group: Some(group_pb(&group)),
         }))
@@ -165,7 +167,8 @@ impl pb::group_service_server::GroupService for GroupApi {
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
         let caller = self.caller(&request).await?;
         let group = group_id(&request.get_ref().group_id)?;
-        self.service.leave_group(&caller, group).await?;
+        let left = self.service.leave_group(&caller, group).await;
+        self.service.metrics.operation("leave_group", left)?;
         Ok(Response::new(pb::LeaveGroupResponse {}))
     }
 
@@ -178,10 +181,14 @@ impl pb::group_service_server::GroupService for GroupApi {
         let group = group_id(&request.group_id)?;
         let user = user_id("user_id", &request.user_id)?;
         let role = role_from_pb(request.role)?;
-        let group = self
+        let changed = self
             .service
             .change_member_role(&caller, group, user, role)
-            .await?;
+            .await;
+        let group = self
+            .service
+            .metrics
+            .operation("change_member_role", changed)?;
         Ok(Response::new(pb::ChangeMemberRoleResponse {
             group: Some(group_pb(&group)),
         }))

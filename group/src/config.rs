@@ -28,6 +28,9 @@ const NAME_CHARS_CEILING: u32 = 64;
 pub struct Config {
     /// Listening address, logs, shutdown drain.
     pub server: ServerSettings,
+    /// `GROUP_METRICS_LISTEN_ADDR`: where `/metrics` is served (plain HTTP); never the API port.
+    /// Unset: no metrics port (see `common::config::optional_metrics_listen_addr`).
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// The PostgreSQL pool.
     pub database: DatabaseSettings,
     /// Where auth's token keys are (auth also answers user and device look-ups there) and what
@@ -61,8 +64,12 @@ pub type EventSettings = OutboxSettings;
 impl FromEnv for Config {
     fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new("GROUP", lookup);
+        let server = ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?;
+        let metrics_listen_addr =
+            common::config::optional_metrics_listen_addr(&env, server.listen_addr)?;
         Ok(Self {
-            server: ServerSettings::from_env(&env, DEFAULT_LISTEN_ADDR)?,
+            server,
+            metrics_listen_addr,
             database: DatabaseSettings::from_env(
                 &env,
                 MIN_DATABASE_CONNECTIONS,
@@ -83,6 +90,7 @@ impl Config {
     pub fn for_tests(auth_url: &str) -> Self {
         Self {
             server: ServerSettings::for_tests(),
+            metrics_listen_addr: None,
             database: DatabaseSettings::for_tests(),
             access_tokens: AccessTokenSettings::for_tests(auth_url),
             limits: Limits::default(),

@@ -31,6 +31,7 @@ mod groups;
 mod ids;
 mod member_rows;
 mod members;
+mod metrics;
 mod service;
 
 use std::{future::Future, sync::Arc};
@@ -66,6 +67,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics_listener =
+        common::metrics::bind(config.metrics_listen_addr, "GROUP_METRICS_LISTEN_ADDR").await?;
+    run_with_metrics_listener(config, db, listener, metrics_listener, shutdown).await
+}
+
+/// As [`run`], with `/metrics` served on `metrics_listener` (bound by the caller; `None`: no
+/// metrics port) instead of at `config.metrics_listen_addr`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_metrics_listener(
+    config: Config,
+    db: PgPool,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut metrics = common::metrics::for_service(SERVICES, &db);
     let tokens = &config.access_tokens;
     let service_credential = ServiceCredential::new(&config.service_secret.read()?)?;
     let credential = service_credential.clone();
@@ -81,8 +100,14 @@ pub async fn run(
         limits: config.limits.clone(),
         directory: directory::Directory::new(&tokens.auth_url)?,
         feed: common::outbox::Feed::start(db.clone(), config.events.clone(), streams_end.clone()),
+        metrics: crate::metrics::GroupMetrics::default(),
     });
-    let services = Routes::new(GroupServer::new(GroupApi::new(
+    service
+        .metrics
+        .register(metrics.registry_mut(), &service.feed.metrics());
+    let metrics = Arc::new(metrics);
+    let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
+    let routes = Routes::new(GroupServer::new(GroupApi::new(
         validator.clone(),
         service.clone(),
     )))
@@ -91,10 +116,14 @@ pub async fn run(
         service_credential,
         service,
     )));
-    common::service::serve(
-        services,
-        SERVICES,
+    let service = common::service::Service {
+        routes,
+        names: SERVICES,
         db,
+        metrics,
+    };
+    common::service::serve(
+        service,
         listener,
         shutdown,
         streams_end,

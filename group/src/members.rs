@@ -153,8 +153,8 @@ pub async fn leave_group(db: &PgPool, group: GroupId, caller: UserId) -> Result<
     Ok(())
 }
 
-/// Gives `target` the role `role` (owner only). Setting the role a member already has changes
-/// nothing and records no event.
+/// Gives `target` the role `role` (owner only), and says whether it changed (and so recorded an
+/// event). Setting the role a member already has changes nothing and records no event.
 ///
 /// # Errors
 /// [`Error::GroupNotFound`]; [`Error::PermissionDenied`] for admins and members;
@@ -165,7 +165,7 @@ pub async fn change_role(
     caller: UserId,
     target: UserId,
     role: Role,
-) -> Result<Group, Error> {
+) -> Result<(Group, bool), Error> {
     let mut tx = db.begin().await?;
     let caller_role = groups::lock_as_member(&mut tx, group, caller).await?;
     if caller_role != Role::Owner {
@@ -193,7 +193,7 @@ pub async fn change_role(
     }
     let after = groups::view(&mut tx, group, caller).await?;
     tx.commit().await?;
-    Ok(after)
+    Ok((after, current != role))
 }
 
 /// `caller`'s role in `group`, read without locking (a pre-check; changes re-check under lock).

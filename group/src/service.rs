@@ -20,6 +20,7 @@ use crate::{
     ids::{GroupId, Role, UserId},
     member_rows,
     members::{self, Member, Membership},
+    metrics::GroupMetrics,
 };
 
 /// Page size of ListMyGroups when the request leaves it 0, and the largest allowed.
@@ -44,6 +45,8 @@ pub struct GroupService {
     pub(crate) limits: Limits,
     pub(crate) directory: Directory,
     pub(crate) feed: Arc<Feed<MembershipEvent>>,
+    /// Operations and events written (`metrics.rs`), registered by `run`.
+    pub(crate) metrics: GroupMetrics,
 }
 
 impl GroupService {
@@ -75,6 +78,8 @@ impl GroupService {
         let group =
             groups::create_group(&self.db, &self.limits, caller.user, &name, &others).await?;
         self.feed.committed();
+        // One ADDED event per member, the creator included.
+        self.metrics.events_written(group.member_count as usize);
         tracing::info!(group_id = %group.id, n_members = group.member_count, "group created");
         Ok(group)
     }
@@ -118,6 +123,7 @@ impl GroupService {
         let name = GroupName::parse(name, &self.limits)?;
         let renamed = groups::rename_group(&self.db, group, caller.user, &name).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(renamed)
     }
 
@@ -128,6 +134,7 @@ impl GroupService {
     pub async fn delete_group(&self, caller: &Caller, group: GroupId) -> Result<(), Error> {
         groups::delete_group(&self.db, group, caller.user).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         tracing::info!(group_id = %group, "group deleted");
         Ok(())
     }
@@ -163,6 +170,7 @@ impl GroupService {
             members::add_members(&self.db, &self.limits, group, caller.user, &users, role).await?;
         if !added.is_empty() {
             self.feed.committed();
+            self.metrics.events_written(added.len());
         }
         Ok((after, added))
     }
@@ -180,6 +188,7 @@ impl GroupService {
     ) -> Result<Group, Error> {
         let after = members::remove_member(&self.db, group, caller.user, target).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(after)
     }
 
@@ -190,6 +199,7 @@ impl GroupService {
     pub async fn leave_group(&self, caller: &Caller, group: GroupId) -> Result<(), Error> {
         members::leave_group(&self.db, group, caller.user).await?;
         self.feed.committed();
+        self.metrics.events_written(1);
         Ok(())
     }
 
@@ -205,8 +215,12 @@ impl GroupService {
         target: UserId,
         role: Role,
     ) -> Result<Group, Error> {
-        let after = members::change_role(&self.db, group, caller.user, target, role).await?;
-        self.feed.committed();
+        let (after, changed) =
+            members::change_role(&self.db, group, caller.user, target, role).await?;
+        if changed {
+            self.feed.committed();
+            self.metrics.events_written(1);
+        }
         Ok(after)
     }
 

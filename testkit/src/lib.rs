@@ -358,3 +358,40 @@ pub fn property_config(
         ..Default::default()
     }
 }
+
+/// `GET /metrics` from a server's metrics port, over HTTP/1.1: the body (OpenMetrics text).
+///
+/// # Panics
+/// When the request fails or the answer is not `200 OK`.
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).expect("metrics are text");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The sum of the samples of `name` (exactly, as rendered: `grpc_server_handled_total`) whose
+/// labels include every one of `labels` (each `key="value"`, as rendered); 0 when there are none.
+pub fn metric_sum(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_set, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let wanted = labels
+                .iter()
+                .all(|label| label_set.split(',').any(|present| present.trim() == *label));
+            wanted.then(|| value.split(' ').next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}

@@ -45,6 +45,29 @@ pub async fn spawn_app_with(db: PgPool, config: auth::Config) -> TestApp {
     }
 }
 
+/// As [`spawn_app`], also serving `/metrics` on a loopback port: the app and that port.
+pub async fn spawn_app_with_metrics(db: PgPool) -> (TestApp, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    tokio::spawn(auth::run_with_metrics_listener(
+        auth::Config::for_tests(),
+        db.clone(),
+        listener,
+        Some(metrics_listener),
+        std::future::pending(),
+    ));
+    let channel = testkit::connect(addr).await;
+    let app = TestApp {
+        addr,
+        client: AuthServiceClient::new(channel.clone()),
+        channel,
+        db,
+    };
+    (app, metrics_addr)
+}
+
 /// Auth behind the real gateway, which tells auth each caller's address (`x-forwarded-for`, from
 /// the TCP peer). Chat and group are not running: these tests call auth only.
 pub struct BehindGateway {

@@ -7,6 +7,7 @@ mod devices;
 mod helpers;
 mod internal;
 mod malformed;
+mod metrics;
 mod revocation;
 mod rotation;
 mod serving;

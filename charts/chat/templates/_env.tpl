@@ -15,6 +15,10 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: {{ .root.Values.logFormat | quote }}
 - name: {{ .prefix }}_SHUTDOWN_TIMEOUT_SECS
   value: {{ $c.shutdownTimeoutSeconds | quote }}
+{{- if ne .component "gateway" }}
+- name: {{ .prefix }}_METRICS_LISTEN_ADDR
+  value: {{ printf "%s:%v" .root.Values.listenHost .root.Values.serviceMetrics.port | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Database pool settings: (dict "root" $ "prefix" "AUTH"). */}}

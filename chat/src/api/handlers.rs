@@ -16,6 +16,7 @@ use crate::{
     delivery::{stream::TokenWatch, wire::message_pb},
     ids::{ConversationId, UserId},
     message::Caller,
+    metrics::StreamKind,
     service::{Chat, HistoryPage},
     session::{StreamRequest, serve_stream_requests},
     store::history::Direction,
@@ -91,6 +92,7 @@ impl ChatApi {
                 who.caller,
                 positions,
                 self.token_watch(&who),
+                StreamKind::OpenStream,
             )
             .await?;
         // A request that fails to arrive ends the requests, as their end does.
@@ -122,6 +124,7 @@ impl ChatApi {
                 who.caller,
                 positions,
                 self.token_watch(&who),
+                StreamKind::Subscribe,
             )
             .await?;
         let events = events.filter_map(|item| async move {

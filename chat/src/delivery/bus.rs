@@ -30,7 +30,10 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::ids::{ConversationId, DeviceId, UserId};
+use crate::{
+    ids::{ConversationId, DeviceId, UserId},
+    metrics::BusMetrics,
+};
 
 /// The NOTIFY channel.
 pub const CHANNEL: &str = "chat_events";
@@ -99,6 +102,7 @@ pub trait Bus: Send + Sync {
 pub struct PgBus {
     pending: Arc<Pending>,
     local: broadcast::Sender<BusEvent>,
+    metrics: BusMetrics,
 }
 
 #[derive(Default)]
@@ -114,22 +118,30 @@ struct PendingEvents {
 }
 
 impl PgBus {
-    /// Starts the publishing and listening tasks on `db`; they end when `stop` fires.
-    pub fn start(db: PgPool, window: Duration, stop: CancellationToken) -> Arc<Self> {
+    /// Starts the publishing and listening tasks on `db`; they end when `stop` fires. What it
+    /// publishes and hears is counted in `metrics`.
+    pub fn start(
+        db: PgPool,
+        window: Duration,
+        stop: CancellationToken,
+        metrics: BusMetrics,
+    ) -> Arc<Self> {
         let (local, _) = broadcast::channel(LOCAL_CAPACITY);
         let bus = Arc::new(Self {
             pending: Arc::default(),
             local: local.clone(),
+            metrics: metrics.clone(),
         });
         let publishing = publish_loop(db.clone(), bus.pending.clone(), window);
         tokio::spawn(stop.clone().run_until_cancelled_owned(publishing));
-        tokio::spawn(stop.run_until_cancelled_owned(listen_loop(db, local)));
+        tokio::spawn(stop.run_until_cancelled_owned(listen_loop(db, local, metrics)));
         bus
     }
 }
 
 impl Bus for PgBus {
     fn publish(&self, event: BusEvent) {
+        self.metrics.published.inc();
         if let BusEvent::NewMessages { .. } = event {
             // This replica's own streams are woken at once, without the NOTIFY round trip;
             // the wake-up that comes back over the bus costs them nothing (see `stream.rs`).
@@ -196,7 +208,7 @@ fn requeue(pending: &Pending, wakeups: HashMap<ConversationId, u64>) {
     pending.ready.notify_one();
 }
 
-async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>) {
+async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>, metrics: BusMetrics) {
     loop {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(listener) => listener,
@@ -212,17 +224,20 @@ async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>) {
             continue;
         }
         // Anything published before this point was not heard.
+        metrics.listener_resync();
         let _ = local.send(BusEvent::Resync);
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     for event in decode(notification.payload()) {
+                        metrics.received.inc();
                         let _ = local.send(event);
                     }
                 }
                 // The connection was lost; the next call reconnects, and what was sent in
                 // between is lost: everyone re-reads.
                 Ok(None) => {
+                    metrics.listener_resync();
                     let _ = local.send(BusEvent::Resync);
                 }
                 Err(error) => {

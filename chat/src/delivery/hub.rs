@@ -25,6 +25,7 @@ use crate::{
     Error,
     delivery::bus::{BusEvent, Receipt, Typing},
     ids::{ConversationId, DeviceId, UserId},
+    metrics::BusMetrics,
     store::conversations::Participants,
 };
 
@@ -178,16 +179,21 @@ impl Hub {
         })
     }
 
-    /// Routes bus events to the streams until the bus closes.
+    /// Routes bus events to the streams until the bus closes; counts in `metrics` the resyncs
+    /// it makes when it falls behind.
     pub async fn dispatch(
         self: Arc<Self>,
         mut events: broadcast::Receiver<BusEvent>,
         participants: Participants,
+        metrics: BusMetrics,
     ) {
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(_)) => BusEvent::Resync,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    metrics.lagged_resync();
+                    BusEvent::Resync
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if let Err(error) = self.route(event, &participants).await {

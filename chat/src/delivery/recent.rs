@@ -28,6 +28,7 @@ use std::{
     },
 };
 
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -58,6 +59,10 @@ pub struct RecentMessages {
     settings: RecentSettings,
     state: Mutex<State>,
     clock: AtomicU64,
+    /// Tails dropped to stay within the bounds, for the metrics.
+    evictions: Counter,
+    /// The bytes every tail holds, for the metrics.
+    bytes: Gauge,
 }
 
 #[derive(Default)]
@@ -128,7 +133,14 @@ impl RecentMessages {
             settings,
             state: Mutex::default(),
             clock: AtomicU64::new(0),
+            evictions: Counter::default(),
+            bytes: Gauge::default(),
         }
+    }
+
+    /// Its eviction counter and its bytes gauge (shared: register them once).
+    pub fn metrics(&self) -> (Counter, Gauge) {
+        (self.evictions.clone(), self.bytes.clone())
     }
 
     /// The messages of `conversation` after `cursor` wrapped for `device`, at most `limit`,
@@ -222,7 +234,10 @@ impl RecentMessages {
         {
             // Down to 90 %, so the sort in `evict` is paid once per many new conversations.
             let keep = self.settings.max_conversations * 9 / 10;
-            evict(&mut state, conversation, |state| state.tails.len() > keep);
+            let evicted = evict(&mut state, conversation, |state| state.tails.len() > keep);
+            self.evictions.inc_by(evicted);
+            self.bytes
+                .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
         }
         let slot = state
             .tails
@@ -256,7 +271,8 @@ impl RecentMessages {
         let mut state = common::sync::lock(&self.state);
         state.bytes = state.bytes + added - freed;
         if state.bytes > budget {
-            evict(&mut state, slot.conversation, |state| state.bytes > budget);
+            let evicted = evict(&mut state, slot.conversation, |state| state.bytes > budget);
+            self.evictions.inc_by(evicted);
         }
         if state.bytes > budget {
             // This tail alone is over the budget: keep what fits, at least its newest message.
@@ -266,6 +282,8 @@ impl RecentMessages {
                 tail.messages.len() > 1 && start - tail.bytes < excess
             });
         }
+        self.bytes
+            .set(i64::try_from(state.bytes).unwrap_or(i64::MAX));
     }
 
     /// Every message after `end` (at most `count`) with all its keys.
@@ -361,9 +379,11 @@ fn trim_front(tail: &mut Tail, too_big: impl Fn(&Tail) -> bool) -> usize {
     freed
 }
 
-/// Drops the least recently used tails other than `keep` while `too_many` says so. Tails in
-/// use right now are skipped (they are not the least recently used anyway).
-fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> bool) {
+/// Drops the least recently used tails other than `keep` while `too_many` says so, and returns
+/// how many it dropped. Tails in use right now are skipped (they are not the least recently used
+/// anyway).
+fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> bool) -> u64 {
+    let mut evicted = 0;
     let mut candidates: Vec<(u64, ConversationId)> = state
         .tails
         .values()
@@ -373,7 +393,7 @@ fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> b
     candidates.sort_unstable();
     for (_, conversation) in candidates {
         if !too_many(state) {
-            return;
+            return evicted;
         }
         let Some(slot) = state.tails.get(&conversation) else {
             continue;
@@ -389,7 +409,9 @@ fn evict(state: &mut State, keep: ConversationId, too_many: impl Fn(&State) -> b
         drop(tail);
         state.bytes -= freed;
         state.tails.remove(&conversation);
+        evicted += 1;
     }
+    evicted
 }
 
 fn message_bytes(message: &EncodedMessage, keys: &HashMap<DeviceId, EncodedKey>) -> usize {

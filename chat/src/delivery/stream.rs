@@ -63,6 +63,7 @@ use crate::{
     },
     ids::ConversationId,
     message::{Caller, Committed},
+    metrics::{OpenStream, StreamKind, StreamMetrics},
     store::{
         history::{self, Direction},
         positions,
@@ -109,6 +110,7 @@ pub struct Delivery {
     shutdown: CancellationToken,
     /// Admission of stream replays (see [`replays_admitted`]).
     replays: Arc<Semaphore>,
+    metrics: StreamMetrics,
 }
 
 /// How many stream replays of this replica may read the database at once (their resume points
@@ -134,6 +136,7 @@ pub struct Outbox {
     inbox: Arc<Inbox>,
     end: Arc<Mutex<Option<oneshot::Sender<Error>>>>,
     stall_limit: Duration,
+    metrics: StreamMetrics,
 }
 
 /// Until when the token that opened a stream is good.
@@ -161,6 +164,7 @@ impl Delivery {
         recent: Arc<RecentMessages>,
         settings: StreamSettings,
         shutdown: CancellationToken,
+        metrics: StreamMetrics,
     ) -> Self {
         Self {
             replays: Arc::new(Semaphore::new(replays_admitted(&db))),
@@ -169,11 +173,13 @@ impl Delivery {
             recent,
             settings,
             shutdown,
+            metrics,
         }
     }
 
     /// Opens a stream for `caller`, whose group conversations are `groups`, resuming from
     /// `positions` (see `positions::resume_points`), that ends when `token` stops being good.
+    /// It counts as a stream of `kind` in the metrics.
     ///
     /// # Errors
     /// [`Error::TooManyStreams`].
@@ -183,6 +189,7 @@ impl Delivery {
         groups: Vec<ConversationId>,
         positions: HashMap<ConversationId, u64>,
         token: TokenWatch,
+        kind: StreamKind,
     ) -> Result<(Outbox, EventStream), Error> {
         let registration = self
             .hub
@@ -194,6 +201,7 @@ impl Delivery {
             inbox: registration.inbox().clone(),
             end: Arc::new(Mutex::new(Some(end))),
             stall_limit: self.settings.stall_limit,
+            metrics: self.metrics.clone(),
         };
         let stream = EventStream {
             queue: receiver,
@@ -211,6 +219,8 @@ impl Delivery {
             outbox: outbox.clone(),
             cursors: HashMap::new(),
             progress: Progress::default(),
+            metrics: self.metrics.clone(),
+            _open: self.metrics.opened(kind),
         };
         tokio::spawn(task.run(registration, positions, token));
         Ok((outbox, stream))
@@ -248,9 +258,18 @@ impl Outbox {
 
     /// Ends the stream with `error` (the first end wins); queued items are dropped.
     pub fn end(&self, error: Error) {
+        self.finish(Some(error));
+    }
+
+    /// Ends the stream with `error`, or with none when its client closed it; only the first end
+    /// counts (in the metrics too).
+    fn finish(&self, error: Option<Error>) {
         let end = common::sync::lock(&self.end).take();
         if let Some(end) = end {
-            let _ = end.send(error);
+            self.metrics.ended(error.as_ref());
+            if let Some(error) = error {
+                let _ = end.send(error);
+            }
         }
     }
 
@@ -314,6 +333,9 @@ struct StreamTask {
     outbox: Outbox,
     cursors: HashMap<ConversationId, u64>,
     progress: Progress,
+    metrics: StreamMetrics,
+    /// Counts the stream as open while the task runs.
+    _open: OpenStream,
 }
 
 /// What the stream's client has acknowledged of what was queued for it (see the module docs).
@@ -380,7 +402,10 @@ impl StreamTask {
             refused = token.revoked => Err(Error::Token(refused)),
         };
         match result {
-            Ok(()) => tracing::debug!(user_id = %self.caller.user, "stream closed by the client"),
+            Ok(()) => {
+                tracing::debug!(user_id = %self.caller.user, "stream closed by the client");
+                self.outbox.finish(None);
+            }
             Err(error) => {
                 tracing::debug!(user_id = %self.caller.user, %error, "stream ended");
                 self.outbox.end(error);
@@ -539,6 +564,7 @@ impl StreamTask {
                 .recent
                 .read(conversation, self.caller.device, cursor, upto, page)
                 .await?;
+            self.metrics.tail_read(from_tail.is_some());
             let (messages, through, more) = match from_tail {
                 Some(read) => (read.messages, read.through, read.through < upto),
                 None => {
@@ -560,6 +586,7 @@ impl StreamTask {
                 }
             };
             drop(admitted);
+            let count = messages.len();
             for message in messages {
                 let sequence = message.sequence();
                 let item = Outgoing::Message(Box::new(message));
@@ -571,6 +598,8 @@ impl StreamTask {
                 self.cursors.insert(conversation, sequence);
                 self.progress.queued.insert(conversation, sequence);
             }
+            // Counted once the page is queued (a stream that ends mid-page delivered less).
+            self.metrics.delivered(count, replay);
             let cursor = self.cursors.entry(conversation).or_insert(0);
             *cursor = (*cursor).max(through);
             if !more {

@@ -38,6 +38,7 @@ pub struct DeviceEvents {
 impl EventSource for DeviceEvents {
     type Event = auth_pb::WatchDeviceChangesResponse;
     const NAME: &'static str = "device changes";
+    const LABEL: &'static str = "devices";
 
     async fn open(
         &self,

@@ -15,6 +15,8 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
+use crate::metrics::Lookups;
+
 /// Keys cached at most; a full cache is emptied (a bound on memory, not an eviction policy:
 /// refilling costs one call per active key).
 const MAX_ENTRIES: usize = 10_000;
@@ -22,6 +24,8 @@ const MAX_ENTRIES: usize = 10_000;
 /// Answers by key, trusted only while events are followed.
 pub struct FollowedCache<K, V> {
     state: Mutex<State<K, V>>,
+    /// Hits, misses and lookups bypassed (events not followed), for the metrics.
+    lookups: Lookups,
 }
 
 struct State<K, V> {
@@ -40,6 +44,7 @@ impl<K, V> Default for FollowedCache<K, V> {
                 generation: 0,
                 entries: HashMap::new(),
             }),
+            lookups: Lookups::default(),
         }
     }
 }
@@ -49,10 +54,18 @@ impl<K: Eq + Hash + Copy, V: Clone> FollowedCache<K, V> {
     pub fn get(&self, key: K) -> Option<V> {
         let state = self.lock();
         if state.following {
-            state.entries.get(&key).cloned()
+            let cached = state.entries.get(&key).cloned();
+            self.lookups.looked_up(cached.is_some());
+            cached
         } else {
+            self.lookups.bypassed();
             None
         }
+    }
+
+    /// Its lookup counters (shared: register them once).
+    pub fn lookups(&self) -> Lookups {
+        self.lookups.clone()
     }
 
     /// The generation to pass to [`FollowedCache::store`] with answers fetched after this call.

@@ -37,6 +37,7 @@ pub struct MembershipEvents {
 impl EventSource for MembershipEvents {
     type Event = group_pb::WatchMembershipEventsResponse;
     const NAME: &'static str = "membership events";
+    const LABEL: &'static str = "membership";
 
     async fn open(
         &self,

@@ -14,6 +14,8 @@ use std::{future::Future, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use crate::metrics::WatchMetrics;
+
 /// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause before reconnecting: also the longest a cache stays bypassed once the other
@@ -60,6 +62,8 @@ pub trait EventSource: Send + Sync + 'static {
     type Event: Send;
     /// For logs.
     const NAME: &'static str;
+    /// The `events` label of its metrics.
+    const LABEL: &'static str;
 
     /// Opens the event stream after `after` (`None`: from the newest event on).
     fn open(
@@ -80,21 +84,23 @@ pub trait EventSource: Send + Sync + 'static {
     fn set_following(&self, following: bool);
 }
 
-/// Follows `source` until `stop` fires, reconnecting with backoff.
-pub async fn follow<S: EventSource>(source: S, stop: CancellationToken) {
+/// Follows `source` until `stop` fires, reconnecting with backoff; `metrics` counts its
+/// connections and whether it is followed.
+pub async fn follow<S: EventSource>(source: S, stop: CancellationToken, metrics: WatchMetrics) {
     tokio::select! {
-        () = follow_forever(&source) => {}
+        () = follow_forever(&source, &metrics) => {}
         () = stop.cancelled() => {}
     }
     source.set_following(false);
+    metrics.following(S::LABEL, false);
 }
 
-async fn follow_forever<S: EventSource>(source: &S) {
+async fn follow_forever<S: EventSource>(source: &S, metrics: &WatchMetrics) {
     let mut last_event: Option<u64> = None;
     let mut backoff = MIN_BACKOFF;
     let mut was_following = true; // log the first failure loudly
     loop {
-        match follow_once(source, &mut last_event).await {
+        match follow_once(source, &mut last_event, metrics).await {
             Ok(()) => {
                 backoff = MIN_BACKOFF;
                 was_following = true;
@@ -121,9 +127,11 @@ async fn follow_forever<S: EventSource>(source: &S) {
 async fn follow_once<S: EventSource>(
     source: &S,
     last_event: &mut Option<u64>,
+    metrics: &WatchMetrics,
 ) -> Result<(), tonic::Status> {
     let mut events = source.open(*last_event).await?;
     source.set_following(true);
+    metrics.following(S::LABEL, true);
     let result = loop {
         let Ok(message) = tokio::time::timeout(SILENCE_BOUND, events.message()).await else {
             break Err(tonic::Status::deadline_exceeded(format!(
@@ -142,5 +150,6 @@ async fn follow_once<S: EventSource>(
         }
     };
     source.set_following(false);
+    metrics.following(S::LABEL, false);
     result
 }

@@ -23,6 +23,7 @@ use crate::{
     },
     ids::{ConversationId, DeviceId, UserId},
     message::{Caller, V2Fields},
+    metrics::{BusMetrics, CommitMetrics, StreamKind, StreamMetrics},
     send::commit::{Committer, NewMessage, RecipientKey},
     store::{conversations::Participants, positions},
 };
@@ -106,10 +107,11 @@ impl World {
         let replicas = (0..case.n_replicas)
             .map(|_| {
                 let hub = Hub::new(4, 64);
-                tokio::spawn(
-                    hub.clone()
-                        .dispatch(bus.subscribe(), Participants::new(db.clone())),
-                );
+                tokio::spawn(hub.clone().dispatch(
+                    bus.subscribe(),
+                    Participants::new(db.clone()),
+                    BusMetrics::default(),
+                ));
                 let recent = Arc::new(RecentMessages::new(
                     db.clone(),
                     RecentSettings {
@@ -124,13 +126,20 @@ impl World {
                     queue: 64,
                 };
                 Replica {
-                    committer: Committer::start(db.clone(), commit, bus.clone(), recent.clone()),
+                    committer: Committer::start(
+                        db.clone(),
+                        commit,
+                        bus.clone(),
+                        recent.clone(),
+                        CommitMetrics::default(),
+                    ),
                     delivery: Delivery::new(
                         db.clone(),
                         hub,
                         recent,
                         streams.clone(),
                         shutdown.clone(),
+                        StreamMetrics::default(),
                     ),
                 }
             })
@@ -325,6 +334,7 @@ impl World {
                 self.conversations.clone(),
                 requested.clone(),
                 token,
+                StreamKind::OpenStream,
             );
             match opened {
                 Ok((_outbox, stream)) => break stream,

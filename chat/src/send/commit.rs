@@ -28,7 +28,11 @@
 //! messages/s over five 3-second rounds of `bench chat-send`). A test plans the function on
 //! tables analysed empty, grows them, and counts sequential scans.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use sqlx::{PgPool, Postgres};
 use time::OffsetDateTime;
@@ -44,6 +48,7 @@ use crate::{
     },
     ids::{ConversationId, DeviceId, UserId},
     message::{Committed, DeliveredKey, DeliveredMessage, StoredMessage, V2Fields, to_i64, to_u64},
+    metrics::{BatchOutcome, CommitMetrics},
 };
 
 /// The unique constraint that makes retries idempotent.
@@ -150,9 +155,10 @@ impl Committer {
         settings: CommitSettings,
         bus: Arc<dyn Bus>,
         recent: Arc<RecentMessages>,
+        metrics: CommitMetrics,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(settings.queue);
-        tokio::spawn(run(db, receiver, settings, bus, recent));
+        tokio::spawn(run(db, receiver, settings, bus, recent, metrics));
         Self { queue }
     }
 
@@ -181,12 +187,15 @@ async fn run(
     settings: CommitSettings,
     bus: Arc<dyn Bus>,
     recent: Arc<RecentMessages>,
+    metrics: CommitMetrics,
 ) {
     let mut batch = Vec::with_capacity(settings.max_batch);
     while queue.recv_many(&mut batch, settings.max_batch).await > 0 {
         collect_more(&mut queue, &mut batch, &settings).await;
         let pending = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
-        commit_batch(&db, pending, bus.as_ref(), &recent).await;
+        let (size, started) = (pending.len(), Instant::now());
+        let outcome = commit_batch(&db, pending, bus.as_ref(), &recent).await;
+        metrics.committed(size, started.elapsed(), outcome);
     }
 }
 
@@ -213,14 +222,22 @@ async fn collect_more(
 /// but different conversations race (two replicas, or one replica's consecutive batches), the
 /// conversation locks do not order them: the later batch fails on the unique constraint and is
 /// retried one send per transaction, where the duplicate check sees the winner.
-async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus, recent: &RecentMessages) {
+async fn commit_batch(
+    db: &PgPool,
+    pending: Vec<Pending>,
+    bus: &dyn Bus,
+    recent: &RecentMessages,
+) -> BatchOutcome {
     // The messages are moved, not copied: a batch may carry megabytes of ciphertext.
     let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = pending
         .into_iter()
         .map(|one| (one.message, one.reply))
         .unzip();
     match try_commit(db, &messages).await {
-        Ok(outcome) => settle(messages, replies, outcome, bus, recent),
+        Ok(outcome) => {
+            settle(messages, replies, outcome, bus, recent);
+            BatchOutcome::Ok
+        }
         // The conflicting send committed first, so the retries see it as stored.
         Err(error) if is_client_id_conflict(&error) => {
             for (message, reply) in messages.into_iter().zip(replies) {
@@ -230,8 +247,12 @@ async fn commit_batch(db: &PgPool, pending: Vec<Pending>, bus: &dyn Bus, recent:
                     Err(error) => fail(vec![reply], &error),
                 }
             }
+            BatchOutcome::ConflictRetried
         }
-        Err(error) => fail(replies, &error),
+        Err(error) => {
+            fail(replies, &error);
+            BatchOutcome::Failed
+        }
     }
 }
 

@@ -35,6 +35,8 @@ const KEY_ORDER: [usize; 5] = [0, 2, 4, 1, 5];
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the chat replica serves `/metrics`.
+    pub metrics: SocketAddr,
     pub auth_addr: SocketAddr,
     pub group_addr: SocketAddr,
     pub channel: Channel,
@@ -76,7 +78,7 @@ pub async fn spawn_app_with_auth(
         group_listener,
         std::future::pending(),
     ));
-    let addr = spawn_chat(
+    let (addr, metrics) = spawn_chat_with_metrics(
         &db,
         auth_addr,
         group_addr,
@@ -88,6 +90,7 @@ pub async fn spawn_app_with_auth(
     let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
     TestApp {
         addr,
+        metrics,
         auth_addr,
         group_addr,
         channel,
@@ -104,13 +107,34 @@ pub async fn spawn_chat(
     configure: impl FnOnce(&mut chat::Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SocketAddr {
+    spawn_chat_with_metrics(db, auth_addr, group_addr, configure, shutdown)
+        .await
+        .0
+}
+
+/// As [`spawn_chat`], also serving `/metrics`: the replica's address and its metrics port.
+pub async fn spawn_chat_with_metrics(
+    db: &PgPool,
+    auth_addr: SocketAddr,
+    group_addr: SocketAddr,
+    configure: impl FnOnce(&mut chat::Config),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
     let mut config = chat::Config::for_tests(&format!("http://{auth_addr}"));
     config.group_url = format!("http://{group_addr}");
     configure(&mut config);
-    tokio::spawn(chat::run(config, db.clone(), listener, shutdown));
-    addr
+    tokio::spawn(chat::run_with_metrics_listener(
+        config,
+        db.clone(),
+        listener,
+        Some(metrics_listener),
+        shutdown,
+    ));
+    (addr, metrics)
 }
 
 impl TestApp {

@@ -9,6 +9,7 @@ mod groups;
 mod helpers;
 mod history;
 mod malformed;
+mod metrics;
 mod properties;
 mod revocation;
 mod sending;

@@ -19,6 +19,7 @@ async fn a_service_whose_database_is_unreachable_reports_not_serving() {
     tokio::spawn(common::grpc::serve(
         Routes::new(health_service),
         &[],
+        std::sync::Arc::new(common::metrics::Metrics::new(Vec::<String>::new())),
         listener,
         std::future::pending(),
         Duration::from_secs(1),

@@ -2,5 +2,6 @@
 
 mod drain;
 mod health;
+mod metrics;
 mod migrations;
 mod status;

@@ -81,6 +81,7 @@ async fn serve_huge_statuses() -> HealthClient<tonic::transport::Channel> {
     tokio::spawn(common::grpc::serve(
         Routes::new(HugeStatuses),
         &[],
+        std::sync::Arc::new(common::metrics::Metrics::new(Vec::<String>::new())),
         listener,
         std::future::pending(),
         Duration::from_secs(1),

@@ -17,6 +17,8 @@ use tonic_types::StatusExt;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where group serves `/metrics`.
+    pub metrics: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
     pub auth_url: String,
@@ -62,16 +64,20 @@ pub async fn spawn_apps_with(
     let auth_url = format!("http://{auth_addr}");
     let mut config = group::Config::for_tests(&auth_url);
     configure(&mut config);
-    tokio::spawn(group::run(
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
+    tokio::spawn(group::run_with_metrics_listener(
         config,
         db.clone(),
         listener,
+        Some(metrics_listener),
         std::future::pending(),
     ));
     let channel = testkit::connect(addr).await; // already bound: no sleep
     let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
     let app = TestApp {
         addr,
+        metrics,
         channel,
         auth,
         auth_url,
@@ -137,14 +143,18 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let mut config = group::Config::for_tests(&self.auth_url);
         configure(&mut config);
-        tokio::spawn(group::run(
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = metrics_listener.local_addr().unwrap();
+        tokio::spawn(group::run_with_metrics_listener(
             config,
             db.clone(),
             listener,
+            Some(metrics_listener),
             std::future::pending(),
         ));
         let replica = TestApp {
             addr,
+            metrics,
             channel: testkit::connect(addr).await,
             auth: self.auth.clone(),
             auth_url: self.auth_url.clone(),

@@ -7,5 +7,6 @@ mod internal;
 mod limits;
 mod malformed;
 mod members;
+mod metrics;
 mod properties;
 mod serving;

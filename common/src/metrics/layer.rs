@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::metrics::{Metrics, path_kind};
+use super::grpc::{Metrics, path_kind};
 
 /// Records every request that passes through it into a shared [`Metrics`].
 ///

@@ -1,4 +1,5 @@
-//! The metric families, their bounded label values, and the `/metrics` route.
+//! The gRPC server metric families (grpc-ecosystem names), their bounded label values, the
+//! registry a service adds its own families to, and the `/metrics` route.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,13 +30,15 @@ const LATENCY_BUCKETS: [f64; 18] = [
     5.0, 10.0, 30.0, 60.0,
 ];
 
-/// The reflection services the gateway serves (v1, and v1alpha for grpcurl 1.8): each has one method.
+/// The reflection services every server serves (v1, and v1alpha for grpcurl 1.8): each has one method.
 const REFLECTION_METHOD_PATHS: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// The gateway's metrics: a prometheus-client [`Registry`] and handles to its families.
+/// A server's metrics: a prometheus-client [`Registry`] and handles to the gRPC server families
+/// every server has (the gateway and each service). A service registers its own families into
+/// [`Metrics::registry_mut`] before sharing it.
 ///
 /// - `grpc_server_handled_total{service, method, code}`: finished gRPC calls, `code` being the
 ///   status name (`OK`, `UNAUTHENTICATED`, ...).
@@ -83,7 +86,7 @@ struct HttpLabels {
 
 impl Metrics {
     /// A fresh registry whose `service`/`method` labels may take the values of `known_method_paths`
-    /// (full gRPC paths, `/package.Service/Method`; see [`gateway_method_paths`]). Entries that are
+    /// (full gRPC paths, `/package.Service/Method`; see [`served_method_paths`]). Entries that are
     /// not of that form are ignored.
     pub fn new<I>(known_method_paths: I) -> Self
     where
@@ -140,6 +143,12 @@ impl Metrics {
             http_requests,
             known,
         }
+    }
+
+    /// The registry, for a service to register its own families (or collectors) into before the
+    /// metrics are shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Every metric in the OpenMetrics text format (see [`OPENMETRICS_CONTENT_TYPE`]), ending in `# EOF`.
@@ -213,8 +222,9 @@ impl std::fmt::Debug for Metrics {
 
 /// `GET /metrics`, answering [`Metrics::render`] with [`OPENMETRICS_CONTENT_TYPE`].
 ///
-/// The gateway serves this router on its metrics port only (`GATEWAY_METRICS_LISTEN_ADDR`), which
-/// scrapers reach and the internet does not; its public port answers 404 for `/metrics`.
+/// Every server serves this router on its metrics port only (`<SERVICE>_METRICS_LISTEN_ADDR`, see
+/// [`super::spawn_server`]), which scrapers reach and clients do not; the gateway's public port
+/// answers 404 for `/metrics`.
 pub fn metrics_route(metrics: Arc<Metrics>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
@@ -255,11 +265,12 @@ pub fn method_paths(
     Ok(paths)
 }
 
-/// Every method the gateway serves or routes: the public APIs (`proto::PUBLIC_SERVICES`),
-/// `grpc.health.v1.Health` and server reflection (v1 and v1alpha). Pass it to [`Metrics::new`].
-pub fn gateway_method_paths() -> Vec<String> {
+/// Every method of `services` (full names, from [`proto::FILE_DESCRIPTOR_SET`]), plus
+/// `grpc.health.v1.Health` and server reflection (v1 and v1alpha), which every server answers.
+/// Pass it to [`Metrics::new`].
+pub fn served_method_paths(services: &[&str]) -> Vec<String> {
     // Both descriptor sets are compiled in, so a decoding failure is a build defect, not a runtime condition.
-    let mut paths = method_paths(proto::FILE_DESCRIPTOR_SET, proto::PUBLIC_SERVICES)
+    let mut paths = method_paths(proto::FILE_DESCRIPTOR_SET, services)
         .expect("the embedded API descriptor set decodes");
     paths.extend(
         method_paths(
@@ -321,8 +332,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gateway_method_paths_cover_the_public_apis_health_and_reflection() {
-        let paths = gateway_method_paths();
+    fn served_method_paths_cover_the_services_health_and_reflection() {
+        let paths = served_method_paths(&["auth.v1.AuthService"]);
 
         for expected in [
             "/auth.v1.AuthService/Login",
@@ -336,8 +347,8 @@ mod tests {
             );
         }
         assert!(
-            !paths.iter().any(|path| path.contains(".internal.")),
-            "internal APIs are never routed"
+            !paths.iter().any(|path| path.starts_with("/group.")),
+            "services not asked for are not listed"
         );
     }
 

@@ -1,0 +1,377 @@
+//! chat's own metrics (besides the gRPC and database pool metrics every service has,
+//! `common::metrics`): sends, the committer's batches, streams and deliveries, the recent tails,
+//! the caches, the bus and the event streams. `docs/metrics.md` lists them with their meaning.
+//!
+//! Each part is counted where it happens: the layers get the handle they need ([`CommitMetrics`]
+//! for the committer, [`StreamMetrics`] for delivery, [`BusMetrics`] for the bus,
+//! [`WatchMetrics`] for the event streams); the caches and the tails own their counters
+//! ([`Lookups`], `RecentMessages::evictions`), which `lib.rs` registers. Below every layer: it
+//! imports only `error.rs`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::Error;
+
+/// Every family chat registers itself; clones share the same series.
+#[derive(Clone, Debug, Default)]
+pub struct ChatMetrics {
+    /// Sends by outcome.
+    pub sends: SendMetrics,
+    /// The committer's batches.
+    pub commit: CommitMetrics,
+    /// Streams and what they deliver.
+    pub streams: StreamMetrics,
+    /// Wake-ups between replicas.
+    pub bus: BusMetrics,
+    /// The event streams from group and auth.
+    pub watch: WatchMetrics,
+}
+
+impl ChatMetrics {
+    /// Adds the families to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "chat_sends",
+            "Sends answered, by outcome: stored, duplicate (a retry answered with the original) \
+             or the refusal's reason",
+            self.sends.sends.clone(),
+        );
+        registry.register(
+            "chat_commit_batch_size",
+            "Sends per committed batch",
+            self.commit.batch_size.clone(),
+        );
+        registry.register_with_unit(
+            "chat_commit",
+            "Time to commit one batch (its transaction, and the one-by-one retry after a client \
+             message id conflict)",
+            Unit::Seconds,
+            self.commit.seconds.clone(),
+        );
+        registry.register(
+            "chat_commit_batches",
+            "Batches by outcome: ok, conflict_retried (retried one send per transaction), failed",
+            self.commit.batches.clone(),
+        );
+        registry.register(
+            "chat_streams_open",
+            "Streams open on this replica, by kind (subscribe, open_stream)",
+            self.streams.open.clone(),
+        );
+        registry.register(
+            "chat_streams_ended",
+            "Streams ended, by reason (slow_consumer is a cut for a client that did not keep up)",
+            self.streams.ended.clone(),
+        );
+        registry.register(
+            "chat_deliveries",
+            "Messages queued to streams, by phase (replay, live)",
+            self.streams.deliveries.clone(),
+        );
+        registry.register(
+            "chat_recent_tail_reads",
+            "Stream reads answered by the recent tail (hit) or the database (miss)",
+            self.streams.tail_reads.clone(),
+        );
+        registry.register(
+            "chat_bus_published",
+            "Events published to the bus (wake-ups, receipts, typing)",
+            self.bus.published.clone(),
+        );
+        registry.register(
+            "chat_bus_received",
+            "Events received over the bus (NOTIFY) from every replica",
+            self.bus.received.clone(),
+        );
+        registry.register(
+            "chat_bus_resyncs",
+            "Times every stream had to re-read, by cause: listener (the bus listener (re)connected \
+             or lost its connection), lagged (the dispatcher fell behind the bus)",
+            self.bus.resyncs.clone(),
+        );
+        registry.register(
+            "chat_event_stream_connects",
+            "Event streams opened, by events (membership from group, devices from auth); more than \
+             one is a reconnect",
+            self.watch.connects.clone(),
+        );
+        registry.register(
+            "chat_event_stream_following",
+            "1 while the event stream is followed (its cache trusted), 0 while it is down",
+            self.watch.following.clone(),
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventsLabels {
+    events: &'static str,
+}
+
+/// Sends by outcome.
+#[derive(Clone, Debug, Default)]
+pub struct SendMetrics {
+    sends: Family<OutcomeLabels, Counter>,
+}
+
+impl SendMetrics {
+    /// Counts a send answered `Ok(duplicate)` or refused with `error`.
+    pub fn answered(&self, outcome: Result<bool, &Error>) {
+        let outcome = match outcome {
+            Ok(false) => "stored",
+            Ok(true) => "duplicate",
+            Err(error) => refusal_reason(error),
+        };
+        self.sends.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// A bounded label value for why a send (or a stream) was refused or ended.
+pub fn refusal_reason(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidArgument(_) => "invalid_argument",
+        Error::ConversationNotFound => "conversation_not_found",
+        Error::UserNotFound => "user_not_found",
+        Error::SignatureInvalid(_) => "signature_invalid",
+        Error::DeviceListMismatch(_) => "device_list_mismatch",
+        Error::ClientMessageIdReused => "client_message_id_reused",
+        Error::RateLimited { .. } => "rate_limited",
+        Error::SlowConsumer => "slow_consumer",
+        Error::TooManyStreams => "too_many_streams",
+        Error::TokenExpired => "token_expired",
+        Error::Token(_) => "token_refused",
+        Error::ShuttingDown => "shutting_down",
+        Error::Auth(_) => "auth_unavailable",
+        Error::Group(_) => "group_unavailable",
+        Error::Db(_) => "database",
+        Error::CommitOutcomeUnknown => "commit_outcome_unknown",
+        Error::Internal(_) => "internal",
+    }
+}
+
+/// The committer's batches.
+#[derive(Clone, Debug)]
+pub struct CommitMetrics {
+    batch_size: Histogram,
+    seconds: Histogram,
+    batches: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        Self {
+            // 1 to 4096 sends (CHAT_COMMIT_MAX_BATCH is far below).
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 100 µs to about 6.5 s.
+            seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
+            batches: Family::default(),
+        }
+    }
+}
+
+/// How a batch's commit went, for [`CommitMetrics::committed`].
+#[derive(Clone, Copy, Debug)]
+pub enum BatchOutcome {
+    /// One transaction stored it.
+    Ok,
+    /// A client message id conflict: retried one send per transaction.
+    ConflictRetried,
+    /// The transaction failed; every send was answered with an error.
+    Failed,
+}
+
+impl CommitMetrics {
+    /// Records a batch of `size` sends that took `elapsed` to commit.
+    pub fn committed(&self, size: usize, elapsed: std::time::Duration, outcome: BatchOutcome) {
+        self.batch_size.observe(size as f64);
+        self.seconds.observe(elapsed.as_secs_f64());
+        let outcome = match outcome {
+            BatchOutcome::Ok => "ok",
+            BatchOutcome::ConflictRetried => "conflict_retried",
+            BatchOutcome::Failed => "failed",
+        };
+        self.batches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// Which API a stream was opened with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `Subscribe`.
+    Subscribe,
+    /// `OpenStream`.
+    OpenStream,
+}
+
+impl StreamKind {
+    fn label(self) -> &'static str {
+        match self {
+            StreamKind::Subscribe => "subscribe",
+            StreamKind::OpenStream => "open_stream",
+        }
+    }
+}
+
+/// Streams and what they deliver.
+#[derive(Clone, Debug, Default)]
+pub struct StreamMetrics {
+    open: Family<KindLabels, Gauge>,
+    ended: Family<ReasonLabels, Counter>,
+    deliveries: Family<PhaseLabels, Counter>,
+    tail_reads: Family<ResultLabels, Counter>,
+}
+
+/// Counts one open stream of its kind until dropped.
+#[derive(Debug)]
+pub struct OpenStream {
+    gauge: Gauge,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl StreamMetrics {
+    /// A stream of `kind` opened; it counts as open until the guard is dropped.
+    pub fn opened(&self, kind: StreamKind) -> OpenStream {
+        let gauge = self
+            .open
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .clone();
+        gauge.inc();
+        OpenStream { gauge }
+    }
+
+    /// A stream ended with `error` (`None`: the client closed it).
+    pub fn ended(&self, error: Option<&Error>) {
+        let reason = error.map_or("client_closed", refusal_reason);
+        self.ended.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// `count` messages were queued to a stream, replaying or live.
+    pub fn delivered(&self, count: usize, replay: bool) {
+        let phase = if replay { "replay" } else { "live" };
+        self.deliveries
+            .get_or_create(&PhaseLabels { phase })
+            .inc_by(count as u64);
+    }
+
+    /// A stream's read was answered by the recent tail (`true`) or the database.
+    pub fn tail_read(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.tail_reads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+}
+
+/// Wake-ups between replicas.
+#[derive(Clone, Debug, Default)]
+pub struct BusMetrics {
+    /// Events published.
+    pub published: Counter,
+    /// Events received over NOTIFY.
+    pub received: Counter,
+    /// Resyncs of every stream, by cause.
+    resyncs: Family<CauseLabels, Counter>,
+}
+
+impl BusMetrics {
+    /// The bus listener (re)connected or lost its connection: what was sent meanwhile is lost.
+    pub fn listener_resync(&self) {
+        self.resyncs
+            .get_or_create(&CauseLabels { cause: "listener" })
+            .inc();
+    }
+
+    /// The hub's dispatcher fell behind the bus and skipped events.
+    pub fn lagged_resync(&self) {
+        self.resyncs
+            .get_or_create(&CauseLabels { cause: "lagged" })
+            .inc();
+    }
+}
+
+/// The event streams chat follows.
+#[derive(Clone, Debug, Default)]
+pub struct WatchMetrics {
+    connects: Family<EventsLabels, Counter>,
+    following: Family<EventsLabels, Gauge>,
+}
+
+impl WatchMetrics {
+    /// The event stream `events` opened (`true`) or ended (`false`).
+    pub fn following(&self, events: &'static str, following: bool) {
+        let labels = EventsLabels { events };
+        if following {
+            self.connects.get_or_create(&labels).inc();
+        }
+        self.following
+            .get_or_create(&labels)
+            .set(i64::from(following));
+    }
+}
+
+/// Lookups of one cache: hits, misses, and bypassed (its event stream is down, so it is not
+/// trusted). Clones share the same series.
+#[derive(Clone, Debug, Default)]
+pub struct Lookups {
+    lookups: Family<ResultLabels, Counter>,
+}
+
+impl Lookups {
+    /// A lookup while the cache is trusted.
+    pub fn looked_up(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.lookups.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A lookup while the cache is bypassed.
+    pub fn bypassed(&self) {
+        self.lookups
+            .get_or_create(&ResultLabels { result: "bypassed" })
+            .inc();
+    }
+
+    /// Registers these lookups as `name` (`chat_devices_cache_lookups`, ...).
+    pub fn register(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(name, help, self.lookups.clone());
+    }
+}
