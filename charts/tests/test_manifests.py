@@ -185,14 +185,19 @@ def proto_services() -> set[str]:
 
 
 def health_reported_services(component: str) -> set[str]:
-    """Services whose health <component>/src/lib.rs reports: `SERVICES`, handed to
-    common::health::track_database, names server types. A type is either an alias of a
+    """Services whose health <component>/src/lib.rs reports: `SERVICES`, the names of the
+    `common::service::Service` it serves (whose health common::service::serve tracks with
+    common::health::track_database), names server types. A type is either an alias of a
     generated server (`type AuthServer = pb::auth_service_server::AuthServiceServer<AuthApi>`
     gives AuthService) or a wrapper that takes its name from one (`impl NamedService for
     ChatServer { const NAME ... = <ChatServiceServer<ChatApi> as NamedService>::NAME; }`)."""
     lib = (REPO / component / "src" / "lib.rs").read_text()
     sources = "\n".join(path.read_text() for path in (REPO / component / "src").rglob("*.rs"))
-    assert re.search(r"track_database\([^)]*SERVICES", lib), f"{component}: health not tracked"
+    assert re.search(r"common::service::Service\s*\{[^}]*names:\s*SERVICES", lib), (
+        f"{component}: health not tracked"
+    )
+    service = (REPO / "common" / "src" / "service.rs").read_text()
+    assert re.search(r"track_database\([^)]*names", service), "common::service: health not tracked"
     listed = re.search(r"pub const SERVICES: &\[&str\] = &\[([^\]]*)\]", lib).group(1)
     names = set()
     for alias in re.findall(r"(\w+)::NAME", listed):
@@ -212,7 +217,7 @@ def test_services_are_probed_through_their_grpc_health_and_the_gateway_over_http
         grpc = container["readinessProbe"]["grpc"]
         assert grpc["port"] == container["ports"][0]["containerPort"]
         # The service must be one the server reports health for: its own API, from the protos,
-        # registered through common::health::track_database in its lib.rs.
+        # served through common::service::serve in its lib.rs, which tracks its health.
         assert grpc["service"] in declared, grpc
         assert grpc["service"].startswith(f"{component}.v1."), grpc
         assert grpc["service"].rsplit(".", 1)[1] in health_reported_services(component), grpc
