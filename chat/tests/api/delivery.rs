@@ -213,6 +213,7 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
     let mut bob_events = bob.subscribe(&[]).await;
     replay(&mut bob_events).await;
     let big = "x".repeat(60_000);
+    let cuts_before = slow_consumer_cuts(&app).await;
 
     // Bob does not read while alice sends.
     for _ in 0..30 {
@@ -241,6 +242,18 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
     assert_eq!(reason(&status), "SLOW_CONSUMER");
     assert!(last < 30, "the stream was not cut");
     assert_eq!(received, (1..=30).collect::<Vec<_>>());
+    // The cut is counted on the metrics port (what an operator alerts on).
+    assert_eq!(slow_consumer_cuts(&app).await - cuts_before, 1.0);
+}
+
+/// Streams this replica ended as too slow, from its metrics port.
+async fn slow_consumer_cuts(app: &crate::helpers::TestApp) -> f64 {
+    let scrape = testkit::scrape_metrics(app.metrics).await;
+    testkit::metric_sum(
+        &scrape,
+        "chat_streams_ended_total",
+        &[r#"reason="slow_consumer""#],
+    )
 }
 
 /// Replays take turns on the database (half the pool at a time); a client that stops reading in
