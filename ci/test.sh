@@ -12,6 +12,8 @@
 # 2. The cargo tests. DATABASE_URL comes from ensure_postgres (ci/lib.sh): $DATABASE_URL if set,
 #    else the server on 127.0.0.1:5432, else a throwaway cluster removed on exit. sqlx::test
 #    creates a fresh database per test from it.
+# 3. ci/fuzz.sh: every fuzz target under libFuzzer for a few seconds on its committed corpus
+#    (skipped when arguments are given or with CI_SKIP_FUZZ=1).
 # Later test kinds (browser tests) are added here, so this stays the one place tests are run.
 
 set -euo pipefail
@@ -46,3 +48,8 @@ fi
 cargo build --workspace --bins "${cargo_locked[@]}"
 # --no-fail-fast: one run reports every failing test, not just the first.
 cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass --no-fail-fast "$@"
+
+if [[ $# -eq 0 && "${CI_SKIP_FUZZ:-0}" != 1 ]]; then
+    log "fuzzing: ci/fuzz.sh"
+    bash ci/fuzz.sh
+fi
