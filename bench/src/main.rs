@@ -11,7 +11,6 @@
 mod clients;
 mod cpu;
 mod machine;
-mod nginx;
 mod pgbench;
 mod report;
 mod scenarios;

@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
+use testkit::nginx::{Nginx, Role};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -217,6 +218,18 @@ impl ChatStack {
         stopped.push(self.auth.stop().await.context("auth did not stop cleanly"));
         stopped.into_iter().collect()
     }
+}
+
+/// nginx as the reference proxy (`testkit::nginx`, [`Role::Reference`]) in front of `upstream`,
+/// in a scratch directory of this process (a stale one from an earlier run is replaced).
+///
+/// # Errors
+/// When nginx does not start (its error log is quoted).
+pub async fn start_nginx(upstream: SocketAddr) -> anyhow::Result<Nginx> {
+    let dir = std::env::temp_dir().join(format!("bench-nginx-{}", std::process::id()));
+    Nginx::start(&dir, upstream, Role::Reference)
+        .await
+        .context("starting nginx")
 }
 
 impl RunningServer {

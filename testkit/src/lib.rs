@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::Command};
 
 mod chaos;
 pub use chaos::ChaosProxy;
+pub mod nginx;
 
 /// The resident set size (`VmRSS` of `/proc/<pid>/status`) of process `pid`, in bytes; 0 once it
 /// has exited. The suites that bound a service's memory read it from here.

@@ -13,7 +13,7 @@
 //!
 //! Three paths, each with a fresh source: the readers straight on the source; through the real
 //! gateway (tokens checked at Subscribe by auth's key set, then its generic proxy), as every
-//! client reaches chat; and through nginx's `grpc_pass` (`nginx.rs`), the reference proxy, which
+//! client reaches chat; and through nginx's `grpc_pass` (`testkit::nginx`), the reference proxy, which
 //! opens one upstream connection per stream.
 
 use std::{
@@ -29,6 +29,7 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::bytes::Bytes;
 use proto::chat::v1 as chat_pb;
+use testkit::nginx::{self, Nginx};
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, mpsc, oneshot},
@@ -51,7 +52,6 @@ use crate::{
         tracker::{Kind, Tracker},
     },
     cpu::{self, CpuSnapshot, CpuTime},
-    nginx::{self, Nginx},
     server::{self, RunningServer},
     stats::{Latencies, millis, percent},
 };
@@ -169,7 +169,7 @@ async fn measure_with(auth: &RunningServer, plan: Plan) -> anyhow::Result<Vec<Pa
             }
             Path::Nginx => match nginx::available() {
                 Ok(_) => {
-                    let started = Nginx::start(source_server.addr).await?;
+                    let started = server::start_nginx(source_server.addr).await?;
                     let entry = RunningServer::elsewhere(started.addr);
                     nginx = Some(started);
                     entry

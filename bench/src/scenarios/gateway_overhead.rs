@@ -5,7 +5,7 @@
 //!
 //! The call is `auth.v1.AuthService/GetJwks`: public (the gateway checks no token), no database,
 //! a small answer, so it is nearly pure request/response cost. Three targets serve it: auth
-//! itself, the gateway in front of auth, and nginx (a child process, `nginx.rs`) in front of auth.
+//! itself, the gateway in front of auth, and nginx (a child process, `testkit::nginx`) in front of auth.
 //! auth and the gateway run in-process, each on its own runtime (`server.rs`). The load generator
 //! (`load.rs`) shares the machine with them.
 //!
@@ -31,8 +31,8 @@ use crate::{
 mod load;
 mod render;
 
-use crate::nginx::{self, Nginx};
 use load::Load;
+use testkit::nginx::{self, Nginx};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -138,7 +138,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         }
     };
     let (nginx, reference) = match nginx::available() {
-        Ok(version) => match Nginx::start(auth.addr).await {
+        Ok(version) => match server::start_nginx(auth.addr).await {
             Ok(nginx) => {
                 let config = nginx.config.clone();
                 (Some(nginx), Reference::Ran { version, config })

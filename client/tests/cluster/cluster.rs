@@ -27,7 +27,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::nginx::Nginx;
+use testkit::nginx::{Nginx, Role};
 
 /// Where the two chat replicas listen (on the same port): their "pod addresses".
 pub const CHAT_REPLICAS: [IpAddr; 2] = [
@@ -140,7 +140,9 @@ impl Cluster {
         let gateway_env = env.gateway(gateway, auth, chat, group);
         let mut gateway_process = env.spawn("gateway", "gateway", gateway_env);
         wait_ready(gateway, &mut gateway_process).await;
-        let nginx = Nginx::start(dir, gateway).await;
+        let nginx = Nginx::start(&dir.join("nginx"), gateway, Role::Ingress)
+            .await
+            .expect("nginx starts");
         let cluster = Self {
             nginx,
             chat,

@@ -2,7 +2,7 @@
 //! is every message the client sends on it, so a request body limit at the Ingress
 //! (`proxy-body-size: 5m`, as the chart had) cut a long-lived stream after 5 MiB of sends in
 //! total. Here one stream carries more than that through nginx configured as the chart's
-//! annotations configure ingress-nginx (`nginx.rs`), and must stay open: every send
+//! annotations configure ingress-nginx (`testkit::nginx`), and must stay open: every send
 //! acknowledged on it and shown once to every device.
 
 use std::{

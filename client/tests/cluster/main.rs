@@ -24,7 +24,6 @@ mod database;
 mod ingress;
 #[allow(dead_code)]
 mod ledger;
-mod nginx;
 mod rollout;
 mod services;
 mod setup;

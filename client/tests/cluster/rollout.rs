@@ -38,6 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use testkit::nginx::{Nginx, Role};
 use tokio::sync::watch;
 
 use crate::{
@@ -48,7 +49,6 @@ use crate::{
         wait_serving,
     },
     ledger::{Followed, Following, Ledger},
-    nginx::Nginx,
     services::{ClusterIp, Records},
     setup::{group_chat, with_database},
 };
@@ -390,7 +390,9 @@ impl RolloutCluster {
         }
         let addrs: Vec<SocketAddr> = gateways.iter().map(|(addr, _)| *addr).collect();
         let gateway_service = ClusterIp::start(addrs).await;
-        let nginx = Nginx::start(dir, gateway_service.addr).await;
+        let nginx = Nginx::start(&dir.join("nginx"), gateway_service.addr, Role::Ingress)
+            .await
+            .expect("nginx starts");
         Self {
             env,
             auth,

@@ -31,9 +31,6 @@ mod cluster;
 #[path = "../cluster/ledger.rs"]
 mod ledger;
 #[allow(dead_code)]
-#[path = "../cluster/nginx.rs"]
-mod nginx;
-#[allow(dead_code)]
 #[path = "../cluster/traffic.rs"]
 mod traffic;
 
