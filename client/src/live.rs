@@ -167,6 +167,7 @@ impl Session {
                 spawn_sealer(self.clone(), target.clone(), event_sender.clone());
             let (to_retry, retries) = mpsc::unbounded_channel();
             let (pending, turn) = restore_kept(&self, &target).await;
+            let (to_answer_last_sequence, last_sequences) = mpsc::unbounded_channel();
             let mut state = LiveState {
                 to_open,
                 opened,
@@ -192,7 +193,8 @@ impl Session {
                 gaps: None,
                 unreadable_before: BTreeMap::new(),
                 unreadable_after: None,
-                last_sequences: mpsc::unbounded_channel(),
+                to_answer_last_sequence,
+                last_sequences,
                 checking: 0,
             };
             state.run().await;
@@ -204,6 +206,10 @@ impl Session {
         }
     }
 }
+
+/// A conversation's last sequence, and whether the grace period after it was learnt is over
+/// (see `UNREADABLE_GRACE`).
+type LastSequence = (u64, bool);
 
 /// A line to send, with its client message id.
 #[derive(Debug)]
@@ -297,10 +303,8 @@ struct LiveState {
     unreadable_after: Option<Unreadable>,
     /// The conversation's last sequence, looked up by a task of its own after `CaughtUp`;
     /// `true` once the grace period after the answer has passed.
-    last_sequences: (
-        mpsc::UnboundedSender<(u64, bool)>,
-        mpsc::UnboundedReceiver<(u64, bool)>,
-    ),
+    to_answer_last_sequence: mpsc::UnboundedSender<LastSequence>,
+    last_sequences: mpsc::UnboundedReceiver<LastSequence>,
     /// Lookups of the last sequence not answered (or not settled) yet.
     checking: usize,
 }
@@ -426,7 +430,7 @@ impl LiveState {
                         self.emit(LiveEvent::CaughtUp).await?;
                     }
                 }
-                Some((last_sequence, settled)) = self.last_sequences.1.recv(), if self.checking > 0 => {
+                Some((last_sequence, settled)) = self.last_sequences.recv(), if self.checking > 0 => {
                     self.last_sequence(last_sequence, settled).await?;
                 }
                 item = stream.message() => match item {
@@ -592,7 +596,7 @@ impl LiveState {
         self.checking += 1;
         let session = self.session.clone();
         let conversation_id = self.target.conversation_id.clone();
-        let answers = self.last_sequences.0.clone();
+        let answers = self.to_answer_last_sequence.clone();
         tokio::spawn(async move {
             let last_sequence = session
                 .conversations()
@@ -619,7 +623,7 @@ impl LiveState {
             return Ok(());
         }
         if !settled || !self.pending.is_empty() || self.sealing > 0 {
-            let answers = self.last_sequences.0.clone();
+            let answers = self.to_answer_last_sequence.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(UNREADABLE_GRACE).await;
                 let _ = answers.send((last_sequence, true));
