@@ -365,6 +365,10 @@ fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
 /// in the profile instead ([`kept`]).
 const PENDING_BEFORE_SEALED: Duration = Duration::from_secs(30);
 
+/// The longest wait between two attempts of a pending `chat send`: a person is waiting, and a
+/// restart of the database or the gateway takes seconds.
+const PENDING_RETRY_AT_MOST: Duration = Duration::from_secs(2);
+
 /// Resolves `target` and sends `text` ([`Session::send_kept`]), trying again while the server
 /// cannot be reached or cannot take it (a restart of the database or the gateway) for up to
 /// [`PENDING_BEFORE_SEALED`].
@@ -392,7 +396,10 @@ async fn send_once_sealed(
                     );
                     said = true;
                 }
-                let wait = backoff.next_delay().min(deadline - Instant::now());
+                let wait = backoff
+                    .next_delay()
+                    .min(PENDING_RETRY_AT_MOST)
+                    .min(deadline.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(wait).await;
             }
             Err(Error::Unavailable(message, raw)) => {
