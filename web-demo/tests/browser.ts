@@ -1517,14 +1517,14 @@ interface Run {
 
 /** Runs the `chat` binary once on a CLI user's profile. */
 async function chatRun(as: string, ...args: string[]): Promise<Run> {
-  return ask<Run>("chat_run", { as, args });
+  return ask<Run>("binary_run", { as, args });
 }
 
 /** Waits until the `chat` command running as `name` printed `text` (on stdout or stderr) `times` times. */
 async function printed(name: string, text: string, times = 1): Promise<Run> {
   const deadline = Date.now() + TIMEOUT;
   for (;;) {
-    const output = await ask<Run>("chat_output", { name });
+    const output = await ask<Run>("binary_output", { name });
     if ((output.stdout + output.stderr).split(text).length - 1 >= times) return output;
     if (Date.now() > deadline) throw new Error(`${name} never printed "${text}" ${times} time(s): ${JSON.stringify(output)}`);
     await new Promise((resolve) => setTimeout(resolve, 100)); // polling a process's output, not waiting for time
@@ -1552,9 +1552,9 @@ async function restarts(): Promise<void> {
   const alice = await newUser(unique("alice"));
   await openChatWith(alice, carol);
   await openChatWith(alice, bob);
-  await ask("chat_start", { name: "bob's chat", as: bob, args: ["chat", alice.name] });
+  await ask("binary_start", { name: "bob's chat", as: bob, args: ["chat", alice.name] });
   await send(alice, "page: before");
-  await ask("chat_type", { name: "bob's chat", text: "bob: before" });
+  await ask("binary_type", { name: "bob's chat", text: "bob: before" });
   await sees(alice, "bob: before");
   await printed("bob's chat", `${alice.name}: page: before`);
   const sentBefore = await chatRun(carol, "send", alice.name, "carol: before");
@@ -1572,15 +1572,15 @@ async function restarts(): Promise<void> {
     const [page, line, sent] = [`page: during ${fault}`, `bob: during ${fault}`, `carol: during ${fault}`];
     await writePending(alice, page);
     fromPage.push(page);
-    const pendingBefore = (await ask<Run>("chat_output", { name: "bob's chat" })).stderr.split("pending").length - 1;
-    await ask("chat_type", { name: "bob's chat", text: line });
+    const pendingBefore = (await ask<Run>("binary_output", { name: "bob's chat" })).stderr.split("pending").length - 1;
+    await ask("binary_type", { name: "bob's chat", text: line });
     fromBob.push(line);
     await printed("bob's chat", "pending", pendingBefore + 1);
-    await ask("chat_start", { name: "carol's send", as: carol, args: ["send", alice.name, sent] });
+    await ask("binary_start", { name: "carol's send", as: carol, args: ["send", alice.name, sent] });
     fromCarol.push(sent);
     await printed("carol's send", "… pending");
     if (await alice.page.$("#messages .message[data-status=not-sent]")) throw new Error(`the page shows a message failed while ${fault} is down`);
-    const output = await ask<Run>("chat_output", { name: "bob's chat" });
+    const output = await ask<Run>("binary_output", { name: "bob's chat" });
     if (output.stderr.includes("not sent")) throw new Error(`chat chat says a line was not sent: ${output.stderr}`);
     if (fault === "postgres") await screenshot(alice, "pending-postgres-down");
 
@@ -1589,7 +1589,7 @@ async function restarts(): Promise<void> {
     await sees(alice, page, true);
     await sees(alice, line);
     await printed("bob's chat", `${alice.name}: ${page}`);
-    const carolSent = await ask<Run>("chat_end", { name: "carol's send" });
+    const carolSent = await ask<Run>("binary_end", { name: "carol's send" });
     expectEqual(carolSent.code, 0, `chat send once ${fault} is back: ${carolSent.stderr}`);
     const pending = await chatRun(carol, "--json", "pending");
     expectEqual(JSON.parse(pending.stdout), [], `carol's kept messages: ${pending.stdout}`);
@@ -1598,7 +1598,7 @@ async function restarts(): Promise<void> {
   step = "every message typed delivered exactly once";
   await alice.page.waitForSelector("#messages:not(:has(.message.unsent))", { state: "attached" });
   expectEqual([...(await texts(alice))].sort(), [...fromPage, ...fromBob].sort(), "alice's conversation with bob (sorted)");
-  const left = await ask<Run>("chat_end", { name: "bob's chat" });
+  const left = await ask<Run>("binary_end", { name: "bob's chat" });
   expectEqual(left.code, 0, `chat chat's exit: ${left.stderr}`);
   const shownToBob = left.stdout.split("\n").filter((line) => line.includes(`${alice.name}: page:`));
   expectEqual(shownToBob.map((line) => line.split(`${alice.name}: `)[1]), fromPage, `what bob's chat chat showed: ${left.stdout}`);

@@ -92,7 +92,7 @@ impl Binary {
             .collect();
         let name = text("name");
         let answer = match request["op"].as_str().unwrap_or_default() {
-            "chat_run" => {
+            "binary_run" => {
                 // One command: {"as", "args": [...]} -> {"code", "stdout", "stderr"}.
                 match command(stack, &text("as"), &args) {
                     Ok(mut command) => {
@@ -113,9 +113,9 @@ impl Binary {
                 }
             }
             // In the background: {"name", "as", "args"}.
-            "chat_start" => self.start(stack, name, &text("as"), &args),
+            "binary_start" => self.start(stack, name, &text("as"), &args),
             // A line on its stdin: {"name", "text"}.
-            "chat_type" => match self
+            "binary_type" => match self
                 .background
                 .get_mut(&name)
                 .and_then(|i| i.stdin.as_mut())
@@ -127,7 +127,7 @@ impl Binary {
                 None => Err(format!("{name} is not running")),
             },
             // What it printed so far: {"name"} -> {"stdout", "stderr"}.
-            "chat_output" => match self.background.get(&name) {
+            "binary_output" => match self.background.get(&name) {
                 Some(interactive) => Ok(json!({
                     "stdout": *interactive.stdout.lock().unwrap(),
                     "stderr": *interactive.stderr.lock().unwrap(),
@@ -135,7 +135,7 @@ impl Binary {
                 None => Err(format!("{name} is not running")),
             },
             // Ends its stdin and waits for it to end: {"name"} -> {"code", "stdout", "stderr"}.
-            "chat_end" => self.end(&name).await,
+            "binary_end" => self.end(&name).await,
             "postgres_stop" => match &stack.postgres {
                 Some(postgres) => {
                     postgres.stop_fast().await;
