@@ -306,11 +306,12 @@ async fn no_message_typed_in_the_page_or_the_cli_is_lost_across_restarts_of_post
         std::env::temp_dir().join(format!("chat-web-demo-restarts-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&scratch).unwrap();
     let postgres = postgres::Postgres::start(&scratch).await;
-    // As the services open their pools (common::db::connect_lazy): a connection a restart broke
-    // is found when used, and the call answers UNAVAILABLE.
+    // As the services open their pools (common::db::connect_lazy: a connection a restart broke
+    // is found when used, and the call answers UNAVAILABLE), but a call waits 1 s rather than 5
+    // for a connection while the server is down, so that the outage is seen sooner.
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(20)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(std::time::Duration::from_secs(1))
         .test_before_acquire(false)
         .connect(&postgres.url())
         .await
