@@ -25,8 +25,8 @@ use tonic::Code;
 
 use crate::{
     Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session,
-    Target, TargetKind, Warning, backoff::with_jitter, chains, outbox, profile::Cursors,
-    session::authorized,
+    Target, TargetKind, Unreadable, Warning, backoff::with_jitter, chains, outbox,
+    profile::Cursors, session::authorized, unreadable::Gaps,
 };
 
 /// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
@@ -42,6 +42,11 @@ const SEND_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// fault 8: what looked like a stall after the gateway rolled was that backlog).
 const PARTICIPANTS_MAX_AGE: Duration = Duration::from_secs(30);
 
+/// How long after learning the conversation's last sequence (once caught up) the messages up to
+/// it that did not arrive are reported as not readable here: one committed just before that
+/// answer may still be on its way to this stream (it is published after its commit).
+const UNREADABLE_GRACE: Duration = Duration::from_millis(500);
+
 /// What a live conversation reports.
 #[derive(Clone, Debug)]
 pub enum LiveEvent {
@@ -51,6 +56,11 @@ pub enum LiveEvent {
     CaughtUp,
     /// A new message of the conversation (verified or not: see its content).
     Message(ReceivedText),
+    /// Messages of the conversation this device cannot read (not encrypted for it: sent
+    /// before it existed, or by a sender that left it out), in their place among the
+    /// messages: reported before the message that follows them, or once caught up for those
+    /// after the last one received.
+    Unreadable(Unreadable),
     /// A line given to [`Live::send`] was stored by the server.
     Sent(SentMessage),
     /// A line could not be sent (and will not be: retryable failures are retried).
@@ -157,6 +167,7 @@ impl Session {
                 spawn_sealer(self.clone(), target.clone(), event_sender.clone());
             let (to_retry, retries) = mpsc::unbounded_channel();
             let (pending, turn) = restore_kept(&self, &target).await;
+            let (to_answer_last_sequence, last_sequences) = mpsc::unbounded_channel();
             let mut state = LiveState {
                 to_open,
                 opened,
@@ -179,6 +190,12 @@ impl Session {
                 turn,
                 ack: None,
                 fatal: None,
+                gaps: None,
+                unreadable_before: BTreeMap::new(),
+                unreadable_after: None,
+                to_answer_last_sequence,
+                last_sequences,
+                checking: 0,
             };
             state.run().await;
         });
@@ -189,6 +206,10 @@ impl Session {
         }
     }
 }
+
+/// A conversation's last sequence, and whether the grace period after it was learnt is over
+/// (see `UNREADABLE_GRACE`).
+type LastSequence = (u64, bool);
 
 /// A line to send, with its client message id.
 #[derive(Debug)]
@@ -274,6 +295,18 @@ struct LiveState {
     ack: Option<pb::Acknowledgement>,
     /// Set when reconnecting cannot help (the session ended).
     fatal: Option<Error>,
+    /// The runs of messages not received (set when the first stream opens, from the cursor).
+    gaps: Option<Gaps>,
+    /// Runs to report just before the message of this sequence is shown.
+    unreadable_before: BTreeMap<u64, Unreadable>,
+    /// A run after the last message received, reported once the messages before it are shown.
+    unreadable_after: Option<Unreadable>,
+    /// The conversation's last sequence, looked up by a task of its own after `CaughtUp`;
+    /// `true` once the grace period after the answer has passed.
+    to_answer_last_sequence: mpsc::UnboundedSender<LastSequence>,
+    last_sequences: mpsc::UnboundedReceiver<LastSequence>,
+    /// Lookups of the last sequence not answered (or not settled) yet.
+    checking: usize,
 }
 
 /// Why a connection ended.
@@ -326,6 +359,10 @@ impl LiveState {
 
     async fn stream(&mut self, caught_up: &mut bool) -> Result<()> {
         self.cursors = self.session.profile.cursors()?;
+        if self.gaps.is_none() {
+            let shown = self.cursors.get(&self.target.conversation_id).copied();
+            self.gaps = Some(Gaps::after(shown.unwrap_or(0)));
+        }
         let token = match self.session.access_token().await {
             Ok(token) => token,
             Err(error @ Error::Auth(..)) => {
@@ -368,6 +405,7 @@ impl LiveState {
                 && *caught_up
                 && self.opening == 0
                 && self.sealing == 0
+                && self.checking == 0
             {
                 return Ok(());
             }
@@ -385,9 +423,15 @@ impl LiveState {
                 Some(shown) = self.opened.recv(), if self.opening > 0 => {
                     self.opening -= 1;
                     self.shown(shown?).await?;
+                    if self.opening == 0 {
+                        self.emit_unreadable_after().await?;
+                    }
                     if self.opening == 0 && std::mem::take(&mut self.caught_up_after_opening) {
                         self.emit(LiveEvent::CaughtUp).await?;
                     }
+                }
+                Some((last_sequence, settled)) = self.last_sequences.recv(), if self.checking > 0 => {
+                    self.last_sequence(last_sequence, settled).await?;
                 }
                 item = stream.message() => match item {
                     Ok(Some(response)) => {
@@ -437,6 +481,7 @@ impl LiveState {
                 Event::Message(message) => self.show(message).await?,
                 Event::CaughtUp(_) => {
                     *caught_up = true;
+                    self.look_up_last_sequence();
                     if self.opening == 0 {
                         self.emit(LiveEvent::CaughtUp).await?;
                     } else {
@@ -500,6 +545,9 @@ impl LiveState {
             return Ok(());
         }
         let sequence = message.sequence;
+        if let Some(run) = self.gaps.as_mut().and_then(|gaps| gaps.received(sequence)) {
+            self.unreadable_before.insert(sequence, run);
+        }
         // Acknowledge on receipt, and open in the opener task: this loop, which reads the
         // stream and sends acknowledgements, never waits for an RSA decryption, so no
         // acknowledgement's timing depends on one (RUSTSEC-2023-0071, see deny.toml).
@@ -521,6 +569,16 @@ impl LiveState {
     async fn shown(&mut self, shown: ReceivedText) -> Result<()> {
         let sequence = shown.sequence;
         self.emit_warnings().await?;
+        if self
+            .unreadable_after
+            .as_ref()
+            .is_some_and(|run| run.last_sequence < sequence)
+        {
+            self.emit_unreadable_after().await?;
+        }
+        if let Some(run) = self.unreadable_before.remove(&sequence) {
+            self.emit(LiveEvent::Unreadable(run)).await?;
+        }
         self.emit(LiveEvent::Message(shown)).await?;
         let cursor = self
             .cursors
@@ -529,6 +587,66 @@ impl LiveState {
         *cursor = (*cursor).max(sequence);
         self.session.profile.save_cursors(&self.cursors)?;
         Ok(())
+    }
+
+    /// Looks up the conversation's last sequence (a task of its own: this loop never waits for a
+    /// remote call), to report the messages after the last one received that this device cannot
+    /// read. A failed lookup reports nothing.
+    fn look_up_last_sequence(&mut self) {
+        self.checking += 1;
+        let session = self.session.clone();
+        let conversation_id = self.target.conversation_id.clone();
+        let answers = self.to_answer_last_sequence.clone();
+        tokio::spawn(async move {
+            let last_sequence = session
+                .conversations()
+                .await
+                .ok()
+                .and_then(|conversations| {
+                    conversations
+                        .into_iter()
+                        .find(|c| c.conversation_id == conversation_id)
+                        .map(|c| c.last_sequence)
+                });
+            // 0 reports nothing (and ends the lookup).
+            let _ = answers.send((last_sequence.unwrap_or(0), false));
+        });
+    }
+
+    /// The conversation's last sequence: when messages up to it did not arrive, they are
+    /// reported after a grace period (they may still be on their way), and only once no line
+    /// of this device is waiting for its answer (its message may be among them).
+    async fn last_sequence(&mut self, last_sequence: u64, settled: bool) -> Result<()> {
+        let accounted = self.gaps.as_ref().map_or(u64::MAX, Gaps::accounted);
+        if last_sequence <= accounted {
+            self.checking -= 1;
+            return Ok(());
+        }
+        if !settled || !self.pending.is_empty() || self.sealing > 0 {
+            let answers = self.to_answer_last_sequence.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNREADABLE_GRACE).await;
+                let _ = answers.send((last_sequence, true));
+            });
+            return Ok(());
+        }
+        self.checking -= 1;
+        let run = self
+            .gaps
+            .as_mut()
+            .and_then(|gaps| gaps.up_to(last_sequence));
+        self.unreadable_after = run;
+        if self.opening == 0 {
+            self.emit_unreadable_after().await?;
+        }
+        Ok(())
+    }
+
+    async fn emit_unreadable_after(&mut self) -> Result<()> {
+        match self.unreadable_after.take() {
+            Some(run) => self.emit(LiveEvent::Unreadable(run)).await,
+            None => Ok(()),
+        }
     }
 
     fn seal_later(&mut self, job: SealJob) {

@@ -506,6 +506,15 @@ impl Session {
             let sequence = newest.sequence;
             self.acknowledge(&target.conversation_id, sequence, sequence)
                 .await?;
+            // The live view resumes where the server does (the acknowledged position), and
+            // knows it from the cursor: a conversation without one starts at its first message,
+            // which tells the messages sent before this device existed from the ones shown here.
+            let mut cursors = self.profile.cursors()?;
+            let cursor = cursors.entry(target.conversation_id.clone()).or_default();
+            if *cursor < sequence {
+                *cursor = sequence;
+                self.profile.save_cursors(&cursors)?;
+            }
         }
         let mut seen = self.profile.seen(&target.conversation_id)?;
         let mut shown = Vec::with_capacity(response.messages.len());

@@ -136,8 +136,9 @@ impl Session {
     /// the new message is sealed again once, as [`Session::send_prepared`] does.
     ///
     /// # Errors
-    /// Before anything is kept, as [`Session::prepare_text`]; a final refusal of the new
-    /// message, as [`Session::send_text`]; [`Error::Profile`] when the outbox cannot be written.
+    /// Before anything is kept, as [`Session::prepare_text`] (an [`Error::Unavailable`] only
+    /// then: sending the text again cannot store it twice); a final refusal of the new message,
+    /// as [`Session::send_text`]; [`Error::Profile`] when the outbox cannot be written.
     pub async fn send_kept(&self, target: &Target, text: &str) -> Result<Delivery> {
         check_text(text)?;
         let turn = chains::sending_turn(&self.profile).await?;
@@ -222,9 +223,16 @@ impl Session {
                         ..
                     }) if !resealed && resealable.is_some() => {
                         let f = resealable.expect("checked");
-                        let envelope = self
+                        // A failure is this delivery's outcome (the message stays kept while the
+                        // server cannot be reached): `send_kept` fails only before keeping, so
+                        // that a caller may send a failed message again without sending it twice.
+                        let envelope = match self
                             .seal_for(f.target, f.client_message_id, f.text, true)
-                            .await?;
+                            .await
+                        {
+                            Ok(envelope) => envelope,
+                            Err(error) => break Err(error),
+                        };
                         message = QueuedMessage::new(
                             &message.conversation_id,
                             &message.client_message_id,

@@ -3,6 +3,10 @@
 //! device sees them as gaps in the conversation's sequences (which are 1-based and gap-free).
 //! They are explained rather than silently left out.
 //!
+//! The live conversation ([`crate::Live`]) finds the same runs as it goes ([`Gaps`]): between two
+//! messages it receives, and after the last one up to the conversation's last sequence once it
+//! has caught up, and reports them as [`crate::LiveEvent::Unreadable`] in their place.
+//!
 //! What is counted is the server's word: a server that withholds messages makes them look like
 //! these. Messages withheld from a device's chain are reported by the chain checks
 //! ([`crate::ReceivedText::chain`]) as well.
@@ -55,6 +59,61 @@ pub struct History {
     pub messages: Vec<ReceivedText>,
     /// The runs of messages not encrypted for this device, oldest first.
     pub unreadable: Vec<Unreadable>,
+}
+
+/// The runs of messages a live conversation did not receive, found as it receives messages in
+/// order of sequence (the server delivers a conversation's messages to a device in that order,
+/// its own included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Gaps {
+    /// Every sequence up to this one was received or reported.
+    accounted: u64,
+    /// Whether a message up to `accounted` was readable (then no later run is "before this
+    /// device").
+    any_readable: bool,
+}
+
+impl Gaps {
+    /// Starts after `shown`, the last sequence shown before (0: none, the conversation's start).
+    pub(crate) fn after(shown: u64) -> Self {
+        Self {
+            accounted: shown,
+            any_readable: shown > 0,
+        }
+    }
+
+    /// A message at `sequence` arrived: the run it ends, if any. An older sequence (a
+    /// duplicate) changes nothing.
+    pub(crate) fn received(&mut self, sequence: u64) -> Option<Unreadable> {
+        if sequence <= self.accounted {
+            return None;
+        }
+        let run = self.up_to(sequence - 1);
+        self.accounted = sequence;
+        self.any_readable = true;
+        run
+    }
+
+    /// The conversation's last sequence is `last`: the run of messages after the last one
+    /// received, if any.
+    pub(crate) fn up_to(&mut self, last: u64) -> Option<Unreadable> {
+        if last <= self.accounted {
+            return None;
+        }
+        let run = Unreadable {
+            first_sequence: self.accounted + 1,
+            last_sequence: last,
+            count: last - self.accounted,
+            before_this_device: !self.any_readable,
+        };
+        self.accounted = last;
+        Some(run)
+    }
+
+    /// Every sequence up to this one was received or reported.
+    pub(crate) fn accounted(&self) -> u64 {
+        self.accounted
+    }
 }
 
 impl Session {
@@ -143,6 +202,22 @@ mod tests {
     fn an_incomplete_listing_says_nothing_about_what_precedes_it() {
         assert_eq!(runs(&[4, 6], false, None), vec![run(5, 5, false)]);
         assert_eq!(runs(&[1, 2], true, Some(2)), vec![]);
+    }
+
+    #[test]
+    fn a_live_conversation_finds_the_runs_it_did_not_receive_in_their_place() {
+        let mut new_device = Gaps::after(0);
+        let mut resumed = Gaps::after(4);
+
+        assert_eq!(new_device.received(4), Some(run(1, 3, true)));
+        assert_eq!(new_device.received(5), None);
+        assert_eq!(new_device.received(5), None);
+        assert_eq!(new_device.received(8), Some(run(6, 7, false)));
+        assert_eq!(new_device.up_to(8), None);
+        assert_eq!(new_device.up_to(10), Some(run(9, 10, false)));
+        assert_eq!(new_device.received(11), None);
+        assert_eq!(Gaps::after(0).up_to(3), Some(run(1, 3, true)));
+        assert_eq!(resumed.received(7), Some(run(5, 6, false)));
     }
 
     #[test]

@@ -18,6 +18,8 @@ import {
   type Notice,
   type ShownMessage,
   type UnsentMessage,
+  unreadableRuns,
+  unreadableText,
 } from "./core";
 import { $, errorText, say } from "./dom";
 import { showDevices, showMembers } from "./manage";
@@ -99,7 +101,12 @@ async function enter(session: Core): Promise<void> {
   core = session;
   core.listeners = {
     connection: showConnection,
-    conversations: renderConversations,
+    conversations: () => {
+      renderConversations();
+      // The conversation's last sequence may have moved: messages up to it not shown here are
+      // explained.
+      renderUnreadable();
+    },
     message: onLiveMessage,
     receipt: onReceipt,
     typing: onTyping,
@@ -316,6 +323,7 @@ async function loadOlder(): Promise<void> {
     if (historyFailed) say("conversation-status", "");
     historyFailed = false;
     for (const message of page.messages) addMessage(message);
+    renderUnreadable();
     list.scrollTop += list.scrollHeight - heightBefore;
     list.dataset.historyComplete = String(!moreHistory);
   } catch (error) {
@@ -368,6 +376,32 @@ function addMessage(message: ShownMessage): void {
 }
 
 /**
+ * The messages of the open conversation this device cannot read (not encrypted for it), as notices
+ * in their place, in the CLI's words: the gaps between the messages shown, before the oldest once
+ * the history reached the start, after the newest up to the conversation's last sequence. Drawn
+ * again from what is shown each time, so a message that arrives late replaces its gap.
+ */
+function renderUnreadable(): void {
+  if (!core || !currentId) return;
+  const list = $("messages");
+  for (const item of list.querySelectorAll(".unreadable")) item.remove();
+  const sequences = [...shown.values()].map((m) => m.sequence);
+  const lastSequence = core.conversations.get(currentId)?.lastSequence;
+  for (const run of unreadableRuns(sequences, !moreHistory, lastSequence)) {
+    const item = document.createElement("li");
+    item.className = "notice unreadable";
+    item.dataset.kind = "unreadable";
+    item.dataset.seq = String(run.firstSequence);
+    item.dataset.count = String(run.count);
+    item.dataset.beforeThisDevice = String(run.beforeThisDevice);
+    item.setAttribute("role", "status");
+    item.textContent = unreadableText(run);
+    const after = [...list.children].find((child) => Number((child as HTMLElement).dataset.seq) > run.firstSequence);
+    list.insertBefore(item, after ?? null);
+  }
+}
+
+/**
  * The messages of the open conversation not acknowledged yet, after every message shown: "pending"
  * while they are retried, "not sent" with the server's reason and "Discard" when refused for good.
  */
@@ -417,6 +451,7 @@ function onLiveMessage(message: ShownMessage): void {
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
   addMessage(message);
+  renderUnreadable();
   if (atBottom || message.mine) list.scrollTop = list.scrollHeight;
   if (!message.mine) {
     const timer = typingTimers.get(message.senderUserId);

@@ -33,6 +33,7 @@ import * as keystore from "./keystore";
 import * as outbox from "./outbox";
 import * as store from "./store";
 import * as trust from "./trust";
+export { unreadableRuns, unreadableText, type UnreadableRun } from "./unreadable";
 import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SeenLog } from "./store";
 
 export type ConnectionState = "connecting" | "online" | "offline";

@@ -1,7 +1,7 @@
 // Browser scenarios in real Chromium (playwright-core, /usr/bin/chromium: no browser download),
 // against the real gateway serving the built app. client/tests/web_demo bundles and runs this:
 //
-//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|outbox|lostanswer|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices> <gateway URL>
+//   node browser.mjs <direct|vectors|decryption|turns|cli|reload|restart|outbox|lostanswer|history|recent|tokens|policy|attacks|replays|keys|groups|errors|devices|newdevice|restarts> <gateway URL>
 //
 // What only the test's stack can do (CLI users from the Rust `client` library, stopping and
 // starting the gateway or chat) is asked for with a line `@@ {"id":N,"op":...}` on stdout; the answer is
@@ -1444,6 +1444,178 @@ async function devices(): Promise<void> {
   expectEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], "errors of the revoked browser");
 }
 
+/** `name` logs in on a new browser: a new device, with keys of its own. */
+async function newDevice(name: string): Promise<User> {
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  await page.goto(baseUrl);
+  await page.waitForSelector("body[data-screen=auth]");
+  await page.fill("#username", name);
+  await page.fill("#password", PASSWORD);
+  await page.click("#login");
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await online(page);
+  return { name, page, errors };
+}
+
+/** The explanations of messages this device cannot read, in order, among the conversation's items. */
+async function unreadableNotices(user: User): Promise<{ seq: string; count: string; before: string; text: string }[]> {
+  return user.page.$$eval("#messages > li.unreadable", (list) =>
+    list.map((item) => {
+      const data = (item as HTMLElement).dataset;
+      return { seq: data.seq ?? "", count: data.count ?? "", before: data.beforeThisDevice ?? "", text: item.textContent ?? "" };
+    }),
+  );
+}
+
+/** A new device opens a conversation whose earlier messages were not encrypted for it: it says
+ * how many and why, in the CLI's words, in their place; later messages follow it. */
+async function newDeviceHistory(): Promise<void> {
+  step = "bob (CLI) writes to alice's only device";
+  const alice = await newUser(unique("alice"));
+  const bob = unique("bob");
+  await ask("cli_user", { username: bob });
+  await ask("cli_send_many", { as: bob, to: alice.name, prefix: "before your new device", count: 3 });
+  await alice.page.waitForSelector(`#conversations li[data-name="${bob}"]`);
+
+  step = "alice's new device opens the conversation";
+  const laptop = await newDevice(alice.name);
+  await laptop.page.waitForSelector(`#conversations li[data-name="${bob}"]`);
+  await openConversation(laptop, bob);
+  const earlier = "3 earlier messages were sent before this device existed and cannot be read here (they were not encrypted for it)";
+  await laptop.page.waitForSelector(`#messages .notice.unreadable:text-is("${earlier}")`);
+  expectEqual(await unreadableNotices(laptop), [{ seq: "1", count: "3", before: "true", text: earlier }], "the explanation");
+  expectEqual(await texts(laptop), [], "the messages shown");
+
+  step = "a message sent after the new device existed follows the explanation";
+  await ask("cli_send", { as: bob, to: alice.name, text: "after your new device" });
+  await sees(laptop, "after your new device");
+  const shown = (await items(laptop)).filter((item) => !item.kind.includes("members") && !item.text.includes("keys"));
+  expectEqual(
+    shown.map((item) => item.kind),
+    ["notice unreadable", "message"],
+    `the conversation's items ${JSON.stringify(await items(laptop))}`,
+  );
+  await screenshot(laptop, "unreadable-new-device");
+
+  step = "after a reload, still explained";
+  await laptop.page.reload();
+  await laptop.page.waitForSelector(`#messages .notice.unreadable:text-is("${earlier}")`);
+  await sees(laptop, "after your new device");
+  step = "the old device reads everything, with nothing to explain";
+  await openConversation(alice, bob);
+  await sees(alice, "after your new device");
+  expectEqual(await unreadableNotices(alice), [], "the old device's explanations");
+  noConsoleErrors([alice, laptop]);
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the `chat` binary once on a CLI user's profile. */
+async function chatRun(as: string, ...args: string[]): Promise<Run> {
+  return ask<Run>("binary_run", { as, args });
+}
+
+/** Waits until the `chat` command running as `name` printed `text` (on stdout or stderr) `times` times. */
+async function printed(name: string, text: string, times = 1): Promise<Run> {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const output = await ask<Run>("binary_output", { name });
+    if ((output.stdout + output.stderr).split(text).length - 1 >= times) return output;
+    if (Date.now() > deadline) throw new Error(`${name} never printed "${text}" ${times} time(s): ${JSON.stringify(output)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // polling a process's output, not waiting for time
+  }
+}
+
+/** Writes a message in the page while the server cannot take it: shown pending, never failed. */
+async function writePending(user: User, text: string): Promise<void> {
+  await user.page.fill("#text", text);
+  await user.page.press("#text", "Enter");
+  await user.page.waitForSelector(`#messages .message[data-status=pending] .body:text-is("${text}")`);
+}
+
+/**
+ * No message typed is lost (issue 22 §5): alice in the page, bob in `chat chat` (lines on its
+ * stdin) and carol with `chat send` write while PostgreSQL restarts, then while the gateway
+ * restarts. Meanwhile each shows its messages pending, none failed; afterwards each is delivered
+ * exactly once.
+ */
+async function restarts(): Promise<void> {
+  step = "alice (page) with bob (chat chat) and carol (chat send)";
+  const [bob, carol] = [unique("bob"), unique("carol")];
+  await ask("cli_user", { username: bob });
+  await ask("cli_user", { username: carol });
+  const alice = await newUser(unique("alice"));
+  await openChatWith(alice, carol);
+  await openChatWith(alice, bob);
+  await ask("binary_start", { name: "bob's chat", as: bob, args: ["chat", alice.name] });
+  await send(alice, "page: before");
+  await ask("binary_type", { name: "bob's chat", text: "bob: before" });
+  await sees(alice, "bob: before");
+  await printed("bob's chat", `${alice.name}: page: before`);
+  const sentBefore = await chatRun(carol, "send", alice.name, "carol: before");
+  expectEqual(sentBefore.code, 0, `chat send before the restarts: ${sentBefore.stderr}`);
+
+  const fromPage: string[] = ["page: before"];
+  const fromBob: string[] = ["bob: before"];
+  const fromCarol: string[] = ["carol: before"];
+  for (const [fault, stop, start] of [
+    ["postgres", "postgres_stop", "postgres_start"],
+    ["gateway", "gateway_stop", "gateway_start"],
+  ]) {
+    step = `${fault} stopped: what each client writes is pending`;
+    await ask(stop);
+    const [page, line, sent] = [`page: during ${fault}`, `bob: during ${fault}`, `carol: during ${fault}`];
+    await writePending(alice, page);
+    fromPage.push(page);
+    const pendingBefore = (await ask<Run>("binary_output", { name: "bob's chat" })).stderr.split("pending").length - 1;
+    await ask("binary_type", { name: "bob's chat", text: line });
+    fromBob.push(line);
+    await printed("bob's chat", "pending", pendingBefore + 1);
+    await ask("binary_start", { name: "carol's send", as: carol, args: ["send", alice.name, sent] });
+    fromCarol.push(sent);
+    await printed("carol's send", "… pending");
+    if (await alice.page.$("#messages .message[data-status=not-sent]")) throw new Error(`the page shows a message failed while ${fault} is down`);
+    const output = await ask<Run>("binary_output", { name: "bob's chat" });
+    if (output.stderr.includes("not sent")) throw new Error(`chat chat says a line was not sent: ${output.stderr}`);
+    if (fault === "postgres") await screenshot(alice, "pending-postgres-down");
+
+    step = `${fault} started: each message delivered`;
+    await ask(start);
+    await sees(alice, page, true);
+    await sees(alice, line);
+    await printed("bob's chat", `${alice.name}: ${page}`);
+    const carolSent = await ask<Run>("binary_end", { name: "carol's send" });
+    expectEqual(carolSent.code, 0, `chat send once ${fault} is back: ${carolSent.stderr}`);
+    const pending = await chatRun(carol, "--json", "pending");
+    expectEqual(JSON.parse(pending.stdout), [], `carol's kept messages: ${pending.stdout}`);
+  }
+
+  step = "every message typed delivered exactly once";
+  await alice.page.waitForSelector("#messages:not(:has(.message.unsent))", { state: "attached" });
+  expectEqual([...(await texts(alice))].sort(), [...fromPage, ...fromBob].sort(), "alice's conversation with bob (sorted)");
+  const left = await ask<Run>("binary_end", { name: "bob's chat" });
+  expectEqual(left.code, 0, `chat chat's exit: ${left.stderr}`);
+  const shownToBob = left.stdout.split("\n").filter((line) => line.includes(`${alice.name}: page:`));
+  expectEqual(shownToBob.map((line) => line.split(`${alice.name}: `)[1]), fromPage, `what bob's chat chat showed: ${left.stdout}`);
+  if (/not sent|FAILED/.test(left.stderr + left.stdout)) throw new Error(`chat chat reported a failure: ${left.stderr}`);
+  const bobsHistory = await chatRun(bob, "--json", "history", alice.name);
+  const bobsTexts = (JSON.parse(bobsHistory.stdout) as { content?: { text?: string } }[]).map((m) => m.content?.text ?? "");
+  expectEqual([...bobsTexts].sort(), [...fromPage, ...fromBob].sort(), "bob's history with alice (sorted)");
+  await openConversation(alice, carol);
+  for (const text of fromCarol) await sees(alice, text);
+  expectEqual(await texts(alice), fromCarol, "alice's conversation with carol");
+  expectEqual(await ask("stored_messages"), fromPage.length + fromBob.length + fromCarol.length, "messages chat stored");
+  // Chromium logs the calls refused while PostgreSQL or the gateway was down; nothing else may appear.
+  noConsoleErrors([alice], [
+    /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
+  ]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
   vectors,
@@ -1464,6 +1636,8 @@ const scenarios: Record<string, () => Promise<void>> = {
   groups,
   errors,
   devices,
+  newdevice: newDeviceHistory,
+  restarts,
 };
 
 async function main(): Promise<void> {

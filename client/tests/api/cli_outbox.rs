@@ -148,3 +148,61 @@ async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) 
         old_device.stdout
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_new_devices_live_conversation_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    for text in ["one", "two", "three"] {
+        let sent = chat(&env, &bob, &["send", "alice", text]).await;
+        assert_eq!(sent.code, 0, "{}", sent.stderr);
+    }
+    let alices_new_device = env.profile_dir();
+    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+
+    let before = chat_with_stdin(&env.server(), &alices_new_device, &["chat", "bob"], "").await;
+    let sent_after = chat(&env, &bob, &["send", "alice", "four"]).await;
+    let after = chat_with_stdin(
+        &env.server(),
+        &alices_new_device,
+        &["--json", "chat", "bob"],
+        "",
+    )
+    .await;
+    let old_device = chat_with_stdin(&env.server(), &alice, &["chat", "bob"], "").await;
+
+    let explanation = "(3 earlier messages were sent before this device existed and cannot be \
+                       read here (they were not encrypted for it))";
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    assert_eq!(
+        before.stdout,
+        format!("{explanation}\n"),
+        "{}",
+        before.stderr
+    );
+    assert_eq!(sent_after.code, 0, "{}", sent_after.stderr);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    let events: Vec<serde_json::Value> = after
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[0]["unreadable"]["count"], 3, "{}", after.stdout);
+    assert_eq!(events[0]["unreadable"]["first_sequence"], 1);
+    assert_eq!(events[0]["unreadable"]["before_this_device"], true);
+    assert_eq!(
+        format!("({})", events[0]["message"].as_str().unwrap()),
+        explanation
+    );
+    assert_eq!(events[1]["content"]["text"], "four", "{}", after.stdout);
+    assert_eq!(events[2]["caught_up"], true, "{}", after.stdout);
+    assert_eq!(events.len(), 3, "{}", after.stdout);
+    assert_eq!(old_device.code, 0, "{}", old_device.stderr);
+    assert_eq!(
+        untimed(&old_device.stdout),
+        "[1] bob: one\n[2] bob: two\n[3] bob: three\n[4] bob: four\n"
+    );
+}

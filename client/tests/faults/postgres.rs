@@ -4,6 +4,9 @@
 //! production: `fsync` and `synchronous_commit` stay on, so an acknowledged commit survives a
 //! crash. Debian's server binaries (`/usr/lib/postgresql/<major>/bin`); run as the `postgres` OS
 //! user when the test runs as root, since PostgreSQL refuses to run as root.
+//!
+//! Shared with the browser tests (`client/tests/web_demo`, the restarts of issue 22 §5), so it
+//! depends on nothing else of this suite.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -11,8 +14,6 @@ use std::{
     process::Command,
     time::Instant,
 };
-
-use crate::cluster::free_port;
 
 /// A running (or stopped) server; stopped (immediately) when dropped.
 pub struct Postgres {
@@ -34,13 +35,18 @@ impl Postgres {
         }
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let server = Self {
-            addr: SocketAddr::new(loopback, free_port(&[loopback])),
+            addr: SocketAddr::new(loopback, free_port(loopback)),
             bin_dir: bin_dir(),
             dir,
             as_postgres_user,
         };
         let data = server.data_dir();
-        server.pg("initdb", &["-D", &data, "-U", "postgres", "-A", "trust"]);
+        // --no-sync: the new cluster's files are not flushed (seconds on a busy disk); the
+        // server itself runs with fsync on.
+        server.pg(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
         server.start_again().await;
         server
     }
@@ -140,6 +146,12 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A port that was free a moment ago on `address`.
+fn free_port(address: IpAddr) -> u16 {
+    let listener = std::net::TcpListener::bind((address, 0)).unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 fn running_as_root() -> bool {

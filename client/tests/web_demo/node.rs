@@ -176,6 +176,7 @@ struct Cli {
     users: HashMap<String, Arc<client::Session>>,
     attackers: Vec<Attacker>,
     captured: Arc<Mutex<Option<chat_pb::Message>>>,
+    binary: crate::binary::Binary,
 }
 
 /// The id of `username` and of their one active device (the stack's database is the truth).
@@ -206,6 +207,9 @@ impl Cli {
                 .cloned()
                 .ok_or_else(|| "no such CLI user".to_owned())
         };
+        if let Some(answer) = self.binary.handle(stack, request).await {
+            return answer;
+        }
         match request["op"].as_str().unwrap_or_default() {
             "cli_user" => {
                 let username = text("username");
@@ -546,6 +550,13 @@ impl Cli {
                 .fetch_one(&stack.db)
                 .await
                 .map_err(|e| e.to_string())?;
+                Ok(json!(rows))
+            }
+            "stored_messages" => {
+                let rows: i64 = sqlx::query_scalar("select count(*) from chat.messages")
+                    .fetch_one(&stack.db)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(json!(rows))
             }
             "message_rows" => {

@@ -3,6 +3,7 @@
 //! gateway is stopped and started again; chat too can be stopped and started again on its port.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -11,7 +12,7 @@ use std::{
 
 use client::{KeyOptions, Profile, Session, keystore::KdfParams};
 
-use crate::{attacks::MaliciousServer, rewriting_proxy::RewritingProxy};
+use crate::{attacks::MaliciousServer, postgres::Postgres, rewriting_proxy::RewritingProxy};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::{
@@ -58,7 +59,12 @@ pub struct Stack {
     running: Option<RunningService>,
     chat: ChatService,
     profiles: Vec<PathBuf>,
+    /// The CLI users' profiles, by username (the last device made for each).
+    profile_dirs: HashMap<String, PathBuf>,
     probe: Option<Arc<Session>>,
+    /// The stack's own PostgreSQL, when the test started one (to stop it and start it again);
+    /// `None` on a `#[sqlx::test]` database.
+    pub postgres: Option<Postgres>,
 }
 
 impl Stack {
@@ -160,7 +166,9 @@ impl Stack {
             // Kept even when no test stops it: dropping its stop sender would stop it.
             chat,
             profiles: Vec::new(),
+            profile_dirs: HashMap::new(),
             probe: None,
+            postgres: None,
         };
         stack.start_gateway_on(listener);
         stack.wait_until_chat_answers().await;
@@ -269,6 +277,7 @@ impl Stack {
         let dir = std::env::temp_dir().join(format!("chat-web-demo-cli-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         self.profiles.push(dir.clone());
+        self.profile_dirs.insert(username.to_owned(), dir.clone());
         let profile = Profile::open(dir).unwrap();
         let session = Session::login(
             profile,
@@ -281,6 +290,13 @@ impl Stack {
         .await
         .unwrap();
         Arc::new(session)
+    }
+}
+
+impl Stack {
+    /// The profile directory of the CLI user `username` (its newest device).
+    pub fn profile_dir(&self, username: &str) -> Option<&Path> {
+        self.profile_dirs.get(username).map(PathBuf::as_path)
     }
 }
 

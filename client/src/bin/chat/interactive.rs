@@ -39,10 +39,21 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
     });
     let mut failed = false;
     let mut ended = false;
+    // What was typed and not answered yet, and whether the stream is open: a line typed while
+    // it is not, or left unanswered when it drops, is said to be pending (kept, and sent once
+    // the server is reachable), never silently held.
+    let mut unanswered = 0usize;
+    let mut connected = false;
     loop {
         tokio::select! {
             line = lines.recv() => match line {
-                Some(line) => live.send(line).await?,
+                Some(line) => {
+                    live.send(line).await?;
+                    unanswered += 1;
+                    if !connected && !out.json {
+                        eprintln!("… pending: not connected; sent once the server is reachable");
+                    }
+                }
                 None => live.finish_sending(),
             },
             event = live.events.recv() => match event {
@@ -52,7 +63,20 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
                         eprint!("\r\x1b[2K");
                     }
                     ended |= matches!(event, LiveEvent::Ended { .. });
+                    match &event {
+                        LiveEvent::Connected => connected = true,
+                        LiveEvent::Disconnected { .. } => connected = false,
+                        LiveEvent::Sent(_) | LiveEvent::SendFailed { .. } => {
+                            unanswered = unanswered.saturating_sub(1);
+                        }
+                        _ => {}
+                    }
                     failed |= out.live_event(&event);
+                    if matches!(event, LiveEvent::Disconnected { .. }) && unanswered > 0 && !out.json {
+                        eprintln!(
+                            "… {unanswered} message(s) pending: kept, and sent again once reconnected"
+                        );
+                    }
                     if prompt {
                         eprint!("> ");
                     }

@@ -5,6 +5,7 @@ use std::{
     io::{BufRead, IsTerminal},
     process::{ExitCode, Stdio},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use clap::{CommandFactory, Parser};
@@ -257,8 +258,7 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             let text = text.join(" ");
             // Before anything is looked up: `chat send bob ""` is a usage error.
             client::check_text(&text)?;
-            let target = session.resolve(&target).await?;
-            let delivery = session.send_kept(&target, &text).await?;
+            let delivery = send_once_sealed(session, &target, &text, out).await?;
             let stopped = report_flushed(delivery.earlier, out);
             match delivery.outcome {
                 Ok(sent) => out.print(&sent, &format!("sent #{}", sent.sequence)),
@@ -359,6 +359,62 @@ fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
 }
 
 /// A retryable send failure, said with what happens to the message: it is kept.
+/// How long `chat send` waits for a server that cannot take a message yet, before the message
+/// could be sealed (sealing needs the participants' current devices from the server), saying it
+/// is pending. Past that nothing is kept: the user sends it again. Once sealed, a message is kept
+/// in the profile instead ([`kept`]).
+const PENDING_BEFORE_SEALED: Duration = Duration::from_secs(30);
+
+/// The longest wait between two attempts of a pending `chat send`: a person is waiting, and a
+/// restart of the database or the gateway takes seconds.
+const PENDING_RETRY_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Resolves `target` and sends `text` ([`Session::send_kept`]), trying again while the server
+/// cannot be reached or cannot take it (a restart of the database or the gateway) for up to
+/// [`PENDING_BEFORE_SEALED`].
+async fn send_once_sealed(
+    session: &Session,
+    target: &str,
+    text: &str,
+    out: &Output,
+) -> Result<client::Delivery> {
+    let deadline = Instant::now() + PENDING_BEFORE_SEALED;
+    let mut backoff = client::Backoff::new();
+    let mut said = false;
+    loop {
+        let attempt = async {
+            let target = session.resolve(target).await?;
+            session.send_kept(&target, text).await
+        }
+        .await;
+        match attempt {
+            Err(error) if error.is_retryable() && Instant::now() < deadline => {
+                if !said && !out.json {
+                    eprintln!(
+                        "… pending: {error}; trying again for up to {} seconds (Ctrl-C gives up)",
+                        PENDING_BEFORE_SEALED.as_secs()
+                    );
+                    said = true;
+                }
+                let wait = backoff
+                    .next_delay()
+                    .min(PENDING_RETRY_AT_MOST)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(wait).await;
+            }
+            Err(Error::Unavailable(message, raw)) => {
+                return Err(Error::Unavailable(
+                    format!(
+                        "not sent: {message}. Nothing was kept (a message is sealed for the                          participants' current devices, which the server did not give): send it                          again"
+                    ),
+                    raw,
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn kept(error: Error) -> Error {
     match error {
         Error::Unavailable(message, raw) => Error::Unavailable(

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use client::{
     Content, ConversationSummary, Error, History, LiveEvent, Preview, RawStatus, ReceivedText,
-    Session, Warning,
+    Session, Unreadable, Warning,
 };
 use serde::Serialize;
 
@@ -52,6 +52,10 @@ impl Output {
         let failed = matches!(event, LiveEvent::Message(message) if message.content.is_flagged());
         match event {
             LiveEvent::Message(message) => self.print(message, &line(message)),
+            LiveEvent::Unreadable(run) => {
+                let (value, text) = unreadable(run);
+                self.print(&value, &text);
+            }
             LiveEvent::Sent(sent) => self.print(sent, ""),
             LiveEvent::CaughtUp => self.print(&serde_json::json!({ "caught_up": true }), ""),
             LiveEvent::Connected => eprintln!("connected"),
@@ -135,8 +139,8 @@ pub fn history(history: &History) -> (serde_json::Value, String) {
         })
         .collect();
     for run in &history.unreadable {
-        let value = serde_json::json!({ "unreadable": run, "message": run.to_string() });
-        entries.push((run.first_sequence, value, format!("({run})")));
+        let (value, text) = unreadable(run);
+        entries.push((run.first_sequence, value, text));
     }
     entries.sort_by_key(|(sequence, ..)| *sequence);
     let (values, lines): (Vec<_>, Vec<_>) = entries
@@ -144,6 +148,14 @@ pub fn history(history: &History) -> (serde_json::Value, String) {
         .map(|(_, value, text)| (value, text))
         .unzip();
     (serde_json::Value::Array(values), lines.join("\n"))
+}
+
+/// A run of messages this device cannot read, in the place of those messages: as JSON
+/// (`{"unreadable": {...}, "message": ...}`) and as a line of text (in parentheses: not a
+/// message). The same in `chat history` and `chat chat`.
+fn unreadable(run: &Unreadable) -> (serde_json::Value, String) {
+    let value = serde_json::json!({ "unreadable": run, "message": run.to_string() });
+    (value, format!("({run})"))
 }
 
 /// One conversation as a line of text: who, unread count, kind, the time of the newest message
