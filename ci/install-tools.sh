@@ -81,6 +81,9 @@ apt_want_missing() {
     [[ -x /usr/bin/chromium ]] || APT_WANTED+=(chromium)
     # The cluster test (client/tests/cluster) puts Debian's nginx in front, as the chart's Ingress.
     [[ -x /usr/sbin/nginx ]] || APT_WANTED+=(nginx)
+    # promtool checks the chart's alert rules (ci/chart-check.sh alert-rules); the prometheus
+    # binary is what `ci/up.sh --prometheus` runs. Debian 12 ships 2.42.
+    command -v promtool >/dev/null || APT_WANTED+=(prometheus)
 }
 
 apt_install() {
@@ -100,6 +103,17 @@ apt_install() {
     fi
     quietly apt-install "${apt[@]}" install -y --no-install-recommends "${APT_WANTED[@]}" || return
     STEP_NOTE="installed ${APT_WANTED[*]}"
+    prometheus_service_off
+}
+
+# On a host with systemd, the prometheus package starts its own server on port 9090 (where
+# ci/up.sh puts the gateway's metrics): only our tools use the binary, so stop and disable it.
+prometheus_service_off() {
+    [[ " ${APT_WANTED[*]} " == *" prometheus "* ]] || return 0
+    command -v systemctl >/dev/null && [[ -d /run/systemd/system ]] || return 0
+    local systemctl=(systemctl)
+    [[ $EUID -eq 0 ]] || systemctl=(sudo -n systemctl)
+    quietly prometheus-service-off "${systemctl[@]}" disable --now prometheus || return
 }
 
 # ----------------------------------------------------------------------------- Rust tools

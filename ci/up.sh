@@ -6,12 +6,21 @@
 #   ci/up.sh --smoke      the same, then check every service answers (health + reflection
 #                         through grpcurl, an account, a chat -> group call, the web demo and
 #                         its policy, the metrics port) and stop: what CI runs to keep this true
+#   ci/up.sh --prometheus also serve auth's, chat's and group's /metrics (ports 9091, 9092, 9093)
+#                         and start Prometheus (Debian's `prometheus` package, installed by
+#                         ci/install-tools.sh) at http://127.0.0.1:9099, scraping all four servers
+#                         with the chart's alerts loaded (docs/operations.md); PROMETHEUS=1 does
+#                         the same. With --smoke, the smoke check also waits for every target to
+#                         be up in Prometheus.
 #
 # Database: $DATABASE_URL if set (the services use its schemas auth, chat and groups); otherwise a
 # throwaway PostgreSQL in a temporary directory on a free port, deleted on exit.
 # Ports: gateway 8080 (the only public one), its /metrics 9090, auth 50061, chat 50062, group
-# 50063; PORT_OFFSET=N adds N to each default, and GATEWAY_PORT / METRICS_PORT / AUTH_PORT /
-# CHAT_PORT / GROUP_PORT set one. Every service is wired to the others by these ports.
+# 50063; with --prometheus also auth's, chat's and group's /metrics 9091, 9092, 9093 and
+# Prometheus 9099 (not 9090: the gateway's metrics are there). PORT_OFFSET=N adds N to each
+# default, and GATEWAY_PORT / METRICS_PORT / AUTH_PORT / CHAT_PORT / GROUP_PORT /
+# AUTH_METRICS_PORT / CHAT_METRICS_PORT / GROUP_METRICS_PORT / PROMETHEUS_PORT set one. Every
+# service is wired to the others by these ports.
 # State: LOCAL_DIR (default .local/stack-<gateway port>, git-ignored) holds secrets/ (auth's
 # signing key, the refresh-token secret, the service credential; kept so sessions survive a
 # restart), logs/<service>.log (truncated at each start) and web-demo/ (the built browser demo).
@@ -28,11 +37,15 @@ setup_path
 bash ci/install-tools.sh --runtime
 
 smoke=0
-case "${1:-}" in
-    --smoke) smoke=1 ;;
-    "") ;;
-    *) die "usage: ci/up.sh [--smoke]" ;;
-esac
+prometheus="${PROMETHEUS:-0}"
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) smoke=1 ;;
+        --prometheus) prometheus=1 ;;
+        *) die "usage: ci/up.sh [--smoke] [--prometheus]" ;;
+    esac
+done
+[[ $prometheus == 0 || $prometheus == 1 ]] || die "PROMETHEUS must be 0 or 1, not '$prometheus'"
 
 PORT_OFFSET="${PORT_OFFSET:-0}"
 [[ $PORT_OFFSET =~ ^[0-9]+$ ]] || die "PORT_OFFSET must be a number, not '$PORT_OFFSET'"
@@ -42,6 +55,14 @@ AUTH_PORT="${AUTH_PORT:-$((50061 + PORT_OFFSET))}"
 CHAT_PORT="${CHAT_PORT:-$((50062 + PORT_OFFSET))}"
 GROUP_PORT="${GROUP_PORT:-$((50063 + PORT_OFFSET))}"
 ports=("$GATEWAY_PORT" "$METRICS_PORT" "$AUTH_PORT" "$CHAT_PORT" "$GROUP_PORT")
+if [[ $prometheus == 1 ]]; then
+    AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-$((9091 + PORT_OFFSET))}"
+    CHAT_METRICS_PORT="${CHAT_METRICS_PORT:-$((9092 + PORT_OFFSET))}"
+    GROUP_METRICS_PORT="${GROUP_METRICS_PORT:-$((9093 + PORT_OFFSET))}"
+    PROMETHEUS_PORT="${PROMETHEUS_PORT:-$((9099 + PORT_OFFSET))}"
+    ports+=("$AUTH_METRICS_PORT" "$CHAT_METRICS_PORT" "$GROUP_METRICS_PORT" "$PROMETHEUS_PORT")
+    command -v prometheus >/dev/null || die "prometheus not found: run ci/install-tools.sh (Debian's prometheus package)"
+fi
 if [[ "$(printf '%s\n' "${ports[@]}" | sort -u | wc -l)" != "${#ports[@]}" ]]; then
     die "two services would share a port: ${ports[*]}"
 fi
@@ -125,6 +146,11 @@ export GROUP_AUTH_URL="http://127.0.0.1:$AUTH_PORT"
 export GATEWAY_AUTH_URL="http://127.0.0.1:$AUTH_PORT" GATEWAY_CHAT_URL="http://127.0.0.1:$CHAT_PORT"
 export GATEWAY_GROUP_URL="http://127.0.0.1:$GROUP_PORT"
 export GATEWAY_METRICS_LISTEN_ADDR="127.0.0.1:$METRICS_PORT"
+if [[ $prometheus == 1 ]]; then
+    export AUTH_METRICS_LISTEN_ADDR="127.0.0.1:$AUTH_METRICS_PORT"
+    export CHAT_METRICS_LISTEN_ADDR="127.0.0.1:$CHAT_METRICS_PORT"
+    export GROUP_METRICS_LISTEN_ADDR="127.0.0.1:$GROUP_METRICS_PORT"
+fi
 start auth AUTH "$AUTH_PORT" with-db
 start chat-server CHAT "$CHAT_PORT" with-db
 start group GROUP "$GROUP_PORT" with-db
@@ -150,6 +176,45 @@ wait_serving auth "$AUTH_PORT"
 wait_serving chat-server "$CHAT_PORT"
 wait_serving group "$GROUP_PORT"
 wait_serving gateway "$GATEWAY_PORT"
+
+# prometheus_query PROMQL : the value of the query's first sample, or nothing.
+prometheus_query() {
+    python3 - "http://127.0.0.1:$PROMETHEUS_PORT" "$1" <<'PYTHON' 2>/dev/null
+import json, sys, urllib.parse, urllib.request
+base, query = sys.argv[1:]
+with urllib.request.urlopen(base + "/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=2) as r:
+    result = json.load(r)["data"]["result"]
+print(result[0]["value"][1] if result else "")
+PYTHON
+}
+
+# Prometheus scraping the four servers, the jobs named as the chart's PodMonitors name them
+# (what the chart's dashboard and alerts select by), its data in LOCAL_DIR/prometheus.
+if [[ $prometheus == 1 ]]; then
+    cat >"$LOCAL_DIR/prometheus.yml" <<PROMETHEUS
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $REPO/charts/chat/files/alerts.rules.yaml
+scrape_configs:
+  - {job_name: gateway, static_configs: [{targets: ["127.0.0.1:$METRICS_PORT"]}]}
+  - {job_name: auth, static_configs: [{targets: ["127.0.0.1:$AUTH_METRICS_PORT"]}]}
+  - {job_name: chat, static_configs: [{targets: ["127.0.0.1:$CHAT_METRICS_PORT"]}]}
+  - {job_name: group, static_configs: [{targets: ["127.0.0.1:$GROUP_METRICS_PORT"]}]}
+PROMETHEUS
+    prometheus --config.file="$LOCAL_DIR/prometheus.yml" --storage.tsdb.path="$LOCAL_DIR/prometheus" \
+        --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$LOG_DIR/prometheus.log" 2>&1 &
+    pids+=("$!")
+    deadline=$((SECONDS + 30))
+    until [[ -n "$(prometheus_query 'vector(1)')" ]]; do
+        if ((SECONDS > deadline)); then
+            tail -n 20 "$LOG_DIR/prometheus.log" >&2 || true
+            die "Prometheus did not answer on port $PROMETHEUS_PORT (log: $LOG_DIR/prometheus.log)"
+        fi
+        sleep 0.2
+    done
+fi
 
 if [[ $smoke == 1 ]]; then
     for port in "$GATEWAY_PORT" "$AUTH_PORT" "$CHAT_PORT" "$GROUP_PORT"; do
@@ -193,6 +258,15 @@ if [[ $smoke == 1 ]]; then
         check().then((ok) => process.exit(ok ? 0 : 1), () => process.exit(1));
     ' "http://127.0.0.1:$GATEWAY_PORT" "http://127.0.0.1:$METRICS_PORT" ||
         die "the gateway does not serve the web demo with its policy, or /metrics not only on port $METRICS_PORT"
+    if [[ $prometheus == 1 ]]; then
+        # Every server's metrics scraped: four targets up (one scrape every 5 s).
+        deadline=$((SECONDS + 30))
+        until [[ "$(prometheus_query 'sum(up)')" == 4 ]]; do
+            ((SECONDS < deadline)) || die "Prometheus does not see all four servers up: http://127.0.0.1:$PROMETHEUS_PORT/targets"
+            sleep 1
+        done
+        log "Prometheus scrapes all four servers"
+    fi
     log "smoke check passed: every service is SERVING and lists its APIs; register, login, an authenticated call and chat -> group work through the gateway; the web demo and /metrics are where they belong"
     exit 0
 fi
@@ -204,6 +278,14 @@ cat <<EOF
     gateway (the public endpoint)  127.0.0.1:$GATEWAY_PORT   (gRPC, gRPC-Web, /healthz, /readyz)
     gateway metrics (scrapers)     http://127.0.0.1:$METRICS_PORT/metrics
     auth / chat / group            127.0.0.1:$AUTH_PORT / $CHAT_PORT / $GROUP_PORT
+EOF
+if [[ $prometheus == 1 ]]; then
+    cat <<EOF
+    their metrics                  http://127.0.0.1:{$AUTH_METRICS_PORT,$CHAT_METRICS_PORT,$GROUP_METRICS_PORT}/metrics
+    Prometheus (all four, alerts)  http://127.0.0.1:$PROMETHEUS_PORT/
+EOF
+fi
+cat <<EOF
     database                       $DATABASE_URL
     state (secrets, logs)          $LOCAL_DIR
 

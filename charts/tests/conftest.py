@@ -50,6 +50,11 @@ def render(values_files) -> list[dict]:
     args = []
     for path in values_files:
         args += ["-f", str(path)]
+    return render_args(args)
+
+
+def render_args(args: list[str]) -> list[dict]:
+    """The objects `helm template` renders with extra arguments (`--set ...`); it must succeed."""
     result = helm_template(*args)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -1,10 +1,13 @@
 """The rules of the chart, checked on the rendered manifests of every values file."""
 
 import base64
+import json
 import re
 from urllib.parse import urlparse
 
-from conftest import REPO, Manifests, selects
+import yaml
+
+from conftest import REPO, Manifests, render_args, selects
 
 SERVICES = ("auth", "chat", "group", "gateway")
 RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -373,3 +376,62 @@ def test_helm_test_calls_the_gateways_health_and_reflection_through_its_service(
     assert "grpc.health.v1.Health/Check" in script and '"status": "SERVING"' in script
     listed = set(re.search(r"for service in ([^;]*); do", script).group(1).split())
     assert listed == public_services() | {"grpc.health.v1.Health"}
+
+
+# ----------------------------------------------------------------------------- monitoring
+# The dashboard and the alerts (monitoring.*): off by default, on when asked, carrying the files
+# in charts/chat/files as they are (promtool and chat's dashboard test check those files).
+MONITORING_ON = ["--set", "monitoring.dashboards.enabled=true", "--set", "monitoring.rules.enabled=true",
+                 "--set", "monitoring.rules.labels.release=kube-prometheus-stack",
+                 "--set", "monitoring.dashboards.annotations.grafana_folder=Chat"]
+
+
+def test_the_dashboard_and_the_alerts_are_off_by_default(manifests):
+    assert manifests.kind("PrometheusRule") == []
+    assert not [c for c in manifests.kind("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
+
+
+def test_the_dashboard_ships_in_a_configmap_for_the_grafana_sidecar_when_enabled():
+    rendered = Manifests("monitoring", render_args(MONITORING_ON))
+    dashboards = [c for c in rendered.kind("ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+
+    assert len(dashboards) == 1
+    assert dashboards[0]["metadata"]["annotations"] == {"grafana_folder": "Chat"}
+    (name, text), = dashboards[0]["data"].items()
+    assert name.endswith(".json")
+    shipped = json.loads(text)
+    assert shipped == json.loads((REPO / "charts/chat/files/dashboard.json").read_text())
+    titles = {p["title"] for p in shipped["panels"]}
+    for wanted in ("Request rate per method", "Errors per method", "Latency per method (p99, unary calls)",
+                   "Open streams", "Send-to-ack latency", "Deliveries/s", "Commit batch size", "Commit latency",
+                   "Database pool saturation", "Bus lag (commit to wake-up)", "Slow-consumer cuts and full queues"):
+        assert wanted in titles, wanted
+
+
+def test_the_alerts_ship_as_a_prometheus_rule_with_a_runbook_each_when_enabled():
+    rendered = Manifests("monitoring", render_args(MONITORING_ON))
+    rules = rendered.kind("PrometheusRule")
+    runbooks = (REPO / "docs/operations.md").read_text()
+
+    assert len(rules) == 1
+    assert rules[0]["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rules[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rules[0]["spec"] == yaml.safe_load((REPO / "charts/chat/files/alerts.rules.yaml").read_text())
+    alerts = [rule for group in rules[0]["spec"]["groups"] for rule in group["rules"]]
+    assert len(alerts) >= 6
+    for alert in alerts:
+        anchor = alert["alert"].lower()
+        assert alert["annotations"]["runbook"] == f"docs/operations.md#{anchor}"
+        # docs/operations.md has a section named after the alert, whose anchor is that.
+        assert re.search(rf"^### `?{alert['alert']}`?$", runbooks, re.MULTILINE), alert["alert"]
+
+
+def test_the_pod_monitors_name_the_job_after_the_component():
+    docs = render_args(["--set", "gateway.podMonitor.enabled=true", "--set", "serviceMetrics.podMonitor.enabled=true",
+                        "--set", "networkPolicy.metricsScrapers[0].podSelector.matchLabels.app=prometheus"])
+    monitors = [d for d in docs if d["kind"] == "PodMonitor"]
+
+    assert len(monitors) == 4
+    for monitor in monitors:
+        # The alerts and the dashboard select job="gateway", "auth", "chat", "group".
+        assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/component"

@@ -36,9 +36,12 @@ VARIANTS = {
                     "--set", "serviceMetrics.scrapeAnnotations=false",
                     "--set", "serviceMetrics.podMonitor.labels.release=kube-prometheus-stack",
                     "--set", "networkPolicy.metricsScrapers[0].podSelector.matchLabels.app=prometheus"],
+    "monitoring": ["--set", "monitoring.dashboards.enabled=true", "--set", "monitoring.rules.enabled=true"],
 }
-# Custom resources kubernetes-validate has no schema for.
-CUSTOM_KINDS = {"monitoring.coreos.com/v1": {"PodMonitor"}}
+# Custom resources kubernetes-validate has no schema for (the Prometheus Operator's CRDs): not
+# validated against a schema; their own tests check their shape (test_manifests.py, and promtool
+# on the rules' file in ci/chart-check.sh).
+CUSTOM_KINDS = {"monitoring.coreos.com/v1": {"PodMonitor", "PrometheusRule"}}
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

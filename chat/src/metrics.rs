@@ -8,9 +8,14 @@
 //! ([`Lookups`], `RecentMessages::evictions`), which `lib.rs` registers. Below every layer: it
 //! imports only `error.rs`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
@@ -63,6 +68,9 @@ impl ChatMetrics {
             "Streams open on this replica, by kind (subscribe, open_stream)",
             self.streams.open.clone(),
         );
+        registry.register_collector(Box::new(QueueCollector {
+            queues: self.streams.queues.clone(),
+        }));
         registry.register(
             "chat_streams_ended",
             "Streams ended, by reason (slow_consumer is a cut for a client that did not keep up)",
@@ -87,6 +95,13 @@ impl ChatMetrics {
             "chat_bus_received",
             "Events received over the bus (NOTIFY) from every replica",
             self.bus.received.clone(),
+        );
+        registry.register_with_unit(
+            "chat_bus_lag",
+            "Time from a wake-up's publication (right after its commit) on one replica to this \
+             replica hearing it over the bus (across hosts, clock skew adds to it)",
+            Unit::Seconds,
+            self.bus.lag.clone(),
         );
         registry.register(
             "chat_bus_resyncs",
@@ -254,29 +269,62 @@ pub struct StreamMetrics {
     ended: Family<ReasonLabels, Counter>,
     deliveries: Family<PhaseLabels, Counter>,
     tail_reads: Family<ResultLabels, Counter>,
+    queues: Arc<Mutex<Queues>>,
 }
 
-/// Counts one open stream of its kind until dropped.
+/// Reads a stream's queue: `(items queued, capacity)`, `None` once the queue is gone.
+pub type QueueDepth = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
+
+/// The queues of the open streams, read only at a scrape: the delivery path never touches a
+/// shared metric for them (a histogram observed on every push would be a lock on that path).
+#[derive(Default)]
+struct Queues {
+    next: u64,
+    open: HashMap<u64, QueueDepth>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("open", &self.open.len())
+            .finish()
+    }
+}
+
+/// Counts one open stream of its kind (and reads its queue at scrapes) until dropped.
 #[derive(Debug)]
 pub struct OpenStream {
     gauge: Gauge,
+    queues: Arc<Mutex<Queues>>,
+    id: u64,
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.gauge.dec();
+        common::sync::lock(&self.queues).open.remove(&self.id);
     }
 }
 
 impl StreamMetrics {
-    /// A stream of `kind` opened; it counts as open until the guard is dropped.
-    pub fn opened(&self, kind: StreamKind) -> OpenStream {
+    /// A stream of `kind` opened, whose queue `depth` reads; it counts as open until the guard
+    /// is dropped.
+    pub fn opened(&self, kind: StreamKind, depth: QueueDepth) -> OpenStream {
         let gauge = self
             .open
             .get_or_create(&KindLabels { kind: kind.label() })
             .clone();
         gauge.inc();
-        OpenStream { gauge }
+        let mut queues = common::sync::lock(&self.queues);
+        let id = queues.next;
+        queues.next += 1;
+        queues.open.insert(id, depth);
+        drop(queues);
+        OpenStream {
+            gauge,
+            queues: self.queues.clone(),
+            id,
+        }
     }
 
     /// A stream ended with `error` (`None`: the client closed it).
@@ -302,18 +350,83 @@ impl StreamMetrics {
     }
 }
 
+/// Reads the open streams' queues at a scrape: `chat_stream_queued_messages` (their sum),
+/// `chat_stream_queue_depth_max` (the fullest) and `chat_streams_queue_full` (how many are full:
+/// their live pushes wait, and are cut after the stall limit).
+#[derive(Debug)]
+struct QueueCollector {
+    queues: Arc<Mutex<Queues>>,
+}
+
+impl Collector for QueueCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (mut queued, mut deepest, mut full) = (0_i64, 0_i64, 0_i64);
+        for (depth, capacity) in common::sync::lock(&self.queues)
+            .open
+            .values()
+            .filter_map(|depth| depth())
+        {
+            queued = queued.saturating_add(i64::try_from(depth).unwrap_or(i64::MAX));
+            deepest = deepest.max(i64::try_from(depth).unwrap_or(i64::MAX));
+            full += i64::from(depth > 0 && depth >= capacity);
+        }
+        for (name, help, value) in [
+            (
+                "chat_stream_queued_messages",
+                "Items queued to the open streams of this replica, not yet taken by the transport",
+                queued,
+            ),
+            (
+                "chat_stream_queue_depth_max",
+                "Items queued to the fullest open stream of this replica",
+                deepest,
+            ),
+            (
+                "chat_streams_queue_full",
+                "Open streams whose queue is full (their live pushes wait, up to the stall limit)",
+                full,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric_encoder)?;
+        }
+        Ok(())
+    }
+}
+
 /// Wake-ups between replicas.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BusMetrics {
     /// Events published.
     pub published: Counter,
     /// Events received over NOTIFY.
     pub received: Counter,
+    /// From a wake-up's publication to this replica hearing it.
+    lag: Histogram,
     /// Resyncs of every stream, by cause.
     resyncs: Family<CauseLabels, Counter>,
 }
 
+impl Default for BusMetrics {
+    fn default() -> Self {
+        Self {
+            published: Counter::default(),
+            received: Counter::default(),
+            // 100 µs to about 6.5 s.
+            lag: Histogram::new(exponential_buckets(0.000_1, 2.0, 17)),
+            resyncs: Family::default(),
+        }
+    }
+}
+
 impl BusMetrics {
+    /// A wake-up was heard `lag` after it was published.
+    pub fn lagged(&self, lag: std::time::Duration) {
+        self.lag.observe(lag.as_secs_f64());
+    }
+
     /// The bus listener (re)connected or lost its connection: what was sent meanwhile is lost.
     pub fn listener_resync(&self) {
         self.resyncs

@@ -6,7 +6,8 @@
 //!   [`Metrics::registry_mut`] before sharing it behind an `Arc`.
 //! - [`MetricsLayer`] records each call into it; [`crate::grpc::serve`] puts it outermost, so it
 //!   sees the status the client gets.
-//! - [`register_pool`] adds the database pool's gauges, read at each scrape.
+//! - [`register_pool`] adds the database pool's gauges, read at each scrape, and its acquire time,
+//!   sampled by a probe.
 //! - [`spawn_server`] serves `GET /metrics` ([`metrics_route`]) on the metrics listener
 //!   (`<SERVICE>_METRICS_LISTEN_ADDR`, see [`crate::config::metrics_listen_addr`]).
 //!
@@ -24,7 +25,7 @@ pub use grpc::{
     Metrics, OPENMETRICS_CONTENT_TYPE, UNKNOWN, method_paths, metrics_route, served_method_paths,
 };
 pub use layer::{MetricsBody, MetricsFuture, MetricsLayer, MetricsService};
-pub use pool::register_pool;
+pub use pool::{ACQUIRE_PROBE_PERIOD, register_pool};
 
 /// The metrics of a service serving `services` (full gRPC service names) with `pool`: gRPC server
 /// metrics whose labels take those services' methods, health and reflection, and the pool's

@@ -17,11 +17,16 @@
 //! p50; with 0, 0.18 ms, and `bench group-fanout` delivered as much.
 //! New-message wake-ups also go straight to this replica's own subscribers, so local streams do
 //! not wait for the round trip through PostgreSQL.
+//!
+//! Each new-message line carries when its oldest coalesced wake-up was published (right after
+//! its commit), in microseconds since the Unix epoch on the publisher's clock, so a receiving
+//! replica can measure the bus lag (`chat_bus_lag_seconds`; across hosts, clock skew adds to it).
+//! Replicas that predate the field ignore it, and lines without it are not measured.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use common::sync::lock;
@@ -113,8 +118,34 @@ struct Pending {
 
 #[derive(Default)]
 struct PendingEvents {
-    wakeups: HashMap<ConversationId, u64>,
+    wakeups: HashMap<ConversationId, Wakeup>,
     ephemeral: VecDeque<BusEvent>,
+}
+
+/// A conversation's coalesced wake-ups waiting to be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wakeup {
+    /// The newest sequence.
+    last_sequence: u64,
+    /// When the oldest of them was published (after its commit): microseconds since the Unix
+    /// epoch.
+    since_micros: u64,
+}
+
+impl Wakeup {
+    /// Merges `other` in: the newest sequence, the oldest time.
+    fn merge(&mut self, other: Wakeup) {
+        self.last_sequence = self.last_sequence.max(other.last_sequence);
+        self.since_micros = self.since_micros.min(other.since_micros);
+    }
+}
+
+/// Now, in microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 impl PgBus {
@@ -153,8 +184,15 @@ impl Bus for PgBus {
                 conversation,
                 last_sequence,
             } => {
-                let newest = pending.wakeups.entry(conversation).or_default();
-                *newest = (*newest).max(last_sequence);
+                let wakeup = Wakeup {
+                    last_sequence,
+                    since_micros: unix_micros(SystemTime::now()),
+                };
+                pending
+                    .wakeups
+                    .entry(conversation)
+                    .and_modify(|pending| pending.merge(wakeup))
+                    .or_insert(wakeup);
             }
             other => {
                 if pending.ephemeral.len() >= MAX_PENDING_EPHEMERAL {
@@ -198,11 +236,14 @@ async fn publish_loop(db: PgPool, pending: Arc<Pending>, window: Duration) {
 }
 
 /// Puts wake-ups back (merged with newer ones) so that no conversation is forgotten.
-fn requeue(pending: &Pending, wakeups: HashMap<ConversationId, u64>) {
+fn requeue(pending: &Pending, wakeups: HashMap<ConversationId, Wakeup>) {
     let mut current = lock(&pending.events);
-    for (conversation, sequence) in wakeups {
-        let newest = current.wakeups.entry(conversation).or_default();
-        *newest = (*newest).max(sequence);
+    for (conversation, wakeup) in wakeups {
+        current
+            .wakeups
+            .entry(conversation)
+            .and_modify(|pending| pending.merge(wakeup))
+            .or_insert(wakeup);
     }
     drop(current);
     pending.ready.notify_one();
@@ -229,8 +270,13 @@ async fn listen_loop(db: PgPool, local: broadcast::Sender<BusEvent>, metrics: Bu
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    for event in decode(notification.payload()) {
+                    let heard = unix_micros(SystemTime::now());
+                    for (event, since_micros) in decode_timed(notification.payload()) {
                         metrics.received.inc();
+                        if let Some(since) = since_micros {
+                            // Clocks of two hosts may disagree: never a negative lag.
+                            metrics.lagged(Duration::from_micros(heard.saturating_sub(since)));
+                        }
                         let _ = local.send(event);
                     }
                 }
@@ -255,7 +301,12 @@ fn encode(events: &PendingEvents) -> Vec<String> {
     let lines = events
         .wakeups
         .iter()
-        .map(|(conversation, sequence)| format!("m {conversation} {sequence}"))
+        .map(|(conversation, wakeup)| {
+            format!(
+                "m {conversation} {} {}",
+                wakeup.last_sequence, wakeup.since_micros
+            )
+        })
         .chain(events.ephemeral.iter().filter_map(|event| match event {
             BusEvent::Receipt(r) => Some(format!(
                 "r {} {} {} {} {}",
@@ -283,6 +334,15 @@ fn encode(events: &PendingEvents) -> Vec<String> {
 
 /// Reads what [`encode`] wrote; lines that do not parse are skipped (logged).
 fn decode(payload: &str) -> Vec<BusEvent> {
+    decode_timed(payload)
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect()
+}
+
+/// As [`decode`], with when each new-message wake-up was published (microseconds since the Unix
+/// epoch), when its line says.
+fn decode_timed(payload: &str) -> Vec<(BusEvent, Option<u64>)> {
     payload
         .lines()
         .filter_map(|line| {
@@ -295,7 +355,7 @@ fn decode(payload: &str) -> Vec<BusEvent> {
         .collect()
 }
 
-fn decode_line(line: &str) -> Option<BusEvent> {
+fn decode_line(line: &str) -> Option<(BusEvent, Option<u64>)> {
     let mut fields = line.split(' ');
     let kind = fields.next()?;
     let mut uuid = || fields.next().and_then(|field| Uuid::try_parse(field).ok());
@@ -303,10 +363,15 @@ fn decode_line(line: &str) -> Option<BusEvent> {
     let event = match kind {
         "m" => {
             let last_sequence = fields.next()?.parse().ok()?;
-            BusEvent::NewMessages {
-                conversation,
-                last_sequence,
-            }
+            // Absent from replicas that predate it; a field that does not parse is not measured.
+            let since_micros = fields.next().and_then(|field| field.parse().ok());
+            return Some((
+                BusEvent::NewMessages {
+                    conversation,
+                    last_sequence,
+                },
+                since_micros,
+            ));
         }
         "r" => {
             let user = UserId(uuid()?);
@@ -330,7 +395,7 @@ fn decode_line(line: &str) -> Option<BusEvent> {
         }
         _ => return None,
     };
-    Some(event)
+    Some((event, None))
 }
 
 /// The fuzz target `bus_payload` (`fuzz/`): reads `payload` as a NOTIFY payload from another
@@ -349,7 +414,11 @@ pub fn fuzz_payload(payload: &str) {
                 conversation,
                 last_sequence,
             } => {
-                pending.wakeups.insert(*conversation, *last_sequence);
+                let wakeup = Wakeup {
+                    last_sequence: *last_sequence,
+                    since_micros: u64::MAX,
+                };
+                pending.wakeups.insert(*conversation, wakeup);
             }
             BusEvent::Receipt(_) | BusEvent::Typing(_) => {
                 pending.ephemeral.push_back(event.clone())
@@ -388,8 +457,12 @@ mod tests {
             user,
             device,
         };
+        let wakeup = Wakeup {
+            last_sequence: 42,
+            since_micros: 1_700_000_000_000_000,
+        };
         let events = PendingEvents {
-            wakeups: HashMap::from([(conversation, 42)]),
+            wakeups: HashMap::from([(conversation, wakeup)]),
             ephemeral: VecDeque::from([BusEvent::Receipt(receipt), BusEvent::Typing(typing)]),
         };
 
@@ -412,7 +485,13 @@ mod tests {
     fn many_wakeups_are_split_into_payloads_under_the_limit() {
         let events = PendingEvents {
             wakeups: (0..500)
-                .map(|n| (ConversationId(Uuid::now_v7()), n))
+                .map(|n| {
+                    let wakeup = Wakeup {
+                        last_sequence: n,
+                        since_micros: u64::MAX,
+                    };
+                    (ConversationId(Uuid::now_v7()), wakeup)
+                })
                 .collect(),
             ephemeral: VecDeque::new(),
         };
@@ -422,6 +501,37 @@ mod tests {
         assert!(payloads.len() > 1);
         assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
         assert_eq!(payloads.iter().flat_map(|p| decode(p)).count(), 500);
+    }
+
+    #[test]
+    fn wakeups_carry_when_they_were_published_and_lines_without_it_still_read() {
+        let conversation = ConversationId(Uuid::now_v7());
+        let mut wakeup = Wakeup {
+            last_sequence: 3,
+            since_micros: 2_000,
+        };
+        wakeup.merge(Wakeup {
+            last_sequence: 5,
+            since_micros: 3_000,
+        });
+        let events = PendingEvents {
+            wakeups: HashMap::from([(conversation, wakeup)]),
+            ephemeral: VecDeque::new(),
+        };
+        let event = BusEvent::NewMessages {
+            conversation,
+            last_sequence: 5,
+        };
+
+        assert_eq!(
+            decode_timed(&encode(&events)[0]),
+            [(event.clone(), Some(2_000))]
+        );
+        // As an older replica writes it.
+        assert_eq!(
+            decode_timed(&format!("m {conversation} 5")),
+            [(event, None)]
+        );
     }
 
     #[test]

@@ -220,11 +220,23 @@ impl Delivery {
             cursors: HashMap::new(),
             progress: Progress::default(),
             metrics: self.metrics.clone(),
-            _open: self.metrics.opened(kind),
+            _open: self.metrics.opened(kind, queue_depth(&outbox.queue)),
         };
         tokio::spawn(task.run(registration, positions, token));
         Ok((outbox, stream))
     }
+}
+
+/// Reads `queue`'s depth and capacity at a scrape, without keeping the queue open.
+fn queue_depth(queue: &mpsc::Sender<Outgoing>) -> crate::metrics::QueueDepth {
+    let queue = queue.downgrade();
+    Box::new(move || {
+        let queue = queue.upgrade()?;
+        Some((
+            queue.max_capacity() - queue.capacity(),
+            queue.max_capacity(),
+        ))
+    })
 }
 
 impl Outbox {

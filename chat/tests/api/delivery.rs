@@ -215,9 +215,12 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
     let big = "x".repeat(60_000);
     let cuts_before = slow_consumer_cuts(&app).await;
 
-    // Bob does not read while alice sends.
+    // Bob does not read while alice sends. His queue fills, and stays full for the stall limit
+    // (200 ms) before the cut: a scrape after each send sees it.
+    let mut deepest_queue = 0.0_f64;
     for _ in 0..30 {
         alice.send_text(&conversation, &big).await.unwrap();
+        deepest_queue = deepest_queue.max(queue_depth_max(&app).await);
     }
     let mut received = Vec::new();
     let status = loop {
@@ -242,8 +245,16 @@ async fn a_slow_consumer_is_cut_and_resumes_with_nothing_lost(db: PgPool) {
     assert_eq!(reason(&status), "SLOW_CONSUMER");
     assert!(last < 30, "the stream was not cut");
     assert_eq!(received, (1..=30).collect::<Vec<_>>());
-    // The cut is counted on the metrics port (what an operator alerts on).
+    // The cut is counted on the metrics port (what an operator alerts on), and so was the full
+    // queue before it.
     assert_eq!(slow_consumer_cuts(&app).await - cuts_before, 1.0);
+    assert_eq!(deepest_queue, 4.0, "the full queue was not seen");
+}
+
+/// Items queued to this replica's fullest stream, from its metrics port.
+async fn queue_depth_max(app: &crate::helpers::TestApp) -> f64 {
+    let scrape = testkit::scrape_metrics(app.metrics).await;
+    testkit::metric_sum(&scrape, "chat_stream_queue_depth_max", &[])
 }
 
 /// Streams this replica ended as too slow, from its metrics port.

@@ -38,7 +38,11 @@ pub struct TestApp {
     /// Where the chat replica serves `/metrics`.
     pub metrics: SocketAddr,
     pub auth_addr: SocketAddr,
+    /// Where auth serves `/metrics`.
+    pub auth_metrics: SocketAddr,
     pub group_addr: SocketAddr,
+    /// Where group serves `/metrics`.
+    pub group_metrics: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
     keys_used: std::sync::atomic::AtomicUsize,
@@ -64,18 +68,24 @@ pub async fn spawn_app_with_auth(
     let auth_addr = auth_listener.local_addr().unwrap();
     let mut auth_config = auth::Config::for_tests();
     configure_auth(&mut auth_config);
-    tokio::spawn(auth::run(
+    let auth_metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth_metrics = auth_metrics_listener.local_addr().unwrap();
+    tokio::spawn(auth::run_with_metrics_listener(
         auth_config,
         db.clone(),
         auth_listener,
+        Some(auth_metrics_listener),
         std::future::pending(),
     ));
     let group_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let group_addr = group_listener.local_addr().unwrap();
-    tokio::spawn(group::run(
+    let group_metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let group_metrics = group_metrics_listener.local_addr().unwrap();
+    tokio::spawn(group::run_with_metrics_listener(
         group::Config::for_tests(&format!("http://{auth_addr}")),
         db.clone(),
         group_listener,
+        Some(group_metrics_listener),
         std::future::pending(),
     ));
     let (addr, metrics) = spawn_chat_with_metrics(
@@ -92,7 +102,9 @@ pub async fn spawn_app_with_auth(
         addr,
         metrics,
         auth_addr,
+        auth_metrics,
         group_addr,
+        group_metrics,
         channel,
         auth,
         keys_used: Default::default(),

@@ -2,6 +2,7 @@
 //! test against its own freshly migrated database.
 
 mod conversations;
+mod dashboards;
 mod delivery;
 mod gateway;
 mod gateway_statuses;

@@ -89,6 +89,18 @@ async fn sends_deliveries_and_streams_show_on_the_metrics_port(db: PgPool) {
         metric_sum(&after, "db_pool_connections", &[]) >= 1.0,
         "{after}"
     );
+    // The replica hears its own wake-up back over the bus (NOTIFY) and times it; the pool's
+    // acquire probe has timed at least its first wait.
+    let lag_before = metric_sum(&before, "chat_bus_lag_seconds_count", &[]);
+    let heard = scrape_until(app.metrics, |scrape| {
+        metric_sum(scrape, "chat_bus_lag_seconds_count", &[]) > lag_before
+            && metric_sum(scrape, "db_pool_acquire_seconds_count", &[]) >= 1.0
+    })
+    .await;
+    assert!(
+        metric_sum(&heard, "chat_bus_lag_seconds_sum", &[]) > 0.0,
+        "{heard}"
+    );
 
     drop(stream);
     let closed = scrape_until(app.metrics, |scrape| {

@@ -49,4 +49,19 @@ async fn a_served_call_and_the_database_pool_show_on_the_metrics_port(db: PgPool
         metric_sum(&after, "db_pool_max_connections", &[]) >= 1.0,
         "{after}"
     );
+    // The acquire probe times a wait at once, then every second; with our connection taken, it
+    // waits for (or opens) another one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let scrape = scrape_metrics(metrics_addr).await;
+        if metric_sum(&scrape, "db_pool_acquire_seconds_count", &[]) >= 1.0 {
+            assert!(metric_sum(&scrape, "db_pool_acquire_seconds_sum", &[]) > 0.0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no acquire timed: {scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
