@@ -37,8 +37,9 @@ bin_args=()
 for target in "${targets[@]}"; do
     bin_args+=(--bin "$target")
 done
-# --workspace: the same feature unification as test.sh's `cargo build --workspace --bins`, so the
-# dependencies that build already compiled are reused (only libFuzzer's additions rebuild).
+# --workspace: the dependencies' features are the services' own (as `cargo build --bins`, which
+# ci/up.sh runs, compiles them), so the fuzzed code is what runs in production. After test.sh's
+# build (tests' features: tokio's test-util) the crates depending on tokio compile once more.
 log "building ${#targets[@]} fuzz targets with coverage instrumentation"
 RUSTC_WORKSPACE_WRAPPER="$REPO/ci/fuzz-rustc.sh" \
     cargo build --workspace --features fuzz/libfuzzer "${bin_args[@]}" "${cargo_locked[@]}"

@@ -23,6 +23,18 @@ cd "$REPO"
 setup_path
 bash ci/install-tools.sh --runtime
 
+cargo_locked=()
+if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
+    cargo_locked=(--locked)
+fi
+# One build of everything, binaries and tests together: the cluster and fault suites run the
+# services' binaries, which nextest does not build, and the smoke tests run them too. Built with
+# the tests, the binaries share the tests' dependency features (tokio's test-util, a dev-dependency),
+# so nothing is compiled twice; a separate `cargo build --bins` would compile the workspace and
+# every crate depending on tokio a second time.
+cargo build --workspace --bins --tests "${cargo_locked[@]}"
+export UP_SKIP_BUILD=1
+
 if [[ -x ci/up.sh && $# -eq 0 && "${CI_SKIP_SMOKE:-0}" != 1 ]]; then
     log "smoke test: ci/up.sh --smoke"
     if [[ -n "${SMOKE_DATABASE_URL:-}" ]]; then
@@ -39,13 +51,6 @@ fi
 ensure_postgres
 log "DATABASE_URL=$DATABASE_URL"
 
-cargo_locked=()
-if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
-    cargo_locked=(--locked)
-fi
-
-# The cluster test (client/tests/cluster) runs the services' binaries, which nextest does not build.
-cargo build --workspace --bins "${cargo_locked[@]}"
 # --no-fail-fast: one run reports every failing test, not just the first.
 cargo nextest run --workspace "${cargo_locked[@]}" --no-tests=pass --no-fail-fast "$@"
 

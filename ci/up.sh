@@ -25,6 +25,9 @@
 # signing key, the refresh-token secret, the service credential; kept so sessions survive a
 # restart), logs/<service>.log (truncated at each start) and web-demo/ (the built browser demo).
 #
+# UP_SKIP_BUILD=1 uses the binaries already in target/debug instead of building them (test.sh
+# builds them once, together with the tests).
+#
 # Two stacks side by side: give the second other ports (PORT_OFFSET=100 ci/up.sh) and no
 # DATABASE_URL (or a database of its own); it gets its own state directory, database, services
 # and metrics port, and nothing of one reaches the other (ci/two-stacks-test.sh checks it).
@@ -84,8 +87,12 @@ mkdir -p "$LOG_DIR"
 exec {lock_fd}>"$LOCAL_DIR/lock"
 flock -n "$lock_fd" || die "$LOCAL_DIR is in use by another ci/up.sh; set LOCAL_DIR (or other ports)"
 
-log "building the service binaries (first build takes a few minutes)"
-cargo build --locked --bins
+if [[ "${UP_SKIP_BUILD:-0}" == 1 ]]; then
+    log "using the binaries already in target/debug (UP_SKIP_BUILD=1)"
+else
+    log "building the service binaries (first build takes a few minutes)"
+    cargo build --locked --bins
+fi
 
 if [[ -n "${DATABASE_URL:-}" ]]; then
     log "using DATABASE_URL from the environment"
