@@ -3,6 +3,7 @@
 
 mod conversations;
 mod delivery;
+mod forwarding;
 mod gateway;
 mod gateway_statuses;
 mod groups;
