@@ -27,6 +27,7 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
             }
         );
     }
+    crate::forward::forward_in_background(session, out);
     let mut live = session.clone().live(target);
     let (lines_sender, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     tokio::spawn(async move {
@@ -52,6 +53,12 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
                         eprint!("\r\x1b[2K");
                     }
                     ended |= matches!(event, LiveEvent::Ended { .. });
+                    if let LiveEvent::KeyWarning(warning) = &event
+                        && warning.own
+                        && !warning.added.is_empty()
+                    {
+                        crate::forward::forward_in_background(session, out);
+                    }
                     failed |= out.live_event(&event);
                     if prompt {
                         eprint!("> ");
