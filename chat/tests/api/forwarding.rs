@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 use crate::helpers::{TestDevice, spawn_app};
 
 /// `forwarder`'s key of `message` (sent by `sender`) re-wrapped for `recipient`.
-fn forward(
+pub fn forward(
     forwarder: &TestDevice,
     message: &pb::Message,
     sender: &TestDevice,
@@ -44,7 +44,7 @@ fn forward(
     }
 }
 
-async fn forward_keys(
+pub async fn forward_keys(
     device: &TestDevice,
     conversation_id: &str,
     keys: Vec<pb::ForwardedKey>,
@@ -58,7 +58,7 @@ async fn forward_keys(
 }
 
 /// Opens `message`, delivered to `device` with a forwarded key, as the clients do.
-fn open_forwarded(
+pub fn open_forwarded(
     device: &TestDevice,
     message: &pb::Message,
     sender: &TestDevice,
