@@ -20,6 +20,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 
 import { Api, SessionEnded, Tokens, sessionFrom } from "./api";
 import * as e2ee from "./e2ee";
+import * as forwarding from "./forwarding";
 import type { Device, User, UserWithDevices } from "./gen/auth/v1/auth_pb";
 import {
   ConversationKind,
@@ -1391,7 +1392,13 @@ export class Core {
     };
     // Failures are budgeted per sending device (V2: only it chooses its wrapped keys) and
     // together for V1, whose wrapped keys the server can replace.
-    const budgetKey = envelope.suite === e2ee.SUITE_V1 ? "v1" : envelope.senderDeviceId;
+    // A key forwarded by another device of the user (forwarding.ts) is budgeted per forwarder.
+    const viaForwarded = !forwarding.hasOwnKey(message, this.device.deviceId) && message.forwardedKeys.length > 0;
+    const budgetKey = viaForwarded
+      ? `forwarder:${message.forwardedKeys[0]!.forwarderDeviceId}`
+      : envelope.suite === e2ee.SUITE_V1
+        ? "v1"
+        : envelope.senderDeviceId;
     try {
       if (envelope.conversationId !== message.conversationId) throw new Error("delivered in another conversation");
       if (!(await this.mayDecrypt(budgetKey))) {
@@ -1402,14 +1409,16 @@ export class Core {
       const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
       let opened;
       try {
-        opened = await e2ee.open(
-          envelope,
-          message.recipientsDigest,
-          message.recipientCount,
-          this.device.deviceId,
-          this.device.keys,
-          signingKey,
-        );
+        opened = viaForwarded
+          ? await this.openForwarded(message, signingKey)
+          : await e2ee.open(
+              envelope,
+              message.recipientsDigest,
+              message.recipientCount,
+              this.device.deviceId,
+              this.device.keys,
+              signingKey,
+            );
       } catch (error) {
         const kind = error instanceof e2ee.E2eeError ? error.kind : "";
         if (["UnwrapFailed", "KeyCommitmentMismatch", "DecryptFailed", "BadPadding"].includes(kind)) {
@@ -1459,6 +1468,25 @@ export class Core {
    * (from the cache, then fresh once when the device is not pinned). Refused for a device revoked
    * before `sentAt` (the server's stamp, in Unix seconds), or whose keys are not accepted.
    */
+  /**
+   * Opens a message with a key another device of this user forwarded (forwarding.ts): only one
+   * from a device of this user whose key this page pins, not revoked when the key was stored.
+   */
+  private async openForwarded(message: Message, senderSigningKey: Uint8Array): Promise<e2ee.Opened> {
+    let last: unknown = new Error("no key forwarded by a trusted device of yours");
+    for (const key of message.forwardedKeys) {
+      if (key.forwarderUserId !== this.userId || key.forwarderDeviceId === this.device.deviceId) continue;
+      try {
+        const at = Number(key.forwardedAt?.seconds ?? 0n);
+        const forwarderKey = await this.signingKey(this.userId, key.forwarderDeviceId, at);
+        return await forwarding.openForwarded(message, key, this.device.deviceId, this.device.keys, senderSigningKey, forwarderKey);
+      } catch (error) {
+        last = error;
+      }
+    }
+    throw last;
+  }
+
   private async signingKey(userId: string, deviceId: string, sentAt: number): Promise<Uint8Array> {
     if (userId === this.userId && deviceId === this.device.deviceId) return this.device.keys.signingPublic;
     for (const fresh of [false, true]) {

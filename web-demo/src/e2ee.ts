@@ -717,16 +717,30 @@ export async function open(
   const own = envelope.wrappedKeys.find((k) => k.deviceId === myDeviceId && k.wrappedKey.length > 0);
   if (!own) throw new E2eeError("NoKeyForThisDevice");
   if (!equalBytes(own.keyFingerprint, myKeys.encryptionFingerprint)) throw new E2eeError("KeyFingerprintMismatch");
-  const v2 = envelope.suite === SUITE_V2;
-  if (v2) {
+  if (envelope.suite === SUITE_V2) {
     const leaf = await recipientLeaf(own.deviceId, own.keyFingerprint, own.wrappedKey);
     if (!(await verifyInclusion(leaf, own.leafIndex, own.inclusionProof, recipientCount, recipientsDigest))) {
       throw new E2eeError("WrappedKeyNotSigned");
     }
   }
+  return openWithWrappedKey(envelope, recipientsDigest, myKeys, own.wrappedKey);
+}
+
+/**
+ * The second half of `open`, for a wrapped key already checked: RSA-OAEP unwrapping, the key
+ * commitment, decryption and (V2) the padding. Also what a key forwarded by another device of the
+ * user goes through once its signature verified (forwarding.ts).
+ */
+export async function openWithWrappedKey(
+  envelope: EnvelopeFields,
+  recipientsDigest: Uint8Array,
+  myKeys: DeviceKeys,
+  wrappedKey: Uint8Array,
+): Promise<Opened> {
+  const header = headerOf(envelope, recipientsDigest);
   let contentKey: Uint8Array;
   try {
-    contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(own.wrappedKey)));
+    contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(wrappedKey)));
   } catch {
     throw new E2eeError("UnwrapFailed");
   }
@@ -738,7 +752,7 @@ export async function open(
   } catch {
     throw new E2eeError("DecryptFailed");
   }
-  if (!v2) return { plaintext, link: undefined };
+  if (envelope.suite !== SUITE_V2) return { plaintext, link: undefined };
   return { plaintext: unpad(plaintext), link: await chainLink(envelope, recipientsDigest) };
 }
 

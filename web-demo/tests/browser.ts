@@ -1444,6 +1444,43 @@ async function devices(): Promise<void> {
   expectEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], "errors of the revoked browser");
 }
 
+/** History on a new device: the CLI forwards the keys of earlier messages to a fresh browser. */
+async function forwarding(): Promise<void> {
+  step = "a CLI user and a browser user talk";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const bob = await newUser(unique("bob"));
+  await openChatWith(bob, carol);
+  await send(bob, "before your browser existed");
+  await ask("cli_send", { as: carol, to: bob.name, text: "sent from my CLI" });
+  await sees(bob, "sent from my CLI");
+
+  step = "the CLI user logs in on a fresh browser: earlier messages were not encrypted for it";
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  await page.goto(baseUrl);
+  await page.waitForSelector("body[data-screen=auth]");
+  await page.fill("#username", carol);
+  await page.fill("#password", PASSWORD);
+  await page.click("#login");
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await online(page);
+  const fresh: User = { name: carol, page, errors };
+  await page.waitForSelector(`#conversations li[data-name="${bob.name}"]`);
+  await openConversation(fresh, bob.name);
+  expectEqual(await page.$$eval("#messages .message[data-status=verified]", (m) => m.length), 0, "verified before");
+
+  step = "the CLI device forwards the keys; the browser shows every earlier message, verified";
+  const forwarded = await ask<{ keys: number; devices: number }>("cli_forward_keys", { as: carol });
+  expectEqual([forwarded.keys, forwarded.devices], [2, 1], "keys and devices the CLI forwarded to");
+  await page.reload();
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await openConversation(fresh, bob.name);
+  await sees(fresh, "before your browser existed");
+  await sees(fresh, "sent from my CLI", true);
+  noConsoleErrors([bob, fresh]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
   vectors,
@@ -1464,6 +1501,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   groups,
   errors,
   devices,
+  forwarding,
 };
 
 async function main(): Promise<void> {
