@@ -444,6 +444,94 @@ export class Core {
     if (queued.length) this.listeners.conversations?.();
     this.flushOutbox();
     void this.runStream();
+    // History for the user's devices added later (forwarding.ts): a failure waits for the next try.
+    void this.forwardKeys().catch(() => undefined);
+  }
+
+  /** Forwarding runs one at a time. */
+  private forwarding: Promise<number> = Promise.resolve(0);
+  /** Keys this page forwarded since it started. */
+  forwardedKeys = 0;
+
+  /**
+   * Forwards, to every other device of this user that this page trusts, the keys of the messages it
+   * holds a wrapped key of and that device was not sealed for (forwarding.ts); returns how many the
+   * server stored. Each device's position per conversation is kept in IndexedDB.
+   */
+  forwardKeys(): Promise<number> {
+    const run = this.forwarding.then(() => this.forwardKeysNow());
+    this.forwarding = run.catch(() => 0);
+    return run;
+  }
+
+  private async forwardKeysNow(): Promise<number> {
+    const [me] = await this.usersById([this.userId], true);
+    await this.reviewing;
+    if (!me) return 0;
+    const observed = await this.observed(me);
+    const targets: e2ee.RecipientDevice[] = [];
+    for (const [deviceId, { pin, spki }] of observed) {
+      if (deviceId !== this.device.deviceId && trust.trusted(this.contacts[this.userId], deviceId, pin)) {
+        targets.push({ deviceId, encryptionSpki: spki });
+      }
+    }
+    if (!targets.length) return 0;
+    const cursorsKey = store.keys.forwarded(this.userId);
+    const cursors = (await store.get<Record<string, Record<string, number>>>(cursorsKey)) ?? {};
+    let stored = 0;
+    for (const conversation of this.conversations.values()) {
+      for (const target of targets) {
+        const done = cursors[target.deviceId]?.[conversation.conversationId] ?? 0;
+        if (conversation.lastSequence <= done) continue;
+        const reached = await this.forwardConversation(conversation.conversationId, target, done, (n) => (stored += n));
+        (cursors[target.deviceId] ??= {})[conversation.conversationId] = reached;
+        await store.put(cursorsKey, cursors);
+      }
+    }
+    this.forwardedKeys += stored;
+    return stored;
+  }
+
+  /** Forwards one conversation's keys after `from` to `target`; returns the last sequence examined. */
+  private async forwardConversation(
+    conversationId: string,
+    target: e2ee.RecipientDevice,
+    from: number,
+    count: (stored: number) => void,
+  ): Promise<number> {
+    let batch: Awaited<ReturnType<typeof forwarding.forwardKey>>[] = [];
+    const upload = async () => {
+      const keys = batch;
+      batch = [];
+      const answer = await this.tokens.call((o) => this.api.chat.forwardKeys({ conversationId, keys }, o));
+      count(answer.storedCount);
+    };
+    for (;;) {
+      const page = await this.tokens.call((o) =>
+        this.api.chat.listMessages(
+          { conversationId, direction: Direction.FORWARD, fromSequence: BigInt(from), pageSize: 200, includeAllRecipients: true },
+          o,
+        ),
+      );
+      for (const message of page.messages) {
+        from = Math.max(from, Number(message.sequence));
+        if (!forwarding.shouldForward(message, this.device.deviceId, target.deviceId)) continue;
+        const envelope = message.envelope!;
+        try {
+          const sentAt = Number(message.sentAt?.seconds ?? 0n);
+          const senderKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
+          batch.push(
+            await forwarding.forwardKey(message, this.userId, this.device.deviceId, this.device.keys, senderKey, target),
+          );
+        } catch {
+          // A message this device does not verify is not forwarded.
+        }
+        if (batch.length === forwarding.KEYS_PER_CALL) await upload();
+      }
+      if (page.nextFromSequence === 0n) break;
+    }
+    if (batch.length) await upload();
+    return from;
   }
 
   stop(): void {
@@ -1592,6 +1680,7 @@ export class Core {
       case "devicesChanged":
         // Reviewed now, so that a change is shown before the next message is sealed for it.
         if (e.case === "devicesChanged") await this.usersById([e.value.userId], true).catch(() => undefined);
+        if (e.case === "devicesChanged" && e.value.userId === this.userId) void this.forwardKeys().catch(() => undefined);
         if (e.case === "membershipChange" && this.groupPins[e.value.groupId]) {
           await this.groupMembers(e.value.groupId).catch(() => undefined);
         }

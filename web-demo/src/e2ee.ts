@@ -712,6 +712,23 @@ export async function open(
   myKeys: DeviceKeys,
   senderSigningKey: Uint8Array,
 ): Promise<Opened> {
+  const contentKey = await unwrapOwnKey(envelope, recipientsDigest, recipientCount, myDeviceId, myKeys, senderSigningKey);
+  return decryptWithKey(envelope, recipientsDigest, contentKey);
+}
+
+/**
+ * The first half of `open`: the signature, this device's own entry (its fingerprint and, for V2,
+ * its inclusion proof), RSA-OAEP unwrapping and the key commitment; returns the content key. What a
+ * device forwards to another device of its user (forwarding.ts) is a key that passed all of these.
+ */
+export async function unwrapOwnKey(
+  envelope: EnvelopeFields,
+  recipientsDigest: Uint8Array,
+  recipientCount: number,
+  myDeviceId: string,
+  myKeys: DeviceKeys,
+  senderSigningKey: Uint8Array,
+): Promise<Uint8Array> {
   const header = headerOf(envelope, recipientsDigest);
   await verifySignature(header, envelope.ciphertext, envelope.signature, senderSigningKey);
   const own = envelope.wrappedKeys.find((k) => k.deviceId === myDeviceId && k.wrappedKey.length > 0);
@@ -723,12 +740,11 @@ export async function open(
       throw new E2eeError("WrappedKeyNotSigned");
     }
   }
-  return openWithWrappedKey(envelope, recipientsDigest, myKeys, own.wrappedKey);
+  return unwrapCommitted(envelope, myKeys, own.wrappedKey);
 }
 
 /**
- * The second half of `open`, for a wrapped key already checked: RSA-OAEP unwrapping, the key
- * commitment, decryption and (V2) the padding. Also what a key forwarded by another device of the
+ * Opens with a wrapped key already checked otherwise: what a key forwarded by another device of the
  * user goes through once its signature verified (forwarding.ts).
  */
 export async function openWithWrappedKey(
@@ -737,7 +753,11 @@ export async function openWithWrappedKey(
   myKeys: DeviceKeys,
   wrappedKey: Uint8Array,
 ): Promise<Opened> {
-  const header = headerOf(envelope, recipientsDigest);
+  return decryptWithKey(envelope, recipientsDigest, await unwrapCommitted(envelope, myKeys, wrappedKey));
+}
+
+/** RSA-OAEP unwrapping with this device's key, then the envelope's key commitment. */
+async function unwrapCommitted(envelope: EnvelopeFields, myKeys: DeviceKeys, wrappedKey: Uint8Array): Promise<Uint8Array> {
   let contentKey: Uint8Array;
   try {
     contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(wrappedKey)));
@@ -746,6 +766,12 @@ export async function openWithWrappedKey(
   }
   if (contentKey.length !== 32) throw new E2eeError("UnwrapFailed");
   if (!equalBytes(await keyCommitment(contentKey), envelope.keyCommitment)) throw new E2eeError("KeyCommitmentMismatch");
+  return contentKey;
+}
+
+/** The second half of `open`: decryption with a committed content key, then (V2) the padding. */
+async function decryptWithKey(envelope: EnvelopeFields, recipientsDigest: Uint8Array, contentKey: Uint8Array): Promise<Opened> {
+  const header = headerOf(envelope, recipientsDigest);
   let plaintext: Uint8Array;
   try {
     plaintext = gcmsiv(contentKey, envelope.nonce, canonicalHeader(header)).decrypt(envelope.ciphertext);
@@ -754,6 +780,18 @@ export async function openWithWrappedKey(
   }
   if (envelope.suite !== SUITE_V2) return { plaintext, link: undefined };
   return { plaintext: unpad(plaintext), link: await chainLink(envelope, recipientsDigest) };
+}
+
+/** RSA-OAEP wrapping of a content key for `recipient` (its key checked as for sealing). */
+export async function wrapFor(recipient: RecipientDevice, contentKey: Uint8Array): Promise<Uint8Array> {
+  checkRsaPublicKey(recipient.encryptionSpki);
+  const publicKey = await crypto.subtle.importKey("spki", buf(recipient.encryptionSpki), RSA_OAEP, false, ["encrypt"]);
+  return new Uint8Array(await crypto.subtle.encrypt(RSA_OAEP, publicKey, buf(contentKey)));
+}
+
+/** Signs `message` with the device's Ed25519 key. */
+export async function signAsDevice(keys: DeviceKeys, message: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign("Ed25519", keys.signingPrivate, buf(message)));
 }
 
 /**

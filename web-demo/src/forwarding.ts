@@ -6,11 +6,13 @@
 // that), after the forwarder's signature, and then checks the message itself as `e2ee.open` does:
 // the sender's signature, the key commitment the sender signed, decryption.
 //
-// Not done in the page: forwarding keys from the page to the user's other devices (the CLI does it;
-// `chat forward-keys`).
+// The page forwards too (core.ts `forwardKeys`, after login and when the user's devices change):
+// for each other device of the user it trusts (pinned, same keys, nothing pending), the keys of the
+// messages it holds a wrapped key of and that device does not, from where it stopped (IndexedDB).
 
 import * as e2ee from "./e2ee";
-import type { ForwardedKey, Message } from "./gen/chat/v1/chat_pb";
+import { create } from "@bufbuild/protobuf";
+import { ForwardedKeySchema, type ForwardedKey, type Message } from "./gen/chat/v1/chat_pb";
 
 /** The label that starts what a forwarding device signs. */
 export const FORWARDED_KEY_LABEL = "chat-e2ee-v2 forwarded key";
@@ -84,4 +86,56 @@ export async function openForwarded(
   const header = { ...envelope, recipientsDigest: message.recipientsDigest };
   await e2ee.verifySignature(header, envelope.ciphertext, envelope.signature, senderSigningKey);
   return e2ee.openWithWrappedKey(envelope, message.recipientsDigest, myKeys, key.wrappedKey);
+}
+
+/** Most keys per ForwardKeys call (the service's documented limit). */
+export const KEYS_PER_CALL = 500;
+
+/**
+ * Whether this device should forward `message`'s key to `targetDeviceId`: it holds a wrapped key
+ * of its own and the target was not a recipient.
+ */
+export function shouldForward(message: Message, myDeviceId: string, targetDeviceId: string): boolean {
+  const keys = message.envelope?.wrappedKeys ?? [];
+  return hasOwnKey(message, myDeviceId) && !keys.some((k) => k.deviceId === targetDeviceId);
+}
+
+/**
+ * Re-wraps the content key of `message` (which this device, `myUserId`/`myDeviceId`, received with
+ * its own wrapped key and verifies here with `senderSigningKey`) for `target`, and signs it.
+ */
+export async function forwardKey(
+  message: Message,
+  myUserId: string,
+  myDeviceId: string,
+  myKeys: e2ee.DeviceKeys,
+  senderSigningKey: Uint8Array,
+  target: e2ee.RecipientDevice,
+): Promise<ForwardedKey> {
+  const envelope = message.envelope!;
+  const own = { ...envelope, wrappedKeys: envelope.wrappedKeys.filter((k) => k.deviceId === myDeviceId) };
+  const contentKey = await e2ee.unwrapOwnKey(
+    own,
+    message.recipientsDigest,
+    message.recipientCount,
+    myDeviceId,
+    myKeys,
+    senderSigningKey,
+  );
+  const key = create(ForwardedKeySchema, {
+    messageId: message.messageId,
+    recipientDeviceId: target.deviceId,
+    recipientKeyFingerprint: await e2ee.sha256(target.encryptionSpki),
+    wrappedKey: await e2ee.wrapFor(target, contentKey),
+    forwarderUserId: myUserId,
+    forwarderDeviceId: myDeviceId,
+  });
+  key.signature = await e2ee.signAsDevice(
+    myKeys,
+    forwardedKeySignedMessage(message.conversationId, message.messageId, key, envelope.keyCommitment),
+  );
+  // The server takes the forwarder from the caller's token.
+  key.forwarderUserId = "";
+  key.forwarderDeviceId = "";
+  return key;
 }

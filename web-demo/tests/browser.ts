@@ -1444,7 +1444,10 @@ async function devices(): Promise<void> {
   expectEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], "errors of the revoked browser");
 }
 
-/** History on a new device: the CLI forwards the keys of earlier messages to a fresh browser. */
+/**
+ * History on a new device: the CLI forwards the keys of earlier messages to a fresh browser, and a
+ * browser forwards them to a new CLI device of its user.
+ */
 async function forwarding(): Promise<void> {
   step = "a CLI user and a browser user talk";
   const carol = unique("carol");
@@ -1478,6 +1481,18 @@ async function forwarding(): Promise<void> {
   await openConversation(fresh, bob.name);
   await sees(fresh, "before your browser existed");
   await sees(fresh, "sent from my CLI", true);
+
+  step = "and back: the browser user logs in on the CLI; the browser forwards on its own";
+  await ask("cli_new_device", { username: bob.name });
+  const cliSide = `${bob.name}/new-device`;
+  let shown: (string | null)[] = [];
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const history = await ask<CliMessage[]>("cli_history", { as: cliSide, to: carol });
+    shown = history.map((m) => m.text);
+    if (shown.length === 2 && shown.every((text) => text !== null)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  expectEqual(shown, ["before your browser existed", "sent from my CLI"], "the new CLI device's history");
   noConsoleErrors([bob, fresh]);
 }
 

@@ -258,7 +258,8 @@ async fn the_devices_screen_lists_devices_named_after_the_browser_and_revokes_on
 
 /// History on a new device: a CLI user logs in on a fresh browser, which cannot read what came
 /// before it; once the CLI device forwards their keys (`Session::forward_keys`), the browser shows
-/// every earlier message, verified.
+/// every earlier message, verified. And back: a browser user's new CLI device reads what came before
+/// it once the browser (on its own, told by its stream that its user has a new device) forwarded it.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_fresh_browser_of_a_cli_user_reads_earlier_messages_the_cli_forwarded(db: PgPool) {
     let mut stack = stack(db, "forwarding").await;
