@@ -1757,7 +1757,8 @@ export const MembershipChangeKindSchema: GenEnum<MembershipChangeKind> = /*@__PU
  * conversation id equals the group id). Messages in a conversation carry a sequence number that
  * starts at 1 and is gap-free in commit order, so "everything after sequence N" is a complete,
  * ordered cursor. A device only ever receives its own wrapped key; messages sent before one of its
- * keys was known to the sender were never wrapped for it and are not shown to it.
+ * keys was known to the sender were never wrapped for it and are not shown to it, unless another
+ * device of its user forwarded their keys to it (ForwardKeys; ListMessages then delivers them).
  *
  * Unknown conversations and conversations the caller does not take part in both answer NOT_FOUND.
  * Errors that a client must branch on carry a `google.rpc.ErrorInfo` whose `reason` is an
