@@ -237,12 +237,14 @@ impl Chat {
     /// to other devices of its user, after checking (in this order) the request's shape, that
     /// the caller takes part in the conversation, that the caller's device and every recipient
     /// are active devices of the caller's user (recipients with their current key), that every
-    /// message is one of the conversation's, and that the caller's device was given each
-    /// message's key. Keys for a device that is a recipient of the message are skipped.
+    /// message is one of the conversation's, that each key's signature verifies with the
+    /// caller's device's published key, and that the caller's device was given each message's
+    /// key. Keys for a device that is a recipient of the message are skipped.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`], [`Error::ConversationNotFound`], [`Error::ForwardingDenied`],
-    /// [`Error::StaleRecipientKey`], [`Error::MessageNotFound`], as the proto documents.
+    /// [`Error::StaleRecipientKey`], [`Error::MessageNotFound`], [`Error::SignatureInvalid`], as
+    /// the proto documents.
     pub async fn forward_keys(
         &self,
         credentials: &Credentials,
@@ -260,14 +262,11 @@ impl Chat {
             .await?
             .remove(&caller.user)
             .unwrap_or_default();
-        if !devices
-            .iter()
-            .any(|device| device.device_id == caller.device)
-        {
+        let Some(forwarder) = devices.iter().find(|d| d.device_id == caller.device) else {
             return Err(Error::ForwardingDenied(
                 "this device is not an active device of its user".to_owned(),
             ));
-        }
+        };
         for key in &keys {
             let Some(recipient) = devices.iter().find(|d| d.device_id == key.recipient) else {
                 return Err(Error::ForwardingDenied(format!(
@@ -287,10 +286,12 @@ impl Chat {
         let sequences = forwarded::sequences_of(&self.db, conversation, &message_ids).await?;
         let mut resolved = Vec::with_capacity(keys.len());
         for key in keys {
-            let sequence = *sequences
+            let (sequence, key_commitment) = sequences
                 .get(&key.message_id)
                 .ok_or(Error::MessageNotFound(key.message_id))?;
-            resolved.push((key, sequence));
+            // As for a send: nothing is stored under a device's name that it did not sign.
+            check_forwarder_signature(caller, conversation, &key, key_commitment, forwarder)?;
+            resolved.push((key, *sequence));
         }
         let wanted: Vec<i64> = resolved
             .iter()
@@ -465,6 +466,35 @@ impl Chat {
             n => n.min(self.limits.max_page_size),
         }
     }
+}
+
+/// The forwarding device's signature of `key` (e2ee's `verify_forwarded_key`), with its
+/// published key.
+fn check_forwarder_signature(
+    caller: Caller,
+    conversation: ConversationId,
+    key: &KeyToForward,
+    key_commitment: &[u8],
+    forwarder: &crate::membership::devices::ActiveDevice,
+) -> Result<(), Error> {
+    let forwarded = e2ee::ForwardedKey {
+        conversation_id: conversation.0.to_string(),
+        message_id: key.message_id.to_string(),
+        forwarder_user_id: caller.user.0.to_string(),
+        forwarder_device_id: caller.device.0.to_string(),
+        recipient_device_id: key.recipient.0.to_string(),
+        recipient_key_fingerprint: key.recipient_key_fingerprint.clone(),
+        wrapped_key: key.wrapped_key.clone(),
+        signature: key.signature.clone(),
+    };
+    e2ee::verify_forwarded_key(&forwarded, key_commitment, &forwarder.signing_public_key).map_err(
+        |_| {
+            Error::SignatureInvalid(format!(
+                "the forwarded key of message {} does not verify with this device's published key",
+                key.message_id
+            ))
+        },
+    )
 }
 
 /// The first `page_size` of two pages walked in `direction`, by sequence. A message in both

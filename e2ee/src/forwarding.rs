@@ -11,8 +11,9 @@
 //! `"chat-e2ee-v2 forwarded key"`: the conversation id, the server's message id, the forwarding
 //! user and device, the recipient device, the recipient's key fingerprint, the wrapped key and
 //! the message's key commitment ([`forwarded_key_signed_message`]). The chat service stores
-//! these opaque forwarded keys (`ForwardKeys`) and hands the recipient device its own with the
-//! message in history (`Message.forwarded_keys`).
+//! these opaque forwarded keys (`ForwardKeys`), after checking that signature with the
+//! forwarder's published key ([`verify_forwarded_key`], as it checks a sent envelope's), and
+//! hands the recipient device its own with the message in history (`Message.forwarded_keys`).
 //!
 //! The new device opens such a message with [`open_forwarded`]: the forwarder's signature (with
 //! the forwarder's key as the caller pinned it), that the forwarded key names this message,
@@ -120,6 +121,31 @@ pub fn forwarded_key_signed_message(
     Ok(signed)
 }
 
+/// Verifies the forwarding device's signature of `forwarded` (with its raw Ed25519 key
+/// `forwarder_signing_key`), for the message whose key commitment is `key_commitment`: what the
+/// chat service checks on ForwardKeys (without any private key), and the first step of
+/// [`open_forwarded`].
+///
+/// # Errors
+/// [`Error::Malformed`] for a signature that is not 64 bytes; [`Error::InvalidKey`] for a key
+/// that is not a canonical Ed25519 key of large order; [`Error::BadSignature`].
+pub fn verify_forwarded_key(
+    forwarded: &ForwardedKey,
+    key_commitment: &[u8],
+    forwarder_signing_key: &[u8],
+) -> Result<(), Error> {
+    if forwarded.signature.len() != SIGNATURE_LEN {
+        return Err(Error::Malformed {
+            what: "the signature must be 64 bytes",
+        });
+    }
+    primitives::ed25519_verify(
+        forwarder_signing_key,
+        &forwarded_key_signed_message(forwarded, key_commitment)?,
+        &forwarded.signature,
+    )
+}
+
 /// Who forwards: the user, the device and the device's keys.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarder<'a> {
@@ -205,16 +231,7 @@ pub fn open_forwarded(
     forwarder_signing_key: &[u8],
 ) -> Result<Opened, Error> {
     let envelope = &message.envelope;
-    if forwarded.signature.len() != SIGNATURE_LEN {
-        return Err(Error::Malformed {
-            what: "the signature must be 64 bytes",
-        });
-    }
-    primitives::ed25519_verify(
-        forwarder_signing_key,
-        &forwarded_key_signed_message(forwarded, &envelope.key_commitment)?,
-        &forwarded.signature,
-    )?;
+    verify_forwarded_key(forwarded, &envelope.key_commitment, forwarder_signing_key)?;
     if forwarded.message_id != message_id
         || forwarded.conversation_id != envelope.conversation_id
         || forwarded.recipient_device_id != my_device_id

@@ -108,7 +108,7 @@ pub use format::{
 };
 pub use forwarding::{
     FORWARDED_KEY_LABEL, ForwardedKey, Forwarder, forward_key, forwarded_key_signed_message,
-    open_forwarded,
+    open_forwarded, verify_forwarded_key,
 };
 pub use ids::is_canonical_uuid;
 pub use keys::{

@@ -31,8 +31,8 @@ pub struct NewForwardedKey {
     pub signature: Vec<u8>,
 }
 
-/// The sequences of the messages `message_ids` in `conversation` (ids of other conversations'
-/// messages, or unknown ones, are absent from the answer).
+/// The sequence and key commitment of each of the messages `message_ids` in `conversation`
+/// (ids of other conversations' messages, or unknown ones, are absent from the answer).
 ///
 /// # Errors
 /// Database failures.
@@ -40,9 +40,10 @@ pub async fn sequences_of(
     db: &PgPool,
     conversation: ConversationId,
     message_ids: &[Uuid],
-) -> Result<HashMap<Uuid, u64>, Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select id, sequence from chat.messages where conversation_id = $1 and id = any($2)",
+) -> Result<HashMap<Uuid, (u64, Vec<u8>)>, Error> {
+    let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
+        "select id, sequence, key_commitment from chat.messages
+         where conversation_id = $1 and id = any($2)",
     )
     .bind(conversation.0)
     .bind(message_ids)
@@ -50,7 +51,7 @@ pub async fn sequences_of(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, sequence)| (id, to_u64(sequence)))
+        .map(|(id, sequence, commitment)| (id, (to_u64(sequence), commitment)))
         .collect())
 }
 

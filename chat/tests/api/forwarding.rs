@@ -9,7 +9,7 @@ use proto::{auth::v1 as auth_pb, chat::v1 as pb};
 use sqlx::PgPool;
 use tonic::{Code, Status};
 
-use crate::helpers::{TestDevice, spawn_app};
+use crate::helpers::{TestDevice, reason, spawn_app};
 
 /// `forwarder`'s key of `message` (sent by `sender`) re-wrapped for `recipient`.
 pub fn forward(
@@ -208,25 +208,6 @@ async fn forwarding_is_refused_across_users_for_messages_never_received_and_for_
             Code::PermissionDenied,
         ),
         (
-            "a message the forwarder never had a key of",
-            &alices_new_device,
-            &id,
-            vec![good.clone()]
-                .into_iter()
-                .map(|mut k| {
-                    k.recipient_device_id
-                        .clone_from(&alices_third_device.device_id);
-                    k.recipient_key_fingerprint = alices_third_device
-                        .keys
-                        .public_keys()
-                        .encryption_key_fingerprint
-                        .to_vec();
-                    k
-                })
-                .collect(),
-            Code::PermissionDenied,
-        ),
-        (
             "an unknown message",
             &alice,
             &id,
@@ -305,6 +286,30 @@ async fn forwarding_is_refused_across_users_for_messages_never_received_and_for_
 
         assert_eq!(refused.code(), code, "{case}: {refused:?}");
     }
+    // Signed by the new device itself, which never had the key: refused for what it is.
+    let unheld = signed_by(
+        &alices_new_device,
+        before,
+        &alices_third_device,
+        vec![9; 256],
+    );
+    let never_given = forward_keys(&alices_new_device, &id, vec![unheld])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        never_given.code(),
+        Code::PermissionDenied,
+        "{never_given:?}"
+    );
+    assert!(
+        never_given.message().contains("never given the key"),
+        "{never_given:?}"
+    );
+    let mut unsigned = good.clone();
+    unsigned.signature[0] ^= 1;
+    let forged = forward_keys(&alice, &id, vec![unsigned]).await.unwrap_err();
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
+    assert_eq!(reason(&forged), "SIGNATURE_INVALID");
     let stored: i64 = sqlx::query_scalar("select count(*) from chat.forwarded_keys")
         .fetch_one(&db)
         .await
@@ -372,5 +377,42 @@ where
             }
             Ok(answer) => panic!("still accepted: {answer:?}"),
         }
+    }
+}
+
+/// A forwarded key of `message` that `forwarder` really signs, with any `wrapped_key` it likes,
+/// for `recipient`.
+fn signed_by(
+    forwarder: &TestDevice,
+    message: &pb::Message,
+    recipient: &TestDevice,
+    wrapped_key: Vec<u8>,
+) -> pb::ForwardedKey {
+    use ed25519_dalek::{Signer, SigningKey, pkcs8::DecodePrivateKey};
+    let mut key = e2ee::ForwardedKey {
+        conversation_id: message.conversation_id.clone(),
+        message_id: message.message_id.clone(),
+        forwarder_user_id: forwarder.user_id.clone(),
+        forwarder_device_id: forwarder.device_id.clone(),
+        recipient_device_id: recipient.device_id.clone(),
+        recipient_key_fingerprint: recipient
+            .keys
+            .public_keys()
+            .encryption_key_fingerprint
+            .to_vec(),
+        wrapped_key,
+        signature: Vec::new(),
+    };
+    let commitment = &message.envelope.as_ref().unwrap().key_commitment;
+    let signed = e2ee::forwarded_key_signed_message(&key, commitment).unwrap();
+    let signing = SigningKey::from_pkcs8_der(&forwarder.keys.signing_pkcs8_der().unwrap()).unwrap();
+    key.signature = signing.sign(&signed).to_bytes().to_vec();
+    pb::ForwardedKey {
+        message_id: key.message_id,
+        recipient_device_id: key.recipient_device_id,
+        recipient_key_fingerprint: key.recipient_key_fingerprint,
+        wrapped_key: key.wrapped_key,
+        signature: key.signature,
+        ..Default::default()
     }
 }

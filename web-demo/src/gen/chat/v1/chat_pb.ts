@@ -1885,8 +1885,10 @@ export const ChatService: GenService<{
    * conversation the caller is not in, or a message id that is not one of its messages;
    * PERMISSION_DENIED when a recipient is not an active device of the caller's user (another
    * user's, unknown or revoked), when the caller's device is not active, or when the caller's
-   * device was never given the key of a message (neither as a recipient nor by a forwarded key);
-   * FAILED_PRECONDITION when a recipient key fingerprint is not that device's current key.
+   * device was never given the key of a message (neither as a recipient nor by a forwarded key),
+   * or (reason SIGNATURE_INVALID) when a key's signature does not verify with the caller device's
+   * published key; FAILED_PRECONDITION when a recipient key fingerprint is not that device's
+   * current key.
    *
    * @generated from rpc chat.v1.ChatService.ForwardKeys
    */
