@@ -18,7 +18,9 @@
 //! forwarder's signature and everything [`e2ee::open`] checks of the message itself.
 //!
 //! Not done: a device does not forward keys that were themselves forwarded to it (the service
-//! allows it), so history reaches a third device only from a device that received it directly.
+//! allows it), so history reaches a third device only from a device that received it directly;
+//! and a message this device could not verify when it walked past it (its sender's key pending,
+//! say) is not forwarded later (the walk's position has moved on).
 
 use std::collections::BTreeMap;
 
