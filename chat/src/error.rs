@@ -32,6 +32,16 @@ pub enum Error {
     /// The peer of a direct conversation does not exist.
     #[error("user not found")]
     UserNotFound,
+    /// A message id of ForwardKeys is not one of the conversation's messages.
+    #[error("message {0} not found in this conversation")]
+    MessageNotFound(uuid::Uuid),
+    /// ForwardKeys between devices that may not: the message says which rule.
+    #[error("{0}")]
+    ForwardingDenied(String),
+    /// ForwardKeys for a recipient key that is not the device's current one: refetch the
+    /// user's devices and forward again.
+    #[error("{0}")]
+    StaleRecipientKey(String),
     /// The envelope names another sender than the caller, or its signature does not verify with
     /// the sender device's published key.
     #[error("signature invalid: {0}")]
@@ -204,7 +214,11 @@ impl Wire {
         };
         match error {
             Error::InvalidArgument(_) => plain(Code::InvalidArgument),
-            Error::ConversationNotFound | Error::UserNotFound => plain(Code::NotFound),
+            Error::ConversationNotFound | Error::UserNotFound | Error::MessageNotFound(_) => {
+                plain(Code::NotFound)
+            }
+            Error::ForwardingDenied(_) => plain(Code::PermissionDenied),
+            Error::StaleRecipientKey(_) => plain(Code::FailedPrecondition),
             Error::SignatureInvalid(_) => with_reason(Code::PermissionDenied, "SIGNATURE_INVALID"),
             Error::DeviceListMismatch(mismatch) => Wire {
                 mismatch: Some(mismatch.into_wire()),

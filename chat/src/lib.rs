@@ -29,8 +29,9 @@
 //! - `membership/`: `groups.rs` and `devices.rs` (who takes part, with which devices) and their
 //!   caches (`followed_cache.rs`), kept right by the event streams `watch.rs` follows
 //!   (`group_events.rs`, `device_events.rs`).
-//! - `store/`: `conversations.rs`, `history.rs` (ListMessages), `positions.rs` (Acknowledge,
-//!   resume points).
+//! - `store/`: `conversations.rs`, `history.rs` (ListMessages), `forwarded.rs` (ForwardKeys:
+//!   keys one device re-wrapped for another of its user's devices, merged into ListMessages),
+//!   `positions.rs` (Acknowledge, resume points).
 //! - Below them all: `message.rs` (the message types every layer shares), `ids.rs`, `error.rs`,
 //!   `config.rs`. `properties.rs` tests the send and delivery path together against a model.
 //!

@@ -126,6 +126,26 @@ pub struct DeliveredKey {
     pub inclusion_proof: Vec<u8>,
 }
 
+/// A content key another device of the receiving device's user forwarded to it (ForwardKeys),
+/// as ListMessages delivers it with a message the device has no wrapped key of its own for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredForwardedKey {
+    /// The receiving device.
+    pub recipient: DeviceId,
+    /// The forwarding device.
+    pub forwarder_device: DeviceId,
+    /// The user of both devices.
+    pub forwarder_user: UserId,
+    /// The receiving device's key fingerprint the key is wrapped for.
+    pub recipient_key_fingerprint: Vec<u8>,
+    /// The RSA-OAEP ciphertext.
+    pub wrapped_key: Vec<u8>,
+    /// The forwarder's signature.
+    pub signature: Vec<u8>,
+    /// When it was stored.
+    pub forwarded_at: OffsetDateTime,
+}
+
 /// Database counters are never negative (check constraints); clamp instead of panicking.
 pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)

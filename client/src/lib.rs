@@ -40,7 +40,8 @@
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
 //! conversation, and what it saw of other devices' chains; see `chains.rs`),
 //! `decryption_failures.json` (the budget of decryption failures per sending device),
-//! `outbox.json` (sealed messages the server has not acknowledged yet, resent with the same
+//! `forwarded.json` (per other device of the user and conversation, the last sequence whose
+//! keys this device forwarded to it; see `forwarding.rs`), `outbox.json` (sealed messages the server has not acknowledged yet, resent with the same
 //! client message id until it does, across restarts; see [`outbox`]) and
 //! `sending.lock` (locked while a send of this device is under way). `chat unlock` keeps the
 //! argon2id key outside the profile, in `$XDG_RUNTIME_DIR` (memory), for a while ([`unlock`]).
@@ -78,6 +79,7 @@ pub mod chains;
 mod contacts;
 mod error;
 mod explain;
+mod forwarding;
 mod groups;
 pub mod keystore;
 mod live;
@@ -93,6 +95,7 @@ mod warnings;
 pub use backoff::{Backoff, FIRST_BACKOFF, MAX_BACKOFF};
 pub use contacts::{SafetyNumber, Trusted};
 pub use error::{Error, RawStatus, Result};
+pub use forwarding::Forwarded;
 pub use groups::{GroupInfo, MemberInfo};
 pub use live::{Live, LiveEvent};
 pub use messages::{

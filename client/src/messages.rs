@@ -814,11 +814,22 @@ impl Session {
             )
             .await?;
         let (sequence, sent_at) = (message.sequence, message.sent_at);
+        // Without a wrapped key of its own: the keys other devices of the user forwarded.
+        let forwarded = self.forwarded_candidates(&message).await;
+        if !message.forwarded_keys.is_empty() && forwarded.is_empty() {
+            return Err(
+                "the key of this message was forwarded by a device this device does not trust",
+            );
+        }
+        let message_id = message.message_id.clone();
         let received =
             e2ee::ReceivedMessage::try_from(message).map_err(|_| "the message is malformed")?;
         // Failures are counted per sending device (V2: only that device can choose its wrapped
-        // keys) and together for V1, whose wrapped keys the server can replace.
-        let budget_key = if received.envelope.suite == e2ee::SUITE_V1 {
+        // keys) and together for V1, whose wrapped keys the server can replace; a forwarded
+        // key's per forwarding device, which chose it.
+        let budget_key = if let Some(first) = forwarded.first() {
+            format!("forwarder:{}", first.forwarded.forwarder_device_id)
+        } else if received.envelope.suite == e2ee::SUITE_V1 {
             "v1".to_owned()
         } else {
             envelope.sender_device_id.clone()
@@ -836,7 +847,18 @@ impl Session {
             if let Some(hook) = hook {
                 hook();
             }
-            e2ee::open(&received, &my_device_id, &keys, &signing_key)
+            if forwarded.is_empty() {
+                e2ee::open(&received, &my_device_id, &keys, &signing_key)
+            } else {
+                crate::forwarding::open_with_forwarded(
+                    &received,
+                    &message_id,
+                    &forwarded,
+                    &my_device_id,
+                    &keys,
+                    &signing_key,
+                )
+            }
         })
         .await
         .map_err(|_| "the decryption was interrupted")?;
@@ -881,7 +903,7 @@ impl Session {
     /// device's own, else the pinned one, after the user's current devices were reviewed (from
     /// the session's cache, then fresh once when the device is not pinned). Refused for a device
     /// revoked before `sent_at`, or a new one not accepted yet.
-    async fn signing_key(
+    pub(crate) async fn signing_key(
         &self,
         user_id: &str,
         device_id: &str,

@@ -428,6 +428,19 @@ pub fn open(
     my_keys: &DeviceKeys,
     sender_signing_key: &[u8],
 ) -> Result<Opened, Error> {
+    let content_key = unwrap_own_key(message, my_device_id, my_keys, sender_signing_key)?;
+    decrypt_with(message, &content_key)
+}
+
+/// The first half of [`open`]: the signature, this device's own entry (its fingerprint, and for
+/// V2 its inclusion proof), RSA-OAEP unwrapping and the key commitment. What a device forwards
+/// to another of its user's devices (`forwarding.rs`) is a key that passed all of these.
+pub(crate) fn unwrap_own_key(
+    message: &ReceivedMessage,
+    my_device_id: &str,
+    my_keys: &DeviceKeys,
+    sender_signing_key: &[u8],
+) -> Result<Zeroizing<[u8; CONTENT_KEY_LEN]>, Error> {
     let envelope = &message.envelope;
     let header = envelope.header(&message.recipients_digest);
     verify_signature(
@@ -446,8 +459,7 @@ pub fn open(
     if !bool::from(own_entry.key_fingerprint.ct_eq(my_fingerprint)) {
         return Err(Error::KeyFingerprintMismatch);
     }
-    let v2 = envelope.suite == SUITE_V2;
-    if v2 {
+    if envelope.suite == SUITE_V2 {
         let leaf = recipient_leaf(
             &own_entry.device_id,
             &own_entry.key_fingerprint,
@@ -466,7 +478,17 @@ pub fn open(
             return Err(Error::WrappedKeyNotSigned);
         }
     }
-    let unwrapped = primitives::rsa_oaep_unwrap(my_keys.encryption_key(), &own_entry.wrapped_key)?;
+    unwrap_committed(envelope, my_keys, &own_entry.wrapped_key)
+}
+
+/// RSA-OAEP unwrapping of `wrapped_key` with this device's key, then the envelope's key
+/// commitment (in constant time).
+pub(crate) fn unwrap_committed(
+    envelope: &Envelope,
+    my_keys: &DeviceKeys,
+    wrapped_key: &[u8],
+) -> Result<Zeroizing<[u8; CONTENT_KEY_LEN]>, Error> {
+    let unwrapped = primitives::rsa_oaep_unwrap(my_keys.encryption_key(), wrapped_key)?;
     let content_key: Zeroizing<[u8; CONTENT_KEY_LEN]> = Zeroizing::new(
         unwrapped
             .as_slice()
@@ -476,6 +498,17 @@ pub fn open(
     if !bool::from(key_commitment(&content_key).ct_eq(envelope.key_commitment.as_slice())) {
         return Err(Error::KeyCommitmentMismatch);
     }
+    Ok(content_key)
+}
+
+/// The second half of [`open`]: AES-256-GCM-SIV decryption with a content key that passed the
+/// key commitment, then (V2) the padding and the chain link.
+pub(crate) fn decrypt_with(
+    message: &ReceivedMessage,
+    content_key: &[u8; CONTENT_KEY_LEN],
+) -> Result<Opened, Error> {
+    let envelope = &message.envelope;
+    let header = envelope.header(&message.recipients_digest);
     let nonce: &[u8; NONCE_LEN] =
         envelope
             .nonce
@@ -485,12 +518,12 @@ pub fn open(
                 what: "the nonce must be 12 bytes",
             })?;
     let plaintext = primitives::aead_decrypt(
-        &content_key,
+        content_key,
         nonce,
         &canonical_header(&header)?,
         &envelope.ciphertext,
     )?;
-    if !v2 {
+    if envelope.suite != SUITE_V2 {
         return Ok(Opened {
             plaintext,
             link: None,

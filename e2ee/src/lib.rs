@@ -67,6 +67,11 @@
 //! `int32` suite keeps its bits as `u32`; Ed25519 verification is strict (canonical `S`, no
 //! small-order keys), which every honest signature passes; the sending device is a recipient too.
 //!
+//! **History for new devices** is device-to-device key forwarding: a device re-wraps the
+//! content keys of messages it can read for a new device of its user and signs them
+//! ([`forward_key`], [`open_forwarded`]); the design and its threat model are in
+//! `forwarding.rs`.
+//!
 //! Start with [`seal`] and [`open`] (`envelope.rs`), then `format.rs`. `testdata/vectors.json`
 //! holds vectors for other implementations (schema in `testdata/README.md`).
 
@@ -76,6 +81,7 @@ mod chain;
 mod envelope;
 mod error;
 mod format;
+mod forwarding;
 mod ids;
 mod keys;
 mod padding;
@@ -99,6 +105,10 @@ pub use format::{
     CONTENT_KEY_LEN, DIGEST_LEN, HEADER_LABEL, HEADER_LABEL_V2, Header, KEY_COMMITMENT_LABEL,
     KEY_COMMITMENT_LEN, NONCE_LEN, SIGNATURE_LEN, SIGNING_KEY_LEN, SUITE_V1, SUITE_V2, TAG_LEN,
     canonical_header, key_commitment, recipients_digest, signed_message,
+};
+pub use forwarding::{
+    FORWARDED_KEY_LABEL, ForwardedKey, Forwarder, forward_key, forwarded_key_signed_message,
+    open_forwarded, verify_forwarded_key,
 };
 pub use ids::is_canonical_uuid;
 pub use keys::{

@@ -20,6 +20,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 
 import { Api, SessionEnded, Tokens, sessionFrom } from "./api";
 import * as e2ee from "./e2ee";
+import * as forwarding from "./forwarding";
 import type { Device, User, UserWithDevices } from "./gen/auth/v1/auth_pb";
 import {
   ConversationKind,
@@ -444,6 +445,94 @@ export class Core {
     if (queued.length) this.listeners.conversations?.();
     this.flushOutbox();
     void this.runStream();
+    // History for the user's devices added later (forwarding.ts): a failure waits for the next try.
+    void this.forwardKeys().catch(() => undefined);
+  }
+
+  /** Forwarding runs one at a time. */
+  private forwarding: Promise<number> = Promise.resolve(0);
+  /** Keys this page forwarded since it started. */
+  forwardedKeys = 0;
+
+  /**
+   * Forwards, to every other device of this user that this page trusts, the keys of the messages it
+   * holds a wrapped key of and that device was not sealed for (forwarding.ts); returns how many the
+   * server stored. Each device's position per conversation is kept in IndexedDB.
+   */
+  forwardKeys(): Promise<number> {
+    const run = this.forwarding.then(() => this.forwardKeysNow());
+    this.forwarding = run.catch(() => 0);
+    return run;
+  }
+
+  private async forwardKeysNow(): Promise<number> {
+    const [me] = await this.usersById([this.userId], true);
+    await this.reviewing;
+    if (!me) return 0;
+    const observed = await this.observed(me);
+    const targets: e2ee.RecipientDevice[] = [];
+    for (const [deviceId, { pin, spki }] of observed) {
+      if (deviceId !== this.device.deviceId && trust.trusted(this.contacts[this.userId], deviceId, pin)) {
+        targets.push({ deviceId, encryptionSpki: spki });
+      }
+    }
+    if (!targets.length) return 0;
+    const cursorsKey = store.keys.forwarded(this.userId);
+    const cursors = (await store.get<Record<string, Record<string, number>>>(cursorsKey)) ?? {};
+    let stored = 0;
+    for (const conversation of this.conversations.values()) {
+      for (const target of targets) {
+        const done = cursors[target.deviceId]?.[conversation.conversationId] ?? 0;
+        if (conversation.lastSequence <= done) continue;
+        const reached = await this.forwardConversation(conversation.conversationId, target, done, (n) => (stored += n));
+        (cursors[target.deviceId] ??= {})[conversation.conversationId] = reached;
+        await store.put(cursorsKey, cursors);
+      }
+    }
+    this.forwardedKeys += stored;
+    return stored;
+  }
+
+  /** Forwards one conversation's keys after `from` to `target`; returns the last sequence examined. */
+  private async forwardConversation(
+    conversationId: string,
+    target: e2ee.RecipientDevice,
+    from: number,
+    count: (stored: number) => void,
+  ): Promise<number> {
+    let batch: Awaited<ReturnType<typeof forwarding.forwardKey>>[] = [];
+    const upload = async () => {
+      const keys = batch;
+      batch = [];
+      const answer = await this.tokens.call((o) => this.api.chat.forwardKeys({ conversationId, keys }, o));
+      count(answer.storedCount);
+    };
+    for (;;) {
+      const page = await this.tokens.call((o) =>
+        this.api.chat.listMessages(
+          { conversationId, direction: Direction.FORWARD, fromSequence: BigInt(from), pageSize: 200, includeAllRecipients: true },
+          o,
+        ),
+      );
+      for (const message of page.messages) {
+        from = Math.max(from, Number(message.sequence));
+        if (!forwarding.shouldForward(message, this.device.deviceId, target.deviceId)) continue;
+        const envelope = message.envelope!;
+        try {
+          const sentAt = Number(message.sentAt?.seconds ?? 0n);
+          const senderKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
+          batch.push(
+            await forwarding.forwardKey(message, this.userId, this.device.deviceId, this.device.keys, senderKey, target),
+          );
+        } catch {
+          // A message this device does not verify is not forwarded.
+        }
+        if (batch.length === forwarding.KEYS_PER_CALL) await upload();
+      }
+      if (page.nextFromSequence === 0n) break;
+    }
+    if (batch.length) await upload();
+    return from;
   }
 
   stop(): void {
@@ -1392,7 +1481,13 @@ export class Core {
     };
     // Failures are budgeted per sending device (V2: only it chooses its wrapped keys) and
     // together for V1, whose wrapped keys the server can replace.
-    const budgetKey = envelope.suite === e2ee.SUITE_V1 ? "v1" : envelope.senderDeviceId;
+    // A key forwarded by another device of the user (forwarding.ts) is budgeted per forwarder.
+    const viaForwarded = !forwarding.hasOwnKey(message, this.device.deviceId) && message.forwardedKeys.length > 0;
+    const budgetKey = viaForwarded
+      ? `forwarder:${message.forwardedKeys[0]!.forwarderDeviceId}`
+      : envelope.suite === e2ee.SUITE_V1
+        ? "v1"
+        : envelope.senderDeviceId;
     try {
       if (envelope.conversationId !== message.conversationId) throw new Error("delivered in another conversation");
       if (!(await this.mayDecrypt(budgetKey))) {
@@ -1403,14 +1498,16 @@ export class Core {
       const signingKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
       let opened;
       try {
-        opened = await e2ee.open(
-          envelope,
-          message.recipientsDigest,
-          message.recipientCount,
-          this.device.deviceId,
-          this.device.keys,
-          signingKey,
-        );
+        opened = viaForwarded
+          ? await this.openForwarded(message, signingKey)
+          : await e2ee.open(
+              envelope,
+              message.recipientsDigest,
+              message.recipientCount,
+              this.device.deviceId,
+              this.device.keys,
+              signingKey,
+            );
       } catch (error) {
         const kind = error instanceof e2ee.E2eeError ? error.kind : "";
         if (["UnwrapFailed", "KeyCommitmentMismatch", "DecryptFailed", "BadPadding"].includes(kind)) {
@@ -1460,6 +1557,25 @@ export class Core {
    * (from the cache, then fresh once when the device is not pinned). Refused for a device revoked
    * before `sentAt` (the server's stamp, in Unix seconds), or whose keys are not accepted.
    */
+  /**
+   * Opens a message with a key another device of this user forwarded (forwarding.ts): only one
+   * from a device of this user whose key this page pins, not revoked when the key was stored.
+   */
+  private async openForwarded(message: Message, senderSigningKey: Uint8Array): Promise<e2ee.Opened> {
+    let last: unknown = new Error("no key forwarded by a trusted device of yours");
+    for (const key of message.forwardedKeys) {
+      if (key.forwarderUserId !== this.userId || key.forwarderDeviceId === this.device.deviceId) continue;
+      try {
+        const at = Number(key.forwardedAt?.seconds ?? 0n);
+        const forwarderKey = await this.signingKey(this.userId, key.forwarderDeviceId, at);
+        return await forwarding.openForwarded(message, key, this.device.deviceId, this.device.keys, senderSigningKey, forwarderKey);
+      } catch (error) {
+        last = error;
+      }
+    }
+    throw last;
+  }
+
   private async signingKey(userId: string, deviceId: string, sentAt: number): Promise<Uint8Array> {
     if (userId === this.userId && deviceId === this.device.deviceId) return this.device.keys.signingPublic;
     for (const fresh of [false, true]) {
@@ -1565,6 +1681,7 @@ export class Core {
       case "devicesChanged":
         // Reviewed now, so that a change is shown before the next message is sealed for it.
         if (e.case === "devicesChanged") await this.usersById([e.value.userId], true).catch(() => undefined);
+        if (e.case === "devicesChanged" && e.value.userId === this.userId) void this.forwardKeys().catch(() => undefined);
         if (e.case === "membershipChange" && this.groupPins[e.value.groupId]) {
           await this.groupMembers(e.value.groupId).catch(() => undefined);
         }

@@ -712,34 +712,86 @@ export async function open(
   myKeys: DeviceKeys,
   senderSigningKey: Uint8Array,
 ): Promise<Opened> {
+  const contentKey = await unwrapOwnKey(envelope, recipientsDigest, recipientCount, myDeviceId, myKeys, senderSigningKey);
+  return decryptWithKey(envelope, recipientsDigest, contentKey);
+}
+
+/**
+ * The first half of `open`: the signature, this device's own entry (its fingerprint and, for V2,
+ * its inclusion proof), RSA-OAEP unwrapping and the key commitment; returns the content key. What a
+ * device forwards to another device of its user (forwarding.ts) is a key that passed all of these.
+ */
+export async function unwrapOwnKey(
+  envelope: EnvelopeFields,
+  recipientsDigest: Uint8Array,
+  recipientCount: number,
+  myDeviceId: string,
+  myKeys: DeviceKeys,
+  senderSigningKey: Uint8Array,
+): Promise<Uint8Array> {
   const header = headerOf(envelope, recipientsDigest);
   await verifySignature(header, envelope.ciphertext, envelope.signature, senderSigningKey);
   const own = envelope.wrappedKeys.find((k) => k.deviceId === myDeviceId && k.wrappedKey.length > 0);
   if (!own) throw new E2eeError("NoKeyForThisDevice");
   if (!equalBytes(own.keyFingerprint, myKeys.encryptionFingerprint)) throw new E2eeError("KeyFingerprintMismatch");
-  const v2 = envelope.suite === SUITE_V2;
-  if (v2) {
+  if (envelope.suite === SUITE_V2) {
     const leaf = await recipientLeaf(own.deviceId, own.keyFingerprint, own.wrappedKey);
     if (!(await verifyInclusion(leaf, own.leafIndex, own.inclusionProof, recipientCount, recipientsDigest))) {
       throw new E2eeError("WrappedKeyNotSigned");
     }
   }
+  return unwrapCommitted(envelope, myKeys, own.wrappedKey);
+}
+
+/**
+ * Opens with a wrapped key already checked otherwise: what a key forwarded by another device of the
+ * user goes through once its signature verified (forwarding.ts).
+ */
+export async function openWithWrappedKey(
+  envelope: EnvelopeFields,
+  recipientsDigest: Uint8Array,
+  myKeys: DeviceKeys,
+  wrappedKey: Uint8Array,
+): Promise<Opened> {
+  return decryptWithKey(envelope, recipientsDigest, await unwrapCommitted(envelope, myKeys, wrappedKey));
+}
+
+/** RSA-OAEP unwrapping with this device's key, then the envelope's key commitment. */
+async function unwrapCommitted(envelope: EnvelopeFields, myKeys: DeviceKeys, wrappedKey: Uint8Array): Promise<Uint8Array> {
   let contentKey: Uint8Array;
   try {
-    contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(own.wrappedKey)));
+    contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(wrappedKey)));
   } catch {
     throw new E2eeError("UnwrapFailed");
   }
   if (contentKey.length !== 32) throw new E2eeError("UnwrapFailed");
   if (!equalBytes(await keyCommitment(contentKey), envelope.keyCommitment)) throw new E2eeError("KeyCommitmentMismatch");
+  return contentKey;
+}
+
+/** The second half of `open`: decryption with a committed content key, then (V2) the padding. */
+async function decryptWithKey(envelope: EnvelopeFields, recipientsDigest: Uint8Array, contentKey: Uint8Array): Promise<Opened> {
+  const header = headerOf(envelope, recipientsDigest);
   let plaintext: Uint8Array;
   try {
     plaintext = gcmsiv(contentKey, envelope.nonce, canonicalHeader(header)).decrypt(envelope.ciphertext);
   } catch {
     throw new E2eeError("DecryptFailed");
   }
-  if (!v2) return { plaintext, link: undefined };
+  if (envelope.suite !== SUITE_V2) return { plaintext, link: undefined };
   return { plaintext: unpad(plaintext), link: await chainLink(envelope, recipientsDigest) };
+}
+
+/** RSA-OAEP wrapping of a content key for `recipient` (its key checked as for sealing). */
+export async function wrapFor(recipient: RecipientDevice, contentKey: Uint8Array): Promise<Uint8Array> {
+  checkRsaPublicKey(recipient.encryptionSpki);
+  const publicKey = await crypto.subtle.importKey("spki", buf(recipient.encryptionSpki), RSA_OAEP, false, ["encrypt"]);
+  return new Uint8Array(await crypto.subtle.encrypt(RSA_OAEP, publicKey, buf(contentKey)));
+}
+
+/** Signs `message` with the device's Ed25519 key. */
+export async function signAsDevice(keys: DeviceKeys, message: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign("Ed25519", keys.signingPrivate, buf(message)));
 }
 
 /**

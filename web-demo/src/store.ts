@@ -125,6 +125,7 @@ export async function forgetUser(username: string, userId: string): Promise<void
     keys.contacts(userId),
     keys.groups(userId),
     keys.sendingChains(userId),
+    keys.forwarded(userId),
   ];
   // The queue of unsent messages goes with the device: sealed for it, sendable only by it.
   const logs = (await allKeys()).filter((key) => key.startsWith(keys.seenPrefix(userId)) || key.startsWith(keys.outboxPrefix(userId)));
@@ -152,6 +153,8 @@ export const keys = {
   /** Decryption failures per sending device, budgeted (core.ts `DecryptionFailures`). */
   decryptionFailures: (userId: string) => `decryption-failures:${userId}`,
   groups: (userId: string) => `groups:${userId}`,
+  /** Per other device of the user and conversation, the last sequence whose keys were forwarded to it. */
+  forwarded: (userId: string) => `forwarded:${userId}`,
   seenPrefix: (userId: string) => `seen:${userId}:`,
   seen: (userId: string, conversationId: string) => `seen:${userId}:${conversationId}`,
   /** The queue of unsent messages (outbox.ts): one record per message, `outbox:<user>:<device>:…`. */

@@ -1469,17 +1469,19 @@ async function unreadableNotices(user: User): Promise<{ seq: string; count: stri
 }
 
 /** A new device opens a conversation whose earlier messages were not encrypted for it: it says
- * how many and why, in the CLI's words, in their place; later messages follow it. */
+ * how many and why, in the CLI's words, in their place; later messages follow it. No other device
+ * of the user runs meanwhile (alice's first device is a CLI profile), so none forwards the keys;
+ * once it runs, it does, and the explanation gives way to the messages. */
 async function newDeviceHistory(): Promise<void> {
-  step = "bob (CLI) writes to alice's only device";
-  const alice = await newUser(unique("alice"));
+  step = "bob (CLI) writes to alice's only device (a CLI profile, not running)";
+  const alice = unique("alice");
   const bob = unique("bob");
+  await ask("cli_user", { username: alice });
   await ask("cli_user", { username: bob });
-  await ask("cli_send_many", { as: bob, to: alice.name, prefix: "before your new device", count: 3 });
-  await alice.page.waitForSelector(`#conversations li[data-name="${bob}"]`);
+  await ask("cli_send_many", { as: bob, to: alice, prefix: "before your new device", count: 3 });
 
-  step = "alice's new device opens the conversation";
-  const laptop = await newDevice(alice.name);
+  step = "alice's new device (this browser) opens the conversation";
+  const laptop = await newDevice(alice);
   await laptop.page.waitForSelector(`#conversations li[data-name="${bob}"]`);
   await openConversation(laptop, bob);
   const earlier = "3 earlier messages were sent before this device existed and cannot be read here (they were not encrypted for it)";
@@ -1488,7 +1490,7 @@ async function newDeviceHistory(): Promise<void> {
   expectEqual(await texts(laptop), [], "the messages shown");
 
   step = "a message sent after the new device existed follows the explanation";
-  await ask("cli_send", { as: bob, to: alice.name, text: "after your new device" });
+  await ask("cli_send", { as: bob, to: alice, text: "after your new device" });
   await sees(laptop, "after your new device");
   const shown = (await items(laptop)).filter((item) => !item.kind.includes("members") && !item.text.includes("keys"));
   expectEqual(
@@ -1502,11 +1504,22 @@ async function newDeviceHistory(): Promise<void> {
   await laptop.page.reload();
   await laptop.page.waitForSelector(`#messages .notice.unreadable:text-is("${earlier}")`);
   await sees(laptop, "after your new device");
-  step = "the old device reads everything, with nothing to explain";
-  await openConversation(alice, bob);
-  await sees(alice, "after your new device");
-  expectEqual(await unreadableNotices(alice), [], "the old device's explanations");
-  noConsoleErrors([alice, laptop]);
+
+  step = "the old device reads everything and forwards the keys; the new one then reads them too";
+  const history = await ask<CliMessage[]>("cli_history", { as: alice, to: bob });
+  expectEqual(
+    history.map((m) => m.text),
+    ["before your new device 1", "before your new device 2", "before your new device 3", "after your new device"],
+    "the old device's history",
+  );
+  const forwarded = await ask<{ keys: number; devices: number }>("cli_forward_keys", { as: alice });
+  expectEqual([forwarded.keys, forwarded.devices], [3, 1], "keys and devices the old device forwarded to");
+  await laptop.page.reload();
+  await laptop.page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await openConversation(laptop, bob);
+  await sees(laptop, "before your new device 1");
+  expectEqual(await unreadableNotices(laptop), [], "the new device's explanations once the keys were forwarded");
+  noConsoleErrors([laptop]);
 }
 
 interface Run {
@@ -1616,6 +1629,58 @@ async function restarts(): Promise<void> {
   ]);
 }
 
+/**
+ * History on a new device: the CLI forwards the keys of earlier messages to a fresh browser, and a
+ * browser forwards them to a new CLI device of its user.
+ */
+async function forwarding(): Promise<void> {
+  step = "a CLI user and a browser user talk";
+  const carol = unique("carol");
+  await ask("cli_user", { username: carol });
+  const bob = await newUser(unique("bob"));
+  await openChatWith(bob, carol);
+  await send(bob, "before your browser existed");
+  await ask("cli_send", { as: carol, to: bob.name, text: "sent from my CLI" });
+  await sees(bob, "sent from my CLI");
+
+  step = "the CLI user logs in on a fresh browser: earlier messages were not encrypted for it";
+  const errors: string[] = [];
+  const page = await newPage(errors);
+  await page.goto(baseUrl);
+  await page.waitForSelector("body[data-screen=auth]");
+  await page.fill("#username", carol);
+  await page.fill("#password", PASSWORD);
+  await page.click("#login");
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await online(page);
+  const fresh: User = { name: carol, page, errors };
+  await page.waitForSelector(`#conversations li[data-name="${bob.name}"]`);
+  await openConversation(fresh, bob.name);
+  expectEqual(await page.$$eval("#messages .message[data-status=verified]", (m) => m.length), 0, "verified before");
+
+  step = "the CLI device forwards the keys; the browser shows every earlier message, verified";
+  const forwarded = await ask<{ keys: number; devices: number }>("cli_forward_keys", { as: carol });
+  expectEqual([forwarded.keys, forwarded.devices], [2, 1], "keys and devices the CLI forwarded to");
+  await page.reload();
+  await page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
+  await openConversation(fresh, bob.name);
+  await sees(fresh, "before your browser existed");
+  await sees(fresh, "sent from my CLI", true);
+
+  step = "and back: the browser user logs in on the CLI; the browser forwards on its own";
+  await ask("cli_new_device", { username: bob.name });
+  const cliSide = `${bob.name}/new-device`;
+  let shown: (string | null)[] = [];
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const history = await ask<CliMessage[]>("cli_history", { as: cliSide, to: carol });
+    shown = history.map((m) => m.text);
+    if (shown.length === 2 && shown.every((text) => text !== null)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  expectEqual(shown, ["before your browser existed", "sent from my CLI"], "the new CLI device's history");
+  noConsoleErrors([bob, fresh]);
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   direct,
   vectors,
@@ -1638,6 +1703,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   devices,
   newdevice: newDeviceHistory,
   restarts,
+  forwarding,
 };
 
 async function main(): Promise<void> {

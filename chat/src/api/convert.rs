@@ -10,7 +10,7 @@ use crate::{
         wire::timestamp,
     },
     error::send_rejected,
-    message::Committed,
+    message::{Committed, DeliveredForwardedKey},
     store::conversations::Conversation,
 };
 
@@ -20,6 +20,19 @@ pub(super) fn send_response(committed: Committed) -> pb::SendMessageResponse {
         sequence: committed.sequence,
         sent_at: Some(timestamp(committed.sent_at)),
         duplicate: committed.duplicate,
+    }
+}
+
+pub(super) fn forwarded_key_pb(key: DeliveredForwardedKey, message_id: &str) -> pb::ForwardedKey {
+    pb::ForwardedKey {
+        message_id: message_id.to_owned(),
+        recipient_device_id: key.recipient.to_string(),
+        recipient_key_fingerprint: key.recipient_key_fingerprint,
+        wrapped_key: key.wrapped_key,
+        signature: key.signature,
+        forwarder_device_id: key.forwarder_device.to_string(),
+        forwarder_user_id: key.forwarder_user.to_string(),
+        forwarded_at: Some(timestamp(key.forwarded_at)),
     }
 }
 

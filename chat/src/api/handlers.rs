@@ -17,14 +17,14 @@ use crate::{
     ids::{ConversationId, UserId},
     message::Caller,
     metrics::StreamKind,
-    service::{Chat, HistoryPage},
+    service::{Chat, HistoryPage, KeyToForward},
     session::{StreamRequest, serve_stream_requests},
     store::history::Direction,
 };
 
 use super::{
     codec::StreamItem,
-    convert::{conversation_pb, open_stream_item, send_response, subscribe_item},
+    convert::{conversation_pb, forwarded_key_pb, open_stream_item, send_response, subscribe_item},
 };
 
 /// Implements `chat.v1.ChatService`.
@@ -241,8 +241,53 @@ impl pb::chat_service_server::ChatService for ChatApi {
             )
             .await?;
         Ok(Response::new(pb::ListMessagesResponse {
-            messages: messages.into_iter().map(message_pb).collect(),
+            messages: messages
+                .into_iter()
+                .map(|(message, forwarded)| {
+                    let message_id = message.id.to_string();
+                    pb::Message {
+                        forwarded_keys: forwarded
+                            .into_iter()
+                            .map(|key| forwarded_key_pb(key, &message_id))
+                            .collect(),
+                        ..message_pb(message)
+                    }
+                })
+                .collect(),
             next_from_sequence: next,
+        }))
+    }
+
+    async fn forward_keys(
+        &self,
+        request: Request<pb::ForwardKeysRequest>,
+    ) -> Result<Response<pb::ForwardKeysResponse>, Status> {
+        let who = self.authenticate(&request).await?;
+        let request = request.into_inner();
+        let conversation = conversation_id(&request.conversation_id)?;
+        let keys = request
+            .keys
+            .into_iter()
+            .map(|key| {
+                Ok(KeyToForward {
+                    message_id: parse_uuid("message_id", &key.message_id)?,
+                    recipient: crate::ids::DeviceId(parse_uuid(
+                        "recipient_device_id",
+                        &key.recipient_device_id,
+                    )?),
+                    recipient_key_fingerprint: key.recipient_key_fingerprint,
+                    wrapped_key: key.wrapped_key,
+                    signature: key.signature,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let outcome = self
+            .chat
+            .forward_keys(&who.credentials, who.caller, conversation, keys)
+            .await?;
+        Ok(Response::new(pb::ForwardKeysResponse {
+            stored_count: outcome.stored,
+            skipped_count: outcome.skipped,
         }))
     }
 

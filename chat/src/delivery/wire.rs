@@ -195,6 +195,7 @@ pub(crate) fn message_pb(message: DeliveredMessage) -> pb::Message {
         }),
         recipients_digest: message.recipients_digest,
         recipient_count: message.v2.recipient_count,
+        forwarded_keys: Vec::new(),
     }
 }
 

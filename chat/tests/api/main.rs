@@ -4,6 +4,7 @@
 mod conversations;
 mod dashboards;
 mod delivery;
+mod forwarding;
 mod gateway;
 mod gateway_statuses;
 mod groups;

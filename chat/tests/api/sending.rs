@@ -304,6 +304,19 @@ async fn the_database_holds_no_plaintext(db: PgPool) {
         .send_text(&conversation, &format!("the marker is {marker}"))
         .await
         .unwrap();
+    // A device bob adds later gets the message's key forwarded by his first one: that key is
+    // stored too, wrapped for the new device only.
+    let bobs_new_device = app.device("bob").await;
+    let sent = bob
+        .list_messages(&conversation.conversation_id, pb::Direction::Forward, 0, 1)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    let key = crate::forwarding::forward(&bob, &sent, &alice, &bobs_new_device);
+    crate::forwarding::forward_keys(&bob, &conversation.conversation_id, vec![key])
+        .await
+        .unwrap();
 
     // Every table of every schema (auth's and the migrations' too), not only chat's.
     let tables: Vec<String> = sqlx::query_scalar(
@@ -315,6 +328,15 @@ async fn the_database_holds_no_plaintext(db: PgPool) {
     .await
     .unwrap();
     assert!(tables.iter().any(|t| t == "chat.messages"), "{tables:?}");
+    assert!(
+        tables.iter().any(|t| t == "chat.forwarded_keys"),
+        "{tables:?}"
+    );
+    let forwarded: i64 = sqlx::query_scalar("select count(*) from chat.forwarded_keys")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(forwarded, 1, "the forwarded key is in the dump");
     let hex_marker = hex::encode(marker);
     for table in tables {
         // Every row as text; bytea columns come out as hex.
@@ -335,6 +357,18 @@ async fn the_database_holds_no_plaintext(db: PgPool) {
             .map(|page| bob.open(&page.messages[0], &alice))
             .unwrap(),
         format!("the marker is {marker}")
+    );
+    let with_forwarded_key = bobs_new_device
+        .list_messages(&conversation.conversation_id, pb::Direction::Forward, 0, 1)
+        .await
+        .unwrap()
+        .messages
+        .remove(0);
+    assert_eq!(
+        crate::forwarding::open_forwarded(&bobs_new_device, &with_forwarded_key, &alice, &bob)
+            .unwrap(),
+        format!("the marker is {marker}"),
+        "only the new device's key opens it"
     );
 }
 

@@ -11,6 +11,7 @@ mod cli_outbox;
 mod decryption;
 #[path = "../common/dishonest.rs"]
 mod dishonest;
+mod forwarding;
 mod groups;
 mod helpers;
 mod malicious;

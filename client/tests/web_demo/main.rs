@@ -328,3 +328,14 @@ async fn no_message_typed_in_the_page_or_the_cli_is_lost_across_restarts_of_post
     drop(stack);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// History on a new device: a CLI user logs in on a fresh browser, which cannot read what came
+/// before it; once the CLI device forwards their keys (`Session::forward_keys`), the browser shows
+/// every earlier message, verified. And back: a browser user's new CLI device reads what came before
+/// it once the browser (on its own, told by its stream that its user has a new device) forwarded it.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_fresh_browser_of_a_cli_user_reads_earlier_messages_the_cli_forwarded(db: PgPool) {
+    let mut stack = stack(db, "forwarding").await;
+
+    run_scenario(&mut stack, "forwarding").await;
+}

@@ -322,6 +322,11 @@ impl Cli {
                     .map_err(|e| e.to_string())?;
                 Ok(Value::String(number.safety_number))
             }
+            "cli_forward_keys" => {
+                let session = session(&self.users)?;
+                let forwarded = session.forward_keys().await.map_err(|e| e.to_string())?;
+                Ok(json!({ "keys": forwarded.keys, "devices": forwarded.devices.len() }))
+            }
             "cli_new_device" => {
                 let username = text("username");
                 let session = stack.cli_device(&username).await;

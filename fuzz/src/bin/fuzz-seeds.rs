@@ -178,6 +178,7 @@ fn write_fixture(root: &Path) {
         envelope: Some(delivered.envelope.into()),
         recipients_digest: delivered.recipients_digest,
         recipient_count: delivered.recipient_count,
+        forwarded_keys: Vec::new(),
     };
     let path = root.join("fixtures/delivered-message.bin");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -212,6 +212,13 @@ impl ChatService for ChatDouble {
         Err(Status::unimplemented("double"))
     }
 
+    async fn forward_keys(
+        &self,
+        _: Request<pb::ForwardKeysRequest>,
+    ) -> Result<Response<pb::ForwardKeysResponse>, Status> {
+        Err(Status::unimplemented("double"))
+    }
+
     async fn acknowledge(
         &self,
         _: Request<pb::AcknowledgeRequest>,

@@ -112,6 +112,10 @@ pub enum Command {
         #[arg(long)]
         no_preview: bool,
     },
+    /// Forward the keys of the messages this device can read to your other devices that were
+    /// not encrypted for them (a device added later), so that they can read your history
+    /// there too. `history`, `conversations` and `chat` do it first anyway.
+    ForwardKeys,
     /// Interactive conversation: shows messages as they arrive, sends each line of stdin.
     Chat {
         /// A username or #group.

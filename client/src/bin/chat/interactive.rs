@@ -27,6 +27,7 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
             }
         );
     }
+    crate::forward::forward_in_background(session, out);
     let mut live = session.clone().live(target);
     let (lines_sender, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     tokio::spawn(async move {
@@ -68,6 +69,10 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
                         LiveEvent::Disconnected { .. } => connected = false,
                         LiveEvent::Sent(_) | LiveEvent::SendFailed { .. } => {
                             unanswered = unanswered.saturating_sub(1);
+                        }
+                        // A new device of this user: give it the keys of what this one can read.
+                        LiveEvent::KeyWarning(warning) if warning.own && !warning.added.is_empty() => {
+                            crate::forward::forward_in_background(session, out);
                         }
                         _ => {}
                     }

@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod args;
+mod forward;
 mod interactive;
 mod output;
 
@@ -152,6 +153,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     | Command::History { .. }
                     | Command::Chat { .. }
                     | Command::Conversations { no_preview: false }
+                    | Command::ForwardKeys
             );
             let profile = Profile::open(dir)?;
             let session = Arc::new(resume(profile, needs_keys, cli.ca_file.as_deref())?);
@@ -211,7 +213,15 @@ fn password_server(url: &str, ca_file: Option<&std::path::Path>) -> Result<Serve
 }
 
 async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Result<u8> {
+    // Commands that sync forward message keys to the user's new devices first.
+    if matches!(
+        command,
+        Command::History { .. } | Command::Conversations { no_preview: false }
+    ) {
+        forward::forward_quietly(session, out).await;
+    }
     match command {
+        Command::ForwardKeys => forward::forward_keys(session, out).await?,
         Command::Logout => {
             session.logout().await?;
             out.print(&serde_json::json!({ "logged_out": true }), "logged out");

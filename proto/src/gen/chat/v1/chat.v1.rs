@@ -131,6 +131,43 @@ pub struct Message {
     /// V1.
     #[prost(uint32, tag="7")]
     pub recipient_count: u32,
+    /// In ListMessages, for a message that was not encrypted for the receiving device: the content key
+    /// forwarded to it by other devices of its user (ForwardKeys), one per forwarding device. Empty
+    /// otherwise.
+    #[prost(message, repeated, tag="8")]
+    pub forwarded_keys: ::prost::alloc::vec::Vec<ForwardedKey>,
+}
+/// A message's content key re-wrapped by one device for another device of the same user. The
+/// forwarding device signs, with its Ed25519 key, the length-prefixed (u32 big-endian) items: the
+/// ASCII string "chat-e2ee-v2 forwarded key", the conversation id, `message_id`, the forwarding user
+/// id, the forwarding device id, `recipient_device_id`, `recipient_key_fingerprint`, `wrapped_key`
+/// and the message's `Envelope.key_commitment` (e2ee/src/forwarding.rs).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForwardedKey {
+    /// The message (`Message.message_id`).
+    #[prost(string, tag="1")]
+    pub message_id: ::prost::alloc::string::String,
+    /// The device the key is wrapped for: another active device of the forwarding user.
+    #[prost(string, tag="2")]
+    pub recipient_device_id: ::prost::alloc::string::String,
+    /// SHA-256 of the recipient device's RSA-OAEP SubjectPublicKeyInfo (32 bytes).
+    #[prost(bytes="vec", tag="3")]
+    pub recipient_key_fingerprint: ::prost::alloc::vec::Vec<u8>,
+    /// RSA-OAEP ciphertext of the 32-byte content key; at most 512 bytes.
+    #[prost(bytes="vec", tag="4")]
+    pub wrapped_key: ::prost::alloc::vec::Vec<u8>,
+    /// Ed25519 signature (64 bytes) of the forwarding device; see the message comment.
+    #[prost(bytes="vec", tag="5")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// Set by the server in delivered copies (ignored in ForwardKeys): the forwarding device.
+    #[prost(string, tag="6")]
+    pub forwarder_device_id: ::prost::alloc::string::String,
+    /// Set by the server in delivered copies (ignored in ForwardKeys): the forwarding user.
+    #[prost(string, tag="7")]
+    pub forwarder_user_id: ::prost::alloc::string::String,
+    /// Set by the server in delivered copies (ignored in ForwardKeys): when it was stored.
+    #[prost(message, optional, tag="8")]
+    pub forwarded_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// Which device ids of a send did not match the conversation's current devices.
 /// Sent as a detail of a FAILED_PRECONDITION status and in `SendRejected`.
@@ -556,6 +593,26 @@ pub struct SendTypingRequest {
 /// Response of SendTyping.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SendTypingResponse {
+}
+/// Request of ForwardKeys.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ForwardKeysRequest {
+    /// The conversation every key's message belongs to.
+    #[prost(string, tag="1")]
+    pub conversation_id: ::prost::alloc::string::String,
+    /// The keys (1 to 500).
+    #[prost(message, repeated, tag="2")]
+    pub keys: ::prost::alloc::vec::Vec<ForwardedKey>,
+}
+/// Response of ForwardKeys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForwardKeysResponse {
+    /// Keys stored (new, or replacing the caller's earlier key for the same message and device).
+    #[prost(uint32, tag="1")]
+    pub stored_count: u32,
+    /// Keys skipped because their recipient already has a wrapped key of the message.
+    #[prost(uint32, tag="2")]
+    pub skipped_count: u32,
 }
 /// Reasons carried in `google.rpc.ErrorInfo.reason` (without the `ERROR_REASON_` prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

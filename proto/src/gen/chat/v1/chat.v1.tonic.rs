@@ -236,6 +236,30 @@ pub mod chat_service_client {
                 .insert(GrpcMethod::new("chat.v1.ChatService", "ListMessages"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn forward_keys(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ForwardKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ForwardKeysResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/chat.v1.ChatService/ForwardKeys",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("chat.v1.ChatService", "ForwardKeys"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn acknowledge(
             &mut self,
             request: impl tonic::IntoRequest<super::AcknowledgeRequest>,
@@ -345,6 +369,13 @@ pub mod chat_service_server {
             request: tonic::Request<super::ListMessagesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListMessagesResponse>,
+            tonic::Status,
+        >;
+        async fn forward_keys(
+            &self,
+            request: tonic::Request<super::ForwardKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ForwardKeysResponse>,
             tonic::Status,
         >;
         async fn acknowledge(
@@ -702,6 +733,51 @@ pub mod chat_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListMessagesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/chat.v1.ChatService/ForwardKeys" => {
+                    #[allow(non_camel_case_types)]
+                    struct ForwardKeysSvc<T: ChatService>(pub Arc<T>);
+                    impl<
+                        T: ChatService,
+                    > tonic::server::UnaryService<super::ForwardKeysRequest>
+                    for ForwardKeysSvc<T> {
+                        type Response = super::ForwardKeysResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ForwardKeysRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ChatService>::forward_keys(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ForwardKeysSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiegoKV3JhcHBlZEtleRIRCglkZXZpY2VfaWQYASABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAIgASgMEhMKC3dyYXBwZWRfa2V5GAMgASgMEhIKCmxlYWZfaW5kZXgYBCABKA0SFwoPaW5jbHVzaW9uX3Byb29mGAUgASgMIt4CCghFbnZlbG9wZRIjCgVzdWl0ZRgBIAEoDjIULmNoYXQudjEuQ2lwaGVyU3VpdGUSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkSDQoFbm9uY2UYBiABKAwSEgoKY2lwaGVydGV4dBgHIAEoDBIpCgx3cmFwcGVkX2tleXMYCCADKAsyEy5jaGF0LnYxLldyYXBwZWRLZXkSFgoOa2V5X2NvbW1pdG1lbnQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgMEhYKDnNlbmRlcl9jb3VudGVyGAsgASgEEh4KFnByZXZpb3VzX2VudmVsb3BlX2hhc2gYDCABKAwSFgoOc2VuZGVyX3RpbWVfbXMYDSABKAQizgEKB01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoIZW52ZWxvcGUYBSABKAsyES5jaGF0LnYxLkVudmVsb3BlEhkKEXJlY2lwaWVudHNfZGlnZXN0GAYgASgMEhcKD3JlY2lwaWVudF9jb3VudBgHIAEoDSLNAQoSRGV2aWNlTGlzdE1pc21hdGNoEhoKEm1pc3NpbmdfZGV2aWNlX2lkcxgBIAMoCRIYChBleHRyYV9kZXZpY2VfaWRzGAIgAygJEhgKEHN0YWxlX2RldmljZV9pZHMYAyADKAkSHAoUbWlzc2luZ19kZXZpY2VfY291bnQYBCABKA0SGgoSZXh0cmFfZGV2aWNlX2NvdW50GAUgASgNEhoKEnN0YWxlX2RldmljZV9jb3VudBgGIAEoDRIRCgl0cnVuY2F0ZWQYByABKAgiQQoUQ29udmVyc2F0aW9uUG9zaXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIqECCgxDb252ZXJzYXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSFAoMcGVlcl91c2VyX2lkGAMgASgJEhAKCGdyb3VwX2lkGAQgASgJEhUKDWxhc3Rfc2VxdWVuY2UYBSABKAQSFQoNcmVhZF9zZXF1ZW5jZRgGIAEoBBIUCgx1bnJlYWRfY291bnQYByABKAQSMwoPbGFzdF9tZXNzYWdlX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgdSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYBCABKAQSFQoNcmVhZF9zZXF1ZW5jZRgFIAEoBCJOCg9UeXBpbmdJbmRpY2F0b3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJIn4KEE1lbWJlcnNoaXBDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAkSKwoEa2luZBgCIAEoDjIdLmNoYXQudjEuTWVtYmVyc2hpcENoYW5nZUtpbmQSDwoHdXNlcl9pZBgDIAEoCRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBCABKAQiIQoORGV2aWNlc0NoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIgoKCENhdWdodFVwIskCCgtTdHJlYW1FdmVudBIjCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlSAASIwoHcmVjZWlwdBgCIAEoCzIQLmNoYXQudjEuUmVjZWlwdEgAEioKBnR5cGluZxgDIAEoCzIYLmNoYXQudjEuVHlwaW5nSW5kaWNhdG9ySAASNgoRbWVtYmVyc2hpcF9jaGFuZ2UYBCABKAsyGS5jaGF0LnYxLk1lbWJlcnNoaXBDaGFuZ2VIABIyCg9kZXZpY2VzX2NoYW5nZWQYBSABKAsyFy5jaGF0LnYxLkRldmljZXNDaGFuZ2VkSAASJwoJaGVhcnRiZWF0GAYgASgLMhIuY2hhdC52MS5IZWFydGJlYXRIABImCgljYXVnaHRfdXAYByABKAsyES5jaGF0LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiNQodT3BlbkRpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QSFAoMcGVlcl91c2VyX2lkGAEgASgJIk0KHk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJBChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiYgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIsCg1jb252ZXJzYXRpb25zGAEgAygLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKElNlbmRNZXNzYWdlUmVxdWVzdBIjCghlbnZlbG9wZRgBIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiewoTU2VuZE1lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWR1cGxpY2F0ZRgEIAEoCCI/CgtTdGFydFN0cmVhbRIwCglwb3NpdGlvbnMYASADKAsyHS5jaGF0LnYxLkNvbnZlcnNhdGlvblBvc2l0aW9uIkUKClN0cmVhbVNlbmQSEgoKcmVxdWVzdF9pZBgBIAEoCRIjCghlbnZlbG9wZRgCIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiXQoPQWNrbm93bGVkZ2VtZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYAiABKAQSFQoNcmVhZF9zZXF1ZW5jZRgDIAEoBCInCgxTdHJlYW1UeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIrwBChFPcGVuU3RyZWFtUmVxdWVzdBIlCgVzdGFydBgBIAEoCzIULmNoYXQudjEuU3RhcnRTdHJlYW1IABIjCgRzZW5kGAIgASgLMhMuY2hhdC52MS5TdHJlYW1TZW5kSAASJwoDYWNrGAMgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnRIABInCgZ0eXBpbmcYBCABKAsyFS5jaGF0LnYxLlN0cmVhbVR5cGluZ0gAQgkKB3JlcXVlc3QiTgoKU2VuZFJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEiwKBnJlc3VsdBgCIAEoCzIcLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSK8AQoMU2VuZFJlamVjdGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEY29kZRgCIAEoBRIPCgdtZXNzYWdlGAMgASgJEg4KBnJlYXNvbhgEIAEoCRI5ChRkZXZpY2VfbGlzdF9taXNtYXRjaBgFIAEoCzIbLmNoYXQudjEuRGV2aWNlTGlzdE1pc21hdGNoEi4KC3JldHJ5X2FmdGVyGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqMBChJPcGVuU3RyZWFtUmVzcG9uc2USJQoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50SAASKgoLc2VuZF9yZXN1bHQYAiABKAsyEy5jaGF0LnYxLlNlbmRSZXN1bHRIABIuCg1zZW5kX3JlamVjdGVkGAMgASgLMhUuY2hhdC52MS5TZW5kUmVqZWN0ZWRIAEIKCghyZXNwb25zZSJEChBTdWJzY3JpYmVSZXF1ZXN0EjAKCXBvc2l0aW9ucxgBIAMoCzIdLmNoYXQudjEuQ29udmVyc2F0aW9uUG9zaXRpb24iOAoRU3Vic2NyaWJlUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50Ip8BChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIlCglkaXJlY3Rpb24YAiABKA4yEi5jaGF0LnYxLkRpcmVjdGlvbhIVCg1mcm9tX3NlcXVlbmNlGAMgASgEEhEKCXBhZ2Vfc2l6ZRgEIAEoDRIeChZpbmNsdWRlX2FsbF9yZWNpcGllbnRzGAUgASgIIlYKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhoKEm5leHRfZnJvbV9zZXF1ZW5jZRgCIAEoBCI7ChJBY2tub3dsZWRnZVJlcXVlc3QSJQoDYWNrGAEgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnQiSAoTQWNrbm93bGVkZ2VSZXNwb25zZRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYASABKAQSFQoNcmVhZF9zZXF1ZW5jZRgCIAEoBCIsChFTZW5kVHlwaW5nUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkiFAoSU2VuZFR5cGluZ1Jlc3BvbnNlKoMCCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFFUlJPUl9SRUFTT05fREVWSUNFX0xJU1RfTUlTTUFUQ0gQARIiCh5FUlJPUl9SRUFTT05fU0lHTkFUVVJFX0lOVkFMSUQQAhIdChlFUlJPUl9SRUFTT05fUkFURV9MSU1JVEVEEAMSHgoaRVJST1JfUkVBU09OX1NMT1dfQ09OU1VNRVIQBBIhCh1FUlJPUl9SRUFTT05fVE9PX01BTllfU1RSRUFNUxAFEikKJUVSUk9SX1JFQVNPTl9DTElFTlRfTUVTU0FHRV9JRF9SRVVTRUQQBipVCgtDaXBoZXJTdWl0ZRIcChhDSVBIRVJfU1VJVEVfVU5TUEVDSUZJRUQQABITCg9DSVBIRVJfU1VJVEVfVjEQARITCg9DSVBIRVJfU1VJVEVfVjIQAipwChBDb252ZXJzYXRpb25LaW5kEiEKHUNPTlZFUlNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQ09OVkVSU0FUSU9OX0tJTkRfRElSRUNUEAESGwoXQ09OVkVSU0FUSU9OX0tJTkRfR1JPVVAQAipVCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASFQoRRElSRUNUSU9OX0ZPUldBUkQQARIWChJESVJFQ1RJT05fQkFDS1dBUkQQAiqPAgoUTWVtYmVyc2hpcENoYW5nZUtpbmQSJgoiTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEicKI01FTUJFUlNISVBfQ0hBTkdFX0tJTkRfTUVNQkVSX0FEREVEEAESKQolTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9NRU1CRVJfUkVNT1ZFRBACEicKI01FTUJFUlNISVBfQ0hBTkdFX0tJTkRfUk9MRV9DSEFOR0VEEAMSKAokTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9HUk9VUF9SRU5BTUVEEAQSKAokTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9HUk9VUF9ERUxFVEVEEAUyjQUKC0NoYXRTZXJ2aWNlEmkKFk9wZW5EaXJlY3RDb252ZXJzYXRpb24SJi5jaGF0LnYxLk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXF1ZXN0GicuY2hhdC52MS5PcGVuRGlyZWN0Q29udmVyc2F0aW9uUmVzcG9uc2USWgoRTGlzdENvbnZlcnNhdGlvbnMSIS5jaGF0LnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBoiLmNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRJICgtTZW5kTWVzc2FnZRIbLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhwuY2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEkkKCk9wZW5TdHJlYW0SGi5jaGF0LnYxLk9wZW5TdHJlYW1SZXF1ZXN0GhsuY2hhdC52MS5PcGVuU3RyZWFtUmVzcG9uc2UoATABEkQKCVN1YnNjcmliZRIZLmNoYXQudjEuU3Vic2NyaWJlUmVxdWVzdBoaLmNoYXQudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJLCgxMaXN0TWVzc2FnZXMSHC5jaGF0LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHS5jaGF0LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEkgKC0Fja25vd2xlZGdlEhsuY2hhdC52MS5BY2tub3dsZWRnZVJlcXVlc3QaHC5jaGF0LnYxLkFja25vd2xlZGdlUmVzcG9uc2USRQoKU2VuZFR5cGluZxIaLmNoYXQudjEuU2VuZFR5cGluZ1JlcXVlc3QaGy5jaGF0LnYxLlNlbmRUeXBpbmdSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiegoKV3JhcHBlZEtleRIRCglkZXZpY2VfaWQYASABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAIgASgMEhMKC3dyYXBwZWRfa2V5GAMgASgMEhIKCmxlYWZfaW5kZXgYBCABKA0SFwoPaW5jbHVzaW9uX3Byb29mGAUgASgMIt4CCghFbnZlbG9wZRIjCgVzdWl0ZRgBIAEoDjIULmNoYXQudjEuQ2lwaGVyU3VpdGUSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkSDQoFbm9uY2UYBiABKAwSEgoKY2lwaGVydGV4dBgHIAEoDBIpCgx3cmFwcGVkX2tleXMYCCADKAsyEy5jaGF0LnYxLldyYXBwZWRLZXkSFgoOa2V5X2NvbW1pdG1lbnQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgMEhYKDnNlbmRlcl9jb3VudGVyGAsgASgEEh4KFnByZXZpb3VzX2VudmVsb3BlX2hhc2gYDCABKAwSFgoOc2VuZGVyX3RpbWVfbXMYDSABKAQi/QEKB01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoIZW52ZWxvcGUYBSABKAsyES5jaGF0LnYxLkVudmVsb3BlEhkKEXJlY2lwaWVudHNfZGlnZXN0GAYgASgMEhcKD3JlY2lwaWVudF9jb3VudBgHIAEoDRItCg5mb3J3YXJkZWRfa2V5cxgIIAMoCzIVLmNoYXQudjEuRm9yd2FyZGVkS2V5IvQBCgxGb3J3YXJkZWRLZXkSEgoKbWVzc2FnZV9pZBgBIAEoCRIbChNyZWNpcGllbnRfZGV2aWNlX2lkGAIgASgJEiEKGXJlY2lwaWVudF9rZXlfZmluZ2VycHJpbnQYAyABKAwSEwoLd3JhcHBlZF9rZXkYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMEhsKE2ZvcndhcmRlcl9kZXZpY2VfaWQYBiABKAkSGQoRZm9yd2FyZGVyX3VzZXJfaWQYByABKAkSMAoMZm9yd2FyZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLNAQoSRGV2aWNlTGlzdE1pc21hdGNoEhoKEm1pc3NpbmdfZGV2aWNlX2lkcxgBIAMoCRIYChBleHRyYV9kZXZpY2VfaWRzGAIgAygJEhgKEHN0YWxlX2RldmljZV9pZHMYAyADKAkSHAoUbWlzc2luZ19kZXZpY2VfY291bnQYBCABKA0SGgoSZXh0cmFfZGV2aWNlX2NvdW50GAUgASgNEhoKEnN0YWxlX2RldmljZV9jb3VudBgGIAEoDRIRCgl0cnVuY2F0ZWQYByABKAgiQQoUQ29udmVyc2F0aW9uUG9zaXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIqECCgxDb252ZXJzYXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSFAoMcGVlcl91c2VyX2lkGAMgASgJEhAKCGdyb3VwX2lkGAQgASgJEhUKDWxhc3Rfc2VxdWVuY2UYBSABKAQSFQoNcmVhZF9zZXF1ZW5jZRgGIAEoBBIUCgx1bnJlYWRfY291bnQYByABKAQSMwoPbGFzdF9tZXNzYWdlX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgdSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYBCABKAQSFQoNcmVhZF9zZXF1ZW5jZRgFIAEoBCJOCg9UeXBpbmdJbmRpY2F0b3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJIn4KEE1lbWJlcnNoaXBDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAkSKwoEa2luZBgCIAEoDjIdLmNoYXQudjEuTWVtYmVyc2hpcENoYW5nZUtpbmQSDwoHdXNlcl9pZBgDIAEoCRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBCABKAQiIQoORGV2aWNlc0NoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIgoKCENhdWdodFVwIskCCgtTdHJlYW1FdmVudBIjCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlSAASIwoHcmVjZWlwdBgCIAEoCzIQLmNoYXQudjEuUmVjZWlwdEgAEioKBnR5cGluZxgDIAEoCzIYLmNoYXQudjEuVHlwaW5nSW5kaWNhdG9ySAASNgoRbWVtYmVyc2hpcF9jaGFuZ2UYBCABKAsyGS5jaGF0LnYxLk1lbWJlcnNoaXBDaGFuZ2VIABIyCg9kZXZpY2VzX2NoYW5nZWQYBSABKAsyFy5jaGF0LnYxLkRldmljZXNDaGFuZ2VkSAASJwoJaGVhcnRiZWF0GAYgASgLMhIuY2hhdC52MS5IZWFydGJlYXRIABImCgljYXVnaHRfdXAYByABKAsyES5jaGF0LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiNQodT3BlbkRpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QSFAoMcGVlcl91c2VyX2lkGAEgASgJIk0KHk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJBChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiYgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIsCg1jb252ZXJzYXRpb25zGAEgAygLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKElNlbmRNZXNzYWdlUmVxdWVzdBIjCghlbnZlbG9wZRgBIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiewoTU2VuZE1lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWR1cGxpY2F0ZRgEIAEoCCI/CgtTdGFydFN0cmVhbRIwCglwb3NpdGlvbnMYASADKAsyHS5jaGF0LnYxLkNvbnZlcnNhdGlvblBvc2l0aW9uIkUKClN0cmVhbVNlbmQSEgoKcmVxdWVzdF9pZBgBIAEoCRIjCghlbnZlbG9wZRgCIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiXQoPQWNrbm93bGVkZ2VtZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYAiABKAQSFQoNcmVhZF9zZXF1ZW5jZRgDIAEoBCInCgxTdHJlYW1UeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIrwBChFPcGVuU3RyZWFtUmVxdWVzdBIlCgVzdGFydBgBIAEoCzIULmNoYXQudjEuU3RhcnRTdHJlYW1IABIjCgRzZW5kGAIgASgLMhMuY2hhdC52MS5TdHJlYW1TZW5kSAASJwoDYWNrGAMgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnRIABInCgZ0eXBpbmcYBCABKAsyFS5jaGF0LnYxLlN0cmVhbVR5cGluZ0gAQgkKB3JlcXVlc3QiTgoKU2VuZFJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEiwKBnJlc3VsdBgCIAEoCzIcLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSK8AQoMU2VuZFJlamVjdGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEY29kZRgCIAEoBRIPCgdtZXNzYWdlGAMgASgJEg4KBnJlYXNvbhgEIAEoCRI5ChRkZXZpY2VfbGlzdF9taXNtYXRjaBgFIAEoCzIbLmNoYXQudjEuRGV2aWNlTGlzdE1pc21hdGNoEi4KC3JldHJ5X2FmdGVyGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqMBChJPcGVuU3RyZWFtUmVzcG9uc2USJQoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50SAASKgoLc2VuZF9yZXN1bHQYAiABKAsyEy5jaGF0LnYxLlNlbmRSZXN1bHRIABIuCg1zZW5kX3JlamVjdGVkGAMgASgLMhUuY2hhdC52MS5TZW5kUmVqZWN0ZWRIAEIKCghyZXNwb25zZSJEChBTdWJzY3JpYmVSZXF1ZXN0EjAKCXBvc2l0aW9ucxgBIAMoCzIdLmNoYXQudjEuQ29udmVyc2F0aW9uUG9zaXRpb24iOAoRU3Vic2NyaWJlUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50Ip8BChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIlCglkaXJlY3Rpb24YAiABKA4yEi5jaGF0LnYxLkRpcmVjdGlvbhIVCg1mcm9tX3NlcXVlbmNlGAMgASgEEhEKCXBhZ2Vfc2l6ZRgEIAEoDRIeChZpbmNsdWRlX2FsbF9yZWNpcGllbnRzGAUgASgIIlYKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhoKEm5leHRfZnJvbV9zZXF1ZW5jZRgCIAEoBCI7ChJBY2tub3dsZWRnZVJlcXVlc3QSJQoDYWNrGAEgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnQiSAoTQWNrbm93bGVkZ2VSZXNwb25zZRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYASABKAQSFQoNcmVhZF9zZXF1ZW5jZRgCIAEoBCIsChFTZW5kVHlwaW5nUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkiFAoSU2VuZFR5cGluZ1Jlc3BvbnNlIlIKEkZvcndhcmRLZXlzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSIwoEa2V5cxgCIAMoCzIVLmNoYXQudjEuRm9yd2FyZGVkS2V5IkIKE0ZvcndhcmRLZXlzUmVzcG9uc2USFAoMc3RvcmVkX2NvdW50GAEgASgNEhUKDXNraXBwZWRfY291bnQYAiABKA0qgwIKC0Vycm9yUmVhc29uEhwKGEVSUk9SX1JFQVNPTl9VTlNQRUNJRklFRBAAEiUKIUVSUk9SX1JFQVNPTl9ERVZJQ0VfTElTVF9NSVNNQVRDSBABEiIKHkVSUk9SX1JFQVNPTl9TSUdOQVRVUkVfSU5WQUxJRBACEh0KGUVSUk9SX1JFQVNPTl9SQVRFX0xJTUlURUQQAxIeChpFUlJPUl9SRUFTT05fU0xPV19DT05TVU1FUhAEEiEKHUVSUk9SX1JFQVNPTl9UT09fTUFOWV9TVFJFQU1TEAUSKQolRVJST1JfUkVBU09OX0NMSUVOVF9NRVNTQUdFX0lEX1JFVVNFRBAGKlUKC0NpcGhlclN1aXRlEhwKGENJUEhFUl9TVUlURV9VTlNQRUNJRklFRBAAEhMKD0NJUEhFUl9TVUlURV9WMRABEhMKD0NJUEhFUl9TVUlURV9WMhACKnAKEENvbnZlcnNhdGlvbktpbmQSIQodQ09OVkVSU0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fS0lORF9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBACKlUKCURpcmVjdGlvbhIZChVESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIVChFESVJFQ1RJT05fRk9SV0FSRBABEhYKEkRJUkVDVElPTl9CQUNLV0FSRBACKo8CChRNZW1iZXJzaGlwQ2hhbmdlS2luZBImCiJNRU1CRVJTSElQX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASJwojTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9NRU1CRVJfQURERUQQARIpCiVNRU1CRVJTSElQX0NIQU5HRV9LSU5EX01FTUJFUl9SRU1PVkVEEAISJwojTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9ST0xFX0NIQU5HRUQQAxIoCiRNRU1CRVJTSElQX0NIQU5HRV9LSU5EX0dST1VQX1JFTkFNRUQQBBIoCiRNRU1CRVJTSElQX0NIQU5HRV9LSU5EX0dST1VQX0RFTEVURUQQBTLXBQoLQ2hhdFNlcnZpY2USaQoWT3BlbkRpcmVjdENvbnZlcnNhdGlvbhImLmNoYXQudjEuT3BlbkRpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QaJy5jaGF0LnYxLk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRJaChFMaXN0Q29udmVyc2F0aW9ucxIhLmNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiIuY2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEkgKC1NlbmRNZXNzYWdlEhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USSQoKT3BlblN0cmVhbRIaLmNoYXQudjEuT3BlblN0cmVhbVJlcXVlc3QaGy5jaGF0LnYxLk9wZW5TdHJlYW1SZXNwb25zZSgBMAESRAoJU3Vic2NyaWJlEhkuY2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhouY2hhdC52MS5TdWJzY3JpYmVSZXNwb25zZTABEksKDExpc3RNZXNzYWdlcxIcLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBodLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USSAoLRm9yd2FyZEtleXMSGy5jaGF0LnYxLkZvcndhcmRLZXlzUmVxdWVzdBocLmNoYXQudjEuRm9yd2FyZEtleXNSZXNwb25zZRJICgtBY2tub3dsZWRnZRIbLmNoYXQudjEuQWNrbm93bGVkZ2VSZXF1ZXN0GhwuY2hhdC52MS5BY2tub3dsZWRnZVJlc3BvbnNlEkUKClNlbmRUeXBpbmcSGi5jaGF0LnYxLlNlbmRUeXBpbmdSZXF1ZXN0GhsuY2hhdC52MS5TZW5kVHlwaW5nUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * The content key of one message, wrapped for one recipient device.
@@ -267,6 +267,15 @@ export type Message = Message$1<"chat.v1.Message"> & {
    * @generated from field: uint32 recipient_count = 7;
    */
   recipientCount: number;
+
+  /**
+   * In ListMessages, for a message that was not encrypted for the receiving device: the content key
+   * forwarded to it by other devices of its user (ForwardKeys), one per forwarding device. Empty
+   * otherwise.
+   *
+   * @generated from field: repeated chat.v1.ForwardedKey forwarded_keys = 8;
+   */
+  forwardedKeys: ForwardedKey[];
 };
 
 /**
@@ -275,6 +284,80 @@ export type Message = Message$1<"chat.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * A message's content key re-wrapped by one device for another device of the same user. The
+ * forwarding device signs, with its Ed25519 key, the length-prefixed (u32 big-endian) items: the
+ * ASCII string "chat-e2ee-v2 forwarded key", the conversation id, `message_id`, the forwarding user
+ * id, the forwarding device id, `recipient_device_id`, `recipient_key_fingerprint`, `wrapped_key`
+ * and the message's `Envelope.key_commitment` (e2ee/src/forwarding.rs).
+ *
+ * @generated from message chat.v1.ForwardedKey
+ */
+export type ForwardedKey = Message$1<"chat.v1.ForwardedKey"> & {
+  /**
+   * The message (`Message.message_id`).
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * The device the key is wrapped for: another active device of the forwarding user.
+   *
+   * @generated from field: string recipient_device_id = 2;
+   */
+  recipientDeviceId: string;
+
+  /**
+   * SHA-256 of the recipient device's RSA-OAEP SubjectPublicKeyInfo (32 bytes).
+   *
+   * @generated from field: bytes recipient_key_fingerprint = 3;
+   */
+  recipientKeyFingerprint: Uint8Array;
+
+  /**
+   * RSA-OAEP ciphertext of the 32-byte content key; at most 512 bytes.
+   *
+   * @generated from field: bytes wrapped_key = 4;
+   */
+  wrappedKey: Uint8Array;
+
+  /**
+   * Ed25519 signature (64 bytes) of the forwarding device; see the message comment.
+   *
+   * @generated from field: bytes signature = 5;
+   */
+  signature: Uint8Array;
+
+  /**
+   * Set by the server in delivered copies (ignored in ForwardKeys): the forwarding device.
+   *
+   * @generated from field: string forwarder_device_id = 6;
+   */
+  forwarderDeviceId: string;
+
+  /**
+   * Set by the server in delivered copies (ignored in ForwardKeys): the forwarding user.
+   *
+   * @generated from field: string forwarder_user_id = 7;
+   */
+  forwarderUserId: string;
+
+  /**
+   * Set by the server in delivered copies (ignored in ForwardKeys): when it was stored.
+   *
+   * @generated from field: google.protobuf.Timestamp forwarded_at = 8;
+   */
+  forwardedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message chat.v1.ForwardedKey.
+ * Use `create(ForwardedKeySchema)` to create a new message.
+ */
+export const ForwardedKeySchema: GenMessage<ForwardedKey> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
 
 /**
  * Which device ids of a send did not match the conversation's current devices.
@@ -345,7 +428,7 @@ export type DeviceListMismatch = Message$1<"chat.v1.DeviceListMismatch"> & {
  * Use `create(DeviceListMismatchSchema)` to create a new message.
  */
 export const DeviceListMismatchSchema: GenMessage<DeviceListMismatch> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 4);
 
 /**
  * A position in one conversation.
@@ -373,7 +456,7 @@ export type ConversationPosition = Message$1<"chat.v1.ConversationPosition"> & {
  * Use `create(ConversationPositionSchema)` to create a new message.
  */
 export const ConversationPositionSchema: GenMessage<ConversationPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 5);
 
 /**
  * A conversation as the caller sees it.
@@ -450,7 +533,7 @@ export type Conversation = Message$1<"chat.v1.Conversation"> & {
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * A participant's device received or read a conversation up to some sequence.
@@ -499,7 +582,7 @@ export type Receipt = Message$1<"chat.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * A participant is typing. Ephemeral: show it for a few seconds unless repeated.
@@ -534,7 +617,7 @@ export type TypingIndicator = Message$1<"chat.v1.TypingIndicator"> & {
  * Use `create(TypingIndicatorSchema)` to create a new message.
  */
 export const TypingIndicatorSchema: GenMessage<TypingIndicator> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * A group's membership changed: refetch its members (and their devices) before the next send.
@@ -576,7 +659,7 @@ export type MembershipChange = Message$1<"chat.v1.MembershipChange"> & {
  * Use `create(MembershipChangeSchema)` to create a new message.
  */
 export const MembershipChangeSchema: GenMessage<MembershipChange> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * A contact's set of devices changed (a new device, new keys or a revocation): refetch their keys
@@ -598,7 +681,7 @@ export type DevicesChanged = Message$1<"chat.v1.DevicesChanged"> & {
  * Use `create(DevicesChangedSchema)` to create a new message.
  */
 export const DevicesChangedSchema: GenMessage<DevicesChanged> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * Sent at a fixed interval on every stream, so that idle connections stay open through proxies and
@@ -620,7 +703,7 @@ export type Heartbeat = Message$1<"chat.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * The replay of missed messages is complete; what follows is live.
@@ -635,7 +718,7 @@ export type CaughtUp = Message$1<"chat.v1.CaughtUp"> & {
  * Use `create(CaughtUpSchema)` to create a new message.
  */
 export const CaughtUpSchema: GenMessage<CaughtUp> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * An event on OpenStream or Subscribe.
@@ -712,7 +795,7 @@ export type StreamEvent = Message$1<"chat.v1.StreamEvent"> & {
  * Use `create(StreamEventSchema)` to create a new message.
  */
 export const StreamEventSchema: GenMessage<StreamEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * Request of OpenDirectConversation.
@@ -733,7 +816,7 @@ export type OpenDirectConversationRequest = Message$1<"chat.v1.OpenDirectConvers
  * Use `create(OpenDirectConversationRequestSchema)` to create a new message.
  */
 export const OpenDirectConversationRequestSchema: GenMessage<OpenDirectConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * Response of OpenDirectConversation.
@@ -754,7 +837,7 @@ export type OpenDirectConversationResponse = Message$1<"chat.v1.OpenDirectConver
  * Use `create(OpenDirectConversationResponseSchema)` to create a new message.
  */
 export const OpenDirectConversationResponseSchema: GenMessage<OpenDirectConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * Request of ListConversations.
@@ -782,7 +865,7 @@ export type ListConversationsRequest = Message$1<"chat.v1.ListConversationsReque
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * Response of ListConversations.
@@ -810,7 +893,7 @@ export type ListConversationsResponse = Message$1<"chat.v1.ListConversationsResp
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * Request of SendMessage.
@@ -831,7 +914,7 @@ export type SendMessageRequest = Message$1<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * Response of SendMessage.
@@ -873,7 +956,7 @@ export type SendMessageResponse = Message$1<"chat.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * Opens the bidirectional stream; the first request on OpenStream.
@@ -895,7 +978,7 @@ export type StartStream = Message$1<"chat.v1.StartStream"> & {
  * Use `create(StartStreamSchema)` to create a new message.
  */
 export const StartStreamSchema: GenMessage<StartStream> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * A message sent over OpenStream.
@@ -923,7 +1006,7 @@ export type StreamSend = Message$1<"chat.v1.StreamSend"> & {
  * Use `create(StreamSendSchema)` to create a new message.
  */
 export const StreamSendSchema: GenMessage<StreamSend> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * A device's new positions in a conversation.
@@ -958,7 +1041,7 @@ export type Acknowledgement = Message$1<"chat.v1.Acknowledgement"> & {
  * Use `create(AcknowledgementSchema)` to create a new message.
  */
 export const AcknowledgementSchema: GenMessage<Acknowledgement> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * A typing notice sent over OpenStream.
@@ -979,7 +1062,7 @@ export type StreamTyping = Message$1<"chat.v1.StreamTyping"> & {
  * Use `create(StreamTypingSchema)` to create a new message.
  */
 export const StreamTypingSchema: GenMessage<StreamTyping> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * A request on OpenStream.
@@ -1032,7 +1115,7 @@ export type OpenStreamRequest = Message$1<"chat.v1.OpenStreamRequest"> & {
  * Use `create(OpenStreamRequestSchema)` to create a new message.
  */
 export const OpenStreamRequestSchema: GenMessage<OpenStreamRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * A send on OpenStream was committed.
@@ -1060,7 +1143,7 @@ export type SendResult = Message$1<"chat.v1.SendResult"> & {
  * Use `create(SendResultSchema)` to create a new message.
  */
 export const SendResultSchema: GenMessage<SendResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * A send on OpenStream was refused; the stream stays open.
@@ -1116,7 +1199,7 @@ export type SendRejected = Message$1<"chat.v1.SendRejected"> & {
  * Use `create(SendRejectedSchema)` to create a new message.
  */
 export const SendRejectedSchema: GenMessage<SendRejected> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * A response on OpenStream.
@@ -1161,7 +1244,7 @@ export type OpenStreamResponse = Message$1<"chat.v1.OpenStreamResponse"> & {
  * Use `create(OpenStreamResponseSchema)` to create a new message.
  */
 export const OpenStreamResponseSchema: GenMessage<OpenStreamResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Request of Subscribe.
@@ -1182,7 +1265,7 @@ export type SubscribeRequest = Message$1<"chat.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * Response of Subscribe: one event.
@@ -1203,7 +1286,7 @@ export type SubscribeResponse = Message$1<"chat.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * Request of ListMessages.
@@ -1253,7 +1336,7 @@ export type ListMessagesRequest = Message$1<"chat.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Response of ListMessages.
@@ -1281,7 +1364,7 @@ export type ListMessagesResponse = Message$1<"chat.v1.ListMessagesResponse"> & {
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * Request of Acknowledge.
@@ -1302,7 +1385,7 @@ export type AcknowledgeRequest = Message$1<"chat.v1.AcknowledgeRequest"> & {
  * Use `create(AcknowledgeRequestSchema)` to create a new message.
  */
 export const AcknowledgeRequestSchema: GenMessage<AcknowledgeRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * Response of Acknowledge.
@@ -1330,7 +1413,7 @@ export type AcknowledgeResponse = Message$1<"chat.v1.AcknowledgeResponse"> & {
  * Use `create(AcknowledgeResponseSchema)` to create a new message.
  */
 export const AcknowledgeResponseSchema: GenMessage<AcknowledgeResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * Request of SendTyping.
@@ -1351,7 +1434,7 @@ export type SendTypingRequest = Message$1<"chat.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Response of SendTyping.
@@ -1366,7 +1449,63 @@ export type SendTypingResponse = Message$1<"chat.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 35);
+
+/**
+ * Request of ForwardKeys.
+ *
+ * @generated from message chat.v1.ForwardKeysRequest
+ */
+export type ForwardKeysRequest = Message$1<"chat.v1.ForwardKeysRequest"> & {
+  /**
+   * The conversation every key's message belongs to.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * The keys (1 to 500).
+   *
+   * @generated from field: repeated chat.v1.ForwardedKey keys = 2;
+   */
+  keys: ForwardedKey[];
+};
+
+/**
+ * Describes the message chat.v1.ForwardKeysRequest.
+ * Use `create(ForwardKeysRequestSchema)` to create a new message.
+ */
+export const ForwardKeysRequestSchema: GenMessage<ForwardKeysRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 36);
+
+/**
+ * Response of ForwardKeys.
+ *
+ * @generated from message chat.v1.ForwardKeysResponse
+ */
+export type ForwardKeysResponse = Message$1<"chat.v1.ForwardKeysResponse"> & {
+  /**
+   * Keys stored (new, or replacing the caller's earlier key for the same message and device).
+   *
+   * @generated from field: uint32 stored_count = 1;
+   */
+  storedCount: number;
+
+  /**
+   * Keys skipped because their recipient already has a wrapped key of the message.
+   *
+   * @generated from field: uint32 skipped_count = 2;
+   */
+  skippedCount: number;
+};
+
+/**
+ * Describes the message chat.v1.ForwardKeysResponse.
+ * Use `create(ForwardKeysResponseSchema)` to create a new message.
+ */
+export const ForwardKeysResponseSchema: GenMessage<ForwardKeysResponse> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * Reasons carried in `google.rpc.ErrorInfo.reason` (without the `ERROR_REASON_` prefix).
@@ -1618,7 +1757,8 @@ export const MembershipChangeKindSchema: GenEnum<MembershipChangeKind> = /*@__PU
  * conversation id equals the group id). Messages in a conversation carry a sequence number that
  * starts at 1 and is gap-free in commit order, so "everything after sequence N" is a complete,
  * ordered cursor. A device only ever receives its own wrapped key; messages sent before one of its
- * keys was known to the sender were never wrapped for it and are not shown to it.
+ * keys was known to the sender were never wrapped for it and are not shown to it, unless another
+ * device of its user forwarded their keys to it (ForwardKeys; ListMessages then delivers them).
  *
  * Unknown conversations and conversations the caller does not take part in both answer NOT_FOUND.
  * Errors that a client must branch on carry a `google.rpc.ErrorInfo` whose `reason` is an
@@ -1719,7 +1859,9 @@ export const ChatService: GenService<{
   /**
    * Lists a conversation's messages by sequence, in either direction, as seen by the caller's device
    * (each message carries only that device's wrapped key; messages not encrypted for the device are
-   * left out).
+   * left out, unless another device of the caller's user forwarded their key to it with
+   * ForwardKeys: such a message comes without a wrapped key of its own and with
+   * `Message.forwarded_keys`).
    *
    * @generated from rpc chat.v1.ChatService.ListMessages
    */
@@ -1727,6 +1869,33 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof ListMessagesRequestSchema;
     output: typeof ListMessagesResponseSchema;
+  },
+  /**
+   * Stores content keys of past messages that the caller's device re-wrapped for another device of
+   * the same user, so that a device added later can read history sent before it existed (the
+   * design and its threat model: e2ee/src/forwarding.rs). The server never reads them: it checks
+   * who forwards what to whom, and delivers each recipient device its own in ListMessages.
+   * All keys of a request belong to one conversation; the request is stored whole or not at all.
+   * A key for a device that already has a wrapped key of the message is skipped; a key the same
+   * device forwarded before to the same device for the same message is replaced.
+   * Limits: at most 500 keys per request; wrapped keys at most 512 bytes.
+   * Errors: INVALID_ARGUMENT for an empty request or one over the limits, a malformed id, a
+   * fingerprint that is not 32 bytes, an empty wrapped key, a signature that is not 64 bytes, a key
+   * for the caller's own device, or the same message and device twice; NOT_FOUND for a
+   * conversation the caller is not in, or a message id that is not one of its messages;
+   * PERMISSION_DENIED when a recipient is not an active device of the caller's user (another
+   * user's, unknown or revoked), when the caller's device is not active, or when the caller's
+   * device was never given the key of a message (neither as a recipient nor by a forwarded key),
+   * or (reason SIGNATURE_INVALID) when a key's signature does not verify with the caller device's
+   * published key; FAILED_PRECONDITION when a recipient key fingerprint is not that device's
+   * current key.
+   *
+   * @generated from rpc chat.v1.ChatService.ForwardKeys
+   */
+  forwardKeys: {
+    methodKind: "unary";
+    input: typeof ForwardKeysRequestSchema;
+    output: typeof ForwardKeysResponseSchema;
   },
   /**
    * Records how far the caller's device has received and read a conversation. Positions only move
