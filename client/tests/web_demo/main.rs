@@ -28,64 +28,19 @@ use crate::{node::run_scenario, stack::Stack};
 
 #[test]
 fn the_browser_e2ee_code_passes_the_rust_crates_vectors_in_node() {
-    let bundle = node::bundle_script("e2ee-vectors.test");
-
-    let output = Command::new("node")
-        .current_dir(node::web_demo())
-        .arg("--test")
-        .arg(&bundle)
-        .output()
-        .expect("node runs");
-
-    let _ = std::fs::remove_file(&bundle);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    node::run_node_test("e2ee-vectors.test");
 }
 
 #[test]
 fn the_pages_trust_decisions_follow_the_clis_rules_in_node() {
-    let bundle = node::bundle_script("trust.test");
-
-    let output = Command::new("node")
-        .current_dir(node::web_demo())
-        .arg("--test")
-        .arg(&bundle)
-        .output()
-        .expect("node runs");
-
-    let _ = std::fs::remove_file(&bundle);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    node::run_node_test("trust.test");
 }
 
 /// The page says what the CLI says about messages it cannot read (`src/unreadable.ts` against
 /// the cases of `client/src/unreadable.rs`).
 #[test]
 fn the_pages_explanations_of_unreadable_messages_are_the_clis_in_node() {
-    let bundle = node::bundle_script("unreadable.test");
-
-    let output = Command::new("node")
-        .current_dir(node::web_demo())
-        .arg("--test")
-        .arg(&bundle)
-        .output()
-        .expect("node runs");
-
-    let _ = std::fs::remove_file(&bundle);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    node::run_node_test("unreadable.test");
 }
 
 #[test]

@@ -71,6 +71,27 @@ pub fn build_app(dir: &Path) {
     assert!(status.success(), "building the web demo failed");
 }
 
+/// Runs `tests/<script>.ts` under `node --test` (bundled by [`bundle_script`]) and fails with its
+/// output unless every test in it passes.
+pub fn run_node_test(script: &str) {
+    let bundle = bundle_script(script);
+
+    let output = std::process::Command::new("node")
+        .current_dir(web_demo())
+        .arg("--test")
+        .arg(&bundle)
+        .output()
+        .expect("node runs");
+
+    let _ = std::fs::remove_file(&bundle);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Bundles `tests/<script>.ts` for Node. The bundle goes into web-demo's node_modules cache so
 /// that the packages left external (playwright-core, esbuild) resolve from web-demo/node_modules.
 pub fn bundle_script(script: &str) -> PathBuf {
