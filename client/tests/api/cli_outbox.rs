@@ -2,11 +2,13 @@
 //! `chat flush`), and a new device's history explains the messages it cannot read (issue 22,
 //! sections 5 and 1).
 
+use std::path::PathBuf;
+
 use sqlx::PgPool;
 
 use crate::{
     cli::{chat, chat_with_stdin, cli_user, untimed},
-    helpers::{spawn_env, spawn_malicious_env},
+    helpers::{TestEnv, spawn_env, spawn_malicious_env},
 };
 
 const SEND_MESSAGE: &str = "/chat.v1.ChatService/SendMessage";
@@ -16,6 +18,25 @@ async fn stored_messages(db: &PgPool) -> i64 {
         .fetch_one(db)
         .await
         .unwrap()
+}
+
+/// bob sends alice three messages through the CLI, then alice logs in on a new device: the
+/// stack, alice's old profile, bob's profile and alice's new one.
+async fn alice_logs_in_on_a_new_device_after_three_messages(
+    db: PgPool,
+) -> (TestEnv, PathBuf, PathBuf, PathBuf) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let alice = cli_user(&env, "alice").await;
+    let bob = cli_user(&env, "bob").await;
+    for text in ["one", "two", "three"] {
+        let sent = chat(&env, &bob, &["send", "alice", text]).await;
+        assert_eq!(sent.code, 0, "{}", sent.stderr);
+    }
+    let alices_new_device = env.profile_dir();
+    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    (env, alice, bob, alices_new_device)
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -110,17 +131,8 @@ async fn the_live_conversation_sends_a_message_kept_by_an_earlier_run_first(db: 
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
-    let env = spawn_env(db).await;
-    env.user("warmup").await;
-    let alice = cli_user(&env, "alice").await;
-    let bob = cli_user(&env, "bob").await;
-    for text in ["one", "two", "three"] {
-        let sent = chat(&env, &bob, &["send", "alice", text]).await;
-        assert_eq!(sent.code, 0, "{}", sent.stderr);
-    }
-    let alices_new_device = env.profile_dir();
-    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let (env, alice, bob, alices_new_device) =
+        alice_logs_in_on_a_new_device_after_three_messages(db).await;
 
     let before = chat(&env, &alices_new_device, &["history", "bob"]).await;
     let sent_after = chat(&env, &bob, &["send", "alice", "four"]).await;
@@ -151,17 +163,8 @@ async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) 
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_new_devices_live_conversation_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
-    let env = spawn_env(db).await;
-    env.user("warmup").await;
-    let alice = cli_user(&env, "alice").await;
-    let bob = cli_user(&env, "bob").await;
-    for text in ["one", "two", "three"] {
-        let sent = chat(&env, &bob, &["send", "alice", text]).await;
-        assert_eq!(sent.code, 0, "{}", sent.stderr);
-    }
-    let alices_new_device = env.profile_dir();
-    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let (env, alice, bob, alices_new_device) =
+        alice_logs_in_on_a_new_device_after_three_messages(db).await;
 
     let before = chat_with_stdin(&env.server(), &alices_new_device, &["chat", "bob"], "").await;
     let sent_after = chat(&env, &bob, &["send", "alice", "four"]).await;
