@@ -122,6 +122,10 @@ pub struct Limits {
     pub login_rate_per_minute: u32,
     /// `GATEWAY_SEND_RATE_PER_SECOND`: message sends per user, default 20 (bursts of twice that).
     pub send_rate_per_second: u32,
+    /// `GATEWAY_FORWARD_KEYS_RATE_PER_SECOND`: ForwardKeys calls per user (each up to 500 keys,
+    /// every one a signature chat verifies), default 5, in bursts of 20 times that: a new
+    /// device's catch-up is one call per conversation (and per 500 keys), all at once.
+    pub forward_keys_rate_per_second: u32,
     /// `GATEWAY_PUBLIC_RATE_PER_SECOND`: calls per client address to the public methods that
     /// need no token and have no limit of their own (GetJwks; the gateway's reflection), default
     /// 10 (bursts of twice that).
@@ -257,6 +261,7 @@ impl FromEnv for Config {
                 unary_timeout: env.seconds_or("UNARY_TIMEOUT_SECS", Duration::from_secs(30))?,
                 login_rate_per_minute: env.parse_or("LOGIN_RATE_PER_MINUTE", 30)?,
                 send_rate_per_second: env.parse_or("SEND_RATE_PER_SECOND", 20)?,
+                forward_keys_rate_per_second: env.parse_or("FORWARD_KEYS_RATE_PER_SECOND", 5)?,
                 public_rate_per_second: env.parse_or("PUBLIC_RATE_PER_SECOND", 10)?,
             },
             web_root: Some(env.string_or("WEB_ROOT", ""))
@@ -292,6 +297,7 @@ impl Config {
                 unary_timeout: Duration::from_secs(30),
                 login_rate_per_minute: 1000,
                 send_rate_per_second: 1000,
+                forward_keys_rate_per_second: 1000,
                 public_rate_per_second: 1000,
             },
             web_root: None,

@@ -1,5 +1,6 @@
 //! Rate limits the gateway enforces before calling an upstream: logins (and registrations and
-//! refreshes) per client address, message sends per user, and calls to the other public methods
+//! refreshes) per client address, message sends and key forwarding (ForwardKeys) per user, and
+//! calls to the other public methods
 //! (those that need no token) per client address. Exceeding one answers RESOURCE_EXHAUSTED with a
 //! `google.rpc.RetryInfo` saying when to retry.
 
@@ -15,11 +16,17 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 
+/// A user's ForwardKeys burst, as a multiple of the rate: a new device's catch-up sends one call
+/// per conversation (and per 500 keys) at once, and `chat history` and the page do it again only
+/// for what arrived since.
+const FORWARD_KEYS_BURST_FACTOR: NonZeroU32 = NonZeroU32::new(20).expect("20 > 0");
+
 /// The gateway's rate limiters. Cheap to clone.
 #[derive(Clone)]
 pub struct RateLimits {
     logins: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     sends: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    forwarded_keys: Arc<DefaultKeyedRateLimiter<Uuid>>,
     public: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -30,6 +37,9 @@ impl RateLimits {
         let per_second = NonZeroU32::new(limits.send_rate_per_second).unwrap_or(NonZeroU32::MIN);
         let twice = NonZeroU32::new(2).expect("2 > 0");
         let send_burst = per_second.saturating_mul(twice);
+        let forward_per_second =
+            NonZeroU32::new(limits.forward_keys_rate_per_second).unwrap_or(NonZeroU32::MIN);
+        let forward_burst = forward_per_second.saturating_mul(FORWARD_KEYS_BURST_FACTOR);
         let public_per_second =
             NonZeroU32::new(limits.public_rate_per_second).unwrap_or(NonZeroU32::MIN);
         Self {
@@ -40,6 +50,9 @@ impl RateLimits {
             logins: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
             sends: Arc::new(RateLimiter::keyed(
                 Quota::per_second(per_second).allow_burst(send_burst),
+            )),
+            forwarded_keys: Arc::new(RateLimiter::keyed(
+                Quota::per_second(forward_per_second).allow_burst(forward_burst),
             )),
         }
     }
@@ -70,6 +83,19 @@ impl RateLimits {
         })
     }
 
+    /// Counts a ForwardKeys call by `user`.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED with RetryInfo when over the limit.
+    pub fn check_forward_keys(&self, user: Uuid) -> Result<(), Status> {
+        self.forwarded_keys.check_key(&user).map_err(|not_until| {
+            exhausted(
+                "forwarding keys too fast",
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
     /// Counts a call from `address` to a public method with no limit of its own.
     ///
     /// # Errors
@@ -87,6 +113,7 @@ impl RateLimits {
     pub fn forget_idle_keys(&self) {
         self.logins.retain_recent();
         self.sends.retain_recent();
+        self.forwarded_keys.retain_recent();
         self.public.retain_recent();
     }
 }

@@ -25,6 +25,8 @@ pub enum RateLimit {
     Login,
     /// Per user: message sends.
     Send,
+    /// Per user: keys forwarded to the user's other devices (ForwardKeys).
+    ForwardKeys,
     /// Per client address: the other public methods (GetJwks).
     Public,
 }
@@ -67,6 +69,8 @@ const LOGIN_LIMITED: &[&str] = &[
 
 const SEND_LIMITED: &[&str] = &["/chat.v1.ChatService/SendMessage"];
 
+const FORWARD_KEYS_LIMITED: &[&str] = &["/chat.v1.ChatService/ForwardKeys"];
+
 /// Every routable RPC by its HTTP path (`/package.Service/Method`).
 #[derive(Debug, Clone)]
 pub struct MethodTable {
@@ -96,6 +100,8 @@ impl MethodTable {
                         Some(RateLimit::Login)
                     } else if SEND_LIMITED.contains(&path.as_str()) {
                         Some(RateLimit::Send)
+                    } else if FORWARD_KEYS_LIMITED.contains(&path.as_str()) {
+                        Some(RateLimit::ForwardKeys)
                     } else if public {
                         Some(RateLimit::Public)
                     } else {
@@ -155,6 +161,13 @@ mod tests {
         );
         assert!(!subscribe.client_streaming && subscribe.server_streaming);
         assert_eq!(send.rate_limit, Some(RateLimit::Send));
+        assert_eq!(
+            table
+                .get("/chat.v1.ChatService/ForwardKeys")
+                .unwrap()
+                .rate_limit,
+            Some(RateLimit::ForwardKeys)
+        );
         assert_eq!(
             table
                 .get("/auth.v1.AuthService/GetJwks")

@@ -122,8 +122,12 @@ impl Proxy {
                 .validator
                 .authenticate_headers(request.headers())
                 .await?;
-            if method.rate_limit == Some(RateLimit::Send) {
-                self.rate_limits.check_send(claims.user_id)?;
+            match method.rate_limit {
+                Some(RateLimit::Send) => self.rate_limits.check_send(claims.user_id)?,
+                Some(RateLimit::ForwardKeys) => {
+                    self.rate_limits.check_forward_keys(claims.user_id)?;
+                }
+                _ => {}
             }
             Some(claims)
         };
@@ -131,7 +135,7 @@ impl Proxy {
             match method.rate_limit {
                 Some(RateLimit::Login) => self.rate_limits.check_login(address)?,
                 Some(RateLimit::Public) => self.rate_limits.check_public(address)?,
-                Some(RateLimit::Send) | None => {}
+                Some(RateLimit::Send | RateLimit::ForwardKeys) | None => {}
             }
         }
 

@@ -612,3 +612,42 @@ async fn sends_past_the_per_user_rate_are_resource_exhausted(db: PgPool) {
     assert!(status.get_error_details().retry_info().is_some());
     someone_else.unwrap();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn forwarding_keys_past_the_per_user_rate_is_resource_exhausted_for_that_user_only(
+    db: PgPool,
+) {
+    let stack = spawn_stack_with(db, auth::Config::for_tests(), |mut config| {
+        config.limits.forward_keys_rate_per_second = 1;
+        config
+    })
+    .await;
+    let token = stack.access_token("olga").await;
+    let other = stack.access_token("piet").await;
+    let mut chat = ChatServiceClient::new(stack.channel.clone());
+    let forward = || chat_pb::ForwardKeysRequest {
+        conversation_id: "c".into(),
+        keys: Vec::new(),
+    };
+
+    // A rate of 1 per second allows a burst of 20.
+    for _ in 0..20 {
+        chat.forward_keys(with_token(forward(), &token))
+            .await
+            .unwrap();
+    }
+    let over = chat.forward_keys(with_token(forward(), &token)).await;
+    let someone_else = chat.forward_keys(with_token(forward(), &other)).await;
+
+    let status = over.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let retry = status.get_error_details().retry_info().cloned();
+    let retry_delay = retry.and_then(|retry| retry.retry_delay);
+    assert!(
+        retry_delay
+            .is_some_and(|delay| delay > std::time::Duration::ZERO
+                && delay <= std::time::Duration::from_secs(1)),
+        "{retry_delay:?}"
+    );
+    someone_else.unwrap();
+}
