@@ -154,6 +154,50 @@ pub(crate) fn record_sealed(
     profile.write_file(SENDING, &chains)
 }
 
+/// The position to seal a kept message again at: its own counter (it never reached the server,
+/// so its place in the chain is still free), after `previous` (the hash of the envelope now
+/// before it, when that one was sealed again too) or the same predecessor as before, at the
+/// time of sealing.
+pub(crate) fn resealed_position(
+    original: &e2ee::Envelope,
+    previous: Option<[u8; 32]>,
+) -> e2ee::ChainPosition {
+    let original_previous = original
+        .previous_envelope_hash
+        .as_slice()
+        .try_into()
+        .unwrap_or([0; 32]);
+    e2ee::ChainPosition {
+        counter: original.sender_counter,
+        previous_envelope_hash: previous.unwrap_or(original_previous),
+        sender_time_ms: now_ms(),
+    }
+}
+
+/// Records `envelope`, sealed again at `position`, as this device's latest in its
+/// conversation when the envelope it replaces was the latest: the next message then follows it.
+///
+/// # Errors
+/// As [`record_sealed`].
+pub(crate) fn record_resealed(
+    profile: &Profile,
+    position: &e2ee::ChainPosition,
+    envelope: &e2ee::Envelope,
+) -> Result<()> {
+    let is_last = {
+        let _guard = FILES.lock().expect("not poisoned");
+        let chains: BTreeMap<String, SendingChain> =
+            profile.read_file(SENDING)?.unwrap_or_default();
+        chains
+            .get(&envelope.conversation_id)
+            .is_some_and(|chain| chain.last_client_message_id == envelope.client_message_id)
+    };
+    if is_last {
+        record_sealed(profile, position, envelope)?;
+    }
+    Ok(())
+}
+
 /// Records a verified V2 envelope of `conversation_id` and returns what is wrong with its
 /// chain (see [`e2ee::ConversationChains::observe`]).
 ///

@@ -364,7 +364,9 @@ impl Session {
                 .keys
                 .get(device_id)
                 .is_some_and(|pin| pin.revoked_at.is_none() && same_keys(pin, device));
-            if !known {
+            if known {
+                keep_encryption_key(contact.keys.get_mut(device_id), device);
+            } else {
                 accepted.push(describe(device_id, device));
                 contact.keys.insert(device_id.clone(), device.clone());
             }
@@ -445,6 +447,7 @@ fn review(contact: &mut Contact, observed: &BTreeMap<String, PinnedDevice>, now:
         match contact.keys.get(device_id) {
             Some(pin) if pin.revoked_at.is_none() && same_keys(pin, device) => {
                 contact.pending.remove(device_id);
+                keep_encryption_key(contact.keys.get_mut(device_id), device);
             }
             Some(_) => {
                 if !already_pending {
@@ -480,8 +483,19 @@ fn pinned(encryption_spki: &[u8], signing_key: &[u8], now: i64) -> PinnedDevice 
     PinnedDevice {
         encryption_fingerprint: hex::encode(e2ee::fingerprint(encryption_spki)),
         signing_key: hex::encode(signing_key),
+        encryption_key: hex::encode(encryption_spki),
         first_seen_at: now,
         revoked_at: None,
+    }
+}
+
+/// Fills in the key bytes of a pin written before they were kept, from the same keys (same
+/// fingerprint) listed now: what sealing without the server needs.
+fn keep_encryption_key(pin: Option<&mut PinnedDevice>, observed: &PinnedDevice) {
+    if let Some(pin) = pin
+        && pin.encryption_key.is_empty()
+    {
+        pin.encryption_key.clone_from(&observed.encryption_key);
     }
 }
 

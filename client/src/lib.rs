@@ -84,6 +84,7 @@ mod groups;
 pub mod keystore;
 mod live;
 mod messages;
+mod offline;
 pub mod outbox;
 pub mod profile;
 mod server;
@@ -102,7 +103,7 @@ pub use messages::{
     Content, ConversationSummary, DEFAULT_PREVIEWS, PREVIEW_CHARS, PreparedText, Preview,
     ReceivedText, SentMessage, Target, TargetKind, check_text,
 };
-pub use outbox::{Delivery, Flushed, NotSent, QueuedMessage};
+pub use outbox::{Delivery, Flushed, KeptOffline, NotSent, PendingMessage, QueuedMessage};
 pub use profile::{Profile, same_username};
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};

@@ -284,8 +284,11 @@ impl Session {
                 async move { chat.open_direct_conversation(request).await }
             })
             .await?;
+        let conversation_id = response.conversation.unwrap_or_default().conversation_id;
+        // What `chat send` seals for while the server cannot be reached (`offline.rs`).
+        self.remember_direct_conversation(&user.user_id, &conversation_id)?;
         Ok(Target {
-            conversation_id: response.conversation.unwrap_or_default().conversation_id,
+            conversation_id,
             kind: TargetKind::Direct {
                 user_id: user.user_id,
                 username: user.username,
@@ -411,6 +414,25 @@ impl Session {
         text: &str,
         users: &[auth_pb::UserWithDevices],
     ) -> Result<pb::Envelope> {
+        let position =
+            chains::next_position(&self.profile, &target.conversation_id, client_message_id)?;
+        let envelope = self.seal_at(target, client_message_id, text, users, &position)?;
+        chains::record_sealed(&self.profile, &position, &envelope)?;
+        Ok(envelope.into())
+    }
+
+    /// [`Session::seal_to`] at a given chain position, recorded by the caller.
+    ///
+    /// # Errors
+    /// As [`Session::seal_to`].
+    pub(crate) fn seal_at(
+        &self,
+        target: &Target,
+        client_message_id: &str,
+        text: &str,
+        users: &[auth_pb::UserWithDevices],
+        position: &e2ee::ChainPosition,
+    ) -> Result<e2ee::Envelope> {
         // Every send seals here (the live conversation's too): nothing empty is ever sealed.
         check_text(text)?;
         let recipients = self.trusted_recipients(users)?;
@@ -420,18 +442,14 @@ impl Session {
             device_id: &self.account.device_id,
             keys,
         };
-        let position =
-            chains::next_position(&self.profile, &target.conversation_id, client_message_id)?;
-        let envelope = e2ee::seal(
+        Ok(e2ee::seal(
             &sender,
             &target.conversation_id,
             client_message_id,
             &recipients,
-            &position,
+            position,
             text.as_bytes(),
-        )?;
-        chains::record_sealed(&self.profile, &position, &envelope)?;
-        Ok(envelope.into())
+        )?)
     }
 
     /// The participants of `target` with their devices, reviewed against the pins (see

@@ -4,10 +4,14 @@
 //! ciphertext): the server stores a client message id at most once and answers a repeat as a
 //! duplicate, so a resend never shows a message twice.
 //!
-//! Only what was sealed is kept, never the text: a kept envelope that the server refuses for a
-//! device-list mismatch (the conversation's devices changed meanwhile) cannot be sealed again
-//! and is dropped as not sent. The file is only changed while this device's sending turn is
-//! held (`chains::sending_turn`), so two `chat` processes never lose each other's entries.
+//! Only what was sealed is kept, never the text: the sending device seals every message for
+//! itself too, so its text is read back by opening the envelope with the device's own keys
+//! (`chat pending` shows it), and a kept envelope that the server refuses for a device-list
+//! mismatch (the conversation's devices changed meanwhile, or it was sealed offline for the
+//! pinned devices, `offline.rs`) is opened and sealed again for the current devices, at its own
+//! place in the device's chain, and sent with the same client message id. The file is only
+//! changed while this device's sending turn is held (`chains::sending_turn`), so two `chat`
+//! processes never lose each other's entries.
 
 use prost::Message as _;
 use proto::chat::v1 as pb;
@@ -15,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use tonic::Code;
 
-use crate::{Error, Profile, Result, SentMessage, Session, Target, chains, check_text};
+use crate::{
+    Error, Profile, Result, SentMessage, Session, Target, chains, check_text,
+    offline::KnownParticipants,
+};
 
 /// The file in the profile.
 const OUTBOX: &str = "outbox.json";
@@ -31,6 +38,9 @@ pub struct QueuedMessage {
     pub request_id: String,
     /// When it was sealed (Unix seconds).
     pub queued_at: i64,
+    /// How many times `chat send` or `chat flush` sent it without an answer.
+    #[serde(default)]
+    pub attempts: u32,
     /// The envelope, protobuf-encoded, hex.
     envelope: String,
 }
@@ -47,7 +57,16 @@ impl QueuedMessage {
             client_message_id: client_message_id.to_owned(),
             request_id: request_id.to_owned(),
             queued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            attempts: 0,
             envelope: hex::encode(envelope.encode_to_vec()),
+        }
+    }
+
+    /// The same message with another envelope (sealed again).
+    fn with_envelope(&self, envelope: &pb::Envelope) -> Self {
+        Self {
+            envelope: hex::encode(envelope.encode_to_vec()),
+            ..self.clone()
         }
     }
 
@@ -71,14 +90,19 @@ pub fn queued(profile: &Profile) -> Result<Vec<QueuedMessage>> {
     Ok(profile.read_file(OUTBOX)?.unwrap_or_default())
 }
 
-/// Keeps `message` (replacing an entry of the same client message id: a resealed envelope).
-pub(crate) fn keep(profile: &Profile, message: QueuedMessage) -> Result<()> {
+/// Keeps `message` (replacing an entry of the same client message id: a resealed envelope,
+/// whose count of attempts goes on).
+pub(crate) fn keep(profile: &Profile, mut message: QueuedMessage) -> Result<()> {
     let mut all = queued(profile)?;
     match all
         .iter_mut()
         .find(|m| m.client_message_id == message.client_message_id)
     {
-        Some(entry) => *entry = message,
+        Some(entry) => {
+            message.attempts = message.attempts.max(entry.attempts);
+            message.queued_at = entry.queued_at;
+            *entry = message;
+        }
         None => all.push(message),
     }
     profile.write_file(OUTBOX, &all)
@@ -93,6 +117,36 @@ pub(crate) fn forget(profile: &Profile, client_message_id: &str) -> Result<()> {
         return Ok(());
     }
     profile.write_file(OUTBOX, &all)
+}
+
+/// A kept message as `chat pending` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PendingMessage {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Who it goes to, as this profile knows the conversation (`bob`, `#friends`).
+    pub to: Option<String>,
+    /// Its client message id.
+    pub client_message_id: String,
+    /// When it was kept (Unix seconds).
+    pub queued_at: i64,
+    /// How many times it was sent without an answer.
+    pub attempts: u32,
+    /// Its text, opened from the envelope with this device's keys; `None` when it does not
+    /// open here (see `not_opened`).
+    pub text: Option<String>,
+    /// Why the text is not shown, when it is not.
+    pub not_opened: Option<String>,
+}
+
+/// What [`Session::keep_offline`] did.
+#[derive(Debug)]
+pub enum KeptOffline {
+    /// Sealed for the pinned devices and kept.
+    Kept(QueuedMessage),
+    /// Nothing sealed: the profile does not know the participants' devices (why, as the end of
+    /// a sentence).
+    NotKnown(String),
 }
 
 /// A kept message the server refused for good: dropped from the outbox.
@@ -188,6 +242,63 @@ impl Session {
         })
     }
 
+    /// Seals `text` for `name` (a username, `#name` or `#group-id`) without the server, for the
+    /// participants' devices this profile pinned (`offline.rs`), and keeps it in the outbox;
+    /// [`Session::flush`] or [`Session::send_kept`] sends it once the server answers (sealed
+    /// again for the current devices if the pins were stale).
+    ///
+    /// # Errors
+    /// [`Error::Untrusted`] when a participant has keys not accepted yet; [`Error::Usage`] for
+    /// an empty text; [`Error::Profile`]; [`Error::Unavailable`] when another send of this
+    /// device keeps its turn too long.
+    pub async fn keep_offline(&self, name: &str, text: &str) -> Result<KeptOffline> {
+        check_text(text)?;
+        let (target, users) = match self.known_participants(name)? {
+            KnownParticipants::Known(target, users) => (target, users),
+            KnownParticipants::Unknown(why) => return Ok(KeptOffline::NotKnown(why)),
+        };
+        let _turn = chains::sending_turn(&self.profile).await?;
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        let envelope = self.seal_to(&target, &client_message_id, text, &users)?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let message = QueuedMessage::new(
+            &target.conversation_id,
+            &client_message_id,
+            &request_id,
+            &envelope,
+        );
+        keep(&self.profile, message.clone())?;
+        Ok(KeptOffline::Kept(message))
+    }
+
+    /// The kept messages, oldest first, each with its text opened with this device's keys.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unreadable outbox; [`Error::Usage`] without the keys.
+    pub fn pending(&self) -> Result<Vec<PendingMessage>> {
+        self.keys()?;
+        let mut pending = Vec::new();
+        for message in queued(&self.profile)? {
+            let opened = message.envelope().and_then(|e| self.open_own(e));
+            let to = self
+                .known_target(&message.conversation_id)?
+                .map(|target| match target.kind {
+                    crate::TargetKind::Direct { username, .. } => username,
+                    crate::TargetKind::Group { name, .. } => format!("#{name}"),
+                });
+            pending.push(PendingMessage {
+                conversation_id: message.conversation_id,
+                to,
+                client_message_id: message.client_message_id,
+                queued_at: message.queued_at,
+                attempts: message.attempts,
+                not_opened: opened.as_ref().err().map(ToString::to_string),
+                text: opened.ok(),
+            });
+        }
+        Ok(pending)
+    }
+
     /// Sends the kept messages (of one conversation, or all), oldest first, until the server
     /// is unreachable.
     ///
@@ -210,41 +321,15 @@ impl Session {
         _turn: &chains::SendingTurn,
     ) -> Result<FlushedWithError> {
         let mut flushed = FlushedWithError::default();
+        let mut relinked = Relinked::new();
         let kept = queued(&self.profile)?
             .into_iter()
             .filter(|m| conversation_id.is_none_or(|id| m.conversation_id == id));
         for mut message in kept {
-            let resealable = fresh.filter(|f| f.client_message_id == message.client_message_id);
-            let mut resealed = false;
-            let result = loop {
-                match self.deliver(&message).await {
-                    Err(Error::Refused {
-                        code: Code::FailedPrecondition,
-                        ..
-                    }) if !resealed && resealable.is_some() => {
-                        let f = resealable.expect("checked");
-                        // A failure is this delivery's outcome (the message stays kept while the
-                        // server cannot be reached): `send_kept` fails only before keeping, so
-                        // that a caller may send a failed message again without sending it twice.
-                        let envelope = match self
-                            .seal_for(f.target, f.client_message_id, f.text, true)
-                            .await
-                        {
-                            Ok(envelope) => envelope,
-                            Err(error) => break Err(error),
-                        };
-                        message = QueuedMessage::new(
-                            &message.conversation_id,
-                            &message.client_message_id,
-                            &message.request_id,
-                            &envelope,
-                        );
-                        keep(&self.profile, message.clone())?;
-                        resealed = true;
-                    }
-                    result => break result,
-                }
-            };
+            let fresh = fresh.filter(|f| f.client_message_id == message.client_message_id);
+            let result = self
+                .deliver_resealing(&mut message, fresh, &mut relinked)
+                .await;
             match result {
                 Ok(sent) => {
                     forget(&self.profile, &message.client_message_id)?;
@@ -253,6 +338,8 @@ impl Session {
                 Err(error @ Error::Auth(..)) => return Err(error),
                 // Unreachable, or a rate limit: the same envelope may be accepted later.
                 Err(error @ (Error::Unavailable(..) | Error::Tls(..))) => {
+                    message.attempts = message.attempts.saturating_add(1);
+                    keep(&self.profile, message)?;
                     flushed.stopped = Some(error);
                     break;
                 }
@@ -263,13 +350,91 @@ impl Session {
                         client_message_id: message.client_message_id.clone(),
                         reason: error.to_string(),
                     });
-                    if resealable.is_some() {
+                    if fresh.is_some() {
                         flushed.final_error = Some(error);
                     }
                 }
             }
         }
         Ok(flushed)
+    }
+
+    /// Delivers a kept message. After a device-list mismatch it is sealed again once for the
+    /// current devices, and so is every later kept message of a conversation in which one was:
+    /// each follows the one sealed again before it in the device's chain (the envelopes they
+    /// replace never reached the server).
+    async fn deliver_resealing(
+        &self,
+        message: &mut QueuedMessage,
+        fresh: Option<&Fresh<'_>>,
+        relinked: &mut Relinked,
+    ) -> Result<SentMessage> {
+        let mut resealed = false;
+        if let Some(previous) = relinked.get(&message.conversation_id).copied() {
+            self.reseal(message, fresh, Some(previous), relinked)
+                .await?;
+            resealed = true;
+        }
+        loop {
+            match self.deliver(message).await {
+                Err(Error::Refused {
+                    code: Code::FailedPrecondition,
+                    ..
+                }) if !resealed => {
+                    let previous = relinked.get(&message.conversation_id).copied();
+                    self.reseal(message, fresh, previous, relinked).await?;
+                    resealed = true;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Seals `message` again for the conversation's current devices, at its own chain position
+    /// after `previous` ([`chains::resealed_position`]), from its text (the new message's, or
+    /// opened from the envelope), and keeps the new envelope under the same client message id.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (FAILED_PRECONDITION) when the profile does not know the
+    /// conversation's participants; as [`Session::participants`] and [`Session::seal_at`].
+    async fn reseal(
+        &self,
+        message: &mut QueuedMessage,
+        fresh: Option<&Fresh<'_>>,
+        previous: Option<[u8; 32]>,
+        relinked: &mut Relinked,
+    ) -> Result<()> {
+        let original = message.envelope()?;
+        let (target, text) = match fresh {
+            Some(fresh) => (fresh.target.clone(), fresh.text.to_owned()),
+            None => {
+                let Some(target) = self.known_target(&message.conversation_id)? else {
+                    return Err(Error::usage(
+                        "the conversation's devices changed, and this profile does not know its \
+                         participants to seal the message again for them"
+                            .to_owned(),
+                    ));
+                };
+                (target, self.open_own(original.clone())?)
+            }
+        };
+        let users = self.participants(&target, true).await?;
+        let original = e2ee::Envelope::from(original);
+        let position = chains::resealed_position(&original, previous);
+        let envelope = self.seal_at(
+            &target,
+            &message.client_message_id,
+            &text,
+            &users,
+            &position,
+        )?;
+        chains::record_resealed(&self.profile, &position, &envelope)?;
+        relinked.insert(
+            message.conversation_id.clone(),
+            e2ee::sealed_link(&envelope)?.envelope_hash,
+        );
+        *message = message.with_envelope(&envelope.into());
+        keep(&self.profile, message.clone())
     }
 
     /// Sends a kept envelope once (the session's call retries a few times while unavailable).
@@ -292,6 +457,9 @@ impl Session {
         })
     }
 }
+
+/// Per conversation, the envelope hash of the last kept message sealed again in this flush.
+type Relinked = std::collections::HashMap<String, [u8; 32]>;
 
 /// The new message of [`Session::send_kept`], which may be sealed again.
 struct Fresh<'a> {

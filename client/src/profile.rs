@@ -72,6 +72,10 @@ pub struct Contact {
     pub pending: BTreeMap<String, PinnedDevice>,
     /// Whether the user compared the safety number of the trusted keys.
     pub verified: bool,
+    /// The direct conversation with this user, once opened: what `chat send` seals for while
+    /// the server cannot be reached (with [`PinnedDevice::encryption_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_conversation_id: Option<String>,
     /// Format 1 (before keys were pinned by their bytes): `device:encryption-fp:signing-fp`, the
     /// fingerprints as the server sent them. Read once and converted ([`Contact::upgrade`]).
     #[serde(default, skip_serializing)]
@@ -88,6 +92,11 @@ pub struct PinnedDevice {
     pub encryption_fingerprint: String,
     /// The Ed25519 public key itself (hex): it verifies the device's messages.
     pub signing_key: String,
+    /// The RSA SubjectPublicKeyInfo itself (hex), whose SHA-256 is `encryption_fingerprint`:
+    /// what a message is sealed for while the server cannot list the devices. Empty in pins
+    /// written before it was kept (filled in when the server next lists the same keys).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encryption_key: String,
     /// When this client first saw these keys (Unix seconds).
     #[serde(default)]
     pub first_seen_at: i64,
@@ -128,15 +137,15 @@ impl Contact {
                     encryption_fingerprint: encryption.to_owned(),
                     signing_key,
                     first_seen_at: now,
-                    revoked_at: None,
+                    ..PinnedDevice::default()
                 });
         }
         for (device_id, signing_key) in signing_keys {
             self.keys.entry(device_id).or_insert(PinnedDevice {
-                encryption_fingerprint: String::new(),
                 signing_key,
                 first_seen_at: now,
                 revoked_at: Some(now),
+                ..PinnedDevice::default()
             });
         }
     }

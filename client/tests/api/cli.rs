@@ -100,24 +100,7 @@ async fn chat_command(
     stdin: &str,
     mut command: Command,
 ) -> Run {
-    command
-        .args(args)
-        .env("CHAT_SERVER", server)
-        .env("CHAT_RSA_BITS", "2048")
-        .env_remove("CHAT_PROFILE_DIR")
-        .env_remove("CHAT_PASSWORD")
-        .env_remove("CHAT_PASSPHRASE")
-        .env_remove("CHAT_NEW_PASSPHRASE")
-        .env_remove("CHAT_KDF_MEMORY_KIB")
-        .env_remove("CHAT_PROFILE")
-        .env_remove("CHAT_CA_FILE")
-        .env_remove("XDG_CONFIG_HOME")
-        // `chat unlock` keeps its key there: tests give their own.
-        .env_remove("XDG_RUNTIME_DIR")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    prepare(&mut command, server, args, env);
     let stdin = stdin.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         let mut child = command.spawn().unwrap();
@@ -136,6 +119,113 @@ async fn chat_command(
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
+}
+
+/// A run of `chat` in the background ([`chat_in_background`]), whose stderr the test follows.
+pub struct Background {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    stderr_so_far: String,
+}
+
+/// Starts `chat` with `args` on the profile `dir` against `server`, without waiting for it.
+pub fn chat_in_background(server: &str, dir: &Path, args: &[&str]) -> Background {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    let dir = dir.to_str().unwrap();
+    let secrets = [
+        ("CHAT_PROFILE_DIR", dir),
+        ("CHAT_PASSWORD", PASSWORD),
+        ("CHAT_PASSPHRASE", PASSPHRASE),
+    ];
+    prepare(&mut command, server, args, &secrets);
+    let mut child = command.spawn().unwrap();
+    drop(child.stdin.take());
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr).map_while(std::result::Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Background {
+        child,
+        stderr: received,
+        stderr_so_far: String::new(),
+    }
+}
+
+impl Background {
+    /// Waits (at most 30 s) until the program printed `text` on stderr; returns it all so far.
+    pub async fn printed(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.stderr_so_far.contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chat never printed {text:?}: {}",
+                self.stderr_so_far
+            );
+            match self.stderr.try_recv() {
+                Ok(line) => {
+                    self.stderr_so_far.push_str(&line);
+                    self.stderr_so_far.push('\n');
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        self.stderr_so_far.clone()
+    }
+
+    /// Kills the program (SIGKILL: it gets no chance to clean up).
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the program to end.
+    pub async fn finish(mut self) -> Run {
+        let mut stdout = self.child.stdout.take().unwrap();
+        let (status, stdout) = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+            (self.child.wait().unwrap(), text)
+        })
+        .await
+        .unwrap();
+        let mut stderr = self.stderr_so_far;
+        for line in self.stderr.iter() {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Sets `command` up as every test runs `chat`: the test server, fast keys, no outside settings.
+fn prepare(command: &mut Command, server: &str, args: &[&str], env: &[(&str, &str)]) {
+    command
+        .args(args)
+        .env("CHAT_SERVER", server)
+        .env("CHAT_RSA_BITS", "2048")
+        .env_remove("CHAT_PROFILE_DIR")
+        .env_remove("CHAT_PASSWORD")
+        .env_remove("CHAT_PASSPHRASE")
+        .env_remove("CHAT_NEW_PASSPHRASE")
+        .env_remove("CHAT_KDF_MEMORY_KIB")
+        .env_remove("CHAT_PROFILE")
+        .env_remove("CHAT_CA_FILE")
+        .env_remove("XDG_CONFIG_HOME")
+        // `chat unlock` keeps its key there: tests give their own.
+        .env_remove("XDG_RUNTIME_DIR")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
 }
 
 /// `chat history` text without each message's time (`[1] 2026-12-07 03:31 UTC alice: hi`

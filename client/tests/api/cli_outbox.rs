@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use sqlx::PgPool;
 
 use crate::{
-    cli::{chat, chat_with_stdin, cli_user, untimed},
-    helpers::{TestEnv, spawn_env, spawn_malicious_env},
+    cli::{chat, chat_in_background, chat_on, chat_with_stdin, cli_user, untimed},
+    helpers::{CuttableProxy, TestEnv, spawn_env, spawn_malicious_env},
 };
 
 const SEND_MESSAGE: &str = "/chat.v1.ChatService/SendMessage";
@@ -102,6 +102,80 @@ async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_o
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o600
     );
+}
+
+/// alice's profile reaches the gateway through a proxy, which then resets every connection as
+/// if the server were down: `chat send` seals from the devices alice pinned for bob and keeps the
+/// message (the first run is killed once it says so), `chat pending` shows its text, and once
+/// the server is back every message is delivered exactly once, sealed again for bob's device
+/// added meanwhile (a stale pin is refused by the server with a device-list mismatch).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_once_when_it_is_back(
+    db: PgPool,
+) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let outage = CuttableProxy::start(env.gateway).await;
+    let alice = env.profile_dir();
+    let registered = chat_on(&outage.url(), &alice, &["register", "alice"]).await;
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let bob = cli_user(&env, "bob").await;
+    let before = chat(&env, &alice, &["send", "bob", "before"]).await;
+    assert_eq!(before.code, 0, "{}", before.stderr);
+
+    outage.set_down(true);
+    let mut killed = chat_in_background(&outage.url(), &alice, &["send", "bob", "during"]);
+    let said = killed.printed("kept in this profile").await;
+    killed.kill();
+    let pending = chat(&env, &alice, &["--json", "pending"]).await;
+    let pending_text = chat(&env, &alice, &["pending"]).await;
+    let bobs_new_device = env.profile_dir();
+    let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let mut waiting = chat_in_background(&outage.url(), &alice, &["send", "bob", "after"]);
+    waiting.printed("kept in this profile").await;
+    outage.set_down(false);
+    let sent = waiting.finish().await;
+    let pending_after = chat(&env, &alice, &["--json", "pending"]).await;
+    // The new device first: the old one forwards the keys of what it reads to it.
+    let new_device = chat(&env, &bobs_new_device, &["--json", "history", "alice"]).await;
+    let old_device = chat(&env, &bob, &["history", "alice"]).await;
+
+    assert!(said.contains("… pending"), "{said}");
+    assert!(!said.contains("not sent"), "{said}");
+    let kept = pending.json();
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{}", pending.stdout);
+    assert_eq!(kept[0]["text"], "during", "{}", pending.stdout);
+    assert_eq!(kept[0]["to"], "bob");
+    assert_eq!(kept[0]["attempts"], 0);
+    assert!(
+        pending_text.stdout.starts_with("to bob  kept since ")
+            && pending_text.stdout.contains("\"during\""),
+        "{}",
+        pending_text.stdout
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(
+        sent.stdout.contains("sent kept message") && sent.stdout.ends_with("sent #3\n"),
+        "{}",
+        sent.stdout
+    );
+    assert_eq!(pending_after.json(), serde_json::json!([]));
+    assert_eq!(
+        untimed(&old_device.stdout),
+        "[1] alice: before\n[2] alice: during\n[3] alice: after\n",
+        "{}",
+        old_device.stderr
+    );
+    let new_device_entries = new_device.json();
+    let readable: Vec<&str> = new_device_entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["content"]["text"].as_str())
+        .collect();
+    assert_eq!(readable, ["during", "after"], "{}", new_device.stdout);
+    assert_eq!(stored_messages(&env.db).await, 3);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -358,6 +358,7 @@ impl Drop for TempDir {
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CuttableProxy {
@@ -365,9 +366,15 @@ impl CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let tracked = connections.clone();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tracked, refusing) = (connections.clone(), down.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Reset at once, as a host whose server is not running does.
+                    let _ = inbound.set_zero_linger();
+                    continue;
+                }
                 let handle = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -376,7 +383,20 @@ impl CuttableProxy {
                 tracked.lock().unwrap().push(handle);
             }
         });
-        CuttableProxy { addr, connections }
+        CuttableProxy {
+            addr,
+            connections,
+            down,
+        }
+    }
+
+    /// While `down`, every connection is reset as soon as it is accepted (and the open ones are
+    /// cut): the server looks unreachable from behind the proxy.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut();
+        }
     }
 
     pub fn url(&self) -> String {

@@ -93,8 +93,13 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
-    /// List the messages kept in this profile because the server has not acknowledged them.
-    Pending,
+    /// List the messages kept in this profile because the server has not acknowledged them,
+    /// with their text (opened with this device's keys).
+    Pending {
+        /// Without the text: nothing is decrypted, so the passphrase is not needed.
+        #[arg(long)]
+        no_text: bool,
+    },
     /// Send the messages kept in this profile (exit code 5 when the server is still unreachable).
     Flush,
     /// Show the last messages of a conversation (and mark them read).

@@ -5,7 +5,6 @@ use std::{
     io::{BufRead, IsTerminal},
     process::{ExitCode, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
 use clap::{CommandFactory, Parser};
@@ -21,6 +20,7 @@ mod args;
 mod forward;
 mod interactive;
 mod output;
+mod send;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -119,7 +119,7 @@ async fn run(cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Pending => {
+        Command::Pending { no_text: true } => {
             let kept = client::outbox::queued(&Profile::open(dir)?)?;
             let text = kept
                 .iter()
@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let needs_keys = matches!(
                 command,
                 Command::Send { .. }
+                    | Command::Pending { no_text: false }
                     | Command::History { .. }
                     | Command::Chat { .. }
                     | Command::Conversations { no_preview: false }
@@ -268,20 +269,21 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             let text = text.join(" ");
             // Before anything is looked up: `chat send bob ""` is a usage error.
             client::check_text(&text)?;
-            let delivery = send_once_sealed(session, &target, &text, out).await?;
-            let stopped = report_flushed(delivery.earlier, out);
-            match delivery.outcome {
-                Ok(sent) => out.print(&sent, &format!("sent #{}", sent.sequence)),
-                Err(error) => return Err(kept(error)),
-            }
-            if let Some(error) = stopped {
-                return Err(error);
-            }
+            send::send(session, &target, &text, out).await?;
+        }
+        Command::Pending { .. } => {
+            let pending = session.pending()?;
+            let text = pending
+                .iter()
+                .map(output::pending_line)
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.print(&pending, &text);
         }
         Command::Flush => {
             let flushed = session.flush(None).await?;
-            if let Some(error) = report_flushed(flushed, out) {
-                return Err(kept(error));
+            if let Some(error) = send::report_flushed(flushed, out) {
+                return Err(send::kept(error));
             }
         }
         Command::History { target, limit } => {
@@ -323,7 +325,6 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
             out.print(&trusted, &text);
         }
         Command::Register { .. }
-        | Command::Pending
         | Command::Login { .. }
         | Command::Completions { .. }
         | Command::Unlock { .. }
@@ -333,109 +334,6 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
         }
     }
     Ok(0)
-}
-
-/// Prints what a flush did (each kept message sent, or dropped as refused); returns the error
-/// that stopped it, when the server was unreachable.
-fn report_flushed(flushed: client::Flushed, out: &Output) -> Option<Error> {
-    for sent in &flushed.sent {
-        let text = format!(
-            "sent kept message {} as #{}{}",
-            sent.client_message_id,
-            sent.sequence,
-            if sent.duplicate {
-                " (it had reached the server already)"
-            } else {
-                ""
-            }
-        );
-        out.print(sent, &text);
-    }
-    for dropped in &flushed.dropped {
-        let value = serde_json::json!({ "not_sent": dropped });
-        eprintln!(
-            "{}",
-            if out.json {
-                value.to_string()
-            } else {
-                format!(
-                    "not sent, and no longer kept: message {} ({})",
-                    dropped.client_message_id, dropped.reason
-                )
-            }
-        );
-    }
-    flushed.stopped
-}
-
-/// A retryable send failure, said with what happens to the message: it is kept.
-/// How long `chat send` waits for a server that cannot take a message yet, before the message
-/// could be sealed (sealing needs the participants' current devices from the server), saying it
-/// is pending. Past that nothing is kept: the user sends it again. Once sealed, a message is kept
-/// in the profile instead ([`kept`]).
-const PENDING_BEFORE_SEALED: Duration = Duration::from_secs(30);
-
-/// The longest wait between two attempts of a pending `chat send`: a person is waiting, and a
-/// restart of the database or the gateway takes seconds.
-const PENDING_RETRY_AT_MOST: Duration = Duration::from_secs(2);
-
-/// Resolves `target` and sends `text` ([`Session::send_kept`]), trying again while the server
-/// cannot be reached or cannot take it (a restart of the database or the gateway) for up to
-/// [`PENDING_BEFORE_SEALED`].
-async fn send_once_sealed(
-    session: &Session,
-    target: &str,
-    text: &str,
-    out: &Output,
-) -> Result<client::Delivery> {
-    let deadline = Instant::now() + PENDING_BEFORE_SEALED;
-    let mut backoff = client::Backoff::new();
-    let mut said = false;
-    loop {
-        let attempt = async {
-            let target = session.resolve(target).await?;
-            session.send_kept(&target, text).await
-        }
-        .await;
-        match attempt {
-            Err(error) if error.is_retryable() && Instant::now() < deadline => {
-                if !said && !out.json {
-                    eprintln!(
-                        "… pending: {error}; trying again for up to {} seconds (Ctrl-C gives up)",
-                        PENDING_BEFORE_SEALED.as_secs()
-                    );
-                    said = true;
-                }
-                let wait = backoff
-                    .next_delay()
-                    .min(PENDING_RETRY_AT_MOST)
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                tokio::time::sleep(wait).await;
-            }
-            Err(Error::Unavailable(message, raw)) => {
-                return Err(Error::Unavailable(
-                    format!(
-                        "not sent: {message}. Nothing was kept (a message is sealed for the                          participants' current devices, which the server did not give): send it                          again"
-                    ),
-                    raw,
-                ));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn kept(error: Error) -> Error {
-    match error {
-        Error::Unavailable(message, raw) => Error::Unavailable(
-            format!(
-                "not sent yet: {message}. The message is kept in this profile and will be sent \
-                 by the next chat send or chat chat to this conversation, or by chat flush"
-            ),
-            raw,
-        ),
-        error => error,
-    }
 }
 
 async fn group(session: &Session, command: GroupCommand, out: &Output) -> Result<()> {

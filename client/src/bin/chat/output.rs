@@ -190,3 +190,22 @@ pub fn time_of(seconds: i64) -> String {
         Err(_) => seconds.to_string(),
     }
 }
+
+/// One kept message of `chat pending`: `to bob  kept 2026-12-07 03:31 UTC  2 attempts  "text"`.
+pub fn pending_line(message: &client::PendingMessage) -> String {
+    let to = message
+        .to
+        .clone()
+        .unwrap_or_else(|| format!("conversation {}", message.conversation_id));
+    let text = match (&message.text, &message.not_opened) {
+        (Some(text), _) => format!("{text:?}"),
+        (None, Some(why)) => format!("(its text cannot be opened here: {why})"),
+        (None, None) => "(its text cannot be opened here)".to_owned(),
+    };
+    format!(
+        "to {to}  kept since {}  {} attempt(s)  {text}  [{}]",
+        time_of(message.queued_at),
+        message.attempts,
+        message.client_message_id
+    )
+}
