@@ -34,7 +34,8 @@
 //! tokens with their expiry), `keys.json` (the device's private keys sealed with
 //! AES-256-GCM-SIV under an argon2id key from a passphrase that is not the account password, at
 //! least 19 MiB of memory, see [`keystore::SealedKeys`]), `contacts.json` (pinned device keys
-//! per user, pending changes, verified flags), `groups.json` (group members as last shown),
+//! per user, with the public keys themselves so that a message can be sealed while the server is
+//! unreachable, pending changes, verified flags, the direct conversation once opened), `groups.json` (group members as last shown),
 //! `cursors.json` (last sequence shown per conversation), `seen/` (per conversation, the
 //! sequence at which each verified message was first shown, for replay detection; bounded),
 //! `chains.json` and `received_chains.json` (suite V2: this device's position in each
@@ -42,7 +43,8 @@
 //! `decryption_failures.json` (the budget of decryption failures per sending device),
 //! `forwarded.json` (per other device of the user and conversation, the last sequence whose
 //! keys this device forwarded to it; see `forwarding.rs`), `outbox.json` (sealed messages the server has not acknowledged yet, resent with the same
-//! client message id until it does, across restarts; see [`outbox`]) and
+//! client message id until it does, across restarts, and sealed again for the current devices
+//! after a device-list mismatch; see [`outbox`] and `offline.rs`) and
 //! `sending.lock` (locked while a send of this device is under way). `chat unlock` keeps the
 //! argon2id key outside the profile, in `$XDG_RUNTIME_DIR` (memory), for a while ([`unlock`]).
 //!
