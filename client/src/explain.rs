@@ -67,7 +67,10 @@ fn kind(raw: &RawStatus, context: Context<'_>) -> Kind {
             Kind::Unavailable
         }
         Code::Unavailable if is_tls_failure(&raw.message) => Kind::Tls,
-        Code::Unavailable | Code::DeadlineExceeded => Kind::Unavailable,
+        // CANCELLED is what the client's own transport says of a call whose connection closed
+        // before an answer (this program cancels no call): its outcome is unknown, as after a
+        // deadline, and a send is retried with the same client message id, never dropped.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Kind::Unavailable,
         Code::Internal | Code::Unknown if is_transport_failure(&raw.message) => Kind::Unavailable,
         _ => Kind::Refused,
     }
@@ -154,7 +157,7 @@ fn sentence(raw: &RawStatus, context: Context<'_>) -> String {
         },
         Code::DeadlineExceeded => format!("the server{at} took too long to answer; try again"),
         Code::Cancelled => {
-            "the call was cancelled before the server answered; try again".to_owned()
+            format!("the connection to the server{at} closed before it answered; try again")
         }
         Code::Internal | Code::Unknown if is_transport_failure(message) => {
             format!("the connection to the server{at} broke during the call; try again")
@@ -345,6 +348,9 @@ mod tests {
             )),
             5
         );
+        let cancelled = Error::from(Status::cancelled("operation was canceled"));
+        assert!(cancelled.is_retryable(), "{cancelled}");
+        assert_eq!(cancelled.exit_code(), 5);
     }
 
     #[test]

@@ -105,10 +105,11 @@ async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_o
 }
 
 /// alice's profile reaches the gateway through a proxy, which then resets every connection as
-/// if the server were down: `chat send` seals from the devices alice pinned for bob and keeps the
-/// message (the first run is killed once it says so), `chat pending` shows its text, and once
-/// the server is back every message is delivered exactly once, sealed again for bob's device
-/// added meanwhile (a stale pin is refused by the server with a device-list mismatch).
+/// if the server were down: `chat send` seals from the devices alice pinned for bob (and for the
+/// members of her group) and keeps the message (the first run is killed once it says so), `chat
+/// pending` shows its text, and once the server is back every message is delivered exactly once,
+/// sealed again for bob's device added meanwhile (a stale pin is refused by the server with a
+/// device-list mismatch).
 #[sqlx::test(migrations = "../migrations")]
 async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_once_when_it_is_back(
     db: PgPool,
@@ -122,6 +123,10 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
     let bob = cli_user(&env, "bob").await;
     let before = chat(&env, &alice, &["send", "bob", "before"]).await;
     assert_eq!(before.code, 0, "{}", before.stderr);
+    let group = chat(&env, &alice, &["group", "create", "friends", "bob"]).await;
+    assert_eq!(group.code, 0, "{}", group.stderr);
+    let to_group = chat(&env, &alice, &["send", "#friends", "hi all"]).await;
+    assert_eq!(to_group.code, 0, "{}", to_group.stderr);
 
     outage.set_down(true);
     let mut killed = chat_in_background(&outage.url(), &alice, &["send", "bob", "during"]);
@@ -134,12 +139,17 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
     assert_eq!(login.code, 0, "{}", login.stderr);
     let mut waiting = chat_in_background(&outage.url(), &alice, &["send", "bob", "after"]);
     waiting.printed("kept in this profile").await;
+    let mut group_waiting =
+        chat_in_background(&outage.url(), &alice, &["send", "#friends", "all during"]);
+    group_waiting.printed("kept in this profile").await;
     outage.set_down(false);
     let sent = waiting.finish().await;
+    let sent_to_group = group_waiting.finish().await;
     let pending_after = chat(&env, &alice, &["--json", "pending"]).await;
     // The new device first: the old one forwards the keys of what it reads to it.
     let new_device = chat(&env, &bobs_new_device, &["--json", "history", "alice"]).await;
     let old_device = chat(&env, &bob, &["history", "alice"]).await;
+    let group_on_new_device = chat(&env, &bobs_new_device, &["history", "#friends"]).await;
 
     assert!(said.contains("… pending"), "{said}");
     assert!(!said.contains("not sent"), "{said}");
@@ -175,7 +185,21 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
         .filter_map(|entry| entry["content"]["text"].as_str())
         .collect();
     assert_eq!(readable, ["during", "after"], "{}", new_device.stdout);
-    assert_eq!(stored_messages(&env.db).await, 3);
+    assert_eq!(sent_to_group.code, 0, "{}", sent_to_group.stderr);
+    assert!(
+        untimed(
+            group_on_new_device
+                .stdout
+                .lines()
+                .last()
+                .map(|line| format!("{line}\n"))
+                .as_deref()
+                .unwrap_or("")
+        ) == "[2] alice: all during\n",
+        "{}",
+        group_on_new_device.stdout
+    );
+    assert_eq!(stored_messages(&env.db).await, 5);
 }
 
 #[sqlx::test(migrations = "../migrations")]
