@@ -54,7 +54,7 @@ impl Session {
                     })
                 else {
                     return Ok(KnownParticipants::Unknown(format!(
-                        "this profile has not exchanged a message with {name} yet, so it knows \
+                        "this profile has not exchanged a message with {name} yet and knows \
                          none of their devices"
                     )));
                 };

@@ -109,7 +109,8 @@ async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_o
 /// members of her group) and keeps the message (the first run is killed once it says so), `chat
 /// pending` shows its text, and once the server is back every message is delivered exactly once,
 /// sealed again for bob's device added meanwhile (a stale pin is refused by the server with a
-/// device-list mismatch).
+/// device-list mismatch). A message to someone alice never wrote to is not kept, and `chat send`
+/// says why.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_once_when_it_is_back(
     db: PgPool,
@@ -142,6 +143,9 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
     let mut group_waiting =
         chat_in_background(&outage.url(), &alice, &["send", "#friends", "all during"]);
     group_waiting.printed("kept in this profile").await;
+    let mut stranger = chat_in_background(&outage.url(), &alice, &["send", "carol", "hi"]);
+    let stranger_said = stranger.printed("trying again").await;
+    stranger.kill();
     outage.set_down(false);
     let sent = waiting.finish().await;
     let sent_to_group = group_waiting.finish().await;
@@ -163,6 +167,13 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
             && pending_text.stdout.contains("\"during\""),
         "{}",
         pending_text.stdout
+    );
+    assert!(
+        stranger_said.contains(
+            "this profile has not exchanged a message with carol yet and knows none of their \
+             devices, so the message cannot be sealed without the server"
+        ),
+        "{stranger_said}"
     );
     assert_eq!(sent.code, 0, "{}", sent.stderr);
     assert!(

@@ -83,8 +83,8 @@ async fn send_or_keep(
             };
             return Err(Error::Unavailable(
                 format!(
-                    "not sent: {message}. Nothing was kept: {why}, and the server did not give \
-                     them: send it again"
+                    "not sent: {message}. Nothing was kept: {why}, and the server did not \
+                     answer: send it again"
                 ),
                 raw,
             ));
