@@ -253,7 +253,7 @@ enum SealJob {
 /// Work for the opening task.
 enum OpenJob {
     /// A message delivered on the stream.
-    Delivered(pb::Message),
+    Delivered(Box<pb::Message>),
     /// Keys were forwarded to this device: list and open what became readable of these runs.
     Forwarded(Vec<Unreadable>),
 }
@@ -541,10 +541,10 @@ impl LiveState {
                         self.seal_later(SealJob::Review);
                     }
                 }
-                Event::KeysForwarded(forwarded) => {
-                    if forwarded.conversation_id == self.target.conversation_id {
-                        self.keys_forwarded()?;
-                    }
+                Event::KeysForwarded(forwarded)
+                    if forwarded.conversation_id == self.target.conversation_id =>
+                {
+                    self.keys_forwarded()?;
                 }
                 _ => {}
             },
@@ -597,7 +597,7 @@ impl LiveState {
             read_sequence: sequence,
         };
         self.ack = Some(ack);
-        self.open_later(OpenJob::Delivered(message))
+        self.open_later(OpenJob::Delivered(Box::new(message)))
     }
 
     fn open_later(&mut self, job: OpenJob) -> Result<()> {
@@ -1019,7 +1019,7 @@ fn spawn_opener(
             // conversation's seen log written by one task at a time.
             let opened = match job {
                 OpenJob::Delivered(message) => {
-                    Opened::Delivered(open_in(&session, &target, message).await)
+                    Opened::Delivered(open_in(&session, &target, *message).await)
                 }
                 OpenJob::Forwarded(runs) => {
                     Opened::Forwarded(session.now_readable(&target, &runs).await)
