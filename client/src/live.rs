@@ -622,9 +622,15 @@ impl LiveState {
     /// unreadable. A failed listing shows nothing (the next `KeysForwarded`, or `chat history`,
     /// shows them).
     async fn now_readable(&mut self, readable: Result<Vec<ReceivedText>>) -> Result<()> {
-        let Ok(readable) = readable else {
+        let Ok(mut readable) = readable else {
             return Ok(());
         };
+        // Two events close together list the same runs twice: each message is shown once.
+        readable.retain(|message| {
+            self.reported
+                .iter()
+                .any(|run| (run.first_sequence..=run.last_sequence).contains(&message.sequence))
+        });
         if readable.is_empty() {
             return Ok(());
         }
