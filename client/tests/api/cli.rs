@@ -1,8 +1,9 @@
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
 };
 
 use serde_json::Value;
@@ -100,24 +101,7 @@ async fn chat_command(
     stdin: &str,
     mut command: Command,
 ) -> Run {
-    command
-        .args(args)
-        .env("CHAT_SERVER", server)
-        .env("CHAT_RSA_BITS", "2048")
-        .env_remove("CHAT_PROFILE_DIR")
-        .env_remove("CHAT_PASSWORD")
-        .env_remove("CHAT_PASSPHRASE")
-        .env_remove("CHAT_NEW_PASSPHRASE")
-        .env_remove("CHAT_KDF_MEMORY_KIB")
-        .env_remove("CHAT_PROFILE")
-        .env_remove("CHAT_CA_FILE")
-        .env_remove("XDG_CONFIG_HOME")
-        // `chat unlock` keeps its key there: tests give their own.
-        .env_remove("XDG_RUNTIME_DIR")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    prepare(&mut command, server, args, env);
     let stdin = stdin.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         let mut child = command.spawn().unwrap();
@@ -136,6 +120,96 @@ async fn chat_command(
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
+}
+
+/// `chat` running in the background (`chat chat`, its stdin left open), with what it printed
+/// so far. Killed when dropped.
+pub struct Background {
+    child: std::process::Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Background {
+    /// Starts `chat` with `args` on the profile `dir` against the test gateway.
+    pub fn start(env: &TestEnv, dir: &Path, args: &[&str]) -> Self {
+        let dir = dir.to_str().unwrap();
+        let secrets = [
+            ("CHAT_PROFILE_DIR", dir),
+            ("CHAT_PASSWORD", PASSWORD),
+            ("CHAT_PASSPHRASE", PASSPHRASE),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+        prepare(&mut command, &env.server(), args, &secrets);
+        let mut child = command.spawn().unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it printed on stdout, once it printed `text` there (within 30 s).
+    pub async fn printed(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stdout = self.stdout.lock().unwrap().clone();
+            if stdout.contains(text) {
+                return stdout;
+            }
+            let stderr = self.stderr.lock().unwrap().clone();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never printed {text:?}: {stdout} / {stderr}"
+            );
+            // Polling a process's output, not waiting for time to pass.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let collected = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut text = collected.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// Points `command` at `server` with `args` and only the given profile and secret variables.
+fn prepare(command: &mut Command, server: &str, args: &[&str], env: &[(&str, &str)]) {
+    command
+        .args(args)
+        .env("CHAT_SERVER", server)
+        .env("CHAT_RSA_BITS", "2048")
+        .env_remove("CHAT_PROFILE_DIR")
+        .env_remove("CHAT_PASSWORD")
+        .env_remove("CHAT_PASSPHRASE")
+        .env_remove("CHAT_NEW_PASSPHRASE")
+        .env_remove("CHAT_KDF_MEMORY_KIB")
+        .env_remove("CHAT_PROFILE")
+        .env_remove("CHAT_CA_FILE")
+        .env_remove("XDG_CONFIG_HOME")
+        // `chat unlock` keeps its key there: tests give their own.
+        .env_remove("XDG_RUNTIME_DIR")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
 }
 
 /// `chat history` text without each message's time (`[1] 2026-12-07 03:31 UTC alice: hi`
