@@ -54,6 +54,9 @@
 //!   heartbeat at least every 5 s: a stream silent for [`EVENT_STREAM_SILENCE_BOUND`] is dropped
 //!   and its cache bypassed); the same events reach open streams as `MembershipChange` and
 //!   `DevicesChanged`.
+//! - Keys stored by ForwardKeys are announced to the recipient device's streams only, on every
+//!   replica through the bus (`KeysForwarded`), best-effort: an event the bus loses is not
+//!   replayed, and the client sees the keys at its next ListMessages.
 //! - The per-device stream limit and the typing rate limit hold per replica, not across replicas.
 
 mod api;

@@ -10,7 +10,7 @@ use crate::{
     Error,
     config::Limits,
     delivery::{
-        bus::{Bus, BusEvent, Receipt, Typing},
+        bus::{Bus, BusEvent, KeysForwarded, Receipt, Typing},
         stream::{Delivery, EventStream, Outbox, TokenWatch},
         typing::TypingLimiter,
     },
@@ -335,10 +335,34 @@ impl Chat {
             &to_store,
         )
         .await?;
+        self.announce_forwarded(caller, conversation, &to_store);
         Ok(ForwardOutcome {
             stored: u32::try_from(stored).unwrap_or(u32::MAX),
             skipped,
         })
+    }
+
+    /// Tells each recipient device's open streams, on every replica, how many keys it was just
+    /// given, so that its open views read them without waiting for their next ListMessages.
+    /// Best-effort, as the bus is: a lost event leaves them to that next ListMessages.
+    fn announce_forwarded(
+        &self,
+        caller: Caller,
+        conversation: ConversationId,
+        stored: &[NewForwardedKey],
+    ) {
+        let mut per_device: HashMap<crate::ids::DeviceId, u32> = HashMap::new();
+        for key in stored {
+            *per_device.entry(key.recipient).or_default() += 1;
+        }
+        for (device, count) in per_device {
+            self.bus.publish(BusEvent::KeysForwarded(KeysForwarded {
+                conversation,
+                user: caller.user,
+                device,
+                count,
+            }));
+        }
     }
 
     /// The checks of ForwardKeys that need nothing but the request.

@@ -15,7 +15,9 @@
 //! `forwarded_keys` is opened with one of them ([`Session::forwarded_candidates`]): only a key
 //! forwarded by another device of this user that this device trusts (its pinned Ed25519 key, not
 //! revoked when the key was stored) is tried, then [`e2ee::open_forwarded`] checks the
-//! forwarder's signature and everything [`e2ee::open`] checks of the message itself.
+//! forwarder's signature and everything [`e2ee::open`] checks of the message itself. An open
+//! live conversation ([`crate::Live`]) lists again the messages it said it cannot read when its
+//! stream says keys were forwarded to this device (`KeysForwarded`; `unreadable.rs`).
 //!
 //! Not done: a device does not forward keys that were themselves forwarded to it (the service
 //! allows it), so history reaches a third device only from a device that received it directly;

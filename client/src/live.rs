@@ -25,8 +25,12 @@ use tonic::Code;
 
 use crate::{
     Backoff, Error, KeyWarning, MembershipWarning, ReceivedText, Result, SentMessage, Session,
-    Target, TargetKind, Unreadable, Warning, backoff::with_jitter, chains, outbox,
-    profile::Cursors, session::authorized, unreadable::Gaps,
+    Target, TargetKind, Unreadable, Warning,
+    backoff::with_jitter,
+    chains, outbox,
+    profile::Cursors,
+    session::authorized,
+    unreadable::{Gaps, without},
 };
 
 /// Delay before a send the server refused with a retryable status (UNAVAILABLE) is sent again.
@@ -61,6 +65,10 @@ pub enum LiveEvent {
     /// messages: reported before the message that follows them, or once caught up for those
     /// after the last one received.
     Unreadable(Unreadable),
+    /// Messages reported as [`LiveEvent::Unreadable`] that became readable: another device of
+    /// the user forwarded their keys to this one (the stream's `KeysForwarded`), oldest first,
+    /// verified as any message (see their content).
+    NowReadable(Vec<ReceivedText>),
     /// A line given to [`Live::send`] was stored by the server.
     Sent(SentMessage),
     /// A line could not be sent (and will not be: retryable failures are retried).
@@ -193,6 +201,8 @@ impl Session {
                 gaps: None,
                 unreadable_before: BTreeMap::new(),
                 unreadable_after: None,
+                reported: Vec::new(),
+                keys_arrived: false,
                 to_answer_last_sequence,
                 last_sequences,
                 checking: 0,
@@ -240,6 +250,22 @@ enum SealJob {
     Review,
 }
 
+/// Work for the opening task.
+enum OpenJob {
+    /// A message delivered on the stream.
+    Delivered(Box<pb::Message>),
+    /// Keys were forwarded to this device: list and open what became readable of these runs.
+    Forwarded(Vec<Unreadable>),
+}
+
+/// What the opening task hands back, in the order of the jobs.
+enum Opened {
+    /// The delivered message.
+    Delivered(Result<ReceivedText>),
+    /// The messages of the runs that became readable.
+    Forwarded(Result<Vec<ReceivedText>>),
+}
+
 /// What the sealing task hands back.
 enum Sealed {
     /// Ready to send.
@@ -260,10 +286,10 @@ struct LiveState {
     /// Messages acknowledged and waiting for their RSA work, which a task of their own does so
     /// that no acknowledgement ever waits for it (RUSTSEC-2023-0071: nothing the server sees
     /// may depend on the time an RSA decryption takes).
-    to_open: mpsc::UnboundedSender<pb::Message>,
+    to_open: mpsc::UnboundedSender<OpenJob>,
     /// The opened messages, in the order they were handed over.
-    opened: mpsc::UnboundedReceiver<Result<ReceivedText>>,
-    /// Messages handed over and not back yet.
+    opened: mpsc::UnboundedReceiver<Opened>,
+    /// Jobs handed over and not back yet.
     opening: usize,
     /// `CaughtUp` arrived while messages before it were being opened: reported after them.
     caught_up_after_opening: bool,
@@ -301,6 +327,12 @@ struct LiveState {
     unreadable_before: BTreeMap<u64, Unreadable>,
     /// A run after the last message received, reported once the messages before it are shown.
     unreadable_after: Option<Unreadable>,
+    /// The runs reported as not readable here and not readable since: what keys forwarded to
+    /// this device may open.
+    reported: Vec<Unreadable>,
+    /// Keys were forwarded to this device while no run was reported: the next run reported is
+    /// looked up at once (the server's event may come before the run is found).
+    keys_arrived: bool,
     /// The conversation's last sequence, looked up by a task of its own after `CaughtUp`;
     /// `true` once the grace period after the answer has passed.
     to_answer_last_sequence: mpsc::UnboundedSender<LastSequence>,
@@ -420,9 +452,12 @@ impl LiveState {
                         None => permit.send(self.outbox.pop_front().expect("checked above")),
                     }
                 }
-                Some(shown) = self.opened.recv(), if self.opening > 0 => {
+                Some(opened) = self.opened.recv(), if self.opening > 0 => {
                     self.opening -= 1;
-                    self.shown(shown?).await?;
+                    match opened {
+                        Opened::Delivered(shown) => self.shown(shown?).await?,
+                        Opened::Forwarded(readable) => self.now_readable(readable).await?,
+                    }
                     if self.opening == 0 {
                         self.emit_unreadable_after().await?;
                     }
@@ -506,6 +541,11 @@ impl LiveState {
                         self.seal_later(SealJob::Review);
                     }
                 }
+                Event::KeysForwarded(forwarded)
+                    if forwarded.conversation_id == self.target.conversation_id =>
+                {
+                    self.keys_forwarded()?;
+                }
                 _ => {}
             },
             Incoming::Event(_) => {}
@@ -557,10 +597,56 @@ impl LiveState {
             read_sequence: sequence,
         };
         self.ack = Some(ack);
-        if self.to_open.send(message).is_err() {
+        self.open_later(OpenJob::Delivered(Box::new(message)))
+    }
+
+    fn open_later(&mut self, job: OpenJob) -> Result<()> {
+        if self.to_open.send(job).is_err() {
             return Err(Error::usage("the conversation was closed".to_owned()));
         }
         self.opening += 1;
+        Ok(())
+    }
+
+    /// Keys were forwarded to this device: the runs reported so far are listed again (by the
+    /// opening task, after the messages before it), or the next one reported is.
+    fn keys_forwarded(&mut self) -> Result<()> {
+        if self.reported.is_empty() {
+            self.keys_arrived = true;
+            return Ok(());
+        }
+        self.open_later(OpenJob::Forwarded(self.reported.clone()))
+    }
+
+    /// The messages of reported runs that became readable: shown, and no longer counted as
+    /// unreadable. A failed listing shows nothing (the next `KeysForwarded`, or `chat history`,
+    /// shows them).
+    async fn now_readable(&mut self, readable: Result<Vec<ReceivedText>>) -> Result<()> {
+        let Ok(mut readable) = readable else {
+            return Ok(());
+        };
+        // Two events close together list the same runs twice: each message is shown once.
+        readable.retain(|message| {
+            self.reported
+                .iter()
+                .any(|run| (run.first_sequence..=run.last_sequence).contains(&message.sequence))
+        });
+        if readable.is_empty() {
+            return Ok(());
+        }
+        let sequences: Vec<u64> = readable.iter().map(|m| m.sequence).collect();
+        self.reported = without(&self.reported, &sequences);
+        self.emit_warnings().await?;
+        self.emit(LiveEvent::NowReadable(readable)).await
+    }
+
+    /// Reports a run of messages not readable here, and remembers it for forwarded keys.
+    async fn report_unreadable(&mut self, run: Unreadable) -> Result<()> {
+        self.reported.push(run.clone());
+        self.emit(LiveEvent::Unreadable(run)).await?;
+        if std::mem::take(&mut self.keys_arrived) {
+            self.keys_forwarded()?;
+        }
         Ok(())
     }
 
@@ -577,7 +663,7 @@ impl LiveState {
             self.emit_unreadable_after().await?;
         }
         if let Some(run) = self.unreadable_before.remove(&sequence) {
-            self.emit(LiveEvent::Unreadable(run)).await?;
+            self.report_unreadable(run).await?;
         }
         self.emit(LiveEvent::Message(shown)).await?;
         let cursor = self
@@ -644,7 +730,7 @@ impl LiveState {
 
     async fn emit_unreadable_after(&mut self) -> Result<()> {
         match self.unreadable_after.take() {
-            Some(run) => self.emit(LiveEvent::Unreadable(run)).await,
+            Some(run) => self.report_unreadable(run).await,
             None => Ok(()),
         }
     }
@@ -927,15 +1013,25 @@ fn spawn_opener(
     session: Arc<Session>,
     target: Target,
 ) -> (
-    mpsc::UnboundedSender<pb::Message>,
-    mpsc::UnboundedReceiver<Result<ReceivedText>>,
+    mpsc::UnboundedSender<OpenJob>,
+    mpsc::UnboundedReceiver<Opened>,
 ) {
-    let (to_open, mut messages) = mpsc::unbounded_channel::<pb::Message>();
+    let (to_open, mut jobs) = mpsc::unbounded_channel::<OpenJob>();
     let (opened_sender, opened) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(message) = messages.recv().await {
-            let shown = open_in(&session, &target, message).await;
-            if opened_sender.send(shown).is_err() {
+        while let Some(job) = jobs.recv().await {
+            // Listing what became readable is a remote call: done here, where opening waits
+            // for it, never in the loop that reads the stream. One task for both keeps the
+            // conversation's seen log written by one task at a time.
+            let opened = match job {
+                OpenJob::Delivered(message) => {
+                    Opened::Delivered(open_in(&session, &target, *message).await)
+                }
+                OpenJob::Forwarded(runs) => {
+                    Opened::Forwarded(session.now_readable(&target, &runs).await)
+                }
+            };
+            if opened_sender.send(opened).is_err() {
                 return;
             }
         }

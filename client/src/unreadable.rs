@@ -7,13 +7,23 @@
 //! messages it receives, and after the last one up to the conversation's last sequence once it
 //! has caught up, and reports them as [`crate::LiveEvent::Unreadable`] in their place.
 //!
+//! When another device of the user forwards it their keys (`forwarding.rs`), the server tells
+//! the device's open streams (`KeysForwarded`): the live conversation then lists the runs it
+//! reported ([`Session::now_readable`]) and shows what became readable
+//! ([`crate::LiveEvent::NowReadable`]).
+//!
 //! What is counted is the server's word: a server that withholds messages makes them look like
 //! these. Messages withheld from a device's chain are reported by the chain checks
 //! ([`crate::ReceivedText::chain`]) as well.
 
+use proto::chat::v1 as pb;
 use serde::Serialize;
 
 use crate::{ReceivedText, Result, Session, Target};
+
+/// Most messages one ListMessages call of [`Session::now_readable`] asks for (the server's
+/// largest page).
+const NOW_READABLE_PAGE: u64 = 200;
 
 /// A run of consecutive messages not encrypted for this device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -144,6 +154,95 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The messages of `runs` (reported as not readable here) that the server now lists for this
+    /// device, because another device of the user forwarded their keys to it; oldest first,
+    /// opened and checked as [`Session::history`] opens them (replays flagged). Nothing is
+    /// acknowledged: the view had already moved past them.
+    ///
+    /// # Errors
+    /// As [`Session::history`].
+    pub async fn now_readable(
+        &self,
+        target: &Target,
+        runs: &[Unreadable],
+    ) -> Result<Vec<ReceivedText>> {
+        let mut listed = Vec::new();
+        for run in runs {
+            listed.extend(self.listed_in(target, run).await?);
+        }
+        let mut seen = self.profile.seen(&target.conversation_id)?;
+        let mut opened = Vec::with_capacity(listed.len());
+        for message in listed {
+            opened.push(self.open_in(target, message, &mut seen).await);
+        }
+        self.profile.save_seen(&target.conversation_id, &seen)?;
+        Ok(opened)
+    }
+
+    /// The messages of `run` the server lists for this device, oldest first.
+    async fn listed_in(&self, target: &Target, run: &Unreadable) -> Result<Vec<pb::Message>> {
+        let mut listed = Vec::new();
+        let mut from_sequence = run.first_sequence - 1;
+        while from_sequence < run.last_sequence {
+            let request = pb::ListMessagesRequest {
+                conversation_id: target.conversation_id.clone(),
+                direction: pb::Direction::Forward as i32,
+                from_sequence,
+                page_size: u32::try_from(
+                    (run.last_sequence - from_sequence).min(NOW_READABLE_PAGE),
+                )
+                .unwrap_or(u32::MAX),
+                include_all_recipients: false,
+            };
+            let page = self
+                .call(request, |request| {
+                    let mut chat = self.chat.clone();
+                    async move { chat.list_messages(request).await }
+                })
+                .await?;
+            listed.extend(
+                page.messages
+                    .into_iter()
+                    .filter(|m| (run.first_sequence..=run.last_sequence).contains(&m.sequence)),
+            );
+            if page.next_from_sequence <= from_sequence {
+                break;
+            }
+            from_sequence = page.next_from_sequence;
+        }
+        Ok(listed)
+    }
+}
+
+/// What is left of `runs` once the messages of `sequences` are shown: each run without them,
+/// split where they were.
+pub(crate) fn without(runs: &[Unreadable], sequences: &[u64]) -> Vec<Unreadable> {
+    let mut left = Vec::new();
+    for run in runs {
+        let mut inside: Vec<u64> = sequences
+            .iter()
+            .copied()
+            .filter(|s| (run.first_sequence..=run.last_sequence).contains(s))
+            .collect();
+        inside.sort_unstable();
+        inside.dedup();
+        let mut first = run.first_sequence;
+        for sequence in inside.into_iter().chain([run.last_sequence + 1]) {
+            if sequence > first {
+                left.push(Unreadable {
+                    first_sequence: first,
+                    last_sequence: sequence - 1,
+                    count: sequence - first,
+                    before_this_device: run.before_this_device,
+                });
+            }
+            first = sequence + 1;
+        }
+    }
+    left
+}
+
 /// The runs missing from `sequences` (ascending): between them, before the first when
 /// `complete_below` (the listing reached the conversation's start), and after the last up to
 /// `last_sequence`.
@@ -218,6 +317,18 @@ mod tests {
         assert_eq!(new_device.received(11), None);
         assert_eq!(Gaps::after(0).up_to(3), Some(run(1, 3, true)));
         assert_eq!(resumed.received(7), Some(run(5, 6, false)));
+    }
+
+    #[test]
+    fn runs_lose_the_messages_that_became_readable() {
+        let runs = [run(1, 5, true), run(8, 8, false)];
+
+        assert_eq!(without(&runs, &[1, 2, 3, 4, 5, 8]), vec![]);
+        assert_eq!(
+            without(&runs, &[3, 9, 2]),
+            vec![run(1, 1, true), run(4, 5, true), run(8, 8, false)]
+        );
+        assert_eq!(without(&runs, &[]), runs.to_vec());
     }
 
     #[test]

@@ -115,6 +115,7 @@ async function enter(session: Core): Promise<void> {
       if (conversationId === currentId) renderUnsent();
     },
     removed: onRemoved,
+    keysForwarded: (conversationId) => void reloadReadable(conversationId),
     groupChanged: (groupId) => {
       const panel = $("panel");
       if (core && !panel.hidden && panel.dataset.groupId === groupId) void showMembers(core, groupId, membersHost);
@@ -332,6 +333,37 @@ async function loadOlder(): Promise<void> {
   } finally {
     loadingHistory = false;
   }
+}
+
+/**
+ * Keys of earlier messages were forwarded to this page: the open conversation's history is listed
+ * again, from the newest message down to the oldest shown (to its start when the history was
+ * complete), and what became readable takes the place of its explanation, without a reload.
+ */
+async function reloadReadable(conversationId: string): Promise<void> {
+  if (!core || conversationId !== currentId) return;
+  const oldest = oldestShown;
+  // History not loaded yet stays for loadOlder; a complete one is listed to its start again.
+  const complete = !moreHistory;
+  let before = 0;
+  try {
+    for (;;) {
+      const page = await core.history(conversationId, before);
+      if (conversationId !== currentId) return;
+      for (const message of page.messages) addMessage(message);
+      const pageOldest = page.messages[0]?.sequence;
+      if (!page.more || pageOldest === undefined) {
+        moreHistory = false;
+        break;
+      }
+      if (!complete && pageOldest <= oldest) break;
+      before = pageOldest;
+    }
+  } catch {
+    return; // shown at the next opening of the conversation, as before the event existed
+  }
+  $("messages").dataset.historyComplete = String(!moreHistory);
+  renderUnreadable();
 }
 
 function addMessage(message: ShownMessage): void {

@@ -194,6 +194,12 @@ export interface CoreEvents {
   notice(notice: Notice): void;
   /** The unsent messages of a conversation changed (queued, failed, acknowledged, discarded). */
   unsent(conversationId: string): void;
+  /**
+   * Another device of this user forwarded keys of a conversation's earlier messages to this one
+   * (the stream's `keysForwarded`, after the messages received before it are shown): what this
+   * page could not read may now be listed with them.
+   */
+  keysForwarded(conversationId: string): void;
   sessionEnded(): void;
 }
 
@@ -1677,6 +1683,15 @@ export class Core {
       case "typing":
         if (e.value.userId !== this.userId) this.listeners.typing?.(e.value.conversationId, e.value.userId);
         break;
+      case "keysForwarded": {
+        const conversationId = e.value.conversationId;
+        // The preview may be a message this page could not read: opened again.
+        const conversation = this.conversations.get(conversationId);
+        if (conversation) conversation.previewSequence = undefined;
+        void this.refreshPreviews();
+        this.afterOpening(() => this.listeners.keysForwarded?.(conversationId));
+        break;
+      }
       case "membershipChange":
       case "devicesChanged":
         // Reviewed now, so that a change is shown before the next message is sealed for it.

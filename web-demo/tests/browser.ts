@@ -1471,7 +1471,8 @@ async function unreadableNotices(user: User): Promise<{ seq: string; count: stri
 /** A new device opens a conversation whose earlier messages were not encrypted for it: it says
  * how many and why, in the CLI's words, in their place; later messages follow it. No other device
  * of the user runs meanwhile (alice's first device is a CLI profile), so none forwards the keys;
- * once it runs, it does, and the explanation gives way to the messages. */
+ * once it runs, it does, and the explanation gives way to the messages in the open conversation,
+ * without a reload. */
 async function newDeviceHistory(): Promise<void> {
   step = "bob (CLI) writes to alice's only device (a CLI profile, not running)";
   const alice = unique("alice");
@@ -1514,10 +1515,14 @@ async function newDeviceHistory(): Promise<void> {
   );
   const forwarded = await ask<{ keys: number; devices: number }>("cli_forward_keys", { as: alice });
   expectEqual([forwarded.keys, forwarded.devices], [3, 1], "keys and devices the old device forwarded to");
-  await laptop.page.reload();
-  await laptop.page.waitForSelector("body[data-screen=app]", { timeout: 60_000 });
-  await openConversation(laptop, bob);
-  await sees(laptop, "before your new device 1");
+
+  step = "the open conversation shows them at once, without a reload (the stream's keysForwarded)";
+  await sees(laptop, "before your new device 3");
+  expectEqual(
+    await texts(laptop),
+    ["before your new device 1", "before your new device 2", "before your new device 3", "after your new device"],
+    "the messages shown, in order",
+  );
   expectEqual(await unreadableNotices(laptop), [], "the new device's explanations once the keys were forwarded");
   noConsoleErrors([laptop]);
 }

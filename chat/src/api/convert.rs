@@ -129,6 +129,13 @@ fn ephemeral_pb(event: Ephemeral) -> pb::stream_event::Event {
         Ephemeral::DevicesChanged(user) => Event::DevicesChanged(pb::DevicesChanged {
             user_id: user.to_string(),
         }),
+        Ephemeral::KeysForwarded {
+            conversation,
+            count,
+        } => Event::KeysForwarded(pb::KeysForwarded {
+            conversation_id: conversation.to_string(),
+            message_count: count,
+        }),
     }
 }
 

@@ -1,11 +1,14 @@
-//! The bus between replicas: wake-ups for new messages, receipts and typing indicators.
+//! The bus between replicas: wake-ups for new messages, receipts, typing indicators and keys
+//! forwarded to a device.
 //!
 //! [`Bus`] is the one small interface the rest of the crate sees, so NATS (or anything with
 //! publish/subscribe) could replace PostgreSQL. Its contract is weak on purpose: events may be
 //! lost, duplicated or coalesced. A `NewMessages` event is only a wake-up: streams always re-read
 //! from their own cursor, and `Resync` (sent whenever the listener (re)connects, or a local
-//! subscriber lagged) makes every stream re-read everything. Receipts and typing indicators are
-//! best-effort by nature (positions are stored; typing is ephemeral).
+//! subscriber lagged) makes every stream re-read everything. Receipts, typing indicators and
+//! forwarded-key notices are best-effort by nature (positions and forwarded keys are stored and
+//! read again by the client's next ListMessages; typing is ephemeral): a `Resync` does not
+//! replay them.
 //!
 //! [`PgBus`] uses LISTEN/NOTIFY on channel [`CHANNEL`]. Publishing never happens inside the
 //! message transaction (see `commit.rs`): one task per replica sends one NOTIFY at a time with
@@ -65,6 +68,8 @@ pub enum BusEvent {
     Receipt(Receipt),
     /// Someone is typing.
     Typing(Typing),
+    /// Keys were forwarded to a device.
+    KeysForwarded(KeysForwarded),
     /// Events may have been lost: re-read everything.
     Resync,
 }
@@ -93,6 +98,20 @@ pub struct Typing {
     pub user: UserId,
     /// On which device.
     pub device: DeviceId,
+}
+
+/// Another device of `user` forwarded `count` messages' keys of `conversation` to `device`
+/// (ForwardKeys stored them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeysForwarded {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The recipient device's user.
+    pub user: UserId,
+    /// The recipient device.
+    pub device: DeviceId,
+    /// How many messages' keys were stored for it.
+    pub count: u32,
 }
 
 /// Publish/subscribe between replicas; see the module docs for the (weak) guarantees.
@@ -313,6 +332,10 @@ fn encode(events: &PendingEvents) -> Vec<String> {
                 r.conversation, r.user, r.device, r.delivered, r.read
             )),
             BusEvent::Typing(t) => Some(format!("t {} {} {}", t.conversation, t.user, t.device)),
+            BusEvent::KeysForwarded(k) => Some(format!(
+                "k {} {} {} {}",
+                k.conversation, k.user, k.device, k.count
+            )),
             BusEvent::NewMessages { .. } | BusEvent::Resync => None,
         }));
     let mut payloads = Vec::new();
@@ -393,6 +416,18 @@ fn decode_line(line: &str) -> Option<(BusEvent, Option<u64>)> {
                 device,
             })
         }
+        "k" => {
+            let user = UserId(uuid()?);
+            let device = DeviceId(uuid()?);
+            BusEvent::KeysForwarded(KeysForwarded {
+                conversation,
+                user,
+                device,
+                count: fields.next()?.parse().ok()?,
+            })
+        }
+        // Replicas that predate a kind skip its lines (logged): for `k`, the recipient sees the
+        // keys at its next ListMessages, as before the event existed.
         _ => return None,
     };
     Some((event, None))
@@ -420,7 +455,7 @@ pub fn fuzz_payload(payload: &str) {
                 };
                 pending.wakeups.insert(*conversation, wakeup);
             }
-            BusEvent::Receipt(_) | BusEvent::Typing(_) => {
+            BusEvent::Receipt(_) | BusEvent::Typing(_) | BusEvent::KeysForwarded(_) => {
                 pending.ephemeral.push_back(event.clone())
             }
             BusEvent::Resync => unreachable!("no line decodes to Resync"),
@@ -461,9 +496,19 @@ mod tests {
             last_sequence: 42,
             since_micros: 1_700_000_000_000_000,
         };
+        let forwarded = KeysForwarded {
+            conversation,
+            user,
+            device,
+            count: 3,
+        };
         let events = PendingEvents {
             wakeups: HashMap::from([(conversation, wakeup)]),
-            ephemeral: VecDeque::from([BusEvent::Receipt(receipt), BusEvent::Typing(typing)]),
+            ephemeral: VecDeque::from([
+                BusEvent::Receipt(receipt),
+                BusEvent::Typing(typing),
+                BusEvent::KeysForwarded(forwarded),
+            ]),
         };
 
         let decoded: Vec<BusEvent> = encode(&events).iter().flat_map(|p| decode(p)).collect();
@@ -477,6 +522,7 @@ mod tests {
                 },
                 BusEvent::Receipt(receipt),
                 BusEvent::Typing(typing),
+                BusEvent::KeysForwarded(forwarded),
             ]
         );
     }

@@ -1,7 +1,8 @@
 //! The streams open on this replica, and the one dispatcher that wakes them from the bus.
 //!
 //! Each stream has an [`Inbox`]: a set of conversations to re-read ("dirty"), a bounded queue of
-//! receipts, typing indicators and membership changes, and a `Notify`. The dispatcher only marks
+//! receipts, typing indicators, membership and device changes and forwarded-key notices (only
+//! to the recipient device's streams), and a `Notify`. The dispatcher only marks
 //! and notifies; it never blocks on a stream, so one slow stream cannot hold back the others. A
 //! stream whose event queue overflows is marked and ends with SLOW_CONSUMER.
 //!
@@ -23,7 +24,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::{
     Error,
-    delivery::bus::{BusEvent, Receipt, Typing},
+    delivery::bus::{BusEvent, KeysForwarded, Receipt, Typing},
     ids::{ConversationId, DeviceId, UserId},
     metrics::BusMetrics,
     store::conversations::Participants,
@@ -89,6 +90,13 @@ pub enum Ephemeral {
     Membership(MembershipChange),
     /// A user's set of devices changed: refetch their keys before the next send to them.
     DevicesChanged(UserId),
+    /// Keys of `count` messages of `conversation` were forwarded to the stream's device.
+    KeysForwarded {
+        /// The conversation.
+        conversation: ConversationId,
+        /// How many messages.
+        count: u32,
+    },
 }
 
 /// A change to a group's membership, from the group service's events.
@@ -242,9 +250,27 @@ impl Hub {
                     Ephemeral::Typing(typing),
                 );
             }
+            BusEvent::KeysForwarded(forwarded) => self.keys_forwarded(forwarded),
             BusEvent::Resync => self.resync_all(),
         }
         Ok(())
+    }
+
+    /// Tells the recipient device's streams (and no other) that keys were forwarded to it.
+    fn keys_forwarded(&self, forwarded: KeysForwarded) {
+        let targets = lock(&self.streams)
+            .by_user
+            .get(&forwarded.user)
+            .cloned()
+            .unwrap_or_default();
+        self.push(
+            &targets,
+            |inbox| inbox.device == forwarded.device,
+            Ephemeral::KeysForwarded {
+                conversation: forwarded.conversation,
+                count: forwarded.count,
+            },
+        );
     }
 
     /// The streams that take part in `conversation`: those registered for it as a group, else

@@ -326,7 +326,14 @@ impl Stream for EventStream {
             Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item))),
             Poll::Ready(None) => {
                 self.done = true;
-                Poll::Ready(None)
+                // The task sends its error before it drops the queue, but it may have done both
+                // between the look at `end` above and this read (on another thread): look again,
+                // or a stream cut with an empty queue ends as if closed cleanly (OK, no status;
+                // seen in CI as a slow consumer's Subscribe ending OK).
+                match self.end.take().map(|mut end| end.try_recv()) {
+                    Some(Ok(error)) => Poll::Ready(Some(Err(error))),
+                    _ => Poll::Ready(None),
+                }
             }
             Poll::Pending => Poll::Pending,
         }
@@ -617,6 +624,49 @@ impl StreamTask {
             if !more {
                 return Ok(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// The end of a stream whose task ends it with an error and drops its queue while the
+    /// reader is between its two looks (at `end`, then at the queue): the reader must report
+    /// the error, never a clean end. The reader polls without pause on one thread while the
+    /// task ends the stream on another, many times, to land in that gap.
+    #[test]
+    fn an_error_sent_as_the_queue_closes_is_never_read_as_a_clean_end() {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            let (queue, receiver) = mpsc::channel::<Outgoing>(1);
+            let (end, ended) = oneshot::channel();
+            let mut stream = EventStream {
+                queue: receiver,
+                end: Some(ended),
+                done: false,
+            };
+            let task = std::thread::spawn(move || {
+                let _ = end.send(Error::SlowConsumer);
+                drop(queue);
+            });
+            let first = loop {
+                if let Poll::Ready(first) = stream.poll_next_unpin(&mut cx) {
+                    break first;
+                }
+                // On a busy machine, let the task's thread run.
+                std::thread::yield_now();
+            };
+            assert!(
+                matches!(first, Some(Err(Error::SlowConsumer))),
+                "the stream ended without its error"
+            );
+            task.join().unwrap();
         }
     }
 }

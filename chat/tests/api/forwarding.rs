@@ -3,13 +3,19 @@
 //! service refuses: other users' devices, revoked devices, messages the forwarder never had a
 //! key of, and malformed requests.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::pending,
+    time::{Duration, Instant},
+};
 
-use proto::{auth::v1 as auth_pb, chat::v1 as pb};
+use proto::{
+    auth::v1 as auth_pb,
+    chat::v1::{self as pb, open_stream_response::Response, stream_event::Event},
+};
 use sqlx::PgPool;
 use tonic::{Code, Status};
 
-use crate::helpers::{TestDevice, reason, spawn_app};
+use crate::helpers::{BidiStream, TestDevice, next_event, reason, replay, spawn_app, spawn_chat};
 
 /// `forwarder`'s key of `message` (sent by `sender`) re-wrapped for `recipient`.
 pub fn forward(
@@ -167,6 +173,96 @@ async fn a_new_device_reads_earlier_messages_with_keys_another_device_of_its_use
         Err(e2ee::Error::BadSignature),
         "checked with the forwarder's key"
     );
+}
+
+/// Keys forwarded to a device reach its open streams (Subscribe and OpenStream, on the replica
+/// that stored them and on another) as `KeysForwarded`, and no other device's or user's.
+#[sqlx::test(migrations = "../migrations")]
+async fn forwarded_keys_are_announced_to_the_recipient_devices_streams_only_on_every_replica(
+    db: PgPool,
+) {
+    let app = spawn_app(db.clone()).await;
+    let replica_b = spawn_chat(&db, app.auth_addr, app.group_addr, |_| {}, pending()).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conversation = bob.open_direct(&alice).await;
+    let id = conversation.conversation_id.clone();
+    bob.send_text(&conversation, "one").await.unwrap();
+    bob.send_text(&conversation, "two").await.unwrap();
+    let new_device = app.device("alice").await;
+    let third_device = app.device("alice").await;
+    let mut on_b = new_device
+        .on_replica(replica_b)
+        .await
+        .subscribe_when_ready()
+        .await;
+    let mut on_a = BidiStream::open(&new_device, Vec::new()).await;
+    let mut third = third_device.subscribe(&[]).await;
+    let mut bobs = bob.subscribe(&[]).await;
+    for stream in [&mut on_b, &mut third, &mut bobs] {
+        replay(stream).await;
+    }
+    while !matches!(
+        on_a.next().await,
+        Response::Event(pb::StreamEvent {
+            event: Some(Event::CaughtUp(_))
+        })
+    ) {}
+    let page = alice
+        .list_messages(&id, pb::Direction::Forward, 0, 10)
+        .await
+        .unwrap();
+    let to_new_device = page
+        .messages
+        .iter()
+        .map(|message| forward(&alice, message, &bob, &new_device))
+        .collect();
+    let to_third_device = vec![forward(&alice, &page.messages[0], &bob, &third_device)];
+
+    forward_keys(&alice, &id, to_new_device).await.unwrap();
+    // Published after the first, on the same replica: the third device's and bob's streams hear
+    // these in order, so the first `KeysForwarded` (or typing) they get is theirs.
+    forward_keys(&alice, &id, to_third_device).await.unwrap();
+    let typing = alice.request(pb::SendTypingRequest {
+        conversation_id: id.clone(),
+    });
+    alice.chat.clone().send_typing(typing).await.unwrap();
+
+    let expected = pb::KeysForwarded {
+        conversation_id: id.clone(),
+        message_count: 2,
+    };
+    assert_eq!(next_keys_forwarded(&mut on_b).await, expected, "replica B");
+    let on_a_event = loop {
+        if let Response::Event(pb::StreamEvent {
+            event: Some(Event::KeysForwarded(event)),
+        }) = on_a.next().await
+        {
+            break event;
+        }
+    };
+    assert_eq!(on_a_event, expected, "OpenStream on replica A");
+    assert_eq!(next_keys_forwarded(&mut third).await.message_count, 1);
+    let bobs_next = loop {
+        match next_event(&mut bobs).await {
+            Event::DevicesChanged(_) => {}
+            other => break other,
+        }
+    };
+    assert!(matches!(bobs_next, Event::Typing(_)), "{bobs_next:?}");
+}
+
+/// The next `KeysForwarded` of a Subscribe stream, skipping device changes.
+async fn next_keys_forwarded(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+) -> pb::KeysForwarded {
+    loop {
+        match next_event(stream).await {
+            Event::KeysForwarded(event) => return event,
+            Event::DevicesChanged(_) => {}
+            other => panic!("not a KeysForwarded: {other:?}"),
+        }
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

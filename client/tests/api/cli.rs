@@ -1,8 +1,9 @@
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
 };
 
 use serde_json::Value;
@@ -121,92 +122,118 @@ async fn chat_command(
     }
 }
 
-/// A run of `chat` in the background ([`chat_in_background`]), whose stderr the test follows.
+/// `chat` running in the background (`chat chat`, its stdin left open; a `chat send` waiting
+/// for the server), with what it printed so far. Killed when dropped.
 pub struct Background {
-    child: std::process::Child,
-    stderr: std::sync::mpsc::Receiver<String>,
-    stderr_so_far: String,
-}
-
-/// Starts `chat` with `args` on the profile `dir` against `server`, without waiting for it.
-pub fn chat_in_background(server: &str, dir: &Path, args: &[&str]) -> Background {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
-    let dir = dir.to_str().unwrap();
-    let secrets = [
-        ("CHAT_PROFILE_DIR", dir),
-        ("CHAT_PASSWORD", PASSWORD),
-        ("CHAT_PASSPHRASE", PASSPHRASE),
-    ];
-    prepare(&mut command, server, args, &secrets);
-    let mut child = command.spawn().unwrap();
-    drop(child.stdin.take());
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(stderr).map_while(std::result::Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Background {
-        child,
-        stderr: received,
-        stderr_so_far: String::new(),
-    }
+    /// `None` once [`Background::finish`] took it.
+    child: Option<std::process::Child>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    collectors: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
-    /// Waits (at most 30 s) until the program printed `text` on stderr; returns it all so far.
-    pub async fn printed(&mut self, text: &str) -> String {
+    /// Starts `chat` with `args` on the profile `dir` against the test gateway.
+    pub fn start(env: &TestEnv, dir: &Path, args: &[&str]) -> Self {
+        Self::start_on(&env.server(), dir, args)
+    }
+
+    /// Starts `chat` with `args` on the profile `dir` against `server`.
+    pub fn start_on(server: &str, dir: &Path, args: &[&str]) -> Self {
+        let dir = dir.to_str().unwrap();
+        let secrets = [
+            ("CHAT_PROFILE_DIR", dir),
+            ("CHAT_PASSWORD", PASSWORD),
+            ("CHAT_PASSPHRASE", PASSPHRASE),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+        prepare(&mut command, server, args, &secrets);
+        let mut child = command.spawn().unwrap();
+        let (stdout, stdout_collector) = collect(child.stdout.take().unwrap());
+        let (stderr, stderr_collector) = collect(child.stderr.take().unwrap());
+        Self {
+            child: Some(child),
+            stdout,
+            stderr,
+            collectors: vec![stdout_collector, stderr_collector],
+        }
+    }
+
+    /// What it printed on stdout, once it printed `text` there (within 30 s).
+    pub async fn printed(&self, text: &str) -> String {
+        self.printed_in(&self.stdout, text).await
+    }
+
+    /// What it printed on stderr, once it printed `text` there (within 30 s).
+    pub async fn printed_on_stderr(&self, text: &str) -> String {
+        self.printed_in(&self.stderr, text).await
+    }
+
+    async fn printed_in(&self, output: &Mutex<String>, text: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !self.stderr_so_far.contains(text) {
+        loop {
+            let printed = output.lock().unwrap().clone();
+            if printed.contains(text) {
+                return printed;
+            }
+            let (stdout, stderr) = (self.stdout.lock().unwrap(), self.stderr.lock().unwrap());
             assert!(
                 std::time::Instant::now() < deadline,
-                "chat never printed {text:?}: {}",
-                self.stderr_so_far
+                "never printed {text:?}: {stdout} / {stderr}"
             );
-            match self.stderr.try_recv() {
-                Ok(line) => {
-                    self.stderr_so_far.push_str(&line);
-                    self.stderr_so_far.push('\n');
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
+            drop((stdout, stderr));
+            // Polling a process's output, not waiting for time to pass.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        self.stderr_so_far.clone()
     }
 
-    /// Kills the program (SIGKILL: it gets no chance to clean up).
-    pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Waits for the program to end.
+    /// Waits for the program to end by itself (its stdin is closed first).
     pub async fn finish(mut self) -> Run {
-        let mut stdout = self.child.stdout.take().unwrap();
-        let (status, stdout) = tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
-            (self.child.wait().unwrap(), text)
+        let mut child = self.child.take().unwrap();
+        drop(child.stdin.take());
+        let collectors = std::mem::take(&mut self.collectors);
+        let status = tokio::task::spawn_blocking(move || {
+            let status = child.wait().unwrap();
+            for collector in collectors {
+                collector.join().unwrap();
+            }
+            status
         })
         .await
         .unwrap();
-        let mut stderr = self.stderr_so_far;
-        for line in self.stderr.iter() {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
         Run {
             code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
         }
     }
 }
 
-/// Sets `command` up as every test runs `chat`: the test server, fast keys, no outside settings.
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let collected = text.clone();
+    let collector = std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut text = collected.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    (text, collector)
+}
+
+/// Points `command` at `server` with `args` and only the given profile and secret variables.
 fn prepare(command: &mut Command, server: &str, args: &[&str], env: &[(&str, &str)]) {
     command
         .args(args)

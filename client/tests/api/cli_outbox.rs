@@ -1,13 +1,13 @@
 //! Through the `chat` binary: no message typed is lost (the profile's outbox, `chat pending`,
-//! `chat flush`), and a new device's history explains the messages it cannot read (issue 22,
-//! sections 5 and 1).
+//! `chat flush`), and a new device's history explains the messages it cannot read, and its live
+//! conversation shows them once another device forwards their keys (issue 22, sections 5 and 1).
 
 use std::path::PathBuf;
 
 use sqlx::PgPool;
 
 use crate::{
-    cli::{chat, chat_in_background, chat_on, chat_with_stdin, cli_user, untimed},
+    cli::{Background, chat, chat_on, chat_with_stdin, cli_user, untimed},
     helpers::{CuttableProxy, TestEnv, spawn_env, spawn_malicious_env},
 };
 
@@ -130,22 +130,24 @@ async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_onc
     assert_eq!(to_group.code, 0, "{}", to_group.stderr);
 
     outage.set_down(true);
-    let mut killed = chat_in_background(&outage.url(), &alice, &["send", "bob", "during"]);
-    let said = killed.printed("kept in this profile").await;
-    killed.kill();
+    let killed = Background::start_on(&outage.url(), &alice, &["send", "bob", "during"]);
+    let said = killed.printed_on_stderr("kept in this profile").await;
+    drop(killed); // SIGKILL: no chance to clean up
     let pending = chat(&env, &alice, &["--json", "pending"]).await;
     let pending_text = chat(&env, &alice, &["pending"]).await;
     let bobs_new_device = env.profile_dir();
     let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
     assert_eq!(login.code, 0, "{}", login.stderr);
-    let mut waiting = chat_in_background(&outage.url(), &alice, &["send", "bob", "after"]);
-    waiting.printed("kept in this profile").await;
-    let mut group_waiting =
-        chat_in_background(&outage.url(), &alice, &["send", "#friends", "all during"]);
-    group_waiting.printed("kept in this profile").await;
-    let mut stranger = chat_in_background(&outage.url(), &alice, &["send", "carol", "hi"]);
-    let stranger_said = stranger.printed("trying again").await;
-    stranger.kill();
+    let waiting = Background::start_on(&outage.url(), &alice, &["send", "bob", "after"]);
+    waiting.printed_on_stderr("kept in this profile").await;
+    let group_waiting =
+        Background::start_on(&outage.url(), &alice, &["send", "#friends", "all during"]);
+    group_waiting
+        .printed_on_stderr("kept in this profile")
+        .await;
+    let stranger = Background::start_on(&outage.url(), &alice, &["send", "carol", "hi"]);
+    let stranger_said = stranger.printed_on_stderr("trying again").await;
+    drop(stranger);
     outage.set_down(false);
     let sent = waiting.finish().await;
     let sent_to_group = group_waiting.finish().await;
@@ -316,5 +318,30 @@ async fn a_new_devices_live_conversation_says_how_many_earlier_messages_it_canno
     assert_eq!(
         untimed(&old_device.stdout),
         "[1] bob: one\n[2] bob: two\n[3] bob: three\n[4] bob: four\n"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_new_devices_open_live_conversation_shows_the_earlier_messages_once_their_keys_are_forwarded(
+    db: PgPool,
+) {
+    let (env, alice, _bob, alices_new_device) =
+        alice_logs_in_on_a_new_device_after_three_messages(db).await;
+    let live = Background::start(&env, &alices_new_device, &["chat", "bob"]);
+    let explanation = "(3 earlier messages were sent before this device existed and cannot be \
+                       read here (they were not encrypted for it))";
+    live.printed(explanation).await;
+
+    let forwarded = chat(&env, &alice, &["--json", "forward-keys"]).await;
+    let now_readable = "(3 earlier messages are now readable here (another device of yours \
+                        forwarded the keys):)";
+    let shown = live.printed("three").await;
+
+    assert_eq!(forwarded.code, 0, "{}", forwarded.stderr);
+    let (before, after) = shown.split_once(&format!("{now_readable}\n")).unwrap();
+    assert_eq!(before, format!("{explanation}\n"));
+    assert_eq!(
+        untimed(after),
+        "[1] bob: one\n[2] bob: two\n[3] bob: three\n"
     );
 }

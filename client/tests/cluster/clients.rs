@@ -188,7 +188,10 @@ fn record_live_event(device: &str, conversation: &str, ledger: &Ledger, event: L
         LiveEvent::CaughtUp => ledger.caught_up(device),
         LiveEvent::Ended { error } => ledger.session_ended(device, &error),
         // A run of messages not received: the audit finds gaps in what each device showed.
-        LiveEvent::KeyWarning(_) | LiveEvent::MembershipWarning(_) | LiveEvent::Unreadable(_) => {}
+        LiveEvent::KeyWarning(_)
+        | LiveEvent::MembershipWarning(_)
+        | LiveEvent::Unreadable(_)
+        | LiveEvent::NowReadable(_) => {}
     }
 }
 

@@ -428,7 +428,7 @@ pub struct Following<'a> {
     /// How long a wait may take.
     pub within: Duration,
     /// More to print when a wait times out.
-    pub diagnose: Option<fn() -> String>,
+    pub diagnose: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl Following<'_> {
@@ -468,7 +468,10 @@ impl Following<'_> {
                     "timed out waiting for {what}:\n{}\n{} sends unsettled\n{}",
                     shown.join("\n"),
                     self.ledger.n_unsettled(),
-                    self.diagnose.map(|diagnose| diagnose()).unwrap_or_default()
+                    self.diagnose
+                        .as_ref()
+                        .map(|diagnose| diagnose())
+                        .unwrap_or_default()
                 );
             }
             deadline.tick().await;

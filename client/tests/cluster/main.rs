@@ -239,7 +239,7 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("CHAT_TEST_KEEP_LOGS").is_some() {
             eprintln!("the services' logs are in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);

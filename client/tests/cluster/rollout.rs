@@ -164,7 +164,10 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
         conversation_id: &conversation_id,
         devices: &names,
         within: Duration::from_secs(20),
-        diagnose: Some(gateway_calls_in_flight),
+        diagnose: Some(Box::new({
+            let logs = scratch.path().to_owned();
+            move || diagnose(&logs)
+        })),
     };
     let (stop, stopped) = watch::channel(false);
     let pace = Pace {
@@ -600,34 +603,53 @@ fn with_debug_logs(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     env
 }
 
-/// The gateway's calls in flight by service, from its /metrics (its port is in its log).
-fn gateway_calls_in_flight() -> String {
-    let logs = std::fs::read_dir(std::env::temp_dir()).unwrap();
-    let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
-    for entry in logs.flatten() {
-        let log = entry.path().join("gateway.log");
-        if let Ok(meta) = std::fs::metadata(&log)
-            && newest
-                .as_ref()
-                .is_none_or(|(t, _)| meta.modified().unwrap() > *t)
-        {
-            newest = Some((meta.modified().unwrap(), log));
+/// What a timed-out wait prints: the gateways' open streams by service (from their /metrics,
+/// whose address each one logs) and every service's last warnings and errors, from the logs in
+/// `dir` (a run in CI leaves nothing else behind).
+fn diagnose(dir: &Path) -> String {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    let mut report = String::new();
+    for log in logs {
+        let name = log.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if name.starts_with("gateway") {
+            report.push_str(&format!("{name} open streams:\n{}\n", open_streams(&text)));
+        }
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"")
+            })
+            .collect();
+        report.push_str(&format!("{name}: {} warnings, the last:\n", warnings.len()));
+        for line in &warnings[warnings.len().saturating_sub(15)..] {
+            report.push_str(&format!(
+                "  {}\n",
+                line.chars().take(400).collect::<String>()
+            ));
         }
     }
-    let Some((_, log)) = newest else {
-        return String::new();
-    };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    report
+}
+
+/// A gateway's `grpc_server_open_streams` lines, from the metrics address in its log `text`.
+fn open_streams(text: &str) -> String {
     let Some(addr) = text
         .lines()
-        .find(|line| line.contains("gateway metrics listening"))
+        .find(|line| line.contains("\"metrics listening\""))
         .and_then(|line| line.split("\"addr\":\"").nth(1))
         .and_then(|rest| rest.split('"').next())
     else {
         return String::new();
     };
     let output = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{addr}/metrics")])
+        .args(["-s", "--max-time", "2", &format!("http://{addr}/metrics")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout)

@@ -49,9 +49,20 @@ impl Output {
 
     /// Prints one live event; returns whether it was a message that failed verification.
     pub fn live_event(&self, event: &LiveEvent) -> bool {
-        let failed = matches!(event, LiveEvent::Message(message) if message.content.is_flagged());
+        let failed = match event {
+            LiveEvent::Message(message) => message.content.is_flagged(),
+            LiveEvent::NowReadable(messages) => messages.iter().any(|m| m.content.is_flagged()),
+            _ => false,
+        };
         match event {
             LiveEvent::Message(message) => self.print(message, &line(message)),
+            LiveEvent::NowReadable(messages) => {
+                let (value, text) = now_readable(messages.len());
+                self.print(&value, &text);
+                for message in messages {
+                    self.print(message, &line(message));
+                }
+            }
             LiveEvent::Unreadable(run) => {
                 let (value, text) = unreadable(run);
                 self.print(&value, &text);
@@ -156,6 +167,22 @@ pub fn history(history: &History) -> (serde_json::Value, String) {
 fn unreadable(run: &Unreadable) -> (serde_json::Value, String) {
     let value = serde_json::json!({ "unreadable": run, "message": run.to_string() });
     (value, format!("({run})"))
+}
+
+/// The line before the messages of a live conversation that became readable (keys forwarded
+/// by another device of the user): as JSON (`{"now_readable": {"count": n}, "message": ...}`)
+/// and as text (in parentheses: not a message).
+fn now_readable(count: usize) -> (serde_json::Value, String) {
+    let s = if count == 1 {
+        "message is"
+    } else {
+        "messages are"
+    };
+    let text = format!(
+        "{count} earlier {s} now readable here (another device of yours forwarded the keys):"
+    );
+    let value = serde_json::json!({ "now_readable": { "count": count }, "message": text });
+    (value, format!("({text})"))
 }
 
 /// One conversation as a line of text: who, unread count, kind, the time of the newest message

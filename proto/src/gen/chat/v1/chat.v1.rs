@@ -299,6 +299,20 @@ pub struct DevicesChanged {
     #[prost(string, tag="1")]
     pub user_id: ::prost::alloc::string::String,
 }
+/// Another device of the caller's user forwarded content keys of a conversation's messages to this
+/// device (ForwardKeys): messages it could not read may now be readable. Fetch them with
+/// ListMessages, which carries the forwarded keys (the event carries none). Sent only to the
+/// recipient device's streams, on every replica, best-effort: an event lost between replicas is
+/// not replayed, and the messages show at the client's next ListMessages.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KeysForwarded {
+    /// The conversation the keys belong to.
+    #[prost(string, tag="1")]
+    pub conversation_id: ::prost::alloc::string::String,
+    /// How many messages' keys were stored for this device by that ForwardKeys call.
+    #[prost(uint32, tag="2")]
+    pub message_count: u32,
+}
 /// Sent at a fixed interval on every stream, so that idle connections stay open through proxies and
 /// clients can detect a dead connection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -315,7 +329,7 @@ pub struct CaughtUp {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StreamEvent {
     /// The event.
-    #[prost(oneof="stream_event::Event", tags="1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof="stream_event::Event", tags="1, 2, 3, 4, 5, 6, 7, 8")]
     pub event: ::core::option::Option<stream_event::Event>,
 }
 /// Nested message and enum types in `StreamEvent`.
@@ -344,6 +358,9 @@ pub mod stream_event {
         /// End of the replay.
         #[prost(message, tag="7")]
         CaughtUp(super::CaughtUp),
+        /// Keys of earlier messages were forwarded to this device.
+        #[prost(message, tag="8")]
+        KeysForwarded(super::KeysForwarded),
     }
 }
 /// Request of OpenDirectConversation.

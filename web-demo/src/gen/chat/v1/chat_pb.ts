@@ -12,7 +12,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiegoKV3JhcHBlZEtleRIRCglkZXZpY2VfaWQYASABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAIgASgMEhMKC3dyYXBwZWRfa2V5GAMgASgMEhIKCmxlYWZfaW5kZXgYBCABKA0SFwoPaW5jbHVzaW9uX3Byb29mGAUgASgMIt4CCghFbnZlbG9wZRIjCgVzdWl0ZRgBIAEoDjIULmNoYXQudjEuQ2lwaGVyU3VpdGUSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkSDQoFbm9uY2UYBiABKAwSEgoKY2lwaGVydGV4dBgHIAEoDBIpCgx3cmFwcGVkX2tleXMYCCADKAsyEy5jaGF0LnYxLldyYXBwZWRLZXkSFgoOa2V5X2NvbW1pdG1lbnQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgMEhYKDnNlbmRlcl9jb3VudGVyGAsgASgEEh4KFnByZXZpb3VzX2VudmVsb3BlX2hhc2gYDCABKAwSFgoOc2VuZGVyX3RpbWVfbXMYDSABKAQi/QEKB01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoIZW52ZWxvcGUYBSABKAsyES5jaGF0LnYxLkVudmVsb3BlEhkKEXJlY2lwaWVudHNfZGlnZXN0GAYgASgMEhcKD3JlY2lwaWVudF9jb3VudBgHIAEoDRItCg5mb3J3YXJkZWRfa2V5cxgIIAMoCzIVLmNoYXQudjEuRm9yd2FyZGVkS2V5IvQBCgxGb3J3YXJkZWRLZXkSEgoKbWVzc2FnZV9pZBgBIAEoCRIbChNyZWNpcGllbnRfZGV2aWNlX2lkGAIgASgJEiEKGXJlY2lwaWVudF9rZXlfZmluZ2VycHJpbnQYAyABKAwSEwoLd3JhcHBlZF9rZXkYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMEhsKE2ZvcndhcmRlcl9kZXZpY2VfaWQYBiABKAkSGQoRZm9yd2FyZGVyX3VzZXJfaWQYByABKAkSMAoMZm9yd2FyZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLNAQoSRGV2aWNlTGlzdE1pc21hdGNoEhoKEm1pc3NpbmdfZGV2aWNlX2lkcxgBIAMoCRIYChBleHRyYV9kZXZpY2VfaWRzGAIgAygJEhgKEHN0YWxlX2RldmljZV9pZHMYAyADKAkSHAoUbWlzc2luZ19kZXZpY2VfY291bnQYBCABKA0SGgoSZXh0cmFfZGV2aWNlX2NvdW50GAUgASgNEhoKEnN0YWxlX2RldmljZV9jb3VudBgGIAEoDRIRCgl0cnVuY2F0ZWQYByABKAgiQQoUQ29udmVyc2F0aW9uUG9zaXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIqECCgxDb252ZXJzYXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSFAoMcGVlcl91c2VyX2lkGAMgASgJEhAKCGdyb3VwX2lkGAQgASgJEhUKDWxhc3Rfc2VxdWVuY2UYBSABKAQSFQoNcmVhZF9zZXF1ZW5jZRgGIAEoBBIUCgx1bnJlYWRfY291bnQYByABKAQSMwoPbGFzdF9tZXNzYWdlX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgdSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYBCABKAQSFQoNcmVhZF9zZXF1ZW5jZRgFIAEoBCJOCg9UeXBpbmdJbmRpY2F0b3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJIn4KEE1lbWJlcnNoaXBDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAkSKwoEa2luZBgCIAEoDjIdLmNoYXQudjEuTWVtYmVyc2hpcENoYW5nZUtpbmQSDwoHdXNlcl9pZBgDIAEoCRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBCABKAQiIQoORGV2aWNlc0NoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIgoKCENhdWdodFVwIskCCgtTdHJlYW1FdmVudBIjCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlSAASIwoHcmVjZWlwdBgCIAEoCzIQLmNoYXQudjEuUmVjZWlwdEgAEioKBnR5cGluZxgDIAEoCzIYLmNoYXQudjEuVHlwaW5nSW5kaWNhdG9ySAASNgoRbWVtYmVyc2hpcF9jaGFuZ2UYBCABKAsyGS5jaGF0LnYxLk1lbWJlcnNoaXBDaGFuZ2VIABIyCg9kZXZpY2VzX2NoYW5nZWQYBSABKAsyFy5jaGF0LnYxLkRldmljZXNDaGFuZ2VkSAASJwoJaGVhcnRiZWF0GAYgASgLMhIuY2hhdC52MS5IZWFydGJlYXRIABImCgljYXVnaHRfdXAYByABKAsyES5jaGF0LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiNQodT3BlbkRpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QSFAoMcGVlcl91c2VyX2lkGAEgASgJIk0KHk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJBChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiYgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIsCg1jb252ZXJzYXRpb25zGAEgAygLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKElNlbmRNZXNzYWdlUmVxdWVzdBIjCghlbnZlbG9wZRgBIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiewoTU2VuZE1lc3NhZ2VSZXNwb25zZRISCgptZXNzYWdlX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWR1cGxpY2F0ZRgEIAEoCCI/CgtTdGFydFN0cmVhbRIwCglwb3NpdGlvbnMYASADKAsyHS5jaGF0LnYxLkNvbnZlcnNhdGlvblBvc2l0aW9uIkUKClN0cmVhbVNlbmQSEgoKcmVxdWVzdF9pZBgBIAEoCRIjCghlbnZlbG9wZRgCIAEoCzIRLmNoYXQudjEuRW52ZWxvcGUiXQoPQWNrbm93bGVkZ2VtZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYAiABKAQSFQoNcmVhZF9zZXF1ZW5jZRgDIAEoBCInCgxTdHJlYW1UeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIrwBChFPcGVuU3RyZWFtUmVxdWVzdBIlCgVzdGFydBgBIAEoCzIULmNoYXQudjEuU3RhcnRTdHJlYW1IABIjCgRzZW5kGAIgASgLMhMuY2hhdC52MS5TdHJlYW1TZW5kSAASJwoDYWNrGAMgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnRIABInCgZ0eXBpbmcYBCABKAsyFS5jaGF0LnYxLlN0cmVhbVR5cGluZ0gAQgkKB3JlcXVlc3QiTgoKU2VuZFJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEiwKBnJlc3VsdBgCIAEoCzIcLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSK8AQoMU2VuZFJlamVjdGVkEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEY29kZRgCIAEoBRIPCgdtZXNzYWdlGAMgASgJEg4KBnJlYXNvbhgEIAEoCRI5ChRkZXZpY2VfbGlzdF9taXNtYXRjaBgFIAEoCzIbLmNoYXQudjEuRGV2aWNlTGlzdE1pc21hdGNoEi4KC3JldHJ5X2FmdGVyGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqMBChJPcGVuU3RyZWFtUmVzcG9uc2USJQoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50SAASKgoLc2VuZF9yZXN1bHQYAiABKAsyEy5jaGF0LnYxLlNlbmRSZXN1bHRIABIuCg1zZW5kX3JlamVjdGVkGAMgASgLMhUuY2hhdC52MS5TZW5kUmVqZWN0ZWRIAEIKCghyZXNwb25zZSJEChBTdWJzY3JpYmVSZXF1ZXN0EjAKCXBvc2l0aW9ucxgBIAMoCzIdLmNoYXQudjEuQ29udmVyc2F0aW9uUG9zaXRpb24iOAoRU3Vic2NyaWJlUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5jaGF0LnYxLlN0cmVhbUV2ZW50Ip8BChNMaXN0TWVzc2FnZXNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIlCglkaXJlY3Rpb24YAiABKA4yEi5jaGF0LnYxLkRpcmVjdGlvbhIVCg1mcm9tX3NlcXVlbmNlGAMgASgEEhEKCXBhZ2Vfc2l6ZRgEIAEoDRIeChZpbmNsdWRlX2FsbF9yZWNpcGllbnRzGAUgASgIIlYKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhoKEm5leHRfZnJvbV9zZXF1ZW5jZRgCIAEoBCI7ChJBY2tub3dsZWRnZVJlcXVlc3QSJQoDYWNrGAEgASgLMhguY2hhdC52MS5BY2tub3dsZWRnZW1lbnQiSAoTQWNrbm93bGVkZ2VSZXNwb25zZRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYASABKAQSFQoNcmVhZF9zZXF1ZW5jZRgCIAEoBCIsChFTZW5kVHlwaW5nUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkiFAoSU2VuZFR5cGluZ1Jlc3BvbnNlIlIKEkZvcndhcmRLZXlzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSIwoEa2V5cxgCIAMoCzIVLmNoYXQudjEuRm9yd2FyZGVkS2V5IkIKE0ZvcndhcmRLZXlzUmVzcG9uc2USFAoMc3RvcmVkX2NvdW50GAEgASgNEhUKDXNraXBwZWRfY291bnQYAiABKA0qgwIKC0Vycm9yUmVhc29uEhwKGEVSUk9SX1JFQVNPTl9VTlNQRUNJRklFRBAAEiUKIUVSUk9SX1JFQVNPTl9ERVZJQ0VfTElTVF9NSVNNQVRDSBABEiIKHkVSUk9SX1JFQVNPTl9TSUdOQVRVUkVfSU5WQUxJRBACEh0KGUVSUk9SX1JFQVNPTl9SQVRFX0xJTUlURUQQAxIeChpFUlJPUl9SRUFTT05fU0xPV19DT05TVU1FUhAEEiEKHUVSUk9SX1JFQVNPTl9UT09fTUFOWV9TVFJFQU1TEAUSKQolRVJST1JfUkVBU09OX0NMSUVOVF9NRVNTQUdFX0lEX1JFVVNFRBAGKlUKC0NpcGhlclN1aXRlEhwKGENJUEhFUl9TVUlURV9VTlNQRUNJRklFRBAAEhMKD0NJUEhFUl9TVUlURV9WMRABEhMKD0NJUEhFUl9TVUlURV9WMhACKnAKEENvbnZlcnNhdGlvbktpbmQSIQodQ09OVkVSU0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIcChhDT05WRVJTQVRJT05fS0lORF9ESVJFQ1QQARIbChdDT05WRVJTQVRJT05fS0lORF9HUk9VUBACKlUKCURpcmVjdGlvbhIZChVESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIVChFESVJFQ1RJT05fRk9SV0FSRBABEhYKEkRJUkVDVElPTl9CQUNLV0FSRBACKo8CChRNZW1iZXJzaGlwQ2hhbmdlS2luZBImCiJNRU1CRVJTSElQX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASJwojTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9NRU1CRVJfQURERUQQARIpCiVNRU1CRVJTSElQX0NIQU5HRV9LSU5EX01FTUJFUl9SRU1PVkVEEAISJwojTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9ST0xFX0NIQU5HRUQQAxIoCiRNRU1CRVJTSElQX0NIQU5HRV9LSU5EX0dST1VQX1JFTkFNRUQQBBIoCiRNRU1CRVJTSElQX0NIQU5HRV9LSU5EX0dST1VQX0RFTEVURUQQBTLXBQoLQ2hhdFNlcnZpY2USaQoWT3BlbkRpcmVjdENvbnZlcnNhdGlvbhImLmNoYXQudjEuT3BlbkRpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QaJy5jaGF0LnYxLk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRJaChFMaXN0Q29udmVyc2F0aW9ucxIhLmNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiIuY2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEkgKC1NlbmRNZXNzYWdlEhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USSQoKT3BlblN0cmVhbRIaLmNoYXQudjEuT3BlblN0cmVhbVJlcXVlc3QaGy5jaGF0LnYxLk9wZW5TdHJlYW1SZXNwb25zZSgBMAESRAoJU3Vic2NyaWJlEhkuY2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhouY2hhdC52MS5TdWJzY3JpYmVSZXNwb25zZTABEksKDExpc3RNZXNzYWdlcxIcLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBodLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USSAoLRm9yd2FyZEtleXMSGy5jaGF0LnYxLkZvcndhcmRLZXlzUmVxdWVzdBocLmNoYXQudjEuRm9yd2FyZEtleXNSZXNwb25zZRJICgtBY2tub3dsZWRnZRIbLmNoYXQudjEuQWNrbm93bGVkZ2VSZXF1ZXN0GhwuY2hhdC52MS5BY2tub3dsZWRnZVJlc3BvbnNlEkUKClNlbmRUeXBpbmcSGi5jaGF0LnYxLlNlbmRUeXBpbmdSZXF1ZXN0GhsuY2hhdC52MS5TZW5kVHlwaW5nUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiegoKV3JhcHBlZEtleRIRCglkZXZpY2VfaWQYASABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAIgASgMEhMKC3dyYXBwZWRfa2V5GAMgASgMEhIKCmxlYWZfaW5kZXgYBCABKA0SFwoPaW5jbHVzaW9uX3Byb29mGAUgASgMIt4CCghFbnZlbG9wZRIjCgVzdWl0ZRgBIAEoDjIULmNoYXQudjEuQ2lwaGVyU3VpdGUSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhYKDnNlbmRlcl91c2VyX2lkGAMgASgJEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkSDQoFbm9uY2UYBiABKAwSEgoKY2lwaGVydGV4dBgHIAEoDBIpCgx3cmFwcGVkX2tleXMYCCADKAsyEy5jaGF0LnYxLldyYXBwZWRLZXkSFgoOa2V5X2NvbW1pdG1lbnQYCSABKAwSEQoJc2lnbmF0dXJlGAogASgMEhYKDnNlbmRlcl9jb3VudGVyGAsgASgEEh4KFnByZXZpb3VzX2VudmVsb3BlX2hhc2gYDCABKAwSFgoOc2VuZGVyX3RpbWVfbXMYDSABKAQi/QEKB01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoIZW52ZWxvcGUYBSABKAsyES5jaGF0LnYxLkVudmVsb3BlEhkKEXJlY2lwaWVudHNfZGlnZXN0GAYgASgMEhcKD3JlY2lwaWVudF9jb3VudBgHIAEoDRItCg5mb3J3YXJkZWRfa2V5cxgIIAMoCzIVLmNoYXQudjEuRm9yd2FyZGVkS2V5IvQBCgxGb3J3YXJkZWRLZXkSEgoKbWVzc2FnZV9pZBgBIAEoCRIbChNyZWNpcGllbnRfZGV2aWNlX2lkGAIgASgJEiEKGXJlY2lwaWVudF9rZXlfZmluZ2VycHJpbnQYAyABKAwSEwoLd3JhcHBlZF9rZXkYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMEhsKE2ZvcndhcmRlcl9kZXZpY2VfaWQYBiABKAkSGQoRZm9yd2FyZGVyX3VzZXJfaWQYByABKAkSMAoMZm9yd2FyZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLNAQoSRGV2aWNlTGlzdE1pc21hdGNoEhoKEm1pc3NpbmdfZGV2aWNlX2lkcxgBIAMoCRIYChBleHRyYV9kZXZpY2VfaWRzGAIgAygJEhgKEHN0YWxlX2RldmljZV9pZHMYAyADKAkSHAoUbWlzc2luZ19kZXZpY2VfY291bnQYBCABKA0SGgoSZXh0cmFfZGV2aWNlX2NvdW50GAUgASgNEhoKEnN0YWxlX2RldmljZV9jb3VudBgGIAEoDRIRCgl0cnVuY2F0ZWQYByABKAgiQQoUQ29udmVyc2F0aW9uUG9zaXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIqECCgxDb252ZXJzYXRpb24SFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEicKBGtpbmQYAiABKA4yGS5jaGF0LnYxLkNvbnZlcnNhdGlvbktpbmQSFAoMcGVlcl91c2VyX2lkGAMgASgJEhAKCGdyb3VwX2lkGAQgASgJEhUKDWxhc3Rfc2VxdWVuY2UYBSABKAQSFQoNcmVhZF9zZXF1ZW5jZRgGIAEoBBIUCgx1bnJlYWRfY291bnQYByABKAQSMwoPbGFzdF9tZXNzYWdlX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ5CgdSZWNlaXB0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhEKCWRldmljZV9pZBgDIAEoCRIaChJkZWxpdmVyZWRfc2VxdWVuY2UYBCABKAQSFQoNcmVhZF9zZXF1ZW5jZRgFIAEoBCJOCg9UeXBpbmdJbmRpY2F0b3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJIn4KEE1lbWJlcnNoaXBDaGFuZ2USEAoIZ3JvdXBfaWQYASABKAkSKwoEa2luZBgCIAEoDjIdLmNoYXQudjEuTWVtYmVyc2hpcENoYW5nZUtpbmQSDwoHdXNlcl9pZBgDIAEoCRIaChJtZW1iZXJzaGlwX3ZlcnNpb24YBCABKAQiIQoORGV2aWNlc0NoYW5nZWQSDwoHdXNlcl9pZBgBIAEoCSI/Cg1LZXlzRm9yd2FyZGVkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIVCg1tZXNzYWdlX2NvdW50GAIgASgNIjwKCUhlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiCgoIQ2F1Z2h0VXAi+wIKC1N0cmVhbUV2ZW50EiMKB21lc3NhZ2UYASABKAsyEC5jaGF0LnYxLk1lc3NhZ2VIABIjCgdyZWNlaXB0GAIgASgLMhAuY2hhdC52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAMgASgLMhguY2hhdC52MS5UeXBpbmdJbmRpY2F0b3JIABI2ChFtZW1iZXJzaGlwX2NoYW5nZRgEIAEoCzIZLmNoYXQudjEuTWVtYmVyc2hpcENoYW5nZUgAEjIKD2RldmljZXNfY2hhbmdlZBgFIAEoCzIXLmNoYXQudjEuRGV2aWNlc0NoYW5nZWRIABInCgloZWFydGJlYXQYBiABKAsyEi5jaGF0LnYxLkhlYXJ0YmVhdEgAEiYKCWNhdWdodF91cBgHIAEoCzIRLmNoYXQudjEuQ2F1Z2h0VXBIABIwCg5rZXlzX2ZvcndhcmRlZBgIIAEoCzIWLmNoYXQudjEuS2V5c0ZvcndhcmRlZEgAQgcKBWV2ZW50IjUKHU9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXF1ZXN0EhQKDHBlZXJfdXNlcl9pZBgBIAEoCSJNCh5PcGVuRGlyZWN0Q29udmVyc2F0aW9uUmVzcG9uc2USKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24iQQoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJImIKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USLAoNY29udmVyc2F0aW9ucxgBIAMoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI5ChJTZW5kTWVzc2FnZVJlcXVlc3QSIwoIZW52ZWxvcGUYASABKAsyES5jaGF0LnYxLkVudmVsb3BlInsKE1NlbmRNZXNzYWdlUmVzcG9uc2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIrCgdzZW50X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglkdXBsaWNhdGUYBCABKAgiPwoLU3RhcnRTdHJlYW0SMAoJcG9zaXRpb25zGAEgAygLMh0uY2hhdC52MS5Db252ZXJzYXRpb25Qb3NpdGlvbiJFCgpTdHJlYW1TZW5kEhIKCnJlcXVlc3RfaWQYASABKAkSIwoIZW52ZWxvcGUYAiABKAsyES5jaGF0LnYxLkVudmVsb3BlIl0KD0Fja25vd2xlZGdlbWVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSGgoSZGVsaXZlcmVkX3NlcXVlbmNlGAIgASgEEhUKDXJlYWRfc2VxdWVuY2UYAyABKAQiJwoMU3RyZWFtVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSK8AQoRT3BlblN0cmVhbVJlcXVlc3QSJQoFc3RhcnQYASABKAsyFC5jaGF0LnYxLlN0YXJ0U3RyZWFtSAASIwoEc2VuZBgCIAEoCzITLmNoYXQudjEuU3RyZWFtU2VuZEgAEicKA2FjaxgDIAEoCzIYLmNoYXQudjEuQWNrbm93bGVkZ2VtZW50SAASJwoGdHlwaW5nGAQgASgLMhUuY2hhdC52MS5TdHJlYW1UeXBpbmdIAEIJCgdyZXF1ZXN0Ik4KClNlbmRSZXN1bHQSEgoKcmVxdWVzdF9pZBgBIAEoCRIsCgZyZXN1bHQYAiABKAsyHC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UivAEKDFNlbmRSZWplY3RlZBISCgpyZXF1ZXN0X2lkGAEgASgJEgwKBGNvZGUYAiABKAUSDwoHbWVzc2FnZRgDIAEoCRIOCgZyZWFzb24YBCABKAkSOQoUZGV2aWNlX2xpc3RfbWlzbWF0Y2gYBSABKAsyGy5jaGF0LnYxLkRldmljZUxpc3RNaXNtYXRjaBIuCgtyZXRyeV9hZnRlchgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKjAQoST3BlblN0cmVhbVJlc3BvbnNlEiUKBWV2ZW50GAEgASgLMhQuY2hhdC52MS5TdHJlYW1FdmVudEgAEioKC3NlbmRfcmVzdWx0GAIgASgLMhMuY2hhdC52MS5TZW5kUmVzdWx0SAASLgoNc2VuZF9yZWplY3RlZBgDIAEoCzIVLmNoYXQudjEuU2VuZFJlamVjdGVkSABCCgoIcmVzcG9uc2UiRAoQU3Vic2NyaWJlUmVxdWVzdBIwCglwb3NpdGlvbnMYASADKAsyHS5jaGF0LnYxLkNvbnZlcnNhdGlvblBvc2l0aW9uIjgKEVN1YnNjcmliZVJlc3BvbnNlEiMKBWV2ZW50GAEgASgLMhQuY2hhdC52MS5TdHJlYW1FdmVudCKfAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSJQoJZGlyZWN0aW9uGAIgASgOMhIuY2hhdC52MS5EaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBIRCglwYWdlX3NpemUYBCABKA0SHgoWaW5jbHVkZV9hbGxfcmVjaXBpZW50cxgFIAEoCCJWChRMaXN0TWVzc2FnZXNSZXNwb25zZRIiCghtZXNzYWdlcxgBIAMoCzIQLmNoYXQudjEuTWVzc2FnZRIaChJuZXh0X2Zyb21fc2VxdWVuY2UYAiABKAQiOwoSQWNrbm93bGVkZ2VSZXF1ZXN0EiUKA2FjaxgBIAEoCzIYLmNoYXQudjEuQWNrbm93bGVkZ2VtZW50IkgKE0Fja25vd2xlZGdlUmVzcG9uc2USGgoSZGVsaXZlcmVkX3NlcXVlbmNlGAEgASgEEhUKDXJlYWRfc2VxdWVuY2UYAiABKAQiLAoRU2VuZFR5cGluZ1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJIhQKElNlbmRUeXBpbmdSZXNwb25zZSJSChJGb3J3YXJkS2V5c1JlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiMKBGtleXMYAiADKAsyFS5jaGF0LnYxLkZvcndhcmRlZEtleSJCChNGb3J3YXJkS2V5c1Jlc3BvbnNlEhQKDHN0b3JlZF9jb3VudBgBIAEoDRIVCg1za2lwcGVkX2NvdW50GAIgASgNKoMCCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFFUlJPUl9SRUFTT05fREVWSUNFX0xJU1RfTUlTTUFUQ0gQARIiCh5FUlJPUl9SRUFTT05fU0lHTkFUVVJFX0lOVkFMSUQQAhIdChlFUlJPUl9SRUFTT05fUkFURV9MSU1JVEVEEAMSHgoaRVJST1JfUkVBU09OX1NMT1dfQ09OU1VNRVIQBBIhCh1FUlJPUl9SRUFTT05fVE9PX01BTllfU1RSRUFNUxAFEikKJUVSUk9SX1JFQVNPTl9DTElFTlRfTUVTU0FHRV9JRF9SRVVTRUQQBipVCgtDaXBoZXJTdWl0ZRIcChhDSVBIRVJfU1VJVEVfVU5TUEVDSUZJRUQQABITCg9DSVBIRVJfU1VJVEVfVjEQARITCg9DSVBIRVJfU1VJVEVfVjIQAipwChBDb252ZXJzYXRpb25LaW5kEiEKHUNPTlZFUlNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQ09OVkVSU0FUSU9OX0tJTkRfRElSRUNUEAESGwoXQ09OVkVSU0FUSU9OX0tJTkRfR1JPVVAQAipVCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASFQoRRElSRUNUSU9OX0ZPUldBUkQQARIWChJESVJFQ1RJT05fQkFDS1dBUkQQAiqPAgoUTWVtYmVyc2hpcENoYW5nZUtpbmQSJgoiTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEicKI01FTUJFUlNISVBfQ0hBTkdFX0tJTkRfTUVNQkVSX0FEREVEEAESKQolTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9NRU1CRVJfUkVNT1ZFRBACEicKI01FTUJFUlNISVBfQ0hBTkdFX0tJTkRfUk9MRV9DSEFOR0VEEAMSKAokTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9HUk9VUF9SRU5BTUVEEAQSKAokTUVNQkVSU0hJUF9DSEFOR0VfS0lORF9HUk9VUF9ERUxFVEVEEAUy1wUKC0NoYXRTZXJ2aWNlEmkKFk9wZW5EaXJlY3RDb252ZXJzYXRpb24SJi5jaGF0LnYxLk9wZW5EaXJlY3RDb252ZXJzYXRpb25SZXF1ZXN0GicuY2hhdC52MS5PcGVuRGlyZWN0Q29udmVyc2F0aW9uUmVzcG9uc2USWgoRTGlzdENvbnZlcnNhdGlvbnMSIS5jaGF0LnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBoiLmNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRJICgtTZW5kTWVzc2FnZRIbLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhwuY2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEkkKCk9wZW5TdHJlYW0SGi5jaGF0LnYxLk9wZW5TdHJlYW1SZXF1ZXN0GhsuY2hhdC52MS5PcGVuU3RyZWFtUmVzcG9uc2UoATABEkQKCVN1YnNjcmliZRIZLmNoYXQudjEuU3Vic2NyaWJlUmVxdWVzdBoaLmNoYXQudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJLCgxMaXN0TWVzc2FnZXMSHC5jaGF0LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHS5jaGF0LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEkgKC0ZvcndhcmRLZXlzEhsuY2hhdC52MS5Gb3J3YXJkS2V5c1JlcXVlc3QaHC5jaGF0LnYxLkZvcndhcmRLZXlzUmVzcG9uc2USSAoLQWNrbm93bGVkZ2USGy5jaGF0LnYxLkFja25vd2xlZGdlUmVxdWVzdBocLmNoYXQudjEuQWNrbm93bGVkZ2VSZXNwb25zZRJFCgpTZW5kVHlwaW5nEhouY2hhdC52MS5TZW5kVHlwaW5nUmVxdWVzdBobLmNoYXQudjEuU2VuZFR5cGluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * The content key of one message, wrapped for one recipient device.
@@ -684,6 +684,38 @@ export const DevicesChangedSchema: GenMessage<DevicesChanged> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 10);
 
 /**
+ * Another device of the caller's user forwarded content keys of a conversation's messages to this
+ * device (ForwardKeys): messages it could not read may now be readable. Fetch them with
+ * ListMessages, which carries the forwarded keys (the event carries none). Sent only to the
+ * recipient device's streams, on every replica, best-effort: an event lost between replicas is
+ * not replayed, and the messages show at the client's next ListMessages.
+ *
+ * @generated from message chat.v1.KeysForwarded
+ */
+export type KeysForwarded = Message$1<"chat.v1.KeysForwarded"> & {
+  /**
+   * The conversation the keys belong to.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * How many messages' keys were stored for this device by that ForwardKeys call.
+   *
+   * @generated from field: uint32 message_count = 2;
+   */
+  messageCount: number;
+};
+
+/**
+ * Describes the message chat.v1.KeysForwarded.
+ * Use `create(KeysForwardedSchema)` to create a new message.
+ */
+export const KeysForwardedSchema: GenMessage<KeysForwarded> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 11);
+
+/**
  * Sent at a fixed interval on every stream, so that idle connections stay open through proxies and
  * clients can detect a dead connection.
  *
@@ -703,7 +735,7 @@ export type Heartbeat = Message$1<"chat.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * The replay of missed messages is complete; what follows is live.
@@ -718,7 +750,7 @@ export type CaughtUp = Message$1<"chat.v1.CaughtUp"> & {
  * Use `create(CaughtUpSchema)` to create a new message.
  */
 export const CaughtUpSchema: GenMessage<CaughtUp> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * An event on OpenStream or Subscribe.
@@ -787,6 +819,14 @@ export type StreamEvent = Message$1<"chat.v1.StreamEvent"> & {
      */
     value: CaughtUp;
     case: "caughtUp";
+  } | {
+    /**
+     * Keys of earlier messages were forwarded to this device.
+     *
+     * @generated from field: chat.v1.KeysForwarded keys_forwarded = 8;
+     */
+    value: KeysForwarded;
+    case: "keysForwarded";
   } | { case: undefined; value?: undefined };
 };
 
@@ -795,7 +835,7 @@ export type StreamEvent = Message$1<"chat.v1.StreamEvent"> & {
  * Use `create(StreamEventSchema)` to create a new message.
  */
 export const StreamEventSchema: GenMessage<StreamEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * Request of OpenDirectConversation.
@@ -816,7 +856,7 @@ export type OpenDirectConversationRequest = Message$1<"chat.v1.OpenDirectConvers
  * Use `create(OpenDirectConversationRequestSchema)` to create a new message.
  */
 export const OpenDirectConversationRequestSchema: GenMessage<OpenDirectConversationRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * Response of OpenDirectConversation.
@@ -837,7 +877,7 @@ export type OpenDirectConversationResponse = Message$1<"chat.v1.OpenDirectConver
  * Use `create(OpenDirectConversationResponseSchema)` to create a new message.
  */
 export const OpenDirectConversationResponseSchema: GenMessage<OpenDirectConversationResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * Request of ListConversations.
@@ -865,7 +905,7 @@ export type ListConversationsRequest = Message$1<"chat.v1.ListConversationsReque
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * Response of ListConversations.
@@ -893,7 +933,7 @@ export type ListConversationsResponse = Message$1<"chat.v1.ListConversationsResp
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * Request of SendMessage.
@@ -914,7 +954,7 @@ export type SendMessageRequest = Message$1<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * Response of SendMessage.
@@ -956,7 +996,7 @@ export type SendMessageResponse = Message$1<"chat.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * Opens the bidirectional stream; the first request on OpenStream.
@@ -978,7 +1018,7 @@ export type StartStream = Message$1<"chat.v1.StartStream"> & {
  * Use `create(StartStreamSchema)` to create a new message.
  */
 export const StartStreamSchema: GenMessage<StartStream> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * A message sent over OpenStream.
@@ -1006,7 +1046,7 @@ export type StreamSend = Message$1<"chat.v1.StreamSend"> & {
  * Use `create(StreamSendSchema)` to create a new message.
  */
 export const StreamSendSchema: GenMessage<StreamSend> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * A device's new positions in a conversation.
@@ -1041,7 +1081,7 @@ export type Acknowledgement = Message$1<"chat.v1.Acknowledgement"> & {
  * Use `create(AcknowledgementSchema)` to create a new message.
  */
 export const AcknowledgementSchema: GenMessage<Acknowledgement> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * A typing notice sent over OpenStream.
@@ -1062,7 +1102,7 @@ export type StreamTyping = Message$1<"chat.v1.StreamTyping"> & {
  * Use `create(StreamTypingSchema)` to create a new message.
  */
 export const StreamTypingSchema: GenMessage<StreamTyping> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * A request on OpenStream.
@@ -1115,7 +1155,7 @@ export type OpenStreamRequest = Message$1<"chat.v1.OpenStreamRequest"> & {
  * Use `create(OpenStreamRequestSchema)` to create a new message.
  */
 export const OpenStreamRequestSchema: GenMessage<OpenStreamRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * A send on OpenStream was committed.
@@ -1143,7 +1183,7 @@ export type SendResult = Message$1<"chat.v1.SendResult"> & {
  * Use `create(SendResultSchema)` to create a new message.
  */
 export const SendResultSchema: GenMessage<SendResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * A send on OpenStream was refused; the stream stays open.
@@ -1199,7 +1239,7 @@ export type SendRejected = Message$1<"chat.v1.SendRejected"> & {
  * Use `create(SendRejectedSchema)` to create a new message.
  */
 export const SendRejectedSchema: GenMessage<SendRejected> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * A response on OpenStream.
@@ -1244,7 +1284,7 @@ export type OpenStreamResponse = Message$1<"chat.v1.OpenStreamResponse"> & {
  * Use `create(OpenStreamResponseSchema)` to create a new message.
  */
 export const OpenStreamResponseSchema: GenMessage<OpenStreamResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * Request of Subscribe.
@@ -1265,7 +1305,7 @@ export type SubscribeRequest = Message$1<"chat.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * Response of Subscribe: one event.
@@ -1286,7 +1326,7 @@ export type SubscribeResponse = Message$1<"chat.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Request of ListMessages.
@@ -1336,7 +1376,7 @@ export type ListMessagesRequest = Message$1<"chat.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * Response of ListMessages.
@@ -1364,7 +1404,7 @@ export type ListMessagesResponse = Message$1<"chat.v1.ListMessagesResponse"> & {
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * Request of Acknowledge.
@@ -1385,7 +1425,7 @@ export type AcknowledgeRequest = Message$1<"chat.v1.AcknowledgeRequest"> & {
  * Use `create(AcknowledgeRequestSchema)` to create a new message.
  */
 export const AcknowledgeRequestSchema: GenMessage<AcknowledgeRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * Response of Acknowledge.
@@ -1413,7 +1453,7 @@ export type AcknowledgeResponse = Message$1<"chat.v1.AcknowledgeResponse"> & {
  * Use `create(AcknowledgeResponseSchema)` to create a new message.
  */
 export const AcknowledgeResponseSchema: GenMessage<AcknowledgeResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Request of SendTyping.
@@ -1434,7 +1474,7 @@ export type SendTypingRequest = Message$1<"chat.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * Response of SendTyping.
@@ -1449,7 +1489,7 @@ export type SendTypingResponse = Message$1<"chat.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * Request of ForwardKeys.
@@ -1477,7 +1517,7 @@ export type ForwardKeysRequest = Message$1<"chat.v1.ForwardKeysRequest"> & {
  * Use `create(ForwardKeysRequestSchema)` to create a new message.
  */
 export const ForwardKeysRequestSchema: GenMessage<ForwardKeysRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 36);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * Response of ForwardKeys.
@@ -1505,7 +1545,7 @@ export type ForwardKeysResponse = Message$1<"chat.v1.ForwardKeysResponse"> & {
  * Use `create(ForwardKeysResponseSchema)` to create a new message.
  */
 export const ForwardKeysResponseSchema: GenMessage<ForwardKeysResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * Reasons carried in `google.rpc.ErrorInfo.reason` (without the `ERROR_REASON_` prefix).
