@@ -108,6 +108,13 @@ pub(crate) fn keep(profile: &Profile, mut message: QueuedMessage) -> Result<()> 
     profile.write_file(OUTBOX, &all)
 }
 
+/// The kept message of `client_message_id`, if it is still kept.
+fn kept_message(profile: &Profile, client_message_id: &str) -> Result<Option<QueuedMessage>> {
+    Ok(queued(profile)?
+        .into_iter()
+        .find(|m| m.client_message_id == client_message_id))
+}
+
 /// Forgets the message of `client_message_id` (acknowledged, or refused for good).
 pub(crate) fn forget(profile: &Profile, client_message_id: &str) -> Result<()> {
     let mut all = queued(profile)?;
@@ -321,36 +328,41 @@ impl Session {
         _turn: &chains::SendingTurn,
     ) -> Result<FlushedWithError> {
         let mut flushed = FlushedWithError::default();
-        let mut relinked = Relinked::new();
-        let kept = queued(&self.profile)?
+        let kept: Vec<String> = queued(&self.profile)?
             .into_iter()
-            .filter(|m| conversation_id.is_none_or(|id| m.conversation_id == id));
-        for mut message in kept {
-            let fresh = fresh.filter(|f| f.client_message_id == message.client_message_id);
-            let result = self
-                .deliver_resealing(&mut message, fresh, &mut relinked)
-                .await;
+            .filter(|m| conversation_id.is_none_or(|id| m.conversation_id == id))
+            .map(|m| m.client_message_id)
+            .collect();
+        for client_message_id in kept {
+            // Read again: sealing an earlier message again seals the later ones of its
+            // conversation too.
+            let Some(message) = kept_message(&self.profile, &client_message_id)? else {
+                continue;
+            };
+            let is_fresh = fresh.is_some_and(|f| f.client_message_id == client_message_id);
+            let (message, result) = self.deliver_resealing(message, fresh).await;
             match result {
                 Ok(sent) => {
-                    forget(&self.profile, &message.client_message_id)?;
+                    forget(&self.profile, &client_message_id)?;
                     flushed.sent.push(sent);
                 }
                 Err(error @ Error::Auth(..)) => return Err(error),
                 // Unreachable, or a rate limit: the same envelope may be accepted later.
                 Err(error @ (Error::Unavailable(..) | Error::Tls(..))) => {
+                    let mut message = message;
                     message.attempts = message.attempts.saturating_add(1);
                     keep(&self.profile, message)?;
                     flushed.stopped = Some(error);
                     break;
                 }
                 Err(error) => {
-                    forget(&self.profile, &message.client_message_id)?;
+                    forget(&self.profile, &client_message_id)?;
                     flushed.dropped.push(NotSent {
                         conversation_id: message.conversation_id.clone(),
-                        client_message_id: message.client_message_id.clone(),
+                        client_message_id,
                         reason: error.to_string(),
                     });
-                    if fresh.is_some() {
+                    if is_fresh {
                         flushed.final_error = Some(error);
                     }
                 }
@@ -359,82 +371,83 @@ impl Session {
         Ok(flushed)
     }
 
-    /// Delivers a kept message. After a device-list mismatch it is sealed again once for the
-    /// current devices, and so is every later kept message of a conversation in which one was:
-    /// each follows the one sealed again before it in the device's chain (the envelopes they
-    /// replace never reached the server).
+    /// Delivers a kept message; after a device-list mismatch, seals it (and the later kept
+    /// messages of its conversation) again once for the current devices and delivers that.
+    /// Returns the message as last kept, with the outcome.
     async fn deliver_resealing(
         &self,
-        message: &mut QueuedMessage,
+        mut message: QueuedMessage,
         fresh: Option<&Fresh<'_>>,
-        relinked: &mut Relinked,
-    ) -> Result<SentMessage> {
+    ) -> (QueuedMessage, Result<SentMessage>) {
         let mut resealed = false;
-        if let Some(previous) = relinked.get(&message.conversation_id).copied() {
-            self.reseal(message, fresh, Some(previous), relinked)
-                .await?;
-            resealed = true;
-        }
         loop {
-            match self.deliver(message).await {
+            match self.deliver(&message).await {
                 Err(Error::Refused {
                     code: Code::FailedPrecondition,
                     ..
                 }) if !resealed => {
-                    let previous = relinked.get(&message.conversation_id).copied();
-                    self.reseal(message, fresh, previous, relinked).await?;
                     resealed = true;
+                    let again = self.reseal_from(&message, fresh).await.and_then(|()| {
+                        kept_message(&self.profile, &message.client_message_id)?
+                            .ok_or_else(|| Error::Profile(format!("{OUTBOX}: a message vanished")))
+                    });
+                    match again {
+                        Ok(again) => message = again,
+                        Err(error) => return (message, Err(error)),
+                    }
                 }
-                result => return result,
+                result => return (message, result),
             }
         }
     }
 
-    /// Seals `message` again for the conversation's current devices, at its own chain position
-    /// after `previous` ([`chains::resealed_position`]), from its text (the new message's, or
-    /// opened from the envelope), and keeps the new envelope under the same client message id.
+    /// Seals `first` and every later kept message of its conversation again for the
+    /// conversation's current devices, each at its own chain position (none of them reached the
+    /// server), `first` after the same predecessor as before and each later one after the one
+    /// sealed again before it, so that the chain receivers check has neither gap nor fork; their
+    /// texts are the new message's or opened from their envelopes. All are kept in one write,
+    /// so the outbox never holds a chain half sealed again.
     ///
     /// # Errors
-    /// [`Error::Refused`] (FAILED_PRECONDITION) when the profile does not know the
-    /// conversation's participants; as [`Session::participants`] and [`Session::seal_at`].
-    async fn reseal(
-        &self,
-        message: &mut QueuedMessage,
-        fresh: Option<&Fresh<'_>>,
-        previous: Option<[u8; 32]>,
-        relinked: &mut Relinked,
-    ) -> Result<()> {
-        let original = message.envelope()?;
-        let (target, text) = match fresh {
-            Some(fresh) => (fresh.target.clone(), fresh.text.to_owned()),
-            None => {
-                let Some(target) = self.known_target(&message.conversation_id)? else {
-                    return Err(Error::usage(
-                        "the conversation's devices changed, and this profile does not know its \
-                         participants to seal the message again for them"
-                            .to_owned(),
-                    ));
-                };
-                (target, self.open_own(original.clone())?)
-            }
+    /// [`Error::Usage`] when the profile does not know the conversation's participants; as
+    /// [`Session::participants`], [`Session::open_own`] and [`Session::seal_at`].
+    async fn reseal_from(&self, first: &QueuedMessage, fresh: Option<&Fresh<'_>>) -> Result<()> {
+        let conversation_id = &first.conversation_id;
+        let known = match fresh.filter(|f| &f.target.conversation_id == conversation_id) {
+            Some(fresh) => Some(fresh.target.clone()),
+            None => self.known_target(conversation_id)?,
+        };
+        let Some(target) = known else {
+            return Err(Error::usage(
+                "the conversation's devices changed, and this profile does not know its \
+                 participants to seal the message again for them"
+                    .to_owned(),
+            ));
         };
         let users = self.participants(&target, true).await?;
-        let original = e2ee::Envelope::from(original);
-        let position = chains::resealed_position(&original, previous);
-        let envelope = self.seal_at(
-            &target,
-            &message.client_message_id,
-            &text,
-            &users,
-            &position,
-        )?;
-        chains::record_resealed(&self.profile, &position, &envelope)?;
-        relinked.insert(
-            message.conversation_id.clone(),
-            e2ee::sealed_link(&envelope)?.envelope_hash,
-        );
-        *message = message.with_envelope(&envelope.into());
-        keep(&self.profile, message.clone())
+        let mut all = queued(&self.profile)?;
+        let start = all
+            .iter()
+            .position(|m| m.client_message_id == first.client_message_id)
+            .unwrap_or(all.len());
+        let mut previous = None;
+        for message in all[start..]
+            .iter_mut()
+            .filter(|m| &m.conversation_id == conversation_id)
+        {
+            let original = message.envelope()?;
+            let text = match fresh.filter(|f| f.client_message_id == message.client_message_id) {
+                Some(fresh) => fresh.text.to_owned(),
+                None => self.open_own(original.clone())?,
+            };
+            let position = chains::resealed_position(&original.into(), previous);
+            let id = &message.client_message_id;
+            let envelope = self.seal_at(&target, id, &text, &users, &position)?;
+            chains::record_resealed(&self.profile, &position, &envelope)?;
+            previous = Some(e2ee::sealed_link(&envelope)?.envelope_hash);
+            *message = message.with_envelope(&envelope.into());
+        }
+        self.profile.write_file(OUTBOX, &all)
     }
 
     /// Sends a kept envelope once (the session's call retries a few times while unavailable).
@@ -457,9 +470,6 @@ impl Session {
         })
     }
 }
-
-/// Per conversation, the envelope hash of the last kept message sealed again in this flush.
-type Relinked = std::collections::HashMap<String, [u8; 32]>;
 
 /// The new message of [`Session::send_kept`], which may be sealed again.
 struct Fresh<'a> {
