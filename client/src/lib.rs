@@ -105,7 +105,8 @@ pub use messages::{
     Content, ConversationSummary, DEFAULT_PREVIEWS, PREVIEW_CHARS, PreparedText, Preview,
     ReceivedText, SentMessage, Target, TargetKind, check_text,
 };
-pub use outbox::{Delivery, Flushed, KeptOffline, NotSent, PendingMessage, QueuedMessage};
+pub use offline::{KeptOffline, PendingMessage};
+pub use outbox::{Delivery, Flushed, NotSent, QueuedMessage};
 pub use profile::{Profile, same_username};
 pub use server::Server;
 pub use session::{DeviceInfo, KeyOptions, Session, register};

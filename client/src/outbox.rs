@@ -19,10 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use tonic::Code;
 
-use crate::{
-    Error, Profile, Result, SentMessage, Session, Target, chains, check_text,
-    offline::KnownParticipants,
-};
+use crate::{Error, Profile, Result, SentMessage, Session, Target, chains, check_text};
 
 /// The file in the profile.
 const OUTBOX: &str = "outbox.json";
@@ -126,36 +123,6 @@ pub(crate) fn forget(profile: &Profile, client_message_id: &str) -> Result<()> {
     profile.write_file(OUTBOX, &all)
 }
 
-/// A kept message as `chat pending` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PendingMessage {
-    /// The conversation.
-    pub conversation_id: String,
-    /// Who it goes to, as this profile knows the conversation (`bob`, `#friends`).
-    pub to: Option<String>,
-    /// Its client message id.
-    pub client_message_id: String,
-    /// When it was kept (Unix seconds).
-    pub queued_at: i64,
-    /// How many times it was sent without an answer.
-    pub attempts: u32,
-    /// Its text, opened from the envelope with this device's keys; `None` when it does not
-    /// open here (see `not_opened`).
-    pub text: Option<String>,
-    /// Why the text is not shown, when it is not.
-    pub not_opened: Option<String>,
-}
-
-/// What [`Session::keep_offline`] did.
-#[derive(Debug)]
-pub enum KeptOffline {
-    /// Sealed for the pinned devices and kept.
-    Kept(QueuedMessage),
-    /// Nothing sealed: the profile does not know the participants' devices (why, as the end of
-    /// a sentence).
-    NotKnown(String),
-}
-
 /// A kept message the server refused for good: dropped from the outbox.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NotSent {
@@ -247,63 +214,6 @@ impl Session {
             earlier: flushed.into(),
             outcome,
         })
-    }
-
-    /// Seals `text` for `name` (a username, `#name` or `#group-id`) without the server, for the
-    /// participants' devices this profile pinned (`offline.rs`), and keeps it in the outbox;
-    /// [`Session::flush`] or [`Session::send_kept`] sends it once the server answers (sealed
-    /// again for the current devices if the pins were stale).
-    ///
-    /// # Errors
-    /// [`Error::Untrusted`] when a participant has keys not accepted yet; [`Error::Usage`] for
-    /// an empty text; [`Error::Profile`]; [`Error::Unavailable`] when another send of this
-    /// device keeps its turn too long.
-    pub async fn keep_offline(&self, name: &str, text: &str) -> Result<KeptOffline> {
-        check_text(text)?;
-        let (target, users) = match self.known_participants(name)? {
-            KnownParticipants::Known(target, users) => (target, users),
-            KnownParticipants::Unknown(why) => return Ok(KeptOffline::NotKnown(why)),
-        };
-        let _turn = chains::sending_turn(&self.profile).await?;
-        let client_message_id = uuid::Uuid::new_v4().to_string();
-        let envelope = self.seal_to(&target, &client_message_id, text, &users)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let message = QueuedMessage::new(
-            &target.conversation_id,
-            &client_message_id,
-            &request_id,
-            &envelope,
-        );
-        keep(&self.profile, message.clone())?;
-        Ok(KeptOffline::Kept(message))
-    }
-
-    /// The kept messages, oldest first, each with its text opened with this device's keys.
-    ///
-    /// # Errors
-    /// [`Error::Profile`] for an unreadable outbox; [`Error::Usage`] without the keys.
-    pub fn pending(&self) -> Result<Vec<PendingMessage>> {
-        self.keys()?;
-        let mut pending = Vec::new();
-        for message in queued(&self.profile)? {
-            let opened = message.envelope().and_then(|e| self.open_own(e));
-            let to = self
-                .known_target(&message.conversation_id)?
-                .map(|target| match target.kind {
-                    crate::TargetKind::Direct { username, .. } => username,
-                    crate::TargetKind::Group { name, .. } => format!("#{name}"),
-                });
-            pending.push(PendingMessage {
-                conversation_id: message.conversation_id,
-                to,
-                client_message_id: message.client_message_id,
-                queued_at: message.queued_at,
-                attempts: message.attempts,
-                not_opened: opened.as_ref().err().map(ToString::to_string),
-                text: opened.ok(),
-            });
-        }
-        Ok(pending)
     }
 
     /// Sends the kept messages (of one conversation, or all), oldest first, until the server
