@@ -230,7 +230,8 @@ struct Line {
 
 struct Pending {
     client_message_id: String,
-    /// Empty for a message kept from an earlier run (only its envelope was kept).
+    /// Empty for a message kept from an earlier run (only its envelope was kept; a reseal opens
+    /// it).
     text: String,
     envelope: pb::Envelope,
     /// Resealed once after a device-list mismatch.
@@ -886,7 +887,28 @@ fn spawn_sealer(
                 SealJob::Reseal {
                     request_id,
                     pending,
-                } => (request_id, pending.client_message_id, pending.text, true),
+                } => {
+                    // A message kept by an earlier run (or `chat send`) has only its envelope:
+                    // its text is opened from it, as `chat flush` does, never sealed empty.
+                    let text = if pending.text.is_empty() {
+                        session.open_own(pending.envelope.clone())
+                    } else {
+                        Ok(pending.text)
+                    };
+                    match text {
+                        Ok(text) => (request_id, pending.client_message_id, text, true),
+                        Err(error) => {
+                            let failed = Sealed::Failed {
+                                client_message_id: pending.client_message_id,
+                                error,
+                            };
+                            if sealed_sender.send(failed).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
             // A new line takes this device's turn (another process of the profile may hold it
             // for up to its timeout: waited here, not in the loop that reads the stream).
@@ -976,10 +998,10 @@ async fn restore_kept(
             let envelope = m.envelope().ok()?;
             let pending = Pending {
                 client_message_id: m.client_message_id,
+                // Opened from the envelope if it must be sealed again.
                 text: String::new(),
                 envelope,
-                // Without its text it cannot be sealed again.
-                resealed: true,
+                resealed: false,
             };
             // Keyed so that they go in the order they were kept (their chain order); the request
             // id only pairs an answer with its line.

@@ -240,6 +240,60 @@ async fn the_live_conversation_sends_a_message_kept_by_an_earlier_run_first(db: 
     assert_eq!(stored_messages(&env.db).await, 2);
 }
 
+/// A message kept while the server was down, sealed before bob added a device: the server
+/// refuses it for the device list when the live conversation sends it, and the live
+/// conversation seals it again from its own envelope (its text is not kept in the clear) for
+/// both of bob's devices, never as an empty message.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_meanwhile(db: PgPool) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let outage = CuttableProxy::start(env.gateway).await;
+    let alice = env.profile_dir();
+    let registered = chat_on(&outage.url(), &alice, &["register", "alice"]).await;
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let bob = cli_user(&env, "bob").await;
+    let before = chat(&env, &alice, &["send", "bob", "before"]).await;
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    outage.set_down(true);
+    let kept = Background::start_on(&outage.url(), &alice, &["send", "bob", "kept"]);
+    kept.printed_on_stderr("kept in this profile").await;
+    drop(kept); // killed: the message stays in the profile
+    outage.set_down(false);
+    let bobs_new_device = env.profile_dir();
+    let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+
+    let live = chat_with_stdin(&outage.url(), &alice, &["chat", "bob"], "typed live\n").await;
+    let pending = chat(&env, &alice, &["--json", "pending"]).await;
+    let on_old_device = chat(&env, &bob, &["history", "alice"]).await;
+    let on_new_device = chat(&env, &bobs_new_device, &["--json", "history", "alice"]).await;
+
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert_eq!(pending.json(), serde_json::json!([]));
+    assert_eq!(
+        untimed(&on_old_device.stdout),
+        "[1] alice: before\n[2] alice: kept\n[3] alice: typed live\n",
+        "{}",
+        on_old_device.stderr
+    );
+    let readable: Vec<String> = on_new_device
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
+        .collect();
+    // "before" too: bob's old device forwarded its key when it listed the history.
+    assert_eq!(
+        readable,
+        ["before", "kept", "typed live"],
+        "{}",
+        on_new_device.stdout
+    );
+    assert_eq!(stored_messages(&env.db).await, 3);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
     let (env, alice, bob, alices_new_device) =
