@@ -452,7 +452,8 @@ pub async fn start_chat(
 }
 
 /// Starts the gateway with `config` and waits until it is ready: its health (`""`, the whole
-/// server) and, with `probe_token` (auth must be its upstream), a call through it to auth.
+/// server) and, with `probe_token` (auth must be its upstream), a call through it to auth. A
+/// gateway serving TLS is not waited for (its port is bound: calls queue until it serves).
 ///
 /// # Errors
 /// When it does not start or become ready.
@@ -461,6 +462,7 @@ pub async fn start_gateway(
     runtime: Runtime,
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
+    let tls = config.tls.is_some();
     let server = spawn("gateway", runtime, false, move |listener, _, shutdown| {
         gateway::run(config, listener, shutdown)
     })
@@ -474,7 +476,9 @@ pub async fn start_gateway(
             })
         })
     });
-    server.wait_until_ready("", probe).await?;
+    if !tls {
+        server.wait_until_ready("", probe).await?;
+    }
     Ok(server)
 }
 
