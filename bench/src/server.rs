@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use testkit::{
     nginx::{Nginx, Role},
-    stack::{Database, Launch, Runtime, Stack, uri, upstreams},
+    stack::{Database, Launch, Runtime, Stack, upstreams, uri},
 };
 
 pub use testkit::stack::{Server as RunningServer, Shutdown};

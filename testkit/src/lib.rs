@@ -20,7 +20,9 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {token}").parse().expect("a token is a valid header value"),
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a valid header value"),
     );
     request
 }

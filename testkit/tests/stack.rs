@@ -50,8 +50,16 @@ async fn a_stack_in_runtimes_of_its_own_serves_through_each_gateway_and_stops_cl
 
     assert_eq!(stack.gateways().len(), 2);
     assert_eq!(listed, [Ok(()), Ok(())]);
-    for name in ["auth-server", "group-server", "chat-server", "gateway-server"] {
-        assert!(threads.iter().any(|thread| thread == name), "no {name} thread in {threads:?}");
+    for name in [
+        "auth-server",
+        "group-server",
+        "chat-server",
+        "gateway-server",
+    ] {
+        assert!(
+            threads.iter().any(|thread| thread == name),
+            "no {name} thread in {threads:?}"
+        );
     }
     stack.stop().await.unwrap();
 }

@@ -9,7 +9,8 @@ use crate::helpers::{
 /// The real gateway in front of the app's auth, chat and group.
 pub(crate) async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
     let uri = testkit::stack::uri;
-    let upstreams = testkit::stack::upstreams(&uri(app.auth_addr), &uri(app.addr), &uri(app.group_addr));
+    let upstreams =
+        testkit::stack::upstreams(&uri(app.auth_addr), &uri(app.addr), &uri(app.group_addr));
     let config = gateway::Config::for_tests(upstreams);
     let probe = app.stack.probe_token();
     let gateway = testkit::stack::start_gateway(config, Runtime::Shared, probe)

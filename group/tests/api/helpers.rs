@@ -106,7 +106,11 @@ impl TestApp {
         db: PgPool,
         configure: impl FnOnce(&mut group::Config),
     ) -> TestApp {
-        let replica = self.stack.start_group(db.clone().into(), configure).await.unwrap();
+        let replica = self
+            .stack
+            .start_group(db.clone().into(), configure)
+            .await
+            .unwrap();
         TestApp {
             addr: replica.addr,
             metrics: replica.metrics.unwrap(),

@@ -11,7 +11,8 @@ use proto::auth::v1 as auth_pb;
 use tonic::transport::Uri;
 
 /// An address where nothing listens: the upstream of a service a stack leaves out.
-pub const NOWHERE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+pub const NOWHERE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
 /// The devices' keys of the e2ee test vectors (`e2ee/testdata/vectors.json`), in its order:
 /// index 0, 1, 2, 4 and 5 are 2048-bit RSA, 3 is 3072-bit. Fixed keys, because generating RSA

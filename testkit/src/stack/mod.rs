@@ -174,7 +174,10 @@ impl Stack {
         configure: impl FnOnce(&mut chat::Config),
     ) -> anyhow::Result<Server> {
         let mut config = chat::Config::for_tests(&self.auth().url());
-        config.group_url = self.group.as_ref().map_or_else(|| uri(NOWHERE).to_string(), Server::url);
+        config.group_url = self
+            .group
+            .as_ref()
+            .map_or_else(|| uri(NOWHERE).to_string(), Server::url);
         configure(&mut config);
         start_chat(config, &self.launch, self.probe_token()).await
     }
@@ -213,10 +216,19 @@ impl Stack {
         } = self;
         let mut stopped = Vec::new();
         for gateway in gateways {
-            stopped.push(gateway.stop().await.context("a gateway did not stop cleanly"));
+            stopped.push(
+                gateway
+                    .stop()
+                    .await
+                    .context("a gateway did not stop cleanly"),
+            );
         }
         for chat in chats {
-            stopped.push(chat.stop().await.context("a chat replica did not stop cleanly"));
+            stopped.push(
+                chat.stop()
+                    .await
+                    .context("a chat replica did not stop cleanly"),
+            );
         }
         if let Some(group) = group {
             stopped.push(group.stop().await.context("group did not stop cleanly"));
@@ -248,7 +260,10 @@ impl StackBuilder {
     /// Group, with its configuration adjusted by `configure` (its auth is set at start).
     pub fn group_with(mut self, configure: impl FnOnce(&mut group::Config)) -> Self {
         let url = uri(NOWHERE).to_string();
-        configure(self.group.get_or_insert_with(|| group::Config::for_tests(&url)));
+        configure(
+            self.group
+                .get_or_insert_with(|| group::Config::for_tests(&url)),
+        );
         self
     }
 
@@ -261,7 +276,10 @@ impl StackBuilder {
     /// start).
     pub fn chat_with(mut self, configure: impl FnOnce(&mut chat::Config)) -> Self {
         let url = uri(NOWHERE).to_string();
-        configure(self.chat.get_or_insert_with(|| chat::Config::for_tests(&url)));
+        configure(
+            self.chat
+                .get_or_insert_with(|| chat::Config::for_tests(&url)),
+        );
         self
     }
 
@@ -356,7 +374,9 @@ impl StackBuilder {
         if let Some(template) = self.gateway {
             let chat_addrs: Vec<SocketAddr> = match self.chat_upstream {
                 Some(addr) => vec![addr],
-                None if self.gateway_per_chat_replica => chats.iter().map(|chat| chat.addr).collect(),
+                None if self.gateway_per_chat_replica => {
+                    chats.iter().map(|chat| chat.addr).collect()
+                }
                 None => vec![chats.first().map_or(NOWHERE, |chat| chat.addr)],
             };
             for chat_addr in chat_addrs {
@@ -384,10 +404,15 @@ impl StackBuilder {
 /// When it does not start or become ready.
 pub async fn start_auth(mut config: auth::Config, launch: &Launch) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
-    let server = spawn("auth", launch.runtime, launch.metrics, move |listener, metrics, shutdown| async move {
-        let db = database.pool()?;
-        auth::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
-    })
+    let server = spawn(
+        "auth",
+        launch.runtime,
+        launch.metrics,
+        move |listener, metrics, shutdown| async move {
+            let db = database.pool()?;
+            auth::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
+        },
+    )
     .await?;
     server.wait_until_ready(auth::SERVICES[0], None).await?;
     Ok(server)
@@ -404,17 +429,25 @@ pub async fn start_group(
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
-    let server = spawn("group", launch.runtime, launch.metrics, move |listener, metrics, shutdown| async move {
-        let db = database.pool()?;
-        group::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
-    })
+    let server = spawn(
+        "group",
+        launch.runtime,
+        launch.metrics,
+        move |listener, metrics, shutdown| async move {
+            let db = database.pool()?;
+            group::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
+        },
+    )
     .await?;
     let probe = probe_token.map(|token| -> Probe {
         let token = token.to_owned();
         Box::new(move |channel: Channel| {
             let request = with_token(group_pb::ListMyGroupsRequest::default(), &token);
             Box::pin(async move {
-                GroupServiceClient::new(channel).list_my_groups(request).await.map(drop)
+                GroupServiceClient::new(channel)
+                    .list_my_groups(request)
+                    .await
+                    .map(drop)
             })
         })
     });
@@ -433,17 +466,25 @@ pub async fn start_chat(
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
-    let server = spawn("chat", launch.runtime, launch.metrics, move |listener, metrics, shutdown| async move {
-        let db = database.pool()?;
-        chat::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
-    })
+    let server = spawn(
+        "chat",
+        launch.runtime,
+        launch.metrics,
+        move |listener, metrics, shutdown| async move {
+            let db = database.pool()?;
+            chat::run_with_metrics_listener(config, db, listener, metrics, shutdown).await
+        },
+    )
     .await?;
     let probe = probe_token.map(|token| -> Probe {
         let token = token.to_owned();
         Box::new(move |channel: Channel| {
             let request = with_token(chat_pb::ListConversationsRequest::default(), &token);
             Box::pin(async move {
-                ChatServiceClient::new(channel).list_conversations(request).await.map(drop)
+                ChatServiceClient::new(channel)
+                    .list_conversations(request)
+                    .await
+                    .map(drop)
             })
         })
     });
@@ -472,7 +513,10 @@ pub async fn start_gateway(
         Box::new(move |channel: Channel| {
             let request = with_token(auth_pb::GetCurrentUserRequest {}, &token);
             Box::pin(async move {
-                AuthServiceClient::new(channel).get_current_user(request).await.map(drop)
+                AuthServiceClient::new(channel)
+                    .get_current_user(request)
+                    .await
+                    .map(drop)
             })
         })
     });

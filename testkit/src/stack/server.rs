@@ -117,7 +117,11 @@ impl Server {
     ///
     /// # Errors
     /// When the service ended, or is not ready within 15 s.
-    pub async fn wait_until_ready(&self, service: &str, probe: Option<Probe>) -> anyhow::Result<()> {
+    pub async fn wait_until_ready(
+        &self,
+        service: &str,
+        probe: Option<Probe>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         let channel = self.connect().await?;
         let mut health = HealthClient::new(channel.clone());
@@ -139,7 +143,9 @@ impl Server {
         loop {
             match probe(channel.clone()).await {
                 Err(status) if status.code() == Code::Unavailable => {
-                    self.check_waiting(deadline, || format!("{service} to check tokens ({status:?})"))?;
+                    self.check_waiting(deadline, || {
+                        format!("{service} to check tokens ({status:?})")
+                    })?;
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
                 _ => return Ok(()),
@@ -180,7 +186,12 @@ impl Drop for Server {
 ///
 /// # Errors
 /// When it cannot bind or spawn its thread.
-pub async fn spawn<F, Fut>(name: &str, runtime: Runtime, metrics: bool, serve: F) -> anyhow::Result<Server>
+pub async fn spawn<F, Fut>(
+    name: &str,
+    runtime: Runtime,
+    metrics: bool,
+    serve: F,
+) -> anyhow::Result<Server>
 where
     F: FnOnce(TcpListener, Option<TcpListener>, Shutdown) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -260,7 +271,10 @@ where
 }
 
 /// Runs the future `make` returns on a thread and runtime of its own, named after `name`.
-fn own_runtime<M, Fut>(name: &str, make: M) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>>
+fn own_runtime<M, Fut>(
+    name: &str,
+    make: M,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>>
 where
     M: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
