@@ -6,6 +6,26 @@ use std::{net::SocketAddr, path::PathBuf, process::Command};
 mod chaos;
 pub use chaos::ChaosProxy;
 pub mod nginx;
+#[cfg(feature = "stack")]
+pub mod stack;
+
+/// The password of every test user (auth's rules accept it).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// `message` as a request carrying `authorization: Bearer <token>`.
+///
+/// # Panics
+/// When `token` is not a valid header value.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a valid header value"),
+    );
+    request
+}
 
 /// The resident set size (`VmRSS` of `/proc/<pid>/status`) of process `pid`, in bytes; 0 once it
 /// has exited. The suites that bound a service's memory read it from here.

@@ -5,16 +5,15 @@ use std::{
 };
 
 use proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use rsa::{RsaPrivateKey, pkcs8::EncodePublicKey};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use testkit::stack::Stack;
 use tonic::{
-    Code, Request, Status,
+    Code, Status,
     transport::{Channel, Endpoint},
 };
 use tonic_types::StatusExt;
 
-pub const PASSWORD: &str = "correct horse battery staple";
+pub use testkit::{PASSWORD, with_token};
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -28,44 +27,19 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: PgPool, config: auth::Config) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(auth::run(
-        config,
-        db.clone(),
-        listener,
-        std::future::pending(),
-    ));
-    let channel = testkit::connect(addr).await; // already bound: no sleep
-    TestApp {
-        addr,
-        client: AuthServiceClient::new(channel.clone()),
-        channel,
-        db,
-    }
+    let stack = Stack::builder()
+        .auth_with(|default| *default = config)
+        .start(&db)
+        .await
+        .unwrap();
+    TestApp::of(stack.auth(), db).await
 }
 
 /// As [`spawn_app`], also serving `/metrics` on a loopback port: the app and that port.
 pub async fn spawn_app_with_metrics(db: PgPool) -> (TestApp, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = metrics_listener.local_addr().unwrap();
-    tokio::spawn(auth::run_with_metrics_listener(
-        auth::Config::for_tests(),
-        db.clone(),
-        listener,
-        Some(metrics_listener),
-        std::future::pending(),
-    ));
-    let channel = testkit::connect(addr).await;
-    let app = TestApp {
-        addr,
-        client: AuthServiceClient::new(channel.clone()),
-        channel,
-        db,
-    };
-    (app, metrics_addr)
+    let stack = Stack::builder().auth().metrics().start(&db).await.unwrap();
+    let auth = stack.auth();
+    (TestApp::of(auth, db).await, auth.metrics.unwrap())
 }
 
 /// Auth behind the real gateway, which tells auth each caller's address (`x-forwarded-for`, from
@@ -76,25 +50,16 @@ pub struct BehindGateway {
 }
 
 pub async fn spawn_behind_gateway(db: PgPool, config: auth::Config) -> BehindGateway {
-    let auth = spawn_app_with(db.clone(), config).await;
-    let nowhere = || "http://127.0.0.1:1".parse().unwrap();
-    let upstreams = gateway::UpstreamSettings {
-        auth: format!("http://{}", auth.addr).parse().unwrap(),
-        chat: nowhere(),
-        group: nowhere(),
-        resolve_interval: Duration::from_secs(10),
-        hosts_file: None,
-        connect_timeout: Duration::from_millis(500),
-        connections_per_address: 1,
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = listener.local_addr().unwrap();
-    tokio::spawn(gateway::run(
-        gateway::Config::for_tests(upstreams),
-        listener,
-        std::future::pending(),
-    ));
-    BehindGateway { gateway, db }
+    let stack = Stack::builder()
+        .auth_with(|default| *default = config)
+        .gateway()
+        .start(&db)
+        .await
+        .unwrap();
+    BehindGateway {
+        gateway: stack.gateway().addr,
+        db,
+    }
 }
 
 impl BehindGateway {
@@ -169,28 +134,9 @@ pub fn throttled(result: Result<impl std::fmt::Debug, Status>) -> Duration {
         .expect("RetryInfo with a delay")
 }
 
-/// An RSA-OAEP public key (2048 bits, to keep tests quick) and an Ed25519 key, made once.
-pub static DEVICE_KEYS: LazyLock<pb::DeviceKeys> = LazyLock::new(device_keys);
-
-pub fn device_keys() -> pb::DeviceKeys {
-    let rsa = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-    pb::DeviceKeys {
-        encryption_public_key: rsa.to_public_key().to_public_key_der().unwrap().into_vec(),
-        signing_public_key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng)
-            .verifying_key()
-            .to_bytes()
-            .to_vec(),
-    }
-}
-
-pub fn with_token<T>(message: T, access_token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {access_token}").parse().unwrap(),
-    );
-    request
-}
+/// The public keys of a device (`testkit::stack`'s first test keys).
+pub static DEVICE_KEYS: LazyLock<pb::DeviceKeys> =
+    LazyLock::new(|| testkit::stack::public_device_keys(0));
 
 pub fn reason(status: &Status) -> String {
     status
@@ -207,6 +153,16 @@ pub fn assert_code(result: Result<impl std::fmt::Debug, Status>, code: Code) -> 
 }
 
 impl TestApp {
+    async fn of(auth: &testkit::stack::Server, db: PgPool) -> Self {
+        let channel = testkit::connect(auth.addr).await; // already bound and ready
+        TestApp {
+            addr: auth.addr,
+            client: AuthServiceClient::new(channel.clone()),
+            channel,
+            db,
+        }
+    }
+
     pub async fn register(&self, username: &str) -> pb::User {
         self.client
             .clone()

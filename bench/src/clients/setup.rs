@@ -15,7 +15,7 @@ use proto::{
     group::v1::{self as group_pb, group_service_client::GroupServiceClient},
 };
 use tokio::task::JoinSet;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 
 use super::{
     seal::Route,
@@ -286,14 +286,7 @@ pub(crate) async fn subscribe(
     Ok(stream)
 }
 
-/// `message` with `authorization: Bearer <token>`.
-pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
+pub(crate) use testkit::with_token;
 
 /// Calls `call` until it answers anything but UNAVAILABLE (a service that has not fetched auth's
 /// token keys yet), for at most `READY_TIMEOUT`.

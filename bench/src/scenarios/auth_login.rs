@@ -57,7 +57,7 @@ const POOL_SIZE: u32 = 10;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Operations one worker may do, whatever its deadline.
 const MAX_OPERATIONS: u64 = 1_000_000;
-const PASSWORD: &str = "correct horse battery staple";
+use testkit::PASSWORD;
 /// The name of the raw verification threads, for the CPU time breakdown.
 const RAW_VERIFIER_THREAD: &str = "raw-verifier";
 

@@ -31,9 +31,10 @@ use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
     chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient},
 };
+use testkit::with_token;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
 use super::{Context, Outcome, Scenario};
 use crate::{
@@ -586,14 +587,6 @@ fn render_cpu(out: &mut String, rounds: &[Round], sent: u64) {
         per_message(machine.busy),
         percent(machine.busy_share()),
     );
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 fn render(

@@ -25,7 +25,7 @@ use crate::{
         tracker::{Delivered, Tracker},
     },
     cpu::{self, CpuTime},
-    server::{ChatStack, POOL_SIZE},
+    server::{self, ChatStack, POOL_SIZE},
     stats::{Latencies, millis, percent},
 };
 
@@ -79,7 +79,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         rounds: context.pick(5, 1),
         window: Duration::from_secs(context.pick(4, 1)),
     };
-    let stack = ChatStack::start(&context.database_url, 2).await?;
+    let stack = server::start_chat_stack(&context.database_url, 2).await?;
     let measured = measure_with(&stack, plan, context.nproc).await;
     let stopped = stack.stop().await;
     let (rounds, stream_failures) = measured?;
@@ -97,10 +97,10 @@ async fn measure_with(
     let pairs = plan.pairs_per_path;
     println!("setup: {pairs} conversations on one replica, {pairs} across the two");
     let rsa = Arc::new(SharedRsa::generate(RSA_BITS)?);
-    let users = setup::register_users(&stack.auth, &rsa, "cross-replica", 4 * pairs).await?;
+    let users = setup::register_users(stack.auth(), &rsa, "cross-replica", 4 * pairs).await?;
     let [same_senders, same_receivers, cross_senders, cross_receivers] =
         [0, 1, 2, 3].map(|quarter| &users[quarter * pairs..(quarter + 1) * pairs]);
-    let (gateway_a, gateway_b) = (&stack.gateways[0], &stack.gateways[1]);
+    let (gateway_a, gateway_b) = (&stack.gateways()[0], &stack.gateways()[1]);
     let channel_a = gateway_a.connect().await?;
     let same = setup::direct_routes(&channel_a, &rsa, same_senders, same_receivers).await?;
     let cross = setup::direct_routes(&channel_a, &rsa, cross_senders, cross_receivers).await?;

@@ -29,7 +29,7 @@ use crate::{
         tracker::Tracker,
     },
     pgbench,
-    server::ChatStack,
+    server::{self, ChatStack},
     stats::{Latencies, millis},
 };
 
@@ -96,7 +96,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         warmup: Duration::from_millis(context.pick(2_000, 500)),
         commit_seconds: context.pick(5, 1),
     };
-    let stack = ChatStack::start(&context.database_url, 1).await?;
+    let stack = server::start_chat_stack(&context.database_url, 1).await?;
     let measured = measure_with(&stack, plan, context.nproc).await;
     let stopped = stack.stop().await;
     let mut measured = measured?;
@@ -120,7 +120,7 @@ async fn measure_with(stack: &ChatStack, plan: Plan, nproc: usize) -> anyhow::Re
     );
     let rsa = Arc::new(SharedRsa::generate(RSA_BITS)?);
     let users = setup::register_users(
-        &stack.auth,
+        stack.auth(),
         &rsa,
         "dm-latency",
         2 * plan.pairs + plan.idle_streams,

@@ -34,7 +34,7 @@ use crate::{
         setup::{self, Identity, SharedRsa},
         tracker::Tracker,
     },
-    server::ChatStack,
+    server::{self, ChatStack},
 };
 
 /// The scenario.
@@ -110,7 +110,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
         rounds: context.pick(3, 1),
         slice: Duration::from_secs(context.pick(4, 1)),
     };
-    let services = ChatStack::start(&context.database_url, 1).await?;
+    let services = server::start_chat_stack(&context.database_url, 1).await?;
     let measured = measure_with(&services, plan, context.nproc).await;
     let stopped = services.stop().await;
     let measured = measured?;
@@ -260,7 +260,7 @@ async fn register_users(
     prefix: &str,
     count: usize,
 ) -> anyhow::Result<Vec<Identity>> {
-    setup::register_users(&services.auth, rsa, prefix, count).await
+    setup::register_users(services.auth(), rsa, prefix, count).await
 }
 
 /// Part 2: a warm-up that estimates each group's rate, sealing for the measured run, the run.

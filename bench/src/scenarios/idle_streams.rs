@@ -28,7 +28,7 @@ use self::memory::{Resident, raise_open_files};
 use super::{Context, Outcome, Scenario};
 use crate::{
     clients::setup::{self, SharedRsa},
-    server::ChatStack,
+    server::{self, ChatStack},
 };
 
 /// The scenario.
@@ -119,7 +119,7 @@ async fn measure(context: &Context) -> anyhow::Result<String> {
             settle,
         };
         println!("pass {}: {title}", pass + 1);
-        let stack = ChatStack::start(&context.database_url, 1).await?;
+        let stack = server::start_chat_stack(&context.database_url, 1).await?;
         // The scratch database's name: the URL's path, without its parameters.
         let database = context
             .database_url
@@ -209,7 +209,7 @@ async fn measure_with(
     let setup_started = Instant::now();
     println!("setup: {} users, one device each", plan.streams);
     let rsa = std::sync::Arc::new(SharedRsa::generate(RSA_BITS)?);
-    let users = setup::register_users(&stack.auth, &rsa, prefix, plan.streams).await?;
+    let users = setup::register_users(stack.auth(), &rsa, prefix, plan.streams).await?;
     let tokens_path =
         std::env::temp_dir().join(format!("bench-idle-streams-{}.tokens", std::process::id()));
     let tokens: Vec<&str> = users.iter().map(|user| user.token.as_str()).collect();

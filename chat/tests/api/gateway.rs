@@ -1,8 +1,6 @@
-use std::time::Duration;
-
 use proto::chat::v1 as pb;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use testkit::stack::Runtime;
 
 use crate::helpers::{
     BidiStream, TestApp, TestDevice, device_list_mismatch, next_message, reason, replay, spawn_app,
@@ -10,24 +8,15 @@ use crate::helpers::{
 
 /// The real gateway in front of the app's auth, chat and group.
 pub(crate) async fn spawn_gateway(app: &TestApp) -> std::net::SocketAddr {
-    let uri = |addr: std::net::SocketAddr| format!("http://{addr}").parse().unwrap();
-    let upstreams = gateway::UpstreamSettings {
-        auth: uri(app.auth_addr),
-        chat: uri(app.addr),
-        group: uri(app.group_addr),
-        resolve_interval: Duration::from_secs(10),
-        hosts_file: None,
-        connect_timeout: Duration::from_millis(500),
-        connections_per_address: 2,
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway::run(
-        gateway::Config::for_tests(upstreams),
-        listener,
-        std::future::pending(),
-    ));
-    addr
+    let uri = testkit::stack::uri;
+    let upstreams =
+        testkit::stack::upstreams(&uri(app.auth_addr), &uri(app.addr), &uri(app.group_addr));
+    let config = gateway::Config::for_tests(upstreams);
+    let probe = app.stack.probe_token();
+    let gateway = testkit::stack::start_gateway(config, Runtime::Shared, probe)
+        .await
+        .unwrap();
+    gateway.addr
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -1,36 +1,20 @@
-use std::{net::SocketAddr, sync::LazyLock, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
     chat::v1::{self as pb, chat_service_client::ChatServiceClient},
 };
 use sqlx::PgPool;
-use tokio::{net::TcpListener, sync::mpsc};
+use testkit::{
+    PASSWORD,
+    stack::{DEVICE_KEYS, Launch, Runtime, Stack},
+};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
 
-/// Fixed device keys from the e2ee test vectors (RSA generation is slow): index 0, 1, 2, 4 and 5
-/// are 2048-bit, 3 is 3072-bit.
-static TEST_KEYS: LazyLock<Vec<e2ee::DeviceKeys>> = LazyLock::new(|| {
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../../e2ee/testdata/vectors.json")).unwrap();
-    vectors["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|device| {
-            let hex_field = |name: &str| hex::decode(device[name].as_str().unwrap()).unwrap();
-            e2ee::DeviceKeys::from_pkcs8_der(
-                &hex_field("encryption_private_pkcs8"),
-                &hex_field("signing_private_pkcs8"),
-            )
-            .unwrap()
-        })
-        .collect()
-});
-
-/// Key sets for the devices tests create, in order.
+/// Key sets of `testkit::stack::DEVICE_KEYS` for the devices tests create, in order.
 const KEY_ORDER: [usize; 5] = [0, 2, 4, 1, 5];
 
 pub struct TestApp {
@@ -45,10 +29,11 @@ pub struct TestApp {
     pub group_metrics: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
+    pub stack: Stack,
     keys_used: std::sync::atomic::AtomicUsize,
 }
 
-/// The real auth service (for tokens and devices) and the chat service on loopback ports.
+/// The real auth service (for tokens and devices), group and the chat service on loopback ports.
 pub async fn spawn_app(db: PgPool) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
@@ -64,49 +49,25 @@ pub async fn spawn_app_with_auth(
     configure_auth: impl FnOnce(&mut auth::Config),
     configure: impl FnOnce(&mut chat::Config),
 ) -> TestApp {
-    let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let auth_addr = auth_listener.local_addr().unwrap();
-    let mut auth_config = auth::Config::for_tests();
-    configure_auth(&mut auth_config);
-    let auth_metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let auth_metrics = auth_metrics_listener.local_addr().unwrap();
-    tokio::spawn(auth::run_with_metrics_listener(
-        auth_config,
-        db.clone(),
-        auth_listener,
-        Some(auth_metrics_listener),
-        std::future::pending(),
-    ));
-    let group_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let group_addr = group_listener.local_addr().unwrap();
-    let group_metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let group_metrics = group_metrics_listener.local_addr().unwrap();
-    tokio::spawn(group::run_with_metrics_listener(
-        group::Config::for_tests(&format!("http://{auth_addr}")),
-        db.clone(),
-        group_listener,
-        Some(group_metrics_listener),
-        std::future::pending(),
-    ));
-    let (addr, metrics) = spawn_chat_with_metrics(
-        &db,
-        auth_addr,
-        group_addr,
-        configure,
-        std::future::pending(),
-    )
-    .await;
-    let channel = testkit::connect(addr).await; // already bound: no sleep
-    let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
+    let stack = Stack::builder()
+        .auth_with(configure_auth)
+        .group()
+        .chat_with(configure)
+        .metrics()
+        .start(db)
+        .await
+        .unwrap();
+    let metrics = |server: &testkit::stack::Server| server.metrics.unwrap();
     TestApp {
-        addr,
-        metrics,
-        auth_addr,
-        auth_metrics,
-        group_addr,
-        group_metrics,
-        channel,
-        auth,
+        addr: stack.chat().addr,
+        metrics: metrics(stack.chat()),
+        auth_addr: stack.auth().addr,
+        auth_metrics: metrics(stack.auth()),
+        group_addr: stack.group().addr,
+        group_metrics: metrics(stack.group()),
+        channel: testkit::connect(stack.chat().addr).await,
+        auth: AuthServiceClient::new(testkit::connect(stack.auth().addr).await),
+        stack,
         keys_used: Default::default(),
     }
 }
@@ -132,21 +93,24 @@ pub async fn spawn_chat_with_metrics(
     configure: impl FnOnce(&mut chat::Config),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (SocketAddr, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = metrics_listener.local_addr().unwrap();
     let mut config = chat::Config::for_tests(&format!("http://{auth_addr}"));
     config.group_url = format!("http://{group_addr}");
     configure(&mut config);
-    tokio::spawn(chat::run_with_metrics_listener(
-        config,
-        db.clone(),
-        listener,
-        Some(metrics_listener),
-        shutdown,
-    ));
-    (addr, metrics)
+    let launch = Launch {
+        database: db.into(),
+        runtime: Runtime::Shared,
+        metrics: true,
+        pool_size: None,
+    };
+    let replica = testkit::stack::start_chat(config, &launch, None)
+        .await
+        .unwrap();
+    let addrs = (replica.addr, replica.metrics.unwrap());
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = replica.stop().await;
+    });
+    addrs
 }
 
 impl TestApp {
@@ -169,25 +133,22 @@ impl TestApp {
         let used = self
             .keys_used
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let keys = TEST_KEYS[KEY_ORDER[used % KEY_ORDER.len()]].clone();
-        let mut upload = Request::new(auth_pb::UploadDeviceKeysRequest {
-            keys: Some(auth_pb::DeviceKeys {
-                encryption_public_key: keys.public_keys().encryption_spki.clone(),
-                signing_public_key: keys.public_keys().signing_public_key.to_vec(),
-            }),
-        });
-        bearer(&mut upload, &token);
+        let key_set = KEY_ORDER[used % KEY_ORDER.len()];
+        let upload = with_token(
+            auth_pb::UploadDeviceKeysRequest {
+                keys: Some(testkit::stack::public_device_keys(key_set)),
+            },
+            &token,
+        );
         self.auth.clone().upload_device_keys(upload).await.unwrap();
-        let device = TestDevice {
+        TestDevice {
             user_id: login.user.unwrap().user_id,
             device_id: login.device.unwrap().device_id,
             token,
-            keys,
+            keys: DEVICE_KEYS[key_set].clone(),
             chat: ChatServiceClient::new(self.channel.clone()),
             auth: self.auth.clone(),
-        };
-        device.wait_until_chat_knows_the_keys().await;
-        device
+        }
     }
 
     async fn register(&self, username: &str) {
@@ -195,7 +156,7 @@ impl TestApp {
             .clone()
             .register(auth_pb::RegisterRequest {
                 username: username.to_owned(),
-                password: "correct horse battery".to_owned(),
+                password: PASSWORD.to_owned(),
                 display_name: String::new(),
             })
             .await
@@ -207,7 +168,7 @@ impl TestApp {
             .clone()
             .login(auth_pb::LoginRequest {
                 username: username.to_owned(),
-                password: "correct horse battery".to_owned(),
+                password: PASSWORD.to_owned(),
                 ..Default::default()
             })
             .await
@@ -227,11 +188,7 @@ pub struct TestDevice {
     pub auth: AuthServiceClient<Channel>,
 }
 
-pub fn bearer<T>(request: &mut Request<T>, token: &str) {
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-}
+pub use testkit::with_token;
 
 impl TestDevice {
     /// The same device talking to another chat replica.
@@ -259,23 +216,7 @@ impl TestDevice {
     }
 
     pub fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        bearer(&mut request, &self.token);
-        request
-    }
-
-    /// Chat fetches auth's token keys in the background after start: wait until it answers.
-    async fn wait_until_chat_knows_the_keys(&self) {
-        loop {
-            let request = self.request(pb::ListConversationsRequest::default());
-            match self.chat.clone().list_conversations(request).await {
-                Err(status) if status.code() == Code::Unavailable => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(_) => return,
-                Err(status) => panic!("{status:?}"),
-            }
-        }
+        with_token(message, &self.token)
     }
 
     pub async fn open_direct(&self, peer: &TestDevice) -> pb::Conversation {

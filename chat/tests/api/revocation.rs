@@ -14,12 +14,12 @@ use proto::{
 };
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 
 use crate::{
     gateway::spawn_gateway,
     helpers::BidiStream,
-    helpers::{TestApp, TestDevice, bearer, replay, spawn_app},
+    helpers::{TestApp, TestDevice, replay, spawn_app, with_token},
 };
 
 /// Longest wait for a refusal; far above the documented bound, so that a slow machine passes.
@@ -122,12 +122,6 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    bearer(&mut request, token);
-    request
 }
 
 async fn list_devices(channel: &Channel, token: &str) -> Result<(), Status> {
@@ -233,7 +227,7 @@ async fn another_session_of(
         .clone()
         .login(auth_pb::LoginRequest {
             username: username.to_owned(),
-            password: "correct horse battery".to_owned(),
+            password: testkit::PASSWORD.to_owned(),
             device_id: device.device_id.clone(),
             ..Default::default()
         })

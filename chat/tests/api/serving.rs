@@ -64,8 +64,8 @@ async fn a_call_with_a_valid_token_gets_past_authentication(db: PgPool) {
         proto::chat::v1::chat_service_client::ChatServiceClient::new(app.channel.clone());
 
     let result = loop {
-        let mut attempt = tonic::Request::new(proto::chat::v1::ListConversationsRequest::default());
-        crate::helpers::bearer(&mut attempt, &token);
+        let attempt =
+            testkit::with_token(proto::chat::v1::ListConversationsRequest::default(), &token);
         let result = chat.list_conversations(attempt).await;
         // The key set is fetched from auth in the background right after start.
         match &result {

@@ -20,7 +20,7 @@ use crate::harness::{
 
 /// The service secret shared by auth and the gateway here.
 const SERVICE_SECRET: &str = "abuse-suite-service-secret-not-for-deployments";
-const PASSWORD: &str = "correct horse battery staple";
+use testkit::PASSWORD;
 
 pub fn gateway_env(auth: SocketAddr) -> Vec<(String, String)> {
     let nowhere = "http://127.0.0.1:1".to_owned();

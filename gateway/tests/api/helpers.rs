@@ -1,63 +1,36 @@
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use http::Uri;
 use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
     chat::v1 as chat_pb,
 };
 use sqlx::PgPool;
+use testkit::stack::{NOWHERE, Runtime, Server, start_gateway, uri};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
-    task::JoinHandle,
+    net::TcpStream,
 };
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
 use crate::chat_double::{ChatDouble, spawn_chat_double};
 
-pub const PASSWORD: &str = "correct horse battery staple";
+pub use testkit::{PASSWORD, stack::upstreams, with_token};
 
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub stop: Option<oneshot::Sender<()>>,
-    pub server: JoinHandle<anyhow::Result<()>>,
-}
+/// The gateway alone (stopped with [`Server::stop`]).
+pub type TestApp = Server;
 
 /// The gateway alone; its upstreams point at a port where nothing listens.
 pub async fn spawn_app() -> TestApp {
-    let nowhere: Uri = "http://127.0.0.1:1".parse().unwrap();
+    let nowhere = uri(NOWHERE);
     spawn_gateway(gateway::Config::for_tests(upstreams(
         &nowhere, &nowhere, &nowhere,
     )))
     .await
 }
 
-pub fn upstreams(auth: &Uri, chat: &Uri, group: &Uri) -> gateway::UpstreamSettings {
-    gateway::UpstreamSettings {
-        auth: auth.clone().into(),
-        chat: chat.clone().into(),
-        group: group.clone().into(),
-        resolve_interval: Duration::from_secs(10),
-        hosts_file: None,
-        connect_timeout: Duration::from_millis(500),
-        connections_per_address: 2,
-    }
-}
-
+/// The gateway with `config`, once it reports SERVING.
 pub async fn spawn_gateway(config: gateway::Config) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    let server = tokio::spawn(gateway::run(config, listener, shutdown));
-    TestApp {
-        addr,
-        stop: Some(stop),
-        server,
-    }
+    start_gateway(config, Runtime::Shared, None).await.unwrap()
 }
 
 /// Real auth and group services, the chat double, and the gateway in front of them.
@@ -66,81 +39,52 @@ pub struct Stack {
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
     pub chat: ChatDouble,
-    _gateway: TestApp,
+    _services: testkit::stack::Stack,
+    gateway_server: Option<Server>,
 }
 
 pub async fn spawn_stack(db: PgPool) -> Stack {
     spawn_stack_with(db, auth::Config::for_tests(), |config| config).await
 }
 
+/// As [`spawn_stack`], with this auth configuration and the gateway's adjusted by `adjust`
+/// (upstreams included).
 pub async fn spawn_stack_with(
     db: PgPool,
     auth_config: auth::Config,
     adjust: impl FnOnce(gateway::Config) -> gateway::Config,
 ) -> Stack {
-    let auth_addr = spawn_service(|listener| {
-        auth::run(auth_config, db.clone(), listener, std::future::pending())
-    })
-    .await;
-    let auth_url = format!("http://{auth_addr}");
-    let group_addr = spawn_service(|listener| {
-        group::run(
-            group::Config::for_tests(&auth_url),
-            db.clone(),
-            listener,
-            std::future::pending(),
-        )
-    })
-    .await;
+    let services = testkit::stack::Stack::builder()
+        .auth_with(|config| *config = auth_config)
+        .group()
+        .start(&db)
+        .await
+        .unwrap();
     let (chat_addr, chat) = spawn_chat_double().await;
-    let uri = |addr: SocketAddr| -> Uri { format!("http://{addr}").parse().unwrap() };
     let config = adjust(gateway::Config::for_tests(upstreams(
-        &uri(auth_addr),
+        &uri(services.auth().addr),
         &uri(chat_addr),
-        &uri(group_addr),
+        &uri(services.group().addr),
     )));
-    let app = spawn_gateway(config).await;
-    let channel = testkit::connect(app.addr).await;
-    wait_until_ready(app.addr).await;
+    let gateway = start_gateway(config, Runtime::Shared, services.probe_token())
+        .await
+        .unwrap();
+    let channel = testkit::connect(gateway.addr).await;
     Stack {
-        gateway: app.addr,
+        gateway: gateway.addr,
         auth: AuthServiceClient::new(channel.clone()),
         channel,
         chat,
-        _gateway: app,
+        _services: services,
+        gateway_server: Some(gateway),
     }
-}
-
-async fn spawn_service<F, Fut>(run: F) -> SocketAddr
-where
-    F: FnOnce(TcpListener) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(run(listener));
-    addr
-}
-
-/// The gateway is ready once it has fetched auth's key set.
-async fn wait_until_ready(gateway: SocketAddr) {
-    for _ in 0..200 {
-        if http1_request(gateway, "GET /readyz HTTP/1.1", b"")
-            .await
-            .starts_with(b"HTTP/1.1 200")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the gateway did not become ready");
 }
 
 impl Stack {
     /// Signals the gateway to shut down (it stops accepting and drains).
     pub fn stop_gateway(&mut self) {
-        if let Some(stop) = self._gateway.stop.take() {
-            let _ = stop.send(());
+        if let Some(gateway) = self.gateway_server.take() {
+            tokio::spawn(gateway.stop());
         }
     }
 
@@ -186,15 +130,6 @@ pub fn subscribe_request(conversations: &[&str]) -> chat_pb::SubscribeRequest {
             })
             .collect(),
     }
-}
-
-pub fn with_token<T>(message: T, access_token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {access_token}").parse().unwrap(),
-    );
-    request
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns the raw response (head and body).

@@ -138,14 +138,12 @@ async fn a_grpc_web_call_over_http1_gets_a_grpc_web_answer() {
 
 #[tokio::test]
 async fn the_gateway_stops_promptly_when_shutdown_is_signalled() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
 
-    app.stop.take().unwrap().send(()).unwrap();
-
-    let result = tokio::time::timeout(Duration::from_secs(5), app.server)
+    let result = tokio::time::timeout(Duration::from_secs(5), app.stop())
         .await
         .expect("the gateway stops within its drain timeout");
-    result.unwrap().unwrap();
+    result.unwrap();
 }
 
 #[tokio::test]

@@ -1,4 +1,7 @@
-use std::{net::SocketAddr, sync::LazyLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+};
 
 use proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
@@ -9,10 +12,9 @@ use proto::{
         v1::{self as pb, group_service_client::GroupServiceClient},
     },
 };
-use rsa::{RsaPrivateKey, pkcs8::EncodePublicKey};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tonic::{Code, Request, Status, transport::Channel};
+use testkit::stack::Stack;
+use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
 pub struct TestApp {
@@ -21,8 +23,8 @@ pub struct TestApp {
     pub metrics: SocketAddr,
     pub channel: Channel,
     pub auth: AuthServiceClient<Channel>,
-    pub auth_url: String,
     pub db: PgPool,
+    stack: Arc<Stack>,
 }
 
 /// A registered, logged-in user.
@@ -49,63 +51,28 @@ pub async fn spawn_apps_with(
     configure_auth: impl FnOnce(&mut auth::Config),
     configure: impl FnOnce(&mut group::Config),
 ) -> TestApp {
-    let auth_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let auth_addr = auth_listener.local_addr().unwrap();
-    let mut auth_config = auth::Config::for_tests();
-    configure_auth(&mut auth_config);
-    tokio::spawn(auth::run(
-        auth_config,
-        db.clone(),
-        auth_listener,
-        std::future::pending(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let auth_url = format!("http://{auth_addr}");
-    let mut config = group::Config::for_tests(&auth_url);
-    configure(&mut config);
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = metrics_listener.local_addr().unwrap();
-    tokio::spawn(group::run_with_metrics_listener(
-        config,
-        db.clone(),
-        listener,
-        Some(metrics_listener),
-        std::future::pending(),
-    ));
-    let channel = testkit::connect(addr).await; // already bound: no sleep
-    let auth = AuthServiceClient::new(testkit::connect(auth_addr).await);
-    let app = TestApp {
-        addr,
-        metrics,
-        channel,
-        auth,
-        auth_url,
+    let stack = Stack::builder()
+        .auth_with(configure_auth)
+        .group_with(configure)
+        .metrics()
+        .start(&db)
+        .await
+        .unwrap();
+    TestApp {
+        addr: stack.group().addr,
+        metrics: stack.group().metrics.unwrap(),
+        channel: testkit::connect(stack.group().addr).await,
+        auth: AuthServiceClient::new(testkit::connect(stack.auth().addr).await),
         db,
-    };
-    app.wait_for_token_keys().await;
-    app
-}
-
-/// An RSA-OAEP public key (2048 bits, to keep tests quick) and an Ed25519 key, made once.
-pub static DEVICE_KEYS: LazyLock<auth_pb::DeviceKeys> = LazyLock::new(|| {
-    let rsa = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-    auth_pb::DeviceKeys {
-        encryption_public_key: rsa.to_public_key().to_public_key_der().unwrap().into_vec(),
-        signing_public_key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng)
-            .verifying_key()
-            .to_bytes()
-            .to_vec(),
+        stack: Arc::new(stack),
     }
-});
-
-pub fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
+
+/// The public keys of a device (`testkit::stack`'s first test keys).
+pub static DEVICE_KEYS: LazyLock<auth_pb::DeviceKeys> =
+    LazyLock::new(|| testkit::stack::public_device_keys(0));
+
+pub use testkit::{PASSWORD, with_token};
 
 /// The `google.rpc.ErrorInfo` reason and metadata of a status.
 pub fn error_info(status: &Status) -> (String, std::collections::HashMap<String, String>) {
@@ -139,29 +106,19 @@ impl TestApp {
         db: PgPool,
         configure: impl FnOnce(&mut group::Config),
     ) -> TestApp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut config = group::Config::for_tests(&self.auth_url);
-        configure(&mut config);
-        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = metrics_listener.local_addr().unwrap();
-        tokio::spawn(group::run_with_metrics_listener(
-            config,
-            db.clone(),
-            listener,
-            Some(metrics_listener),
-            std::future::pending(),
-        ));
-        let replica = TestApp {
-            addr,
-            metrics,
-            channel: testkit::connect(addr).await,
+        let replica = self
+            .stack
+            .start_group(db.clone().into(), configure)
+            .await
+            .unwrap();
+        TestApp {
+            addr: replica.addr,
+            metrics: replica.metrics.unwrap(),
+            channel: testkit::connect(replica.addr).await,
             auth: self.auth.clone(),
-            auth_url: self.auth_url.clone(),
             db,
-        };
-        replica.wait_for_token_keys().await;
-        replica
+            stack: self.stack.clone(),
+        }
     }
 
     pub fn groups(&self) -> GroupServiceClient<Channel> {
@@ -180,7 +137,7 @@ impl TestApp {
     /// Registers and logs in `username` on a new device.
     pub async fn user(&self, username: &str) -> TestUser {
         let mut auth = self.auth.clone();
-        let password = "correct horse battery".to_owned();
+        let password = PASSWORD.to_owned();
         auth.register(auth_pb::RegisterRequest {
             username: username.to_owned(),
             password: password.clone(),
@@ -228,29 +185,6 @@ impl TestApp {
             .into_inner()
             .device
             .unwrap()
-    }
-
-    /// The group service fetches auth's token keys in the background right after start.
-    async fn wait_for_token_keys(&self) {
-        let probe = self
-            .user(&format!(
-                "probe{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ))
-            .await;
-        for _ in 0..250 {
-            let result = self
-                .groups()
-                .list_my_groups(with_token(pb::ListMyGroupsRequest::default(), &probe.token))
-                .await;
-            match result {
-                Err(status) if status.code() == Code::Unavailable => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ => return,
-            }
-        }
-        panic!("the group service never fetched auth's keys");
     }
 
     pub async fn create_group(
@@ -494,7 +428,7 @@ impl TestApp {
             .clone()
             .login(auth_pb::LoginRequest {
                 username: user.username.clone(),
-                password: "correct horse battery".to_owned(),
+                password: PASSWORD.to_owned(),
                 ..Default::default()
             })
             .await
@@ -518,7 +452,7 @@ impl TestApp {
                 .clone()
                 .register(auth_pb::RegisterRequest {
                     username: format!("{prefix}{n}"),
-                    password: "correct horse battery".to_owned(),
+                    password: PASSWORD.to_owned(),
                     display_name: String::new(),
                 })
                 .await

@@ -16,11 +16,7 @@ use crate::helpers::{
 const STALENESS: Duration = Duration::from_secs(60);
 
 fn with_token(token: &str) -> Request<()> {
-    let mut request = Request::new(());
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    testkit::with_token((), token)
 }
 
 async fn code_of(validator: &RemoteValidator, token: &str) -> Option<Code> {
