@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = common::telemetry::init_with_traces(
         &config.server.log_filter,
         config.server.log_format,
-        common::telemetry::TraceExport::from_env("auth"),
+        config.server.trace_export.clone(),
     )?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;
     let db = common::db::connect_lazy(&config.database)?;

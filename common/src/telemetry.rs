@@ -1,7 +1,7 @@
 //! One `tracing` subscriber per binary: log lines on stderr, and, when an OTLP endpoint is
 //! configured, the same spans exported to it as OpenTelemetry traces.
 //!
-//! Tracing is off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TraceExport::from_env`]). Off,
+//! Tracing is off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TraceExport::from_lookup`]). Off,
 //! the subscriber is what it always was (no OpenTelemetry layer, no propagation work: every
 //! function of [`propagation`] returns at once). On, spans at INFO and above (whatever the log
 //! filter says) go through a batch exporter over OTLP/gRPC, and W3C `traceparent` is read from
@@ -47,7 +47,7 @@ impl FromStr for LogFormat {
 }
 
 /// Where and as whom spans are exported. Built from the standard OpenTelemetry variables by
-/// [`TraceExport::from_env`], or directly (tests, which then need not touch the environment).
+/// [`TraceExport::from_lookup`], or directly (tests, which then need not touch the environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceExport {
     /// The collector's OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`.
@@ -60,21 +60,18 @@ pub struct TraceExport {
 }
 
 impl TraceExport {
-    /// From the environment: `OTEL_EXPORTER_OTLP_ENDPOINT` (unset or empty: no export) and
-    /// `OTEL_SERVICE_NAME` (default `service_name`).
-    pub fn from_env(service_name: &str) -> Option<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok(), service_name)
-    }
-
-    /// As [`TraceExport::from_env`], reading variables through `lookup`.
+    /// From the standard variables, read through `lookup`: `OTEL_EXPORTER_OTLP_ENDPOINT` (unset
+    /// or empty: no export) and `OTEL_SERVICE_NAME` (default `service_name`). The services read
+    /// them with the rest of their configuration (`crate::config::ServerSettings`).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
         service_name: &str,
     ) -> Option<Self> {
-        let endpoint = lookup("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|value| !value.is_empty())?;
+        // Both are read either way, so the documented variables are those the code reads.
         let service_name = lookup("OTEL_SERVICE_NAME")
             .filter(|value| !value.is_empty())
             .unwrap_or_else(|| service_name.to_owned());
+        let endpoint = lookup("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|value| !value.is_empty())?;
         Some(Self {
             endpoint,
             service_name,
@@ -136,8 +133,8 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
     Ok(())
 }
 
-/// As [`init`], and exports spans to `export` when given (the services' `main`, with
-/// [`TraceExport::from_env`]). Call it inside the runtime: the exporter's client needs it. A
+/// As [`init`], and exports spans to `export` when given (the services' `main`, with their
+/// `ServerSettings::trace_export`). Call it inside the runtime: the exporter's client needs it. A
 /// second call keeps the first subscriber and exports nothing.
 ///
 /// # Errors

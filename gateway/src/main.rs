@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = common::telemetry::init_with_traces(
         &config.server.log_filter,
         config.server.log_format,
-        common::telemetry::TraceExport::from_env("gateway"),
+        config.server.trace_export.clone(),
     )?;
     let listener = gateway::server::bind(config.server.listen_addr)?;
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
