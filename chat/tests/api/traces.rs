@@ -2,6 +2,8 @@
 //! client's span through the gateway and chat to auth (chat's call for the devices) and to the
 //! commit of its batch, exported over OTLP to an in-process receiver.
 //!
+//! A batch of several sends joins the first one's trace and links the others' sends.
+//!
 //! The services run in this process, so they share one subscriber and one `service.name`; their
 //! spans are told apart by name (`request`: the gateway's, `grpc`: a service's, `commit_batch`)
 //! and by who is whose parent. The subscriber is process-wide: nextest runs each test in its own
@@ -22,24 +24,17 @@ use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::mpsc};
 use tonic::{Request, Response, Status};
 
-use crate::{gateway::spawn_gateway, helpers::spawn_app};
+use crate::{
+    gateway::spawn_gateway,
+    helpers::{spawn_app, spawn_app_with},
+};
 
 /// The client's own span, as its `traceparent` names it.
 const CLIENT_SPAN_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
 
 #[sqlx::test(migrations = "../migrations")]
 async fn one_send_through_the_gateway_is_one_trace_down_to_its_commit_batch(db: PgPool) {
-    let (collector, mut spans) = spawn_otlp_receiver().await;
-    let _telemetry = common::telemetry::init_with_traces(
-        "warn",
-        common::telemetry::LogFormat::Pretty,
-        Some(common::telemetry::TraceExport {
-            endpoint: format!("http://{collector}"),
-            service_name: "chat-tests".to_owned(),
-            batch_delay: Some(Duration::from_millis(50)),
-        }),
-    )
-    .unwrap();
+    let (_telemetry, mut spans) = export_to_a_receiver().await;
     let app = spawn_app(db).await;
     let gateway = spawn_gateway(&app).await;
     let alice = app.user("alice").await.on_replica(gateway).await;
@@ -89,6 +84,85 @@ async fn one_send_through_the_gateway_is_one_trace_down_to_its_commit_batch(db: 
     );
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_of_two_sends_joins_the_first_ones_trace_and_links_the_other(db: PgPool) {
+    let (_telemetry, mut spans) = export_to_a_receiver().await;
+    // Sends that arrive within 300 ms of the first are committed with it.
+    let app = spawn_app_with(db, |config| {
+        config.commit.window = Duration::from_millis(300);
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let to_bob = alice.open_direct(&bob).await;
+    let to_alice = bob.open_direct(&alice).await;
+    let (alices, bobs) = tokio::join!(
+        alice.envelope_for(&to_bob, "one"),
+        bob.envelope_for(&to_alice, "two")
+    );
+
+    let (sent_by_alice, sent_by_bob) = tokio::join!(alice.send(alices), bob.send(bobs));
+    sent_by_alice.unwrap();
+    sent_by_bob.unwrap();
+    let send_path = Some("/chat.v1.ChatService/SendMessage");
+    let mut received = Vec::new();
+    let all_there = |received: &[Span]| {
+        received
+            .iter()
+            .filter(|span| {
+                span.name == "grpc" && string_attribute(span, "path").as_deref() == send_path
+            })
+            .count()
+            == 2
+            && position(received, "commit_batch", None).is_some()
+    };
+    let collect = async {
+        while !all_there(&received) {
+            received.push(spans.recv().await.expect("the receiver stopped"));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), collect)
+        .await
+        .unwrap_or_else(|_| panic!("missing spans; received: {received:#?}"));
+
+    let batch = find(&received, "commit_batch", None);
+    let (first, other): (Vec<&Span>, Vec<&Span>) = received
+        .iter()
+        .filter(|span| {
+            span.name == "grpc" && string_attribute(span, "path").as_deref() == send_path
+        })
+        .partition(|send| send.span_id == batch.parent_span_id);
+    assert_eq!(string_attribute(batch, "n_sends").as_deref(), Some("2"));
+    assert_eq!((first.len(), other.len()), (1, 1), "{received:#?}");
+    assert_eq!(batch.trace_id, first[0].trace_id);
+    let links: Vec<(&[u8], &[u8])> = batch
+        .links
+        .iter()
+        .map(|link| (link.trace_id.as_slice(), link.span_id.as_slice()))
+        .collect();
+    assert_eq!(
+        links,
+        [(other[0].trace_id.as_slice(), other[0].span_id.as_slice())]
+    );
+}
+
+/// Installs the process's subscriber, exporting every span to an in-process OTLP receiver
+/// quickly; the spans come out of the channel.
+async fn export_to_a_receiver() -> (common::telemetry::Telemetry, mpsc::UnboundedReceiver<Span>) {
+    let (collector, spans) = spawn_otlp_receiver().await;
+    let telemetry = common::telemetry::init_with_traces(
+        "warn",
+        common::telemetry::LogFormat::Pretty,
+        Some(common::telemetry::TraceExport {
+            endpoint: format!("http://{collector}"),
+            service_name: "chat-tests".to_owned(),
+            batch_delay: Some(Duration::from_millis(50)),
+        }),
+    )
+    .unwrap();
+    (telemetry, spans)
+}
+
 /// The first span of `trace` named `name` (with `path`, when given); fails the test otherwise.
 fn find<'a>(trace: &'a [Span], name: &str, path: Option<&str>) -> &'a Span {
     let index = position(trace, name, path)
@@ -110,6 +184,8 @@ fn string_attribute(span: &Span, key: &str) -> Option<String> {
         .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
         .and_then(|value| match value {
             any_value::Value::StringValue(text) => Some(text.clone()),
+            // tracing's unsigned integers arrive as text (n_sends) or as integers.
+            any_value::Value::IntValue(number) => Some(number.to_string()),
             _ => None,
         })
 }
