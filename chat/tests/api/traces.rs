@@ -2,7 +2,8 @@
 //! client's span through the gateway and chat to auth (chat's call for the devices) and to the
 //! commit of its batch, exported over OTLP to an in-process receiver.
 //!
-//! A batch of several sends joins the first one's trace and links the others' sends.
+//! A batch of several sends joins the first one's trace and links the others' sends, and a
+//! server's last spans are exported when its telemetry shuts down.
 //!
 //! The services run in this process, so they share one subscriber and one `service.name`; their
 //! spans are told apart by name (`request`: the gateway's, `grpc`: a service's, `commit_batch`)
@@ -144,6 +145,30 @@ async fn a_batch_of_two_sends_joins_the_first_ones_trace_and_links_the_other(db:
         links,
         [(other[0].trace_id.as_slice(), other[0].span_id.as_slice())]
     );
+}
+
+#[tokio::test]
+async fn shutting_the_telemetry_down_exports_the_spans_still_batched() {
+    let (collector, mut spans) = spawn_otlp_receiver().await;
+    let telemetry = common::telemetry::init_with_traces(
+        "warn",
+        common::telemetry::LogFormat::Pretty,
+        Some(common::telemetry::TraceExport {
+            endpoint: format!("http://{collector}"),
+            service_name: "chat-tests".to_owned(),
+            // Far longer than the test: only the shutdown exports.
+            batch_delay: Some(Duration::from_secs(600)),
+        }),
+    )
+    .unwrap();
+    tracing::info_span!("last_call").in_scope(|| {});
+
+    tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
+        .await
+        .expect("the shutdown took too long");
+
+    let exported = spans.try_recv().expect("the span was not exported");
+    assert_eq!(exported.name, "last_call");
 }
 
 /// Installs the process's subscriber, exporting every span to an in-process OTLP receiver
