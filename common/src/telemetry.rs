@@ -100,18 +100,25 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Exports what is still batched and stops the exporter (at most the SDK's export timeout).
+    /// Exports what is still batched and stops the exporter, waiting at most
+    /// [`FLUSH_TIMEOUT`].
     pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;
         };
         // The SDK blocks until its exporter thread is done; keep that off the runtime's threads.
-        let outcome = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        let outcome =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT))
+                .await;
         if let Ok(Err(error)) = outcome {
             tracing::warn!(%error, "the last traces could not be exported");
         }
     }
 }
+
+/// How long [`Telemetry::shutdown`] waits for the last spans to be exported: after the drain,
+/// within the pod's grace period (the chart's leave 5 s beyond the pre-stop sleep and the drain).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether spans are exported (an [`init`] set up a [`TraceExport`]). Everything that only
 /// serves traces checks it first, so tracing off costs nothing.
