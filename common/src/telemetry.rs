@@ -151,18 +151,12 @@ pub fn init_with_traces(
     format: LogFormat,
     export: Option<TraceExport>,
 ) -> Result<Telemetry, TelemetryError> {
-    let log_layer = log_layer(format).with_filter(EnvFilter::try_new(filter)?);
     let provider = export.map(tracer_provider).transpose()?;
-    let trace_layer = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("chat-platform"))
-            // Spans are what a trace is made of, whatever the log filter keeps; below INFO are
-            // the libraries' own (h2, hyper, tonic), one per frame or poll.
-            .with_filter(LevelFilter::INFO)
-    });
-    let installed = tracing_subscriber::registry()
-        .with(log_layer)
-        .with(trace_layer)
+    let writer = LogWriter {
+        make: std::io::stderr,
+        ansi: std::io::stderr().is_terminal(),
+    };
+    let installed = subscriber(filter, format, provider.as_ref(), writer)?
         .try_init()
         .is_ok();
     let provider = provider.filter(|_| installed);
@@ -172,10 +166,42 @@ pub fn init_with_traces(
     Ok(Telemetry { provider })
 }
 
-fn log_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
+/// Where log lines go, and whether they may carry terminal colours.
+struct LogWriter<W> {
+    make: W,
+    ansi: bool,
+}
+
+/// The subscriber [`init_with_traces`] installs, writing log lines to `writer`.
+fn subscriber<W>(
+    filter: &str,
+    format: LogFormat,
+    provider: Option<&SdkTracerProvider>,
+    writer: LogWriter<W>,
+) -> Result<impl tracing::Subscriber + Send + Sync, TelemetryError>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    let log_layer = log_layer(format, writer).with_filter(EnvFilter::try_new(filter)?);
+    let trace_layer = provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("chat-platform"))
+            // Spans are what a trace is made of, whatever the log filter keeps; below INFO are
+            // the libraries' own (h2, hyper, tonic), one per frame or poll.
+            .with_filter(LevelFilter::INFO)
+    });
+    Ok(tracing_subscriber::registry()
+        .with(log_layer)
+        .with(trace_layer))
+}
+
+fn log_layer<W>(format: LogFormat, writer: LogWriter<W>) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
     let layer = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(writer.ansi)
+        .with_writer(writer.make);
     match format {
         LogFormat::Pretty => layer.boxed(),
         // Each line carries its spans' fields, the request span's `trace_id` among them.
@@ -234,6 +260,55 @@ mod tests {
 
         assert_eq!(export.endpoint, "http://collector:4317");
         assert_eq!(export.service_name, "chat");
+    }
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_log_lines_of_a_request_carry_the_trace_id_its_caller_sent() {
+        let lines = Lines::default();
+        let writer = LogWriter {
+            make: {
+                let lines = lines.clone();
+                move || lines.clone()
+            },
+            ansi: false,
+        };
+        // Spans are made but go nowhere: no exporter.
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber("info", LogFormat::Json, Some(&provider), writer).unwrap();
+        EXPORTING.store(true, Ordering::Relaxed);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("grpc", trace_id = tracing::field::Empty);
+            propagation::continue_trace(&span, &headers);
+            span.in_scope(|| tracing::info!("handled"));
+        });
+
+        let written = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(written.trim()).unwrap();
+        assert_eq!(line["message"], "handled");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
