@@ -120,8 +120,8 @@ impl Telemetry {
 /// within the pod's grace period (the chart's leave 5 s beyond the pre-stop sleep and the drain).
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether spans are exported (an [`init_with_traces`] set up a [`TraceExport`]). Everything that only
-/// serves traces checks it first, so tracing off costs nothing.
+/// Whether spans are exported (an [`init_with_traces`] set up a [`TraceExport`]). Everything
+/// that only serves traces checks it first, so tracing off costs nothing.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
