@@ -9,9 +9,16 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = auth::Config::from_env()?; // fail before binding anything
-    common::telemetry::init(&config.server.log_filter, config.server.log_format)?;
+    let telemetry = common::telemetry::init_with_traces(
+        &config.server.log_filter,
+        config.server.log_format,
+        config.server.trace_export.clone(),
+    )?;
     let listener = TcpListener::bind(config.server.listen_addr).await?;
     let db = common::db::connect_lazy(&config.database)?;
     tracing::info!(addr = %listener.local_addr()?, "auth listening");
-    auth::run(config, db, listener, common::shutdown::signal()).await
+    let outcome = auth::run(config, db, listener, common::shutdown::signal()).await;
+    // After the drain, so the spans of the last calls are exported too.
+    telemetry.shutdown().await;
+    outcome
 }

@@ -37,6 +37,8 @@ def config_sources(component: str) -> str:
     else:
         paths.append(REPO / component / "src" / "config.rs")
     paths += [p for p in [REPO / "common" / "src" / "service_credential.rs"] if p.is_file()]
+    # The standard OTEL_* variables (ServerSettings::trace_export) are read there.
+    paths.append(REPO / "common" / "src" / "telemetry.rs")
     return "\n".join(p.read_text() for p in paths)
 
 
@@ -85,7 +87,7 @@ def test_every_variable_the_chart_sets_is_one_the_binary_reads(manifests):
         prefix = "MIGRATE" if component == "migrate" else PREFIXES[component]
         read = settings_read(config_sources(component))
         for name in names - PENDING:
-            setting = name.removeprefix(prefix + "_")
+            setting = name if name.startswith("OTEL_") else name.removeprefix(prefix + "_")
             # X_FILE is read by secret_source("X") / optional_secret_source("X").
             stem = setting.removesuffix("_FILE")
             assert setting in read or stem in read, f"{name}: {setting!r} not in the config code"

@@ -37,6 +37,8 @@ VARIANTS = {
                     "--set", "serviceMetrics.podMonitor.labels.release=kube-prometheus-stack",
                     "--set", "networkPolicy.metricsScrapers[0].podSelector.matchLabels.app=prometheus"],
     "monitoring": ["--set", "monitoring.dashboards.enabled=true", "--set", "monitoring.rules.enabled=true"],
+    "traces": ["--set", "otel.endpoint=http://otel-collector.observability:4317",
+               "--set", "otel.collector.to[0].namespaceSelector.matchLabels.team=observability"],
 }
 # Custom resources kubernetes-validate has no schema for (the Prometheus Operator's CRDs): not
 # validated against a schema; their own tests check their shape (test_manifests.py, and promtool
@@ -94,3 +96,34 @@ def test_the_pod_monitors_scrape_each_components_metrics_port():
         endpoints = monitor[0]["spec"]["podMetricsEndpoints"]
         assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")], component
         assert "metrics" in ports, component
+
+
+def test_traces_are_exported_by_every_component_to_the_collector_only():
+    result = helm_template(*VARIANTS["traces"])
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    for dep in [d for d in docs if d["kind"] == "Deployment"]:
+        component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = {e["name"]: e.get("value") for c in dep["spec"]["template"]["spec"]["containers"]
+               for e in c.get("env", [])}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+        assert env["OTEL_SERVICE_NAME"] == component
+    for policy in [d for d in docs if d["kind"] == "NetworkPolicy"]:
+        component = policy["metadata"]["labels"]["app.kubernetes.io/component"]
+        to_collector = [r for r in policy["spec"].get("egress") or []
+                        if r["ports"] == [{"port": 4317, "protocol": "TCP"}]]
+        if component in ("postgresql", "migrate", "test"):
+            assert not to_collector, component
+        else:
+            assert [r["to"] for r in to_collector] == [
+                [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}]], component
+
+
+def test_an_endpoint_without_collector_peers_is_refused_while_policies_are_on():
+    result = helm_template("--set", "otel.endpoint=http://collector:4317")
+
+    assert result.returncode != 0
+    assert "otel.collector.to is empty" in result.stderr
+    assert helm_template("--set", "otel.endpoint=http://collector:4317",
+                         "--set", "networkPolicy.enabled=false").returncode == 0

@@ -17,7 +17,7 @@ use std::{
 
 use secrecy::SecretString;
 
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, TraceExport};
 
 /// A setting is missing or malformed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,6 +71,16 @@ impl<'a> EnvReader<'a> {
     /// The full variable name of `setting`.
     pub fn key(&self, setting: &str) -> String {
         format!("{}_{setting}", self.prefix)
+    }
+
+    /// A standard variable outside the service's prefix (`OTEL_*`), `None` when unset or empty.
+    pub fn unprefixed(&self, key: &str) -> Option<String> {
+        (self.lookup)(key).filter(|value| !value.trim().is_empty())
+    }
+
+    /// The service's own name, the prefix in lowercase (`chat`).
+    pub fn service_name(&self) -> String {
+        self.prefix.to_ascii_lowercase()
     }
 
     fn get(&self, setting: &str) -> Option<String> {
@@ -220,6 +230,9 @@ pub struct ServerSettings {
     /// `<P>_SHUTDOWN_TIMEOUT_SECS`: how long in-flight calls may drain after a shutdown signal,
     /// default 20 s; keep it below the pod's `terminationGracePeriodSeconds`.
     pub shutdown_timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_SERVICE_NAME` (default: the service's name):
+    /// where spans are exported; `None` (unset) exports none. See [`TraceExport::from_lookup`].
+    pub trace_export: Option<TraceExport>,
 }
 
 impl ServerSettings {
@@ -233,6 +246,7 @@ impl ServerSettings {
             log_filter: env.string_or("LOG", "info"),
             log_format: env.parse_or("LOG_FORMAT", LogFormat::Pretty)?,
             shutdown_timeout: env.seconds_or("SHUTDOWN_TIMEOUT_SECS", Duration::from_secs(20))?,
+            trace_export: TraceExport::from_lookup(|key| env.unprefixed(key), &env.service_name()),
         })
     }
 
@@ -243,6 +257,7 @@ impl ServerSettings {
             log_filter: "warn".to_owned(),
             log_format: LogFormat::Pretty,
             shutdown_timeout: Duration::from_secs(1),
+            trace_export: None,
         }
     }
 }
@@ -492,6 +507,22 @@ mod tests {
         assert_eq!(settings.listen_addr, "0.0.0.0:1".parse().unwrap());
         assert_eq!(settings.log_format, LogFormat::Pretty);
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(settings.trace_export, None);
+    }
+
+    #[test]
+    fn an_otlp_endpoint_exports_traces_under_the_services_own_name() {
+        let lookup = reader_over(&HashMap::from([(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4317",
+        )]));
+        let env = EnvReader::new("GROUP", &lookup);
+
+        let settings = ServerSettings::from_env(&env, "0.0.0.0:1".parse().unwrap()).unwrap();
+
+        let export = settings.trace_export.unwrap();
+        assert_eq!(export.endpoint, "http://collector:4317");
+        assert_eq!(export.service_name, "group");
     }
 
     #[test]

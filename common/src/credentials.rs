@@ -21,7 +21,8 @@ impl Credentials {
         Self(request.metadata().get("authorization").cloned())
     }
 
-    /// A request carrying these credentials.
+    /// A request carrying these credentials, and the current trace context when traces are
+    /// exported (`crate::telemetry::propagation`).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(value) = &self.0 {
@@ -29,6 +30,7 @@ impl Credentials {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        crate::telemetry::propagation::inject_current_into_metadata(request.metadata_mut());
         request
     }
 }

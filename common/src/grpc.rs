@@ -133,14 +133,23 @@ pub fn with_reflection(
 }
 
 /// The span every log line of a call belongs to: its method and the `x-request-id` the gateway set,
-/// so one request can be followed from the gateway through every service.
+/// so one request can be followed from the gateway through every service. With traces exported,
+/// it continues the caller's trace (`traceparent`) and carries its `trace_id`.
 fn request_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("grpc", path = %request.uri().path(), request_id)
+    let span = tracing::info_span!(
+        "grpc",
+        path = %request.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+        otel.kind = "server",
+    );
+    crate::telemetry::propagation::continue_trace(&span, request.headers());
+    span
 }
 
 /// The status every RPC of a service skeleton answers until its issue implements it.

@@ -98,8 +98,8 @@ pub fn request_id_layers() -> RequestIdLayers {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
 }
 
-/// One `request` span per request, with fields `request_id`, `method` (HTTP) and `path` (for gRPC,
-/// the full method path; never the query). Requests and responses are logged at DEBUG, server
+/// One `request` span per request, with fields `request_id`, `method` (HTTP), `path` (for gRPC,
+/// the full method path; never the query) and, with traces exported, `trace_id`. Requests and responses are logged at DEBUG, server
 /// errors and broken bodies at WARN; gRPC statuses are in the metrics, not in these events.
 pub fn trace_layer() -> RequestTraceLayer {
     TraceLayer::new_for_http()
@@ -138,12 +138,18 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get(REQUEST_ID_HEADER)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             request_id,
             method = %request.method(),
             path = request.uri().path(),
-        )
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+        );
+        // With traces exported: the client's `traceparent` is this span's parent, and the proxy
+        // hands this span's context upstream (proxy.rs).
+        common::telemetry::propagation::continue_trace(&span, request.headers());
+        span
     }
 }
 

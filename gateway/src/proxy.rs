@@ -146,6 +146,9 @@ impl Proxy {
         let lingers = parts.version == Version::HTTP_2 && method.client_streaming;
         let path: Arc<str> = Arc::from(parts.uri.path());
         sanitize_headers(&mut parts.headers, peer);
+        // The upstream's span is a child of the gateway's (a client's `traceparent` is replaced;
+        // with traces off it passes through).
+        common::telemetry::propagation::inject_current(&mut parts.headers);
         parts.version = Version::HTTP_2;
         if method.is_unary() {
             bound_grpc_timeout(&mut parts.headers, self.unary_timeout);

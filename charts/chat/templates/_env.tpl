@@ -15,6 +15,12 @@ and <service>/src/config.rs); charts/tests/test_env.py checks it. Secrets are mo
   value: {{ .root.Values.logFormat | quote }}
 - name: {{ .prefix }}_SHUTDOWN_TIMEOUT_SECS
   value: {{ $c.shutdownTimeoutSeconds | quote }}
+{{- with .root.Values.otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $.component | quote }}
+{{- end }}
 {{- if ne .component "gateway" }}
 - name: {{ .prefix }}_METRICS_LISTEN_ADDR
   value: {{ printf "%s:%v" .root.Values.listenHost .root.Values.serviceMetrics.port | quote }}

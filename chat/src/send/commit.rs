@@ -27,6 +27,13 @@
 //! retries up with a full scan, and commits slowed down as the table grew (2,838 to 1,442
 //! messages/s over five 3-second rounds of `bench chat-send`). A test plans the function on
 //! tables analysed empty, grows them, and counts sequential scans.
+//!
+//! With traces exported (`common::telemetry`), each batch has a `commit_batch` span: the child
+//! of its first send's request span, and following from (an OpenTelemetry link to) every other
+//! send's. A span has one parent but a batch serves many requests; a root span with links only
+//! would leave every send's trace without its commit, while this way the trace of at least one
+//! send shows where its time went, and the others reach that batch through the links. With
+//! traces off, no span is kept or made.
 
 use std::{
     collections::HashMap,
@@ -37,6 +44,7 @@ use std::{
 use sqlx::{PgPool, Postgres};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -142,6 +150,8 @@ pub struct Committer {
 struct Pending {
     message: NewMessage,
     reply: Reply,
+    /// The sender's span, when traces are exported.
+    span: Option<tracing::Span>,
 }
 
 /// Where a sender waits for its answer.
@@ -172,7 +182,11 @@ impl Committer {
     pub async fn commit(&self, message: NewMessage) -> Result<Committed, Error> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { message, reply })
+            .send(Pending {
+                message,
+                reply,
+                span: common::telemetry::exporting().then(tracing::Span::current),
+            })
             .await
             .map_err(|_| Error::Internal("the committer stopped"))?;
         answer
@@ -194,9 +208,25 @@ async fn run(
         collect_more(&mut queue, &mut batch, &settings).await;
         let pending = std::mem::replace(&mut batch, Vec::with_capacity(settings.max_batch));
         let (size, started) = (pending.len(), Instant::now());
-        let outcome = commit_batch(&db, pending, bus.as_ref(), &recent).await;
+        let span = batch_span(&pending);
+        let outcome = commit_batch(&db, pending, bus.as_ref(), &recent)
+            .instrument(span)
+            .await;
         metrics.committed(size, started.elapsed(), outcome);
     }
+}
+
+/// The span of one batch's commit (see the module's docs): none unless traces are exported.
+fn batch_span(pending: &[Pending]) -> tracing::Span {
+    let mut senders = pending.iter().filter_map(|one| one.span.as_ref());
+    let Some(first) = senders.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: first, "commit_batch", n_sends = pending.len());
+    for other in senders {
+        span.follows_from(other);
+    }
+    span
 }
 
 /// Waits up to the window for more sends, without passing the batch limit.

@@ -16,3 +16,4 @@ mod properties;
 mod revocation;
 mod sending;
 mod serving;
+mod traces;
