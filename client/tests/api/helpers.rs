@@ -10,12 +10,16 @@ use secrecy::SecretString;
 
 use crate::{attacks::MaliciousServer, rewriting_proxy::RewritingProxy};
 use sqlx::PgPool;
+use testkit::stack::{
+    Database, Launch, Runtime, Server as Service, probe_token, start_auth, start_chat,
+    start_gateway, start_group, upstreams, uri,
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 
-pub const PASSWORD: &str = "correct horse battery";
+pub use testkit::PASSWORD;
 /// The passphrase that seals the test devices' keys (never the password).
 pub const PASSPHRASE: &str = "a separate device passphrase";
 
@@ -38,6 +42,8 @@ pub struct TestEnv {
     /// In a malicious environment ([`spawn_malicious_env`]): the proxies through which every
     /// call to auth, group and chat goes, which tests make lie.
     pub malicious: Option<MaliciousServer>,
+    /// Auth, group, chat and the gateway: they run until the test's runtime ends.
+    _services: [Service; 4],
     dirs: Mutex<Vec<TempDir>>,
 }
 
@@ -62,81 +68,64 @@ pub async fn spawn_malicious_env(db: PgPool) -> TestEnv {
     spawn_env_full(db, |_| {}, None, true).await
 }
 
+/// The services start one after another through `testkit::stack`'s starters (each ready
+/// before the next), with a [`RewritingProxy`] in front of each in a malicious environment.
 async fn spawn_env_full(
     db: PgPool,
     configure_auth: impl FnOnce(&mut auth::Config),
     tls: Option<TestCa>,
     malicious: bool,
 ) -> TestEnv {
+    let launch = Launch {
+        database: Database::Pool(db.clone()),
+        runtime: Runtime::Shared,
+        metrics: false,
+        pool_size: None,
+    };
     let mut auth_config = auth::Config::for_tests();
     configure_auth(&mut auth_config);
-    let mut auth_addr = spawn_service(|listener| {
-        auth::run(auth_config, db.clone(), listener, std::future::pending())
-    })
-    .await;
-    let auth_proxy = if malicious {
-        let proxy = RewritingProxy::start(auth_addr).await;
-        auth_addr = proxy.addr;
-        Some(proxy)
-    } else {
-        None
-    };
-    let auth_url = format!("http://{auth_addr}");
-    let mut group_addr = spawn_service(|listener| {
-        group::run(
-            group::Config::for_tests(&auth_url),
-            db.clone(),
-            listener,
-            std::future::pending(),
-        )
-    })
-    .await;
-    let group_proxy = if malicious {
-        let proxy = RewritingProxy::start(group_addr).await;
-        group_addr = proxy.addr;
-        Some(proxy)
-    } else {
-        None
-    };
-    let mut chat_addr = spawn_service(|listener| {
-        chat::run(
-            chat_config(&auth_url, &format!("http://{group_addr}")),
-            db.clone(),
-            listener,
-            std::future::pending(),
-        )
-    })
-    .await;
-    let malicious = match (auth_proxy, group_proxy) {
-        (Some(auth), Some(group)) => {
-            let chat = RewritingProxy::start(chat_addr).await;
-            chat_addr = chat.addr;
-            Some(MaliciousServer { auth, group, chat })
+    let probe = probe_token(&auth_config).unwrap();
+    let probe = Some(probe.as_str());
+    let proxied = |addr: SocketAddr| async move {
+        if malicious {
+            let proxy = RewritingProxy::start(addr).await;
+            (proxy.addr, Some(proxy))
+        } else {
+            (addr, None)
         }
+    };
+    let auth = start_auth(auth_config, &launch).await.unwrap();
+    let (auth_addr, auth_proxy) = proxied(auth.addr).await;
+    let auth_url = uri(auth_addr).to_string();
+    let group = start_group(group::Config::for_tests(&auth_url), &launch, probe)
+        .await
+        .unwrap();
+    let (group_addr, group_proxy) = proxied(group.addr).await;
+    let mut chat_config = chat::Config::for_tests(&auth_url);
+    chat_config.group_url = uri(group_addr).to_string();
+    let chat = start_chat(chat_config, &launch, probe).await.unwrap();
+    let (chat_addr, chat_proxy) = proxied(chat.addr).await;
+    let malicious = match (auth_proxy, group_proxy, chat_proxy) {
+        (Some(auth), Some(group), Some(chat)) => Some(MaliciousServer { auth, group, chat }),
         _ => None,
     };
-    let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
-    let upstreams = gateway::UpstreamSettings {
-        auth: uri(auth_addr),
-        chat: uri(chat_addr),
-        group: uri(group_addr),
-        resolve_interval: Duration::from_secs(10),
-        hosts_file: None,
-        connect_timeout: Duration::from_millis(500),
-        connections_per_address: 2,
-    };
-    let mut gateway_config = gateway::Config::for_tests(upstreams);
+    let mut gateway_config = gateway::Config::for_tests(upstreams(
+        &uri(auth_addr),
+        &uri(chat_addr),
+        &uri(group_addr),
+    ));
     gateway_config.tls = tls
         .as_ref()
         .map(|ca| (ca.gateway_chain.clone(), ca.gateway_key.clone()));
-    let gateway =
-        spawn_service(|listener| gateway::run(gateway_config, listener, std::future::pending()))
-            .await;
+    let gateway = start_gateway(gateway_config, Runtime::Shared, probe)
+        .await
+        .unwrap();
     TestEnv {
-        gateway,
+        gateway: gateway.addr,
         db,
         tls,
         malicious,
+        _services: [auth, group, chat, gateway],
         dirs: Mutex::new(Vec::new()),
     }
 }
@@ -182,25 +171,6 @@ impl TestCa {
             _dir: dir,
         }
     }
-}
-
-/// Chat's test configuration, naming the group service (which chat asks for group membership).
-fn chat_config(auth_url: &str, group_url: &str) -> chat::Config {
-    let mut config = chat::Config::for_tests(auth_url);
-    config.group_url = group_url.to_owned();
-    config
-}
-
-async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr
-where
-    F: FnOnce(TcpListener) -> Fut,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(run(listener));
-    addr
 }
 
 impl TestEnv {
@@ -254,7 +224,6 @@ impl TestEnv {
         )
         .await
         .unwrap();
-        wait_until_chat_answers(&session).await;
         Arc::new(session)
     }
 }
@@ -265,20 +234,6 @@ pub fn password() -> SecretString {
 
 pub fn passphrase() -> SecretString {
     PASSPHRASE.to_owned().into()
-}
-
-/// The gateway and chat fetch auth's token keys in the background after starting.
-async fn wait_until_chat_answers(session: &Session) {
-    for _ in 0..200 {
-        match session.conversations().await {
-            Ok(_) => return,
-            Err(client::Error::Unavailable(..) | client::Error::Auth(..)) => {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            Err(error) => panic!("{error}"),
-        }
-    }
-    panic!("chat never answered through the gateway");
 }
 
 /// The next event of a live conversation that is not a connection notice, within 10 s.

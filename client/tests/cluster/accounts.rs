@@ -7,7 +7,7 @@ use client::{KeyOptions, Profile, Server, Session, keystore::KdfParams};
 use secrecy::SecretString;
 
 /// Every test user's password.
-pub const PASSWORD: &str = "correct horse battery";
+pub use testkit::PASSWORD;
 /// Small RSA keys and the cheapest argon2 allowed for the devices' own keys.
 pub const TEST_KEYS: KeyOptions = KeyOptions {
     rsa_bits: 2048,
