@@ -35,7 +35,7 @@ const CLIENT_SPAN_ID: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
 
 #[sqlx::test(migrations = "../migrations")]
 async fn one_send_through_the_gateway_is_one_trace_down_to_its_commit_batch(db: PgPool) {
-    let (_telemetry, mut spans) = export_to_a_receiver().await;
+    let (_telemetry, mut spans) = export_to_a_receiver(Duration::from_millis(50)).await;
     let app = spawn_app(db).await;
     let gateway = spawn_gateway(&app).await;
     let alice = app.user("alice").await.on_replica(gateway).await;
@@ -87,7 +87,7 @@ async fn one_send_through_the_gateway_is_one_trace_down_to_its_commit_batch(db: 
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_of_two_sends_joins_the_first_ones_trace_and_links_the_other(db: PgPool) {
-    let (_telemetry, mut spans) = export_to_a_receiver().await;
+    let (_telemetry, mut spans) = export_to_a_receiver(Duration::from_millis(50)).await;
     // Sends that arrive within 300 ms of the first are committed with it.
     let app = spawn_app_with(db, |config| {
         config.commit.window = Duration::from_millis(300);
@@ -149,18 +149,8 @@ async fn a_batch_of_two_sends_joins_the_first_ones_trace_and_links_the_other(db:
 
 #[tokio::test]
 async fn shutting_the_telemetry_down_exports_the_spans_still_batched() {
-    let (collector, mut spans) = spawn_otlp_receiver().await;
-    let telemetry = common::telemetry::init_with_traces(
-        "warn",
-        common::telemetry::LogFormat::Pretty,
-        Some(common::telemetry::TraceExport {
-            endpoint: format!("http://{collector}"),
-            service_name: "chat-tests".to_owned(),
-            // Far longer than the test: only the shutdown exports.
-            batch_delay: Some(Duration::from_secs(600)),
-        }),
-    )
-    .unwrap();
+    // A batch delay far longer than the test: only the shutdown exports.
+    let (telemetry, mut spans) = export_to_a_receiver(Duration::from_secs(600)).await;
     tracing::info_span!("last_call").in_scope(|| {});
 
     tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
@@ -172,8 +162,10 @@ async fn shutting_the_telemetry_down_exports_the_spans_still_batched() {
 }
 
 /// Installs the process's subscriber, exporting every span to an in-process OTLP receiver
-/// quickly; the spans come out of the channel.
-async fn export_to_a_receiver() -> (common::telemetry::Telemetry, mpsc::UnboundedReceiver<Span>) {
+/// after `batch_delay`; the spans come out of the channel.
+async fn export_to_a_receiver(
+    batch_delay: Duration,
+) -> (common::telemetry::Telemetry, mpsc::UnboundedReceiver<Span>) {
     let (collector, spans) = spawn_otlp_receiver().await;
     let telemetry = common::telemetry::init_with_traces(
         "warn",
@@ -181,7 +173,7 @@ async fn export_to_a_receiver() -> (common::telemetry::Telemetry, mpsc::Unbounde
         Some(common::telemetry::TraceExport {
             endpoint: format!("http://{collector}"),
             service_name: "chat-tests".to_owned(),
-            batch_delay: Some(Duration::from_millis(50)),
+            batch_delay: Some(batch_delay),
         }),
     )
     .unwrap();

@@ -104,6 +104,23 @@ async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_o
     );
 }
 
+/// alice, whose profile reaches the gateway through a proxy the test can cut, and bob (CLI
+/// profiles), after alice sent bob "before" (so her profile pinned his device).
+async fn alice_wrote_to_bob_through_a_cuttable_proxy(
+    db: PgPool,
+) -> (TestEnv, CuttableProxy, PathBuf, PathBuf) {
+    let env = spawn_env(db).await;
+    env.user("warmup").await;
+    let outage = CuttableProxy::start(env.gateway).await;
+    let alice = env.profile_dir();
+    let registered = chat_on(&outage.url(), &alice, &["register", "alice"]).await;
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let bob = cli_user(&env, "bob").await;
+    let before = chat(&env, &alice, &["send", "bob", "before"]).await;
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    (env, outage, alice, bob)
+}
+
 /// alice's profile reaches the gateway through a proxy, which then resets every connection as
 /// if the server were down: `chat send` seals from the devices alice pinned for bob (and for the
 /// members of her group) and keeps the message (the first run is killed once it says so), `chat
@@ -115,15 +132,7 @@ async fn a_message_whose_answer_is_lost_is_kept_and_sent_once_by_the_next_send_o
 async fn a_message_sent_while_the_server_is_down_is_kept_shown_and_delivered_once_when_it_is_back(
     db: PgPool,
 ) {
-    let env = spawn_env(db).await;
-    env.user("warmup").await;
-    let outage = CuttableProxy::start(env.gateway).await;
-    let alice = env.profile_dir();
-    let registered = chat_on(&outage.url(), &alice, &["register", "alice"]).await;
-    assert_eq!(registered.code, 0, "{}", registered.stderr);
-    let bob = cli_user(&env, "bob").await;
-    let before = chat(&env, &alice, &["send", "bob", "before"]).await;
-    assert_eq!(before.code, 0, "{}", before.stderr);
+    let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
     let group = chat(&env, &alice, &["group", "create", "friends", "bob"]).await;
     assert_eq!(group.code, 0, "{}", group.stderr);
     let to_group = chat(&env, &alice, &["send", "#friends", "hi all"]).await;
@@ -246,15 +255,7 @@ async fn the_live_conversation_sends_a_message_kept_by_an_earlier_run_first(db: 
 /// both of bob's devices, never as an empty message.
 #[sqlx::test(migrations = "../migrations")]
 async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_meanwhile(db: PgPool) {
-    let env = spawn_env(db).await;
-    env.user("warmup").await;
-    let outage = CuttableProxy::start(env.gateway).await;
-    let alice = env.profile_dir();
-    let registered = chat_on(&outage.url(), &alice, &["register", "alice"]).await;
-    assert_eq!(registered.code, 0, "{}", registered.stderr);
-    let bob = cli_user(&env, "bob").await;
-    let before = chat(&env, &alice, &["send", "bob", "before"]).await;
-    assert_eq!(before.code, 0, "{}", before.stderr);
+    let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
     outage.set_down(true);
     let kept = Background::start_on(&outage.url(), &alice, &["send", "bob", "kept"]);
     kept.printed_on_stderr("kept in this profile").await;
