@@ -46,6 +46,14 @@ impl ChatMetrics {
              or the refusal's reason",
             self.sends.sends.clone(),
         );
+        registry.register_with_unit(
+            "chat_send",
+            "Time from a send's arrival at chat to its answer (stored, duplicate or refused), by \
+             path: unary (SendMessage) or stream (a send on OpenStream, which no gRPC metric \
+             times)",
+            Unit::Seconds,
+            self.sends.seconds.clone(),
+        );
         registry.register(
             "chat_commit_batch_size",
             "Sends per committed batch",
@@ -129,6 +137,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -158,21 +171,56 @@ struct EventsLabels {
     events: &'static str,
 }
 
-/// Sends by outcome.
-#[derive(Clone, Debug, Default)]
+/// Sends by outcome, and how long each took to answer by the call it came on.
+#[derive(Clone, Debug)]
 pub struct SendMetrics {
     sends: Family<OutcomeLabels, Counter>,
+    seconds: Family<PathLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for SendMetrics {
+    fn default() -> Self {
+        Self {
+            sends: Family::default(),
+            // 100 µs to about 6.5 s, as a commit.
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 17))
+            }),
+        }
+    }
+}
+
+/// The call a send came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendPath {
+    /// `SendMessage`: the gateway's gRPC metrics time it too.
+    Unary,
+    /// A send on `OpenStream`, answered on the stream: only this metric times it.
+    Stream,
 }
 
 impl SendMetrics {
-    /// Counts a send answered `Ok(duplicate)` or refused with `error`.
-    pub fn answered(&self, outcome: Result<bool, &Error>) {
+    /// Counts a send on `path` answered `Ok(duplicate)` or refused with `error`, `elapsed`
+    /// after chat received it.
+    pub fn answered(
+        &self,
+        path: SendPath,
+        elapsed: std::time::Duration,
+        outcome: Result<bool, &Error>,
+    ) {
         let outcome = match outcome {
             Ok(false) => "stored",
             Ok(true) => "duplicate",
             Err(error) => refusal_reason(error),
         };
         self.sends.get_or_create(&OutcomeLabels { outcome }).inc();
+        let path = match path {
+            SendPath::Unary => "unary",
+            SendPath::Stream => "stream",
+        };
+        self.seconds
+            .get_or_create(&PathLabels { path })
+            .observe(elapsed.as_secs_f64());
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
     ids::{ConversationId, UserId},
     membership::{devices::Directory, groups::Membership},
     message::{Caller, Committed, DeliveredForwardedKey, DeliveredMessage},
-    metrics::{SendMetrics, StreamKind},
+    metrics::{SendMetrics, SendPath, StreamKind},
     send::checks::Sending,
     store::{
         conversations::{self, Conversation, PageToken},
@@ -156,7 +156,7 @@ impl Chat {
         }
     }
 
-    /// SendMessage, and sends on OpenStream.
+    /// SendMessage, and sends on OpenStream (`path` says which, for the metrics).
     ///
     /// # Errors
     /// See [`Sending::send`].
@@ -165,10 +165,15 @@ impl Chat {
         credentials: &Credentials,
         caller: Caller,
         envelope: e2ee::Envelope,
+        path: SendPath,
     ) -> Result<Committed, Error> {
+        let started = Instant::now();
         let sent = self.sending.send(credentials, caller, envelope).await;
-        self.metrics
-            .answered(sent.as_ref().map(|committed| committed.duplicate));
+        self.metrics.answered(
+            path,
+            started.elapsed(),
+            sent.as_ref().map(|committed| committed.duplicate),
+        );
         sent
     }
 

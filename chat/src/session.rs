@@ -14,6 +14,7 @@ use crate::{
     delivery::stream::{Outbox, Outgoing, SendAnswer},
     ids::ConversationId,
     message::Caller,
+    metrics::SendPath,
     service::Chat,
 };
 
@@ -77,7 +78,10 @@ pub async fn serve_stream_requests(
                     (chat.clone(), credentials.clone(), outbox.clone());
                 tokio::spawn(async move {
                     let outcome = match envelope {
-                        Some(envelope) => chat.send(&credentials, caller, envelope).await,
+                        Some(envelope) => {
+                            chat.send(&credentials, caller, envelope, SendPath::Stream)
+                                .await
+                        }
                         None => Err(Error::InvalidArgument("envelope is required".to_owned())),
                     };
                     let item = Outgoing::SendAnswer(Box::new(SendAnswer {

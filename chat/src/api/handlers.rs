@@ -16,7 +16,7 @@ use crate::{
     delivery::{stream::TokenWatch, wire::message_pb},
     ids::{ConversationId, UserId},
     message::Caller,
-    metrics::StreamKind,
+    metrics::{SendPath, StreamKind},
     service::{Chat, HistoryPage, KeyToForward},
     session::{StreamRequest, serve_stream_requests},
     store::history::Direction,
@@ -194,7 +194,12 @@ impl pb::chat_service_server::ChatService for ChatApi {
             .ok_or_else(|| Error::InvalidArgument("envelope is required".to_owned()))?;
         let committed = self
             .chat
-            .send(&who.credentials, who.caller, envelope.into())
+            .send(
+                &who.credentials,
+                who.caller,
+                envelope.into(),
+                SendPath::Unary,
+            )
             .await?;
         Ok(Response::new(send_response(committed)))
     }

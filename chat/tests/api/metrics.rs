@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use testkit::{metric_sum, scrape_metrics};
 
-use crate::helpers::{next_message, replay, spawn_app};
+use crate::helpers::{BidiStream, next_message, replay, spawn_app};
 
 /// Scrapes `metrics` until `ready` holds for the scrape (at most 10 s); returns that scrape.
 async fn scrape_until(metrics: std::net::SocketAddr, ready: impl Fn(&str) -> bool) -> String {
@@ -47,6 +47,7 @@ async fn sends_deliveries_and_streams_show_on_the_metrics_port(db: PgPool) {
         metric_sum(&after, name, labels) - metric_sum(&before, name, labels)
     };
     assert!(retried.duplicate);
+    assert_eq!(moved("chat_send_seconds_count", &[r#"path="unary""#]), 3.0);
     assert_eq!(moved("chat_sends_total", &[r#"outcome="stored""#]), 1.0);
     assert_eq!(moved("chat_sends_total", &[r#"outcome="duplicate""#]), 1.0);
     assert_eq!(
@@ -102,18 +103,39 @@ async fn sends_deliveries_and_streams_show_on_the_metrics_port(db: PgPool) {
         "{heard}"
     );
 
+    // A send on OpenStream, which no gRPC metric times (its answer is a message on the stream).
+    let mut alices_stream = BidiStream::open(&alice, Vec::new()).await;
+    let on_stream = alice.envelope_for(&conversation, "on the stream").await;
+    alices_stream.send("s1", on_stream).await;
+    while !matches!(
+        alices_stream.next().await,
+        proto::chat::v1::open_stream_response::Response::SendResult(_)
+    ) {}
+    let after_stream = scrape_metrics(app.metrics).await;
+    assert_eq!(
+        metric_sum(
+            &after_stream,
+            "chat_send_seconds_count",
+            &[r#"path="stream""#]
+        ) - metric_sum(&before, "chat_send_seconds_count", &[r#"path="stream""#]),
+        1.0,
+        "{after_stream}"
+    );
+    drop(alices_stream);
+
     drop(stream);
     let closed = scrape_until(app.metrics, |scrape| {
-        metric_sum(scrape, "chat_streams_open", &[r#"kind="subscribe""#]) == 0.0
+        metric_sum(scrape, "chat_streams_open", &[]) == 0.0
     })
     .await;
+    // bob's Subscribe and alice's OpenStream.
     assert_eq!(
         metric_sum(
             &closed,
             "chat_streams_ended_total",
             &[r#"reason="client_closed""#]
         ),
-        1.0
+        2.0
     );
 }
 
