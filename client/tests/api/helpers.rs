@@ -224,6 +224,10 @@ impl TestEnv {
         )
         .await
         .unwrap();
+        // One call to chat as the new device, as a first use would make. (Chat hears of a new
+        // device from auth's device events, a moment after the login; a test that needs chat to
+        // know it must wait for that itself: see `a_device_added_to_ones_own_account_...`.)
+        session.conversations().await.unwrap();
         Arc::new(session)
     }
 }

@@ -442,9 +442,23 @@ async fn a_device_added_to_ones_own_account_triggers_a_warning(db: PgPool) {
     assert!(alice.take_warnings().is_empty());
 
     let _second_device = env.device("alice").await;
-    alice.send_text(&to_bob, "second").await.unwrap();
+    // Chat checks a send against the devices auth's events told it of: until the new device's
+    // event reaches it (a moment after the login), a send sealed for the cached list is stored
+    // as it is and nothing is noticed. The first send after that is refused for the device list,
+    // and the client refetches the keys and warns.
+    let mut warnings = Vec::new();
+    for attempt in 0..50 {
+        alice
+            .send_text(&to_bob, &format!("second {attempt}"))
+            .await
+            .unwrap();
+        warnings = alice.take_warnings();
+        if !warnings.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
-    let warnings = alice.take_warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].own);
     assert_eq!(warnings[0].added.len(), 1);
