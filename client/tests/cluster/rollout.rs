@@ -603,10 +603,10 @@ fn with_debug_logs(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     env
 }
 
-/// What a timed-out wait prints: the gateways' open streams by service (from their /metrics,
+/// What a timed-out wait prints (here and in `slow_consumers.rs`): the gateways' open streams by service (from their /metrics,
 /// whose address each one logs) and every service's last warnings and errors, from the logs in
 /// `dir` (a run in CI leaves nothing else behind).
-fn diagnose(dir: &Path) -> String {
+pub(crate) fn diagnose(dir: &Path) -> String {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()

@@ -197,9 +197,10 @@ async fn slow_consumers(database_url: String) {
     {
         assert!(
             !deadline.expired(),
-            "not every stream caught up with {last}: slow streams {}; followers at {:?}",
+            "not every stream caught up with {last}: slow streams {}; followers at {:?}\n{}",
             summary(&slow),
-            followers.iter().map(|f| shown(f)).collect::<Vec<_>>()
+            followers.iter().map(|f| shown(f)).collect::<Vec<_>>(),
+            crate::rollout::diagnose(scratch.path())
         );
         deadline.tick().await;
     }
