@@ -7,7 +7,9 @@
 //! conversation from where it stopped last time (`forwarded.json`: per device and conversation,
 //! the last sequence examined), and for each message that this device holds a wrapped key of and
 //! the other device does not, re-wraps the content key for the other device, signs it and uploads
-//! it (`ForwardKeys`, 500 keys a call). Only messages this device verified are forwarded (the
+//! it (`ForwardKeys`, 500 keys a call). A key that was itself forwarded to this device (by a
+//! device it trusts, and verified as for reading) is forwarded on the same way, never back to
+//! the device it came from, so that history reaches a third device from any device that reads it. Only messages this device verified are forwarded (the
 //! sender's signature is checked with its pinned key first). The CLI runs it before `history`,
 //! `conversations` and `chat`, and on `chat forward-keys`; it costs two calls when nothing is new.
 //!
@@ -19,10 +21,9 @@
 //! live conversation ([`crate::Live`]) lists again the messages it said it cannot read when its
 //! stream says keys were forwarded to this device (`KeysForwarded`; `unreadable.rs`).
 //!
-//! Not done: a device does not forward keys that were themselves forwarded to it (the service
-//! allows it), so history reaches a third device only from a device that received it directly;
-//! and a message this device could not verify when it walked past it (its sender's key pending,
-//! say) is not forwarded later (the walk's position has moved on).
+//! Not done: a message this device could not verify when it walked past it (its sender's key
+//! pending, say, or its forwarded key not there yet) is not forwarded later (the walk's position
+//! has moved on).
 
 use std::collections::BTreeMap;
 
@@ -168,8 +169,11 @@ impl Session {
             .wrapped_keys
             .iter()
             .any(|key| key.device_id == target.device_id);
-        if target_is_recipient || !holds(&self.account.device_id) {
+        if target_is_recipient {
             return None;
+        }
+        if !holds(&self.account.device_id) {
+            return self.forward_forwarded(message, target).await;
         }
         let sent_at = message.sent_at.map_or(0, |t| t.seconds);
         let sender_key = self
@@ -200,6 +204,64 @@ impl Session {
                 keys: &keys,
             };
             e2ee::forward_key(&received, &message_id, &forwarder, &sender_key, &target).ok()
+        })
+        .await
+        .ok()?
+        .map(forwarded_key_pb)
+    }
+
+    /// The key of `message` that another device of this user forwarded to this one, forwarded
+    /// on to `target` (never back to the device it came from), when it verifies: only a key
+    /// from a device this device trusts, after every check of opening it.
+    async fn forward_forwarded(
+        &self,
+        mut message: pb::Message,
+        target: &e2ee::RecipientDevice,
+    ) -> Option<pb::ForwardedKey> {
+        let candidates: Vec<Candidate> = self
+            .forwarded_candidates(&message)
+            .await
+            .into_iter()
+            .filter(|candidate| candidate.forwarded.forwarder_device_id != target.device_id)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let envelope = message.envelope.as_mut()?;
+        let sent_at = message.sent_at.map_or(0, |t| t.seconds);
+        let sender_key = self
+            .signing_key(
+                &envelope.sender_user_id,
+                &envelope.sender_device_id,
+                sent_at,
+            )
+            .await
+            .ok()?;
+        // This device has no entry of its own, and the others carry no wrapped key.
+        envelope.wrapped_keys.clear();
+        let keys = self.shared_keys().ok()?.clone();
+        let (user_id, device_id) = (self.account.user_id.clone(), self.account.device_id.clone());
+        let message_id = message.message_id.clone();
+        let target = target.clone();
+        let received = e2ee::ReceivedMessage::try_from(message).ok()?;
+        tokio::task::spawn_blocking(move || {
+            let forwarder = e2ee::Forwarder {
+                user_id: &user_id,
+                device_id: &device_id,
+                keys: &keys,
+            };
+            candidates.iter().find_map(|candidate| {
+                e2ee::forward_forwarded_key(
+                    &received,
+                    &message_id,
+                    &candidate.forwarded,
+                    &candidate.forwarder_signing_key,
+                    &forwarder,
+                    &sender_key,
+                    &target,
+                )
+                .ok()
+            })
         })
         .await
         .ok()?

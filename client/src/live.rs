@@ -80,6 +80,15 @@ pub enum LiveEvent {
         /// Why.
         reason: String,
     },
+    /// A line the server refused for a device-list mismatch could not be sealed again, because
+    /// a participant's new keys are not accepted yet: it stays kept in the profile's outbox,
+    /// marked as waiting for the user, and `chat trust` (or `chat verify`) sends it.
+    SendHeld {
+        /// Its client message id.
+        client_message_id: String,
+        /// Why, as [`Error::Untrusted`] says it.
+        reason: String,
+    },
     /// The server refused a line with a retryable status (UNAVAILABLE, DEADLINE_EXCEEDED), or
     /// was unavailable while it was being sealed: it is tried again shortly (a sent envelope is
     /// resent as is, which the server stores at most once). A sealed line is kept in the
@@ -176,6 +185,7 @@ impl Session {
             let (to_retry, retries) = mpsc::unbounded_channel();
             let (pending, turn) = restore_kept(&self, &target).await;
             let (to_answer_last_sequence, last_sequences) = mpsc::unbounded_channel();
+            let reported = crate::unreadable::reported(&self.profile, &target.conversation_id);
             let mut state = LiveState {
                 to_open,
                 opened,
@@ -201,7 +211,8 @@ impl Session {
                 gaps: None,
                 unreadable_before: BTreeMap::new(),
                 unreadable_after: None,
-                reported: Vec::new(),
+                relist_reported: !reported.is_empty(),
+                reported,
                 keys_arrived: false,
                 to_answer_last_sequence,
                 last_sequences,
@@ -280,6 +291,8 @@ enum Sealed {
     Failed {
         client_message_id: String,
         error: Error,
+        /// The line is kept in the outbox (it was sealed before, and refused).
+        kept: bool,
     },
 }
 
@@ -328,9 +341,12 @@ struct LiveState {
     unreadable_before: BTreeMap<u64, Unreadable>,
     /// A run after the last message received, reported once the messages before it are shown.
     unreadable_after: Option<Unreadable>,
-    /// The runs reported as not readable here and not readable since: what keys forwarded to
-    /// this device may open.
+    /// The runs reported as not readable here (by this run or an earlier one, kept in the
+    /// profile) and not readable since: what keys forwarded to this device may open.
     reported: Vec<Unreadable>,
+    /// Runs reported by an earlier run are listed again once caught up: keys may have been
+    /// forwarded since.
+    relist_reported: bool,
     /// Keys were forwarded to this device while no run was reported: the next run reported is
     /// looked up at once (the server's event may come before the run is found).
     keys_arrived: bool,
@@ -518,6 +534,9 @@ impl LiveState {
                 Event::CaughtUp(_) => {
                     *caught_up = true;
                     self.look_up_last_sequence();
+                    if std::mem::take(&mut self.relist_reported) {
+                        self.keys_forwarded()?;
+                    }
                     if self.opening == 0 {
                         self.emit(LiveEvent::CaughtUp).await?;
                     } else {
@@ -637,18 +656,35 @@ impl LiveState {
         }
         let sequences: Vec<u64> = readable.iter().map(|m| m.sequence).collect();
         self.reported = without(&self.reported, &sequences);
+        self.save_reported();
         self.emit_warnings().await?;
         self.emit(LiveEvent::NowReadable(readable)).await
     }
 
     /// Reports a run of messages not readable here, and remembers it for forwarded keys.
     async fn report_unreadable(&mut self, run: Unreadable) -> Result<()> {
+        // A run an earlier run reported may be found again (after the cursor): kept once.
+        self.reported.retain(|earlier| {
+            earlier.last_sequence < run.first_sequence || earlier.first_sequence > run.last_sequence
+        });
         self.reported.push(run.clone());
+        self.reported.sort_by_key(|run| run.first_sequence);
+        self.save_reported();
         self.emit(LiveEvent::Unreadable(run)).await?;
         if std::mem::take(&mut self.keys_arrived) {
             self.keys_forwarded()?;
         }
         Ok(())
+    }
+
+    /// Keeps the reported runs in the profile for the next run. An unwritable profile only
+    /// loses that: this run still lists them when keys arrive.
+    fn save_reported(&self) {
+        let _ = crate::unreadable::save_reported(
+            &self.session.profile,
+            &self.target.conversation_id,
+            &self.reported,
+        );
     }
 
     /// An opened message (replays and misplaced messages already flagged by the opener): shown,
@@ -667,6 +703,15 @@ impl LiveState {
             self.report_unreadable(run).await?;
         }
         self.emit(LiveEvent::Message(shown)).await?;
+        // Delivered readable after all (keys forwarded before the stream reached it).
+        if self
+            .reported
+            .iter()
+            .any(|run| (run.first_sequence..=run.last_sequence).contains(&sequence))
+        {
+            self.reported = without(&self.reported, &[sequence]);
+            self.save_reported();
+        }
         let cursor = self
             .cursors
             .entry(self.target.conversation_id.clone())
@@ -773,8 +818,29 @@ impl LiveState {
             }
             Sealed::Failed {
                 client_message_id,
-                error,
+                error: Error::Untrusted(reason),
+                kept: true,
             } => {
+                // Not final: kept until the user accepts the keys. An unwritable profile only
+                // loses the mark (the message stays kept, and a flush holds it again).
+                let _ = outbox::hold(&self.session.profile, &client_message_id, &reason);
+                self.end_turn();
+                self.emit(LiveEvent::SendHeld {
+                    client_message_id,
+                    reason,
+                })
+                .await
+            }
+            Sealed::Failed {
+                client_message_id,
+                error,
+                kept,
+            } => {
+                // Refused for good, as a flush drops it; an ended session leaves it kept for
+                // the next login.
+                if kept && !matches!(error, Error::Auth(..)) {
+                    let _ = outbox::forget(&self.session.profile, &client_message_id);
+                }
                 self.end_turn();
                 let code = error.status_code();
                 self.emit(LiveEvent::SendFailed {
@@ -901,6 +967,7 @@ fn spawn_sealer(
                             let failed = Sealed::Failed {
                                 client_message_id: pending.client_message_id,
                                 error,
+                                kept: true,
                             };
                             if sealed_sender.send(failed).is_err() {
                                 return;
@@ -921,6 +988,7 @@ fn spawn_sealer(
                         let failed = Sealed::Failed {
                             client_message_id,
                             error,
+                            kept: false,
                         };
                         if sealed_sender.send(failed).is_err() {
                             return;
@@ -972,6 +1040,7 @@ fn spawn_sealer(
                 Err(error) => Sealed::Failed {
                     client_message_id,
                     error,
+                    kept: fresh,
                 },
             };
             if sealed_sender.send(sealed).is_err() {

@@ -37,6 +37,10 @@ pub struct PendingMessage {
     pub text: Option<String>,
     /// Why the text is not shown, when it is not.
     pub not_opened: Option<String>,
+    /// Why it waits for the user (a participant's new keys are not accepted yet), when it
+    /// does; otherwise it waits for the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// What [`Session::keep_offline`] did.
@@ -108,6 +112,7 @@ impl Session {
                 client_message_id: message.client_message_id,
                 queued_at: message.queued_at,
                 attempts: message.attempts,
+                held: message.held,
                 not_opened: opened.as_ref().err().map(ToString::to_string),
                 text: opened.ok(),
             });

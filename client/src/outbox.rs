@@ -13,6 +13,8 @@
 //! changed while this device's sending turn is held (`chains::sending_turn`), so two `chat`
 //! processes never lose each other's entries.
 
+use std::collections::BTreeSet;
+
 use prost::Message as _;
 use proto::chat::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,11 @@ pub struct QueuedMessage {
     /// How many times `chat send` or `chat flush` sent it without an answer.
     #[serde(default)]
     pub attempts: u32,
+    /// Why it waits for the user rather than the server, when it does: the server refused it
+    /// for a device-list mismatch and a participant's new keys are not accepted yet, so it
+    /// cannot be sealed again until `chat trust` (or `chat verify`) accepts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// The envelope, protobuf-encoded, hex.
     envelope: String,
 }
@@ -55,6 +62,7 @@ impl QueuedMessage {
             request_id: request_id.to_owned(),
             queued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
             attempts: 0,
+            held: None,
             envelope: hex::encode(envelope.encode_to_vec()),
         }
     }
@@ -112,6 +120,29 @@ fn kept_message(profile: &Profile, client_message_id: &str) -> Result<Option<Que
         .find(|m| m.client_message_id == client_message_id))
 }
 
+/// Marks the kept message of `client_message_id` as waiting for the user to accept new keys
+/// (`reason`, an [`Error::Untrusted`] message), so that `chat pending` says why it is not sent.
+pub(crate) fn hold(profile: &Profile, client_message_id: &str, reason: &str) -> Result<()> {
+    match kept_message(profile, client_message_id)? {
+        Some(message) => keep(
+            profile,
+            QueuedMessage {
+                held: Some(held_reason(reason)),
+                ..message
+            },
+        ),
+        None => Ok(()),
+    }
+}
+
+/// An [`Error::Untrusted`] message said of a kept message: it is not "not sent" for good.
+fn held_reason(untrusted: &str) -> String {
+    untrusted
+        .strip_prefix("not sent: ")
+        .unwrap_or(untrusted)
+        .to_owned()
+}
+
 /// Forgets the message of `client_message_id` (acknowledged, or refused for good).
 pub(crate) fn forget(profile: &Profile, client_message_id: &str) -> Result<()> {
     let mut all = queued(profile)?;
@@ -141,6 +172,9 @@ pub struct Flushed {
     pub sent: Vec<SentMessage>,
     /// Refused for good, and dropped.
     pub dropped: Vec<NotSent>,
+    /// Kept until the user accepts a participant's new keys (`reason` says whose); the later
+    /// kept messages of their conversations stay kept behind them, unsent.
+    pub held: Vec<NotSent>,
     /// The server was unreachable: this and every later message stays kept.
     pub stopped: Option<Error>,
 }
@@ -155,6 +189,14 @@ pub struct Delivery {
 }
 
 impl Session {
+    /// Whether a kept message waits for the user to accept a participant's new keys.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unreadable outbox.
+    pub fn has_held(&self) -> Result<bool> {
+        Ok(queued(&self.profile)?.iter().any(|m| m.held.is_some()))
+    }
+
     /// Seals `text` for the conversation, keeps the envelope in the profile's outbox, and sends
     /// the conversation's kept messages, oldest first, this one last. A message stays kept
     /// while the server is unreachable or asks to wait ([`Error::Unavailable`], [`Error::Tls`]:
@@ -166,7 +208,9 @@ impl Session {
     /// # Errors
     /// Before anything is kept, as [`Session::prepare_text`] (an [`Error::Unavailable`] only
     /// then: sending the text again cannot store it twice); a final refusal of the new message,
-    /// as [`Session::send_text`]; [`Error::Profile`] when the outbox cannot be written.
+    /// as [`Session::send_text`]; [`Error::Untrusted`] when it stays kept behind (or as) a
+    /// message held for keys not accepted yet; [`Error::Profile`] when the outbox cannot be
+    /// written.
     pub async fn send_kept(&self, target: &Target, text: &str) -> Result<Delivery> {
         check_text(text)?;
         let turn = chains::sending_turn(&self.profile).await?;
@@ -204,6 +248,16 @@ impl Session {
                 .final_error
                 .take()
                 .unwrap_or_else(|| Error::usage(not_sent.reason)));
+        } else if let Some(held) = flushed
+            .held
+            .iter()
+            .find(|held| &held.conversation_id == conversation_id)
+        {
+            return Err(Error::Untrusted(format!(
+                "not sent yet, and kept in this profile: {}. Once you accept them, chat trust \
+                 sends it",
+                held.reason
+            )));
         } else {
             Err(flushed
                 .stopped
@@ -217,7 +271,8 @@ impl Session {
     }
 
     /// Sends the kept messages (of one conversation, or all), oldest first, until the server
-    /// is unreachable.
+    /// is unreachable. One that a participant's keys not accepted yet hold back stays kept
+    /// ([`Flushed::held`]), and so do the later ones of its conversation.
     ///
     /// # Errors
     /// [`Error::Auth`] when the session ended; [`Error::Profile`] for an unreadable outbox;
@@ -238,12 +293,18 @@ impl Session {
         _turn: &chains::SendingTurn,
     ) -> Result<FlushedWithError> {
         let mut flushed = FlushedWithError::default();
-        let kept: Vec<String> = queued(&self.profile)?
+        let kept: Vec<(String, String)> = queued(&self.profile)?
             .into_iter()
             .filter(|m| conversation_id.is_none_or(|id| m.conversation_id == id))
-            .map(|m| m.client_message_id)
+            .map(|m| (m.conversation_id, m.client_message_id))
             .collect();
-        for client_message_id in kept {
+        // Conversations whose earlier kept message waits for the user: the later ones are
+        // chained after it, so they wait too.
+        let mut waiting = BTreeSet::new();
+        for (conversation, client_message_id) in kept {
+            if waiting.contains(&conversation) {
+                continue;
+            }
             // Read again: sealing an earlier message again seals the later ones of its
             // conversation too.
             let Some(message) = kept_message(&self.profile, &client_message_id)? else {
@@ -256,7 +317,12 @@ impl Session {
                     forget(&self.profile, &client_message_id)?;
                     flushed.sent.push(sent);
                 }
-                Err(error @ Error::Auth(..)) => return Err(error),
+                // A local problem (logged out, no keys given, an unreadable profile; a usage
+                // error with a server status is the server's refusal): nothing is dropped; the
+                // user fixes it and the next flush goes on.
+                Err(error @ (Error::Auth(..) | Error::Usage(_, None) | Error::Profile(..))) => {
+                    return Err(error);
+                }
                 // Unreachable, or a rate limit: the same envelope may be accepted later.
                 Err(error @ (Error::Unavailable(..) | Error::Tls(..))) => {
                     let mut message = message;
@@ -264,6 +330,23 @@ impl Session {
                     keep(&self.profile, message)?;
                     flushed.stopped = Some(error);
                     break;
+                }
+                // Not final: the user decides whether the new keys are accepted.
+                Err(Error::Untrusted(reason)) => {
+                    let reason = held_reason(&reason);
+                    keep(
+                        &self.profile,
+                        QueuedMessage {
+                            held: Some(reason.clone()),
+                            ..message
+                        },
+                    )?;
+                    flushed.held.push(NotSent {
+                        conversation_id: conversation.clone(),
+                        client_message_id,
+                        reason,
+                    });
+                    waiting.insert(conversation);
                 }
                 Err(error) => {
                     forget(&self.profile, &client_message_id)?;
@@ -393,6 +476,7 @@ struct Fresh<'a> {
 struct FlushedWithError {
     sent: Vec<SentMessage>,
     dropped: Vec<NotSent>,
+    held: Vec<NotSent>,
     stopped: Option<Error>,
     final_error: Option<Error>,
 }
@@ -402,6 +486,7 @@ impl From<FlushedWithError> for Flushed {
         Flushed {
             sent: flushed.sent,
             dropped: flushed.dropped,
+            held: flushed.held,
             stopped: flushed.stopped,
         }
     }

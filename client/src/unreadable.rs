@@ -16,17 +16,24 @@
 //! these. Messages withheld from a device's chain are reported by the chain checks
 //! ([`crate::ReceivedText::chain`]) as well.
 
-use proto::chat::v1 as pb;
-use serde::Serialize;
+use std::collections::BTreeMap;
 
-use crate::{ReceivedText, Result, Session, Target};
+use proto::chat::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::{Profile, ReceivedText, Result, Session, Target};
+
+/// The profile's file of runs a live conversation reported and nothing showed since, per
+/// conversation: a later `chat chat` lists them again, so that keys forwarded meanwhile (or
+/// while it runs) show their messages, whatever run reported them.
+const REPORTED: &str = "unreadable.json";
 
 /// Most messages one ListMessages call of [`Session::now_readable`] asks for (the server's
 /// largest page).
 const NOW_READABLE_PAGE: u64 = 200;
 
 /// A run of consecutive messages not encrypted for this device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unreadable {
     /// The first sequence of the run.
     pub first_sequence: u64,
@@ -213,6 +220,38 @@ impl Session {
         }
         Ok(listed)
     }
+}
+
+/// The runs of `conversation_id` that live conversations reported and nothing showed since
+/// (none when the file cannot be read: it only saves a listing).
+pub(crate) fn reported(profile: &Profile, conversation_id: &str) -> Vec<Unreadable> {
+    profile
+        .read_file::<BTreeMap<String, Vec<Unreadable>>>(REPORTED)
+        .ok()
+        .flatten()
+        .and_then(|mut all| all.remove(conversation_id))
+        .unwrap_or_default()
+}
+
+/// Records `runs` as what is reported and not shown of `conversation_id`.
+///
+/// # Errors
+/// [`crate::Error::Profile`] when the file cannot be read or written.
+pub(crate) fn save_reported(
+    profile: &Profile,
+    conversation_id: &str,
+    runs: &[Unreadable],
+) -> Result<()> {
+    let mut all: BTreeMap<String, Vec<Unreadable>> =
+        profile.read_file(REPORTED)?.unwrap_or_default();
+    if runs.is_empty() {
+        if all.remove(conversation_id).is_none() {
+            return Ok(());
+        }
+    } else {
+        all.insert(conversation_id.to_owned(), runs.to_vec());
+    }
+    profile.write_file(REPORTED, &all)
 }
 
 /// What is left of `runs` once the messages of `sequences` are shown: each run without them,

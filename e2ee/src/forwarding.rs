@@ -33,6 +33,11 @@
 //! | a revoked device | nothing from then on: the service refuses its uploads (its token is refused, and it is not an active device), nobody forwards to it (not active, and revoked in every pin), and a key it forwarded after its revocation (as the recipient's pin dates it) is refused by the recipient | |
 //! | a lying forwarder (a device of the same user, stolen or buggy) | forward garbage or nothing: the recipient then fails to open that message (counted in its failure budget for the forwarder) and tries another forwarder's key if there is one; it reads what it forwards, which it could read anyway | affect another user: the service accepts forwarded keys only between two active devices of one user, for messages the forwarder was given a key for; make a message say something else (the key commitment and the sender's signature are checked as for any message) |
 //!
+//! A device that got a key by forwarding forwards it on ([`forward_forwarded_key`]) after the
+//! same checks as [`open_forwarded`], so history reaches a third device from any device of the
+//! user that can read it; each hop is signed by its own forwarder, and the recipient checks only
+//! the last one (the key commitment the original sender signed makes the earlier hops moot).
+//!
 //! What remains: a forwarded message is as confidential as the least careful of the user's
 //! devices (every device of the user reads the whole history); the forwarder's and recipient's
 //! RSA keys face the usual RUSTSEC-2023-0071 caveats (the crate's table); there is no key
@@ -43,10 +48,12 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
+use zeroize::Zeroizing;
+
 use crate::{
     DeviceKeys, Error, Opened, ReceivedMessage, RecipientDevice,
     envelope::{decrypt_with, unwrap_committed, unwrap_own_key},
-    format::{DIGEST_LEN, SIGNATURE_LEN},
+    format::{CONTENT_KEY_LEN, DIGEST_LEN, SIGNATURE_LEN},
     ids::check_canonical_uuid,
     keys::fingerprint,
     primitives,
@@ -174,17 +181,65 @@ pub fn forward_key(
     sender_signing_key: &[u8],
     recipient: &RecipientDevice,
 ) -> Result<ForwardedKey, Error> {
-    check_canonical_uuid(message_id, "the message id must be a canonical UUID")?;
-    check_canonical_uuid(
-        &recipient.device_id,
-        "a recipient device id must be a canonical UUID",
-    )?;
+    check_ids(message_id, recipient)?;
     let content_key = unwrap_own_key(
         message,
         forwarder.device_id,
         forwarder.keys,
         sender_signing_key,
     )?;
+    wrap_and_sign(message, message_id, forwarder, &content_key, recipient)
+}
+
+/// Forwards again, to `recipient`, a key that was itself forwarded to `forwarder`
+/// (`received`, from another device of the same user whose Ed25519 key the caller pinned as
+/// `received_from_signing_key`), so that history reaches a third device from a device that got
+/// it by forwarding. Every check of [`open_forwarded`] up to the key commitment passes first: a
+/// device forwards only keys it verified, whichever way it got them. The caller must check that
+/// the device `received` came from is one it trusts, as for [`open_forwarded`].
+///
+/// # Errors
+/// As [`open_forwarded`] up to the key commitment; then as [`forward_key`].
+pub fn forward_forwarded_key(
+    message: &ReceivedMessage,
+    message_id: &str,
+    received: &ForwardedKey,
+    received_from_signing_key: &[u8],
+    forwarder: &Forwarder<'_>,
+    sender_signing_key: &[u8],
+    recipient: &RecipientDevice,
+) -> Result<ForwardedKey, Error> {
+    check_ids(message_id, recipient)?;
+    let content_key = unwrap_forwarded(
+        message,
+        message_id,
+        received,
+        forwarder.device_id,
+        forwarder.keys,
+        sender_signing_key,
+        received_from_signing_key,
+    )?;
+    wrap_and_sign(message, message_id, forwarder, &content_key, recipient)
+}
+
+/// The ids a forwarded key names, checked before any RSA work.
+fn check_ids(message_id: &str, recipient: &RecipientDevice) -> Result<(), Error> {
+    check_canonical_uuid(message_id, "the message id must be a canonical UUID")?;
+    check_canonical_uuid(
+        &recipient.device_id,
+        "a recipient device id must be a canonical UUID",
+    )?;
+    Ok(())
+}
+
+/// `content_key` of `message` wrapped for `recipient` and signed by `forwarder`.
+fn wrap_and_sign(
+    message: &ReceivedMessage,
+    message_id: &str,
+    forwarder: &Forwarder<'_>,
+    content_key: &[u8; CONTENT_KEY_LEN],
+    recipient: &RecipientDevice,
+) -> Result<ForwardedKey, Error> {
     let public_key =
         primitives::parse_rsa_public_key(&recipient.encryption_spki).map_err(|_| {
             Error::InvalidRecipientKey {
@@ -230,6 +285,29 @@ pub fn open_forwarded(
     sender_signing_key: &[u8],
     forwarder_signing_key: &[u8],
 ) -> Result<Opened, Error> {
+    let content_key = unwrap_forwarded(
+        message,
+        message_id,
+        forwarded,
+        my_device_id,
+        my_keys,
+        sender_signing_key,
+        forwarder_signing_key,
+    )?;
+    decrypt_with(message, &content_key)
+}
+
+/// The content key a forwarded key carries, after every check of [`open_forwarded`] up to the
+/// key commitment.
+fn unwrap_forwarded(
+    message: &ReceivedMessage,
+    message_id: &str,
+    forwarded: &ForwardedKey,
+    my_device_id: &str,
+    my_keys: &DeviceKeys,
+    sender_signing_key: &[u8],
+    forwarder_signing_key: &[u8],
+) -> Result<Zeroizing<[u8; CONTENT_KEY_LEN]>, Error> {
     let envelope = &message.envelope;
     verify_forwarded_key(forwarded, &envelope.key_commitment, forwarder_signing_key)?;
     if forwarded.message_id != message_id
@@ -250,6 +328,5 @@ pub fn open_forwarded(
         &envelope.signature,
         sender_signing_key,
     )?;
-    let content_key = unwrap_committed(envelope, my_keys, &forwarded.wrapped_key)?;
-    decrypt_with(message, &content_key)
+    unwrap_committed(envelope, my_keys, &forwarded.wrapped_key)
 }

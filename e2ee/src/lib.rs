@@ -107,8 +107,8 @@ pub use format::{
     canonical_header, key_commitment, recipients_digest, signed_message,
 };
 pub use forwarding::{
-    FORWARDED_KEY_LABEL, ForwardedKey, Forwarder, forward_key, forwarded_key_signed_message,
-    open_forwarded, verify_forwarded_key,
+    FORWARDED_KEY_LABEL, ForwardedKey, Forwarder, forward_forwarded_key, forward_key,
+    forwarded_key_signed_message, open_forwarded, verify_forwarded_key,
 };
 pub use ids::is_canonical_uuid;
 pub use keys::{

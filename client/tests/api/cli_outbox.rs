@@ -295,6 +295,103 @@ async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_mea
     assert_eq!(stored_messages(&env.db).await, 3);
 }
 
+/// alice verified bob, so his new device waits for her to accept it. A message she kept while
+/// the server was down is refused for bob's device list once it is back, and cannot be sealed
+/// again for his new keys: `chat flush` and `chat chat` keep it (never "not sent" for good),
+/// `chat pending` says it waits for her, and `chat trust bob` sends it, once, for both of bob's
+/// devices.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust(db: PgPool) {
+    let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
+    let verified = chat(&env, &alice, &["verify", "bob", "--yes"]).await;
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    outage.set_down(true);
+    let kept = Background::start_on(&outage.url(), &alice, &["send", "bob", "kept"]);
+    kept.printed_on_stderr("kept in this profile").await;
+    drop(kept); // killed: the message stays in the profile
+    outage.set_down(false);
+    let bobs_new_device = env.profile_dir();
+    let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+
+    let flushed = chat(&env, &alice, &["flush"]).await;
+    let pending = chat(&env, &alice, &["--json", "pending"]).await;
+    let pending_text = chat(&env, &alice, &["pending"]).await;
+    let live = chat_with_stdin(&env.server(), &alice, &["chat", "bob"], "").await;
+    let pending_after_live = chat(&env, &alice, &["--json", "pending"]).await;
+    let stored_before_trust = stored_messages(&env.db).await;
+    let trusted = chat(&env, &alice, &["trust", "bob"]).await;
+    let pending_after_trust = chat(&env, &alice, &["--json", "pending"]).await;
+    let on_old_device = chat(&env, &bob, &["history", "alice"]).await;
+    let on_new_device = chat(&env, &bobs_new_device, &["--json", "history", "alice"]).await;
+
+    assert_eq!(flushed.code, 7, "{}", flushed.stderr);
+    assert!(
+        flushed.stderr.contains("still kept")
+            && flushed.stderr.contains("the keys of bob changed")
+            && !flushed.stderr.contains("no longer kept"),
+        "{}",
+        flushed.stderr
+    );
+    let kept = pending.json();
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{}", pending.stdout);
+    assert_eq!(kept[0]["text"], "kept", "{}", pending.stdout);
+    assert!(
+        kept[0]["held"]
+            .as_str()
+            .is_some_and(|held| held.starts_with("the keys of bob changed")),
+        "{}",
+        pending.stdout
+    );
+    assert!(
+        pending_text
+            .stdout
+            .contains("waiting for you: the keys of bob changed"),
+        "{}",
+        pending_text.stdout
+    );
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert!(
+        live.stderr
+            .contains("not sent yet, kept in this profile: the keys of bob changed"),
+        "{}",
+        live.stderr
+    );
+    assert_eq!(
+        pending_after_live.json(),
+        kept,
+        "{}",
+        pending_after_live.stdout
+    );
+    assert_eq!(stored_before_trust, 1);
+    assert_eq!(trusted.code, 0, "{}", trusted.stderr);
+    assert!(
+        trusted.stdout.contains("sent kept message"),
+        "{}",
+        trusted.stdout
+    );
+    assert_eq!(pending_after_trust.json(), serde_json::json!([]));
+    assert_eq!(
+        untimed(&on_old_device.stdout),
+        "[1] alice: before\n[2] alice: kept\n",
+        "{}",
+        on_old_device.stderr
+    );
+    let readable: Vec<String> = on_new_device
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        readable.contains(&"kept".to_owned()),
+        "{}",
+        on_new_device.stdout
+    );
+    assert_eq!(stored_messages(&env.db).await, 2);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_new_device_says_how_many_earlier_messages_it_cannot_read(db: PgPool) {
     let (env, alice, bob, alices_new_device) =
@@ -399,4 +496,48 @@ async fn a_new_devices_open_live_conversation_shows_the_earlier_messages_once_th
         untimed(after),
         "[1] bob: one\n[2] bob: two\n[3] bob: three\n"
     );
+}
+
+/// The runs a live conversation said it cannot read are kept in the profile: a later `chat
+/// chat`, whose stream starts after them (its cursor is past the message that followed them),
+/// shows them once another device forwarded their keys meanwhile, and only once.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_later_live_conversation_shows_what_an_earlier_one_could_not_read_once_keys_are_forwarded(
+    db: PgPool,
+) {
+    let (env, alice, bob, alices_new_device) =
+        alice_logs_in_on_a_new_device_after_three_messages(db).await;
+    let sent_after = chat(&env, &bob, &["send", "alice", "four"]).await;
+    assert_eq!(sent_after.code, 0, "{}", sent_after.stderr);
+    let server = env.server();
+    let live = || chat_with_stdin(&server, &alices_new_device, &["chat", "bob"], "");
+
+    let before = live().await;
+    let forwarded = chat(&env, &alice, &["--json", "forward-keys"]).await;
+    let after = live().await;
+    let again = live().await;
+
+    let (first_line, rest) = before.stdout.split_once('\n').unwrap_or_default();
+    assert_eq!(
+        first_line,
+        "(3 earlier messages were sent before this device existed and cannot be read here (they \
+         were not encrypted for it))",
+        "{}",
+        before.stderr
+    );
+    assert_eq!(untimed(rest), "[4] bob: four\n");
+    assert_eq!(forwarded.json()["keys"], 3, "{}", forwarded.stdout);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    let (first_line, rest) = after.stdout.split_once('\n').unwrap_or_default();
+    assert_eq!(
+        first_line,
+        "(3 earlier messages are now readable here (another device of yours forwarded the keys):)",
+        "{}",
+        after.stderr
+    );
+    assert_eq!(
+        untimed(rest),
+        "[1] bob: one\n[2] bob: two\n[3] bob: three\n"
+    );
+    assert_eq!(again.stdout, "", "shown once: {}", again.stderr);
 }

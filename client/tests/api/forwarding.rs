@@ -20,20 +20,8 @@ async fn a_new_cli_device_reads_earlier_messages_once_another_device_forwarded_t
     db: PgPool,
 ) {
     let env = spawn_env(db).await;
-    env.user("warmup").await;
-    let alice = cli_user(&env, "alice").await;
-    let bob = cli_user(&env, "bob").await;
-    for (dir, to, text) in [
-        (&alice, "bob", "one"),
-        (&bob, "alice", "two"),
-        (&alice, "bob", "three"),
-    ] {
-        let sent = chat(&env, dir, &["send", to, text]).await;
-        assert_eq!(sent.code, 0, "{}", sent.stderr);
-    }
-    let alices_new_device = env.profile_dir();
-    let login = chat(&env, &alices_new_device, &["login", "alice"]).await;
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let alice = three_messages_between_alice_and_bob(&env).await;
+    let alices_new_device = new_device_of(&env, "alice").await;
 
     // Sealed before the device existed: not for it. Shown as such, not as an empty history.
     let before = chat(&env, &alices_new_device, &["--json", "history", "bob"]).await;
@@ -49,29 +37,84 @@ async fn a_new_cli_device_reads_earlier_messages_once_another_device_forwarded_t
     assert_eq!(forwarded.code, 0, "{}", forwarded.stderr);
     assert_eq!(forwarded.json()["keys"], 3, "{}", forwarded.stdout);
     assert_eq!(after.code, 0, "{}", after.stderr);
-    let after = after.json();
-    let shown: Vec<(&str, &str, &str)> = after
+    assert_eq!(shown(&after.json()), THE_THREE_VERIFIED, "{}", after.stdout);
+    assert_eq!(again.json()["keys"], 0, "nothing new: {}", again.stdout);
+}
+
+/// A key forwarded to a device is forwarded on: alice's second device, which reads the earlier
+/// messages only through the keys her first device forwarded to it, gives them to her third
+/// device, while the first one does nothing more.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_device_forwards_on_the_keys_forwarded_to_it_so_that_a_third_device_reads_the_history(
+    db: PgPool,
+) {
+    let env = spawn_env(db).await;
+    let alice = three_messages_between_alice_and_bob(&env).await;
+    let second = new_device_of(&env, "alice").await;
+    let from_first = chat(&env, &alice, &["--json", "forward-keys"]).await;
+    let third = new_device_of(&env, "alice").await;
+
+    let from_second = chat(&env, &second, &["--json", "forward-keys"]).await;
+    let on_third = chat(&env, &third, &["--json", "history", "bob"]).await;
+
+    assert_eq!(from_first.json()["keys"], 3, "{}", from_first.stdout);
+    assert_eq!(from_second.code, 0, "{}", from_second.stderr);
+    assert_eq!(from_second.json()["keys"], 3, "{}", from_second.stdout);
+    assert_eq!(on_third.code, 0, "{}", on_third.stderr);
+    assert_eq!(
+        shown(&on_third.json()),
+        THE_THREE_VERIFIED,
+        "{}",
+        on_third.stdout
+    );
+}
+
+/// alice and bob (CLI profiles) write "one", "two" and "three"; returns alice's profile.
+async fn three_messages_between_alice_and_bob(env: &TestEnv) -> std::path::PathBuf {
+    env.user("warmup").await;
+    let alice = cli_user(env, "alice").await;
+    let bob = cli_user(env, "bob").await;
+    for (dir, to, text) in [
+        (&alice, "bob", "one"),
+        (&bob, "alice", "two"),
+        (&alice, "bob", "three"),
+    ] {
+        let sent = chat(env, dir, &["send", to, text]).await;
+        assert_eq!(sent.code, 0, "{}", sent.stderr);
+    }
+    alice
+}
+
+/// A new CLI profile logged in as `username`: a new device.
+async fn new_device_of(env: &TestEnv, username: &str) -> std::path::PathBuf {
+    let profile = env.profile_dir();
+    let login = chat(env, &profile, &["login", username]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    profile
+}
+
+const THE_THREE_VERIFIED: [&str; 3] = [
+    "verified alice: one",
+    "verified bob: two",
+    "verified alice: three",
+];
+
+/// Each message of a `--json history` as "status sender: text".
+fn shown(history: &serde_json::Value) -> Vec<String> {
+    let field = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+    history
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
-            (
-                m["content"]["status"].as_str().unwrap_or("?"),
-                m["sender_username"].as_str().unwrap_or("?"),
-                m["content"]["text"].as_str().unwrap_or("?"),
+            format!(
+                "{} {}: {}",
+                field(&m["content"]["status"]),
+                field(&m["sender_username"]),
+                field(&m["content"]["text"])
             )
         })
-        .collect();
-    assert_eq!(
-        shown,
-        [
-            ("verified", "alice", "one"),
-            ("verified", "bob", "two"),
-            ("verified", "alice", "three")
-        ],
-        "{after}"
-    );
-    assert_eq!(again.json()["keys"], 0, "nothing new: {}", again.stdout);
+        .collect()
 }
 
 #[sqlx::test(migrations = "../migrations")]

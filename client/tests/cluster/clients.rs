@@ -180,6 +180,11 @@ fn record_live_event(device: &str, conversation: &str, ledger: &Ledger, event: L
             let id = client_message_id.unwrap_or_default();
             ledger.failed(&id, &status, &reason, false);
         }
+        // Waits for the user to accept new keys: never in these runs, so a failure if it comes.
+        LiveEvent::SendHeld {
+            client_message_id,
+            reason,
+        } => ledger.failed(&client_message_id, "held", &reason, false),
         LiveEvent::Disconnected { code, error, .. } => {
             let status = code.map_or_else(|| format!("local: {error}"), status_name);
             ledger.disconnected(device, &status, &error);

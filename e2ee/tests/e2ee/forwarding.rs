@@ -1,7 +1,10 @@
 //! Key forwarding: a device re-wraps a message's key for another device of its user, which opens
 //! the message with it; and what the receiving device refuses.
 
-use e2ee::{Error, ForwardedKey, Forwarder, ReceivedMessage, forward_key, open_forwarded};
+use e2ee::{
+    Error, ForwardedKey, Forwarder, ReceivedMessage, forward_forwarded_key, forward_key,
+    open_forwarded,
+};
 
 use crate::helpers::{TestDevice, deliver, device, first_position};
 
@@ -184,6 +187,80 @@ fn a_device_forwards_only_keys_it_was_given_and_verified() {
 
     assert_eq!(without_key.unwrap_err(), Error::NoKeyForThisDevice);
     assert_eq!(with_wrong_sender_key.unwrap_err(), Error::BadSignature);
+}
+
+/// bob's laptop, which got the key by forwarding from the phone, forwards it on (here back to
+/// the phone, the only other device of bob in the vectors: what a third device would get).
+fn forwarded_on_by_laptop(
+    message: &ReceivedMessage,
+    received: &ForwardedKey,
+    received_from: &str,
+) -> Result<ForwardedKey, Error> {
+    let mut laptops_copy = message.clone();
+    laptops_copy.envelope.wrapped_keys.clear();
+    forward_forwarded_key(
+        &laptops_copy,
+        MESSAGE,
+        received,
+        &device(received_from).signing_key(),
+        &forwarder("bob-laptop"),
+        &sender().signing_key(),
+        &device("bob-phone").recipient,
+    )
+}
+
+#[test]
+fn a_key_received_by_forwarding_is_forwarded_on_and_opens_the_message() {
+    let message = sent_to_bobs_phone("m-1", b"two hops");
+    let first_hop = forwarded(&message, MESSAGE);
+
+    let second_hop = forwarded_on_by_laptop(&message, &first_hop, "bob-phone").unwrap();
+    let mut phones_copy = message.clone();
+    phones_copy.envelope.wrapped_keys.clear();
+    let phone = device("bob-phone");
+    let opened = open_forwarded(
+        &phones_copy,
+        MESSAGE,
+        &second_hop,
+        &phone.device_id,
+        &phone.keys,
+        &sender().signing_key(),
+        &device("bob-laptop").signing_key(),
+    );
+
+    assert_eq!(
+        second_hop.forwarder_device_id,
+        device("bob-laptop").device_id
+    );
+    assert_eq!(opened.unwrap().plaintext, b"two hops");
+}
+
+#[test]
+fn a_key_received_by_forwarding_is_forwarded_on_only_after_every_check_of_opening_it() {
+    let message = sent_to_bobs_phone("m-1", b"secret");
+    let first_hop = forwarded(&message, MESSAGE);
+    let mut other_message = first_hop.clone();
+    other_message.message_id = OTHER_MESSAGE.to_owned();
+    let mut for_another_device = forwarded(&message, MESSAGE);
+    for_another_device.recipient_device_id = device("alice-phone").device_id.clone();
+    for_another_device.signature = sign_as(
+        device("bob-phone"),
+        &e2ee::forwarded_key_signed_message(&for_another_device, &message.envelope.key_commitment)
+            .unwrap(),
+    );
+
+    assert_eq!(
+        forwarded_on_by_laptop(&message, &first_hop, "mallory-laptop").unwrap_err(),
+        Error::BadSignature
+    );
+    assert_eq!(
+        forwarded_on_by_laptop(&message, &other_message, "bob-phone").unwrap_err(),
+        Error::BadSignature
+    );
+    assert!(matches!(
+        forwarded_on_by_laptop(&message, &for_another_device, "bob-phone").unwrap_err(),
+        Error::Malformed { .. }
+    ));
 }
 
 fn sign_as(device: &TestDevice, message: &[u8]) -> Vec<u8> {

@@ -67,7 +67,7 @@ pub async fn interactive(session: &Arc<Session>, target: &str, out: &Output) -> 
                     match &event {
                         LiveEvent::Connected => connected = true,
                         LiveEvent::Disconnected { .. } => connected = false,
-                        LiveEvent::Sent(_) | LiveEvent::SendFailed { .. } => {
+                        LiveEvent::Sent(_) | LiveEvent::SendFailed { .. } | LiveEvent::SendHeld { .. } => {
                             unanswered = unanswered.saturating_sub(1);
                         }
                         // A new device of this user: give it the keys of what this one can read.
@@ -153,6 +153,7 @@ pub async fn verify(session: &Session, username: &str, yes: bool, out: &Output) 
             verified.username
         ),
     );
+    crate::send::send_held(session, out).await?;
     Ok(0)
 }
 

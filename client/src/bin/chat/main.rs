@@ -155,6 +155,10 @@ async fn run(cli: Cli) -> Result<u8> {
                     | Command::Chat { .. }
                     | Command::Conversations { no_preview: false }
                     | Command::ForwardKeys
+                    // These send kept messages, which may need sealing again.
+                    | Command::Flush
+                    | Command::Trust { .. }
+                    | Command::Verify { .. }
             );
             let profile = Profile::open(dir)?;
             let session = Arc::new(resume(profile, needs_keys, cli.ca_file.as_deref())?);
@@ -323,6 +327,7 @@ async fn logged_in(session: &Arc<Session>, command: Command, out: &Output) -> Re
                 trusted.accepted.len()
             );
             out.print(&trusted, &text);
+            send::send_held(session, out).await?;
         }
         Command::Register { .. }
         | Command::Login { .. }

@@ -76,6 +76,11 @@ impl Output {
                 eprintln!("disconnected ({error}); reconnecting in {retry_in:?}");
             }
             LiveEvent::SendFailed { reason, .. } => eprintln!("not sent: {reason}"),
+            LiveEvent::SendHeld { reason, .. } => eprintln!(
+                "… not sent yet, kept in this profile: {}; once you accept them (chat trust or \
+                 chat verify, in another terminal), that command sends it",
+                reason.strip_prefix("not sent: ").unwrap_or(reason)
+            ),
             LiveEvent::SendRetrying { code, .. } => {
                 eprintln!("… pending: the server is unreachable, retrying ({code:?})");
             }
@@ -229,8 +234,12 @@ pub fn pending_line(message: &client::PendingMessage) -> String {
         (None, Some(why)) => format!("(its text cannot be opened here: {why})"),
         (None, None) => "(its text cannot be opened here)".to_owned(),
     };
+    let waiting = match &message.held {
+        Some(reason) => format!("\n  waiting for you: {reason}"),
+        None => String::new(),
+    };
     format!(
-        "to {to}  kept since {}  {} attempt(s)  {text}  [{}]",
+        "to {to}  kept since {}  {} attempt(s)  {text}  [{}]{waiting}",
         time_of(message.queued_at),
         message.attempts,
         message.client_message_id

@@ -165,8 +165,9 @@ async fn pause(backoff: &mut client::Backoff, deadline: Instant) {
     tokio::time::sleep(wait).await;
 }
 
-/// Prints what a flush did (each kept message sent, or dropped as refused); returns the error
-/// that stopped it, when the server was unreachable.
+/// Prints what a flush did (each kept message sent, dropped as refused, or held for keys not
+/// accepted yet); returns the error that stopped it when the server was unreachable, else an
+/// [`Error::Untrusted`] when messages wait for the user.
 pub fn report_flushed(flushed: Flushed, out: &Output) -> Option<Error> {
     for sent in &flushed.sent {
         let text = format!(
@@ -195,7 +196,42 @@ pub fn report_flushed(flushed: Flushed, out: &Output) -> Option<Error> {
             }
         );
     }
-    flushed.stopped
+    for held in &flushed.held {
+        let value = serde_json::json!({ "held": held });
+        eprintln!(
+            "{}",
+            if out.json {
+                value.to_string()
+            } else {
+                format!(
+                    "not sent yet, still kept: message {} waits for you: {}",
+                    held.client_message_id, held.reason
+                )
+            }
+        );
+    }
+    let held = flushed.held.len();
+    flushed.stopped.or_else(|| {
+        (held > 0).then(|| {
+            Error::Untrusted(format!(
+                "{held} kept message(s) wait until you accept new keys (chat pending shows \
+                 them); chat trust or chat verify sends them"
+            ))
+        })
+    })
+}
+
+/// Sends the kept messages once the user accepted keys (`chat trust`, `chat verify`), when
+/// some were held for keys not accepted yet; the server being away leaves them kept.
+///
+/// # Errors
+/// As [`Session::flush`]; the error [`report_flushed`] returns, said as kept.
+pub async fn send_held(session: &Session, out: &Output) -> Result<()> {
+    if !session.has_held()? {
+        return Ok(());
+    }
+    let flushed = session.flush(None).await.map_err(kept)?;
+    report_flushed(flushed, out).map_or(Ok(()), |error| Err(kept(error)))
 }
 
 /// A retryable send failure, said with what happens to the message: it is kept.
