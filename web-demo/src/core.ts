@@ -1252,7 +1252,8 @@ export class Core {
       if (!(await this.sendEntry(entry, entries))) return true;
       if (outbox.held(entry)) heldBack.add(entry.conversationId);
     }
-    await this.noteUnsent(entries);
+    // Held or released on the way: shown as they are now (read again: the sent ones are gone).
+    await this.noteUnsent(await outbox.load(this.userId, this.device.deviceId));
     return false;
   }
 

@@ -574,6 +574,9 @@ async function outbox(): Promise<void> {
   expectEqual(onNewDevice.filter((m) => m.text !== null).map((m) => m.text), [held[1]], "what carol's new device reads");
   expectEqual(await ask("message_rows", { client_message_id: heldIds[0] }), 0, "rows stored for the discarded message");
   expectEqual(await ask("message_rows", { client_message_id: heldIds[1] }), 1, "rows stored for the accepted message");
+  // Checked after the round trips above: a message sent must not come back as unsent.
+  expectEqual(await texts(alice), ["before chat stops", ...toCarol], "alice's conversation once the keys are accepted");
+  expectEqual(await pendingIds(), [], "messages still pending");
   // Chromium logs the calls refused while chat or the gateway was down; nothing else may appear.
   noConsoleErrors([alice], [
     /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
