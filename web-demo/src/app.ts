@@ -9,7 +9,6 @@ import { Api, SessionEnded } from "./api";
 import {
   Core,
   LockedDevice,
-  Untrusted,
   forgetSession,
   login,
   register,
@@ -463,19 +462,34 @@ function unsentItem(message: UnsentMessage): HTMLElement {
   const time = message.createdAt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   meta.textContent = message.state === "pending" ? `${time} · pending, sent when the server is reachable` : time;
   item.append(from, body, meta);
+  if (message.waitingFor) {
+    // Held: sent once the user accepts the keys (the banner's button), or discarded.
+    item.dataset.waiting = "true";
+    meta.textContent = `${time} · pending`;
+    const waiting = document.createElement("div");
+    waiting.className = "unsent-waiting";
+    waiting.textContent = `Waiting until you accept ${message.waitingFor.join(", ")}'s new keys.`;
+    waiting.append(" ", discardButton(message));
+    item.append(waiting);
+  }
   if (message.state === "failed") {
     const failure = document.createElement("div");
     failure.className = "unsent-error";
     failure.textContent = `Not sent: ${message.error ?? "refused by the server"}.`;
-    const discard = document.createElement("button");
-    discard.type = "button";
-    discard.className = "discard";
-    discard.textContent = "Discard";
-    discard.onclick = () => void core?.discard(message.clientMessageId);
-    failure.append(" ", discard);
+    failure.append(" ", discardButton(message));
     item.append(failure);
   }
   return item;
+}
+
+function discardButton(message: UnsentMessage): HTMLButtonElement {
+  const discard = document.createElement("button");
+  discard.type = "button";
+  discard.className = "discard";
+  discard.textContent = "Discard";
+  discard.onclick = () =>
+    void core?.discard(message.clientMessageId).catch((error) => say("conversation-status", `Not discarded: ${errorText(error)}`, "error"));
+  return discard;
 }
 
 function onLiveMessage(message: ShownMessage): void {
@@ -543,12 +557,13 @@ async function send(): Promise<void> {
   try {
     const conversationId = currentId;
     // Queued (shown as pending by the `unsent` event) and sent as soon as the server answers.
-    await core.send(conversationId, text);
+    // Held while a participant's new keys wait for the user's decision: the banner says why.
+    const queued = await core.send(conversationId, text);
     if (conversationId === currentId) say("conversation-status", "");
+    if (queued.waitingFor) updateKeyBanner();
   } catch (error) {
     input.value = text;
     say("conversation-status", `Not sent: ${errorText(error)}`, "error");
-    if (error instanceof Untrusted) updateKeyBanner();
   } finally {
     button.disabled = false;
     input.focus();

@@ -16,12 +16,13 @@
 // conversation showed is kept in IndexedDB, so a replayed envelope is flagged after a reload too;
 // a message is only shown in the conversation it belongs to.
 
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { Api, SessionEnded, Tokens, sessionFrom } from "./api";
 import * as e2ee from "./e2ee";
 import * as forwarding from "./forwarding";
-import type { Device, User, UserWithDevices } from "./gen/auth/v1/auth_pb";
+import { UserWithDevicesSchema, type Device, type User, type UserWithDevices } from "./gen/auth/v1/auth_pb";
 import {
   ConversationKind,
   Direction,
@@ -35,7 +36,7 @@ import * as outbox from "./outbox";
 import * as store from "./store";
 import * as trust from "./trust";
 export { unreadableRuns, unreadableText, type UnreadableRun } from "./unreadable";
-import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SeenLog } from "./store";
+import type { Contact, DeviceRecord, GroupPin, OpenDevice, Pin, SealingRecord, SeenLog, StoredUser } from "./store";
 
 export type ConnectionState = "connecting" | "online" | "offline";
 
@@ -68,6 +69,8 @@ export interface UnsentMessage {
   /** "pending": retried until the server answers; "failed": refused for good (see `error`). */
   state: "pending" | "failed";
   error?: string;
+  /** A pending message held until the user accepts these users' new keys (their names). */
+  waitingFor?: string[];
 }
 
 /** This device's chain in one conversation (suite V2), kept in IndexedDB. */
@@ -174,9 +177,6 @@ export interface Notice {
   text: string;
   blocked: boolean;
 }
-
-/** A send refused because a participant's keys changed and are not accepted yet. */
-export class Untrusted extends Error {}
 
 /** What the core tells the UI. */
 export interface CoreEvents {
@@ -390,6 +390,8 @@ export class Core {
   /** The refresh of previews running, if any (they run one at a time, beside `opening`). */
   private previewing: Promise<void> = Promise.resolve();
   private groupPins: Record<string, GroupPin> = {};
+  /** What sealing needs without the server, as last listed (kept in IndexedDB, see store.ts). */
+  private sealing: SealingRecord = { users: {}, groups: {}, conversations: [] };
   /** Reviews of users' keys, one at a time (each reads and writes the pins). */
   private reviewing: Promise<void> = Promise.resolve();
   private stream: AbortController | undefined;
@@ -428,11 +430,16 @@ export class Core {
     this.groupPins = (await store.get(store.keys.groups(this.userId))) ?? {};
     this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
     this.receivedChains = (await store.get(store.keys.receivedChains(this.userId))) ?? {};
+    const sealing = await store.get<SealingRecord>(store.keys.sealing(this.userId, this.device.deviceId));
+    if (sealing) this.sealing = sealing;
     try {
       await this.refreshConversations();
     } catch (error) {
       // Offline at start: the stream keeps trying and lists the conversations once it connects.
+      // Meanwhile the conversations are the ones last listed, so that the user can write in any
+      // of them (sealed for the devices and members last listed).
       if (error instanceof SessionEnded) throw error;
+      this.showStoredConversations();
     }
     // What was written and not acknowledged before the reload: shown, in its conversation even
     // when the server cannot list it now, and sent again.
@@ -528,7 +535,9 @@ export class Core {
           const sentAt = Number(message.sentAt?.seconds ?? 0n);
           const senderKey = await this.signingKey(envelope.senderUserId, envelope.senderDeviceId, sentAt);
           batch.push(
-            await forwarding.forwardKey(message, this.userId, this.device.deviceId, this.device.keys, senderKey, target),
+            forwarding.hasOwnKey(message, this.device.deviceId)
+              ? await forwarding.forwardKey(message, this.userId, this.device.deviceId, this.device.keys, senderKey, target)
+              : await this.reforward(message, senderKey, target),
           );
         } catch {
           // A message this device does not verify is not forwarded.
@@ -637,6 +646,36 @@ export class Core {
     this.tagGroups();
     this.listeners.conversations?.();
     void this.refreshPreviews();
+    this.sealing.conversations = [...this.conversations.values()].map((c) => ({
+      conversationId: c.conversationId,
+      kind: c.kind,
+      peerUserId: c.peerUserId,
+      groupId: c.groupId,
+      name: c.name,
+      lastSequence: c.lastSequence,
+      unread: c.unread,
+      lastMessageAt: c.lastMessageAt?.getTime(),
+      createdAt: c.createdAt.getTime(),
+    }));
+    await this.saveSealing();
+  }
+
+  /** The conversations as last listed, shown while the server cannot list them. */
+  private showStoredConversations(): void {
+    for (const c of this.sealing.conversations) {
+      if (this.conversations.has(c.conversationId)) continue;
+      this.conversations.set(c.conversationId, {
+        ...c,
+        lastMessageAt: c.lastMessageAt === undefined ? undefined : new Date(c.lastMessageAt),
+        createdAt: new Date(c.createdAt),
+      });
+    }
+    this.tagGroups();
+    this.listeners.conversations?.();
+  }
+
+  private saveSealing(): Promise<void> {
+    return store.put(store.keys.sealing(this.userId, this.device.deviceId), this.sealing);
   }
 
   /** Groups of the same name get a tag each (member count and the end of the id). */
@@ -804,6 +843,9 @@ export class Core {
   private async forgetGroup(groupId: string): Promise<void> {
     delete this.groupPins[groupId];
     await store.put(store.keys.groups(this.userId), this.groupPins);
+    delete this.sealing.groups[groupId];
+    this.sealing.conversations = this.sealing.conversations.filter((c) => c.groupId !== groupId);
+    await this.saveSealing();
     this.groups.delete(groupId);
     this.roles.delete(groupId);
     this.conversations.delete(groupId);
@@ -819,14 +861,35 @@ export class Core {
     this.memberIds.set(groupId, new Set(users.map((u) => u.user!.userId)));
     await this.reviewMembers(groupId, users);
     for (const user of users) await this.remember(user);
+    this.sealing.groups[groupId] = users.map((u) => u.user!.userId);
+    await this.saveSealing();
     return users;
   }
 
-  /** A group's members with their devices as last listed and looked up here, if all are known. */
+  /** A group's member ids as last listed: in this page, else before a reload (IndexedDB). */
+  private lastMemberIds(groupId: string): string[] {
+    return [...(this.memberIds.get(groupId) ?? this.sealing.groups[groupId] ?? [])];
+  }
+
+  /**
+   * A group's members with their devices as last listed and looked up (here, else as kept in
+   * IndexedDB), if all are known.
+   */
   private cachedMembers(groupId: string): UserWithDevices[] | undefined {
-    const ids = [...(this.memberIds.get(groupId) ?? [])];
-    const users = ids.map((id) => this.users.get(id));
-    return ids.length > 0 && users.every((u) => u) ? (users as UserWithDevices[]) : undefined;
+    return this.cachedUsers(this.lastMemberIds(groupId));
+  }
+
+  /**
+   * Users with their devices as last looked up, here or (after a reload) as kept in IndexedDB;
+   * undefined when one is unknown. This user is known at least with this device.
+   */
+  private cachedUsers(userIds: string[]): UserWithDevices[] | undefined {
+    if (userIds.length === 0) return undefined;
+    const users = userIds.map((id) => {
+      const stored = this.sealing.users[id] ?? (id === this.userId ? { username: this.username, devices: [] } : undefined);
+      return this.users.get(id) ?? (stored && userOf(id, stored));
+    });
+    return users.every((u) => u) ? (users as UserWithDevices[]) : undefined;
   }
 
   /** Records a membership change made here, so that it is not reported back. */
@@ -909,7 +972,7 @@ export class Core {
 
   nameOf(userId: string): string {
     if (userId === this.userId) return this.username;
-    return this.users.get(userId)?.user?.username ?? userId.slice(0, 8);
+    return this.users.get(userId)?.user?.username ?? this.sealing.users[userId]?.username ?? userId.slice(0, 8);
   }
 
   /** Caches a user's devices and reviews their keys against the pins (one review at a time). */
@@ -946,6 +1009,7 @@ export class Core {
     if (!userId) return;
     this.users.set(userId, user);
     const username = user.user?.username ?? userId;
+    await this.keepForSealing(userId, username, user);
     const observed = await this.observed(user);
     const known = this.contacts[userId];
     if (!known) {
@@ -975,6 +1039,23 @@ export class Core {
     });
   }
 
+  /** Keeps a user's devices as listed, for sealing after a reload without the server. */
+  private async keepForSealing(userId: string, username: string, user: UserWithDevices): Promise<void> {
+    const kept: StoredUser = {
+      username,
+      devices: user.devices
+        .filter((d) => d.keys)
+        .map((d) => ({
+          deviceId: d.deviceId,
+          encryption: e2ee.hex(d.keys!.encryptionPublicKey),
+          signing: e2ee.hex(d.keys!.signingPublicKey),
+        })),
+    };
+    if (JSON.stringify(this.sealing.users[userId]) === JSON.stringify(kept)) return;
+    this.sealing.users[userId] = kept;
+    await this.saveSealing();
+  }
+
   private saveContacts(): Promise<void> {
     return store.put(store.keys.contacts(this.userId), this.contacts);
   }
@@ -991,7 +1072,7 @@ export class Core {
     if (notice.kind === "members") return notice.groupId === conversation.groupId;
     if (notice.userId === this.userId) return true;
     if (conversation.kind === "direct") return notice.userId === conversation.peerUserId;
-    return this.memberIds.get(conversation.groupId)?.has(notice.userId ?? "") ?? false;
+    return this.lastMemberIds(conversation.groupId).includes(notice.userId ?? "");
   }
 
   /** The notices of this session that concern a conversation, oldest first. */
@@ -1003,10 +1084,7 @@ export class Core {
   pendingIn(conversationId: string): string[] {
     const conversation = this.conversations.get(conversationId);
     if (!conversation) return [];
-    const ids =
-      conversation.kind === "direct"
-        ? [this.userId, conversation.peerUserId]
-        : [...(this.memberIds.get(conversation.groupId) ?? [])];
+    const ids = conversation.kind === "direct" ? [this.userId, conversation.peerUserId] : this.lastMemberIds(conversation.groupId);
     return ids.filter((id) => Object.keys(this.contacts[id]?.pending ?? {}).length > 0);
   }
 
@@ -1036,6 +1114,8 @@ export class Core {
       trust.accept(contact, pins, verified, Math.floor(Date.now() / 1000));
       await this.saveContacts();
     }));
+    // Messages held for these keys are sealed again for the devices accepted and sent.
+    this.flushOutbox();
   }
 
   /** The safety number with `userId`, from the key bytes of both users' current devices. */
@@ -1051,11 +1131,14 @@ export class Core {
   /**
    * Seals `text` for every device of the conversation, keeps it in the queue (IndexedDB) and
    * starts sending it: the returned message is pending until the server acknowledges it (the
-   * `message` event then shows it as sent), or failed when the server refuses it for good. Throws
-   * only when it cannot be sealed (keys to accept, or recipients unknown without a connection);
-   * then nothing is queued. The device seals and sends one message at a time, in all of this
-   * browser's tabs (a Web Lock per device): two at once would take one chain counter (a fork at
-   * every recipient) or reach the server out of their counters' order.
+   * `message` event then shows it as sent), or failed when the server refuses it for good. Without
+   * the server it is sealed for the devices and members last listed (kept in IndexedDB, so also
+   * after a reload). When a participant's new keys wait for the user's decision it is queued held
+   * (`waitingFor`): sent once the user accepts them, or discarded. Throws only when it cannot be
+   * sealed at all (recipients never listed here and no connection); then nothing is queued. The
+   * device seals and sends one message at a time, in all of this browser's tabs (a Web Lock per
+   * device): two at once would take one chain counter (a fork at every recipient) or reach the
+   * server out of their counters' order.
    */
   async send(conversationId: string, text: string): Promise<UnsentMessage> {
     checkText(text);
@@ -1066,7 +1149,7 @@ export class Core {
       this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
       const queued = await outbox.load(this.userId, this.device.deviceId);
       const clientMessageId = crypto.randomUUID();
-      const recipients = await this.recipients(conversation, false, true);
+      const { recipients, waitingFor } = await this.recipients(conversation, false, true);
       const envelope = await this.sealNext(conversationId, clientMessageId, recipients, text);
       const entry: outbox.OutboxEntry = {
         clientMessageId,
@@ -1077,11 +1160,12 @@ export class Core {
         createdAt: Math.max(Date.now(), (queued.at(-1)?.createdAt ?? 0) + 1),
         state: "pending",
         mismatches: 0,
+        waitingFor: waitingFor.length > 0 ? waitingFor : undefined,
       };
       await outbox.save(this.userId, this.device.deviceId, entry);
       return entry;
     });
-    const message = unsentOf(entry, text);
+    const message = this.unsentView(entry, text);
     this.unsentMessages.set(entry.clientMessageId, message);
     this.listeners.unsent?.(conversationId);
     this.flushOutbox();
@@ -1095,14 +1179,24 @@ export class Core {
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
   }
 
-  /** Forgets a message the server refused for good (a pending one may be stored already: kept). */
+  /**
+   * Forgets a message the server refused for good, or one held until keys are accepted (never
+   * sent: it leaves the chain, and the conversation's later messages are sealed again one place
+   * earlier). A pending one that is not held may be stored already: kept.
+   */
   async discard(clientMessageId: string): Promise<void> {
     const message = this.unsentMessages.get(clientMessageId);
-    if (message?.state !== "failed") return;
-    await navigator.locks.request(this.sendLock, async () => {
-      const entry = (await outbox.load(this.userId, this.device.deviceId)).find((e) => e.clientMessageId === clientMessageId);
-      if (entry?.state === "failed") await outbox.remove(this.userId, this.device.deviceId, entry);
+    if (message?.state !== "failed" && !message?.waitingFor) return;
+    const discarded = await navigator.locks.request(this.sendLock, async () => {
+      const entries = await outbox.load(this.userId, this.device.deviceId);
+      const entry = entries.find((e) => e.clientMessageId === clientMessageId);
+      if (!entry || (entry.state !== "failed" && !outbox.held(entry))) return false;
+      if (outbox.held(entry)) await this.rechain(entry, entries, false, true);
+      await outbox.remove(this.userId, this.device.deviceId, entry);
+      await this.noteUnsent(entries.filter((e) => e !== entry));
+      return true;
     });
+    if (!discarded) return;
     this.unsentMessages.delete(clientMessageId);
     this.listeners.unsent?.(message.conversationId);
   }
@@ -1140,14 +1234,45 @@ export class Core {
     return `chat-send/${this.device.deviceId}`;
   }
 
-  /** One pass over the queue, in the device's turn to send; true when it must be tried again. */
+  /**
+   * One pass over the queue, in the device's turn to send; true when it must be tried again. A
+   * held message whose keys are all accepted now is sealed again for the current devices and
+   * sent; one still held holds back the later messages of its conversation (the chain's order).
+   */
   private async flushInTurn(): Promise<boolean> {
     const entries = await outbox.load(this.userId, this.device.deviceId);
     await this.noteUnsent(entries);
+    const heldBack = new Set<string>();
     for (const entry of entries) {
-      if (entry.state === "pending" && !(await this.sendEntry(entry, entries))) return true;
+      if (entry.state !== "pending" || heldBack.has(entry.conversationId)) continue;
+      if (outbox.held(entry) && !(await this.release(entry, entries))) {
+        heldBack.add(entry.conversationId);
+        continue;
+      }
+      if (!(await this.sendEntry(entry, entries))) return true;
+      if (outbox.held(entry)) heldBack.add(entry.conversationId);
     }
+    // Held or released on the way: shown as they are now (read again: the sent ones are gone).
+    await this.noteUnsent(await outbox.load(this.userId, this.device.deviceId));
     return false;
+  }
+
+  /**
+   * A held message once every user it waits for has no key change pending any more: sealed again
+   * for the current devices (it and the conversation's later messages, at their places in the
+   * chain); true when it is no longer held. It stays held when a key still waits (a new change
+   * found on the way too), and when the devices cannot be listed now (tried again at the next pass).
+   */
+  private async release(entry: outbox.OutboxEntry, entries: outbox.OutboxEntry[]): Promise<boolean> {
+    const waiting = (entry.waitingFor ?? []).some((id) => Object.keys(this.contacts[id]?.pending ?? {}).length > 0);
+    if (waiting) return false;
+    try {
+      await this.rechain(entry, entries, true);
+    } catch (error) {
+      if (error instanceof SessionEnded) throw error;
+      return false;
+    }
+    return !outbox.held(entry);
   }
 
   /** Sends one queued message (the same envelope as any earlier attempt); false: retry later. */
@@ -1171,6 +1296,8 @@ export class Core {
           // in the chain (the server stored nothing under this id), and so is what follows it.
           entry.mismatches++;
           await this.rechain(entry, entries, true);
+          // A participant's new keys wait to be accepted: held until they are.
+          if (outbox.held(entry)) return true;
           continue;
         }
         // Refused for good: out of the chain, so that the next message does not name it.
@@ -1183,7 +1310,7 @@ export class Core {
       // The server sees only the padded ciphertext: its limit is the one people meet as length.
       entry.error = /ciphertext must have/.test(errorMessage(failure)) ? "the message is too long" : errorMessage(failure);
       await outbox.save(this.userId, this.device.deviceId, entry);
-      this.unsentMessages.set(entry.clientMessageId, unsentOf(entry, await this.textOf(entry)));
+      this.unsentMessages.set(entry.clientMessageId, this.unsentView(entry, await this.textOf(entry)));
       this.listeners.unsent?.(entry.conversationId);
       return true;
     }
@@ -1194,9 +1321,11 @@ export class Core {
    * there (`keep`, after a device-list mismatch) or left out (refused for good), then every later
    * pending message of the conversation after it, with the same client message ids (none of them
    * was sent: the queue sends a conversation's messages in order). Recipients then see an
-   * unbroken chain. Everything is sealed before anything is written.
+   * unbroken chain. Everything is sealed before anything is written. Those sealed while a
+   * participant's new keys wait are held (`waitingFor`). With `offline`, the devices and members
+   * last listed do when the server cannot be asked (a held message discarded without it).
    */
-  private async rechain(entry: outbox.OutboxEntry, entries: outbox.OutboxEntry[], keep: boolean): Promise<void> {
+  private async rechain(entry: outbox.OutboxEntry, entries: outbox.OutboxEntry[], keep: boolean, offline = false): Promise<void> {
     const conversationId = entry.conversationId;
     const later = entries
       .slice(entries.indexOf(entry) + 1)
@@ -1205,8 +1334,11 @@ export class Core {
     let counter = entry.envelope.senderCounter;
     let previous = entry.envelope.previousEnvelopeHash;
     const envelopes: e2ee.EnvelopeFields[] = [];
+    let waitingFor: string[] = [];
     if (resealing.length > 0) {
-      const recipients = await this.recipients(await this.conversationOf(entry), true, false);
+      const sealing = await this.recipients(await this.conversationOf(entry), true, offline);
+      const recipients = sealing.recipients;
+      waitingFor = sealing.waitingFor;
       for (const next of resealing) {
         const position = { counter, previousEnvelopeHash: previous, senderTimeMs: BigInt(Date.now()) };
         const text = e2ee.utf8(await this.textOf(next));
@@ -1218,6 +1350,7 @@ export class Core {
     }
     for (const [i, next] of resealing.entries()) {
       next.envelope = envelopes[i];
+      next.waitingFor = waitingFor.length > 0 ? waitingFor : undefined;
       await outbox.save(this.userId, this.device.deviceId, next);
     }
     this.sendingChains = (await store.get(store.keys.sendingChains(this.userId))) ?? {};
@@ -1276,17 +1409,22 @@ export class Core {
     }
     for (const entry of entries) {
       const known = this.unsentMessages.get(entry.clientMessageId);
-      if (known?.state === entry.state) continue;
+      if (known?.state === entry.state && !!known.waitingFor === outbox.held(entry)) continue;
       let text: string;
       try {
         text = await this.textOf(entry);
       } catch {
         continue; // not this device's envelope: never sent, never shown
       }
-      this.unsentMessages.set(entry.clientMessageId, unsentOf(entry, text));
+      this.unsentMessages.set(entry.clientMessageId, this.unsentView(entry, text));
       changed.add(entry.conversationId);
     }
     for (const conversationId of changed) this.listeners.unsent?.(conversationId);
+  }
+
+  /** A queued message as shown, with the names of the users whose keys it waits for. */
+  private unsentView(entry: outbox.OutboxEntry, text: string): UnsentMessage {
+    return unsentOf(entry, text, outbox.held(entry) ? entry.waitingFor!.map((id) => this.nameOf(id)) : undefined);
   }
 
   /** A message this device sent came back (the stream, a history page): it is no longer unsent. */
@@ -1338,39 +1476,44 @@ export class Core {
   }
 
   /**
-   * The devices to seal for: every device of every participant, each trusted. Changes found on
-   * the way are reported (notices) before this returns, so before anything is sealed for them.
-   * With `offline`, a group whose members cannot be listed now (a retryable failure) is sealed
-   * for its members as last listed: a stale list is refused with a device-list mismatch, which
-   * reseals for the current one.
+   * The devices to seal for: every trusted device of every participant, and the users (ids) with
+   * a device that is not trusted (keys waiting for the user's decision: nothing is sealed for
+   * that device, and the message is held). Changes found on the way are reported (notices) before
+   * this returns, so before anything is sealed for them. With `offline`, participants that cannot
+   * be listed now (a retryable failure) are the ones last listed, here or before a reload (a
+   * group's members and every user's devices, kept in IndexedDB): a stale list is refused with a
+   * device-list mismatch, which reseals for the current one.
    */
-  private async recipients(conversation: ConversationView, fresh: boolean, offline = false): Promise<e2ee.RecipientDevice[]> {
+  private async recipients(
+    conversation: ConversationView,
+    fresh: boolean,
+    offline = false,
+  ): Promise<{ recipients: e2ee.RecipientDevice[]; waitingFor: string[] }> {
+    const lastListed = (ids: () => string[]) => (error: unknown) => {
+      const unreachable = offline && !(error instanceof SessionEnded) && outbox.retryable(error);
+      const cached = unreachable ? this.cachedUsers(ids()) : undefined;
+      if (!cached) throw error;
+      return cached;
+    };
     const users =
       conversation.kind === "group"
-        ? await this.groupMembers(conversation.groupId).catch((error) => {
-            const cached = offline && outbox.retryable(error) ? this.cachedMembers(conversation.groupId) : undefined;
-            if (!cached) throw error;
-            return cached;
-          })
-        : await this.usersById([this.userId, conversation.peerUserId], fresh);
+        ? await this.groupMembers(conversation.groupId).catch(lastListed(() => this.lastMemberIds(conversation.groupId)))
+        : await this.usersById([this.userId, conversation.peerUserId], fresh).catch(
+            lastListed(() => [this.userId, conversation.peerUserId]),
+          );
     await this.reviewing;
     const recipients: e2ee.RecipientDevice[] = [];
-    const untrusted = new Set<string>();
+    const waitingFor = new Set<string>();
     for (const user of users) {
       const userId = user.user!.userId;
       const contact = this.contacts[userId];
       for (const [deviceId, { pin, spki }] of await this.observed(user)) {
         const mine = userId === this.userId && deviceId === this.device.deviceId;
         if (mine || trust.trusted(contact, deviceId, pin)) recipients.push({ deviceId, encryptionSpki: spki });
-        else untrusted.add(user.user!.username);
+        else waitingFor.add(userId);
       }
     }
-    if (untrusted.size > 0) {
-      throw new Untrusted(
-        `the keys of ${[...untrusted].join(", ")} changed and are not accepted yet: compare safety numbers, or accept the new keys`,
-      );
-    }
-    return recipients;
+    return { recipients, waitingFor: [...waitingFor] };
   }
 
   async typing(conversationId: string): Promise<void> {
@@ -1567,14 +1710,46 @@ export class Core {
    * Opens a message with a key another device of this user forwarded (forwarding.ts): only one
    * from a device of this user whose key this page pins, not revoked when the key was stored.
    */
-  private async openForwarded(message: Message, senderSigningKey: Uint8Array): Promise<e2ee.Opened> {
+  private openForwarded(message: Message, senderSigningKey: Uint8Array): Promise<e2ee.Opened> {
+    return this.withForwardedKey(message, (key, forwarderKey) =>
+      forwarding.openForwarded(message, key, this.device.deviceId, this.device.keys, senderSigningKey, forwarderKey),
+    );
+  }
+
+  /**
+   * Forwards to `target` the key of a message this device was itself forwarded: the key is used
+   * as for opening (the same forwarders trusted, every check made, decryption included, failures
+   * counted in the forwarder's budget), then wrapped for `target` and signed by this device.
+   */
+  private async reforward(message: Message, senderSigningKey: Uint8Array, target: e2ee.RecipientDevice) {
+    const budgetKey = `forwarder:${message.forwardedKeys[0]?.forwarderDeviceId ?? ""}`;
+    if (!(await this.mayDecrypt(budgetKey))) throw new Error("too many failures from this forwarder");
+    try {
+      return await this.withForwardedKey(message, (key, forwarderKey) =>
+        forwarding.reforwardKey(message, key, this.userId, this.device.deviceId, this.device.keys, senderSigningKey, forwarderKey, target),
+      );
+    } catch (error) {
+      const kind = error instanceof e2ee.E2eeError ? error.kind : "";
+      if (["UnwrapFailed", "KeyCommitmentMismatch", "DecryptFailed", "BadPadding"].includes(kind)) await this.recordFailure(budgetKey);
+      throw error;
+    }
+  }
+
+  /**
+   * Calls `use` with each key forwarded with `message` by another device of this user whose key
+   * this page pins (not revoked when the key was stored), until one succeeds; the last error else.
+   */
+  private async withForwardedKey<T>(
+    message: Message,
+    use: (key: Message["forwardedKeys"][number], forwarderKey: Uint8Array) => Promise<T>,
+  ): Promise<T> {
     let last: unknown = new Error("no key forwarded by a trusted device of yours");
     for (const key of message.forwardedKeys) {
       if (key.forwarderUserId !== this.userId || key.forwarderDeviceId === this.device.deviceId) continue;
       try {
         const at = Number(key.forwardedAt?.seconds ?? 0n);
         const forwarderKey = await this.signingKey(this.userId, key.forwarderDeviceId, at);
-        return await forwarding.openForwarded(message, key, this.device.deviceId, this.device.keys, senderSigningKey, forwarderKey);
+        return await use(key, forwarderKey);
       } catch (error) {
         last = error;
       }
@@ -1746,7 +1921,18 @@ export class Core {
   }
 }
 
-function unsentOf(entry: outbox.OutboxEntry, text: string): UnsentMessage {
+/** A user as kept for sealing (store.ts `StoredUser`), in the API's shape. */
+function userOf(userId: string, stored: StoredUser): UserWithDevices {
+  return create(UserWithDevicesSchema, {
+    user: { userId, username: stored.username },
+    devices: stored.devices.map((d) => ({
+      deviceId: d.deviceId,
+      keys: { encryptionPublicKey: e2ee.unhex(d.encryption), signingPublicKey: e2ee.unhex(d.signing) },
+    })),
+  });
+}
+
+function unsentOf(entry: outbox.OutboxEntry, text: string, names?: string[]): UnsentMessage {
   return {
     clientMessageId: entry.clientMessageId,
     conversationId: entry.conversationId,
@@ -1754,6 +1940,7 @@ function unsentOf(entry: outbox.OutboxEntry, text: string): UnsentMessage {
     createdAt: new Date(entry.createdAt),
     state: entry.state,
     error: entry.error,
+    waitingFor: names && names.length > 0 ? names : undefined,
   };
 }
 

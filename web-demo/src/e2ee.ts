@@ -744,20 +744,10 @@ export async function unwrapOwnKey(
 }
 
 /**
- * Opens with a wrapped key already checked otherwise: what a key forwarded by another device of the
- * user goes through once its signature verified (forwarding.ts).
+ * RSA-OAEP unwrapping with this device's key, then the envelope's key commitment: what a key
+ * forwarded by another device of the user goes through once its signature verified (forwarding.ts).
  */
-export async function openWithWrappedKey(
-  envelope: EnvelopeFields,
-  recipientsDigest: Uint8Array,
-  myKeys: DeviceKeys,
-  wrappedKey: Uint8Array,
-): Promise<Opened> {
-  return decryptWithKey(envelope, recipientsDigest, await unwrapCommitted(envelope, myKeys, wrappedKey));
-}
-
-/** RSA-OAEP unwrapping with this device's key, then the envelope's key commitment. */
-async function unwrapCommitted(envelope: EnvelopeFields, myKeys: DeviceKeys, wrappedKey: Uint8Array): Promise<Uint8Array> {
+export async function unwrapCommitted(envelope: EnvelopeFields, myKeys: DeviceKeys, wrappedKey: Uint8Array): Promise<Uint8Array> {
   let contentKey: Uint8Array;
   try {
     contentKey = new Uint8Array(await crypto.subtle.decrypt(RSA_OAEP, myKeys.encryptionPrivate, buf(wrappedKey)));
@@ -770,7 +760,7 @@ async function unwrapCommitted(envelope: EnvelopeFields, myKeys: DeviceKeys, wra
 }
 
 /** The second half of `open`: decryption with a committed content key, then (V2) the padding. */
-async function decryptWithKey(envelope: EnvelopeFields, recipientsDigest: Uint8Array, contentKey: Uint8Array): Promise<Opened> {
+export async function decryptWithKey(envelope: EnvelopeFields, recipientsDigest: Uint8Array, contentKey: Uint8Array): Promise<Opened> {
   const header = headerOf(envelope, recipientsDigest);
   let plaintext: Uint8Array;
   try {

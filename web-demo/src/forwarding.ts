@@ -8,7 +8,12 @@
 //
 // The page forwards too (core.ts `forwardKeys`, after login and when the user's devices change):
 // for each other device of the user it trusts (pinned, same keys, nothing pending), the keys of the
-// messages it holds a wrapped key of and that device does not, from where it stopped (IndexedDB).
+// messages it can read and that device was not sealed for, from where it stopped (IndexedDB): with
+// its own wrapped key, or with a key another device forwarded to it (`reforwardKey`), so that a
+// third device gets history from a device that got it by forwarding. A key it was forwarded is
+// passed on only after every check it makes to show the message (the forwarder is a trusted
+// device of the user, its signature, the sender's signature, the key commitment, decryption); the
+// receiver sees an ordinary forwarded key signed by this device, and checks it as any other.
 
 import * as e2ee from "./e2ee";
 import { create } from "@bufbuild/protobuf";
@@ -70,6 +75,18 @@ export async function openForwarded(
   senderSigningKey: Uint8Array,
   forwarderSigningKey: Uint8Array,
 ): Promise<e2ee.Opened> {
+  return (await openForwardedKey(message, key, myDeviceId, myKeys, senderSigningKey, forwarderSigningKey)).opened;
+}
+
+/** `openForwarded`, also returning the content key (which `reforwardKey` wraps again). */
+async function openForwardedKey(
+  message: Message,
+  key: ForwardedKey,
+  myDeviceId: string,
+  myKeys: e2ee.DeviceKeys,
+  senderSigningKey: Uint8Array,
+  forwarderSigningKey: Uint8Array,
+): Promise<{ opened: e2ee.Opened; contentKey: Uint8Array }> {
   const envelope = message.envelope!;
   if (key.signature.length !== 64) throw new e2ee.E2eeError("Malformed", "signature");
   await e2ee.verifyEd25519Strict(
@@ -85,19 +102,24 @@ export async function openForwarded(
   }
   const header = { ...envelope, recipientsDigest: message.recipientsDigest };
   await e2ee.verifySignature(header, envelope.ciphertext, envelope.signature, senderSigningKey);
-  return e2ee.openWithWrappedKey(envelope, message.recipientsDigest, myKeys, key.wrappedKey);
+  const contentKey = await e2ee.unwrapCommitted(envelope, myKeys, key.wrappedKey);
+  return { opened: await e2ee.decryptWithKey(envelope, message.recipientsDigest, contentKey), contentKey };
 }
 
 /** Most keys per ForwardKeys call (the service's documented limit). */
 export const KEYS_PER_CALL = 500;
 
 /**
- * Whether this device should forward `message`'s key to `targetDeviceId`: it holds a wrapped key
- * of its own and the target was not a recipient.
+ * Whether this device should forward `message`'s key to `targetDeviceId`: the target was not a
+ * recipient, and this device holds a wrapped key of its own or was forwarded one by another device
+ * than the target (which holds the key already when it forwarded it here).
  */
 export function shouldForward(message: Message, myDeviceId: string, targetDeviceId: string): boolean {
   const keys = message.envelope?.wrappedKeys ?? [];
-  return hasOwnKey(message, myDeviceId) && !keys.some((k) => k.deviceId === targetDeviceId);
+  if (keys.some((k) => k.deviceId === targetDeviceId)) return false;
+  if (hasOwnKey(message, myDeviceId)) return true;
+  const forwarders = message.forwardedKeys.filter((k) => k.recipientDeviceId === myDeviceId).map((k) => k.forwarderDeviceId);
+  return forwarders.length > 0 && !forwarders.includes(targetDeviceId);
 }
 
 /**
@@ -122,6 +144,39 @@ export async function forwardKey(
     myKeys,
     senderSigningKey,
   );
+  return signForwarded(message, contentKey, myUserId, myDeviceId, myKeys, target);
+}
+
+/**
+ * Re-wraps for `target` the content key of `message`, which this device received without a
+ * wrapped key of its own but with `key`, forwarded to it by another device of the user (whose
+ * pinned Ed25519 key is `forwarderSigningKey`; the caller checked that it trusts that device, as
+ * for opening): after every check `openForwarded` makes, decryption included.
+ */
+export async function reforwardKey(
+  message: Message,
+  key: ForwardedKey,
+  myUserId: string,
+  myDeviceId: string,
+  myKeys: e2ee.DeviceKeys,
+  senderSigningKey: Uint8Array,
+  forwarderSigningKey: Uint8Array,
+  target: e2ee.RecipientDevice,
+): Promise<ForwardedKey> {
+  const { contentKey } = await openForwardedKey(message, key, myDeviceId, myKeys, senderSigningKey, forwarderSigningKey);
+  return signForwarded(message, contentKey, myUserId, myDeviceId, myKeys, target);
+}
+
+/** `contentKey` wrapped for `target` and signed by this device, as the ForwardKeys call takes it. */
+async function signForwarded(
+  message: Message,
+  contentKey: Uint8Array,
+  myUserId: string,
+  myDeviceId: string,
+  myKeys: e2ee.DeviceKeys,
+  target: e2ee.RecipientDevice,
+): Promise<ForwardedKey> {
+  const envelope = message.envelope!;
   const key = create(ForwardedKeySchema, {
     messageId: message.messageId,
     recipientDeviceId: target.deviceId,

@@ -3,8 +3,15 @@
 // reconnect or a reload. Each record holds the sealed envelope with its client message id: a
 // retry resends the same envelope, which the server deduplicates (the same device, client message
 // id and signature answer with the stored message), so a message whose answer was lost is stored
-// once. core.ts seals, sends and reseals (only after a device-list mismatch, or to close the
-// chain over a message refused for good); this file holds the records and the retry rules.
+// once. core.ts seals, sends and reseals (after a device-list mismatch, to close the chain over a
+// message refused for good or discarded, and once keys the message waited for are accepted); this
+// file holds the records and the retry rules.
+//
+// A message written while a participant's new keys wait for the user's decision is queued too,
+// held (`waitingFor`): sealed for the trusted devices only (so that this device can open its text
+// again), never sent as such; once every user it waits for is trusted again it is sealed again for
+// the current devices, at its place in the chain, and sent. The conversation's later messages wait
+// behind it (the chain's order).
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -27,6 +34,16 @@ export interface OutboxEntry {
   error?: string;
   /** Device-list mismatches in a row (each reseals for the current devices). */
   mismatches: number;
+  /**
+   * Held: the users (ids) whose new keys wait to be accepted; the envelope is sealed for the
+   * trusted devices only and is not sent until it is sealed again once they are accepted.
+   */
+  waitingFor?: string[];
+}
+
+/** Whether the entry is held until the user accepts keys (see `waitingFor`). */
+export function held(entry: OutboxEntry): boolean {
+  return entry.state === "pending" && (entry.waitingFor?.length ?? 0) > 0;
 }
 
 /** Reseals after a device-list mismatch before the message counts as failed. */

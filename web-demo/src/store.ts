@@ -1,7 +1,9 @@
 // What the browser keeps, in IndexedDB: each device's keys (CryptoKeys, private halves
 // non-extractable, stored as structured clones; or sealed under a passphrase, see keystore.ts),
 // the session's tokens, the stream cursors, the pinned keys of contacts, the group memberships
-// last shown, and what each conversation showed (for replay detection). One object store of small
+// last shown, what sealing needs without the server (the devices of users and the members of
+// groups as last listed, and the conversations as last listed: see `SealingRecord`), and what
+// each conversation showed (for replay detection). One object store of small
 // records, keyed by strings (the queue of unsent messages too, see outbox.ts). Logging out deletes all of a user's records unless the user chose
 // "keep this device".
 
@@ -72,6 +74,38 @@ export interface GroupPin {
   members: Record<string, string>;
 }
 
+/** A user's devices with their public keys as the server last listed them (hex; not trusted as
+ * such: sealing still checks each against the pins). */
+export interface StoredUser {
+  username: string;
+  devices: { deviceId: string; encryption: string; signing: string }[];
+}
+
+/** A conversation as last listed (enough to show it in the list and to seal for it). */
+export interface StoredConversation {
+  conversationId: string;
+  kind: "direct" | "group";
+  peerUserId: string;
+  groupId: string;
+  name: string;
+  lastSequence: number;
+  unread: number;
+  lastMessageAt?: number; // Unix milliseconds
+  createdAt: number; // Unix milliseconds
+}
+
+/**
+ * What sealing needs when the server cannot be asked (a reload while it is down), per user and
+ * device: the users' devices as last listed, each group's member ids as last listed, and the
+ * conversations as last listed. A stale list is refused by the server with a device-list mismatch
+ * once it is back, and the message sealed again for the current one.
+ */
+export interface SealingRecord {
+  users: Record<string, StoredUser>;
+  groups: Record<string, string[]>;
+  conversations: StoredConversation[];
+}
+
 /** Per conversation: `senderDeviceId/clientMessageId` to the sequence it was first shown at. */
 export type SeenLog = Record<string, number>;
 
@@ -116,7 +150,7 @@ export function allKeys(): Promise<string[]> {
   return run<IDBValidKey[]>("readonly", (store) => store.getAllKeys()).then((keys) => keys.map(String));
 }
 
-/** Deletes everything this browser holds for a user: device keys, session, cursors, pins, logs, unsent messages. */
+/** Deletes everything this browser holds for a user: device keys, session, cursors, pins, logs, unsent messages, sealing lists. */
 export async function forgetUser(username: string, userId: string): Promise<void> {
   const mine = [
     keys.device(username),
@@ -128,7 +162,8 @@ export async function forgetUser(username: string, userId: string): Promise<void
     keys.forwarded(userId),
   ];
   // The queue of unsent messages goes with the device: sealed for it, sendable only by it.
-  const logs = (await allKeys()).filter((key) => key.startsWith(keys.seenPrefix(userId)) || key.startsWith(keys.outboxPrefix(userId)));
+  const prefixes = [keys.seenPrefix(userId), keys.outboxPrefix(userId), keys.sealingPrefix(userId)];
+  const logs = (await allKeys()).filter((key) => prefixes.some((prefix) => key.startsWith(prefix)));
   for (const key of [...mine, ...logs]) await remove(key);
 }
 
@@ -157,6 +192,9 @@ export const keys = {
   forwarded: (userId: string) => `forwarded:${userId}`,
   seenPrefix: (userId: string) => `seen:${userId}:`,
   seen: (userId: string, conversationId: string) => `seen:${userId}:${conversationId}`,
+  /** What sealing needs without the server (`SealingRecord`), per user and device. */
+  sealingPrefix: (userId: string) => `sealing:${userId}:`,
+  sealing: (userId: string, deviceId: string) => `sealing:${userId}:${deviceId}`,
   /** The queue of unsent messages (outbox.ts): one record per message, `outbox:<user>:<device>:…`. */
   outboxPrefix: (userId: string) => `outbox:${userId}:`,
 };

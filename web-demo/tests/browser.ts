@@ -506,10 +506,116 @@ async function outbox(): Promise<void> {
   expectEqual(groupHistory.map((m) => m.text), ["welcome to the group", "to the group while the gateway is down"], "carol's group history");
   expectEqual(groupHistory.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain in the group");
   expectEqual(await ask("message_rows", { client_message_id: groupId }), 1, "rows stored for the group message");
+
+  step = "a reload without the server: the conversations last listed, and sends sealed for the devices and members kept";
+  const toCarol = [...written, "after the refused one"];
+  const toGroup = ["welcome to the group", "to the group while the gateway is down"];
+  const copies = await pageCopies(alice);
+  await ask("gateway_stop");
+  await alice.page.waitForSelector("#conn[data-state=offline]");
+  await alice.page.route((url) => copies.has(url.href), (route) => route.fulfill(copies.get(route.request().url())!));
+  await alice.page.reload();
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await alice.page.waitForSelector(`#conversations li[data-name="# ${group}"]`);
+  await openConversation(alice, carol);
+  await writePending(alice, "to carol after a reload without the server");
+  const [directId] = await pendingIds();
+  await openConversation(alice, `# ${group}`);
+  await writePending(alice, "to the group after a reload without the server");
+  const [groupReloadId] = await pendingIds();
+  for (const id of [directId, groupReloadId]) expectEqual(await ask("message_rows", { client_message_id: id }), 0, "rows stored while the gateway is down");
+  await screenshot(alice, "pending-after-offline-reload");
+  await alice.page.unrouteAll();
+  await ask("gateway_start");
+  await sees(alice, "to the group after a reload without the server", true);
+  toCarol.push("to carol after a reload without the server");
+  toGroup.push("to the group after a reload without the server");
+  const directAfter = await cliSees(carol, alice.name, toCarol.at(-1)!);
+  expectEqual(directAfter.map((m) => m.text), ["before chat stops", ...toCarol], "carol's history after the offline reload");
+  expectEqual(directAfter.flatMap((m) => m.chain), [], "what carol's CLI flags in alice's chain after the offline reload");
+  const groupAfter = await cliSees(carol, `#${group}`, toGroup.at(-1)!);
+  expectEqual(groupAfter.map((m) => m.text), toGroup, "carol's group history after the offline reload");
+  expectEqual(groupAfter.flatMap((m) => m.chain), [], "what carol's CLI flags in the group after the offline reload");
+  for (const id of [directId, groupReloadId]) expectEqual(await ask("message_rows", { client_message_id: id }), 1, "rows stored per message");
+
+  step = "carol, verified, gets a new device: what alice writes is held until she accepts it, after a reload too";
+  await openConversation(alice, carol);
+  await alice.page.click("#safety");
+  await alice.page.click("#mark-verified");
+  await alice.page.waitForSelector('#mark-verified:text-is("Verified ✓")');
+  await alice.page.click("#panel button:text-is('Close')");
+  await ask("cli_new_device", { username: carol });
+  await alice.page.waitForSelector(`#messages .notice[data-kind=keys][data-blocked=true]:has-text("${carol}'s keys changed")`);
+  const held = ["held until carol's new keys are accepted", "and held behind it"];
+  for (const text of held) await writeHeld(alice, text, carol);
+  const heldIds = await pendingIds();
+  expectEqual(heldIds.length, 2, "held messages");
+  await alice.page.reload();
+  await alice.page.waitForSelector("body[data-screen=app]");
+  await online(alice.page);
+  await openConversation(alice, carol);
+  for (const text of held) await heldIs(alice, text, carol);
+  expectEqual(await pendingIds(), heldIds, "held messages after the reload (same client message ids, same order)");
+  await alice.page.waitForSelector("#accept-keys:visible");
+  await screenshot(alice, "held-for-keys");
+  for (const id of heldIds) expectEqual(await ask("message_rows", { client_message_id: id }), 0, "rows stored for held messages");
+
+  step = "the first is discarded; once alice accepts the keys the second goes to both of carol's devices, no gap in the chain";
+  await alice.page.click(`#messages .message[data-client-message-id="${heldIds[0]}"] button.discard`);
+  await alice.page.waitForSelector(`#messages:not(:has(.message[data-client-message-id="${heldIds[0]}"]))`, { state: "attached" });
+  await heldIs(alice, held[1], carol);
+  await alice.page.click("#accept-keys");
+  await sees(alice, held[1], true);
+  toCarol.push(held[1]);
+  const afterAccept = await cliSees(carol, alice.name, held[1]);
+  expectEqual(afterAccept.map((m) => m.text), ["before chat stops", ...toCarol], "carol's history once the keys are accepted");
+  expectEqual(afterAccept.flatMap((m) => m.chain), [], "what carol's CLI flags after the discarded held message");
+  const onNewDevice = await cliSees(`${carol}/new-device`, alice.name, held[1]);
+  expectEqual(onNewDevice.filter((m) => m.text !== null).map((m) => m.text), [held[1]], "what carol's new device reads");
+  expectEqual(await ask("message_rows", { client_message_id: heldIds[0] }), 0, "rows stored for the discarded message");
+  expectEqual(await ask("message_rows", { client_message_id: heldIds[1] }), 1, "rows stored for the accepted message");
+  // Checked after the round trips above: a message sent must not come back as unsent.
+  expectEqual(await texts(alice), ["before chat stops", ...toCarol], "alice's conversation once the keys are accepted");
+  expectEqual(await pendingIds(), [], "messages still pending");
   // Chromium logs the calls refused while chat or the gateway was down; nothing else may appear.
   noConsoleErrors([alice], [
     /Failed to load resource|ERR_CONNECTION_REFUSED|Failed to fetch|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
   ]);
+}
+
+/** Copies of what the gateway serves for the page (the document and its assets, with the
+ * gateway's headers, its Content-Security-Policy among them), so that a reload can come from them
+ * while the gateway is stopped, as from the browser's cache: every call of the page then fails. */
+async function pageCopies(user: User): Promise<Map<string, { status: number; headers: Record<string, string>; body: Buffer }>> {
+  const assets = await user.page.$$eval("script[src], link[rel=stylesheet]", (elements) =>
+    elements.map((e) => (e as HTMLScriptElement).src || (e as HTMLLinkElement).href),
+  );
+  const copies = new Map<string, { status: number; headers: Record<string, string>; body: Buffer }>();
+  const pageUrl = new URL(user.page.url());
+  pageUrl.hash = ""; // the open conversation (requests carry no fragment)
+  for (const url of [pageUrl.href, ...assets]) {
+    const response = await user.page.request.get(url);
+    const headers = { ...response.headers() };
+    for (const name of ["content-encoding", "content-length", "transfer-encoding"]) delete headers[name];
+    copies.set(url, { status: response.status(), headers, body: await response.body() });
+  }
+  if (!copies.get(pageUrl.href)?.headers["content-security-policy"]) throw new Error("the copy of the page has no policy");
+  return copies;
+}
+
+/** Writes a message while a participant's new keys wait for the user: queued, held. */
+async function writeHeld(user: User, text: string, waitingFor: string): Promise<void> {
+  await user.page.fill("#text", text);
+  await user.page.press("#text", "Enter");
+  await heldIs(user, text, waitingFor);
+  expectEqual(await user.page.inputValue("#text"), "", "the composer once the message is held");
+}
+
+async function heldIs(user: User, text: string, waitingFor: string): Promise<void> {
+  await user.page.waitForSelector(
+    `#messages .message[data-status=pending][data-waiting=true]:has(.body:text-is(${JSON.stringify(text)})) ` +
+      `.unsent-waiting:has-text("Waiting until you accept ${waitingFor}'s new keys")`,
+  );
 }
 
 /** Chat stores a message but its answer is lost on the way back: the page keeps it pending and
@@ -688,15 +794,6 @@ function violationDirectives(errors: string[]): string[] {
 // ---------------------------------------------------------------- a malicious server
 
 /** Fills the composer and sends; the send is refused (nothing sealed for what changed). */
-async function sendRefused(user: User, text: string): Promise<void> {
-  await user.page.$eval("#conversation-status", (e) => (e.textContent = ""));
-  await user.page.fill("#text", text);
-  await user.page.press("#text", "Enter");
-  await user.page.waitForSelector('#conversation-status[data-kind="error"]:has-text("Not sent")');
-  const shown = await texts(user);
-  if (shown.includes(text)) throw new Error(`"${text}" was sent`);
-}
-
 /** The classes and texts of the conversation's items, in order (messages and notices). */
 async function items(user: User): Promise<{ kind: string; text: string }[]> {
   return user.page.$$eval("#messages > li", (list) =>
@@ -725,34 +822,34 @@ async function attacks(): Promise<void> {
   await alice.page.reload();
   await online(alice.page);
   await alice.page.waitForSelector(`#messages .notice[data-kind=keys][data-blocked=true]:has-text("${carol}'s keys changed")`);
-  await sendRefused(alice, "for carol's eyes only");
+  await writeHeld(alice, "for carol's eyes only", carol);
   await alice.page.waitForSelector("#accept-keys:visible");
   expectEqual(await ask("attacker_reads", { attacker: ghost }), 0, "messages the ghost device reads");
   await screenshot(alice, "key-change-blocked");
   await alice.page.click("#accept-keys");
   await alice.page.waitForSelector("#accept-keys", { state: "hidden" });
-  await send(alice, "for carol's eyes only");
+  await sees(alice, "for carol's eyes only", true);
   expectEqual(await ask("attacker_reads", { attacker: ghost }), 1, "messages the accepted device reads");
 
-  step = "a key substituted under the old fingerprint: refused and shown";
+  step = "a key substituted under the old fingerprint: nothing sealed for it (the message held) and shown";
   await openChatWith(alice, dave);
   await send(alice, "hello dave");
   const substituted = await ask<number>("substitute_key", { username: dave, old_fingerprint: true });
   await alice.page.reload();
   await online(alice.page);
   await alice.page.waitForSelector(`#title:text-is("${dave}")`);
-  await sendRefused(alice, "for dave only");
+  await writeHeld(alice, "for dave only", dave);
   await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${dave}'s keys changed")`);
   expectEqual(await ask("attacker_reads", { attacker: substituted }), 0, "messages the substituted key reads");
 
-  step = "a key substituted under its new fingerprint: refused and shown the same way";
+  step = "a key substituted under its new fingerprint: held and shown the same way";
   await openChatWith(alice, erin);
   await send(alice, "hello erin");
   const resubstituted = await ask<number>("substitute_key", { username: erin, old_fingerprint: false });
   await alice.page.reload();
   await online(alice.page);
   await alice.page.waitForSelector(`#title:text-is("${erin}")`);
-  await sendRefused(alice, "for erin only");
+  await writeHeld(alice, "for erin only", erin);
   await alice.page.waitForSelector(`#messages .notice[data-blocked=true]:has-text("${erin}'s keys changed")`);
   expectEqual(await ask("attacker_reads", { attacker: resubstituted }), 0, "messages the substituted key reads");
 
@@ -1524,7 +1621,53 @@ async function newDeviceHistory(): Promise<void> {
     "the messages shown, in order",
   );
   expectEqual(await unreadableNotices(laptop), [], "the new device's explanations once the keys were forwarded");
-  noConsoleErrors([laptop]);
+
+  step = "a third device (a tablet) while the CLI does not run: the laptop forwards what it was forwarded";
+  const tablet = await newDevice(alice);
+  await tablet.page.waitForSelector(`#conversations li[data-name="${bob}"]`);
+  await openConversation(tablet, bob);
+  await sees(tablet, "before your new device 3");
+  await sees(tablet, "after your new device");
+  expectEqual(
+    await texts(tablet),
+    ["before your new device 1", "before your new device 2", "before your new device 3", "after your new device"],
+    "the tablet's messages, in order",
+  );
+  expectEqual(await unreadableNotices(tablet), [], "the tablet's explanations once the laptop forwarded");
+  // Devices by creation: 0 the CLI, 1 the laptop, 2 the tablet. The CLI forwarded only to the
+  // laptop (it did not run since); the laptop forwarded the three keys it was forwarded and the
+  // one of the message sealed for it.
+  expectEqual(
+    await ask("forwarded_keys", { username: alice }),
+    [
+      { forwarder: 0, keys: 3, recipient: 1 },
+      { forwarder: 1, keys: 4, recipient: 2 },
+    ],
+    "forwarded keys by forwarder and recipient (keys in the order serde_json writes them)",
+  );
+
+  step = "a new CLI device reads the keys the pages forward to it, which they were forwarded themselves";
+  await ask("cli_new_device", { username: alice });
+  // Only the two pages forward to it (the first CLI device does not run): the first three keys
+  // reach it only from devices that were forwarded them.
+  let read: (string | null)[] = [];
+  for (let attempt = 0; attempt < 300; attempt++) {
+    read = (await ask<CliMessage[]>("cli_history", { as: `${alice}/new-device`, to: bob })).map((m) => m.text);
+    if (read.length === 4 && read.every((text) => text !== null)) break;
+    await new Promise((resolve) => setTimeout(resolve, 100)); // polling the server, not waiting for time
+  }
+  expectEqual(
+    read,
+    ["before your new device 1", "before your new device 2", "before your new device 3", "after your new device"],
+    "the new CLI device's history",
+  );
+  const toCli = (await ask<{ forwarder: number; recipient: number; keys: number }[]>("forwarded_keys", { username: alice })).filter(
+    (row) => row.recipient === 3,
+  );
+  if (toCli.length === 0 || toCli.some((row) => row.forwarder !== 1 && row.forwarder !== 2)) {
+    throw new Error(`keys forwarded to the new CLI device: ${JSON.stringify(toCli)}`);
+  }
+  noConsoleErrors([laptop, tablet]);
 }
 
 interface Run {

@@ -43,6 +43,13 @@ fn the_pages_explanations_of_unreadable_messages_are_the_clis_in_node() {
     node::run_node_test("unreadable.test");
 }
 
+/// Which messages the page forwards, and a key forwarded on by a device that was forwarded it
+/// (`src/forwarding.ts`), refused unless every check of opening passes.
+#[test]
+fn the_pages_key_forwarding_passes_on_forwarded_keys_only_after_checking_them_in_node() {
+    node::run_node_test("forwarding.test");
+}
+
 #[test]
 fn the_web_demo_typechecks() {
     let output = Command::new(node::web_demo().join("node_modules/.bin/tsc"))
@@ -113,7 +120,10 @@ async fn the_page_recovers_after_the_gateway_restarts(db: PgPool) {
 
 /// Messages written while chat is down are kept (IndexedDB), shown as pending, survive a reload,
 /// and are delivered once each when chat is back, with no gap in the sender's chain; one refused
-/// for good is shown failed, can be discarded, and leaves no gap either.
+/// for good is shown failed, can be discarded, and leaves no gap either. A page reloaded while the
+/// gateway is down seals for the devices and members it kept and queues; messages written while a
+/// verified contact's new device waits to be accepted are held (after a reload too), one is
+/// discarded, the other sent once the keys are accepted.
 #[sqlx::test(migrations = "../migrations")]
 async fn messages_written_while_chat_is_down_are_kept_and_delivered_once(db: PgPool) {
     let mut stack = stack(db, "outbox").await;
@@ -161,7 +171,7 @@ async fn short_lived_tokens_are_refreshed_and_the_stream_resumes(db: PgPool) {
 }
 
 /// A malicious server (proxies rewriting auth's, group's and chat's answers) substitutes keys and
-/// adds a ghost device and a ghost member: the page refuses or shows each before sealing.
+/// adds a ghost device and a ghost member: the page holds the message or shows each before sealing.
 #[sqlx::test(migrations = "../migrations")]
 async fn the_page_detects_substituted_keys_ghost_devices_and_ghost_members(db: PgPool) {
     let web_root = node::out_dir("attacks");
@@ -238,7 +248,9 @@ async fn the_devices_screen_lists_devices_named_after_the_browser_and_revokes_on
 }
 
 /// A new device opens a conversation whose earlier messages were not encrypted for it: the page
-/// says how many and why, in the CLI's words, in their place (issue 22, section 1).
+/// says how many and why, in the CLI's words, in their place (issue 22, section 1). A third device
+/// gets them from the second, which was forwarded them (the first does not run); a new CLI device
+/// reads keys the pages forwarded on.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_new_device_explains_the_earlier_messages_it_cannot_read(db: PgPool) {
     let mut stack = stack(db, "newdevice").await;

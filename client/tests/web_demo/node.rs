@@ -578,6 +578,33 @@ impl Cli {
                 .map_err(|e| e.to_string())?;
                 Ok(json!(rows))
             }
+            "forwarded_keys" => {
+                // Keys forwarded between the devices of `username`, by forwarder and recipient,
+                // each device named by its place in the order they were created (0: the first).
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "with devices as (
+                         select d.id, row_number() over (order by d.created_at, d.id) - 1 as place
+                         from auth.devices d join auth.users u on u.id = d.user_id
+                         where u.username = $1)
+                     select f.place, r.place, count(*)
+                     from chat.forwarded_keys k
+                     join devices f on f.id = k.forwarder_device_id
+                     join devices r on r.id = k.recipient_device_id
+                     group by f.place, r.place
+                     order by f.place, r.place",
+                )
+                .bind(text("username"))
+                .fetch_all(&stack.db)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(Value::Array(
+                    rows.into_iter()
+                        .map(|(forwarder, recipient, keys)| {
+                            json!({ "forwarder": forwarder, "recipient": recipient, "keys": keys })
+                        })
+                        .collect(),
+                ))
+            }
             "stored_messages" => {
                 let rows: i64 = sqlx::query_scalar("select count(*) from chat.messages")
                     .fetch_one(&stack.db)
