@@ -10,6 +10,13 @@
 //! (tower's power-of-two-choices over in-flight requests, as tonic's `balance_channel`). A pod
 //! that leaves the name stops receiving new calls; calls and streams already on it finish there.
 //!
+//! One difference from the gateway's pools: a connection whose last attempt failed is not skipped.
+//! tonic's lazy connections stay "ready" and fail the next call picked for them (UNAVAILABLE, at
+//! once: connection refused), then try again. So a pod that dies without leaving DNS first (a
+//! crash, a lost node) fails some calls until the name stops listing it: a container exit within
+//! seconds (the endpoint turns not ready), a lost node after the node-lifecycle timeouts. A pod
+//! that stops normally leaves DNS at its preStop and costs nothing.
+//!
 //! Until the name first resolves, and whenever it resolves to nothing, the channel connects to the
 //! URL itself, as a plain channel would: calls fail as they did (UNAVAILABLE when nothing
 //! answers) rather than wait for an address. `https://` URLs are not balanced (a certificate
