@@ -239,13 +239,27 @@ def test_termination_leaves_time_for_the_prestop_sleep_and_the_drain(manifests):
         drain = int(env_of(container)[f"{component.upper()}_SHUTDOWN_TIMEOUT_SECS"]["value"])
         assert sleep > 0
         assert spec["terminationGracePeriodSeconds"] >= sleep + drain, component
-    # A stopping pod stays in the gateway's upstreams until the gateway re-resolves DNS: every
-    # service the gateway reaches through a headless name sleeps at least that long first.
+    # A stopping pod stays in its callers' connections until they re-resolve DNS: every service
+    # reached through a headless name (by the gateway, and by chat and group through
+    # common::balance) sleeps at least that long first.
     gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
-    interval = int(env_of(gateway)["GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS"]["value"])
+    interval = max(int(env_of(gateway)["GATEWAY_UPSTREAM_RESOLVE_INTERVAL_SECS"]["value"]),
+                   balanced_channel_resolve_interval())
     for component in ("auth", "chat", "group"):
         container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
         assert container["lifecycle"]["preStop"]["sleep"]["seconds"] >= interval, component
+
+
+def balanced_channel_resolve_interval() -> int:
+    """Seconds between re-resolutions of chat's and group's channels (common::balance)."""
+    source = (REPO / "common" / "src" / "balance.rs").read_text()
+    found = re.search(r"const RESOLVE_INTERVAL: Duration = Duration::from_secs\((\d+)\);", source)
+    assert found, "RESOLVE_INTERVAL not found in common/src/balance.rs"
+    return int(found.group(1))
+
+
+# Settings named *_URL that are not a component of the chart.
+NOT_COMPONENT_URLS = {"CHAT_NATS_URL"}
 
 
 def service_for_url(manifests: Manifests, url: str) -> dict:
@@ -260,7 +274,7 @@ def test_every_upstream_url_names_a_service_of_that_component(manifests):
     for component in SERVICES:
         container = deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0]
         for name, entry in env_of(container).items():
-            if not name.endswith("_URL") or "value" not in entry:
+            if not name.endswith("_URL") or "value" not in entry or name in NOT_COMPONENT_URLS:
                 continue
             target = name.split("_")[1].lower()  # CHAT_GROUP_URL -> group
             service = service_for_url(manifests, entry["value"])
@@ -268,13 +282,26 @@ def test_every_upstream_url_names_a_service_of_that_component(manifests):
             assert all(target_pods.get(k) == v for k, v in service["spec"]["selector"].items()), name
 
 
-def test_the_gateway_reaches_every_pod_through_headless_services(manifests):
-    gateway = deployment(manifests, "gateway")["spec"]["template"]["spec"]["containers"][0]
-    env = env_of(gateway)
-    for target in ("auth", "chat", "group"):
-        service = service_for_url(manifests, env[f"GATEWAY_{target.upper()}_URL"]["value"])
-        assert service["spec"]["clusterIP"] == "None", target
-        assert not service["spec"].get("publishNotReadyAddresses", False), target
+# Every call between components, and who makes it: none goes through a ClusterIP, which would pin
+# each caller's HTTP/2 connections to one pod (the gateway's upstream pools and chat's and group's
+# balanced channels resolve the headless names themselves, again and again).
+CALLS_BETWEEN_COMPONENTS = {
+    "gateway": {"GATEWAY_AUTH_URL", "GATEWAY_CHAT_URL", "GATEWAY_GROUP_URL"},
+    "chat": {"CHAT_AUTH_URL", "CHAT_GROUP_URL"},
+    "group": {"GROUP_AUTH_URL"},
+    "auth": set(),
+}
+
+
+def test_calls_between_components_reach_every_pod_through_headless_services(manifests):
+    for component, urls in CALLS_BETWEEN_COMPONENTS.items():
+        env = env_of(deployment(manifests, component)["spec"]["template"]["spec"]["containers"][0])
+        set_urls = {name for name in env if name.endswith("_URL") and "value" in env[name]}
+        assert set_urls - NOT_COMPONENT_URLS == urls, component
+        for name in urls:
+            service = service_for_url(manifests, env[name]["value"])
+            assert service["spec"]["clusterIP"] == "None", name
+            assert not service["spec"].get("publishNotReadyAddresses", False), name
 
 
 def test_every_secret_file_is_mounted_from_a_secret(manifests):

@@ -5,7 +5,12 @@ plus chat -> group and chat/group -> auth; the services and the migrations reach
 everything reaches cluster DNS; nothing else.
 """
 
-from conftest import Manifests, selects
+import json
+
+import pytest
+import yaml
+
+from conftest import CHART, Manifests, render_args, selects
 
 # component -> components allowed to connect to it (inside the release).
 EXPECTED_CALLERS = {
@@ -129,7 +134,7 @@ def test_each_component_connects_only_to_what_it_needs(manifests):
             continue
         rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("egress") or []]
         callees, dns = set(), False
-        dns_blocks = manifests.values().get("networkPolicy", {}).get("dns", {}).get("ipBlocks", [])
+        dns_blocks = dns_ip_blocks(manifests)
         for rule in rules:
             assert rule.get("to"), f"{component}: an egress rule without `to` allows everything"
             ports = {(p["port"], p["protocol"]) for p in rule["ports"]}
@@ -164,11 +169,37 @@ def test_the_bundled_postgresql_accepts_only_the_services_and_migrations(default
     assert all(not p["spec"].get("egress") for p in policies)
 
 
-def test_dns_is_also_allowed_by_address_when_configured(manifests):
+def dns_ip_blocks(manifests: Manifests) -> list[str]:
+    """networkPolicy.dns.ipBlocks of a values file, else the chart's default."""
+    dns = manifests.values().get("networkPolicy", {}).get("dns", {})
+    if "ipBlocks" in dns:
+        return dns["ipBlocks"]
+    return yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["dns"]["ipBlocks"]
+
+
+def test_node_local_dns_cache_is_allowed_by_default():
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    assert defaults["networkPolicy"]["dns"]["ipBlocks"] == ["169.254.20.10/32"]
+
+
+@pytest.mark.parametrize("blocks", [[], ["10.96.0.10/32", "169.254.20.10/32"]], ids=["none", "two"])
+def test_dns_is_also_allowed_by_the_configured_addresses_only(blocks):
+    args = ["--set-json", f"networkPolicy.dns.ipBlocks={json.dumps(blocks)}"]
+    manifests = Manifests("default", render_args(args))
+
+    for policy in manifests.kind("NetworkPolicy"):
+        for rule in policy["spec"].get("egress") or []:
+            if {(p["port"], p["protocol"]) for p in rule["ports"]} == {(53, "UDP"), (53, "TCP")}:
+                by_address = [peer["ipBlock"]["cidr"] for peer in rule["to"] if "ipBlock" in peer]
+                assert by_address == blocks, policy["metadata"]["name"]
+
+
+def test_dns_is_also_allowed_by_address(manifests):
     # NodeLocal DNSCache answers on a link-local address from host-network pods: no pod selector
     # matches them, so every pod's DNS rule must list the configured blocks.
-    blocks = manifests.values().get("networkPolicy", {}).get("dns", {}).get("ipBlocks", [])
-    assert (manifests.name == "production") == bool(blocks), "production-values.yaml exercises ipBlocks"
+    blocks = dns_ip_blocks(manifests)
+    assert blocks, "both values files allow NodeLocal DNSCache"
     for workload in manifests.workloads():
         rules = [r for p in policies_for(manifests, workload) for r in p["spec"].get("egress") or []]
         dns_rules = [r for r in rules if {(p["port"], p["protocol"]) for p in r["ports"]}

@@ -31,6 +31,8 @@ BAD_VALUES = [
     # Kubernetes 1.30 refuses a zero preStop sleep.
     (["--set", "components.chat.preStopSleepSeconds=0"], "components.chat.preStopSleepSeconds"),
     (["--set", "networkPolicy.dns.ipBlocks[0]=node-local-dns"], "networkPolicy.dns.ipBlocks.0"),
+    (["--set", "bus.kind=kafka"], "bus.kind"),
+    (["--set", "bus.nats.url=http://nats:4222"], "bus.nats.url"),
 ]
 
 
@@ -64,6 +66,10 @@ RULES = [
      "gateway.podMonitor.enabled needs networkPolicy.metricsScrapers"),
     (["--set", "serviceMetrics.podMonitor.enabled=true"],
      "serviceMetrics.podMonitor.enabled needs networkPolicy.metricsScrapers"),
+    (["--set", "bus.kind=nats", "--set", "bus.nats.to[0].podSelector.matchLabels.app=nats"],
+     "bus.kind is nats but bus.nats.url is empty"),
+    (["--set", "bus.kind=nats", "--set", "bus.nats.url=nats://nats.nats:4222"],
+     "bus.kind is nats but bus.nats.to is empty"),
 ]
 
 

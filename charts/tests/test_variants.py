@@ -39,6 +39,9 @@ VARIANTS = {
     "monitoring": ["--set", "monitoring.dashboards.enabled=true", "--set", "monitoring.rules.enabled=true"],
     "traces": ["--set", "otel.endpoint=http://otel-collector.observability:4317",
                "--set", "otel.collector.to[0].namespaceSelector.matchLabels.team=observability"],
+    "nats": ["--set", "bus.kind=nats", "--set", "bus.nats.url=nats://nats.nats:4222",
+             "--set", "bus.nats.credentials.existingSecret=chat-nats",
+             "--set", "bus.nats.to[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=nats"],
 }
 # Custom resources kubernetes-validate has no schema for (the Prometheus Operator's CRDs): not
 # validated against a schema; their own tests check their shape (test_manifests.py, and promtool
@@ -127,3 +130,64 @@ def test_an_endpoint_without_collector_peers_is_refused_while_policies_are_on():
     assert "otel.collector.to is empty" in result.stderr
     assert helm_template("--set", "otel.endpoint=http://collector:4317",
                          "--set", "networkPolicy.enabled=false").returncode == 0
+
+
+def test_the_nats_bus_reaches_chat_with_its_url_credentials_and_an_egress_rule():
+    result = helm_template(*VARIANTS["nats"])
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    for dep in [d for d in docs if d["kind"] == "Deployment"]:
+        component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        spec = dep["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if component != "chat":
+            assert not [name for name in env if "NATS" in name or name.endswith("_BUS")], component
+            continue
+        assert env["CHAT_BUS"] == "nats"
+        assert env["CHAT_NATS_URL"] == "nats://nats.nats:4222"
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert env["CHAT_NATS_CREDENTIALS_FILE"] == mounts["nats-credentials"] + "/nats.creds"
+        secret = volumes["nats-credentials"]["secret"]
+        assert secret["secretName"] == "chat-nats"
+        assert secret["items"] == [{"key": "nats.creds", "path": "nats.creds"}]
+    for policy in [d for d in docs if d["kind"] == "NetworkPolicy"]:
+        component = policy["metadata"]["labels"]["app.kubernetes.io/component"]
+        to_nats = [r for r in policy["spec"].get("egress") or []
+                   if r["ports"] == [{"port": 4222, "protocol": "TCP"}]]
+        if component == "chat":
+            assert [r["to"] for r in to_nats] == [
+                [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}}}]]
+        else:
+            assert not to_nats, component
+
+
+def test_the_postgres_bus_is_the_default_and_sets_no_nats_settings():
+    result = helm_template()
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    chat = [d for d in docs if d["kind"] == "Deployment"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "chat"][0]
+    env = {e["name"]: e.get("value") for e in chat["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert env["CHAT_BUS"] == "postgres"
+    assert not [name for name in env if name.startswith("CHAT_NATS_")]
+
+
+def test_nats_without_credentials_mounts_nothing_and_policies_off_need_no_peers():
+    result = helm_template("--set", "bus.kind=nats", "--set", "bus.nats.url=nats://nats:4222",
+                           "--set", "networkPolicy.enabled=false")
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    chat = [d for d in docs if d["kind"] == "Deployment"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "chat"][0]
+    spec = chat["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+
+    assert env["CHAT_NATS_URL"] == "nats://nats:4222"
+    assert "CHAT_NATS_CREDENTIALS_FILE" not in env
+    assert "nats-credentials" not in {v["name"] for v in spec["volumes"]}

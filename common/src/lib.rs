@@ -21,9 +21,14 @@
 //! - [`service_credential`]: the shared secret services present to each other for calls made on
 //!   nobody's behalf.
 //! - [`sync`]: locks that keep serving after a panic poisoned them.
+//! - [`resolve`]: names resolved again and again (headless Services), as one set of addresses;
+//!   the gateway's upstream pools follow their names with it.
+//! - [`balance`]: a tonic `Channel` balanced over every address of a name, re-resolved: the
+//!   calls between services.
 //!
 //! It deliberately holds no domain logic and no knowledge of any one service.
 
+pub mod balance;
 pub mod config;
 pub mod credentials;
 pub mod db;
@@ -33,6 +38,7 @@ pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
+pub mod resolve;
 pub mod service;
 pub mod service_credential;
 pub mod shutdown;

@@ -2,7 +2,8 @@
 //!
 //! A Kubernetes headless Service name resolves to one address per ready pod. A plain ClusterIP
 //! would pin each long-lived HTTP/2 connection to one pod; resolving ourselves lets calls and
-//! streams spread over all pods. The name is re-resolved periodically, so new pods receive calls
+//! streams spread over all pods. The name is re-resolved periodically (`common::resolve`, which
+//! chat's and group's balanced channels follow their names with too), so new pods receive calls
 //! and removed ones stop receiving new ones (calls already on them finish there). An upstream
 //! given as several URLs (static replicas) is one pool over the addresses of all of them. Where
 //! no DNS knows the names, a hosts file (`GATEWAY_UPSTREAM_HOSTS_FILE`) read at each resolution
@@ -27,6 +28,7 @@ use std::{
     time::Duration,
 };
 
+use common::resolve::{Resolution, Resolver, dns, hosts_file_then_dns};
 use futures::future::BoxFuture;
 use http::{Request, Response, Uri, uri::Scheme};
 use hyper::{
@@ -153,13 +155,7 @@ impl UpstreamPool {
             connect_timeout: settings.connect_timeout,
             stop: CancellationToken::new(),
         });
-        let names = urls
-            .iter()
-            .map(|uri| {
-                let host = uri.host().unwrap_or("localhost").to_owned();
-                (host, uri.port_u16().unwrap_or(80))
-            })
-            .collect();
+        let names = urls.iter().map(common::resolve::host_and_port).collect();
         tokio::spawn(resolve_forever(
             names,
             Arc::downgrade(&inner),
@@ -273,61 +269,6 @@ impl tower::Service<Request<UpstreamBody>> for UpstreamPool {
     }
 }
 
-/// Turns a host and port into addresses; DNS in production, a list in tests.
-type Resolver =
-    Arc<dyn Fn(String, u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> + Send + Sync>;
-
-fn dns() -> Resolver {
-    Arc::new(|host, port| {
-        Box::pin(async move {
-            Ok(tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect())
-        })
-    })
-}
-
-/// The addresses `file` (the `/etc/hosts` format) gives a name, read again at every resolution;
-/// DNS for a name it does not list. An unreadable file is an error: the pool keeps the addresses
-/// it had rather than ask DNS for names that exist only in the file.
-fn hosts_file_then_dns(file: std::path::PathBuf) -> Resolver {
-    let dns = dns();
-    Arc::new(move |host, port| {
-        let (file, dns) = (file.clone(), dns.clone());
-        Box::pin(async move {
-            let hosts = tokio::fs::read_to_string(&file).await.map_err(|error| {
-                io::Error::new(error.kind(), format!("{}: {error}", file.display()))
-            })?;
-            match addresses_in_hosts(&hosts, &host, port) {
-                Some(addresses) => Ok(addresses),
-                None => dns(host, port).await,
-            }
-        })
-    })
-}
-
-/// Every address a line of `hosts` gives `host` (`address name [aliases]`, `#` comments), or
-/// `None` when no line names it.
-fn addresses_in_hosts(hosts: &str, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
-    let mut addresses = Vec::new();
-    let mut listed = false;
-    for line in hosts.lines() {
-        let line = line.split('#').next().unwrap_or_default();
-        let mut fields = line.split_whitespace();
-        let Some(address) = fields.next() else {
-            continue;
-        };
-        if fields.any(|name| name.eq_ignore_ascii_case(host)) {
-            listed = true;
-            match address.parse::<std::net::IpAddr>() {
-                Ok(ip) => addresses.push(SocketAddr::new(ip, port)),
-                Err(_) => tracing::warn!(%address, %host, "not an address in the hosts file"),
-            }
-        }
-    }
-    listed.then_some(addresses)
-}
-
 /// Keeps the pool's connections matching what the `names` (hosts and ports) resolve to, until
 /// the pool is gone.
 async fn resolve_forever(
@@ -337,29 +278,14 @@ async fn resolve_forever(
     settings: UpstreamSettings,
     resolve: Resolver,
 ) {
-    // The last addresses each name resolved to.
-    let mut known: Vec<HashSet<SocketAddr>> = vec![HashSet::new(); names.len()];
-    let mut current: HashSet<SocketAddr> = HashSet::new();
+    let mut resolution = Resolution::new(names, resolve, settings.resolve_interval);
     loop {
-        for ((host, port), addresses) in names.iter().zip(&mut known) {
-            match resolve(host.clone(), *port).await {
-                Ok(resolved) => *addresses = resolved.into_iter().collect(),
-                // Keep the last known addresses: a DNS hiccup must not empty the pool.
-                Err(error) => tracing::warn!(%host, %error, "cannot resolve upstream"),
-            }
-        }
-        let resolved: HashSet<SocketAddr> = known.iter().flatten().copied().collect();
-        if resolved != current {
-            let Some(pool) = pool.upgrade() else { return };
-            let hosts: Vec<&str> = names.iter().map(|(host, _)| host.as_str()).collect();
-            tracing::info!(?hosts, addresses = ?resolved, "upstream addresses changed");
-            replace_connections(&pool, &resolved, &settings);
-            current = resolved;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(settings.resolve_interval) => {}
+        let resolved = tokio::select! {
+            resolved = resolution.changed() => resolved,
             () = stop.cancelled() => return,
-        }
+        };
+        let Some(pool) = pool.upgrade() else { return };
+        replace_connections(&pool, &resolved, &settings);
     }
 }
 
@@ -586,27 +512,6 @@ mod tests {
         let seen = answers(&pool, 50).await;
 
         assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
-    }
-
-    #[test]
-    fn a_hosts_file_gives_a_name_every_address_of_its_lines() {
-        let hosts = "# Kubernetes-like records\n\
-                     127.0.0.1 chat-headless chat\n\
-                     127.0.0.2   CHAT-HEADLESS # a second pod\n\
-                     not-an-address chat-headless\n\
-                     127.0.0.9 auth-headless\n";
-
-        let chat = addresses_in_hosts(hosts, "chat-headless", 50062);
-        let unknown = addresses_in_hosts(hosts, "group-headless", 50063);
-
-        assert_eq!(
-            chat,
-            Some(vec![
-                "127.0.0.1:50062".parse().unwrap(),
-                "127.0.0.2:50062".parse().unwrap()
-            ])
-        );
-        assert_eq!(unknown, None);
     }
 
     #[tokio::test]

@@ -37,15 +37,17 @@ pub struct Lookup {
 }
 
 impl Directory {
-    /// Talks to auth at `auth_url`, connecting lazily.
+    /// Talks to auth at `auth_url`, connecting lazily, balanced over every pod the name
+    /// resolves to (a headless Service), re-resolved (`common::balance`).
     ///
     /// # Errors
     /// When `auth_url` is not a valid URI.
     pub fn new(auth_url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(auth_url.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        let channel = common::balance::channel(auth_url, |endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+        })?;
         Ok(Self { channel })
     }
 

@@ -97,12 +97,26 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 {{ include "chat.env.server" $args }}
 {{ include "chat.env.database" $args }}
 - name: CHAT_AUTH_URL
-  value: {{ include "chat.url" (dict "root" .root "component" "auth") | quote }}
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "auth") | quote }}
 {{ include "chat.env.token" $args }}
 - name: CHAT_GROUP_URL
-  value: {{ include "chat.url" (dict "root" .root "component" "group") | quote }}
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "group") | quote }}
 - name: CHAT_HEARTBEAT_SECS
   value: {{ .root.Values.chat.heartbeatSeconds | quote }}
+{{- $bus := .root.Values.bus }}
+- name: CHAT_BUS
+  value: {{ $bus.kind | quote }}
+{{- if eq $bus.kind "nats" }}
+{{- if not $bus.nats.url }}
+{{- fail "bus.kind is nats but bus.nats.url is empty: set the NATS server URL(s), e.g. nats://nats.nats:4222" }}
+{{- end }}
+- name: CHAT_NATS_URL
+  value: {{ $bus.nats.url | quote }}
+{{- if $bus.nats.credentials.existingSecret }}
+- name: CHAT_NATS_CREDENTIALS_FILE
+  value: /run/secrets/chat/nats/nats.creds
+{{- end }}
+{{- end }}
 {{ include "chat.env.serviceSecret" $args }}
 {{- end }}
 
@@ -111,7 +125,7 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 {{ include "chat.env.server" $args }}
 {{ include "chat.env.database" $args }}
 - name: GROUP_AUTH_URL
-  value: {{ include "chat.url" (dict "root" .root "component" "auth") | quote }}
+  value: {{ include "chat.headlessUrl" (dict "root" .root "component" "auth") | quote }}
 {{ include "chat.env.token" $args }}
 {{ include "chat.env.serviceSecret" $args }}
 {{- end }}
@@ -160,6 +174,14 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
     items:
       - {key: {{ $root.Values.auth.refreshTokenSecret.key | quote }}, path: refresh-token-secret}
 {{- end }}
+{{- if and (eq .component "chat") (eq $root.Values.bus.kind "nats") $root.Values.bus.nats.credentials.existingSecret }}
+- name: nats-credentials
+  secret:
+    secretName: {{ $root.Values.bus.nats.credentials.existingSecret }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $root.Values.bus.nats.credentials.key | quote }}, path: nats.creds}
+{{- end }}
 {{- if has .component (list "auth" "chat" "group" "gateway") }}
 - name: service-secret
   secret:
@@ -177,6 +199,9 @@ components.NAME.extraEnv, which may not repeat a name the chart sets.
 - {name: previous-signing-keys, mountPath: /run/secrets/chat/previous-signing-keys, readOnly: true}
 {{- end }}
 - {name: refresh-token-secret, mountPath: /run/secrets/chat/refresh-token-secret, readOnly: true}
+{{- end }}
+{{- if and (eq .component "chat") (eq .root.Values.bus.kind "nats") .root.Values.bus.nats.credentials.existingSecret }}
+- {name: nats-credentials, mountPath: /run/secrets/chat/nats, readOnly: true}
 {{- end }}
 {{- if has .component (list "auth" "chat" "group" "gateway") }}
 - {name: service-secret, mountPath: /run/secrets/chat/service-secret, readOnly: true}

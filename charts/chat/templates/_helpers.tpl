@@ -154,13 +154,10 @@ data:
   {{ .key }}: {{ $value }}
 {{- end }}
 
-{{/* Where the services find each other: ClusterIP Services for service-to-service calls. */}}
-{{- define "chat.url" -}}
-{{- $c := index .root.Values.components .component }}
-{{- printf "http://%s:%v" (include "chat.componentName" .) $c.port }}
-{{- end }}
-
-{{/* The gateway reaches every pod through a headless Service and re-resolves it. */}}
+{{/* Where the services find each other: the gateway, and chat and group for their calls to auth
+and group, reach every pod through a headless Service, which they re-resolve (the gateway's
+upstream pools, common::balance): a ClusterIP would pin their long-lived HTTP/2 connections to one
+pod. */}}
 {{- define "chat.headlessUrl" -}}
 {{- $c := index .root.Values.components .component }}
 {{- printf "http://%s-headless:%v" (include "chat.componentName" .) $c.port }}

@@ -43,17 +43,19 @@ const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const SILENCE_BOUND: Duration = Duration::from_secs(10);
 
 /// A lazily connected channel to `url` (group or auth) that notices a dead link by itself: for
-/// every channel whose event streams chat trusts (memberships, devices, revocations).
+/// every channel whose event streams chat trusts (memberships, devices, revocations). Balanced
+/// over every pod the name resolves to (a headless Service), re-resolved (`common::balance`).
 ///
 /// # Errors
 /// When `url` is not a valid URI.
 pub fn peer_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+    common::balance::channel(url, |endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+    })
 }
 
 /// One kind of change events, and what to do with them.
