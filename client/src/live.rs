@@ -1024,8 +1024,24 @@ fn spawn_sealer(
                     users => break users,
                 }
             };
-            let outcome =
-                users.and_then(|users| session.seal_to(&target, &client_message_id, &text, &users));
+            let outcome = users.and_then(|users| {
+                match session.seal_to(&target, &client_message_id, &text, &users) {
+                    // A new line waits for the user to accept the keys, kept as `chat send`
+                    // keeps it; a line sealed before is held by the loop.
+                    Err(Error::Untrusted(reason)) if !fresh => {
+                        let reason = session.keep_held(
+                            &target,
+                            &client_message_id,
+                            &request_id,
+                            &text,
+                            users,
+                            &reason,
+                        )?;
+                        Err(Error::Untrusted(reason))
+                    }
+                    sealed => sealed,
+                }
+            });
             let sealed = match outcome {
                 Ok(envelope) => Sealed::Ready {
                     request_id,
@@ -1038,9 +1054,9 @@ fn spawn_sealer(
                     turn,
                 },
                 Err(error) => Sealed::Failed {
+                    kept: fresh || matches!(error, Error::Untrusted(_)),
                     client_message_id,
                     error,
-                    kept: fresh,
                 },
             };
             if sealed_sender.send(sealed).is_err() {
@@ -1062,6 +1078,9 @@ async fn restore_kept(
         .unwrap_or_default()
         .into_iter()
         .filter(|m| m.conversation_id == target.conversation_id)
+        // A held message waits for the user to accept keys (`chat trust` sends it), and the
+        // later ones are chained after it.
+        .take_while(|m| m.held.is_none())
         .enumerate()
         .filter_map(|(index, m)| {
             let envelope = m.envelope().ok()?;

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use prost::Message as _;
-use proto::chat::v1 as pb;
+use proto::{auth::v1 as auth_pb, chat::v1 as pb};
 use serde::{Deserialize, Serialize};
 
 use tonic::Code;
@@ -189,12 +189,77 @@ pub struct Delivery {
 }
 
 impl Session {
-    /// Whether a kept message waits for the user to accept a participant's new keys.
+    /// Keeps `text`, which could not be sealed because a participant's keys are not accepted
+    /// yet (`untrusted`, the [`Error::Untrusted`] message), held for the user to decide: sealed
+    /// meanwhile for the trusted participants only (so that this device reads it back, and it
+    /// keeps its place in the chain), never sent in that form, and sealed again once the keys
+    /// are accepted ([`Session::send_held`]). Returns the reason kept.
     ///
     /// # Errors
-    /// [`Error::Profile`] for an unreadable outbox.
-    pub fn has_held(&self) -> Result<bool> {
-        Ok(queued(&self.profile)?.iter().any(|m| m.held.is_some()))
+    /// As [`Session::seal_to`]; [`Error::Profile`] when the outbox cannot be written.
+    pub(crate) fn keep_held(
+        &self,
+        target: &Target,
+        client_message_id: &str,
+        request_id: &str,
+        text: &str,
+        users: Vec<auth_pb::UserWithDevices>,
+        untrusted: &str,
+    ) -> Result<String> {
+        // Untrusted users are left out whole; of this user, at least this device stays.
+        let trusted: Vec<_> = users
+            .into_iter()
+            .filter_map(|mut user| {
+                if self.trusted_recipients(std::slice::from_ref(&user)).is_ok() {
+                    return Some(user);
+                }
+                let is_me = user
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.user_id == self.account.user_id);
+                is_me.then(|| {
+                    user.devices
+                        .retain(|device| device.device_id == self.account.device_id);
+                    user
+                })
+            })
+            .collect();
+        let envelope = self.seal_to(target, client_message_id, text, &trusted)?;
+        let reason = held_reason(untrusted);
+        let message = QueuedMessage::new(
+            &target.conversation_id,
+            client_message_id,
+            request_id,
+            &envelope,
+        );
+        keep(
+            &self.profile,
+            QueuedMessage {
+                held: Some(reason.clone()),
+                ..message
+            },
+        )?;
+        Ok(reason)
+    }
+
+    /// Sends the kept messages once the user accepted keys (`chat trust`, `chat verify`): those
+    /// held for keys not accepted yet are sealed again (for the devices now trusted) and sent,
+    /// with every other kept message. One whose participants still have keys not accepted is
+    /// held again. Nothing to do when none is held.
+    ///
+    /// # Errors
+    /// As [`Session::flush`].
+    pub async fn send_held(&self) -> Result<Option<Flushed>> {
+        let turn = chains::sending_turn(&self.profile).await?;
+        let mut all = queued(&self.profile)?;
+        if all.iter().all(|m| m.held.is_none()) {
+            return Ok(None);
+        }
+        for message in &mut all {
+            message.held = None;
+        }
+        self.profile.write_file(OUTBOX, &all)?;
+        Ok(Some(self.flush_with_turn(None, None, &turn).await?.into()))
     }
 
     /// Seals `text` for the conversation, keeps the envelope in the profile's outbox, and sends
@@ -215,11 +280,26 @@ impl Session {
         check_text(text)?;
         let turn = chains::sending_turn(&self.profile).await?;
         let client_message_id = uuid::Uuid::new_v4().to_string();
-        let envelope = self
-            .seal_for(target, &client_message_id, text, false)
-            .await?;
         let request_id = uuid::Uuid::new_v4().to_string();
         let conversation_id = &target.conversation_id;
+        let users = self.participants(target, false).await?;
+        let envelope = match self.seal_to(target, &client_message_id, text, &users) {
+            Err(Error::Untrusted(reason)) => {
+                let reason = self.keep_held(
+                    target,
+                    &client_message_id,
+                    &request_id,
+                    text,
+                    users,
+                    &reason,
+                )?;
+                return Err(Error::Untrusted(format!(
+                    "not sent yet, and kept in this profile: {reason}. Once you accept them, that \
+                     command sends it"
+                )));
+            }
+            sealed => sealed?,
+        };
         keep(
             &self.profile,
             QueuedMessage::new(conversation_id, &client_message_id, &request_id, &envelope),
@@ -310,6 +390,16 @@ impl Session {
             let Some(message) = kept_message(&self.profile, &client_message_id)? else {
                 continue;
             };
+            if let Some(reason) = &message.held {
+                // Sent only once the user accepted the keys ([`Session::send_held`]).
+                flushed.held.push(NotSent {
+                    conversation_id: conversation.clone(),
+                    client_message_id,
+                    reason: reason.clone(),
+                });
+                waiting.insert(conversation);
+                continue;
+            }
             let is_fresh = fresh.is_some_and(|f| f.client_message_id == client_message_id);
             let (message, result) = self.deliver_resealing(message, fresh).await;
             match result {

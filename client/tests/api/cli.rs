@@ -427,6 +427,7 @@ async fn the_interactive_cli_shows_missed_messages_and_sends_stdin_lines(db: PgP
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db: PgPool) {
+    // Until the new keys are accepted, what alice writes is kept, not sent (`chat trust` sends it).
     let env = spawn_env(db).await;
     env.user("warmup").await;
     let alice = cli_user(&env, "alice").await;
@@ -438,7 +439,7 @@ async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db:
     let login = chat(&env, &bobs_new_profile, &["login", "bob"]).await;
     let refused = chat(&env, &alice, &["send", "bob", "still you?"]).await;
     let trust = chat(&env, &alice, &["trust", "bob"]).await;
-    let send = chat(&env, &alice, &["send", "bob", "still you?"]).await;
+    let send = chat(&env, &alice, &["send", "bob", "good"]).await;
     let after = chat(&env, &alice, &["--json", "verify", "bob", "--yes"]).await;
     let devices = chat(&env, &bobs_new_profile, &["--json", "devices"])
         .await
@@ -477,10 +478,19 @@ async fn the_cli_verifies_a_contact_and_stops_sending_when_their_keys_change(db:
         "{}",
         refused.stderr
     );
+    assert!(
+        refused
+            .stderr
+            .contains("not sent yet, and kept in this profile"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(trust.code, 0, "{}", trust.stderr);
     assert!(trust.stdout.contains("accepted"), "{}", trust.stdout);
+    // The message kept while bob's keys waited goes first, once they are accepted.
+    assert!(trust.stdout.ends_with(" as #1\n"), "{}", trust.stdout);
     assert_eq!(send.code, 0, "{}", send.stderr);
-    assert_eq!(send.stdout, "sent #1\n");
+    assert_eq!(send.stdout, "sent #2\n");
     assert_ne!(after.json()["safety_number"], number.as_str());
     assert_eq!(after.json()["verified"], true);
     assert_eq!(json_send.code, 7, "{}", json_send.stderr);

@@ -297,9 +297,9 @@ async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_mea
 
 /// alice verified bob, so his new device waits for her to accept it. A message she kept while
 /// the server was down is refused for bob's device list once it is back, and cannot be sealed
-/// again for his new keys: `chat flush` and `chat chat` keep it (never "not sent" for good),
-/// `chat pending` says it waits for her, and `chat trust bob` sends it, once, for both of bob's
-/// devices.
+/// again for his new keys: `chat flush` keeps it (never "not sent" for good), and so do `chat
+/// send` and `chat chat` with what she writes meanwhile; `chat pending` says they wait for her,
+/// and `chat trust bob` sends them, once each and in order, for both of bob's devices.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust(db: PgPool) {
     let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
@@ -317,7 +317,8 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
     let flushed = chat(&env, &alice, &["flush"]).await;
     let pending = chat(&env, &alice, &["--json", "pending"]).await;
     let pending_text = chat(&env, &alice, &["pending"]).await;
-    let live = chat_with_stdin(&env.server(), &alice, &["chat", "bob"], "").await;
+    let sent_meanwhile = chat(&env, &alice, &["send", "bob", "while waiting"]).await;
+    let live = chat_with_stdin(&env.server(), &alice, &["chat", "bob"], "typed live\n").await;
     let pending_after_live = chat(&env, &alice, &["--json", "pending"]).await;
     let stored_before_trust = stored_messages(&env.db).await;
     let trusted = chat(&env, &alice, &["trust", "bob"]).await;
@@ -350,6 +351,14 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
         "{}",
         pending_text.stdout
     );
+    assert_eq!(sent_meanwhile.code, 7, "{}", sent_meanwhile.stderr);
+    assert!(
+        sent_meanwhile
+            .stderr
+            .contains("not sent yet, and kept in this profile: the keys of bob changed"),
+        "{}",
+        sent_meanwhile.stderr
+    );
     assert_eq!(live.code, 0, "{}", live.stderr);
     assert!(
         live.stderr
@@ -357,9 +366,25 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
         "{}",
         live.stderr
     );
+    let waiting: Vec<(String, bool)> = pending_after_live
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["text"].as_str().unwrap_or("?").to_owned(),
+                m["held"].is_string(),
+            )
+        })
+        .collect();
     assert_eq!(
-        pending_after_live.json(),
-        kept,
+        waiting,
+        [
+            ("kept".to_owned(), true),
+            ("while waiting".to_owned(), true),
+            ("typed live".to_owned(), true)
+        ],
         "{}",
         pending_after_live.stdout
     );
@@ -373,7 +398,7 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
     assert_eq!(pending_after_trust.json(), serde_json::json!([]));
     assert_eq!(
         untimed(&on_old_device.stdout),
-        "[1] alice: before\n[2] alice: kept\n",
+        "[1] alice: before\n[2] alice: kept\n[3] alice: while waiting\n[4] alice: typed live\n",
         "{}",
         on_old_device.stderr
     );
@@ -384,12 +409,14 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
         .iter()
         .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
         .collect();
-    assert!(
-        readable.contains(&"kept".to_owned()),
+    // "before" too: bob's old device forwarded its key when it listed the history.
+    assert_eq!(
+        readable,
+        ["before", "kept", "while waiting", "typed live"],
         "{}",
         on_new_device.stdout
     );
-    assert_eq!(stored_messages(&env.db).await, 2);
+    assert_eq!(stored_messages(&env.db).await, 4);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -222,15 +222,15 @@ pub fn report_flushed(flushed: Flushed, out: &Output) -> Option<Error> {
 }
 
 /// Sends the kept messages once the user accepted keys (`chat trust`, `chat verify`), when
-/// some were held for keys not accepted yet; the server being away leaves them kept.
+/// some were held for keys not accepted yet ([`Session::send_held`]); the server being away
+/// leaves them kept.
 ///
 /// # Errors
-/// As [`Session::flush`]; the error [`report_flushed`] returns, said as kept.
+/// As [`Session::send_held`]; the error [`report_flushed`] returns, said as kept.
 pub async fn send_held(session: &Session, out: &Output) -> Result<()> {
-    if !session.has_held()? {
+    let Some(flushed) = session.send_held().await.map_err(kept)? else {
         return Ok(());
-    }
-    let flushed = session.flush(None).await.map_err(kept)?;
+    };
     report_flushed(flushed, out).map_or(Ok(()), |error| Err(kept(error)))
 }
 
