@@ -220,3 +220,48 @@ pub fn free_port(addresses: &[IpAddr]) -> u16 {
         }
     }
 }
+
+/// A test's directory (secrets, the services' logs, profiles, a database): removed when
+/// dropped, unless the test failed (it is panicking), [`Scratch::keep`] was called, or
+/// `CHAT_TEST_KEEP_LOGS` is set; then it stays, and its path is printed.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    /// A new directory `<prefix>-<uuid>` under the system's temporary directory (which the
+    /// postgres user, when a test runs as root, can reach).
+    ///
+    /// # Panics
+    /// When it cannot be created.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).expect("the temporary directory is writable");
+        Self { path, keep: false }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the directory (a check failed without a panic: the logs tell why).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.keep
+            || std::thread::panicking()
+            || std::env::var_os("CHAT_TEST_KEEP_LOGS").is_some()
+        {
+            eprintln!("the services' logs are in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
