@@ -17,7 +17,12 @@ import type { VectorOutcome } from "./e2ee-vectors.browser";
 
 const [scenario, baseUrl] = process.argv.slice(2);
 const screenshotDir = process.env.SCREENSHOT_DIR ?? "screenshots";
-const PASSWORD = "correct horse battery";
+// Every user's password: the Rust side's (testkit::PASSWORD), which its CLI users log in with too.
+const PASSWORD =
+  process.env.TEST_PASSWORD ??
+  (() => {
+    throw new Error("TEST_PASSWORD is not set (client/tests/web_demo sets it)");
+  })();
 const TIMEOUT = 30_000;
 
 // ---------------------------------------------------------------- requests to the Rust side

@@ -17,17 +17,20 @@ use std::{
     fs::{self, File},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+use testkit::{
+    nginx::{Nginx, Role},
+    stack::{
+        Service, probe_token_signed_with,
+        process::{Process, binaries_dir, free_port},
+    },
 };
 
-use testkit::nginx::{Nginx, Role};
+pub use testkit::stack::process::Deadline;
 
 /// Where the two chat replicas listen (on the same port): their "pod addresses".
 pub const CHAT_REPLICAS: [IpAddr; 2] = [
@@ -84,24 +87,18 @@ pub struct Cluster {
 
 /// What every process is started from.
 pub(crate) struct Environment {
-    pub(crate) bin_dir: PathBuf,
-    pub(crate) dir: PathBuf,
-    pub(crate) database_url: String,
-    pub(crate) route: Route,
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    database_url: String,
+    route: Route,
+    /// Signed with the key in the signing-key Secret: what readiness probes with
+    /// (`testkit::stack::ready`).
+    probe_token: String,
 }
 
-/// One running binary; killed when dropped.
-pub(crate) struct Process {
-    pub(crate) name: String,
-    pub(crate) child: Child,
-    pub(crate) log: PathBuf,
-}
-
-/// Waits for a condition: `tick` sleeps briefly, or panics once `within` has passed.
-pub struct Deadline {
-    what: &'static str,
-    at: Instant,
-}
+/// The token issuer and audience of the chart's default values (`chat.env.token`).
+const TOKEN_ISSUER: &str = "chat-auth";
+const TOKEN_AUDIENCE: &str = "chat";
 
 impl Cluster {
     /// Applies the migrations to `database_url`, then starts auth, group, both chat replicas,
@@ -112,34 +109,29 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with the connections of [`Link`] made where `route` says.
     pub async fn start_routed(dir: &Path, database_url: &str, route: Route) -> Self {
-        let env = Environment {
-            bin_dir: binaries_dir(),
-            dir: dir.to_owned(),
-            database_url: database_url.to_owned(),
-            route,
-        };
-        env.write_secrets();
-        env.migrate();
-
+        let env = Environment::prepare(dir, database_url, route);
         let auth = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
-        let mut auth_process = env.spawn("auth", "auth", env.auth(auth));
-        wait_serving(auth, "auth.v1.AuthService", &mut auth_process).await;
+        let auth_process = env
+            .start("auth", "auth", env.auth(auth), Ready::auth(auth))
+            .await;
         let group = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
-        let mut group_process = env.spawn("group", "group", env.group(group, auth));
-        wait_serving(group, "group.v1.GroupService", &mut group_process).await;
+        let group_env = env.group(group, auth);
+        let group_process = env
+            .start("group", "group", group_env, Ready::group(group))
+            .await;
         let chat_port = free_port(&CHAT_REPLICAS);
         let chat = CHAT_REPLICAS.map(|address| SocketAddr::new(address, chat_port));
         let mut chat_processes = [None, None];
         for (replica, process) in chat_processes.iter_mut().enumerate() {
             let name = format!("chat-{replica}");
-            let mut started = env.spawn("chat-server", &name, env.chat(chat[replica], auth, group));
-            wait_serving(chat[replica], "chat.v1.ChatService", &mut started).await;
-            *process = Some(started);
+            let chat_env = env.chat(chat[replica], auth, group);
+            let ready = Ready::chat(chat[replica]);
+            *process = Some(env.start("chat-server", &name, chat_env, ready).await);
         }
         let gateway = SocketAddr::new(LOOPBACK, free_port(&[LOOPBACK]));
         let gateway_env = env.gateway(gateway, auth, chat, group);
-        let mut gateway_process = env.spawn("gateway", "gateway", gateway_env);
-        wait_ready(gateway, &mut gateway_process).await;
+        let ready = Ready::gateway(gateway);
+        let gateway_process = env.start("gateway", "gateway", gateway_env, ready).await;
         let nginx = Nginx::start(&dir.join("nginx"), gateway, Role::Ingress)
             .await
             .expect("nginx starts");
@@ -172,7 +164,7 @@ impl Cluster {
         [&self.gateway_process]
             .into_iter()
             .chain(chat)
-            .map(|process| (process.name.clone(), process.child.id()))
+            .map(|process| (process.name().to_owned(), process.id()))
             .collect()
     }
 
@@ -183,12 +175,12 @@ impl Cluster {
             .take()
             .expect("the replica is running");
         let started = Instant::now();
-        let status = process.terminate().await;
+        let status = terminate(&mut process).await;
         assert!(
             status.success(),
             "{} exited with {status} after SIGTERM; its log: {}",
-            process.name,
-            process.log.display()
+            process.name(),
+            process.log().display()
         );
         started.elapsed()
     }
@@ -214,14 +206,14 @@ impl Cluster {
             .chain([&mut group_process, &mut auth_process]);
         for process in processes {
             let stopping = Instant::now();
-            let status = process.terminate().await;
+            let status = terminate(process).await;
             assert!(
                 status.success(),
                 "{} exited with {status} after SIGTERM; its log: {}",
-                process.name,
-                process.log.display()
+                process.name(),
+                process.log().display()
             );
-            eprintln!("{} stopped in {:?}", process.name, stopping.elapsed());
+            eprintln!("{} stopped in {:?}", process.name(), stopping.elapsed());
         }
     }
 
@@ -231,10 +223,9 @@ impl Cluster {
     pub async fn start_chat(&mut self, replica: usize) {
         assert!(self.chat_processes[replica].is_none(), "already running");
         let env = self.env.chat(self.chat[replica], self.auth, self.group);
-        let mut process = self
-            .env
-            .spawn("chat-server", &format!("chat-{replica}"), env);
-        wait_serving(self.chat[replica], "chat.v1.ChatService", &mut process).await;
+        let name = format!("chat-{replica}");
+        let ready = Ready::chat(self.chat[replica]);
+        let process = self.env.start("chat-server", &name, env, ready).await;
         self.chat_processes[replica] = Some(process);
         self.wait_until_the_gateway_reaches(replica).await;
     }
@@ -253,14 +244,12 @@ impl Cluster {
     /// it is ready and connected to both chat replicas (nginx in front stays up, as the
     /// Ingress does when a gateway pod crashes and is replaced).
     pub async fn kill_and_restart_gateway(&mut self) {
-        let _ = self.gateway_process.child.kill();
-        let _ = self.gateway_process.child.wait();
+        self.gateway_process.kill();
         let env = self
             .env
             .gateway(self.gateway, self.auth, self.chat, self.group);
-        let mut process = self.env.spawn("gateway", "gateway", env);
-        wait_ready(self.gateway, &mut process).await;
-        self.gateway_process = process;
+        let ready = Ready::gateway(self.gateway);
+        self.gateway_process = self.env.start("gateway", "gateway", env, ready).await;
         for replica in 0..self.chat.len() {
             if self.chat_processes[replica].is_some() {
                 self.wait_until_the_gateway_reaches(replica).await;
@@ -273,15 +262,83 @@ impl Cluster {
     async fn wait_until_the_gateway_reaches(&self, replica: usize) {
         let deadline = Deadline::after(START_TIMEOUT, "the gateway to connect to a chat replica");
         let peer = (self.env.route)(Link::GatewayToChat(replica), self.chat[replica]);
-        while !connected(self.gateway_process.child.id(), peer) {
+        while !connected(self.gateway_process.id(), peer) {
             deadline.tick().await;
         }
     }
 }
 
+/// When a started process counts as ready: `service` at `addr` SERVING on gRPC health (the
+/// chart's readiness probe), then, with `probe`, a call with the environment's probe token that
+/// is no longer UNAVAILABLE (`testkit::stack::ready`, as for a service in process).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ready {
+    pub(crate) addr: SocketAddr,
+    pub(crate) service: Service,
+    pub(crate) probe: bool,
+}
+
+impl Ready {
+    pub(crate) fn auth(addr: SocketAddr) -> Self {
+        Self::probed(addr, Service::Auth)
+    }
+
+    pub(crate) fn group(addr: SocketAddr) -> Self {
+        Self::probed(addr, Service::Group)
+    }
+
+    pub(crate) fn chat(addr: SocketAddr) -> Self {
+        Self::probed(addr, Service::Chat)
+    }
+
+    /// The gateway: health, then the probe through it to auth (what its `/readyz` tells: auth's
+    /// key set and revocations read).
+    pub(crate) fn gateway(addr: SocketAddr) -> Self {
+        Self::probed(addr, Service::Gateway)
+    }
+
+    /// Health SERVING only, exactly the chart's readiness probe (a rollout's pods).
+    pub(crate) fn serving(addr: SocketAddr, service: Service) -> Self {
+        Self {
+            addr,
+            service,
+            probe: false,
+        }
+    }
+
+    fn probed(addr: SocketAddr, service: Service) -> Self {
+        Self {
+            addr,
+            service,
+            probe: true,
+        }
+    }
+}
+
 impl Environment {
+    /// The binaries of `target/<profile>`, the chart's Secrets written under `dir`, and the
+    /// migrations applied to `database_url` (the chart's Job).
+    pub(crate) fn prepare(dir: &Path, database_url: &str, route: Route) -> Self {
+        let bin_dir = binaries_dir(&["auth", "chat-server", "group", "gateway", "migrate"])
+            .unwrap_or_else(|error| panic!("{error:#}"));
+        let mut env = Self {
+            bin_dir,
+            dir: dir.to_owned(),
+            database_url: database_url.to_owned(),
+            route,
+            probe_token: String::new(),
+        };
+        env.write_secrets();
+        env.migrate();
+        let signing_key = fs::read_to_string(env.secret_file("signing-key", "signing-key.pem"))
+            .expect("the signing key was written");
+        env.probe_token = probe_token_signed_with(&signing_key, TOKEN_ISSUER, TOKEN_AUDIENCE)
+            .expect("auth keygen writes a signing key");
+        env
+    }
+
     /// The chart's Secrets, mounted as files under `run/secrets/chat/<volume>/<key>`.
-    pub(crate) fn write_secrets(&self) {
+    fn write_secrets(&self) {
         let signing_key = Command::new(self.bin_dir.join("auth"))
             .arg("keygen")
             .env_clear()
@@ -321,7 +378,7 @@ impl Environment {
     }
 
     /// The migrations Job: `migrate` with `MIGRATE_DATABASE_URL`.
-    pub(crate) fn migrate(&self) {
+    fn migrate(&self) {
         let log = self.dir.join("migrate.log");
         let status = Command::new(self.bin_dir.join("migrate"))
             .env_clear()
@@ -357,8 +414,8 @@ impl Environment {
             env.push(("DATABASE_MAX_CONNECTIONS", "10".to_owned()));
         }
         if parts.contains(&"token") {
-            env.push(("TOKEN_ISSUER", "chat-auth".to_owned()));
-            env.push(("TOKEN_AUDIENCE", "chat".to_owned()));
+            env.push(("TOKEN_ISSUER", TOKEN_ISSUER.to_owned()));
+            env.push(("TOKEN_AUDIENCE", TOKEN_AUDIENCE.to_owned()));
             env.push(("REVOCATION_MAX_STALENESS_SECS", "10".to_owned()));
         }
         if parts.contains(&"service-secret") {
@@ -459,169 +516,38 @@ impl Environment {
     }
 
     /// Starts `binary` with exactly `env` (as in a container: nothing inherited), its output
-    /// to `<dir>/<name>.log`.
-    pub(crate) fn spawn(&self, binary: &str, name: &str, env: Vec<(String, String)>) -> Process {
+    /// to `<dir>/<name>.log`, and waits until it is `ready`.
+    pub(crate) async fn start(
+        &self,
+        binary: &str,
+        name: &str,
+        env: Vec<(String, String)>,
+        ready: Ready,
+    ) -> Process {
         let log = self.dir.join(format!("{name}.log"));
-        let output = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(self.bin_dir.join(binary))
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().unwrap())
-            .stderr(output)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        Process {
-            name: name.to_owned(),
-            child,
-            log,
-        }
+        let mut process = Process::spawn(&self.bin_dir.join(binary), name, env, &log)
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error:#}"));
+        let probe = ready.probe.then_some(self.probe_token.as_str());
+        process
+            .wait_until_ready(ready.addr, ready.service, probe, START_TIMEOUT)
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"));
+        process
     }
 }
 
-impl Process {
-    /// Panics with the log's path if the process has exited.
-    pub(crate) fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited with {status}; its log: {}",
-                self.name,
-                self.log.display()
-            );
-        }
-    }
-
-    /// SIGTERM, then waits for the exit (the drain may last up to the shutdown timeout).
-    pub(crate) async fn terminate(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -TERM {} failed", self.name);
-        let deadline = Deadline::after(SHUTDOWN_TIMEOUT + Duration::from_secs(5), "an exit");
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            deadline.tick().await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Deadline {
-    /// A deadline `within` from now for `what` (named in the panic).
-    pub fn after(within: Duration, what: &'static str) -> Self {
-        Self {
-            what,
-            at: Instant::now() + within,
-        }
-    }
-
-    /// Whether the deadline has passed.
-    pub fn expired(&self) -> bool {
-        Instant::now() >= self.at
-    }
-
-    /// Sleeps briefly before the condition is checked again; panics once the deadline passed.
-    pub async fn tick(&self) {
-        assert!(
-            Instant::now() < self.at,
-            "timed out waiting for {}",
-            self.what
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `target/debug` (or whichever profile built this test): the directory above the test
-/// executable's `deps/`, where cargo puts the workspace's binaries.
-pub(crate) fn binaries_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    for binary in ["auth", "chat-server", "group", "gateway", "migrate"] {
-        assert!(
-            dir.join(binary).is_file(),
-            "{} is missing: build the binaries first (`cargo build --bins`, as ci/test.sh does)",
-            dir.join(binary).display()
-        );
-    }
-    dir
+/// SIGTERM, then waits for the exit (the drain may last up to the shutdown timeout).
+pub(crate) async fn terminate(process: &mut Process) -> ExitStatus {
+    process
+        .terminate(SHUTDOWN_TIMEOUT + Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// The `host:port` of a `postgres://user@host:port/db` URL, when it is an IP address.
 fn database_addr(url: &str) -> Option<SocketAddr> {
     let authority = url.split_once("://")?.1.split('/').next()?;
     authority.rsplit('@').next()?.parse().ok()
-}
-
-/// A port that was free a moment ago on every one of `addresses`.
-pub fn free_port(addresses: &[IpAddr]) -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind((addresses[0], 0)).unwrap();
-        let port = first.local_addr().unwrap().port();
-        if addresses[1..]
-            .iter()
-            .all(|address| std::net::TcpListener::bind((*address, port)).is_ok())
-        {
-            return port;
-        }
-    }
-}
-
-/// Waits until `addr` reports `service` SERVING (the chart's gRPC readiness probe).
-pub(crate) async fn wait_serving(addr: SocketAddr, service: &str, process: &mut Process) {
-    let deadline = Deadline::after(START_TIMEOUT, "a service to report SERVING");
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-    loop {
-        if let Ok(channel) = endpoint.connect().await {
-            let request = HealthCheckRequest {
-                service: service.to_owned(),
-            };
-            if let Ok(response) = HealthClient::new(channel).check(request).await
-                && response.into_inner().status() == ServingStatus::Serving
-            {
-                return;
-            }
-        }
-        // A process that died will never answer: say so rather than time out.
-        process.assert_running();
-        deadline.tick().await;
-    }
-}
-
-/// Waits until the gateway's `/readyz` answers 200 (its readiness probe: auth's key set fetched).
-pub(crate) async fn wait_ready(gateway: SocketAddr, process: &mut Process) {
-    let deadline = Deadline::after(START_TIMEOUT, "the gateway's /readyz");
-    loop {
-        if http_status(gateway, "/readyz").await == Some(200) {
-            return;
-        }
-        process.assert_running();
-        deadline.tick().await;
-    }
-}
-
-/// The status code of `GET path` on `addr` over HTTP/1.1, or `None` when it cannot be fetched.
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.ok()?;
-    let response = String::from_utf8_lossy(&response);
-    // "HTTP/1.1 200 OK"
-    response.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether process `pid` holds an established TCP connection to `peer`: its socket inodes

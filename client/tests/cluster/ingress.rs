@@ -11,10 +11,10 @@ use std::{
 };
 
 use crate::{
-    ScratchDir,
     clients::LiveDevice,
     cluster::{Cluster, Deadline},
     ledger::{Followed, Ledger},
+    scratch,
     setup::{group_chat, with_database},
 };
 
@@ -32,7 +32,7 @@ async fn one_open_stream_carries_more_than_five_mib_of_sends_through_the_ingress
 }
 
 async fn more_than_five_mib_on_one_stream(database_url: String) {
-    let scratch = ScratchDir::new();
+    let scratch = scratch();
     let cluster = Cluster::start(scratch.path(), &database_url).await;
     let members = group_chat(
         &cluster.server(),

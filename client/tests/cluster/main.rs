@@ -31,12 +31,13 @@ mod slow_consumers;
 mod traffic;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use client::Session;
+use testkit::stack::process::Scratch;
 use tokio::sync::watch;
 
 use crate::{
@@ -66,7 +67,7 @@ async fn a_rolling_restart_of_the_chat_replicas_loses_no_acknowledged_message() 
 async fn rolling_restart(database_url: String) {
     let started = Instant::now();
     let mut phases = Vec::new();
-    let scratch = ScratchDir::new();
+    let scratch = scratch();
     let mut cluster = Cluster::start(scratch.path(), &database_url).await;
     phases.push(("cluster up", started.elapsed()));
     let ledger = Arc::new(Ledger::default());
@@ -223,26 +224,6 @@ async fn follow_a_group_conversation(
 
 /// A directory for the run's secrets, logs and client profiles: removed after a success, kept
 /// (and named) after a failure.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("chat-cluster-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("CHAT_TEST_KEEP_LOGS").is_some() {
-            eprintln!("the services' logs are in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+fn scratch() -> Scratch {
+    Scratch::new("chat-cluster-test")
 }

@@ -38,17 +38,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testkit::nginx::{Nginx, Role};
+use testkit::{
+    nginx::{Nginx, Role},
+    stack::{
+        Service,
+        process::{Process, free_port},
+    },
+};
 use tokio::sync::watch;
 
 use crate::{
-    ScratchDir,
     clients::{self, LiveDevice, Pace, send_on_stream, unary_sender},
-    cluster::{
-        Deadline, Environment, Process, binaries_dir, connected, free_port, wait_ready,
-        wait_serving,
-    },
+    cluster::{Deadline, Environment, Ready, connected, terminate},
     ledger::{Followed, Following, Ledger},
+    scratch,
     services::{ClusterIp, Records},
     setup::{group_chat, with_database},
 };
@@ -113,7 +116,7 @@ struct RolloutCluster {
 /// The rollout of auth, group and chat, then of the gateway if `roll_gateway`.
 async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bool) {
     let started = Instant::now();
-    let scratch = ScratchDir::new();
+    let scratch = scratch();
     let mut cluster = RolloutCluster::start(scratch.path(), &database_url).await;
     let server = format!("http://{}", cluster.nginx.addr);
     let members = group_chat(
@@ -226,7 +229,7 @@ async fn rolling_restart_of_every_service(database_url: String, roll_gateway: bo
     for (_, gateway) in &cluster.gateways {
         for pod in &cluster.chat.pods {
             let deadline = Deadline::after(RESOLVE_INTERVAL * 3, "the gateway to reach a new pod");
-            while !connected(gateway.child.id(), pod.addr) {
+            while !connected(gateway.id(), pod.addr) {
                 deadline.tick().await;
             }
         }
@@ -308,12 +311,12 @@ impl Component {
         }
     }
 
-    /// What the readiness probe asks for.
-    fn health_service(self) -> &'static str {
+    /// What the readiness probe asks for (its health name).
+    fn service(self) -> Service {
         match self {
-            Component::Auth => "auth.v1.AuthService",
-            Component::Group => "group.v1.GroupService",
-            Component::Chat => "chat.v1.ChatService",
+            Component::Auth => Service::Auth,
+            Component::Group => Service::Group,
+            Component::Chat => Service::Chat,
         }
     }
 
@@ -334,15 +337,8 @@ impl RolloutCluster {
     /// Migrates, then starts two pods of auth, group and chat (each once what it needs is
     /// ready), the Services, the gateway and nginx.
     async fn start(dir: &Path, database_url: &str) -> Self {
-        let env = Environment {
-            bin_dir: binaries_dir(),
-            dir: dir.to_owned(),
-            database_url: database_url.to_owned(),
-            // Every link direct: the Services in `services.rs` stand where a proxy would.
-            route: Arc::new(|_, addr| addr),
-        };
-        env.write_secrets();
-        env.migrate();
+        // Every link direct: the Services in `services.rs` stand where a proxy would.
+        let env = Environment::prepare(dir, database_url, Arc::new(|_, addr| addr));
         let records = Records::new(dir.join("upstream-hosts"));
         let mut cluster_parts = (
             Deployment::new(Component::Auth),
@@ -431,12 +427,12 @@ impl RolloutCluster {
         self.publish_gateways();
         tokio::time::sleep(GATEWAY_PRE_STOP).await;
         let draining = Instant::now();
-        let status = old.terminate().await;
+        let status = terminate(&mut old).await;
         assert!(
             status.success(),
             "{} exited with {status} after SIGTERM; its log: {}",
-            old.name,
-            old.log.display()
+            old.name(),
+            old.log().display()
         );
         (new_pod, draining.elapsed())
     }
@@ -457,12 +453,12 @@ impl RolloutCluster {
         self.publish(component);
         tokio::time::sleep(component.pre_stop()).await;
         let draining = Instant::now();
-        let status = old.process.terminate().await;
+        let status = terminate(&mut old.process).await;
         assert!(
             status.success(),
             "{} exited with {status} after SIGTERM; its log: {}",
-            old.process.name,
-            old.process.log.display()
+            old.process.name(),
+            old.process.log().display()
         );
         (new_pod, draining.elapsed())
     }
@@ -507,12 +503,12 @@ impl RolloutCluster {
         let mut processes: Vec<Process> = gateways.into_iter().map(|(_, p)| p).collect();
         processes.extend(pods.map(|pod| pod.process));
         for process in &mut processes {
-            let status = process.terminate().await;
+            let status = terminate(process).await;
             assert!(
                 status.success(),
                 "{} exited with {status}; its log: {}",
-                process.name,
-                process.log.display()
+                process.name(),
+                process.log().display()
             );
         }
     }
@@ -557,8 +553,13 @@ impl Deployment {
             Component::Chat => env.chat(addr, auth, group),
         };
         let name = format!("{}-{}", self.component.name(), self.started);
-        let mut process = env.spawn(self.component.binary(), &name, with_debug_logs(pod_env));
-        wait_serving(addr, self.component.health_service(), &mut process).await;
+        // The chart's readiness probe, health SERVING, and no more: a pod that serves before it
+        // can check tokens is what a rollout meets.
+        let ready = Ready::serving(addr, self.component.service());
+        let pod_env = with_debug_logs(pod_env);
+        let process = env
+            .start(self.component.binary(), &name, pod_env, ready)
+            .await;
         self.pods.push(Pod { addr, process });
         addr
     }
@@ -583,8 +584,9 @@ async fn start_gateway(
         1 => "gateway".to_owned(),
         n => format!("gateway-{n}"),
     };
-    let mut process = env.spawn("gateway", &name, pod_env);
-    wait_ready(addr, &mut process).await;
+    let process = env
+        .start("gateway", &name, pod_env, Ready::gateway(addr))
+        .await;
     (addr, process)
 }
 

@@ -48,11 +48,11 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Code, Request, transport::Channel};
 
 use crate::{
-    ScratchDir,
     accounts::PASSWORD,
     clients::{LiveDevice, Pace, Tasks, send_on_stream, unary_sender},
     cluster::{Cluster, Deadline},
     ledger::{Followed, Ledger},
+    scratch,
     setup::{Member, group_chat, with_database},
 };
 
@@ -94,7 +94,7 @@ struct SlowLog {
 }
 
 async fn slow_consumers(database_url: String) {
-    let scratch = ScratchDir::new();
+    let scratch = scratch();
     let cluster = Cluster::start(scratch.path(), &database_url).await;
     let users = ["alice", "bob", "carol", "dave", "erin"];
     let devices: Vec<(String, &str)> = users

@@ -13,17 +13,18 @@
 //! Every sender sends 10 messages a second.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use client::{Session, Target};
-use testkit::ChaosProxy;
-use tokio::sync::watch;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+use testkit::{
+    ChaosProxy,
+    stack::{Service, process::Scratch, ready::serving_status},
 };
+use tokio::sync::watch;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     accounts::register_and_log_in,
@@ -80,7 +81,7 @@ impl Stack {
     /// Starts the database, the proxies and the services, without traffic: for a test that
     /// brings its own clients ([`Stack::add_traffic`]).
     pub async fn start_services() -> Self {
-        let scratch = Scratch::new();
+        let scratch = scratch();
         let postgres = Postgres::start(scratch.path()).await;
         let proxies = Arc::new(Proxies {
             chat_to_database: ChaosProxy::start(Vec::new()),
@@ -252,16 +253,16 @@ impl Stack {
     pub async fn wait_health(&self, status: ServingStatus, within: Duration) -> Duration {
         let started = Instant::now();
         let targets = [
-            (self.cluster.auth, "auth.v1.AuthService"),
-            (self.cluster.group, "group.v1.GroupService"),
-            (self.cluster.chat[0], "chat.v1.ChatService"),
-            (self.cluster.chat[1], "chat.v1.ChatService"),
+            (self.cluster.auth, Service::Auth),
+            (self.cluster.group, Service::Group),
+            (self.cluster.chat[0], Service::Chat),
+            (self.cluster.chat[1], Service::Chat),
         ];
         let mut seen = [false; 4];
         let deadline = Deadline::after(within, "the services' health to change");
         while !seen.iter().all(|seen| *seen) {
             for (index, (addr, service)) in targets.iter().enumerate() {
-                if !seen[index] && health(*addr, service).await == Some(status) {
+                if !seen[index] && serving_status(*addr, *service).await == Some(status) {
                     seen[index] = true;
                 }
             }
@@ -275,7 +276,7 @@ impl Stack {
 
     /// Stops the senders, waits until every send settled and every device showed every stored
     /// message (or the timeout passed), then audits. `healed` is when the fault ended.
-    pub async fn audit(self, fault: &'static str, healed: Instant) -> AuditRow {
+    pub async fn audit(mut self, fault: &'static str, healed: Instant) -> AuditRow {
         self.stop.send_replace(true);
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         while self.ledger.n_unsettled() > 0 && Instant::now() < deadline {
@@ -297,58 +298,16 @@ impl Stack {
         drop(self.clients);
         self.cluster.stop().await;
         if !row.problems.is_empty() || row.lost > 0 || row.duplicated > 0 {
-            eprintln!("the services' logs are in {}", self.scratch.0.display());
             self.scratch.keep();
         }
         row
     }
 }
 
-/// The serving status `addr` reports for `service`, `None` when it does not answer.
-async fn health(addr: std::net::SocketAddr, service: &str) -> Option<ServingStatus> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .timeout(Duration::from_secs(1));
-    let channel = endpoint.connect().await.ok()?;
-    let request = HealthCheckRequest {
-        service: service.to_owned(),
-    };
-    let response = HealthClient::new(channel).check(request).await.ok()?;
-    Some(response.into_inner().status())
-}
-
 /// The test's directory (secrets, logs, profiles, the database): removed after a success,
 /// kept and named after a failure.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("chat-faults-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Keeps the directory (the audit failed: the logs tell why).
-    fn keep(mut self) {
-        self.0 = PathBuf::new();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.0.as_os_str().is_empty() {
-            return;
-        }
-        if std::thread::panicking() {
-            eprintln!("the services' logs are in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+pub fn scratch() -> Scratch {
+    Scratch::new("chat-faults-test")
 }
 
 /// Device names as the ledger keeps them.

@@ -55,7 +55,7 @@ use crate::{
     cluster::{Cluster, Deadline},
     ledger::{Followed, Ledger},
     postgres::Postgres,
-    stack::Scratch,
+    stack::scratch,
     traffic::paced,
 };
 
@@ -100,7 +100,7 @@ async fn a_reconnect_storm_of_every_stream_through_the_gateway_loses_nothing() {
     let via_nginx = std::env::var("FAULTS_STORM_VIA").as_deref() != Ok("gateway");
     raise_open_files_limit(streams);
 
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let postgres = Postgres::start(scratch.path()).await;
     let mut cluster = Cluster::start(scratch.path(), &postgres.url()).await;
     let server = if via_nginx {

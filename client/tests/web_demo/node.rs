@@ -132,6 +132,7 @@ pub async fn run_scenario(stack: &mut Stack, scenario: &str) {
         .arg(scenario)
         .arg(stack.url())
         .env("SCREENSHOT_DIR", screenshot_dir())
+        .env("TEST_PASSWORD", crate::stack::PASSWORD)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

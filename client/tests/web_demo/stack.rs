@@ -1,6 +1,7 @@
 //! The real system on loopback for the browser tests: auth, group and chat on port 0, and the
-//! gateway serving the built web demo (`GATEWAY_WEB_ROOT`) on a port that stays the same when the
-//! gateway is stopped and started again; chat too can be stopped and started again on its port.
+//! gateway serving the built web demo (`GATEWAY_WEB_ROOT`), all started by `testkit::stack`'s
+//! starters (each ready before the next); the gateway and chat can be stopped and started again
+//! where they were (their configs then name the address they had).
 
 use std::{
     collections::HashMap,
@@ -11,18 +12,18 @@ use std::{
 };
 
 use client::{KeyOptions, Profile, Session, keystore::KdfParams};
-
-use crate::{attacks::MaliciousServer, postgres::Postgres, rewriting_proxy::RewritingProxy};
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    sync::oneshot,
-    task::JoinHandle,
+use testkit::stack::{
+    Database, Launch, Runtime, Server as Service, Service as Kind, probe_token,
+    ready::wait_until_available, start_auth, start_chat, start_gateway, start_group, upstreams,
+    uri,
 };
 
-pub const PASSWORD: &str = "correct horse battery";
+use crate::{attacks::MaliciousServer, postgres::Postgres, rewriting_proxy::RewritingProxy};
+
+/// The password of every user, the page's too (`run_scenario` hands it to the script).
+pub use testkit::PASSWORD;
 /// What seals the CLI users' keys (never the password).
 pub const PASSPHRASE: &str = "a separate device passphrase";
 
@@ -36,17 +37,15 @@ const TEST_KEYS: KeyOptions = KeyOptions {
     },
 };
 
-/// A running service (the gateway, chat): stop it by sending on `stop` and awaiting `task`.
-struct RunningService {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
+/// How long chat may take to answer through the gateway once both run (the wait this replaced
+/// gave it 400 tries of 25 ms).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The chat service as started (behind the malicious proxy, if any, which forwards to its port).
-struct ChatService {
-    addr: SocketAddr,
-    config: chat::Config,
-    running: Option<RunningService>,
+/// A service the tests stop and start again where it was: its config (listening at the address
+/// it had) and, while it runs, the running service.
+struct Restartable<C> {
+    config: C,
+    running: Option<Service>,
 }
 
 pub struct Stack {
@@ -55,13 +54,16 @@ pub struct Stack {
     /// With [`Stack::spawn_malicious`]: the proxies in front of every service, which tests make
     /// lie.
     pub malicious: Option<MaliciousServer>,
-    config: gateway::Config,
-    running: Option<RunningService>,
-    chat: ChatService,
+    launch: Launch,
+    /// A token every service of the stack accepts, for the readiness waits.
+    probe_token: String,
+    gateway_service: Restartable<gateway::Config>,
+    chat: Restartable<chat::Config>,
+    /// Auth and group: they run until the test's runtime ends.
+    _services: [Service; 2],
     profiles: Vec<PathBuf>,
     /// The CLI users' profiles, by username (the last device made for each).
     profile_dirs: HashMap<String, PathBuf>,
-    probe: Option<Arc<Session>>,
     /// The stack's own PostgreSQL, when the test started one (to stop it and start it again);
     /// `None` on a `#[sqlx::test]` database.
     pub postgres: Option<Postgres>,
@@ -94,105 +96,82 @@ impl Stack {
         configure_auth: impl FnOnce(&mut auth::Config),
         malicious: bool,
     ) -> Stack {
+        let launch = Launch {
+            database: Database::Pool(db.clone()),
+            runtime: Runtime::Shared,
+            metrics: false,
+            pool_size: None,
+        };
         let mut auth_config = auth::Config::for_tests();
         configure_auth(&mut auth_config);
-        let pool = db.clone();
-        let mut auth_addr = spawn_service(|listener| {
-            auth::run(auth_config, db.clone(), listener, std::future::pending())
-        })
-        .await;
-        let auth_proxy = if malicious {
-            let proxy = RewritingProxy::start(auth_addr).await;
-            auth_addr = proxy.addr;
-            Some(proxy)
-        } else {
-            None
-        };
-        let auth_url = format!("http://{auth_addr}");
-        let mut group_addr = spawn_service(|listener| {
-            group::run(
-                group::Config::for_tests(&auth_url),
-                db.clone(),
-                listener,
-                std::future::pending(),
-            )
-        })
-        .await;
-        let group_proxy = if malicious {
-            let proxy = RewritingProxy::start(group_addr).await;
-            group_addr = proxy.addr;
-            Some(proxy)
-        } else {
-            None
-        };
-        let chat_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut chat_addr = chat_listener.local_addr().unwrap();
-        let mut chat = ChatService {
-            addr: chat_addr,
-            config: chat_config(&auth_url, &format!("http://{group_addr}")),
-            running: None,
-        };
-        chat.running = Some(start_chat_on(&chat.config, &db, chat_listener));
-        let malicious = match (auth_proxy, group_proxy) {
-            (Some(auth), Some(group)) => {
-                let chat_proxy = RewritingProxy::start(chat_addr).await;
-                chat_addr = chat_proxy.addr;
-                Some(MaliciousServer {
-                    auth,
-                    group,
-                    chat: chat_proxy,
-                })
+        let probe_token = probe_token(&auth_config).unwrap();
+        let probe = Some(probe_token.as_str());
+        let proxied = |addr: SocketAddr| async move {
+            if malicious {
+                let proxy = RewritingProxy::start(addr).await;
+                (proxy.addr, Some(proxy))
+            } else {
+                (addr, None)
             }
+        };
+        let auth = start_auth(auth_config, &launch).await.unwrap();
+        let (auth_addr, auth_proxy) = proxied(auth.addr).await;
+        let auth_url = uri(auth_addr).to_string();
+        let group = start_group(group::Config::for_tests(&auth_url), &launch, probe)
+            .await
+            .unwrap();
+        let (group_addr, group_proxy) = proxied(group.addr).await;
+        let mut chat_config = chat::Config::for_tests(&auth_url);
+        chat_config.group_url = uri(group_addr).to_string();
+        let chat = start_chat(chat_config.clone(), &launch, probe)
+            .await
+            .unwrap();
+        // Started again, it listens where it did (behind the malicious proxy, if any).
+        chat_config.server.listen_addr = chat.addr;
+        let (chat_addr, chat_proxy) = proxied(chat.addr).await;
+        let malicious = match (auth_proxy, group_proxy, chat_proxy) {
+            (Some(auth), Some(group), Some(chat)) => Some(MaliciousServer { auth, group, chat }),
             _ => None,
         };
-        let uri = |addr: SocketAddr| format!("http://{addr}").parse().unwrap();
-        let mut config = gateway::Config::for_tests(gateway::UpstreamSettings {
-            auth: uri(auth_addr),
-            chat: uri(chat_addr),
-            group: uri(group_addr),
-            resolve_interval: Duration::from_secs(10),
-            hosts_file: None,
-            connect_timeout: Duration::from_millis(500),
-            connections_per_address: 2,
-        });
-        config.web_root = Some(web_root.to_owned());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut stack = Stack {
-            gateway: listener.local_addr().unwrap(),
-            db: pool,
+        let mut gateway_config = gateway::Config::for_tests(upstreams(
+            &uri(auth_addr),
+            &uri(chat_addr),
+            &uri(group_addr),
+        ));
+        gateway_config.web_root = Some(web_root.to_owned());
+        let gateway = start_gateway(gateway_config.clone(), Runtime::Shared, probe)
+            .await
+            .unwrap();
+        gateway_config.server.listen_addr = gateway.addr;
+        let stack = Stack {
+            gateway: gateway.addr,
+            db,
             malicious,
-            config,
-            running: None,
-            // Kept even when no test stops it: dropping its stop sender would stop it.
-            chat,
+            launch,
+            probe_token,
+            gateway_service: Restartable {
+                config: gateway_config,
+                running: Some(gateway),
+            },
+            chat: Restartable {
+                config: chat_config,
+                running: Some(chat),
+            },
+            _services: [auth, group],
             profiles: Vec::new(),
             profile_dirs: HashMap::new(),
-            probe: None,
             postgres: None,
         };
-        stack.start_gateway_on(listener);
         stack.wait_until_chat_answers().await;
         stack
     }
 
-    /// The gateway and chat fetch auth's token keys in the background after starting: waits
-    /// until an authenticated call goes through (as a probe user).
-    async fn wait_until_chat_answers(&mut self) {
-        self.wait_until_gateway_ready().await;
-        if self.probe.is_none() {
-            self.probe = Some(self.cli_user("web-demo-probe").await);
-        }
-        let probe = self.probe.clone().unwrap();
-        for _ in 0..400 {
-            match probe.conversations().await {
-                Ok(_) => return,
-                Err(client::Error::Unavailable(..) | client::Error::Auth(..)) => {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                Err(error) => panic!("{error}"),
-            }
-        }
-        panic!("chat never answered through the gateway");
+    /// Waits until a call to chat through the gateway is no longer UNAVAILABLE (the gateway
+    /// reaches chat, and chat checks tokens).
+    async fn wait_until_chat_answers(&self) {
+        wait_until_available(self.gateway, Kind::Chat, &self.probe_token, ANSWER_TIMEOUT)
+            .await
+            .expect("chat answers through the gateway");
     }
 
     pub fn url(&self) -> String {
@@ -203,45 +182,20 @@ impl Stack {
         client::Server::new(&self.url(), None).unwrap()
     }
 
-    fn start_gateway_on(&mut self, listener: TcpListener) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway::run(self.config.clone(), listener, async {
-            let _ = stopped.await;
-        }));
-        self.running = Some(RunningService { stop, task });
-    }
-
     /// Stops the gateway (its streams end, its port closes) and waits until it has.
     pub async fn stop_gateway(&mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = running.stop.send(());
-            running.task.await.unwrap().unwrap();
+        if let Some(running) = self.gateway_service.running.take() {
+            running.stop().await.unwrap();
         }
     }
 
-    /// Waits until the gateway's `/readyz` answers 200 (it has auth's token keys).
-    async fn wait_until_gateway_ready(&self) {
-        for _ in 0..400 {
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(self.gateway).await {
-                let request =
-                    "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-                let mut answer = Vec::new();
-                if stream.write_all(request.as_bytes()).await.is_ok()
-                    && stream.read_to_end(&mut answer).await.is_ok()
-                    && answer.starts_with(b"HTTP/1.1 200")
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the gateway never became ready");
-    }
-
-    /// Starts the gateway again on the same port.
+    /// Starts the gateway again on the same port, and waits until chat answers through it.
     pub async fn start_gateway(&mut self) {
-        let listener = TcpListener::bind(self.gateway).await.unwrap();
-        self.start_gateway_on(listener);
+        let config = self.gateway_service.config.clone();
+        let gateway = start_gateway(config, Runtime::Shared, Some(&self.probe_token))
+            .await
+            .unwrap();
+        self.gateway_service.running = Some(gateway);
         self.wait_until_chat_answers().await;
     }
 
@@ -249,16 +203,18 @@ impl Stack {
     /// calls with UNAVAILABLE while auth and group go on.
     pub async fn stop_chat(&mut self) {
         if let Some(running) = self.chat.running.take() {
-            let _ = running.stop.send(());
-            running.task.await.unwrap().unwrap();
+            running.stop().await.unwrap();
         }
     }
 
     /// Starts the chat service again on the same port, and waits until it answers through the
     /// gateway.
     pub async fn start_chat(&mut self) {
-        let listener = TcpListener::bind(self.chat.addr).await.unwrap();
-        self.chat.running = Some(start_chat_on(&self.chat.config, &self.db, listener));
+        let config = self.chat.config.clone();
+        let chat = start_chat(config, &self.launch, Some(&self.probe_token))
+            .await
+            .unwrap();
+        self.chat.running = Some(chat);
         self.wait_until_chat_answers().await;
     }
 
@@ -306,31 +262,4 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-fn start_chat_on(config: &chat::Config, db: &PgPool, listener: TcpListener) -> RunningService {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(chat::run(config.clone(), db.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    RunningService { stop, task }
-}
-
-/// Chat's test configuration, naming the group service (which chat asks for membership).
-fn chat_config(auth_url: &str, group_url: &str) -> chat::Config {
-    let mut config = chat::Config::for_tests(auth_url);
-    config.group_url = group_url.to_owned();
-    config
-}
-
-async fn spawn_service<F, Fut, E>(run: F) -> SocketAddr
-where
-    F: FnOnce(TcpListener) -> Fut,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(run(listener));
-    addr
 }

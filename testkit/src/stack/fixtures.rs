@@ -77,15 +77,32 @@ pub fn upstreams(auth: &Uri, chat: &Uri, group: &Uri) -> gateway::UpstreamSettin
 /// When the configured signing key cannot be read.
 pub fn probe_token(config: &auth::Config) -> anyhow::Result<String> {
     let pem = config.tokens.signing_key.read()?;
-    let key = token::SigningKey::from_pkcs8_pem(secrecy::ExposeSecret::expose_secret(&pem))?;
+    probe_token_signed_with(
+        secrecy::ExposeSecret::expose_secret(&pem),
+        &config.tokens.issuer,
+        &config.tokens.audience,
+    )
+}
+
+/// [`probe_token`] for auth's signing key as PEM (PKCS#8) and its issuer and audience: for the
+/// services' binaries, whose key is a file.
+///
+/// # Errors
+/// When `signing_key_pem` is not a signing key.
+pub fn probe_token_signed_with(
+    signing_key_pem: &str,
+    issuer: &str,
+    audience: &str,
+) -> anyhow::Result<String> {
+    let key = token::SigningKey::from_pkcs8_pem(signing_key_pem)?;
     let subject = token::Subject {
         user_id: uuid::Uuid::new_v4(),
         device_id: uuid::Uuid::new_v4(),
         session_id: uuid::Uuid::new_v4(),
     };
     let claims = token::AccessClaims::new(
-        config.tokens.issuer.clone(),
-        config.tokens.audience.clone(),
+        issuer.to_owned(),
+        audience.to_owned(),
         subject,
         SystemTime::now(),
         // Whatever the test configured: a probe must outlive the waits it is used for.

@@ -6,12 +6,18 @@
 //!
 //! Every service is the crate's own `run` on a loopback port (`127.0.0.1:0`), wired to the
 //! others of the stack (a left-out upstream is [`NOWHERE`]), and is started only once the ones
-//! it needs are ready. Ready means what the chart's readiness probe asks (gRPC health SERVING),
-//! then, for every service that validates tokens (group, chat, the gateway), that a call with a
-//! valid token ([`probe_token`]) is no longer UNAVAILABLE: it has fetched auth's key set and
-//! caught up with auth's revocations. One wait, the same for the tests and the bench.
+//! it needs are ready. A service listens where its config's `server.listen_addr` says: `for_tests`
+//! leaves port 0, and a test that stops a service and starts it again where it was sets the
+//! address it had ([`Server::addr`]). Ready ([`ready`]) means what the chart's readiness probe
+//! asks (gRPC health SERVING), then, for every service that validates tokens (group, chat, the
+//! gateway), that a call with a valid token ([`probe_token`]) is no longer UNAVAILABLE: it has
+//! fetched auth's key set and caught up with auth's revocations. One wait, the same for the
+//! tests, the bench, and the services' binaries started as child processes ([`process`]: the
+//! cluster and fault suites).
 
 mod fixtures;
+pub mod process;
+pub mod ready;
 mod server;
 mod services;
 
@@ -20,8 +26,11 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-pub use fixtures::{DEVICE_KEYS, NOWHERE, probe_token, public_device_keys, upstreams, uri};
-pub use server::{Probe, Runtime, Server, Shutdown, spawn, start_in_own_runtime};
+pub use fixtures::{
+    DEVICE_KEYS, NOWHERE, probe_token, probe_token_signed_with, public_device_keys, upstreams, uri,
+};
+pub use ready::Service;
+pub use server::{Runtime, Server, Shutdown, spawn, start_in_own_runtime};
 pub use services::{start_auth, start_chat, start_gateway, start_group};
 
 /// What the services store into.

@@ -3,25 +3,22 @@
 
 use std::{
     future::Future,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     pin::Pin,
     sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::{Code, Status, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic::transport::Channel;
+
+use super::ready::{Service, wait_until_ready};
 
 /// How long a service may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long stopping may take; a service drains for at most its configured shutdown timeout.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often readiness is asked again.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Resolves when the server should shut down.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -43,7 +40,8 @@ pub enum Runtime {
 /// A service serving on a loopback port.
 #[derive(Debug)]
 pub struct Server {
-    /// Where it serves gRPC (127.0.0.1, an ephemeral port).
+    /// Where it serves gRPC: its config's `server.listen_addr`, which `for_tests` leaves at
+    /// 127.0.0.1 and port 0 (a new port each time).
     pub addr: SocketAddr,
     /// Where it serves `/metrics`, when the stack was asked for it.
     pub metrics: Option<SocketAddr>,
@@ -110,66 +108,28 @@ impl Server {
         }
     }
 
-    /// Waits until the service reports `service` SERVING on gRPC health (`""`: the whole
-    /// server), as the chart's readiness probe does, then, with `probe`, until an
-    /// authenticated call ([`Probe`]) is no longer UNAVAILABLE: the service has fetched auth's
-    /// key set and caught up with its revocations.
+    /// Waits until the service is ready ([`super::ready::wait_until_ready`]): `service`
+    /// SERVING on gRPC health, then, with `probe_token`, until a call with it is no longer
+    /// UNAVAILABLE.
     ///
     /// # Errors
     /// When the service ended, or is not ready within 15 s.
     pub async fn wait_until_ready(
         &self,
-        service: &str,
-        probe: Option<Probe>,
+        service: Service,
+        probe_token: Option<&str>,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let channel = self.connect().await?;
-        let mut health = HealthClient::new(channel.clone());
-        loop {
-            let request = HealthCheckRequest {
-                service: service.to_owned(),
+        let ended = || {
+            let ended = match &self.running {
+                Running::Task(task) => task.is_finished(),
+                Running::Thread(thread) => thread.is_finished(),
+                Running::Elsewhere => false,
             };
-            let status = health
-                .check(request)
-                .await
-                .map(|response| response.into_inner().status());
-            if matches!(status, Ok(ServingStatus::Serving)) {
-                break;
-            }
-            self.check_waiting(deadline, || format!("{service} SERVING (last: {status:?})"))?;
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-        let Some(probe) = probe else { return Ok(()) };
-        loop {
-            match probe(channel.clone()).await {
-                Err(status) if status.code() == Code::Unavailable => {
-                    self.check_waiting(deadline, || {
-                        format!("{service} to check tokens ({status:?})")
-                    })?;
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                }
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    /// Fails once the service ended or time is up.
-    fn check_waiting(&self, deadline: Instant, what: impl Fn() -> String) -> anyhow::Result<()> {
-        let ended = match &self.running {
-            Running::Task(task) => task.is_finished(),
-            Running::Thread(thread) => thread.is_finished(),
-            Running::Elsewhere => false,
+            ended.then(|| "its `run` returned".to_owned())
         };
-        if ended || Instant::now() > deadline {
-            bail!("timed out waiting for {}", what());
-        }
-        Ok(())
+        wait_until_ready(self.addr, service, probe_token, START_TIMEOUT, ended).await
     }
 }
-
-/// An authenticated call that answers UNAVAILABLE while the service cannot check tokens yet.
-pub type Probe =
-    Box<dyn Fn(Channel) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> + Send + Sync>;
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -181,13 +141,15 @@ impl Drop for Server {
     }
 }
 
-/// Starts `serve` on a new loopback listener (and, with `metrics`, a second one for `/metrics`),
-/// in `runtime`. It does not wait for readiness ([`Server::wait_until_ready`] does).
+/// Starts `serve` on a listener bound to `addr` (port 0: a new port; a given one: to start a
+/// service again where it was) and, with `metrics`, a new loopback listener for `/metrics`, in
+/// `runtime`. It does not wait for readiness ([`Server::wait_until_ready`] does).
 ///
 /// # Errors
 /// When it cannot bind or spawn its thread.
 pub async fn spawn<F, Fut>(
     name: &str,
+    addr: SocketAddr,
     runtime: Runtime,
     metrics: bool,
     serve: F,
@@ -196,9 +158,9 @@ where
     F: FnOnce(TcpListener, Option<TcpListener>, Shutdown) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let listener = bind_loopback()?;
+    let listener = bind(addr)?;
     let addr = listener.local_addr()?;
-    let metrics_listener = metrics.then(bind_loopback).transpose()?;
+    let metrics_listener = metrics.then(|| bind(LOOPBACK)).transpose()?;
     let metrics = metrics_listener
         .as_ref()
         .map(std::net::TcpListener::local_addr)
@@ -235,8 +197,11 @@ where
     })
 }
 
-fn bind_loopback() -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+/// 127.0.0.1, port 0.
+const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -251,7 +216,7 @@ where
     F: FnOnce(TcpListener, Shutdown) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let listener = bind_loopback()?;
+    let listener = bind(LOOPBACK)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = own_runtime(name, move || async move {

@@ -1,17 +1,11 @@
-//! Starting each service of a stack and waiting until it is ready: health SERVING, then, for
-//! those that validate tokens, a call with the probe token that is no longer UNAVAILABLE.
+//! Starting each service of a stack where its config's `server.listen_addr` says (`for_tests`:
+//! a new loopback port; the address of an earlier run: to start it again there) and waiting
+//! until it is ready ([`super::ready`]).
 
 use common::config::DatabaseSettings;
-use proto::{
-    auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
-    chat::v1::{self as chat_pb, chat_service_client::ChatServiceClient},
-    group::v1::{self as group_pb, group_service_client::GroupServiceClient},
-};
 use sqlx::PgPool;
-use tonic::transport::Channel;
 
-use super::{Database, Launch, Probe, Runtime, Server, spawn};
-use crate::with_token;
+use super::{Database, Launch, Runtime, Server, ready::Service, spawn};
 
 /// Starts auth with `config` and waits until it is ready.
 ///
@@ -19,8 +13,10 @@ use crate::with_token;
 /// When it does not start or become ready.
 pub async fn start_auth(mut config: auth::Config, launch: &Launch) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
+    let addr = config.server.listen_addr;
     let server = spawn(
         "auth",
+        addr,
         launch.runtime,
         launch.metrics,
         move |listener, metrics, shutdown| async move {
@@ -29,7 +25,7 @@ pub async fn start_auth(mut config: auth::Config, launch: &Launch) -> anyhow::Re
         },
     )
     .await?;
-    server.wait_until_ready(auth::SERVICES[0], None).await?;
+    server.wait_until_ready(Service::Auth, None).await?;
     Ok(server)
 }
 
@@ -44,8 +40,10 @@ pub async fn start_group(
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
+    let addr = config.server.listen_addr;
     let server = spawn(
         "group",
+        addr,
         launch.runtime,
         launch.metrics,
         move |listener, metrics, shutdown| async move {
@@ -54,19 +52,7 @@ pub async fn start_group(
         },
     )
     .await?;
-    let probe = probe_token.map(|token| -> Probe {
-        let token = token.to_owned();
-        Box::new(move |channel: Channel| {
-            let request = with_token(group_pb::ListMyGroupsRequest::default(), &token);
-            Box::pin(async move {
-                GroupServiceClient::new(channel)
-                    .list_my_groups(request)
-                    .await
-                    .map(drop)
-            })
-        })
-    });
-    server.wait_until_ready(group::SERVICES[0], probe).await?;
+    server.wait_until_ready(Service::Group, probe_token).await?;
     Ok(server)
 }
 
@@ -81,8 +67,10 @@ pub async fn start_chat(
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let database = launch.database_for(&mut config.database);
+    let addr = config.server.listen_addr;
     let server = spawn(
         "chat",
+        addr,
         launch.runtime,
         launch.metrics,
         move |listener, metrics, shutdown| async move {
@@ -91,19 +79,7 @@ pub async fn start_chat(
         },
     )
     .await?;
-    let probe = probe_token.map(|token| -> Probe {
-        let token = token.to_owned();
-        Box::new(move |channel: Channel| {
-            let request = with_token(chat_pb::ListConversationsRequest::default(), &token);
-            Box::pin(async move {
-                ChatServiceClient::new(channel)
-                    .list_conversations(request)
-                    .await
-                    .map(drop)
-            })
-        })
-    });
-    server.wait_until_ready(chat::SERVICES[0], probe).await?;
+    server.wait_until_ready(Service::Chat, probe_token).await?;
     Ok(server)
 }
 
@@ -119,24 +95,19 @@ pub async fn start_gateway(
     probe_token: Option<&str>,
 ) -> anyhow::Result<Server> {
     let tls = config.tls.is_some();
-    let server = spawn("gateway", runtime, false, move |listener, _, shutdown| {
-        gateway::run(config, listener, shutdown)
-    })
+    let addr = config.server.listen_addr;
+    let server = spawn(
+        "gateway",
+        addr,
+        runtime,
+        false,
+        move |listener, _, shutdown| gateway::run(config, listener, shutdown),
+    )
     .await?;
-    let probe = probe_token.map(|token| -> Probe {
-        let token = token.to_owned();
-        Box::new(move |channel: Channel| {
-            let request = with_token(auth_pb::GetCurrentUserRequest {}, &token);
-            Box::pin(async move {
-                AuthServiceClient::new(channel)
-                    .get_current_user(request)
-                    .await
-                    .map(drop)
-            })
-        })
-    });
     if !tls {
-        server.wait_until_ready("", probe).await?;
+        server
+            .wait_until_ready(Service::Gateway, probe_token)
+            .await?;
     }
     Ok(server)
 }
