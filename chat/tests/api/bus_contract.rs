@@ -17,26 +17,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use crate::nats::{BusKind, NatsCluster};
-
-/// Generates, for each contract test `name(kind, db)`, `name::postgres` and `name::nats`.
-macro_rules! on_both_buses {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-
-            #[sqlx::test(migrations = "../migrations")]
-            async fn postgres(db: PgPool) {
-                super::$name(BusKind::Postgres, db).await
-            }
-
-            #[sqlx::test(migrations = "../migrations")]
-            async fn nats(db: PgPool) {
-                super::$name(BusKind::Nats, db).await
-            }
-        }
-    )*};
-}
+use crate::nats::{BusKind, NatsCluster, on_both_buses};
 
 on_both_buses!(
     every_kind_of_event_reaches_the_other_replica,

@@ -10,6 +10,25 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Generates, for each test `name(bus: BusKind, db: PgPool)` of the calling module, the tests
+/// `name::postgres` and `name::nats`.
+macro_rules! on_both_buses {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[sqlx::test(migrations = "../migrations")]
+            async fn postgres(db: sqlx::PgPool) {
+                super::$name(crate::nats::BusKind::Postgres, db).await
+            }
+
+            #[sqlx::test(migrations = "../migrations")]
+            async fn nats(db: sqlx::PgPool) {
+                super::$name(crate::nats::BusKind::Nats, db).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_buses;
+
 /// Which bus the chat replicas of a test use.
 #[derive(Clone, Copy, Debug)]
 pub enum BusKind {
