@@ -178,7 +178,6 @@ crate::nats::on_both_buses!(
 
 /// Keys forwarded to a device reach its open streams (Subscribe and OpenStream, on the replica
 /// that stored them and on another) as `KeysForwarded`, and no other device's or user's.
-
 async fn forwarded_keys_are_announced_to_the_recipient_devices_streams_only_on_every_replica(
     bus: crate::nats::BusKind,
     db: PgPool,

@@ -196,8 +196,7 @@ async fn publish_loop(
 ) {
     loop {
         let events = outbox.take(Duration::ZERO).await;
-        let server_limit = usize::try_from(client.server_info().max_payload).unwrap_or(0);
-        let limit = match server_limit {
+        let limit = match client.server_info().max_payload {
             // Not connected yet: the server's bound is not known.
             0 => NATS_MAX_PAYLOAD,
             server => NATS_MAX_PAYLOAD.min(server),
