@@ -21,8 +21,8 @@
 //!   its requests (sends in flight, acknowledgements, typing).
 //! - `send/`: `checks.rs`, every check of a send; `commit.rs`, group commit (many sends, one
 //!   transaction, sequences from `conversations.last_sequence`).
-//! - `delivery/`: `bus.rs`, wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus`
-//!   trait), published after commit; `hub.rs`, the streams of this replica and the dispatcher
+//! - `delivery/`: `bus.rs`, wake-ups between replicas behind the `Bus` trait (`bus/pg.rs`,
+//!   PostgreSQL LISTEN/NOTIFY, the default; `bus/nats.rs`, NATS), published after commit; `hub.rs`, the streams of this replica and the dispatcher
 //!   that wakes them; `recent.rs`, each conversation's newest messages; `wire.rs`, a message
 //!   encoded once for every stream (the second place that writes `chat.v1`, for that reason);
 //!   `stream.rs`, one stream (replay, `CaughtUp`, live, backpressure, heartbeats); `typing.rs`.
