@@ -19,9 +19,11 @@
 //!   would become that many subscription changes propagated to every node.
 //! - What one subject costs: every replica hears every wake-up, as with NOTIFY. A wake-up is one
 //!   line (~80 bytes), coalesced per conversation and packed into payloads of up to 64 KiB, and
-//!   a replica with no stream in the conversation drops it in the hub after one lookup. NATS
-//!   fans that out without any lock shared with the committing transactions (NOTIFY's cost), and
-//!   no replica holds a database connection to hear it.
+//!   a replica with no stream in the conversation drops it in the hub after one lookup of its
+//!   participants (cached for direct conversations; for a group conversation no local stream
+//!   follows, a database read, as with NOTIFY today). NATS fans that out without any lock shared
+//!   with the committing transactions (NOTIFY's cost), and no replica holds a database
+//!   connection to hear it.
 //!
 //! Per-replica subjects have the first cost of per-user ones (the publisher must know who cares)
 //! with nothing gained over one subject. Should the wake-up traffic itself ever be the limit,
