@@ -453,3 +453,29 @@ async fn a_nats_cluster_gone_for_10_s_ends_in_a_resync_and_loses_no_wakeup() {
 
     assert_eq!(heard, 4);
 }
+
+/// A credentials file that cannot be read, or is not a NATS credentials file, stops the start
+/// with an error naming the variable (and never the content), before any connection is tried.
+#[tokio::test]
+async fn bad_nats_credentials_are_refused_at_start() {
+    use common::config::SecretSource;
+    let missing = SecretSource::File("/nonexistent/chat.creds".into());
+    let garbage = SecretSource::Inline("not a credentials file, but a secret".into());
+
+    for credentials in [missing, garbage] {
+        let settings = chat::NatsSettings {
+            // Nothing listens there: the error must come before any connection.
+            servers: vec!["nats://127.0.0.1:1".parse().unwrap()],
+            subject: "chat.bus".to_owned(),
+            credentials: Some(credentials),
+        };
+        let started = NatsBus::start(&settings, CancellationToken::new(), BusMetrics::default());
+        let error = match tokio::time::timeout(PATIENCE, started).await.unwrap() {
+            Ok(_) => panic!("started with bad credentials"),
+            Err(error) => error.to_string(),
+        };
+
+        assert!(error.contains("CHAT_NATS_CREDENTIALS_FILE"), "{error}");
+        assert!(!error.contains("but a secret"), "{error}");
+    }
+}
