@@ -479,3 +479,69 @@ async fn bad_nats_credentials_are_refused_at_start() {
         assert!(!error.contains("but a secret"), "{error}");
     }
 }
+
+/// With `CHAT_NATS_CREDENTIALS_FILE`, the bus connects to a server that requires them (a NATS
+/// server in operator mode, the user signed by its account); without, it never connects.
+#[tokio::test]
+async fn the_nats_bus_connects_with_a_credentials_file() {
+    let server = crate::nats::SecuredNats::start().await;
+    let file = std::env::temp_dir().join(format!("chat-{}.creds", Uuid::now_v7()));
+    std::fs::write(&file, &server.credentials).unwrap();
+    let settings = |credentials| chat::NatsSettings {
+        servers: vec![server.url.parse().unwrap()],
+        subject: "chat.bus".to_owned(),
+        credentials,
+    };
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let start = |credentials| {
+        let settings = settings(credentials);
+        let stop = stop.clone();
+        async move {
+            NatsBus::start(&settings, stop, BusMetrics::default())
+                .await
+                .unwrap()
+        }
+    };
+    let with = start(Some(common::config::SecretSource::File(file.clone()))).await;
+    let without = start(None).await;
+    let (mut with_events, mut without_events) = (with.subscribe(), without.subscribe());
+
+    next_where(&mut with_events, |event| {
+        (event == BusEvent::Resync).then_some(())
+    })
+    .await;
+    let conversation = conversation();
+    with.publish(wakeup(conversation, 1));
+    let heard = next_where(&mut with_events, |event| match event {
+        BusEvent::NewMessages {
+            conversation: c,
+            last_sequence,
+        } if c == conversation => Some(last_sequence),
+        _ => None,
+    })
+    .await;
+    // Its own wake-up, heard at once locally and again through the server.
+    assert_eq!(heard, 1);
+    let through_server = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(BusEvent::NewMessages {
+                conversation: c, ..
+            }) = with_events.recv().await
+                && c == conversation
+            {
+                return;
+            }
+        }
+    });
+    assert!(
+        through_server.await.is_ok(),
+        "the server accepted the credentials"
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(3), without_events.recv()).await;
+    assert!(
+        refused.is_err(),
+        "connected without credentials: {refused:?}"
+    );
+    let _ = std::fs::remove_file(file);
+}

@@ -205,3 +205,119 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+/// A NATS server in operator mode (decentralised JWT authentication, as NGS or an `nsc`-managed
+/// deployment runs): only users whose credentials file an account of its operator signed may
+/// connect. Killed when dropped.
+pub struct SecuredNats {
+    pub url: String,
+    /// The content of a `.creds` file of a user of the server's one account.
+    pub credentials: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl SecuredNats {
+    pub async fn start() -> Self {
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1
+        });
+        let operator_jwt = jwt(&operator, &operator, "operator", serde_json::json!({}));
+        let account_jwt = jwt(
+            &operator,
+            &account,
+            "account",
+            serde_json::json!({ "limits": unlimited }),
+        );
+        let user_jwt = jwt(
+            &account,
+            &user,
+            "user",
+            serde_json::json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1 }),
+        );
+        let dir = std::env::temp_dir().join(format!("chat-nats-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
+        let port = free_port();
+        let config = dir.0.join("server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\noperator: {operator_jwt}\nresolver: MEMORY\n\
+                 resolver_preload: {{\n  {}: {account_jwt}\n}}\n",
+                account.public_key()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(nats_server_path())
+            .args(["-c", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the secured nats-server listens");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let credentials = format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        );
+        Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            credentials,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SecuredNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A NATS JWT (v2) of `kind` for `subject`'s public key, signed by `issuer`.
+fn jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &nkeys::KeyPair,
+    kind: &str,
+    mut nats: serde_json::Value,
+) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    nats["type"] = kind.into();
+    nats["version"] = 2.into();
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::now_v7().simple().to_string().to_uppercase(),
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "sub": subject.public_key(),
+        "name": kind,
+        "nats": nats,
+    });
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{body}");
+    let signature = URL_SAFE_NO_PAD.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}

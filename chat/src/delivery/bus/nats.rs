@@ -159,8 +159,11 @@ fn options(
     let mut options = ConnectOptions::new();
     if let Some(credentials) = &settings.credentials {
         let credentials = credentials.read().map_err(StartError::Credentials)?;
+        // Secrets are read trimmed, and the client's parser wants the line break that ends the
+        // seed's closing line.
+        let credentials = format!("{}\n", credentials.expose_secret());
         options = options
-            .credentials(credentials.expose_secret())
+            .credentials(&credentials)
             .map_err(StartError::Credentials)?;
     }
     Ok(options
