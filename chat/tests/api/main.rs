@@ -14,6 +14,7 @@ mod history;
 mod malformed;
 mod metrics;
 mod nats;
+mod nats_bus;
 mod nats_faults;
 mod properties;
 mod revocation;
