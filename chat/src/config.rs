@@ -39,6 +39,8 @@ pub struct Config {
     pub streams: StreamSettings,
     /// The newest messages shared by the streams (see `recent.rs`).
     pub recent: RecentSettings,
+    /// The bus between replicas (`delivery/bus.rs`).
+    pub bus: BusSettings,
     /// `CHAT_SERVICE_SECRET` or `CHAT_SERVICE_SECRET_FILE` (secret, required): the deployment's
     /// service credential, for following group's membership events
     /// (`common::service_credential`).
@@ -105,6 +107,30 @@ pub struct StreamSettings {
     pub notify_window: Duration,
 }
 
+/// `CHAT_BUS`: which bus wakes the replicas.
+#[derive(Debug, Clone)]
+pub enum BusSettings {
+    /// `postgres` (the default): LISTEN/NOTIFY on the database (`bus/pg.rs`).
+    Postgres,
+    /// `nats`: core NATS (`bus/nats.rs`).
+    Nats(NatsSettings),
+}
+
+/// Where the NATS bus connects. Read (and checked) whatever `CHAT_BUS` says.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// `CHAT_NATS_URL`: the servers, comma-separated `nats://host:port` (or `tls://`), default
+    /// `nats://127.0.0.1:4222`; the client learns the rest of a cluster from them. No user or
+    /// password in the URL: credentials go in a file.
+    pub servers: Vec<async_nats::ServerAddr>,
+    /// `CHAT_NATS_SUBJECT`: the one subject every replica publishes to and subscribes to,
+    /// default `chat.bus`; deployments sharing a NATS account need one each.
+    pub subject: String,
+    /// `CHAT_NATS_CREDENTIALS_FILE` (or `CHAT_NATS_CREDENTIALS`, secret, optional): a NATS
+    /// credentials file (the user's JWT and nkey seed, as `nsc` writes it).
+    pub credentials: Option<SecretSource>,
+}
+
 /// Bounds of the messages cached for streams (`recent.rs`).
 #[derive(Debug, Clone)]
 pub struct RecentSettings {
@@ -160,6 +186,7 @@ impl FromEnv for Config {
                 per_conversation: env.positive_or("RECENT_PER_CONVERSATION", 64)?,
                 max_conversations: env.positive_or("RECENT_CONVERSATIONS", 10_000)?,
             },
+            bus: bus(&env)?,
             service_secret: env.secret_source("SERVICE_SECRET")?,
         })
     }
@@ -195,6 +222,68 @@ fn database(env: &EnvReader) -> Result<DatabaseSettings, ConfigError> {
         MIN_DATABASE_CONNECTIONS,
         "the bus's listener and the committer each hold one",
     )
+}
+
+/// The bus; the NATS settings are read and checked whichever is chosen, so that a mistake
+/// shows before the switch.
+fn bus(env: &EnvReader) -> Result<BusSettings, ConfigError> {
+    let nats = NatsSettings {
+        servers: nats_servers(env)?,
+        subject: nats_subject(env)?,
+        credentials: env.optional_secret_source("NATS_CREDENTIALS")?,
+    };
+    match env.string_or("BUS", "postgres").trim() {
+        "postgres" => Ok(BusSettings::Postgres),
+        "nats" => Ok(BusSettings::Nats(nats)),
+        other => Err(ConfigError::Invalid {
+            key: env.key("BUS"),
+            reason: format!("{other:?}: expected postgres or nats"),
+        }),
+    }
+}
+
+fn nats_servers(env: &EnvReader) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+    let urls = env.string_or("NATS_URL", "nats://127.0.0.1:4222");
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: env.key("NATS_URL"),
+        reason,
+    };
+    urls.split(',')
+        .map(str::trim)
+        .map(|url| {
+            let server: async_nats::ServerAddr = url
+                .parse()
+                .map_err(|error| invalid(format!("{url:?}: {error}")))?;
+            if server.has_user_pass() {
+                // The configuration is logged; credentials belong in the credentials file.
+                return Err(invalid(
+                    "no user or password in the URL: use CHAT_NATS_CREDENTIALS_FILE".into(),
+                ));
+            }
+            Ok(server)
+        })
+        .collect()
+}
+
+fn nats_subject(env: &EnvReader) -> Result<String, ConfigError> {
+    let subject = env.string_or("NATS_SUBJECT", "chat.bus");
+    let valid = subject.split('.').all(|token| {
+        !token.is_empty()
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if valid {
+        Ok(subject)
+    } else {
+        Err(ConfigError::Invalid {
+            key: env.key("NATS_SUBJECT"),
+            reason: format!(
+                "{subject:?}: expected dot-separated tokens of letters, digits, _ and - \
+                 (no wildcards)"
+            ),
+        })
+    }
 }
 
 fn group_url(env: &EnvReader) -> Result<String, ConfigError> {
@@ -241,6 +330,70 @@ mod tests {
             "{error}"
         );
         assert_eq!(pool("3").unwrap().database.max_connections, 3);
+    }
+
+    fn with(key: &'static str, value: &'static str) -> Result<Config, ConfigError> {
+        Config::from_lookup(&move |asked| match asked {
+            "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+            "CHAT_SERVICE_SECRET" => Some("s".repeat(32)),
+            _ if asked == key => Some(value.to_owned()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_bus_is_postgres_unless_nats_is_chosen() {
+        assert!(matches!(
+            with("CHAT_LOG", "info").unwrap().bus,
+            BusSettings::Postgres
+        ));
+        let BusSettings::Nats(nats) = with("CHAT_BUS", "nats").unwrap().bus else {
+            panic!("CHAT_BUS=nats is the NATS bus");
+        };
+        assert_eq!(nats.subject, "chat.bus");
+        assert_eq!(nats.servers.len(), 1);
+        assert!(nats.credentials.is_none());
+    }
+
+    #[test]
+    fn bad_bus_settings_are_refused_with_the_variables_name() {
+        for (key, value) in [
+            ("CHAT_BUS", "kafka"),
+            ("CHAT_NATS_URL", "nats://a:4222,http://"),
+            ("CHAT_NATS_URL", "nats://user:secret@a:4222"),
+            ("CHAT_NATS_SUBJECT", "chat.*"),
+            ("CHAT_NATS_SUBJECT", "chat..bus"),
+        ] {
+            let error = with(key, value).unwrap_err().to_string();
+
+            assert!(error.contains(key), "{key}={value}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_nats_cluster_is_several_urls() {
+        let config = with(
+            "CHAT_NATS_URL",
+            "nats://a:4222, nats://b:4222,nats://c:4222",
+        )
+        .unwrap();
+
+        let BusSettings::Postgres = config.bus else {
+            panic!("the default stays postgres");
+        };
+        let cluster = Config::from_lookup(&|key| match key {
+            "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+            "CHAT_SERVICE_SECRET" => Some("s".repeat(32)),
+            "CHAT_BUS" => Some("nats".to_owned()),
+            "CHAT_NATS_URL" => Some("nats://a:4222,nats://b:4222,nats://c:4222".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let BusSettings::Nats(nats) = cluster.bus else {
+            panic!("CHAT_BUS=nats");
+        };
+        assert_eq!(nats.servers.len(), 3);
     }
 
     #[test]

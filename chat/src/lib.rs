@@ -21,8 +21,8 @@
 //!   its requests (sends in flight, acknowledgements, typing).
 //! - `send/`: `checks.rs`, every check of a send; `commit.rs`, group commit (many sends, one
 //!   transaction, sequences from `conversations.last_sequence`).
-//! - `delivery/`: `bus.rs`, wake-ups between replicas (PostgreSQL LISTEN/NOTIFY behind the `Bus`
-//!   trait), published after commit; `hub.rs`, the streams of this replica and the dispatcher
+//! - `delivery/`: `bus.rs`, wake-ups between replicas behind the `Bus` trait (`bus/pg.rs`,
+//!   PostgreSQL LISTEN/NOTIFY, the default; `bus/nats.rs`, NATS), published after commit; `hub.rs`, the streams of this replica and the dispatcher
 //!   that wakes them; `recent.rs`, each conversation's newest messages; `wire.rs`, a message
 //!   encoded once for every stream (the second place that writes `chat.v1`, for that reason);
 //!   `stream.rs`, one stream (replay, `CaughtUp`, live, backpressure, heartbeats); `typing.rs`.
@@ -92,10 +92,26 @@ use send::{checks, commit};
 use store::conversations;
 
 pub use api::{ChatApi, ChatServer};
-pub use config::{CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, StreamSettings};
-pub use delivery::bus::CHANNEL as BUS_CHANNEL;
+pub use config::{
+    BusSettings, CommitSettings, Config, DEFAULT_LISTEN_ADDR, Limits, NatsSettings, StreamSettings,
+};
 #[doc(hidden)]
-pub use delivery::bus::fuzz_payload as fuzz_bus_payload;
+pub use delivery::bus::outbox::fuzz_payload as fuzz_bus_payload;
+pub use delivery::bus::pg::CHANNEL as BUS_CHANNEL;
+
+/// The bus between replicas, for its contract tests (`tests/api/bus_contract.rs`), which hold
+/// both implementations to the same promises; nothing else outside the crate uses it.
+#[doc(hidden)]
+pub mod bus_contract {
+    pub use crate::delivery::bus::{
+        Bus, BusEvent, KeysForwarded, Receipt, Typing,
+        nats::{NatsBus, PING_INTERVAL, SETTLE},
+        outbox::{NATS_MAX_PAYLOAD, POSTGRES_MAX_PAYLOAD},
+        pg::{CHANNEL, PgBus},
+    };
+    pub use crate::ids::{ConversationId, DeviceId, UserId};
+    pub use crate::metrics::BusMetrics;
+}
 pub use error::Error;
 
 /// The gRPC services chat serves (besides health and reflection).
@@ -157,7 +173,8 @@ pub async fn run_with_metrics_listener(
         streams_end.clone(),
         background,
         metrics.registry_mut(),
-    )?;
+    )
+    .await?;
     let metrics = Arc::new(metrics);
     let _metrics_server = common::metrics::spawn_server(metrics_listener, metrics.clone())?;
     let service = common::service::Service {
@@ -182,7 +199,7 @@ pub async fn run_with_metrics_listener(
 ///
 /// The bus tasks and the membership-event follower stop when `background` fires (when [`run`] returns); the committer and the
 /// dispatcher end by themselves once every handle is dropped.
-fn build(
+async fn build(
     config: &Config,
     db: PgPool,
     credential: ServiceCredential,
@@ -192,12 +209,17 @@ fn build(
 ) -> anyhow::Result<service::Chat> {
     let metrics = crate::metrics::ChatMetrics::default();
     metrics.register(registry);
-    let bus: Arc<dyn bus::Bus> = bus::PgBus::start(
-        db.clone(),
-        config.streams.notify_window,
-        background.clone(),
-        metrics.bus.clone(),
-    );
+    let bus: Arc<dyn bus::Bus> = match &config.bus {
+        config::BusSettings::Postgres => bus::pg::PgBus::start(
+            db.clone(),
+            config.streams.notify_window,
+            background.clone(),
+            metrics.bus.clone(),
+        ),
+        config::BusSettings::Nats(nats) => {
+            bus::nats::NatsBus::start(nats, background.clone(), metrics.bus.clone()).await?
+        }
+    };
     let participants = conversations::Participants::new(db.clone());
     let hub = hub::Hub::new(config.limits.max_streams_per_device, config.streams.queue);
     tokio::spawn(

@@ -166,17 +166,10 @@ async fn subscribing_while_messages_arrive_loses_and_repeats_nothing(db: PgPool)
     assert_eq!(sequences, (1..=30).collect::<Vec<_>>());
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn users_on_different_replicas_reach_each_other(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let replica_b = spawn_chat(
-        &db,
-        app.auth_addr,
-        app.group_addr,
-        |_| {},
-        std::future::pending(),
-    )
-    .await;
+crate::nats::on_both_buses!(users_on_different_replicas_reach_each_other);
+
+async fn users_on_different_replicas_reach_each_other(bus: crate::nats::BusKind, db: PgPool) {
+    let (app, replica_b, _nats) = crate::helpers::spawn_two_replicas(db, bus).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await.on_replica(replica_b).await;
     let conversation = alice.open_direct(&bob).await;

@@ -3,10 +3,7 @@
 //! service refuses: other users' devices, revoked devices, messages the forwarder never had a
 //! key of, and malformed requests.
 
-use std::{
-    future::pending,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use proto::{
     auth::v1 as auth_pb,
@@ -15,7 +12,7 @@ use proto::{
 use sqlx::PgPool;
 use tonic::{Code, Status};
 
-use crate::helpers::{BidiStream, TestDevice, next_event, reason, replay, spawn_app, spawn_chat};
+use crate::helpers::{BidiStream, TestDevice, next_event, reason, replay, spawn_app};
 
 /// `forwarder`'s key of `message` (sent by `sender`) re-wrapped for `recipient`.
 pub fn forward(
@@ -175,14 +172,17 @@ async fn a_new_device_reads_earlier_messages_with_keys_another_device_of_its_use
     );
 }
 
+crate::nats::on_both_buses!(
+    forwarded_keys_are_announced_to_the_recipient_devices_streams_only_on_every_replica
+);
+
 /// Keys forwarded to a device reach its open streams (Subscribe and OpenStream, on the replica
 /// that stored them and on another) as `KeysForwarded`, and no other device's or user's.
-#[sqlx::test(migrations = "../migrations")]
 async fn forwarded_keys_are_announced_to_the_recipient_devices_streams_only_on_every_replica(
+    bus: crate::nats::BusKind,
     db: PgPool,
 ) {
-    let app = spawn_app(db.clone()).await;
-    let replica_b = spawn_chat(&db, app.auth_addr, app.group_addr, |_| {}, pending()).await;
+    let (app, replica_b, _nats) = crate::helpers::spawn_two_replicas(db, bus).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let conversation = bob.open_direct(&alice).await;

@@ -72,6 +72,35 @@ pub async fn spawn_app_with_auth(
     }
 }
 
+/// Two chat replicas on `db` woken by `bus`: the app's (replica A) and another (replica B), whose
+/// address is returned. On NATS, a three-node cluster, also returned (it stops when dropped),
+/// with replica A given node 0 and replica B node 1: wake-ups cross the cluster's routes.
+pub async fn spawn_two_replicas(
+    db: PgPool,
+    bus: crate::nats::BusKind,
+) -> (TestApp, SocketAddr, Option<crate::nats::NatsCluster>) {
+    let cluster = match bus {
+        crate::nats::BusKind::Postgres => None,
+        crate::nats::BusKind::Nats => Some(crate::nats::NatsCluster::start(3).await),
+    };
+    let bus_via = |node| {
+        cluster
+            .as_ref()
+            .map_or(chat::BusSettings::Postgres, |cluster| cluster.bus_via(node))
+    };
+    let (bus_a, bus_b) = (bus_via(0), bus_via(1));
+    let app = spawn_app_with(db.clone(), |config| config.bus = bus_a).await;
+    let replica_b = spawn_chat(
+        &db,
+        app.auth_addr,
+        app.group_addr,
+        |config| config.bus = bus_b,
+        std::future::pending(),
+    )
+    .await;
+    (app, replica_b, cluster)
+}
+
 /// Starts one chat replica on `db`, stopping when `shutdown` resolves.
 pub async fn spawn_chat(
     db: &PgPool,

@@ -1,6 +1,7 @@
 //! The chat service's integration tests: the real auth and chat servers on loopback ports, each
 //! test against its own freshly migrated database.
 
+mod bus_contract;
 mod conversations;
 mod dashboards;
 mod delivery;
@@ -12,6 +13,9 @@ mod helpers;
 mod history;
 mod malformed;
 mod metrics;
+mod nats;
+mod nats_bus;
+mod nats_faults;
 mod properties;
 mod revocation;
 mod sending;
