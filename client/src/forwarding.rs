@@ -151,20 +151,17 @@ impl Session {
         Ok((examined, stored, from))
     }
 
-    /// The key of `message` re-wrapped for `target`, when this device holds a wrapped key of it,
-    /// `target` does not, and the message verifies; else nothing.
+    /// The key of `message` re-wrapped for `target`, when `target` has none and the message
+    /// verifies: from this device's own wrapped key, or else from a key another device of this
+    /// user forwarded to it (a device it trusts, checked as for reading; never back to that
+    /// device); else nothing.
     async fn forward_one(
         &self,
-        message: pb::Message,
+        mut message: pb::Message,
         target: &e2ee::RecipientDevice,
     ) -> Option<pb::ForwardedKey> {
         let envelope = message.envelope.as_ref()?;
-        let holds = |device_id: &str| {
-            envelope
-                .wrapped_keys
-                .iter()
-                .any(|key| key.device_id == device_id && !key.wrapped_key.is_empty())
-        };
+        let device_id = self.account.device_id.clone();
         let target_is_recipient = envelope
             .wrapped_keys
             .iter()
@@ -172,61 +169,23 @@ impl Session {
         if target_is_recipient {
             return None;
         }
-        if !holds(&self.account.device_id) {
-            return self.forward_forwarded(message, target).await;
-        }
-        let sent_at = message.sent_at.map_or(0, |t| t.seconds);
-        let sender_key = self
-            .signing_key(
-                &envelope.sender_user_id,
-                &envelope.sender_device_id,
-                sent_at,
-            )
-            .await
-            .ok()?;
-        let keys = self.shared_keys().ok()?.clone();
-        let (user_id, device_id) = (self.account.user_id.clone(), self.account.device_id.clone());
-        let message_id = message.message_id.clone();
-        let target = target.clone();
-        // Only this device's own entry: the others carry no wrapped key.
-        let mut own_only = message;
-        if let Some(envelope) = own_only.envelope.as_mut() {
-            envelope
-                .wrapped_keys
-                .retain(|key| key.device_id == device_id);
-        }
-        let received = e2ee::ReceivedMessage::try_from(own_only).ok()?;
-        // RSA work off the runtime's threads, as for opening.
-        tokio::task::spawn_blocking(move || {
-            let forwarder = e2ee::Forwarder {
-                user_id: &user_id,
-                device_id: &device_id,
-                keys: &keys,
-            };
-            e2ee::forward_key(&received, &message_id, &forwarder, &sender_key, &target).ok()
-        })
-        .await
-        .ok()?
-        .map(forwarded_key_pb)
-    }
-
-    /// The key of `message` that another device of this user forwarded to this one, forwarded
-    /// on to `target` (never back to the device it came from), when it verifies: only a key
-    /// from a device this device trusts, after every check of opening it.
-    async fn forward_forwarded(
-        &self,
-        mut message: pb::Message,
-        target: &e2ee::RecipientDevice,
-    ) -> Option<pb::ForwardedKey> {
-        let candidates: Vec<Candidate> = self
-            .forwarded_candidates(&message)
-            .await
-            .into_iter()
-            .filter(|candidate| candidate.forwarded.forwarder_device_id != target.device_id)
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
+        let holds_own_key = envelope
+            .wrapped_keys
+            .iter()
+            .any(|key| key.device_id == device_id && !key.wrapped_key.is_empty());
+        let forwarded_to_me: Vec<Candidate> = if holds_own_key {
+            Vec::new()
+        } else {
+            let candidates = self.forwarded_candidates(&message).await;
+            let onward: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|candidate| candidate.forwarded.forwarder_device_id != target.device_id)
+                .collect();
+            if onward.is_empty() {
+                return None;
+            }
+            onward
+        };
         let envelope = message.envelope.as_mut()?;
         let sent_at = message.sent_at.map_or(0, |t| t.seconds);
         let sender_key = self
@@ -237,20 +196,27 @@ impl Session {
             )
             .await
             .ok()?;
-        // This device has no entry of its own, and the others carry no wrapped key.
-        envelope.wrapped_keys.clear();
+        // Only this device's own entry, if any: the others carry no wrapped key.
+        envelope
+            .wrapped_keys
+            .retain(|key| key.device_id == device_id);
         let keys = self.shared_keys().ok()?.clone();
-        let (user_id, device_id) = (self.account.user_id.clone(), self.account.device_id.clone());
+        let user_id = self.account.user_id.clone();
         let message_id = message.message_id.clone();
         let target = target.clone();
         let received = e2ee::ReceivedMessage::try_from(message).ok()?;
+        // RSA work off the runtime's threads, as for opening.
         tokio::task::spawn_blocking(move || {
             let forwarder = e2ee::Forwarder {
                 user_id: &user_id,
                 device_id: &device_id,
                 keys: &keys,
             };
-            candidates.iter().find_map(|candidate| {
+            if holds_own_key {
+                return e2ee::forward_key(&received, &message_id, &forwarder, &sender_key, &target)
+                    .ok();
+            }
+            forwarded_to_me.iter().find_map(|candidate| {
                 e2ee::forward_forwarded_key(
                     &received,
                     &message_id,

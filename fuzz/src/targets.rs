@@ -151,7 +151,13 @@ pub fn access_token(data: &[u8]) {
     if mode % 5 == 1 {
         let header: serde_json::Value =
             serde_json::from_slice(rest).expect("an accepted header is JSON");
-        assert_eq!(header["typ"], "at+jwt", "{header}");
+        // RFC 9068 §4: "at+jwt" or "application/at+jwt", compared as media types are
+        // (case-insensitively), as `token/src/verify.rs` does.
+        let typ = header["typ"].as_str().unwrap_or_default();
+        assert!(
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"),
+            "{header}"
+        );
         assert_eq!(header["alg"], "EdDSA", "{header}");
         assert_eq!(header["kid"], key.kid(), "{header}");
     }

@@ -121,6 +121,34 @@ async fn alice_wrote_to_bob_through_a_cuttable_proxy(
     (env, outage, alice, bob)
 }
 
+/// alice sends bob "kept" while the server is down (the `chat send` is killed once it kept the
+/// message), then bob logs in on a new device: returns that device's profile.
+async fn kept_while_down_then_bob_adds_a_device(
+    env: &TestEnv,
+    outage: &CuttableProxy,
+    alice: &std::path::Path,
+) -> PathBuf {
+    outage.set_down(true);
+    let kept = Background::start_on(&outage.url(), alice, &["send", "bob", "kept"]);
+    kept.printed_on_stderr("kept in this profile").await;
+    drop(kept); // killed: the message stays in the profile
+    outage.set_down(false);
+    let bobs_new_device = env.profile_dir();
+    let login = chat(env, &bobs_new_device, &["login", "bob"]).await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    bobs_new_device
+}
+
+/// The texts of a `--json history`, unreadable runs and failures left out.
+fn texts(history: &serde_json::Value) -> Vec<String> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// alice's profile reaches the gateway through a proxy, which then resets every connection as
 /// if the server were down: `chat send` seals from the devices alice pinned for bob (and for the
 /// members of her group) and keeps the message (the first run is killed once it says so), `chat
@@ -256,14 +284,7 @@ async fn the_live_conversation_sends_a_message_kept_by_an_earlier_run_first(db: 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_meanwhile(db: PgPool) {
     let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
-    outage.set_down(true);
-    let kept = Background::start_on(&outage.url(), &alice, &["send", "bob", "kept"]);
-    kept.printed_on_stderr("kept in this profile").await;
-    drop(kept); // killed: the message stays in the profile
-    outage.set_down(false);
-    let bobs_new_device = env.profile_dir();
-    let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let bobs_new_device = kept_while_down_then_bob_adds_a_device(&env, &outage, &alice).await;
 
     let live = chat_with_stdin(&outage.url(), &alice, &["chat", "bob"], "typed live\n").await;
     let pending = chat(&env, &alice, &["--json", "pending"]).await;
@@ -278,13 +299,7 @@ async fn the_live_conversation_seals_a_kept_message_again_for_a_device_added_mea
         "{}",
         on_old_device.stderr
     );
-    let readable: Vec<String> = on_new_device
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
-        .collect();
+    let readable = texts(&on_new_device.json());
     // "before" too: bob's old device forwarded its key when it listed the history.
     assert_eq!(
         readable,
@@ -305,14 +320,7 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
     let (env, outage, alice, bob) = alice_wrote_to_bob_through_a_cuttable_proxy(db).await;
     let verified = chat(&env, &alice, &["verify", "bob", "--yes"]).await;
     assert_eq!(verified.code, 0, "{}", verified.stderr);
-    outage.set_down(true);
-    let kept = Background::start_on(&outage.url(), &alice, &["send", "bob", "kept"]);
-    kept.printed_on_stderr("kept in this profile").await;
-    drop(kept); // killed: the message stays in the profile
-    outage.set_down(false);
-    let bobs_new_device = env.profile_dir();
-    let login = chat(&env, &bobs_new_device, &["login", "bob"]).await;
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let bobs_new_device = kept_while_down_then_bob_adds_a_device(&env, &outage, &alice).await;
 
     let flushed = chat(&env, &alice, &["flush"]).await;
     let pending = chat(&env, &alice, &["--json", "pending"]).await;
@@ -402,13 +410,7 @@ async fn a_kept_message_that_needs_new_keys_accepted_stays_kept_until_chat_trust
         "{}",
         on_old_device.stderr
     );
-    let readable: Vec<String> = on_new_device
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|entry| entry["content"]["text"].as_str().map(str::to_owned))
-        .collect();
+    let readable = texts(&on_new_device.json());
     // "before" too: bob's old device forwarded its key when it listed the history.
     assert_eq!(
         readable,

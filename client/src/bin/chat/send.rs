@@ -182,33 +182,28 @@ pub fn report_flushed(flushed: Flushed, out: &Output) -> Option<Error> {
         );
         out.print(sent, &text);
     }
-    for dropped in &flushed.dropped {
-        let value = serde_json::json!({ "not_sent": dropped });
-        eprintln!(
-            "{}",
+    for (key, not_sent, say) in [
+        ("not_sent", &flushed.dropped, "not sent, and no longer kept"),
+        (
+            "held",
+            &flushed.held,
+            "not sent yet, still kept (waits for you)",
+        ),
+    ] {
+        for message in not_sent {
             if out.json {
-                value.to_string()
+                let value = serde_json::to_value(message).unwrap_or_default();
+                eprintln!(
+                    "{}",
+                    serde_json::Value::from_iter([(key.to_owned(), value)])
+                );
             } else {
-                format!(
-                    "not sent, and no longer kept: message {} ({})",
-                    dropped.client_message_id, dropped.reason
-                )
+                eprintln!(
+                    "{say}: message {} ({})",
+                    message.client_message_id, message.reason
+                );
             }
-        );
-    }
-    for held in &flushed.held {
-        let value = serde_json::json!({ "held": held });
-        eprintln!(
-            "{}",
-            if out.json {
-                value.to_string()
-            } else {
-                format!(
-                    "not sent yet, still kept: message {} waits for you: {}",
-                    held.client_message_id, held.reason
-                )
-            }
-        );
+        }
     }
     let held = flushed.held.len();
     flushed.stopped.or_else(|| {
