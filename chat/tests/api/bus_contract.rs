@@ -326,23 +326,21 @@ async fn unreadable_payloads_are_dropped_and_the_bus_goes_on(kind: BusKind, db: 
         }
     }
     replicas.a.publish(wakeup(after, 1));
+    // Two publishers (the raw one, and replica a on another node): their messages may arrive
+    // in either order, so the test waits for both, then checks nothing else came.
     let mut heard = Vec::new();
-    loop {
+    while !(heard.contains(&good) && heard.contains(&after)) {
         let event = next_where(&mut replicas.b_events, |event| match event {
             BusEvent::NewMessages { conversation, .. } => Some(conversation),
             _ => None,
         })
         .await;
         heard.push(event);
-        if event == after {
-            break;
-        }
     }
 
-    assert_eq!(
-        heard,
-        [good, after],
-        "the bad lines and the oversized payload are dropped"
+    assert!(
+        heard.iter().all(|heard| *heard == good || *heard == after),
+        "the bad lines and the oversized payload are dropped: {heard:?}"
     );
 }
 
