@@ -124,15 +124,26 @@ fn kept_message(profile: &Profile, client_message_id: &str) -> Result<Option<Que
 /// (`reason`, an [`Error::Untrusted`] message), so that `chat pending` says why it is not sent.
 pub(crate) fn hold(profile: &Profile, client_message_id: &str, reason: &str) -> Result<()> {
     match kept_message(profile, client_message_id)? {
-        Some(message) => keep(
-            profile,
-            QueuedMessage {
-                held: Some(held_reason(reason)),
-                ..message
-            },
-        ),
-        None => Ok(()),
+        // Kept held already (a new line of `chat chat`, by `Session::keep_held`).
+        Some(message) if message.held.is_none() => {
+            keep_held_message(profile, message, reason).map(drop)
+        }
+        _ => Ok(()),
     }
+}
+
+/// Keeps `message` marked as waiting for the user, for the [`Error::Untrusted`] message
+/// `untrusted`; returns the reason kept.
+fn keep_held_message(profile: &Profile, message: QueuedMessage, untrusted: &str) -> Result<String> {
+    let reason = held_reason(untrusted);
+    keep(
+        profile,
+        QueuedMessage {
+            held: Some(reason.clone()),
+            ..message
+        },
+    )?;
+    Ok(reason)
 }
 
 /// An [`Error::Untrusted`] message said of a kept message: it is not "not sent" for good.
@@ -225,21 +236,13 @@ impl Session {
             })
             .collect();
         let envelope = self.seal_to(target, client_message_id, text, &trusted)?;
-        let reason = held_reason(untrusted);
         let message = QueuedMessage::new(
             &target.conversation_id,
             client_message_id,
             request_id,
             &envelope,
         );
-        keep(
-            &self.profile,
-            QueuedMessage {
-                held: Some(reason.clone()),
-                ..message
-            },
-        )?;
-        Ok(reason)
+        keep_held_message(&self.profile, message, untrusted)
     }
 
     /// Sends the kept messages once the user accepted keys (`chat trust`, `chat verify`): those
@@ -423,14 +426,7 @@ impl Session {
                 }
                 // Not final: the user decides whether the new keys are accepted.
                 Err(Error::Untrusted(reason)) => {
-                    let reason = held_reason(&reason);
-                    keep(
-                        &self.profile,
-                        QueuedMessage {
-                            held: Some(reason.clone()),
-                            ..message
-                        },
-                    )?;
+                    let reason = keep_held_message(&self.profile, message, &reason)?;
                     flushed.held.push(NotSent {
                         conversation_id: conversation.clone(),
                         client_message_id,
